@@ -1,0 +1,170 @@
+/*
+ * fs.h -- the spacefs FUSE daemon's shared state.
+ *
+ * The daemon is laid out like libfuse's passthrough_hp: main.c parses the
+ * command line and runs the session; ops.c holds one function per FUSE
+ * low-level operation; inode.c keeps the in-memory inode table (lookup
+ * counts, open counts, cached attributes of regular files and their lazy
+ * write-back); ctl.c serves the control socket spacectl talks to.
+ *
+ * Inode numbers.  The mount's root (FUSE_ROOT_ID) is synthetic: it lists
+ * the volumes.  Every other inode number is (volume id << 48) | volume
+ * inode, so numbers are stable across remounts (the volume id is kept in
+ * the pool catalogue, the volume inode in the metadata store) and fs/ can
+ * route any request to its volume without a lookup.
+ *
+ * Where a FUSE write becomes chunk I/O: ops.c fs_op_write_buf ->
+ * pool_store_write (pool/store.c) -> layout_plan_write (layout/plan.c) ->
+ * pool_aio_run (pool/aio.c, one io_submit).
+ */
+#ifndef SPACEFS_FS_H
+#define SPACEFS_FS_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layout/layout.h"
+#include "pool/meta.h"
+#include "pool/pool.h"
+#include "pool/store.h"
+
+#define FS_VOL_SHIFT   48
+#define FS_VINO_MASK   ((1ull << FS_VOL_SHIFT) - 1)
+#define FS_MAX_VOLUMES 256
+#define FS_ITABLE_SIZE 4096 /* hash buckets of the inode table */
+
+/* What the command line asked for (fs/main.c documents each). */
+struct fs_options {
+	char *source;
+	char *mountpoint;
+	char *node;
+	char *log; /* log file when daemonized (default: syslog) */
+	unsigned threads;
+	unsigned flush_interval; /* seconds between attribute write-backs */
+	double attr_timeout;
+	double entry_timeout;
+	int writeback_cache;
+	int direct_io;
+	int no_odirect; /* buffered chunk I/O even where O_DIRECT works */
+	int read_only;
+	int foreground;
+	int debug;
+	int allow_other;
+	int default_permissions;
+	int show_help;
+	int show_version;
+};
+
+/* One mounted volume: a namespace with its own layout. */
+struct fs_volume {
+	uint32_t id; /* catalogue volume id, the high bits of inode numbers */
+	char name[POOL_NAME_MAX + 1];
+	struct layout_geom geom;
+	int integrity;
+	struct pool_meta *meta;
+	struct pool_store *store;
+	atomic_uint_fast64_t ops, read_bytes, write_bytes;
+};
+
+/* An inode some kernel reference or open file holds. */
+struct fs_inode {
+	uint64_t ino; /* FUSE inode number */
+	struct fs_volume *vol;
+	struct fs_inode *hnext;
+	uint64_t nlookup; /* kernel references; under the table lock */
+	uint32_t nopen;   /* open file handles; under the table lock */
+
+	pthread_mutex_t lock;     /* guards attr and dirty */
+	pthread_rwlock_t io_lock; /* shared: read/write; exclusive: size cuts */
+	struct pool_inode attr;   /* for regular files the authoritative copy */
+	bool dirty;               /* attr differs from the metadata store */
+};
+
+struct fs {
+	struct fs_options opt;
+	struct pool *pool;
+	struct fuse_session *se;
+	struct fs_volume *vol[FS_MAX_VOLUMES];
+	uint32_t nvol;
+	pthread_mutex_t vol_lock; /* guards vol[] growth (volume create online) */
+	/* pool/pool.c wants catalogue changes alone: placement and capacity
+	 * take this shared, an online volume create exclusive. */
+	pthread_rwlock_t pool_lock;
+
+	pthread_mutex_t itable_lock;
+	struct fs_inode *itable[FS_ITABLE_SIZE];
+
+	pthread_t flusher;
+	pthread_mutex_t flush_lock;
+	pthread_cond_t flush_cond;
+	bool stopping;
+
+	struct fs_ctl *ctl;
+	uint64_t started_ns;
+};
+
+/* ---- inode numbers ---- */
+static inline uint64_t fs_ino_make(const struct fs_volume *v, uint64_t vino)
+{
+	return ((uint64_t)v->id << FS_VOL_SHIFT) | vino;
+}
+static inline uint64_t fs_ino_vino(uint64_t ino)
+{
+	return ino & FS_VINO_MASK;
+}
+static inline uint32_t fs_ino_volid(uint64_t ino)
+{
+	return (uint32_t)(ino >> FS_VOL_SHIFT);
+}
+
+/* ---- volumes (fs/volume.c) ---- */
+int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen);
+void fs_volume_close(struct fs_volume *v);
+struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id);
+struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name);
+int64_t fs_now_ns(void);
+
+/* ---- inode table (fs/inode.c) ---- */
+/* Find or load the inode and take `nlookup` kernel references and `nopen`
+ * opens on it.  -ENOENT if the volume or inode does not exist. */
+int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out);
+/* Same, from an inode the metadata store just returned (no reload). */
+struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+				  uint64_t nlookup);
+/* Borrow an inode the kernel holds a reference to (no count change);
+ * NULL if it is not in the table. */
+struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino);
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+void fs_inode_open(struct fs *fs, struct fs_inode *in);
+void fs_inode_release(struct fs *fs, struct fs_inode *in);
+/* Current attributes (cached for regular files, from the store otherwise). */
+int fs_inode_attr(struct fs *fs, struct fs_inode *in, struct pool_inode *out);
+/* After a namespace change the store made to an inode (nlink, ctime),
+ * refresh a cached copy without losing unwritten size/mtime changes. */
+void fs_inode_refresh_links(struct fs *fs, struct fs_volume *v, const struct pool_inode *a);
+/* If nobody references an unlinked inode any more, remove its data. */
+void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct pool_inode *a);
+/* Write one inode's cached attributes back (fsync) or all of them. */
+int fs_inode_flush(struct fs *fs, struct fs_inode *in);
+int fs_inode_flush_all(struct fs *fs);
+/* Drop every inode at unmount (flushing, purging unlinked ones). */
+void fs_inode_table_clear(struct fs *fs);
+void fs_file_map(const struct fs_inode *in, struct pool_file_map *map);
+void fs_attr_to_stat(const struct pool_inode *a, uint64_t ino, struct stat *st);
+
+int fs_flusher_start(struct fs *fs);
+void fs_flusher_stop(struct fs *fs);
+
+/* ---- FUSE operations (fs/ops.c) ---- */
+extern const struct fuse_lowlevel_ops fs_ops;
+
+/* ---- control socket (fs/ctl.c) ---- */
+int fs_ctl_start(struct fs *fs, char *err, size_t errlen);
+void fs_ctl_stop(struct fs *fs);
+
+#endif /* SPACEFS_FS_H */

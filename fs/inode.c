@@ -1,0 +1,397 @@
+/*
+ * inode.c -- the daemon's in-memory inode table.
+ *
+ * FUSE's low-level API hands inode numbers to the kernel and expects them
+ * to stay valid until the kernel forgets them (lookup counts).  This table
+ * holds one struct fs_inode per number the kernel or an open file holds,
+ * in a hash of FS_ITABLE_SIZE buckets under one mutex (lookups are short;
+ * the per-inode work happens outside it).
+ *
+ * Attributes of regular files are cached here and are authoritative while
+ * cached: every write would otherwise cost a metadata transaction for the
+ * new size and mtime.  A write marks the inode dirty; the flusher thread
+ * writes all dirty inodes back in one transaction every flush_interval
+ * seconds, and fsync, release and unmount write back at once.  So after a
+ * daemon crash the metadata is at most flush_interval seconds behind,
+ * except for files that were fsync'd.  Directories and symlinks are not
+ * cached: the metadata store changes them inside namespace transactions,
+ * and reading them from SQLite is cheap.
+ *
+ * An unlinked file keeps its inode (nlink 0, an "orphan" in the store)
+ * until the kernel forgets it and the last open handle is released; then
+ * its chunk files are removed and the inode purged.  A crash in between
+ * leaves an orphan, which the next mount reaps (fs/volume.c).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fs/fs.h"
+
+static size_t bucket_of(uint64_t ino)
+{
+	uint64_t h = ino * 0x9E3779B97F4A7C15ull;
+	return (size_t)(h >> 52) % FS_ITABLE_SIZE;
+}
+
+/* Caller holds itable_lock. */
+static struct fs_inode *table_find(struct fs *fs, uint64_t ino)
+{
+	for (struct fs_inode *in = fs->itable[bucket_of(ino)]; in; in = in->hnext)
+		if (in->ino == ino)
+			return in;
+	return NULL;
+}
+
+static void table_unlink(struct fs *fs, struct fs_inode *in)
+{
+	struct fs_inode **pp = &fs->itable[bucket_of(in->ino)];
+
+	while (*pp != in)
+		pp = &(*pp)->hnext;
+	*pp = in->hnext;
+}
+
+static struct fs_inode *inode_new(struct fs_volume *v, const struct pool_inode *a)
+{
+	struct fs_inode *in = calloc(1, sizeof(*in));
+
+	if (!in)
+		return NULL;
+	in->ino = fs_ino_make(v, a->ino);
+	in->vol = v;
+	in->attr = *a;
+	pthread_mutex_init(&in->lock, NULL);
+	pthread_rwlock_init(&in->io_lock, NULL);
+	return in;
+}
+
+static void inode_free(struct fs_inode *in)
+{
+	pthread_mutex_destroy(&in->lock);
+	pthread_rwlock_destroy(&in->io_lock);
+	free(in);
+}
+
+struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+				  uint64_t nlookup)
+{
+	struct fs_inode *fresh = inode_new(v, a), *in;
+
+	if (!fresh)
+		return NULL;
+	pthread_mutex_lock(&fs->itable_lock);
+	in = table_find(fs, fresh->ino);
+	if (!in) {
+		size_t b = bucket_of(fresh->ino);
+		in = fresh;
+		in->hnext = fs->itable[b];
+		fs->itable[b] = in;
+		fresh = NULL;
+	}
+	in->nlookup += nlookup;
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (fresh)
+		inode_free(fresh);
+	return in;
+}
+
+int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out)
+{
+	struct fs_volume *v = fs_volume_by_id(fs, fs_ino_volid(ino));
+	struct pool_inode a;
+	int rc;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	struct fs_inode *in = table_find(fs, ino);
+	if (in) {
+		in->nlookup += nlookup;
+		pthread_mutex_unlock(&fs->itable_lock);
+		*out = in;
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->itable_lock);
+
+	if (!v)
+		return -ENOENT;
+	rc = pool_meta_get(v->meta, fs_ino_vino(ino), &a);
+	if (rc < 0)
+		return rc;
+	*out = fs_inode_install(fs, v, &a, nlookup);
+	return *out ? 0 : -ENOMEM;
+}
+
+struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	struct fs_inode *in = table_find(fs, ino);
+	pthread_mutex_unlock(&fs->itable_lock);
+	return in;
+}
+
+void fs_file_map(const struct fs_inode *in, struct pool_file_map *map)
+{
+	map->id = in->attr.ino;
+	map->npos = in->attr.npos;
+	memcpy(map->disk, in->attr.disk, sizeof(map->disk));
+}
+
+/* Remove a file's data and its inode for good.  Called with no table
+ * reference left, so nothing else can reach `a`. */
+static void purge(struct fs_volume *v, const struct pool_inode *a)
+{
+	if (S_ISREG(a->mode) && a->npos > 0) {
+		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
+		memcpy(map.disk, a->disk, sizeof(map.disk));
+		int rc = pool_store_remove(v->store, &map);
+		if (rc < 0)
+			fprintf(stderr, "spacefs: volume %s: removing data of inode %llu: %s\n",
+				v->name, (unsigned long long)a->ino, strerror(-rc));
+	}
+	int rc = pool_meta_purge(v->meta, a->ino);
+	if (rc < 0)
+		fprintf(stderr, "spacefs: volume %s: purging inode %llu: %s\n", v->name,
+			(unsigned long long)a->ino, strerror(-rc));
+}
+
+/* The last reference went away: write back or purge, then free. */
+static void inode_retire(struct fs *fs, struct fs_inode *in)
+{
+	if (in->attr.nlink == 0)
+		purge(in->vol, &in->attr);
+	else if (in->dirty)
+		fs_inode_flush(fs, in);
+	inode_free(in);
+}
+
+/* Drop the entry from the table if unreferenced; returns it to retire. */
+static struct fs_inode *drop_if_unused(struct fs *fs, struct fs_inode *in)
+{
+	if (in->nlookup > 0 || in->nopen > 0)
+		return NULL;
+	table_unlink(fs, in);
+	return in;
+}
+
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	assert(in->nlookup >= n);
+	in->nlookup = in->nlookup >= n ? in->nlookup - n : 0;
+	struct fs_inode *gone = drop_if_unused(fs, in);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_retire(fs, gone);
+}
+
+void fs_inode_open(struct fs *fs, struct fs_inode *in)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	in->nopen++;
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+void fs_inode_release(struct fs *fs, struct fs_inode *in)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	assert(in->nopen > 0);
+	in->nopen--;
+	struct fs_inode *gone = drop_if_unused(fs, in);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_retire(fs, gone);
+}
+
+int fs_inode_attr(struct fs *fs, struct fs_inode *in, struct pool_inode *out)
+{
+	(void)fs;
+	if (S_ISREG(in->attr.mode)) {
+		pthread_mutex_lock(&in->lock);
+		*out = in->attr;
+		pthread_mutex_unlock(&in->lock);
+		return 0;
+	}
+	int rc = pool_meta_get(in->vol->meta, in->attr.ino, out);
+	if (rc == 0) {
+		pthread_mutex_lock(&in->lock);
+		in->attr = *out;
+		pthread_mutex_unlock(&in->lock);
+	}
+	return rc;
+}
+
+void fs_inode_refresh_links(struct fs *fs, struct fs_volume *v, const struct pool_inode *a)
+{
+	struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, a->ino));
+
+	if (!in)
+		return;
+	pthread_mutex_lock(&in->lock);
+	in->attr.nlink = a->nlink;
+	in->attr.ctime_ns = a->ctime_ns;
+	pthread_mutex_unlock(&in->lock);
+}
+
+void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct pool_inode *a)
+{
+	if (a->ino == 0 || a->nlink > 0)
+		return;
+	/* Referenced inodes are purged when their last reference goes. */
+	if (fs_inode_peek(fs, fs_ino_make(v, a->ino)))
+		return;
+	purge(v, a);
+}
+
+int fs_inode_flush(struct fs *fs, struct fs_inode *in)
+{
+	struct pool_inode a;
+
+	(void)fs;
+	pthread_mutex_lock(&in->lock);
+	if (!in->dirty || in->attr.nlink == 0) {
+		pthread_mutex_unlock(&in->lock);
+		return 0;
+	}
+	a = in->attr;
+	in->dirty = false;
+	pthread_mutex_unlock(&in->lock);
+
+	int rc = pool_meta_setattr(in->vol->meta, &a);
+	if (rc < 0) {
+		pthread_mutex_lock(&in->lock);
+		in->dirty = true;
+		pthread_mutex_unlock(&in->lock);
+	}
+	return rc;
+}
+
+/* Collect dirty inodes of one volume into a batch under the table lock,
+ * then write them in one transaction.  Inodes stay in the table while the
+ * table lock is held, and we copy their attributes, so the batch needs no
+ * references. */
+static int flush_volume(struct fs *fs, struct fs_volume *v)
+{
+	size_t cap = 64, n = 0;
+	struct pool_inode *batch = malloc(cap * sizeof(*batch));
+	int rc = 0;
+
+	if (!batch)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->itable_lock);
+	for (size_t b = 0; b < FS_ITABLE_SIZE; b++) {
+		for (struct fs_inode *in = fs->itable[b]; in; in = in->hnext) {
+			if (in->vol != v)
+				continue;
+			pthread_mutex_lock(&in->lock);
+			if (in->dirty && in->attr.nlink > 0) {
+				if (n == cap) {
+					struct pool_inode *nb = realloc(batch, 2 * cap * sizeof(*nb));
+					if (!nb) {
+						pthread_mutex_unlock(&in->lock);
+						goto out;
+					}
+					batch = nb;
+					cap *= 2;
+				}
+				batch[n++] = in->attr;
+				in->dirty = false;
+			}
+			pthread_mutex_unlock(&in->lock);
+		}
+	}
+out:
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (n > 0)
+		rc = pool_meta_setattr_many(v->meta, batch, n);
+	if (rc < 0)
+		fprintf(stderr, "spacefs: volume %s: attribute write-back of %zu inodes: %s\n",
+			v->name, n, strerror(-rc));
+	free(batch);
+	return rc;
+}
+
+int fs_inode_flush_all(struct fs *fs)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < n; i++) {
+		int r = flush_volume(fs, fs->vol[i]);
+		if (r < 0 && rc == 0)
+			rc = r;
+	}
+	return rc;
+}
+
+void fs_inode_table_clear(struct fs *fs)
+{
+	fs_inode_flush_all(fs);
+	for (size_t b = 0; b < FS_ITABLE_SIZE; b++) {
+		while (fs->itable[b]) {
+			struct fs_inode *in = fs->itable[b];
+			fs->itable[b] = in->hnext;
+			inode_retire(fs, in);
+		}
+	}
+}
+
+void fs_attr_to_stat(const struct pool_inode *a, uint64_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_rdev = (dev_t)a->rdev;
+	st->st_blksize = 65536;
+	st->st_atim.tv_sec = a->atime_ns / 1000000000;
+	st->st_atim.tv_nsec = a->atime_ns % 1000000000;
+	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+}
+
+/* ---- the flusher thread ---- */
+
+static void *flusher_main(void *arg)
+{
+	struct fs *fs = arg;
+
+	pthread_mutex_lock(&fs->flush_lock);
+	while (!fs->stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += fs->opt.flush_interval;
+		pthread_cond_timedwait(&fs->flush_cond, &fs->flush_lock, &ts);
+		if (fs->stopping)
+			break;
+		pthread_mutex_unlock(&fs->flush_lock);
+		fs_inode_flush_all(fs);
+		pthread_mutex_lock(&fs->flush_lock);
+	}
+	pthread_mutex_unlock(&fs->flush_lock);
+	return NULL;
+}
+
+int fs_flusher_start(struct fs *fs)
+{
+	return -pthread_create(&fs->flusher, NULL, flusher_main, fs);
+}
+
+void fs_flusher_stop(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->flush_lock);
+	fs->stopping = true;
+	pthread_cond_signal(&fs->flush_cond);
+	pthread_mutex_unlock(&fs->flush_lock);
+	pthread_join(fs->flusher, NULL);
+}

@@ -1,0 +1,311 @@
+/*
+ * main.c -- the spacefs daemon: command line, pool and volumes, session.
+ *
+ *   spacefs SOURCE MOUNTPOINT [-o opts] [-f] [-d]
+ *
+ * SOURCE is any member disk of the pool.  The argument order and -o
+ * follow the mount-helper convention, so `mount -t fuse.spacefs SOURCE
+ * MOUNTPOINT` and fstab lines work once spacefs is installed: mount(8)
+ * runs mount.fuse3, which runs `spacefs SOURCE MOUNTPOINT -o opts`.
+ *
+ * Start-up order matters for clear errors: open the pool (majority rule,
+ * pool/pool.c) and every volume (metadata replicas, chunk store) before
+ * mounting, so a broken pool fails with one line and nothing mounted.
+ * Then mount, daemonize (unless -f), start the attribute flusher and the
+ * control socket, and run the multithreaded FUSE loop until unmount.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/fs.h"
+
+#define SPACEFS_VERSION "0.1.0"
+
+#define OPT(t, p, v) {t, offsetof(struct fs_options, p), v}
+static const struct fuse_opt option_spec[] = {
+	OPT("node=%s", node, 0),
+	OPT("log=%s", log, 0),
+	OPT("threads=%u", threads, 0),
+	OPT("flush_interval=%u", flush_interval, 0),
+	OPT("attr_timeout=%lf", attr_timeout, 0),
+	OPT("entry_timeout=%lf", entry_timeout, 0),
+	OPT("writeback_cache", writeback_cache, 1),
+	OPT("direct_io", direct_io, 1),
+	OPT("no_odirect", no_odirect, 1),
+	OPT("ro", read_only, 1),
+	OPT("allow_other", allow_other, 1),
+	OPT("default_permissions", default_permissions, 1),
+	OPT("-f", foreground, 1),
+	OPT("-d", debug, 1),
+	OPT("debug", debug, 1),
+	OPT("-h", show_help, 1),
+	OPT("--help", show_help, 1),
+	OPT("-V", show_version, 1),
+	OPT("--version", show_version, 1),
+	FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
+	       "\n"
+	       "Mount the spacefs pool that disk directory SOURCE belongs to at MOUNTPOINT.\n"
+	       "Each volume of the pool is a top-level directory of the mount.\n"
+	       "\n"
+	       "options:\n"
+	       "  -f                     stay in the foreground\n"
+	       "  -d, -o debug           foreground, and log every FUSE request\n"
+	       "  -o node=NAME           this node's name (default: the host name)\n"
+	       "  -o log=FILE            log here once daemonized (default: syslog)\n"
+	       "  -o threads=N           FUSE worker threads (default 8)\n"
+	       "  -o ro                  mount read-only\n"
+	       "  -o allow_other         let other users use the mount (needed for Samba)\n"
+	       "  -o default_permissions let the kernel check permissions\n"
+	       "  -o writeback_cache     kernel write-back caching of file data\n"
+	       "  -o direct_io           bypass the page cache (benchmarks; no shared mmap)\n"
+	       "  -o no_odirect          buffered chunk I/O even where O_DIRECT works\n"
+	       "  -o flush_interval=S    seconds between metadata write-backs (default 5)\n"
+	       "  -o attr_timeout=S      kernel attribute cache time (default 1.0)\n"
+	       "  -o entry_timeout=S     kernel name cache time (default 1.0)\n"
+	       "  -h, --help             this help\n"
+	       "  -V, --version          version\n"
+	       "\n"
+	       "Other -o options are passed to FUSE (see mount.fuse3(8)).\n",
+	       prog);
+}
+
+/* The two positional arguments: SOURCE then MOUNTPOINT. */
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct fs_options *o = data;
+
+	(void)outargs;
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	if (!o->source) {
+		o->source = realpath(arg, NULL);
+		if (!o->source) {
+			fprintf(stderr, "spacefs: %s: %s\n", arg, strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	if (!o->mountpoint) {
+		o->mountpoint = realpath(arg, NULL);
+		if (!o->mountpoint) {
+			fprintf(stderr, "spacefs: mount point %s: %s\n", arg, strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	fprintf(stderr, "spacefs: unexpected argument '%s'\n", arg);
+	return -1;
+}
+
+static void set_defaults(struct fs_options *o)
+{
+	o->threads = 8;
+	o->flush_interval = 5;
+	o->attr_timeout = 1.0;
+	o->entry_timeout = 1.0;
+}
+
+static int parse_args(struct fuse_args *args, struct fs_options *o)
+{
+	set_defaults(o);
+	if (fuse_opt_parse(args, o, option_spec, opt_proc) < 0)
+		return -EINVAL;
+	if (o->show_help || o->show_version)
+		return 0;
+	if (!o->source || !o->mountpoint) {
+		fprintf(stderr, "spacefs: need SOURCE and MOUNTPOINT (spacefs --help)\n");
+		return -EINVAL;
+	}
+	if (o->threads < 1 || o->threads > 256) {
+		fprintf(stderr, "spacefs: threads=%u: must be 1..256\n", o->threads);
+		return -EINVAL;
+	}
+	if (o->flush_interval < 1 || o->flush_interval > 3600) {
+		fprintf(stderr, "spacefs: flush_interval=%u: must be 1..3600 seconds\n",
+			o->flush_interval);
+		return -EINVAL;
+	}
+	if (!o->node) {
+		char host[256] = "node";
+		gethostname(host, sizeof(host) - 1);
+		o->node = strdup(host);
+	}
+	/* Options the kernel must see too go back into the FUSE arguments. */
+	if (o->debug)
+		fuse_opt_add_arg(args, "-odebug");
+	if (o->allow_other)
+		fuse_opt_add_arg(args, "-oallow_other");
+	if (o->default_permissions)
+		fuse_opt_add_arg(args, "-odefault_permissions");
+	if (o->read_only)
+		fuse_opt_add_arg(args, "-oro");
+	fuse_opt_add_arg(args, "-osubtype=spacefs");
+	return 0;
+}
+
+/* Once daemonized stderr is /dev/null; every message of the daemon goes
+ * to stderr, so point stderr at the log file, or at syslog through a
+ * stdio cookie stream. */
+static ssize_t syslog_write(void *cookie, const char *buf, size_t size)
+{
+	(void)cookie;
+	syslog(LOG_NOTICE, "%.*s", (int)size, buf);
+	return (ssize_t)size;
+}
+
+static void redirect_log(struct fs *fs)
+{
+	if (fs->opt.foreground || fs->opt.debug)
+		return;
+	if (fs->opt.log) {
+		int fd = open(fs->opt.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+			return;
+		}
+	}
+	openlog("spacefs", LOG_PID, LOG_DAEMON);
+	cookie_io_functions_t io = {.write = syslog_write};
+	FILE *f = fopencookie(NULL, "w", io);
+	if (f) {
+		setvbuf(f, NULL, _IOLBF, 0);
+		stderr = f;
+	}
+}
+
+/* A pool mounts without some disks only if the majority rule allows it;
+ * say loudly which ones are out. */
+static void report_disks(const struct pool *p)
+{
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		if (p->disk[i].state != POOL_DISK_HEALTHY)
+			fprintf(stderr, "spacefs: WARNING: disk %u (%s) is %s: %s\n", i,
+				p->disk[i].path, pool_disk_state_name(p->disk[i].state),
+				p->disk[i].msg);
+}
+
+static int open_pool(struct fs *fs)
+{
+	char err[512] = "";
+	int rc = pool_open(fs->opt.source, 0, &fs->pool, err, sizeof(err));
+
+	if (rc < 0) {
+		fprintf(stderr, "spacefs: %s\n", err[0] ? err : strerror(-rc));
+		return rc;
+	}
+	report_disks(fs->pool);
+	for (uint32_t i = 0; i < fs->pool->sb->nvolumes; i++) {
+		const struct pool_sb_volume *pv = &fs->pool->sb->volume[i];
+		if (pv->state != POOL_VOLUME_ONLINE) {
+			fprintf(stderr, "spacefs: volume %s is being deleted; not mounted\n",
+				pv->name);
+			continue;
+		}
+		rc = fs_volume_open(fs, pv, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "spacefs: %s\n", err);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void close_all(struct fs *fs)
+{
+	for (uint32_t i = 0; i < fs->nvol; i++)
+		fs_volume_close(fs->vol[i]);
+	if (fs->pool)
+		pool_close(fs->pool);
+	free(fs->opt.source);
+	free(fs->opt.mountpoint);
+	free(fs->opt.node);
+	free(fs->opt.log);
+}
+
+static int run_session(struct fs *fs, struct fuse_args *args)
+{
+	struct fuse_loop_config *cfg;
+	char err[256];
+	int rc = 1;
+
+	fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	if (!fs->se)
+		return 1;
+	if (fuse_set_signal_handlers(fs->se) != 0)
+		goto destroy;
+	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0)
+		goto remove_handlers;
+	fuse_daemonize(fs->opt.foreground || fs->opt.debug);
+	redirect_log(fs);
+	if (fs_flusher_start(fs) < 0)
+		goto unmount;
+	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
+		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
+			err);
+
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, fs->opt.threads);
+	fuse_loop_cfg_set_idle_threads(cfg, fs->opt.threads);
+	rc = fuse_session_loop_mt(fs->se, cfg) != 0;
+	fuse_loop_cfg_destroy(cfg);
+
+	fs_ctl_stop(fs);
+	fs_flusher_stop(fs);
+unmount:
+	fuse_session_unmount(fs->se);
+remove_handlers:
+	fuse_remove_signal_handlers(fs->se);
+destroy:
+	fuse_session_destroy(fs->se); /* calls destroy: writes back, reaps */
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fs fs;
+	int rc;
+
+	memset(&fs, 0, sizeof(fs));
+	pthread_mutex_init(&fs.vol_lock, NULL);
+	pthread_rwlock_init(&fs.pool_lock, NULL);
+	pthread_mutex_init(&fs.itable_lock, NULL);
+	pthread_mutex_init(&fs.flush_lock, NULL);
+	pthread_cond_init(&fs.flush_cond, NULL);
+	fs.started_ns = (uint64_t)fs_now_ns();
+
+	if (parse_args(&args, &fs.opt) < 0) {
+		fuse_opt_free_args(&args);
+		return 1;
+	}
+	if (fs.opt.show_help || fs.opt.show_version) {
+		if (fs.opt.show_help)
+			usage(argv[0]);
+		else
+			printf("spacefs %s (FUSE %s)\n", SPACEFS_VERSION, fuse_pkgversion());
+		fuse_opt_free_args(&args);
+		return 0;
+	}
+	rc = open_pool(&fs);
+	if (rc == 0)
+		rc = run_session(&fs, &args);
+	else
+		rc = 1;
+	close_all(&fs);
+	fuse_opt_free_args(&args);
+	return rc;
+}

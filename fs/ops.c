@@ -1,0 +1,1281 @@
+/*
+ * ops.c -- one function per FUSE low-level operation.
+ *
+ * Each operation finds the volume from the inode number (fs.h), does its
+ * work through the volume's metadata store (pool/meta.c) or data path
+ * (pool/store.c) and replies.  Nothing here knows about columns, copies or
+ * parity: that is the store's business.
+ *
+ * The mount's root is synthetic.  It lists the volumes; nothing can be
+ * created, removed or renamed in it (volumes come from `spacectl volume
+ * create`).  Its inode is FUSE_ROOT_ID; volume roots are volume inode 1.
+ *
+ * Locking: namespace operations are single metadata transactions, which
+ * the store serialises.  Data operations take the inode's io_lock shared,
+ * so reads and writes run in parallel (the store's stripe locks order
+ * overlapping writes); operations that cut a file (truncate, punch) take
+ * it exclusive so no write lands in a range being cut.  A regular file's
+ * size and times change under the inode's lock and are written back lazily
+ * (inode.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fs/fs.h"
+
+#define ROOT_INO FUSE_ROOT_ID
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void log_root_change(const char *what, const char *name)
+{
+	fprintf(stderr,
+		"spacefs: %s \"%s\" in the pool root refused: volumes are made with "
+		"`spacectl volume create`\n",
+		what, name);
+}
+
+/* Volume of a non-root inode, or NULL (reply already sent). */
+static struct fs_volume *vol_of(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs_volume *v = fs_volume_by_id(fs_of(req), fs_ino_volid(ino));
+
+	if (!v)
+		fuse_reply_err(req, ENOENT);
+	return v;
+}
+
+static int check_writable(struct fs *fs)
+{
+	return fs->opt.read_only ? -EROFS : 0;
+}
+
+/* ---- attributes ---------------------------------------------------------- */
+
+static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+		      struct stat *st)
+{
+	fs_attr_to_stat(a, fs_ino_make(v, a->ino), st);
+	st->st_blocks = 0;
+	if (S_ISREG(a->mode) && a->npos > 0) {
+		uint64_t bytes = 0;
+		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
+		memcpy(map.disk, a->disk, sizeof(map.disk));
+		if (pool_store_allocated(v->store, &map, &bytes) == 0)
+			st->st_blocks = (blkcnt_t)(bytes / 512);
+	} else if (S_ISDIR(a->mode)) {
+		st->st_blocks = 8;
+	}
+	(void)fs;
+}
+
+static void root_stat(struct fs *fs, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ROOT_INO;
+	st->st_mode = S_IFDIR | 0755;
+	pthread_mutex_lock(&fs->vol_lock);
+	st->st_nlink = 2 + fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec =
+		(time_t)(fs->started_ns / 1000000000);
+	st->st_blksize = 4096;
+}
+
+static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
+{
+	struct fuse_entry_param e;
+	struct pool_inode a;
+	int rc = fs_inode_attr(fs, in, &a);
+
+	if (rc < 0) {
+		fs_inode_forget(fs, in, 1);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = in->ino;
+	e.attr_timeout = fs->opt.attr_timeout;
+	e.entry_timeout = fs->opt.entry_timeout;
+	fill_stat(fs, in->vol, &a, &e.attr);
+	if (fuse_reply_entry(req, &e) == -ENOENT)
+		fs_inode_forget(fs, in, 1); /* interrupted: the kernel took no reference */
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct stat st;
+	struct pool_inode a;
+	struct fs_inode *in;
+	int rc;
+
+	(void)fi;
+	if (ino == ROOT_INO) {
+		root_stat(fs, &st);
+		fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+		return;
+	}
+	rc = fs_inode_get(fs, ino, 0, &in);
+	if (rc == 0) {
+		rc = fs_inode_attr(fs, in, &a);
+		if (rc == -ENOENT) { /* removed directory still held open */
+			a = in->attr;
+			a.nlink = 0;
+			rc = 0;
+		}
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fill_stat(fs, in->vol, &a, &st);
+	fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+}
+
+/* Apply the requested changes to a; returns 0 or -errno. */
+static int apply_setattr(struct pool_inode *a, const struct stat *attr, int to_set)
+{
+	int64_t now = fs_now_ns();
+
+	if (to_set & FUSE_SET_ATTR_MODE)
+		a->mode = (a->mode & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & FUSE_SET_ATTR_UID)
+		a->uid = attr->st_uid;
+	if (to_set & FUSE_SET_ATTR_GID)
+		a->gid = attr->st_gid;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		a->atime_ns = now;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		a->atime_ns = attr->st_atim.tv_sec * 1000000000ll + attr->st_atim.tv_nsec;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		a->mtime_ns = now;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		a->mtime_ns = attr->st_mtim.tv_sec * 1000000000ll + attr->st_mtim.tv_nsec;
+	if (to_set & FUSE_SET_ATTR_CTIME)
+		a->ctime_ns = attr->st_ctim.tv_sec * 1000000000ll + attr->st_ctim.tv_nsec;
+	else
+		a->ctime_ns = now;
+	return 0;
+}
+
+/* Change a regular file's size: cut the data first, then the attribute. */
+static int set_size(struct fs_inode *in, uint64_t size)
+{
+	struct pool_file_map map;
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&in->io_lock);
+	pthread_mutex_lock(&in->lock);
+	uint64_t old = in->attr.size;
+	pthread_mutex_unlock(&in->lock);
+	fs_file_map(in, &map);
+	if (size < old)
+		rc = pool_store_truncate(in->vol->store, &map, old, size);
+	if (rc == 0) {
+		int64_t now = fs_now_ns();
+		pthread_mutex_lock(&in->lock);
+		in->attr.size = size;
+		if (size != old)
+			in->attr.mtime_ns = in->attr.ctime_ns = now;
+		in->dirty = true;
+		pthread_mutex_unlock(&in->lock);
+	}
+	pthread_rwlock_unlock(&in->io_lock);
+	return rc;
+}
+
+static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in;
+	struct pool_inode a;
+	int rc;
+
+	(void)fi;
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = fs_inode_get(fs, ino, 0, &in);
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		if (S_ISDIR(in->attr.mode))
+			rc = -EISDIR;
+		else if (!S_ISREG(in->attr.mode))
+			rc = -EINVAL;
+		else
+			rc = set_size(in, (uint64_t)attr->st_size);
+	}
+	if (rc == 0 && (to_set & ~FUSE_SET_ATTR_SIZE)) {
+		if (S_ISREG(in->attr.mode)) {
+			pthread_mutex_lock(&in->lock);
+			apply_setattr(&in->attr, attr, to_set);
+			in->dirty = true;
+			pthread_mutex_unlock(&in->lock);
+		} else {
+			rc = pool_meta_get(in->vol->meta, in->attr.ino, &a);
+			if (rc == 0)
+				apply_setattr(&a, attr, to_set);
+			if (rc == 0)
+				rc = pool_meta_setattr(in->vol->meta, &a);
+		}
+	}
+	/* Attribute changes other than size are rare; write them through. */
+	if (rc == 0 && S_ISREG(in->attr.mode))
+		rc = fs_inode_flush(fs, in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fs_op_getattr(req, ino, NULL);
+}
+
+/* ---- lookup and forget --------------------------------------------------- */
+
+static void lookup_root(fuse_req_t req, struct fs *fs, const char *name)
+{
+	struct fs_volume *v = fs_volume_by_name(fs, name);
+	struct fs_inode *in;
+	int rc;
+
+	if (!v) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	rc = fs_inode_get(fs, fs_ino_make(v, POOL_META_ROOT), 1, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	reply_entry(req, fs, in);
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	struct pool_inode a;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		lookup_root(req, fs, name);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = pool_meta_lookup(v->meta, fs_ino_vino(parent), name, &a);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
+	if (!in) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_entry(req, fs, in);
+}
+
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = ino == ROOT_INO ? NULL : fs_inode_peek(fs, ino);
+
+	if (in)
+		fs_inode_forget(fs, in, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct fs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++) {
+		struct fs_inode *in =
+			forgets[i].ino == ROOT_INO ? NULL : fs_inode_peek(fs, forgets[i].ino);
+		if (in)
+			fs_inode_forget(fs, in, forgets[i].nlookup);
+	}
+	fuse_reply_none(req);
+}
+
+/* ---- creating entries ---------------------------------------------------- */
+
+/* Fill a new inode's attributes: owner from the caller, group and setgid
+ * inherited from a setgid directory as ext4 does, placement for files. */
+static int new_inode(fuse_req_t req, struct fs *fs, struct fs_volume *v, uint64_t parent_vino,
+		     mode_t mode, dev_t rdev, struct pool_inode *a)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct pool_inode dir;
+	int rc = pool_meta_get(v->meta, parent_vino, &dir);
+
+	if (rc < 0)
+		return rc;
+	memset(a, 0, sizeof(*a));
+	a->mode = mode;
+	a->uid = ctx->uid;
+	a->gid = ctx->gid;
+	if (dir.mode & S_ISGID) {
+		a->gid = dir.gid;
+		if (S_ISDIR(mode))
+			a->mode |= S_ISGID;
+	}
+	a->rdev = rdev;
+	a->atime_ns = a->mtime_ns = a->ctime_ns = fs_now_ns();
+	if (S_ISREG(mode)) {
+		a->npos = layout_positions(&v->geom);
+		pthread_rwlock_rdlock(&fs->pool_lock);
+		rc = pool_place(fs->pool, a->npos, a->disk);
+		pthread_rwlock_unlock(&fs->pool_lock);
+	}
+	return rc;
+}
+
+static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      dev_t rdev, const char *target, struct fs_inode **out)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	struct pool_inode a;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		log_root_change("creating", name);
+		return -EPERM;
+	}
+	v = fs_volume_by_id(fs, fs_ino_volid(parent));
+	if (!v)
+		return -ENOENT;
+	if ((rc = check_writable(fs)) < 0)
+		return rc;
+	rc = new_inode(req, fs, v, fs_ino_vino(parent), mode, rdev, &a);
+	if (rc == 0)
+		rc = pool_meta_create(v->meta, fs_ino_vino(parent), name, &a, target);
+	if (rc < 0)
+		return rc;
+	*out = fs_inode_install(fs, v, &a, 1);
+	return *out ? 0 : -ENOMEM;
+}
+
+static void reply_made(fuse_req_t req, int rc, struct fs_inode *in)
+{
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, fs_of(req), in);
+}
+
+static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev)
+{
+	struct fs_inode *in = NULL;
+	int rc = make_entry(req, parent, name, mode, rdev, NULL, &in);
+
+	reply_made(req, rc, in);
+}
+
+static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_inode *in = NULL;
+	int rc = make_entry(req, parent, name, S_IFDIR | (mode & 07777), 0, NULL, &in);
+
+	reply_made(req, rc, in);
+}
+
+static void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs_inode *in = NULL;
+	int rc = make_entry(req, parent, name, S_IFLNK | 0777, 0, link, &in);
+
+	reply_made(req, rc, in);
+}
+
+static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	struct pool_inode a;
+	int rc;
+
+	if (newparent == ROOT_INO || ino == ROOT_INO) {
+		log_root_change("linking", newname);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (fs_ino_volid(ino) != fs_ino_volid(newparent)) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_link(v->meta, fs_ino_vino(ino), fs_ino_vino(newparent), newname,
+				    fs_now_ns(), &a);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fs_inode_refresh_links(fs, v, &a);
+	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
+	reply_made(req, in ? 0 : -ENOMEM, in);
+}
+
+/* ---- removing and renaming ------------------------------------------------ */
+
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	struct pool_inode a;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		log_root_change("removing", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_unlink(v->meta, fs_ino_vino(parent), name, fs_now_ns(), &a);
+	if (rc == 0) {
+		fs_inode_refresh_links(fs, v, &a);
+		fs_inode_reap_if_unused(fs, v, &a);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	uint64_t vino = 0;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		log_root_change("removing", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_rmdir(v->meta, fs_ino_vino(parent), name, fs_now_ns(), &vino);
+	if (rc == 0) {
+		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, vino));
+		if (in) {
+			pthread_mutex_lock(&in->lock);
+			in->attr.nlink = 0;
+			pthread_mutex_unlock(&in->lock);
+		}
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	struct pool_inode replaced = {0};
+	int rc;
+
+	if (parent == ROOT_INO || newparent == ROOT_INO) {
+		log_root_change("renaming", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (fs_ino_volid(parent) != fs_ino_volid(newparent)) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_rename(v->meta, fs_ino_vino(parent), name, fs_ino_vino(newparent),
+				      newname, flags, fs_now_ns(), &replaced);
+	if (rc == 0 && replaced.ino != 0) {
+		fs_inode_refresh_links(fs, v, &replaced);
+		fs_inode_reap_if_unused(fs, v, &replaced);
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs_volume *v;
+	char buf[PATH_MAX + 1];
+	int rc;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	rc = pool_meta_readlink(v->meta, fs_ino_vino(ino), buf, sizeof(buf));
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+/* ---- files ---------------------------------------------------------------- */
+
+static void set_open_flags(struct fs *fs, struct fuse_file_info *fi)
+{
+	if (fs->opt.direct_io)
+		fi->direct_io = 1;
+	else
+		fi->keep_cache = 1; /* one writer per volume: the page cache stays valid */
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in;
+	int rc;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (fs->opt.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	rc = fs_inode_get(fs, ino, 0, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fs_inode_open(fs, in);
+	fi->fh = (uintptr_t)in;
+	set_open_flags(fs, fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		fs_inode_release(fs, in);
+}
+
+static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = NULL;
+	struct fuse_entry_param e;
+	struct pool_inode a;
+	int rc = make_entry(req, parent, name, S_IFREG | (mode & 07777), 0, NULL, &in);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fs_inode_open(fs, in);
+	fi->fh = (uintptr_t)in;
+	set_open_flags(fs, fi);
+	fs_inode_attr(fs, in, &a);
+	memset(&e, 0, sizeof(e));
+	e.ino = in->ino;
+	e.attr_timeout = fs->opt.attr_timeout;
+	e.entry_timeout = fs->opt.entry_timeout;
+	fill_stat(fs, in->vol, &a, &e.attr);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_inode_release(fs, in);
+		fs_inode_forget(fs, in, 1);
+	}
+}
+
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+	struct pool_file_map map;
+	ssize_t n = 0;
+	char *buf;
+
+	(void)ino;
+	pthread_rwlock_rdlock(&in->io_lock);
+	pthread_mutex_lock(&in->lock);
+	uint64_t fsize = in->attr.size;
+	pthread_mutex_unlock(&in->lock);
+	if ((uint64_t)off >= fsize)
+		size = 0;
+	else if ((uint64_t)off + size > fsize)
+		size = fsize - (uint64_t)off;
+	buf = size ? malloc(size) : NULL;
+	if (size && !buf)
+		n = -ENOMEM;
+	else if (size) {
+		fs_file_map(in, &map);
+		n = pool_store_read(in->vol->store, &map, (uint64_t)off, size, buf);
+	}
+	pthread_rwlock_unlock(&in->io_lock);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+	} else {
+		atomic_fetch_add(&in->vol->read_bytes, (uint64_t)n);
+		fuse_reply_buf(req, buf, (size_t)n);
+	}
+	free(buf);
+}
+
+/* The write's bytes as one flat buffer: the request's own memory when the
+ * kernel handed it over in one piece (the usual case), else a copy. */
+static const void *flat_data(struct fuse_bufvec *in_buf, size_t size, void **to_free)
+{
+	*to_free = NULL;
+	if (in_buf->count == 1 && !(in_buf->buf[0].flags & FUSE_BUF_IS_FD))
+		return (const char *)in_buf->buf[0].mem + in_buf->off;
+	void *copy = malloc(size);
+	if (!copy)
+		return NULL;
+	struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size);
+	dst.buf[0].mem = copy;
+	if (fuse_buf_copy(&dst, in_buf, 0) != (ssize_t)size) {
+		free(copy);
+		return NULL;
+	}
+	*to_free = copy;
+	return copy;
+}
+
+static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+			    struct fuse_file_info *fi)
+{
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+	size_t size = fuse_buf_size(in_buf);
+	struct pool_file_map map;
+	void *to_free;
+	ssize_t n;
+
+	(void)ino;
+	const void *data = flat_data(in_buf, size, &to_free);
+	if (!data) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->io_lock);
+	fs_file_map(in, &map);
+	n = pool_store_write(in->vol->store, &map, (uint64_t)off, size, data);
+	if (n > 0) {
+		int64_t now = fs_now_ns();
+		pthread_mutex_lock(&in->lock);
+		if ((uint64_t)off + (uint64_t)n > in->attr.size)
+			in->attr.size = (uint64_t)off + (uint64_t)n;
+		in->attr.mtime_ns = in->attr.ctime_ns = now;
+		in->dirty = true;
+		pthread_mutex_unlock(&in->lock);
+	}
+	pthread_rwlock_unlock(&in->io_lock);
+	free(to_free);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	atomic_fetch_add(&in->vol->write_bytes, (uint64_t)n);
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fs_inode_release(fs, in);
+	fuse_reply_err(req, 0);
+}
+
+static int sync_inode(struct fs *fs, struct fs_inode *in)
+{
+	struct pool_file_map map;
+	int rc = 0;
+
+	if (S_ISREG(in->attr.mode)) {
+		fs_file_map(in, &map);
+		rc = pool_store_sync(in->vol->store, &map);
+	}
+	if (rc == 0)
+		rc = fs_inode_flush(fs, in);
+	if (rc == 0)
+		rc = pool_meta_sync(in->vol->meta);
+	return rc;
+}
+
+static void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	(void)datasync; /* the size may have changed: always write it back */
+	fuse_reply_err(req, -sync_inode(fs_of(req), in));
+}
+
+static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			   struct fuse_file_info *fi)
+{
+	struct fs_volume *v;
+
+	(void)datasync;
+	(void)fi;
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	fuse_reply_err(req, -pool_meta_sync(v->meta));
+}
+
+static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+	struct pool_file_map map;
+	int rc = check_writable(fs);
+
+	(void)ino;
+	if (rc == 0 && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		pthread_rwlock_wrlock(&in->io_lock);
+		pthread_mutex_lock(&in->lock);
+		uint64_t size = in->attr.size;
+		pthread_mutex_unlock(&in->lock);
+		uint64_t end = (uint64_t)off + (uint64_t)len;
+		if (end > size)
+			end = size;
+		fs_file_map(in, &map);
+		if ((uint64_t)off < end)
+			rc = pool_store_punch(in->vol->store, &map, (uint64_t)off,
+					      end - (uint64_t)off);
+		pthread_rwlock_unlock(&in->io_lock);
+	} else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
+		/* Thin provisioning: space is not reserved, only the size grows
+		 * (docs/OPERATIONS.md). */
+		pthread_mutex_lock(&in->lock);
+		if (!(mode & FALLOC_FL_KEEP_SIZE) && (uint64_t)(off + len) > in->attr.size) {
+			in->attr.size = (uint64_t)(off + len);
+			in->attr.ctime_ns = fs_now_ns();
+			in->dirty = true;
+		}
+		pthread_mutex_unlock(&in->lock);
+	} else if (rc == 0) {
+		rc = -EOPNOTSUPP;
+	}
+	fuse_reply_err(req, -rc);
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+/* readdir offsets: 1 after ".", 2 after "..", cookie + 2 after an entry. */
+#define DIR_OFF_BASE 2
+
+struct dirent_rec {
+	char *name;
+	struct pool_inode a;
+	uint64_t cookie;
+};
+
+struct dir_batch {
+	struct dirent_rec *rec;
+	size_t n, cap, budget; /* budget: bytes of reply space left (estimate) */
+};
+
+static int collect_dirent(void *arg, const char *name, const struct pool_inode *in,
+			  uint64_t cookie)
+{
+	struct dir_batch *b = arg;
+	size_t need = 24 + strlen(name) + 8 + sizeof(struct fuse_entry_param);
+
+	if (need > b->budget && b->n > 0)
+		return 1;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 64;
+		struct dirent_rec *r = realloc(b->rec, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		b->rec = r;
+		b->cap = cap;
+	}
+	b->rec[b->n].name = strdup(name);
+	if (!b->rec[b->n].name)
+		return -ENOMEM;
+	b->rec[b->n].a = *in;
+	b->rec[b->n].cookie = cookie;
+	b->n++;
+	b->budget = need > b->budget ? 0 : b->budget - need;
+	return 0;
+}
+
+static void free_batch(struct dir_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->rec[i].name);
+	free(b->rec);
+}
+
+/* Append one entry; returns bytes used or 0 when it does not fit. */
+static size_t add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
+			const struct stat *st, off_t next, bool plus, struct fuse_entry_param *e)
+{
+	size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, e, next)
+			   : fuse_add_direntry(req, NULL, 0, name, st, next);
+	if (need > left)
+		return 0;
+	if (plus)
+		return fuse_add_direntry_plus(req, buf, left, name, e, next);
+	return fuse_add_direntry(req, buf, left, name, st, next);
+}
+
+static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
+		       bool plus, off_t *next)
+{
+	struct fuse_entry_param e;
+	size_t used = 0, n;
+
+	memset(&e, 0, sizeof(e));
+	e.attr.st_mode = S_IFDIR;
+	if (off < 1) {
+		e.attr.st_ino = ino;
+		n = add_entry(req, buf, size, ".", &e.attr, 1, plus, &e);
+		if (!n)
+			return used;
+		used += n;
+		*next = 1;
+	}
+	if (off < 2) {
+		e.attr.st_ino = FUSE_ROOT_ID;
+		n = add_entry(req, buf + used, size - used, "..", &e.attr, 2, plus, &e);
+		if (!n)
+			return used;
+		used += n;
+		*next = 2;
+	}
+	return used;
+}
+
+static void readdir_root(fuse_req_t req, struct fs *fs, size_t size, off_t off, bool plus)
+{
+	char *buf = calloc(1, size);
+	off_t next = off;
+	size_t used;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	used = add_dots(req, buf, size, off, ROOT_INO, plus, &next);
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t nvol = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = next >= DIR_OFF_BASE ? (uint32_t)(next - DIR_OFF_BASE) : nvol; i < nvol;
+	     i++) {
+		struct fs_volume *v = fs->vol[i];
+		struct fs_inode *in = NULL;
+		struct fuse_entry_param e;
+		struct pool_inode a;
+		size_t n;
+
+		memset(&e, 0, sizeof(e));
+		if (fs_inode_get(fs, fs_ino_make(v, POOL_META_ROOT), 0, &in) < 0 ||
+		    fs_inode_attr(fs, in, &a) < 0)
+			continue;
+		fill_stat(fs, v, &a, &e.attr);
+		e.ino = in->ino;
+		e.attr_timeout = fs->opt.attr_timeout;
+		e.entry_timeout = fs->opt.entry_timeout;
+		n = add_entry(req, buf + used, size - used, v->name, &e.attr,
+			      (off_t)(DIR_OFF_BASE + i + 1), plus, &e);
+		if (!n) {
+			fs_inode_forget(fs, in, 0);
+			break;
+		}
+		if (plus)
+			fs_inode_get(fs, in->ino, 1, &in);
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size, off_t off,
+			bool plus)
+{
+	struct fs_volume *v = vol_of(req, ino);
+	struct dir_batch b = {.budget = size};
+	off_t next = off;
+	char *buf;
+	size_t used;
+	int rc;
+
+	if (!v)
+		return;
+	buf = calloc(1, size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	used = add_dots(req, buf, size, off, ino, plus, &next);
+	uint64_t cookie = next >= DIR_OFF_BASE ? (uint64_t)(next - DIR_OFF_BASE) : 0;
+	b.budget = size - used;
+	rc = next >= 2 || off >= 2 ? pool_meta_readdir(v->meta, fs_ino_vino(ino), cookie,
+						       collect_dirent, &b)
+				   : 0;
+	if (rc < 0) {
+		free_batch(&b);
+		free(buf);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	for (size_t i = 0; i < b.n; i++) {
+		struct fuse_entry_param e;
+		struct fs_inode *in = NULL;
+		struct pool_inode a = b.rec[i].a;
+
+		memset(&e, 0, sizeof(e));
+		if (plus) {
+			in = fs_inode_install(fs, v, &a, 0);
+			if (!in || fs_inode_attr(fs, in, &a) < 0)
+				break;
+			e.ino = in->ino;
+			e.attr_timeout = fs->opt.attr_timeout;
+			e.entry_timeout = fs->opt.entry_timeout;
+		}
+		if (plus) {
+			fill_stat(fs, v, &a, &e.attr);
+		} else { /* readdir uses only the number and the type */
+			e.attr.st_ino = fs_ino_make(v, a.ino);
+			e.attr.st_mode = a.mode;
+		}
+		size_t n = add_entry(req, buf + used, size - used, b.rec[i].name, &e.attr,
+				     (off_t)(b.rec[i].cookie + DIR_OFF_BASE), plus, &e);
+		if (!n) {
+			if (in)
+				fs_inode_forget(fs, in, 0); /* drop it if nobody holds it */
+			break;
+		}
+		if (plus)
+			fs_inode_get(fs, in->ino, 1, &in);
+		used += n;
+	}
+	free_batch(&b);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct fs *fs = fs_of(req);
+
+	if (ino == ROOT_INO)
+		readdir_root(req, fs, size, off, plus);
+	else
+		readdir_vol(req, fs, ino, size, off, plus);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
+}
+
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			      struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
+}
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in;
+
+	if (ino != ROOT_INO) {
+		int rc = fs_inode_get(fs, ino, 0, &in);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		if (!S_ISDIR(in->attr.mode)) {
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+	}
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/* ---- statfs, xattrs, access ------------------------------------------------ */
+
+/* Raw size and free space of the healthy disks, scaled by the volume's
+ * efficiency (and bounded by the pool's placement estimate for what is
+ * still free); the pool root reports raw figures. */
+static void pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t *avail)
+{
+	uint64_t raw = 0, rawfree = 0;
+	uint32_t num = 1, den = 1;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++) {
+		uint64_t s, f;
+		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY &&
+		    pool_disk_space(fs->pool, i, &s, &f) == 0) {
+			raw += s;
+			rawfree += f;
+		}
+	}
+	if (v) {
+		const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
+		layout_efficiency(&v->geom, &num, &den);
+		if (!pv || pool_volume_capacity(fs->pool, pv, avail) < 0)
+			*avail = rawfree / den * num;
+	} else {
+		*avail = rawfree;
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	*size = raw / den * num;
+	if (*avail > *size)
+		*avail = *size;
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v = ino == ROOT_INO ? NULL : fs_volume_by_id(fs, fs_ino_volid(ino));
+	struct statvfs st;
+	uint64_t size = 0, avail = 0, inodes = 0;
+
+	memset(&st, 0, sizeof(st));
+	pool_space(fs, v, &size, &avail);
+	if (v)
+		pool_meta_count(v->meta, &inodes);
+	st.f_bsize = st.f_frsize = 4096;
+	st.f_blocks = size / 4096;
+	st.f_bfree = st.f_bavail = avail / 4096;
+	st.f_files = inodes + (1ull << 32);
+	st.f_ffree = st.f_favail = 1ull << 32;
+	st.f_namemax = POOL_META_NAME_MAX;
+	fuse_reply_statfs(req, &st);
+}
+
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	int rc;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_setxattr(v->meta, fs_ino_vino(ino), name, value, size, flags);
+	fuse_reply_err(req, -rc);
+}
+
+static void reply_xattr(fuse_req_t req, size_t size, ssize_t n, const char *buf)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fs_volume *v;
+	char *buf;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr(req, size, pool_meta_getxattr(v->meta, fs_ino_vino(ino), name, buf, size), buf);
+	free(buf);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fs_volume *v;
+	char *buf;
+
+	if (ino == ROOT_INO) {
+		reply_xattr(req, size, 0, NULL);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr(req, size, pool_meta_listxattr(v->meta, fs_ino_vino(ino), buf, size), buf);
+	free(buf);
+}
+
+static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	int rc;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (!(v = vol_of(req, ino)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_removexattr(v->meta, fs_ino_vino(ino), name);
+	fuse_reply_err(req, -rc);
+}
+
+/* access(2) when the kernel does not check permissions itself
+ * (no default_permissions): the classic owner/group/other test. */
+static int may_access(const struct fuse_ctx *ctx, const struct pool_inode *a, int mask)
+{
+	if (mask == F_OK)
+		return 0;
+	if (ctx->uid == 0) {
+		if ((mask & X_OK) && !S_ISDIR(a->mode) && !(a->mode & 0111))
+			return -EACCES;
+		return 0;
+	}
+	unsigned shift = ctx->uid == a->uid ? 6 : ctx->gid == a->gid ? 3 : 0;
+	unsigned granted = (a->mode >> shift) & 7;
+	return ((unsigned)mask & ~granted) ? -EACCES : 0;
+}
+
+static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in;
+	struct pool_inode a;
+	int rc;
+
+	if (ino == ROOT_INO) {
+		fuse_reply_err(req, (mask & W_OK) ? EACCES : 0);
+		return;
+	}
+	rc = fs_inode_get(fs, ino, 0, &in);
+	if (rc == 0)
+		rc = fs_inode_attr(fs, in, &a);
+	if (rc == 0 && (mask & W_OK) && fs->opt.read_only)
+		rc = -EROFS;
+	if (rc == 0)
+		rc = may_access(fuse_req_ctx(req), &a, mask);
+	fuse_reply_err(req, -rc);
+}
+
+/* ---- session ---------------------------------------------------------------- */
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+
+	conn->max_write = 1024 * 1024;
+	conn->max_readahead = 1024 * 1024;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	if (fs->opt.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+}
+
+static void fs_op_destroy(void *userdata)
+{
+	fs_inode_table_clear(userdata);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.destroy = fs_op_destroy,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.setattr = fs_op_setattr,
+	.readlink = fs_op_readlink,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_rmdir,
+	.symlink = fs_op_symlink,
+	.rename = fs_op_rename,
+	.link = fs_op_link,
+	.open = fs_op_open,
+	.create = fs_op_create,
+	.read = fs_op_read,
+	.write_buf = fs_op_write_buf,
+	.flush = fs_op_flush,
+	.release = fs_op_release,
+	.fsync = fs_op_fsync,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.releasedir = fs_op_releasedir,
+	.fsyncdir = fs_op_fsyncdir,
+	.statfs = fs_op_statfs,
+	.setxattr = fs_op_setxattr,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.removexattr = fs_op_removexattr,
+	.access = fs_op_access,
+	.fallocate = fs_op_fallocate,
+};

@@ -1,0 +1,188 @@
+/*
+ * volume.c -- bringing one volume of the pool into the daemon.
+ *
+ * A volume is a metadata store (replicated on the volume's metadata disks)
+ * plus a chunk store (its data on every disk).  Opening one also reaps
+ * orphans: files unlinked while open when the previous daemon died, whose
+ * inodes (nlink 0) and chunk files are still there.
+ *
+ * Volumes are only ever added while mounted (`spacectl volume create`
+ * through the control socket), never removed, so vol[] entries below nvol
+ * stay valid without a lock once read.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fs/fs.h"
+
+int64_t fs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id)
+{
+	struct fs_volume *found = NULL;
+
+	pthread_mutex_lock(&fs->vol_lock);
+	for (uint32_t i = 0; i < fs->nvol && !found; i++)
+		if (fs->vol[i]->id == id)
+			found = fs->vol[i];
+	pthread_mutex_unlock(&fs->vol_lock);
+	return found;
+}
+
+struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name)
+{
+	struct fs_volume *found = NULL;
+
+	pthread_mutex_lock(&fs->vol_lock);
+	for (uint32_t i = 0; i < fs->nvol && !found; i++)
+		if (strcmp(fs->vol[i]->name, name) == 0)
+			found = fs->vol[i];
+	pthread_mutex_unlock(&fs->vol_lock);
+	return found;
+}
+
+struct orphans {
+	struct pool_inode *in;
+	size_t n, cap;
+};
+
+static int collect_orphan(void *arg, const struct pool_inode *in)
+{
+	struct orphans *o = arg;
+
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? 2 * o->cap : 16;
+		struct pool_inode *p = realloc(o->in, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		o->in = p;
+		o->cap = cap;
+	}
+	o->in[o->n++] = *in;
+	return 0;
+}
+
+/* Collect first, remove after: the store's iteration holds its lock. */
+static int purge_orphans(struct fs_volume *v)
+{
+	struct orphans o = {0};
+	int rc = pool_meta_orphans(v->meta, collect_orphan, &o);
+
+	for (size_t i = 0; rc == 0 && i < o.n; i++) {
+		const struct pool_inode *in = &o.in[i];
+		if (S_ISREG(in->mode) && in->npos > 0) {
+			struct pool_file_map map = {.id = in->ino, .npos = in->npos};
+			memcpy(map.disk, in->disk, sizeof(map.disk));
+			rc = pool_store_remove(v->store, &map);
+		}
+		if (rc == 0)
+			rc = pool_meta_purge(v->meta, in->ino);
+	}
+	if (o.n > 0)
+		fprintf(stderr, "spacefs: volume %s: removed %zu files unlinked while open before "
+				"an unclean shutdown\n",
+			v->name, o.n);
+	free(o.in);
+	return rc;
+}
+
+static int open_meta(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+		     char *err, size_t errlen)
+{
+	const char *dirs[POOL_META_MAX_REPLICAS];
+	char paths[POOL_META_MAX_REPLICAS][4096];
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < pv->nmeta && n < POOL_META_MAX_REPLICAS; i++) {
+		if (pv->meta[i] >= fs->pool->ndisks ||
+		    fs->pool->disk[pv->meta[i]].state != POOL_DISK_HEALTHY)
+			continue;
+		const char *disk = fs->pool->disk[pv->meta[i]].path;
+		snprintf(paths[n], sizeof(paths[n]), "%s/vol/%s", disk, pv->name);
+		dirs[n] = paths[n];
+		n++;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "volume %s: none of its metadata disks is available",
+			 pv->name);
+		return -EIO;
+	}
+	return pool_meta_open(dirs, n, 0, 0, &v->meta, err, errlen);
+}
+
+static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errlen)
+{
+	uint32_t nd = fs->pool->ndisks;
+	const char **paths = calloc(nd, sizeof(*paths));
+	int rc;
+
+	if (!paths)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nd; i++)
+		paths[i] = fs->pool->disk[i].path;
+	struct pool_store_config cfg = {
+		.volume = v->name,
+		.disk_path = paths,
+		.ndisks = nd,
+		.geom = v->geom,
+		.integrity = v->integrity,
+		.no_direct = fs->opt.no_odirect,
+	};
+	rc = pool_store_open(&cfg, &v->store, err, errlen);
+	free(paths);
+	return rc;
+}
+
+int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen)
+{
+	struct fs_volume *v = calloc(1, sizeof(*v));
+	int rc;
+
+	if (!v)
+		return -ENOMEM;
+	if (pv->id == 0 || pv->id >= (1u << 16)) {
+		snprintf(err, errlen, "volume %s: id %llu out of range", pv->name,
+			 (unsigned long long)pv->id);
+		free(v);
+		return -EINVAL;
+	}
+	v->id = (uint32_t)pv->id;
+	snprintf(v->name, sizeof(v->name), "%s", pv->name);
+	v->geom = pv->geom;
+	v->integrity = pv->integrity;
+	rc = open_meta(fs, v, pv, err, errlen);
+	if (rc == 0)
+		rc = open_store(fs, v, err, errlen);
+	if (rc == 0)
+		rc = purge_orphans(v);
+	pthread_mutex_lock(&fs->vol_lock);
+	if (rc == 0 && fs->nvol == FS_MAX_VOLUMES) {
+		snprintf(err, errlen, "volume %s: more than %d volumes", v->name, FS_MAX_VOLUMES);
+		rc = -ENOSPC;
+	}
+	if (rc == 0)
+		fs->vol[fs->nvol++] = v;
+	pthread_mutex_unlock(&fs->vol_lock);
+	if (rc < 0)
+		fs_volume_close(v);
+	return rc;
+}
+
+void fs_volume_close(struct fs_volume *v)
+{
+	if (v->store)
+		pool_store_close(v->store);
+	if (v->meta)
+		pool_meta_close(v->meta);
+	free(v);
+}

@@ -1,0 +1,310 @@
+/*
+ * aio.c -- one io_submit per phase: the chunk I/O engine of the data path.
+ *
+ * A FUSE request on a striped file turns into many small chunk I/Os on
+ * several disks: a 1 MiB write on a parity volume is a dozen stripes of
+ * data, parity and checksum writes.  Issuing them one pread/pwrite at a
+ * time would serialise the disks; a thread pool would cost a wake-up per
+ * I/O.  Linux native AIO lets one thread hand the whole batch to the
+ * kernel in a single io_submit and collect the completions with
+ * io_getevents, so every disk works at once and the cost is two system
+ * calls per phase.
+ *
+ * Each thread owns an io_context_t (a completion ring), created the first
+ * time the thread runs a batch and kept in a pthread key that belongs to
+ * the engine -- no global state, several engines can coexist.  The
+ * context is destroyed when its thread exits (key destructor) or when the
+ * engine is freed, whichever comes first; the engine keeps a list of live
+ * contexts for the latter.  A context starts small and is rebuilt larger
+ * when a batch needs more slots, up to AIO_MAX_DEPTH; beyond that the
+ * batch goes through a sliding window (submit what fits, reap, submit the
+ * rest), which is the only case where one phase takes more than one
+ * io_submit.
+ *
+ * Chunk files are often opened with O_DIRECT, where libaio is truly
+ * asynchronous.  Buffered descriptors work too: the kernel performs the
+ * I/O inside io_submit and posts the completion at once, so a batch on a
+ * tmpfs pool simply runs synchronously.
+ *
+ * Reads treat the end of a chunk file as a hole: a short read, or a read
+ * with fd < 0 ("the chunk file does not exist"), leaves the missing bytes
+ * zeroed, because sparse chunk files are the normal case.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <libaio.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/aio.h"
+
+#define AIO_MIN_DEPTH 64u
+#define AIO_MAX_DEPTH 1024u
+#define AIO_PENDING   (-EINPROGRESS) /* result of a request not yet completed */
+
+/* One thread's completion ring and its iocb arrays (grown, never shrunk). */
+struct aio_ctx {
+	io_context_t ctx;
+	unsigned depth; /* events the ring was set up for */
+	size_t cap;     /* iocbs the arrays hold */
+	struct iocb *cb;
+	struct iocb **cbp;
+	struct io_event *ev;
+	struct pool_aio *eng;
+	struct aio_ctx *prev, *next;
+};
+
+struct pool_aio {
+	pthread_key_t key;
+	pthread_mutex_t mu; /* guards the list */
+	struct aio_ctx *list;
+};
+
+static void ctx_release(struct aio_ctx *c)
+{
+	if (c->ctx)
+		io_destroy(c->ctx); /* waits for anything still in flight */
+	free(c->cb);
+	free(c->cbp);
+	free(c->ev);
+	free(c);
+}
+
+static void ctx_unlink(struct pool_aio *e, struct aio_ctx *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		e->list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+}
+
+/* Key destructor: the thread is exiting. */
+static void ctx_thread_exit(void *arg)
+{
+	struct aio_ctx *c = arg;
+	struct pool_aio *e = c->eng;
+
+	pthread_mutex_lock(&e->mu);
+	ctx_unlink(e, c);
+	pthread_mutex_unlock(&e->mu);
+	ctx_release(c);
+}
+
+int pool_aio_new(struct pool_aio **out)
+{
+	struct pool_aio *e = calloc(1, sizeof(*e));
+	int rc;
+
+	if (!e)
+		return -ENOMEM;
+	rc = pthread_key_create(&e->key, ctx_thread_exit);
+	if (rc) {
+		free(e);
+		return -rc;
+	}
+	pthread_mutex_init(&e->mu, NULL);
+	*out = e;
+	return 0;
+}
+
+void pool_aio_free(struct pool_aio *e)
+{
+	if (!e)
+		return;
+	pthread_setspecific(e->key, NULL);
+	pthread_mutex_lock(&e->mu);
+	while (e->list) {
+		struct aio_ctx *c = e->list;
+		ctx_unlink(e, c);
+		ctx_release(c);
+	}
+	pthread_mutex_unlock(&e->mu);
+	pthread_key_delete(e->key); /* destructors of other threads no longer run */
+	pthread_mutex_destroy(&e->mu);
+	free(e);
+}
+
+static unsigned depth_for(size_t n)
+{
+	unsigned d = AIO_MIN_DEPTH;
+
+	while (d < n && d < AIO_MAX_DEPTH)
+		d *= 2;
+	return d;
+}
+
+/* Make the arrays hold n iocbs and the ring hold min(n, max) events. */
+static int ctx_fit(struct aio_ctx *c, size_t n)
+{
+	unsigned want = depth_for(n);
+
+	if (c->cap < n) {
+		size_t cap = n > c->cap * 2 ? n : c->cap * 2;
+		struct iocb *cb = realloc(c->cb, cap * sizeof(*cb));
+		if (!cb)
+			return -ENOMEM;
+		c->cb = cb;
+		struct iocb **cbp = realloc(c->cbp, cap * sizeof(*cbp));
+		if (!cbp)
+			return -ENOMEM;
+		c->cbp = cbp;
+		c->cap = cap;
+	}
+	if (c->ctx && c->depth >= want)
+		return 0;
+
+	/* Rebuild the ring larger.  Nothing is in flight between runs. */
+	io_context_t ctx = 0;
+	int rc = io_setup((int)want, &ctx);
+	if (rc < 0)
+		return c->ctx ? 0 : rc; /* a smaller ring still works, windowed */
+	struct io_event *ev = realloc(c->ev, want * sizeof(*ev));
+	if (!ev) {
+		io_destroy(ctx);
+		return c->ctx ? 0 : -ENOMEM;
+	}
+	if (c->ctx)
+		io_destroy(c->ctx);
+	c->ctx = ctx;
+	c->ev = ev;
+	c->depth = want;
+	return 0;
+}
+
+static int ctx_get(struct pool_aio *e, size_t n, struct aio_ctx **out)
+{
+	struct aio_ctx *c = pthread_getspecific(e->key);
+	int rc;
+
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		c->eng = e;
+		rc = ctx_fit(c, n);
+		if (rc < 0) {
+			ctx_release(c);
+			return rc;
+		}
+		pthread_mutex_lock(&e->mu);
+		c->next = e->list;
+		if (e->list)
+			e->list->prev = c;
+		e->list = c;
+		pthread_mutex_unlock(&e->mu);
+		pthread_setspecific(e->key, c);
+	} else {
+		rc = ctx_fit(c, n);
+		if (rc < 0)
+			return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+static void req_complete(struct pool_aio_req *r, long res)
+{
+	r->result = res;
+	if (r->op == POOL_AIO_READ && res >= 0 && (size_t)res < r->len)
+		memset((char *)r->buf + res, 0, r->len - (size_t)res);
+}
+
+/* Fill the iocbs; requests that need no kernel I/O complete right here.
+ * Returns how many iocbs were prepared. */
+static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct pool_aio_req *r = &reqs[i];
+		struct iocb *cb = &c->cb[m];
+
+		if (r->fd < 0) {
+			req_complete(r, r->op == POOL_AIO_READ ? 0 : -EBADF);
+			continue;
+		}
+		if (r->op == POOL_AIO_READ)
+			io_prep_pread(cb, r->fd, r->buf, r->len, (long long)r->off);
+		else
+			io_prep_pwrite(cb, r->fd, r->buf, r->len, (long long)r->off);
+		cb->data = r;
+		r->result = AIO_PENDING;
+		c->cbp[m++] = cb;
+	}
+	return m;
+}
+
+/* The ring is broken (should not happen): wait out whatever is in flight
+ * by destroying it, fail what did not complete, start afresh next time. */
+static int ctx_abandon(struct pool_aio *e, struct aio_ctx *c, struct pool_aio_req *reqs, size_t n,
+		       int err)
+{
+	pthread_setspecific(e->key, NULL);
+	pthread_mutex_lock(&e->mu);
+	ctx_unlink(e, c);
+	pthread_mutex_unlock(&e->mu);
+	ctx_release(c);
+	for (size_t i = 0; i < n; i++)
+		if (reqs[i].result == AIO_PENDING)
+			reqs[i].result = err;
+	return err;
+}
+
+int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
+{
+	struct aio_ctx *c;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = ctx_get(e, n, &c);
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			reqs[i].result = rc;
+		return rc;
+	}
+
+	size_t m = prepare(c, reqs, n);
+	size_t sub = 0, done = 0;
+
+	while (done < m) {
+		size_t inflight = sub - done;
+
+		if (sub < m && inflight < c->depth) {
+			size_t want = m - sub;
+			if (want > c->depth - inflight)
+				want = c->depth - inflight;
+			rc = io_submit(c->ctx, (long)want, c->cbp + sub);
+			if (rc > 0) {
+				sub += (size_t)rc;
+				if (sub < m && sub - done < c->depth)
+					continue; /* partial: the kernel took less */
+			} else if (rc != -EAGAIN || inflight == 0) {
+				/* The first iocb was refused (bad fd, misaligned
+				 * O_DIRECT...): fail it alone, go on. */
+				struct pool_aio_req *r = c->cbp[sub]->data;
+				req_complete(r, rc < 0 ? rc : -EIO);
+				sub++;
+				done++;
+				continue;
+			}
+		}
+		if (sub == done)
+			continue;
+
+		long min = sub < m ? 1 : (long)(sub - done);
+		rc = io_getevents(c->ctx, min, (long)c->depth, c->ev, NULL);
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0)
+			return ctx_abandon(e, c, reqs, n, rc);
+		for (int i = 0; i < rc; i++)
+			req_complete(c->ev[i].data, (long)c->ev[i].res);
+		done += (size_t)rc;
+	}
+	assert(sub == m && done == m);
+	return 0;
+}

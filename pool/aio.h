@@ -1,0 +1,50 @@
+/*
+ * aio.h -- batch chunk I/O through Linux native AIO (libaio).
+ *
+ * The data path hands a whole phase of a request (every chunk read, or
+ * every chunk write) to pool_aio_run, which gives all of it to the kernel
+ * in one io_submit and waits for all of it.  Each thread gets its own
+ * io_context_t, made on first use and grown when a batch outgrows it, so
+ * threads never share a completion ring.  No global state: the per-thread
+ * key lives in the engine.
+ */
+#ifndef SPACEFS_POOL_AIO_H
+#define SPACEFS_POOL_AIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct pool_aio;
+
+enum pool_aio_op {
+	POOL_AIO_READ = 0,
+	POOL_AIO_WRITE = 1,
+};
+
+/* One I/O.  The caller fills fd, op, buf, len and off; pool_aio_run sets
+ * result to the bytes transferred or a negative errno.  A read that ends
+ * early (end of file, or fd < 0, meaning "no such file") leaves the rest
+ * of buf zeroed and result at the bytes actually read, so holes and
+ * missing chunk files read as zeros.  A write with fd < 0 is -EBADF. */
+struct pool_aio_req {
+	int fd;
+	enum pool_aio_op op;
+	void *buf;
+	size_t len;
+	uint64_t off;
+	ssize_t result;
+};
+
+int pool_aio_new(struct pool_aio **out);
+/* Destroys every thread's context.  No thread may be inside
+ * pool_aio_run, and threads must not call it again afterwards. */
+void pool_aio_free(struct pool_aio *e);
+
+/* Submit reqs[0..n) at once and wait for all of them.  Returns 0 when
+ * every request was handed to the kernel (each one's own outcome is in its
+ * result), or a negative errno if the thread's context cannot be set up
+ * (then every result is that errno). */
+int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n);
+
+#endif /* SPACEFS_POOL_AIO_H */

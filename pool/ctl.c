@@ -1,0 +1,147 @@
+/*
+ * ctl.c -- client side of the control socket (see ctl.h for the protocol).
+ *
+ * Kept in pool/ because both spacectl and the daemon must agree on where
+ * the sockets live; the server half is fs/ctl.c.
+ */
+#include <errno.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pool/ctl.h"
+
+const char *pool_ctl_dir(void)
+{
+	const char *d = getenv("SPACEFS_RUN_DIR");
+
+	return d && *d ? d : "/run/spacefs";
+}
+
+int pool_ctl_path(const char *uuid, const char *node, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s.%s.sock", pool_ctl_dir(), uuid, node);
+
+	if (n < 0 || (size_t)n >= len || (size_t)n >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int send_all(int fd, const char *s, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -EIO;
+		s += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read until the server closes; bounded by POOL_CTL_MAX_REPLY. */
+static int read_all(int fd, char **out)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		if (len + 1 == cap) {
+			if (cap >= POOL_CTL_MAX_REPLY) {
+				free(buf);
+				return -EMSGSIZE;
+			}
+			char *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t r = read(fd, buf + len, cap - 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			free(buf);
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+static int parse_reply(char *raw, char **reply, char *err, size_t errlen)
+{
+	if (strncmp(raw, "ok\n", 3) == 0) {
+		memmove(raw, raw + 3, strlen(raw + 3) + 1);
+		*reply = raw;
+		return 0;
+	}
+	if (strncmp(raw, "error: ", 7) == 0) {
+		raw[strcspn(raw, "\n")] = '\0';
+		snprintf(err, errlen, "%s", raw + 7);
+	} else {
+		snprintf(err, errlen, "malformed reply from the daemon");
+	}
+	free(raw);
+	return -EIO;
+}
+
+int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen)
+{
+	char pattern[512];
+	glob_t g;
+	int rc = -ENOENT;
+
+	*reply = NULL;
+	if (strlen(request) + 1 > POOL_CTL_MAX_REQUEST || strchr(request, '\n'))
+		return -EINVAL;
+	snprintf(pattern, sizeof(pattern), "%s/%s.*.sock", pool_ctl_dir(), uuid);
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return -ENOENT;
+	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++) {
+		int fd = connect_to(g.gl_pathv[i]);
+		char *raw = NULL;
+		if (fd < 0)
+			continue; /* a stale socket of a dead daemon */
+		rc = send_all(fd, request, strlen(request));
+		if (rc == 0)
+			rc = send_all(fd, "\n", 1);
+		if (rc == 0)
+			rc = read_all(fd, &raw);
+		close(fd);
+		if (rc == 0)
+			rc = parse_reply(raw, reply, err, errlen);
+	}
+	globfree(&g);
+	return rc;
+}

@@ -1,0 +1,2224 @@
+/*
+ * meta.c -- one volume's metadata store: the namespace in SQLite, kept as
+ * identical replicas on the volume's metadata disks.
+ *
+ * Why SQLite: a namespace is a few small tables with unique keys, and
+ * SQLite gives us atomic multi-row transactions, crash recovery (WAL) and
+ * an integrity checker for free.  Why replicas instead of one database on
+ * a mirrored volume: the metadata must survive the same disk failures as
+ * the data, and must be readable before any layout code runs.
+ *
+ * How replication stays exact.  Every replica is its own connection.  A
+ * mutating call reads only from the first live replica (the "reader") and
+ * then sends the *same* statements with the *same* bound values to every
+ * live replica inside BEGIN IMMEDIATE ... COMMIT, bumping the transaction
+ * counter (meta.txn) in the same transaction.  All decisions (does the
+ * name exist, which inode number is next) are taken once, in C, from the
+ * reader, so replicas cannot drift apart; as a cheap tripwire, every write
+ * must change the same number of rows and yield the same row id on every
+ * replica.  A replica that fails (or trips the wire) is rolled back and
+ * dropped from the live set with one log line; the call succeeds if any
+ * replica committed.  A dropped replica stays behind at an older txn, so
+ * the next open sees it as stale and copies it afresh.  If the reader
+ * itself fails, the whole call is rolled back everywhere and run again on
+ * the remaining replicas (a call is never half-applied).
+ *
+ * Opening takes every <dir>/meta.db that exists, validates it (our
+ * application_id and format, quick_check, the meta rows, the root inode),
+ * chooses the one with the highest txn and re-copies every missing, stale
+ * or bad replica from it with the backup API (temp file, rename, fsync of
+ * the directory), moving a bad file aside as meta.db.bad.  It refuses to
+ * start when files exist but none is valid: an empty namespace must never
+ * silently replace damaged metadata.
+ *
+ * Reading back is never trusted: a row with an impossible value (unknown
+ * file type, npos out of range, a placement blob of the wrong length, a
+ * dentry without its inode) is -EIO with a line naming the file and inode.
+ *
+ * Orphans: an inode whose nlink drops to 0 (unlink, rmdir, rename over it)
+ * stays until pool_meta_purge(), because it may still be open; the daemon
+ * purges it on last close, or at the next mount via pool_meta_orphans().
+ *
+ * Locking: one mutex per store serialises all calls; callbacks (readdir,
+ * orphans) run with it released, on batches copied out under it, so they
+ * may call back into the store.
+ */
+#include "pool/meta.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+#define META_APP_ID   0x5350464d /* "SPFM": spacefs metadata */
+#define META_FORMAT   1          /* user_version and meta.format */
+#define META_BUSY_MS  5000
+#define META_LINK_MAX 65000u /* as ext4 */
+#define META_XATTR_SIZE_MAX 65536
+#define META_XATTR_LIST_MAX 65536
+#define META_SYMLINK_MAX    4095
+#define META_BATCH          64      /* rows copied out per lock hold in listings */
+#define META_MAX_DEPTH      1000000 /* bound on parent walks of a damaged tree */
+#define META_RETRY          (-100000) /* internal: reader dropped, run the call again */
+
+/* ---- schema and statements ------------------------------------------------ */
+
+static const char schema_sql[] =
+	"CREATE TABLE inodes(ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL, gid INTEGER NOT NULL, nlink INTEGER NOT NULL,"
+	" size INTEGER NOT NULL, rdev INTEGER NOT NULL, atime INTEGER NOT NULL,"
+	" mtime INTEGER NOT NULL, ctime INTEGER NOT NULL, npos INTEGER NOT NULL,"
+	" disks BLOB);"
+	"CREATE INDEX inodes_orphans ON inodes(ino) WHERE nlink = 0;"
+	"CREATE TABLE dentries(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" parent INTEGER NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,"
+	" UNIQUE(parent, name));"
+	"CREATE INDEX dentries_by_parent ON dentries(parent, id);"
+	"CREATE INDEX dentries_by_ino ON dentries(ino);"
+	"CREATE TABLE symlinks(ino INTEGER PRIMARY KEY, target TEXT NOT NULL);"
+	"CREATE TABLE xattrs(ino INTEGER NOT NULL, name TEXT NOT NULL,"
+	" value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;"
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+
+#define INODE_COLS                                                                                 \
+	"i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, i.atime, i.mtime, i.ctime, "        \
+	"i.npos, i.disks"
+#define ENTRY_COLS "d.id, d.name, d.ino, " INODE_COLS
+#define ENTRY_FROM " FROM dentries d LEFT JOIN inodes i ON i.ino = d.ino "
+
+enum stmt {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_GET_META,
+	ST_SET_META,
+	ST_GET_INODE,
+	ST_PUT_INODE,
+	ST_SET_ATTR,
+	ST_SET_LINKS,
+	ST_SET_DIR,
+	ST_DEL_INODE,
+	ST_COUNT_INODES,
+	ST_MAX_INO,
+	ST_ORPHANS,
+	ST_LOOKUP,
+	ST_READDIR,
+	ST_HAS_CHILD,
+	ST_PARENT_OF,
+	ST_PUT_DENTRY,
+	ST_MOVE_DENTRY,
+	ST_POINT_DENTRY,
+	ST_DEL_DENTRY,
+	ST_PUT_SYMLINK,
+	ST_GET_SYMLINK,
+	ST_DEL_SYMLINK,
+	ST_GET_XATTR,
+	ST_PUT_XATTR,
+	ST_LIST_XATTR,
+	ST_DEL_XATTR,
+	ST_DEL_XATTRS,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_GET_META] = "SELECT value FROM meta WHERE key = ?1",
+	[ST_SET_META] = "UPDATE meta SET value = ?2 WHERE key = ?1",
+	[ST_GET_INODE] = "SELECT " INODE_COLS " FROM inodes i WHERE i.ino = ?1",
+	[ST_PUT_INODE] = "INSERT INTO inodes(ino, mode, uid, gid, nlink, size, rdev, atime, mtime,"
+			 " ctime, npos, disks) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+			 " ?11, ?12)",
+	[ST_SET_ATTR] = "UPDATE inodes SET mode = ?2, uid = ?3, gid = ?4, size = ?5, rdev = ?6,"
+			" atime = ?7, mtime = ?8, ctime = ?9 WHERE ino = ?1",
+	[ST_SET_LINKS] = "UPDATE inodes SET nlink = ?2, ctime = ?3 WHERE ino = ?1",
+	[ST_SET_DIR] = "UPDATE inodes SET nlink = ?2, mtime = ?3, ctime = ?3 WHERE ino = ?1",
+	[ST_DEL_INODE] = "DELETE FROM inodes WHERE ino = ?1",
+	[ST_COUNT_INODES] = "SELECT count(*) FROM inodes",
+	[ST_MAX_INO] = "SELECT max(ino) FROM inodes",
+	[ST_ORPHANS] = "SELECT " INODE_COLS " FROM inodes i WHERE i.nlink = 0 AND i.ino > ?1"
+		       " ORDER BY i.ino LIMIT ?2",
+	[ST_LOOKUP] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.name = ?2",
+	[ST_READDIR] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.id > ?2"
+		       " ORDER BY d.id LIMIT ?3",
+	[ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
+	[ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
+	[ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
+	[ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
+	[ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
+	[ST_DEL_DENTRY] = "DELETE FROM dentries WHERE id = ?1",
+	[ST_PUT_SYMLINK] = "INSERT INTO symlinks(ino, target) VALUES(?1, ?2)",
+	[ST_GET_SYMLINK] = "SELECT target FROM symlinks WHERE ino = ?1",
+	[ST_DEL_SYMLINK] = "DELETE FROM symlinks WHERE ino = ?1",
+	[ST_GET_XATTR] = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
+	[ST_PUT_XATTR] = "INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)",
+	[ST_LIST_XATTR] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
+	[ST_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
+	[ST_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
+};
+
+/* ---- the store -------------------------------------------------------------- */
+
+enum replica_state {
+	R_MISSING,     /* no meta.db: will be copied from the best replica */
+	R_BAD,         /* exists but unusable: moved aside, then copied */
+	R_UNREACHABLE, /* directory or file cannot be reached now: left alone */
+	R_OK,
+};
+
+struct replica {
+	char *dir;  /* <disk>/vol/<volume> */
+	char *path; /* <dir>/meta.db */
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+	bool live;
+	enum replica_state state; /* as found by pool_meta_open */
+	uint64_t txn, next_ino;   /* as found by pool_meta_open */
+	char why[256];            /* why it is bad or was dropped */
+};
+
+struct pool_meta {
+	pthread_mutex_t lock;
+	uint32_t n, nlive;
+	bool in_txn; /* BEGIN issued on the live replicas, not yet ended */
+	uint64_t txn, next_ino, ninodes;
+	struct {
+		uint64_t next_ino;
+		int64_t dinodes;
+	} pending; /* effects of the running call, applied to the fields above on commit */
+	struct replica r[POOL_META_MAX_REPLICAS];
+};
+
+/* One bound statement argument; built by the macros below so every value
+ * is converted to its SQLite type at the call site. */
+struct arg {
+	char kind; /* 'i' integer, 't' text, 'b' blob */
+	int len;
+	int64_t i;
+	const void *p;
+};
+
+#define AI(x)     ((struct arg){.kind = 'i', .i = (int64_t)(x)})
+#define AT(s)     ((struct arg){.kind = 't', .p = (s)})
+#define AB(ptr, n) ((struct arg){.kind = 'b', .p = (ptr), .len = (int)(n)})
+#define ARGS(...)                                                                                  \
+	((const struct arg[]){__VA_ARGS__}),                                                       \
+		(int)(sizeof((const struct arg[]){__VA_ARGS__}) / sizeof(struct arg))
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One line on stderr, written with one call so lines from threads do not mix. */
+static void say(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "spacefs: %s\n", line);
+}
+
+/* ---- small checks ------------------------------------------------------------ */
+
+static bool mode_ok(int64_t mode)
+{
+	if (mode < 0 || (mode & ~(int64_t)(S_IFMT | 07777)))
+		return false;
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A name stored in a directory: 1..255 bytes, no '/', not "." or "..". */
+static int check_name(const char *name)
+{
+	size_t len = strnlen(name, POOL_META_NAME_MAX + 1);
+
+	if (len > POOL_META_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (len == 0 || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	return 0;
+}
+
+static int check_xattr_name(const char *name)
+{
+	size_t len = strnlen(name, POOL_META_NAME_MAX + 1);
+
+	return len == 0 || len > POOL_META_NAME_MAX ? -ERANGE : 0;
+}
+
+/* Attributes a caller may store: a real file type, bounded placement, and a
+ * size SQLite's signed integers can hold. */
+static int check_attrs(const struct pool_inode *in)
+{
+	if (!mode_ok(in->mode))
+		return -EINVAL;
+	if (in->npos > LAYOUT_MAX_POSITIONS)
+		return -EINVAL;
+	if (in->size > INT64_MAX)
+		return -EFBIG;
+	return 0;
+}
+
+/* ---- replicas: binding, reading, writing ---------------------------------- */
+
+static int bind_args(sqlite3_stmt *st, const struct arg *a, int n)
+{
+	int rc = SQLITE_OK;
+
+	for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+		switch (a[i].kind) {
+		case 'i':
+			rc = sqlite3_bind_int64(st, i + 1, a[i].i);
+			break;
+		case 't':
+			rc = sqlite3_bind_text(st, i + 1, a[i].p, -1, SQLITE_STATIC);
+			break;
+		case 'b':
+			/* A NULL pointer would bind SQL NULL, not an empty blob. */
+			rc = sqlite3_bind_blob(st, i + 1, a[i].len ? a[i].p : "", a[i].len,
+					       SQLITE_STATIC);
+			break;
+		default:
+			assert(!"unknown argument kind");
+		}
+	}
+	return rc;
+}
+
+/* Take a failing replica out of the live set.  Its connection is closed
+ * later (reap), because a statement of it may still be on the stack. */
+static void drop_replica(struct pool_meta *m, struct replica *r, const char *what,
+			 const char *detail)
+{
+	assert(r->live && m->nlive > 0);
+	say("metadata replica %s dropped: %s: %s", r->path, what, detail);
+	if (!sqlite3_get_autocommit(r->db))
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	r->live = false;
+	m->nlive--;
+}
+
+static void close_conn(struct replica *r)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		sqlite3_finalize(r->st[i]);
+		r->st[i] = NULL;
+	}
+	sqlite3_close(r->db);
+	r->db = NULL;
+}
+
+static void reap_dropped(struct pool_meta *m)
+{
+	for (uint32_t i = 0; i < m->n; i++)
+		if (!m->r[i].live && m->r[i].db)
+			close_conn(&m->r[i]);
+}
+
+/* The replica reads are answered from. */
+static struct replica *reader(struct pool_meta *m)
+{
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->r[i].live)
+			return &m->r[i];
+	return NULL;
+}
+
+/* A read failed on the reader: drop it and have the call run again. */
+static int read_failed(struct pool_meta *m, struct replica *r, int rc)
+{
+	if (rc == SQLITE_NOMEM)
+		return -ENOMEM;
+	drop_replica(m, r, "read", sqlite3_errmsg(r->db));
+	return META_RETRY;
+}
+
+struct rd {
+	struct replica *r;
+	sqlite3_stmt *st;
+};
+
+static int rd_start(struct pool_meta *m, struct rd *q, enum stmt s, const struct arg *a, int n)
+{
+	int rc;
+
+	q->st = NULL;
+	q->r = reader(m);
+	if (!q->r)
+		return -EIO;
+	q->st = q->r->st[s];
+	rc = bind_args(q->st, a, n);
+	return rc == SQLITE_OK ? 0 : read_failed(m, q->r, rc);
+}
+
+/* 1 for a row, 0 at the end, negative on error. */
+static int rd_step(struct pool_meta *m, struct rd *q)
+{
+	int rc = sqlite3_step(q->st);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return read_failed(m, q->r, rc);
+}
+
+/* Reset ends the statement's implicit read transaction (which would
+ * otherwise pin the WAL). */
+static void rd_end(struct rd *q)
+{
+	if (q->st)
+		sqlite3_reset(q->st);
+}
+
+static int rd_row(struct pool_meta *m, struct rd *q, enum stmt s, const struct arg *a, int n)
+{
+	int rc = rd_start(m, q, s, a, n);
+
+	return rc ? rc : rd_step(m, q);
+}
+
+/* Start the write transaction on every live replica, at the first write of
+ * a call: calls that fail their checks never touch the files. */
+static int begin_all(struct pool_meta *m)
+{
+	if (m->in_txn)
+		return 0;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		int rc = sqlite3_step(r->st[ST_BEGIN]);
+		sqlite3_reset(r->st[ST_BEGIN]);
+		if (rc != SQLITE_DONE)
+			drop_replica(m, r, "BEGIN", sqlite3_errmsg(r->db));
+	}
+	if (m->nlive == 0)
+		return -EIO;
+	m->in_txn = true;
+	return 0;
+}
+
+/* Run one write on one replica; NULL or why it failed (kept in r->why). */
+static const char *apply(struct replica *r, enum stmt s, int expect, const struct arg *a, int n,
+			 int64_t *rowid)
+{
+	sqlite3_stmt *st = r->st[s];
+	int rc = bind_args(st, a, n);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE)
+		snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return r->why;
+	if (expect >= 0 && sqlite3_changes(r->db) != expect)
+		return "diverged from the first replica (rows changed)";
+	*rowid = sqlite3_last_insert_rowid(r->db);
+	return NULL;
+}
+
+/* The same write on every live replica.  `expect` is the number of rows it
+ * must change (-1: any), checked on each replica as a divergence tripwire,
+ * like the row id, which must match the first replica's. */
+static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a, int n)
+{
+	bool have_ref = false;
+	int64_t ref = 0, rowid = 0;
+	int rc = begin_all(m);
+
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		const char *why = apply(r, s, expect, a, n, &rowid);
+		if (!why && have_ref && rowid != ref)
+			why = "diverged from the first replica (row id)";
+		if (why) {
+			drop_replica(m, r, stmt_sql[s], why);
+			continue;
+		}
+		if (!have_ref)
+			ref = rowid;
+		have_ref = true;
+	}
+	return m->nlive ? 0 : -EIO;
+}
+
+static int commit_all(struct pool_meta *m)
+{
+	int rc = wr(m, ST_SET_META, 1, ARGS(AT("txn"), AI(m->txn + 1)));
+
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		rc = sqlite3_step(r->st[ST_COMMIT]);
+		sqlite3_reset(r->st[ST_COMMIT]);
+		if (rc != SQLITE_DONE)
+			drop_replica(m, r, "COMMIT", sqlite3_errmsg(r->db));
+	}
+	m->in_txn = false;
+	return m->nlive ? 0 : -EIO;
+}
+
+static void rollback_all(struct pool_meta *m)
+{
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live || sqlite3_get_autocommit(r->db))
+			continue;
+		int rc = sqlite3_step(r->st[ST_ROLLBACK]);
+		sqlite3_reset(r->st[ST_ROLLBACK]);
+		if (rc != SQLITE_DONE)
+			drop_replica(m, r, "ROLLBACK", sqlite3_errmsg(r->db));
+	}
+	m->in_txn = false;
+}
+
+typedef int (*op_fn)(struct pool_meta *m, void *arg);
+
+/* Run one API call under the lock: reads on the reader, writes (if any)
+ * committed on all replicas, everything undone on error, and the call run
+ * again if the reader was lost half-way. */
+static int run(struct pool_meta *m, op_fn fn, void *arg)
+{
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	do {
+		assert(!m->in_txn);
+		m->pending.next_ino = m->next_ino;
+		m->pending.dinodes = 0;
+		rc = m->nlive ? fn(m, arg) : -EIO;
+		if (rc == 0 && m->in_txn) {
+			rc = commit_all(m);
+			if (rc == 0) {
+				m->txn++;
+				m->next_ino = m->pending.next_ino;
+				m->ninodes += m->pending.dinodes;
+			}
+		}
+		if (m->in_txn)
+			rollback_all(m);
+	} while (rc == META_RETRY);
+	reap_dropped(m);
+	pthread_mutex_unlock(&m->lock);
+	assert(rc <= 0);
+	return rc;
+}
+
+/* ---- decoding rows ------------------------------------------------------------ */
+
+static bool col_int(sqlite3_stmt *st, int c, int64_t lo, int64_t hi, int64_t *v)
+{
+	if (sqlite3_column_type(st, c) != SQLITE_INTEGER)
+		return false;
+	*v = sqlite3_column_int64(st, c);
+	return *v >= lo && *v <= hi;
+}
+
+static int bad_row(const struct replica *r, sqlite3_stmt *st, int c, int64_t ino,
+		   const char *what)
+{
+	const unsigned char *text = sqlite3_column_text(st, c);
+
+	say("metadata %s: inode %" PRId64 ": impossible %s (%s)", r->path, ino, what,
+	    text ? (const char *)text : "NULL");
+	return -EIO;
+}
+
+/* Decode the INODE_COLS starting at column c, checking every value. */
+static int decode_inode(const struct replica *r, sqlite3_stmt *st, int c, struct pool_inode *in)
+{
+	static const char *const field[] = {"ino",  "mode",  "uid",   "gid",   "nlink", "size",
+					    "rdev", "atime", "mtime", "ctime", "npos"};
+	static const int64_t lo[] = {1, 0, 0, 0, 0, 0, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, 0};
+	static const int64_t hi[] = {INT64_MAX,  UINT32_MAX, UINT32_MAX, UINT32_MAX,
+				     UINT32_MAX, INT64_MAX,  INT64_MAX,  INT64_MAX,
+				     INT64_MAX,  INT64_MAX,  LAYOUT_MAX_POSITIONS};
+	int64_t v[11];
+	int64_t ino = sqlite3_column_int64(st, c);
+
+	for (int i = 0; i < 11; i++)
+		if (!col_int(st, c + i, lo[i], hi[i], &v[i]))
+			return bad_row(r, st, c + i, ino, field[i]);
+	if (!mode_ok(v[1]))
+		return bad_row(r, st, c + 1, ino, "mode");
+
+	int type = sqlite3_column_type(st, c + 11);
+	const void *disks = sqlite3_column_blob(st, c + 11);
+	int64_t ndisks = sqlite3_column_bytes(st, c + 11);
+	if (!(type == SQLITE_BLOB || (type == SQLITE_NULL && v[10] == 0)) || ndisks != v[10])
+		return bad_row(r, st, c + 11, ino, "disks blob");
+
+	memset(in, 0, sizeof(*in));
+	in->ino = (uint64_t)v[0];
+	in->mode = (uint32_t)v[1];
+	in->uid = (uint32_t)v[2];
+	in->gid = (uint32_t)v[3];
+	in->nlink = (uint32_t)v[4];
+	in->size = (uint64_t)v[5];
+	in->rdev = (uint64_t)v[6];
+	in->atime_ns = v[7];
+	in->mtime_ns = v[8];
+	in->ctime_ns = v[9];
+	in->npos = (uint32_t)v[10];
+	if (ndisks)
+		memcpy(in->disk, disks, (size_t)ndisks);
+	return 0;
+}
+
+/* Decode ENTRY_COLS: a dentry's id and name, and the inode it names. */
+static int decode_entry(const struct replica *r, sqlite3_stmt *st, uint64_t *id, char *name,
+			struct pool_inode *in)
+{
+	const char *text = (const char *)sqlite3_column_text(st, 1);
+	int64_t ino = sqlite3_column_int64(st, 2);
+
+	*id = (uint64_t)sqlite3_column_int64(st, 0);
+	if (!text || check_name(text) || strlen(text) != (size_t)sqlite3_column_bytes(st, 1)) {
+		say("metadata %s: entry %" PRIu64 " for inode %" PRId64 ": impossible name",
+		    r->path, *id, ino);
+		return -EIO;
+	}
+	if (sqlite3_column_type(st, 3) == SQLITE_NULL) {
+		say("metadata %s: entry %" PRIu64 " (%s) names missing inode %" PRId64, r->path,
+		    *id, text, ino);
+		return -EIO;
+	}
+	if (name)
+		strcpy(name, text);
+	return decode_inode(r, st, 3, in);
+}
+
+/* ---- reads used by the operations --------------------------------------------- */
+
+static int get_inode(struct pool_meta *m, uint64_t ino, struct pool_inode *out)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_GET_INODE, ARGS(AI(ino)));
+
+	if (rc == 1)
+		rc = decode_inode(q.r, q.st, 0, out);
+	else if (rc == 0)
+		rc = -ENOENT;
+	rd_end(&q);
+	return rc;
+}
+
+/* A directory new entries may go into: it exists, is a directory, and has
+ * not been removed while open. */
+static int get_dir(struct pool_meta *m, uint64_t ino, struct pool_inode *dir)
+{
+	int rc = get_inode(m, ino, dir);
+
+	if (rc)
+		return rc;
+	if (!S_ISDIR(dir->mode))
+		return -ENOTDIR;
+	return dir->nlink == 0 ? -ENOENT : 0;
+}
+
+/* The entry `name` of `parent`: 0 and its dentry id and inode, or -ENOENT. */
+static int lookup_entry(struct pool_meta *m, uint64_t parent, const char *name, uint64_t *id,
+			struct pool_inode *in)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_LOOKUP, ARGS(AI(parent), AT(name)));
+
+	if (rc == 1)
+		rc = decode_entry(q.r, q.st, id, NULL, in);
+	else if (rc == 0)
+		rc = -ENOENT;
+	rd_end(&q);
+	return rc;
+}
+
+/* 1 if directory `ino` has entries, 0 if not. */
+static int has_children(struct pool_meta *m, uint64_t ino)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_HAS_CHILD, ARGS(AI(ino)));
+
+	rd_end(&q);
+	return rc;
+}
+
+static int parent_of(struct pool_meta *m, uint64_t dir, uint64_t *parent)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_PARENT_OF, ARGS(AI(dir)));
+
+	if (rc == 1) {
+		*parent = (uint64_t)sqlite3_column_int64(q.st, 0);
+		rc = 0;
+	} else if (rc == 0) {
+		say("metadata %s: directory inode %" PRIu64 " has no entry", q.r->path, dir);
+		rc = -EIO;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+/* -EINVAL if directory `dir` is `ancestor` or lies below it: a directory
+ * may not move into its own subtree.  Walks up to the root. */
+static int check_not_below(struct pool_meta *m, uint64_t dir, uint64_t ancestor)
+{
+	for (uint32_t depth = 0; depth < META_MAX_DEPTH; depth++) {
+		if (dir == ancestor)
+			return -EINVAL;
+		if (dir == POOL_META_ROOT)
+			return 0;
+		int rc = parent_of(m, dir, &dir);
+		if (rc)
+			return rc;
+	}
+	say("metadata %s: directory loop above inode %" PRIu64, reader(m)->path, dir);
+	return -EIO;
+}
+
+static int get_meta_int(struct pool_meta *m, const char *key, int64_t *v)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_GET_META, ARGS(AT(key)));
+
+	if (rc == 1)
+		rc = col_int(q.st, 0, 0, INT64_MAX, v) ? 0 : -EIO;
+	else if (rc == 0)
+		rc = -EIO;
+	rd_end(&q);
+	return rc;
+}
+
+/* ---- writes used by the operations -------------------------------------------- */
+
+static int put_inode(struct pool_meta *m, const struct pool_inode *in)
+{
+	return wr(m, ST_PUT_INODE, 1,
+		  ARGS(AI(in->ino), AI(in->mode), AI(in->uid), AI(in->gid), AI(in->nlink),
+		       AI(in->size), AI(in->rdev), AI(in->atime_ns), AI(in->mtime_ns),
+		       AI(in->ctime_ns), AI(in->npos), AB(in->disk, in->npos)));
+}
+
+static int put_links(struct pool_meta *m, const struct pool_inode *in)
+{
+	return wr(m, ST_SET_LINKS, 1, ARGS(AI(in->ino), AI(in->nlink), AI(in->ctime_ns)));
+}
+
+/* A directory whose entries changed: new link count, mtime = ctime = now. */
+static int touch_dir(struct pool_meta *m, struct pool_inode *dir, int dlinks, int64_t now)
+{
+	assert(dlinks >= 0 || dir->nlink >= (uint32_t)-dlinks);
+	dir->nlink = (uint32_t)((int64_t)dir->nlink + dlinks);
+	dir->mtime_ns = dir->ctime_ns = now;
+	return wr(m, ST_SET_DIR, 1, ARGS(AI(dir->ino), AI(dir->nlink), AI(now)));
+}
+
+/* Both parents of a rename; written once when they are the same. */
+static int touch_dirs(struct pool_meta *m, struct pool_inode *a, int da, struct pool_inode *b,
+		      int db, int64_t now)
+{
+	if (a->ino == b->ino)
+		return touch_dir(m, a, da + db, now);
+	int rc = touch_dir(m, a, da, now);
+	return rc ? rc : touch_dir(m, b, db, now);
+}
+
+static int put_dentry(struct pool_meta *m, uint64_t parent, const char *name, uint64_t ino)
+{
+	return wr(m, ST_PUT_DENTRY, 1, ARGS(AI(parent), AT(name), AI(ino)));
+}
+
+static int del_dentry(struct pool_meta *m, uint64_t id)
+{
+	return wr(m, ST_DEL_DENTRY, 1, ARGS(AI(id)));
+}
+
+/* ---- lookups -------------------------------------------------------------------- */
+
+struct get_args {
+	uint64_t ino, parent;
+	const char *name;
+	struct pool_inode *out;
+};
+
+static int op_get(struct pool_meta *m, void *arg)
+{
+	struct get_args *a = arg;
+
+	return get_inode(m, a->ino, a->out);
+}
+
+int pool_meta_get(struct pool_meta *m, uint64_t ino, struct pool_inode *out)
+{
+	struct get_args a = {.ino = ino, .out = out};
+
+	return run(m, op_get, &a);
+}
+
+static int op_lookup(struct pool_meta *m, void *arg)
+{
+	struct get_args *a = arg;
+	struct pool_inode dir;
+	uint64_t id;
+	int rc = get_inode(m, a->parent, &dir);
+
+	if (rc)
+		return rc;
+	if (!S_ISDIR(dir.mode))
+		return -ENOTDIR;
+	rc = check_name(a->name);
+	return rc ? rc : lookup_entry(m, a->parent, a->name, &id, a->out);
+}
+
+int pool_meta_lookup(struct pool_meta *m, uint64_t parent, const char *name,
+		     struct pool_inode *out)
+{
+	struct get_args a = {.parent = parent, .name = name, .out = out};
+
+	return run(m, op_lookup, &a);
+}
+
+/* ---- create and link -------------------------------------------------------------- */
+
+struct create_args {
+	uint64_t parent;
+	const char *name, *target;
+	struct pool_inode in; /* copy; returned to the caller only on success */
+};
+
+static int check_target(const struct pool_inode *in, const char *target)
+{
+	if (S_ISLNK(in->mode) != (target != NULL))
+		return -EINVAL;
+	if (!target)
+		return 0;
+	size_t len = strnlen(target, META_SYMLINK_MAX + 1);
+	if (len == 0)
+		return -ENOENT; /* as symlink(2) with an empty target */
+	return len > META_SYMLINK_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* The parent of a new entry, and -EEXIST if the name is taken. */
+static int check_new_entry(struct pool_meta *m, uint64_t parent, const char *name,
+			   struct pool_inode *dir)
+{
+	struct pool_inode old;
+	uint64_t id;
+	int rc = get_dir(m, parent, dir);
+
+	if (rc == 0)
+		rc = check_name(name);
+	if (rc == 0)
+		rc = lookup_entry(m, parent, name, &id, &old);
+	if (rc == 0)
+		return -EEXIST;
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int op_create(struct pool_meta *m, void *arg)
+{
+	struct create_args *a = arg;
+	struct pool_inode *in = &a->in, dir;
+	bool isdir = S_ISDIR(in->mode);
+	int rc = check_attrs(in);
+
+	if (rc == 0)
+		rc = check_target(in, a->target);
+	if (rc == 0)
+		rc = check_new_entry(m, a->parent, a->name, &dir);
+	if (rc)
+		return rc;
+	if (isdir && dir.nlink == UINT32_MAX)
+		return -EMLINK;
+
+	in->ino = m->pending.next_ino++;
+	in->nlink = isdir ? 2 : 1;
+	if (a->target)
+		in->size = strlen(a->target); /* as ext4 reports symlinks */
+	rc = put_inode(m, in);
+	if (rc == 0 && a->target)
+		rc = wr(m, ST_PUT_SYMLINK, 1, ARGS(AI(in->ino), AT(a->target)));
+	if (rc == 0)
+		rc = put_dentry(m, a->parent, a->name, in->ino);
+	if (rc == 0)
+		rc = touch_dir(m, &dir, isdir ? 1 : 0, in->ctime_ns);
+	if (rc == 0)
+		rc = wr(m, ST_SET_META, 1, ARGS(AT("next_ino"), AI(m->pending.next_ino)));
+	if (rc == 0)
+		m->pending.dinodes++;
+	return rc;
+}
+
+int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name,
+		     struct pool_inode *in, const char *symlink_target)
+{
+	struct create_args a = {.parent = parent, .name = name, .target = symlink_target};
+	int rc;
+
+	a.in = *in;
+	rc = run(m, op_create, &a);
+	if (rc == 0)
+		*in = a.in;
+	return rc;
+}
+
+struct link_args {
+	uint64_t ino, parent;
+	const char *name;
+	int64_t now;
+	struct pool_inode out;
+};
+
+static int op_link(struct pool_meta *m, void *arg)
+{
+	struct link_args *a = arg;
+	struct pool_inode *in = &a->out, dir;
+	int rc = get_inode(m, a->ino, in);
+
+	if (rc == 0)
+		rc = check_new_entry(m, a->parent, a->name, &dir);
+	if (rc)
+		return rc;
+	if (S_ISDIR(in->mode))
+		return -EPERM;
+	if (in->nlink == 0)
+		return -ENOENT; /* unlinked while open: it cannot come back */
+	if (in->nlink >= META_LINK_MAX)
+		return -EMLINK;
+
+	in->nlink++;
+	in->ctime_ns = a->now;
+	rc = put_links(m, in);
+	if (rc == 0)
+		rc = put_dentry(m, a->parent, a->name, in->ino);
+	return rc ? rc : touch_dir(m, &dir, 0, a->now);
+}
+
+int pool_meta_link(struct pool_meta *m, uint64_t ino, uint64_t parent, const char *name,
+		   int64_t now_ns, struct pool_inode *out)
+{
+	struct link_args a = {.ino = ino, .parent = parent, .name = name, .now = now_ns};
+	int rc = run(m, op_link, &a);
+
+	if (rc == 0 && out)
+		*out = a.out;
+	return rc;
+}
+
+/* ---- unlink and rmdir ------------------------------------------------------------- */
+
+struct remove_args {
+	uint64_t parent;
+	const char *name;
+	int64_t now;
+	bool dir; /* rmdir */
+	struct pool_inode out;
+};
+
+/* The entry to remove and its directory. */
+static int find_victim(struct pool_meta *m, struct remove_args *a, struct pool_inode *dir,
+		       uint64_t *id)
+{
+	int rc = get_dir(m, a->parent, dir);
+
+	if (rc == 0)
+		rc = check_name(a->name);
+	return rc ? rc : lookup_entry(m, a->parent, a->name, id, &a->out);
+}
+
+static int op_remove(struct pool_meta *m, void *arg)
+{
+	struct remove_args *a = arg;
+	struct pool_inode *in = &a->out, dir;
+	uint64_t id;
+	int rc = find_victim(m, a, &dir, &id);
+
+	if (rc)
+		return rc;
+	if (a->dir && !S_ISDIR(in->mode))
+		return -ENOTDIR;
+	if (!a->dir && S_ISDIR(in->mode))
+		return -EISDIR;
+	if (a->dir) {
+		rc = has_children(m, in->ino);
+		if (rc)
+			return rc > 0 ? -ENOTEMPTY : rc;
+	}
+
+	assert(in->nlink > 0);
+	in->nlink = a->dir ? 0 : in->nlink - 1;
+	in->ctime_ns = a->now;
+	rc = put_links(m, in);
+	if (rc == 0)
+		rc = del_dentry(m, id);
+	return rc ? rc : touch_dir(m, &dir, a->dir ? -1 : 0, a->now);
+}
+
+int pool_meta_unlink(struct pool_meta *m, uint64_t parent, const char *name, int64_t now_ns,
+		     struct pool_inode *out)
+{
+	struct remove_args a = {.parent = parent, .name = name, .now = now_ns};
+	int rc = run(m, op_remove, &a);
+
+	if (rc == 0 && out)
+		*out = a.out;
+	return rc;
+}
+
+int pool_meta_rmdir(struct pool_meta *m, uint64_t parent, const char *name, int64_t now_ns,
+		    uint64_t *ino_out)
+{
+	struct remove_args a = {.parent = parent, .name = name, .now = now_ns, .dir = true};
+	int rc = run(m, op_remove, &a);
+
+	if (rc == 0 && ino_out)
+		*ino_out = a.out.ino;
+	return rc;
+}
+
+/* ---- rename ---------------------------------------------------------------------- */
+
+/* One end of a rename: a directory, a name in it, and what the name holds. */
+struct end {
+	struct pool_inode dir;
+	const char *name;
+	bool exists;
+	uint64_t id; /* dentry id, when it exists */
+	struct pool_inode in;
+};
+
+struct rename_args {
+	uint64_t parent, newparent;
+	const char *name, *newname;
+	unsigned int flags;
+	int64_t now;
+	struct pool_inode replaced;
+};
+
+static int load_end(struct pool_meta *m, uint64_t dir, const char *name, struct end *e)
+{
+	int rc = get_dir(m, dir, &e->dir);
+
+	e->name = name;
+	if (rc == 0)
+		rc = check_name(name);
+	if (rc == 0)
+		rc = lookup_entry(m, dir, name, &e->id, &e->in);
+	e->exists = rc == 0;
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* Neither end may become its own ancestor: a directory moving to another
+ * parent must not move below itself. */
+static int check_loops(struct pool_meta *m, const struct end *src, const struct end *dst,
+		       bool exchange)
+{
+	int rc = 0;
+
+	if (src->dir.ino == dst->dir.ino)
+		return 0;
+	if (S_ISDIR(src->in.mode))
+		rc = check_not_below(m, dst->dir.ino, src->in.ino);
+	if (rc == 0 && exchange && S_ISDIR(dst->in.mode))
+		rc = check_not_below(m, src->dir.ino, dst->in.ino);
+	return rc;
+}
+
+/* Whether src may replace the existing dst, as rename(2) decides. */
+static int check_replace(struct pool_meta *m, const struct end *src, const struct end *dst)
+{
+	bool sdir = S_ISDIR(src->in.mode), ddir = S_ISDIR(dst->in.mode);
+
+	if (sdir && !ddir)
+		return -ENOTDIR;
+	if (!sdir && ddir)
+		return -EISDIR;
+	if (!ddir)
+		return 0;
+	int rc = has_children(m, dst->in.ino);
+	return rc > 0 ? -ENOTEMPTY : rc;
+}
+
+/* RENAME_EXCHANGE: the two entries swap inodes; a directory that changes
+ * parent moves its ".." link count with it. */
+static int rename_exchange(struct pool_meta *m, struct end *src, struct end *dst, int64_t now)
+{
+	bool sdir = S_ISDIR(src->in.mode), ddir = S_ISDIR(dst->in.mode);
+	int dsrc = 0, ddst = 0;
+	int rc;
+
+	if (src->dir.ino != dst->dir.ino && sdir != ddir) {
+		dsrc = sdir ? -1 : 1;
+		ddst = -dsrc;
+	}
+	rc = wr(m, ST_POINT_DENTRY, 1, ARGS(AI(src->id), AI(dst->in.ino)));
+	if (rc == 0)
+		rc = wr(m, ST_POINT_DENTRY, 1, ARGS(AI(dst->id), AI(src->in.ino)));
+	src->in.ctime_ns = dst->in.ctime_ns = now;
+	if (rc == 0)
+		rc = put_links(m, &src->in);
+	if (rc == 0)
+		rc = put_links(m, &dst->in);
+	return rc ? rc : touch_dirs(m, &src->dir, dsrc, &dst->dir, ddst, now);
+}
+
+/* Plain rename, replacing dst if it exists.  A replaced name keeps its
+ * dentry id (its place in a listing) and now points to the moved inode. */
+static int rename_move(struct pool_meta *m, struct end *src, struct end *dst, int64_t now,
+		       struct pool_inode *replaced)
+{
+	int dsrc = 0, ddst = 0;
+	int rc;
+
+	if (S_ISDIR(src->in.mode) && src->dir.ino != dst->dir.ino) {
+		dsrc = -1;
+		ddst = 1;
+		if (!dst->exists && dst->dir.nlink == UINT32_MAX)
+			return -EMLINK;
+	}
+	if (dst->exists) {
+		struct pool_inode *t = &dst->in;
+		if (S_ISDIR(t->mode))
+			ddst--;
+		t->nlink = S_ISDIR(t->mode) ? 0 : t->nlink - 1;
+		t->ctime_ns = now;
+		*replaced = *t;
+		rc = put_links(m, t);
+		if (rc == 0)
+			rc = wr(m, ST_POINT_DENTRY, 1, ARGS(AI(dst->id), AI(src->in.ino)));
+		if (rc == 0)
+			rc = del_dentry(m, src->id);
+	} else {
+		rc = wr(m, ST_MOVE_DENTRY, 1,
+			ARGS(AI(src->id), AI(dst->dir.ino), AT(dst->name)));
+	}
+	src->in.ctime_ns = now;
+	if (rc == 0)
+		rc = put_links(m, &src->in);
+	return rc ? rc : touch_dirs(m, &src->dir, dsrc, &dst->dir, ddst, now);
+}
+
+static int op_rename(struct pool_meta *m, void *arg)
+{
+	struct rename_args *a = arg;
+	bool exchange = a->flags & RENAME_EXCHANGE;
+	struct end src, dst;
+	int rc;
+
+	memset(&a->replaced, 0, sizeof(a->replaced));
+	if (a->flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	if (exchange && (a->flags & RENAME_NOREPLACE))
+		return -EINVAL;
+	rc = load_end(m, a->parent, a->name, &src);
+	if (rc == 0 && !src.exists)
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = load_end(m, a->newparent, a->newname, &dst);
+	if (rc)
+		return rc;
+	if (exchange && !dst.exists)
+		return -ENOENT;
+	if (!exchange && dst.exists && (a->flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (dst.exists && dst.in.ino == src.in.ino)
+		return 0; /* POSIX: both names are the same file; nothing happens */
+	rc = check_loops(m, &src, &dst, exchange);
+	if (rc == 0 && dst.exists && !exchange)
+		rc = check_replace(m, &src, &dst);
+	if (rc)
+		return rc;
+	if (exchange)
+		return rename_exchange(m, &src, &dst, a->now);
+	return rename_move(m, &src, &dst, a->now, &a->replaced);
+}
+
+int pool_meta_rename(struct pool_meta *m, uint64_t parent, const char *name, uint64_t newparent,
+		     const char *newname, unsigned int flags, int64_t now_ns,
+		     struct pool_inode *replaced)
+{
+	struct rename_args a = {.parent = parent,
+				.newparent = newparent,
+				.name = name,
+				.newname = newname,
+				.flags = flags,
+				.now = now_ns};
+	int rc = run(m, op_rename, &a);
+
+	if (replaced)
+		*replaced = rc == 0 ? a.replaced : (struct pool_inode){0};
+	return rc;
+}
+
+/* ---- attributes, purge ------------------------------------------------------------ */
+
+struct setattr_args {
+	const struct pool_inode *in;
+	size_t n;
+	bool skip_missing; /* write-back: an inode purged meanwhile is not an error */
+};
+
+/* The file type never changes; nlink and placement are not the caller's to
+ * set here.  A mode without type bits keeps the stored type. */
+static int set_one(struct pool_meta *m, const struct pool_inode *in, bool skip_missing)
+{
+	struct pool_inode cur;
+	int rc = get_inode(m, in->ino, &cur);
+
+	if (rc == -ENOENT && skip_missing)
+		return 0;
+	if (rc)
+		return rc;
+	if ((in->mode & S_IFMT) && (in->mode & S_IFMT) != (cur.mode & S_IFMT))
+		return -EINVAL;
+	uint32_t mode = (cur.mode & S_IFMT) | (in->mode & 07777);
+	return wr(m, ST_SET_ATTR, 1,
+		  ARGS(AI(in->ino), AI(mode), AI(in->uid), AI(in->gid), AI(in->size),
+		       AI(in->rdev), AI(in->atime_ns), AI(in->mtime_ns), AI(in->ctime_ns)));
+}
+
+static int op_setattr(struct pool_meta *m, void *arg)
+{
+	struct setattr_args *a = arg;
+	int rc = 0;
+
+	for (size_t i = 0; i < a->n && rc == 0; i++) {
+		if (a->in[i].mode & ~(uint32_t)(S_IFMT | 07777))
+			rc = -EINVAL;
+		else if (a->in[i].size > INT64_MAX)
+			rc = -EFBIG;
+		else
+			rc = set_one(m, &a->in[i], a->skip_missing);
+	}
+	return rc;
+}
+
+int pool_meta_setattr(struct pool_meta *m, const struct pool_inode *in)
+{
+	struct setattr_args a = {.in = in, .n = 1};
+
+	return run(m, op_setattr, &a);
+}
+
+int pool_meta_setattr_many(struct pool_meta *m, const struct pool_inode *in, size_t n)
+{
+	struct setattr_args a = {.in = in, .n = n, .skip_missing = true};
+
+	return n ? run(m, op_setattr, &a) : 0;
+}
+
+static int op_purge(struct pool_meta *m, void *arg)
+{
+	const uint64_t *ino = arg;
+	struct pool_inode in;
+	int rc = get_inode(m, *ino, &in);
+
+	if (rc)
+		return rc;
+	if (in.nlink != 0)
+		return -EBUSY;
+	rc = wr(m, ST_DEL_INODE, 1, ARGS(AI(in.ino)));
+	if (rc == 0)
+		rc = wr(m, ST_DEL_SYMLINK, S_ISLNK(in.mode) ? 1 : 0, ARGS(AI(in.ino)));
+	if (rc == 0)
+		rc = wr(m, ST_DEL_XATTRS, -1, ARGS(AI(in.ino)));
+	if (rc == 0)
+		m->pending.dinodes--;
+	return rc;
+}
+
+int pool_meta_purge(struct pool_meta *m, uint64_t ino)
+{
+	return run(m, op_purge, &ino);
+}
+
+/* ---- listings: copied out in batches, callbacks run unlocked --------------------- */
+
+struct batch {
+	uint64_t dir, after; /* what to list, and the cookie (or ino) to go on after */
+	int n;
+	struct {
+		uint64_t cookie;
+		struct pool_inode in;
+		char name[POOL_META_NAME_MAX + 1];
+	} e[META_BATCH];
+};
+
+static int op_orphan_batch(struct pool_meta *m, void *arg)
+{
+	struct batch *b = arg;
+	struct rd q;
+	int rc = rd_start(m, &q, ST_ORPHANS, ARGS(AI(b->after), AI(META_BATCH)));
+
+	b->n = 0;
+	while (rc == 0 && (rc = rd_step(m, &q)) == 1) {
+		rc = decode_inode(q.r, q.st, 0, &b->e[b->n].in);
+		b->e[b->n].cookie = b->e[b->n].in.ino;
+		b->e[b->n].name[0] = '\0';
+		b->n++;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+static int op_readdir_batch(struct pool_meta *m, void *arg)
+{
+	struct batch *b = arg;
+	struct pool_inode dir;
+	struct rd q;
+	int rc = get_inode(m, b->dir, &dir);
+
+	b->n = 0;
+	if (rc)
+		return rc;
+	if (!S_ISDIR(dir.mode))
+		return -ENOTDIR;
+	rc = rd_start(m, &q, ST_READDIR, ARGS(AI(b->dir), AI(b->after), AI(META_BATCH)));
+	while (rc == 0 && (rc = rd_step(m, &q)) == 1) {
+		rc = decode_entry(q.r, q.st, &b->e[b->n].cookie, b->e[b->n].name,
+				  &b->e[b->n].in);
+		b->n++;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+/* Fetch batches with `op` and hand entries to `each` until the listing
+ * ends or `each` returns non-zero (negative is passed back). */
+static int list(struct pool_meta *m, op_fn op, struct batch *b,
+		int (*each)(void *ctx, const struct batch *b, int i), void *ctx)
+{
+	int rc;
+
+	do {
+		rc = run(m, op, b);
+		for (int i = 0; rc == 0 && i < b->n; i++) {
+			int stop = each(ctx, b, i);
+			if (stop)
+				return stop < 0 ? stop : 0;
+			b->after = b->e[i].cookie;
+		}
+	} while (rc == 0 && b->n == META_BATCH);
+	return rc;
+}
+
+struct readdir_ctx {
+	pool_meta_dirent_fn fn;
+	void *arg;
+};
+
+static int each_dirent(void *ctx, const struct batch *b, int i)
+{
+	struct readdir_ctx *c = ctx;
+
+	return c->fn(c->arg, b->e[i].name, &b->e[i].in, b->e[i].cookie);
+}
+
+int pool_meta_readdir(struct pool_meta *m, uint64_t dir, uint64_t cookie, pool_meta_dirent_fn fn,
+		      void *arg)
+{
+	struct readdir_ctx c = {.fn = fn, .arg = arg};
+	struct batch *b = malloc(sizeof(*b));
+	int rc;
+
+	if (!b)
+		return -ENOMEM;
+	b->dir = dir;
+	b->after = cookie;
+	rc = list(m, op_readdir_batch, b, each_dirent, &c);
+	free(b);
+	return rc;
+}
+
+struct orphans_ctx {
+	int (*fn)(void *arg, const struct pool_inode *in);
+	void *arg;
+};
+
+static int each_orphan(void *ctx, const struct batch *b, int i)
+{
+	struct orphans_ctx *c = ctx;
+
+	return c->fn(c->arg, &b->e[i].in);
+}
+
+int pool_meta_orphans(struct pool_meta *m, int (*fn)(void *arg, const struct pool_inode *in),
+		      void *arg)
+{
+	struct orphans_ctx c = {.fn = fn, .arg = arg};
+	struct batch *b = malloc(sizeof(*b));
+	int rc;
+
+	if (!b)
+		return -ENOMEM;
+	b->dir = 0;
+	b->after = 0;
+	rc = list(m, op_orphan_batch, b, each_orphan, &c);
+	free(b);
+	return rc;
+}
+
+/* ---- symlinks ---------------------------------------------------------------------- */
+
+struct buf_args {
+	uint64_t ino;
+	const char *name;
+	void *buf;
+	size_t size;
+	ssize_t len; /* result */
+};
+
+/* The target, NUL-terminated in buf; returns its length, -ERANGE when buf
+ * cannot hold it and the NUL, -EINVAL for a non-symlink. */
+static int op_readlink(struct pool_meta *m, void *arg)
+{
+	struct buf_args *a = arg;
+	struct pool_inode in;
+	struct rd q;
+	int rc = get_inode(m, a->ino, &in);
+
+	if (rc)
+		return rc;
+	if (!S_ISLNK(in.mode))
+		return -EINVAL;
+	rc = rd_row(m, &q, ST_GET_SYMLINK, ARGS(AI(a->ino)));
+	if (rc == 1) {
+		const char *t = (const char *)sqlite3_column_text(q.st, 0);
+		size_t len = (size_t)sqlite3_column_bytes(q.st, 0);
+		rc = 0;
+		if (!t || len == 0 || len > META_SYMLINK_MAX || strlen(t) != len)
+			rc = bad_row(q.r, q.st, 0, (int64_t)a->ino, "symlink target");
+		else if (len >= a->size)
+			rc = -ERANGE;
+		else
+			memcpy(a->buf, t, len + 1);
+		a->len = (ssize_t)len;
+	} else if (rc == 0) {
+		say("metadata %s: symlink inode %" PRIu64 " has no target", q.r->path, a->ino);
+		rc = -EIO;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+int pool_meta_readlink(struct pool_meta *m, uint64_t ino, char *buf, size_t size)
+{
+	struct buf_args a = {.ino = ino, .buf = buf, .size = size};
+	int rc = run(m, op_readlink, &a);
+
+	return rc ? rc : (int)a.len;
+}
+
+/* ---- extended attributes ------------------------------------------------------------ */
+
+/* Fill buf with `len` bytes the getxattr way: size 0 asks the size. */
+static int copy_out(struct buf_args *a, const void *src, size_t len)
+{
+	a->len = (ssize_t)len;
+	if (a->size == 0)
+		return 0;
+	if (len > a->size)
+		return -ERANGE;
+	if (len)
+		memcpy(a->buf, src, len);
+	return 0;
+}
+
+static int op_getxattr(struct pool_meta *m, void *arg)
+{
+	struct buf_args *a = arg;
+	struct pool_inode in;
+	struct rd q;
+	int rc = check_xattr_name(a->name);
+
+	if (rc == 0)
+		rc = get_inode(m, a->ino, &in);
+	if (rc)
+		return rc;
+	rc = rd_row(m, &q, ST_GET_XATTR, ARGS(AI(a->ino), AT(a->name)));
+	if (rc == 1) {
+		const void *v = sqlite3_column_blob(q.st, 0);
+		size_t len = (size_t)sqlite3_column_bytes(q.st, 0);
+		if (sqlite3_column_type(q.st, 0) != SQLITE_BLOB || len > META_XATTR_SIZE_MAX)
+			rc = bad_row(q.r, q.st, 0, (int64_t)a->ino, "xattr value");
+		else
+			rc = copy_out(a, v, len);
+	} else if (rc == 0) {
+		rc = -ENODATA;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+ssize_t pool_meta_getxattr(struct pool_meta *m, uint64_t ino, const char *name, void *buf,
+			   size_t size)
+{
+	struct buf_args a = {.ino = ino, .name = name, .buf = buf, .size = size};
+	int rc = run(m, op_getxattr, &a);
+
+	return rc ? rc : a.len;
+}
+
+/* Build the NUL-separated name list into a->buf (or just its size). */
+static int op_listxattr(struct pool_meta *m, void *arg)
+{
+	struct buf_args *a = arg;
+	struct pool_inode in;
+	struct rd q;
+	size_t total = 0;
+	int rc = get_inode(m, a->ino, &in);
+
+	if (rc == 0)
+		rc = rd_start(m, &q, ST_LIST_XATTR, ARGS(AI(a->ino)));
+	if (rc)
+		return rc;
+	while ((rc = rd_step(m, &q)) == 1) {
+		const char *name = (const char *)sqlite3_column_text(q.st, 0);
+		if (!name || check_xattr_name(name)) {
+			rc = bad_row(q.r, q.st, 0, (int64_t)a->ino, "xattr name");
+			break;
+		}
+		size_t len = strlen(name) + 1;
+		if (a->size && total + len <= a->size)
+			memcpy((char *)a->buf + total, name, len);
+		total += len;
+	}
+	rd_end(&q);
+	if (rc)
+		return rc;
+	a->len = (ssize_t)total;
+	if (total > META_XATTR_LIST_MAX)
+		return -E2BIG;
+	return a->size && total > a->size ? -ERANGE : 0;
+}
+
+ssize_t pool_meta_listxattr(struct pool_meta *m, uint64_t ino, char *buf, size_t size)
+{
+	struct buf_args a = {.ino = ino, .buf = buf, .size = size};
+	int rc = run(m, op_listxattr, &a);
+
+	return rc ? rc : a.len;
+}
+
+struct setxattr_args {
+	uint64_t ino;
+	const char *name;
+	const void *val;
+	size_t size;
+	int flags;
+};
+
+/* 1 if the attribute exists, 0 if not. */
+static int xattr_exists(struct pool_meta *m, uint64_t ino, const char *name)
+{
+	struct rd q;
+	int rc = rd_row(m, &q, ST_GET_XATTR, ARGS(AI(ino), AT(name)));
+
+	rd_end(&q);
+	return rc;
+}
+
+static int op_setxattr(struct pool_meta *m, void *arg)
+{
+	struct setxattr_args *a = arg;
+	struct pool_inode in;
+	int rc = check_xattr_name(a->name);
+
+	if (rc == 0 && (a->flags & ~(XATTR_CREATE | XATTR_REPLACE)))
+		rc = -EINVAL;
+	if (rc == 0 && a->size > META_XATTR_SIZE_MAX)
+		rc = -E2BIG;
+	if (rc == 0)
+		rc = get_inode(m, a->ino, &in);
+	if (rc == 0)
+		rc = xattr_exists(m, a->ino, a->name);
+	if (rc < 0)
+		return rc;
+	if (rc == 1 && (a->flags & XATTR_CREATE))
+		return -EEXIST;
+	if (rc == 0 && (a->flags & XATTR_REPLACE))
+		return -ENODATA;
+	return wr(m, ST_PUT_XATTR, 1, ARGS(AI(a->ino), AT(a->name), AB(a->val, a->size)));
+}
+
+int pool_meta_setxattr(struct pool_meta *m, uint64_t ino, const char *name, const void *val,
+		       size_t size, int flags)
+{
+	struct setxattr_args a = {
+		.ino = ino, .name = name, .val = val, .size = size, .flags = flags};
+
+	return run(m, op_setxattr, &a);
+}
+
+static int op_removexattr(struct pool_meta *m, void *arg)
+{
+	struct setxattr_args *a = arg;
+	struct pool_inode in;
+	int rc = check_xattr_name(a->name);
+
+	if (rc == 0)
+		rc = get_inode(m, a->ino, &in);
+	if (rc == 0)
+		rc = xattr_exists(m, a->ino, a->name);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENODATA;
+	return wr(m, ST_DEL_XATTR, 1, ARGS(AI(a->ino), AT(a->name)));
+}
+
+int pool_meta_removexattr(struct pool_meta *m, uint64_t ino, const char *name)
+{
+	struct setxattr_args a = {.ino = ino, .name = name};
+
+	return run(m, op_removexattr, &a);
+}
+
+/* ---- counters ----------------------------------------------------------------------- */
+
+static int op_count(struct pool_meta *m, void *arg)
+{
+	*(uint64_t *)arg = m->ninodes;
+	return 0;
+}
+
+int pool_meta_count(struct pool_meta *m, uint64_t *inodes)
+{
+	return run(m, op_count, inodes);
+}
+
+uint64_t pool_meta_txn(struct pool_meta *m)
+{
+	pthread_mutex_lock(&m->lock);
+	uint64_t txn = m->txn;
+	pthread_mutex_unlock(&m->lock);
+	return txn;
+}
+
+uint32_t pool_meta_live_replicas(struct pool_meta *m)
+{
+	pthread_mutex_lock(&m->lock);
+	uint32_t n = m->nlive;
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
+/* ---- durability ----------------------------------------------------------------------- */
+
+static int fsync_path(const char *path, bool dir)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | (dir ? O_DIRECTORY : 0));
+	int rc = 0;
+
+	if (fd < 0)
+		return errno == ENOENT && !dir ? 0 : -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Durable against power loss.  Committed transactions are in meta.db or in
+ * meta.db-wal (synchronous=NORMAL writes the WAL without fsync).  A PASSIVE
+ * checkpoint moves what it can into meta.db without waiting for readers,
+ * keeping the WAL short; durability itself comes from the fsync of both
+ * files (fsync flushes every write to the file, whichever descriptor made
+ * it) and of the directory, so it holds even when the checkpoint could not
+ * copy everything. */
+static int sync_replica(struct replica *r)
+{
+	char wal[PATH_MAX];
+	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+		snprintf(r->why, sizeof(r->why), "checkpoint: %s", sqlite3_errmsg(r->db));
+		return -EIO;
+	}
+	snprintf(wal, sizeof(wal), "%s-wal", r->path);
+	rc = fsync_path(wal, false);
+	if (rc == 0)
+		rc = fsync_path(r->path, false);
+	if (rc == 0)
+		rc = fsync_path(r->dir, true);
+	if (rc)
+		snprintf(r->why, sizeof(r->why), "fsync: %s", strerror(-rc));
+	return rc;
+}
+
+static int op_sync(struct pool_meta *m, void *arg)
+{
+	(void)arg;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (r->live && sync_replica(r))
+			drop_replica(m, r, "sync", r->why);
+	}
+	return m->nlive ? 0 : -EIO;
+}
+
+int pool_meta_sync(struct pool_meta *m)
+{
+	return run(m, op_sync, NULL);
+}
+
+/* ---- opening: probing, creating, restoring --------------------------------------------- */
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*v = sqlite3_column_int64(st, 0);
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* quick_check: cheaper than integrity_check (no index/table cross-check)
+ * but reads every page, so truncation and garbage pages show. */
+static bool quick_check(struct replica *r)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(r->db, "PRAGMA quick_check", -1, &st, NULL);
+	const char *first = NULL;
+
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		first = (const char *)sqlite3_column_text(st, 0);
+	if (first && !strcmp(first, "ok")) {
+		sqlite3_finalize(st);
+		return true;
+	}
+	snprintf(r->why, sizeof(r->why), "integrity check failed: %s",
+		 first ? first : sqlite3_errmsg(r->db));
+	sqlite3_finalize(st);
+	return false;
+}
+
+/* One meta row, read straight from a replica being probed. */
+static bool probe_meta(struct replica *r, const char *key, int64_t *v)
+{
+	sqlite3_stmt *st = r->st[ST_GET_META];
+	bool ok = bind_args(st, ARGS(AT(key))) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+		  col_int(st, 0, 0, INT64_MAX, v);
+
+	sqlite3_reset(st);
+	return ok;
+}
+
+/* The meta rows and the root inode, read with the statements just
+ * prepared (a missing table already failed at prepare time). */
+static bool check_contents(struct replica *r)
+{
+	int64_t txn, next_ino, format, max_ino = 0;
+	struct pool_inode root;
+	sqlite3_stmt *st;
+	bool ok;
+
+	ok = probe_meta(r, "format", &format) && format == META_FORMAT &&
+	     probe_meta(r, "txn", &txn) && probe_meta(r, "next_ino", &next_ino);
+	st = r->st[ST_MAX_INO];
+	if (ok && sqlite3_step(st) == SQLITE_ROW)
+		max_ino = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (!ok || next_ino <= max_ino || next_ino <= POOL_META_ROOT) {
+		snprintf(r->why, sizeof(r->why), "bad or missing rows in table meta");
+		return false;
+	}
+	st = r->st[ST_GET_INODE];
+	ok = bind_args(st, ARGS(AI(POOL_META_ROOT))) == SQLITE_OK &&
+	     sqlite3_step(st) == SQLITE_ROW && decode_inode(r, st, 0, &root) == 0 &&
+	     S_ISDIR(root.mode);
+	sqlite3_reset(st);
+	if (!ok) {
+		snprintf(r->why, sizeof(r->why), "no valid root directory inode");
+		return false;
+	}
+	r->txn = (uint64_t)txn;
+	r->next_ino = (uint64_t)next_ino;
+	return true;
+}
+
+static bool prepare_all(struct replica *r)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+				       &r->st[i], NULL) != SQLITE_OK) {
+			snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Identity first, with read-only pragmas, so a foreign file is never
+ * modified; WAL is switched on only once the file is known to be ours. */
+static bool check_replica(struct replica *r)
+{
+	int64_t app = 0, version = 0;
+
+	if (pragma_int(r->db, "PRAGMA application_id", &app) != SQLITE_OK) {
+		snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
+		return false;
+	}
+	if (app != META_APP_ID) {
+		snprintf(r->why, sizeof(r->why),
+			 "not a spacefs metadata database (application_id 0x%" PRIx64 ")",
+			 (uint64_t)app);
+		return false;
+	}
+	if (pragma_int(r->db, "PRAGMA user_version", &version) != SQLITE_OK ||
+	    version != META_FORMAT) {
+		snprintf(r->why, sizeof(r->why), "unknown format version %" PRId64, version);
+		return false;
+	}
+	if (!quick_check(r))
+		return false;
+	if (sqlite3_exec(r->db,
+			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+			 " PRAGMA foreign_keys = OFF",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
+		return false;
+	}
+	return prepare_all(r) && check_contents(r);
+}
+
+/* Open and validate r->path.  On success r->db is ready and r->txn set. */
+static int probe(struct replica *r)
+{
+	int rc = sqlite3_open_v2(r->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(r->db, META_BUSY_MS);
+		if (check_replica(r)) {
+			r->state = R_OK;
+			return 0;
+		}
+		rc = sqlite3_errcode(r->db);
+	} else {
+		snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
+	}
+	/* Held by someone else or not writable is not damage: leave it alone. */
+	if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED || sqlite3_db_readonly(r->db, "main") == 1)
+		r->state = R_UNREACHABLE;
+	else
+		r->state = R_BAD;
+	close_conn(r);
+	return -EIO;
+}
+
+static void remove_sidecars(const char *path)
+{
+	char p[PATH_MAX];
+
+	snprintf(p, sizeof(p), "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-journal", path);
+	unlink(p);
+}
+
+/* Put a finished temp file in place of r->path.  A WAL left next to the
+ * old file must go first: SQLite would replay it into the new one. */
+static int install(struct replica *r, const char *tmp)
+{
+	int rc = fsync_path(tmp, false);
+
+	remove_sidecars(r->path);
+	if (rc == 0 && rename(tmp, r->path))
+		rc = -errno;
+	if (rc == 0)
+		rc = fsync_path(r->dir, true);
+	if (rc) {
+		snprintf(r->why, sizeof(r->why), "installing %s: %s", tmp, strerror(-rc));
+		unlink(tmp);
+	}
+	return rc;
+}
+
+/* Write a new store into `tmp`: schema, meta rows and the root. */
+static int write_fresh(const char *tmp, uint32_t uid, uint32_t gid, int64_t now, char *why,
+		       size_t whylen)
+{
+	char head[256], sql[512];
+	sqlite3 *db = NULL;
+	int rc;
+
+	unlink(tmp);
+	remove_sidecars(tmp);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO meta VALUES('format', %d), ('txn', 0), ('next_ino', %d);"
+		 " INSERT INTO inodes VALUES(%d, %u, %u, %u, 2, 0, 0, %" PRId64 ", %" PRId64
+		 ", %" PRId64 ", 0, x'');"
+		 " COMMIT;",
+		 META_FORMAT, POOL_META_ROOT + 1, POOL_META_ROOT,
+		 (unsigned)(S_IFDIR | 0755), uid, gid, now, now, now);
+	snprintf(head, sizeof(head),
+		 "PRAGMA application_id = %d; PRAGMA user_version = %d;"
+		 " PRAGMA journal_mode = WAL; BEGIN;",
+		 META_APP_ID, META_FORMAT);
+	rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, head, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		snprintf(why, whylen, "creating %s: %s", tmp, sqlite3_errmsg(db));
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Copy the whole database of `src` into `tmp` (backup API). */
+static int write_copy(sqlite3 *src, const char *tmp, char *why, size_t whylen)
+{
+	sqlite3 *db = NULL;
+	sqlite3_backup *b = NULL;
+	int rc;
+
+	unlink(tmp);
+	remove_sidecars(tmp);
+	rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	if (rc == SQLITE_OK) {
+		b = sqlite3_backup_init(db, "main", src, "main");
+		rc = b ? sqlite3_backup_step(b, -1) : sqlite3_errcode(db);
+		if (rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+		if (b && sqlite3_backup_finish(b) != SQLITE_OK && rc == SQLITE_OK)
+			rc = sqlite3_errcode(db);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		snprintf(why, whylen, "copying into %s: %s", tmp, sqlite3_errstr(rc));
+	sqlite3_close(db);
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Replace replica `dst` by a copy of `src`; a damaged file is kept aside
+ * as meta.db.bad for whoever wants to look at it. */
+static int restore(struct replica *src, struct replica *dst)
+{
+	char tmp[PATH_MAX], bad[PATH_MAX];
+	int rc;
+
+	close_conn(dst);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", dst->path);
+	if (dst->state == R_BAD) {
+		snprintf(bad, sizeof(bad), "%s.bad", dst->path);
+		remove_sidecars(dst->path);
+		if (rename(dst->path, bad) == 0)
+			say("metadata replica %s moved aside to %s", dst->path, bad);
+	}
+	rc = write_copy(src->db, tmp, dst->why, sizeof(dst->why));
+	if (rc == 0)
+		rc = install(dst, tmp);
+	if (rc == 0)
+		rc = probe(dst);
+	if (rc) {
+		say("metadata replica %s could not be restored: %s", dst->path, dst->why);
+		return rc;
+	}
+	say("metadata replica %s restored from %s (txn %" PRIu64 ")", dst->path, src->path,
+	    src->txn);
+	return 0;
+}
+
+/* A brand-new store on every replica.  Each gets the same rows (same
+ * root timestamp), so they start identical. */
+static int create_all(struct pool_meta *m, uint32_t uid, uint32_t gid, char *err, size_t errlen)
+{
+	struct timespec ts;
+	uint32_t nok = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		char tmp[PATH_MAX];
+		snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
+		int rc = write_fresh(tmp, uid, gid, now, r->why, sizeof(r->why));
+		if (rc == 0)
+			rc = install(r, tmp);
+		if (rc == 0)
+			rc = probe(r);
+		if (rc)
+			say("metadata replica %s could not be created: %s", r->path, r->why);
+		else
+			nok++;
+	}
+	if (nok == 0) {
+		snprintf(err, errlen, "metadata: could not create any replica (first: %s: %s)",
+			 m->r[0].path, m->r[0].why);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Files exist but none is valid: name each and why, change nothing. */
+static int refuse(struct pool_meta *m, char *err, size_t errlen)
+{
+	size_t used = 0;
+
+	used += (size_t)snprintf(err, errlen, "metadata: no valid replica");
+	for (uint32_t i = 0; i < m->n && used < errlen; i++) {
+		const struct replica *r = &m->r[i];
+		const char *why = r->state == R_MISSING ? "missing" : r->why;
+		used += (size_t)snprintf(err + used, errlen - used, "%s %s: %s", i ? ";" : ":",
+					 r->path, why);
+	}
+	return -EIO;
+}
+
+static struct replica *newest(struct pool_meta *m)
+{
+	struct replica *best = NULL;
+
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->r[i].state == R_OK && (!best || m->r[i].txn > best->txn))
+			best = &m->r[i];
+	return best;
+}
+
+/* Directory `dir` and its parents. */
+static int mkdir_p(const char *dir)
+{
+	char p[PATH_MAX];
+	struct stat sb;
+
+	if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+		return -ENAMETOOLONG;
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0755) && errno != EEXIST)
+		return -errno;
+	if (stat(p, &sb))
+		return -errno;
+	return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Paths for each replica; its directory made; same directory twice refused
+ * (its second connection would wait forever on the first's lock). */
+static int setup_replicas(struct pool_meta *m, const char *const *dirs, char *err, size_t errlen)
+{
+	struct stat sb[POOL_META_MAX_REPLICAS];
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		char tmp[PATH_MAX];
+		r->dir = strdup(dirs[i]);
+		if (!r->dir || asprintf(&r->path, "%s/meta.db", dirs[i]) < 0) {
+			r->path = NULL;
+			return -ENOMEM;
+		}
+		int rc = mkdir_p(r->dir);
+		if (rc == 0 && stat(r->dir, &sb[i]))
+			rc = -errno;
+		if (rc) {
+			r->state = R_UNREACHABLE;
+			snprintf(r->why, sizeof(r->why), "directory %s: %s", r->dir,
+				 strerror(-rc));
+			say("metadata replica %s unreachable: %s", r->path, r->why);
+			continue;
+		}
+		for (uint32_t j = 0; j < i; j++) {
+			if (m->r[j].state != R_UNREACHABLE && sb[j].st_dev == sb[i].st_dev &&
+			    sb[j].st_ino == sb[i].st_ino) {
+				snprintf(err, errlen, "metadata: %s and %s are the same directory",
+					 m->r[j].dir, r->dir);
+				return -EINVAL;
+			}
+		}
+		snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
+		unlink(tmp); /* a copy or creation cut short */
+		r->state = R_MISSING;
+	}
+	return 0;
+}
+
+/* Probe every replica that has a file. */
+static void probe_all(struct pool_meta *m, uint32_t *nfound, uint32_t *nok,
+		      uint32_t *nunreachable)
+{
+	*nfound = *nok = *nunreachable = 0;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		struct stat sb;
+		if (r->state == R_UNREACHABLE) {
+			++*nunreachable;
+			continue;
+		}
+		if (lstat(r->path, &sb)) {
+			if (errno == ENOENT)
+				continue;
+			r->state = R_UNREACHABLE;
+			snprintf(r->why, sizeof(r->why), "%s", strerror(errno));
+			say("metadata replica %s unreachable: %s", r->path, r->why);
+			++*nunreachable;
+			continue;
+		}
+		++*nfound;
+		if (probe(r) == 0) {
+			++*nok;
+			continue;
+		}
+		if (r->state == R_UNREACHABLE)
+			++*nunreachable;
+		say("metadata replica %s is unusable: %s", r->path, r->why);
+	}
+}
+
+static int open_replicas(struct pool_meta *m, uint32_t uid, uint32_t gid, char *err,
+			 size_t errlen)
+{
+	uint32_t nfound, nok, nunreachable;
+	struct replica *best;
+
+	probe_all(m, &nfound, &nok, &nunreachable);
+	if (nfound == 0 && nunreachable == 0)
+		return create_all(m, uid, gid, err, errlen);
+	if (nok == 0)
+		return refuse(m, err, errlen);
+	best = newest(m);
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (r == best || r->state == R_UNREACHABLE)
+			continue;
+		if (r->state == R_OK && r->txn == best->txn)
+			continue;
+		if (r->state == R_OK)
+			say("metadata replica %s is stale (txn %" PRIu64 " < %" PRIu64 ")",
+			    r->path, r->txn, best->txn);
+		restore(best, r);
+	}
+	return 0;
+}
+
+static int load_state(struct pool_meta *m)
+{
+	struct replica *best = newest(m);
+	struct rd q;
+	int rc;
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		r->live = r->state == R_OK && r->txn == best->txn;
+		m->nlive += r->live;
+		if (r->state == R_OK && !r->live)
+			close_conn(r);
+	}
+	m->txn = best->txn;
+	m->next_ino = best->next_ino;
+	rc = rd_row(m, &q, ST_COUNT_INODES, NULL, 0);
+	if (rc == 1)
+		m->ninodes = (uint64_t)sqlite3_column_int64(q.st, 0);
+	rd_end(&q);
+	reap_dropped(m);
+	return rc == 1 ? 0 : -EIO;
+}
+
+int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32_t gid,
+		   struct pool_meta **out, char *err, size_t errlen)
+{
+	struct pool_meta *m;
+	int rc;
+
+	*out = NULL;
+	if (!dirs || ndirs == 0 || ndirs > POOL_META_MAX_REPLICAS) {
+		snprintf(err, errlen, "metadata: need 1 to %d replica directories, got %u",
+			 POOL_META_MAX_REPLICAS, ndirs);
+		return -EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		snprintf(err, errlen, "metadata: out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	m->n = ndirs;
+	rc = setup_replicas(m, dirs, err, errlen);
+	if (rc == 0)
+		rc = open_replicas(m, uid, gid, err, errlen);
+	if (rc == 0) {
+		rc = load_state(m);
+		if (rc)
+			snprintf(err, errlen, "metadata: cannot read %s", m->r[0].path);
+	}
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "metadata: out of memory");
+	if (rc) {
+		pool_meta_close(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+void pool_meta_close(struct pool_meta *m)
+{
+	if (!m)
+		return;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (r->db)
+			close_conn(r);
+		free(r->dir);
+		free(r->path);
+	}
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}

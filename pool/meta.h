@@ -1,0 +1,134 @@
+/*
+ * meta.h -- one volume's metadata: namespace, inodes, xattrs, placement.
+ *
+ * Kept in SQLite, one database per metadata disk
+ * (<disk>/vol/<volume>/meta.db), every replica holding the same rows.
+ * Each change is one transaction applied to every live replica in turn,
+ * each stamped with the same transaction counter (table `meta`, key
+ * 'txn').  Opening takes the replica with the highest counter, re-copies
+ * stale or missing replicas from it (SQLite backup API) and says so on
+ * stderr.  A file that is not a spacefs metadata database (wrong
+ * application_id, unknown user_version, failed integrity_check, or not
+ * SQLite at all) is named in a one-line error and treated as missing.
+ *
+ * Durability: replicas run in WAL mode with synchronous=NORMAL, so a
+ * committed transaction survives a crash of the daemon (kill -9) at once;
+ * pool_meta_sync() makes everything so far durable against power loss on
+ * every replica.  A replica whose write fails is dropped from the live set
+ * with a log line; the store goes on while one replica is live.
+ *
+ * Inode 1 is the volume's root directory, created with the store.  Inode
+ * numbers are never reused, so (ino, generation 0) is a stable FUSE handle.
+ *
+ * Concurrency: every function is thread-safe (one internal mutex; SQLite
+ * is fast enough for metadata at FUSE rates, and fs/ caches attributes).
+ */
+#ifndef SPACEFS_POOL_META_H
+#define SPACEFS_POOL_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout/layout.h"
+
+#define POOL_META_NAME_MAX    255
+#define POOL_META_ROOT        1
+#define POOL_META_MAX_REPLICAS 8
+
+struct pool_meta;
+
+/* One inode.  Times in nanoseconds since the epoch. */
+struct pool_inode {
+	uint64_t ino;
+	uint32_t mode; /* type and permission bits, as st_mode */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	uint64_t size;
+	uint64_t rdev;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	uint32_t npos;                      /* regular files: stripe positions */
+	uint8_t disk[LAYOUT_MAX_POSITIONS]; /* pool disk index of each position */
+};
+
+/* Open (creating if none exists) the store on the given replica
+ * directories (each <disk>/vol/<volume>; created if missing).  Fails with
+ * a one-line *err when no replica is usable.  `uid`, `gid` own a newly
+ * created root. */
+int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32_t gid,
+		   struct pool_meta **out, char *err, size_t errlen);
+void pool_meta_close(struct pool_meta *m);
+
+/* Make all committed changes durable on every live replica. */
+int pool_meta_sync(struct pool_meta *m);
+/* Transaction counter of the newest state, and how many replicas are live. */
+uint64_t pool_meta_txn(struct pool_meta *m);
+uint32_t pool_meta_live_replicas(struct pool_meta *m);
+
+int pool_meta_get(struct pool_meta *m, uint64_t ino, struct pool_inode *out); /* -ENOENT */
+int pool_meta_lookup(struct pool_meta *m, uint64_t parent, const char *name,
+		     struct pool_inode *out); /* -ENOENT, -ENOTDIR */
+
+/* Create `name` in directory `parent` from *in (ino is assigned and written
+ * back; nlink is set to 1, or 2 for a directory, whose parent's nlink goes
+ * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
+ * the parent's mtime/ctime to in->ctime_ns.  -EEXIST, -ENOENT, -ENOTDIR,
+ * -ENAMETOOLONG. */
+int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name,
+		     struct pool_inode *in, const char *symlink_target);
+/* Hard link: a new entry for ino; nlink+1.  -EEXIST, -EPERM on a dir. */
+int pool_meta_link(struct pool_meta *m, uint64_t ino, uint64_t parent, const char *name,
+		   int64_t now_ns, struct pool_inode *out);
+/* Remove a non-directory entry; nlink-1.  *out gets the inode after the
+ * change (nlink 0 means the caller should purge it once nobody has it
+ * open).  -ENOENT, -EISDIR. */
+int pool_meta_unlink(struct pool_meta *m, uint64_t parent, const char *name, int64_t now_ns,
+		     struct pool_inode *out);
+/* Remove an empty directory.  -ENOTEMPTY, -ENOTDIR, -ENOENT. */
+int pool_meta_rmdir(struct pool_meta *m, uint64_t parent, const char *name, int64_t now_ns,
+		    uint64_t *ino_out);
+/* rename(2) semantics including RENAME_NOREPLACE and RENAME_EXCHANGE
+ * (flags as in <linux/fs.h>): -EEXIST, -ENOENT, -ENOTDIR, -EISDIR,
+ * -ENOTEMPTY, -EINVAL (a directory into its own subtree).  If an existing
+ * target is replaced, *replaced gets its inode after the change (ino 0 if
+ * none), so the caller can purge it when its nlink is 0. */
+int pool_meta_rename(struct pool_meta *m, uint64_t parent, const char *name, uint64_t newparent,
+		     const char *newname, unsigned int flags, int64_t now_ns,
+		     struct pool_inode *replaced);
+/* Store all attributes of *in (mode, uid, gid, size, rdev, times). */
+int pool_meta_setattr(struct pool_meta *m, const struct pool_inode *in);
+/* Same for n inodes in one transaction (the attribute write-back). */
+int pool_meta_setattr_many(struct pool_meta *m, const struct pool_inode *in, size_t n);
+/* Drop an inode with nlink 0 and its xattrs for good. */
+int pool_meta_purge(struct pool_meta *m, uint64_t ino);
+/* Call fn for every inode with nlink 0 (left by a crash while open);
+ * the caller removes their data then purges them. */
+int pool_meta_orphans(struct pool_meta *m, int (*fn)(void *arg, const struct pool_inode *in),
+		      void *arg);
+
+int pool_meta_readlink(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
+
+/* Directory listing in a stable order.  Calls fn for each entry after
+ * `cookie` (0 = from the start) until fn returns non-zero; each entry's
+ * cookie is what to pass to resume after it.  "." and ".." are not stored. */
+typedef int (*pool_meta_dirent_fn)(void *arg, const char *name, const struct pool_inode *in,
+				   uint64_t cookie);
+int pool_meta_readdir(struct pool_meta *m, uint64_t dir, uint64_t cookie, pool_meta_dirent_fn fn,
+		      void *arg);
+
+/* Extended attributes, getxattr/setxattr/listxattr/removexattr semantics:
+ * get returns the value size (copying when size allows, -ERANGE when not,
+ * size 0 asks the size), -ENODATA when absent; set honours XATTR_CREATE
+ * (-EEXIST) and XATTR_REPLACE (-ENODATA); list returns the NUL-separated
+ * names' total size the same way. */
+ssize_t pool_meta_getxattr(struct pool_meta *m, uint64_t ino, const char *name, void *buf,
+			   size_t size);
+int pool_meta_setxattr(struct pool_meta *m, uint64_t ino, const char *name, const void *val,
+		       size_t size, int flags);
+ssize_t pool_meta_listxattr(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
+int pool_meta_removexattr(struct pool_meta *m, uint64_t ino, const char *name);
+
+/* Totals for statfs. */
+int pool_meta_count(struct pool_meta *m, uint64_t *inodes);
+
+#endif /* SPACEFS_POOL_META_H */

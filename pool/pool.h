@@ -1,0 +1,146 @@
+/*
+ * pool.h -- a pool of disks: finding its members, deciding which copy of
+ * the superblock is the truth, the volume catalogue, placement.
+ *
+ * A pool is opened from any one member directory (SOURCE): its superblock
+ * names the others by their last-known paths, and every copy found is
+ * weighed by the mount rule (docs/FORMAT.md): the pool takes the highest
+ * generation held by a majority of its members, or refuses ("incomplete"),
+ * naming the disks that are missing or damaged.  Disks that disagree are
+ * named and kept out: stale (an older generation), damaged (unreadable
+ * copy), foreign (another pool's, or another member's, superblock) or
+ * missing.  Only healthy disks are written and placed on.
+ *
+ * Changes to the catalogue go through pool_commit(): the generation goes
+ * up by one and the new superblock is written to every healthy disk.
+ *
+ * Thread-safety: pool_place(), pool_disk_space() and
+ * pool_volume_capacity() may be called from any number of threads.  The
+ * catalogue functions (pool_volume_create/delete, pool_commit) change
+ * p->sb and must not run concurrently with anything else on the same
+ * pool; pointers returned by pool_volume_find() stay valid until the next
+ * catalogue change.
+ *
+ * Errors: 0 or a negative errno; functions taking `err` leave a one-line
+ * message "<what>: <why>" there on failure.
+ */
+#ifndef SPACEFS_POOL_POOL_H
+#define SPACEFS_POOL_POOL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout/layout.h"
+#include "pool/superblock.h"
+
+#define POOL_MSG_MAX 512
+
+enum pool_disk_state {
+	POOL_DISK_HEALTHY = 0, /* holds the chosen generation */
+	POOL_DISK_MISSING,     /* directory or superblock not found */
+	POOL_DISK_DAMAGED,     /* superblock unreadable (checksum, truncated...) */
+	POOL_DISK_FOREIGN,     /* another pool's or another member's superblock */
+	POOL_DISK_STALE,       /* this pool's, but not the chosen generation */
+	POOL_DISK_FAILED,      /* failed while open (a superblock write failed) */
+};
+
+/* Runtime view of one member, indexed like p->sb->member[]. */
+struct pool_disk {
+	enum pool_disk_state state;
+	char path[POOL_PATH_MAX]; /* where it was found, else its last-known path */
+	uint64_t generation;      /* of the copy found; 0 if none was readable */
+	char msg[POOL_MSG_MAX];   /* why it is not healthy; "" when healthy */
+	dev_t dev;                /* st_dev of the directory, 0 if not found */
+};
+
+struct pool_space {
+	uint64_t size, free; /* statvfs, bytes */
+	uint32_t share;      /* healthy disks on the same filesystem (>= 1) */
+	int ok;              /* statvfs succeeded */
+};
+
+struct pool {
+	struct pool_sb *sb; /* the committed state; read-only outside pool.c */
+	uint32_t ndisks;    /* == sb->nmembers */
+	struct pool_disk disk[POOL_MAX_DISKS];
+	int incomplete; /* opened with POOL_OPEN_INSPECT and no majority: read-only */
+
+	pthread_mutex_t lock; /* guards everything below */
+	uint32_t place_rotor; /* breaks placement ties so small files spread */
+	int64_t space_when;   /* CLOCK_MONOTONIC ns of the last space refresh */
+	struct pool_space space[POOL_MAX_DISKS];
+};
+
+/* pool_open() flags. */
+#define POOL_OPEN_INSPECT 1u /* without a majority, open read-only on the
+				highest generation instead of refusing
+				(for `spacectl status`) */
+
+/* Make a new pool of n disk directories: validates every path first
+ * (exists, is a directory, not listed twice even through another path, no
+ * disk inside another, empty and not in a pool unless `force`), then
+ * writes generation 1 to every disk.  Nothing is written if any check
+ * fails. */
+int pool_create(const char *name, const char *const *paths, uint32_t n, int force, char *err,
+		size_t errlen);
+
+/* Open the pool SOURCE belongs to, reading every member at its last-known
+ * path, and apply the mount rule.  Disks not healthy are described in
+ * p->disk[i].msg; the caller decides whether to print them. */
+int pool_open(const char *source, unsigned flags, struct pool **out, char *err, size_t errlen);
+/* Same, also looking at `extra` directories: a member found there by its
+ * disk UUID is used in place of its last-known path (moved disks). */
+int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra,
+		    unsigned flags, struct pool **out, char *err, size_t errlen);
+void pool_close(struct pool *p);
+
+/* Write p->sb as generation+1 to every healthy disk.  A disk whose write
+ * fails becomes FAILED.  -EIO if fewer than a majority of the members
+ * took it (the change may or may not survive a restart), -EROFS on an
+ * incomplete pool. */
+int pool_commit(struct pool *p, char *err, size_t errlen);
+
+const char *pool_disk_state_name(enum pool_disk_state s); /* "healthy", ... */
+uint32_t pool_healthy_disks(const struct pool *p);
+/* "healthy", "degraded" (mounted, some disk not healthy) or "incomplete". */
+const char *pool_health(const struct pool *p);
+
+/* statvfs of disk idx: total and available bytes.  -errno. */
+int pool_disk_space(struct pool *p, uint32_t idx, uint64_t *size, uint64_t *free);
+
+/* Choose npos distinct healthy disks for a new file's positions into
+ * disk_out[0..npos): most free space first (free space counted in whole
+ * GiB, split among disks sharing a filesystem), ties broken by a counter
+ * that rotates with every call.  -ENOSPC if fewer than npos disks are
+ * healthy. */
+int pool_place(struct pool *p, uint32_t npos, uint8_t *disk_out);
+
+/* Add a volume: validates name and geometry against the pool, picks its
+ * metadata disks, commits, then creates <disk>/vol/<name> on the healthy
+ * disks (best effort: pool/meta and pool/store create it as needed). */
+int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g,
+		       int integrity, char *err, size_t errlen);
+/* Remove a volume: marks it deleting and commits, removes <disk>/vol/<name>
+ * from every reachable disk, then drops it from the catalogue and commits.
+ * If interrupted, the volume stays "deleting" and the call can be repeated. */
+int pool_volume_delete(struct pool *p, const char *name, char *err, size_t errlen);
+const struct pool_sb_volume *pool_volume_find(const struct pool *p, const char *name);
+/* "healthy", "degraded" (disk failures within the redundancy), "offline"
+ * (beyond it, or no metadata disk healthy) or "deleting". */
+const char *pool_volume_health(const struct pool *p, const struct pool_sb_volume *v);
+/* Estimated bytes of new file data the volume can still take
+ * (docs/FORMAT.md, "Capacity estimate"). */
+int pool_volume_capacity(struct pool *p, const struct pool_sb_volume *v, uint64_t *usable);
+
+/* The capacity estimate's core, exposed for tests: the most raw bytes that
+ * files spanning npos distinct disks can take from disks with the given
+ * free bytes (each file puts equal bytes on each of its positions). */
+uint64_t pool_capacity_raw(const uint64_t *free, uint32_t n, uint32_t npos);
+
+/* Why g cannot be used for a volume of this pool (geometry rules and the
+ * number of disks), as "<why>" in err; 0 if it can. */
+int pool_geom_fit(const struct pool *p, const struct layout_geom *g, char *err, size_t errlen);
+
+#endif /* SPACEFS_POOL_POOL_H */

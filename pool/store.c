@@ -1,0 +1,1741 @@
+/*
+ * store.c -- the data path: file byte ranges to chunk-file I/O.
+ *
+ * A file of a volume is striped over `positions` disks; each position has
+ * one sparse chunk file on its disk (store.h gives the names).  A request
+ * on [off, off+len) of a file runs in three steps, the same for every
+ * layout:
+ *
+ *   1. lock and plan.  The request's stripes are locked in the stripe
+ *      lock table (exclusive to write, shared to read).  layout/ plans
+ *      each stripe: which chunk ranges to read, what to compute, which to
+ *      write.  The planning is pure; this file only carries plans out.
+ *   2. read.  Every chunk read of every stripe of the request goes to the
+ *      kernel in ONE io_submit (pool/aio.c), with the checksum ranges that
+ *      cover them.  Each block read is checked against its CRC-32C before
+ *      anything uses it -- including old data and parity read for a parity
+ *      update, so a rotten block cannot poison the parity.
+ *   3. compute and write.  layout/ computes parity (ISA-L); checksums of
+ *      every block about to be written are computed here; then every chunk
+ *      write and checksum write of the request goes out in one more
+ *      io_submit.
+ *
+ * A read has steps 1 and 2 (and a copy or decode out of the read
+ * buffers).  A write that is not 4 KiB aligned first reads its edge blocks
+ * (under the locks it already holds) and merges the caller's bytes in, so
+ * every chunk I/O is whole 4 KiB blocks: O_DIRECT can do it, and each
+ * block's checksum covers exactly what is on disk.
+ *
+ * Copies are avoided where the plan allows: a simple or mirror write
+ * sends the caller's buffer itself to every copy, and a plain read lands
+ * straight in the caller's buffer, when the range and (for O_DIRECT) the
+ * buffer are 4 KiB aligned.  Otherwise a per-thread bounce buffer is used.
+ * All per-request arrays (plans, I/O requests, buffers, checksums) come
+ * from a per-thread scratch area that grows to the largest request seen
+ * and is reused, so the hot path does not allocate.
+ *
+ * Chunk file descriptors are cached per (file, position) in a sharded,
+ * bounded table with clock eviction.  An entry is referenced while a
+ * request uses it, so eviction or pool_store_remove never closes a
+ * descriptor under an I/O.  Files are opened lazily; only write paths
+ * create them, so a read of a never-written position is zeros at no cost
+ * on disk.
+ *
+ * Checksum sidecars ("<chunk>.crc", 4 bytes per block) are always
+ * buffered: their I/Os are a few bytes, far below O_DIRECT's granularity,
+ * and they ride in the same io_submit as the data (the kernel performs
+ * buffered AIO synchronously inside io_submit, which for a page-cache copy
+ * of a few bytes is cheaper than a system call of its own).  Checksum I/O
+ * is coalesced per position: one read of the span a request touches, one
+ * write per contiguous run.  Data and checksum writes are not ordered
+ * against each other; after a crash the dirty-region log (a later issue)
+ * re-derives checksums of the regions that were being written.
+ */
+#include <assert.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pool/aio.h"
+#include "pool/store.h"
+#include "pool/stripelock.h"
+
+#define BLK          ((uint64_t)LAYOUT_BLOCK)
+#define CRC_BYTES    4u
+#define FD_SHARDS    16u
+#define FD_CACHE_MAX 4096u /* chunk files kept open, all shards */
+#define FD_CACHE_MIN 64u
+/* A request larger than this is carried out in pieces, each under its own
+ * lock set, so one huge call cannot grow the scratch area without bound.
+ * FUSE requests (1 MiB) are always one piece. */
+#define PIECE_BYTES (8u << 20)
+
+/* ---- the store ------------------------------------------------------------ */
+
+struct disk_counters {
+	_Atomic uint64_t reads, writes, read_bytes, write_bytes, errors, csum_errors;
+};
+
+struct store_disk {
+	const char *path; /* the disk directory as configured, for messages */
+	char *dir;        /* <disk>/vol/<volume>/data; NULL if the disk is absent */
+	int direct;       /* chunk files opened with O_DIRECT */
+	/* Set when the disk is failed (by the failure handling of a later
+	 * issue); requests turn it into the planner's `failed` mask. */
+	_Atomic uint8_t failed;
+	struct disk_counters c __attribute__((aligned(64))); /* no false sharing */
+};
+
+/* One cached chunk: the data file and its checksum sidecar. */
+struct fd_entry {
+	uint64_t id;
+	uint32_t pos, disk;
+	int fd, crcfd; /* crcfd -1: no sidecar yet (or integrity off) */
+	uint32_t ref;  /* requests using the descriptors */
+	int32_t next;  /* hash chain, or free list */
+	uint8_t used;  /* slot holds a chunk */
+	uint8_t clock; /* referenced since the hand last passed */
+	uint8_t hashed; /* 0: removed from the table, closed at last release */
+};
+
+struct fd_shard {
+	pthread_mutex_t mu;
+	uint32_t cap, nbucket, hand;
+	int32_t free; /* free-slot list through next */
+	int32_t *bucket;
+	struct fd_entry *e;
+} __attribute__((aligned(64)));
+
+struct scratch;
+
+struct pool_store {
+	char *volume;
+	struct layout_geom g;
+	uint32_t k, npos;
+	uint64_t stripe_bytes;
+	int integrity;
+	int any_direct; /* some disk uses O_DIRECT: aliased buffers must be aligned */
+	struct layout_codec *codec; /* parity only */
+	struct pool_aio *aio;
+	struct stripelock *locks;
+	uint8_t *zeros; /* stripe_bytes of zeros (untouched anonymous memory) */
+	size_t zeros_len;
+	uint32_t ndisks;
+	struct store_disk *disk;
+	struct fd_shard shard[FD_SHARDS];
+	pthread_key_t tls;
+	pthread_mutex_t tls_mu; /* guards tls_list */
+	struct scratch *tls_list;
+};
+
+/* One line on stderr, written at once so lines of threads do not mix. */
+static void store_log(const struct pool_store *s, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n = snprintf(line, sizeof(line), "spacefs: volume %s: ", s->volume);
+
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	size_t len = strlen(line);
+	line[len++] = '\n';
+	if (write(STDERR_FILENO, line, len) < 0) {
+		/* nowhere left to complain */
+	}
+}
+
+static void count(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/* ---- per-thread scratch ---------------------------------------------------- */
+
+/* One chunk I/O of a phase.  run/at: its checksums' place (write phase). */
+struct cio {
+	uint32_t pos;
+	uint32_t len;
+	uint64_t off; /* chunk offset */
+	uint8_t *buf;
+	uint32_t run, at;
+};
+
+/* A contiguous range of checksums of one position, written at once. */
+struct crc_run {
+	uint32_t pos;
+	uint32_t nblk;
+	uint64_t blk; /* first block */
+	size_t base;  /* index into scratch crc[] */
+};
+
+struct scratch {
+	struct layout_write_plan *wp;
+	size_t wp_cap;
+	struct layout_read_plan *rp;
+	size_t rp_cap;
+	uint8_t **pdst; /* read: destination of each plan */
+	size_t pdst_cap;
+	uint8_t *alias; /* read: plan reads land in pdst directly */
+	size_t alias_cap;
+	struct cio *cio;
+	size_t cio_cap;
+	uint8_t **ptr; /* rbuf/wbuf pointer arrays handed to layout/ */
+	size_t ptr_cap;
+	struct pool_aio_req *req;
+	size_t req_cap;
+	uint32_t *crc;
+	size_t crc_cap;
+	struct crc_run *run;
+	size_t run_cap;
+	uint8_t *buf; /* 4 KiB aligned I/O buffers, carved per phase */
+	size_t buf_cap;
+	uint8_t *src; /* 4 KiB aligned bounce for the caller's range */
+	size_t src_cap;
+	uint32_t pick; /* mirror read balancing */
+	struct pool_store *s;
+	struct scratch *prev, *next;
+};
+
+static void scratch_release(struct scratch *t)
+{
+	free(t->wp);
+	free(t->rp);
+	free(t->pdst);
+	free(t->alias);
+	free(t->cio);
+	free(t->ptr);
+	free(t->req);
+	free(t->crc);
+	free(t->run);
+	free(t->buf);
+	free(t->src);
+	free(t);
+}
+
+static void scratch_unlink(struct pool_store *s, struct scratch *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		s->tls_list = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+}
+
+static void scratch_thread_exit(void *arg)
+{
+	struct scratch *t = arg;
+	struct pool_store *s = t->s;
+
+	pthread_mutex_lock(&s->tls_mu);
+	scratch_unlink(s, t);
+	pthread_mutex_unlock(&s->tls_mu);
+	scratch_release(t);
+}
+
+static struct scratch *scratch_get(struct pool_store *s)
+{
+	struct scratch *t = pthread_getspecific(s->tls);
+
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->s = s;
+	pthread_mutex_lock(&s->tls_mu);
+	t->next = s->tls_list;
+	if (s->tls_list)
+		s->tls_list->prev = t;
+	s->tls_list = t;
+	pthread_mutex_unlock(&s->tls_mu);
+	pthread_setspecific(s->tls, t);
+	return t;
+}
+
+/* Grow an array to hold n elements; contents need not survive. */
+static int grow(void *pp, size_t *cap, size_t n, size_t elem)
+{
+	void **p = pp;
+
+	if (n <= *cap)
+		return 0;
+	size_t c = *cap * 2 > n ? *cap * 2 : n;
+	void *q = malloc(c * elem);
+	if (!q)
+		return -ENOMEM;
+	free(*p);
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+static int grow_aligned(uint8_t **p, size_t *cap, size_t n)
+{
+	void *q;
+
+	if (n <= *cap)
+		return 0;
+	size_t c = *cap * 2 > n ? *cap * 2 : n;
+	c = (c + BLK - 1) & ~(BLK - 1);
+	if (posix_memalign(&q, BLK, c))
+		return -ENOMEM;
+	free(*p);
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+/* ---- chunk files ----------------------------------------------------------- */
+
+static int chunk_path(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos,
+		      int crc, char *buf, size_t n)
+{
+	int len = snprintf(buf, n, "%s/%02x/%016" PRIx64 ".%u%s", s->disk[disk].dir,
+			   (unsigned)(id % 256), id, pos, crc ? ".crc" : "");
+
+	return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+}
+
+/* open(2) that makes the hash subdirectory on first use when creating. */
+static int open_mkdir(const char *path, int flags)
+{
+	int fd = open(path, flags, 0600);
+
+	if (fd < 0 && errno == ENOENT && (flags & O_CREAT)) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", path);
+		char *slash = strrchr(dir, '/');
+		assert(slash);
+		*slash = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		fd = open(path, flags, 0600);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* Open the sidecar; -ENOENT is "none yet" when not creating. */
+static int open_crc(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos,
+		    int create)
+{
+	char path[PATH_MAX];
+	int rc = chunk_path(s, disk, id, pos, 1, path, sizeof(path));
+
+	if (rc < 0)
+		return rc;
+	return open_mkdir(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0));
+}
+
+/* Open a chunk (and its sidecar with integrity).  -ENOENT if it does not
+ * exist and create is 0. */
+static int open_chunk(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos,
+		      int create, int *fd, int *crcfd)
+{
+	char path[PATH_MAX];
+	int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+	int rc = chunk_path(s, disk, id, pos, 0, path, sizeof(path));
+
+	if (rc < 0)
+		return rc;
+	if (s->disk[disk].direct)
+		flags |= O_DIRECT;
+	*fd = open_mkdir(path, flags);
+	if (*fd < 0)
+		return *fd;
+	*crcfd = -1;
+	if (s->integrity) {
+		rc = open_crc(s, disk, id, pos, create);
+		if (rc < 0 && rc != -ENOENT) {
+			close(*fd);
+			return rc;
+		}
+		*crcfd = rc < 0 ? -1 : rc;
+	}
+	return 0;
+}
+
+static void close_fds(int fd, int crcfd)
+{
+	if (fd >= 0)
+		close(fd);
+	if (crcfd >= 0)
+		close(crcfd);
+}
+
+/* ---- descriptor cache ------------------------------------------------------ */
+
+/* A request's hold on one position's descriptors. */
+struct chunk_ref {
+	struct fd_entry *e; /* NULL: not cached, the ref owns the fds */
+	int fd, crcfd;      /* fd -1: the chunk file does not exist */
+	uint32_t shard;
+};
+
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t key_hash(uint64_t id, uint32_t pos)
+{
+	return mix64(id * 64 + pos);
+}
+
+static int fdcache_init(struct pool_store *s)
+{
+	struct rlimit rl;
+	uint32_t total = FD_CACHE_MAX;
+
+	/* Stay well inside the descriptor limit: half of it for the cache. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		uint64_t fit = rl.rlim_cur / 2 / (s->integrity ? 2 : 1);
+		if (fit < total)
+			total = fit < FD_CACHE_MIN ? FD_CACHE_MIN : (uint32_t)fit;
+	}
+	uint32_t per = (total + FD_SHARDS - 1) / FD_SHARDS;
+	uint32_t nb = 1;
+	while (nb < per * 2)
+		nb *= 2;
+
+	for (uint32_t i = 0; i < FD_SHARDS; i++) {
+		struct fd_shard *sh = &s->shard[i];
+		pthread_mutex_init(&sh->mu, NULL);
+		sh->cap = per;
+		sh->nbucket = nb;
+		sh->e = calloc(per, sizeof(*sh->e));
+		sh->bucket = malloc(nb * sizeof(*sh->bucket));
+		if (!sh->e || !sh->bucket)
+			return -ENOMEM;
+		for (uint32_t b = 0; b < nb; b++)
+			sh->bucket[b] = -1;
+		for (uint32_t j = 0; j < per; j++)
+			sh->e[j].next = j + 1 < per ? (int32_t)(j + 1) : -1;
+		sh->free = 0;
+	}
+	return 0;
+}
+
+static void fdcache_free(struct pool_store *s)
+{
+	for (uint32_t i = 0; i < FD_SHARDS; i++) {
+		struct fd_shard *sh = &s->shard[i];
+		for (uint32_t j = 0; sh->e && j < sh->cap; j++)
+			if (sh->e[j].used)
+				close_fds(sh->e[j].fd, sh->e[j].crcfd);
+		free(sh->e);
+		free(sh->bucket);
+		pthread_mutex_destroy(&sh->mu);
+	}
+}
+
+static int32_t *bucket_of(struct fd_shard *sh, uint64_t id, uint32_t pos)
+{
+	return &sh->bucket[(key_hash(id, pos) / FD_SHARDS) & (sh->nbucket - 1)];
+}
+
+static struct fd_entry *shard_find(struct fd_shard *sh, uint64_t id, uint32_t pos,
+				   uint32_t disk)
+{
+	for (int32_t i = *bucket_of(sh, id, pos); i >= 0; i = sh->e[i].next) {
+		struct fd_entry *e = &sh->e[i];
+		if (e->id == id && e->pos == pos && e->disk == disk)
+			return e;
+	}
+	return NULL;
+}
+
+static void shard_unhash(struct fd_shard *sh, struct fd_entry *e)
+{
+	int32_t idx = (int32_t)(e - sh->e);
+
+	for (int32_t *link = bucket_of(sh, e->id, e->pos); *link >= 0;
+	     link = &sh->e[*link].next) {
+		if (*link == idx) {
+			*link = e->next;
+			e->hashed = 0;
+			return;
+		}
+	}
+	assert(!"fd cache entry not in its chain");
+}
+
+static void shard_put_free(struct fd_shard *sh, struct fd_entry *e)
+{
+	e->used = 0;
+	e->next = sh->free;
+	sh->free = (int32_t)(e - sh->e);
+}
+
+/* A free slot, evicting an idle entry by clock if needed; its old
+ * descriptors go to *victim for closing outside the lock.  NULL if every
+ * entry is in use. */
+static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2])
+{
+	victim[0] = victim[1] = -1;
+	if (sh->free < 0) {
+		for (uint32_t tries = 0; tries < 2 * sh->cap; tries++) {
+			struct fd_entry *e = &sh->e[sh->hand];
+			sh->hand = (sh->hand + 1) % sh->cap;
+			if (!e->used || e->ref > 0 || !e->hashed)
+				continue;
+			if (e->clock) {
+				e->clock = 0;
+				continue;
+			}
+			shard_unhash(sh, e);
+			victim[0] = e->fd;
+			victim[1] = e->crcfd;
+			shard_put_free(sh, e);
+			break;
+		}
+		if (sh->free < 0)
+			return NULL;
+	}
+	struct fd_entry *e = &sh->e[sh->free];
+	sh->free = e->next;
+	return e;
+}
+
+static void shard_insert(struct fd_shard *sh, struct fd_entry *e, uint64_t id, uint32_t pos,
+			 uint32_t disk, int fd, int crcfd)
+{
+	int32_t *b = bucket_of(sh, id, pos);
+
+	*e = (struct fd_entry){.id = id, .pos = pos, .disk = disk, .fd = fd, .crcfd = crcfd,
+			       .ref = 1, .next = *b, .used = 1, .clock = 1, .hashed = 1};
+	*b = (int32_t)(e - sh->e);
+}
+
+static void ref_from_entry(struct chunk_ref *r, struct fd_entry *e)
+{
+	r->e = e;
+	r->fd = e->fd;
+	r->crcfd = e->crcfd;
+}
+
+/* A cached entry exists; with create and integrity it must have its
+ * sidecar (rare: the chunk was first opened by a read).  Shard locked. */
+static int entry_need_crc(const struct pool_store *s, struct fd_entry *e, int create)
+{
+	if (!create || !s->integrity || e->crcfd >= 0)
+		return 0;
+	int rc = open_crc(s, e->disk, e->id, e->pos, 1);
+	if (rc < 0)
+		return rc;
+	e->crcfd = rc;
+	return 0;
+}
+
+/* Hold the descriptors of position pos of file id on disk.  With create
+ * the files are made if missing; without, a missing chunk gives fd -1. */
+static int chunk_get(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t disk, int create,
+		     struct chunk_ref *r)
+{
+	uint32_t si = (uint32_t)(key_hash(id, pos) % FD_SHARDS);
+	struct fd_shard *sh = &s->shard[si];
+	struct fd_entry *e;
+	int fd, crcfd, rc, victim[2];
+
+	r->shard = si;
+	pthread_mutex_lock(&sh->mu);
+	e = shard_find(sh, id, pos, disk);
+	if (e) {
+		rc = entry_need_crc(s, e, create);
+		if (rc == 0) {
+			e->ref++;
+			e->clock = 1;
+			ref_from_entry(r, e);
+		}
+		pthread_mutex_unlock(&sh->mu);
+		return rc;
+	}
+	pthread_mutex_unlock(&sh->mu);
+
+	/* Open outside the lock: path lookups must not serialise a shard. */
+	rc = open_chunk(s, disk, id, pos, create, &fd, &crcfd);
+	if (rc == -ENOENT && !create) {
+		*r = (struct chunk_ref){.e = NULL, .fd = -1, .crcfd = -1, .shard = si};
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+
+	pthread_mutex_lock(&sh->mu);
+	e = shard_find(sh, id, pos, disk);
+	if (e) { /* another thread opened it meanwhile: use theirs */
+		rc = entry_need_crc(s, e, create);
+		if (rc == 0) {
+			e->ref++;
+			ref_from_entry(r, e);
+		}
+		pthread_mutex_unlock(&sh->mu);
+		close_fds(fd, crcfd);
+		return rc;
+	}
+	e = shard_alloc(sh, victim);
+	if (e) {
+		shard_insert(sh, e, id, pos, disk, fd, crcfd);
+		ref_from_entry(r, e);
+	} else {
+		*r = (struct chunk_ref){.e = NULL, .fd = fd, .crcfd = crcfd, .shard = si};
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (!e)
+		victim[0] = victim[1] = -1;
+	close_fds(victim[0], victim[1]);
+	return 0;
+}
+
+static void chunk_put(struct pool_store *s, struct chunk_ref *r)
+{
+	struct fd_shard *sh = &s->shard[r->shard];
+	struct fd_entry *e = r->e;
+	int fd = -1, crcfd = -1;
+
+	if (!e) {
+		close_fds(r->fd, r->crcfd);
+		return;
+	}
+	pthread_mutex_lock(&sh->mu);
+	assert(e->used && e->ref > 0);
+	if (--e->ref == 0 && !e->hashed) {
+		fd = e->fd;
+		crcfd = e->crcfd;
+		shard_put_free(sh, e);
+	}
+	pthread_mutex_unlock(&sh->mu);
+	close_fds(fd, crcfd);
+}
+
+/* Forget a chunk (its file is being removed).  In use: closed by the last
+ * release instead. */
+static void chunk_drop(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t disk)
+{
+	struct fd_shard *sh = &s->shard[key_hash(id, pos) % FD_SHARDS];
+	int fd = -1, crcfd = -1;
+
+	pthread_mutex_lock(&sh->mu);
+	struct fd_entry *e = shard_find(sh, id, pos, disk);
+	if (e) {
+		shard_unhash(sh, e);
+		if (e->ref == 0) {
+			fd = e->fd;
+			crcfd = e->crcfd;
+			shard_put_free(sh, e);
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	close_fds(fd, crcfd);
+}
+
+/* ---- one request ----------------------------------------------------------- */
+
+/* What a request holds: the file, the positions it has opened. */
+struct rq {
+	struct pool_store *s;
+	struct scratch *t;
+	const struct pool_file_map *f;
+	uint64_t failed; /* planner mask of positions on failed disks */
+	uint64_t have;   /* positions with a ref */
+	struct chunk_ref ref[LAYOUT_MAX_POSITIONS];
+};
+
+static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
+		    const struct pool_file_map *f)
+{
+	q->s = s;
+	q->t = t;
+	q->f = f;
+	q->have = 0;
+	q->failed = 0;
+	for (uint32_t p = 0; p < f->npos; p++)
+		if (atomic_load_explicit(&s->disk[f->disk[p]].failed, memory_order_relaxed))
+			q->failed |= 1ull << p;
+}
+
+/* Make sure position pos is held; for a write, with existing files. */
+static int rq_ref(struct rq *q, uint32_t pos, int create)
+{
+	struct chunk_ref *r = &q->ref[pos];
+	uint64_t bit = 1ull << pos;
+
+	if (q->have & bit) {
+		if (!create || (r->fd >= 0 && (!q->s->integrity || r->crcfd >= 0)))
+			return 0;
+		chunk_put(q->s, r); /* held for reading only: upgrade */
+		q->have &= ~bit;
+	}
+	int rc = chunk_get(q->s, q->f->id, pos, q->f->disk[pos], create, r);
+	if (rc < 0) {
+		store_log(q->s, "file %016" PRIx64 ": cannot open chunk %u on disk %s: %s",
+			  q->f->id, pos, q->s->disk[q->f->disk[pos]].path, strerror(-rc));
+		return rc;
+	}
+	q->have |= bit;
+	return 0;
+}
+
+static void rq_end(struct rq *q)
+{
+	for (uint32_t p = 0; p < q->f->npos; p++)
+		if (q->have & (1ull << p))
+			chunk_put(q->s, &q->ref[p]);
+	q->have = 0;
+}
+
+static struct store_disk *pos_disk(const struct rq *q, uint32_t pos)
+{
+	return &q->s->disk[q->f->disk[pos]];
+}
+
+/* ---- checksums ------------------------------------------------------------- */
+
+static int all_zero(const uint8_t *p, size_t len)
+{
+	return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+/* Stored 0 means "never written": a hole, which reads as zeros. */
+static int block_ok(const uint8_t *b, uint32_t stored, uint32_t *computed)
+{
+	if (stored == 0 && all_zero(b, BLK)) {
+		*computed = 0;
+		return 1;
+	}
+	*computed = layout_crc32c(b, BLK);
+	return *computed == stored;
+}
+
+/* Check every block of the data reads against the sidecar spans read with
+ * them (span of position p starts at block lo[p], at crc[base[p]]). */
+static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint64_t *lo,
+			const size_t *base)
+{
+	const uint32_t *crc = q->t->crc;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (q->ref[c[i].pos].fd < 0)
+			continue; /* no chunk file: zeros, nothing to check */
+		uint64_t b0 = c[i].off / BLK;
+		for (uint32_t b = 0; b < c[i].len / BLK; b++) {
+			uint32_t stored = le32toh(crc[base[c[i].pos] + (b0 + b - lo[c[i].pos])]);
+			uint32_t got;
+			if (block_ok(c[i].buf + b * BLK, stored, &got))
+				continue;
+			struct store_disk *d = pos_disk(q, c[i].pos);
+			count(&d->c.csum_errors, 1);
+			store_log(q->s,
+				  "checksum mismatch: file %016" PRIx64 " disk %s position %u "
+				  "chunk offset %" PRIu64 " (stored %08x, computed %08x)",
+				  q->f->id, d->path, c[i].pos, (b0 + b) * BLK, stored, got);
+			rc = -EIO;
+		}
+	}
+	return rc;
+}
+
+/* ---- the two I/O phases ---------------------------------------------------- */
+
+static void io_error(struct rq *q, const char *what, uint32_t pos, uint64_t off, int err)
+{
+	struct store_disk *d = pos_disk(q, pos);
+
+	count(&d->c.errors, 1);
+	store_log(q->s, "file %016" PRIx64 ": %s error on disk %s position %u chunk offset %" PRIu64
+			": %s",
+		  q->f->id, what, d->path, pos, off, strerror(-err));
+}
+
+/* Read every c[i] (and, with integrity, the checksums covering them) in
+ * one submission; verify.  Missing chunk files read as zeros. */
+static int phase_read(struct rq *q, struct cio *c, size_t n)
+{
+	struct scratch *t = q->t;
+	uint64_t lo[LAYOUT_MAX_POSITIONS], hi[LAYOUT_MAX_POSITIONS];
+	size_t base[LAYOUT_MAX_POSITIONS];
+	uint64_t spans = 0;
+	size_t ncrc = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		rc = rq_ref(q, c[i].pos, 0);
+		if (rc < 0)
+			return rc;
+	}
+	if (q->s->integrity) {
+		for (size_t i = 0; i < n; i++) {
+			uint32_t p = c[i].pos;
+			uint64_t b0 = c[i].off / BLK, b1 = (c[i].off + c[i].len) / BLK;
+			if (q->ref[p].fd < 0)
+				continue;
+			if (!(spans & (1ull << p))) {
+				spans |= 1ull << p;
+				lo[p] = b0;
+				hi[p] = b1;
+			}
+			lo[p] = b0 < lo[p] ? b0 : lo[p];
+			hi[p] = b1 > hi[p] ? b1 : hi[p];
+		}
+		for (uint32_t p = 0; p < q->f->npos; p++) {
+			if (spans & (1ull << p)) {
+				base[p] = ncrc;
+				ncrc += hi[p] - lo[p];
+			}
+		}
+		if (grow(&t->crc, &t->crc_cap, ncrc, sizeof(*t->crc)))
+			return -ENOMEM;
+	}
+	size_t nreq = n + (size_t)__builtin_popcountll(spans);
+	if (grow(&t->req, &t->req_cap, nreq, sizeof(*t->req)))
+		return -ENOMEM;
+
+	for (size_t i = 0; i < n; i++)
+		t->req[i] = (struct pool_aio_req){.fd = q->ref[c[i].pos].fd, .op = POOL_AIO_READ,
+						  .buf = c[i].buf, .len = c[i].len, .off = c[i].off};
+	size_t r = n;
+	for (uint32_t p = 0; p < q->f->npos; p++) {
+		if (!(spans & (1ull << p)))
+			continue;
+		t->req[r++] = (struct pool_aio_req){.fd = q->ref[p].crcfd, .op = POOL_AIO_READ,
+						    .buf = t->crc + base[p],
+						    .len = (hi[p] - lo[p]) * CRC_BYTES,
+						    .off = lo[p] * CRC_BYTES};
+	}
+	assert(r == nreq);
+	pool_aio_run(q->s->aio, t->req, nreq);
+
+	rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct store_disk *d = pos_disk(q, c[i].pos);
+		if (t->req[i].fd < 0)
+			continue;
+		if (t->req[i].result < 0) {
+			io_error(q, "read", c[i].pos, c[i].off, (int)t->req[i].result);
+			rc = -EIO;
+			continue;
+		}
+		count(&d->c.reads, 1);
+		count(&d->c.read_bytes, c[i].len);
+	}
+	for (size_t i = n; i < nreq; i++) {
+		if (t->req[i].result < 0) {
+			uint32_t p = c[0].pos; /* find which position for the message */
+			for (uint32_t pp = 0; pp < q->f->npos; pp++)
+				if ((spans & (1ull << pp)) && t->req[i].buf == t->crc + base[pp])
+					p = pp;
+			io_error(q, "checksum read", p, t->req[i].off, (int)t->req[i].result);
+			rc = -EIO;
+		}
+	}
+	if (rc < 0 || !q->s->integrity)
+		return rc;
+	return verify_reads(q, c, n, lo, base);
+}
+
+/* Group the writes' checksums into runs of contiguous blocks per position
+ * and compute them.  Returns the number of runs or -ENOMEM. */
+static ssize_t crc_runs(struct rq *q, struct cio *c, size_t n)
+{
+	struct scratch *t = q->t;
+	int32_t last[LAYOUT_MAX_POSITIONS];
+	size_t nrun = 0, ncrc = 0;
+
+	if (grow(&t->run, &t->run_cap, n, sizeof(*t->run)))
+		return -ENOMEM;
+	for (uint32_t p = 0; p < q->f->npos; p++)
+		last[p] = -1;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t b = c[i].off / BLK;
+		int32_t ri = last[c[i].pos];
+		if (ri >= 0 && t->run[ri].blk + t->run[ri].nblk == b) {
+			c[i].at = t->run[ri].nblk;
+		} else {
+			ri = (int32_t)nrun++;
+			t->run[ri] = (struct crc_run){.pos = c[i].pos, .blk = b, .nblk = 0};
+			c[i].at = 0;
+			last[c[i].pos] = ri;
+		}
+		c[i].run = (uint32_t)ri;
+		t->run[ri].nblk += (uint32_t)(c[i].len / BLK);
+	}
+	for (size_t ri = 0; ri < nrun; ri++) {
+		t->run[ri].base = ncrc;
+		ncrc += t->run[ri].nblk;
+	}
+	if (grow(&t->crc, &t->crc_cap, ncrc, sizeof(*t->crc)))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t *out = t->crc + t->run[c[i].run].base + c[i].at;
+		layout_crc_blocks(c[i].buf, c[i].len, out);
+#if __BYTE_ORDER == __BIG_ENDIAN
+		for (uint32_t b = 0; b < c[i].len / BLK; b++)
+			out[b] = htole32(out[b]);
+#endif
+	}
+	return (ssize_t)nrun;
+}
+
+/* Write every c[i] and its checksums in one submission. */
+static int phase_write(struct rq *q, struct cio *c, size_t n)
+{
+	struct scratch *t = q->t;
+	ssize_t nrun = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		rc = rq_ref(q, c[i].pos, 1);
+		if (rc < 0)
+			return rc;
+	}
+	if (q->s->integrity) {
+		nrun = crc_runs(q, c, n);
+		if (nrun < 0)
+			return (int)nrun;
+	}
+	size_t nreq = n + (size_t)nrun;
+	if (grow(&t->req, &t->req_cap, nreq, sizeof(*t->req)))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		t->req[i] = (struct pool_aio_req){.fd = q->ref[c[i].pos].fd, .op = POOL_AIO_WRITE,
+						  .buf = c[i].buf, .len = c[i].len, .off = c[i].off};
+	for (ssize_t ri = 0; ri < nrun; ri++) {
+		const struct crc_run *run = &t->run[ri];
+		t->req[n + (size_t)ri] = (struct pool_aio_req){
+			.fd = q->ref[run->pos].crcfd, .op = POOL_AIO_WRITE, .buf = t->crc + run->base,
+			.len = run->nblk * CRC_BYTES, .off = run->blk * CRC_BYTES};
+	}
+	pool_aio_run(q->s->aio, t->req, nreq);
+
+	rc = 0;
+	for (size_t i = 0; i < nreq; i++) {
+		const struct pool_aio_req *r = &t->req[i];
+		uint32_t pos = i < n ? c[i].pos : t->run[i - n].pos;
+		if (r->result >= 0 && (size_t)r->result == r->len) {
+			if (i < n) {
+				count(&pos_disk(q, pos)->c.writes, 1);
+				count(&pos_disk(q, pos)->c.write_bytes, r->len);
+			}
+			continue;
+		}
+		int err = r->result < 0 ? (int)r->result : -ENOSPC; /* short write */
+		io_error(q, i < n ? "write" : "checksum write", pos, r->off, err);
+		if (rc == 0)
+			rc = err == -ENOSPC ? -ENOSPC : -EIO;
+	}
+	return rc;
+}
+
+/* ---- planning a request ---------------------------------------------------- */
+
+/* The part [*so, *so + *sl) of stripe st that [off, end) covers. */
+static void stripe_part(const struct pool_store *s, uint64_t st, uint64_t off, uint64_t end,
+			uint32_t *so, uint32_t *sl)
+{
+	uint64_t s0 = st * s->stripe_bytes;
+	uint64_t a = off > s0 ? off : s0;
+	uint64_t b = end < s0 + s->stripe_bytes ? end : s0 + s->stripe_bytes;
+
+	*so = (uint32_t)(a - s0);
+	*sl = (uint32_t)(b - a);
+}
+
+/* Offset of io's bytes inside the plan's range [off, off+len), or -1 if
+ * io is not a plain data piece of it. */
+static int64_t io_rel(const struct pool_store *s, uint32_t off, uint32_t len,
+		      const struct layout_io *io)
+{
+	if (io->slot >= s->k)
+		return -1;
+	uint64_t a = (uint64_t)io->slot * s->g.interleave + io->col_off;
+	if (a < off || a + io->len > (uint64_t)off + len)
+		return -1;
+	return (int64_t)(a - off);
+}
+
+/* A read plan that only fetches the data, each piece once: its reads can
+ * land in the destination directly and need no assembling. */
+static int read_plan_direct(const struct pool_store *s, const struct layout_read_plan *p)
+{
+	uint64_t slots = 0, sum = 0;
+
+	if (p->degraded)
+		return 0;
+	for (uint32_t j = 0; j < p->nread; j++) {
+		if (io_rel(s, p->off, p->len, &p->read[j]) < 0 || (slots >> p->read[j].slot) & 1)
+			return 0;
+		slots |= 1ull << p->read[j].slot;
+		sum += p->read[j].len;
+	}
+	return sum == p->len;
+}
+
+static int write_plan_direct(const struct pool_store *s, const struct layout_write_plan *p)
+{
+	if (p->mode != LAYOUT_WRITE_DIRECT)
+		return 0;
+	for (uint32_t j = 0; j < p->nwrite; j++)
+		if (io_rel(s, p->off, p->len, &p->write[j]) < 0)
+			return 0;
+	return 1;
+}
+
+/* A block-aligned range and where its bytes go (read) or come from. */
+struct seg {
+	uint64_t off, len;
+	uint8_t *buf;
+};
+
+static size_t count_stripes(const struct pool_store *s, const struct seg *g, size_t n)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += (g[i].off + g[i].len - 1) / s->stripe_bytes - g[i].off / s->stripe_bytes + 1;
+	return total;
+}
+
+static int plan_reads(struct rq *q, const struct seg *sg, size_t nseg, size_t nst)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	size_t i = 0;
+
+	for (size_t g = 0; g < nseg; g++) {
+		uint64_t end = sg[g].off + sg[g].len;
+		for (uint64_t st = sg[g].off / s->stripe_bytes; st * s->stripe_bytes < end; st++) {
+			uint32_t so, sl;
+			stripe_part(s, st, sg[g].off, end, &so, &sl);
+			int rc = layout_plan_read(&s->g, st, so, sl, q->failed, t->pick++, &t->rp[i]);
+			if (rc < 0)
+				return rc;
+			t->pdst[i] = sg[g].buf + (st * s->stripe_bytes + so - sg[g].off);
+			t->alias[i] = (uint8_t)read_plan_direct(s, &t->rp[i]);
+			i++;
+		}
+	}
+	assert(i == nst);
+	return 0;
+}
+
+/* Read the block-aligned segments (locks held by the caller). */
+static int read_core(struct rq *q, const struct seg *sg, size_t nseg)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	size_t nst = count_stripes(s, sg, nseg), nr = 0, bytes = 0;
+	int rc;
+
+	if (grow(&t->rp, &t->rp_cap, nst, sizeof(*t->rp)) ||
+	    grow(&t->pdst, &t->pdst_cap, nst, sizeof(*t->pdst)) ||
+	    grow(&t->alias, &t->alias_cap, nst, 1))
+		return -ENOMEM;
+	rc = plan_reads(q, sg, nseg, nst);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < nst; i++) {
+		nr += t->rp[i].nread;
+		if (!t->alias[i])
+			bytes += t->rp[i].read_bytes;
+	}
+	if (grow(&t->cio, &t->cio_cap, nr, sizeof(*t->cio)) ||
+	    grow(&t->ptr, &t->ptr_cap, nr, sizeof(*t->ptr)) ||
+	    grow_aligned(&t->buf, &t->buf_cap, bytes))
+		return -ENOMEM;
+
+	uint8_t *carve = t->buf;
+	size_t r = 0;
+	for (size_t i = 0; i < nst; i++) {
+		const struct layout_read_plan *p = &t->rp[i];
+		for (uint32_t j = 0; j < p->nread; j++, r++) {
+			const struct layout_io *io = &p->read[j];
+			uint8_t *b = carve;
+			if (t->alias[i])
+				b = t->pdst[i] + io_rel(s, p->off, p->len, io);
+			else
+				carve += io->len;
+			t->ptr[r] = b;
+			t->cio[r] = (struct cio){.pos = io->pos, .len = io->len, .buf = b,
+						 .off = p->stripe * s->g.interleave + io->col_off};
+		}
+	}
+	rc = phase_read(q, t->cio, nr);
+	if (rc < 0)
+		return rc;
+
+	r = 0;
+	for (size_t i = 0; i < nst; i++) {
+		const struct layout_read_plan *p = &t->rp[i];
+		if (!t->alias[i]) {
+			rc = layout_plan_assemble(s->codec, &s->g, p, t->ptr + r, t->pdst[i]);
+			if (rc < 0)
+				return rc;
+		}
+		r += p->nread;
+	}
+	return 0;
+}
+
+/* Write the block-aligned [off, off+len) from src (locks held). */
+static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *src)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	struct seg whole = {.off = off, .len = len};
+	size_t nst = count_stripes(s, &whole, 1), nr = 0, nw = 0, bytes = 0;
+	int rc;
+
+	if (grow(&t->wp, &t->wp_cap, nst, sizeof(*t->wp)))
+		return -ENOMEM;
+	for (size_t i = 0; i < nst; i++) {
+		uint64_t st = off / s->stripe_bytes + i;
+		uint32_t so, sl;
+		stripe_part(s, st, off, off + len, &so, &sl);
+		rc = layout_plan_write(&s->g, st, so, sl, q->failed, &t->wp[i]);
+		if (rc < 0)
+			return rc;
+		nr += t->wp[i].nread;
+		nw += t->wp[i].nwrite;
+		bytes += t->wp[i].read_bytes;
+		if (!write_plan_direct(s, &t->wp[i]))
+			bytes += t->wp[i].write_bytes;
+	}
+	if (grow(&t->cio, &t->cio_cap, nr + nw, sizeof(*t->cio)) ||
+	    grow(&t->ptr, &t->ptr_cap, nr + nw, sizeof(*t->ptr)) ||
+	    grow_aligned(&t->buf, &t->buf_cap, bytes))
+		return -ENOMEM;
+
+	/* Reads first (parity updates), all stripes in one go. */
+	uint8_t *carve = t->buf;
+	size_t r = 0;
+	for (size_t i = 0; i < nst; i++) {
+		const struct layout_write_plan *p = &t->wp[i];
+		for (uint32_t j = 0; j < p->nread; j++, r++) {
+			const struct layout_io *io = &p->read[j];
+			t->ptr[r] = carve;
+			t->cio[r] = (struct cio){.pos = io->pos, .len = io->len, .buf = carve,
+						 .off = p->stripe * s->g.interleave + io->col_off};
+			carve += io->len;
+		}
+	}
+	if (nr > 0) {
+		rc = phase_read(q, t->cio, nr);
+		if (rc < 0)
+			return rc;
+	}
+
+	/* Compute what to write. */
+	size_t w = nr;
+	r = 0;
+	for (size_t i = 0; i < nst; i++) {
+		const struct layout_write_plan *p = &t->wp[i];
+		const uint8_t *psrc = src + (p->stripe * s->stripe_bytes + p->off - off);
+		int direct = write_plan_direct(s, p);
+		for (uint32_t j = 0; j < p->nwrite; j++) {
+			const struct layout_io *io = &p->write[j];
+			uint8_t *b = carve;
+			if (direct)
+				b = (uint8_t *)psrc + io_rel(s, p->off, p->len, io);
+			else
+				carve += io->len;
+			t->ptr[w + j] = b;
+			t->cio[w + j] = (struct cio){.pos = io->pos, .len = io->len, .buf = b,
+						     .off = p->stripe * s->g.interleave + io->col_off};
+		}
+		if (!direct) {
+			rc = layout_plan_finish(s->codec, &s->g, p, psrc, t->ptr + r, t->ptr + w);
+			if (rc < 0)
+				return rc;
+		}
+		r += p->nread;
+		w += p->nwrite;
+	}
+	assert(w == nr + nw);
+	return phase_write(q, t->cio + nr, nw);
+}
+
+/* ---- public requests ------------------------------------------------------- */
+
+static int check_file(const struct pool_store *s, const struct pool_file_map *f)
+{
+	if (f->npos != s->npos)
+		return -EINVAL;
+	for (uint32_t p = 0; p < f->npos; p++) {
+		if (f->disk[p] >= s->ndisks)
+			return -EINVAL;
+		if (!s->disk[f->disk[p]].dir)
+			return -EIO; /* the position's disk is absent */
+	}
+	return 0;
+}
+
+static int aligned_for_io(const struct pool_store *s, const void *p)
+{
+	return !s->any_direct || ((uintptr_t)p & (BLK - 1)) == 0;
+}
+
+static uint64_t piece_bytes(const struct pool_store *s)
+{
+	uint64_t n = PIECE_BYTES / s->stripe_bytes;
+
+	return (n ? n : 1) * s->stripe_bytes;
+}
+
+static int read_piece(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+		      uint64_t off, size_t len, uint8_t *buf)
+{
+	uint64_t aoff = off & ~(BLK - 1), aend = (off + len + BLK - 1) & ~(BLK - 1);
+	int direct = aoff == off && aend == off + len && aligned_for_io(s, buf);
+	struct stripelock_set set;
+	struct rq q;
+	int rc;
+
+	if (!direct && grow_aligned(&t->src, &t->src_cap, aend - aoff))
+		return -ENOMEM;
+	struct seg sg = {.off = aoff, .len = aend - aoff, .buf = direct ? buf : t->src};
+
+	rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes, (aend - 1) / s->stripe_bytes, 0,
+			&set);
+	rc = read_core(&q, &sg, 1);
+	stripelock_unlock(s->locks, &set);
+	rq_end(&q);
+	if (rc == 0 && !direct)
+		memcpy(buf, t->src + (off - aoff), len);
+	return rc;
+}
+
+/* Widen an unaligned write to whole blocks: read the edge blocks into the
+ * bounce buffer and lay the caller's bytes over them. */
+static int widen(struct rq *q, uint64_t off, size_t len, const uint8_t *buf, uint64_t aoff,
+		 uint64_t aend)
+{
+	struct scratch *t = q->t;
+	struct seg sg[2];
+	size_t n = 0;
+
+	if (grow_aligned(&t->src, &t->src_cap, aend - aoff))
+		return -ENOMEM;
+	if (off != aoff)
+		sg[n++] = (struct seg){.off = aoff, .len = BLK, .buf = t->src};
+	if (off + len != aend && (n == 0 || aend - BLK != aoff))
+		sg[n++] = (struct seg){.off = aend - BLK, .len = BLK,
+				       .buf = t->src + (aend - BLK - aoff)};
+	if (n > 0) {
+		int rc = read_core(q, sg, n);
+		if (rc < 0)
+			return rc;
+	}
+	memcpy(t->src + (off - aoff), buf, len);
+	return 0;
+}
+
+static int write_piece(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+		       uint64_t off, size_t len, const uint8_t *buf)
+{
+	uint64_t aoff = off & ~(BLK - 1), aend = (off + len + BLK - 1) & ~(BLK - 1);
+	int whole = aoff == off && aend == off + len;
+	/* Parity plans copy the source into their own buffers anyway. */
+	int bounce = !whole || (s->g.kind != LAYOUT_PARITY && !aligned_for_io(s, buf));
+	struct stripelock_set set;
+	struct rq q;
+	int rc = 0;
+
+	rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes, (aend - 1) / s->stripe_bytes, 1,
+			&set);
+	if (bounce)
+		rc = widen(&q, off, len, buf, aoff, aend);
+	if (rc == 0)
+		rc = write_core(&q, aoff, aend - aoff, bounce ? t->src : buf);
+	stripelock_unlock(s->locks, &set);
+	rq_end(&q);
+	return rc;
+}
+
+typedef int (*piece_fn)(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+			uint64_t off, size_t len, uint8_t *buf);
+
+static ssize_t in_pieces(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+			 size_t len, uint8_t *buf, piece_fn fn)
+{
+	int rc = check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	if (len == 0)
+		return 0;
+	if (off + len < off || len > SSIZE_MAX)
+		return -EFBIG;
+	struct scratch *t = scratch_get(s);
+	if (!t)
+		return -ENOMEM;
+
+	uint64_t pb = piece_bytes(s);
+	for (size_t done = 0; done < len;) {
+		uint64_t o = off + done;
+		uint64_t n = (o / pb + 1) * pb - o;
+		if (n > len - done)
+			n = len - done;
+		rc = fn(s, t, f, o, n, buf + done);
+		if (rc < 0)
+			return rc;
+		done += n;
+	}
+	return (ssize_t)len;
+}
+
+static int write_piece_fn(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+			  uint64_t off, size_t len, uint8_t *buf)
+{
+	return write_piece(s, t, f, off, len, buf);
+}
+
+ssize_t pool_store_read(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+			size_t len, void *buf)
+{
+	return in_pieces(s, f, off, len, buf, read_piece);
+}
+
+ssize_t pool_store_write(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+			 size_t len, const void *buf)
+{
+	/* in_pieces is shared with reads; a write never stores through buf. */
+	return in_pieces(s, f, off, len, (uint8_t *)buf, write_piece_fn);
+}
+
+/* Write zeros over [off, off+len) through the normal path (parity stays
+ * right), at most a stripe per call since s->zeros is one stripe. */
+static int write_zeros(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+		       uint64_t len)
+{
+	while (len > 0) {
+		size_t n = len < s->stripe_bytes ? (size_t)len : (size_t)s->stripe_bytes;
+		ssize_t rc = pool_store_write(s, f, off, n, s->zeros);
+		if (rc < 0)
+			return (int)rc;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Let go of chunk bytes [off, off+len) of one position and their
+ * checksums.  -EOPNOTSUPP if the disk's filesystem cannot punch. */
+static int punch_chunk(struct rq *q, uint32_t pos, uint64_t off, uint64_t len)
+{
+	struct chunk_ref *r = &q->ref[pos];
+	int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	int rc = rq_ref(q, pos, 0);
+
+	if (rc < 0 || r->fd < 0)
+		return rc;
+	if (fallocate(r->fd, mode, (off_t)off, (off_t)len) < 0)
+		return -errno;
+	/* Partial pages of the sidecar are zeroed by the punch: CRC 0 is
+	 * "never written", which is what a hole is. */
+	if (r->crcfd >= 0 &&
+	    fallocate(r->crcfd, mode, (off_t)(off / BLK * CRC_BYTES), (off_t)(len / BLK * CRC_BYTES)) <
+		    0)
+		return -errno;
+	return 0;
+}
+
+/* Release whole stripes [first, last) on every position. */
+static int punch_stripes(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
+			 uint64_t last)
+{
+	struct scratch *t = scratch_get(s);
+	struct stripelock_set set;
+	struct rq q;
+	int rc = 0;
+
+	if (!t)
+		return -ENOMEM;
+	rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, first, last - 1, 1, &set);
+	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
+		rc = punch_chunk(&q, p, first * s->g.interleave, (last - first) * s->g.interleave);
+		if (rc < 0 && rc != -EOPNOTSUPP)
+			io_error(&q, "punch", p, first * s->g.interleave, rc);
+	}
+	stripelock_unlock(s->locks, &set);
+	rq_end(&q);
+	if (rc == -EOPNOTSUPP) /* the filesystem cannot: write the zeros */
+		return write_zeros(s, f, first * s->stripe_bytes, (last - first) * s->stripe_bytes);
+	return rc < 0 ? -EIO : 0;
+}
+
+int pool_store_punch(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+		     uint64_t len)
+{
+	uint64_t sb = s->stripe_bytes, end = off + len;
+	uint64_t first = (off + sb - 1) / sb, last = end / sb; /* whole stripes */
+	int rc = check_file(s, f);
+
+	if (rc < 0 || len == 0)
+		return rc;
+	if (end < off)
+		return -EINVAL;
+	if (first >= last)
+		return write_zeros(s, f, off, len);
+	rc = write_zeros(s, f, off, first * sb - off);
+	if (rc == 0)
+		rc = punch_stripes(s, f, first, last);
+	if (rc == 0)
+		rc = write_zeros(s, f, last * sb, end - last * sb);
+	return rc;
+}
+
+/* Cut one position's chunk (and sidecar) to `size` bytes if longer. */
+static int shorten_chunk(struct rq *q, uint32_t pos, uint64_t size)
+{
+	struct chunk_ref *r = &q->ref[pos];
+	struct stat st;
+	int rc = rq_ref(q, pos, 0);
+
+	if (rc < 0 || r->fd < 0)
+		return rc;
+	if (fstat(r->fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size > size && ftruncate(r->fd, (off_t)size) < 0)
+		return -errno;
+	if (r->crcfd < 0)
+		return 0;
+	uint64_t csize = (size + BLK - 1) / BLK * CRC_BYTES;
+	if (fstat(r->crcfd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size > csize && ftruncate(r->crcfd, (off_t)csize) < 0)
+		return -errno;
+	return 0;
+}
+
+int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uint64_t old_size,
+			uint64_t new_size)
+{
+	uint64_t sb = s->stripe_bytes;
+	int rc = check_file(s, f);
+
+	if (rc < 0 || new_size >= old_size)
+		return rc;
+	/* The last stripe keeps its bytes past new_size on disk: zero them,
+	 * parity included.  Bytes past old_size are zeros already (every
+	 * truncate leaves them so), which saves allocating chunk space for
+	 * columns the file never reached. */
+	if (new_size % sb) {
+		uint64_t stop = (new_size / sb + 1) * sb;
+		uint64_t old_end = (old_size + BLK - 1) & ~(BLK - 1);
+		if (old_end < stop)
+			stop = old_end;
+		rc = write_zeros(s, f, new_size, stop - new_size);
+		if (rc < 0)
+			return rc;
+	}
+
+	struct scratch *t = scratch_get(s);
+	struct stripelock_set set;
+	struct rq q;
+	uint64_t keep = (new_size + sb - 1) / sb; /* stripes that stay */
+
+	if (!t)
+		return -ENOMEM;
+	rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, keep, (old_size - 1) / sb > keep ? (old_size - 1) / sb : keep,
+			1, &set);
+	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
+		rc = shorten_chunk(&q, p, keep * s->g.interleave);
+		if (rc < 0)
+			io_error(&q, "truncate", p, keep * s->g.interleave, rc);
+	}
+	stripelock_unlock(s->locks, &set);
+	rq_end(&q);
+	return rc < 0 ? -EIO : 0;
+}
+
+int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
+{
+	struct scratch *t = scratch_get(s);
+	struct rq q;
+	int rc = check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	if (!t)
+		return -ENOMEM;
+	rq_init(&q, s, t, f);
+	for (uint32_t p = 0; p < f->npos; p++) {
+		int e = rq_ref(&q, p, 0);
+		struct chunk_ref *r = &q.ref[p];
+		if (e == 0 && r->fd >= 0 && fdatasync(r->fd) < 0)
+			e = -errno;
+		if (e == 0 && r->crcfd >= 0 && fdatasync(r->crcfd) < 0)
+			e = -errno;
+		if (e < 0) {
+			io_error(&q, "sync", p, 0, e);
+			rc = -EIO;
+		}
+	}
+	rq_end(&q);
+	return rc;
+}
+
+int pool_store_remove(struct pool_store *s, const struct pool_file_map *f)
+{
+	char path[PATH_MAX];
+	int rc = check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	for (uint32_t p = 0; p < f->npos; p++) {
+		uint32_t disk = f->disk[p];
+		chunk_drop(s, f->id, p, disk);
+		for (int crc = 0; crc < 2; crc++) {
+			int e = chunk_path(s, disk, f->id, p, crc, path, sizeof(path));
+			if (e == 0 && unlink(path) < 0 && errno != ENOENT)
+				e = -errno;
+			if (e < 0) {
+				store_log(s, "file %016" PRIx64 ": cannot remove %s: %s", f->id, path,
+					  strerror(-e));
+				rc = e;
+			}
+		}
+	}
+	return rc;
+}
+
+int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int rc = check_file(s, f);
+
+	*bytes = 0;
+	if (rc < 0)
+		return rc;
+	for (uint32_t p = 0; p < f->npos; p++) {
+		rc = chunk_path(s, f->disk[p], f->id, p, 0, path, sizeof(path));
+		if (rc < 0)
+			return rc;
+		if (stat(path, &st) == 0)
+			*bytes += (uint64_t)st.st_blocks * 512;
+		else if (errno != ENOENT)
+			return -errno;
+	}
+	return 0;
+}
+
+void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (disk >= s->ndisks)
+		return;
+	const struct disk_counters *c = &s->disk[disk].c;
+	out->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
+	out->writes = atomic_load_explicit(&c->writes, memory_order_relaxed);
+	out->read_bytes = atomic_load_explicit(&c->read_bytes, memory_order_relaxed);
+	out->write_bytes = atomic_load_explicit(&c->write_bytes, memory_order_relaxed);
+	out->errors = atomic_load_explicit(&c->errors, memory_order_relaxed);
+	out->csum_errors = atomic_load_explicit(&c->csum_errors, memory_order_relaxed);
+}
+
+/* ---- open and close -------------------------------------------------------- */
+
+static int mkdir_one(const char *path)
+{
+	return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* Does O_DIRECT work in dir?  Open, write, read back and delete a probe
+ * file; *why says what failed. */
+static int probe_direct(const char *dir, char *why, size_t whylen)
+{
+	char path[PATH_MAX];
+	void *buf = NULL, *back = NULL;
+	int ok = 0;
+
+	int n = snprintf(path, sizeof(path), "%s/.direct-probe.%d.%d", dir, (int)getpid(),
+			 (int)gettid());
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		snprintf(why, whylen, "path too long");
+		return 0;
+	}
+	int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(why, whylen, "open: %s", strerror(errno));
+		return 0;
+	}
+	if (posix_memalign(&buf, BLK, BLK) || posix_memalign(&back, BLK, BLK)) {
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	memset(buf, 0x5a, BLK);
+	if (pwrite(fd, buf, BLK, 0) != (ssize_t)BLK) {
+		snprintf(why, whylen, "write: %s", strerror(errno));
+		goto out;
+	}
+	if (pread(fd, back, BLK, 0) != (ssize_t)BLK || memcmp(buf, back, BLK)) {
+		snprintf(why, whylen, "read back: %s", strerror(errno));
+		goto out;
+	}
+	ok = 1;
+out:
+	close(fd);
+	unlink(path);
+	free(buf);
+	free(back);
+	return ok;
+}
+
+/* Make <disk>/vol/<volume>/data and decide O_DIRECT for one disk. */
+static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, uint32_t i,
+		     char *err, size_t errlen)
+{
+	struct store_disk *d = &s->disk[i];
+	char vol[PATH_MAX], why[256];
+	int rc;
+
+	d->path = cfg->disk_path[i];
+	if (!d->path)
+		return 0; /* absent disk: positions on it cannot be used */
+	snprintf(vol, sizeof(vol), "%s/vol", d->path);
+	rc = mkdir_one(vol);
+	if (rc == 0) {
+		snprintf(vol, sizeof(vol), "%s/vol/%s", d->path, cfg->volume);
+		rc = mkdir_one(vol);
+	}
+	if (rc == 0 && asprintf(&d->dir, "%s/data", vol) < 0) {
+		d->dir = NULL;
+		rc = -ENOMEM;
+	}
+	if (rc == 0)
+		rc = mkdir_one(d->dir);
+	if (rc < 0) {
+		snprintf(err, errlen, "disk %s: cannot create %s: %s", d->path, vol, strerror(-rc));
+		return rc;
+	}
+	if (!cfg->no_direct) {
+		d->direct = probe_direct(vol, why, sizeof(why));
+		if (!d->direct)
+			store_log(s, "disk %s: O_DIRECT not usable (%s), using buffered I/O", d->path,
+				  why);
+	}
+	s->any_direct |= d->direct;
+	return 0;
+}
+
+static int valid_name(const char *v)
+{
+	return v && *v && !strchr(v, '/') && strcmp(v, ".") && strcmp(v, "..");
+}
+
+int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out, char *err,
+		    size_t errlen)
+{
+	struct pool_store *s;
+	int rc;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if (!valid_name(cfg->volume) || cfg->ndisks == 0 || cfg->ndisks > 256 ||
+	    layout_geom_check(&cfg->geom) < 0) {
+		snprintf(err, errlen, "bad store configuration (volume, disks or layout)");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	s->g = cfg->geom;
+	s->k = layout_data_columns(&s->g);
+	s->npos = layout_positions(&s->g);
+	s->stripe_bytes = layout_stripe_bytes(&s->g);
+	s->integrity = cfg->integrity;
+	s->ndisks = cfg->ndisks;
+	pthread_mutex_init(&s->tls_mu, NULL);
+	s->volume = strdup(cfg->volume);
+	s->disk = calloc(cfg->ndisks, sizeof(*s->disk));
+	rc = !s->volume || !s->disk ? -ENOMEM : 0;
+	if (rc == 0)
+		rc = -pthread_key_create(&s->tls, scratch_thread_exit);
+	if (rc < 0) {
+		free(s->volume);
+		free(s->disk);
+		pthread_mutex_destroy(&s->tls_mu);
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+
+	for (uint32_t i = 0; i < cfg->ndisks && rc == 0; i++)
+		rc = disk_open(s, cfg, i, err, errlen);
+	if (rc == 0 && s->g.kind == LAYOUT_PARITY)
+		rc = layout_codec_new(s->k, s->g.parity, &s->codec);
+	if (rc == 0)
+		rc = pool_aio_new(&s->aio);
+	if (rc == 0)
+		rc = stripelock_new(0, &s->locks);
+	if (rc == 0)
+		rc = fdcache_init(s);
+	if (rc == 0) {
+		s->zeros_len = s->stripe_bytes;
+		s->zeros = mmap(NULL, s->zeros_len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (s->zeros == MAP_FAILED) {
+			s->zeros = NULL;
+			rc = -ENOMEM;
+		}
+	}
+	if (rc < 0) {
+		if (!err[0] || rc == -ENOMEM)
+			snprintf(err, errlen, "cannot open the data path of volume %s: %s",
+				 cfg->volume, strerror(-rc));
+		pool_store_close(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void pool_store_close(struct pool_store *s)
+{
+	if (!s)
+		return;
+	pthread_setspecific(s->tls, NULL);
+	pthread_mutex_lock(&s->tls_mu);
+	while (s->tls_list) {
+		struct scratch *t = s->tls_list;
+		scratch_unlink(s, t);
+		scratch_release(t);
+	}
+	pthread_mutex_unlock(&s->tls_mu);
+	pthread_key_delete(s->tls);
+	pthread_mutex_destroy(&s->tls_mu);
+	fdcache_free(s);
+	pool_aio_free(s->aio);
+	stripelock_free(s->locks);
+	layout_codec_free(s->codec);
+	if (s->zeros)
+		munmap(s->zeros, s->zeros_len);
+	for (uint32_t i = 0; i < s->ndisks; i++)
+		free(s->disk[i].dir);
+	free(s->disk);
+	free(s->volume);
+	free(s);
+}

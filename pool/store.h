@@ -1,0 +1,102 @@
+/*
+ * store.h -- one volume's file data on the pool's disks: the data path.
+ *
+ * fs/ hands this module a file (its id and the disk chosen for each stripe
+ * position) and a byte range; the store asks layout/ for a plan per stripe,
+ * submits every chunk I/O of the request to the kernel in one io_submit
+ * (libaio, per-thread context), computes parity and checksums through
+ * layout/, and returns.  It owns the chunk file descriptors, the stripe
+ * lock table and the per-disk I/O counters.
+ *
+ * On disk (docs/FORMAT.md): the chunk of position p of file id f on disk
+ * D is  D/vol/<volume>/data/<f % 256 as %02x>/<f as %016x>.<p>
+ * and, with integrity on, its checksums are in the sibling file
+ * "<same>.crc": 4 bytes (CRC-32C, little endian) per 4 KiB block of the
+ * chunk, at offset (chunk_off / 4096) * 4.  A stored checksum of 0 means
+ * "never written": such a block must read as zeros (or have CRC 0).
+ * Chunk files are created on first write to their position and are
+ * sparse; a missing chunk file reads as zeros.
+ *
+ * Chunk files are opened with O_DIRECT when the disk's filesystem accepts
+ * it (probed once per disk at open), buffered otherwise.  Every chunk I/O
+ * is 4 KiB aligned: writes not aligned to 4 KiB are widened by reading
+ * the edge blocks first under the same stripe lock.
+ *
+ * Concurrency: all functions are thread-safe.  Writes to one stripe are
+ * serialised by the stripe lock table (hash of file id and stripe); reads
+ * take the same locks shared, so a read never sees half a stripe.
+ *
+ * Errors: negative errno.  A checksum mismatch is -EIO and a log line
+ * naming volume, file id, disk path, position and chunk offset.
+ */
+#ifndef SPACEFS_POOL_STORE_H
+#define SPACEFS_POOL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout/layout.h"
+
+struct pool_store;
+
+/* Where one file lives: its id (== inode number) and the pool disk index
+ * (into the disk array given to pool_store_open) of each stripe position. */
+struct pool_file_map {
+	uint64_t id;
+	uint32_t npos;
+	uint8_t disk[LAYOUT_MAX_POSITIONS];
+};
+
+/* I/O counters of one disk, for `spacectl status` and the benchmark's
+ * chunk-I/Os-per-write figures. */
+struct pool_disk_stats {
+	uint64_t reads, writes;           /* chunk I/Os completed */
+	uint64_t read_bytes, write_bytes;
+	uint64_t errors;                  /* I/O errors */
+	uint64_t csum_errors;             /* checksum mismatches found on read */
+};
+
+struct pool_store_config {
+	const char *volume;           /* volume name (for paths and messages) */
+	const char *const *disk_path; /* pool disk directories, by disk index */
+	uint32_t ndisks;
+	struct layout_geom geom;
+	int integrity; /* 1: CRC-32C per 4 KiB block, checked on every read */
+	int no_direct; /* 1: never use O_DIRECT (tests, tmpfs) */
+};
+
+/* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the
+ * disks as needed.  *err gets a one-line message on failure. */
+int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out, char *err,
+		    size_t errlen);
+void pool_store_close(struct pool_store *s);
+
+/* Read [off, off+len) of the file's data into buf.  Holes read as zeros.
+ * Returns len or a negative errno; the caller clips to the file size. */
+ssize_t pool_store_read(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+			size_t len, void *buf);
+/* Write buf to [off, off+len).  Returns len or a negative errno. */
+ssize_t pool_store_write(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+			 size_t len, const void *buf);
+/* Make [off, off+len) read as zeros and release its space where a whole
+ * stripe is covered (partial stripes are written with zeros so parity
+ * stays right). */
+int pool_store_punch(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+		     uint64_t len);
+/* The file is cut from old_size to new_size (< old_size): zero the tail of
+ * the last stripe past new_size and shorten the chunk files.  Growing needs
+ * no call: unwritten space reads as zeros. */
+int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uint64_t old_size,
+			uint64_t new_size);
+/* fdatasync every chunk and checksum file of the file that exists. */
+int pool_store_sync(struct pool_store *s, const struct pool_file_map *f);
+/* Delete the file's chunk files (the file is gone from the namespace). */
+int pool_store_remove(struct pool_store *s, const struct pool_file_map *f);
+/* Bytes allocated on disk for the file's data chunks, all positions, for
+ * st_blocks. */
+int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes);
+/* Snapshot of disk `disk`'s counters for this volume. */
+void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out);
+
+#endif /* SPACEFS_POOL_STORE_H */

@@ -1,0 +1,1159 @@
+/*
+ * test_store.c -- the data path against a reference buffer and against
+ * its own on-disk format.
+ *
+ * Every layout (simple, mirror 2 and 3, parity 1 and 2) on six disk
+ * directories, at 16 KiB and 64 KiB interleave, takes random writes of
+ * random sizes at random (often unaligned) offsets from (often unaligned)
+ * buffers, mirrored into a plain memory buffer.  Then the file must read
+ * back equal to the reference -- before and after closing and reopening
+ * the store -- and the chunk files on disk must hold exactly the
+ * reference, decoded here with independent code from the rotation
+ * written in layout.h; parity chunks must equal a fresh encode of the
+ * data chunks and every checksum in the sidecars must match its block.
+ * Further tests: integrity failures, holes, punch, truncate, remove,
+ * concurrent writers, the per-disk counters, the stripe lock table and
+ * the AIO engine.  Disk directories live under /var/tmp (ext4 here, so
+ * O_DIRECT) and, for one run, /dev/shm (tmpfs).
+ *
+ * SPACEFS_STORE_BENCH=1 adds a throughput print (4 KiB random writes and
+ * 1 MiB sequential writes per layout, against plain pwrite on one dir).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "layout/layout.h"
+#include "pool/aio.h"
+#include "pool/store.h"
+#include "pool/stripelock.h"
+
+#define NDISKS  6
+#define VOLUME  "vol1"
+#define BLOCK   4096u
+
+/* ---- fixture: a pool of disk directories ----------------------------------- */
+
+struct pool {
+	char base[256];
+	char dir[NDISKS][300];
+	const char *paths[NDISKS];
+	struct pool_store_config cfg;
+	struct pool_store *s;
+};
+
+static void pool_make(struct pool *p, const char *root, struct layout_geom g, int integrity,
+		      int no_direct)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->base, sizeof(p->base), "%s/spacefs-store-XXXXXX", root);
+	assert_non_null(mkdtemp(p->base));
+	for (int i = 0; i < NDISKS; i++) {
+		snprintf(p->dir[i], sizeof(p->dir[i]), "%s/d%d", p->base, i);
+		assert_int_equal(mkdir(p->dir[i], 0700), 0);
+		p->paths[i] = p->dir[i];
+	}
+	p->cfg = (struct pool_store_config){.volume = VOLUME, .disk_path = p->paths,
+					    .ndisks = NDISKS, .geom = g, .integrity = integrity,
+					    .no_direct = no_direct};
+}
+
+static void pool_open(struct pool *p)
+{
+	char err[256] = "";
+	int rc = pool_store_open(&p->cfg, &p->s, err, sizeof(err));
+
+	if (rc != 0)
+		fail_msg("pool_store_open: %d %s", rc, err);
+}
+
+static void pool_close(struct pool *p)
+{
+	pool_store_close(p->s);
+	p->s = NULL;
+}
+
+static void rm_rf(const char *path)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void pool_destroy(struct pool *p)
+{
+	if (p->s)
+		pool_close(p);
+	rm_rf(p->base);
+}
+
+static struct layout_geom geom(enum layout_kind kind, uint32_t copies, uint32_t parity,
+			       uint32_t interleave)
+{
+	struct layout_geom g = {.kind = kind, .copies = 1, .parity = 0, .interleave = interleave};
+
+	if (kind == LAYOUT_MIRROR) {
+		g.copies = copies;
+		g.columns = NDISKS / copies;
+	} else if (kind == LAYOUT_PARITY) {
+		g.parity = parity;
+		g.columns = NDISKS;
+	} else {
+		g.columns = NDISKS;
+	}
+	assert_int_equal(layout_geom_check(&g), 0);
+	return g;
+}
+
+static struct pool_file_map file_map(const struct layout_geom *g, uint64_t id)
+{
+	struct pool_file_map f = {.id = id, .npos = layout_positions(g)};
+
+	for (uint32_t p = 0; p < f.npos; p++)
+		f.disk[p] = (uint8_t)((p + id) % NDISKS);
+	return f;
+}
+
+/* ---- randomness ------------------------------------------------------------ */
+
+static uint64_t rng_state = 0x853c49e6748fea9bull;
+
+static uint64_t rnd(void)
+{
+	uint64_t x = rng_state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return rng_state = x;
+}
+
+static uint64_t rnd_below(uint64_t n)
+{
+	return n ? rnd() % n : 0;
+}
+
+static void rnd_fill(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(rnd() >> 24);
+}
+
+/* ---- independent decoding of the on-disk format ---------------------------- */
+
+static void chunk_name(const struct pool *p, const struct pool_file_map *f, uint32_t pos,
+		       const char *suffix, char *out, size_t n)
+{
+	snprintf(out, n, "%s/vol/%s/data/%02x/%016" PRIx64 ".%u%s", p->dir[f->disk[pos]], VOLUME,
+		 (unsigned)(f->id % 256), f->id, pos, suffix);
+}
+
+/* Bytes [off, off+len) of a chunk file; missing file or past the end: 0. */
+static void chunk_read(const struct pool *p, const struct pool_file_map *f, uint32_t pos,
+		       const char *suffix, uint64_t off, size_t len, uint8_t *out)
+{
+	char path[512];
+
+	memset(out, 0, len);
+	chunk_name(p, f, pos, suffix, path, sizeof(path));
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		assert_int_equal(errno, ENOENT);
+		return;
+	}
+	assert_true(pread(fd, out, len, (off_t)off) >= 0);
+	close(fd);
+}
+
+static int chunk_exists(const struct pool *p, const struct pool_file_map *f, uint32_t pos)
+{
+	char path[512];
+
+	chunk_name(p, f, pos, "", path, sizeof(path));
+	return access(path, F_OK) == 0;
+}
+
+/* The rotation of layout.h, written out again here on purpose. */
+static uint32_t pos_of(const struct layout_geom *g, uint64_t stripe, uint32_t slot, uint32_t copy)
+{
+	uint32_t k = g->kind == LAYOUT_PARITY ? g->columns - g->parity : g->columns;
+
+	switch (g->kind) {
+	case LAYOUT_SIMPLE:
+		return slot;
+	case LAYOUT_MIRROR:
+		return copy * k + slot;
+	default: {
+		uint32_t m = g->parity, n = k + m;
+		uint32_t pd = (n - 1) - (uint32_t)(stripe % n);
+		return slot >= k ? (pd + (slot - k)) % n : (pd + m + slot) % n;
+	}
+	}
+}
+
+static uint32_t data_cols(const struct layout_geom *g)
+{
+	return g->kind == LAYOUT_PARITY ? g->columns - g->parity : g->columns;
+}
+
+/* Check the chunk files hold `ref` (size bytes of file data): every copy
+ * of every column, parity equal to a fresh encode, sidecars matching. */
+static void check_on_disk(const struct pool *p, const struct pool_file_map *f, const uint8_t *ref,
+			  uint64_t size, int integrity)
+{
+	const struct layout_geom *g = &p->cfg.geom;
+	uint32_t k = data_cols(g), il = g->interleave, copies = g->copies, m = g->parity;
+	uint64_t sb = (uint64_t)k * il, nstripes = (size + sb - 1) / sb;
+	uint8_t *col = malloc(il), *data[LAYOUT_MAX_COLUMNS], *par[2], *enc[2];
+	struct layout_codec *codec = NULL;
+
+	if (m)
+		assert_int_equal(layout_codec_new(k, m, &codec), 0);
+	for (uint32_t d = 0; d < k; d++)
+		data[d] = malloc(il);
+	for (uint32_t j = 0; j < m; j++) {
+		par[j] = malloc(il);
+		enc[j] = malloc(il);
+	}
+	for (uint64_t s = 0; s < nstripes; s++) {
+		for (uint32_t d = 0; d < k; d++) {
+			uint64_t foff = s * sb + (uint64_t)d * il;
+			memset(data[d], 0, il);
+			if (foff < size)
+				memcpy(data[d], ref + foff, size - foff < il ? size - foff : il);
+			for (uint32_t c = 0; c < copies; c++) {
+				chunk_read(p, f, pos_of(g, s, d, c), "", s * il, il, col);
+				if (memcmp(col, data[d], il) != 0)
+					fail_msg("stripe %" PRIu64 " column %u copy %u differs on disk",
+						 s, d, c);
+			}
+		}
+		if (m) {
+			layout_codec_encode(codec, il, data, enc);
+			for (uint32_t j = 0; j < m; j++) {
+				chunk_read(p, f, pos_of(g, s, k + j, 0), "", s * il, il, par[j]);
+				if (memcmp(par[j], enc[j], il) != 0)
+					fail_msg("stripe %" PRIu64 " parity %u inconsistent", s, j);
+			}
+		}
+	}
+	/* Sidecars: each block's stored CRC matches, or is 0 over zeros. */
+	if (integrity) {
+		uint32_t npos = layout_positions(g);
+		uint32_t *crc = malloc(il / BLOCK * 4);
+		for (uint64_t s = 0; s < nstripes; s++) {
+			for (uint32_t pos = 0; pos < npos; pos++) {
+				chunk_read(p, f, pos, "", s * il, il, col);
+				chunk_read(p, f, pos, ".crc", s * il / BLOCK * 4, il / BLOCK * 4,
+					   (uint8_t *)crc);
+				for (uint32_t b = 0; b < il / BLOCK; b++) {
+					uint32_t c = layout_crc32c(col + b * BLOCK, BLOCK);
+					uint8_t zero[BLOCK] = {0};
+					int ok = crc[b] == c ||
+						 (crc[b] == 0 && !memcmp(col + b * BLOCK, zero, BLOCK));
+					if (!ok)
+						fail_msg("bad sidecar CRC: stripe %" PRIu64
+							 " pos %u block %u",
+							 s, pos, b);
+				}
+			}
+		}
+		free(crc);
+	}
+	for (uint32_t d = 0; d < k; d++)
+		free(data[d]);
+	for (uint32_t j = 0; j < m; j++) {
+		free(par[j]);
+		free(enc[j]);
+	}
+	free(col);
+	layout_codec_free(codec);
+}
+
+/* Parity and mirror copies agree with each other (contents unknown, as
+ * after racing writers), and the whole range reads without error. */
+static void check_consistent(const struct pool *p, const struct pool_file_map *f, uint64_t size)
+{
+	uint8_t *buf = malloc(size);
+
+	assert_int_equal(pool_store_read(p->s, f, 0, size, buf), (ssize_t)size);
+	check_on_disk(p, f, buf, size, p->cfg.integrity);
+	free(buf);
+}
+
+/* ---- the reference model --------------------------------------------------- */
+
+static void do_write(struct pool *p, const struct pool_file_map *f, uint8_t *ref, uint64_t off,
+		     size_t len)
+{
+	/* Unaligned source buffers half of the time. */
+	size_t shift = rnd_below(2) ? 0 : 1 + rnd_below(4095);
+	uint8_t *mem, *buf;
+
+	assert_int_equal(posix_memalign((void **)&mem, BLOCK, len + shift), 0);
+	buf = mem + shift;
+	rnd_fill(buf, len);
+	ssize_t rc = pool_store_write(p->s, f, off, len, buf);
+	if (rc != (ssize_t)len)
+		fail_msg("write %" PRIu64 "+%zu: %zd", off, len, rc);
+	memcpy(ref + off, buf, len);
+	free(mem);
+}
+
+static void check_read(struct pool *p, const struct pool_file_map *f, const uint8_t *ref,
+		       uint64_t off, size_t len)
+{
+	size_t shift = rnd_below(2) ? 0 : 1 + rnd_below(4095);
+	uint8_t *mem, *buf;
+
+	assert_int_equal(posix_memalign((void **)&mem, BLOCK, len + shift), 0);
+	buf = mem + shift;
+	ssize_t rc = pool_store_read(p->s, f, off, len, buf);
+	if (rc != (ssize_t)len)
+		fail_msg("read %" PRIu64 "+%zu: %zd", off, len, rc);
+	if (memcmp(buf, ref + off, len) != 0) {
+		size_t i = 0;
+		while (buf[i] == ref[off + i])
+			i++;
+		fail_msg("read %" PRIu64 "+%zu differs at file byte %" PRIu64, off, len, off + i);
+	}
+	free(mem);
+}
+
+/* Random offsets and sizes: half block aligned, sizes from a byte to a
+ * few stripes. */
+static void random_op(uint64_t size, uint64_t sb, uint64_t *off, size_t *len)
+{
+	size_t max = (size_t)(3 * sb);
+
+	*len = 1 + rnd_below(rnd_below(4) ? 3 * BLOCK : max);
+	if (rnd_below(2))
+		*len = (*len + BLOCK - 1) / BLOCK * BLOCK;
+	if (*len > size)
+		*len = (size_t)size;
+	*off = rnd_below(size - *len + 1);
+	if (rnd_below(2))
+		*off &= ~(uint64_t)(BLOCK - 1);
+}
+
+static void roundtrip(const char *root, struct layout_geom g, int integrity, int no_direct,
+		      int nops)
+{
+	struct pool p;
+	uint64_t sb = layout_stripe_bytes(&g), size = 5 * sb + 12345;
+	struct pool_file_map f = file_map(&g, 0x1234);
+	uint8_t *ref = calloc(1, size);
+
+	pool_make(&p, root, g, integrity, no_direct);
+	pool_open(&p);
+	for (int i = 0; i < nops; i++) {
+		uint64_t off;
+		size_t len;
+		random_op(size, sb, &off, &len);
+		do_write(&p, &f, ref, off, len);
+		if (i % 8 == 0) {
+			random_op(size, sb, &off, &len);
+			check_read(&p, &f, ref, off, len);
+		}
+	}
+	/* Whole-stripe writes too, so FULL encodes run. */
+	do_write(&p, &f, ref, sb, (size_t)(2 * sb));
+	check_read(&p, &f, ref, 0, size);
+	pool_close(&p);
+
+	pool_open(&p);
+	check_read(&p, &f, ref, 0, size);
+	for (int i = 0; i < 20; i++) {
+		uint64_t off;
+		size_t len;
+		random_op(size, sb, &off, &len);
+		check_read(&p, &f, ref, off, len);
+	}
+	check_on_disk(&p, &f, ref, size, integrity);
+	pool_destroy(&p);
+	free(ref);
+}
+
+/* ---- roundtrip tests per layout -------------------------------------------- */
+
+struct lcase {
+	enum layout_kind kind;
+	uint32_t copies, parity, interleave;
+};
+
+static void test_roundtrip(void **state)
+{
+	const struct lcase *c = *state;
+
+	roundtrip("/var/tmp", geom(c->kind, c->copies, c->parity, c->interleave), 1, 0, 120);
+}
+
+static void test_roundtrip_no_integrity(void **state)
+{
+	(void)state;
+	roundtrip("/var/tmp", geom(LAYOUT_PARITY, 1, 2, 16384), 0, 0, 60);
+	roundtrip("/var/tmp", geom(LAYOUT_MIRROR, 2, 0, 16384), 0, 0, 60);
+}
+
+static void test_tmpfs(void **state)
+{
+	(void)state;
+	/* tmpfs: whatever the O_DIRECT probe finds, and forced buffered. */
+	roundtrip("/dev/shm", geom(LAYOUT_PARITY, 1, 2, 16384), 1, 0, 60);
+	roundtrip("/dev/shm", geom(LAYOUT_MIRROR, 2, 0, 65536), 1, 1, 60);
+	roundtrip("/dev/shm", geom(LAYOUT_PARITY, 1, 1, 65536), 1, 1, 60);
+}
+
+static void test_no_direct_ext4(void **state)
+{
+	(void)state;
+	roundtrip("/var/tmp", geom(LAYOUT_PARITY, 1, 1, 16384), 1, 1, 60);
+}
+
+/* ---- integrity ------------------------------------------------------------- */
+
+static uint64_t total_csum_errors(struct pool *p)
+{
+	uint64_t n = 0;
+
+	for (uint32_t d = 0; d < NDISKS; d++) {
+		struct pool_disk_stats st;
+		pool_store_stats(p->s, d, &st);
+		n += st.csum_errors;
+	}
+	return n;
+}
+
+static void flip_byte(struct pool *p, const struct pool_file_map *f, uint32_t pos, uint64_t off)
+{
+	char path[512];
+	uint8_t b;
+
+	chunk_name(p, f, pos, "", path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= 0x40;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+	close(fd);
+}
+
+static void test_integrity_read(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_PARITY, 1, 1, 16384);
+	struct pool_file_map f = file_map(&g, 77);
+	uint64_t sb = layout_stripe_bytes(&g);
+	uint8_t *buf = malloc(sb), *ref = calloc(1, 2 * sb);
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, (size_t)(2 * sb));
+
+	/* Column 1 of stripe 0, second block. */
+	uint32_t pos = pos_of(&g, 0, 1, 0);
+	flip_byte(&p, &f, pos, BLOCK + 100);
+	uint64_t before = total_csum_errors(&p);
+	assert_int_equal(pool_store_read(p.s, &f, 0, sb, buf), -EIO);
+	assert_true(total_csum_errors(&p) > before);
+	struct pool_disk_stats st;
+	pool_store_stats(p.s, f.disk[pos], &st);
+	assert_true(st.csum_errors >= 1);
+
+	/* A read that misses the bad block is fine. */
+	check_read(&p, &f, ref, 0, BLOCK);
+	check_read(&p, &f, ref, sb, (size_t)sb);
+
+	/* A partial parity write of that stripe must not compute parity from
+	 * the rotten block (RCW reads it): -EIO, nothing written. */
+	uint64_t w0 = 0;
+	for (uint32_t d = 0; d < NDISKS; d++) {
+		pool_store_stats(p.s, d, &st);
+		w0 += st.writes;
+	}
+	uint8_t small[BLOCK];
+	memset(small, 7, sizeof(small));
+	assert_int_equal(pool_store_write(p.s, &f, 0, BLOCK, small), -EIO);
+	uint64_t w1 = 0;
+	for (uint32_t d = 0; d < NDISKS; d++) {
+		pool_store_stats(p.s, d, &st);
+		w1 += st.writes;
+	}
+	assert_int_equal(w0, w1);
+	/* An unaligned write whose edge block is the rotten one fails too. */
+	assert_int_equal(pool_store_write(p.s, &f, 16384 + BLOCK + 10, 5, small), -EIO);
+
+	/* Rewriting the whole stripe heals it (FULL reads nothing). */
+	do_write(&p, &f, ref, 0, (size_t)sb);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	pool_destroy(&p);
+	free(buf);
+	free(ref);
+}
+
+static void test_integrity_mirror_sidecar(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_MIRROR, 2, 0, 16384);
+	struct pool_file_map f = file_map(&g, 5);
+	uint8_t *ref = calloc(1, 65536), buf[BLOCK];
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, 65536);
+	/* Corrupt the sidecar entry instead of the data: same verdict. */
+	char path[512];
+	chunk_name(&p, &f, 0, ".crc", path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint32_t bad = 0xdeadbeef;
+	assert_int_equal(pwrite(fd, &bad, 4, 0), 4);
+	close(fd);
+	/* Copy 0 or 1 is picked per request; one of a few reads hits it. */
+	int eio = 0;
+	for (int i = 0; i < 4; i++)
+		eio += pool_store_read(p.s, &f, 0, BLOCK, buf) == -EIO;
+	assert_true(eio >= 1);
+	assert_true(total_csum_errors(&p) >= 1);
+	pool_destroy(&p);
+	free(ref);
+}
+
+/* ---- holes, punch, truncate, remove ---------------------------------------- */
+
+static void test_holes(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_PARITY, 1, 2, 65536);
+	struct pool_file_map f = file_map(&g, 9);
+	uint64_t sb = layout_stripe_bytes(&g);
+	uint8_t *buf = malloc(3 * sb), *ref = calloc(1, 3 * sb);
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	/* Nothing written: zeros, and no chunk file appears. */
+	memset(buf, 1, 3 * sb);
+	assert_int_equal(pool_store_read(p.s, &f, 100, 3 * sb - 200, buf), (ssize_t)(3 * sb - 200));
+	for (uint64_t i = 0; i < 3 * sb - 200; i++)
+		assert_int_equal(buf[i], 0);
+	for (uint32_t pos = 0; pos < layout_positions(&g); pos++)
+		assert_false(chunk_exists(&p, &f, pos));
+	uint64_t alloc = 1;
+	assert_int_equal(pool_store_allocated(p.s, &f, &alloc), 0);
+	assert_int_equal(alloc, 0);
+
+	/* One small write far in: the gap before it reads as zeros. */
+	do_write(&p, &f, ref, 2 * sb + 5000, 3000);
+	check_read(&p, &f, ref, 0, (size_t)(3 * sb));
+	check_on_disk(&p, &f, ref, 3 * sb, 1);
+	pool_destroy(&p);
+	free(buf);
+	free(ref);
+}
+
+static void punch_case(struct layout_geom g)
+{
+	struct pool p;
+	struct pool_file_map f = file_map(&g, 300);
+	uint64_t sb = layout_stripe_bytes(&g), size = 8 * sb;
+	uint8_t *ref = calloc(1, size);
+	uint64_t a0, a1;
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, (size_t)size);
+	assert_int_equal(pool_store_allocated(p.s, &f, &a0), 0);
+
+	/* Partial head, four whole stripes, partial tail. */
+	uint64_t off = sb / 2 + 123, len = 5 * sb;
+	assert_int_equal(pool_store_punch(p.s, &f, off, len), 0);
+	memset(ref + off, 0, len);
+	/* Within one stripe, unaligned. */
+	assert_int_equal(pool_store_punch(p.s, &f, 7 * sb + 100, 9000), 0);
+	memset(ref + 7 * sb + 100, 0, 9000);
+	check_read(&p, &f, ref, 0, (size_t)size);
+	check_on_disk(&p, &f, ref, size, 1);
+	assert_int_equal(pool_store_allocated(p.s, &f, &a1), 0);
+	uint64_t freed = 4 * g.interleave * layout_positions(&g);
+	assert_true(a1 + freed <= a0);
+
+	/* Punched space takes writes again. */
+	do_write(&p, &f, ref, 2 * sb + 77, 20000);
+	check_read(&p, &f, ref, 0, (size_t)size);
+	check_on_disk(&p, &f, ref, size, 1);
+	pool_destroy(&p);
+	free(ref);
+}
+
+static void test_punch(void **state)
+{
+	(void)state;
+	punch_case(geom(LAYOUT_PARITY, 1, 1, 16384));
+	punch_case(geom(LAYOUT_MIRROR, 3, 0, 16384));
+	punch_case(geom(LAYOUT_SIMPLE, 1, 0, 65536));
+}
+
+static void truncate_case(struct layout_geom g)
+{
+	struct pool p;
+	struct pool_file_map f = file_map(&g, 0x4242);
+	uint64_t sb = layout_stripe_bytes(&g), size = 6 * sb + 999;
+	uint8_t *ref = calloc(1, size);
+	struct stat st;
+	char path[512];
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, (size_t)size);
+
+	/* Cut into the middle of stripe 2. */
+	uint64_t ns = 2 * sb + 5555;
+	assert_int_equal(pool_store_truncate(p.s, &f, size, ns), 0);
+	memset(ref + ns, 0, size - ns);
+	check_read(&p, &f, ref, 0, (size_t)size); /* the old tail reads zeros */
+	check_on_disk(&p, &f, ref, size, 1);
+	for (uint32_t pos = 0; pos < layout_positions(&g); pos++) {
+		chunk_name(&p, &f, pos, "", path, sizeof(path));
+		assert_int_equal(stat(path, &st), 0);
+		assert_true((uint64_t)st.st_size <= 3 * (uint64_t)g.interleave);
+		chunk_name(&p, &f, pos, ".crc", path, sizeof(path));
+		assert_int_equal(stat(path, &st), 0);
+		assert_true((uint64_t)st.st_size <= 3 * (uint64_t)g.interleave / BLOCK * 4);
+	}
+	/* Grow back by writing past the end: the gap is zeros. */
+	do_write(&p, &f, ref, 5 * sb + 10, 100);
+	check_read(&p, &f, ref, 0, (size_t)size);
+
+	/* Cut to a stripe boundary, then to zero. */
+	assert_int_equal(pool_store_truncate(p.s, &f, size, sb), 0);
+	memset(ref + sb, 0, size - sb);
+	check_read(&p, &f, ref, 0, (size_t)size);
+	assert_int_equal(pool_store_truncate(p.s, &f, sb, 0), 0);
+	memset(ref, 0, size);
+	check_read(&p, &f, ref, 0, (size_t)size);
+	uint64_t a;
+	assert_int_equal(pool_store_allocated(p.s, &f, &a), 0);
+	assert_int_equal(a, 0);
+	check_on_disk(&p, &f, ref, size, 1);
+	pool_destroy(&p);
+	free(ref);
+}
+
+static void test_truncate(void **state)
+{
+	(void)state;
+	truncate_case(geom(LAYOUT_PARITY, 1, 2, 16384));
+	truncate_case(geom(LAYOUT_MIRROR, 2, 0, 65536));
+	truncate_case(geom(LAYOUT_SIMPLE, 1, 0, 16384));
+}
+
+static void test_remove_sync(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_MIRROR, 2, 0, 16384);
+	struct pool_file_map f = file_map(&g, 1000);
+	uint8_t *ref = calloc(1, 200000);
+	uint64_t a;
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, 200000);
+	assert_int_equal(pool_store_sync(p.s, &f), 0);
+	assert_int_equal(pool_store_allocated(p.s, &f, &a), 0);
+	assert_true(a >= 2 * 200000);
+	assert_int_equal(pool_store_remove(p.s, &f), 0);
+	for (uint32_t pos = 0; pos < layout_positions(&g); pos++)
+		assert_false(chunk_exists(&p, &f, pos));
+	assert_int_equal(pool_store_remove(p.s, &f), 0); /* ENOENT ignored */
+	memset(ref, 0, 200000);
+	check_read(&p, &f, ref, 0, 200000);
+	/* The same id can be written afresh (new files, not stale fds). */
+	do_write(&p, &f, ref, 1000, 50000);
+	check_read(&p, &f, ref, 0, 200000);
+	check_on_disk(&p, &f, ref, 200000, 1);
+	pool_destroy(&p);
+	free(ref);
+}
+
+/* Many files: the descriptor cache evicts and reopens correctly. */
+static void test_many_files(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_MIRROR, 3, 0, 16384);
+	enum { NFILES = 1500 };
+	uint8_t buf[BLOCK], back[BLOCK];
+
+	pool_make(&p, "/var/tmp", g, 1, 1);
+	pool_open(&p);
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint64_t id = 1; id <= NFILES; id++) {
+			struct pool_file_map f = file_map(&g, id);
+			memset(buf, (int)(id & 0xff), sizeof(buf));
+			buf[0] = (uint8_t)pass;
+			if (pass == 0) {
+				assert_int_equal(pool_store_write(p.s, &f, 0, BLOCK, buf), BLOCK);
+				continue;
+			}
+			buf[0] = 0;
+			assert_int_equal(pool_store_read(p.s, &f, 0, BLOCK, back), BLOCK);
+			assert_memory_equal(buf, back, BLOCK);
+		}
+	}
+	pool_destroy(&p);
+}
+
+/* ---- concurrency ----------------------------------------------------------- */
+
+struct worker {
+	struct pool *p;
+	const struct pool_file_map *f;
+	uint64_t region;
+	int id, nthreads, disjoint, nops;
+	uint8_t *ref; /* disjoint: this thread's blocks are exact */
+	uint64_t seed;
+};
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t x = w->seed;
+	uint8_t *buf = malloc(64 * 1024);
+
+	for (int i = 0; i < w->nops; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t off;
+		size_t len;
+		if (w->disjoint) {
+			/* Block b belongs to thread b % nthreads: one block at a
+			 * time, so stripes are shared but bytes are not. */
+			uint64_t nb = w->region / BLOCK / w->nthreads;
+			uint64_t b = (x % nb) * w->nthreads + (uint64_t)w->id;
+			off = b * BLOCK + (x >> 40) % 100;
+			len = BLOCK - (x >> 48) % 200 - 100;
+		} else {
+			len = 1 + (x >> 20) % (64 * 1024);
+			off = (x >> 8) % (w->region - len);
+		}
+		for (size_t j = 0; j < len; j++)
+			buf[j] = (uint8_t)(x >> (j % 7 * 8)) ^ (uint8_t)j;
+		ssize_t rc = pool_store_write(w->p->s, w->f, off, len, buf);
+		if (rc != (ssize_t)len) {
+			free(buf);
+			return (void *)1;
+		}
+		if (w->disjoint)
+			memcpy(w->ref + off, buf, len);
+		if (i % 4 == 0) { /* readers interleave with writers */
+			rc = pool_store_read(w->p->s, w->f, off, len, buf);
+			if (rc != (ssize_t)len) {
+				free(buf);
+				return (void *)2;
+			}
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static void concurrent_case(struct layout_geom g, int disjoint)
+{
+	enum { NT = 4 };
+	struct pool p;
+	struct pool_file_map f = file_map(&g, 555);
+	uint64_t region = 4 * layout_stripe_bytes(&g);
+	uint8_t *ref = calloc(1, region);
+	pthread_t th[NT];
+	struct worker w[NT];
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	for (int i = 0; i < NT; i++) {
+		w[i] = (struct worker){.p = &p, .f = &f, .region = region, .id = i, .nthreads = NT,
+				       .disjoint = disjoint, .nops = 150, .ref = ref,
+				       .seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)};
+		assert_int_equal(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+	}
+	for (int i = 0; i < NT; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		assert_null(r);
+	}
+	if (disjoint) {
+		check_read(&p, &f, ref, 0, (size_t)region);
+		check_on_disk(&p, &f, ref, region, 1);
+	} else {
+		check_consistent(&p, &f, region);
+	}
+	pool_destroy(&p);
+	free(ref);
+}
+
+static void test_concurrent(void **state)
+{
+	(void)state;
+	concurrent_case(geom(LAYOUT_PARITY, 1, 1, 16384), 1);
+	concurrent_case(geom(LAYOUT_PARITY, 1, 1, 16384), 0);
+	concurrent_case(geom(LAYOUT_PARITY, 1, 2, 16384), 0);
+	concurrent_case(geom(LAYOUT_MIRROR, 2, 0, 16384), 1);
+	concurrent_case(geom(LAYOUT_MIRROR, 3, 0, 16384), 0);
+}
+
+/* ---- counters --------------------------------------------------------------- */
+
+static void sum_stats(struct pool *p, struct pool_disk_stats *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (uint32_t d = 0; d < NDISKS; d++) {
+		struct pool_disk_stats st;
+		pool_store_stats(p->s, d, &st);
+		t->reads += st.reads;
+		t->writes += st.writes;
+		t->read_bytes += st.read_bytes;
+		t->write_bytes += st.write_bytes;
+		t->errors += st.errors;
+		t->csum_errors += st.csum_errors;
+	}
+}
+
+static void test_counters(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_MIRROR, 2, 0, 65536);
+	struct pool_file_map f = file_map(&g, 31);
+	struct pool_disk_stats a, b;
+	uint8_t *buf;
+
+	assert_int_equal(posix_memalign((void **)&buf, BLOCK, BLOCK), 0);
+	memset(buf, 3, BLOCK);
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	sum_stats(&p, &a);
+	assert_int_equal(pool_store_write(p.s, &f, 65536 + 8192, BLOCK, buf), BLOCK);
+	sum_stats(&p, &b);
+	assert_int_equal(b.writes - a.writes, 2);
+	assert_int_equal(b.write_bytes - a.write_bytes, 2 * BLOCK);
+	assert_int_equal(b.reads - a.reads, 0);
+	/* The two writes are on the two disks of column 1's copies. */
+	struct pool_disk_stats d;
+	pool_store_stats(p.s, f.disk[pos_of(&g, 0, 1, 0)], &d);
+	assert_int_equal(d.writes, 1);
+	pool_store_stats(p.s, f.disk[pos_of(&g, 0, 1, 1)], &d);
+	assert_int_equal(d.writes, 1);
+	/* A read costs one chunk read. */
+	assert_int_equal(pool_store_read(p.s, &f, 65536 + 8192, BLOCK, buf), BLOCK);
+	sum_stats(&p, &a);
+	assert_int_equal(a.reads - b.reads, 1);
+	/* Parity-1, 4 KiB: RMW reads data + parity, writes both. */
+	pool_destroy(&p);
+	g = geom(LAYOUT_PARITY, 1, 1, 65536);
+	f = file_map(&g, 32);
+	pool_make(&p, "/var/tmp", g, 0, 0);
+	pool_open(&p);
+	sum_stats(&p, &a);
+	assert_int_equal(pool_store_write(p.s, &f, 8192, BLOCK, buf), BLOCK);
+	sum_stats(&p, &b);
+	assert_int_equal(b.writes - a.writes, 2);
+	assert_int_equal(b.reads - a.reads, 0); /* nothing exists yet: no I/O */
+	assert_int_equal(pool_store_write(p.s, &f, 8192, BLOCK, buf), BLOCK);
+	sum_stats(&p, &a);
+	assert_int_equal(a.writes - b.writes, 2);
+	assert_int_equal(a.reads - b.reads, 2);
+	assert_int_equal(a.errors + a.csum_errors, 0);
+	pool_destroy(&p);
+	free(buf);
+}
+
+/* ---- the pieces: stripe locks and the AIO engine ---------------------------- */
+
+static void test_stripelock(void **state)
+{
+	(void)state;
+	struct stripelock *t;
+	struct stripelock_set a, b;
+
+	assert_int_equal(stripelock_new(8, &t), 0);
+	/* Shared sets overlap freely; a wrap takes both ends. */
+	stripelock_lock(t, 1, 0, 5, 0, &a);
+	stripelock_lock(t, 1, 3, 9, 0, &b);
+	assert_int_equal(a.count, 6);
+	assert_int_equal(b.count, 7);
+	stripelock_unlock(t, &b);
+	stripelock_unlock(t, &a);
+	/* More stripes than slots: the whole table, once. */
+	stripelock_lock(t, 2, 0, 1000, 1, &a);
+	assert_int_equal(a.first, 0);
+	assert_int_equal(a.count, 8);
+	stripelock_unlock(t, &a);
+	/* Every start position of an exclusive run can be taken and freed. */
+	for (uint64_t s = 0; s < 20; s++) {
+		stripelock_lock(t, 3, s, s + 6, 1, &a);
+		stripelock_unlock(t, &a);
+	}
+	stripelock_free(t);
+}
+
+static void test_aio(void **state)
+{
+	(void)state;
+	struct pool_aio *e;
+	char path[] = "/var/tmp/spacefs-aio-XXXXXX";
+	int fd = mkstemp(path);
+	uint8_t *b[4];
+
+	assert_true(fd >= 0);
+	unlink(path);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(posix_memalign((void **)&b[i], BLOCK, 2 * BLOCK), 0);
+		memset(b[i], 0xee, 2 * BLOCK);
+	}
+	assert_int_equal(pool_aio_new(&e), 0);
+	memset(b[0], 'a', BLOCK);
+	struct pool_aio_req w = {.fd = fd, .op = POOL_AIO_WRITE, .buf = b[0], .len = BLOCK,
+				 .off = BLOCK};
+	assert_int_equal(pool_aio_run(e, &w, 1), 0);
+	assert_int_equal(w.result, BLOCK);
+
+	struct pool_aio_req r[3] = {
+		{.fd = fd, .op = POOL_AIO_READ, .buf = b[1], .len = 2 * BLOCK, .off = BLOCK}, /* short */
+		{.fd = -1, .op = POOL_AIO_READ, .buf = b[2], .len = 2 * BLOCK, .off = 0},  /* none */
+		{.fd = fd, .op = POOL_AIO_READ, .buf = b[3], .len = BLOCK, .off = 0},      /* hole */
+	};
+	assert_int_equal(pool_aio_run(e, r, 3), 0);
+	assert_int_equal(r[0].result, BLOCK);
+	assert_int_equal(r[1].result, 0);
+	assert_int_equal(r[2].result, BLOCK);
+	for (uint32_t i = 0; i < BLOCK; i++) {
+		assert_int_equal(b[1][i], 'a');
+		assert_int_equal(b[1][BLOCK + i], 0);
+		assert_int_equal(b[2][i], 0);
+		assert_int_equal(b[3][i], 0);
+	}
+	/* A batch larger than any ring (windowed), and bad descriptors. */
+	enum { N = 3000 };
+	struct pool_aio_req *many = calloc(N, sizeof(*many));
+	for (int i = 0; i < N; i++)
+		many[i] = (struct pool_aio_req){.fd = i == 7 ? 9999 : fd, .op = POOL_AIO_READ,
+						.buf = b[3], .len = 512, .off = BLOCK};
+	assert_int_equal(pool_aio_run(e, many, N), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(many[i].result, i == 7 ? -EBADF : 512);
+	struct pool_aio_req bad = {.fd = -1, .op = POOL_AIO_WRITE, .buf = b[0], .len = BLOCK};
+	assert_int_equal(pool_aio_run(e, &bad, 1), 0);
+	assert_int_equal(bad.result, -EBADF);
+	free(many);
+	pool_aio_free(e);
+	close(fd);
+	for (int i = 0; i < 4; i++)
+		free(b[i]);
+}
+
+static void test_open_errors(void **state)
+{
+	(void)state;
+	struct pool p;
+	char err[256] = "";
+	struct pool_store *s;
+
+	pool_make(&p, "/var/tmp", geom(LAYOUT_MIRROR, 2, 0, 16384), 1, 0);
+	p.cfg.volume = "../x";
+	assert_int_equal(pool_store_open(&p.cfg, &s, err, sizeof(err)), -EINVAL);
+	assert_true(err[0] != 0);
+	p.cfg.volume = VOLUME;
+	p.paths[2] = "/nonexistent/spacefs/disk";
+	err[0] = 0;
+	assert_true(pool_store_open(&p.cfg, &s, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "/nonexistent/spacefs/disk"));
+	p.paths[2] = p.dir[2];
+	pool_open(&p);
+	struct pool_file_map f = file_map(&p.cfg.geom, 1);
+	uint8_t b[16];
+	f.npos = 3;
+	assert_int_equal(pool_store_read(p.s, &f, 0, 16, b), -EINVAL);
+	f = file_map(&p.cfg.geom, 1);
+	f.disk[0] = NDISKS;
+	assert_int_equal(pool_store_write(p.s, &f, 0, 16, b), -EINVAL);
+	/* No probe file is left behind. */
+	char probe[600];
+	snprintf(probe, sizeof(probe), "ls -a %s/vol/%s | grep -q direct-probe", p.dir[0], VOLUME);
+	assert_true(system(probe) != 0);
+	pool_destroy(&p);
+}
+
+/* ---- throughput (only with SPACEFS_STORE_BENCH=1) ---------------------------- */
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define BENCH_FILE (256ull << 20)
+#define BENCH_SECS 2.0
+
+/* 4 KiB random writes per second and 1 MiB sequential MB/s. */
+static void bench_store(const char *name, struct layout_geom g, int integrity)
+{
+	struct pool p;
+	struct pool_file_map f = file_map(&g, 1);
+	uint8_t *buf;
+	uint64_t n = 0;
+	double t0;
+
+	assert_int_equal(posix_memalign((void **)&buf, BLOCK, 1 << 20), 0);
+	rnd_fill(buf, 1 << 20);
+	pool_make(&p, "/var/tmp", g, integrity, 0);
+	pool_open(&p);
+	t0 = now();
+	for (uint64_t off = 0; off < BENCH_FILE; off += 1 << 20)
+		assert_int_equal(pool_store_write(p.s, &f, off, 1 << 20, buf), 1 << 20);
+	pool_store_sync(p.s, &f);
+	double seq = (double)BENCH_FILE / (now() - t0) / 1e6;
+	t0 = now();
+	while (now() - t0 < BENCH_SECS) {
+		for (int i = 0; i < 256; i++, n++) {
+			uint64_t off = rnd_below(BENCH_FILE / BLOCK) * BLOCK;
+			assert_int_equal(pool_store_write(p.s, &f, off, BLOCK, buf), BLOCK);
+		}
+	}
+	double iops = (double)n / (now() - t0);
+	n = 0;
+	t0 = now();
+	while (now() - t0 < BENCH_SECS) {
+		for (int i = 0; i < 256; i++, n++) {
+			uint64_t off = rnd_below(BENCH_FILE / BLOCK) * BLOCK;
+			assert_int_equal(pool_store_read(p.s, &f, off, BLOCK, buf), BLOCK);
+		}
+	}
+	double riops = (double)n / (now() - t0);
+	printf("# bench %-9s integrity %d: 4K randwrite %8.0f/s  4K randread %8.0f/s  "
+	       "1M seqwrite %7.1f MB/s\n",
+	       name, integrity, iops, riops, seq);
+	pool_destroy(&p);
+	free(buf);
+}
+
+static void bench_raw(void)
+{
+	char path[] = "/var/tmp/spacefs-raw-XXXXXX";
+	int fd = mkstemp(path);
+	uint8_t *buf;
+	uint64_t n = 0;
+
+	assert_true(fd >= 0);
+	close(fd);
+	fd = open(path, O_RDWR | O_DIRECT);
+	unlink(path);
+	assert_int_equal(posix_memalign((void **)&buf, BLOCK, 1 << 20), 0);
+	rnd_fill(buf, 1 << 20);
+	double t0 = now();
+	for (uint64_t off = 0; off < BENCH_FILE; off += 1 << 20)
+		assert_int_equal(pwrite(fd, buf, 1 << 20, (off_t)off), 1 << 20);
+	fdatasync(fd);
+	double seq = (double)BENCH_FILE / (now() - t0) / 1e6;
+	t0 = now();
+	while (now() - t0 < BENCH_SECS) {
+		for (int i = 0; i < 256; i++, n++) {
+			uint64_t off = rnd_below(BENCH_FILE / BLOCK) * BLOCK;
+			assert_int_equal(pwrite(fd, buf, BLOCK, (off_t)off), BLOCK);
+		}
+	}
+	double iops = (double)n / (now() - t0);
+	n = 0;
+	t0 = now();
+	while (now() - t0 < BENCH_SECS) {
+		for (int i = 0; i < 256; i++, n++) {
+			uint64_t off = rnd_below(BENCH_FILE / BLOCK) * BLOCK;
+			assert_int_equal(pread(fd, buf, BLOCK, (off_t)off), BLOCK);
+		}
+	}
+	double riops = (double)n / (now() - t0);
+	printf("# bench raw O_DIRECT pwrite, one dir: 4K randwrite %8.0f/s  4K randread %8.0f/s  "
+	       "1M seqwrite %7.1f MB/s\n",
+	       iops, riops, seq);
+	close(fd);
+	free(buf);
+}
+
+static void test_bench(void **state)
+{
+	(void)state;
+	if (!getenv("SPACEFS_STORE_BENCH"))
+		skip();
+	bench_raw();
+	bench_store("simple", geom(LAYOUT_SIMPLE, 1, 0, 65536), 1);
+	bench_store("mirror-2", geom(LAYOUT_MIRROR, 2, 0, 65536), 1);
+	bench_store("mirror-2", geom(LAYOUT_MIRROR, 2, 0, 65536), 0);
+	bench_store("mirror-3", geom(LAYOUT_MIRROR, 3, 0, 65536), 1);
+	bench_store("parity-1", geom(LAYOUT_PARITY, 1, 1, 65536), 1);
+	bench_store("parity-1", geom(LAYOUT_PARITY, 1, 1, 65536), 0);
+	bench_store("parity-2", geom(LAYOUT_PARITY, 1, 2, 65536), 1);
+}
+
+/* ---- main ------------------------------------------------------------------- */
+
+static struct lcase cases[] = {
+	{LAYOUT_SIMPLE, 1, 0, 16384}, {LAYOUT_SIMPLE, 1, 0, 65536}, {LAYOUT_MIRROR, 2, 0, 16384},
+	{LAYOUT_MIRROR, 2, 0, 65536}, {LAYOUT_MIRROR, 3, 0, 16384}, {LAYOUT_MIRROR, 3, 0, 65536},
+	{LAYOUT_PARITY, 1, 1, 16384}, {LAYOUT_PARITY, 1, 1, 65536}, {LAYOUT_PARITY, 1, 2, 16384},
+	{LAYOUT_PARITY, 1, 2, 65536},
+};
+
+#define ROUNDTRIP(name, i)                                                                         \
+	cmocka_unit_test_prestate_setup_teardown(test_roundtrip, NULL, NULL, &cases[i])
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_aio),
+		cmocka_unit_test(test_stripelock),
+		cmocka_unit_test(test_open_errors),
+		ROUNDTRIP(simple_16k, 0),
+		ROUNDTRIP(simple_64k, 1),
+		ROUNDTRIP(mirror2_16k, 2),
+		ROUNDTRIP(mirror2_64k, 3),
+		ROUNDTRIP(mirror3_16k, 4),
+		ROUNDTRIP(mirror3_64k, 5),
+		ROUNDTRIP(parity1_16k, 6),
+		ROUNDTRIP(parity1_64k, 7),
+		ROUNDTRIP(parity2_16k, 8),
+		ROUNDTRIP(parity2_64k, 9),
+		cmocka_unit_test(test_roundtrip_no_integrity),
+		cmocka_unit_test(test_no_direct_ext4),
+		cmocka_unit_test(test_tmpfs),
+		cmocka_unit_test(test_integrity_read),
+		cmocka_unit_test(test_integrity_mirror_sidecar),
+		cmocka_unit_test(test_holes),
+		cmocka_unit_test(test_punch),
+		cmocka_unit_test(test_truncate),
+		cmocka_unit_test(test_remove_sync),
+		cmocka_unit_test(test_many_files),
+		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_counters),
+		cmocka_unit_test(test_bench),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
