@@ -119,6 +119,29 @@ static void cmd_status(struct fs *fs, struct out *o)
 	outf(o, "]}\n");
 }
 
+/* One line per volume and disk: the same counters as status, as
+ * tab-separated fields for spacectl's table (see pool/ctl.h). */
+static void cmd_counters(struct fs *fs, struct out *o)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+
+	outf(o, "ok\n");
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+			struct pool_disk_stats st;
+			pool_store_stats(v->store, d, &st);
+			outf(o,
+			     "%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+			     "\t%" PRIu64 "\n",
+			     v->name, d, st.reads, st.writes, st.read_bytes, st.write_bytes,
+			     st.errors, st.csum_errors);
+		}
+	}
+}
+
 static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 {
 	char *end;
@@ -186,6 +209,8 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 		outf(o, "error: empty request\n");
 	else if (strcmp(argv[0], "status") == 0 && argc == 1)
 		cmd_status(fs, o);
+	else if (strcmp(argv[0], "counters") == 0 && argc == 1)
+		cmd_counters(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)
 		cmd_volume_create(fs, o, argv, argc);
 	else

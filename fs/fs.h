@@ -149,6 +149,9 @@ int fs_inode_attr(struct fs *fs, struct fs_inode *in, struct pool_inode *out);
 void fs_inode_refresh_links(struct fs *fs, struct fs_volume *v, const struct pool_inode *a);
 /* If nobody references an unlinked inode any more, remove its data. */
 void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct pool_inode *a);
+/* Stamp ctime (and mtime if asked) now, in the cache for a cached
+ * regular file, else in the metadata store. */
+int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime);
 /* Write one inode's cached attributes back (fsync) or all of them. */
 int fs_inode_flush(struct fs *fs, struct fs_inode *in);
 int fs_inode_flush_all(struct fs *fs);

@@ -246,6 +246,31 @@ void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct po
 	purge(v, a);
 }
 
+int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime)
+{
+	struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, vino));
+	int64_t now = fs_now_ns();
+	struct pool_inode a;
+	int rc;
+
+	if (in && S_ISREG(in->attr.mode)) {
+		pthread_mutex_lock(&in->lock);
+		in->attr.ctime_ns = now;
+		if (mtime)
+			in->attr.mtime_ns = now;
+		in->dirty = true;
+		pthread_mutex_unlock(&in->lock);
+		return 0;
+	}
+	rc = pool_meta_get(v->meta, vino, &a);
+	if (rc < 0)
+		return rc;
+	a.ctime_ns = now;
+	if (mtime)
+		a.mtime_ns = now;
+	return pool_meta_setattr(v->meta, &a);
+}
+
 int fs_inode_flush(struct fs *fs, struct fs_inode *in)
 {
 	struct pool_inode a;
@@ -341,6 +366,19 @@ void fs_inode_table_clear(struct fs *fs)
 	}
 }
 
+/* Nanoseconds since the epoch to a timespec, times before 1970 included
+ * (tv_nsec must stay in 0..999999999, so divide rounding down). */
+static struct timespec ns_to_ts(int64_t ns)
+{
+	int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+
+	if (rem < 0) {
+		rem += 1000000000;
+		sec -= 1;
+	}
+	return (struct timespec){.tv_sec = (time_t)sec, .tv_nsec = (long)rem};
+}
+
 void fs_attr_to_stat(const struct pool_inode *a, uint64_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -352,12 +390,9 @@ void fs_attr_to_stat(const struct pool_inode *a, uint64_t ino, struct stat *st)
 	st->st_size = (off_t)a->size;
 	st->st_rdev = (dev_t)a->rdev;
 	st->st_blksize = 65536;
-	st->st_atim.tv_sec = a->atime_ns / 1000000000;
-	st->st_atim.tv_nsec = a->atime_ns % 1000000000;
-	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
-	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
-	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+	st->st_atim = ns_to_ts(a->atime_ns);
+	st->st_mtim = ns_to_ts(a->mtime_ns);
+	st->st_ctim = ns_to_ts(a->ctime_ns);
 }
 
 /* ---- the flusher thread ---- */

@@ -186,8 +186,7 @@ static int set_size(struct fs_inode *in, uint64_t size)
 		int64_t now = fs_now_ns();
 		pthread_mutex_lock(&in->lock);
 		in->attr.size = size;
-		if (size != old)
-			in->attr.mtime_ns = in->attr.ctime_ns = now;
+		in->attr.mtime_ns = in->attr.ctime_ns = now;
 		in->dirty = true;
 		pthread_mutex_unlock(&in->lock);
 	}
@@ -219,6 +218,8 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		else
 			rc = set_size(in, (uint64_t)attr->st_size);
 	}
+	if (rc == 0 && to_set == 0)
+		rc = fs_inode_touch(fs, in->vol, in->attr.ino, false);
 	if (rc == 0 && (to_set & ~FUSE_SET_ATTR_SIZE)) {
 		if (S_ISREG(in->attr.mode)) {
 			pthread_mutex_lock(&in->lock);
@@ -480,10 +481,12 @@ static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = pool_meta_rmdir(v->meta, fs_ino_vino(parent), name, fs_now_ns(), &vino);
 	if (rc == 0) {
 		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, vino));
-		if (in) {
+		if (in) { /* purged when the kernel lets go of it */
 			pthread_mutex_lock(&in->lock);
 			in->attr.nlink = 0;
 			pthread_mutex_unlock(&in->lock);
+		} else {
+			pool_meta_purge(v->meta, vino);
 		}
 	}
 	fuse_reply_err(req, -rc);
@@ -512,11 +515,21 @@ static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (!(v = vol_of(req, parent)))
 		return;
+	struct pool_inode moved = {0}, other = {0};
 	rc = check_writable(fs);
+	if (rc == 0)
+		rc = pool_meta_lookup(v->meta, fs_ino_vino(parent), name, &moved);
+	if (rc == 0 && (flags & RENAME_EXCHANGE))
+		rc = pool_meta_lookup(v->meta, fs_ino_vino(newparent), newname, &other);
 	if (rc == 0)
 		rc = pool_meta_rename(v->meta, fs_ino_vino(parent), name, fs_ino_vino(newparent),
 				      newname, flags, fs_now_ns(), &replaced);
-	if (rc == 0 && replaced.ino != 0) {
+	/* ext4 stamps the ctime of whatever moved. */
+	if (rc == 0 && moved.ino != replaced.ino)
+		fs_inode_touch(fs, v, moved.ino, false);
+	if (rc == 0 && other.ino != 0)
+		fs_inode_touch(fs, v, other.ino, false);
+	if (rc == 0 && replaced.ino != 0 && replaced.ino != moved.ino) {
 		fs_inode_refresh_links(fs, v, &replaced);
 		fs_inode_reap_if_unused(fs, v, &replaced);
 	}
@@ -567,6 +580,14 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	rc = fs_inode_get(fs, ino, 0, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	/* libfuse asks for atomic O_TRUNC: the kernel sends no separate
+	 * truncate, open does it. */
+	if ((fi->flags & O_TRUNC) && S_ISREG(in->attr.mode))
+		rc = set_size(in, 0); /* even with O_RDONLY, as Linux does */
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -755,41 +776,58 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, -pool_meta_sync(v->meta));
 }
 
+/* Zero [off, end) of the file (clipped to its size): whole stripes are
+ * released, the rest written with zeros (pool_store_punch). */
+static int zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
+{
+	struct pool_file_map map;
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&in->io_lock);
+	pthread_mutex_lock(&in->lock);
+	uint64_t size = in->attr.size;
+	pthread_mutex_unlock(&in->lock);
+	if (end > size)
+		end = size;
+	fs_file_map(in, &map);
+	if (off < end)
+		rc = pool_store_punch(in->vol->store, &map, off, end - off);
+	pthread_rwlock_unlock(&in->io_lock);
+	return rc;
+}
+
+/* Grow the size to `end` unless KEEP_SIZE; stamp mtime and ctime as ext4
+ * does for every fallocate mode that succeeds. */
+static void falloc_attrs(struct fs_inode *in, uint64_t end, int mode)
+{
+	pthread_mutex_lock(&in->lock);
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > in->attr.size)
+		in->attr.size = end;
+	in->attr.mtime_ns = in->attr.ctime_ns = fs_now_ns();
+	in->dirty = true;
+	pthread_mutex_unlock(&in->lock);
+}
+
+/* Modes: 0 and KEEP_SIZE grow the file but reserve nothing (volumes are
+ * thin, docs/OPERATIONS.md); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE zero the
+ * range, releasing whole stripes. */
 static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
-	struct pool_file_map map;
+	uint64_t end = (uint64_t)off + (uint64_t)len;
 	int rc = check_writable(fs);
 
 	(void)ino;
-	if (rc == 0 && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
-		pthread_rwlock_wrlock(&in->io_lock);
-		pthread_mutex_lock(&in->lock);
-		uint64_t size = in->attr.size;
-		pthread_mutex_unlock(&in->lock);
-		uint64_t end = (uint64_t)off + (uint64_t)len;
-		if (end > size)
-			end = size;
-		fs_file_map(in, &map);
-		if ((uint64_t)off < end)
-			rc = pool_store_punch(in->vol->store, &map, (uint64_t)off,
-					      end - (uint64_t)off);
-		pthread_rwlock_unlock(&in->io_lock);
-	} else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
-		/* Thin provisioning: space is not reserved, only the size grows
-		 * (docs/OPERATIONS.md). */
-		pthread_mutex_lock(&in->lock);
-		if (!(mode & FALLOC_FL_KEEP_SIZE) && (uint64_t)(off + len) > in->attr.size) {
-			in->attr.size = (uint64_t)(off + len);
-			in->attr.ctime_ns = fs_now_ns();
-			in->dirty = true;
-		}
-		pthread_mutex_unlock(&in->lock);
-	} else if (rc == 0) {
+	if (rc == 0 && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		rc = zero_range(in, (uint64_t)off, end);
+	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
+		rc = zero_range(in, (uint64_t)off, end);
+	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) != 0)
 		rc = -EOPNOTSUPP;
-	}
+	if (rc == 0)
+		falloc_attrs(in, end, mode);
 	fuse_reply_err(req, -rc);
 }
 
@@ -856,7 +894,7 @@ static size_t add_entry(fuse_req_t req, char *buf, size_t left, const char *name
 }
 
 static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
-		       bool plus, off_t *next)
+		       fuse_ino_t parent, bool plus, off_t *next)
 {
 	struct fuse_entry_param e;
 	size_t used = 0, n;
@@ -872,7 +910,7 @@ static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_i
 		*next = 1;
 	}
 	if (off < 2) {
-		e.attr.st_ino = FUSE_ROOT_ID;
+		e.attr.st_ino = parent;
 		n = add_entry(req, buf + used, size - used, "..", &e.attr, 2, plus, &e);
 		if (!n)
 			return used;
@@ -892,7 +930,7 @@ static void readdir_root(fuse_req_t req, struct fs *fs, size_t size, off_t off, 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	used = add_dots(req, buf, size, off, ROOT_INO, plus, &next);
+	used = add_dots(req, buf, size, off, ROOT_INO, ROOT_INO, plus, &next);
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
@@ -943,7 +981,11 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	used = add_dots(req, buf, size, off, ino, plus, &next);
+	uint64_t up = POOL_META_ROOT;
+	fuse_ino_t parent = ROOT_INO; /* a volume root's ".." is the pool root */
+	if (fs_ino_vino(ino) != POOL_META_ROOT && pool_meta_parent(v->meta, fs_ino_vino(ino), &up) == 0)
+		parent = fs_ino_make(v, up);
+	used = add_dots(req, buf, size, off, ino, parent, plus, &next);
 	uint64_t cookie = next >= DIR_OFF_BASE ? (uint64_t)(next - DIR_OFF_BASE) : 0;
 	b.budget = size - used;
 	rc = next >= 2 || off >= 2 ? pool_meta_readdir(v->meta, fs_ino_vino(ino), cookie,
@@ -1095,6 +1137,20 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
+/* ext4's rules: user., trusted. and security. names with something after
+ * the prefix; other namespaces are not supported here (no POSIX ACLs). */
+static int check_xattr_name(const char *name)
+{
+	static const char *const ns[] = {"user.", "trusted.", "security."};
+
+	for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
+		size_t n = strlen(ns[i]);
+		if (strncmp(name, ns[i], n) == 0)
+			return name[n] ? 0 : -EINVAL;
+	}
+	return -EOPNOTSUPP;
+}
+
 static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
@@ -1110,7 +1166,11 @@ static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 		return;
 	rc = check_writable(fs);
 	if (rc == 0)
+		rc = check_xattr_name(name);
+	if (rc == 0)
 		rc = pool_meta_setxattr(v->meta, fs_ino_vino(ino), name, value, size, flags);
+	if (rc == 0)
+		rc = fs_inode_touch(fs, v, fs_ino_vino(ino), false);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1135,6 +1195,11 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	}
 	if (!(v = vol_of(req, ino)))
 		return;
+	int rc = check_xattr_name(name);
+	if (rc < 0) {
+		fuse_reply_err(req, rc == -EOPNOTSUPP ? ENODATA : -rc);
+		return;
+	}
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -1178,7 +1243,11 @@ static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	rc = check_writable(fs);
 	if (rc == 0)
+		rc = check_xattr_name(name);
+	if (rc == 0)
 		rc = pool_meta_removexattr(v->meta, fs_ino_vino(ino), name);
+	if (rc == 0)
+		rc = fs_inode_touch(fs, v, fs_ino_vino(ino), false);
 	fuse_reply_err(req, -rc);
 }
 

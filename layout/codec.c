@@ -223,7 +223,7 @@ int layout_codec_decode_matrix(struct layout_codec *c, uint32_t erased, const ui
 	struct decode_entry *e;
 	int rc = 0;
 
-	if (cnt == 0 || cnt > c->m || (n < 32 && (erased >> n) != 0))
+	if (cnt == 0 || cnt > c->m || (erased >> n) != 0)
 		return -EINVAL;
 	e = &c->cache[pattern_index(n, erased)];
 	assert(pattern_index(n, erased) < c->ncache);

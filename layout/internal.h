@@ -23,7 +23,7 @@
 /* Most sources one ISA-L call of ours takes: k survivors plus up to k new
  * data columns (plan.c's rebuild formula). */
 #define LAYOUT_EC_MAX_SRC (2 * LAYOUT_MAX_COLUMNS)
-#define LAYOUT_EC_TBL     32u /* bytes of ISA-L table per coefficient */
+#define LAYOUT_EC_TBL	  32u /* bytes of ISA-L table per coefficient */
 
 /* G[j][d]: coefficient of data column d in parity j. */
 uint8_t layout_codec_coef(const struct layout_codec *c, uint32_t j, uint32_t d);

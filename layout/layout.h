@@ -176,7 +176,9 @@ struct layout_write_plan {
  * parity the plan is FULL when the range is the whole stripe, otherwise
  * whichever of RMW and RCW reads fewer bytes (RCW on a tie) among those
  * possible given `failed`, else REBUILD.  -EIO if failures exceed the redundancy, so the
- * write cannot keep the stripe recoverable. */
+ * write cannot keep the stripe recoverable: parity with more than m failed
+ * positions; simple and mirror when every copy of a column the write
+ * touches has failed (failures elsewhere do not stop the write). */
 int layout_plan_write(const struct layout_geom *g, uint64_t stripe, uint32_t off, uint32_t len,
 		      uint64_t failed, struct layout_write_plan *p);
 

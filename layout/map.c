@@ -34,8 +34,7 @@ static uint32_t parity_base(uint32_t n, uint64_t stripe)
 	return (n - 1) - (uint32_t)(stripe % n);
 }
 
-uint32_t layout_slot_pos(const struct layout_geom *g, uint64_t stripe, uint32_t slot,
-			 uint32_t copy)
+uint32_t layout_slot_pos(const struct layout_geom *g, uint64_t stripe, uint32_t slot, uint32_t copy)
 {
 	uint32_t k = layout_data_columns(g);
 

@@ -17,7 +17,7 @@
  * interval would make a small unaligned write read whole columns.
  *
  * Writes.  Simple and mirror write each piece to every live copy
- * (DIRECT).  Parity has three ways to keep parity right:
+ * (DIRECT).  Parity has four ways to keep parity right:
  *   FULL     the whole stripe: encode, read nothing;
  *   RMW      read old data of the written pieces and the live parities
  *            over the band, add G * (old ^ new) to the parity;
@@ -107,8 +107,8 @@ static uint32_t piece(const struct stripe *x, const struct band *b, uint32_t c, 
 	return *hi - *lo;
 }
 
-static int stripe_init(struct stripe *x, const struct layout_geom *g, uint64_t stripe,
-		       uint32_t off, uint32_t len, uint64_t failed)
+static int stripe_init(struct stripe *x, const struct layout_geom *g, uint64_t stripe, uint32_t off,
+		       uint32_t len, uint64_t failed)
 {
 	uint32_t npos = layout_positions(g);
 
@@ -143,8 +143,8 @@ static uint32_t live_parities(const struct stripe *x)
 	return n;
 }
 
-static void add_io(struct layout_io *io, uint32_t *n, uint64_t *bytes, uint32_t pos,
-		   uint32_t slot, uint32_t lo, uint32_t hi)
+static void add_io(struct layout_io *io, uint32_t *n, uint64_t *bytes, uint32_t pos, uint32_t slot,
+		   uint32_t lo, uint32_t hi)
 {
 	if (hi <= lo)
 		return;
@@ -320,12 +320,11 @@ int layout_plan_write(const struct layout_geom *g, uint64_t stripe, uint32_t off
 	rc = stripe_init(&x, g, stripe, off, len, failed);
 	if (rc != 0)
 		return rc;
-	memset(p, 0, offsetof(struct layout_write_plan, read));
 	p->stripe = stripe;
 	p->off = off;
 	p->len = len;
+	p->nread = p->nwrite = 0;
 	p->read_bytes = p->write_bytes = 0;
-	p->nwrite = 0;
 	if (g->kind == LAYOUT_PARITY)
 		return plan_parity(&x, p);
 	return plan_direct(&x, p);
@@ -380,7 +379,7 @@ static uint32_t parity_outs(const struct stripe *x, const struct layout_write_pl
  * number of cut points (sorted, distinct, first b->lo, last b->hi). */
 static uint32_t band_cuts(const struct stripe *x, const struct band *b, uint32_t *cut)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, u = 1;
 
 	cut[n++] = b->lo;
 	cut[n++] = b->hi;
@@ -399,7 +398,6 @@ static uint32_t band_cuts(const struct stripe *x, const struct band *b, uint32_t
 			cut[j - 1] = t;
 		}
 	}
-	uint32_t u = 1;
 	for (uint32_t i = 1; i < n; i++) {
 		if (cut[i] != cut[u - 1])
 			cut[u++] = cut[i];
@@ -456,7 +454,8 @@ static int update_band(const struct finish *f, const struct band *b)
 	const uint8_t *tbls = nr ? layout_codec_enc_tables(f->codec, first) : NULL;
 
 	for (uint32_t r = 0; r < nr; r++) {
-		uint8_t *old = find(f->p->read, f->p->nread, f->rbuf, x->k + first + r, b->lo, b->hi);
+		uint8_t *old =
+		    find(f->p->read, f->p->nread, f->rbuf, x->k + first + r, b->lo, b->hi);
 
 		if (old == NULL)
 			return -EIO;
@@ -578,8 +577,8 @@ static int codec_fits(const struct layout_codec *codec, const struct stripe *x)
 }
 
 int layout_plan_finish(struct layout_codec *codec, const struct layout_geom *g,
-		       const struct layout_write_plan *p, const uint8_t *src,
-		       uint8_t *const *rbuf, uint8_t *const *wbuf)
+		       const struct layout_write_plan *p, const uint8_t *src, uint8_t *const *rbuf,
+		       uint8_t *const *wbuf)
 {
 	struct stripe x;
 	struct finish f = {&x, codec, p, src, rbuf, wbuf};

@@ -47,7 +47,7 @@
 struct aio_ctx {
 	io_context_t ctx;
 	unsigned depth; /* events the ring was set up for */
-	size_t cap;     /* iocbs the arrays hold */
+	size_t cap;	/* iocbs the arrays hold */
 	struct iocb *cb;
 	struct iocb **cbp;
 	struct io_event *ev;

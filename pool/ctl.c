@@ -101,8 +101,10 @@ static int read_all(int fd, char **out)
 
 static int parse_reply(char *raw, char **reply, char *err, size_t errlen)
 {
-	if (strncmp(raw, "ok\n", 3) == 0) {
-		memmove(raw, raw + 3, strlen(raw + 3) + 1);
+	size_t len = strlen(raw);
+
+	if (len >= 3 && memcmp(raw, "ok\n", 3) == 0) {
+		memmove(raw, raw + 3, len - 3 + 1);
 		*reply = raw;
 		return 0;
 	}

@@ -8,7 +8,9 @@
  * request line, one reply, then the server closes:
  *     request:  "<command> [arg ...]\n"      (at most POOL_CTL_MAX_REQUEST bytes)
  *     reply:    "ok\n<payload>"  or  "error: <one line>\n"
- * Commands: "status" (payload: JSON with the daemon's live counters) and
+ * Commands: "status" (payload: JSON with the daemon's live counters),
+ * "counters" (payload: one line per volume and disk, tab-separated:
+ * VOLUME DISK READS WRITES READ_BYTES WRITE_BYTES ERRORS CSUM_ERRORS) and
  * "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY".
  * The directory can be moved with SPACEFS_RUN_DIR (tests use their own).
  */

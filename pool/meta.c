@@ -70,35 +70,36 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-#define META_APP_ID   0x5350464d /* "SPFM": spacefs metadata */
-#define META_FORMAT   1          /* user_version and meta.format */
-#define META_BUSY_MS  5000
-#define META_LINK_MAX 65000u /* as ext4 */
+#define META_APP_ID	    0x5350464d /* "SPFM": spacefs metadata */
+#define META_FORMAT	    1	       /* user_version and meta.format */
+#define META_BUSY_MS	    5000
+#define META_LINK_MAX	    65000u /* as ext4 */
 #define META_XATTR_SIZE_MAX 65536
 #define META_XATTR_LIST_MAX 65536
 #define META_SYMLINK_MAX    4095
-#define META_BATCH          64      /* rows copied out per lock hold in listings */
-#define META_MAX_DEPTH      1000000 /* bound on parent walks of a damaged tree */
-#define META_RETRY          (-100000) /* internal: reader dropped, run the call again */
+#define META_BATCH	    64		    /* rows copied out per lock hold in listings */
+#define META_MAX_DEPTH	    1000000	    /* bound on parent walks of a damaged tree */
+#define META_RETRY	    (-100000)	    /* internal: reader dropped, run the call again */
+#define META_PATH_MAX	    (PATH_MAX + 64) /* a replica path plus our suffixes */
 
 /* ---- schema and statements ------------------------------------------------ */
 
 static const char schema_sql[] =
-	"CREATE TABLE inodes(ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
-	" uid INTEGER NOT NULL, gid INTEGER NOT NULL, nlink INTEGER NOT NULL,"
-	" size INTEGER NOT NULL, rdev INTEGER NOT NULL, atime INTEGER NOT NULL,"
-	" mtime INTEGER NOT NULL, ctime INTEGER NOT NULL, npos INTEGER NOT NULL,"
-	" disks BLOB);"
-	"CREATE INDEX inodes_orphans ON inodes(ino) WHERE nlink = 0;"
-	"CREATE TABLE dentries(id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" parent INTEGER NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,"
-	" UNIQUE(parent, name));"
-	"CREATE INDEX dentries_by_parent ON dentries(parent, id);"
-	"CREATE INDEX dentries_by_ino ON dentries(ino);"
-	"CREATE TABLE symlinks(ino INTEGER PRIMARY KEY, target TEXT NOT NULL);"
-	"CREATE TABLE xattrs(ino INTEGER NOT NULL, name TEXT NOT NULL,"
-	" value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;"
-	"CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+    "CREATE TABLE inodes(ino INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
+    " uid INTEGER NOT NULL, gid INTEGER NOT NULL, nlink INTEGER NOT NULL,"
+    " size INTEGER NOT NULL, rdev INTEGER NOT NULL, atime INTEGER NOT NULL,"
+    " mtime INTEGER NOT NULL, ctime INTEGER NOT NULL, npos INTEGER NOT NULL,"
+    " disks BLOB);"
+    "CREATE INDEX inodes_orphans ON inodes(ino) WHERE nlink = 0;"
+    "CREATE TABLE dentries(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " parent INTEGER NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,"
+    " UNIQUE(parent, name));"
+    "CREATE INDEX dentries_by_parent ON dentries(parent, id);"
+    "CREATE INDEX dentries_by_ino ON dentries(ino);"
+    "CREATE TABLE symlinks(ino INTEGER PRIMARY KEY, target TEXT NOT NULL);"
+    "CREATE TABLE xattrs(ino INTEGER NOT NULL, name TEXT NOT NULL,"
+    " value BLOB NOT NULL, PRIMARY KEY(ino, name)) WITHOUT ROWID;"
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
 
 #define INODE_COLS                                                                                 \
 	"i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, i.atime, i.mtime, i.ctime, "        \
@@ -141,50 +142,50 @@ enum stmt {
 };
 
 static const char *const stmt_sql[ST_COUNT] = {
-	[ST_BEGIN] = "BEGIN IMMEDIATE",
-	[ST_COMMIT] = "COMMIT",
-	[ST_ROLLBACK] = "ROLLBACK",
-	[ST_GET_META] = "SELECT value FROM meta WHERE key = ?1",
-	[ST_SET_META] = "UPDATE meta SET value = ?2 WHERE key = ?1",
-	[ST_GET_INODE] = "SELECT " INODE_COLS " FROM inodes i WHERE i.ino = ?1",
-	[ST_PUT_INODE] = "INSERT INTO inodes(ino, mode, uid, gid, nlink, size, rdev, atime, mtime,"
-			 " ctime, npos, disks) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-			 " ?11, ?12)",
-	[ST_SET_ATTR] = "UPDATE inodes SET mode = ?2, uid = ?3, gid = ?4, size = ?5, rdev = ?6,"
-			" atime = ?7, mtime = ?8, ctime = ?9 WHERE ino = ?1",
-	[ST_SET_LINKS] = "UPDATE inodes SET nlink = ?2, ctime = ?3 WHERE ino = ?1",
-	[ST_SET_DIR] = "UPDATE inodes SET nlink = ?2, mtime = ?3, ctime = ?3 WHERE ino = ?1",
-	[ST_DEL_INODE] = "DELETE FROM inodes WHERE ino = ?1",
-	[ST_COUNT_INODES] = "SELECT count(*) FROM inodes",
-	[ST_MAX_INO] = "SELECT max(ino) FROM inodes",
-	[ST_ORPHANS] = "SELECT " INODE_COLS " FROM inodes i WHERE i.nlink = 0 AND i.ino > ?1"
-		       " ORDER BY i.ino LIMIT ?2",
-	[ST_LOOKUP] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.name = ?2",
-	[ST_READDIR] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.id > ?2"
-		       " ORDER BY d.id LIMIT ?3",
-	[ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
-	[ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
-	[ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
-	[ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
-	[ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
-	[ST_DEL_DENTRY] = "DELETE FROM dentries WHERE id = ?1",
-	[ST_PUT_SYMLINK] = "INSERT INTO symlinks(ino, target) VALUES(?1, ?2)",
-	[ST_GET_SYMLINK] = "SELECT target FROM symlinks WHERE ino = ?1",
-	[ST_DEL_SYMLINK] = "DELETE FROM symlinks WHERE ino = ?1",
-	[ST_GET_XATTR] = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
-	[ST_PUT_XATTR] = "INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)",
-	[ST_LIST_XATTR] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
-	[ST_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
-	[ST_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_GET_META] = "SELECT value FROM meta WHERE key = ?1",
+    [ST_SET_META] = "UPDATE meta SET value = ?2 WHERE key = ?1",
+    [ST_GET_INODE] = "SELECT " INODE_COLS " FROM inodes i WHERE i.ino = ?1",
+    [ST_PUT_INODE] = "INSERT INTO inodes(ino, mode, uid, gid, nlink, size, rdev, atime, mtime,"
+		     " ctime, npos, disks) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+		     " ?11, ?12)",
+    [ST_SET_ATTR] = "UPDATE inodes SET mode = ?2, uid = ?3, gid = ?4, size = ?5, rdev = ?6,"
+		    " atime = ?7, mtime = ?8, ctime = ?9 WHERE ino = ?1",
+    [ST_SET_LINKS] = "UPDATE inodes SET nlink = ?2, ctime = ?3 WHERE ino = ?1",
+    [ST_SET_DIR] = "UPDATE inodes SET nlink = ?2, mtime = ?3, ctime = ?3 WHERE ino = ?1",
+    [ST_DEL_INODE] = "DELETE FROM inodes WHERE ino = ?1",
+    [ST_COUNT_INODES] = "SELECT count(*) FROM inodes",
+    [ST_MAX_INO] = "SELECT max(ino) FROM inodes",
+    [ST_ORPHANS] = "SELECT " INODE_COLS " FROM inodes i WHERE i.nlink = 0 AND i.ino > ?1"
+		   " ORDER BY i.ino LIMIT ?2",
+    [ST_LOOKUP] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.name = ?2",
+    [ST_READDIR] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.id > ?2"
+		   " ORDER BY d.id LIMIT ?3",
+    [ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
+    [ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
+    [ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
+    [ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
+    [ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
+    [ST_DEL_DENTRY] = "DELETE FROM dentries WHERE id = ?1",
+    [ST_PUT_SYMLINK] = "INSERT INTO symlinks(ino, target) VALUES(?1, ?2)",
+    [ST_GET_SYMLINK] = "SELECT target FROM symlinks WHERE ino = ?1",
+    [ST_DEL_SYMLINK] = "DELETE FROM symlinks WHERE ino = ?1",
+    [ST_GET_XATTR] = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
+    [ST_PUT_XATTR] = "INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)",
+    [ST_LIST_XATTR] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
+    [ST_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
+    [ST_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
 };
 
 /* ---- the store -------------------------------------------------------------- */
 
 enum replica_state {
 	R_MISSING,     /* no meta.db: will be copied from the best replica */
-	R_BAD,         /* exists but unusable: moved aside, then copied */
+	R_BAD,	       /* exists but unusable: moved aside, then copied */
 	R_UNREACHABLE, /* directory or file cannot be reached now: left alone */
-	R_OK,
+	R_VALID,
 };
 
 struct replica {
@@ -194,8 +195,8 @@ struct replica {
 	sqlite3_stmt *st[ST_COUNT];
 	bool live;
 	enum replica_state state; /* as found by pool_meta_open */
-	uint64_t txn, next_ino;   /* as found by pool_meta_open */
-	char why[256];            /* why it is bad or was dropped */
+	uint64_t txn, next_ino;	  /* as found by pool_meta_open */
+	char why[256];		  /* why it is bad or was dropped */
 };
 
 struct pool_meta {
@@ -219,12 +220,12 @@ struct arg {
 	const void *p;
 };
 
-#define AI(x)     ((struct arg){.kind = 'i', .i = (int64_t)(x)})
-#define AT(s)     ((struct arg){.kind = 't', .p = (s)})
+#define AI(x)	   ((struct arg){.kind = 'i', .i = (int64_t)(x)})
+#define AT(s)	   ((struct arg){.kind = 't', .p = (s)})
 #define AB(ptr, n) ((struct arg){.kind = 'b', .p = (ptr), .len = (int)(n)})
 #define ARGS(...)                                                                                  \
 	((const struct arg[]){__VA_ARGS__}),                                                       \
-		(int)(sizeof((const struct arg[]){__VA_ARGS__}) / sizeof(struct arg))
+	    (int)(sizeof((const struct arg[]){__VA_ARGS__}) / sizeof(struct arg))
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -324,9 +325,12 @@ static void drop_replica(struct pool_meta *m, struct replica *r, const char *wha
 			 const char *detail)
 {
 	assert(r->live && m->nlive > 0);
-	say("metadata replica %s dropped: %s: %s", r->path, what, detail);
+	say("metadata replica %s dropped: %.40s: %s", r->path, what, detail);
 	if (!sqlite3_get_autocommit(r->db))
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	/* Leave a failing disk alone: no checkpoint into it when closing.  Its
+	 * WAL still holds its last commits; the next open sees it as stale. */
+	sqlite3_db_config(r->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	r->live = false;
 	m->nlive--;
 }
@@ -556,14 +560,26 @@ static bool col_int(sqlite3_stmt *st, int c, int64_t lo, int64_t hi, int64_t *v)
 	return *v >= lo && *v <= hi;
 }
 
-static int bad_row(const struct replica *r, sqlite3_stmt *st, int c, int64_t ino,
-		   const char *what)
+static int bad_value(const struct replica *r, int64_t ino, const char *what, const char *value)
 {
-	const unsigned char *text = sqlite3_column_text(st, c);
-
-	say("metadata %s: inode %" PRId64 ": impossible %s (%s)", r->path, ino, what,
-	    text ? (const char *)text : "NULL");
+	say("metadata %s: inode %" PRId64 ": impossible %s (%s)", r->path, ino, what, value);
 	return -EIO;
+}
+
+static int bad_row(const struct replica *r, sqlite3_stmt *st, int c, int64_t ino, const char *what)
+{
+	int type = sqlite3_column_type(st, c);
+	char value[80];
+
+	if (type == SQLITE_BLOB)
+		snprintf(value, sizeof(value), "%d-byte blob", sqlite3_column_bytes(st, c));
+	else if (type == SQLITE_TEXT)
+		snprintf(value, sizeof(value), "'%.60s'", sqlite3_column_text(st, c));
+	else if (type == SQLITE_NULL)
+		snprintf(value, sizeof(value), "NULL");
+	else
+		snprintf(value, sizeof(value), "%.60s", sqlite3_column_text(st, c));
+	return bad_value(r, ino, what, value);
 }
 
 /* Decode the INODE_COLS starting at column c, checking every value. */
@@ -571,10 +587,11 @@ static int decode_inode(const struct replica *r, sqlite3_stmt *st, int c, struct
 {
 	static const char *const field[] = {"ino",  "mode",  "uid",   "gid",   "nlink", "size",
 					    "rdev", "atime", "mtime", "ctime", "npos"};
-	static const int64_t lo[] = {1, 0, 0, 0, 0, 0, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, 0};
-	static const int64_t hi[] = {INT64_MAX,  UINT32_MAX, UINT32_MAX, UINT32_MAX,
-				     UINT32_MAX, INT64_MAX,  INT64_MAX,  INT64_MAX,
-				     INT64_MAX,  INT64_MAX,  LAYOUT_MAX_POSITIONS};
+	static const int64_t lo[] = {1,		0,	   0,	      0,	 0, 0,
+				     INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN, 0};
+	static const int64_t hi[] = {INT64_MAX,	 UINT32_MAX, UINT32_MAX,	  UINT32_MAX,
+				     UINT32_MAX, INT64_MAX,  INT64_MAX,		  INT64_MAX,
+				     INT64_MAX,	 INT64_MAX,  LAYOUT_MAX_POSITIONS};
 	int64_t v[11];
 	int64_t ino = sqlite3_column_int64(st, c);
 
@@ -587,8 +604,12 @@ static int decode_inode(const struct replica *r, sqlite3_stmt *st, int c, struct
 	int type = sqlite3_column_type(st, c + 11);
 	const void *disks = sqlite3_column_blob(st, c + 11);
 	int64_t ndisks = sqlite3_column_bytes(st, c + 11);
-	if (!(type == SQLITE_BLOB || (type == SQLITE_NULL && v[10] == 0)) || ndisks != v[10])
-		return bad_row(r, st, c + 11, ino, "disks blob");
+	if (!(type == SQLITE_BLOB || (type == SQLITE_NULL && v[10] == 0)) || ndisks != v[10]) {
+		char value[64];
+		snprintf(value, sizeof(value), "%" PRId64 " bytes for npos %" PRId64, ndisks,
+			 v[10]);
+		return bad_value(r, ino, "disks blob", value);
+	}
 
 	memset(in, 0, sizeof(*in));
 	in->ino = (uint64_t)v[0];
@@ -625,9 +646,15 @@ static int decode_entry(const struct replica *r, sqlite3_stmt *st, uint64_t *id,
 		    *id, text, ino);
 		return -EIO;
 	}
-	if (name)
+	int rc = decode_inode(r, st, 3, in);
+	if (rc == 0 && in->nlink == 0) {
+		say("metadata %s: entry %" PRIu64 " (%s) names inode %" PRId64 " with nlink 0",
+		    r->path, *id, text, ino);
+		rc = -EIO;
+	}
+	if (rc == 0 && name)
 		strcpy(name, text);
-	return decode_inode(r, st, 3, in);
+	return rc;
 }
 
 /* ---- reads used by the operations --------------------------------------------- */
@@ -716,19 +743,6 @@ static int check_not_below(struct pool_meta *m, uint64_t dir, uint64_t ancestor)
 	return -EIO;
 }
 
-static int get_meta_int(struct pool_meta *m, const char *key, int64_t *v)
-{
-	struct rd q;
-	int rc = rd_row(m, &q, ST_GET_META, ARGS(AT(key)));
-
-	if (rc == 1)
-		rc = col_int(q.st, 0, 0, INT64_MAX, v) ? 0 : -EIO;
-	else if (rc == 0)
-		rc = -EIO;
-	rd_end(&q);
-	return rc;
-}
-
 /* ---- writes used by the operations -------------------------------------------- */
 
 static int put_inode(struct pool_meta *m, const struct pool_inode *in)
@@ -810,8 +824,29 @@ static int op_lookup(struct pool_meta *m, void *arg)
 	return rc ? rc : lookup_entry(m, a->parent, a->name, &id, a->out);
 }
 
-int pool_meta_lookup(struct pool_meta *m, uint64_t parent, const char *name,
-		     struct pool_inode *out)
+struct parent_args {
+	uint64_t dir, *parent;
+};
+
+static int op_parent(struct pool_meta *m, void *arg)
+{
+	struct parent_args *a = arg;
+
+	if (a->dir == POOL_META_ROOT) {
+		*a->parent = POOL_META_ROOT;
+		return 0;
+	}
+	return parent_of(m, a->dir, a->parent);
+}
+
+int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent)
+{
+	struct parent_args a = {.dir = dir, .parent = parent};
+
+	return run(m, op_parent, &a);
+}
+
+int pool_meta_lookup(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *out)
 {
 	struct get_args a = {.parent = parent, .name = name, .out = out};
 
@@ -848,8 +883,9 @@ static int check_new_entry(struct pool_meta *m, uint64_t parent, const char *nam
 
 	if (rc == 0)
 		rc = check_name(name);
-	if (rc == 0)
-		rc = lookup_entry(m, parent, name, &id, &old);
+	if (rc)
+		return rc;
+	rc = lookup_entry(m, parent, name, &id, &old);
 	if (rc == 0)
 		return -EEXIST;
 	return rc == -ENOENT ? 0 : rc;
@@ -889,8 +925,8 @@ static int op_create(struct pool_meta *m, void *arg)
 	return rc;
 }
 
-int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name,
-		     struct pool_inode *in, const char *symlink_target)
+int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
+		     const char *symlink_target)
 {
 	struct create_args a = {.parent = parent, .name = name, .target = symlink_target};
 	int rc;
@@ -1040,10 +1076,12 @@ static int load_end(struct pool_meta *m, uint64_t dir, const char *name, struct 
 	int rc = get_dir(m, dir, &e->dir);
 
 	e->name = name;
+	e->exists = false;
 	if (rc == 0)
 		rc = check_name(name);
-	if (rc == 0)
-		rc = lookup_entry(m, dir, name, &e->id, &e->in);
+	if (rc)
+		return rc;
+	rc = lookup_entry(m, dir, name, &e->id, &e->in);
 	e->exists = rc == 0;
 	return rc == -ENOENT ? 0 : rc;
 }
@@ -1129,8 +1167,7 @@ static int rename_move(struct pool_meta *m, struct end *src, struct end *dst, in
 		if (rc == 0)
 			rc = del_dentry(m, src->id);
 	} else {
-		rc = wr(m, ST_MOVE_DENTRY, 1,
-			ARGS(AI(src->id), AI(dst->dir.ino), AT(dst->name)));
+		rc = wr(m, ST_MOVE_DENTRY, 1, ARGS(AI(src->id), AI(dst->dir.ino), AT(dst->name)));
 	}
 	src->in.ctime_ns = now;
 	if (rc == 0)
@@ -1213,8 +1250,8 @@ static int set_one(struct pool_meta *m, const struct pool_inode *in, bool skip_m
 		return -EINVAL;
 	uint32_t mode = (cur.mode & S_IFMT) | (in->mode & 07777);
 	return wr(m, ST_SET_ATTR, 1,
-		  ARGS(AI(in->ino), AI(mode), AI(in->uid), AI(in->gid), AI(in->size),
-		       AI(in->rdev), AI(in->atime_ns), AI(in->mtime_ns), AI(in->ctime_ns)));
+		  ARGS(AI(in->ino), AI(mode), AI(in->uid), AI(in->gid), AI(in->size), AI(in->rdev),
+		       AI(in->atime_ns), AI(in->mtime_ns), AI(in->ctime_ns)));
 }
 
 static int op_setattr(struct pool_meta *m, void *arg)
@@ -1315,8 +1352,7 @@ static int op_readdir_batch(struct pool_meta *m, void *arg)
 		return -ENOTDIR;
 	rc = rd_start(m, &q, ST_READDIR, ARGS(AI(b->dir), AI(b->after), AI(META_BATCH)));
 	while (rc == 0 && (rc = rd_step(m, &q)) == 1) {
-		rc = decode_entry(q.r, q.st, &b->e[b->n].cookie, b->e[b->n].name,
-				  &b->e[b->n].in);
+		rc = decode_entry(q.r, q.st, &b->e[b->n].cookie, b->e[b->n].name, &b->e[b->n].in);
 		b->n++;
 	}
 	rd_end(&q);
@@ -1585,7 +1621,7 @@ int pool_meta_setxattr(struct pool_meta *m, uint64_t ino, const char *name, cons
 		       size_t size, int flags)
 {
 	struct setxattr_args a = {
-		.ino = ino, .name = name, .val = val, .size = size, .flags = flags};
+	    .ino = ino, .name = name, .val = val, .size = size, .flags = flags};
 
 	return run(m, op_setxattr, &a);
 }
@@ -1658,26 +1694,35 @@ static int fsync_path(const char *path, bool dir)
 	return rc;
 }
 
+/* fsync one of the connection's own files (op: the database or its WAL).
+ * Never open() and close() them ourselves: closing any descriptor of a
+ * file drops every POSIX lock the process holds on it, SQLite's included. */
+static int sync_file(struct replica *r, int op)
+{
+	sqlite3_file *file = NULL;
+
+	if (sqlite3_file_control(r->db, "main", op, &file) != SQLITE_OK || !file || !file->pMethods)
+		return 0; /* not open (no WAL yet): nothing written to sync */
+	return file->pMethods->xSync(file, SQLITE_SYNC_NORMAL) == SQLITE_OK ? 0 : -EIO;
+}
+
 /* Durable against power loss.  Committed transactions are in meta.db or in
- * meta.db-wal (synchronous=NORMAL writes the WAL without fsync).  A PASSIVE
- * checkpoint moves what it can into meta.db without waiting for readers,
- * keeping the WAL short; durability itself comes from the fsync of both
- * files (fsync flushes every write to the file, whichever descriptor made
- * it) and of the directory, so it holds even when the checkpoint could not
- * copy everything. */
+ * meta.db-wal (synchronous=NORMAL appends to the WAL without fsync).  A
+ * PASSIVE checkpoint copies what it can into meta.db without waiting for
+ * readers, which keeps the WAL short; durability itself comes from the
+ * fsync of the WAL and the database file afterwards, so it holds even when
+ * a reader kept the checkpoint from copying everything. */
 static int sync_replica(struct replica *r)
 {
-	char wal[PATH_MAX];
 	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 
 	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
 		snprintf(r->why, sizeof(r->why), "checkpoint: %s", sqlite3_errmsg(r->db));
 		return -EIO;
 	}
-	snprintf(wal, sizeof(wal), "%s-wal", r->path);
-	rc = fsync_path(wal, false);
+	rc = sync_file(r, SQLITE_FCNTL_JOURNAL_POINTER);
 	if (rc == 0)
-		rc = fsync_path(r->path, false);
+		rc = sync_file(r, SQLITE_FCNTL_FILE_POINTER);
 	if (rc == 0)
 		rc = fsync_path(r->dir, true);
 	if (rc)
@@ -1786,8 +1831,8 @@ static bool check_contents(struct replica *r)
 static bool prepare_all(struct replica *r)
 {
 	for (int i = 0; i < ST_COUNT; i++) {
-		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-				       &r->st[i], NULL) != SQLITE_OK) {
+		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &r->st[i],
+				       NULL) != SQLITE_OK) {
 			snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
 			return false;
 		}
@@ -1831,13 +1876,13 @@ static bool check_replica(struct replica *r)
 /* Open and validate r->path.  On success r->db is ready and r->txn set. */
 static int probe(struct replica *r)
 {
-	int rc = sqlite3_open_v2(r->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-				 NULL);
+	int rc =
+	    sqlite3_open_v2(r->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(r->db, META_BUSY_MS);
 		if (check_replica(r)) {
-			r->state = R_OK;
+			r->state = R_VALID;
 			return 0;
 		}
 		rc = sqlite3_errcode(r->db);
@@ -1855,7 +1900,7 @@ static int probe(struct replica *r)
 
 static void remove_sidecars(const char *path)
 {
-	char p[PATH_MAX];
+	char p[META_PATH_MAX + 16];
 
 	snprintf(p, sizeof(p), "%s-wal", path);
 	unlink(p);
@@ -1877,7 +1922,8 @@ static int install(struct replica *r, const char *tmp)
 	if (rc == 0)
 		rc = fsync_path(r->dir, true);
 	if (rc) {
-		snprintf(r->why, sizeof(r->why), "installing %s: %s", tmp, strerror(-rc));
+		snprintf(r->why, sizeof(r->why), "renaming the new file into place: %s",
+			 strerror(-rc));
 		unlink(tmp);
 	}
 	return rc;
@@ -1898,8 +1944,8 @@ static int write_fresh(const char *tmp, uint32_t uid, uint32_t gid, int64_t now,
 		 " INSERT INTO inodes VALUES(%d, %u, %u, %u, 2, 0, 0, %" PRId64 ", %" PRId64
 		 ", %" PRId64 ", 0, x'');"
 		 " COMMIT;",
-		 META_FORMAT, POOL_META_ROOT + 1, POOL_META_ROOT,
-		 (unsigned)(S_IFDIR | 0755), uid, gid, now, now, now);
+		 META_FORMAT, POOL_META_ROOT + 1, POOL_META_ROOT, (unsigned)(S_IFDIR | 0755), uid,
+		 gid, now, now, now);
 	snprintf(head, sizeof(head),
 		 "PRAGMA application_id = %d; PRAGMA user_version = %d;"
 		 " PRAGMA journal_mode = WAL; BEGIN;",
@@ -1912,7 +1958,7 @@ static int write_fresh(const char *tmp, uint32_t uid, uint32_t gid, int64_t now,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
-		snprintf(why, whylen, "creating %s: %s", tmp, sqlite3_errmsg(db));
+		snprintf(why, whylen, "creating the database: %s", sqlite3_errmsg(db));
 	sqlite3_close(db);
 	return rc == SQLITE_OK ? 0 : -EIO;
 }
@@ -1938,7 +1984,7 @@ static int write_copy(sqlite3 *src, const char *tmp, char *why, size_t whylen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
-		snprintf(why, whylen, "copying into %s: %s", tmp, sqlite3_errstr(rc));
+		snprintf(why, whylen, "copying the database: %s", sqlite3_errstr(rc));
 	sqlite3_close(db);
 	return rc == SQLITE_OK ? 0 : -EIO;
 }
@@ -1947,7 +1993,7 @@ static int write_copy(sqlite3 *src, const char *tmp, char *why, size_t whylen)
  * as meta.db.bad for whoever wants to look at it. */
 static int restore(struct replica *src, struct replica *dst)
 {
-	char tmp[PATH_MAX], bad[PATH_MAX];
+	char tmp[META_PATH_MAX], bad[META_PATH_MAX];
 	int rc;
 
 	close_conn(dst);
@@ -1983,7 +2029,7 @@ static int create_all(struct pool_meta *m, uint32_t uid, uint32_t gid, char *err
 	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		char tmp[PATH_MAX];
+		char tmp[META_PATH_MAX];
 		snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
 		int rc = write_fresh(tmp, uid, gid, now, r->why, sizeof(r->why));
 		if (rc == 0)
@@ -2023,7 +2069,7 @@ static struct replica *newest(struct pool_meta *m)
 	struct replica *best = NULL;
 
 	for (uint32_t i = 0; i < m->n; i++)
-		if (m->r[i].state == R_OK && (!best || m->r[i].txn > best->txn))
+		if (m->r[i].state == R_VALID && (!best || m->r[i].txn > best->txn))
 			best = &m->r[i];
 	return best;
 }
@@ -2031,11 +2077,10 @@ static struct replica *newest(struct pool_meta *m)
 /* Directory `dir` and its parents. */
 static int mkdir_p(const char *dir)
 {
-	char p[PATH_MAX];
+	char p[META_PATH_MAX];
 	struct stat sb;
 
-	if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
-		return -ENAMETOOLONG;
+	snprintf(p, sizeof(p), "%s", dir);
 	for (char *s = p + 1; *s; s++) {
 		if (*s != '/')
 			continue;
@@ -2059,7 +2104,12 @@ static int setup_replicas(struct pool_meta *m, const char *const *dirs, char *er
 
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		char tmp[PATH_MAX];
+		char tmp[META_PATH_MAX];
+		if (strlen(dirs[i]) > PATH_MAX - 64) {
+			snprintf(err, errlen, "metadata: directory name too long: %.80s...",
+				 dirs[i]);
+			return -ENAMETOOLONG;
+		}
 		r->dir = strdup(dirs[i]);
 		if (!r->dir || asprintf(&r->path, "%s/meta.db", dirs[i]) < 0) {
 			r->path = NULL;
@@ -2070,8 +2120,7 @@ static int setup_replicas(struct pool_meta *m, const char *const *dirs, char *er
 			rc = -errno;
 		if (rc) {
 			r->state = R_UNREACHABLE;
-			snprintf(r->why, sizeof(r->why), "directory %s: %s", r->dir,
-				 strerror(-rc));
+			snprintf(r->why, sizeof(r->why), "directory %s: %s", r->dir, strerror(-rc));
 			say("metadata replica %s unreachable: %s", r->path, r->why);
 			continue;
 		}
@@ -2091,8 +2140,7 @@ static int setup_replicas(struct pool_meta *m, const char *const *dirs, char *er
 }
 
 /* Probe every replica that has a file. */
-static void probe_all(struct pool_meta *m, uint32_t *nfound, uint32_t *nok,
-		      uint32_t *nunreachable)
+static void probe_all(struct pool_meta *m, uint32_t *nfound, uint32_t *nok, uint32_t *nunreachable)
 {
 	*nfound = *nok = *nunreachable = 0;
 	for (uint32_t i = 0; i < m->n; i++) {
@@ -2122,8 +2170,7 @@ static void probe_all(struct pool_meta *m, uint32_t *nfound, uint32_t *nok,
 	}
 }
 
-static int open_replicas(struct pool_meta *m, uint32_t uid, uint32_t gid, char *err,
-			 size_t errlen)
+static int open_replicas(struct pool_meta *m, uint32_t uid, uint32_t gid, char *err, size_t errlen)
 {
 	uint32_t nfound, nok, nunreachable;
 	struct replica *best;
@@ -2138,11 +2185,11 @@ static int open_replicas(struct pool_meta *m, uint32_t uid, uint32_t gid, char *
 		struct replica *r = &m->r[i];
 		if (r == best || r->state == R_UNREACHABLE)
 			continue;
-		if (r->state == R_OK && r->txn == best->txn)
+		if (r->state == R_VALID && r->txn == best->txn)
 			continue;
-		if (r->state == R_OK)
-			say("metadata replica %s is stale (txn %" PRIu64 " < %" PRIu64 ")",
-			    r->path, r->txn, best->txn);
+		if (r->state == R_VALID)
+			say("metadata replica %s is stale (txn %" PRIu64 " < %" PRIu64 ")", r->path,
+			    r->txn, best->txn);
 		restore(best, r);
 	}
 	return 0;
@@ -2154,11 +2201,12 @@ static int load_state(struct pool_meta *m)
 	struct rd q;
 	int rc;
 
+	assert(best);
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		r->live = r->state == R_OK && r->txn == best->txn;
+		r->live = r->state == R_VALID && r->txn == best->txn;
 		m->nlive += r->live;
-		if (r->state == R_OK && !r->live)
+		if (r->state == R_VALID && !r->live)
 			close_conn(r);
 	}
 	m->txn = best->txn;
@@ -2196,7 +2244,8 @@ int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32
 	if (rc == 0) {
 		rc = load_state(m);
 		if (rc)
-			snprintf(err, errlen, "metadata: cannot read %s", m->r[0].path);
+			snprintf(err, errlen, "metadata: cannot read %s",
+				 newest(m) ? newest(m)->path : m->r[0].path);
 	}
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "metadata: out of memory");

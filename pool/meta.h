@@ -69,6 +69,10 @@ int pool_meta_get(struct pool_meta *m, uint64_t ino, struct pool_inode *out); /*
 int pool_meta_lookup(struct pool_meta *m, uint64_t parent, const char *name,
 		     struct pool_inode *out); /* -ENOENT, -ENOTDIR */
 
+/* The directory holding directory `dir` (the root is its own parent), for
+ * "..".  -ENOENT if dir has no entry. */
+int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent);
+
 /* Create `name` in directory `parent` from *in (ino is assigned and written
  * back; nlink is set to 1, or 2 for a directory, whose parent's nlink goes
  * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates

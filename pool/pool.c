@@ -51,12 +51,12 @@
 
 #include "pool/pool.h"
 
-#define SPACE_TTL_NS 1000000000LL /* free-space cache lifetime */
-#define SPACE_UNIT   30           /* placement compares free space in 2^30 bytes */
+#define SPACE_TTL_NS 1000000000LL	  /* free-space cache lifetime */
+#define SPACE_UNIT   30			  /* placement compares free space in 2^30 bytes */
 #define SCAN_MAX     (4 * POOL_MAX_DISKS) /* directories one open looks at */
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
@@ -328,14 +328,13 @@ int pool_create(const char *name, const char *const *paths, uint32_t n, int forc
 /* One directory looked at while opening, and what it holds. */
 struct cand {
 	char path[POOL_PATH_MAX]; /* canonical if the directory exists */
-	int found;                /* the directory exists */
+	int found;		  /* the directory exists */
 	dev_t dev;
 	ino_t ino;
-	int rc;                  /* pool_sb_read() result */
-	char msg[POOL_MSG_MAX];  /* its message when rc < 0 */
-	struct pool_sb *sb;      /* its superblock when rc == 0 */
-	uint32_t digest;         /* pool_sb_digest(sb) */
-	int dup;                 /* same disk UUID as an earlier candidate */
+	int rc;			/* pool_sb_read() result */
+	char msg[POOL_MSG_MAX]; /* its message when rc < 0 */
+	struct pool_sb *sb;	/* its superblock when rc == 0 */
+	uint32_t digest;	/* pool_sb_digest(sb) */
 };
 
 struct scan {
@@ -353,12 +352,9 @@ static int cand_ours(const struct scan *s, const struct cand *c)
  * else by name), or -1. */
 static int cand_find(const struct scan *s, const char *path)
 {
-	char real[PATH_MAX];
 	struct stat st;
 	int exists = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 
-	if (exists && !realpath(path, real))
-		exists = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
 		const struct cand *c = &s->c[i];
 
@@ -377,12 +373,12 @@ static void cand_read(struct cand *c)
 		return;
 	}
 	c->rc = pool_sb_read(c->path, c->sb, c->msg, sizeof(c->msg));
+	if (c->rc == 0 && (c->rc = pool_sb_digest(c->sb, &c->digest)) < 0)
+		say(c->msg, sizeof(c->msg), "%s: out of memory", c->path);
 	if (c->rc < 0) {
 		free(c->sb);
 		c->sb = NULL;
-		return;
 	}
-	c->digest = pool_sb_digest(c->sb);
 }
 
 /* Add `path` unless already there; returns its index, -1 when full. */
@@ -430,31 +426,15 @@ static void scan_expand(struct scan *s)
 	}
 }
 
-/* A directory copied wholesale would claim to be a member twice: the first
- * one seen (SOURCE, then explicit paths, then recorded ones) wins. */
-static void scan_dedup(struct scan *s)
-{
-	for (uint32_t i = 0; i < s->n; i++)
-		for (uint32_t j = 0; j < i; j++) {
-			struct cand *a = &s->c[j], *b = &s->c[i];
-
-			if (!cand_ours(s, a) || !cand_ours(s, b) || a->dup ||
-			    memcmp(a->sb->disk_uuid, b->sb->disk_uuid, POOL_UUID_LEN))
-				continue;
-			b->dup = 1;
-			say(b->msg, sizeof(b->msg), "%s: copy of disk %u (already found at %s)",
-				 b->path, b->sb->disk_index, a->path);
-			break;
-		}
-}
-
-/* The usable copy of the member with disk UUID `uuid`, or NULL. */
+/* The copy of the member with disk UUID `uuid`, or NULL.  Should a disk's
+ * directory have been copied wholesale, the first copy seen wins: SOURCE,
+ * then the explicit paths, then the recorded ones. */
 static const struct cand *cand_of_member(const struct scan *s, const uint8_t *uuid)
 {
 	for (uint32_t i = 0; i < s->n; i++) {
 		const struct cand *c = &s->c[i];
 
-		if (cand_ours(s, c) && !c->dup && !memcmp(c->sb->disk_uuid, uuid, POOL_UUID_LEN))
+		if (cand_ours(s, c) && !memcmp(c->sb->disk_uuid, uuid, POOL_UUID_LEN))
 			return c;
 	}
 	return NULL;
@@ -490,7 +470,7 @@ static const struct cand *elect(const struct scan *s, const struct cand **newest
 	for (uint32_t i = 0; i < s->n; i++) {
 		const struct cand *c = &s->c[i];
 
-		if (!cand_ours(s, c) || c->dup)
+		if (!cand_ours(s, c))
 			continue;
 		if (!*newest || c->sb->generation > (*newest)->sb->generation)
 			*newest = c;
@@ -524,11 +504,11 @@ static void judge_absent(const struct scan *s, const struct pool_sb *ref, uint32
 		d->state = POOL_DISK_FOREIGN;
 		pool_uuid_format(c->sb->pool_uuid, uuid);
 		say(d->msg, sizeof(d->msg), "%s: belongs to another pool, '%s' (%s)", c->path,
-			 c->sb->pool_name, uuid);
+		    c->sb->pool_name, uuid);
 	} else {
 		d->state = POOL_DISK_FOREIGN;
 		say(d->msg, sizeof(d->msg), "%s: holds disk %u's superblock, not disk %u's",
-			 c->path, c->sb->disk_index, m);
+		    c->path, c->sb->disk_index, m);
 	}
 }
 
@@ -549,12 +529,11 @@ static void judge(const struct scan *s, const struct cand *ref, uint32_t m, stru
 	d->state = POOL_DISK_STALE;
 	if (c->sb->generation == ref->sb->generation)
 		say(d->msg, sizeof(d->msg),
-			 "%s: generation %llu but different content than the majority's",
-			 c->path, (unsigned long long)c->sb->generation);
+		    "%s: generation %llu but different content than the majority's", c->path,
+		    (unsigned long long)c->sb->generation);
 	else
-		say(d->msg, sizeof(d->msg), "%s: generation %llu, the pool is at %llu",
-			 c->path, (unsigned long long)c->sb->generation,
-			 (unsigned long long)ref->sb->generation);
+		say(d->msg, sizeof(d->msg), "%s: generation %llu, the pool is at %llu", c->path,
+		    (unsigned long long)c->sb->generation, (unsigned long long)ref->sb->generation);
 }
 
 /* One line naming every disk that keeps the pool from a majority. */
@@ -571,8 +550,8 @@ static int refuse(const struct pool *p, const struct cand *ref, uint32_t agree, 
 		if (p->disk[i].state == POOL_DISK_HEALTHY)
 			continue;
 		off = strlen(err);
-		snprintf(err + off, errlen - off, " %s %s;",
-			 pool_disk_state_name(p->disk[i].state), p->disk[i].path);
+		snprintf(err + off, errlen - off, " %s %s;", pool_disk_state_name(p->disk[i].state),
+			 p->disk[i].path);
 	}
 	if (err && errlen && strlen(err) > 0 && err[strlen(err) - 1] == ';')
 		err[strlen(err) - 1] = '\0';
@@ -620,13 +599,12 @@ static struct scan *scan_new(const char *source, const char *const *extra, uint3
 	for (uint32_t i = 0; i < nextra; i++)
 		cand_add(s, extra[i]);
 	scan_expand(s);
-	scan_dedup(s);
 	*rc = 0;
 	return s;
 }
 
-int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra,
-		    unsigned flags, struct pool **out, char *err, size_t errlen)
+int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra, unsigned flags,
+		    struct pool **out, char *err, size_t errlen)
 {
 	const struct cand *ref, *newest;
 	struct pool *p;
@@ -935,8 +913,8 @@ static int geom_rules(const struct layout_geom *g, char *err, size_t errlen)
 		return 0;
 	case LAYOUT_PARITY:
 		if (g->parity < 1 || g->parity > LAYOUT_MAX_PARITY || g->copies != 1)
-			return fail(err, errlen, -EINVAL, "parity takes 1 or 2 parity columns, not %u",
-				    g->parity);
+			return fail(err, errlen, -EINVAL,
+				    "parity takes 1 or 2 parity columns, not %u", g->parity);
 		if (g->columns < g->parity + 2)
 			return fail(err, errlen, -EINVAL,
 				    "parity with %u columns and %u parity leaves %u data columns; "
@@ -963,7 +941,8 @@ int pool_geom_fit(const struct pool *p, const struct layout_geom *g, char *err, 
 				    "has %u",
 				    g->columns, g->copies, layout_positions(g), p->sb->pool_name,
 				    p->ndisks);
-		return fail(err, errlen, -EINVAL, "%s with %u columns needs %u disks; pool '%s' has %u",
+		return fail(err, errlen, -EINVAL,
+			    "%s with %u columns needs %u disks; pool '%s' has %u",
 			    layout_kind_name(g->kind), g->columns, layout_positions(g),
 			    p->sb->pool_name, p->ndisks);
 	}
@@ -1014,10 +993,11 @@ static int check_leftover(const struct pool *p, const char *name, char *err, siz
 			continue;
 		vol_path(p, i, name, path, sizeof(path));
 		if (lstat(path, &st) == 0)
-			return fail(err, errlen, -EEXIST,
-				    "volume '%s': %s exists but no such volume is in the catalogue; "
-				    "remove it first",
-				    name, path);
+			return fail(
+			    err, errlen, -EEXIST,
+			    "volume '%s': %s exists but no such volume is in the catalogue; "
+			    "remove it first",
+			    name, path);
 	}
 	return 0;
 }
@@ -1064,8 +1044,8 @@ static void make_vol_dirs(const struct pool *p, const char *name)
 	}
 }
 
-int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g,
-		       int integrity, char *err, size_t errlen)
+int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g, int integrity,
+		       char *err, size_t errlen)
 {
 	struct pool_sb_volume *v;
 	int rc = check_new_volume(p, name, g, integrity, err, errlen);

@@ -17,9 +17,10 @@
  * Thread-safety: pool_place(), pool_disk_space() and
  * pool_volume_capacity() may be called from any number of threads.  The
  * catalogue functions (pool_volume_create/delete, pool_commit) change
- * p->sb and must not run concurrently with anything else on the same
- * pool; pointers returned by pool_volume_find() stay valid until the next
- * catalogue change.
+ * p->sb and the disk states, and must not run concurrently with anything
+ * else on the same pool (fs/ takes a rwlock: placement shared, catalogue
+ * exclusive); pointers returned by pool_volume_find() stay valid until
+ * the next catalogue change.
  *
  * Errors: 0 or a negative errno; functions taking `err` leave a one-line
  * message "<what>: <why>" there on failure.
@@ -50,15 +51,15 @@ enum pool_disk_state {
 struct pool_disk {
 	enum pool_disk_state state;
 	char path[POOL_PATH_MAX]; /* where it was found, else its last-known path */
-	uint64_t generation;      /* of the copy found; 0 if none was readable */
-	char msg[POOL_MSG_MAX];   /* why it is not healthy; "" when healthy */
-	dev_t dev;                /* st_dev of the directory, 0 if not found */
+	uint64_t generation;	  /* of the copy found; 0 if none was readable */
+	char msg[POOL_MSG_MAX];	  /* why it is not healthy; "" when healthy */
+	dev_t dev;		  /* st_dev of the directory, 0 if not found */
 };
 
 struct pool_space {
 	uint64_t size, free; /* statvfs, bytes */
-	uint32_t share;      /* healthy disks on the same filesystem (>= 1) */
-	int ok;              /* statvfs succeeded */
+	uint32_t share;	     /* healthy disks on the same filesystem (>= 1) */
+	int ok;		     /* statvfs succeeded */
 };
 
 struct pool {
@@ -74,9 +75,10 @@ struct pool {
 };
 
 /* pool_open() flags. */
-#define POOL_OPEN_INSPECT 1u /* without a majority, open read-only on the
-				highest generation instead of refusing
-				(for `spacectl status`) */
+#define POOL_OPEN_INSPECT                                                                          \
+	1u /* without a majority, open read-only on the                                            \
+	      highest generation instead of refusing                                               \
+	      (for `spacectl status`) */
 
 /* Make a new pool of n disk directories: validates every path first
  * (exists, is a directory, not listed twice even through another path, no
@@ -88,12 +90,15 @@ int pool_create(const char *name, const char *const *paths, uint32_t n, int forc
 
 /* Open the pool SOURCE belongs to, reading every member at its last-known
  * path, and apply the mount rule.  Disks not healthy are described in
- * p->disk[i].msg; the caller decides whether to print them. */
+ * p->disk[i].msg; the caller decides whether to print them.  Errors:
+ * SOURCE's own superblock error (pool_sb_read: -ENOENT, -EBADMSG, ...),
+ * -ENXIO when no generation has a majority ("incomplete"; the message
+ * names every disk not holding the newest generation), -ENOMEM. */
 int pool_open(const char *source, unsigned flags, struct pool **out, char *err, size_t errlen);
 /* Same, also looking at `extra` directories: a member found there by its
  * disk UUID is used in place of its last-known path (moved disks). */
-int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra,
-		    unsigned flags, struct pool **out, char *err, size_t errlen);
+int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra, unsigned flags,
+		    struct pool **out, char *err, size_t errlen);
 void pool_close(struct pool *p);
 
 /* Write p->sb as generation+1 to every healthy disk.  A disk whose write
@@ -120,8 +125,8 @@ int pool_place(struct pool *p, uint32_t npos, uint8_t *disk_out);
 /* Add a volume: validates name and geometry against the pool, picks its
  * metadata disks, commits, then creates <disk>/vol/<name> on the healthy
  * disks (best effort: pool/meta and pool/store create it as needed). */
-int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g,
-		       int integrity, char *err, size_t errlen);
+int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g, int integrity,
+		       char *err, size_t errlen);
 /* Remove a volume: marks it deleting and commits, removes <disk>/vol/<name>
  * from every reachable disk, then drops it from the catalogue and commits.
  * If interrupted, the volume stays "deleting" and the call can be repeated. */

@@ -79,8 +79,8 @@ static uint64_t mix(uint64_t x)
 static void take_range(struct stripelock *t, uint32_t from, uint32_t to, int excl)
 {
 	for (uint32_t i = from; i < to; i++) {
-		int rc = excl ? pthread_rwlock_wrlock(&t->lock[i])
-			      : pthread_rwlock_rdlock(&t->lock[i]);
+		int rc =
+		    excl ? pthread_rwlock_wrlock(&t->lock[i]) : pthread_rwlock_rdlock(&t->lock[i]);
 		assert(rc == 0);
 		(void)rc;
 	}

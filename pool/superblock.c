@@ -87,7 +87,7 @@ enum {
 	V_INTEGRITY = 108,
 	V_STATE = 112,
 	V_NMETA = 116,
-	V_META = 120,     /* POOL_META_DISKS bytes */
+	V_META = 120,	  /* POOL_META_DISKS bytes */
 	V_RESERVED = 123, /* zeros up to POOL_SB_VOLUME_SIZE */
 };
 
@@ -103,7 +103,7 @@ _Static_assert(NAME_FIELD > POOL_NAME_MAX, "name field holds the NUL");
 _Static_assert(POOL_SB_MAX_SIZE < SB_FRAME_MAX, "frame limit");
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
@@ -180,8 +180,8 @@ int pool_name_check(const char *name, const char **why)
 		*why = "name is longer than 64 characters";
 	else if (name[0] == '.')
 		*why = "name starts with '.'";
-	else if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
-		 len)
+	else if (strspn(name,
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != len)
 		*why = "name has characters other than A-Z a-z 0-9 . _ -";
 	return *why ? -EINVAL : 0;
 }
@@ -224,24 +224,26 @@ static int check_members(const struct pool_sb *sb, const char *name, char *err, 
 
 		if (m->index != i)
 			return fail(err, errlen, -EUCLEAN,
-				    "%s: invalid superblock: member %u says it is index %u", name, i,
-				    m->index);
+				    "%s: invalid superblock: member %u says it is index %u", name,
+				    i, m->index);
 		if (m->state < POOL_MEMBER_ACTIVE || m->state > POOL_MEMBER_RETIRED)
 			return fail(err, errlen, -EUCLEAN,
-				    "%s: invalid superblock: member %u has unknown state %u", name, i,
-				    (unsigned)m->state);
+				    "%s: invalid superblock: member %u has unknown state %u", name,
+				    i, (unsigned)m->state);
 		if (uuid_is_nil(m->uuid))
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: member %u has a nil UUID", name, i);
 		for (uint32_t j = 0; j < i; j++)
 			if (!memcmp(sb->member[j].uuid, m->uuid, POOL_UUID_LEN))
-				return fail(err, errlen, -EUCLEAN,
-					    "%s: invalid superblock: members %u and %u share a UUID",
-					    name, j, i);
+				return fail(
+				    err, errlen, -EUCLEAN,
+				    "%s: invalid superblock: members %u and %u share a UUID", name,
+				    j, i);
 		if (plen == 0 || plen >= POOL_PATH_MAX || m->path[0] != '/')
-			return fail(err, errlen, -EUCLEAN,
-				    "%s: invalid superblock: member %u path is not an absolute path",
-				    name, i);
+			return fail(
+			    err, errlen, -EUCLEAN,
+			    "%s: invalid superblock: member %u path is not an absolute path", name,
+			    i);
 	}
 	return 0;
 }
@@ -279,8 +281,8 @@ static int check_volume(const struct pool_sb *sb, uint32_t i, const char *name, 
 
 	if (strnlen(v->name, sizeof(v->name)) >= sizeof(v->name) ||
 	    pool_name_check(v->name, &why) < 0)
-		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: volume %u has a bad name",
-			    name, i);
+		return fail(err, errlen, -EUCLEAN,
+			    "%s: invalid superblock: volume %u has a bad name", name, i);
 	for (uint32_t j = 0; j < i; j++) {
 		if (!strcmp(sb->volume[j].name, v->name))
 			return fail(err, errlen, -EUCLEAN,
@@ -301,9 +303,10 @@ static int check_volume(const struct pool_sb *sb, uint32_t i, const char *name, 
 			    "%s: invalid superblock: volume '%s' has an invalid layout", name,
 			    v->name);
 	if (layout_positions(&v->geom) > sb->nmembers)
-		return fail(err, errlen, -EUCLEAN,
-			    "%s: invalid superblock: volume '%s' spans more disks than the pool has",
-			    name, v->name);
+		return fail(
+		    err, errlen, -EUCLEAN,
+		    "%s: invalid superblock: volume '%s' spans more disks than the pool has", name,
+		    v->name);
 	if (v->integrity > 1)
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: volume '%s' integrity flag is %u", name,
@@ -429,21 +432,19 @@ int pool_sb_encode(const struct pool_sb *sb, void *buf, size_t len, char *err, s
 	return 0;
 }
 
-uint32_t pool_sb_digest(const struct pool_sb *sb)
+int pool_sb_digest(const struct pool_sb *sb, uint32_t *out)
 {
 	size_t size = pool_sb_size(sb);
 	uint8_t *buf = malloc(size);
-	uint32_t crc;
+	int rc = buf ? pool_sb_encode(sb, buf, size, NULL, 0) : -ENOMEM;
 
-	if (!buf || pool_sb_encode(sb, buf, size, NULL, 0) < 0) {
-		free(buf);
-		return 0; /* never equal to a real digest in practice; callers treat as different */
+	if (rc == 0) {
+		memset(buf + H_DISK_INDEX, 0, 4);
+		memset(buf + H_DISK_UUID, 0, POOL_UUID_LEN);
+		*out = layout_crc32c(buf, size - 4);
 	}
-	memset(buf + H_DISK_INDEX, 0, 4);
-	memset(buf + H_DISK_UUID, 0, POOL_UUID_LEN);
-	crc = layout_crc32c(buf, size - 4);
 	free(buf);
-	return crc;
+	return rc;
 }
 
 /* ---- decoding ------------------------------------------------------------ */
@@ -496,10 +497,10 @@ static int dec_shape(const uint8_t *p, size_t len, const char *name, char *err, 
 		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: wrong record sizes",
 			    name);
 	if (nm < 1 || nm > POOL_MAX_DISKS || nv > POOL_MAX_VOLUMES)
-		return fail(err, errlen, -EUCLEAN,
-			    "%s: invalid superblock: %u members, %u volumes", name, nm, nv);
+		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: %u members, %u volumes",
+			    name, nm, nv);
 	if (len != POOL_SB_HEADER_SIZE + (size_t)nm * POOL_SB_MEMBER_SIZE +
-			   (size_t)nv * POOL_SB_VOLUME_SIZE + 4)
+		       (size_t)nv * POOL_SB_VOLUME_SIZE + 4)
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: size %zu does not fit %u members and %u "
 			    "volumes",
@@ -566,18 +567,19 @@ int pool_sb_decode(const void *buf, size_t len, const char *name, struct pool_sb
 	memset(out, 0, sizeof(*out));
 	if (dec_header(p, out) < 0)
 		return fail(err, errlen, -EUCLEAN,
-			    "%s: invalid superblock: pool name is not a terminated string", name);
+			    "%s: invalid superblock: pool name is not a zero-padded string", name);
 	p += POOL_SB_HEADER_SIZE;
 	for (uint32_t i = 0; i < out->nmembers; i++, p += POOL_SB_MEMBER_SIZE)
 		if (dec_member(p, &out->member[i]) < 0)
 			return fail(err, errlen, -EUCLEAN,
-				    "%s: invalid superblock: member %u path is not a terminated "
+				    "%s: invalid superblock: member %u path is not a zero-padded "
 				    "string",
 				    name, i);
 	for (uint32_t i = 0; i < out->nvolumes; i++, p += POOL_SB_VOLUME_SIZE)
 		if (dec_volume(p, &out->volume[i]) < 0)
 			return fail(err, errlen, -EUCLEAN,
-				    "%s: invalid superblock: volume %u record is malformed", name, i);
+				    "%s: invalid superblock: volume %u record is malformed", name,
+				    i);
 	return pool_sb_validate(out, name, err, errlen);
 }
 
@@ -607,7 +609,7 @@ int pool_sb_read(const char *dir, struct pool_sb *out, char *err, size_t errlen)
 	char path[POOL_PATH_MAX + sizeof(POOL_SB_FILE) + 1];
 	struct stat st;
 	uint8_t *buf;
-	size_t got = 0;
+	size_t got = 0, want;
 	int fd, rc;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, POOL_SB_FILE);
@@ -623,13 +625,15 @@ int pool_sb_read(const char *dir, struct pool_sb *out, char *err, size_t errlen)
 		close(fd);
 		return fail(err, errlen, -EMEDIUMTYPE, "%s: not a regular file", path);
 	}
-	/* One byte past the frame limit tells "too big" from "exactly full". */
-	buf = malloc(SB_FRAME_MAX + 1);
+	/* Files are replaced, never rewritten in place, so the size holds; one
+	 * byte more than it would show a file larger than any frame. */
+	want = (size_t)st.st_size < SB_FRAME_MAX ? (size_t)st.st_size + 1 : SB_FRAME_MAX + 1;
+	buf = malloc(want);
 	if (!buf) {
 		close(fd);
 		return fail(err, errlen, -ENOMEM, "%s: out of memory", path);
 	}
-	rc = read_all(fd, buf, SB_FRAME_MAX + 1, &got);
+	rc = read_all(fd, buf, want, &got);
 	close(fd);
 	if (rc < 0)
 		fail(err, errlen, rc, "%s: read failed: %s", path, strerror(-rc));

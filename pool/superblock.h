@@ -29,14 +29,14 @@
 
 #include "layout/layout.h"
 
-#define POOL_SB_FILE     "spacefs.pool"
-#define POOL_SB_VERSION  1u
-#define POOL_MAX_DISKS   64u   /* members of one pool */
+#define POOL_SB_FILE	 "spacefs.pool"
+#define POOL_SB_VERSION	 1u
+#define POOL_MAX_DISKS	 64u   /* members of one pool */
 #define POOL_MAX_VOLUMES 64u   /* volumes of one pool */
-#define POOL_NAME_MAX    64u   /* pool and volume names, without the NUL */
-#define POOL_PATH_MAX    4096u /* member paths, with the NUL */
-#define POOL_META_DISKS  3u    /* metadata disks of a volume, at most */
-#define POOL_UUID_LEN    16u
+#define POOL_NAME_MAX	 64u   /* pool and volume names, without the NUL */
+#define POOL_PATH_MAX	 4096u /* member paths, with the NUL */
+#define POOL_META_DISKS	 3u    /* metadata disks of a volume, at most */
+#define POOL_UUID_LEN	 16u
 
 /* Byte sizes of the on-disk pieces (docs/FORMAT.md). */
 #define POOL_SB_HEADER_SIZE 256u
@@ -70,8 +70,8 @@ struct pool_sb_member {
 
 struct pool_sb_volume {
 	char name[POOL_NAME_MAX + 1];
-	uint64_t id;      /* unique in the pool, never reused */
-	int64_t created;  /* seconds since the epoch */
+	uint64_t id;	 /* unique in the pool, never reused */
+	int64_t created; /* seconds since the epoch */
 	struct layout_geom geom;
 	uint32_t integrity; /* 1: CRC-32C per 4 KiB block */
 	enum pool_volume_state state;
@@ -85,10 +85,10 @@ struct pool_sb {
 	uint64_t generation;
 	uint8_t pool_uuid[POOL_UUID_LEN];
 	char pool_name[POOL_NAME_MAX + 1];
-	int64_t created;         /* seconds since the epoch */
-	uint64_t next_volume_id; /* > every volume id ever handed out */
+	int64_t created;		  /* seconds since the epoch */
+	uint64_t next_volume_id;	  /* > every volume id ever handed out */
 	uint8_t disk_uuid[POOL_UUID_LEN]; /* the disk holding this copy ... */
-	uint32_t disk_index;              /* ... and its member index */
+	uint32_t disk_index;		  /* ... and its member index */
 	uint32_t nmembers;
 	struct pool_sb_member member[POOL_MAX_DISKS];
 	uint32_t nvolumes;
@@ -120,8 +120,9 @@ int pool_sb_read(const char *dir, struct pool_sb *out, char *err, size_t errlen)
 int pool_sb_write(const char *dir, const struct pool_sb *sb, char *err, size_t errlen);
 
 /* CRC-32C of the content every member shares (everything but disk_uuid
- * and disk_index), to tell copies of one generation apart. */
-uint32_t pool_sb_digest(const struct pool_sb *sb);
+ * and disk_index) into *out, to tell copies of one generation apart.
+ * sb must be valid.  -ENOMEM. */
+int pool_sb_digest(const struct pool_sb *sb, uint32_t *out);
 
 /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into out (37 bytes). */
 void pool_uuid_format(const uint8_t uuid[POOL_UUID_LEN], char out[37]);

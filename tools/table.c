@@ -216,6 +216,12 @@ void json_null(struct json *j, const char *key)
 	fputs("null", j->f);
 }
 
+void json_raw(struct json *j, const char *key, const char *text)
+{
+	json_lead(j, key);
+	fputs(text, j->f);
+}
+
 /* ---- sizes ------------------------------------------------------------------ */
 
 void fmt_size(uint64_t bytes, char *out, size_t size)
@@ -228,8 +234,8 @@ void fmt_size(uint64_t bytes, char *out, size_t size)
 		v /= 1024;
 		u++;
 	}
-	if (u == 0)
-		snprintf(out, size, "%llu B", (unsigned long long)bytes);
+	if (u == 0 || bytes % (1ull << (10 * u)) == 0) /* exact: "256 KiB" */
+		snprintf(out, size, "%llu %s", (unsigned long long)(bytes >> (10 * u)), unit[u]);
 	else if (v < 10)
 		snprintf(out, size, "%.2f %s", v, unit[u]);
 	else if (v < 100)

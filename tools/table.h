@@ -38,7 +38,7 @@ struct json {
 };
 
 void json_begin(struct json *j, FILE *f); /* starts the top-level object */
-void json_end(struct json *j);            /* closes it and adds a newline */
+void json_end(struct json *j);		  /* closes it and adds a newline */
 void json_object(struct json *j, const char *key);
 void json_array(struct json *j, const char *key);
 void json_close(struct json *j, char bracket); /* '}' or ']' */
@@ -46,6 +46,8 @@ void json_str(struct json *j, const char *key, const char *val);
 void json_u64(struct json *j, const char *key, uint64_t val);
 void json_bool(struct json *j, const char *key, int val);
 void json_null(struct json *j, const char *key);
+/* A value that is already JSON text, written as it is. */
+void json_raw(struct json *j, const char *key, const char *text);
 /* Write s as a JSON string literal, quotes included. */
 void json_quote(FILE *f, const char *s);
 

@@ -7,7 +7,6 @@ import json
 import mmap
 import os
 import random
-import shutil
 import subprocess
 
 from harness import SPACECTL, SPACEFS, LAYOUTS, Pool, Tap, log_tail, make_layout_volumes, run
@@ -107,13 +106,21 @@ def main():
             t.eq(f.read(), data, "ro mount: files read")
         t.eq(m.stop(), 0, "clean unmount of the ro mount")
 
-        # the mount helper convention: mount -t fuse.spacefs SOURCE DIR
-        bindir = os.path.join(pool.dir, "bin")
-        os.makedirs(bindir)
-        shutil.copy(SPACEFS, os.path.join(bindir, "spacefs"))
-        env = dict(os.environ, PATH=bindir + ":" + os.environ["PATH"])
-        p = subprocess.run(["mount", "-t", "fuse.spacefs", pool.source, pool.mnt],
-                           capture_output=True, text=True, env=env)
+        # the mount helper convention: mount -t fuse.spacefs SOURCE DIR.
+        # mount.fuse3 runs the helper with an empty environment, so it must
+        # be on the default PATH, as `meson install` puts it; link the build
+        # there for the test unless an installed spacefs is already there.
+        link = "/usr/local/sbin/spacefs"
+        made_link = not os.path.lexists(link)
+        if made_link:
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.path.abspath(SPACEFS), link)
+        try:
+            p = subprocess.run(["mount", "-t", "fuse.spacefs", pool.source, pool.mnt],
+                               capture_output=True, text=True)
+        finally:
+            if made_link:
+                os.unlink(link)
         t.ok(p.returncode == 0 and os.path.ismount(pool.mnt),
              f"mount -t fuse.spacefs works {p.stderr.strip()}")
         with open(op, "rb") as f:

@@ -27,7 +27,7 @@
 #include "layout/layout.h"
 
 #define DEFAULT_SEED 0x5eed0002u
-#define MAXN         LAYOUT_MAX_COLUMNS
+#define MAXN	     LAYOUT_MAX_COLUMNS
 
 struct rng {
 	uint64_t s;
@@ -174,8 +174,8 @@ static void test_encode_reference(void **state)
 				layout_codec_encode(c, len, s.b, s.b + k);
 				reference_encode(k, m, len, s.b, s.ref + k);
 				for (uint32_t j = 0; j < m; j++)
-					CHECK(memcmp(s.b[k + j], s.ref[k + j], len) == 0, seed, k, m,
-					      len);
+					CHECK(memcmp(s.b[k + j], s.ref[k + j], len) == 0, seed, k,
+					      m, len);
 				stripe_free(&s);
 			}
 			layout_codec_free(c);
@@ -185,8 +185,7 @@ static void test_encode_reference(void **state)
 
 /* Decode every erasure combination of up to m slots, each erased buffer
  * poisoned first; the erased list is passed in both orders. */
-static void check_erasures(struct layout_codec *c, struct stripe *s, struct rng *r,
-			   uint32_t seed)
+static void check_erasures(struct layout_codec *c, struct stripe *s, struct rng *r, uint32_t seed)
 {
 	uint32_t n = s->k + s->m;
 
@@ -292,8 +291,8 @@ static void test_update_equals_encode(void **state)
 				layout_codec_update(c, b - a, col, delta + a, par);
 				reference_encode(k, m, len, s.b, s.ref + k);
 				for (uint32_t j = 0; j < m; j++)
-					CHECK(memcmp(s.b[k + j], s.ref[k + j], len) == 0, seed, k, m,
-					      b - a);
+					CHECK(memcmp(s.b[k + j], s.ref[k + j], len) == 0, seed, k,
+					      m, b - a);
 			}
 			free(delta);
 			stripe_free(&s);

@@ -26,8 +26,8 @@
 #include "layout/layout.h"
 
 #define DEFAULT_SEED 0x5eed0001u
-#define NSTRIPES     3u    /* stripes of each simulated file */
-#define SAMPLES      2000u /* bytes checked against the formula per range */
+#define NSTRIPES     3u	   /* stripes of each simulated file */
+#define SAMPLES	     2000u /* bytes checked against the formula per range */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -89,8 +89,8 @@ static size_t all_geoms(struct layout_geom *out)
 			out[n++] = (struct layout_geom){LAYOUT_MIRROR, 3, 0, c, il[i]};
 			for (uint32_t m = 1; m <= 2; m++) {
 				if (c >= m + 2)
-					out[n++] = (struct layout_geom){LAYOUT_PARITY, 1, m, c,
-									il[i]};
+					out[n++] =
+					    (struct layout_geom){LAYOUT_PARITY, 1, m, c, il[i]};
 			}
 		}
 	}
@@ -100,8 +100,7 @@ static size_t all_geoms(struct layout_geom *out)
 #define MAX_GEOMS 128
 
 /* layout.h's placement formulas, typed again on purpose. */
-static uint32_t expected_pos(const struct layout_geom *g, uint64_t s, uint32_t slot,
-			     uint32_t copy)
+static uint32_t expected_pos(const struct layout_geom *g, uint64_t s, uint32_t slot, uint32_t copy)
 {
 	uint32_t k = layout_data_columns(g), n = g->columns, m = g->parity, pd;
 
@@ -125,24 +124,24 @@ static void test_geom_check(void **state)
 		CHECK(layout_geom_check(&g[i]) == 0, 0, &g[i]);
 
 	const struct layout_geom bad[] = {
-	    {0, 1, 0, 4, 65536},                    /* no kind */
-	    {LAYOUT_SIMPLE, 2, 0, 4, 65536},        /* simple with copies */
-	    {LAYOUT_SIMPLE, 1, 1, 4, 65536},        /* simple with parity */
-	    {LAYOUT_MIRROR, 1, 0, 4, 65536},        /* mirror of one copy */
-	    {LAYOUT_MIRROR, 4, 0, 4, 65536},        /* too many copies */
-	    {LAYOUT_MIRROR, 2, 1, 4, 65536},        /* mirror with parity */
-	    {LAYOUT_PARITY, 1, 0, 4, 65536},        /* parity without parity */
-	    {LAYOUT_PARITY, 1, 3, 8, 65536},        /* m = 3 */
-	    {LAYOUT_PARITY, 2, 1, 4, 65536},        /* parity with copies */
-	    {LAYOUT_PARITY, 1, 1, 2, 65536},        /* k = 1 */
-	    {LAYOUT_PARITY, 1, 2, 3, 65536},        /* k = 1 */
-	    {LAYOUT_PARITY, 1, 2, 17, 65536},       /* too many columns */
-	    {LAYOUT_SIMPLE, 1, 0, 0, 65536},        /* no columns */
-	    {LAYOUT_SIMPLE, 1, 0, 17, 65536},       /* too many columns */
-	    {LAYOUT_SIMPLE, 1, 0, 4, 8192},         /* interleave too small */
-	    {LAYOUT_SIMPLE, 1, 0, 4, 2u << 20},     /* interleave too big */
-	    {LAYOUT_SIMPLE, 1, 0, 4, 3 * 16384},    /* not a power of two */
-	    {LAYOUT_SIMPLE, 1, 0, 4, 0},            /* no interleave */
+	    {0, 1, 0, 4, 65536},		 /* no kind */
+	    {LAYOUT_SIMPLE, 2, 0, 4, 65536},	 /* simple with copies */
+	    {LAYOUT_SIMPLE, 1, 1, 4, 65536},	 /* simple with parity */
+	    {LAYOUT_MIRROR, 1, 0, 4, 65536},	 /* mirror of one copy */
+	    {LAYOUT_MIRROR, 4, 0, 4, 65536},	 /* too many copies */
+	    {LAYOUT_MIRROR, 2, 1, 4, 65536},	 /* mirror with parity */
+	    {LAYOUT_PARITY, 1, 0, 4, 65536},	 /* parity without parity */
+	    {LAYOUT_PARITY, 1, 3, 8, 65536},	 /* m = 3 */
+	    {LAYOUT_PARITY, 2, 1, 4, 65536},	 /* parity with copies */
+	    {LAYOUT_PARITY, 1, 1, 2, 65536},	 /* k = 1 */
+	    {LAYOUT_PARITY, 1, 2, 3, 65536},	 /* k = 1 */
+	    {LAYOUT_PARITY, 1, 2, 17, 65536},	 /* too many columns */
+	    {LAYOUT_SIMPLE, 1, 0, 0, 65536},	 /* no columns */
+	    {LAYOUT_SIMPLE, 1, 0, 17, 65536},	 /* too many columns */
+	    {LAYOUT_SIMPLE, 1, 0, 4, 8192},	 /* interleave too small */
+	    {LAYOUT_SIMPLE, 1, 0, 4, 2u << 20},	 /* interleave too big */
+	    {LAYOUT_SIMPLE, 1, 0, 4, 3 * 16384}, /* not a power of two */
+	    {LAYOUT_SIMPLE, 1, 0, 4, 0},	 /* no interleave */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		CHECK(layout_geom_check(&bad[i]) == -EINVAL, 0, &bad[i]);
@@ -157,9 +156,8 @@ static void test_geom_check(void **state)
 		CHECK(layout_geom_check(&edge[i]) == 0, 0, &edge[i]);
 }
 
-static void expect_default(enum layout_kind kind, uint32_t copies, uint32_t parity,
-			   uint32_t ndisks, int rc, uint32_t columns, uint32_t want_copies,
-			   uint32_t want_parity)
+static void expect_default(enum layout_kind kind, uint32_t copies, uint32_t parity, uint32_t ndisks,
+			   int rc, uint32_t columns, uint32_t want_copies, uint32_t want_parity)
 {
 	struct layout_geom g;
 
@@ -276,7 +274,8 @@ static void check_table(const struct layout_geom *g, const char *const *rows, si
 			layout_pos_slot(g, s, pos, &slot, &copy);
 			got = slot < k ? (char)('0' + slot) : (slot == k ? 'P' : 'Q');
 			if (got != want)
-				fail_msg("stripe %zu position %u: got %c, want %c", s, pos, got, want);
+				fail_msg("stripe %zu position %u: got %c, want %c", s, pos, got,
+					 want);
 		}
 	}
 }
@@ -493,14 +492,10 @@ static void test_map_roundtrip_all(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_geom_check),
-	    cmocka_unit_test(test_geom_default),
-	    cmocka_unit_test(test_kind_names),
-	    cmocka_unit_test(test_derived),
-	    cmocka_unit_test(test_rotation_pictures),
-	    cmocka_unit_test(test_placement_all),
-	    cmocka_unit_test(test_map_edges),
-	    cmocka_unit_test(test_map_roundtrip_all),
+	    cmocka_unit_test(test_geom_check),	      cmocka_unit_test(test_geom_default),
+	    cmocka_unit_test(test_kind_names),	      cmocka_unit_test(test_derived),
+	    cmocka_unit_test(test_rotation_pictures), cmocka_unit_test(test_placement_all),
+	    cmocka_unit_test(test_map_edges),	      cmocka_unit_test(test_map_roundtrip_all),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,976 @@
+/*
+ * spacectl.c -- the admin command line of spacefs.
+ *
+ *   spacectl pool create NAME DISK... [--force]
+ *   spacectl volume create SOURCE NAME --layout L [options]
+ *   spacectl volume list SOURCE [--json]
+ *   spacectl volume delete SOURCE NAME
+ *   spacectl status SOURCE [--json]
+ *
+ * Every command is two functions: cmd_X() turns argv into a struct of
+ * parsed arguments, reporting usage errors; do_X() acts on that struct.
+ * The split is there because there are two ways of acting: on the pool's
+ * disks directly ("offline"), or, while a spacefs daemon has the pool
+ * mounted, through the daemon's control socket, since the daemon's next
+ * commit would silently undo a catalogue change made behind its back.
+ * daemon_call() is where that choice is made (see "the running daemon").
+ *
+ * Errors are one line on stderr, "spacectl: <what>: <why>", and a
+ * non-zero exit: 2 for a malformed command line, 1 for anything refused
+ * or failed.  Validation happens before anything is written (pool/ checks
+ * every argument first), so a refused command leaves the disks as they
+ * were, byte for byte.  tests/cli/ holds us to that.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout/layout.h"
+#include "pool/ctl.h"
+#include "pool/pool.h"
+#include "tools/table.h"
+
+#ifndef SPACEFS_VERSION
+#define SPACEFS_VERSION "0.1.0"
+#endif
+
+#define EXIT_USAGE 2
+
+static int say_error(int code, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The one line a failing command prints; returns the exit status. */
+static int say_error(int code, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "spacectl: ");
+	if (what)
+		fprintf(stderr, "%s: ", what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+/* ---- help ------------------------------------------------------------------ */
+
+static const char help_main[] =
+    "usage: spacectl COMMAND [ARGS...]\n"
+    "\n"
+    "Administer spacefs storage pools: directories used as disks, pooled into\n"
+    "volumes with simple, mirror or parity layouts.  SOURCE is any member disk\n"
+    "of a pool; the others are found through it.\n"
+    "\n"
+    "commands:\n"
+    "  pool create NAME DISK... [--force]    make a new pool of DISK directories\n"
+    "  volume create SOURCE NAME --layout L  add a volume (see volume create --help)\n"
+    "  volume list SOURCE [--json]           list the volumes of a pool\n"
+    "  volume delete SOURCE NAME             delete a volume and all its files\n"
+    "  status SOURCE [--json]                show the pool, its disks and volumes\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
+    "  --version      show the version\n"
+    "\n"
+    "Errors are reported on one line as 'spacectl: WHAT: WHY' with exit status 1\n"
+    "(2 for a malformed command line); a refused command changes nothing on disk.\n";
+
+static const char help_pool[] = "usage: spacectl pool create NAME DISK... [--force]\n"
+				"\n"
+				"pool commands:\n"
+				"  create    make a new pool (spacectl pool create --help)\n";
+
+static const char help_pool_create[] =
+    "usage: spacectl pool create NAME DISK... [--force]\n"
+    "\n"
+    "Make a new pool called NAME from the DISK directories (usually the mount\n"
+    "points of whole disks).  Each disk gets a spacefs.pool file describing the\n"
+    "pool; nothing else is written.\n"
+    "\n"
+    "NAME is 1 to 64 characters of A-Z a-z 0-9 . _ - and does not start with '.'.\n"
+    "Each DISK must exist, be a directory, appear once (also counting other\n"
+    "paths to the same directory), not lie inside another DISK, be empty (a\n"
+    "lost+found is allowed) and not already belong to a pool.\n"
+    "\n"
+    "options:\n"
+    "  -f, --force    also accept non-empty directories and disks of another\n"
+    "                 pool (their old spacefs.pool is overwritten; other files\n"
+    "                 are left alone)\n"
+    "  -h, --help     show this help\n";
+
+static const char help_volume[] =
+    "usage: spacectl volume COMMAND ...\n"
+    "\n"
+    "volume commands:\n"
+    "  create SOURCE NAME --layout L [options]   add a volume\n"
+    "  list SOURCE [--json]                      list volumes\n"
+    "  delete SOURCE NAME                        delete a volume and its files\n"
+    "\n"
+    "See spacectl volume COMMAND --help.\n";
+
+static const char help_volume_create[] =
+    "usage: spacectl volume create SOURCE NAME --layout simple|mirror|parity\n"
+    "                              [--copies 2|3] [--parity 1|2] [--columns N]\n"
+    "                              [--interleave SIZE] [--integrity on|off]\n"
+    "\n"
+    "Add volume NAME to the pool that disk SOURCE belongs to.  NAME follows the\n"
+    "pool name rules.  Its metadata is kept on the 3 disks with the most free\n"
+    "space (all disks if the pool has fewer).\n"
+    "\n"
+    "options:\n"
+    "  -l, --layout L       simple (striping, no redundancy), mirror (each\n"
+    "                       column on COPIES disks) or parity (Reed-Solomon);\n"
+    "                       required\n"
+    "  -c, --copies N       mirror only: 2 (default) or 3 copies\n"
+    "  -p, --parity N       parity only: 1 (default) or 2 parity columns\n"
+    "  -n, --columns N      disks one stripe spans, as Storage Spaces counts:\n"
+    "                       for parity data + parity columns (at least 2 data\n"
+    "                       columns), for simple and mirror the data columns\n"
+    "                       (a mirror needs COLUMNS x COPIES disks); default as\n"
+    "                       many as the pool's disks allow, up to 8\n"
+    "  -i, --interleave S   bytes per column per stripe: a power of two from 16K\n"
+    "                       to 1M, in bytes or with a K or M suffix; default 256K\n"
+    "  -I, --integrity X    on (default): CRC-32C of every 4 KiB block, checked\n"
+    "                       on every read; off: faster, no checksums\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "example: spacectl volume create /disks/d0 vms --layout mirror --copies 2\n";
+
+static const char help_volume_list[] =
+    "usage: spacectl volume list SOURCE [--json]\n"
+    "\n"
+    "List the volumes of the pool that disk SOURCE belongs to: name, layout,\n"
+    "copies, parity, columns, interleave, integrity, metadata disks, usable\n"
+    "free capacity (estimated) and state.\n"
+    "\n"
+    "options:\n"
+    "  -j, --json     print JSON instead of a table\n"
+    "  -h, --help     show this help\n";
+
+static const char help_volume_delete[] =
+    "usage: spacectl volume delete SOURCE NAME\n"
+    "\n"
+    "Delete volume NAME and every file in it, on every disk of the pool that\n"
+    "disk SOURCE belongs to.  If interrupted, the volume stays listed as\n"
+    "'deleting' and the command can be run again to finish.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help\n";
+
+static const char help_status[] =
+    "usage: spacectl status SOURCE [--json]\n"
+    "\n"
+    "Show the pool that disk SOURCE belongs to: name, UUID, generation and\n"
+    "health (healthy, degraded or incomplete); every disk (index, path, UUID,\n"
+    "state, size, free space, and why it is not healthy); every volume (as\n"
+    "volume list).  Works on incomplete pools too, read-only.\n"
+    "\n"
+    "options:\n"
+    "  -j, --json     print JSON instead of tables\n"
+    "  -h, --help     show this help\n";
+
+static int show_help(const char *text)
+{
+	fputs(text, stdout);
+	return 0;
+}
+
+/* ---- option parsing ------------------------------------------------------ */
+
+/* getopt_long over argv with our own one-line messages.  Returns the
+ * option, -1 at the end, or '?' after printing a usage error. */
+static int next_opt(int argc, char **argv, const char *what, const char *shortopts,
+		    const struct option *longopts)
+{
+	int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+
+	if (c == '?') {
+		say_error(EXIT_USAGE, what, "unknown option '%s'; see spacectl %s --help",
+			  argv[optind - 1], what);
+		return '?';
+	}
+	if (c == ':') {
+		say_error(EXIT_USAGE, what, "option '%s' needs a value", argv[optind - 1]);
+		return '?';
+	}
+	return c;
+}
+
+static void opt_reset(void)
+{
+	optind = 0; /* glibc: full reinitialisation */
+	opterr = 0;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > UINT32_MAX)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* ---- the running daemon ------------------------------------------------- */
+
+/*
+ * While a spacefs daemon has the pool mounted it owns the catalogue: it
+ * holds the superblock in memory and its next commit would overwrite a
+ * change made offline (two different superblocks could even share one
+ * generation).  So every command first asks whether a daemon serves the
+ * pool (pool/ctl.h: a socket named after the pool UUID) and then:
+ *   volume create   is sent to the daemon, which creates and mounts it;
+ *   volume delete   is refused until the pool is unmounted;
+ *   status, list    read the disks (safe: superblocks are replaced
+ *                   atomically), and status adds the daemon's counters.
+ * A command the daemon learns later slots in the same way: build the
+ * request from the parsed arguments and call daemon_call().
+ */
+static int daemon_call(const struct pool *p, const char *request, char **reply, char *err,
+		       size_t errlen)
+{
+	char uuid[37];
+
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	err[0] = '\0';
+	return pool_ctl_call(uuid, request, reply, err, errlen);
+}
+
+/* The string value of "key" in a flat JSON text, escapes left as they are
+ * (for display only), or "?" . */
+static void json_peek(const char *json, const char *key, char *out, size_t size)
+{
+	char pat[64];
+	const char *p;
+	size_t n = 0;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	snprintf(out, size, "?");
+	if (!p)
+		return;
+	p += strlen(pat);
+	if (*p == '"')
+		p++;
+	while (p[n] && p[n] != '"' && p[n] != ',' && p[n] != '}' && !(n > 0 && p[n - 1] == '\\') &&
+	       n + 1 < size)
+		n++;
+	snprintf(out, size, "%.*s", (int)n, p);
+}
+
+/* Open SOURCE's pool, printing the error line on failure. */
+static struct pool *open_pool(const char *source, unsigned flags)
+{
+	char err[POOL_MSG_MAX * 2];
+	struct pool *p;
+
+	if (pool_open(source, flags, &p, err, sizeof(err)) < 0) {
+		say_error(1, NULL, "%s", err);
+		return NULL;
+	}
+	return p;
+}
+
+/* Before changing a pool, say which disks will not get the change. */
+static void warn_unhealthy(const struct pool *p)
+{
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		if (p->disk[i].state != POOL_DISK_HEALTHY)
+			fprintf(stderr, "spacectl: warning: disk %u %s: %s\n", i,
+				pool_disk_state_name(p->disk[i].state), p->disk[i].msg);
+}
+
+/* ---- pool create ----------------------------------------------------------- */
+
+struct pool_create_args {
+	const char *name;
+	const char *const *disks;
+	uint32_t ndisks;
+	int force;
+};
+
+static int do_pool_create(const struct pool_create_args *a)
+{
+	char err[POOL_MSG_MAX * 2];
+
+	if (pool_create(a->name, a->disks, a->ndisks, a->force, err, sizeof(err)) < 0)
+		return say_error(1, NULL, "%s", err);
+	printf("pool '%s' created on %u disk%s\n", a->name, a->ndisks, a->ndisks == 1 ? "" : "s");
+	return 0;
+}
+
+static int cmd_pool_create(int argc, char **argv)
+{
+	static const struct option lo[] = {
+	    {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'}, {0}};
+	struct pool_create_args a = {0};
+	int c;
+
+	opt_reset();
+	while ((c = next_opt(argc, argv, "pool create", ":fh", lo)) != -1) {
+		if (c == '?')
+			return EXIT_USAGE;
+		if (c == 'h')
+			return show_help(help_pool_create);
+		a.force = 1;
+	}
+	if (optind >= argc)
+		return say_error(EXIT_USAGE, "pool create", "needs NAME and at least one DISK");
+	a.name = argv[optind++];
+	if (optind >= argc)
+		return say_error(EXIT_USAGE, "pool create", "pool '%s' needs at least one DISK",
+				 a.name);
+	a.disks = (const char *const *)&argv[optind];
+	a.ndisks = (uint32_t)(argc - optind);
+	return do_pool_create(&a);
+}
+
+/* ---- volume create --------------------------------------------------------- */
+
+struct volume_create_args {
+	const char *source, *name;
+	enum layout_kind kind;
+	uint32_t copies, parity, columns, interleave; /* 0: default */
+	int integrity;
+};
+
+/* Fewest disks a layout can live on, for the "too few disks" message. */
+static uint32_t min_disks(const struct volume_create_args *a)
+{
+	switch (a->kind) {
+	case LAYOUT_MIRROR:
+		return a->copies ? a->copies : 2;
+	case LAYOUT_PARITY:
+		return (a->parity ? a->parity : 1) + 2;
+	default:
+		return 1;
+	}
+}
+
+/* The geometry asked for, Storage Spaces defaults filling the gaps. */
+static int volume_geom(const struct pool *p, const struct volume_create_args *a,
+		       struct layout_geom *g)
+{
+	if (a->columns == 0) {
+		if (layout_geom_default(g, a->kind, a->copies, a->parity, p->ndisks) < 0)
+			return say_error(
+			    1, "volume create",
+			    "volume '%s': %s needs at least %u disks; pool '%s' has %u", a->name,
+			    layout_kind_name(a->kind), min_disks(a), p->sb->pool_name, p->ndisks);
+	} else {
+		memset(g, 0, sizeof(*g));
+		g->kind = a->kind;
+		g->copies = a->kind == LAYOUT_MIRROR ? (a->copies ? a->copies : 2) : 1;
+		g->parity = a->kind == LAYOUT_PARITY ? (a->parity ? a->parity : 1) : 0;
+		g->columns = a->columns;
+		g->interleave = 256 * 1024;
+	}
+	if (a->interleave)
+		g->interleave = a->interleave;
+	return 0;
+}
+
+static void describe_geom(const struct layout_geom *g, char *out, size_t size)
+{
+	char il[32];
+
+	fmt_size(g->interleave, il, sizeof(il));
+	if (g->kind == LAYOUT_MIRROR)
+		snprintf(out, size, "mirror, %u copies, %u columns, %s interleave", g->copies,
+			 g->columns, il);
+	else if (g->kind == LAYOUT_PARITY)
+		snprintf(out, size, "parity, %u parity, %u columns, %s interleave", g->parity,
+			 g->columns, il);
+	else
+		snprintf(out, size, "simple, %u columns, %s interleave", g->columns, il);
+}
+
+/* Hand the creation to the daemon serving the pool; -ENOENT if none. */
+static int create_via_daemon(struct pool *p, const struct volume_create_args *a,
+			     const struct layout_geom *g)
+{
+	char req[256], err[POOL_MSG_MAX];
+	char *reply = NULL;
+	int rc;
+
+	snprintf(req, sizeof(req), "volume-create %s %s %u %u %u %u %d", a->name,
+		 layout_kind_name(g->kind), g->copies, g->parity, g->columns, g->interleave,
+		 a->integrity);
+	rc = daemon_call(p, req, &reply, err, sizeof(err));
+	free(reply);
+	if (rc == -ENOENT)
+		return rc;
+	if (rc < 0)
+		return say_error(1, "volume create", "the running spacefs refused: %s",
+				 err[0] ? err : strerror(-rc));
+	return 0;
+}
+
+static int create_offline(struct pool *p, const struct volume_create_args *a,
+			  const struct layout_geom *g)
+{
+	char err[POOL_MSG_MAX * 2];
+
+	if (pool_volume_create(p, a->name, g, a->integrity, err, sizeof(err)) < 0)
+		return say_error(1, NULL, "%s", err);
+	warn_unhealthy(p);
+	return 0;
+}
+
+static int do_volume_create(const struct volume_create_args *a)
+{
+	char err[POOL_MSG_MAX], desc[128];
+	struct layout_geom g;
+	struct pool *p = open_pool(a->source, 0);
+	int rc;
+
+	if (!p)
+		return 1;
+	rc = volume_geom(p, a, &g);
+	/* Checked here too, so both paths refuse alike and before any change. */
+	if (rc == 0 && pool_geom_fit(p, &g, err, sizeof(err)) < 0)
+		rc = say_error(1, NULL, "volume '%s': %s", a->name, err);
+	if (rc == 0 && (rc = create_via_daemon(p, a, &g)) == -ENOENT)
+		rc = create_offline(p, a, &g);
+	if (rc == 0) {
+		describe_geom(&g, desc, sizeof(desc));
+		printf("volume '%s' created: %s, integrity %s\n", a->name, desc,
+		       a->integrity ? "on" : "off");
+	}
+	pool_close(p);
+	return rc;
+}
+
+static int vc_option(struct volume_create_args *a, int c, const char *arg, int *have_layout)
+{
+	switch (c) {
+	case 'l':
+		if (layout_kind_parse(arg, &a->kind) < 0)
+			return say_error(EXIT_USAGE, "--layout",
+					 "unknown layout '%s' (simple, mirror or parity)", arg);
+		*have_layout = 1;
+		return 0;
+	case 'c':
+		if (parse_u32(arg, &a->copies) < 0 || a->copies < 2 || a->copies > 3)
+			return say_error(EXIT_USAGE, "--copies", "must be 2 or 3, not '%s'", arg);
+		return 0;
+	case 'p':
+		if (parse_u32(arg, &a->parity) < 0 || a->parity < 1 || a->parity > 2)
+			return say_error(EXIT_USAGE, "--parity", "must be 1 or 2, not '%s'", arg);
+		return 0;
+	case 'n':
+		if (parse_u32(arg, &a->columns) < 0 || a->columns == 0)
+			return say_error(EXIT_USAGE, "--columns", "not a positive number: '%s'",
+					 arg);
+		return 0;
+	case 'i':
+		if (parse_size(arg, &a->interleave) < 0 || a->interleave == 0)
+			return say_error(EXIT_USAGE, "--interleave",
+					 "cannot read '%s' (bytes, or a number with K or M)", arg);
+		return 0;
+	case 'I':
+		if (strcmp(arg, "on") && strcmp(arg, "off"))
+			return say_error(EXIT_USAGE, "--integrity", "must be on or off, not '%s'",
+					 arg);
+		a->integrity = !strcmp(arg, "on");
+		return 0;
+	}
+	return say_error(EXIT_USAGE, "volume create", "internal error: option %d", c);
+}
+
+/* Options that only make sense for another layout are refused, not
+ * ignored: someone who typed --copies expected copies. */
+static int vc_check(const struct volume_create_args *a, int have_layout)
+{
+	if (!have_layout)
+		return say_error(EXIT_USAGE, "volume create",
+				 "--layout is required (simple, mirror or parity)");
+	if (a->copies && a->kind != LAYOUT_MIRROR)
+		return say_error(EXIT_USAGE, "--copies", "only a mirror layout has copies");
+	if (a->parity && a->kind != LAYOUT_PARITY)
+		return say_error(EXIT_USAGE, "--parity", "only a parity layout has parity columns");
+	return 0;
+}
+
+static int cmd_volume_create(int argc, char **argv)
+{
+	static const struct option lo[] = {{"layout", required_argument, NULL, 'l'},
+					   {"copies", required_argument, NULL, 'c'},
+					   {"parity", required_argument, NULL, 'p'},
+					   {"columns", required_argument, NULL, 'n'},
+					   {"interleave", required_argument, NULL, 'i'},
+					   {"integrity", required_argument, NULL, 'I'},
+					   {"help", no_argument, NULL, 'h'},
+					   {0}};
+	struct volume_create_args a = {.integrity = 1};
+	int c, rc, have_layout = 0;
+
+	opt_reset();
+	while ((c = next_opt(argc, argv, "volume create", ":l:c:p:n:i:I:h", lo)) != -1) {
+		if (c == '?')
+			return EXIT_USAGE;
+		if (c == 'h')
+			return show_help(help_volume_create);
+		rc = vc_option(&a, c, optarg, &have_layout);
+		if (rc)
+			return rc;
+	}
+	if (argc - optind != 2)
+		return say_error(EXIT_USAGE, "volume create",
+				 argc - optind < 2 ? "needs SOURCE and NAME"
+						   : "too many arguments; needs SOURCE and NAME");
+	a.source = argv[optind];
+	a.name = argv[optind + 1];
+	rc = vc_check(&a, have_layout);
+	return rc ? rc : do_volume_create(&a);
+}
+
+/* ---- volume list and status: showing volumes -------------------------------- */
+
+static void meta_list(const struct pool_sb_volume *v, char *out, size_t size)
+{
+	size_t off = 0;
+
+	out[0] = '\0';
+	for (uint32_t i = 0; i < v->nmeta && off < size; i++)
+		off += (size_t)snprintf(out + off, size - off, "%s%u", i ? "," : "", v->meta[i]);
+}
+
+static int volumes_table(struct pool *p)
+{
+	static const char *const head[] = {"NAME",     "LAYOUT",      "COPIES",	   ">PARITY",
+					   ">COLUMNS", ">INTERLEAVE", "INTEGRITY", "METADATA",
+					   ">USABLE",  "STATE"};
+	struct table *t = table_new(10, head);
+
+	if (!t)
+		return say_error(1, NULL, "out of memory");
+	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
+		const struct pool_sb_volume *v = &p->sb->volume[i];
+		char copies[16] = "-", parity[16] = "-", cols[16], il[32], meta[32], usable[32];
+		uint64_t u;
+		const char *row[10];
+
+		if (v->geom.kind == LAYOUT_MIRROR)
+			snprintf(copies, sizeof(copies), "%u", v->geom.copies);
+		if (v->geom.kind == LAYOUT_PARITY)
+			snprintf(parity, sizeof(parity), "%u", v->geom.parity);
+		snprintf(cols, sizeof(cols), "%u", v->geom.columns);
+		fmt_size(v->geom.interleave, il, sizeof(il));
+		meta_list(v, meta, sizeof(meta));
+		pool_volume_capacity(p, v, &u);
+		fmt_size(u, usable, sizeof(usable));
+		row[0] = v->name;
+		row[1] = layout_kind_name(v->geom.kind);
+		row[2] = copies;
+		row[3] = parity;
+		row[4] = cols;
+		row[5] = il;
+		row[6] = v->integrity ? "on" : "off";
+		row[7] = meta;
+		row[8] = usable;
+		row[9] = pool_volume_health(p, v);
+		table_row(t, row);
+	}
+	if (p->sb->nvolumes)
+		table_print(t, stdout);
+	else
+		printf("no volumes\n");
+	table_free(t);
+	return 0;
+}
+
+static void volume_json(struct json *j, struct pool *p, const struct pool_sb_volume *v)
+{
+	uint64_t u;
+
+	pool_volume_capacity(p, v, &u);
+	json_object(j, NULL);
+	json_str(j, "name", v->name);
+	json_u64(j, "id", v->id);
+	json_str(j, "layout", layout_kind_name(v->geom.kind));
+	json_u64(j, "copies", v->geom.copies);
+	json_u64(j, "parity", v->geom.parity);
+	json_u64(j, "columns", v->geom.columns);
+	json_u64(j, "data_columns", layout_data_columns(&v->geom));
+	json_u64(j, "interleave", v->geom.interleave);
+	json_bool(j, "integrity", (int)v->integrity);
+	json_array(j, "metadata_disks");
+	for (uint32_t i = 0; i < v->nmeta; i++)
+		json_u64(j, NULL, v->meta[i]);
+	json_close(j, ']');
+	json_u64(j, "usable", u);
+	json_str(j, "state", pool_volume_health(p, v));
+	json_u64(j, "created", (uint64_t)v->created);
+	json_close(j, '}');
+}
+
+static void volumes_json(struct json *j, struct pool *p)
+{
+	json_array(j, "volumes");
+	for (uint32_t i = 0; i < p->sb->nvolumes; i++)
+		volume_json(j, p, &p->sb->volume[i]);
+	json_close(j, ']');
+}
+
+/* ---- volume list ----------------------------------------------------------- */
+
+struct show_args {
+	const char *source;
+	int json;
+};
+
+static int do_volume_list(const struct show_args *a)
+{
+	struct pool *p = open_pool(a->source, POOL_OPEN_INSPECT);
+	struct json j;
+	int rc = 0;
+
+	/* Reading the disks while a daemon serves the pool is safe: commits
+	 * replace spacefs.pool atomically. */
+	if (!p)
+		return 1;
+	if (a->json) {
+		json_begin(&j, stdout);
+		json_str(&j, "pool", p->sb->pool_name);
+		volumes_json(&j, p);
+		json_end(&j);
+	} else {
+		rc = volumes_table(p);
+	}
+	pool_close(p);
+	return rc;
+}
+
+/* Shared by volume list and status: SOURCE [--json]. */
+static int parse_show(int argc, char **argv, const char *what, const char *help,
+		      struct show_args *a, int *done)
+{
+	static const struct option lo[] = {
+	    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+	int c;
+
+	*done = 0;
+	opt_reset();
+	while ((c = next_opt(argc, argv, what, ":jh", lo)) != -1) {
+		if (c == '?')
+			return EXIT_USAGE;
+		if (c == 'h') {
+			*done = 1;
+			return show_help(help);
+		}
+		a->json = 1;
+	}
+	if (argc - optind != 1)
+		return say_error(EXIT_USAGE, what,
+				 argc - optind < 1 ? "needs SOURCE" : "too many arguments");
+	a->source = argv[optind];
+	return 0;
+}
+
+static int cmd_volume_list(int argc, char **argv)
+{
+	struct show_args a = {0};
+	int done, rc = parse_show(argc, argv, "volume list", help_volume_list, &a, &done);
+
+	return rc || done ? rc : do_volume_list(&a);
+}
+
+/* ---- volume delete --------------------------------------------------------- */
+
+struct volume_delete_args {
+	const char *source, *name;
+};
+
+static int do_volume_delete(const struct volume_delete_args *a)
+{
+	char err[POOL_MSG_MAX * 2], node[128];
+	struct pool *p = open_pool(a->source, 0);
+	char *reply = NULL;
+	int rc = 0;
+
+	if (!p)
+		return 1;
+	if (daemon_call(p, "status", &reply, err, sizeof(err)) != -ENOENT) {
+		json_peek(reply ? reply : "", "node", node, sizeof(node));
+		rc = say_error(1, "volume delete",
+			       "pool '%s' is mounted (spacefs on node %s); unmount it first",
+			       p->sb->pool_name, node);
+	} else if (pool_volume_delete(p, a->name, err, sizeof(err)) < 0) {
+		rc = say_error(1, NULL, "%s", err);
+	} else {
+		warn_unhealthy(p);
+		printf("volume '%s' deleted\n", a->name);
+	}
+	free(reply);
+	pool_close(p);
+	return rc;
+}
+
+static int cmd_volume_delete(int argc, char **argv)
+{
+	static const struct option lo[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	struct volume_delete_args a;
+	int c;
+
+	opt_reset();
+	while ((c = next_opt(argc, argv, "volume delete", ":h", lo)) != -1) {
+		if (c == '?')
+			return EXIT_USAGE;
+		return show_help(help_volume_delete);
+	}
+	if (argc - optind != 2)
+		return say_error(EXIT_USAGE, "volume delete",
+				 argc - optind < 2 ? "needs SOURCE and NAME"
+						   : "too many arguments; needs SOURCE and NAME");
+	a.source = argv[optind];
+	a.name = argv[optind + 1];
+	return do_volume_delete(&a);
+}
+
+/* ---- status ------------------------------------------------------------------ */
+
+static void disks_table(struct pool *p)
+{
+	static const char *const head[] = {">DISK", "PATH", "UUID", "STATE", ">SIZE", ">FREE"};
+	struct table *t = table_new(6, head);
+
+	if (!t)
+		return;
+	for (uint32_t i = 0; i < p->ndisks; i++) {
+		char idx[16], uuid[37], size[32] = "-", free[32] = "-";
+		uint64_t sz, fr;
+		const char *row[6] = {
+		    idx, p->disk[i].path, uuid, pool_disk_state_name(p->disk[i].state), size, free};
+
+		snprintf(idx, sizeof(idx), "%u", i);
+		pool_uuid_format(p->sb->member[i].uuid, uuid);
+		if (pool_disk_space(p, i, &sz, &fr) == 0) {
+			fmt_size(sz, size, sizeof(size));
+			fmt_size(fr, free, sizeof(free));
+		}
+		table_row(t, row);
+	}
+	table_print(t, stdout);
+	table_free(t);
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		if (p->disk[i].msg[0])
+			printf("  disk %u: %s\n", i, p->disk[i].msg);
+}
+
+static void daemon_text(const char *live)
+{
+	char node[128], pid[32], mnt[POOL_PATH_MAX];
+
+	if (!live) {
+		printf("mounted     no\n");
+		return;
+	}
+	json_peek(live, "node", node, sizeof(node));
+	json_peek(live, "pid", pid, sizeof(pid));
+	json_peek(live, "mountpoint", mnt, sizeof(mnt));
+	printf("mounted     %s (node %s, pid %s)\n", mnt, node, pid);
+}
+
+/* The daemon's chunk I/O counters since it mounted, per volume and disk
+ * (rows with no I/O left out): the cost of each layout, as the disks see
+ * it.  Every field from the socket is checked before use. */
+static void counters_table(struct pool *p)
+{
+	static const char *const head[] = {"VOLUME", ">DISK",    ">READS",  ">WRITES",
+					   ">READ",  ">WRITTEN", ">ERRORS", ">CSUM-ERRORS"};
+	char err[POOL_MSG_MAX], *reply = NULL;
+	struct table *t;
+
+	if (daemon_call(p, "counters", &reply, err, sizeof(err)) != 0)
+		return;
+	t = table_new(8, head);
+	for (char *save = NULL, *line = strtok_r(reply, "\n", &save); t && line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char vol[POOL_NAME_MAX + 1], disk[16], r[24], w[24], rb[32], wb[32], e[24], c[24];
+		unsigned long long n[6];
+		unsigned d;
+		if (sscanf(line, "%64[^\t]\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu", vol, &d, &n[0],
+			   &n[1], &n[2], &n[3], &n[4], &n[5]) != 8)
+			continue;
+		if (n[0] + n[1] + n[4] + n[5] == 0)
+			continue;
+		snprintf(disk, sizeof(disk), "%u", d);
+		snprintf(r, sizeof(r), "%llu", n[0]);
+		snprintf(w, sizeof(w), "%llu", n[1]);
+		fmt_size(n[2], rb, sizeof(rb));
+		fmt_size(n[3], wb, sizeof(wb));
+		snprintf(e, sizeof(e), "%llu", n[4]);
+		snprintf(c, sizeof(c), "%llu", n[5]);
+		const char *row[8] = {vol, disk, r, w, rb, wb, e, c};
+		table_row(t, row);
+	}
+	if (t) {
+		printf("\nchunk I/O since mount\n");
+		table_print(t, stdout);
+		table_free(t);
+	}
+	free(reply);
+}
+
+static int status_text(struct pool *p, const char *live)
+{
+	char uuid[37];
+
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	printf("pool        %s\n", p->sb->pool_name);
+	printf("uuid        %s\n", uuid);
+	printf("generation  %llu\n", (unsigned long long)p->sb->generation);
+	printf("health      %s\n", pool_health(p));
+	daemon_text(live);
+	printf("\n");
+	disks_table(p);
+	printf("\n");
+	int rc = volumes_table(p);
+	if (live)
+		counters_table(p);
+	return rc;
+}
+
+static void disk_json(struct json *j, struct pool *p, uint32_t i)
+{
+	char uuid[37];
+	uint64_t size, free;
+	int ok = pool_disk_space(p, i, &size, &free) == 0;
+
+	pool_uuid_format(p->sb->member[i].uuid, uuid);
+	json_object(j, NULL);
+	json_u64(j, "index", i);
+	json_str(j, "path", p->disk[i].path);
+	json_str(j, "uuid", uuid);
+	json_str(j, "state", pool_disk_state_name(p->disk[i].state));
+	json_str(j, "message", p->disk[i].msg);
+	json_u64(j, "generation", p->disk[i].generation);
+	if (ok) {
+		json_u64(j, "size", size);
+		json_u64(j, "free", free);
+	} else {
+		json_null(j, "size");
+		json_null(j, "free");
+	}
+	json_close(j, '}');
+}
+
+static int status_json(struct pool *p, const char *live)
+{
+	char uuid[37];
+	struct json j;
+
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	json_begin(&j, stdout);
+	json_object(&j, "pool");
+	json_str(&j, "name", p->sb->pool_name);
+	json_str(&j, "uuid", uuid);
+	json_u64(&j, "generation", p->sb->generation);
+	json_str(&j, "health", pool_health(p));
+	json_u64(&j, "created", (uint64_t)p->sb->created);
+	json_close(&j, '}');
+	json_array(&j, "disks");
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		disk_json(&j, p, i);
+	json_close(&j, ']');
+	volumes_json(&j, p);
+	/* The daemon's own JSON (node, mount point, per-volume and per-disk
+	 * I/O counters), as it sent it. */
+	if (live)
+		json_raw(&j, "daemon", live);
+	else
+		json_null(&j, "daemon");
+	json_end(&j);
+	return 0;
+}
+
+static int do_status(const struct show_args *a)
+{
+	struct pool *p = open_pool(a->source, POOL_OPEN_INSPECT);
+	char err[POOL_MSG_MAX], *live = NULL;
+	int rc;
+
+	if (!p)
+		return 1;
+	if (daemon_call(p, "status", &live, err, sizeof(err)) == 0)
+		live[strcspn(live, "\n")] = '\0'; /* one JSON line */
+	rc = a->json ? status_json(p, live) : status_text(p, live);
+	free(live);
+	pool_close(p);
+	return rc;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	struct show_args a = {0};
+	int done, rc = parse_show(argc, argv, "status", help_status, &a, &done);
+
+	return rc || done ? rc : do_status(&a);
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+struct command {
+	const char *group; /* "pool", "volume", or NULL for top-level commands */
+	const char *name;
+	int (*run)(int argc, char **argv);
+};
+
+static const struct command commands[] = {
+    {"pool", "create", cmd_pool_create}, {"volume", "create", cmd_volume_create},
+    {"volume", "list", cmd_volume_list}, {"volume", "delete", cmd_volume_delete},
+    {NULL, "status", cmd_status},
+};
+
+static int is_help(const char *s)
+{
+	return !strcmp(s, "--help") || !strcmp(s, "-h") || !strcmp(s, "help");
+}
+
+static int run_group(const char *group, const char *help, int argc, char **argv)
+{
+	if (argc < 1)
+		return say_error(EXIT_USAGE, group, "missing command; see spacectl %s --help",
+				 group);
+	if (is_help(argv[0]))
+		return show_help(help);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (commands[i].group && !strcmp(commands[i].group, group) &&
+		    !strcmp(commands[i].name, argv[0]))
+			return commands[i].run(argc, argv);
+	return say_error(EXIT_USAGE, group, "unknown command '%s'; see spacectl %s --help", argv[0],
+			 group);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return say_error(EXIT_USAGE, NULL, "no command; see spacectl --help");
+	if (is_help(argv[1]))
+		return show_help(help_main);
+	if (!strcmp(argv[1], "--version")) {
+		printf("spacectl (spacefs) %s\n", SPACEFS_VERSION);
+		return 0;
+	}
+	/* Each command sees its own argv: argv[0] is the command word. */
+	if (!strcmp(argv[1], "pool"))
+		return run_group("pool", help_pool, argc - 2, argv + 2);
+	if (!strcmp(argv[1], "volume"))
+		return run_group("volume", help_volume, argc - 2, argv + 2);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!commands[i].group && !strcmp(commands[i].name, argv[1]))
+			return commands[i].run(argc - 1, argv + 1);
+	return say_error(EXIT_USAGE, NULL, "unknown command '%s'; see spacectl --help", argv[1]);
+}
