@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,9 +198,22 @@ static void report_disks(const struct pool *p)
 				p->disk[i].msg);
 }
 
+/* The chunk store caches file descriptors, sized from RLIMIT_NOFILE when
+ * a volume opens: raise the soft limit to the hard one first. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static int open_pool(struct fs *fs)
 {
 	char err[512] = "";
+	raise_nofile();
 	int rc = pool_open(fs->opt.source, 0, &fs->pool, err, sizeof(err));
 
 	if (rc < 0) {

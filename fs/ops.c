@@ -644,8 +644,9 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = 0;
 	else if ((uint64_t)off + size > fsize)
 		size = fsize - (uint64_t)off;
-	buf = size ? malloc(size) : NULL;
-	if (size && !buf)
+	/* 4 KiB-aligned buffers let the store read chunks straight into them. */
+	buf = NULL;
+	if (size && posix_memalign((void **)&buf, LAYOUT_BLOCK, size) != 0)
 		n = -ENOMEM;
 	else if (size) {
 		fs_file_map(in, &map);

@@ -184,7 +184,9 @@ int layout_plan_write(const struct layout_geom *g, uint64_t stripe, uint32_t off
 
 /* Compute the buffers to write.  `src` holds the p->len new bytes.  rbuf[i]
  * holds what read[i] returned (read[i].len bytes); wbuf[i] (write[i].len
- * bytes) is filled for every write.  codec may be NULL except for parity.
+ * bytes) is filled for every write listed in p, and only those: a caller
+ * may drop entries from p->write first (pool/store.c drops the data
+ * writes it issues straight from the caller's buffer).  codec may be NULL except for parity.
  * -EIO if a position needed to rebuild a missing column is also missing. */
 int layout_plan_finish(struct layout_codec *codec, const struct layout_geom *g,
 		       const struct layout_write_plan *p, const uint8_t *src,

@@ -80,7 +80,7 @@
 #define CRC_BYTES    4u
 #define FD_SHARDS    16u
 #define FD_CACHE_MAX 4096u /* chunk files kept open, all shards */
-#define FD_CACHE_MIN 64u
+#define FD_CACHE_MIN 16u
 /* A request larger than this is carried out in pieces, each under its own
  * lock set, so one huge call cannot grow the scratch area without bound.
  * FUSE requests (1 MiB) are always one piece. */
@@ -418,7 +418,7 @@ static int fdcache_init(struct pool_store *s)
 		if (fit < total)
 			total = fit < FD_CACHE_MIN ? FD_CACHE_MIN : (uint32_t)fit;
 	}
-	uint32_t per = (total + FD_SHARDS - 1) / FD_SHARDS;
+	uint32_t per = total / FD_SHARDS; /* >= 1: FD_CACHE_MIN >= FD_SHARDS */
 	uint32_t nb = 1;
 	while (nb < per * 2)
 		nb *= 2;

@@ -45,48 +45,9 @@ VOLUMES = {
     "parity": ["parity", "--parity", "1", "--interleave", "64K"],
 }
 
-# scenario (or "scenario@volume") -> reason.  See docs/POSIX.md for the
-# details (expected vs got, suspected cause) of each.
-_O_TRUNC = ("spacefs bug: open(O_TRUNC) of an existing file does not truncate "
-            "(atomic_o_trunc is on; fs_op_open ignores O_TRUNC)")
-_RENAME_CTIME = ("spacefs bug: rename leaves the moved file's ctime unchanged "
-                 "(fs_op_rename does not refresh the cached attributes of the moved inode)")
-_XATTR_CTIME = "spacefs bug: setxattr/removexattr do not update ctime (pool/meta.c)"
-_FALLOC_TIMES = "spacefs bug: fallocate/punch hole do not update mtime/ctime like ext4 (fs_op_fallocate)"
+# scenario (or "scenario@volume") -> reason.  See docs/POSIX.md.
 KNOWN_FAILURES = {
-    "open/file/trunc": _O_TRUNC,
-    "open/file/trunc_rdonly": _O_TRUNC,
-    "open/file/creat_trunc_rdwr": _O_TRUNC,
-    "open/symfile/trunc": _O_TRUNC,
-    "open/symfile/trunc_rdonly": _O_TRUNC,
-    "open/symfile/creat_trunc_rdwr": _O_TRUNC,
-    "data/rewrite_shorter": _O_TRUNC,
-    "truncate/times/o_trunc": _O_TRUNC,
-    "truncate/times/o_trunc_empty": _O_TRUNC,
-    "rename/file_across_dirs": _RENAME_CTIME,
-    "rename/times": _RENAME_CTIME,
-    "renameat2/exchange_contents_and_times": _RENAME_CTIME,
-    "times/file/rename": _RENAME_CTIME,
-    "times/file/setxattr": _XATTR_CTIME,
-    "times/file/removexattr": _XATTR_CTIME,
-    "times/dir/setxattr_dir": _XATTR_CTIME,
-    "times/file/fallocate": _FALLOC_TIMES,
-    "times/file/fallocate_keep_size": _FALLOC_TIMES,
-    "times/file/punch_hole": _FALLOC_TIMES,
-    "xattr/name_limits": ("spacefs bug: xattr names outside user./trusted./security./system. "
-                          "and the empty name 'user.' are accepted (ext4: EOPNOTSUPP / EINVAL)"),
-    "utime/file/pre_epoch": ("spacefs bug: pre-1970 times with a fraction of a second read back "
-                             "wrong (fs_attr_to_stat truncates toward zero: negative tv_nsec)"),
-    "dir/getdents_dots_and_types": ("spacefs bug: readdir gives '..' the mount root's inode "
-                                    "number in every directory (add_dots)"),
-    "open/tmpfile": "not implemented: O_TMPFILE (no FUSE tmpfile op): EOPNOTSUPP",
-    "fallocate/zero_range": "not implemented: FALLOC_FL_ZERO_RANGE: EOPNOTSUPP (tmpfs lacks it too)",
-    "truncate/times/same_size_path": ("POSIX-permitted: a truncate that does not change the size "
-                                      "leaves the times alone (ext4 stamps them)"),
-    "truncate/times/same_size_fd": ("POSIX-permitted: a truncate that does not change the size "
-                                    "leaves the times alone (ext4 stamps them)"),
-    "chown/file/0644/-1.-1": ("POSIX-permitted: chown(-1, -1) need not update ctime "
-                              "(ext4 does)"),
+    "open/tmpfile": "not implemented: O_TMPFILE (spacefs has no FUSE tmpfile op): EOPNOTSUPP",
 }
 
 STALL = float(os.environ.get("SPACEFS_POSIX_STALL", "300"))
