@@ -142,6 +142,23 @@ static void cmd_counters(struct fs *fs, struct out *o)
 	}
 }
 
+/* Who serves each volume, for `spacectl smbconf` (protocol in pool/ctl.h).
+ * One node per pool so far: this node owns every volume. */
+static void cmd_owners(struct fs *fs, struct out *o)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+
+	outf(o, "ok\nmount\t%s\t%s\t%d\n", fs->opt.node, fs->opt.mountpoint,
+	     fs->opt.allow_other);
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		outf(o, "volume\t%s\t%s\t-\t0\t%s\n", v->name, fs->opt.node,
+		     layout_kind_name(v->geom.kind));
+	}
+}
+
 static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 {
 	char *end;
@@ -209,6 +226,8 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 		outf(o, "error: empty request\n");
 	else if (strcmp(argv[0], "status") == 0 && argc == 1)
 		cmd_status(fs, o);
+	else if (strcmp(argv[0], "owners") == 0 && argc == 1)
+		cmd_owners(fs, o);
 	else if (strcmp(argv[0], "counters") == 0 && argc == 1)
 		cmd_counters(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)

@@ -118,32 +118,57 @@ static int parse_reply(char *raw, char **reply, char *err, size_t errlen)
 	return -EIO;
 }
 
+/* One request to the socket at `path`; -ENOENT if nobody listens. */
+static int call_at(const char *path, const char *request, char **reply, char *err,
+		   size_t errlen)
+{
+	int fd = connect_to(path);
+	char *raw = NULL;
+	int rc;
+
+	if (fd < 0)
+		return -ENOENT; /* a stale socket of a dead daemon */
+	rc = send_all(fd, request, strlen(request));
+	if (rc == 0)
+		rc = send_all(fd, "\n", 1);
+	if (rc == 0)
+		rc = read_all(fd, &raw);
+	close(fd);
+	return rc == 0 ? parse_reply(raw, reply, err, errlen) : rc;
+}
+
+static int check_request(const char *request)
+{
+	return strlen(request) + 1 > POOL_CTL_MAX_REQUEST || strchr(request, '\n') ? -EINVAL : 0;
+}
+
 int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen)
 {
 	char pattern[512];
 	glob_t g;
-	int rc = -ENOENT;
+	int rc = check_request(request);
 
 	*reply = NULL;
-	if (strlen(request) + 1 > POOL_CTL_MAX_REQUEST || strchr(request, '\n'))
-		return -EINVAL;
+	if (rc < 0)
+		return rc;
 	snprintf(pattern, sizeof(pattern), "%s/%s.*.sock", pool_ctl_dir(), uuid);
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return -ENOENT;
-	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++) {
-		int fd = connect_to(g.gl_pathv[i]);
-		char *raw = NULL;
-		if (fd < 0)
-			continue; /* a stale socket of a dead daemon */
-		rc = send_all(fd, request, strlen(request));
-		if (rc == 0)
-			rc = send_all(fd, "\n", 1);
-		if (rc == 0)
-			rc = read_all(fd, &raw);
-		close(fd);
-		if (rc == 0)
-			rc = parse_reply(raw, reply, err, errlen);
-	}
+	rc = -ENOENT;
+	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++)
+		rc = call_at(g.gl_pathv[i], request, reply, err, errlen);
 	globfree(&g);
 	return rc;
+}
+
+int pool_ctl_call_node(const char *uuid, const char *node, const char *request, char **reply,
+		       char *err, size_t errlen)
+{
+	char path[512];
+	int rc = check_request(request);
+
+	*reply = NULL;
+	if (rc == 0)
+		rc = pool_ctl_path(uuid, node, path, sizeof(path));
+	return rc < 0 ? rc : call_at(path, request, reply, err, errlen);
 }

@@ -11,6 +11,8 @@
  * Commands: "status" (payload: JSON with the daemon's live counters),
  * "counters" (payload: one line per volume and disk, tab-separated:
  * VOLUME DISK READS WRITES READ_BYTES WRITE_BYTES ERRORS CSUM_ERRORS) and
+ * "owners" (payload: "mount\tNODE\tMOUNTPOINT\tALLOW_OTHER(0|1)" then one
+ * "volume\tNAME\tOWNER_NODE\tOWNER_HOST(or -)\tEPOCH\tLAYOUT" per volume) and
  * "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY".
  * The directory can be moved with SPACEFS_RUN_DIR (tests use their own).
  */
@@ -31,5 +33,8 @@ int pool_ctl_path(const char *uuid, const char *node, char *buf, size_t len);
  * -ENOENT when no daemon serves the pool; -EIO with *err set when the
  * daemon answered "error: ...". */
 int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen);
+/* Same, to the daemon of node `node` only. */
+int pool_ctl_call_node(const char *uuid, const char *node, const char *request, char **reply,
+		       char *err, size_t errlen);
 
 #endif /* SPACEFS_POOL_CTL_H */

@@ -6,6 +6,7 @@
  *   spacectl volume list SOURCE [--json]
  *   spacectl volume delete SOURCE NAME
  *   spacectl status SOURCE [--json]
+ *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
  *
  * Every command is two functions: cmd_X() turns argv into a struct of
  * parsed arguments, reporting usage errors; do_X() acts on that struct.
@@ -31,6 +32,7 @@
 #include "layout/layout.h"
 #include "pool/ctl.h"
 #include "pool/pool.h"
+#include "tools/smbconf.h"
 #include "tools/table.h"
 
 #ifndef SPACEFS_VERSION
@@ -72,6 +74,7 @@ static const char help_main[] =
     "  volume list SOURCE [--json]           list the volumes of a pool\n"
     "  volume delete SOURCE NAME             delete a volume and all its files\n"
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
+    "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -931,7 +934,7 @@ struct command {
 static const struct command commands[] = {
     {"pool", "create", cmd_pool_create}, {"volume", "create", cmd_volume_create},
     {"volume", "list", cmd_volume_list}, {"volume", "delete", cmd_volume_delete},
-    {NULL, "status", cmd_status},
+    {NULL, "status", cmd_status},         {NULL, "smbconf", smbconf_main},
 };
 
 static int is_help(const char *s)
