@@ -375,7 +375,7 @@ int sb_run(const struct sb_run_opts *o, struct sb_result *r)
 		return SB_EXIT_ERROR;
 	}
 	rc = (o->grow || !o->prefill) ? 0 : prefill(o, r, fd);
-	if (rc == 0)
+	if (rc == 0 && !o->prefill_only)
 		rc = run_engine(o, r, fd);
 	if (close(fd) < 0 && rc == 0) {
 		fprintf(stderr, "spacebench: close %s: %s\n", o->path, strerror(errno));

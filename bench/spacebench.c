@@ -50,6 +50,7 @@ static const char usage[] =
     "                    blocks on first write, as a dynamic VHDX; reads of\n"
     "                    unwritten blocks are answered as zeros without I/O\n"
     "  --no-prefill      do not lay the file out first\n"
+    "  --prefill-only    lay the file out if needed, then exit\n"
     "  --seed N          random seed (default 1)\n"
     "  --json            one JSON object on stdout instead of the table\n"
     "  --progress        progress line even when stderr is not a terminal\n"
@@ -88,6 +89,7 @@ enum {
 	OPT_QD,
 	OPT_GROW,
 	OPT_NOPREFILL,
+	OPT_PREFILLONLY,
 	OPT_SEED,
 	OPT_JSON,
 	OPT_PROGRESS,
@@ -110,6 +112,7 @@ static const struct option longopts[] = {
     {"qd", required_argument, NULL, OPT_QD},
     {"grow", no_argument, NULL, OPT_GROW},
     {"no-prefill", no_argument, NULL, OPT_NOPREFILL},
+    {"prefill-only", no_argument, NULL, OPT_PREFILLONLY},
     {"seed", required_argument, NULL, OPT_SEED},
     {"json", no_argument, NULL, OPT_JSON},
     {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -129,7 +132,8 @@ struct args {
 	uint64_t size, ios, seed, count, drop, bs;
 	double seconds;
 	unsigned qd, fsync_every, max_report;
-	int grow, no_prefill, json, progress, quiet, durable_only, have_size, have_time, have_seed;
+	int grow, no_prefill, prefill_only, json, progress, quiet, durable_only, have_size,
+	    have_time, have_seed;
 };
 
 static int bad(const char *opt, const char *val)
@@ -195,6 +199,9 @@ static int parse_opt(struct args *a, int c, const char *v)
 		return 0;
 	case OPT_NOPREFILL:
 		a->no_prefill = 1;
+		return 0;
+	case OPT_PREFILLONLY:
+		a->prefill_only = 1;
 		return 0;
 	case OPT_SEED:
 		a->have_seed = 1;
@@ -334,6 +341,7 @@ static int mode_run(struct args *a)
 		o.qd = a->qd;
 		o.grow = a->grow;
 		o.prefill = !a->no_prefill;
+		o.prefill_only = a->prefill_only;
 		o.seed = a->have_seed ? a->seed : 1;
 		o.progress = !a->quiet && (a->progress || isatty(2));
 		a->size = o.size;
