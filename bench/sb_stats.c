@@ -62,7 +62,7 @@ uint64_t sb_hist_percentile(const struct sb_hist *h, double p)
 
 	if (!h->n || p <= 0)
 		return 0;
-	rank = (uint64_t)ceil(p / 100.0 * (double)h->n);
+	rank = (uint64_t)ceil(p * (double)h->n / 100.0 - 1e-9);
 	if (rank < 1)
 		rank = 1;
 	if (rank > h->n)

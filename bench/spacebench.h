@@ -42,7 +42,7 @@ struct sb_run_opts {
 	uint64_t max_ios; /* 0: time only */
 	unsigned qd;	  /* 0: the workload's */
 	int grow;
-	int prefill;  /* lay the file out first when it is short or sparse */
+	int prefill; /* lay the file out first when it is short or sparse */
 	int prefill_only;
 	int progress; /* a progress line on stderr */
 	uint64_t seed;
