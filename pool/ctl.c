@@ -127,7 +127,10 @@ int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err
 	*reply = NULL;
 	if (strlen(request) + 1 > POOL_CTL_MAX_REQUEST || strchr(request, '\n'))
 		return -EINVAL;
-	snprintf(pattern, sizeof(pattern), "%s/%s.*.sock", pool_ctl_dir(), uuid);
+	/* SPACEFS_NODE picks one node's daemon when several run here. */
+	const char *node = getenv("SPACEFS_NODE");
+	snprintf(pattern, sizeof(pattern), "%s/%s.%s.sock", pool_ctl_dir(), uuid,
+		 node && *node && !strpbrk(node, "/*?[") ? node : "*");
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return -ENOENT;
 	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++) {

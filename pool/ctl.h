@@ -12,7 +12,11 @@
  * "counters" (payload: one line per volume and disk, tab-separated:
  * VOLUME DISK READS WRITES READ_BYTES WRITE_BYTES ERRORS CSUM_ERRORS) and
  * "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY".
- * The directory can be moved with SPACEFS_RUN_DIR (tests use their own).
+ * The directory can be moved with SPACEFS_RUN_DIR (tests use their own);
+ * SPACEFS_NODE=NAME talks to node NAME's daemon when several run here.
+ * With several nodes (fs/node.c) also: "owners" (one line per volume:
+ * VOLUME OWNER ADDR EPOCH ACCESS REDIRECTED_OPS REDIRECTED_BYTES PREFERRED),
+ * "owner-move VOLUME NODE" and "owner-balance".
  */
 #ifndef SPACEFS_POOL_CTL_H
 #define SPACEFS_POOL_CTL_H
