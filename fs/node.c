@@ -167,6 +167,8 @@ static uint32_t majority(const struct fs_vnode *vn)
 	return vn->nmeta / 2 + 1;
 }
 
+static int live_index(const struct fs_node *n, const char *name);
+
 /* ---- observing the lock files ---- */
 
 enum owner_seen {
@@ -196,6 +198,7 @@ static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
 	struct pool_owner_rec rec[POOL_META_DISKS];
 	bool ok[POOL_META_DISKS] = {0};
 	uint32_t same = 0, alive = 0;
+	const struct pool_owner_rec *b = &s->best;
 	char err[512];
 
 	memset(s, 0, sizeof(*s));
@@ -216,11 +219,18 @@ static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
 		if (pool_lock_probe(vn->lock_fd[i]) == 1)
 			alive++;
 	}
-	const struct pool_owner_rec *b = &s->best;
 	bool released = (b->flags & POOL_OWNER_RELEASED) || b->epoch == 0;
 	bool lease_ok = !released && b->expiry_ms > pool_realtime_ms() && same >= majority(vn);
 	bool mine = vn->state == VS_OWNED && b->epoch == vn->epoch && !strcmp(b->node, n->name);
 
+	/* Byte 1 is free but the owner's node is running: it took the volume
+	 * over from a stalled node that still held byte 1 and has not picked
+	 * it up yet.  Not dead. */
+	if (!alive && !released && b->node[0]) {
+		pthread_mutex_lock(&n->lock);
+		alive = live_index(n, b->node) >= 0 && strcmp(b->node, n->name);
+		pthread_mutex_unlock(&n->lock);
+	}
 	if (mine)
 		s->state = SEEN_MINE;
 	else if (released || same < majority(vn))
@@ -229,8 +239,9 @@ static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
 		s->state = SEEN_DEAD;
 	else
 		s->state = lease_ok ? SEEN_VALID : SEEN_HUNG;
-	/* Hung-owner clock: restart it whenever the record moves. */
-	if (b->epoch != vn->seen_epoch || b->seq != vn->seen_seq || s->state != SEEN_HUNG) {
+	/* Hung-owner clock: restart it whenever the record moves (so it runs
+	 * from the last renewal this node saw). */
+	if (b->epoch != vn->seen_epoch || b->seq != vn->seen_seq) {
 		vn->seen_epoch = b->epoch;
 		vn->seen_seq = b->seq;
 		vn->seen_since_ns = fs_mono_ns();
@@ -277,8 +288,21 @@ static int fn_mine(struct pool_owner_rec *r, bool exists, void *arg)
 {
 	struct mine_ctx *c = arg;
 
-	if (!exists || r->epoch != c->epoch || strcmp(r->node, c->n->name))
+	if (exists && r->epoch > c->epoch)
+		return -ESTALE; /* a newer owner */
+	if (exists && r->epoch == c->epoch && strcmp(r->node, c->n->name))
 		return -ESTALE;
+	if (c->release && (!exists || r->epoch != c->epoch))
+		return 0; /* not ours: leave it */
+	if (!exists || r->epoch < c->epoch) {
+		/* a file we could not update when taking over (its update lock
+		 * was held by a stalled node), or rewritten by one since: ours
+		 * is the newer epoch, so restore it */
+		memset(r, 0, sizeof(*r));
+		r->epoch = c->epoch;
+		snprintf(r->node, sizeof(r->node), "%s", c->n->name);
+		snprintf(r->addr, sizeof(r->addr), "%s", c->n->addr);
+	}
 	if (c->release) {
 		r->flags |= POOL_OWNER_RELEASED;
 		r->expiry_ms = 0;
@@ -595,7 +619,6 @@ static void balance(struct fs_node *n)
 	int want[FS_MAX_VOLUMES];
 	char to[POOL_NODE_NAME_MAX + 1];
 
-	reload_prefs(fs);
 	pthread_mutex_lock(&n->lock);
 	desired_owners(n, want);
 	pthread_mutex_unlock(&n->lock);
@@ -668,6 +691,7 @@ static void tick(struct fs_node *n)
 
 	pthread_mutex_lock(&n->state_lock);
 	bool changed = refresh_live(n);
+	reload_prefs(fs);
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);

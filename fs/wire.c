@@ -233,9 +233,11 @@ int wire_hdr_decode(const uint8_t in[WIRE_HDR_SIZE], struct wire_hdr *h)
 	struct wire_rd r = {.p = in, .len = WIRE_HDR_SIZE};
 
 	h->len = wire_get_u32(&r);
-	h->type = (uint16_t)(wire_get_u8(&r) | wire_get_u8(&r) << 8);
-	uint16_t zero = (uint16_t)(wire_get_u8(&r) | wire_get_u8(&r) << 8);
+	uint8_t lo = wire_get_u8(&r), hi = wire_get_u8(&r); /* in this order */
+	h->type = (uint16_t)(lo | hi << 8);
+	uint8_t z0 = wire_get_u8(&r), z1 = wire_get_u8(&r);
 	h->id = wire_get_u64(&r);
+	uint16_t zero = (uint16_t)(z0 | z1);
 	if (zero || !type_known(h->type & (uint16_t)~WIRE_REPLY))
 		return -EPROTO;
 	return h->len > WIRE_MAX_BODY ? -EMSGSIZE : 0;
