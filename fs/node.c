@@ -205,8 +205,8 @@ static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
 	for (uint32_t i = 0; i < vn->nmeta; i++) {
 		if (ensure_fd(vn, i, false) < 0)
 			continue;
-		ok[i] = pool_lock_read(vn->lock_fd[i], vn->lock_dir[i], &rec[i], err,
-				       sizeof(err)) == 0;
+		ok[i] =
+		    pool_lock_read(vn->lock_fd[i], vn->lock_dir[i], &rec[i], err, sizeof(err)) == 0;
 		if (ok[i] && rec[i].epoch > s->max_epoch) {
 			s->max_epoch = rec[i].epoch;
 			s->best = rec[i];
@@ -267,8 +267,8 @@ static int fn_take(struct pool_owner_rec *r, bool exists, void *arg)
 
 	if (exists && r->epoch >= c->epoch)
 		return -EAGAIN; /* someone was quicker */
-	if (exists && r->epoch && strcmp(r->node, c->n->name) && !(r->flags & POOL_OWNER_RELEASED) &&
-	    r->expiry_ms > now && !c->force)
+	if (exists && r->epoch && strcmp(r->node, c->n->name) &&
+	    !(r->flags & POOL_OWNER_RELEASED) && r->expiry_ms > now && !c->force)
 		return -EBUSY;
 	memset(r, 0, sizeof(*r));
 	r->epoch = c->epoch;
@@ -909,7 +909,8 @@ void fs_node_stop(struct fs *fs)
 	/* drop ourselves from the live set for the handover targets */
 	for (uint32_t i = 0; i < n->nlive; i++)
 		if (!strcmp(n->live[i], n->name)) {
-			memmove(n->live[i], n->live[i + 1], (n->nlive - i - 1) * sizeof(n->live[0]));
+			memmove(n->live[i], n->live[i + 1],
+				(n->nlive - i - 1) * sizeof(n->live[0]));
 			memmove(n->live_addr[i], n->live_addr[i + 1],
 				(n->nlive - i - 1) * sizeof(n->live_addr[0]));
 			n->nlive--;

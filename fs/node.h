@@ -44,13 +44,13 @@ struct fs_vnode {
 	int lock_fd[POOL_META_DISKS];
 	char lock_dir[POOL_META_DISKS][POOL_PATH_MAX];
 	bool held[POOL_META_DISKS];
-	uint64_t seen_seq;	 /* hung-owner detection: last (epoch, seq) seen */
+	uint64_t seen_seq; /* hung-owner detection: last (epoch, seq) seen */
 	uint64_t seen_epoch;
 	int64_t seen_since_ns; /* CLOCK_MONOTONIC when it was first seen */
 	int64_t ownerless_since_ns;
-	atomic_int take_now;   /* a handover to us was announced */
+	atomic_int take_now; /* a handover to us was announced */
 
-	atomic_uint_fast64_t redir_ops, redir_bytes; /* as a non-owner */
+	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
 	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
 };
 
@@ -90,7 +90,7 @@ int64_t fs_mono_ns(void);
 /* node.c */
 int fs_node_start(struct fs *fs, char *err, size_t errlen); /* before mounting */
 int fs_node_run(struct fs *fs, char *err, size_t errlen);   /* after: threads */
-void fs_node_stop(struct fs *fs); /* hand every owned volume back, stop */
+void fs_node_stop(struct fs *fs);			    /* hand every owned volume back, stop */
 void fs_node_kick(struct fs *fs, bool balance);
 /* "owner-move VOLUME NODE": done here if we own it, else forwarded. */
 int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err, size_t errlen);

@@ -318,8 +318,9 @@ static struct conn *get_conn(struct fs_rpc *r, const char *addr, int *err)
 	*err = client_handshake(r, fd);
 	if (*err < 0) {
 		if (*err == -EACCES)
-			fprintf(stderr, "spacefs: redirect to %s: the peer failed authentication "
-					"(not this pool's secret)\n",
+			fprintf(stderr,
+				"spacefs: redirect to %s: the peer failed authentication "
+				"(not this pool's secret)\n",
 				addr);
 		close(fd);
 		return NULL;
@@ -488,8 +489,7 @@ static int server_handshake(struct served *s, char *peer_node)
 	return rc;
 }
 
-static void dispatch(struct fs_node *n, const struct wire_req *q, struct wire_rep *p,
-		     uint8_t **out)
+static void dispatch(struct fs_node *n, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
 {
 	struct fs *fs = n->fs;
 	char err[256];
@@ -517,7 +517,8 @@ static void *serve_conn(void *arg)
 	int rc = q ? server_handshake(s, peer_node) : -ENOMEM;
 
 	if (rc < 0)
-		fprintf(stderr, "spacefs: node %s: redirect peer %s (node %s): handshake refused: %s\n",
+		fprintf(stderr,
+			"spacefs: node %s: redirect peer %s (node %s): handshake refused: %s\n",
 			n->name, s->peer, peer_node,
 			rc == -EACCES ? "wrong pool secret" : strerror(-rc));
 	set_timeout(s->fd, 0); /* authenticated: wait for requests as long as it likes */
@@ -526,8 +527,9 @@ static void *serve_conn(void *arg)
 		uint8_t *body = NULL, *out = NULL;
 		rc = read_req(s->fd, &h, q, &body);
 		if (rc == -EPROTO || rc == -EMSGSIZE)
-			fprintf(stderr, "spacefs: node %s: redirect peer %s (node %s): malformed "
-					"frame; disconnected\n",
+			fprintf(stderr,
+				"spacefs: node %s: redirect peer %s (node %s): malformed "
+				"frame; disconnected\n",
 				n->name, s->peer, peer_node);
 		if (rc == 0) {
 			struct wire_rep p = {0};

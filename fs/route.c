@@ -120,7 +120,7 @@ static int wait_owner(struct fs *fs, int64_t *deadline)
 			if ((REMOTE) != AGAIN)                                                     \
 				return;                                                            \
 			if (wait_owner(fs, &dl_) < 0) {                                            \
-				fprintf(stderr, "spacefs: volume %s: no owner reachable\n",       \
+				fprintf(stderr, "spacefs: volume %s: no owner reachable\n",        \
 					(v)->name);                                                \
 				fuse_reply_err(req, EIO);                                          \
 				return;                                                            \
@@ -416,8 +416,10 @@ static void r_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 		fs_ops.link(req, ino, newparent, newname);
 		return;
 	}
-	struct wire_req q = {.type = W_LINK, .vino = fs_ino_vino(ino),
-			     .vino2 = fs_ino_vino(newparent), .name = newname};
+	struct wire_req q = {.type = W_LINK,
+			     .vino = fs_ino_vino(ino),
+			     .vino2 = fs_ino_vino(newparent),
+			     .name = newname};
 	ROUTE(fs, v, fs_ops.link(req, ino, newparent, newname), entry_call(req, v, &q));
 }
 
@@ -458,8 +460,12 @@ static void r_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 		fs_ops.rename(req, parent, name, newparent, newname, flags);
 		return;
 	}
-	struct wire_req q = {.type = W_RENAME, .vino = fs_ino_vino(parent), .name = name,
-			     .vino2 = fs_ino_vino(newparent), .name2 = newname, .flags = flags};
+	struct wire_req q = {.type = W_RENAME,
+			     .vino = fs_ino_vino(parent),
+			     .name = name,
+			     .vino2 = fs_ino_vino(newparent),
+			     .name2 = newname,
+			     .flags = flags};
 	ROUTE(fs, v, fs_ops.rename(req, parent, name, newparent, newname, flags),
 	      err_call(req, v, &q));
 }
@@ -475,7 +481,8 @@ static int remote_open(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct wire_req q = {.type = W_OPEN, .vino = fs_ino_vino(ino), .flags = (uint32_t)fi->flags};
+	struct wire_req q = {
+	    .type = W_OPEN, .vino = fs_ino_vino(ino), .flags = (uint32_t)fi->flags};
 	struct wire_rep p;
 	uint8_t *raw;
 
@@ -558,10 +565,11 @@ static void r_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	      remote_create(req, v, parent, name, mode, fi));
 }
 
-static int remote_read(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, size_t size,
-		       off_t off)
+static int remote_read(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, size_t size, off_t off)
 {
-	struct wire_req q = {.type = W_READ, .vino = fs_ino_vino(ino), .off = (uint64_t)off,
+	struct wire_req q = {.type = W_READ,
+			     .vino = fs_ino_vino(ino),
+			     .off = (uint64_t)off,
 			     .len = size > WIRE_MAX_DATA ? WIRE_MAX_DATA : size};
 	struct wire_rep p;
 	uint8_t *raw;
@@ -604,8 +612,11 @@ static int remote_write(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino,
 		fuse_reply_err(req, EIO);
 		return 0;
 	}
-	struct wire_req q = {.type = W_WRITE, .vino = fs_ino_vino(ino), .off = (uint64_t)off,
-			     .data = data, .ndata = (uint32_t)size};
+	struct wire_req q = {.type = W_WRITE,
+			     .vino = fs_ino_vino(ino),
+			     .off = (uint64_t)off,
+			     .data = data,
+			     .ndata = (uint32_t)size};
 	int rc = call(req, v, &q, &p, &raw);
 	free(data);
 	if (rc)
@@ -672,8 +683,11 @@ static void r_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v = vol_of(req, ino);
-	struct wire_req q = {.type = W_FALLOCATE, .vino = fs_ino_vino(ino), .flags = (uint32_t)mode,
-			     .off = (uint64_t)off, .len = (uint64_t)len};
+	struct wire_req q = {.type = W_FALLOCATE,
+			     .vino = fs_ino_vino(ino),
+			     .flags = (uint32_t)mode,
+			     .off = (uint64_t)off,
+			     .len = (uint64_t)len};
 
 	ROUTE(fs, v, fs_ops.fallocate(req, ino, mode, off, len, fi), err_call(req, v, &q));
 }
@@ -762,8 +776,8 @@ static void fill_dir(fuse_req_t req, struct fs_volume *v, const struct wire_rep 
 		if (!plus) {
 			e.attr_timeout = e.entry_timeout = 0;
 		}
-		size_t n = add_entry(req, buf + used, size - used, name, &e, (off_t)(cookie + 2),
-				     plus);
+		size_t n =
+		    add_entry(req, buf + used, size - used, name, &e, (off_t)(cookie + 2), plus);
 		if (!n)
 			break;
 		if (plus && !install(fs, v, &w, 1))
@@ -776,7 +790,8 @@ static void fill_dir(fuse_req_t req, struct fs_volume *v, const struct wire_rep 
 static int remote_readdir(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, size_t size,
 			  off_t off, bool plus)
 {
-	struct wire_req q = {.type = W_READDIR, .vino = fs_ino_vino(ino),
+	struct wire_req q = {.type = W_READDIR,
+			     .vino = fs_ino_vino(ino),
 			     .off = off >= 2 ? (uint64_t)(off - 2) : 0,
 			     .len = size > WIRE_MAX_DATA ? WIRE_MAX_DATA : size};
 	struct wire_rep p;
@@ -791,8 +806,8 @@ static int remote_readdir(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, s
 		fuse_reply_err(req, ENOMEM);
 		return 0;
 	}
-	fuse_ino_t parent = p.v1 && fs_ino_vino(ino) != POOL_META_ROOT ? fs_ino_make(v, p.v1)
-									: ROOT_INO;
+	fuse_ino_t parent =
+	    p.v1 && fs_ino_vino(ino) != POOL_META_ROOT ? fs_ino_make(v, p.v1) : ROOT_INO;
 	size_t used = add_dots(req, buf, size, off, ino, parent, plus);
 	fill_dir(req, v, &p, buf, size, used, plus);
 	free(buf);
@@ -847,8 +862,8 @@ static void readdir_root(fuse_req_t req, size_t size, off_t off, bool plus)
 		if (root_attr(fs, v, &w) < 0)
 			continue;
 		fill_entry(fs, v, &w, &e);
-		size_t n = add_entry(req, buf + used, size - used, v->name, &e, (off_t)(i + 3),
-				     plus);
+		size_t n =
+		    add_entry(req, buf + used, size - used, v->name, &e, (off_t)(i + 3), plus);
 		if (!n)
 			break;
 		if (plus && !install(fs, v, &w, 1))
@@ -873,8 +888,7 @@ static void r_readdir_any(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 		fs_ops.readdir(req, ino, size, off, fi);
 		return;
 	}
-	ROUTE(fs, v,
-	      (plus ? fs_ops.readdirplus : fs_ops.readdir)(req, ino, size, off, fi),
+	ROUTE(fs, v, (plus ? fs_ops.readdirplus : fs_ops.readdir)(req, ino, size, off, fi),
 	      remote_readdir(req, v, ino, size, off, plus));
 }
 
@@ -937,8 +951,8 @@ static void reply_owner(fuse_req_t req, struct fs_volume *v, size_t size)
 		fuse_reply_err(req, EAGAIN);
 		return;
 	}
-	int n = snprintf(text, sizeof(text), "%s %s epoch %llu", node, addr,
-			 (unsigned long long)epoch);
+	int n =
+	    snprintf(text, sizeof(text), "%s %s epoch %llu", node, addr, (unsigned long long)epoch);
 	if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
 	else if (size < (size_t)n)
@@ -950,8 +964,10 @@ static void reply_owner(fuse_req_t req, struct fs_volume *v, size_t size)
 static int remote_getxattr(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, const char *name,
 			   size_t size, bool list)
 {
-	struct wire_req q = {.type = list ? W_LISTXATTR : W_GETXATTR, .vino = fs_ino_vino(ino),
-			     .name2 = name, .len = size};
+	struct wire_req q = {.type = list ? W_LISTXATTR : W_GETXATTR,
+			     .vino = fs_ino_vino(ino),
+			     .name2 = name,
+			     .len = size};
 	struct wire_rep p;
 	uint8_t *raw;
 	int rc = call(req, v, &q, &p, &raw);
@@ -1010,8 +1026,11 @@ static void r_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const c
 		fs_ops.setxattr(req, ino, name, value, size, flags);
 		return;
 	}
-	struct wire_req q = {.type = W_SETXATTR, .vino = fs_ino_vino(ino), .name2 = name,
-			     .data = (const uint8_t *)value, .ndata = (uint32_t)size,
+	struct wire_req q = {.type = W_SETXATTR,
+			     .vino = fs_ino_vino(ino),
+			     .name2 = name,
+			     .data = (const uint8_t *)value,
+			     .ndata = (uint32_t)size,
 			     .flags = (uint32_t)flags};
 	ROUTE(fs, v, fs_ops.setxattr(req, ino, name, value, size, flags), err_call(req, v, &q));
 }
@@ -1149,38 +1168,38 @@ static void r_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 }
 
 const struct fuse_lowlevel_ops fs_route_ops = {
-	.init = r_init,
-	.destroy = r_destroy,
-	.lookup = r_lookup,
-	.forget = r_forget,
-	.forget_multi = r_forget_multi,
-	.getattr = r_getattr,
-	.setattr = r_setattr,
-	.readlink = r_readlink,
-	.mknod = r_mknod,
-	.mkdir = r_mkdir,
-	.unlink = r_unlink,
-	.rmdir = r_rmdir,
-	.symlink = r_symlink,
-	.rename = r_rename,
-	.link = r_link,
-	.open = r_open,
-	.create = r_create,
-	.read = r_read_guard,
-	.write_buf = r_write_guard,
-	.flush = r_flush,
-	.release = r_release_guard,
-	.fsync = r_fsync_guard,
-	.opendir = r_opendir,
-	.readdir = r_readdir,
-	.readdirplus = r_readdirplus,
-	.releasedir = r_releasedir,
-	.fsyncdir = r_fsyncdir,
-	.statfs = r_statfs,
-	.setxattr = r_setxattr,
-	.getxattr = r_getxattr,
-	.listxattr = r_listxattr,
-	.removexattr = r_removexattr,
-	.access = r_access,
-	.fallocate = r_fallocate_guard,
+    .init = r_init,
+    .destroy = r_destroy,
+    .lookup = r_lookup,
+    .forget = r_forget,
+    .forget_multi = r_forget_multi,
+    .getattr = r_getattr,
+    .setattr = r_setattr,
+    .readlink = r_readlink,
+    .mknod = r_mknod,
+    .mkdir = r_mkdir,
+    .unlink = r_unlink,
+    .rmdir = r_rmdir,
+    .symlink = r_symlink,
+    .rename = r_rename,
+    .link = r_link,
+    .open = r_open,
+    .create = r_create,
+    .read = r_read_guard,
+    .write_buf = r_write_guard,
+    .flush = r_flush,
+    .release = r_release_guard,
+    .fsync = r_fsync_guard,
+    .opendir = r_opendir,
+    .readdir = r_readdir,
+    .readdirplus = r_readdirplus,
+    .releasedir = r_releasedir,
+    .fsyncdir = r_fsyncdir,
+    .statfs = r_statfs,
+    .setxattr = r_setxattr,
+    .getxattr = r_getxattr,
+    .listxattr = r_listxattr,
+    .removexattr = r_removexattr,
+    .access = r_access,
+    .fallocate = r_fallocate_guard,
 };

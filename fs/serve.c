@@ -66,14 +66,14 @@ static int get_in(struct fs *fs, struct fs_volume *v, uint64_t vino, struct fs_i
 	return fs_inode_get(fs, fs_ino_make(v, vino), 0, in);
 }
 
-static int s_mknod(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
-		   struct wire_rep *p)
+static int s_mknod(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p)
 {
 	struct pool_inode a;
 	int rc = fs_new_inode(fs, v, q->vino, q->mode, (dev_t)q->rdev, q->uid, q->gid, &a);
 
 	if (rc == 0)
-		rc = pool_meta_create(v->meta, q->vino, q->name, &a, S_ISLNK(q->mode) ? q->name2 : NULL);
+		rc = pool_meta_create(v->meta, q->vino, q->name, &a,
+				      S_ISLNK(q->mode) ? q->name2 : NULL);
 	if (rc < 0)
 		return rc;
 	if (q->flags & 1) { /* create: opened by the peer */
@@ -179,8 +179,8 @@ static void ns_to_ts(int64_t ns, struct timespec *ts)
 static int s_setattr(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 		     struct wire_rep *p)
 {
-	struct stat st = {.st_mode = q->mode, .st_uid = q->uid, .st_gid = q->gid,
-			  .st_size = (off_t)q->size};
+	struct stat st = {
+	    .st_mode = q->mode, .st_uid = q->uid, .st_gid = q->gid, .st_size = (off_t)q->size};
 	struct fs_inode *in;
 	struct pool_inode a;
 	int to_set = (int)q->to_set, rc = get_in(fs, v, q->vino, &in);
@@ -189,7 +189,7 @@ static int s_setattr(struct fs *fs, struct fs_volume *v, const struct wire_req *
 	ns_to_ts(q->mtime, &st.st_mtim);
 	ns_to_ts(q->ctime, &st.st_ctim);
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE))
-		rc = S_ISDIR(in->attr.mode)   ? -EISDIR
+		rc = S_ISDIR(in->attr.mode)    ? -EISDIR
 		     : !S_ISREG(in->attr.mode) ? -EINVAL
 					       : fs_set_size(in, q->size);
 	if (rc == 0 && to_set == 0)
@@ -213,8 +213,7 @@ static int s_setattr(struct fs *fs, struct fs_volume *v, const struct wire_req *
 	return rc ? rc : with_attr(fs, v, q->vino, p);
 }
 
-static int s_open(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
-		  struct wire_rep *p)
+static int s_open(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p)
 {
 	struct fs_inode *in;
 	int rc = get_in(fs, v, q->vino, &in);
@@ -241,8 +240,8 @@ static int s_release(struct fs *fs, struct fs_volume *v, const struct wire_req *
 	return 0;
 }
 
-static int s_read(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
-		  struct wire_rep *p, uint8_t **out)
+static int s_read(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p,
+		  uint8_t **out)
 {
 	struct fs_inode *in;
 	struct pool_file_map map;
@@ -276,8 +275,7 @@ static int s_read(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 	return 0;
 }
 
-static int s_write(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
-		   struct wire_rep *p)
+static int s_write(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p)
 {
 	struct fs_inode *in;
 	struct pool_file_map map;
@@ -404,10 +402,9 @@ static int s_xattr_set(struct fs *fs, struct fs_volume *v, const struct wire_req
 	int rc = fs_check_xattr_name(q->name2);
 
 	if (rc == 0)
-		rc = q->type == W_SETXATTR
-			 ? pool_meta_setxattr(v->meta, q->vino, q->name2, q->data, q->ndata,
-					      (int)q->flags)
-			 : pool_meta_removexattr(v->meta, q->vino, q->name2);
+		rc = q->type == W_SETXATTR ? pool_meta_setxattr(v->meta, q->vino, q->name2, q->data,
+								q->ndata, (int)q->flags)
+					   : pool_meta_removexattr(v->meta, q->vino, q->name2);
 	if (rc == 0)
 		rc = fs_inode_touch(fs, v, q->vino, false);
 	return rc;

@@ -124,7 +124,7 @@ uint32_t wire_get_u32(struct wire_rd *r)
 {
 	const uint8_t *p = take(r, 4);
 	return p ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-			   (uint32_t)p[3] << 24
+		       (uint32_t)p[3] << 24
 		 : 0;
 }
 
@@ -247,8 +247,8 @@ static void finish_frame(struct wire_buf *b, size_t start, uint16_t type, uint64
 {
 	if (b->err)
 		return;
-	struct wire_hdr h = {.len = (uint32_t)(b->len - start - WIRE_HDR_SIZE), .type = type,
-			     .id = id};
+	struct wire_hdr h = {
+	    .len = (uint32_t)(b->len - start - WIRE_HDR_SIZE), .type = type, .id = id};
 	wire_hdr_encode(&h, b->p + start);
 }
 
@@ -310,8 +310,7 @@ static int check_req(const struct wire_req *q)
 	case W_LINK:
 		return name_ok(q->name) && q->vino2 && !q->ndata ? 0 : -EPROTO;
 	case W_RENAME:
-		return name_ok(q->name) && name_ok(q->name2) && q->vino2 && !q->ndata ? 0
-										     : -EPROTO;
+		return name_ok(q->name) && name_ok(q->name2) && q->vino2 && !q->ndata ? 0 : -EPROTO;
 	case W_MKNOD:
 		if (!name_ok(q->name) || q->ndata || !mode_ok(q->mode))
 			return -EPROTO;

@@ -22,14 +22,14 @@
 
 #include "pool/meta.h"
 
-#define WIRE_HDR_SIZE	16u
-#define WIRE_MAX_DATA	(1u << 20) /* FUSE max_write and max read */
-#define WIRE_MAX_BODY	(WIRE_MAX_DATA + 8192u)
-#define WIRE_NAME_MAX	255u
-#define WIRE_TEXT_MAX	4096u /* symlink targets, node names and addresses */
-#define WIRE_XATTR_MAX	65536u
-#define WIRE_NONCE_LEN	32u
-#define WIRE_REPLY	0x8000u
+#define WIRE_HDR_SIZE  16u
+#define WIRE_MAX_DATA  (1u << 20) /* FUSE max_write and max read */
+#define WIRE_MAX_BODY  (WIRE_MAX_DATA + 8192u)
+#define WIRE_NAME_MAX  255u
+#define WIRE_TEXT_MAX  4096u /* symlink targets, node names and addresses */
+#define WIRE_XATTR_MAX 65536u
+#define WIRE_NONCE_LEN 32u
+#define WIRE_REPLY     0x8000u
 
 enum wire_type {
 	/* handshake (fs/redirect.c) */

@@ -249,8 +249,7 @@ int pool_lock_read(int fd, const char *path, struct pool_owner_rec *r, char *err
 	return rc;
 }
 
-int pool_lock_update(int fd, const char *path, pool_lock_fn fn, void *arg, char *err,
-		     size_t errlen)
+int pool_lock_update(int fd, const char *path, pool_lock_fn fn, void *arg, char *err, size_t errlen)
 {
 	struct pool_owner_rec r;
 	uint8_t buf[POOL_OWNER_REC_SIZE];
@@ -464,8 +463,8 @@ static int install_secret(const char *disk, const uint8_t key[POOL_SECRET_LEN])
 	return rc;
 }
 
-int pool_secret_load(const char *const *disks, uint32_t n, uint8_t out[POOL_SECRET_LEN],
-		     char *err, size_t errlen)
+int pool_secret_load(const char *const *disks, uint32_t n, uint8_t out[POOL_SECRET_LEN], char *err,
+		     size_t errlen)
 {
 	uint8_t fresh[POOL_SECRET_LEN];
 	uint32_t i;
@@ -525,8 +524,7 @@ int pool_pref_read(const char *const *dirs, uint32_t n, char *node, size_t len)
 	return 0;
 }
 
-int pool_pref_write(const char *const *dirs, uint32_t n, const char *node, char *err,
-		    size_t errlen)
+int pool_pref_write(const char *const *dirs, uint32_t n, const char *node, char *err, size_t errlen)
 {
 	uint32_t ok = 0;
 	int rc = -ENOENT;

@@ -32,13 +32,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define POOL_OWNER_FILE	   "owner.lock"
-#define POOL_PREF_FILE	   "owner.pref"
-#define POOL_SECRET_FILE   "spacefs.secret"
-#define POOL_NODES_DIR	   "nodes"
-#define POOL_NODE_NAME_MAX 64u
-#define POOL_ADDR_MAX	   64u /* "host:port" with the NUL */
-#define POOL_SECRET_LEN	   32u
+#define POOL_OWNER_FILE	    "owner.lock"
+#define POOL_PREF_FILE	    "owner.pref"
+#define POOL_SECRET_FILE    "spacefs.secret"
+#define POOL_NODES_DIR	    "nodes"
+#define POOL_NODE_NAME_MAX  64u
+#define POOL_ADDR_MAX	    64u /* "host:port" with the NUL */
+#define POOL_SECRET_LEN	    32u
 #define POOL_OWNER_REC_SIZE 180u
 #define POOL_NODE_REC_SIZE  168u
 #define POOL_LOCK_WAIT_MS   200 /* longest wait for the byte-0 update lock */
@@ -109,8 +109,8 @@ int pool_node_list(const char *disk, void (*fn)(void *arg, const struct pool_nod
 /* Read the secret from the first disk holding a valid one; if none does,
  * create it (getrandom) on the first disk atomically, so two nodes
  * starting at once agree, then copy it to every disk missing it. */
-int pool_secret_load(const char *const *disks, uint32_t n, uint8_t out[POOL_SECRET_LEN],
-		     char *err, size_t errlen);
+int pool_secret_load(const char *const *disks, uint32_t n, uint8_t out[POOL_SECRET_LEN], char *err,
+		     size_t errlen);
 /* The preferred owner of a volume from its metadata directories (the
  * first valid file wins); "" if none is set. */
 int pool_pref_read(const char *const *dirs, uint32_t n, char *node, size_t len);

@@ -29,12 +29,11 @@ static uint64_t rnd(void)
 	return rng_state;
 }
 
-static const uint16_t types[] = {W_HELLO,    W_AUTH,	 W_GETATTR,  W_LOOKUP,	   W_MKNOD,
-				 W_LINK,     W_UNLINK,	 W_RMDIR,    W_RENAME,	   W_READLINK,
-				 W_SETATTR,  W_OPEN,	 W_RELEASE,  W_READ,	   W_WRITE,
-				 W_FSYNC,    W_FSYNCDIR, W_FALLOCATE, W_READDIR,   W_STATFS,
-				 W_GETXATTR, W_LISTXATTR, W_SETXATTR, W_REMOVEXATTR, W_TAKE,
-				 W_MOVE,     W_BALANCE};
+static const uint16_t types[] = {
+    W_HELLO,	 W_AUTH,     W_GETATTR,	    W_LOOKUP,	 W_MKNOD,   W_LINK,    W_UNLINK,
+    W_RMDIR,	 W_RENAME,   W_READLINK,    W_SETATTR,	 W_OPEN,    W_RELEASE, W_READ,
+    W_WRITE,	 W_FSYNC,    W_FSYNCDIR,    W_FALLOCATE, W_READDIR, W_STATFS,  W_GETXATTR,
+    W_LISTXATTR, W_SETXATTR, W_REMOVEXATTR, W_TAKE,	 W_MOVE,    W_BALANCE};
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
 /* A valid request of each type. */
@@ -145,7 +144,8 @@ static void test_reply_roundtrip(void **state)
 	/* an error out of range, or a bad has_attr byte, is refused */
 	p.err = 5;
 	wire_rep_encode(&b, W_GETATTR, 3, &p);
-	assert_int_equal(wire_rep_decode(b.p + WIRE_HDR_SIZE, b.len - WIRE_HDR_SIZE, &got), -EPROTO);
+	assert_int_equal(wire_rep_decode(b.p + WIRE_HDR_SIZE, b.len - WIRE_HDR_SIZE, &got),
+			 -EPROTO);
 	wire_buf_free(&b);
 }
 
@@ -242,7 +242,7 @@ static void test_fuzz_mutations(void **state)
 		case 2: /* a length field made huge */
 			body[rnd() % len] = 0xff;
 			break;
-		default: /* trailing garbage: must be refused */
+		default:	   /* trailing garbage: must be refused */
 			len = len; /* decoded below with one more byte */
 			break;
 		}
@@ -282,9 +282,9 @@ static void test_fuzz_dirents(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_reply_roundtrip),
-		cmocka_unit_test(test_bad_fields),     cmocka_unit_test(test_fuzz_random),
-		cmocka_unit_test(test_fuzz_mutations), cmocka_unit_test(test_fuzz_dirents),
+	    cmocka_unit_test(test_roundtrip),	   cmocka_unit_test(test_reply_roundtrip),
+	    cmocka_unit_test(test_bad_fields),	   cmocka_unit_test(test_fuzz_random),
+	    cmocka_unit_test(test_fuzz_mutations), cmocka_unit_test(test_fuzz_dirents),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,11 +53,11 @@ static void test_million_a(void **state)
 		pool_sha256_update(&c, chunk, i % 2 ? 999 : 1001); /* odd splits */
 	pool_sha256_final(&c, d);
 	hex(d, got);
-	assert_string_equal(got, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+	assert_string_equal(got,
+			    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
-static void check_hmac(const void *key, size_t klen, const void *msg, size_t mlen,
-		       const char *want)
+static void check_hmac(const void *key, size_t klen, const void *msg, size_t mlen, const char *want)
 {
 	uint8_t d[POOL_SHA256_LEN];
 	char got[65];
@@ -112,10 +112,10 @@ static void test_mac_cmp(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fips),
-		cmocka_unit_test(test_million_a),
-		cmocka_unit_test(test_rfc4231),
-		cmocka_unit_test(test_mac_cmp),
+	    cmocka_unit_test(test_fips),
+	    cmocka_unit_test(test_million_a),
+	    cmocka_unit_test(test_rfc4231),
+	    cmocka_unit_test(test_mac_cmp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
