@@ -139,6 +139,7 @@ do_verify=1
 group_reporting=1
 fallocate=none
 randrepeat=0
+verify_state_save=0
 {extra}
 
 [rand]
