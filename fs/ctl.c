@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/node.h"
 #include "pool/ctl.h"
 
 struct fs_ctl {
@@ -71,18 +72,125 @@ static void outf(struct out *o, const char *fmt, ...)
 
 /* ---- commands ---- */
 
+/* Several nodes: who owns the volume and how this node reaches it. */
+static const char *access_mode(struct fs *fs, bool local)
+{
+	return local ? "direct" : fs->opt.ro_others ? "read-only" : "redirected";
+}
+
+static void owner_json(struct fs *fs, struct fs_volume *v, bool local, struct out *o)
+{
+	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	fs_node_owner(v, node, addr, &epoch, &valid);
+	pthread_mutex_lock(&v->vn->info_lock);
+	char pref[POOL_NODE_NAME_MAX + 1];
+	memcpy(pref, v->vn->pref, sizeof(pref));
+	pthread_mutex_unlock(&v->vn->info_lock);
+	outf(o,
+	     "\"owner\":\"%s\",\"owner_addr\":\"%s\",\"epoch\":%" PRIu64
+	     ",\"preferred\":\"%s\",\"access\":\"%s\",\"redirected_ops\":%" PRIu64
+	     ",\"redirected_bytes\":%" PRIu64 ",\"served_ops\":%" PRIu64
+	     ",\"served_bytes\":%" PRIu64 ",",
+	     valid ? node : "", valid ? addr : "", epoch, pref, access_mode(fs, local),
+	     (uint64_t)atomic_load(&v->vn->redir_ops), (uint64_t)atomic_load(&v->vn->redir_bytes),
+	     (uint64_t)atomic_load(&v->vn->served_ops),
+	     (uint64_t)atomic_load(&v->vn->served_bytes));
+}
+
+/* "owners": VOLUME OWNER ADDR EPOCH ACCESS REDIRECTED_OPS REDIRECTED_BYTES PREFERRED */
+static void cmd_owners(struct fs *fs, struct out *o)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+
+	if (!fs->node) {
+		outf(o, "error: this daemon runs as a single node (no listen= option)\n");
+		return;
+	}
+	outf(o, "ok\n");
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+		uint64_t epoch;
+		bool valid, local = fs_vol_enter_local(v);
+		if (local)
+			fs_vol_leave(v);
+		fs_node_owner(v, node, addr, &epoch, &valid);
+		pthread_mutex_lock(&v->vn->info_lock);
+		char pref[POOL_NODE_NAME_MAX + 1];
+		memcpy(pref, v->vn->pref, sizeof(pref));
+		pthread_mutex_unlock(&v->vn->info_lock);
+		outf(o, "%s\t%s\t%s\t%" PRIu64 "\t%s\t%" PRIu64 "\t%" PRIu64 "\t%s\n", v->name,
+		     valid ? node : "-", valid ? addr : "-", epoch, access_mode(fs, local),
+		     (uint64_t)atomic_load(&v->vn->redir_ops),
+		     (uint64_t)atomic_load(&v->vn->redir_bytes), pref[0] ? pref : "-");
+	}
+}
+
+static void cmd_owner_move(struct fs *fs, struct out *o, char **argv, int argc)
+{
+	char err[512] = "";
+
+	if (!fs->node || argc != 3) {
+		outf(o, "error: %s\n", fs->node ? "owner-move takes VOLUME NODE"
+						: "this daemon runs as a single node");
+		return;
+	}
+	int rc = fs_node_move(fs, argv[1], argv[2], err, sizeof(err));
+	if (rc < 0)
+		outf(o, "error: %s\n", err[0] ? err : strerror(-rc));
+	else
+		outf(o, "ok\n");
+}
+
+/* Balance here, and ask every other live node to balance too. */
+static void cmd_owner_balance(struct fs *fs, struct out *o)
+{
+	struct fs_node *n = fs->node;
+	char addrs[64][POOL_ADDR_MAX];
+	uint32_t na = 0;
+
+	if (!n) {
+		outf(o, "error: this daemon runs as a single node\n");
+		return;
+	}
+	fs_node_kick(fs, true);
+	pthread_mutex_lock(&n->lock);
+	for (uint32_t i = 0; i < n->nlive; i++)
+		if (strcmp(n->live[i], n->name))
+			memcpy(addrs[na++], n->live_addr[i], POOL_ADDR_MAX);
+	pthread_mutex_unlock(&n->lock);
+	for (uint32_t i = 0; i < na; i++) {
+		struct wire_req q = {.type = W_BALANCE, .name = "", .name2 = ""};
+		struct wire_rep p;
+		uint8_t *raw = NULL;
+		fs_rpc_call(n->rpc, addrs[i], &q, &p, &raw);
+		free(raw);
+	}
+	outf(o, "ok\n");
+}
+
 static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 {
 	uint32_t nd = fs->pool->ndisks;
+	bool local = fs_vol_enter_local(v);
 
 	outf(o, "{\"name\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
-		",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,\"disks\":[",
+		",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
 	     v->name, v->id, (uint64_t)atomic_load(&v->read_bytes),
-	     (uint64_t)atomic_load(&v->write_bytes), pool_meta_txn(v->meta),
-	     pool_meta_live_replicas(v->meta));
+	     (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
+	     local ? pool_meta_live_replicas(v->meta) : 0);
+	if (fs->node)
+		owner_json(fs, v, local, o);
+	outf(o, "\"disks\":[");
 	for (uint32_t d = 0; d < nd; d++) {
-		struct pool_disk_stats st;
-		pool_store_stats(v->store, d, &st);
+		struct pool_disk_stats st = {0};
+		if (local)
+			pool_store_stats(v->store, d, &st);
 		outf(o,
 		     "%s{\"index\":%u,\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
 		     ",\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64 ",\"errors\":%" PRIu64
@@ -91,6 +199,8 @@ static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 		     st.errors, st.csum_errors);
 	}
 	outf(o, "]}");
+	if (local)
+		fs_vol_leave(v);
 }
 
 static void cmd_status(struct fs *fs, struct out *o)
@@ -130,6 +240,8 @@ static void cmd_counters(struct fs *fs, struct out *o)
 	outf(o, "ok\n");
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
+		if (!fs_vol_enter_local(v))
+			continue; /* owned by another node: its counters are there */
 		for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
 			struct pool_disk_stats st;
 			pool_store_stats(v->store, d, &st);
@@ -139,12 +251,31 @@ static void cmd_counters(struct fs *fs, struct out *o)
 			     v->name, d, st.reads, st.writes, st.read_bytes, st.write_bytes,
 			     st.errors, st.csum_errors);
 		}
+		fs_vol_leave(v);
 	}
 }
 
-/* Who serves each volume, for `spacectl smbconf` (protocol in pool/ctl.h).
- * One node per pool so far: this node owns every volume. */
-static void cmd_owners(struct fs *fs, struct out *o)
+/* The host part of a node address "HOST:PORT" or "[V6]:PORT" into host;
+ * "-" if there is none. */
+static void addr_host(const char *addr, char *host, size_t size)
+{
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : 0;
+
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+		addr++;
+		n -= 2;
+	}
+	if (n == 0 || n >= size)
+		snprintf(host, size, "-");
+	else
+		snprintf(host, size, "%.*s", (int)n, addr);
+}
+
+/* "shares": where this node mounts the pool and who owns each volume, for
+ * `spacectl smbconf` (format in pool/ctl.h).  A single node owns every
+ * volume; with several, the owner and its host come from the lock. */
+static void cmd_shares(struct fs *fs, struct out *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t n = fs->nvol;
@@ -154,8 +285,17 @@ static void cmd_owners(struct fs *fs, struct out *o)
 	     fs->opt.allow_other);
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
-		outf(o, "volume\t%s\t%s\t-\t0\t%s\n", v->name, fs->opt.node,
-		     layout_kind_name(v->geom.kind));
+		char owner[POOL_NODE_NAME_MAX + 1] = "-", addr[POOL_ADDR_MAX] = "", host[256] = "-";
+		uint64_t epoch = 0;
+		bool valid = true;
+		if (fs->node) {
+			fs_node_owner(v, owner, addr, &epoch, &valid);
+			addr_host(addr, host, sizeof(host));
+		} else {
+			snprintf(owner, sizeof(owner), "%s", fs->opt.node);
+		}
+		outf(o, "volume\t%s\t%s\t%s\t%" PRIu64 "\t%s\n", v->name, valid ? owner : "-",
+		     valid ? host : "-", epoch, layout_kind_name(v->geom.kind));
 	}
 }
 
@@ -232,6 +372,12 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 		cmd_counters(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)
 		cmd_volume_create(fs, o, argv, argc);
+	else if (strcmp(argv[0], "shares") == 0 && argc == 1)
+		cmd_shares(fs, o);
+	else if (strcmp(argv[0], "owner-move") == 0)
+		cmd_owner_move(fs, o, argv, argc);
+	else if (strcmp(argv[0], "owner-balance") == 0 && argc == 1)
+		cmd_owner_balance(fs, o);
 	else
 		outf(o, "error: unknown request '%.64s'\n", argv[0]);
 }

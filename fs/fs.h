@@ -58,6 +58,11 @@ struct fs_options {
 	int default_permissions;
 	int show_help;
 	int show_version;
+	/* several nodes (fs/node.c): all set when listen= is given */
+	char *listen;	  /* ADDR:PORT of this node's redirect server */
+	double heartbeat; /* seconds between lease renewals (default 1) */
+	double lease;	  /* seconds a lease lasts (default 5) */
+	int ro_others;	  /* volumes owned elsewhere are read-only here */
 };
 
 /* One mounted volume: a namespace with its own layout. */
@@ -69,6 +74,7 @@ struct fs_volume {
 	struct pool_meta *meta;
 	struct pool_store *store;
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
+	struct fs_vnode *vn; /* ownership state; NULL with one node (fs/node.c) */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -105,6 +111,7 @@ struct fs {
 	bool stopping;
 
 	struct fs_ctl *ctl;
+	struct fs_node *node; /* NULL unless several nodes (listen=) */
 	uint64_t started_ns;
 };
 
@@ -125,6 +132,9 @@ static inline uint32_t fs_ino_volid(uint64_t ino)
 /* ---- volumes (fs/volume.c) ---- */
 int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen);
 void fs_volume_close(struct fs_volume *v);
+int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+		     char *err, size_t errlen);
+void fs_volume_detach(struct fs_volume *v);
 struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id);
 struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name);
 int64_t fs_now_ns(void);
@@ -165,6 +175,34 @@ void fs_flusher_stop(struct fs *fs);
 
 /* ---- FUSE operations (fs/ops.c) ---- */
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Pieces of them the owner also runs for other nodes' requests (fs/serve.c). */
+int fs_apply_setattr(struct pool_inode *a, const struct stat *attr, int to_set);
+int fs_set_size(struct fs_inode *in, uint64_t size);
+int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end);
+void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode);
+int fs_sync_inode(struct fs *fs, struct fs_inode *in);
+int fs_check_xattr_name(const char *name);
+void fs_pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t *avail);
+int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_t mode, dev_t rdev,
+		 uid_t uid, gid_t gid, struct pool_inode *a);
+
+/* ---- several nodes (fs/node.c, fs/route.c; fs/node.h has the rest) ---- */
+/* True if this node serves v from its own stores now; the ownership is
+ * then held shared until fs_vol_leave(v).  Always true with one node. */
+bool fs_vol_enter_local(struct fs_volume *v);
+void fs_vol_leave(struct fs_volume *v);
+/* Same, even while a state change waits (last-reference write-back). */
+bool fs_vol_hold_local(struct fs_volume *v);
+int fs_node_volume_init(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+			char *err, size_t errlen);
+void fs_node_volume_free(struct fs_volume *v);
+int fs_node_fence(struct fs *fs, struct fs_volume *v, char *err, size_t errlen);
+/* The FUSE operations with several nodes: fs_ops, routed per volume. */
+extern const struct fuse_lowlevel_ops fs_route_ops;
+/* Write one volume's dirty cached attributes back; reload them after
+ * this node took the volume over. */
+int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v);
+void fs_inode_reload_volume(struct fs *fs, struct fs_volume *v);
 
 /* ---- control socket (fs/ctl.c) ---- */
 int fs_ctl_start(struct fs *fs, char *err, size_t errlen);

@@ -161,10 +161,14 @@ static void purge(struct fs_volume *v, const struct pool_inode *a)
 /* The last reference went away: write back or purge, then free. */
 static void inode_retire(struct fs *fs, struct fs_inode *in)
 {
-	if (in->attr.nlink == 0)
-		purge(in->vol, &in->attr);
-	else if (in->dirty)
-		fs_inode_flush(fs, in);
+	/* Only the volume's owner writes it (several nodes, fs/node.c). */
+	if (fs_vol_hold_local(in->vol)) {
+		if (in->attr.nlink == 0)
+			purge(in->vol, &in->attr);
+		else if (in->dirty)
+			fs_inode_flush(fs, in);
+		fs_vol_leave(in->vol);
+	}
 	inode_free(in);
 }
 
@@ -240,10 +244,18 @@ void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct po
 {
 	if (a->ino == 0 || a->nlink > 0)
 		return;
-	/* Referenced inodes are purged when their last reference goes. */
-	if (fs_inode_peek(fs, fs_ino_make(v, a->ino)))
-		return;
-	purge(v, a);
+	/* Referenced inodes are purged when their last reference goes; an
+	 * entry nobody references (left by a redirected request) goes now. */
+	pthread_mutex_lock(&fs->itable_lock);
+	struct fs_inode *in = table_find(fs, fs_ino_make(v, a->ino));
+	struct fs_inode *gone = in ? drop_if_unused(fs, in) : NULL;
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone) {
+		gone->attr.nlink = 0;
+		inode_retire(fs, gone);
+	} else if (!in) {
+		purge(v, a);
+	}
 }
 
 int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime)
@@ -298,7 +310,7 @@ int fs_inode_flush(struct fs *fs, struct fs_inode *in)
  * then write them in one transaction.  Inodes stay in the table while the
  * table lock is held, and we copy their attributes, so the batch needs no
  * references. */
-static int flush_volume(struct fs *fs, struct fs_volume *v)
+int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v)
 {
 	size_t cap = 64, n = 0;
 	struct pool_inode *batch = malloc(cap * sizeof(*batch));
@@ -347,11 +359,51 @@ int fs_inode_flush_all(struct fs *fs)
 	uint32_t n = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 	for (uint32_t i = 0; i < n; i++) {
-		int r = flush_volume(fs, fs->vol[i]);
+		if (!fs_vol_enter_local(fs->vol[i]))
+			continue;
+		int r = fs_inode_flush_volume(fs, fs->vol[i]);
+		fs_vol_leave(fs->vol[i]);
 		if (r < 0 && rc == 0)
 			rc = r;
 	}
 	return rc;
+}
+
+/* This node just became the volume's owner: cached attributes (copies
+ * of what the previous owner answered) are replaced by the store's. */
+void fs_inode_reload_volume(struct fs *fs, struct fs_volume *v)
+{
+	size_t n = 0, cap = 0;
+	uint64_t *inos = NULL;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	for (size_t b = 0; b < FS_ITABLE_SIZE; b++)
+		for (struct fs_inode *in = fs->itable[b]; in; in = in->hnext) {
+			if (in->vol != v)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? 2 * cap : 64;
+				uint64_t *p = realloc(inos, nc * sizeof(*p));
+				if (!p)
+					break;
+				inos = p;
+				cap = nc;
+			}
+			inos[n++] = in->ino;
+		}
+	pthread_mutex_unlock(&fs->itable_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct pool_inode a;
+		struct fs_inode *in;
+		if (pool_meta_get(v->meta, fs_ino_vino(inos[i]), &a) < 0 ||
+		    !(in = fs_inode_peek(fs, inos[i])))
+			continue;
+		pthread_mutex_lock(&in->lock);
+		in->attr = a;
+		in->dirty = false;
+		pthread_mutex_unlock(&in->lock);
+	}
+	free(inos);
 }
 
 void fs_inode_table_clear(struct fs *fs)

@@ -26,12 +26,18 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/node.h"
 
 #define SPACEFS_VERSION "0.1.0"
 
 #define OPT(t, p, v) {t, offsetof(struct fs_options, p), v}
 static const struct fuse_opt option_spec[] = {
 	OPT("node=%s", node, 0),
+	OPT("listen=%s", listen, 0),
+	OPT("heartbeat=%lf", heartbeat, 0),
+	OPT("lease=%lf", lease, 0),
+	OPT("ro-others", ro_others, 1),
+	OPT("ro_others", ro_others, 1),
 	OPT("log=%s", log, 0),
 	OPT("threads=%u", threads, 0),
 	OPT("flush_interval=%u", flush_interval, 0),
@@ -64,6 +70,12 @@ static void usage(const char *prog)
 	       "  -f                     stay in the foreground\n"
 	       "  -d, -o debug           foreground, and log every FUSE request\n"
 	       "  -o node=NAME           this node's name (default: the host name)\n"
+	       "  -o listen=ADDR:PORT    several nodes: serve redirected I/O here (IPv4\n"
+	       "                         or [IPv6]); volumes are owned one node each\n"
+	       "  -o heartbeat=S         several nodes: lease renewal period (default 1)\n"
+	       "  -o lease=S             several nodes: lease length (default 5)\n"
+	       "  -o ro-others           several nodes: volumes owned by another node are\n"
+	       "                         read-only here instead of redirected read-write\n"
 	       "  -o log=FILE            log here once daemonized (default: syslog)\n"
 	       "  -o threads=N           FUSE worker threads (default 8)\n"
 	       "  -o ro                  mount read-only\n"
@@ -73,8 +85,9 @@ static void usage(const char *prog)
 	       "  -o direct_io           bypass the page cache (benchmarks; no shared mmap)\n"
 	       "  -o no_odirect          buffered chunk I/O even where O_DIRECT works\n"
 	       "  -o flush_interval=S    seconds between metadata write-backs (default 5)\n"
-	       "  -o attr_timeout=S      kernel attribute cache time (default 1.0)\n"
-	       "  -o entry_timeout=S     kernel name cache time (default 1.0)\n"
+	       "  -o attr_timeout=S      kernel attribute cache time (default 1.0; 0 with\n"
+	       "                         listen=)\n"
+	       "  -o entry_timeout=S     kernel name cache time (default 1.0; 0 with listen=)\n"
 	       "  -h, --help             this help\n"
 	       "  -V, --version          version\n"
 	       "\n"
@@ -114,8 +127,32 @@ static void set_defaults(struct fs_options *o)
 {
 	o->threads = 8;
 	o->flush_interval = 5;
-	o->attr_timeout = 1.0;
-	o->entry_timeout = 1.0;
+	o->attr_timeout = -1; /* 1.0, or 0 with several nodes */
+	o->entry_timeout = -1;
+	o->heartbeat = 1.0;
+	o->lease = 5.0;
+}
+
+/* Several nodes: the kernel must not cache what another node may change. */
+static int check_node_options(struct fs_options *o)
+{
+	double dflt = o->listen ? 0.0 : 1.0;
+
+	if (o->attr_timeout < 0)
+		o->attr_timeout = dflt;
+	if (o->entry_timeout < 0)
+		o->entry_timeout = dflt;
+	if (!o->listen)
+		return o->ro_others ? (fprintf(stderr, "spacefs: ro-others needs listen=\n"), -EINVAL)
+				    : 0;
+	if (o->heartbeat < 0.05 || o->heartbeat > 60 || o->lease < 3 * o->heartbeat ||
+	    o->lease > 600) {
+		fprintf(stderr, "spacefs: heartbeat=%g lease=%g: need 0.05 <= heartbeat <= 60 and "
+				"3 * heartbeat <= lease <= 600 seconds\n",
+			o->heartbeat, o->lease);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int parse_args(struct fuse_args *args, struct fs_options *o)
@@ -138,6 +175,8 @@ static int parse_args(struct fuse_args *args, struct fs_options *o)
 			o->flush_interval);
 		return -EINVAL;
 	}
+	if (check_node_options(o) < 0)
+		return -EINVAL;
 	if (!o->node) {
 		char host[256] = "node";
 		gethostname(host, sizeof(host) - 1);
@@ -239,6 +278,7 @@ static int open_pool(struct fs *fs)
 
 static void close_all(struct fs *fs)
 {
+	fs_node_stop(fs); /* if start-up failed half-way */
 	for (uint32_t i = 0; i < fs->nvol; i++)
 		fs_volume_close(fs->vol[i]);
 	if (fs->pool)
@@ -247,6 +287,7 @@ static void close_all(struct fs *fs)
 	free(fs->opt.mountpoint);
 	free(fs->opt.node);
 	free(fs->opt.log);
+	free(fs->opt.listen);
 }
 
 static int run_session(struct fs *fs, struct fuse_args *args)
@@ -255,7 +296,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	char err[256];
 	int rc = 1;
 
-	fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+	fs->se = fuse_session_new(args, fs->node ? &fs_route_ops : &fs_ops, sizeof(fs_ops), fs);
 	if (!fs->se)
 		return 1;
 	if (fuse_set_signal_handlers(fs->se) != 0)
@@ -266,6 +307,11 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	redirect_log(fs);
 	if (fs_flusher_start(fs) < 0)
 		goto unmount;
+	if (fs->node && fs_node_run(fs, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spacefs: %s\n", err);
+		fs_flusher_stop(fs);
+		goto unmount;
+	}
 	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
 		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
 			err);
@@ -279,6 +325,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 
 	fs_ctl_stop(fs);
 	fs_flusher_stop(fs);
+	fs_node_stop(fs); /* hands owned volumes over */
 unmount:
 	fuse_session_unmount(fs->se);
 remove_handlers:
@@ -315,6 +362,13 @@ int main(int argc, char *argv[])
 		return 0;
 	}
 	rc = open_pool(&fs);
+	if (rc == 0 && fs.opt.listen) {
+		char err[512] = "";
+		rc = fs_node_start(&fs, err, sizeof(err));
+		if (rc < 0)
+			fprintf(stderr, "spacefs: node %s: %s\n", fs.opt.node,
+				err[0] ? err : strerror(-rc));
+	}
 	if (rc == 0)
 		rc = run_session(&fs, &args);
 	else

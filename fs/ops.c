@@ -144,7 +144,7 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 /* Apply the requested changes to a; returns 0 or -errno. */
-static int apply_setattr(struct pool_inode *a, const struct stat *attr, int to_set)
+int fs_apply_setattr(struct pool_inode *a, const struct stat *attr, int to_set)
 {
 	int64_t now = fs_now_ns();
 
@@ -170,7 +170,7 @@ static int apply_setattr(struct pool_inode *a, const struct stat *attr, int to_s
 }
 
 /* Change a regular file's size: cut the data first, then the attribute. */
-static int set_size(struct fs_inode *in, uint64_t size)
+int fs_set_size(struct fs_inode *in, uint64_t size)
 {
 	struct pool_file_map map;
 	int rc = 0;
@@ -216,20 +216,20 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		else if (!S_ISREG(in->attr.mode))
 			rc = -EINVAL;
 		else
-			rc = set_size(in, (uint64_t)attr->st_size);
+			rc = fs_set_size(in, (uint64_t)attr->st_size);
 	}
 	if (rc == 0 && to_set == 0)
 		rc = fs_inode_touch(fs, in->vol, in->attr.ino, false);
 	if (rc == 0 && (to_set & ~FUSE_SET_ATTR_SIZE)) {
 		if (S_ISREG(in->attr.mode)) {
 			pthread_mutex_lock(&in->lock);
-			apply_setattr(&in->attr, attr, to_set);
+			fs_apply_setattr(&in->attr, attr, to_set);
 			in->dirty = true;
 			pthread_mutex_unlock(&in->lock);
 		} else {
 			rc = pool_meta_get(in->vol->meta, in->attr.ino, &a);
 			if (rc == 0)
-				apply_setattr(&a, attr, to_set);
+				fs_apply_setattr(&a, attr, to_set);
 			if (rc == 0)
 				rc = pool_meta_setattr(in->vol->meta, &a);
 		}
@@ -317,10 +317,9 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 
 /* Fill a new inode's attributes: owner from the caller, group and setgid
  * inherited from a setgid directory as ext4 does, placement for files. */
-static int new_inode(fuse_req_t req, struct fs *fs, struct fs_volume *v, uint64_t parent_vino,
-		     mode_t mode, dev_t rdev, struct pool_inode *a)
+int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_t mode, dev_t rdev,
+		 uid_t uid, gid_t gid, struct pool_inode *a)
 {
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct pool_inode dir;
 	int rc = pool_meta_get(v->meta, parent_vino, &dir);
 
@@ -328,8 +327,8 @@ static int new_inode(fuse_req_t req, struct fs *fs, struct fs_volume *v, uint64_
 		return rc;
 	memset(a, 0, sizeof(*a));
 	a->mode = mode;
-	a->uid = ctx->uid;
-	a->gid = ctx->gid;
+	a->uid = uid;
+	a->gid = gid;
 	if (dir.mode & S_ISGID) {
 		a->gid = dir.gid;
 		if (S_ISDIR(mode))
@@ -363,7 +362,8 @@ static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return -ENOENT;
 	if ((rc = check_writable(fs)) < 0)
 		return rc;
-	rc = new_inode(req, fs, v, fs_ino_vino(parent), mode, rdev, &a);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	rc = fs_new_inode(fs, v, fs_ino_vino(parent), mode, rdev, ctx->uid, ctx->gid, &a);
 	if (rc == 0)
 		rc = pool_meta_create(v->meta, fs_ino_vino(parent), name, &a, target);
 	if (rc < 0)
@@ -561,7 +561,7 @@ static void set_open_flags(struct fs *fs, struct fuse_file_info *fi)
 {
 	if (fs->opt.direct_io)
 		fi->direct_io = 1;
-	else
+	else if (!fs->opt.listen) /* other nodes may write: close-to-open (fs/route.c) */
 		fi->keep_cache = 1; /* one writer per volume: the page cache stays valid */
 }
 
@@ -587,7 +587,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	/* libfuse asks for atomic O_TRUNC: the kernel sends no separate
 	 * truncate, open does it. */
 	if ((fi->flags & O_TRUNC) && S_ISREG(in->attr.mode))
-		rc = set_size(in, 0); /* even with O_RDONLY, as Linux does */
+		rc = fs_set_size(in, 0); /* even with O_RDONLY, as Linux does */
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -736,7 +736,7 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-static int sync_inode(struct fs *fs, struct fs_inode *in)
+int fs_sync_inode(struct fs *fs, struct fs_inode *in)
 {
 	struct pool_file_map map;
 	int rc = 0;
@@ -758,7 +758,7 @@ static void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 	(void)ino;
 	(void)datasync; /* the size may have changed: always write it back */
-	fuse_reply_err(req, -sync_inode(fs_of(req), in));
+	fuse_reply_err(req, -fs_sync_inode(fs_of(req), in));
 }
 
 static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -779,7 +779,7 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* Zero [off, end) of the file (clipped to its size): whole stripes are
  * released, the rest written with zeros (pool_store_punch). */
-static int zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
+int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
 {
 	struct pool_file_map map;
 	int rc = 0;
@@ -799,7 +799,7 @@ static int zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
 
 /* Grow the size to `end` unless KEEP_SIZE; stamp mtime and ctime as ext4
  * does for every fallocate mode that succeeds. */
-static void falloc_attrs(struct fs_inode *in, uint64_t end, int mode)
+void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode)
 {
 	pthread_mutex_lock(&in->lock);
 	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > in->attr.size)
@@ -822,13 +822,13 @@ static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 
 	(void)ino;
 	if (rc == 0 && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
-		rc = zero_range(in, (uint64_t)off, end);
+		rc = fs_zero_range(in, (uint64_t)off, end);
 	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
-		rc = zero_range(in, (uint64_t)off, end);
+		rc = fs_zero_range(in, (uint64_t)off, end);
 	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) != 0)
 		rc = -EOPNOTSUPP;
 	if (rc == 0)
-		falloc_attrs(in, end, mode);
+		fs_falloc_attrs(in, end, mode);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1090,7 +1090,7 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 /* Raw size and free space of the healthy disks, scaled by the volume's
  * efficiency (and bounded by the pool's placement estimate for what is
  * still free); the pool root reports raw figures. */
-static void pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t *avail)
+void fs_pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t *avail)
 {
 	uint64_t raw = 0, rawfree = 0;
 	uint32_t num = 1, den = 1;
@@ -1126,7 +1126,7 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	uint64_t size = 0, avail = 0, inodes = 0;
 
 	memset(&st, 0, sizeof(st));
-	pool_space(fs, v, &size, &avail);
+	fs_pool_space(fs, v, &size, &avail);
 	if (v)
 		pool_meta_count(v->meta, &inodes);
 	st.f_bsize = st.f_frsize = 4096;
@@ -1140,7 +1140,7 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ext4's rules: user., trusted. and security. names with something after
  * the prefix; other namespaces are not supported here (no POSIX ACLs). */
-static int check_xattr_name(const char *name)
+int fs_check_xattr_name(const char *name)
 {
 	static const char *const ns[] = {"user.", "trusted.", "security."};
 
@@ -1167,7 +1167,7 @@ static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 		return;
 	rc = check_writable(fs);
 	if (rc == 0)
-		rc = check_xattr_name(name);
+		rc = fs_check_xattr_name(name);
 	if (rc == 0)
 		rc = pool_meta_setxattr(v->meta, fs_ino_vino(ino), name, value, size, flags);
 	if (rc == 0)
@@ -1196,7 +1196,7 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	}
 	if (!(v = vol_of(req, ino)))
 		return;
-	int rc = check_xattr_name(name);
+	int rc = fs_check_xattr_name(name);
 	if (rc < 0) {
 		fuse_reply_err(req, rc == -EOPNOTSUPP ? ENODATA : -rc);
 		return;
@@ -1244,7 +1244,7 @@ static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	rc = check_writable(fs);
 	if (rc == 0)
-		rc = check_xattr_name(name);
+		rc = fs_check_xattr_name(name);
 	if (rc == 0)
 		rc = pool_meta_removexattr(v->meta, fs_ino_vino(ino), name);
 	if (rc == 0)

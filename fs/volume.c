@@ -143,10 +143,39 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 	return rc;
 }
 
+/* Open the volume's stores (metadata replicas, chunk store) and reap
+ * orphans: at mount, or when this node becomes the volume's owner. */
+int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+		     char *err, size_t errlen)
+{
+	int rc = open_meta(fs, v, pv, err, errlen);
+
+	if (rc == 0)
+		rc = open_store(fs, v, err, errlen);
+	if (rc == 0 && v->vn)
+		rc = fs_node_fence(fs, v, err, errlen); /* before anything is written */
+	if (rc == 0)
+		rc = purge_orphans(v);
+	if (rc < 0)
+		fs_volume_detach(v);
+	return rc;
+}
+
+/* Close the stores again (another node owns the volume now). */
+void fs_volume_detach(struct fs_volume *v)
+{
+	if (v->store)
+		pool_store_close(v->store);
+	if (v->meta)
+		pool_meta_close(v->meta);
+	v->store = NULL;
+	v->meta = NULL;
+}
+
 int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen)
 {
 	struct fs_volume *v = calloc(1, sizeof(*v));
-	int rc;
+	int rc = 0;
 
 	if (!v)
 		return -ENOMEM;
@@ -160,11 +189,10 @@ int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, si
 	snprintf(v->name, sizeof(v->name), "%s", pv->name);
 	v->geom = pv->geom;
 	v->integrity = pv->integrity;
-	rc = open_meta(fs, v, pv, err, errlen);
-	if (rc == 0)
-		rc = open_store(fs, v, err, errlen);
-	if (rc == 0)
-		rc = purge_orphans(v);
+	if (fs->opt.listen) /* several nodes: the stores open when this node owns it */
+		rc = fs_node_volume_init(fs, v, pv, err, errlen);
+	else
+		rc = fs_volume_attach(fs, v, pv, err, errlen);
 	pthread_mutex_lock(&fs->vol_lock);
 	if (rc == 0 && fs->nvol == FS_MAX_VOLUMES) {
 		snprintf(err, errlen, "volume %s: more than %d volumes", v->name, FS_MAX_VOLUMES);
@@ -180,9 +208,7 @@ int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, si
 
 void fs_volume_close(struct fs_volume *v)
 {
-	if (v->store)
-		pool_store_close(v->store);
-	if (v->meta)
-		pool_meta_close(v->meta);
+	fs_volume_detach(v);
+	fs_node_volume_free(v);
 	free(v);
 }

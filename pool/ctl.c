@@ -151,7 +151,10 @@ int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err
 	*reply = NULL;
 	if (rc < 0)
 		return rc;
-	snprintf(pattern, sizeof(pattern), "%s/%s.*.sock", pool_ctl_dir(), uuid);
+	/* SPACEFS_NODE picks one node's daemon when several run here. */
+	const char *node = getenv("SPACEFS_NODE");
+	snprintf(pattern, sizeof(pattern), "%s/%s.%s.sock", pool_ctl_dir(), uuid,
+		 node && *node && !strpbrk(node, "/*?[") ? node : "*");
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return -ENOENT;
 	rc = -ENOENT;

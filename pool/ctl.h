@@ -11,10 +11,14 @@
  * Commands: "status" (payload: JSON with the daemon's live counters),
  * "counters" (payload: one line per volume and disk, tab-separated:
  * VOLUME DISK READS WRITES READ_BYTES WRITE_BYTES ERRORS CSUM_ERRORS) and
- * "owners" (payload: "mount\tNODE\tMOUNTPOINT\tALLOW_OTHER(0|1)" then one
+ * "shares" (payload: "mount\tNODE\tMOUNTPOINT\tALLOW_OTHER(0|1)" then one
  * "volume\tNAME\tOWNER_NODE\tOWNER_HOST(or -)\tEPOCH\tLAYOUT" per volume) and
  * "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY".
- * The directory can be moved with SPACEFS_RUN_DIR (tests use their own).
+ * The directory can be moved with SPACEFS_RUN_DIR (tests use their own);
+ * SPACEFS_NODE=NAME talks to node NAME's daemon when several run here.
+ * With several nodes (fs/node.c) also: "owners" (one line per volume:
+ * VOLUME OWNER ADDR EPOCH ACCESS REDIRECTED_OPS REDIRECTED_BYTES PREFERRED),
+ * "owner-move VOLUME NODE" and "owner-balance".
  */
 #ifndef SPACEFS_POOL_CTL_H
 #define SPACEFS_POOL_CTL_H

@@ -113,6 +113,7 @@ enum stmt {
 	ST_ROLLBACK,
 	ST_GET_META,
 	ST_SET_META,
+	ST_PUT_META,
 	ST_GET_INODE,
 	ST_PUT_INODE,
 	ST_SET_ATTR,
@@ -147,6 +148,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_GET_META] = "SELECT value FROM meta WHERE key = ?1",
     [ST_SET_META] = "UPDATE meta SET value = ?2 WHERE key = ?1",
+    [ST_PUT_META] = "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)",
     [ST_GET_INODE] = "SELECT " INODE_COLS " FROM inodes i WHERE i.ino = ?1",
     [ST_PUT_INODE] = "INSERT INTO inodes(ino, mode, uid, gid, nlink, size, rdev, atime, mtime,"
 		     " ctime, npos, disks) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
@@ -204,6 +206,8 @@ struct pool_meta {
 	uint32_t n, nlive;
 	bool in_txn; /* BEGIN issued on the live replicas, not yet ended */
 	uint64_t txn, next_ino, ninodes;
+	uint64_t epoch; /* fencing token of this writer; 0: no fencing (one node) */
+	bool fenced;	/* a replica holds a newer epoch: every write is refused */
 	struct {
 		uint64_t next_ino;
 		int64_t dinodes;
@@ -415,6 +419,27 @@ static int rd_row(struct pool_meta *m, struct rd *q, enum stmt s, const struct a
 	return rc ? rc : rd_step(m, q);
 }
 
+/* Epoch fencing (DESIGN.md, coordinator lock): inside the write
+ * transaction (BEGIN IMMEDIATE holds the replica's write lock), a replica
+ * stamped with a newer epoch than ours means another node has taken the
+ * volume over: refuse, and refuse every later write too. */
+static int fence_check(struct pool_meta *m, struct replica *r)
+{
+	sqlite3_stmt *st = r->st[ST_GET_META];
+	int64_t stored = 0;
+
+	if (bind_args(st, ARGS(AT("epoch"))) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		stored = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (stored <= 0 || (uint64_t)stored <= m->epoch)
+		return 0;
+	if (!m->fenced)
+		say("metadata replica %s holds epoch %" PRId64 ", newer than this node's %" PRIu64
+		    ": another node owns the volume; writes refused",
+		    r->path, stored, m->epoch);
+	return -ESTALE;
+}
+
 /* Start the write transaction on every live replica, at the first write of
  * a call: calls that fail their checks never touch the files. */
 static int begin_all(struct pool_meta *m)
@@ -429,11 +454,13 @@ static int begin_all(struct pool_meta *m)
 		sqlite3_reset(r->st[ST_BEGIN]);
 		if (rc != SQLITE_DONE)
 			drop_replica(m, r, "BEGIN", sqlite3_errmsg(r->db));
+		else if (m->epoch && fence_check(m, r) < 0)
+			m->fenced = true;
 	}
 	if (m->nlive == 0)
 		return -EIO;
 	m->in_txn = true;
-	return 0;
+	return m->fenced ? -EIO : 0;
 }
 
 /* Run one write on one replica; NULL or why it failed (kept in r->why). */
@@ -1661,6 +1688,35 @@ static int op_count(struct pool_meta *m, void *arg)
 int pool_meta_count(struct pool_meta *m, uint64_t *inodes)
 {
 	return run(m, op_count, inodes);
+}
+
+static int op_set_epoch(struct pool_meta *m, void *arg)
+{
+	return wr(m, ST_PUT_META, -1, ARGS(AT("epoch"), AI(*(uint64_t *)arg)));
+}
+
+int pool_meta_set_epoch(struct pool_meta *m, uint64_t epoch)
+{
+	pthread_mutex_lock(&m->lock);
+	uint64_t old = m->epoch;
+	m->epoch = epoch;
+	m->fenced = false;
+	pthread_mutex_unlock(&m->lock);
+	int rc = epoch ? run(m, op_set_epoch, &epoch) : 0;
+	if (rc < 0) {
+		pthread_mutex_lock(&m->lock);
+		m->epoch = old;
+		pthread_mutex_unlock(&m->lock);
+	}
+	return rc;
+}
+
+bool pool_meta_fenced(struct pool_meta *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool f = m->fenced;
+	pthread_mutex_unlock(&m->lock);
+	return f;
 }
 
 uint64_t pool_meta_txn(struct pool_meta *m)

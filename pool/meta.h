@@ -26,6 +26,7 @@
 #ifndef SPACEFS_POOL_META_H
 #define SPACEFS_POOL_META_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -61,6 +62,13 @@ void pool_meta_close(struct pool_meta *m);
 
 /* Make all committed changes durable on every live replica. */
 int pool_meta_sync(struct pool_meta *m);
+/* Fencing (several nodes): stamp `epoch` on every replica and check it in
+ * every later write transaction; a replica holding a newer epoch refuses
+ * the write (-EIO, and pool_meta_fenced() turns true for good).  -EIO if a
+ * replica already holds a newer epoch.  Epoch 0 (the default) fences
+ * nothing. */
+int pool_meta_set_epoch(struct pool_meta *m, uint64_t epoch);
+bool pool_meta_fenced(struct pool_meta *m);
 /* Transaction counter of the newest state, and how many replicas are live. */
 uint64_t pool_meta_txn(struct pool_meta *m);
 uint32_t pool_meta_live_replicas(struct pool_meta *m);

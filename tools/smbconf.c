@@ -8,7 +8,7 @@
  * `msdfs proxy` set refers every client to another server's share.
  *
  * So this command asks the local spacefs daemon (control socket, request
- * "owners") where the pool is mounted and who owns each volume, and
+ * "shares") where the pool is mounted and who owns each volume, and
  * prints one smb.conf share per volume: a real share over the FUSE mount
  * when this node owns the volume, a DFS proxy to the owner's share when
  * another node does.  Every setting carries its reason in a comment: the
@@ -115,7 +115,7 @@ static int copy_field(char *dst, size_t size, const char *src)
 	return 0;
 }
 
-/* Parse the "owners" reply (pool/ctl.h); every field is checked. */
+/* Parse the "shares" reply (pool/ctl.h); every field is checked. */
 static int parse_owners(char *reply, struct smb_view *v)
 {
 	char *f[8];
@@ -155,9 +155,9 @@ static int fetch_view(const struct smb_args *a, struct smb_view *v)
 		return fail("%s", err);
 	pool_uuid_format(p->sb->pool_uuid, uuid);
 	if (a->node)
-		rc = pool_ctl_call_node(uuid, a->node, "owners", &reply, err, sizeof(err));
+		rc = pool_ctl_call_node(uuid, a->node, "shares", &reply, err, sizeof(err));
 	else
-		rc = pool_ctl_call(uuid, "owners", &reply, err, sizeof(err));
+		rc = pool_ctl_call(uuid, "shares", &reply, err, sizeof(err));
 	if (rc == -ENOENT)
 		fail("pool '%s' is not mounted by %s%s on this machine (start spacefs first)",
 		     p->sb->pool_name, a->node ? "node " : "any node", a->node ? a->node : "");

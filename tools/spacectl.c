@@ -7,6 +7,9 @@
  *   spacectl volume delete SOURCE NAME
  *   spacectl status SOURCE [--json]
  *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
+ *   spacectl owner move SOURCE VOLUME NODE
+ *   spacectl owner balance SOURCE
+ *   spacectl owner prefer SOURCE VOLUME NODE|none
  *
  * Every command is two functions: cmd_X() turns argv into a struct of
  * parsed arguments, reporting usage errors; do_X() acts on that struct.
@@ -31,6 +34,7 @@
 
 #include "layout/layout.h"
 #include "pool/ctl.h"
+#include "pool/owner.h"
 #include "pool/pool.h"
 #include "tools/smbconf.h"
 #include "tools/table.h"
@@ -75,6 +79,7 @@ static const char help_main[] =
     "  volume delete SOURCE NAME             delete a volume and all its files\n"
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
+    "  owner move|balance|prefer ...         volume owners with several nodes\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -115,6 +120,19 @@ static const char help_volume[] =
     "  delete SOURCE NAME                        delete a volume and its files\n"
     "\n"
     "See spacectl volume COMMAND --help.\n";
+
+static const char help_owner[] =
+    "usage: spacectl owner COMMAND ...\n"
+    "\n"
+    "With several nodes (spacefs -o listen=...) each volume has one owner node,\n"
+    "the only one that writes it; the others redirect their I/O to it.\n"
+    "\n"
+    "owner commands:\n"
+    "  move SOURCE VOLUME NODE        hand VOLUME over to NODE (a running node)\n"
+    "  balance SOURCE                 spread volumes evenly over the live nodes\n"
+    "  prefer SOURCE VOLUME NODE|none set or clear VOLUME's preferred owner\n"
+    "\n"
+    "SPACEFS_NODE=NAME picks which local daemon spacectl talks to.\n";
 
 static const char help_volume_create[] =
     "usage: spacectl volume create SOURCE NAME --layout simple|mirror|parity\n"
@@ -827,6 +845,8 @@ static void counters_table(struct pool *p)
 	free(reply);
 }
 
+static void owners_table(struct pool *p);
+
 static int status_text(struct pool *p, const char *live)
 {
 	char uuid[37];
@@ -841,6 +861,8 @@ static int status_text(struct pool *p, const char *live)
 	disks_table(p);
 	printf("\n");
 	int rc = volumes_table(p);
+	if (live)
+		owners_table(p);
 	if (live)
 		counters_table(p);
 	return rc;
@@ -923,6 +945,116 @@ static int cmd_status(int argc, char **argv)
 	return rc || done ? rc : do_status(&a);
 }
 
+/* ---- owners (several nodes) ------------------------------------------------------ */
+
+/* Who owns each volume, as the daemon spacectl reached sees it. */
+static void owners_table(struct pool *p)
+{
+	static const char *const head[] = {"VOLUME", "OWNER", "ADDRESS",   ">EPOCH",
+					   "ACCESS", ">REDIRECTED", ">REDIR-BYTES", "PREFERRED"};
+	char err[POOL_MSG_MAX], *reply = NULL;
+	struct table *t;
+
+	if (daemon_call(p, "owners", &reply, err, sizeof(err)) != 0)
+		return;
+	t = table_new(8, head);
+	for (char *save = NULL, *line = strtok_r(reply, "\n", &save); t && line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char vol[65], own[65], addr[64], acc[16], pref[65], ep[24], ops[24], by[32];
+		unsigned long long e, o, b;
+		if (sscanf(line, "%64[^\t]\t%64[^\t]\t%63[^\t]\t%llu\t%15[^\t]\t%llu\t%llu\t%64s",
+			   vol, own, addr, &e, acc, &o, &b, pref) != 8)
+			continue;
+		snprintf(ep, sizeof(ep), "%llu", e);
+		snprintf(ops, sizeof(ops), "%llu", o);
+		fmt_size(b, by, sizeof(by));
+		const char *row[8] = {vol, own, addr, ep, acc, ops, by, pref};
+		table_row(t, row);
+	}
+	if (t) {
+		printf("\nvolume owners (seen from this node)\n");
+		table_print(t, stdout);
+		table_free(t);
+	}
+	free(reply);
+}
+
+static int owner_call(const char *source, const char *request)
+{
+	struct pool *p = open_pool(source, 0);
+	char err[POOL_MSG_MAX], *reply = NULL;
+	int rc;
+
+	if (!p)
+		return 1;
+	rc = daemon_call(p, request, &reply, err, sizeof(err));
+	pool_close(p);
+	free(reply);
+	if (rc == -ENOENT)
+		return say_error(1, source, "no spacefs node is running on this pool here");
+	if (rc < 0)
+		return say_error(1, NULL, "%s", err[0] ? err : strerror(-rc));
+	return 0;
+}
+
+static int cmd_owner_move(int argc, char **argv)
+{
+	char req[POOL_NAME_MAX * 3];
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return show_help(help_owner);
+	if (argc != 4)
+		return say_error(EXIT_USAGE, "owner move", "usage: owner move SOURCE VOLUME NODE");
+	snprintf(req, sizeof(req), "owner-move %.64s %.64s", argv[2], argv[3]);
+	return owner_call(argv[1], req);
+}
+
+static int cmd_owner_balance(int argc, char **argv)
+{
+	if (argc != 2 || argv[1][0] == '-')
+		return argc == 2 ? show_help(help_owner)
+				 : say_error(EXIT_USAGE, "owner balance", "usage: owner balance SOURCE");
+	return owner_call(argv[1], "owner-balance");
+}
+
+/* Written to the volume's metadata disks directly (pool/owner.c), then
+ * the running nodes are asked to balance, which reads it. */
+static int cmd_owner_prefer(int argc, char **argv)
+{
+	const char *dirs[POOL_META_DISKS];
+	char paths[POOL_META_DISKS][POOL_PATH_MAX + 80], err[POOL_MSG_MAX];
+	uint32_t n = 0;
+
+	if (argc != 4)
+		return say_error(EXIT_USAGE, "owner prefer",
+				 "usage: owner prefer SOURCE VOLUME NODE|none");
+	struct pool *p = open_pool(argv[1], 0);
+	if (!p)
+		return 1;
+	const struct pool_sb_volume *v = pool_volume_find(p, argv[2]);
+	if (!v) {
+		pool_close(p);
+		return say_error(1, argv[2], "no such volume");
+	}
+	for (uint32_t i = 0; i < v->nmeta; i++)
+		if (v->meta[i] < p->ndisks && p->disk[v->meta[i]].state == POOL_DISK_HEALTHY) {
+			snprintf(paths[n], sizeof(paths[n]), "%s/vol/%s", p->disk[v->meta[i]].path,
+				 v->name);
+			dirs[n] = paths[n];
+			n++;
+		}
+	const char *node = strcmp(argv[3], "none") ? argv[3] : "";
+	int rc = pool_pref_write(dirs, n, node, err, sizeof(err));
+	char *reply = NULL;
+	if (rc == 0)
+		daemon_call(p, "owner-balance", &reply, err, sizeof(err));
+	free(reply);
+	pool_close(p);
+	if (rc < 0)
+		return say_error(1, argv[2], "%s", err);
+	return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 struct command {
@@ -935,6 +1067,9 @@ static const struct command commands[] = {
     {"pool", "create", cmd_pool_create}, {"volume", "create", cmd_volume_create},
     {"volume", "list", cmd_volume_list}, {"volume", "delete", cmd_volume_delete},
     {NULL, "status", cmd_status},         {NULL, "smbconf", smbconf_main},
+    {NULL, "status", cmd_status},
+    {"owner", "move", cmd_owner_move}, {"owner", "balance", cmd_owner_balance},
+    {"owner", "prefer", cmd_owner_prefer},
 };
 
 static int is_help(const char *s)
@@ -972,6 +1107,8 @@ int main(int argc, char **argv)
 		return run_group("pool", help_pool, argc - 2, argv + 2);
 	if (!strcmp(argv[1], "volume"))
 		return run_group("volume", help_volume, argc - 2, argv + 2);
+	if (!strcmp(argv[1], "owner"))
+		return run_group("owner", help_owner, argc - 2, argv + 2);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!commands[i].group && !strcmp(commands[i].name, argv[1]))
 			return commands[i].run(argc - 1, argv + 1);

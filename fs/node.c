@@ -1,0 +1,937 @@
+/*
+ * node.c -- one node among several on a pool: who owns which volume.
+ *
+ * With `-o listen=ADDR:PORT` the daemon is a node of a cluster sharing the
+ * disk directories (DESIGN.md, "Coordinator lock and nodes").  Each volume
+ * has one owner, the only node that opens and writes its stores; this file
+ * keeps that true:
+ *
+ *  - Lease.  The owner holds a lease in the volume's owner.lock on each of
+ *    its metadata disks (pool/owner.c) and renews it every heartbeat.  It
+ *    owns the volume while the lease is valid on a majority; its own
+ *    deadline is the start of the last renewal that reached a majority,
+ *    plus the lease, minus a safety margin, on CLOCK_MONOTONIC.  Past the
+ *    deadline fs_vol_enter_local() says no, so nothing more is written:
+ *    requests go to whoever owns the volume next.
+ *  - Takeover.  A node that sees no valid owner takes the volume with a
+ *    new epoch (the highest seen + 1), stamps the epoch on the metadata
+ *    replicas (pool_meta_set_epoch: older writers are refused from then
+ *    on), opens the stores and serves.  A dead owner (its byte-1 lock is
+ *    gone) is replaced at the next heartbeat; a hung one (lock held, lease
+ *    expired) only after its heartbeat sequence has not moved for lease +
+ *    margin, by which time it has stopped writing by its own deadline.
+ *  - Handover.  On `spacectl owner move`, balancing or unmount the owner
+ *    drains local requests (the volume's rwlock), writes back cached
+ *    attributes, syncs the metadata, closes the stores, marks the lock
+ *    records released, drops its byte-1 locks and tells the new owner
+ *    (W_TAKE), which takes over at once.
+ *  - Balancing (CSV in Windows Server 2012 R2): whenever the set of live
+ *    nodes changes, and on request, every node computes the same desired
+ *    owner per volume -- its preferred owner if live, else the current
+ *    owner while it holds no more than its share, else the least loaded
+ *    live node (ties by name) -- and hands over what it should not own.
+ *
+ * Node registry: every heartbeat rewrites <disk>/nodes/<name>; a node is
+ * live while some process holds its record's lock and its heartbeat is
+ * younger than a lease.  Clocks: leases and heartbeats in the files are
+ * CLOCK_REALTIME, so nodes on different machines must agree within a
+ * fraction of the margin (NTP); every wait that decides safety is also
+ * measured on this node's CLOCK_MONOTONIC (docs/OPERATIONS.md).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/node.h"
+
+int64_t fs_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* ---- entering a volume ---- */
+
+bool fs_vol_enter_local(struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+
+	if (!vn)
+		return true;
+	if (atomic_load(&vn->changing))
+		return false;
+	return fs_vol_hold_local(v);
+}
+
+bool fs_vol_hold_local(struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+
+	if (!vn)
+		return true;
+	pthread_rwlock_rdlock(&vn->lock);
+	if (vn->state == VS_OWNED && fs_mono_ns() < atomic_load(&vn->deadline_ns))
+		return true;
+	pthread_rwlock_unlock(&vn->lock);
+	return false;
+}
+
+void fs_vol_leave(struct fs_volume *v)
+{
+	if (v->vn)
+		pthread_rwlock_unlock(&v->vn->lock);
+}
+
+/* ---- per-volume state ---- */
+
+int fs_node_volume_init(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+			char *err, size_t errlen)
+{
+	struct fs_vnode *vn = calloc(1, sizeof(*vn));
+	const char *dirs[POOL_META_DISKS];
+
+	if (!vn) {
+		snprintf(err, errlen, "volume %s: out of memory", pv->name);
+		return -ENOMEM;
+	}
+	pthread_rwlock_init(&vn->lock, NULL);
+	pthread_mutex_init(&vn->info_lock, NULL);
+	for (uint32_t i = 0; i < pv->nmeta && i < POOL_META_DISKS; i++) {
+		if (pv->meta[i] >= fs->pool->ndisks)
+			continue;
+		snprintf(vn->lock_dir[vn->nmeta], POOL_PATH_MAX, "%s/vol/%s",
+			 fs->pool->disk[pv->meta[i]].path, pv->name);
+		dirs[vn->nmeta] = vn->lock_dir[vn->nmeta];
+		vn->lock_fd[vn->nmeta++] = -1;
+	}
+	pool_pref_read(dirs, vn->nmeta, vn->pref, sizeof(vn->pref));
+	v->vn = vn;
+	return 0;
+}
+
+void fs_node_volume_free(struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+
+	if (!vn)
+		return;
+	for (uint32_t i = 0; i < vn->nmeta; i++)
+		if (vn->lock_fd[i] >= 0)
+			close(vn->lock_fd[i]);
+	pthread_rwlock_destroy(&vn->lock);
+	pthread_mutex_destroy(&vn->info_lock);
+	free(vn);
+	v->vn = NULL;
+}
+
+int fs_node_fence(struct fs *fs, struct fs_volume *v, char *err, size_t errlen)
+{
+	(void)fs;
+	int rc = pool_meta_set_epoch(v->meta, v->vn->epoch);
+	if (rc < 0)
+		snprintf(err, errlen, "volume %s: cannot stamp epoch %llu on its metadata: %s",
+			 v->name, (unsigned long long)v->vn->epoch, strerror(-rc));
+	return rc;
+}
+
+void fs_node_owner(struct fs_volume *v, char *node, char *addr, uint64_t *epoch, bool *valid)
+{
+	struct fs_vnode *vn = v->vn;
+
+	pthread_mutex_lock(&vn->info_lock);
+	snprintf(node, POOL_NODE_NAME_MAX + 1, "%s", vn->owner);
+	snprintf(addr, POOL_ADDR_MAX, "%s", vn->owner_addr);
+	*epoch = vn->epoch;
+	*valid = vn->owner_valid;
+	pthread_mutex_unlock(&vn->info_lock);
+}
+
+static void set_owner(struct fs_vnode *vn, const char *node, const char *addr, uint64_t epoch,
+		      bool valid)
+{
+	pthread_mutex_lock(&vn->info_lock);
+	snprintf(vn->owner, sizeof(vn->owner), "%s", node);
+	snprintf(vn->owner_addr, sizeof(vn->owner_addr), "%s", addr);
+	vn->epoch = epoch;
+	vn->owner_valid = valid;
+	pthread_mutex_unlock(&vn->info_lock);
+}
+
+static uint32_t majority(const struct fs_vnode *vn)
+{
+	return vn->nmeta / 2 + 1;
+}
+
+static int live_index(const struct fs_node *n, const char *name);
+
+/* ---- observing the lock files ---- */
+
+enum owner_seen {
+	SEEN_NONE,  /* nobody: never owned, released, or expired and gone */
+	SEEN_VALID, /* a live owner with a valid lease on a majority */
+	SEEN_DEAD,  /* the owner's process is gone (byte-1 lock free) */
+	SEEN_HUNG,  /* lease expired, process still there: wait it out */
+	SEEN_MINE,  /* our own valid lease (we own it) */
+};
+
+struct seen {
+	enum owner_seen state;
+	struct pool_owner_rec best; /* highest epoch found */
+	uint64_t max_epoch;
+};
+
+static int ensure_fd(struct fs_vnode *vn, uint32_t i, bool create)
+{
+	if (vn->lock_fd[i] < 0)
+		vn->lock_fd[i] = pool_lock_open(vn->lock_dir[i], create);
+	return vn->lock_fd[i];
+}
+
+static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
+{
+	struct fs_vnode *vn = v->vn;
+	struct pool_owner_rec rec[POOL_META_DISKS];
+	bool ok[POOL_META_DISKS] = {0};
+	uint32_t same = 0, alive = 0;
+	const struct pool_owner_rec *b = &s->best;
+	char err[512];
+
+	memset(s, 0, sizeof(*s));
+	for (uint32_t i = 0; i < vn->nmeta; i++) {
+		if (ensure_fd(vn, i, false) < 0)
+			continue;
+		ok[i] =
+		    pool_lock_read(vn->lock_fd[i], vn->lock_dir[i], &rec[i], err, sizeof(err)) == 0;
+		if (ok[i] && rec[i].epoch > s->max_epoch) {
+			s->max_epoch = rec[i].epoch;
+			s->best = rec[i];
+		}
+	}
+	for (uint32_t i = 0; i < vn->nmeta; i++) {
+		if (!ok[i] || rec[i].epoch != s->best.epoch || strcmp(rec[i].node, s->best.node))
+			continue;
+		same++;
+		if (pool_lock_probe(vn->lock_fd[i]) == 1)
+			alive++;
+	}
+	bool released = (b->flags & POOL_OWNER_RELEASED) || b->epoch == 0;
+	bool lease_ok = !released && b->expiry_ms > pool_realtime_ms() && same >= majority(vn);
+	bool mine = vn->state == VS_OWNED && b->epoch == vn->epoch && !strcmp(b->node, n->name);
+
+	/* Byte 1 is free but the owner's node is running: it took the volume
+	 * over from a stalled node that still held byte 1 and has not picked
+	 * it up yet.  Not dead. */
+	if (!alive && !released && b->node[0]) {
+		pthread_mutex_lock(&n->lock);
+		alive = live_index(n, b->node) >= 0 && strcmp(b->node, n->name);
+		pthread_mutex_unlock(&n->lock);
+	}
+	if (mine)
+		s->state = SEEN_MINE;
+	else if (released || same < majority(vn))
+		s->state = alive ? SEEN_HUNG : SEEN_NONE;
+	else if (!alive)
+		s->state = SEEN_DEAD;
+	else
+		s->state = lease_ok ? SEEN_VALID : SEEN_HUNG;
+	/* Hung-owner clock: restart it whenever the record moves (so it runs
+	 * from the last renewal this node saw). */
+	if (b->epoch != vn->seen_epoch || b->seq != vn->seen_seq) {
+		vn->seen_epoch = b->epoch;
+		vn->seen_seq = b->seq;
+		vn->seen_since_ns = fs_mono_ns();
+	}
+	if (s->state == SEEN_VALID)
+		set_owner(vn, b->node, b->addr, b->epoch, true);
+	else if (s->state != SEEN_MINE)
+		set_owner(vn, b->node, b->addr, b->epoch, false);
+}
+
+/* ---- taking, renewing, releasing ---- */
+
+struct take_ctx {
+	struct fs_node *n;
+	uint64_t epoch;
+	bool force;
+};
+
+static int fn_take(struct pool_owner_rec *r, bool exists, void *arg)
+{
+	struct take_ctx *c = arg;
+	int64_t now = pool_realtime_ms();
+
+	if (exists && r->epoch >= c->epoch)
+		return -EAGAIN; /* someone was quicker */
+	if (exists && r->epoch && strcmp(r->node, c->n->name) &&
+	    !(r->flags & POOL_OWNER_RELEASED) && r->expiry_ms > now && !c->force)
+		return -EBUSY;
+	memset(r, 0, sizeof(*r));
+	r->epoch = c->epoch;
+	r->expiry_ms = now + c->n->lease_ms;
+	snprintf(r->node, sizeof(r->node), "%s", c->n->name);
+	snprintf(r->addr, sizeof(r->addr), "%s", c->n->addr);
+	return 1;
+}
+
+struct mine_ctx {
+	struct fs_node *n;
+	uint64_t epoch;
+	bool release;
+};
+
+static int fn_mine(struct pool_owner_rec *r, bool exists, void *arg)
+{
+	struct mine_ctx *c = arg;
+
+	if (exists && r->epoch > c->epoch)
+		return -ESTALE; /* a newer owner */
+	if (exists && r->epoch == c->epoch && strcmp(r->node, c->n->name))
+		return -ESTALE;
+	if (c->release && (!exists || r->epoch != c->epoch))
+		return 0; /* not ours: leave it */
+	if (!exists || r->epoch < c->epoch) {
+		/* a file we could not update when taking over (its update lock
+		 * was held by a stalled node), or rewritten by one since: ours
+		 * is the newer epoch, so restore it */
+		memset(r, 0, sizeof(*r));
+		r->epoch = c->epoch;
+		snprintf(r->node, sizeof(r->node), "%s", c->n->name);
+		snprintf(r->addr, sizeof(r->addr), "%s", c->n->addr);
+	}
+	if (c->release) {
+		r->flags |= POOL_OWNER_RELEASED;
+		r->expiry_ms = 0;
+	} else {
+		r->expiry_ms = pool_realtime_ms() + c->n->lease_ms;
+		r->seq++;
+	}
+	return 1;
+}
+
+static void drop_locks(struct fs_node *n, struct fs_volume *v, uint64_t epoch, bool release)
+{
+	struct fs_vnode *vn = v->vn;
+	struct mine_ctx c = {n, epoch, true};
+	char err[512];
+
+	for (uint32_t i = 0; i < vn->nmeta; i++) {
+		if (vn->lock_fd[i] < 0)
+			continue;
+		if (release)
+			pool_lock_update(vn->lock_fd[i], vn->lock_dir[i], fn_mine, &c, err,
+					 sizeof(err));
+		if (vn->held[i])
+			pool_lock_drop(vn->lock_fd[i]);
+		vn->held[i] = false;
+	}
+}
+
+static int open_stores(struct fs_node *n, struct fs_volume *v, uint64_t epoch)
+{
+	struct fs *fs = n->fs;
+	struct pool_sb_volume pv;
+	char err[512] = "";
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	const struct pool_sb_volume *found = pool_volume_find(fs->pool, v->name);
+	if (found)
+		pv = *found;
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (!found)
+		return -ENOENT;
+	atomic_store(&v->vn->changing, 1);
+	pthread_rwlock_wrlock(&v->vn->lock);
+	v->vn->epoch = epoch;
+	rc = fs_volume_attach(fs, v, &pv, err, sizeof(err));
+	if (rc == 0) {
+		fs_inode_reload_volume(fs, v);
+		v->vn->state = VS_OWNED;
+	} else {
+		fprintf(stderr, "spacefs: node %s: taking volume %s: %s\n", n->name, v->name, err);
+	}
+	pthread_rwlock_unlock(&v->vn->lock);
+	atomic_store(&v->vn->changing, 0);
+	return rc;
+}
+
+static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, bool force,
+		 const char *why)
+{
+	struct fs_vnode *vn = v->vn;
+	struct take_ctx c = {n, s->max_epoch + 1, force};
+	int64_t t0 = fs_mono_ns();
+	uint32_t ok = 0;
+	char err[512] = "no metadata disk reachable";
+
+	for (uint32_t i = 0; i < vn->nmeta; i++) {
+		if (ensure_fd(vn, i, true) < 0)
+			continue;
+		if (!vn->held[i])
+			vn->held[i] = pool_lock_hold(vn->lock_fd[i]) == 0;
+		int rc = pool_lock_update(vn->lock_fd[i], vn->lock_dir[i], fn_take, &c, err,
+					  sizeof(err));
+		if (rc == 0)
+			ok++;
+	}
+	if (ok < majority(vn))
+		fprintf(stderr, "spacefs: node %s: volume %s: lease taken on %u of %u disks (%s)\n",
+			n->name, v->name, ok, vn->nmeta, err);
+	if (ok < majority(vn) || open_stores(n, v, c.epoch) < 0) {
+		drop_locks(n, v, c.epoch, true);
+		return;
+	}
+	atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
+	set_owner(vn, n->name, n->addr, c.epoch, true);
+	if (s->best.addr[0] && strcmp(s->best.addr, n->addr))
+		fs_rpc_reset(n->rpc, s->best.addr); /* unblock requests sent to the old owner */
+	fprintf(stderr, "spacefs: node %s: owner of volume %s now (epoch %llu; %s%s%s)\n", n->name,
+		v->name, (unsigned long long)c.epoch, why, s->best.node[0] ? ", was " : "",
+		s->best.node);
+}
+
+/* Stop owning v.  `lost`: another node took it, so nothing may be written
+ * (not even cached attributes); else drain, write back and release. */
+static void release(struct fs_node *n, struct fs_volume *v, bool lost, const char *to)
+{
+	struct fs_vnode *vn = v->vn;
+	uint64_t epoch = vn->epoch;
+
+	atomic_store(&vn->changing, 1);
+	pthread_rwlock_wrlock(&vn->lock);
+	if (!lost) {
+		fs_inode_flush_volume(n->fs, v);
+		pool_meta_sync(v->meta);
+	}
+	fs_volume_detach(v);
+	vn->state = VS_REMOTE;
+	pthread_rwlock_unlock(&vn->lock);
+	atomic_store(&vn->changing, 0);
+	drop_locks(n, v, epoch, !lost);
+	set_owner(vn, "", "", epoch, false);
+	fprintf(stderr, "spacefs: node %s: %s volume %s (epoch %llu)%s%s\n", n->name,
+		lost ? "LOST" : "released", v->name, (unsigned long long)epoch,
+		to ? ", handed over to " : "", to ? to : "");
+	if (to) {
+		char addr[POOL_ADDR_MAX];
+		fs_node_addr_of(n->fs, to, addr);
+		struct wire_req q = {.type = W_TAKE, .volid = v->id, .name = n->name, .name2 = ""};
+		struct wire_rep p;
+		uint8_t *raw = NULL;
+		if (addr[0] && fs_rpc_call(n->rpc, addr, &q, &p, &raw) < 0)
+			fprintf(stderr, "spacefs: node %s: telling %s to take volume %s failed\n",
+				n->name, to, v->name);
+		free(raw);
+	}
+}
+
+static void renew(struct fs_node *n, struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+	struct mine_ctx c = {n, vn->epoch, false};
+	int64_t t0 = fs_mono_ns();
+	uint32_t ok = 0;
+	bool lost = false;
+	char err[512];
+
+	for (uint32_t i = 0; i < vn->nmeta; i++) {
+		if (ensure_fd(vn, i, false) < 0)
+			continue;
+		if (!vn->held[i])
+			vn->held[i] = pool_lock_hold(vn->lock_fd[i]) == 0;
+		int rc = pool_lock_update(vn->lock_fd[i], vn->lock_dir[i], fn_mine, &c, err,
+					  sizeof(err));
+		ok += rc == 0;
+		lost |= rc == -ESTALE;
+	}
+	if (!lost && ok >= majority(vn))
+		atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
+	else if (!lost)
+		fprintf(stderr, "spacefs: node %s: volume %s: lease renewed on %u of %u disks\n",
+			n->name, v->name, ok, vn->nmeta);
+	if (lost || fs_mono_ns() >= atomic_load(&vn->deadline_ns) ||
+	    (v->meta && pool_meta_fenced(v->meta)))
+		release(n, v, true, NULL);
+}
+
+/* ---- live nodes and balancing ---- */
+
+struct live_scan {
+	struct fs_node *n;
+	char name[64][POOL_NODE_NAME_MAX + 1];
+	char addr[64][POOL_ADDR_MAX];
+	uint32_t count;
+	int64_t now;
+};
+
+static void live_add(void *arg, const struct pool_node_rec *r)
+{
+	struct live_scan *ls = arg;
+
+	if (!r->running || ls->now - r->heartbeat_ms > ls->n->lease_ms)
+		return;
+	for (uint32_t i = 0; i < ls->count; i++)
+		if (!strcmp(ls->name[i], r->name))
+			return;
+	if (ls->count < 64) {
+		snprintf(ls->name[ls->count], POOL_NODE_NAME_MAX + 1, "%s", r->name);
+		snprintf(ls->addr[ls->count++], POOL_ADDR_MAX, "%s", r->addr);
+	}
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Beat, then list the live nodes; true if the set changed. */
+static bool refresh_live(struct fs_node *n)
+{
+	struct fs *fs = n->fs;
+	struct live_scan *ls = calloc(1, sizeof(*ls));
+	struct pool_node_rec me = {.heartbeat_ms = pool_realtime_ms(), .pid = (uint32_t)getpid()};
+	bool changed;
+
+	if (!ls)
+		return false;
+	snprintf(me.name, sizeof(me.name), "%s", n->name);
+	snprintf(me.addr, sizeof(me.addr), "%s", n->addr);
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (n->reg_fd[i] >= 0)
+			pool_node_beat(n->reg_fd[i], &me);
+	ls->n = n;
+	ls->now = pool_realtime_ms();
+	me.running = true;
+	live_add(ls, &me);
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY)
+			pool_node_list(fs->pool->disk[i].path, live_add, ls);
+	/* sort names, carrying addresses along */
+	for (uint32_t i = 1; i < ls->count; i++)
+		for (uint32_t j = i; j > 0 && strcmp(ls->name[j - 1], ls->name[j]) > 0; j--) {
+			char tn[POOL_NODE_NAME_MAX + 1], ta[POOL_ADDR_MAX];
+			memcpy(tn, ls->name[j], sizeof(tn));
+			memcpy(ta, ls->addr[j], sizeof(ta));
+			memcpy(ls->name[j], ls->name[j - 1], sizeof(tn));
+			memcpy(ls->addr[j], ls->addr[j - 1], sizeof(ta));
+			memcpy(ls->name[j - 1], tn, sizeof(tn));
+			memcpy(ls->addr[j - 1], ta, sizeof(ta));
+		}
+	pthread_mutex_lock(&n->lock);
+	changed = ls->count != n->nlive;
+	for (uint32_t i = 0; !changed && i < ls->count; i++)
+		changed = strcmp(ls->name[i], n->live[i]) != 0;
+	memcpy(n->live, ls->name, sizeof(n->live));
+	memcpy(n->live_addr, ls->addr, sizeof(n->live_addr));
+	n->nlive = ls->count;
+	pthread_mutex_unlock(&n->lock);
+	free(ls);
+	(void)cmp_name;
+	return changed;
+}
+
+void fs_node_addr_of(struct fs *fs, const char *name, char *addr)
+{
+	struct fs_node *n = fs->node;
+
+	addr[0] = '\0';
+	pthread_mutex_lock(&n->lock);
+	for (uint32_t i = 0; i < n->nlive; i++)
+		if (!strcmp(n->live[i], name))
+			snprintf(addr, POOL_ADDR_MAX, "%s", n->live_addr[i]);
+	pthread_mutex_unlock(&n->lock);
+}
+
+static int live_index(const struct fs_node *n, const char *name)
+{
+	for (uint32_t i = 0; i < n->nlive; i++)
+		if (!strcmp(n->live[i], name))
+			return (int)i;
+	return -1;
+}
+
+/* The desired owner of every volume (index into n->live, -1: none), the
+ * same on every node that sees the same live set and owners. */
+static void desired_owners(struct fs_node *n, int *want)
+{
+	struct fs *fs = n->fs;
+	uint32_t count[64] = {0}, nvol = fs->nvol, nlive = n->nlive;
+	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	if (nlive == 0)
+		return;
+	uint32_t cap = (nvol + nlive - 1) / nlive;
+	for (uint32_t i = 0; i < nvol; i++) {
+		struct fs_vnode *vn = fs->vol[i]->vn;
+		pthread_mutex_lock(&vn->info_lock);
+		want[i] = live_index(n, vn->pref);
+		pthread_mutex_unlock(&vn->info_lock);
+		if (want[i] >= 0)
+			count[want[i]]++;
+	}
+	for (uint32_t i = 0; i < nvol; i++) {
+		if (want[i] >= 0)
+			continue;
+		fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
+		int cur = valid ? live_index(n, owner) : -1;
+		if (cur >= 0 && count[cur] < cap) {
+			want[i] = cur;
+			count[cur]++;
+		}
+	}
+	for (uint32_t i = 0; i < nvol; i++) {
+		if (want[i] >= 0)
+			continue;
+		uint32_t best = 0;
+		for (uint32_t j = 1; j < nlive; j++)
+			if (count[j] < count[best])
+				best = j;
+		want[i] = (int)best;
+		count[best]++;
+	}
+}
+
+static void reload_prefs(struct fs *fs)
+{
+	for (uint32_t i = 0; i < fs->nvol; i++) {
+		struct fs_vnode *vn = fs->vol[i]->vn;
+		const char *dirs[POOL_META_DISKS];
+		char pref[POOL_NODE_NAME_MAX + 1];
+		for (uint32_t j = 0; j < vn->nmeta; j++)
+			dirs[j] = vn->lock_dir[j];
+		pool_pref_read(dirs, vn->nmeta, pref, sizeof(pref));
+		pthread_mutex_lock(&vn->info_lock);
+		memcpy(vn->pref, pref, sizeof(pref));
+		pthread_mutex_unlock(&vn->info_lock);
+	}
+}
+
+static void balance(struct fs_node *n)
+{
+	struct fs *fs = n->fs;
+	int want[FS_MAX_VOLUMES];
+	char to[POOL_NODE_NAME_MAX + 1];
+
+	pthread_mutex_lock(&n->lock);
+	desired_owners(n, want);
+	pthread_mutex_unlock(&n->lock);
+	for (uint32_t i = 0; i < fs->nvol; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (v->vn->state != VS_OWNED || want[i] < 0)
+			continue;
+		pthread_mutex_lock(&n->lock);
+		snprintf(to, sizeof(to), "%s", n->live[want[i]]);
+		pthread_mutex_unlock(&n->lock);
+		if (strcmp(to, n->name))
+			release(n, v, false, to);
+	}
+}
+
+/* ---- the heartbeat ---- */
+
+static bool is_desired(struct fs_node *n, uint32_t idx)
+{
+	int want[FS_MAX_VOLUMES];
+	bool mine;
+
+	pthread_mutex_lock(&n->lock);
+	desired_owners(n, want);
+	mine = want[idx] >= 0 && !strcmp(n->live[want[idx]], n->name);
+	pthread_mutex_unlock(&n->lock);
+	return mine;
+}
+
+static void tick_volume(struct fs_node *n, uint32_t idx)
+{
+	struct fs_volume *v = n->fs->vol[idx];
+	struct fs_vnode *vn = v->vn;
+	struct seen s;
+	int64_t now = fs_mono_ns();
+
+	if (vn->state == VS_OWNED) {
+		renew(n, v);
+		if (vn->state == VS_OWNED)
+			return;
+	}
+	observe(n, v, &s);
+	if (s.state != SEEN_NONE)
+		vn->ownerless_since_ns = 0;
+	else if (!vn->ownerless_since_ns)
+		vn->ownerless_since_ns = now;
+	bool asked = atomic_exchange(&vn->take_now, 0);
+	bool want = asked || is_desired(n, idx);
+	switch (s.state) {
+	case SEEN_NONE:
+		if (want || now - vn->ownerless_since_ns > 2 * n->lease_ms * 1000000ll)
+			take(n, v, &s, false, asked ? "handed over" : "no owner");
+		break;
+	case SEEN_DEAD:
+		if (want)
+			take(n, v, &s, true, "previous owner died");
+		break;
+	case SEEN_HUNG:
+		if (want && now - vn->seen_since_ns > (n->lease_ms + n->margin_ms) * 1000000ll)
+			take(n, v, &s, true, "previous owner stopped renewing");
+		break;
+	default:
+		break;
+	}
+}
+
+static void tick(struct fs_node *n)
+{
+	struct fs *fs = n->fs;
+
+	pthread_mutex_lock(&n->state_lock);
+	bool changed = refresh_live(n);
+	reload_prefs(fs);
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t nvol = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < nvol; i++)
+		tick_volume(n, i);
+	pthread_mutex_lock(&n->lock);
+	bool bal = changed || n->balance_now;
+	n->balance_now = false;
+	pthread_mutex_unlock(&n->lock);
+	if (bal)
+		balance(n);
+	pthread_mutex_unlock(&n->state_lock);
+}
+
+static void *node_main(void *arg)
+{
+	struct fs_node *n = arg;
+
+	pthread_mutex_lock(&n->lock);
+	while (!n->stopping) {
+		pthread_mutex_unlock(&n->lock);
+		tick(n);
+		pthread_mutex_lock(&n->lock);
+		if (n->stopping || n->balance_now)
+			continue;
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		int64_t ns = ts.tv_nsec + (n->hb_ms % 1000) * 1000000ll;
+		ts.tv_sec += n->hb_ms / 1000 + ns / 1000000000ll;
+		ts.tv_nsec = ns % 1000000000ll;
+		pthread_cond_timedwait(&n->wake, &n->lock, &ts);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return NULL;
+}
+
+void fs_node_kick(struct fs *fs, bool bal)
+{
+	struct fs_node *n = fs->node;
+
+	pthread_mutex_lock(&n->lock);
+	if (bal)
+		n->balance_now = true;
+	pthread_cond_signal(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+}
+
+void fs_node_take(struct fs *fs, uint32_t volid)
+{
+	struct fs_volume *v = fs_volume_by_id(fs, volid);
+
+	if (v && v->vn)
+		atomic_store(&v->vn->take_now, 1);
+	fs_node_kick(fs, false);
+}
+
+int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err, size_t errlen)
+{
+	struct fs_node *n = fs->node;
+	struct fs_volume *v = fs_volume_by_name(fs, volume);
+	char addr[POOL_ADDR_MAX], owner[POOL_NODE_NAME_MAX + 1], oaddr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	if (!v) {
+		snprintf(err, errlen, "no volume '%s'", volume);
+		return -ENOENT;
+	}
+	fs_node_addr_of(fs, node, addr);
+	if (!addr[0]) {
+		snprintf(err, errlen, "node '%s' is not running on this pool", node);
+		return -EHOSTUNREACH;
+	}
+	pthread_mutex_lock(&n->state_lock);
+	bool owned = v->vn->state == VS_OWNED;
+	if (owned && strcmp(node, n->name))
+		release(n, v, false, node);
+	pthread_mutex_unlock(&n->state_lock);
+	if (owned)
+		return 0;
+	fs_node_owner(v, owner, oaddr, &epoch, &valid);
+	if (!valid) {
+		snprintf(err, errlen, "volume %s has no owner right now; try again", volume);
+		return -EAGAIN;
+	}
+	if (!strcmp(owner, node))
+		return 0;
+	struct wire_req q = {.type = W_MOVE, .volid = v->id, .name = node, .name2 = ""};
+	struct wire_rep p;
+	uint8_t *raw = NULL;
+	int rc = fs_rpc_call(n->rpc, oaddr, &q, &p, &raw);
+	if (rc == 0)
+		rc = p.err;
+	if (rc < 0)
+		snprintf(err, errlen, "asking owner %s (%s) to move volume %s: %s", owner, oaddr,
+			 volume, strerror(-rc));
+	free(raw);
+	return rc;
+}
+
+/* ---- start and stop ---- */
+
+static int load_secret(struct fs_node *n, char *err, size_t errlen)
+{
+	struct fs *fs = n->fs;
+	const char *disks[POOL_MAX_DISKS];
+	uint32_t nd = 0;
+
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY)
+			disks[nd++] = fs->pool->disk[i].path;
+	return pool_secret_load(disks, nd, n->secret, err, errlen);
+}
+
+static int register_node(struct fs_node *n, char *err, size_t errlen)
+{
+	struct fs *fs = n->fs;
+	struct pool_node_rec me = {.heartbeat_ms = pool_realtime_ms(), .pid = (uint32_t)getpid()};
+	uint32_t ok = 0;
+	int fd = -1;
+
+	snprintf(me.name, sizeof(me.name), "%s", n->name);
+	snprintf(me.addr, sizeof(me.addr), "%s", n->addr);
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++) {
+		n->reg_fd[i] = -1;
+		if (fs->pool->disk[i].state != POOL_DISK_HEALTHY)
+			continue;
+		fd = pool_node_register(fs->pool->disk[i].path, &me, err, errlen);
+		if (fd == -EBUSY)
+			return fd;
+		n->reg_fd[i] = fd >= 0 ? fd : -1;
+		ok += fd >= 0;
+	}
+	return ok ? 0 : fd;
+}
+
+int fs_node_start(struct fs *fs, char *err, size_t errlen)
+{
+	struct fs_node *n = calloc(1, sizeof(*n));
+	const char *why;
+	int rc;
+
+	if (!n)
+		return -ENOMEM;
+	n->fs = fs;
+	fs->node = n;
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->state_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&n->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	for (uint32_t i = 0; i < POOL_MAX_DISKS; i++)
+		n->reg_fd[i] = -1;
+	if (pool_name_check(fs->opt.node, &why) < 0 || strlen(fs->opt.node) > POOL_NODE_NAME_MAX) {
+		snprintf(err, errlen, "node=%s: %s", fs->opt.node, why ? why : "too long");
+		return -EINVAL;
+	}
+	snprintf(n->name, sizeof(n->name), "%s", fs->opt.node);
+	snprintf(n->addr, sizeof(n->addr), "%s", fs->opt.listen);
+	pool_uuid_format(fs->pool->sb->pool_uuid, n->uuid);
+	n->hb_ms = (int64_t)(fs->opt.heartbeat * 1000);
+	n->lease_ms = (int64_t)(fs->opt.lease * 1000);
+	n->margin_ms = n->lease_ms / 5 > n->hb_ms ? n->lease_ms / 5 : n->hb_ms;
+	rc = load_secret(n, err, errlen);
+	if (rc == 0)
+		rc = fs_rpc_new(n, &n->rpc);
+	if (rc == 0)
+		rc = fs_srv_start(n, err, errlen);
+	if (rc == 0)
+		rc = register_node(n, err, errlen);
+	if (rc == 0)
+		tick(n); /* own what is ownerless before mounting */
+	return rc;
+}
+
+/* After mounting (and daemonizing: threads do not survive fork). */
+int fs_node_run(struct fs *fs, char *err, size_t errlen)
+{
+	struct fs_node *n = fs->node;
+	int rc = fs_srv_run(n, err, errlen);
+
+	if (rc == 0) {
+		rc = -pthread_create(&n->thread, NULL, node_main, n);
+		if (rc < 0)
+			snprintf(err, errlen, "node thread: %s", strerror(-rc));
+	}
+	n->thread_started = rc == 0;
+	return rc;
+}
+
+void fs_node_stop(struct fs *fs)
+{
+	struct fs_node *n = fs->node;
+
+	if (!n)
+		return;
+	if (n->thread_started) {
+		pthread_mutex_lock(&n->lock);
+		n->stopping = true;
+		pthread_cond_signal(&n->wake);
+		pthread_mutex_unlock(&n->lock);
+		pthread_join(n->thread, NULL);
+	}
+	/* Leave the registry first, so the others' balancing skips us. */
+	for (uint32_t i = 0; i < POOL_MAX_DISKS; i++)
+		if (n->reg_fd[i] >= 0) {
+			close(n->reg_fd[i]);
+			n->reg_fd[i] = -1;
+		}
+	refresh_live(n);
+	int want[FS_MAX_VOLUMES];
+	pthread_mutex_lock(&n->lock);
+	/* drop ourselves from the live set for the handover targets */
+	for (uint32_t i = 0; i < n->nlive; i++)
+		if (!strcmp(n->live[i], n->name)) {
+			memmove(n->live[i], n->live[i + 1],
+				(n->nlive - i - 1) * sizeof(n->live[0]));
+			memmove(n->live_addr[i], n->live_addr[i + 1],
+				(n->nlive - i - 1) * sizeof(n->live_addr[0]));
+			n->nlive--;
+			break;
+		}
+	desired_owners(n, want);
+	pthread_mutex_unlock(&n->lock);
+	for (uint32_t i = 0; i < fs->nvol; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (v->vn && v->vn->state == VS_OWNED) {
+			char to[POOL_NODE_NAME_MAX + 1] = "";
+			if (n->nlive && want[i] >= 0)
+				snprintf(to, sizeof(to), "%s", n->live[want[i]]);
+			release(n, v, false, to[0] ? to : NULL);
+		}
+	}
+	fs_srv_stop(n);
+	fs_rpc_free(n->rpc);
+	pthread_mutex_destroy(&n->lock);
+	pthread_mutex_destroy(&n->state_lock);
+	pthread_cond_destroy(&n->wake);
+	free(n);
+	fs->node = NULL;
+}

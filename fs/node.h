@@ -1,0 +1,122 @@
+/*
+ * node.h -- several nodes on one pool: ownership of volumes, the redirect
+ * channel, routing of FUSE requests (internal to fs/; fs.h has the few
+ * entry points the rest of the daemon calls).
+ *
+ *   node.c      lease renewal, takeover, handover, balancing, registry
+ *   redirect.c  TCP client (connection pool per peer) and server, with the
+ *               challenge-response handshake
+ *   serve.c     the owner executing a peer's request on its own stores
+ *   route.c     FUSE operations: local when this node owns the volume,
+ *               else forwarded to the owner
+ *   wire.c      frame encoding and validation
+ */
+#ifndef SPACEFS_FS_NODE_H
+#define SPACEFS_FS_NODE_H
+
+#include "fs/fs.h"
+#include "fs/wire.h"
+#include "pool/owner.h"
+
+enum fs_vstate {
+	VS_REMOTE = 0, /* another node (or nobody yet) owns it */
+	VS_OWNED,      /* this node owns it: stores open, lease held */
+};
+
+/* Per-volume ownership state. */
+struct fs_vnode {
+	/* Shared by every local operation in flight, exclusive while the
+	 * state changes (stores opened or closed). */
+	pthread_rwlock_t lock;
+	atomic_int changing; /* a state change waits: new requests go remote */
+	enum fs_vstate state;
+	atomic_int_fast64_t deadline_ns; /* CLOCK_MONOTONIC: no writes after */
+
+	pthread_mutex_t info_lock; /* guards the fields below */
+	uint64_t epoch;		   /* owner's epoch (ours when owned) */
+	char owner[POOL_NODE_NAME_MAX + 1];
+	char owner_addr[POOL_ADDR_MAX];
+	char pref[POOL_NODE_NAME_MAX + 1];
+	bool owner_valid; /* a valid lease on a majority */
+
+	/* lock files on the metadata disks (node thread only) */
+	uint32_t nmeta;
+	int lock_fd[POOL_META_DISKS];
+	char lock_dir[POOL_META_DISKS][POOL_PATH_MAX];
+	bool held[POOL_META_DISKS];
+	uint64_t seen_seq; /* hung-owner detection: last (epoch, seq) seen */
+	uint64_t seen_epoch;
+	int64_t seen_since_ns; /* CLOCK_MONOTONIC when it was first seen */
+	int64_t ownerless_since_ns;
+	atomic_int take_now; /* a handover to us was announced */
+
+	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
+	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
+};
+
+/* A reply error meaning "I do not own this volume (any more)": the
+ * client finds the owner again and resends. */
+#define FS_NOT_OWNER (-EREMCHG)
+
+struct fs_rpc; /* redirect.c client */
+struct fs_srv; /* redirect.c server */
+
+struct fs_node {
+	struct fs *fs;
+	char name[POOL_NODE_NAME_MAX + 1];
+	char addr[POOL_ADDR_MAX];
+	char uuid[40];
+	uint8_t secret[POOL_SECRET_LEN];
+	int64_t hb_ms, lease_ms, margin_ms;
+	int reg_fd[POOL_MAX_DISKS];
+
+	pthread_t thread;
+	bool thread_started;
+	/* Serialises ownership changes (the node thread's ticks, moves). */
+	pthread_mutex_t state_lock;
+	pthread_mutex_t lock; /* guards the fields below */
+	pthread_cond_t wake;
+	bool stopping, balance_now;
+	char live[64][POOL_NODE_NAME_MAX + 1]; /* live nodes, sorted */
+	char live_addr[64][POOL_ADDR_MAX];
+	uint32_t nlive;
+
+	struct fs_rpc *rpc;
+	struct fs_srv *srv;
+};
+
+int64_t fs_mono_ns(void);
+
+/* node.c */
+int fs_node_start(struct fs *fs, char *err, size_t errlen); /* before mounting */
+int fs_node_run(struct fs *fs, char *err, size_t errlen);   /* after: threads */
+void fs_node_stop(struct fs *fs);			    /* hand every owned volume back, stop */
+void fs_node_kick(struct fs *fs, bool balance);
+/* "owner-move VOLUME NODE": done here if we own it, else forwarded. */
+int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err, size_t errlen);
+/* A peer released volume id to us. */
+void fs_node_take(struct fs *fs, uint32_t volid);
+/* Snapshot of the owner for status and the user.spacefs.owner xattr. */
+void fs_node_owner(struct fs_volume *v, char *node, char *addr, uint64_t *epoch, bool *valid);
+/* Address of a live node, "" if unknown. */
+void fs_node_addr_of(struct fs *fs, const char *name, char *addr);
+
+/* redirect.c */
+int fs_rpc_new(struct fs_node *n, struct fs_rpc **out);
+void fs_rpc_free(struct fs_rpc *r);
+/* Send q to the node at addr and wait for the reply (*raw holds the body
+ * p points into; free it).  -ECONNREFUSED etc. on transport errors. */
+int fs_rpc_call(struct fs_rpc *r, const char *addr, const struct wire_req *q, struct wire_rep *p,
+		uint8_t **raw);
+/* Break every connection to addr (its owner changed). */
+void fs_rpc_reset(struct fs_rpc *r, const char *addr);
+/* Listen (before daemonizing), then run the accept thread (after). */
+int fs_srv_start(struct fs_node *n, char *err, size_t errlen);
+int fs_srv_run(struct fs_node *n, char *err, size_t errlen);
+void fs_srv_stop(struct fs_node *n);
+
+/* serve.c: execute a request on this node's stores; fills p (p->data may
+ * point into *out_data, to free after sending). */
+void fs_serve(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out_data);
+
+#endif /* SPACEFS_FS_NODE_H */

@@ -1,0 +1,178 @@
+"""nodes.py -- helpers for the multi-node integration tests.
+
+Several spacefs daemons (nodes) over the same disk directories, each with
+its own mount point, log and redirect port; `spacectl` pointed at one of
+them with SPACEFS_NODE; fanotify (through ctypes) to see which process
+writes which file under the disk directories.
+"""
+import ctypes
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+from harness import SPACECTL, Mount, run
+
+FAN_CLASS_NOTIF, FAN_CLOEXEC, FAN_NONBLOCK = 0, 1, 2
+FAN_MODIFY = 0x2
+FAN_MARK_ADD, FAN_MARK_FILESYSTEM = 1, 0x100
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Node:
+    def __init__(self, pool, name, addr, extra="", wrap=None):
+        self.pool, self.name, self.addr = pool, name, addr
+        self.mnt = os.path.join(pool.dir, f"mnt-{name}")
+        opts = f"node={name},listen={addr}" + (f",{extra}" if extra else "")
+        self.m = Mount(pool.source, self.mnt, opts, os.path.join(pool.dir, f"{name}.log"))
+        self.wrap = wrap or []
+
+    def start(self, timeout=20):
+        import harness
+        os.makedirs(self.mnt, exist_ok=True)
+        cmd = self.wrap + [harness.SPACEFS, self.pool.source, self.mnt, "-f", "-o", self.m.opts]
+        self.m.logf = open(self.m.log, "ab")
+        self.m.proc = subprocess.Popen(cmd, stdout=self.m.logf, stderr=self.m.logf)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if os.path.ismount(self.mnt):
+                return self
+            if self.m.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.m.proc.returncode}:\n"
+                                   f"{self.m.log_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not mount:\n{self.m.log_text()}")
+
+    @property
+    def pid(self):
+        return self.m.proc.pid if self.m.proc else None
+
+    def status(self):
+        env = dict(os.environ, SPACEFS_NODE=self.name)
+        p = run([SPACECTL, "status", self.pool.source, "--json"], check=False, env=env)
+        try:
+            d = json.loads(p.stdout).get("daemon")
+        except ValueError:
+            return {}
+        return {v["name"]: v for v in (d or {}).get("volumes", [])}
+
+    def spacectl(self, *args, check=True):
+        env = dict(os.environ, SPACEFS_NODE=self.name)
+        return run([SPACECTL, *map(str, args)], check=check, env=env)
+
+
+def owners(node):
+    """{volume: owner} as `node` sees it."""
+    return {v: s.get("owner", "") for v, s in node.status().items()}
+
+
+def wait_for(cond, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(step)
+    return None
+
+
+class Fanotify:
+    """Every write (FAN_MODIFY) on the filesystem holding `path`: (pid, file)."""
+
+    def __init__(self, path):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+        self.libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64,
+                                            ctypes.c_int, ctypes.c_char_p]
+        self.fd = self.libc.fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK,
+                                          os.O_RDONLY)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "fanotify_init")
+        if self.libc.fanotify_mark(self.fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_MODIFY,
+                                   -100, path.encode()) < 0:
+            raise OSError(ctypes.get_errno(), "fanotify_mark")
+        self.events = []
+
+    def drain(self):
+        while True:
+            try:
+                b = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return self.events
+            off = 0
+            while off + 24 <= len(b):
+                ln, _v, _r, _m, _mask, efd, pid = struct.unpack_from("IBBHQii", b, off)
+                if efd >= 0:
+                    try:
+                        self.events.append((pid, os.readlink(f"/proc/self/fd/{efd}")))
+                    except OSError:
+                        pass
+                    os.close(efd)
+                off += max(ln, 24)
+
+    def writes_by(self, pid, prefixes):
+        self.drain()
+        return [f for p, f in self.events if p == pid and any(f.startswith(x) for x in prefixes)]
+
+    def close(self):
+        os.close(self.fd)
+
+
+def fio_job(path, dirname, size="12m", jobs=2, extra=""):
+    with open(path, "w") as f:
+        f.write(f"""
+[global]
+directory={dirname}
+ioengine=psync
+verify=crc32c
+verify_fatal=1
+do_verify=1
+group_reporting=1
+fallocate=none
+randrepeat=0
+verify_state_save=0
+{extra}
+
+[rand]
+rw=randwrite
+bssplit=4k/40:64k/30:256k/20:1m/10
+size={size}
+numjobs={jobs}
+""")
+    return path
+
+
+def frame(typ, body, rid=1):
+    return struct.pack("<IHHQ", len(body), typ, 0, rid) + body
+
+
+def req_body(name=b"", name2=b"", data=b"", volid=0, vino=0):
+    head = struct.pack("<IQQQQIIIIIQQQQQ", volid, vino, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    return (head + struct.pack("<I", len(name)) + name + struct.pack("<I", len(name2)) + name2 +
+            struct.pack("<I", len(data)) + data)
+
+
+def read_frame(s):
+    hdr = b""
+    while len(hdr) < 16:
+        c = s.recv(16 - len(hdr))
+        if not c:
+            return None
+        hdr += c
+    ln, typ, _z, rid = struct.unpack("<IHHQ", hdr)
+    body = b""
+    while len(body) < ln:
+        c = s.recv(ln - len(body))
+        if not c:
+            return None
+        body += c
+    return typ, body
