@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -407,6 +408,12 @@ static void serve_one(struct fs *fs, int cfd)
 {
 	char req[POOL_CTL_MAX_REQUEST];
 	struct out o = {0};
+	/* One thread serves every client: one that stops reading (or
+	 * writing) must not wedge it, or unmount would wait forever. */
+	struct timeval tv = {.tv_sec = 5};
+
+	setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 
 	if (read_request(cfd, req, sizeof(req)) < 0)
 		outf(&o, "error: request too long, empty or timed out\n");

@@ -75,6 +75,7 @@ struct fs_volume {
 	struct pool_store *store;
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
 	struct fs_vnode *vn; /* ownership state; NULL with one node (fs/node.c) */
+	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -84,6 +85,9 @@ struct fs_inode {
 	struct fs_inode *hnext;
 	uint64_t nlookup; /* kernel references; under the table lock */
 	uint32_t nopen;   /* open file handles; under the table lock */
+	uint32_t nref;    /* transient holds (fs_inode_get/peek ... put); table lock */
+	bool retiring;    /* being written back or purged after its last hold */
+	bool purged;      /* its data and metadata are gone */
 
 	pthread_mutex_t lock;     /* guards attr and dirty */
 	pthread_rwlock_t io_lock; /* shared: read/write; exclusive: size cuts */
@@ -139,16 +143,22 @@ struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id);
 struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name);
 int64_t fs_now_ns(void);
 
-/* ---- inode table (fs/inode.c) ---- */
-/* Find or load the inode and take `nlookup` kernel references and `nopen`
- * opens on it.  -ENOENT if the volume or inode does not exist. */
+/* ---- inode table (fs/inode.c) ----
+ * Invariant: nobody touches a struct fs_inode without a count on it.  The
+ * kernel's are nlookup, open handles' nopen; code that just needs the
+ * inode for a while takes a hold: fs_inode_get, fs_inode_install and
+ * fs_inode_peek return one, fs_inode_put gives it back.  An inode with no
+ * count left is written back (or purged if unlinked) and freed. */
+/* Find or load the inode, take `nlookup` kernel references on it, and a
+ * hold.  -ENOENT if the volume or inode does not exist. */
 int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out);
 /* Same, from an inode the metadata store just returned (no reload). */
 struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
 				  uint64_t nlookup);
-/* Borrow an inode the kernel holds a reference to (no count change);
- * NULL if it is not in the table. */
+/* The inode if it is in the table, with a hold; NULL if not. */
 struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino);
+/* Give back a hold taken by get, install or peek. */
+void fs_inode_put(struct fs *fs, struct fs_inode *in);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
 void fs_inode_open(struct fs *fs, struct fs_inode *in);
 void fs_inode_release(struct fs *fs, struct fs_inode *in);

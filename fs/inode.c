@@ -94,6 +94,7 @@ struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const stru
 		fresh = NULL;
 	}
 	in->nlookup += nlookup;
+	in->nref++;
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (fresh)
 		inode_free(fresh);
@@ -110,6 +111,7 @@ int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode 
 	struct fs_inode *in = table_find(fs, ino);
 	if (in) {
 		in->nlookup += nlookup;
+		in->nref++;
 		pthread_mutex_unlock(&fs->itable_lock);
 		*out = in;
 		return 0;
@@ -129,6 +131,8 @@ struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino)
 {
 	pthread_mutex_lock(&fs->itable_lock);
 	struct fs_inode *in = table_find(fs, ino);
+	if (in)
+		in->nref++;
 	pthread_mutex_unlock(&fs->itable_lock);
 	return in;
 }
@@ -158,27 +162,68 @@ static void purge(struct fs_volume *v, const struct pool_inode *a)
 			(unsigned long long)a->ino, strerror(-rc));
 }
 
-/* The last reference went away: write back or purge, then free. */
-static void inode_retire(struct fs *fs, struct fs_inode *in)
+/* Write back or purge an inode nobody references any more. */
+static void retire_work(struct fs *fs, struct fs_inode *in)
 {
 	/* Only the volume's owner writes it (several nodes, fs/node.c). */
-	if (fs_vol_hold_local(in->vol)) {
-		if (in->attr.nlink == 0)
-			purge(in->vol, &in->attr);
-		else if (in->dirty)
-			fs_inode_flush(fs, in);
-		fs_vol_leave(in->vol);
+	if (!fs_vol_hold_local(in->vol))
+		return;
+	if (in->attr.nlink == 0 && !in->purged) {
+		purge(in->vol, &in->attr);
+		in->purged = true;
+	} else if (in->dirty) {
+		int rc = fs_inode_flush(fs, in);
+		if (rc < 0)
+			fprintf(stderr,
+				"spacefs: volume %s: inode %llu: attribute write-back failed (%s); "
+				"its size and times may be lost\n",
+				in->vol->name, (unsigned long long)in->attr.ino, strerror(-rc));
 	}
-	inode_free(in);
+	fs_vol_leave(in->vol);
 }
 
-/* Drop the entry from the table if unreferenced; returns it to retire. */
+static bool unused(const struct fs_inode *in)
+{
+	return in->nlookup == 0 && in->nopen == 0 && in->nref == 0;
+}
+
+/* Under the table lock: if nothing holds `in`, the caller retires it.  It
+ * stays in the table while its attributes are written back, so a lookup
+ * racing with the write-back finds (and revives) it instead of loading
+ * the store's older copy. */
 static struct fs_inode *drop_if_unused(struct fs *fs, struct fs_inode *in)
 {
-	if (in->nlookup > 0 || in->nopen > 0)
+	(void)fs;
+	if (!unused(in) || in->retiring)
 		return NULL;
-	table_unlink(fs, in);
+	in->retiring = true;
 	return in;
+}
+
+/* Retire an inode claimed by drop_if_unused, then free it unless it was
+ * revived meanwhile (its new holder retires it in turn). */
+static void inode_retire(struct fs *fs, struct fs_inode *in)
+{
+	retire_work(fs, in);
+	pthread_mutex_lock(&fs->itable_lock);
+	in->retiring = false;
+	bool gone = unused(in);
+	if (gone)
+		table_unlink(fs, in);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_free(in);
+}
+
+void fs_inode_put(struct fs *fs, struct fs_inode *in)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	assert(in->nref > 0);
+	in->nref--;
+	struct fs_inode *gone = drop_if_unused(fs, in);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_retire(fs, gone);
 }
 
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
@@ -238,6 +283,7 @@ void fs_inode_refresh_links(struct fs *fs, struct fs_volume *v, const struct poo
 	in->attr.nlink = a->nlink;
 	in->attr.ctime_ns = a->ctime_ns;
 	pthread_mutex_unlock(&in->lock);
+	fs_inode_put(fs, in);
 }
 
 void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct pool_inode *a)
@@ -251,7 +297,9 @@ void fs_inode_reap_if_unused(struct fs *fs, struct fs_volume *v, const struct po
 	struct fs_inode *gone = in ? drop_if_unused(fs, in) : NULL;
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (gone) {
+		pthread_mutex_lock(&gone->lock);
 		gone->attr.nlink = 0;
+		pthread_mutex_unlock(&gone->lock);
 		inode_retire(fs, gone);
 	} else if (!in) {
 		purge(v, a);
@@ -272,8 +320,11 @@ int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime
 			in->attr.mtime_ns = now;
 		in->dirty = true;
 		pthread_mutex_unlock(&in->lock);
+		fs_inode_put(fs, in);
 		return 0;
 	}
+	if (in)
+		fs_inode_put(fs, in);
 	rc = pool_meta_get(v->meta, vino, &a);
 	if (rc < 0)
 		return rc;
@@ -283,27 +334,45 @@ int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime
 	return pool_meta_setattr(v->meta, &a);
 }
 
+/* Write-backs of one volume hold v->wb_lock from taking the copy to the
+ * commit: two write-backs of one inode (the flusher's and an fsync's) must
+ * reach the store in the order they copied, or an older size could land
+ * after a newer, fsync'd one. */
 int fs_inode_flush(struct fs *fs, struct fs_inode *in)
 {
 	struct pool_inode a;
+	int rc = 0;
 
 	(void)fs;
+	pthread_mutex_lock(&in->vol->wb_lock);
 	pthread_mutex_lock(&in->lock);
-	if (!in->dirty || in->attr.nlink == 0) {
-		pthread_mutex_unlock(&in->lock);
-		return 0;
-	}
+	bool todo = in->dirty && in->attr.nlink > 0;
 	a = in->attr;
 	in->dirty = false;
 	pthread_mutex_unlock(&in->lock);
-
-	int rc = pool_meta_setattr(in->vol->meta, &a);
+	if (todo)
+		rc = pool_meta_setattr(in->vol->meta, &a);
 	if (rc < 0) {
 		pthread_mutex_lock(&in->lock);
 		in->dirty = true;
 		pthread_mutex_unlock(&in->lock);
 	}
+	pthread_mutex_unlock(&in->vol->wb_lock);
 	return rc;
+}
+
+/* A failed batch: mark its inodes dirty again (those still cached). */
+static void redirty(struct fs *fs, struct fs_volume *v, const struct pool_inode *batch, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, batch[i].ino));
+		if (!in)
+			continue;
+		pthread_mutex_lock(&in->lock);
+		in->dirty = true;
+		pthread_mutex_unlock(&in->lock);
+		fs_inode_put(fs, in);
+	}
 }
 
 /* Collect dirty inodes of one volume into a batch under the table lock,
@@ -318,6 +387,7 @@ int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v)
 
 	if (!batch)
 		return -ENOMEM;
+	pthread_mutex_lock(&v->wb_lock);
 	pthread_mutex_lock(&fs->itable_lock);
 	for (size_t b = 0; b < FS_ITABLE_SIZE; b++) {
 		for (struct fs_inode *in = fs->itable[b]; in; in = in->hnext) {
@@ -344,9 +414,15 @@ out:
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (n > 0)
 		rc = pool_meta_setattr_many(v->meta, batch, n);
-	if (rc < 0)
-		fprintf(stderr, "spacefs: volume %s: attribute write-back of %zu inodes: %s\n",
+	pthread_mutex_unlock(&v->wb_lock);
+	/* After the unlock: redirty's puts may retire an inode, whose own
+	 * write-back takes wb_lock. */
+	if (rc < 0) {
+		fprintf(stderr, "spacefs: volume %s: attribute write-back of %zu inodes: %s "
+				"(kept dirty, retried at the next write-back)\n",
 			v->name, n, strerror(-rc));
+		redirty(fs, v, batch, n);
+	}
 	free(batch);
 	return rc;
 }
@@ -402,6 +478,7 @@ void fs_inode_reload_volume(struct fs *fs, struct fs_volume *v)
 		in->attr = a;
 		in->dirty = false;
 		pthread_mutex_unlock(&in->lock);
+		fs_inode_put(fs, in);
 	}
 	free(inos);
 }
@@ -413,7 +490,8 @@ void fs_inode_table_clear(struct fs *fs)
 		while (fs->itable[b]) {
 			struct fs_inode *in = fs->itable[b];
 			fs->itable[b] = in->hnext;
-			inode_retire(fs, in);
+			retire_work(fs, in);
+			inode_free(in);
 		}
 	}
 }

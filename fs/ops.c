@@ -92,6 +92,8 @@ static void root_stat(struct fs *fs, struct stat *st)
 	st->st_blksize = 4096;
 }
 
+/* Reply with an entry for `in`, which carries one new kernel reference
+ * and the caller's hold; the hold is given back here. */
 static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
 {
 	struct fuse_entry_param e;
@@ -100,6 +102,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
 
 	if (rc < 0) {
 		fs_inode_forget(fs, in, 1);
+		fs_inode_put(fs, in);
 		fuse_reply_err(req, -rc);
 		return;
 	}
@@ -110,6 +113,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
 	fill_stat(fs, in->vol, &a, &e.attr);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_inode_forget(fs, in, 1); /* interrupted: the kernel took no reference */
+	fs_inode_put(fs, in);
 }
 
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -117,7 +121,7 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct fs *fs = fs_of(req);
 	struct stat st;
 	struct pool_inode a;
-	struct fs_inode *in;
+	struct fs_inode *in = NULL;
 	int rc;
 
 	(void)fi;
@@ -130,16 +134,21 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	if (rc == 0) {
 		rc = fs_inode_attr(fs, in, &a);
 		if (rc == -ENOENT) { /* removed directory still held open */
+			pthread_mutex_lock(&in->lock);
 			a = in->attr;
+			pthread_mutex_unlock(&in->lock);
 			a.nlink = 0;
 			rc = 0;
 		}
 	}
+	if (rc == 0)
+		fill_stat(fs, in->vol, &a, &st);
+	if (in)
+		fs_inode_put(fs, in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fill_stat(fs, in->vol, &a, &st);
 	fuse_reply_attr(req, &st, fs->opt.attr_timeout);
 }
 
@@ -198,7 +207,7 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 			  struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct fs_inode *in;
+	struct fs_inode *in = NULL;
 	struct pool_inode a;
 	int rc;
 
@@ -237,6 +246,8 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	/* Attribute changes other than size are rare; write them through. */
 	if (rc == 0 && S_ISREG(in->attr.mode))
 		rc = fs_inode_flush(fs, in);
+	if (in)
+		fs_inode_put(fs, in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -295,8 +306,10 @@ static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 	struct fs *fs = fs_of(req);
 	struct fs_inode *in = ino == ROOT_INO ? NULL : fs_inode_peek(fs, ino);
 
-	if (in)
+	if (in) {
 		fs_inode_forget(fs, in, nlookup);
+		fs_inode_put(fs, in);
+	}
 	fuse_reply_none(req);
 }
 
@@ -307,8 +320,10 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 	for (size_t i = 0; i < count; i++) {
 		struct fs_inode *in =
 			forgets[i].ino == ROOT_INO ? NULL : fs_inode_peek(fs, forgets[i].ino);
-		if (in)
+		if (in) {
 			fs_inode_forget(fs, in, forgets[i].nlookup);
+			fs_inode_put(fs, in);
+		}
 	}
 	fuse_reply_none(req);
 }
@@ -485,6 +500,7 @@ static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 			pthread_mutex_lock(&in->lock);
 			in->attr.nlink = 0;
 			pthread_mutex_unlock(&in->lock);
+			fs_inode_put(fs, in);
 		} else {
 			pool_meta_purge(v->meta, vino);
 		}
@@ -589,10 +605,12 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if ((fi->flags & O_TRUNC) && S_ISREG(in->attr.mode))
 		rc = fs_set_size(in, 0); /* even with O_RDONLY, as Linux does */
 	if (rc < 0) {
+		fs_inode_put(fs, in);
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	fs_inode_open(fs, in);
+	fs_inode_put(fs, in); /* the open handle keeps it now */
 	fi->fh = (uintptr_t)in;
 	set_open_flags(fs, fi);
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -622,9 +640,10 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	e.entry_timeout = fs->opt.entry_timeout;
 	fill_stat(fs, in->vol, &a, &e.attr);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		fs_inode_release(fs, in);
 		fs_inode_forget(fs, in, 1);
+		fs_inode_release(fs, in);
 	}
+	fs_inode_put(fs, in);
 }
 
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -944,21 +963,26 @@ static void readdir_root(fuse_req_t req, struct fs *fs, size_t size, off_t off, 
 		size_t n;
 
 		memset(&e, 0, sizeof(e));
-		if (fs_inode_get(fs, fs_ino_make(v, POOL_META_ROOT), 0, &in) < 0 ||
-		    fs_inode_attr(fs, in, &a) < 0)
+		/* readdirplus hands the kernel a reference per entry: take it
+		 * now, give it back if the entry does not fit. */
+		if (fs_inode_get(fs, fs_ino_make(v, POOL_META_ROOT), plus ? 1 : 0, &in) < 0)
 			continue;
+		if (fs_inode_attr(fs, in, &a) < 0) {
+			fs_inode_forget(fs, in, plus ? 1 : 0);
+			fs_inode_put(fs, in);
+			continue;
+		}
 		fill_stat(fs, v, &a, &e.attr);
 		e.ino = in->ino;
 		e.attr_timeout = fs->opt.attr_timeout;
 		e.entry_timeout = fs->opt.entry_timeout;
 		n = add_entry(req, buf + used, size - used, v->name, &e.attr,
 			      (off_t)(DIR_OFF_BASE + i + 1), plus, &e);
-		if (!n) {
-			fs_inode_forget(fs, in, 0);
+		if (!n)
+			fs_inode_forget(fs, in, plus ? 1 : 0);
+		fs_inode_put(fs, in);
+		if (!n)
 			break;
-		}
-		if (plus)
-			fs_inode_get(fs, in->ino, 1, &in);
 		used += n;
 	}
 	fuse_reply_buf(req, buf, used);
@@ -1004,10 +1028,15 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 		struct pool_inode a = b.rec[i].a;
 
 		memset(&e, 0, sizeof(e));
-		if (plus) {
-			in = fs_inode_install(fs, v, &a, 0);
-			if (!in || fs_inode_attr(fs, in, &a) < 0)
+		if (plus) { /* one kernel reference per entry sent, taken now */
+			in = fs_inode_install(fs, v, &a, 1);
+			if (!in)
 				break;
+			if (fs_inode_attr(fs, in, &a) < 0) {
+				fs_inode_forget(fs, in, 1);
+				fs_inode_put(fs, in);
+				break;
+			}
 			e.ino = in->ino;
 			e.attr_timeout = fs->opt.attr_timeout;
 			e.entry_timeout = fs->opt.entry_timeout;
@@ -1020,13 +1049,12 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 		}
 		size_t n = add_entry(req, buf + used, size - used, b.rec[i].name, &e.attr,
 				     (off_t)(b.rec[i].cookie + DIR_OFF_BASE), plus, &e);
-		if (!n) {
-			if (in)
-				fs_inode_forget(fs, in, 0); /* drop it if nobody holds it */
+		if (in && !n)
+			fs_inode_forget(fs, in, 1); /* not sent: no reference for the kernel */
+		if (in)
+			fs_inode_put(fs, in);
+		if (!n)
 			break;
-		}
-		if (plus)
-			fs_inode_get(fs, in->ino, 1, &in);
 		used += n;
 	}
 	free_batch(&b);
@@ -1069,7 +1097,9 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 			fuse_reply_err(req, -rc);
 			return;
 		}
-		if (!S_ISDIR(in->attr.mode)) {
+		bool dir = S_ISDIR(in->attr.mode);
+		fs_inode_put(fs, in);
+		if (!dir) {
 			fuse_reply_err(req, ENOTDIR);
 			return;
 		}
@@ -1280,8 +1310,10 @@ static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 		return;
 	}
 	rc = fs_inode_get(fs, ino, 0, &in);
-	if (rc == 0)
+	if (rc == 0) {
 		rc = fs_inode_attr(fs, in, &a);
+		fs_inode_put(fs, in);
+	}
 	if (rc == 0 && (mask & W_OK) && fs->opt.read_only)
 		rc = -EROFS;
 	if (rc == 0)

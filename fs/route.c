@@ -191,6 +191,7 @@ static void reply_entry(fuse_req_t req, struct fs_volume *v, const struct wire_a
 	fill_entry(fs, v, w, &e);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_inode_forget(fs, in, 1);
+	fs_inode_put(fs, in);
 }
 
 /* A request carrying an attribute back as an entry (lookup, mknod...). */
@@ -500,6 +501,7 @@ static int remote_open(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino,
 		return 0;
 	}
 	fs_inode_open(fs, in);
+	fs_inode_put(fs, in); /* the open handle keeps it now */
 	fi->fh = (uintptr_t)in;
 	fi->direct_io = 1; /* every read and write goes to the owner */
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -545,9 +547,10 @@ static int remote_create(fuse_req_t req, struct fs_volume *v, fuse_ino_t parent,
 	fi->fh = (uintptr_t)in;
 	fi->direct_io = 1;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		fs_inode_release(fs, in);
 		fs_inode_forget(fs, in, 1);
+		fs_inode_release(fs, in);
 	}
+	fs_inode_put(fs, in);
 	return 0;
 }
 
@@ -780,8 +783,12 @@ static void fill_dir(fuse_req_t req, struct fs_volume *v, const struct wire_rep 
 		    add_entry(req, buf + used, size - used, name, &e, (off_t)(cookie + 2), plus);
 		if (!n)
 			break;
-		if (plus && !install(fs, v, &w, 1))
-			break;
+		if (plus) { /* the kernel's reference for the entry sent */
+			struct fs_inode *in = install(fs, v, &w, 1);
+			if (!in)
+				break;
+			fs_inode_put(fs, in);
+		}
 		used += n;
 	}
 	fuse_reply_buf(req, buf, used);
@@ -828,8 +835,10 @@ static int root_attr(struct fs *fs, struct fs_volume *v, struct wire_attr *w)
 	memset(w, 0, sizeof(*w));
 	if (fs_vol_enter_local(v)) {
 		rc = fs_inode_get(fs, fs_ino_make(v, POOL_META_ROOT), 0, &in);
-		if (rc == 0)
+		if (rc == 0) {
 			rc = fs_inode_attr(fs, in, &w->a);
+			fs_inode_put(fs, in);
+		}
 		w->blocks = 8;
 		fs_vol_leave(v);
 		return rc;
@@ -866,8 +875,12 @@ static void readdir_root(fuse_req_t req, size_t size, off_t off, bool plus)
 		    add_entry(req, buf + used, size - used, v->name, &e, (off_t)(i + 3), plus);
 		if (!n)
 			break;
-		if (plus && !install(fs, v, &w, 1))
-			break;
+		if (plus) { /* the kernel's reference for the entry sent */
+			struct fs_inode *in = install(fs, v, &w, 1);
+			if (!in)
+				break;
+			fs_inode_put(fs, in);
+		}
 		used += n;
 	}
 	fuse_reply_buf(req, buf, used);

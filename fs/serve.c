@@ -34,10 +34,13 @@ static int cur_attr(struct fs *fs, struct fs_volume *v, uint64_t vino, struct wi
 	if (in) {
 		rc = fs_inode_attr(fs, in, &w->a);
 		if (rc == -ENOENT) { /* removed directory still referenced */
+			pthread_mutex_lock(&in->lock);
 			w->a = in->attr;
+			pthread_mutex_unlock(&in->lock);
 			w->a.nlink = 0;
 			rc = 0;
 		}
+		fs_inode_put(fs, in);
 	} else {
 		rc = pool_meta_get(v->meta, vino, &w->a);
 	}
@@ -81,6 +84,7 @@ static int s_mknod(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 		if (!in)
 			return -ENOMEM;
 		fs_inode_open(fs, in);
+		fs_inode_put(fs, in);
 	}
 	return with_attr(fs, v, a.ino, p);
 }
@@ -119,6 +123,7 @@ static int s_rmdir(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 			pthread_mutex_lock(&in->lock);
 			in->attr.nlink = 0;
 			pthread_mutex_unlock(&in->lock);
+			fs_inode_put(fs, in);
 		} else {
 			pool_meta_purge(v->meta, vino);
 		}
@@ -181,7 +186,7 @@ static int s_setattr(struct fs *fs, struct fs_volume *v, const struct wire_req *
 {
 	struct stat st = {
 	    .st_mode = q->mode, .st_uid = q->uid, .st_gid = q->gid, .st_size = (off_t)q->size};
-	struct fs_inode *in;
+	struct fs_inode *in = NULL;
 	struct pool_inode a;
 	int to_set = (int)q->to_set, rc = get_in(fs, v, q->vino, &in);
 
@@ -210,18 +215,22 @@ static int s_setattr(struct fs *fs, struct fs_volume *v, const struct wire_req *
 	}
 	if (rc == 0 && S_ISREG(in->attr.mode))
 		rc = fs_inode_flush(fs, in);
+	if (in)
+		fs_inode_put(fs, in);
 	return rc ? rc : with_attr(fs, v, q->vino, p);
 }
 
 static int s_open(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p)
 {
-	struct fs_inode *in;
+	struct fs_inode *in = NULL;
 	int rc = get_in(fs, v, q->vino, &in);
 
 	if (rc == 0 && (q->flags & O_TRUNC) && S_ISREG(in->attr.mode))
 		rc = fs_set_size(in, 0);
 	if (rc == 0)
 		fs_inode_open(fs, in);
+	if (in)
+		fs_inode_put(fs, in);
 	return rc ? rc : with_attr(fs, v, q->vino, p);
 }
 
@@ -237,6 +246,7 @@ static int s_release(struct fs *fs, struct fs_volume *v, const struct wire_req *
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (open)
 		fs_inode_release(fs, in);
+	fs_inode_put(fs, in);
 	return 0;
 }
 
@@ -267,6 +277,7 @@ static int s_read(struct fs *fs, struct fs_volume *v, const struct wire_req *q, 
 		n = pool_store_read(v->store, &map, q->off, size, *out);
 	}
 	pthread_rwlock_unlock(&in->io_lock);
+	fs_inode_put(fs, in);
 	if (n < 0)
 		return (int)n;
 	atomic_fetch_add(&v->read_bytes, (uint64_t)n);
@@ -296,6 +307,7 @@ static int s_write(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 		pthread_mutex_unlock(&in->lock);
 	}
 	pthread_rwlock_unlock(&in->io_lock);
+	fs_inode_put(fs, in);
 	if (n < 0)
 		return (int)n;
 	atomic_fetch_add(&v->write_bytes, (uint64_t)n);
@@ -308,7 +320,11 @@ static int s_fsync(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 	struct fs_inode *in;
 	int rc = get_in(fs, v, q->vino, &in);
 
-	return rc ? rc : fs_sync_inode(fs, in);
+	if (rc < 0)
+		return rc;
+	rc = fs_sync_inode(fs, in);
+	fs_inode_put(fs, in);
+	return rc;
 }
 
 static int s_fallocate(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
@@ -326,6 +342,7 @@ static int s_fallocate(struct fs *fs, struct fs_volume *v, const struct wire_req
 		rc = -EOPNOTSUPP;
 	if (rc == 0)
 		fs_falloc_attrs(in, end, mode);
+	fs_inode_put(fs, in);
 	return rc;
 }
 
@@ -350,6 +367,8 @@ static int put_dirent(void *arg, const char *name, const struct pool_inode *in, 
 		w.a = c->attr;
 		pthread_mutex_unlock(&c->lock);
 	}
+	if (c)
+		fs_inode_put(d->fs, c);
 	wire_put_dirent(&d->b, cookie, name, &w);
 	d->n++;
 	return d->b.err;

@@ -179,6 +179,7 @@ int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, si
 
 	if (!v)
 		return -ENOMEM;
+	pthread_mutex_init(&v->wb_lock, NULL);
 	if (pv->id == 0 || pv->id >= (1u << 16)) {
 		snprintf(err, errlen, "volume %s: id %llu out of range", pv->name,
 			 (unsigned long long)pv->id);
@@ -210,5 +211,6 @@ void fs_volume_close(struct fs_volume *v)
 {
 	fs_volume_detach(v);
 	fs_node_volume_free(v);
+	pthread_mutex_destroy(&v->wb_lock);
 	free(v);
 }

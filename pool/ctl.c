@@ -139,7 +139,8 @@ static int call_at(const char *path, const char *request, char **reply, char *er
 
 static int check_request(const char *request)
 {
-	return strlen(request) + 1 > POOL_CTL_MAX_REQUEST || strchr(request, '\n') ? -EINVAL : 0;
+	/* the server's buffer holds the request, its newline and a NUL */
+	return strlen(request) + 2 > POOL_CTL_MAX_REQUEST || strchr(request, '\n') ? -EINVAL : 0;
 }
 
 int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen)

@@ -310,7 +310,7 @@ static int write_atomic(const char *path, const char *text)
 	return rename(tmp, path) < 0 ? -errno : 0;
 }
 
-static void reload_smbd(const struct smb_args *a)
+static int reload_smbd(const struct smb_args *a)
 {
 	pid_t pid = fork();
 
@@ -325,8 +325,25 @@ static void reload_smbd(const struct smb_args *a)
 	int status = 0;
 	if (pid > 0)
 		waitpid(pid, &status, 0);
-	if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "spacectl: smbconf: smbcontrol smbd reload-config failed\n");
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Write the file and have smbd reload it; 0 when both worked. */
+static int publish(const struct smb_args *a, const char *text)
+{
+	int rc = write_atomic(a->watch, text);
+
+	if (rc < 0) {
+		fprintf(stderr, "spacectl: smbconf: %s: %s\n", a->watch, strerror(-rc));
+		return rc;
+	}
+	printf("smbconf: %s rewritten\n", a->watch);
+	fflush(stdout);
+	return reload_smbd(a);
 }
 
 static int watch(const struct smb_args *a)
@@ -337,16 +354,9 @@ static int watch(const struct smb_args *a)
 		struct smb_view v;
 		if (fetch_view(a, &v) == 0) {
 			char *text = render_string(a, &v);
-			if (text && (!last || strcmp(text, last) != 0)) {
-				int rc = write_atomic(a->watch, text);
-				if (rc < 0)
-					fprintf(stderr, "spacectl: smbconf: %s: %s\n", a->watch,
-						strerror(-rc));
-				else {
-					printf("smbconf: %s rewritten\n", a->watch);
-					fflush(stdout);
-					reload_smbd(a);
-				}
+			/* `last` is what smbd runs with: only a rewrite that was
+			 * written and reloaded counts, anything else is retried. */
+			if (text && (!last || strcmp(text, last) != 0) && publish(a, text) == 0) {
 				free(last);
 				last = text;
 			} else {
