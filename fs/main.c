@@ -266,6 +266,8 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	redirect_log(fs);
 	if (fs_flusher_start(fs) < 0)
 		goto unmount;
+	if (fs_health_start(fs) < 0)
+		fprintf(stderr, "spacefs: cannot start the disk health watcher\n");
 	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
 		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
 			err);
@@ -278,6 +280,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	fuse_loop_cfg_destroy(cfg);
 
 	fs_ctl_stop(fs);
+	fs_health_stop(fs);
 	fs_flusher_stop(fs);
 unmount:
 	fuse_session_unmount(fs->se);

@@ -122,10 +122,12 @@ enum stmt {
 	ST_COUNT_INODES,
 	ST_MAX_INO,
 	ST_ORPHANS,
+	ST_FILES,
 	ST_LOOKUP,
 	ST_READDIR,
 	ST_HAS_CHILD,
 	ST_PARENT_OF,
+	ST_NAME_OF,
 	ST_PUT_DENTRY,
 	ST_MOVE_DENTRY,
 	ST_POINT_DENTRY,
@@ -160,11 +162,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MAX_INO] = "SELECT max(ino) FROM inodes",
     [ST_ORPHANS] = "SELECT " INODE_COLS " FROM inodes i WHERE i.nlink = 0 AND i.ino > ?1"
 		   " ORDER BY i.ino LIMIT ?2",
+    [ST_FILES] = "SELECT " INODE_COLS " FROM inodes i WHERE i.npos > 0 AND i.ino > ?1"
+		 " ORDER BY i.ino LIMIT ?2",
     [ST_LOOKUP] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.name = ?2",
     [ST_READDIR] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.id > ?2"
 		   " ORDER BY d.id LIMIT ?3",
     [ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
     [ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
+    [ST_NAME_OF] = "SELECT parent, name FROM dentries WHERE ino = ?1 ORDER BY id LIMIT 1",
     [ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
     [ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
     [ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
@@ -1432,6 +1437,87 @@ int pool_meta_orphans(struct pool_meta *m, int (*fn)(void *arg, const struct poo
 	rc = list(m, op_orphan_batch, b, each_orphan, &c);
 	free(b);
 	return rc;
+}
+
+/* Every placed file (npos > 0, linked or not) above `after`, by inode:
+ * repair and scrub walk these.  Same batching as the orphans. */
+static int op_files_batch(struct pool_meta *m, void *arg)
+{
+	struct batch *b = arg;
+	struct rd q;
+	int rc = rd_start(m, &q, ST_FILES, ARGS(AI(b->after), AI(META_BATCH)));
+
+	b->n = 0;
+	while (rc == 0 && (rc = rd_step(m, &q)) == 1) {
+		rc = decode_inode(q.r, q.st, 0, &b->e[b->n].in);
+		b->e[b->n].cookie = b->e[b->n].in.ino;
+		b->e[b->n].name[0] = '\0';
+		b->n++;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+int pool_meta_files(struct pool_meta *m, uint64_t after,
+		    int (*fn)(void *arg, const struct pool_inode *in), void *arg)
+{
+	struct orphans_ctx c = {.fn = fn, .arg = arg};
+	struct batch *b = malloc(sizeof(*b));
+	int rc;
+
+	if (!b)
+		return -ENOMEM;
+	b->dir = 0;
+	b->after = after;
+	rc = list(m, op_files_batch, b, each_orphan, &c);
+	free(b);
+	return rc;
+}
+
+struct path_args {
+	uint64_t ino;
+	char *buf;
+	size_t size;
+};
+
+/* Prepend "/name" of ino's first entry, walking up to the root. */
+static int op_path(struct pool_meta *m, void *arg)
+{
+	struct path_args *a = arg;
+	size_t end = a->size - 1, at = end;
+	uint64_t ino = a->ino;
+
+	a->buf[end] = '\0';
+	for (int depth = 0; ino != POOL_META_ROOT && depth < 4096; depth++) {
+		struct rd q;
+		int rc = rd_row(m, &q, ST_NAME_OF, ARGS(AI(ino)));
+		if (rc != 1) {
+			rd_end(&q);
+			return rc < 0 ? rc : -ENOENT;
+		}
+		const char *name = (const char *)sqlite3_column_text(q.st, 1);
+		size_t len = name ? strlen(name) : 0;
+		ino = (uint64_t)sqlite3_column_int64(q.st, 0);
+		if (len + 1 > at) {
+			rd_end(&q);
+			return -ENAMETOOLONG;
+		}
+		at -= len;
+		memcpy(a->buf + at, name, len);
+		a->buf[--at] = '/';
+		rd_end(&q);
+	}
+	memmove(a->buf, a->buf + at, end - at + 1);
+	return 0;
+}
+
+int pool_meta_path(struct pool_meta *m, uint64_t ino, char *buf, size_t size)
+{
+	struct path_args a = {.ino = ino, .buf = buf, .size = size};
+
+	if (size < 2)
+		return -ENAMETOOLONG;
+	return run(m, op_path, &a);
 }
 
 /* ---- symlinks ---------------------------------------------------------------------- */

@@ -1861,6 +1861,23 @@ int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, ui
 	return 0;
 }
 
+int pool_store_syncfs(struct pool_store *s)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < s->ndisks; i++) {
+		struct store_disk *d = &s->disk[i];
+		if (!d->dir || dstate(d) == POOL_STORE_DISK_FAILED)
+			continue;
+		int fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || syncfs(fd) < 0)
+			rc = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	return rc;
+}
+
 void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -1942,6 +1959,23 @@ void pool_store_rebuild_cursor(struct pool_store *s, uint32_t disk, uint64_t id,
 uint64_t pool_store_stripes(const struct pool_store *s, uint64_t size)
 {
 	return (size + s->stripe_bytes - 1) / s->stripe_bytes;
+}
+
+uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file_map *f)
+{
+	char path[PATH_MAX];
+	uint64_t most = 0;
+	struct stat st;
+
+	for (uint32_t p = 0; p < f->npos && p < s->npos; p++) {
+		uint32_t disk = f->disk[p];
+		if (disk >= s->ndisks || dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
+			continue;
+		if (chunk_path(s, disk, f->id, p, 0, path, sizeof(path)) == 0 &&
+		    stat(path, &st) == 0 && (uint64_t)st.st_size > most)
+			most = (uint64_t)st.st_size;
+	}
+	return (most + s->g.interleave - 1) / s->g.interleave;
 }
 
 uint64_t pool_store_healed(struct pool_store *s, uint32_t disk)

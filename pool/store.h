@@ -123,6 +123,9 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f);
 /* Bytes allocated on disk for the file's data chunks, all positions, for
  * st_blocks. */
 int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes);
+/* syncfs(2) every disk in service: all chunk data written so far is on
+ * stable storage (the dirty-region log clears regions after this). */
+int pool_store_syncfs(struct pool_store *s);
 /* Snapshot of disk `disk`'s counters for this volume. */
 void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out);
 
@@ -162,6 +165,9 @@ struct pool_check_stats {
  * errno for an error that stopped the check (not for bad blocks). */
 int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
 		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st);
+/* Stripes the file's chunk files reach on the live disks (their sizes;
+ * O_DIRECT chunks are grown ahead, so this may pass the file's end). */
+uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file_map *f);
 /* Stripes a file of `size` bytes has. */
 uint64_t pool_store_stripes(const struct pool_store *s, uint64_t size);
 /* Blocks served from redundancy and rewritten by self-healing reads

@@ -31,6 +31,7 @@
 #include "layout/layout.h"
 #include "pool/ctl.h"
 #include "pool/pool.h"
+#include "tools/spacectl_disk.h"
 #include "tools/table.h"
 
 #ifndef SPACEFS_VERSION
@@ -72,6 +73,9 @@ static const char help_main[] =
     "  volume list SOURCE [--json]           list the volumes of a pool\n"
     "  volume delete SOURCE NAME             delete a volume and all its files\n"
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
+    "  disk add|replace|retire SOURCE ...    change the disks (spacectl disk --help)\n"
+    "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
+    "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -840,6 +844,8 @@ static int status_text(struct pool *p, const char *live)
 	int rc = volumes_table(p);
 	if (live)
 		counters_table(p);
+	if (live)
+		spacectl_jobs_table(p);
 	return rc;
 }
 
@@ -932,6 +938,9 @@ static const struct command commands[] = {
     {"pool", "create", cmd_pool_create}, {"volume", "create", cmd_volume_create},
     {"volume", "list", cmd_volume_list}, {"volume", "delete", cmd_volume_delete},
     {NULL, "status", cmd_status},
+    {"disk", "add", spacectl_cmd_disk_add}, {"disk", "replace", spacectl_cmd_disk_replace},
+    {"disk", "retire", spacectl_cmd_disk_retire}, {NULL, "repair", spacectl_cmd_repair},
+    {NULL, "scrub", spacectl_cmd_scrub},
 };
 
 static int is_help(const char *s)
@@ -969,6 +978,8 @@ int main(int argc, char **argv)
 		return run_group("pool", help_pool, argc - 2, argv + 2);
 	if (!strcmp(argv[1], "volume"))
 		return run_group("volume", help_volume, argc - 2, argv + 2);
+	if (!strcmp(argv[1], "disk"))
+		return run_group("disk", spacectl_help_disk, argc - 2, argv + 2);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!commands[i].group && !strcmp(commands[i].name, argv[1]))
 			return commands[i].run(argc - 1, argv + 1);
