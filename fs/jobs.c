@@ -498,13 +498,13 @@ static int resync_prepare(struct job *j)
 
 	pthread_rwlock_wrlock(&fs->pool_lock);
 	snprintf(path, sizeof(path), "%s", fs->pool->disk[j->disk].path);
+	fs_health_rebaseline(fs, j->disk);
 	rc = pool_disk_restore(fs->pool, j->disk, POOL_DISK_REPAIRING, err, sizeof(err));
 	pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0) {
 		put(j->msg, sizeof(j->msg), "%s", err);
 		return rc;
 	}
-	fs_health_rebaseline(fs, j->disk);
 	uint32_t n = nvolumes(fs);
 	for (uint32_t i = 0; i < n && rc == 0; i++) {
 		rc = pool_store_disk_replace(fs->vol[i]->store, j->disk, path, err, sizeof(err));
@@ -512,6 +512,28 @@ static int resync_prepare(struct job *j)
 			put(j->msg, sizeof(j->msg), "%s", err);
 	}
 	return rc;
+}
+
+/* The rebuilt disk is a metadata disk of some volumes: give them their
+ * replica back now, not at the next mount. */
+static void restore_meta(struct job *j)
+{
+	struct fs *fs = j->fs;
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char dir[POOL_PATH_MAX + 80], err[POOL_MSG_MAX * 2];
+		int is_meta = 0;
+		pthread_rwlock_rdlock(&fs->pool_lock);
+		const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
+		for (uint32_t k = 0; pv && k < pv->nmeta; k++)
+			is_meta |= pv->meta[k] == j->disk;
+		put(dir, sizeof(dir), "%s/vol/%s", fs->pool->disk[j->disk].path, v->name);
+		pthread_rwlock_unlock(&fs->pool_lock);
+		if (is_meta && pool_meta_add_replica(v->meta, dir, err, sizeof(err)) < 0)
+			say("volume %s: %s (restored at the next mount)", v->name, err);
+	}
 }
 
 static int rebuild_finish(struct job *j)
@@ -544,8 +566,10 @@ static int run_rebuild(struct job *j)
 		if (rc < 0 && !j->msg[0])
 			snprintf(j->msg, sizeof(j->msg), "volume %s: %s", v->name, strerror(-rc));
 	}
-	if (rc == 0 && !atomic_load(&j->stop))
+	if (rc == 0 && !atomic_load(&j->stop)) {
+		restore_meta(j);
 		rc = rebuild_finish(j);
+	}
 	return rc;
 }
 
@@ -859,12 +883,13 @@ static char *req_replace(struct fs *fs, char **argv)
 		rc = -EBUSY, snprintf(err, sizeof(err), "disk %u is being rebuilt", idx);
 	else
 		rc = pool_disk_replace(fs->pool, idx, argv[2], err, sizeof(err));
-	if (rc == 0)
+	if (rc == 0) {
 		snprintf(path, sizeof(path), "%s", fs->pool->disk[idx].path);
+		fs_health_rebaseline(fs, idx); /* before the watcher sees the new path */
+	}
 	pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0)
 		return reply("error: %s\n", err);
-	fs_health_rebaseline(fs, idx);
 	uint32_t n = nvolumes(fs);
 	for (uint32_t i = 0; i < n && rc == 0; i++)
 		rc = pool_store_disk_replace(fs->vol[i]->store, idx, path, err, sizeof(err));
@@ -891,11 +916,11 @@ static char *req_add(struct fs *fs, char **argv)
 	if (rc == 0) {
 		idx = fs->pool->ndisks - 1;
 		snprintf(path, sizeof(path), "%s", fs->pool->disk[idx].path);
+		fs_health_rebaseline(fs, idx);
 	}
 	pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0)
 		return reply("error: %s\n", err);
-	fs_health_rebaseline(fs, idx);
 	uint32_t n = nvolumes(fs);
 	for (uint32_t i = 0; i < n && rc == 0; i++) {
 		rc = pool_store_disk_replace(fs->vol[i]->store, idx, path, err, sizeof(err));
@@ -948,8 +973,10 @@ static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 static char *req_jobs(struct fs *fs)
 {
 	char *out = fs_jobs_text(fs);
+	char *r = out ? reply("ok\n%s", out) : NULL;
 
-	return out ? reply("ok\n%s", out) : NULL;
+	free(out);
+	return r;
 }
 
 char *fs_jobs_text(struct fs *fs)

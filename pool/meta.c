@@ -2357,3 +2357,67 @@ void pool_meta_close(struct pool_meta *m)
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 }
+
+/* ---- replicas added while open (a rebuilt metadata disk) -------------------- */
+
+/* The slot for `dir`: its old one, one whose directory is gone (a disk
+ * removed under us keeps a "live" connection to deleted files), a
+ * dropped one, or a new one. */
+static struct replica *slot_for(struct pool_meta *m, const char *dir, const struct replica *src)
+{
+	struct stat st;
+
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->r[i].dir && !strcmp(m->r[i].dir, dir))
+			return &m->r[i];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (&m->r[i] != src && m->r[i].dir && stat(m->r[i].dir, &st) < 0)
+			return &m->r[i];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (!m->r[i].live)
+			return &m->r[i];
+	return m->n < POOL_META_MAX_REPLICAS ? &m->r[m->n++] : NULL;
+}
+
+int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_t errlen)
+{
+	struct replica *src = NULL, *r;
+	struct stat st;
+	int rc = -ENOSPC;
+
+	pthread_mutex_lock(&m->lock);
+	for (uint32_t i = 0; i < m->n && !src; i++)
+		if (m->r[i].live && m->r[i].db && strcmp(m->r[i].dir, dir) &&
+		    stat(m->r[i].dir, &st) == 0)
+			src = &m->r[i];
+	r = src ? slot_for(m, dir, src) : NULL;
+	if (r) {
+		if (r->live) {
+			r->live = false;
+			m->nlive--;
+		}
+		close_conn(r);
+		free(r->dir);
+		free(r->path);
+		r->path = NULL;
+		r->dir = strdup(dir);
+		rc = r->dir && asprintf(&r->path, "%s/meta.db", dir) >= 0 ? mkdir_p(dir) : -ENOMEM;
+		r->state = R_MISSING;
+		src->txn = m->txn;
+		if (rc == 0)
+			rc = restore(src, r);
+		if (rc == 0 && r->txn == m->txn) {
+			/* wr() compares row ids across connections */
+			sqlite3_set_last_insert_rowid(r->db, sqlite3_last_insert_rowid(src->db));
+			r->live = true;
+			m->nlive++;
+		} else if (rc == 0) {
+			rc = -EIO;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (rc < 0)
+		snprintf(err, errlen, "metadata replica %s/meta.db: %s", dir,
+			 src ? strerror(-rc) : "no live replica to copy from");
+	return rc;
+}

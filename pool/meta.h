@@ -32,8 +32,8 @@
 
 #include "layout/layout.h"
 
-#define POOL_META_NAME_MAX     255
-#define POOL_META_ROOT	       1
+#define POOL_META_NAME_MAX    255
+#define POOL_META_ROOT        1
 #define POOL_META_MAX_REPLICAS 8
 
 struct pool_meta;
@@ -47,7 +47,7 @@ struct pool_inode {
 	uint64_t size;
 	uint64_t rdev;
 	int64_t atime_ns, mtime_ns, ctime_ns;
-	uint32_t npos;			    /* regular files: stripe positions */
+	uint32_t npos;                      /* regular files: stripe positions */
 	uint8_t disk[LAYOUT_MAX_POSITIONS]; /* pool disk index of each position */
 };
 
@@ -78,8 +78,8 @@ int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent);
  * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
  * the parent's mtime/ctime to in->ctime_ns.  -EEXIST, -ENOENT, -ENOTDIR,
  * -ENAMETOOLONG. */
-int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
-		     const char *symlink_target);
+int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name,
+		     struct pool_inode *in, const char *symlink_target);
 /* Hard link: a new entry for ino; nlink+1.  -EEXIST, -EPERM on a dir. */
 int pool_meta_link(struct pool_meta *m, uint64_t ino, uint64_t parent, const char *name,
 		   int64_t now_ns, struct pool_inode *out);
@@ -140,6 +140,11 @@ int pool_meta_files(struct pool_meta *m, uint64_t after,
 /* "/dir/name" of inode ino inside the volume (its first name), for
  * messages.  -ENOENT for an unlinked inode. */
 int pool_meta_path(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
+
+/* Copy the store into a new replica directory while open (a metadata
+ * disk rebuilt by a repair) and make it live; a replica already known
+ * at `dir` is replaced. */
+int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_t errlen);
 
 /* Totals for statfs. */
 int pool_meta_count(struct pool_meta *m, uint64_t *inodes);

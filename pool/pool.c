@@ -617,8 +617,14 @@ static struct pool *pool_build(const struct scan *s, const struct cand *ref)
 	}
 	*p->sb = *ref->sb;
 	p->ndisks = p->sb->nmembers;
-	for (uint32_t m = 0; m < p->ndisks; m++)
+	for (uint32_t m = 0; m < p->ndisks; m++) {
 		judge(s, ref, m, &p->disk[m]);
+		/* Recorded failed and not back: failed, whatever is there now. */
+		enum pool_disk_state st = p->disk[m].state;
+		if (p->sb->member[m].state == POOL_MEMBER_FAILED &&
+		    (st == POOL_DISK_MISSING || st == POOL_DISK_DAMAGED || st == POOL_DISK_FOREIGN))
+			p->disk[m].state = POOL_DISK_FAILED;
+	}
 	p->space_when = INT64_MIN;
 	return p;
 }
@@ -694,6 +700,25 @@ void pool_close(struct pool *p)
 
 /* ---- commit ---------------------------------------------------------------- */
 
+/* Does disk i still hold this pool's superblock for member i? */
+static int still_member(struct pool *p, uint32_t i)
+{
+	struct pool_disk *d = &p->disk[i];
+	struct pool_sb *sb = malloc(sizeof(*sb));
+	int rc;
+
+	if (!sb)
+		return 0; /* cannot tell: do not fail a disk for our memory */
+	rc = pool_sb_read(d->path, sb, d->msg, sizeof(d->msg));
+	if (rc == 0 && (memcmp(sb->pool_uuid, p->sb->pool_uuid, POOL_UUID_LEN) ||
+			memcmp(sb->disk_uuid, p->sb->member[i].uuid, POOL_UUID_LEN))) {
+		say(d->msg, sizeof(d->msg), "%s: holds another disk's superblock", d->path);
+		rc = -EMEDIUMTYPE;
+	}
+	free(sb);
+	return rc;
+}
+
 int pool_commit(struct pool *p, char *err, size_t errlen)
 {
 	struct pool_sb *next;
@@ -720,6 +745,14 @@ int pool_commit(struct pool *p, char *err, size_t errlen)
 
 		if (!pool_disk_in_service(p, i))
 			continue;
+		/* Never write into a directory that is no longer this member
+		 * (emptied or swapped under us): it would look like one. */
+		if (!d->fresh && still_member(p, i) < 0) {
+			d->state = POOL_DISK_FAILED;
+			if (!first[0])
+				say(first, sizeof(first), "%s", d->msg);
+			continue;
+		}
 		next->disk_index = i;
 		memcpy(next->disk_uuid, next->member[i].uuid, POOL_UUID_LEN);
 		rc = pool_sb_write(d->path, next, d->msg, sizeof(d->msg));
@@ -730,6 +763,7 @@ int pool_commit(struct pool *p, char *err, size_t errlen)
 			continue;
 		}
 		d->generation = next->generation;
+		d->fresh = 0;
 		ok++;
 	}
 	/* The in-memory copy follows what the healthy disks now hold. */
@@ -1276,12 +1310,15 @@ int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err,
 	rc = pool_uuid_generate(m->uuid);
 	if (rc < 0)
 		return fail(err, errlen, rc, "%s: cannot make a disk UUID", path);
+	if (p->sb->disk_index == idx) /* the copy in memory came from it */
+		memcpy(p->sb->disk_uuid, m->uuid, POOL_UUID_LEN);
 	snprintf(m->path, sizeof(m->path), "%s", d.path);
 	m->state = POOL_MEMBER_REPAIRING;
 	struct pool_disk *pd = &p->disk[idx];
 	snprintf(pd->path, sizeof(pd->path), "%s", d.path);
 	pd->state = POOL_DISK_REPAIRING;
 	pd->dev = d.dev;
+	pd->fresh = 1;
 	say(pd->msg, sizeof(pd->msg), "%s: replacement being rebuilt", d.path);
 	return pool_commit(p, err, errlen);
 }
@@ -1311,6 +1348,7 @@ int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen)
 	memset(&p->disk[i], 0, sizeof(p->disk[i]));
 	snprintf(p->disk[i].path, sizeof(p->disk[i].path), "%s", d.path);
 	p->disk[i].dev = d.dev;
+	p->disk[i].fresh = 1;
 	p->disk[i].state = POOL_DISK_HEALTHY;
 	p->sb->nmembers++;
 	p->ndisks++;
@@ -1371,4 +1409,24 @@ int pool_disk_probe(const struct pool *p, uint32_t idx, dev_t dev, ino_t ino, ch
 		rc = fail(err, errlen, -EMEDIUMTYPE, "%s holds another member's superblock", path);
 	free(sb);
 	return rc;
+}
+
+int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_t *disk_out)
+{
+	struct pool_space sp[POOL_MAX_DISKS];
+	struct rank r[POOL_MAX_DISKS];
+	uint32_t rotor = space_snapshot(p, sp, 1);
+	uint32_t n = rank_disks(p, sp, rotor, r), k = 0;
+	uint64_t used = 0;
+
+	if (npos == 0 || n + tolerate < npos || npos > p->ndisks)
+		return -ENOSPC;
+	for (; k < n && k < npos; k++) {
+		disk_out[k] = (uint8_t)r[k].idx;
+		used |= 1ull << r[k].idx;
+	}
+	for (uint32_t i = 0; i < p->ndisks && k < npos; i++)
+		if (!(used & (1ull << i)))
+			disk_out[k++] = (uint8_t)i;
+	return 0;
 }

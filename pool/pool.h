@@ -56,6 +56,7 @@ struct pool_disk {
 	uint64_t generation;	  /* of the copy found; 0 if none was readable */
 	char msg[POOL_MSG_MAX];	  /* why it is not healthy; "" when healthy */
 	dev_t dev;		  /* st_dev of the directory, 0 if not found */
+	int fresh;		  /* added or replaced: no superblock of ours yet */
 };
 
 struct pool_space {
@@ -152,6 +153,11 @@ int pool_geom_fit(const struct pool *p, const struct layout_geom *g, char *err, 
 
 /* ---- disk failures, replacement (pool/pool.c, "disk states") ---- */
 
+/* pool_place() when too few disks are healthy: the healthy disks first,
+ * then at most `tolerate` positions on disks out of service (the file is
+ * born degraded; a repair or resync fills those positions).  -ENOSPC if
+ * that is not enough. */
+int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_t *disk_out);
 /* In service: gets commits and data (healthy, repairing, retired). */
 int pool_disk_in_service(const struct pool *p, uint32_t idx);
 /* Disk idx failed: record it (member FAILED) and commit.  `why` is kept
