@@ -154,14 +154,15 @@ static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_
 	return n;
 }
 
-/* "spacefs-job 1 KIND DISK INO CRC\n"; INO "done" = every file. */
-static void ckpt_write(struct fs *fs, const char *vol, enum job_kind k, uint32_t disk,
-		       const char *ino)
+/* "spacefs-job 1 KIND DISK INO RATE CRC\n"; INO "done" = every file;
+ * RATE bytes per second, 0 unlimited. */
+static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, const char *ino)
 {
 	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[160];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
-	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s", kind_name(k), disk, ino);
+	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", kind_name(j->kind), j->disk,
+		 ino, j->rate);
 	int len =
 	    snprintf(line, sizeof(line), "%s %08x\n", body, layout_crc32c(body, strlen(body)));
 	for (uint32_t i = 0; i < n; i++) {
@@ -191,7 +192,7 @@ static void ckpt_remove(struct fs *fs, const char *vol)
 
 /* The first valid checkpoint of a volume: 0 and its fields, or -ENOENT. */
 static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk, uint64_t *ino,
-		     int *done)
+		     int *done, double *rate)
 {
 	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
 	uint32_t n = meta_dirs(fs, vol, dirs);
@@ -199,20 +200,23 @@ static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk,
 	for (uint32_t i = 0; i < n; i++) {
 		char line[160] = "", body[128], k[16], at[32];
 		unsigned d, crc;
+		double r;
 		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
 		FILE *f = fopen(path, "re");
 		if (!f)
 			continue;
 		int got = fgets(line, sizeof(line), f) != NULL;
 		fclose(f);
-		if (!got || sscanf(line, "spacefs-job 1 %15s %u %31s %x", k, &d, at, &crc) != 4)
+		if (!got ||
+		    sscanf(line, "spacefs-job 1 %15s %u %31s %lf %x", k, &d, at, &r, &crc) != 5)
 			continue;
-		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s", k, d, at);
-		if (crc != layout_crc32c(body, strlen(body)) || d >= POOL_MAX_DISKS) {
+		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", k, d, at, r);
+		if (crc != layout_crc32c(body, strlen(body)) || d >= POOL_MAX_DISKS || r < 0) {
 			say("volume %s: job checkpoint %s is damaged; ignored", vol, path);
 			continue;
 		}
 		snprintf(kind, 16, "%s", k);
+		*rate = r;
 		*disk = d;
 		*done = !strcmp(at, "done");
 		*ino = *done ? 0 : strtoull(at, NULL, 10);
@@ -355,7 +359,7 @@ static int walk_one(void *arg, const struct pool_inode *in)
 	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
 		char at[32];
 		snprintf(at, sizeof(at), "%" PRIu64, in->ino);
-		ckpt_write(j->fs, v->name, j->kind, j->disk, at);
+		ckpt_write(j->fs, v->name, j, at);
 		j->ckpt_ns = now;
 	}
 	return w->rc < 0 ? w->rc : 0;
@@ -465,7 +469,9 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 	int done = 0, rc = 0;
 	int full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl);
 
-	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done) < 0 ||
+	double rate;
+
+	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
 	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
 		after = 0, done = 0;
 	if (!done && full && v->drl && !after)
@@ -474,7 +480,7 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
 		rc = full ? walk_files(j, v, after) : v->drl ? resync_missed(j, v, 1) : 0;
 		if (rc == 0)
-			ckpt_write(j->fs, v->name, j->kind, j->disk, "done");
+			ckpt_write(j->fs, v->name, j, "done");
 	}
 	if (rc < 0)
 		return rc;
@@ -585,7 +591,9 @@ static int run_scrub(struct job *j)
 		struct fs_volume *v = fs->vol[i];
 		if (j->volume[0] && strcmp(j->volume, v->name))
 			continue;
-		ckpt_write(fs, v->name, JOB_SCRUB, 0, "0");
+		char at[32];
+		snprintf(at, sizeof(at), "%" PRIu64, j->resume_ino);
+		ckpt_write(fs, v->name, j, at);
 		rc = walk_files(j, v, j->resume_ino);
 		if (rc == 0)
 			ckpt_remove(fs, v->name);
@@ -759,21 +767,25 @@ void fs_jobs_resume(struct fs *fs)
 	char why[POOL_MSG_MAX], kind[16];
 	uint32_t n = nvolumes(fs), disk;
 	uint64_t ino;
+	double rate, repair_rate = 0;
 	int done;
 
 	if (fs->opt.read_only)
 		return;
-	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
-		if (fs->pool->disk[d].state == POOL_DISK_REPAIRING)
-			job_start(fs, JOB_REPAIR, d, NULL, 0, 0, why, sizeof(why));
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
-		if (ckpt_read(fs, v->name, kind, &disk, &ino, &done) == 0 &&
-		    !strcmp(kind, "scrub")) {
-			say("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
-			job_start(fs, JOB_SCRUB, 0, v->name, 0, ino, why, sizeof(why));
-		}
+		if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
+			continue;
+		if (!strcmp(kind, "repair"))
+			repair_rate = rate;
+		if (strcmp(kind, "scrub"))
+			continue;
+		say("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
+		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
 	}
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+		if (fs->pool->disk[d].state == POOL_DISK_REPAIRING)
+			job_start(fs, JOB_REPAIR, d, NULL, repair_rate, 0, why, sizeof(why));
 }
 
 static int drl_sync(void *arg)
@@ -868,9 +880,13 @@ static int parse_rate(const char *s, double *rate)
 	return 0;
 }
 
-/* "disk-replace OLD NEW" */
-static char *req_replace(struct fs *fs, char **argv)
+/* "disk-replace OLD NEW [RATE]" */
+static char *req_replace(struct fs *fs, int argc, char **argv)
 {
+	double rate = 0;
+
+	if (argc > 3 && parse_rate(argv[3], &rate) < 0)
+		return reply("error: bad rate '%.32s'\n", argv[3]);
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
 	uint32_t idx;
 	int rc;
@@ -897,7 +913,7 @@ static char *req_replace(struct fs *fs, char **argv)
 		return reply("error: %s\n", err);
 	for (uint32_t i = 0; i < n; i++)
 		ckpt_remove(fs, fs->vol[i]->name);
-	rc = job_start(fs, JOB_REPAIR, idx, NULL, 0, 0, err, sizeof(err));
+	rc = job_start(fs, JOB_REPAIR, idx, NULL, rate, 0, err, sizeof(err));
 	if (rc < 0)
 		return reply("error: disk %u replaced, but its repair did not start: %s\n", idx,
 			     err);
@@ -1053,8 +1069,8 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the daemon is not running jobs (starting or stopping)\n");
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
-	if (!strcmp(argv[0], "disk-replace") && argc == 3)
-		return req_replace(fs, argv);
+	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
+		return req_replace(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-add") && argc == 2)
 		return req_add(fs, argv);
 	if (!strcmp(argv[0], "repair") && argc <= 3)

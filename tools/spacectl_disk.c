@@ -416,7 +416,7 @@ int spacectl_cmd_disk_replace(int argc, char **argv)
 		return err_line(1, "disk replace", "paths with spaces are not supported");
 	if (strlen(args[0]) + strlen(args[1]) + 16 > sizeof(req))
 		return err_line(1, "disk replace", "paths too long");
-	snprintf(req, sizeof(req), "disk-replace %.2000s %.2000s", args[0], args[1]);
+	snprintf(req, sizeof(req), "disk-replace %.2000s %.2000s %g", args[0], args[1], a.rate);
 	return disk_cmd("disk replace", a.source, req, a.wait, off_replace, args);
 }
 

@@ -56,6 +56,12 @@ class FailPool(Pool):
                     f.write(data)
                 self.want[rel] = data
 
+    def fsync_all(self):
+        for rel in self.want:
+            fd = os.open(os.path.join(self.mnt, rel), os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+
     def overwrite_some(self, n, volumes=None):
         keys = [k for k in sorted(self.want) if volumes is None or k.split("/")[0] in volumes]
         for rel in self.rng.sample(keys, min(n, len(keys))):
