@@ -52,7 +52,7 @@
 
 #define MAX_JOBS       32
 #define MAX_BAD_PATHS  16
-#define BATCH_STRIPES  16
+#define BATCH_BYTES    (4u << 20) /* per position per step (pool_store_check) */
 #define CKPT_PERIOD_NS 1000000000ll
 #define CKPT_NAME      "job"
 
@@ -309,8 +309,10 @@ static int do_stripes(struct job *j, struct fs_volume *v, const struct pool_file
 		      struct pool_check_stats *fst)
 {
 	uint64_t stripe_bytes = (uint64_t)layout_stripe_bytes(&v->geom);
-	for (uint64_t s = first; s < first + n && !atomic_load(&j->stop); s += BATCH_STRIPES) {
-		uint64_t k = first + n - s < BATCH_STRIPES ? first + n - s : BATCH_STRIPES;
+	uint64_t batch = BATCH_BYTES / v->geom.interleave;
+
+	for (uint64_t s = first; s < first + n && !atomic_load(&j->stop); s += batch) {
+		uint64_t k = first + n - s < batch ? first + n - s : batch;
 		struct pool_check_stats st = {0};
 		int rc = pool_store_check(v->store, map, s, k, flags, targets, &st);
 		add_stats(j, &st);
@@ -350,7 +352,8 @@ static int walk_one(void *arg, const struct pool_inode *in)
 	int rep = j->kind != JOB_SCRUB;
 	if (rep)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino, 0);
-	w->rc = do_stripes(j, v, &map, 0, nst, POOL_CHECK_REPAIR, rep ? 1ull << j->disk : 0, &fst);
+	unsigned flags = POOL_CHECK_REPAIR | (rep ? POOL_CHECK_REBUILD : 0);
+	w->rc = do_stripes(j, v, &map, 0, nst, flags, rep ? 1ull << j->disk : 0, &fst);
 	if (rep)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
 	if (fst.bad || fst.unrecoverable)
@@ -432,8 +435,8 @@ static int resync_missed(struct job *j, struct fs_volume *v, int with_cursor)
 	for (size_t i = 0; rc >= 0 && i < n && !atomic_load(&j->stop); i++) {
 		if (!(e[i].missed & (1ull << j->disk)))
 			continue;
-		rc = do_region(j, v, e[i].id, e[i].region, POOL_CHECK_REPAIR, 1ull << j->disk,
-			       &bytes);
+		rc = do_region(j, v, e[i].id, e[i].region, POOL_CHECK_REPAIR | POOL_CHECK_REBUILD,
+			       1ull << j->disk, &bytes);
 		if (with_cursor && (i + 1 == n || e[i + 1].id != e[i].id))
 			pool_store_rebuild_cursor(v->store, j->disk, e[i].id + 1, 0);
 		if (rc >= 0)
@@ -619,7 +622,7 @@ static void job_summary(struct job *j, int rc)
 	if (rc == 0 || !j->msg[0])
 		snprintf(j->msg, sizeof(j->msg),
 			 "%s %s %s: %" PRIu64
-			 " bytes in %.1f s (%.1f MB/s); blocks checked %" PRIu64 ", bad %" PRIu64
+			 " bytes in %.2f s (%.1f MB/s); blocks checked %" PRIu64 ", bad %" PRIu64
 			 ", repaired %" PRIu64 ", unrecoverable %" PRIu64 ", rebuilt %" PRIu64
 			 " bytes%s%s",
 			 kind_name(j->kind), what, rc == 0 ? "done" : "stopped", done, secs,

@@ -1983,15 +1983,21 @@ uint64_t pool_store_healed(struct pool_store *s, uint32_t disk)
 	return disk < s->ndisks ? atomic_load(&s->disk[disk].c.healed) : 0;
 }
 
-/* Buffers of one pool_store_check call: one interleave per position, and
- * per position and block: bad (read failed or checksum) and write. */
+/* Buffers of one pool_store_check batch: `n` consecutive stripes; per
+ * position one contiguous buffer of n interleaves (read and written as
+ * one I/O each), and per position and block: bad (read failed or
+ * checksum) and write.  Block b of a position is stripe first + b / nblk,
+ * row b % nblk. */
 struct chk {
-	uint32_t nblk;
-	uint8_t *buf;	 /* npos * interleave */
+	uint32_t nblk;	 /* blocks per interleave */
+	uint32_t maxn;	 /* stripes the buffers hold */
+	uint32_t span;	 /* blocks per position in this batch: n * nblk */
+	uint64_t first;	 /* first stripe of the batch */
+	uint8_t *buf;	 /* npos * maxn * interleave */
 	uint8_t *rbad;	 /* per read (cio order) and block */
 	uint8_t *bad;	 /* per position and block */
 	uint8_t *wr;	 /* per position and block: rewrite */
-	uint8_t *par;	 /* m blocks of fresh parity */
+	uint8_t *par;	 /* m interleaves of fresh parity */
 	uint64_t live;	 /* positions read */
 	uint64_t tgt;	 /* positions rebuilt */
 	uint64_t exists; /* positions whose chunk file exists */
@@ -1999,14 +2005,25 @@ struct chk {
 	struct pool_check_stats *st;
 };
 
+static size_t cidx(const struct chk *k, uint32_t pos, uint32_t b)
+{
+	return (size_t)pos * k->maxn * k->nblk + b;
+}
+
 static uint8_t *cbuf(const struct pool_store *s, struct chk *k, uint32_t pos, uint32_t b)
 {
-	return k->buf + (size_t)pos * s->g.interleave + (size_t)b * BLK;
+	(void)s;
+	return k->buf + cidx(k, pos, b) * BLK;
 }
 
 static int cbad(const struct chk *k, uint32_t pos, uint32_t b)
 {
-	return k->bad[pos * k->nblk + b];
+	return k->bad[cidx(k, pos, b)];
+}
+
+static uint64_t cstripe(const struct chk *k, uint32_t b)
+{
+	return k->first + b / k->nblk;
 }
 
 /* Mark position pos block b to be written with `from` (unless it is it). */
@@ -2017,7 +2034,7 @@ static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk
 
 	if (to != from)
 		memcpy(to, from, BLK);
-	k->wr[pos * k->nblk + b] = 1;
+	k->wr[cidx(k, pos, b)] = 1;
 	if (counts) {
 		k->st->bad++;
 		if (k->flags & POOL_CHECK_REPAIR) {
@@ -2027,11 +2044,12 @@ static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk
 	}
 }
 
-/* One data column of one block row of a mirror stripe. */
+/* One data column of one block of a mirror batch. */
 static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			     uint64_t st, uint32_t d, uint32_t b)
+			     uint32_t d, uint32_t b)
 {
 	uint32_t pos[LAYOUT_MAX_COPIES], nc = s->g.copies, nlive = 0;
+	uint64_t st = cstripe(k, b);
 	int pick = -1;
 
 	for (uint32_t c = 0; c < nc; c++) {
@@ -2073,10 +2091,11 @@ static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f
 	}
 }
 
-/* Erased slots of block row b of a parity stripe (bit per slot). */
-static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint64_t st, uint32_t b)
+/* Erased slots of block b of a parity batch (bit per slot). */
+static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint32_t b)
 {
 	uint32_t n = s->k + s->g.parity, er = 0;
+	uint64_t st = cstripe(k, b);
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t p = layout_slot_pos(&s->g, st, i, 0);
@@ -2088,14 +2107,16 @@ static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint64_t st, 
 	return er;
 }
 
-/* Rows [b0, b1) of a parity stripe share the erasure pattern er. */
+/* Blocks [b0, b1) of one stripe of a parity batch share the erasure
+ * pattern er. */
 static int check_parity_run(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			    uint64_t st, uint32_t b0, uint32_t b1, uint32_t er)
+			    uint32_t b0, uint32_t b1, uint32_t er)
 {
 	uint32_t n = s->k + s->g.parity, m = s->g.parity, ne = 0, erased[LAYOUT_MAX_COLUMNS];
 	uint32_t pos[LAYOUT_MAX_COLUMNS];
 	uint8_t *blk[LAYOUT_MAX_COLUMNS], *par[LAYOUT_MAX_PARITY];
 	size_t len = (size_t)(b1 - b0) * BLK;
+	uint64_t st = cstripe(k, b0);
 
 	for (uint32_t i = 0; i < n; i++) {
 		pos[i] = layout_slot_pos(&s->g, st, i, 0);
@@ -2137,14 +2158,14 @@ static int check_parity_run(struct pool_store *s, const struct pool_file_map *f,
 	return 0;
 }
 
-static int check_parity(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			uint64_t st)
+static int check_parity(struct pool_store *s, const struct pool_file_map *f, struct chk *k)
 {
-	for (uint32_t b0 = 0; b0 < k->nblk;) {
-		uint32_t er = parity_erased(s, k, st, b0), b1 = b0 + 1;
-		while (b1 < k->nblk && parity_erased(s, k, st, b1) == er)
+	for (uint32_t b0 = 0; b0 < k->span;) {
+		uint32_t er = parity_erased(s, k, b0), b1 = b0 + 1;
+		uint32_t end = (b0 / k->nblk + 1) * k->nblk; /* runs stay in one stripe */
+		while (b1 < end && parity_erased(s, k, b1) == er)
 			b1++;
-		int rc = check_parity_run(s, f, k, st, b0, b1, er);
+		int rc = check_parity_run(s, f, k, b0, b1, er);
 		if (rc < 0)
 			return rc;
 		b0 = b1;
@@ -2155,14 +2176,14 @@ static int check_parity(struct pool_store *s, const struct pool_file_map *f, str
 static void check_simple(struct chk *k, uint32_t npos)
 {
 	for (uint32_t p = 0; p < npos; p++)
-		for (uint32_t b = 0; b < k->nblk; b++) {
+		for (uint32_t b = 0; b < k->span; b++) {
 			k->st->blocks += !!(k->live & (1ull << p));
 			k->st->unrecoverable += (k->live & (1ull << p)) && cbad(k, p, b);
 		}
 }
 
-/* Read every live position of stripe st whole; per-block verdicts. */
-static int check_read(struct rq *q, struct chk *k, uint64_t st)
+/* Read every live position over the whole batch, one I/O each. */
+static int check_read(struct rq *q, struct chk *k)
 {
 	struct pool_store *s = q->s;
 	struct scratch *t = q->t;
@@ -2172,53 +2193,51 @@ static int check_read(struct rq *q, struct chk *k, uint64_t st)
 		return -ENOMEM;
 	for (uint32_t p = 0; p < s->npos; p++)
 		if (k->live & (1ull << p))
-			t->cio[n++] = (struct cio){
-			    .pos = p, .len = il, .off = st * il, .buf = cbuf(s, k, p, 0)};
-	memset(k->rbad, 0, (size_t)n * k->nblk);
-	memset(k->bad, 0, (size_t)s->npos * k->nblk);
+			t->cio[n++] = (struct cio){.pos = p,
+						   .len = k->span * (uint32_t)BLK,
+						   .off = k->first * il,
+						   .buf = cbuf(s, k, p, 0)};
+	memset(k->rbad, 0, (size_t)n * k->span);
+	for (uint32_t p = 0; p < s->npos; p++)
+		memset(k->bad + cidx(k, p, 0), 0, k->span);
 	q->badblk = k->rbad;
 	int rc = phase_read(q, t->cio, n);
 	q->badblk = NULL;
 	k->exists = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t p = t->cio[i].pos;
-		memcpy(k->bad + p * k->nblk, k->rbad + i * k->nblk, k->nblk);
+		memcpy(k->bad + cidx(k, p, 0), k->rbad + (size_t)i * k->span, k->span);
 		if ((q->have & (1ull << p)) && q->ref[p].fd >= 0)
 			k->exists |= 1ull << p;
 	}
 	return rc;
 }
 
-static int all_zero_run(const uint8_t *p, size_t len)
-{
-	return all_zero(p, len);
-}
-
 /* Write the blocks marked in k->wr, one I/O per run per position.  A
  * target whose chunk file does not exist is not given runs of zeros. */
-static int check_write(struct rq *q, struct chk *k, uint64_t st)
+static int check_write(struct rq *q, struct chk *k)
 {
 	struct pool_store *s = q->s;
 	struct scratch *t = q->t;
 	size_t n = 0;
-	uint64_t st0 = st * s->g.interleave;
+	uint64_t base = k->first * s->g.interleave;
 
-	if (grow(&t->cio, &t->cio_cap, (size_t)s->npos * k->nblk, sizeof(*t->cio)))
+	if (grow(&t->cio, &t->cio_cap, (size_t)s->npos * k->span, sizeof(*t->cio)))
 		return -ENOMEM;
 	for (uint32_t p = 0; p < s->npos; p++) {
-		const uint8_t *w = k->wr + p * k->nblk;
+		const uint8_t *w = k->wr + cidx(k, p, 0);
 		int tgt_new = -1;
-		for (uint32_t b = 0; b < k->nblk;) {
+		for (uint32_t b = 0; b < k->span;) {
 			if (!w[b]) {
 				b++;
 				continue;
 			}
 			uint32_t e = b;
-			while (e < k->nblk && w[e])
+			while (e < k->span && w[e])
 				e++;
 			uint8_t *buf = cbuf(s, k, p, b);
 			size_t len = (size_t)(e - b) * BLK;
-			if ((k->tgt & (1ull << p)) && all_zero_run(buf, len)) {
+			if ((k->tgt & (1ull << p)) && all_zero(buf, len)) {
 				if (tgt_new < 0) {
 					int rc = rq_ref(q, p, 0);
 					tgt_new = rc == 0 && q->ref[p].fd < 0;
@@ -2231,7 +2250,7 @@ static int check_write(struct rq *q, struct chk *k, uint64_t st)
 			t->cio[n++] = (struct cio){.pos = p,
 						   .len = (uint32_t)len,
 						   .buf = buf,
-						   .off = st0 + (uint64_t)b * BLK};
+						   .off = base + (uint64_t)b * BLK};
 			if (k->tgt & (1ull << p))
 				k->st->rebuilt_bytes += len;
 			b = e;
@@ -2240,47 +2259,79 @@ static int check_write(struct rq *q, struct chk *k, uint64_t st)
 	return n ? phase_write(q, t->cio, n) : 0;
 }
 
-static int check_stripe(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
-			uint64_t st, uint64_t targets, struct chk *k)
+/* Positions holding copies of the columns the targets hold (mirror
+ * positions do not rotate, so this holds for every stripe). */
+static uint64_t mirror_sources(const struct pool_store *s, uint64_t tgt, uint64_t st)
+{
+	uint64_t src = 0;
+
+	for (uint32_t p = 0; p < s->npos; p++) {
+		uint32_t col, copy;
+		if (!(tgt & (1ull << p)))
+			continue;
+		layout_pos_slot(&s->g, st, p, &col, &copy);
+		for (uint32_t c = 0; c < s->g.copies; c++)
+			src |= 1ull << layout_slot_pos(&s->g, st, col, c);
+	}
+	return src;
+}
+
+/* Which positions to read and which to rebuild, for the whole batch. */
+static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t last)
+{
+	struct pool_store *s = q->s;
+	uint64_t all = s->npos == 64 ? ~0ull : (1ull << s->npos) - 1;
+
+	k->tgt = 0;
+	for (uint32_t p = 0; p < s->npos; p++)
+		if (((targets >> q->f->disk[p]) & 1) && !(q->failed & (1ull << p)) &&
+		    s->disk[q->f->disk[p]].dir)
+			k->tgt |= 1ull << p;
+	if (!(k->flags & POOL_CHECK_REPAIR))
+		k->tgt = 0;
+	/* rq_mask is monotone in the stripe: the last stripe's is the
+	 * widest of the batch. */
+	k->live = all & ~rq_mask(q, last) & ~k->tgt;
+	if ((k->flags & POOL_CHECK_REBUILD) && k->tgt && s->g.kind == LAYOUT_MIRROR)
+		k->live &= mirror_sources(s, k->tgt, k->first);
+}
+
+static int check_batch(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+		       uint64_t first, uint32_t n, uint64_t targets, struct chk *k)
 {
 	struct stripelock_set set;
 	struct rq q;
 	int rc;
 
+	k->first = first;
+	k->span = n * k->nblk;
 	rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, st, st, (k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
-	uint64_t mask = rq_mask(&q, st), all = (s->npos == 64 ? ~0ull : (1ull << s->npos) - 1);
-	k->tgt = 0;
-	for (uint32_t p = 0; p < s->npos; p++)
-		if (((targets >> f->disk[p]) & 1) && !(q.failed & (1ull << p)) &&
-		    s->disk[f->disk[p]].dir)
-			k->tgt |= 1ull << p;
-	if (!(k->flags & POOL_CHECK_REPAIR))
-		k->tgt = 0;
-	k->live = all & ~mask & ~k->tgt;
-	rc = check_read(&q, k, st);
+	stripelock_lock(s->locks, f->id, first, first + n - 1,
+			(k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
+	check_masks(&q, k, targets, first + n - 1);
+	rc = check_read(&q, k);
 	if (rc == 0 && k->exists) { /* else nothing anywhere: holes stay holes */
-		memset(k->wr, 0, (size_t)s->npos * k->nblk);
+		memset(k->wr, 0, (size_t)s->npos * k->maxn * k->nblk);
 		if (s->g.kind == LAYOUT_MIRROR)
-			for (uint32_t b = 0; b < k->nblk; b++)
+			for (uint32_t b = 0; b < k->span; b++)
 				for (uint32_t d = 0; d < s->k; d++)
-					check_mirror_col(s, f, k, st, d, b);
+					check_mirror_col(s, f, k, d, b);
 		else if (s->g.kind == LAYOUT_PARITY)
-			rc = check_parity(s, f, k, st);
+			rc = check_parity(s, f, k);
 		else
 			check_simple(k, s->npos);
 		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR))
-			rc = check_write(&q, k, st);
+			rc = check_write(&q, k);
 	} else if (rc == 0) {
 		for (uint32_t p = 0; p < s->npos; p++)
-			k->st->blocks += (k->live >> p & 1) * k->nblk;
+			k->st->blocks += (k->live >> p & 1) * k->span;
 	}
-	/* A REBUILDING target is now live up to this stripe. */
+	/* A REBUILDING target is now live up to the end of the batch. */
 	for (uint32_t p = 0; rc == 0 && p < s->npos; p++) {
 		struct store_disk *d = &s->disk[f->disk[p]];
 		if (((targets >> f->disk[p]) & 1) && dstate(d) == POOL_STORE_DISK_REBUILDING &&
-		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == st)
-			pool_store_rebuild_cursor(s, f->disk[p], f->id, st + 1);
+		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == first)
+			pool_store_rebuild_cursor(s, f->disk[p], f->id, first + n);
 	}
 	stripelock_unlock(s->locks, &set);
 	rq_end(&q);
@@ -2296,22 +2347,28 @@ static void chk_free(struct chk *k)
 	free(k->par);
 }
 
-static int chk_alloc(struct pool_store *s, struct chk *k)
+/* Batches of up to 4 MiB per position (at least one stripe). */
+#define CHECK_BATCH_BYTES (4u << 20)
+
+static int chk_alloc(struct pool_store *s, struct chk *k, uint64_t n)
 {
 	size_t il = s->g.interleave;
+	uint64_t maxn = CHECK_BATCH_BYTES / il;
 	void *b = NULL, *p = NULL;
 
 	k->nblk = (uint32_t)(il / BLK);
-	if (posix_memalign(&b, BLK, s->npos * il) ||
+	k->maxn = (uint32_t)(n < maxn ? n : maxn ? maxn : 1);
+	size_t per = (size_t)k->maxn * k->nblk;
+	if (posix_memalign(&b, BLK, s->npos * per * BLK) ||
 	    posix_memalign(&p, BLK, (s->g.parity ? s->g.parity : 1) * il)) {
 		free(b);
 		return -ENOMEM;
 	}
 	k->buf = b;
 	k->par = p;
-	k->rbad = calloc(s->npos, k->nblk);
-	k->bad = calloc(s->npos, k->nblk);
-	k->wr = calloc(s->npos, k->nblk);
+	k->rbad = calloc(s->npos, per);
+	k->bad = calloc(s->npos, per);
+	k->wr = calloc(s->npos, per);
 	if (!k->rbad || !k->bad || !k->wr) {
 		chk_free(k);
 		return -ENOMEM;
@@ -2325,14 +2382,16 @@ int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64
 	struct chk k = {.flags = flags, .st = st};
 	int rc = check_file(s, f);
 
-	if (rc < 0)
+	if (rc < 0 || n == 0)
 		return rc;
 	struct scratch *t = scratch_get(s);
 	if (!t)
 		return -ENOMEM;
-	rc = chk_alloc(s, &k);
-	for (uint64_t i = 0; rc == 0 && i < n; i++)
-		rc = check_stripe(s, t, f, first + i, targets, &k);
+	rc = chk_alloc(s, &k, n);
+	for (uint64_t i = 0; rc == 0 && i < n; i += k.maxn) {
+		uint32_t b = (uint32_t)(n - i < k.maxn ? n - i : k.maxn);
+		rc = check_batch(s, t, f, first + i, b, targets, &k);
+	}
 	if (k.buf)
 		chk_free(&k);
 	return rc;

@@ -145,11 +145,14 @@ int pool_store_disk_replace(struct pool_store *s, uint32_t disk, const char *pat
  * `id`, and for stripes below `stripe` of file `id` itself. */
 void pool_store_rebuild_cursor(struct pool_store *s, uint32_t disk, uint64_t id, uint64_t stripe);
 
-/* Checking and repairing stripes (scrub, repair, resync, self-healing). */
-#define POOL_CHECK_REPAIR 1u /* rewrite bad, mismatched and target blocks */
-#define POOL_CHECK_RESYNC                                                                          \
-	2u /* after a crash: trust data as read, re-derive                                         \
-	      checksums, parity and mirror copies */
+/* Checking and repairing stripes (scrub, repair, resync, self-healing).
+ * REPAIR: rewrite bad, mismatched and target blocks.  RESYNC: after a
+ * crash, trust data as read and re-derive checksums, parity and mirror
+ * copies.  REBUILD: with targets, read only what rebuilding them needs
+ * (mirror: the copies of their columns). */
+#define POOL_CHECK_REPAIR  1u
+#define POOL_CHECK_RESYNC  2u
+#define POOL_CHECK_REBUILD 4u
 struct pool_check_stats {
 	uint64_t blocks;	/* 4 KiB blocks checked (data and parity, every copy) */
 	uint64_t repaired;	/* blocks found bad or inconsistent and rewritten */
