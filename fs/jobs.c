@@ -56,7 +56,7 @@
 #define CKPT_PERIOD_NS 1000000000ll
 #define CKPT_NAME      "job"
 
-enum job_kind { JOB_REPAIR, JOB_RESYNC, JOB_SCRUB };
+enum job_kind { JOB_REPAIR, JOB_RESYNC, JOB_SCRUB, JOB_RETIRE };
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_STOPPED };
 
 struct job {
@@ -119,7 +119,9 @@ static void put(char *buf, size_t size, const char *fmt, ...)
 
 static const char *kind_name(enum job_kind k)
 {
-	return k == JOB_REPAIR ? "repair" : k == JOB_RESYNC ? "resync" : "scrub";
+	static const char *const n[] = {"repair", "resync", "scrub", "retire"};
+
+	return n[k];
 }
 
 static const char *state_name(int s)
@@ -451,6 +453,8 @@ static int resync_missed(struct job *j, struct fs_volume *v, int with_cursor)
 
 /* ---- one volume of a repair or resync ------------------------------------------- */
 
+static int all_healthy(struct fs *fs, int except);
+
 static void forget_missed(struct fs_volume *v, uint32_t disk)
 {
 	struct pool_drl_entry *e;
@@ -491,7 +495,7 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
 	if (v->drl) {
 		rc = resync_missed(j, v, 0);
-		if (rc == 0 && full)
+		if (rc == 0 && full && all_healthy(j->fs, (int)j->disk))
 			pool_drl_clear_overflow(v->drl);
 	}
 	return rc;
@@ -606,6 +610,103 @@ static int run_scrub(struct job *j)
 	return rc;
 }
 
+/* ---- retire: move every position off a disk -------------------------------------- */
+
+/* The healthy disk with the most free space that holds no position of
+ * the file, or -1. */
+static int move_target(struct fs *fs, const struct pool_file_map *map)
+{
+	uint64_t best = 0, size, free;
+	int pick = -1;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		int used = 0;
+		for (uint32_t p = 0; p < map->npos; p++)
+			used |= map->disk[p] == d;
+		if (used || fs->pool->disk[d].state != POOL_DISK_HEALTHY ||
+		    pool_disk_space(fs->pool, d, &size, &free) < 0)
+			continue;
+		if (pick < 0 || free > best) {
+			pick = (int)d;
+			best = free;
+		}
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	return pick;
+}
+
+/* Move one position: copy, record the placement, switch the cached map,
+ * drop the old chunk.  The caller holds the file's io_lock exclusively. */
+static int move_position(struct job *j, struct fs_volume *v, struct fs_inode *fi,
+			 struct pool_file_map *map, uint32_t p)
+{
+	char err[POOL_MSG_MAX * 2] = "";
+	int to = move_target(j->fs, map);
+
+	if (to < 0) {
+		put(j->msg, sizeof(j->msg),
+		    "volume %s file %" PRIu64 ": no healthy disk free of its positions to move to",
+		    v->name, map->id);
+		return -ENOSPC;
+	}
+	int rc = pool_store_copy_position(v->store, map, p, (uint32_t)to, err, sizeof(err));
+	struct pool_file_map old = *map;
+	map->disk[p] = (uint8_t)to;
+	if (rc == 0)
+		rc = pool_meta_set_disks(v->meta, map->id, map->npos, map->disk);
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "volume %s: %s", v->name, err[0] ? err : strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&fi->lock);
+	fi->attr.disk[p] = (uint8_t)to;
+	pthread_mutex_unlock(&fi->lock);
+	return pool_store_forget_position(v->store, &old, p);
+}
+
+static int retire_one(void *arg, const struct pool_inode *in)
+{
+	struct walk *w = arg;
+	struct job *j = w->j;
+	struct fs_inode *fi;
+	struct pool_file_map map;
+	int rc = 0;
+
+	if (!on_disk(in, j->disk) || atomic_load(&j->stop))
+		return atomic_load(&j->stop) ? -ECANCELED : 0;
+	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 1, &fi);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	pthread_rwlock_wrlock(&fi->io_lock); /* no I/O on the file meanwhile */
+	fs_file_map(fi, &map);
+	for (uint32_t p = 0; rc == 0 && p < map.npos; p++)
+		if (map.disk[p] == j->disk)
+			rc = move_position(j, w->v, fi, &map, p);
+	pthread_rwlock_unlock(&fi->io_lock);
+	fs_inode_forget(j->fs, fi, 1);
+	if (rc == 0)
+		pace(j, file_size(j->fs, w->v, in));
+	w->rc = rc;
+	return rc;
+}
+
+static int run_retire(struct job *j)
+{
+	uint32_t n = nvolumes(j->fs);
+	int rc = 0;
+
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		struct walk w = {.j = j, .v = j->fs->vol[i]};
+		rc = pool_meta_files(w.v->meta, 0, retire_one, &w);
+		if (rc == 0)
+			rc = w.rc;
+	}
+	if (rc == 0)
+		say("disk %u is empty: every position moved off it; it can be removed", j->disk);
+	return rc;
+}
+
 /* ---- job threads ------------------------------------------------------------------ */
 
 static void job_summary(struct job *j, int rc)
@@ -636,7 +737,9 @@ static void job_summary(struct job *j, int rc)
 static void *job_main(void *arg)
 {
 	struct job *j = arg;
-	int rc = j->kind == JOB_SCRUB ? run_scrub(j) : run_rebuild(j);
+	int rc = j->kind == JOB_SCRUB	 ? run_scrub(j)
+		 : j->kind == JOB_RETIRE ? run_retire(j)
+					 : run_rebuild(j);
 
 	j->end_ns = mono_ns();
 	if (rc == 0 && atomic_load(&j->done) < atomic_load(&j->total))
@@ -786,9 +889,12 @@ void fs_jobs_resume(struct fs *fs)
 		say("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
 		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
 	}
-	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
 		if (fs->pool->disk[d].state == POOL_DISK_REPAIRING)
 			job_start(fs, JOB_REPAIR, d, NULL, repair_rate, 0, why, sizeof(why));
+		if (fs->pool->disk[d].state == POOL_DISK_RETIRED)
+			job_start(fs, JOB_RETIRE, d, NULL, 0, 0, why, sizeof(why));
+	}
 }
 
 static int drl_sync(void *arg)
@@ -806,6 +912,39 @@ void fs_jobs_tick(struct fs *fs)
 }
 
 /* ---- unclean-shutdown resync at mount ---------------------------------------- */
+
+/* Every disk healthy: nothing is missed anywhere any more. */
+static int all_healthy(struct fs *fs, int except)
+{
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+		if ((int)d != except && fs->pool->disk[d].state != POOL_DISK_HEALTHY &&
+		    fs->pool->disk[d].state != POOL_DISK_RETIRED)
+			return 0;
+	return 1;
+}
+
+static int resync_file(void *arg, const struct pool_inode *in)
+{
+	struct fs_volume *v = arg;
+	struct pool_file_map map;
+	struct pool_check_stats st = {0};
+
+	map_of(in, &map);
+	uint64_t n = pool_store_stripes(v->store, in->size);
+	uint64_t ext = pool_store_stripes_on_disk(v->store, &map);
+	return pool_store_check(v->store, &map, 0, n > ext ? n : ext,
+				POOL_CHECK_REPAIR | POOL_CHECK_RESYNC, 0, &st);
+}
+
+/* The log overflowed: nothing is known, resync every file. */
+static int resync_all(struct fs *fs, struct fs_volume *v)
+{
+	say("volume %s: the dirty-region log had overflowed: resyncing every file", v->name);
+	int rc = pool_meta_files(v->meta, 0, resync_file, v);
+	if (rc == 0 && all_healthy(fs, -1))
+		pool_drl_clear_overflow(v->drl);
+	return rc;
+}
 
 int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 {
@@ -850,10 +989,7 @@ int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 		    " bytes of file data",
 		    v->name, dirty, bytes);
 	if (pool_drl_overflowed(v->drl))
-		say("volume %s: the dirty-region log had overflowed: scrub the volume "
-		    "(spacectl scrub) to resync it in full",
-		    v->name);
-	(void)fs;
+		return resync_all(fs, v);
 	return 0;
 }
 
@@ -946,6 +1082,35 @@ static char *req_add(struct fs *fs, char **argv)
 		pool_store_disk_set(fs->vol[i]->store, idx, POOL_STORE_DISK_OK);
 	}
 	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%u\n", idx);
+}
+
+/* "disk-retire DISK [RATE]" */
+static char *req_retire(struct fs *fs, int argc, char **argv)
+{
+	char err[POOL_MSG_MAX * 2];
+	double rate = 0;
+	uint32_t idx;
+	int rc;
+
+	if (argc > 2 && parse_rate(argv[2], &rate) < 0)
+		return reply("error: bad rate '%.32s'\n", argv[2]);
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	rc = pool_disk_find(fs->pool, argv[1], &idx);
+	if (rc < 0)
+		put(err, sizeof(err), "%s: not a disk of the pool", argv[1]);
+	else if (fs->pool->disk[idx].state != POOL_DISK_HEALTHY &&
+		 fs->pool->disk[idx].state != POOL_DISK_RETIRED)
+		rc = -EIO, put(err, sizeof(err),
+			       "disk %u is %s: only a disk that reads can be "
+			       "retired (replace a failed one)",
+			       idx, pool_disk_state_name(fs->pool->disk[idx].state));
+	else
+		rc = pool_disk_restore(fs->pool, idx, POOL_DISK_RETIRED, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = job_start(fs, JOB_RETIRE, idx, NULL, rate, 0, err, sizeof(err));
+	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
 }
 
 /* "repair VOLUME|- RATE" and "scrub VOLUME|- RATE" */
@@ -1062,8 +1227,8 @@ char *fs_jobs_json(struct fs *fs)
 
 int fs_jobs_handles(const char *r)
 {
-	return !strcmp(r, "disk-replace") || !strcmp(r, "disk-add") || !strcmp(r, "repair") ||
-	       !strcmp(r, "scrub") || !strcmp(r, "jobs");
+	return !strcmp(r, "disk-replace") || !strcmp(r, "disk-add") || !strcmp(r, "disk-retire") ||
+	       !strcmp(r, "repair") || !strcmp(r, "scrub") || !strcmp(r, "jobs");
 }
 
 char *fs_jobs_request(struct fs *fs, int argc, char **argv)
@@ -1076,6 +1241,8 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return req_replace(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-add") && argc == 2)
 		return req_add(fs, argv);
+	if (!strcmp(argv[0], "disk-retire") && (argc == 2 || argc == 3))
+		return req_retire(fs, argc, argv);
 	if (!strcmp(argv[0], "repair") && argc <= 3)
 		return req_job(fs, argc, argv, JOB_REPAIR);
 	if (!strcmp(argv[0], "scrub") && argc <= 3)

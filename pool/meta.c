@@ -128,6 +128,7 @@ enum stmt {
 	ST_HAS_CHILD,
 	ST_PARENT_OF,
 	ST_NAME_OF,
+	ST_SET_DISKS,
 	ST_PUT_DENTRY,
 	ST_MOVE_DENTRY,
 	ST_POINT_DENTRY,
@@ -170,6 +171,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
     [ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
     [ST_NAME_OF] = "SELECT parent, name FROM dentries WHERE ino = ?1 ORDER BY id LIMIT 1",
+    [ST_SET_DISKS] = "UPDATE inodes SET disks = ?2 WHERE ino = ?1 AND npos = ?3",
     [ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
     [ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
     [ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
@@ -2420,4 +2422,28 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 		snprintf(err, errlen, "metadata replica %s/meta.db: %s", dir,
 			 src ? strerror(-rc) : "no live replica to copy from");
 	return rc;
+}
+
+/* ---- placement changes (a retired disk emptied) ------------------------------ */
+
+struct disks_args {
+	uint64_t ino;
+	uint32_t npos;
+	const uint8_t *disk;
+};
+
+static int op_set_disks(struct pool_meta *m, void *arg)
+{
+	struct disks_args *a = arg;
+
+	return wr(m, ST_SET_DISKS, 1, ARGS(AI(a->ino), AB(a->disk, a->npos), AI(a->npos)));
+}
+
+int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const uint8_t *disk)
+{
+	struct disks_args a = {.ino = ino, .npos = npos, .disk = disk};
+
+	if (npos == 0 || npos > LAYOUT_MAX_POSITIONS)
+		return -EINVAL;
+	return run(m, op_set_disks, &a);
 }

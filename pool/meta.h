@@ -141,6 +141,9 @@ int pool_meta_files(struct pool_meta *m, uint64_t after,
  * messages.  -ENOENT for an unlinked inode. */
 int pool_meta_path(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
 
+/* Change the disks of a placed file (npos must match): its positions'
+ * data has been moved by the caller.  -ENOENT if no such placed file. */
+int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const uint8_t *disk);
 /* Copy the store into a new replica directory while open (a metadata
  * disk rebuilt by a repair) and make it live; a replica already known
  * at `dir` is replaced. */

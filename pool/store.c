@@ -2691,3 +2691,91 @@ void pool_store_close(struct pool_store *s)
 	free(s->volume);
 	free(s);
 }
+
+/* ---- moving a position to another disk (disk retire) ---------------------- */
+
+/* Copy the data extents of src into dst (holes stay holes), fsync. */
+static int copy_sparse(int src, int dst)
+{
+	struct stat st;
+	uint8_t *buf = malloc(1 << 20);
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	if (fstat(src, &st) < 0 || ftruncate(dst, st.st_size) < 0)
+		rc = -errno;
+	for (off_t off = 0; rc == 0 && off < st.st_size;) {
+		off_t d = lseek(src, off, SEEK_DATA);
+		if (d < 0)
+			break; /* only a hole is left */
+		off_t h = lseek(src, d, SEEK_HOLE);
+		for (off_t o = d; rc == 0 && o < h;) {
+			ssize_t n =
+			    pread(src, buf, (size_t)(h - o < (1 << 20) ? h - o : (1 << 20)), o);
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				break;
+			}
+			ssize_t w = pwrite(dst, buf, (size_t)n, o);
+			if (w != n)
+				rc = w < 0 ? -errno : -ENOSPC;
+			o += n;
+		}
+		off = h;
+	}
+	if (rc == 0 && fsync(dst) < 0)
+		rc = -errno;
+	free(buf);
+	return rc;
+}
+
+static int copy_one(const char *from, const char *to)
+{
+	int src = open(from, O_RDONLY | O_CLOEXEC), dst, rc;
+
+	if (src < 0)
+		return errno == ENOENT ? 0 : -errno; /* never written: nothing to copy */
+	dst = open_mkdir(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+	rc = dst < 0 ? dst : copy_sparse(src, dst);
+	if (dst >= 0)
+		close(dst);
+	close(src);
+	return rc;
+}
+
+int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos,
+			     uint32_t to, char *err, size_t errlen)
+{
+	char from[PATH_MAX], dest[PATH_MAX];
+	int rc = check_file(s, f);
+
+	if (rc == 0 && (pos >= f->npos || to >= s->ndisks || !s->disk[to].dir))
+		rc = -EINVAL;
+	for (int crc = 0; rc == 0 && crc < 2; crc++) {
+		rc = chunk_path(s, f->disk[pos], f->id, pos, crc, from, sizeof(from));
+		if (rc == 0)
+			rc = chunk_path(s, to, f->id, pos, crc, dest, sizeof(dest));
+		if (rc == 0 && (rc = copy_one(from, dest)) < 0)
+			snprintf(err, errlen,
+				 "file %016" PRIx64 " position %u: copying %s to %s: %s", f->id,
+				 pos, from, dest, strerror(-rc));
+	}
+	if (rc < 0 && !err[0])
+		snprintf(err, errlen, "file %016" PRIx64 " position %u: %s", f->id, pos,
+			 strerror(-rc));
+	return rc;
+}
+
+int pool_store_forget_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos)
+{
+	char path[PATH_MAX];
+
+	if (pos >= f->npos || f->disk[pos] >= s->ndisks)
+		return -EINVAL;
+	chunk_drop(s, f->id, pos, f->disk[pos]);
+	for (int crc = 0; crc < 2; crc++)
+		if (chunk_path(s, f->disk[pos], f->id, pos, crc, path, sizeof(path)) == 0)
+			unlink(path);
+	return 0;
+}

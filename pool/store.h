@@ -173,6 +173,14 @@ int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64
 uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file_map *f);
 /* Stripes a file of `size` bytes has. */
 uint64_t pool_store_stripes(const struct pool_store *s, uint64_t size);
+/* Copy position pos of the file (chunk and checksums, holes kept) to
+ * disk `to`, durably.  The caller keeps every I/O off the file, then
+ * records the new placement and calls pool_store_forget_position on the
+ * old map.  *err names the file on failure. */
+int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos,
+			     uint32_t to, char *err, size_t errlen);
+/* Remove position pos's chunk files from the disk the map names. */
+int pool_store_forget_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos);
 /* Blocks served from redundancy and rewritten by self-healing reads
  * (per disk: counted on the disk whose block was bad). */
 uint64_t pool_store_healed(struct pool_store *s, uint32_t disk);

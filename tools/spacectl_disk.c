@@ -43,7 +43,9 @@ const char spacectl_help_disk[] =
     "  replace SOURCE OLD NEW [--wait] [--rate MB/s]\n"
     "                                      put NEW in place of disk OLD (an index or\n"
     "                                      a path) and rebuild its data onto it\n"
-    "  retire SOURCE DISK                  stop placing new data on DISK\n"
+    "  retire SOURCE DISK [--wait] [--rate MB/s]\n"
+    "                                      move every file's data off DISK (it must\n"
+    "                                      still read), then nothing uses it\n"
     "\n"
     "A mounted pool is changed through its daemon, which starts the rebuild at\n"
     "once; an unmounted pool is changed on its disks and rebuilt at the next mount.\n";
@@ -356,7 +358,9 @@ static int off_retire(struct pool *p, const char **a, char *err, size_t n)
 	}
 	rc = pool_disk_restore(p, idx, POOL_DISK_RETIRED, err, n);
 	if (rc == 0)
-		printf("disk %u retired: no new data goes there\n", idx);
+		printf("disk %u retired: no new data goes there; the next mount moves its data "
+		       "off\n",
+		       idx);
 	return rc;
 }
 
@@ -429,7 +433,11 @@ int spacectl_cmd_disk_retire(int argc, char **argv)
 	if (rc || done)
 		return rc;
 	const char *args[1] = {a.arg[0]};
-	return disk_cmd("disk retire", a.source, NULL, 0, off_retire, args);
+	char req[POOL_CTL_MAX_REQUEST];
+	if (strlen(args[0]) + 64 > sizeof(req) || strchr(args[0], ' '))
+		return err_line(1, "disk retire", "bad disk name");
+	snprintf(req, sizeof(req), "disk-retire %.3000s %g", args[0], a.rate);
+	return disk_cmd("disk retire", a.source, req, a.wait, off_retire, args);
 }
 
 /* ---- status: the daemon's jobs ---------------------------------------------------- */

@@ -18,6 +18,9 @@
   the disk's data).
 - Repair and scrub jobs resume after a daemon restart (rate-limited so
   the restart lands mid-job).
+- A retired disk is emptied (every position moved to other disks while it
+  still reads), new files avoid it, and the volume then survives it and
+  one more disk going away.
 """
 import errno
 import glob
@@ -332,6 +335,41 @@ def resume(t):
         pool.cleanup()
 
 
+# ---- retire ------------------------------------------------------------------------
+
+def retire(t):
+    layouts = {"m2": ["mirror", "--copies", "2", "--columns", "2"],
+               "p1": ["parity", "--parity", "1", "--columns", "4"]}
+    pool = FailPool(layouts, seed=16)
+    try:
+        pool.mount()
+        pool.write_files(10, "f", maxsize=800000)
+        held = glob.glob(os.path.join(pool.disks[1], "vol", "*", "data", "*", "*"))
+        t.ok(len(held) > 0, f"retire: the disk holds {len(held)} chunk files first")
+        p = pool.ctl("disk", "retire", pool.good_source(), "1", "--wait", check=False)
+        t.eq(p.returncode, 0, "retire: the job moves the disk's data off")
+        if p.returncode:
+            t.diag(p.stdout + p.stderr)
+        left = [c for c in glob.glob(os.path.join(pool.disks[1], "vol", "*", "data", "*", "*"))]
+        t.eq(left, [], "retire: no chunk file left on the disk")
+        st = status(pool)
+        t.ok(st and st["disks"][1]["state"] == "retired", "retire: status shows it retired")
+        t.eq(pool.check(), [], "retire: every file identical")
+        pool.write_files(3, "g")
+        left = [c for c in glob.glob(os.path.join(pool.disks[1], "vol", "*", "data", "*", "*"))]
+        t.eq(left, [], "retire: new files do not go there")
+        pool.away(1)
+        pool.away(2)  # the retired disk and one more: still within redundancy
+        time.sleep(1.5)
+        t.eq(pool.check(), [], "retire: identical without the retired disk and another")
+        t.eq(pool.m.stop(), 0, "retire: clean unmount")
+    except Exception as e:
+        t.ok(False, f"retire: unexpected error: {e}")
+        t.diag(log_tail(pool, 6000))
+    finally:
+        pool.cleanup()
+
+
 def main():
     t = Tap()
     past_redundancy(t)
@@ -340,6 +378,7 @@ def main():
     stale(t, True)
     stale(t, False)
     resume(t)
+    retire(t)
     t.done()
 
 
