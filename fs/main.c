@@ -229,6 +229,10 @@ static int open_pool(struct fs *fs)
 			continue;
 		}
 		rc = fs_volume_open(fs, pv, err, sizeof(err));
+		if (rc < 0 && !strcmp(pool_volume_health(fs->pool, pv), "offline")) {
+			fprintf(stderr, "spacefs: VOLUME %s OFFLINE, not mounted: %s\n", pv->name, err);
+			continue; /* past its redundancy: the other volumes still mount */
+		}
 		if (rc < 0) {
 			fprintf(stderr, "spacefs: %s\n", err);
 			return rc;

@@ -1291,7 +1291,11 @@ static int check_joining(const struct pool *p, const char *path, struct newdisk 
 			return fail(err, errlen, -EEXIST, "%s: already disk %u of the pool", path,
 				    i);
 	}
-	return check_fresh(path, d, 0, err, errlen);
+	rc = check_fresh(path, d, 0, err, errlen);
+	char *force = rc < 0 && err ? strstr(err, "; use --force") : NULL;
+	if (force) /* there is no --force for joining disks */
+		*force = '\0';
+	return rc;
 }
 
 int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err, size_t errlen)
