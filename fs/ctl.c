@@ -227,7 +227,10 @@ static void cmd_status(struct fs *fs, struct out *o)
 			outf(o, ",");
 		status_volume(fs, o, fs->vol[i]);
 	}
-	outf(o, "]}\n");
+	char *jobs = fs->jobs ? fs_jobs_json(fs) : NULL;
+	outf(o, "],\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool),
+	     jobs ? jobs : "[]");
+	free(jobs);
 }
 
 /* One line per volume and disk: the same counters as status, as
@@ -356,6 +359,15 @@ static void cmd_volume_create(struct fs *fs, struct out *o, char **argv, int arg
 		outf(o, "ok\n");
 }
 
+/* Disks, repair, scrub and jobs: fs/jobs.c. */
+static void cmd_jobs(struct fs *fs, struct out *o, char **argv, int argc)
+{
+	char *r = fs_jobs_request(fs, argc, argv);
+
+	outf(o, "%s", r ? r : "error: out of memory\n");
+	free(r);
+}
+
 static void dispatch(struct fs *fs, char *req, struct out *o)
 {
 	char *argv[16];
@@ -379,6 +391,8 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 		cmd_owner_move(fs, o, argv, argc);
 	else if (strcmp(argv[0], "owner-balance") == 0 && argc == 1)
 		cmd_owner_balance(fs, o);
+	else if (fs_jobs_handles(argv[0]))
+		cmd_jobs(fs, o, argv, argc);
 	else
 		outf(o, "error: unknown request '%.64s'\n", argv[0]);
 }

@@ -76,6 +76,8 @@ struct fs_volume {
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
 	struct fs_vnode *vn; /* ownership state; NULL with one node (fs/node.c) */
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
+	struct fs *fs;		/* back pointer, for the store's hooks */
+	struct pool_drl *drl;	/* dirty-region log (pool/drl.h); NULL if none */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -117,6 +119,8 @@ struct fs {
 	struct fs_ctl *ctl;
 	struct fs_node *node; /* NULL unless several nodes (listen=) */
 	uint64_t started_ns;
+	struct fs_health *health; /* disk health watcher (fs/health.c) */
+	struct fs_jobs *jobs;	  /* repair and scrub jobs (fs/jobs.c) */
 };
 
 /* ---- inode numbers ---- */
@@ -178,6 +182,9 @@ int fs_inode_flush_all(struct fs *fs);
 /* Drop every inode at unmount (flushing, purging unlinked ones). */
 void fs_inode_table_clear(struct fs *fs);
 void fs_file_map(const struct fs_inode *in, struct pool_file_map *map);
+/* Size of a file as the daemon knows it (cached attributes, which run
+ * ahead of the metadata store); -ENOENT if not in the table. */
+int fs_inode_cached_size(struct fs *fs, uint64_t ino, uint64_t *size);
 void fs_attr_to_stat(const struct pool_inode *a, uint64_t ino, struct stat *st);
 
 int fs_flusher_start(struct fs *fs);
@@ -213,6 +220,24 @@ extern const struct fuse_lowlevel_ops fs_route_ops;
  * this node took the volume over. */
 int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v);
 void fs_inode_reload_volume(struct fs *fs, struct fs_volume *v);
+
+/* ---- disk health (fs/health.c) and jobs (fs/jobs.c) ---- */
+/* Start watching the disks: records disks found failed at mount, starts
+ * the repairs and resyncs the pool needs, checks every disk each second. */
+int fs_health_start(struct fs *fs);
+void fs_health_stop(struct fs *fs);
+/* The store hook: disk failed under I/O (any thread). */
+void fs_health_disk_failed(struct fs *fs, uint32_t disk, const char *why);
+/* Store hooks of a volume (fs/health.c). */
+const struct pool_store_hooks *fs_volume_hooks(void);
+/* Control commands of fs/ctl.c that touch disks or jobs: one request, a
+ * reply "ok\n..." or "error: ...\n" in a malloc'd string. */
+char *fs_jobs_request(struct fs *fs, int argc, char **argv);
+int fs_jobs_handles(const char *request); /* is it one of those? */
+/* The jobs as a JSON array, malloc'd ("[]" if none). */
+char *fs_jobs_json(struct fs *fs);
+int fs_jobs_init(struct fs *fs);
+void fs_jobs_stop(struct fs *fs);
 
 /* ---- control socket (fs/ctl.c) ---- */
 int fs_ctl_start(struct fs *fs, char *err, size_t errlen);

@@ -137,6 +137,22 @@ struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino)
 	return in;
 }
 
+int fs_inode_cached_size(struct fs *fs, uint64_t ino, uint64_t *size)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	struct fs_inode *in = table_find(fs, ino);
+	if (in) {
+		pthread_mutex_lock(&in->lock);
+		*size = in->attr.size;
+		pthread_mutex_unlock(&in->lock);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&fs->itable_lock);
+	return rc;
+}
+
 void fs_file_map(const struct fs_inode *in, struct pool_file_map *map)
 {
 	map->id = in->attr.ino;

@@ -268,6 +268,10 @@ static int open_pool(struct fs *fs)
 			continue;
 		}
 		rc = fs_volume_open(fs, pv, err, sizeof(err));
+		if (rc < 0 && !strcmp(pool_volume_health(fs->pool, pv), "offline")) {
+			fprintf(stderr, "spacefs: VOLUME %s OFFLINE, not mounted: %s\n", pv->name, err);
+			continue; /* past its redundancy: the other volumes still mount */
+		}
 		if (rc < 0) {
 			fprintf(stderr, "spacefs: %s\n", err);
 			return rc;
@@ -312,6 +316,8 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 		fs_flusher_stop(fs);
 		goto unmount;
 	}
+	if (fs_health_start(fs) < 0)
+		fprintf(stderr, "spacefs: cannot start the disk health watcher\n");
 	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
 		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
 			err);
@@ -324,6 +330,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	fuse_loop_cfg_destroy(cfg);
 
 	fs_ctl_stop(fs);
+	fs_health_stop(fs);
 	fs_flusher_stop(fs);
 	fs_node_stop(fs); /* hands owned volumes over */
 unmount:

@@ -355,6 +355,9 @@ int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_
 		a->npos = layout_positions(&v->geom);
 		pthread_rwlock_rdlock(&fs->pool_lock);
 		rc = pool_place(fs->pool, a->npos, a->disk);
+		if (rc == -ENOSPC) /* disks failed: a degraded file, within redundancy */
+			rc = pool_place_degraded(fs->pool, a->npos, layout_redundancy(&v->geom),
+						 a->disk);
 		pthread_rwlock_unlock(&fs->pool_lock);
 	}
 	return rc;

@@ -18,6 +18,8 @@
 #include <time.h>
 
 #include "fs/fs.h"
+#include "fs/jobs.h"
+#include "pool/drl.h"
 
 int64_t fs_now_ns(void)
 {
@@ -122,15 +124,21 @@ static int open_meta(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 
 static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errlen)
 {
-	uint32_t nd = fs->pool->ndisks;
+	/* Room for every disk the pool may ever have (disks added online);
+	 * disks out of service are absent: failed for the store. */
+	uint32_t nd = POOL_MAX_DISKS;
 	const char **paths = calloc(nd, sizeof(*paths));
+	struct pool_store_hooks hooks = *fs_volume_hooks();
 	int rc;
 
 	if (!paths)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < nd; i++)
-		paths[i] = fs->pool->disk[i].path;
+	hooks.arg = v;
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (pool_disk_in_service(fs->pool, i))
+			paths[i] = fs->pool->disk[i].path;
 	struct pool_store_config cfg = {
+		.hooks = &hooks,
 		.volume = v->name,
 		.disk_path = paths,
 		.ndisks = nd,
@@ -140,11 +148,36 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 	};
 	rc = pool_store_open(&cfg, &v->store, err, errlen);
 	free(paths);
+	for (uint32_t i = 0; rc == 0 && i < fs->pool->ndisks; i++)
+		if (fs->pool->disk[i].state == POOL_DISK_REPAIRING)
+			pool_store_disk_set(v->store, i, POOL_STORE_DISK_REBUILDING);
 	return rc;
 }
 
-/* Open the volume's stores (metadata replicas, chunk store) and reap
- * orphans: at mount, or when this node becomes the volume's owner. */
+/* The dirty-region log, on the volume's metadata disks in service. */
+static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+		    char *err, size_t errlen)
+{
+	const char *dirs[POOL_META_DISKS];
+	char paths[POOL_META_DISKS][POOL_PATH_MAX + 80];
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < pv->nmeta; i++) {
+		if (pv->meta[i] >= fs->pool->ndisks || !pool_disk_in_service(fs->pool, pv->meta[i]))
+			continue;
+		snprintf(paths[n], sizeof(paths[n]), "%s/vol/%s", fs->pool->disk[pv->meta[i]].path,
+			 pv->name);
+		dirs[n] = paths[n];
+		n++;
+	}
+	if (fs->opt.read_only)
+		return 0; /* nothing is written: nothing to log */
+	return pool_drl_open(dirs, n, pv->name, &v->drl, err, errlen);
+}
+
+/* Open the volume's stores (metadata replicas, chunk store, dirty-region
+ * log), reap orphans and resync what an unclean stop left dirty: at
+ * mount, or when this node becomes the volume's owner. */
 int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
 		     char *err, size_t errlen)
 {
@@ -155,19 +188,28 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 	if (rc == 0 && v->vn)
 		rc = fs_node_fence(fs, v, err, errlen); /* before anything is written */
 	if (rc == 0)
+		rc = open_drl(fs, v, pv, err, errlen);
+	if (rc == 0)
 		rc = purge_orphans(v);
+	if (rc == 0 && (rc = fs_volume_resync(fs, v)) < 0)
+		snprintf(err, errlen, "volume %s: resync of dirty regions failed: %s", v->name,
+			 strerror(-rc));
 	if (rc < 0)
 		fs_volume_detach(v);
 	return rc;
 }
 
-/* Close the stores again (another node owns the volume now). */
+/* Close the stores (unmount, or another node owns the volume now).  A
+ * clean close: every chunk on disk, every dirty mark cleared. */
 void fs_volume_detach(struct fs_volume *v)
 {
+	if (v->drl)
+		pool_drl_close(v->drl, v->store && pool_store_syncfs(v->store) == 0);
 	if (v->store)
 		pool_store_close(v->store);
 	if (v->meta)
 		pool_meta_close(v->meta);
+	v->drl = NULL;
 	v->store = NULL;
 	v->meta = NULL;
 }
@@ -187,6 +229,7 @@ int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, si
 		return -EINVAL;
 	}
 	v->id = (uint32_t)pv->id;
+	v->fs = fs;
 	snprintf(v->name, sizeof(v->name), "%s", pv->name);
 	v->geom = pv->geom;
 	v->integrity = pv->integrity;

@@ -123,10 +123,13 @@ enum stmt {
 	ST_COUNT_INODES,
 	ST_MAX_INO,
 	ST_ORPHANS,
+	ST_FILES,
 	ST_LOOKUP,
 	ST_READDIR,
 	ST_HAS_CHILD,
 	ST_PARENT_OF,
+	ST_NAME_OF,
+	ST_SET_DISKS,
 	ST_PUT_DENTRY,
 	ST_MOVE_DENTRY,
 	ST_POINT_DENTRY,
@@ -162,11 +165,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MAX_INO] = "SELECT max(ino) FROM inodes",
     [ST_ORPHANS] = "SELECT " INODE_COLS " FROM inodes i WHERE i.nlink = 0 AND i.ino > ?1"
 		   " ORDER BY i.ino LIMIT ?2",
+    [ST_FILES] = "SELECT " INODE_COLS " FROM inodes i WHERE i.npos > 0 AND i.ino > ?1"
+		 " ORDER BY i.ino LIMIT ?2",
     [ST_LOOKUP] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.name = ?2",
     [ST_READDIR] = "SELECT " ENTRY_COLS ENTRY_FROM "WHERE d.parent = ?1 AND d.id > ?2"
 		   " ORDER BY d.id LIMIT ?3",
     [ST_HAS_CHILD] = "SELECT 1 FROM dentries WHERE parent = ?1 LIMIT 1",
     [ST_PARENT_OF] = "SELECT parent FROM dentries WHERE ino = ?1 LIMIT 1",
+    [ST_NAME_OF] = "SELECT parent, name FROM dentries WHERE ino = ?1 ORDER BY id LIMIT 1",
+    [ST_SET_DISKS] = "UPDATE inodes SET disks = ?2 WHERE ino = ?1 AND npos = ?3",
     [ST_PUT_DENTRY] = "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
     [ST_MOVE_DENTRY] = "UPDATE dentries SET parent = ?2, name = ?3 WHERE id = ?1",
     [ST_POINT_DENTRY] = "UPDATE dentries SET ino = ?2 WHERE id = ?1",
@@ -1461,6 +1468,87 @@ int pool_meta_orphans(struct pool_meta *m, int (*fn)(void *arg, const struct poo
 	return rc;
 }
 
+/* Every placed file (npos > 0, linked or not) above `after`, by inode:
+ * repair and scrub walk these.  Same batching as the orphans. */
+static int op_files_batch(struct pool_meta *m, void *arg)
+{
+	struct batch *b = arg;
+	struct rd q;
+	int rc = rd_start(m, &q, ST_FILES, ARGS(AI(b->after), AI(META_BATCH)));
+
+	b->n = 0;
+	while (rc == 0 && (rc = rd_step(m, &q)) == 1) {
+		rc = decode_inode(q.r, q.st, 0, &b->e[b->n].in);
+		b->e[b->n].cookie = b->e[b->n].in.ino;
+		b->e[b->n].name[0] = '\0';
+		b->n++;
+	}
+	rd_end(&q);
+	return rc;
+}
+
+int pool_meta_files(struct pool_meta *m, uint64_t after,
+		    int (*fn)(void *arg, const struct pool_inode *in), void *arg)
+{
+	struct orphans_ctx c = {.fn = fn, .arg = arg};
+	struct batch *b = malloc(sizeof(*b));
+	int rc;
+
+	if (!b)
+		return -ENOMEM;
+	b->dir = 0;
+	b->after = after;
+	rc = list(m, op_files_batch, b, each_orphan, &c);
+	free(b);
+	return rc;
+}
+
+struct path_args {
+	uint64_t ino;
+	char *buf;
+	size_t size;
+};
+
+/* Prepend "/name" of ino's first entry, walking up to the root. */
+static int op_path(struct pool_meta *m, void *arg)
+{
+	struct path_args *a = arg;
+	size_t end = a->size - 1, at = end;
+	uint64_t ino = a->ino;
+
+	a->buf[end] = '\0';
+	for (int depth = 0; ino != POOL_META_ROOT && depth < 4096; depth++) {
+		struct rd q;
+		int rc = rd_row(m, &q, ST_NAME_OF, ARGS(AI(ino)));
+		if (rc != 1) {
+			rd_end(&q);
+			return rc < 0 ? rc : -ENOENT;
+		}
+		const char *name = (const char *)sqlite3_column_text(q.st, 1);
+		size_t len = name ? strlen(name) : 0;
+		ino = (uint64_t)sqlite3_column_int64(q.st, 0);
+		if (len + 1 > at) {
+			rd_end(&q);
+			return -ENAMETOOLONG;
+		}
+		at -= len;
+		memcpy(a->buf + at, name, len);
+		a->buf[--at] = '/';
+		rd_end(&q);
+	}
+	memmove(a->buf, a->buf + at, end - at + 1);
+	return 0;
+}
+
+int pool_meta_path(struct pool_meta *m, uint64_t ino, char *buf, size_t size)
+{
+	struct path_args a = {.ino = ino, .buf = buf, .size = size};
+
+	if (size < 2)
+		return -ENAMETOOLONG;
+	return run(m, op_path, &a);
+}
+
 /* ---- symlinks ---------------------------------------------------------------------- */
 
 struct buf_args {
@@ -2326,4 +2414,92 @@ void pool_meta_close(struct pool_meta *m)
 	}
 	pthread_mutex_destroy(&m->lock);
 	free(m);
+}
+
+/* ---- replicas added while open (a rebuilt metadata disk) -------------------- */
+
+/* The slot for `dir`: its old one, one whose directory is gone (a disk
+ * removed under us keeps a "live" connection to deleted files), a
+ * dropped one, or a new one. */
+static struct replica *slot_for(struct pool_meta *m, const char *dir, const struct replica *src)
+{
+	struct stat st;
+
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->r[i].dir && !strcmp(m->r[i].dir, dir))
+			return &m->r[i];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (&m->r[i] != src && m->r[i].dir && stat(m->r[i].dir, &st) < 0)
+			return &m->r[i];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (!m->r[i].live)
+			return &m->r[i];
+	return m->n < POOL_META_MAX_REPLICAS ? &m->r[m->n++] : NULL;
+}
+
+int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_t errlen)
+{
+	struct replica *src = NULL, *r;
+	struct stat st;
+	int rc = -ENOSPC;
+
+	pthread_mutex_lock(&m->lock);
+	for (uint32_t i = 0; i < m->n && !src; i++)
+		if (m->r[i].live && m->r[i].db && strcmp(m->r[i].dir, dir) &&
+		    stat(m->r[i].dir, &st) == 0)
+			src = &m->r[i];
+	r = src ? slot_for(m, dir, src) : NULL;
+	if (r) {
+		if (r->live) {
+			r->live = false;
+			m->nlive--;
+		}
+		close_conn(r);
+		free(r->dir);
+		free(r->path);
+		r->path = NULL;
+		r->dir = strdup(dir);
+		rc = r->dir && asprintf(&r->path, "%s/meta.db", dir) >= 0 ? mkdir_p(dir) : -ENOMEM;
+		r->state = R_MISSING;
+		src->txn = m->txn;
+		if (rc == 0)
+			rc = restore(src, r);
+		if (rc == 0 && r->txn == m->txn) {
+			/* wr() compares row ids across connections */
+			sqlite3_set_last_insert_rowid(r->db, sqlite3_last_insert_rowid(src->db));
+			r->live = true;
+			m->nlive++;
+		} else if (rc == 0) {
+			rc = -EIO;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (rc < 0)
+		snprintf(err, errlen, "metadata replica %s/meta.db: %s", dir,
+			 src ? strerror(-rc) : "no live replica to copy from");
+	return rc;
+}
+
+/* ---- placement changes (a retired disk emptied) ------------------------------ */
+
+struct disks_args {
+	uint64_t ino;
+	uint32_t npos;
+	const uint8_t *disk;
+};
+
+static int op_set_disks(struct pool_meta *m, void *arg)
+{
+	struct disks_args *a = arg;
+
+	return wr(m, ST_SET_DISKS, 1, ARGS(AI(a->ino), AB(a->disk, a->npos), AI(a->npos)));
+}
+
+int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const uint8_t *disk)
+{
+	struct disks_args a = {.ino = ino, .npos = npos, .disk = disk};
+
+	if (npos == 0 || npos > LAYOUT_MAX_POSITIONS)
+		return -EINVAL;
+	return run(m, op_set_disks, &a);
 }

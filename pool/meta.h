@@ -140,6 +140,23 @@ int pool_meta_setxattr(struct pool_meta *m, uint64_t ino, const char *name, cons
 ssize_t pool_meta_listxattr(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
 int pool_meta_removexattr(struct pool_meta *m, uint64_t ino, const char *name);
 
+/* Call fn for every placed regular file (npos > 0, unlinked ones too)
+ * with an inode number above `after`, in inode order, until fn returns
+ * non-zero (repair and scrub). */
+int pool_meta_files(struct pool_meta *m, uint64_t after,
+		    int (*fn)(void *arg, const struct pool_inode *in), void *arg);
+/* "/dir/name" of inode ino inside the volume (its first name), for
+ * messages.  -ENOENT for an unlinked inode. */
+int pool_meta_path(struct pool_meta *m, uint64_t ino, char *buf, size_t size);
+
+/* Change the disks of a placed file (npos must match): its positions'
+ * data has been moved by the caller.  -ENOENT if no such placed file. */
+int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const uint8_t *disk);
+/* Copy the store into a new replica directory while open (a metadata
+ * disk rebuilt by a repair) and make it live; a replica already known
+ * at `dir` is replaced. */
+int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_t errlen);
+
 /* Totals for statfs. */
 int pool_meta_count(struct pool_meta *m, uint64_t *inodes);
 

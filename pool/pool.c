@@ -105,6 +105,10 @@ const char *pool_disk_state_name(enum pool_disk_state s)
 		return "stale";
 	case POOL_DISK_FAILED:
 		return "failed";
+	case POOL_DISK_REPAIRING:
+		return "repairing";
+	case POOL_DISK_RETIRED:
+		return "retired";
 	}
 	return "unknown";
 }
@@ -128,7 +132,16 @@ const char *pool_health(const struct pool *p)
 /* A disk we can still reach: its directory holds this pool's superblock. */
 static int disk_reachable(const struct pool_disk *d)
 {
-	return d->state == POOL_DISK_HEALTHY || d->state == POOL_DISK_STALE;
+	return d->state == POOL_DISK_HEALTHY || d->state == POOL_DISK_STALE ||
+	       d->state == POOL_DISK_REPAIRING || d->state == POOL_DISK_RETIRED;
+}
+
+/* A directory whose owner lost every permission bit is out of service:
+ * a root daemon would still read and write it (root bypasses modes), so
+ * the mode itself is the admin's signal, checked explicitly. */
+static int mode_revoked(mode_t mode)
+{
+	return (mode & 0700) == 0;
 }
 
 /* ---- pool create ----------------------------------------------------------- */
@@ -397,7 +410,12 @@ static int cand_add(struct scan *s, const char *path)
 		c->found = 1;
 		c->dev = st.st_dev;
 		c->ino = st.st_ino;
-		cand_read(c);
+		if (mode_revoked(st.st_mode))
+			c->rc = fail(c->msg, sizeof(c->msg), -EACCES,
+				     "%s: permissions %04o: taken out of service", c->path,
+				     (unsigned)(st.st_mode & 07777));
+		else
+			cand_read(c);
 	} else {
 		snprintf(c->path, sizeof(c->path), "%s", path);
 		c->rc = fail(c->msg, sizeof(c->msg), -ENOENT, "%s: directory not found", path);
@@ -497,6 +515,9 @@ static void judge_absent(const struct scan *s, const struct pool_sb *ref, uint32
 	} else if (c->rc == -ENOENT) {
 		d->state = POOL_DISK_MISSING;
 		say(d->msg, sizeof(d->msg), "%s", c->msg);
+	} else if (c->rc == -EACCES) {
+		d->state = POOL_DISK_FAILED;
+		say(d->msg, sizeof(d->msg), "%s", c->msg);
 	} else if (c->rc < 0) {
 		d->state = POOL_DISK_DAMAGED;
 		say(d->msg, sizeof(d->msg), "%s", c->msg);
@@ -512,6 +533,28 @@ static void judge_absent(const struct scan *s, const struct pool_sb *ref, uint32
 	}
 }
 
+/* A disk holding the current superblock: its member state decides. */
+static void judge_member(const struct pool_sb *sb, uint32_t m, struct pool_disk *d)
+{
+	switch (sb->member[m].state) {
+	case POOL_MEMBER_FAILED:
+		d->state = POOL_DISK_FAILED;
+		say(d->msg, sizeof(d->msg), "%s: recorded failed in the pool; repair or replace it",
+		    d->path);
+		break;
+	case POOL_MEMBER_REPAIRING:
+		d->state = POOL_DISK_REPAIRING;
+		say(d->msg, sizeof(d->msg), "%s: replacement being rebuilt", d->path);
+		break;
+	case POOL_MEMBER_RETIRED:
+		d->state = POOL_DISK_RETIRED;
+		say(d->msg, sizeof(d->msg), "%s: retired, being emptied", d->path);
+		break;
+	default:
+		break;
+	}
+}
+
 static void judge(const struct scan *s, const struct cand *ref, uint32_t m, struct pool_disk *d)
 {
 	const struct cand *c = cand_of_member(s, ref->sb->member[m].uuid);
@@ -524,8 +567,10 @@ static void judge(const struct scan *s, const struct cand *ref, uint32_t m, stru
 	snprintf(d->path, sizeof(d->path), "%s", c->path);
 	d->dev = c->dev;
 	d->generation = c->sb->generation;
-	if (cand_same(c, ref))
-		return; /* healthy */
+	if (cand_same(c, ref)) {
+		judge_member(ref->sb, m, d);
+		return;
+	}
 	d->state = POOL_DISK_STALE;
 	if (c->sb->generation == ref->sb->generation)
 		say(d->msg, sizeof(d->msg),
@@ -572,8 +617,14 @@ static struct pool *pool_build(const struct scan *s, const struct cand *ref)
 	}
 	*p->sb = *ref->sb;
 	p->ndisks = p->sb->nmembers;
-	for (uint32_t m = 0; m < p->ndisks; m++)
+	for (uint32_t m = 0; m < p->ndisks; m++) {
 		judge(s, ref, m, &p->disk[m]);
+		/* Recorded failed and not back: failed, whatever is there now. */
+		enum pool_disk_state st = p->disk[m].state;
+		if (p->sb->member[m].state == POOL_MEMBER_FAILED &&
+		    (st == POOL_DISK_MISSING || st == POOL_DISK_DAMAGED || st == POOL_DISK_FOREIGN))
+			p->disk[m].state = POOL_DISK_FAILED;
+	}
 	p->space_when = INT64_MIN;
 	return p;
 }
@@ -649,6 +700,25 @@ void pool_close(struct pool *p)
 
 /* ---- commit ---------------------------------------------------------------- */
 
+/* Does disk i still hold this pool's superblock for member i? */
+static int still_member(struct pool *p, uint32_t i)
+{
+	struct pool_disk *d = &p->disk[i];
+	struct pool_sb *sb = malloc(sizeof(*sb));
+	int rc;
+
+	if (!sb)
+		return 0; /* cannot tell: do not fail a disk for our memory */
+	rc = pool_sb_read(d->path, sb, d->msg, sizeof(d->msg));
+	if (rc == 0 && (memcmp(sb->pool_uuid, p->sb->pool_uuid, POOL_UUID_LEN) ||
+			memcmp(sb->disk_uuid, p->sb->member[i].uuid, POOL_UUID_LEN))) {
+		say(d->msg, sizeof(d->msg), "%s: holds another disk's superblock", d->path);
+		rc = -EMEDIUMTYPE;
+	}
+	free(sb);
+	return rc;
+}
+
 int pool_commit(struct pool *p, char *err, size_t errlen)
 {
 	struct pool_sb *next;
@@ -673,8 +743,16 @@ int pool_commit(struct pool *p, char *err, size_t errlen)
 	for (uint32_t i = 0; i < p->ndisks; i++) {
 		struct pool_disk *d = &p->disk[i];
 
-		if (d->state != POOL_DISK_HEALTHY)
+		if (!pool_disk_in_service(p, i))
 			continue;
+		/* Never write into a directory that is no longer this member
+		 * (emptied or swapped under us): it would look like one. */
+		if (!d->fresh && still_member(p, i) < 0) {
+			d->state = POOL_DISK_FAILED;
+			if (!first[0])
+				say(first, sizeof(first), "%s", d->msg);
+			continue;
+		}
 		next->disk_index = i;
 		memcpy(next->disk_uuid, next->member[i].uuid, POOL_UUID_LEN);
 		rc = pool_sb_write(d->path, next, d->msg, sizeof(d->msg));
@@ -685,6 +763,7 @@ int pool_commit(struct pool *p, char *err, size_t errlen)
 			continue;
 		}
 		d->generation = next->generation;
+		d->fresh = 0;
 		ok++;
 	}
 	/* The in-memory copy follows what the healthy disks now hold. */
@@ -875,8 +954,11 @@ const struct pool_sb_volume *pool_volume_find(const struct pool *p, const char *
 
 const char *pool_volume_health(const struct pool *p, const struct pool_sb_volume *v)
 {
-	uint32_t bad = p->ndisks - pool_healthy_disks(p), meta_ok = 0;
+	uint32_t bad = 0, meta_ok = 0;
 
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		bad +=
+		    p->disk[i].state != POOL_DISK_HEALTHY && p->disk[i].state != POOL_DISK_RETIRED;
 	if (v->state == POOL_VOLUME_DELETING)
 		return "deleting";
 	for (uint32_t i = 0; i < v->nmeta; i++)
@@ -1155,4 +1237,200 @@ int pool_volume_delete(struct pool *p, const char *name, char *err, size_t errle
 	memmove(&sb->volume[i], &sb->volume[i + 1], (sb->nvolumes - i - 1) * sizeof(*v));
 	sb->nvolumes--;
 	return pool_commit(p, err, errlen);
+}
+
+/* ---- disk states: failure, restore, replace, add ---------------------------------- */
+
+int pool_disk_in_service(const struct pool *p, uint32_t idx)
+{
+	enum pool_disk_state s = p->disk[idx].state;
+
+	return s == POOL_DISK_HEALTHY || s == POOL_DISK_REPAIRING || s == POOL_DISK_RETIRED;
+}
+
+int pool_disk_fail(struct pool *p, uint32_t idx, const char *why, char *err, size_t errlen)
+{
+	if (idx >= p->ndisks)
+		return fail(err, errlen, -EINVAL, "disk %u: no such member", idx);
+	p->disk[idx].state = POOL_DISK_FAILED;
+	say(p->disk[idx].msg, sizeof(p->disk[idx].msg), "%s: %s", p->disk[idx].path, why);
+	p->sb->member[idx].state = POOL_MEMBER_FAILED;
+	return pool_commit(p, err, errlen);
+}
+
+static enum pool_member_state member_of(enum pool_disk_state st)
+{
+	if (st == POOL_DISK_REPAIRING)
+		return POOL_MEMBER_REPAIRING;
+	return st == POOL_DISK_RETIRED ? POOL_MEMBER_RETIRED : POOL_MEMBER_ACTIVE;
+}
+
+int pool_disk_restore(struct pool *p, uint32_t idx, enum pool_disk_state st, char *err,
+		      size_t errlen)
+{
+	if (idx >= p->ndisks)
+		return fail(err, errlen, -EINVAL, "disk %u: no such member", idx);
+	p->disk[idx].state = st;
+	p->disk[idx].msg[0] = '\0';
+	p->sb->member[idx].state = member_of(st);
+	return pool_commit(p, err, errlen);
+}
+
+/* A directory that may join the pool: resolvable, not a member's. */
+static int check_joining(const struct pool *p, const char *path, struct newdisk *d, char *err,
+			 size_t errlen)
+{
+	int rc = resolve_disk(path, d, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	for (uint32_t i = 0; i < p->ndisks; i++) {
+		struct stat st;
+		if (disk_reachable(&p->disk[i]) && stat(p->disk[i].path, &st) == 0 &&
+		    st.st_dev == d->dev && st.st_ino == d->ino)
+			return fail(err, errlen, -EEXIST, "%s: already disk %u of the pool", path,
+				    i);
+	}
+	rc = check_fresh(path, d, 0, err, errlen);
+	char *force = rc < 0 && err ? strstr(err, "; use --force") : NULL;
+	if (force) /* there is no --force for joining disks */
+		*force = '\0';
+	return rc;
+}
+
+int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err, size_t errlen)
+{
+	struct newdisk d;
+	int rc;
+
+	if (p->incomplete)
+		return fail(err, errlen, -EROFS, "pool '%s': incomplete", p->sb->pool_name);
+	if (idx >= p->ndisks)
+		return fail(err, errlen, -EINVAL, "disk %u: no such member", idx);
+	rc = check_joining(p, path, &d, err, errlen);
+	if (rc < 0)
+		return rc;
+	struct pool_sb_member *m = &p->sb->member[idx];
+	rc = pool_uuid_generate(m->uuid);
+	if (rc < 0)
+		return fail(err, errlen, rc, "%s: cannot make a disk UUID", path);
+	if (p->sb->disk_index == idx) /* the copy in memory came from it */
+		memcpy(p->sb->disk_uuid, m->uuid, POOL_UUID_LEN);
+	snprintf(m->path, sizeof(m->path), "%s", d.path);
+	m->state = POOL_MEMBER_REPAIRING;
+	struct pool_disk *pd = &p->disk[idx];
+	snprintf(pd->path, sizeof(pd->path), "%s", d.path);
+	pd->state = POOL_DISK_REPAIRING;
+	pd->dev = d.dev;
+	pd->fresh = 1;
+	say(pd->msg, sizeof(pd->msg), "%s: replacement being rebuilt", d.path);
+	return pool_commit(p, err, errlen);
+}
+
+int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen)
+{
+	struct newdisk d;
+	int rc;
+
+	if (p->incomplete)
+		return fail(err, errlen, -EROFS, "pool '%s': incomplete", p->sb->pool_name);
+	if (p->ndisks >= POOL_MAX_DISKS)
+		return fail(err, errlen, -ENOSPC, "pool '%s' has %u disks already",
+			    p->sb->pool_name, POOL_MAX_DISKS);
+	rc = check_joining(p, path, &d, err, errlen);
+	if (rc < 0)
+		return rc;
+	uint32_t i = p->ndisks;
+	struct pool_sb_member *m = &p->sb->member[i];
+	memset(m, 0, sizeof(*m));
+	rc = pool_uuid_generate(m->uuid);
+	if (rc < 0)
+		return fail(err, errlen, rc, "%s: cannot make a disk UUID", path);
+	m->index = i;
+	m->state = POOL_MEMBER_ACTIVE;
+	snprintf(m->path, sizeof(m->path), "%s", d.path);
+	memset(&p->disk[i], 0, sizeof(p->disk[i]));
+	snprintf(p->disk[i].path, sizeof(p->disk[i].path), "%s", d.path);
+	p->disk[i].dev = d.dev;
+	p->disk[i].fresh = 1;
+	p->disk[i].state = POOL_DISK_HEALTHY;
+	p->sb->nmembers++;
+	p->ndisks++;
+	pthread_mutex_lock(&p->lock);
+	p->space_when = INT64_MIN;
+	pthread_mutex_unlock(&p->lock);
+	return pool_commit(p, err, errlen);
+}
+
+int pool_disk_find(const struct pool *p, const char *what, uint32_t *idx)
+{
+	char *end, real[PATH_MAX];
+	unsigned long v = strtoul(what, &end, 10);
+
+	if (*what && !*end && v < p->ndisks) {
+		*idx = (uint32_t)v;
+		return 0;
+	}
+	const char *want = realpath(what, real) ? real : what;
+	for (uint32_t i = 0; i < p->ndisks; i++) {
+		if (!strcmp(p->disk[i].path, want) || !strcmp(p->disk[i].path, what) ||
+		    !strcmp(p->sb->member[i].path, what)) {
+			*idx = i;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int pool_disk_probe(const struct pool *p, uint32_t idx, dev_t dev, ino_t ino, char *err,
+		    size_t errlen)
+{
+	const char *path = p->disk[idx].path;
+	struct pool_sb *sb;
+	char msg[POOL_MSG_MAX];
+	struct stat st;
+	int rc;
+
+	if (stat(path, &st) < 0)
+		return fail(err, errlen, -errno, "directory %s: %s", path, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return fail(err, errlen, -ENOTDIR, "%s is no longer a directory", path);
+	if (dev && (st.st_dev != dev || st.st_ino != ino))
+		return fail(err, errlen, -ENODEV, "directory %s was replaced by another one", path);
+	if (mode_revoked(st.st_mode))
+		return fail(err, errlen, -EACCES, "directory %s: permissions %04o", path,
+			    (unsigned)(st.st_mode & 07777));
+	sb = malloc(sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+	rc = pool_sb_read(path, sb, msg, sizeof(msg));
+	if (rc < 0)
+		fail(err, errlen, rc, "%s", msg);
+	else if (memcmp(sb->pool_uuid, p->sb->pool_uuid, POOL_UUID_LEN))
+		rc = fail(err, errlen, -EMEDIUMTYPE, "%s holds another pool's disk ('%s')", path,
+			  sb->pool_name);
+	else if (memcmp(sb->disk_uuid, p->sb->member[idx].uuid, POOL_UUID_LEN))
+		rc = fail(err, errlen, -EMEDIUMTYPE, "%s holds another member's superblock", path);
+	free(sb);
+	return rc;
+}
+
+int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_t *disk_out)
+{
+	struct pool_space sp[POOL_MAX_DISKS];
+	struct rank r[POOL_MAX_DISKS];
+	uint32_t rotor = space_snapshot(p, sp, 1);
+	uint32_t n = rank_disks(p, sp, rotor, r), k = 0;
+	uint64_t used = 0;
+
+	if (npos == 0 || n + tolerate < npos || npos > p->ndisks)
+		return -ENOSPC;
+	for (; k < n && k < npos; k++) {
+		disk_out[k] = (uint8_t)r[k].idx;
+		used |= 1ull << r[k].idx;
+	}
+	for (uint32_t i = 0; i < p->ndisks && k < npos; i++)
+		if (!(used & (1ull << i)))
+			disk_out[k++] = (uint8_t)i;
+	return 0;
 }

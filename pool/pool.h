@@ -44,7 +44,9 @@ enum pool_disk_state {
 	POOL_DISK_DAMAGED,     /* superblock unreadable (checksum, truncated...) */
 	POOL_DISK_FOREIGN,     /* another pool's or another member's superblock */
 	POOL_DISK_STALE,       /* this pool's, but not the chosen generation */
-	POOL_DISK_FAILED,      /* failed while open (a superblock write failed) */
+	POOL_DISK_FAILED,      /* failed: I/O errors, gone, or recorded failed */
+	POOL_DISK_REPAIRING,   /* a replacement being rebuilt (member REPAIRING) */
+	POOL_DISK_RETIRED,     /* being emptied (member RETIRED): read, not placed on */
 };
 
 /* Runtime view of one member, indexed like p->sb->member[]. */
@@ -54,6 +56,7 @@ struct pool_disk {
 	uint64_t generation;	  /* of the copy found; 0 if none was readable */
 	char msg[POOL_MSG_MAX];	  /* why it is not healthy; "" when healthy */
 	dev_t dev;		  /* st_dev of the directory, 0 if not found */
+	int fresh;		  /* added or replaced: no superblock of ours yet */
 };
 
 struct pool_space {
@@ -147,5 +150,37 @@ uint64_t pool_capacity_raw(const uint64_t *free, uint32_t n, uint32_t npos);
 /* Why g cannot be used for a volume of this pool (geometry rules and the
  * number of disks), as "<why>" in err; 0 if it can. */
 int pool_geom_fit(const struct pool *p, const struct layout_geom *g, char *err, size_t errlen);
+
+/* ---- disk failures, replacement (pool/pool.c, "disk states") ---- */
+
+/* pool_place() when too few disks are healthy: the healthy disks first,
+ * then at most `tolerate` positions on disks out of service (the file is
+ * born degraded; a repair or resync fills those positions).  -ENOSPC if
+ * that is not enough. */
+int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_t *disk_out);
+/* In service: gets commits and data (healthy, repairing, retired). */
+int pool_disk_in_service(const struct pool *p, uint32_t idx);
+/* Disk idx failed: record it (member FAILED) and commit.  `why` is kept
+ * as the disk's message. */
+int pool_disk_fail(struct pool *p, uint32_t idx, const char *why, char *err, size_t errlen);
+/* Put disk idx (stale, failed, repairing or retired) back in service as
+ * `st` (HEALTHY, REPAIRING or RETIRED) and commit; the disk gets the new
+ * superblock too. */
+int pool_disk_restore(struct pool *p, uint32_t idx, enum pool_disk_state st, char *err,
+		      size_t errlen);
+/* Replace member idx by the directory `path` (empty, in no pool): a new
+ * disk UUID at the same index, state REPAIRING, committed (the new disk
+ * gets a superblock).  Every placement stays valid: a rebuild fills the
+ * new disk's positions. */
+int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err, size_t errlen);
+/* Add the directory `path` as a new member (healthy, empty). */
+int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen);
+/* The member index of a disk given as an index or a path; -ENOENT. */
+int pool_disk_find(const struct pool *p, const char *what, uint32_t *idx);
+/* Why a directory cannot serve (gone, replaced, permissions 000, not this
+ * member's superblock), as "<why>" in err; 0 if it looks intact.  dev and
+ * ino (when not 0) must match the directory's. */
+int pool_disk_probe(const struct pool *p, uint32_t idx, dev_t dev, ino_t ino, char *err,
+		    size_t errlen);
 
 #endif /* SPACEFS_POOL_POOL_H */

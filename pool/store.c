@@ -92,16 +92,19 @@
 /* ---- the store ------------------------------------------------------------ */
 
 struct disk_counters {
-	_Atomic uint64_t reads, writes, read_bytes, write_bytes, errors, csum_errors;
+	_Atomic uint64_t reads, writes, read_bytes, write_bytes, errors, csum_errors, healed;
 };
 
 struct store_disk {
-	const char *path; /* the disk directory as configured, for messages */
-	char *dir;	  /* <disk>/vol/<volume>/data; NULL if the disk is absent */
-	int direct;	  /* chunk files opened with O_DIRECT */
-	/* Set when the disk is failed (by the failure handling of a later
-	 * issue); requests turn it into the planner's `failed` mask. */
-	_Atomic uint8_t failed;
+	char *path; /* the disk directory as configured, for messages */
+	char *dir;  /* <disk>/vol/<volume>/data; NULL if the disk is absent */
+	int direct; /* chunk files opened with O_DIRECT */
+	dev_t dev;  /* of dir, to tell a directory replaced under us */
+	ino_t ino;
+	/* enum pool_store_disk_state; requests turn it into the planner's
+	 * `failed` mask (REBUILDING: see rq_mask). */
+	_Atomic uint8_t state;
+	_Atomic uint64_t rb_id, rb_stripe;		     /* rebuild cursor */
 	struct disk_counters c __attribute__((aligned(64))); /* no false sharing */
 };
 
@@ -147,6 +150,10 @@ struct pool_store {
 	pthread_mutex_t tls_mu;	 /* guards tls_list */
 	pthread_mutex_t size_mu; /* serialises changes of chunk file sizes */
 	struct scratch *tls_list;
+	struct pool_store_hooks hooks;
+	pthread_mutex_t grave_mu; /* old disk paths, freed at close (readers may hold them) */
+	char **grave;
+	size_t ngrave;
 };
 
 /* One line on stderr, written at once so lines of threads do not mix. */
@@ -313,6 +320,8 @@ static int grow_aligned(uint8_t **p, size_t *cap, size_t n)
 static int chunk_path(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos, int crc,
 		      char *buf, size_t n)
 {
+	if (!s->disk[disk].dir)
+		return -EIO;
 	int len = snprintf(buf, n, "%s/%02x/%016" PRIx64 ".%u%s", s->disk[disk].dir,
 			   (unsigned)(id % 256), id, pos, crc ? ".crc" : "");
 
@@ -702,10 +711,20 @@ struct rq {
 	struct pool_store *s;
 	struct scratch *t;
 	const struct pool_file_map *f;
-	uint64_t failed; /* planner mask of positions on failed disks */
-	uint64_t have;	 /* positions with a ref */
+	uint64_t failed;   /* planner mask of positions on failed disks */
+	uint64_t rebuild;  /* positions on REBUILDING disks (see rq_mask) */
+	uint64_t extra;	   /* positions left out by the caller (bad on a first try) */
+	uint64_t bad;	   /* positions that gave an I/O error or a bad checksum */
+	uint64_t csum_bad; /* positions that gave a bad checksum */
+	uint8_t *badblk;   /* check mode: per-block verdicts of a read phase */
+	uint64_t have;	   /* positions with a ref */
 	struct chunk_ref ref[LAYOUT_MAX_POSITIONS];
 };
+
+static enum pool_store_disk_state dstate(const struct store_disk *d)
+{
+	return (enum pool_store_disk_state)atomic_load_explicit(&d->state, memory_order_acquire);
+}
 
 static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 		    const struct pool_file_map *f)
@@ -714,10 +733,68 @@ static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 	q->t = t;
 	q->f = f;
 	q->have = 0;
-	q->failed = 0;
-	for (uint32_t p = 0; p < f->npos; p++)
-		if (atomic_load_explicit(&s->disk[f->disk[p]].failed, memory_order_relaxed))
+	q->failed = q->rebuild = q->extra = q->bad = q->csum_bad = 0;
+	q->badblk = NULL;
+	for (uint32_t p = 0; p < f->npos; p++) {
+		enum pool_store_disk_state st = dstate(&s->disk[f->disk[p]]);
+		if (st == POOL_STORE_DISK_FAILED)
 			q->failed |= 1ull << p;
+		else if (st == POOL_STORE_DISK_REBUILDING)
+			q->rebuild |= 1ull << p;
+	}
+}
+
+/* The planner's mask for one stripe.  A position on a REBUILDING disk is
+ * live once the rebuild cursor has passed it: files below the cursor's
+ * file, stripes below its stripe.  The cursor moves under the stripe lock
+ * of the stripe just rebuilt, and callers hold that lock, so the answer
+ * cannot change under a request.  Monotone in the stripe. */
+static uint64_t rq_mask(const struct rq *q, uint64_t stripe)
+{
+	uint64_t m = q->failed | q->extra;
+
+	for (uint32_t p = 0; p < q->f->npos; p++) {
+		if (!(q->rebuild & (1ull << p)))
+			continue;
+		const struct store_disk *d = &q->s->disk[q->f->disk[p]];
+		uint64_t id = atomic_load_explicit(&d->rb_id, memory_order_acquire);
+		uint64_t st = atomic_load_explicit(&d->rb_stripe, memory_order_acquire);
+		if (!(q->f->id < id || (q->f->id == id && stripe < st)))
+			m |= 1ull << p;
+	}
+	return m;
+}
+
+/* Pool disk mask of the positions in planner mask m. */
+static uint64_t disks_of(const struct rq *q, uint64_t m)
+{
+	uint64_t d = 0;
+
+	for (uint32_t p = 0; p < q->f->npos; p++)
+		if (m & (1ull << p))
+			d |= 1ull << q->f->disk[p];
+	return d;
+}
+
+static void disk_fail(struct pool_store *s, uint32_t disk, const char *why);
+static int disk_intact(struct pool_store *s, uint32_t disk);
+
+/* Errors that say the disk is gone or broken, not that it is full. */
+static int fatal_error(int err)
+{
+	switch (-err) {
+	case ENOSPC:
+	case EDQUOT:
+	case ENOMEM:
+	case EMFILE:
+	case ENFILE:
+	case EFBIG:
+	case EAGAIN:
+	case EINTR:
+	case ENAMETOOLONG:
+		return 0;
+	}
+	return err < 0;
 }
 
 /* Make sure position pos is held; for a write, with existing files. */
@@ -732,10 +809,24 @@ static int rq_ref(struct rq *q, uint32_t pos, int create)
 		chunk_put(q->s, r); /* held for reading only: upgrade */
 		q->have &= ~bit;
 	}
-	int rc = chunk_get(q->s, q->f->id, pos, q->f->disk[pos], create, r);
+	uint32_t disk = q->f->disk[pos];
+	int rc = chunk_get(q->s, q->f->id, pos, disk, create, r);
+	/* A missing chunk is a hole only if the disk is still the one we
+	 * opened: an emptied or replaced directory has no chunks either. */
+	if (rc == 0 && r->fd < 0 && !disk_intact(q->s, disk)) {
+		chunk_put(q->s, r);
+		rc = -EIO;
+	}
 	if (rc < 0) {
+		*r = (struct chunk_ref){.e = NULL, .fd = -1, .crcfd = -1};
 		store_log(q->s, "file %016" PRIx64 ": cannot open chunk %u on disk %s: %s",
-			  q->f->id, pos, q->s->disk[q->f->disk[pos]].path, strerror(-rc));
+			  q->f->id, pos, q->s->disk[disk].path, strerror(-rc));
+		if (fatal_error(rc)) {
+			char why[128];
+			snprintf(why, sizeof(why), "cannot open a chunk file: %s", strerror(-rc));
+			disk_fail(q->s, disk, why);
+			q->bad |= bit;
+		}
 		return rc;
 	}
 	q->have |= bit;
@@ -779,11 +870,14 @@ static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint6
 			const size_t *base)
 {
 	const uint32_t *crc = q->t->crc;
+	size_t at = 0;
 	int rc = 0;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++, at += c[i - 1].len / BLK) {
 		if (q->ref[c[i].pos].fd < 0)
 			continue; /* no chunk file: zeros, nothing to check */
+		if (q->badblk && q->badblk[at])
+			continue; /* its read failed */
 		uint64_t b0 = c[i].off / BLK;
 		for (uint32_t b = 0; b < c[i].len / BLK; b++) {
 			uint32_t stored = le32toh(crc[base[c[i].pos] + (b0 + b - lo[c[i].pos])]);
@@ -791,12 +885,16 @@ static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint6
 			if (block_ok(c[i].buf + b * BLK, stored, &got))
 				continue;
 			struct store_disk *d = pos_disk(q, c[i].pos);
+			q->bad |= 1ull << c[i].pos;
+			q->csum_bad |= 1ull << c[i].pos;
+			if (q->badblk)
+				q->badblk[at + b] = 1;
 			count(&d->c.csum_errors, 1);
 			store_log(q->s,
 				  "checksum mismatch: file %016" PRIx64 " disk %s position %u "
 				  "chunk offset %" PRIu64 " (stored %08x, computed %08x)",
 				  q->f->id, d->path, c[i].pos, (b0 + b) * BLK, stored, got);
-			rc = -EIO;
+			rc = q->badblk ? 0 : -EIO;
 		}
 	}
 	return rc;
@@ -807,12 +905,18 @@ static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint6
 static void io_error(struct rq *q, const char *what, uint32_t pos, uint64_t off, int err)
 {
 	struct store_disk *d = pos_disk(q, pos);
+	char why[128];
 
 	count(&d->c.errors, 1);
 	store_log(q->s,
 		  "file %016" PRIx64 ": %s error on disk %s position %u chunk offset %" PRIu64
 		  ": %s",
 		  q->f->id, what, d->path, pos, off, strerror(-err));
+	if (fatal_error(err)) {
+		q->bad |= 1ull << pos;
+		snprintf(why, sizeof(why), "%s error: %s", what, strerror(-err));
+		disk_fail(q->s, q->f->disk[pos], why);
+	}
 }
 
 /* The checksum span each position needs for a read phase: blocks
@@ -859,15 +963,18 @@ static int crc_spans(struct rq *q, const struct cio *c, size_t n, struct spans *
 static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct spans *sp)
 {
 	const struct pool_aio_req *req = q->t->req;
+	size_t at = 0;
 	int rc = 0;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++, at += c[i - 1].len / BLK) {
 		struct store_disk *d = pos_disk(q, c[i].pos);
 		if (req[i].fd < 0)
 			continue; /* no chunk file: zeros, no I/O */
 		if (req[i].result < 0) {
 			io_error(q, "read", c[i].pos, c[i].off, (int)req[i].result);
 			rc = -EIO;
+			if (q->badblk)
+				memset(q->badblk + at, 1, c[i].len / BLK);
 			continue;
 		}
 		count(&d->c.reads, 1);
@@ -878,9 +985,13 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 			io_error(q, "checksum read", sp->pos[j], req[n + j].off,
 				 (int)req[n + j].result);
 			rc = -EIO;
+			at = 0;
+			for (size_t i = 0; q->badblk && i < n; at += c[i].len / BLK, i++)
+				if (c[i].pos == sp->pos[j])
+					memset(q->badblk + at, 1, c[i].len / BLK);
 		}
 	}
-	return rc;
+	return q->badblk ? 0 : rc;
 }
 
 /* Read every c[i] (and, with integrity, the checksums covering them) in
@@ -893,10 +1004,12 @@ static int phase_read(struct rq *q, struct cio *c, size_t n)
 
 	sp.mask = 0;
 	sp.n = 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0, at = 0; i < n; at += c[i].len / BLK, i++) {
 		rc = rq_ref(q, c[i].pos, 0);
-		if (rc < 0)
+		if (rc < 0 && !q->badblk)
 			return rc;
+		if (rc < 0) /* check mode: the position's blocks are bad */
+			memset(q->badblk + at, 1, c[i].len / BLK);
 	}
 	if (q->s->integrity && crc_spans(q, c, n, &sp) < 0)
 		return -ENOMEM;
@@ -1113,8 +1226,8 @@ static int plan_reads(struct rq *q, const struct seg *sg, size_t nseg, size_t ns
 		for (uint64_t st = sg[g].off / s->stripe_bytes; st * s->stripe_bytes < end; st++) {
 			uint32_t so, sl;
 			stripe_part(s, st, sg[g].off, end, &so, &sl);
-			int rc =
-			    layout_plan_read(&s->g, st, so, sl, q->failed, t->pick++, &t->rp[i]);
+			int rc = layout_plan_read(&s->g, st, so, sl, rq_mask(q, st), t->pick++,
+						  &t->rp[i]);
 			if (rc < 0)
 				return rc;
 			t->pdst[i] = sg[g].buf + (st * s->stripe_bytes + so - sg[g].off);
@@ -1255,7 +1368,7 @@ static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *s
 		uint64_t st = off / s->stripe_bytes + i;
 		uint32_t so, sl;
 		stripe_part(s, st, off, off + len, &so, &sl);
-		rc = layout_plan_write(&s->g, st, so, sl, q->failed, &t->wp[i]);
+		rc = layout_plan_write(&s->g, st, so, sl, rq_mask(q, st), &t->wp[i]);
 		if (rc < 0)
 			return rc;
 		nr += t->wp[i].nread;
@@ -1311,14 +1424,24 @@ static int check_file(const struct pool_store *s, const struct pool_file_map *f)
 {
 	if (f->npos != s->npos)
 		return -EINVAL;
-	for (uint32_t p = 0; p < f->npos; p++) {
+	for (uint32_t p = 0; p < f->npos; p++)
 		if (f->disk[p] >= s->ndisks)
 			return -EINVAL;
-		if (!s->disk[f->disk[p]].dir)
-			return -EIO; /* the position's disk is absent */
-	}
-	return 0;
+	return 0; /* positions on absent disks are failed: see rq_init */
 }
+
+/* Is position p usable for housekeeping (punch, truncate, sync)? */
+static int pos_live(const struct rq *q, uint32_t p)
+{
+	return !(q->failed & (1ull << p)) && pos_disk(q, p)->dir;
+}
+
+static int heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
+		uint64_t csum_bad);
+
+/* How many times a request is retried with the positions that failed
+ * left out: enough to step over every failure the layouts tolerate. */
+#define MAX_TRIES (LAYOUT_MAX_COPIES + 1)
 
 static uint64_t piece_bytes(const struct pool_store *s)
 {
@@ -1339,15 +1462,28 @@ static int read_piece(struct pool_store *s, struct scratch *t, const struct pool
 	if (!direct && grow_aligned(&t->src, &t->src_cap, aend - aoff))
 		return -ENOMEM;
 	struct seg sg = {.off = aoff, .len = aend - aoff, .buf = direct ? buf : t->src};
+	uint64_t extra = 0, csum = 0;
 
-	rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes, (aend - 1) / s->stripe_bytes, 0,
-			&set);
-	rc = read_core(&q, &sg, 1);
-	stripelock_unlock(s->locks, &set);
-	rq_end(&q);
+	/* A position that fails (I/O error: its disk is now failed; bad
+	 * checksum: just this block) is left out and the read tried again,
+	 * served from the other copies or decoded from parity. */
+	for (int tries = 1;; tries++) {
+		rq_init(&q, s, t, f);
+		q.extra = extra;
+		stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes,
+				(aend - 1) / s->stripe_bytes, 0, &set);
+		rc = read_core(&q, &sg, 1);
+		stripelock_unlock(s->locks, &set);
+		rq_end(&q);
+		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
+			break;
+		extra |= q.bad;
+		csum |= q.csum_bad;
+	}
 	if (rc == 0 && !direct)
 		memcpy(buf, t->src + (off - aoff), len);
+	if (rc == 0 && csum)
+		heal(s, f, aoff, aend, csum);
 	return rc;
 }
 
@@ -1384,19 +1520,50 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	/* An unaligned source costs one copy either way; parity makes it
 	 * inside layout_plan_finish, without a bounce buffer. */
 	int bounce = !whole || (s->g.kind != LAYOUT_PARITY && !aligned_for_io(s, buf));
+	uint64_t first = aoff / s->stripe_bytes, last = (aend - 1) / s->stripe_bytes;
+	uint64_t extra = 0, csum = 0, absent = 0;
 	struct stripelock_set set;
 	struct rq q;
 	int rc = 0;
 
-	rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes, (aend - 1) / s->stripe_bytes, 1,
-			&set);
-	if (bounce)
-		rc = widen(&q, off, len, buf, aoff, aend);
-	if (rc == 0)
-		rc = write_core(&q, aoff, aend - aoff, bounce ? t->src : buf);
-	stripelock_unlock(s->locks, &set);
-	rq_end(&q);
+	for (int tries = 1;; tries++) {
+		rq_init(&q, s, t, f);
+		/* Disks this write may skip, recorded before it (rq_mask is
+		 * monotone in the stripe; see write_begin in store.h).  A
+		 * position left out for a bad checksum is healed right after. */
+		uint64_t skip = disks_of(&q, rq_mask(&q, last));
+		q.extra = extra;
+		if (s->hooks.write_begin && (tries == 1 || (skip & ~absent))) {
+			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, skip);
+			if (rc < 0) {
+				rq_end(&q);
+				return rc;
+			}
+		}
+		absent |= skip;
+		stripelock_lock(s->locks, f->id, first, last, 1, &set);
+		rc = bounce ? widen(&q, off, len, buf, aoff, aend) : 0;
+		if (rc == 0)
+			rc = write_core(&q, aoff, aend - aoff, bounce ? t->src : buf);
+		stripelock_unlock(s->locks, &set);
+		rq_end(&q);
+		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
+			break;
+		extra |= q.bad;
+		csum |= q.csum_bad;
+	}
+	/* A disk that failed during the write missed it: say so before the
+	 * write is acknowledged. */
+	if (rc == 0 && s->hooks.write_begin) {
+		rq_init(&q, s, t, f);
+		uint64_t now = disks_of(&q, q.failed);
+		if (now & ~absent)
+			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now);
+	}
+	if (s->hooks.write_end)
+		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
+	if (rc == 0 && csum)
+		heal(s, f, aoff, aend, csum);
 	return rc;
 }
 
@@ -1499,14 +1666,26 @@ static int punch_stripes(struct pool_store *s, const struct pool_file_map *f, ui
 	if (!t)
 		return -ENOMEM;
 	rq_init(&q, s, t, f);
+	if (s->hooks.write_begin) {
+		rc = s->hooks.write_begin(s->hooks.arg, f->id, first * s->stripe_bytes,
+					  (last - first) * s->stripe_bytes,
+					  disks_of(&q, rq_mask(&q, last - 1)));
+		if (rc < 0)
+			return rc;
+	}
 	stripelock_lock(s->locks, f->id, first, last - 1, 1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
+		if (!pos_live(&q, p) || (rq_mask(&q, last - 1) & (1ull << p)))
+			continue;
 		rc = punch_chunk(&q, p, first * s->g.interleave, (last - first) * s->g.interleave);
 		if (rc < 0 && rc != -EOPNOTSUPP)
 			io_error(&q, "punch", p, first * s->g.interleave, rc);
 	}
 	stripelock_unlock(s->locks, &set);
 	rq_end(&q);
+	if (s->hooks.write_end)
+		s->hooks.write_end(s->hooks.arg, f->id, first * s->stripe_bytes,
+				   (last - first) * s->stripe_bytes);
 	if (rc == -EOPNOTSUPP) /* the filesystem cannot: write the zeros */
 		return write_zeros(s, f, first * s->stripe_bytes, (last - first) * s->stripe_bytes);
 	return rc < 0 ? -EIO : 0;
@@ -1594,6 +1773,8 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 	stripelock_lock(s->locks, f->id, keep,
 			(old_size - 1) / sb > keep ? (old_size - 1) / sb : keep, 1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
+		if (!pos_live(&q, p))
+			continue; /* a rebuild or resync cuts it later */
 		rc = shorten_chunk(&q, p, keep * s->g.interleave);
 		if (rc < 0)
 			io_error(&q, "truncate", p, keep * s->g.interleave, rc);
@@ -1615,6 +1796,8 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 		return -ENOMEM;
 	rq_init(&q, s, t, f);
 	for (uint32_t p = 0; p < f->npos; p++) {
+		if (!pos_live(&q, p))
+			continue;
 		int e = rq_ref(&q, p, 0);
 		struct chunk_ref *r = &q.ref[p];
 		if (e == 0 && r->fd >= 0 && fdatasync(r->fd) < 0)
@@ -1640,6 +1823,8 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f)
 	for (uint32_t p = 0; p < f->npos; p++) {
 		uint32_t disk = f->disk[p];
 		chunk_drop(s, f->id, p, disk);
+		if (!s->disk[disk].dir || dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
+			continue; /* its chunks go with the disk */
 		for (int crc = 0; crc < 2; crc++) {
 			int e = chunk_path(s, disk, f->id, p, crc, path, sizeof(path));
 			if (e == 0 && unlink(path) < 0 && errno != ENOENT)
@@ -1664,15 +1849,33 @@ int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, ui
 	if (rc < 0)
 		return rc;
 	for (uint32_t p = 0; p < f->npos; p++) {
+		if (!s->disk[f->disk[p]].dir ||
+		    dstate(&s->disk[f->disk[p]]) == POOL_STORE_DISK_FAILED)
+			continue;
 		rc = chunk_path(s, f->disk[p], f->id, p, 0, path, sizeof(path));
 		if (rc < 0)
 			return rc;
 		if (stat(path, &st) == 0)
 			*bytes += (uint64_t)st.st_blocks * 512;
-		else if (errno != ENOENT)
-			return -errno;
 	}
 	return 0;
+}
+
+int pool_store_syncfs(struct pool_store *s)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < s->ndisks; i++) {
+		struct store_disk *d = &s->disk[i];
+		if (!d->dir || dstate(d) == POOL_STORE_DISK_FAILED)
+			continue;
+		int fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || syncfs(fd) < 0)
+			rc = -errno;
+		if (fd >= 0)
+			close(fd);
+	}
+	return rc;
 }
 
 void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out)
@@ -1687,6 +1890,527 @@ void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stat
 	out->write_bytes = atomic_load_explicit(&c->write_bytes, memory_order_relaxed);
 	out->errors = atomic_load_explicit(&c->errors, memory_order_relaxed);
 	out->csum_errors = atomic_load_explicit(&c->csum_errors, memory_order_relaxed);
+}
+
+/* ---- failures: disk states, checking and repairing stripes --------------- */
+
+static void disk_fail(struct pool_store *s, uint32_t disk, const char *why)
+{
+	struct store_disk *d = &s->disk[disk];
+	uint8_t old = atomic_exchange(&d->state, (uint8_t)POOL_STORE_DISK_FAILED);
+
+	if (old == POOL_STORE_DISK_FAILED)
+		return;
+	store_log(s, "disk %u (%s) FAILED: %s; its positions are served from redundancy", disk,
+		  d->path ? d->path : "?", why);
+	if (s->hooks.disk_failed)
+		s->hooks.disk_failed(s->hooks.arg, disk, why);
+}
+
+/* Is the disk's data directory still the one we opened?  A directory
+ * removed, renamed away or replaced by an empty one has no chunk files
+ * either, so a missing chunk there must not read as a hole. */
+static int disk_intact(struct pool_store *s, uint32_t disk)
+{
+	struct store_disk *d = &s->disk[disk];
+	struct stat st;
+
+	if (!d->dir)
+		return 0;
+	if (stat(d->dir, &st) == 0 && st.st_dev == d->dev && st.st_ino == d->ino)
+		return 1;
+	disk_fail(s, disk, "its data directory is gone or was replaced");
+	return 0;
+}
+
+void pool_store_disk_set(struct pool_store *s, uint32_t disk, enum pool_store_disk_state st)
+{
+	if (disk >= s->ndisks)
+		return;
+	struct store_disk *d = &s->disk[disk];
+	if (st == POOL_STORE_DISK_REBUILDING) {
+		atomic_store_explicit(&d->rb_stripe, 0, memory_order_release);
+		atomic_store_explicit(&d->rb_id, 0, memory_order_release);
+	}
+	if (st != POOL_STORE_DISK_FAILED && !d->dir)
+		return; /* an absent disk stays failed until replaced */
+	atomic_store_explicit(&d->state, (uint8_t)st, memory_order_release);
+}
+
+enum pool_store_disk_state pool_store_disk_get(struct pool_store *s, uint32_t disk)
+{
+	return disk < s->ndisks ? dstate(&s->disk[disk]) : POOL_STORE_DISK_FAILED;
+}
+
+/* The cursor only moves forward; stripe first to 0 when the file changes,
+ * so a reader never pairs a new file with an old stripe. */
+void pool_store_rebuild_cursor(struct pool_store *s, uint32_t disk, uint64_t id, uint64_t stripe)
+{
+	if (disk >= s->ndisks)
+		return;
+	struct store_disk *d = &s->disk[disk];
+	if (atomic_load_explicit(&d->rb_id, memory_order_relaxed) != id) {
+		atomic_store_explicit(&d->rb_stripe, 0, memory_order_release);
+		atomic_store_explicit(&d->rb_id, id, memory_order_release);
+	}
+	atomic_store_explicit(&d->rb_stripe, stripe, memory_order_release);
+}
+
+uint64_t pool_store_stripes(const struct pool_store *s, uint64_t size)
+{
+	return (size + s->stripe_bytes - 1) / s->stripe_bytes;
+}
+
+uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file_map *f)
+{
+	char path[PATH_MAX];
+	uint64_t most = 0;
+	struct stat st;
+
+	for (uint32_t p = 0; p < f->npos && p < s->npos; p++) {
+		uint32_t disk = f->disk[p];
+		if (disk >= s->ndisks || dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
+			continue;
+		if (chunk_path(s, disk, f->id, p, 0, path, sizeof(path)) == 0 &&
+		    stat(path, &st) == 0 && (uint64_t)st.st_size > most)
+			most = (uint64_t)st.st_size;
+	}
+	return (most + s->g.interleave - 1) / s->g.interleave;
+}
+
+uint64_t pool_store_healed(struct pool_store *s, uint32_t disk)
+{
+	return disk < s->ndisks ? atomic_load(&s->disk[disk].c.healed) : 0;
+}
+
+/* Buffers of one pool_store_check batch: `n` consecutive stripes; per
+ * position one contiguous buffer of n interleaves (read and written as
+ * one I/O each), and per position and block: bad (read failed or
+ * checksum) and write.  Block b of a position is stripe first + b / nblk,
+ * row b % nblk. */
+struct chk {
+	uint32_t nblk;	 /* blocks per interleave */
+	uint32_t maxn;	 /* stripes the buffers hold */
+	uint32_t span;	 /* blocks per position in this batch: n * nblk */
+	uint64_t first;	 /* first stripe of the batch */
+	uint8_t *buf;	 /* npos * maxn * interleave */
+	uint8_t *rbad;	 /* per read (cio order) and block */
+	uint8_t *bad;	 /* per position and block */
+	uint8_t *wr;	 /* per position and block: rewrite */
+	uint8_t *par;	 /* m interleaves of fresh parity */
+	uint64_t live;	 /* positions read */
+	uint64_t tgt;	 /* positions rebuilt */
+	uint64_t exists; /* positions whose chunk file exists */
+	unsigned flags;
+	struct pool_check_stats *st;
+};
+
+static size_t cidx(const struct chk *k, uint32_t pos, uint32_t b)
+{
+	return (size_t)pos * k->maxn * k->nblk + b;
+}
+
+static uint8_t *cbuf(const struct pool_store *s, struct chk *k, uint32_t pos, uint32_t b)
+{
+	(void)s;
+	return k->buf + cidx(k, pos, b) * BLK;
+}
+
+static int cbad(const struct chk *k, uint32_t pos, uint32_t b)
+{
+	return k->bad[cidx(k, pos, b)];
+}
+
+static uint64_t cstripe(const struct chk *k, uint32_t b)
+{
+	return k->first + b / k->nblk;
+}
+
+/* Mark position pos block b to be written with `from` (unless it is it). */
+static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk *k, uint32_t pos,
+		 uint32_t b, const uint8_t *from, int counts)
+{
+	uint8_t *to = cbuf(s, k, pos, b);
+
+	if (to != from)
+		memcpy(to, from, BLK);
+	k->wr[cidx(k, pos, b)] = 1;
+	if (counts) {
+		k->st->bad++;
+		if (k->flags & POOL_CHECK_REPAIR) {
+			k->st->repaired++;
+			count(&s->disk[f->disk[pos]].c.healed, 1);
+		}
+	}
+}
+
+/* One data column of one block of a mirror batch. */
+static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
+			     uint32_t d, uint32_t b)
+{
+	uint32_t pos[LAYOUT_MAX_COPIES], nc = s->g.copies, nlive = 0;
+	uint64_t st = cstripe(k, b);
+	int pick = -1;
+
+	for (uint32_t c = 0; c < nc; c++) {
+		pos[c] = layout_slot_pos(&s->g, st, d, c);
+		if (!(k->live & (1ull << pos[c])))
+			continue;
+		nlive++;
+		if (pick < 0 && !cbad(k, pos[c], b))
+			pick = (int)c;
+	}
+	/* Without checksums, two copies against one outvote it. */
+	if (nc == 3 && (k->live & (1ull << pos[1])) && (k->live & (1ull << pos[2])) &&
+	    !cbad(k, pos[1], b) && !cbad(k, pos[2], b) &&
+	    !memcmp(cbuf(s, k, pos[1], b), cbuf(s, k, pos[2], b), BLK))
+		pick =
+		    pick == 0 && !memcmp(cbuf(s, k, pos[0], b), cbuf(s, k, pos[1], b), BLK) ? 0 : 1;
+	if (pick < 0 && (k->flags & POOL_CHECK_RESYNC)) /* re-derive the checksum */
+		for (uint32_t c = 0; c < nc && pick < 0; c++)
+			if (k->live & (1ull << pos[c]))
+				pick = (int)c;
+	k->st->blocks += nlive;
+	if (pick < 0) {
+		for (uint32_t c = 0; c < nc; c++)
+			k->st->unrecoverable += (k->live & (1ull << pos[c])) && cbad(k, pos[c], b);
+		return;
+	}
+	const uint8_t *good = cbuf(s, k, pos[pick], b);
+	if (cbad(k, pos[pick], b)) /* RESYNC: its checksum is rewritten */
+		cfix(s, f, k, pos[pick], b, good, 1);
+	for (uint32_t c = 0; c < nc; c++) {
+		uint64_t bit = 1ull << pos[c];
+		if ((int)c == pick)
+			continue;
+		if (k->tgt & bit)
+			cfix(s, f, k, pos[c], b, good, 0);
+		else if ((k->live & bit) &&
+			 (cbad(k, pos[c], b) || memcmp(cbuf(s, k, pos[c], b), good, BLK)))
+			cfix(s, f, k, pos[c], b, good, 1);
+	}
+}
+
+/* Erased slots of block b of a parity batch (bit per slot). */
+static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint32_t b)
+{
+	uint32_t n = s->k + s->g.parity, er = 0;
+	uint64_t st = cstripe(k, b);
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t p = layout_slot_pos(&s->g, st, i, 0);
+		int ok = (k->live & (1ull << p)) &&
+			 (!cbad(k, p, b) || ((k->flags & POOL_CHECK_RESYNC) && i < s->k));
+		if (!ok)
+			er |= 1u << i;
+	}
+	return er;
+}
+
+/* Blocks [b0, b1) of one stripe of a parity batch share the erasure
+ * pattern er. */
+static int check_parity_run(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
+			    uint32_t b0, uint32_t b1, uint32_t er)
+{
+	uint32_t n = s->k + s->g.parity, m = s->g.parity, ne = 0, erased[LAYOUT_MAX_COLUMNS];
+	uint32_t pos[LAYOUT_MAX_COLUMNS];
+	uint8_t *blk[LAYOUT_MAX_COLUMNS], *par[LAYOUT_MAX_PARITY];
+	size_t len = (size_t)(b1 - b0) * BLK;
+	uint64_t st = cstripe(k, b0);
+
+	for (uint32_t i = 0; i < n; i++) {
+		pos[i] = layout_slot_pos(&s->g, st, i, 0);
+		blk[i] = cbuf(s, k, pos[i], b0);
+		if (er & (1u << i))
+			erased[ne++] = i;
+		k->st->blocks += (b1 - b0) * !!(k->live & (1ull << pos[i]));
+	}
+	if (ne > m) {
+		for (uint32_t i = 0; i < n; i++)
+			for (uint32_t b = b0; b < b1; b++)
+				k->st->unrecoverable +=
+				    (k->live & (1ull << pos[i])) && cbad(k, pos[i], b);
+		return 0;
+	}
+	if (ne > 0) {
+		int rc = layout_codec_decode(s->codec, len, blk, erased, ne);
+		if (rc < 0)
+			return rc;
+	}
+	for (uint32_t j = 0; j < m; j++)
+		par[j] = k->par + (size_t)j * s->g.interleave;
+	layout_codec_encode(s->codec, len, blk, par);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t bit = 1ull << pos[i];
+		for (uint32_t b = b0; b < b1; b++) {
+			uint8_t *want = i < s->k ? cbuf(s, k, pos[i], b)
+						 : par[i - s->k] + (size_t)(b - b0) * BLK;
+			if (k->tgt & bit)
+				cfix(s, f, k, pos[i], b, want, 0);
+			else if (!(k->live & bit))
+				continue;
+			else if (er & (1u << i) || cbad(k, pos[i], b))
+				cfix(s, f, k, pos[i], b, want, 1);
+			else if (i >= s->k && memcmp(cbuf(s, k, pos[i], b), want, BLK))
+				cfix(s, f, k, pos[i], b, want, 1);
+		}
+	}
+	return 0;
+}
+
+static int check_parity(struct pool_store *s, const struct pool_file_map *f, struct chk *k)
+{
+	for (uint32_t b0 = 0; b0 < k->span;) {
+		uint32_t er = parity_erased(s, k, b0), b1 = b0 + 1;
+		uint32_t end = (b0 / k->nblk + 1) * k->nblk; /* runs stay in one stripe */
+		while (b1 < end && parity_erased(s, k, b1) == er)
+			b1++;
+		int rc = check_parity_run(s, f, k, b0, b1, er);
+		if (rc < 0)
+			return rc;
+		b0 = b1;
+	}
+	return 0;
+}
+
+static void check_simple(struct chk *k, uint32_t npos)
+{
+	for (uint32_t p = 0; p < npos; p++)
+		for (uint32_t b = 0; b < k->span; b++) {
+			k->st->blocks += !!(k->live & (1ull << p));
+			k->st->unrecoverable += (k->live & (1ull << p)) && cbad(k, p, b);
+		}
+}
+
+/* Read every live position over the whole batch, one I/O each. */
+static int check_read(struct rq *q, struct chk *k)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	uint32_t n = 0, il = s->g.interleave;
+
+	if (grow(&t->cio, &t->cio_cap, s->npos, sizeof(*t->cio)))
+		return -ENOMEM;
+	for (uint32_t p = 0; p < s->npos; p++)
+		if (k->live & (1ull << p))
+			t->cio[n++] = (struct cio){.pos = p,
+						   .len = k->span * (uint32_t)BLK,
+						   .off = k->first * il,
+						   .buf = cbuf(s, k, p, 0)};
+	memset(k->rbad, 0, (size_t)n * k->span);
+	for (uint32_t p = 0; p < s->npos; p++)
+		memset(k->bad + cidx(k, p, 0), 0, k->span);
+	q->badblk = k->rbad;
+	int rc = phase_read(q, t->cio, n);
+	q->badblk = NULL;
+	k->exists = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t p = t->cio[i].pos;
+		memcpy(k->bad + cidx(k, p, 0), k->rbad + (size_t)i * k->span, k->span);
+		if ((q->have & (1ull << p)) && q->ref[p].fd >= 0)
+			k->exists |= 1ull << p;
+	}
+	return rc;
+}
+
+/* Write the blocks marked in k->wr, one I/O per run per position.  A
+ * target whose chunk file does not exist is not given runs of zeros. */
+static int check_write(struct rq *q, struct chk *k)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	size_t n = 0;
+	uint64_t base = k->first * s->g.interleave;
+
+	if (grow(&t->cio, &t->cio_cap, (size_t)s->npos * k->span, sizeof(*t->cio)))
+		return -ENOMEM;
+	for (uint32_t p = 0; p < s->npos; p++) {
+		const uint8_t *w = k->wr + cidx(k, p, 0);
+		int tgt_new = -1;
+		for (uint32_t b = 0; b < k->span;) {
+			if (!w[b]) {
+				b++;
+				continue;
+			}
+			uint32_t e = b;
+			while (e < k->span && w[e])
+				e++;
+			uint8_t *buf = cbuf(s, k, p, b);
+			size_t len = (size_t)(e - b) * BLK;
+			if ((k->tgt & (1ull << p)) && all_zero(buf, len)) {
+				if (tgt_new < 0) {
+					int rc = rq_ref(q, p, 0);
+					tgt_new = rc == 0 && q->ref[p].fd < 0;
+				}
+				if (tgt_new) {
+					b = e;
+					continue;
+				}
+			}
+			t->cio[n++] = (struct cio){.pos = p,
+						   .len = (uint32_t)len,
+						   .buf = buf,
+						   .off = base + (uint64_t)b * BLK};
+			if (k->tgt & (1ull << p))
+				k->st->rebuilt_bytes += len;
+			b = e;
+		}
+	}
+	return n ? phase_write(q, t->cio, n) : 0;
+}
+
+/* Positions holding copies of the columns the targets hold (mirror
+ * positions do not rotate, so this holds for every stripe). */
+static uint64_t mirror_sources(const struct pool_store *s, uint64_t tgt, uint64_t st)
+{
+	uint64_t src = 0;
+
+	for (uint32_t p = 0; p < s->npos; p++) {
+		uint32_t col, copy;
+		if (!(tgt & (1ull << p)))
+			continue;
+		layout_pos_slot(&s->g, st, p, &col, &copy);
+		for (uint32_t c = 0; c < s->g.copies; c++)
+			src |= 1ull << layout_slot_pos(&s->g, st, col, c);
+	}
+	return src;
+}
+
+/* Which positions to read and which to rebuild, for the whole batch. */
+static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t last)
+{
+	struct pool_store *s = q->s;
+	uint64_t all = s->npos == 64 ? ~0ull : (1ull << s->npos) - 1;
+
+	k->tgt = 0;
+	for (uint32_t p = 0; p < s->npos; p++)
+		if (((targets >> q->f->disk[p]) & 1) && !(q->failed & (1ull << p)) &&
+		    s->disk[q->f->disk[p]].dir)
+			k->tgt |= 1ull << p;
+	if (!(k->flags & POOL_CHECK_REPAIR))
+		k->tgt = 0;
+	/* rq_mask is monotone in the stripe: the last stripe's is the
+	 * widest of the batch. */
+	k->live = all & ~rq_mask(q, last) & ~k->tgt;
+	if ((k->flags & POOL_CHECK_REBUILD) && k->tgt && s->g.kind == LAYOUT_MIRROR)
+		k->live &= mirror_sources(s, k->tgt, k->first);
+}
+
+static int check_batch(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
+		       uint64_t first, uint32_t n, uint64_t targets, struct chk *k)
+{
+	struct stripelock_set set;
+	struct rq q;
+	int rc;
+
+	k->first = first;
+	k->span = n * k->nblk;
+	rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, first, first + n - 1,
+			(k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
+	check_masks(&q, k, targets, first + n - 1);
+	rc = check_read(&q, k);
+	if (rc == 0 && k->exists) { /* else nothing anywhere: holes stay holes */
+		memset(k->wr, 0, (size_t)s->npos * k->maxn * k->nblk);
+		if (s->g.kind == LAYOUT_MIRROR)
+			for (uint32_t b = 0; b < k->span; b++)
+				for (uint32_t d = 0; d < s->k; d++)
+					check_mirror_col(s, f, k, d, b);
+		else if (s->g.kind == LAYOUT_PARITY)
+			rc = check_parity(s, f, k);
+		else
+			check_simple(k, s->npos);
+		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR))
+			rc = check_write(&q, k);
+	} else if (rc == 0) {
+		for (uint32_t p = 0; p < s->npos; p++)
+			k->st->blocks += (k->live >> p & 1) * k->span;
+	}
+	/* A REBUILDING target is now live up to the end of the batch. */
+	for (uint32_t p = 0; rc == 0 && p < s->npos; p++) {
+		struct store_disk *d = &s->disk[f->disk[p]];
+		if (((targets >> f->disk[p]) & 1) && dstate(d) == POOL_STORE_DISK_REBUILDING &&
+		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == first)
+			pool_store_rebuild_cursor(s, f->disk[p], f->id, first + n);
+	}
+	stripelock_unlock(s->locks, &set);
+	rq_end(&q);
+	return rc;
+}
+
+static void chk_free(struct chk *k)
+{
+	free(k->buf);
+	free(k->rbad);
+	free(k->bad);
+	free(k->wr);
+	free(k->par);
+}
+
+/* Batches of up to 4 MiB per position (at least one stripe). */
+#define CHECK_BATCH_BYTES (4u << 20)
+
+static int chk_alloc(struct pool_store *s, struct chk *k, uint64_t n)
+{
+	size_t il = s->g.interleave;
+	uint64_t maxn = CHECK_BATCH_BYTES / il;
+	void *b = NULL, *p = NULL;
+
+	k->nblk = (uint32_t)(il / BLK);
+	k->maxn = (uint32_t)(n < maxn ? n : maxn ? maxn : 1);
+	size_t per = (size_t)k->maxn * k->nblk;
+	if (posix_memalign(&b, BLK, s->npos * per * BLK) ||
+	    posix_memalign(&p, BLK, (s->g.parity ? s->g.parity : 1) * il)) {
+		free(b);
+		return -ENOMEM;
+	}
+	k->buf = b;
+	k->par = p;
+	k->rbad = calloc(s->npos, per);
+	k->bad = calloc(s->npos, per);
+	k->wr = calloc(s->npos, per);
+	if (!k->rbad || !k->bad || !k->wr) {
+		chk_free(k);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
+		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st)
+{
+	struct chk k = {.flags = flags, .st = st};
+	int rc = check_file(s, f);
+
+	if (rc < 0 || n == 0)
+		return rc;
+	struct scratch *t = scratch_get(s);
+	if (!t)
+		return -ENOMEM;
+	rc = chk_alloc(s, &k, n);
+	for (uint64_t i = 0; rc == 0 && i < n; i += k.maxn) {
+		uint32_t b = (uint32_t)(n - i < k.maxn ? n - i : k.maxn);
+		rc = check_batch(s, t, f, first + i, b, targets, &k);
+	}
+	if (k.buf)
+		chk_free(&k);
+	return rc;
+}
+
+/* Self-healing: a read or write found bad checksums on some positions
+ * and was served from redundancy; rewrite those blocks in place. */
+static int heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
+		uint64_t csum_bad)
+{
+	struct pool_check_stats st = {0};
+	uint64_t first = aoff / s->stripe_bytes, last = (aend - 1) / s->stripe_bytes;
+	int rc = pool_store_check(s, f, first, last - first + 1, POOL_CHECK_REPAIR, 0, &st);
+
+	(void)csum_bad;
+	if (rc == 0 && st.repaired)
+		store_log(s, "file %016" PRIx64 ": self-healed %" PRIu64 " bad block(s) in place",
+			  f->id, st.repaired);
+	return rc;
 }
 
 /* ---- open and close -------------------------------------------------------- */
@@ -1745,9 +2469,15 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 	char vol[PATH_MAX], why[256];
 	int rc;
 
-	d->path = cfg->disk_path[i];
-	if (!d->path)
-		return 0; /* absent disk: positions on it cannot be used */
+	if (!cfg->disk_path[i]) { /* absent disk: failed until replaced */
+		atomic_store(&d->state, (uint8_t)POOL_STORE_DISK_FAILED);
+		return 0;
+	}
+	d->path = strdup(cfg->disk_path[i]);
+	if (!d->path) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	snprintf(vol, sizeof(vol), "%s/vol", d->path);
 	rc = mkdir_one(vol);
 	if (rc == 0) {
@@ -1760,10 +2490,15 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 	}
 	if (rc == 0)
 		rc = mkdir_one(d->dir);
+	struct stat st;
+	if (rc == 0 && stat(d->dir, &st) < 0)
+		rc = -errno;
 	if (rc < 0) {
 		snprintf(err, errlen, "disk %s: cannot create %s: %s", d->path, vol, strerror(-rc));
 		return rc;
 	}
+	d->dev = st.st_dev;
+	d->ino = st.st_ino;
 	if (!cfg->no_direct) {
 		d->direct = probe_direct(vol, why, sizeof(why));
 		if (!d->direct)
@@ -1771,6 +2506,66 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 				  d->path, why);
 	}
 	s->any_direct |= d->direct;
+	return 0;
+}
+
+/* Forget every cached chunk of one disk (it is being replaced). */
+static void fdcache_drop_disk(struct pool_store *s, uint32_t disk)
+{
+	for (uint32_t i = 0; i < FD_SHARDS; i++) {
+		struct fd_shard *sh = &s->shard[i];
+		pthread_mutex_lock(&sh->mu);
+		for (uint32_t j = 0; j < sh->cap; j++) {
+			struct fd_entry *e = &sh->e[j];
+			if (!e->used || !e->hashed || e->disk != disk)
+				continue;
+			shard_unhash(sh, e);
+			if (e->ref == 0) {
+				close_fds(e->fd, e->crcfd);
+				shard_put_free(sh, e);
+			}
+		}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
+static void bury(struct pool_store *s, char *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&s->grave_mu);
+	char **g = realloc(s->grave, (s->ngrave + 1) * sizeof(*g));
+	if (g) {
+		s->grave = g;
+		s->grave[s->ngrave++] = p;
+	} /* else: leak it rather than free it under a reader */
+	pthread_mutex_unlock(&s->grave_mu);
+}
+
+int pool_store_disk_replace(struct pool_store *s, uint32_t disk, const char *path, char *err,
+			    size_t errlen)
+{
+	if (disk >= s->ndisks)
+		return -EINVAL;
+	struct store_disk *d = &s->disk[disk];
+	const char **paths = calloc(s->ndisks, sizeof(*paths));
+	if (!paths)
+		return -ENOMEM;
+	paths[disk] = path;
+	struct pool_store_config cfg = {
+	    .volume = s->volume, .disk_path = paths, .ndisks = s->ndisks};
+
+	atomic_store(&d->state, (uint8_t)POOL_STORE_DISK_FAILED);
+	fdcache_drop_disk(s, disk);
+	bury(s, d->dir);
+	bury(s, d->path);
+	d->dir = NULL;
+	d->path = NULL;
+	int rc = disk_open(s, &cfg, disk, err, errlen);
+	free(paths);
+	if (rc < 0)
+		return rc;
+	pool_store_disk_set(s, disk, POOL_STORE_DISK_REBUILDING);
 	return 0;
 }
 
@@ -1814,6 +2609,9 @@ int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out
 	s->stripe_bytes = layout_stripe_bytes(&s->g);
 	s->integrity = cfg->integrity;
 	s->ndisks = cfg->ndisks;
+	if (cfg->hooks)
+		s->hooks = *cfg->hooks;
+	pthread_mutex_init(&s->grave_mu, NULL);
 	pthread_mutex_init(&s->tls_mu, NULL);
 	pthread_mutex_init(&s->size_mu, NULL);
 	s->volume = strdup(cfg->volume);
@@ -1881,9 +2679,103 @@ void pool_store_close(struct pool_store *s)
 	layout_codec_free(s->codec);
 	if (s->zeros)
 		munmap(s->zeros, s->zeros_len);
-	for (uint32_t i = 0; i < s->ndisks; i++)
+	for (uint32_t i = 0; i < s->ndisks; i++) {
 		free(s->disk[i].dir);
+		free(s->disk[i].path);
+	}
+	for (size_t i = 0; i < s->ngrave; i++)
+		free(s->grave[i]);
+	free(s->grave);
+	pthread_mutex_destroy(&s->grave_mu);
 	free(s->disk);
 	free(s->volume);
 	free(s);
+}
+
+/* ---- moving a position to another disk (disk retire) ---------------------- */
+
+/* Copy the data extents of src into dst (holes stay holes), fsync. */
+static int copy_sparse(int src, int dst)
+{
+	struct stat st;
+	uint8_t *buf = malloc(1 << 20);
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	if (fstat(src, &st) < 0 || ftruncate(dst, st.st_size) < 0)
+		rc = -errno;
+	for (off_t off = 0; rc == 0 && off < st.st_size;) {
+		off_t d = lseek(src, off, SEEK_DATA);
+		if (d < 0)
+			break; /* only a hole is left */
+		off_t h = lseek(src, d, SEEK_HOLE);
+		for (off_t o = d; rc == 0 && o < h;) {
+			ssize_t n =
+			    pread(src, buf, (size_t)(h - o < (1 << 20) ? h - o : (1 << 20)), o);
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				break;
+			}
+			ssize_t w = pwrite(dst, buf, (size_t)n, o);
+			if (w != n)
+				rc = w < 0 ? -errno : -ENOSPC;
+			o += n;
+		}
+		off = h;
+	}
+	if (rc == 0 && fsync(dst) < 0)
+		rc = -errno;
+	free(buf);
+	return rc;
+}
+
+static int copy_one(const char *from, const char *to)
+{
+	int src = open(from, O_RDONLY | O_CLOEXEC), dst, rc;
+
+	if (src < 0)
+		return errno == ENOENT ? 0 : -errno; /* never written: nothing to copy */
+	dst = open_mkdir(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+	rc = dst < 0 ? dst : copy_sparse(src, dst);
+	if (dst >= 0)
+		close(dst);
+	close(src);
+	return rc;
+}
+
+int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos,
+			     uint32_t to, char *err, size_t errlen)
+{
+	char from[PATH_MAX], dest[PATH_MAX];
+	int rc = check_file(s, f);
+
+	if (rc == 0 && (pos >= f->npos || to >= s->ndisks || !s->disk[to].dir))
+		rc = -EINVAL;
+	for (int crc = 0; rc == 0 && crc < 2; crc++) {
+		rc = chunk_path(s, f->disk[pos], f->id, pos, crc, from, sizeof(from));
+		if (rc == 0)
+			rc = chunk_path(s, to, f->id, pos, crc, dest, sizeof(dest));
+		if (rc == 0 && (rc = copy_one(from, dest)) < 0)
+			snprintf(err, errlen,
+				 "file %016" PRIx64 " position %u: copying %s to %s: %s", f->id,
+				 pos, from, dest, strerror(-rc));
+	}
+	if (rc < 0 && !err[0])
+		snprintf(err, errlen, "file %016" PRIx64 " position %u: %s", f->id, pos,
+			 strerror(-rc));
+	return rc;
+}
+
+int pool_store_forget_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos)
+{
+	char path[PATH_MAX];
+
+	if (pos >= f->npos || f->disk[pos] >= s->ndisks)
+		return -EINVAL;
+	chunk_drop(s, f->id, pos, f->disk[pos]);
+	for (int crc = 0; crc < 2; crc++)
+		if (chunk_path(s, f->disk[pos], f->id, pos, crc, path, sizeof(path)) == 0)
+			unlink(path);
+	return 0;
 }

@@ -51,19 +51,46 @@ struct pool_file_map {
 /* I/O counters of one disk, for `spacectl status` and the benchmark's
  * chunk-I/Os-per-write figures. */
 struct pool_disk_stats {
-	uint64_t reads, writes;           /* chunk I/Os completed */
+	uint64_t reads, writes; /* chunk I/Os completed */
 	uint64_t read_bytes, write_bytes;
-	uint64_t errors;                  /* I/O errors */
-	uint64_t csum_errors;             /* checksum mismatches found on read */
+	uint64_t errors;      /* I/O errors */
+	uint64_t csum_errors; /* checksum mismatches found on read */
+};
+
+/* What the store tells its owner (fs/), and asks of it.  Every member
+ * may be NULL.  Called from I/O threads: must not block for long, and
+ * must not call back into the store's write path. */
+struct pool_store_hooks {
+	void *arg;
+	/* Disk `disk` gave an I/O error, or its directory is no longer the
+	 * one opened: the store has already stopped using it (failed). */
+	void (*disk_failed)(void *arg, uint32_t disk, const char *why);
+	/* Before chunk writes to [off, off+len) of file `id`: make the range
+	 * durably dirty (dirty-region log).  `absent` is the mask of pool
+	 * disk indexes holding positions of the file that this write skips
+	 * (failed disks), so a disk that returns resyncs the range.  0 or a
+	 * negative errno (the write then fails). */
+	int (*write_begin)(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent);
+	/* The chunk writes of a write_begin range have completed. */
+	void (*write_end)(void *arg, uint64_t id, uint64_t off, uint64_t len);
+};
+
+/* How the store treats one disk. */
+enum pool_store_disk_state {
+	POOL_STORE_DISK_OK = 0,
+	POOL_STORE_DISK_FAILED,	    /* neither read nor written */
+	POOL_STORE_DISK_REBUILDING, /* live only behind the rebuild cursor */
 };
 
 struct pool_store_config {
-	const char *volume;           /* volume name (for paths and messages) */
-	const char *const *disk_path; /* pool disk directories, by disk index */
+	const char *volume; /* volume name (for paths and messages) */
+	/* pool disk directories, by disk index; NULL: the disk is failed */
+	const char *const *disk_path;
 	uint32_t ndisks;
 	struct layout_geom geom;
 	int integrity; /* 1: CRC-32C per 4 KiB block, checked on every read */
 	int no_direct; /* 1: never use O_DIRECT (tests, tmpfs) */
+	const struct pool_store_hooks *hooks; /* NULL: none */
 };
 
 /* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the
@@ -96,7 +123,66 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f);
 /* Bytes allocated on disk for the file's data chunks, all positions, for
  * st_blocks. */
 int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes);
+/* syncfs(2) every disk in service: all chunk data written so far is on
+ * stable storage (the dirty-region log clears regions after this). */
+int pool_store_syncfs(struct pool_store *s);
 /* Snapshot of disk `disk`'s counters for this volume. */
 void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out);
+
+/* ---- failures, repair and scrub (pool/store.c, "failures") ---- */
+
+/* Set how the store treats disk `disk`.  REBUILDING starts with the
+ * cursor at (0, 0): nothing of the disk is live until the rebuild moves
+ * the cursor past it. */
+void pool_store_disk_set(struct pool_store *s, uint32_t disk, enum pool_store_disk_state st);
+enum pool_store_disk_state pool_store_disk_get(struct pool_store *s, uint32_t disk);
+/* Point disk `disk` at a new directory (a replacement at the same pool
+ * index): creates its data directory, probes O_DIRECT, forgets every
+ * cached chunk of the old one, and leaves the disk REBUILDING. */
+int pool_store_disk_replace(struct pool_store *s, uint32_t disk, const char *path, char *err,
+			    size_t errlen);
+/* Positions of file `id` on a REBUILDING disk are live for files below
+ * `id`, and for stripes below `stripe` of file `id` itself. */
+void pool_store_rebuild_cursor(struct pool_store *s, uint32_t disk, uint64_t id, uint64_t stripe);
+
+/* Checking and repairing stripes (scrub, repair, resync, self-healing).
+ * REPAIR: rewrite bad, mismatched and target blocks.  RESYNC: after a
+ * crash, trust data as read and re-derive checksums, parity and mirror
+ * copies.  REBUILD: with targets, read only what rebuilding them needs
+ * (mirror: the copies of their columns). */
+#define POOL_CHECK_REPAIR  1u
+#define POOL_CHECK_RESYNC  2u
+#define POOL_CHECK_REBUILD 4u
+struct pool_check_stats {
+	uint64_t blocks;	/* 4 KiB blocks checked (data and parity, every copy) */
+	uint64_t repaired;	/* blocks found bad or inconsistent and rewritten */
+	uint64_t bad;		/* blocks found bad or inconsistent (repaired or not) */
+	uint64_t unrecoverable; /* blocks that could not be reconstructed */
+	uint64_t rebuilt_bytes; /* bytes written to target disks */
+};
+/* Check stripes [first, first+n) of the file: read every live position,
+ * verify checksums, compare mirror copies and parity with data; with
+ * POOL_CHECK_REPAIR rewrite in place (under the stripe locks) what is
+ * bad, and rebuild every position on a disk of `targets` (pool disk
+ * index mask) from the others.  Stats are added to *st.  0, or a negative
+ * errno for an error that stopped the check (not for bad blocks). */
+int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
+		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st);
+/* Stripes the file's chunk files reach on the live disks (their sizes;
+ * O_DIRECT chunks are grown ahead, so this may pass the file's end). */
+uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file_map *f);
+/* Stripes a file of `size` bytes has. */
+uint64_t pool_store_stripes(const struct pool_store *s, uint64_t size);
+/* Copy position pos of the file (chunk and checksums, holes kept) to
+ * disk `to`, durably.  The caller keeps every I/O off the file, then
+ * records the new placement and calls pool_store_forget_position on the
+ * old map.  *err names the file on failure. */
+int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos,
+			     uint32_t to, char *err, size_t errlen);
+/* Remove position pos's chunk files from the disk the map names. */
+int pool_store_forget_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos);
+/* Blocks served from redundancy and rewritten by self-healing reads
+ * (per disk: counted on the disk whose block was bad). */
+uint64_t pool_store_healed(struct pool_store *s, uint32_t disk);
 
 #endif /* SPACEFS_POOL_STORE_H */

@@ -226,7 +226,7 @@ static int check_members(const struct pool_sb *sb, const char *name, char *err, 
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: member %u says it is index %u", name,
 				    i, m->index);
-		if (m->state < POOL_MEMBER_ACTIVE || m->state > POOL_MEMBER_RETIRED)
+		if (m->state < POOL_MEMBER_ACTIVE || m->state > POOL_MEMBER_REPAIRING)
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: member %u has unknown state %u", name,
 				    i, (unsigned)m->state);

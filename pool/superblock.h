@@ -46,14 +46,15 @@
 	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * POOL_SB_MEMBER_SIZE +                              \
 	 POOL_MAX_VOLUMES * POOL_SB_VOLUME_SIZE + 4u)
 
-/* What the pool's committed state says about a member.  Only ACTIVE is
- * written today; FAILED (kept out of service until repaired) and RETIRED
- * (being emptied before removal) are reserved for repair and disk
- * removal, and decode already accepts them. */
+/* What the pool's committed state says about a member: ACTIVE; FAILED
+ * (out of service: it missed writes; a repair or resync brings it back);
+ * RETIRED (being emptied before removal, still read); REPAIRING (a
+ * replacement being rebuilt: written, read only where rebuilt). */
 enum pool_member_state {
 	POOL_MEMBER_ACTIVE = 1,
 	POOL_MEMBER_FAILED = 2,
 	POOL_MEMBER_RETIRED = 3,
+	POOL_MEMBER_REPAIRING = 4,
 };
 
 enum pool_volume_state {

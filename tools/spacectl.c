@@ -37,6 +37,7 @@
 #include "pool/owner.h"
 #include "pool/pool.h"
 #include "tools/smbconf.h"
+#include "tools/spacectl_disk.h"
 #include "tools/table.h"
 
 #ifndef SPACEFS_VERSION
@@ -80,6 +81,9 @@ static const char help_main[] =
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
+    "  disk add|replace|retire SOURCE ...    change the disks (spacectl disk --help)\n"
+    "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
+    "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -865,6 +869,8 @@ static int status_text(struct pool *p, const char *live)
 		owners_table(p);
 	if (live)
 		counters_table(p);
+	if (live)
+		spacectl_jobs_table(p);
 	return rc;
 }
 
@@ -1070,6 +1076,9 @@ static const struct command commands[] = {
     {NULL, "status", cmd_status},
     {"owner", "move", cmd_owner_move}, {"owner", "balance", cmd_owner_balance},
     {"owner", "prefer", cmd_owner_prefer},
+    {"disk", "add", spacectl_cmd_disk_add}, {"disk", "replace", spacectl_cmd_disk_replace},
+    {"disk", "retire", spacectl_cmd_disk_retire}, {NULL, "repair", spacectl_cmd_repair},
+    {NULL, "scrub", spacectl_cmd_scrub},
 };
 
 static int is_help(const char *s)
@@ -1109,6 +1118,8 @@ int main(int argc, char **argv)
 		return run_group("volume", help_volume, argc - 2, argv + 2);
 	if (!strcmp(argv[1], "owner"))
 		return run_group("owner", help_owner, argc - 2, argv + 2);
+	if (!strcmp(argv[1], "disk"))
+		return run_group("disk", spacectl_help_disk, argc - 2, argv + 2);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!commands[i].group && !strcmp(commands[i].name, argv[1]))
 			return commands[i].run(argc - 1, argv + 1);

@@ -484,37 +484,38 @@ static void test_integrity_read(void **state)
 	uint32_t pos = pos_of(&g, 0, 1, 0);
 	flip_byte(&p, &f, pos, BLOCK + 100);
 	uint64_t before = total_csum_errors(&p);
-	assert_int_equal(pool_store_read(p.s, &f, 0, sb, buf), -EIO);
+	/* Self-healing: served from parity, counted, rewritten in place. */
+	assert_int_equal(pool_store_read(p.s, &f, 0, sb, buf), (ssize_t)sb);
+	assert_memory_equal(buf, ref, sb);
 	assert_true(total_csum_errors(&p) > before);
 	struct pool_disk_stats st;
 	pool_store_stats(p.s, f.disk[pos], &st);
 	assert_true(st.csum_errors >= 1);
+	assert_true(pool_store_healed(p.s, f.disk[pos]) >= 1);
+	before = total_csum_errors(&p);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	assert_int_equal(total_csum_errors(&p), before);
 
-	/* A read that misses the bad block is fine. */
-	check_read(&p, &f, ref, 0, BLOCK);
-	check_read(&p, &f, ref, sb, (size_t)sb);
-
-	/* A partial parity write of that stripe must not compute parity from
-	 * the rotten block (RCW reads it): -EIO, nothing written. */
-	uint64_t w0 = 0;
-	for (uint32_t d = 0; d < NDISKS; d++) {
-		pool_store_stats(p.s, d, &st);
-		w0 += st.writes;
-	}
+	/* A partial parity write of a rotten stripe must not compute parity
+	 * from the rotten block (RMW and RCW read it): the block is left out,
+	 * the write done degraded, then healed. */
 	uint8_t small[BLOCK];
 	memset(small, 7, sizeof(small));
-	/* RMW: reads the rotten block as the old data of the written one. */
-	assert_int_equal(pool_store_write(p.s, &f, 16384 + BLOCK, BLOCK, small), -EIO);
-	/* RCW: columns 2..4 written, columns 0 and 1 (rotten) read. */
-	assert_int_equal(pool_store_write(p.s, &f, 2 * 16384, 3 * 16384, ref), -EIO);
-	uint64_t w1 = 0;
-	for (uint32_t d = 0; d < NDISKS; d++) {
-		pool_store_stats(p.s, d, &st);
-		w1 += st.writes;
-	}
-	assert_int_equal(w0, w1);
-	/* An unaligned write whose edge block is the rotten one fails too. */
-	assert_int_equal(pool_store_write(p.s, &f, 16384 + BLOCK + 10, 5, small), -EIO);
+	flip_byte(&p, &f, pos, BLOCK + 100);
+	assert_int_equal(pool_store_write(p.s, &f, 16384 + BLOCK, BLOCK, small), BLOCK);
+	memcpy(ref + 16384 + BLOCK, small, BLOCK);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	flip_byte(&p, &f, pos, BLOCK + 100);
+	assert_int_equal(pool_store_write(p.s, &f, 2 * 16384, 3 * 16384, ref + 2 * 16384),
+			 3 * 16384);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	flip_byte(&p, &f, pos, BLOCK + 100);
+	assert_int_equal(pool_store_write(p.s, &f, 16384 + BLOCK + 10, 5, small), 5);
+	memcpy(ref + 16384 + BLOCK + 10, small, 5);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	before = total_csum_errors(&p);
+	check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	assert_int_equal(total_csum_errors(&p), before);
 
 	/* Rewriting the whole stripe heals it (FULL reads nothing). */
 	do_write(&p, &f, ref, 0, (size_t)sb);
@@ -543,12 +544,14 @@ static void test_integrity_mirror_sidecar(void **state)
 	uint32_t bad = 0xdeadbeef;
 	assert_int_equal(pwrite(fd, &bad, 4, 0), 4);
 	close(fd);
-	/* Copy 0 or 1 is picked per request; one of a few reads hits it. */
-	int eio = 0;
-	for (int i = 0; i < 4; i++)
-		eio += pool_store_read(p.s, &f, 0, BLOCK, buf) == -EIO;
-	assert_true(eio >= 1);
+	/* Copy 0 or 1 is picked per request; one of a few reads hits it,
+	 * and is served from the other copy and healed. */
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pool_store_read(p.s, &f, 0, BLOCK, buf), BLOCK);
+		assert_memory_equal(buf, ref, BLOCK);
+	}
 	assert_true(total_csum_errors(&p) >= 1);
+	assert_true(total_csum_errors(&p) <= 2); /* the read's, and the heal's check */
 	pool_destroy(&p);
 	free(ref);
 }
@@ -972,7 +975,7 @@ static void test_lost_sidecar(void **state)
 	free(ref);
 }
 
-/* Errors from the chunk files reach the caller as they are. */
+/* A chunk file that cannot be opened fails its disk. */
 static void test_open_failure(void **state)
 {
 	(void)state;
@@ -990,8 +993,11 @@ static void test_open_failure(void **state)
 	assert_int_equal(mkdir(path, 0700), 0);
 	chunk_name(&p, &f, 0, "", path, sizeof(path));
 	assert_int_equal(mkdir(path, 0700), 0);
-	assert_int_equal(pool_store_write(p.s, &f, 0, BLOCK, buf), -EISDIR);
-	assert_int_equal(pool_store_read(p.s, &f, 0, BLOCK, buf), -EISDIR);
+	/* The disk is failed and the mirror goes on degraded. */
+	assert_int_equal(pool_store_write(p.s, &f, 0, BLOCK, buf), BLOCK);
+	assert_int_equal(pool_store_disk_get(p.s, f.disk[0]), POOL_STORE_DISK_FAILED);
+	assert_int_equal(pool_store_read(p.s, &f, 0, BLOCK, buf), BLOCK);
+	assert_int_equal(buf[0], 1);
 	/* Other columns are unaffected. */
 	assert_int_equal(pool_store_write(p.s, &f, 16384, BLOCK, buf), BLOCK);
 	pool_destroy(&p);

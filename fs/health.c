@@ -1,0 +1,378 @@
+/*
+ * health.c -- watching the disks of a mounted pool.
+ *
+ * A disk fails in one of two ways while the pool is mounted.  Either I/O
+ * to it errors (the store notices, stops using the disk at once and calls
+ * fs_health_disk_failed), or it silently stops being the disk we opened:
+ * its directory removed or renamed away, replaced by an empty directory
+ * or by another pool's disk, or its permissions taken away.  Linux keeps
+ * open files working after their directory is removed, so the second
+ * kind would go unnoticed by the data path; a watcher thread therefore
+ * checks every in-service disk once a second: the directory is still
+ * there, is the same directory (device and inode), its owner still has
+ * some permission (root ignores modes, so "chmod 000" must be checked
+ * explicitly to mean anything), and it holds this member's superblock.
+ *
+ * Either way the disk is recorded failed in the pool superblock (member
+ * state FAILED, committed to the other disks), so that a restart does
+ * not trust a disk that missed writes, and every volume is told how much
+ * redundancy it has left, loudly.  The same thread notices a failed disk
+ * that comes back with its own superblock and starts its resync, and at
+ * mount it records disks that are missing and resumes the repairs and
+ * resyncs the pool left unfinished.  All pool catalogue changes happen
+ * under fs->pool_lock taken exclusively, as pool/pool.h asks.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fs/fs.h"
+#include "fs/jobs.h"
+#include "pool/drl.h"
+
+#define HEALTH_PERIOD_MS 1000
+
+struct fs_health {
+	pthread_t thread;
+	pthread_mutex_t mu; /* guards everything below */
+	pthread_cond_t cv;
+	bool stop;
+	uint64_t pending; /* disks failed under I/O, still to record */
+	char why[POOL_MAX_DISKS][POOL_MSG_MAX];
+	dev_t dev[POOL_MAX_DISKS]; /* identity of each in-service directory */
+	ino_t ino[POOL_MAX_DISKS];
+};
+
+static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "spacefs: %s\n", line);
+	fflush(stderr);
+}
+
+static uint32_t nvolumes(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	return n;
+}
+
+/* Every volume's store stops using the disk. */
+static void stores_fail(struct fs *fs, uint32_t disk)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		/* with several nodes only owned volumes have a store open here */
+		if (!fs_vol_hold_local(fs->vol[i]))
+			continue;
+		pool_store_disk_set(fs->vol[i]->store, disk, POOL_STORE_DISK_FAILED);
+		fs_vol_leave(fs->vol[i]);
+	}
+}
+
+void fs_health_disk_failed(struct fs *fs, uint32_t disk, const char *why)
+{
+	struct fs_health *h = fs->health;
+
+	stores_fail(fs, disk);
+	if (!h || disk >= POOL_MAX_DISKS)
+		return;
+	pthread_mutex_lock(&h->mu);
+	if (!(h->pending & (1ull << disk)))
+		snprintf(h->why[disk], sizeof(h->why[disk]), "%s", why);
+	h->pending |= 1ull << disk;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* One line per volume that is not healthy: what it can still survive. */
+static void report_volumes(struct fs *fs)
+{
+	struct pool *p = fs->pool;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
+		const struct pool_sb_volume *v = &p->sb->volume[i];
+		const char *h = pool_volume_health(p, v);
+		char who[1024] = "";
+		uint32_t bad = 0;
+		if (!strcmp(h, "healthy"))
+			continue;
+		for (uint32_t d = 0; d < p->ndisks; d++) {
+			enum pool_disk_state s = p->disk[d].state;
+			if (s == POOL_DISK_HEALTHY || s == POOL_DISK_RETIRED)
+				continue;
+			bad++;
+			size_t off = strlen(who);
+			snprintf(who + off, sizeof(who) - off, "%s disk %u %s (%s)",
+				 bad > 1 ? ";" : "", d, p->disk[d].path, pool_disk_state_name(s));
+		}
+		if (!strcmp(h, "offline"))
+			log_line("VOLUME %s OFFLINE: %u disks out, it survives %u; files on them "
+				 "give EIO until the disks return:%s",
+				 v->name, bad, layout_redundancy(&v->geom), who);
+		else
+			log_line("volume %s DEGRADED: %u of %u tolerated disk failures used:%s",
+				 v->name, bad, layout_redundancy(&v->geom), who);
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+}
+
+/* Make a failure durable: member FAILED in the superblock. */
+static void record_failure(struct fs *fs, uint32_t disk, const char *why)
+{
+	char err[POOL_MSG_MAX * 2];
+	int rc = 0, changed = 0;
+
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	struct pool *p = fs->pool;
+	if (disk < p->ndisks && p->sb->member[disk].state != POOL_MEMBER_FAILED) {
+		changed = 1;
+		rc = pool_disk_fail(p, disk, why, err, sizeof(err));
+	}
+	const char *path = disk < p->ndisks ? p->disk[disk].path : "?";
+	if (changed)
+		log_line("DISK FAILED: disk %u (%s): %s", disk, path, why);
+	if (rc < 0)
+		log_line("cannot record disk %u as failed in the pool: %s", disk, err);
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (changed) {
+		fs_jobs_disk_failed(fs, disk);
+		report_volumes(fs);
+	}
+}
+
+static void take_pending(struct fs *fs)
+{
+	struct fs_health *h = fs->health;
+	char why[POOL_MSG_MAX];
+
+	for (uint32_t d = 0; d < POOL_MAX_DISKS; d++) {
+		pthread_mutex_lock(&h->mu);
+		int hit = (h->pending >> d) & 1;
+		h->pending &= ~(1ull << d);
+		snprintf(why, sizeof(why), "%s", h->why[d]);
+		pthread_mutex_unlock(&h->mu);
+		if (hit)
+			record_failure(fs, d, why);
+	}
+}
+
+/* Remember which directory each in-service disk is. */
+static void baseline(struct fs *fs, uint32_t d)
+{
+	struct fs_health *h = fs->health;
+	struct stat st;
+
+	h->dev[d] = 0;
+	h->ino[d] = 0;
+	if (stat(fs->pool->disk[d].path, &st) == 0) {
+		h->dev[d] = st.st_dev;
+		h->ino[d] = st.st_ino;
+	}
+}
+
+void fs_health_rebaseline(struct fs *fs, uint32_t disk)
+{
+	if (fs->health && disk < POOL_MAX_DISKS) {
+		pthread_mutex_lock(&fs->health->mu);
+		baseline(fs, disk);
+		pthread_mutex_unlock(&fs->health->mu);
+	}
+}
+
+/* Check every in-service disk; fail those that are not what we opened. */
+static void probe_all(struct fs *fs)
+{
+	struct fs_health *h = fs->health;
+	char why[POOL_MAX_DISKS][POOL_MSG_MAX];
+	uint64_t bad = 0;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		if (!pool_disk_in_service(fs->pool, d))
+			continue;
+		pthread_mutex_lock(&h->mu);
+		dev_t dev = h->dev[d];
+		ino_t ino = h->ino[d];
+		pthread_mutex_unlock(&h->mu);
+		if (pool_disk_probe(fs->pool, d, dev, ino, why[d], sizeof(why[d])) < 0)
+			bad |= 1ull << d;
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < POOL_MAX_DISKS; d++) {
+		if (!(bad & (1ull << d)))
+			continue;
+		stores_fail(fs, d);
+		record_failure(fs, d, why[d]);
+	}
+}
+
+/* A failed or stale disk whose directory holds its own superblock again
+ * has come back: resync it (only what it missed, when the dirty-region
+ * logs know; everything otherwise). */
+static void watch_returns(struct fs *fs)
+{
+	char why[POOL_MSG_MAX];
+	uint64_t back = 0;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		enum pool_disk_state s = fs->pool->disk[d].state;
+		if (s != POOL_DISK_FAILED && s != POOL_DISK_STALE && s != POOL_DISK_MISSING)
+			continue;
+		if (fs_jobs_busy(fs, d))
+			continue;
+		if (pool_disk_probe(fs->pool, d, 0, 0, why, sizeof(why)) == 0)
+			back |= 1ull << d;
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < POOL_MAX_DISKS; d++)
+		if (back & (1ull << d)) {
+			log_line("disk %u (%s) is back; resyncing what it missed", d,
+				 fs->pool->disk[d].path);
+			fs_jobs_start_resync(fs, d);
+		}
+}
+
+static void *health_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct fs_health *h = fs->health;
+
+	for (;;) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += HEALTH_PERIOD_MS / 1000;
+		pthread_mutex_lock(&h->mu);
+		if (!h->stop && !h->pending)
+			pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+		bool stop = h->stop;
+		pthread_mutex_unlock(&h->mu);
+		if (stop)
+			break;
+		take_pending(fs);
+		probe_all(fs);
+		if (!fs->opt.read_only)
+			watch_returns(fs);
+		fs_jobs_tick(fs);
+	}
+	return NULL;
+}
+
+/* Disks found out of service at mount and still recorded active: record
+ * them failed, so a later mount does not trust them either. */
+static void record_mount_failures(struct fs *fs)
+{
+	struct pool *p = fs->pool;
+	int any = 0;
+
+	for (uint32_t d = 0; d < p->ndisks; d++) {
+		enum pool_disk_state s = p->disk[d].state;
+		if (pool_disk_in_service(p, d))
+			continue;
+		any = 1;
+		if (s == POOL_DISK_STALE || p->sb->member[d].state == POOL_MEMBER_FAILED ||
+		    fs->opt.read_only)
+			continue;
+		record_failure(fs, d, p->disk[d].msg);
+	}
+	if (any) {
+		log_line("POOL '%s' MOUNTED DEGRADED: not every disk is in service",
+			 p->sb->pool_name);
+		report_volumes(fs);
+	}
+}
+
+int fs_health_start(struct fs *fs)
+{
+	struct fs_health *h = calloc(1, sizeof(*h));
+	int rc;
+
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	fs->health = h;
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+		baseline(fs, d);
+	rc = fs_jobs_init(fs);
+	if (rc == 0) {
+		record_mount_failures(fs);
+		fs_jobs_resume(fs);
+		rc = -pthread_create(&h->thread, NULL, health_main, fs);
+	}
+	if (rc < 0) {
+		fs_jobs_stop(fs);
+		fs->health = NULL;
+		pthread_mutex_destroy(&h->mu);
+		pthread_cond_destroy(&h->cv);
+		free(h);
+	}
+	return rc;
+}
+
+void fs_health_stop(struct fs *fs)
+{
+	struct fs_health *h = fs->health;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->thread, NULL);
+	fs_jobs_stop(fs);
+	fs->health = NULL;
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->cv);
+	free(h);
+}
+
+/* ---- the store's hooks ------------------------------------------------------ */
+
+static void hook_disk_failed(void *arg, uint32_t disk, const char *why)
+{
+	struct fs_volume *v = arg;
+
+	fs_health_disk_failed(v->fs, disk, why);
+}
+
+static int hook_write_begin(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent)
+{
+	struct fs_volume *v = arg;
+
+	return v->drl ? pool_drl_begin(v->drl, id, off, len, absent) : 0;
+}
+
+static void hook_write_end(void *arg, uint64_t id, uint64_t off, uint64_t len)
+{
+	struct fs_volume *v = arg;
+
+	if (v->drl)
+		pool_drl_end(v->drl, id, off, len);
+}
+
+static const struct pool_store_hooks volume_hooks = {
+    .disk_failed = hook_disk_failed,
+    .write_begin = hook_write_begin,
+    .write_end = hook_write_end,
+};
+
+const struct pool_store_hooks *fs_volume_hooks(void)
+{
+	return &volume_hooks;
+}

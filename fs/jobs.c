@@ -1,0 +1,1266 @@
+/*
+ * jobs.c -- repair, resync and scrub as background jobs of the daemon.
+ *
+ * All three walk allocated data only (the placed files of a volume, in
+ * inode order, each up to its size) and hand stripes to
+ * pool_store_check(), which reads every live copy or column, verifies
+ * checksums, compares mirror copies and parity with data, and rewrites in
+ * place, under the stripe lock, what is bad or what a target disk lacks.
+ *
+ *   repair   a replacement disk (member REPAIRING) gets every position it
+ *            holds rebuilt from the others.  The store keeps the disk
+ *            "rebuilding" with a cursor: positions behind it are live
+ *            (read and written), the rest are left out, so the volume
+ *            serves throughout and the cursor only moves under the lock
+ *            of the stripe just rebuilt.
+ *   resync   a disk that returns (stale: it missed writes while away) is
+ *            rebuilt the same way, but only in the regions the volume's
+ *            dirty-region log says it missed; when the log overflowed, in
+ *            full.  Writes that skip the disk during either are recorded
+ *            in the log as missed too, and a second pass, with the disk
+ *            fully live, rebuilds those.
+ *   scrub    every stripe of every file is checked; what is bad is
+ *            repaired from good copies or parity; files with bad blocks
+ *            are named.
+ *
+ * One worker thread per job.  A job reports progress (bytes of file data
+ * done of the total), honours a rate limit (a token bucket: it sleeps
+ * whenever it is ahead of rate x elapsed), and keeps a checkpoint (the
+ * last file done) in `<metadata disk>/vol/<volume>/job` on each
+ * in-service metadata disk of the volume, so a restarted daemon resumes
+ * where it stopped: repairs of REPAIRING disks always restart, scrubs
+ * restart when a checkpoint says one was running.
+ *
+ * The control socket (fs/ctl.c) reaches this file through
+ * fs_jobs_request(); fs/health.c through the functions in fs/jobs.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/fs.h"
+#include "fs/jobs.h"
+#include "pool/drl.h"
+
+#define MAX_JOBS       32
+#define MAX_BAD_PATHS  16
+#define BATCH_BYTES    (4u << 20) /* per position per step (pool_store_check) */
+#define CKPT_PERIOD_NS 1000000000ll
+#define CKPT_NAME      "job"
+
+enum job_kind { JOB_REPAIR, JOB_RESYNC, JOB_SCRUB, JOB_RETIRE };
+enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_STOPPED };
+
+struct job {
+	struct fs *fs;
+	uint32_t id;
+	enum job_kind kind;
+	uint32_t disk;			/* repair, resync */
+	char volume[POOL_NAME_MAX + 1]; /* "" = every volume */
+	uint64_t resume_ino;		/* scrub resumed after this inode */
+	double rate;			/* bytes per second, 0: unlimited */
+	_Atomic int state;
+	_Atomic int stop;
+	_Atomic uint64_t done, total; /* bytes of file data */
+	pthread_mutex_t mu;	      /* guards st, msg, bad */
+	struct pool_check_stats st;
+	char msg[POOL_MSG_MAX];
+	char bad[MAX_BAD_PATHS][POOL_MSG_MAX];
+	uint32_t nbad;
+	int64_t start_ns, end_ns, ckpt_ns;
+	pthread_t thread;
+};
+
+struct fs_jobs {
+	pthread_mutex_t mu;
+	struct job *j[MAX_JOBS];
+	uint32_t n, next_id;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "spacefs: %s\n", line);
+	fflush(stderr);
+}
+
+/* snprintf for messages that may be cut short (long paths). */
+static void put(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void put(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+}
+
+static const char *kind_name(enum job_kind k)
+{
+	static const char *const n[] = {"repair", "resync", "scrub", "retire"};
+
+	return n[k];
+}
+
+static const char *state_name(int s)
+{
+	static const char *const n[] = {"running", "done", "failed", "stopped"};
+
+	return s >= 0 && s <= JOB_STOPPED ? n[s] : "?";
+}
+
+static uint32_t nvolumes(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	return n;
+}
+
+/* ---- checkpoints ------------------------------------------------------------ */
+
+/* The in-service metadata directories of a volume. */
+static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_MAX + 80])
+{
+	uint32_t n = 0;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	const struct pool_sb_volume *pv = pool_volume_find(fs->pool, vol);
+	for (uint32_t i = 0; pv && i < pv->nmeta; i++)
+		if (pool_disk_in_service(fs->pool, pv->meta[i]))
+			snprintf(dirs[n++], POOL_PATH_MAX + 80, "%s/vol/%s",
+				 fs->pool->disk[pv->meta[i]].path, vol);
+	pthread_rwlock_unlock(&fs->pool_lock);
+	return n;
+}
+
+/* "spacefs-job 1 KIND DISK INO RATE CRC\n"; INO "done" = every file;
+ * RATE bytes per second, 0 unlimited. */
+static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, const char *ino)
+{
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[160];
+	uint32_t n = meta_dirs(fs, vol, dirs);
+
+	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", kind_name(j->kind), j->disk,
+		 ino, j->rate);
+	int len =
+	    snprintf(line, sizeof(line), "%s %08x\n", body, layout_crc32c(body, strlen(body)));
+	for (uint32_t i = 0; i < n; i++) {
+		char path[POOL_PATH_MAX + 96], tmp[POOL_PATH_MAX + 104];
+		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		int ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (!ok || rename(tmp, path) < 0)
+			say("volume %s: cannot write job checkpoint %s: %s", vol, path,
+			    strerror(errno));
+	}
+}
+
+static void ckpt_remove(struct fs *fs, const char *vol)
+{
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
+	uint32_t n = meta_dirs(fs, vol, dirs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		unlink(path);
+	}
+}
+
+/* The first valid checkpoint of a volume: 0 and its fields, or -ENOENT. */
+static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk, uint64_t *ino,
+		     int *done, double *rate)
+{
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
+	uint32_t n = meta_dirs(fs, vol, dirs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		char line[160] = "", body[128], k[16], at[32];
+		unsigned d, crc;
+		double r;
+		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		int got = fgets(line, sizeof(line), f) != NULL;
+		fclose(f);
+		if (!got ||
+		    sscanf(line, "spacefs-job 1 %15s %u %31s %lf %x", k, &d, at, &r, &crc) != 5)
+			continue;
+		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", k, d, at, r);
+		if (crc != layout_crc32c(body, strlen(body)) || d >= POOL_MAX_DISKS || r < 0) {
+			say("volume %s: job checkpoint %s is damaged; ignored", vol, path);
+			continue;
+		}
+		snprintf(kind, 16, "%s", k);
+		*rate = r;
+		*disk = d;
+		*done = !strcmp(at, "done");
+		*ino = *done ? 0 : strtoull(at, NULL, 10);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* ---- progress and pacing ------------------------------------------------------ */
+
+static void pace(struct job *j, uint64_t bytes)
+{
+	uint64_t done = atomic_fetch_add(&j->done, bytes) + bytes;
+
+	if (j->rate <= 0)
+		return;
+	double ahead = (double)done / j->rate - (double)(mono_ns() - j->start_ns) / 1e9;
+	if (ahead > 0.001) {
+		struct timespec ts = {.tv_sec = (time_t)ahead,
+				      .tv_nsec = (long)((ahead - (double)(time_t)ahead) * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void add_stats(struct job *j, const struct pool_check_stats *s)
+{
+	pthread_mutex_lock(&j->mu);
+	j->st.blocks += s->blocks;
+	j->st.repaired += s->repaired;
+	j->st.bad += s->bad;
+	j->st.unrecoverable += s->unrecoverable;
+	j->st.rebuilt_bytes += s->rebuilt_bytes;
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* A file with bad blocks: name it in the log and the job's report. */
+static void note_file(struct job *j, struct fs_volume *v, uint64_t ino,
+		      const struct pool_check_stats *s)
+{
+	char path[POOL_MSG_MAX - 128] = "";
+
+	if (pool_meta_path(v->meta, ino, path, sizeof(path)) < 0)
+		snprintf(path, sizeof(path), "(inode %" PRIu64 ")", ino);
+	say("%s: volume %s file %s: %" PRIu64 " bad block(s), %" PRIu64 " repaired, %" PRIu64
+	    " unrecoverable",
+	    kind_name(j->kind), v->name, path, s->bad, s->repaired, s->unrecoverable);
+	pthread_mutex_lock(&j->mu);
+	if (j->nbad < MAX_BAD_PATHS)
+		snprintf(j->bad[j->nbad++], POOL_MSG_MAX,
+			 "%s/%s bad=%" PRIu64 " repaired=%" PRIu64 " unrecoverable=%" PRIu64,
+			 v->name, path + (path[0] == '/'), s->bad, s->repaired, s->unrecoverable);
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- walking files ----------------------------------------------------------- */
+
+static uint64_t file_size(struct fs *fs, struct fs_volume *v, const struct pool_inode *in)
+{
+	uint64_t size;
+
+	if (fs_inode_cached_size(fs, fs_ino_make(v, in->ino), &size) == 0)
+		return size > in->size ? size : in->size;
+	return in->size;
+}
+
+static int on_disk(const struct pool_inode *in, uint32_t disk)
+{
+	for (uint32_t p = 0; p < in->npos; p++)
+		if (in->disk[p] == disk)
+			return 1;
+	return 0;
+}
+
+struct walk {
+	struct job *j;
+	struct fs_volume *v;
+	uint64_t total; /* first pass: bytes to do */
+	int count_only;
+	int rc;
+};
+
+static int job_wants(const struct job *j, const struct pool_inode *in)
+{
+	return j->kind == JOB_SCRUB || on_disk(in, j->disk);
+}
+
+/* Check (scrub) or rebuild (repair) stripes [first, first+n) of a file. */
+static int do_stripes(struct job *j, struct fs_volume *v, const struct pool_file_map *map,
+		      uint64_t first, uint64_t n, unsigned flags, uint64_t targets,
+		      struct pool_check_stats *fst)
+{
+	uint64_t stripe_bytes = (uint64_t)layout_stripe_bytes(&v->geom);
+	uint64_t batch = BATCH_BYTES / v->geom.interleave;
+
+	for (uint64_t s = first; s < first + n && !atomic_load(&j->stop); s += batch) {
+		uint64_t k = first + n - s < batch ? first + n - s : batch;
+		struct pool_check_stats st = {0};
+		int rc = pool_store_check(v->store, map, s, k, flags, targets, &st);
+		add_stats(j, &st);
+		fst->bad += st.bad;
+		fst->repaired += st.repaired;
+		fst->unrecoverable += st.unrecoverable;
+		if (rc < 0)
+			return rc;
+		pace(j, k * stripe_bytes);
+	}
+	return atomic_load(&j->stop) ? -ECANCELED : 0;
+}
+
+static void map_of(const struct pool_inode *in, struct pool_file_map *map)
+{
+	map->id = in->ino;
+	map->npos = in->npos;
+	memcpy(map->disk, in->disk, sizeof(map->disk));
+}
+
+static int walk_one(void *arg, const struct pool_inode *in)
+{
+	struct walk *w = arg;
+	struct job *j = w->j;
+	struct fs_volume *v = w->v;
+	uint64_t nst = pool_store_stripes(v->store, file_size(j->fs, v, in));
+
+	if (!job_wants(j, in))
+		return 0;
+	if (w->count_only) {
+		w->total += nst * layout_stripe_bytes(&v->geom);
+		return 0;
+	}
+	struct pool_file_map map;
+	struct pool_check_stats fst = {0};
+	map_of(in, &map);
+	int rep = j->kind != JOB_SCRUB;
+	if (rep)
+		pool_store_rebuild_cursor(v->store, j->disk, in->ino, 0);
+	unsigned flags = POOL_CHECK_REPAIR | (rep ? POOL_CHECK_REBUILD : 0);
+	w->rc = do_stripes(j, v, &map, 0, nst, flags, rep ? 1ull << j->disk : 0, &fst);
+	if (rep)
+		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
+	if (fst.bad || fst.unrecoverable)
+		note_file(j, v, in->ino, &fst);
+	int64_t now = mono_ns();
+	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
+		char at[32];
+		snprintf(at, sizeof(at), "%" PRIu64, in->ino);
+		ckpt_write(j->fs, v->name, j, at);
+		j->ckpt_ns = now;
+	}
+	return w->rc < 0 ? w->rc : 0;
+}
+
+/* Every placed file of the volume after `after`. */
+static int walk_files(struct job *j, struct fs_volume *v, uint64_t after)
+{
+	struct walk w = {.j = j, .v = v, .count_only = 1};
+	int rc = pool_meta_files(v->meta, after, walk_one, &w);
+
+	atomic_fetch_add(&j->total, w.total);
+	w.count_only = 0;
+	if (rc == 0)
+		rc = pool_meta_files(v->meta, after, walk_one, &w);
+	return rc < 0 ? rc : w.rc;
+}
+
+/* ---- the dirty-region log's view -------------------------------------------- */
+
+/* Rebuild (targets) or resync one region of a file; *bytes += its size. */
+static int do_region(struct job *j, struct fs_volume *v, uint64_t id, uint64_t region,
+		     unsigned flags, uint64_t targets, uint64_t *bytes)
+{
+	struct pool_inode in;
+	struct pool_file_map map;
+	struct pool_check_stats fst = {0};
+	int rc = pool_meta_get(v->meta, id, &in);
+
+	if (rc == -ENOENT || (rc == 0 && in.npos == 0))
+		return 1; /* the file is gone: nothing to do */
+	if (rc < 0)
+		return rc;
+	map_of(&in, &map);
+	uint64_t sb = layout_stripe_bytes(&v->geom);
+	uint64_t first = region * POOL_DRL_REGION / sb;
+	uint64_t end = ((region + 1) * POOL_DRL_REGION + sb - 1) / sb;
+	uint64_t have = pool_store_stripes(v->store, file_size(v->fs, v, &in));
+	/* After a crash the recorded size may lag the data: go as far as
+	 * the chunk files do.  While mounted the daemon's size is right. */
+	uint64_t ext = j ? 0 : pool_store_stripes_on_disk(v->store, &map);
+	if (ext > have)
+		have = ext;
+	if (end > have)
+		end = have;
+	if (end <= first)
+		return 0;
+	if (j) {
+		if (targets && flags & POOL_CHECK_REPAIR)
+			pool_store_rebuild_cursor(v->store, j->disk, id, first);
+		rc = do_stripes(j, v, &map, first, end - first, flags, targets, &fst);
+	} else {
+		rc = pool_store_check(v->store, &map, first, end - first, flags, targets, &fst);
+	}
+	*bytes += (end - first) * sb;
+	return rc;
+}
+
+/* Rebuild on `disk` every region the log says it missed. */
+static int resync_missed(struct job *j, struct fs_volume *v, int with_cursor)
+{
+	struct pool_drl_entry *e;
+	size_t n;
+	uint64_t bytes = 0;
+	int rc = pool_drl_list(v->drl, &e, &n);
+
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (e[i].missed & (1ull << j->disk))
+			atomic_fetch_add(&j->total, POOL_DRL_REGION);
+	for (size_t i = 0; rc >= 0 && i < n && !atomic_load(&j->stop); i++) {
+		if (!(e[i].missed & (1ull << j->disk)))
+			continue;
+		rc = do_region(j, v, e[i].id, e[i].region, POOL_CHECK_REPAIR | POOL_CHECK_REBUILD,
+			       1ull << j->disk, &bytes);
+		if (with_cursor && (i + 1 == n || e[i + 1].id != e[i].id))
+			pool_store_rebuild_cursor(v->store, j->disk, e[i].id + 1, 0);
+		if (rc >= 0)
+			rc = pool_drl_clear_missed(v->drl, e[i].id, e[i].region, j->disk);
+	}
+	free(e);
+	if (bytes)
+		say("%s: volume %s: disk %u: %" PRIu64 " bytes of file data in regions it missed",
+		    kind_name(j->kind), v->name, j->disk, bytes);
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- one volume of a repair or resync ------------------------------------------- */
+
+static int all_healthy(struct fs *fs, int except);
+
+static void forget_missed(struct fs_volume *v, uint32_t disk)
+{
+	struct pool_drl_entry *e;
+	size_t n;
+
+	if (pool_drl_list(v->drl, &e, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (e[i].missed & (1ull << disk))
+			pool_drl_clear_missed(v->drl, e[i].id, e[i].region, disk);
+	free(e);
+}
+
+static int rebuild_volume(struct job *j, struct fs_volume *v)
+{
+	char kind[16];
+	uint32_t disk;
+	uint64_t after = 0;
+	int done = 0, rc = 0;
+	int full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl);
+
+	double rate;
+
+	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
+	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
+		after = 0, done = 0;
+	if (!done && full && v->drl && !after)
+		forget_missed(v, j->disk); /* the sweep rebuilds all of it anyway */
+	if (!done) {
+		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
+		rc = full ? walk_files(j, v, after) : v->drl ? resync_missed(j, v, 1) : 0;
+		if (rc == 0)
+			ckpt_write(j->fs, v->name, j, "done");
+	}
+	if (rc < 0)
+		return rc;
+	/* Second pass, the disk fully live: what writes skipped meanwhile. */
+	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
+	if (v->drl) {
+		rc = resync_missed(j, v, 0);
+		if (rc == 0 && full && all_healthy(j->fs, (int)j->disk))
+			pool_drl_clear_overflow(v->drl);
+	}
+	return rc;
+}
+
+/* A returning disk goes back in service as REPAIRING, its directory
+ * reopened by every store (rebuilding, nothing live yet). */
+static int resync_prepare(struct job *j)
+{
+	struct fs *fs = j->fs;
+	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
+	int rc;
+
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	snprintf(path, sizeof(path), "%s", fs->pool->disk[j->disk].path);
+	fs_health_rebaseline(fs, j->disk);
+	rc = pool_disk_restore(fs->pool, j->disk, POOL_DISK_REPAIRING, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "%s", err);
+		return rc;
+	}
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		rc = pool_store_disk_replace(fs->vol[i]->store, j->disk, path, err, sizeof(err));
+		if (rc < 0)
+			put(j->msg, sizeof(j->msg), "%s", err);
+	}
+	return rc;
+}
+
+/* The rebuilt disk is a metadata disk of some volumes: give them their
+ * replica back now, not at the next mount. */
+static void restore_meta(struct job *j)
+{
+	struct fs *fs = j->fs;
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char dir[POOL_PATH_MAX + 80], err[POOL_MSG_MAX * 2];
+		int is_meta = 0;
+		pthread_rwlock_rdlock(&fs->pool_lock);
+		const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
+		for (uint32_t k = 0; pv && k < pv->nmeta; k++)
+			is_meta |= pv->meta[k] == j->disk;
+		put(dir, sizeof(dir), "%s/vol/%s", fs->pool->disk[j->disk].path, v->name);
+		pthread_rwlock_unlock(&fs->pool_lock);
+		if (is_meta && pool_meta_add_replica(v->meta, dir, err, sizeof(err)) < 0)
+			say("volume %s: %s (restored at the next mount)", v->name, err);
+	}
+}
+
+static int rebuild_finish(struct job *j)
+{
+	struct fs *fs = j->fs;
+	char err[POOL_MSG_MAX * 2];
+	uint32_t n = nvolumes(fs);
+
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	int rc = pool_disk_restore(fs->pool, j->disk, POOL_DISK_HEALTHY, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0)
+		put(j->msg, sizeof(j->msg), "%s", err);
+	for (uint32_t i = 0; rc == 0 && i < n; i++)
+		ckpt_remove(fs, fs->vol[i]->name);
+	return rc;
+}
+
+static int run_rebuild(struct job *j)
+{
+	struct fs *fs = j->fs;
+	int rc = j->kind == JOB_RESYNC ? resync_prepare(j) : 0;
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (j->volume[0] && strcmp(j->volume, v->name))
+			continue;
+		rc = rebuild_volume(j, v);
+		if (rc < 0 && !j->msg[0])
+			snprintf(j->msg, sizeof(j->msg), "volume %s: %s", v->name, strerror(-rc));
+	}
+	if (rc == 0 && !atomic_load(&j->stop)) {
+		restore_meta(j);
+		rc = rebuild_finish(j);
+	}
+	return rc;
+}
+
+/* ---- scrub ---------------------------------------------------------------------- */
+
+static int run_scrub(struct job *j)
+{
+	struct fs *fs = j->fs;
+	uint32_t n = nvolumes(fs);
+	int rc = 0;
+
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (j->volume[0] && strcmp(j->volume, v->name))
+			continue;
+		char at[32];
+		snprintf(at, sizeof(at), "%" PRIu64, j->resume_ino);
+		ckpt_write(fs, v->name, j, at);
+		rc = walk_files(j, v, j->resume_ino);
+		if (rc == 0)
+			ckpt_remove(fs, v->name);
+		else if (!j->msg[0])
+			snprintf(j->msg, sizeof(j->msg), "volume %s: %s", v->name, strerror(-rc));
+	}
+	return rc;
+}
+
+/* ---- retire: move every position off a disk -------------------------------------- */
+
+/* The healthy disk with the most free space that holds no position of
+ * the file, or -1. */
+static int move_target(struct fs *fs, const struct pool_file_map *map)
+{
+	uint64_t best = 0, size, free;
+	int pick = -1;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		int used = 0;
+		for (uint32_t p = 0; p < map->npos; p++)
+			used |= map->disk[p] == d;
+		if (used || fs->pool->disk[d].state != POOL_DISK_HEALTHY ||
+		    pool_disk_space(fs->pool, d, &size, &free) < 0)
+			continue;
+		if (pick < 0 || free > best) {
+			pick = (int)d;
+			best = free;
+		}
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	return pick;
+}
+
+/* Move one position: copy, record the placement, switch the cached map,
+ * drop the old chunk.  The caller holds the file's io_lock exclusively. */
+static int move_position(struct job *j, struct fs_volume *v, struct fs_inode *fi,
+			 struct pool_file_map *map, uint32_t p)
+{
+	char err[POOL_MSG_MAX * 2] = "";
+	int to = move_target(j->fs, map);
+
+	if (to < 0) {
+		put(j->msg, sizeof(j->msg),
+		    "volume %s file %" PRIu64 ": no healthy disk free of its positions to move to",
+		    v->name, map->id);
+		return -ENOSPC;
+	}
+	int rc = pool_store_copy_position(v->store, map, p, (uint32_t)to, err, sizeof(err));
+	struct pool_file_map old = *map;
+	map->disk[p] = (uint8_t)to;
+	if (rc == 0)
+		rc = pool_meta_set_disks(v->meta, map->id, map->npos, map->disk);
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "volume %s: %s", v->name, err[0] ? err : strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&fi->lock);
+	fi->attr.disk[p] = (uint8_t)to;
+	pthread_mutex_unlock(&fi->lock);
+	return pool_store_forget_position(v->store, &old, p);
+}
+
+static int retire_one(void *arg, const struct pool_inode *in)
+{
+	struct walk *w = arg;
+	struct job *j = w->j;
+	struct fs_inode *fi;
+	struct pool_file_map map;
+	int rc = 0;
+
+	if (!on_disk(in, j->disk) || atomic_load(&j->stop))
+		return atomic_load(&j->stop) ? -ECANCELED : 0;
+	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 1, &fi);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	pthread_rwlock_wrlock(&fi->io_lock); /* no I/O on the file meanwhile */
+	fs_file_map(fi, &map);
+	for (uint32_t p = 0; rc == 0 && p < map.npos; p++)
+		if (map.disk[p] == j->disk)
+			rc = move_position(j, w->v, fi, &map, p);
+	pthread_rwlock_unlock(&fi->io_lock);
+	fs_inode_forget(j->fs, fi, 1);
+	if (rc == 0)
+		pace(j, file_size(j->fs, w->v, in));
+	w->rc = rc;
+	return rc;
+}
+
+static int run_retire(struct job *j)
+{
+	uint32_t n = nvolumes(j->fs);
+	int rc = 0;
+
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		struct walk w = {.j = j, .v = j->fs->vol[i]};
+		rc = pool_meta_files(w.v->meta, 0, retire_one, &w);
+		if (rc == 0)
+			rc = w.rc;
+	}
+	if (rc == 0)
+		say("disk %u is empty: every position moved off it; it can be removed", j->disk);
+	return rc;
+}
+
+/* ---- job threads ------------------------------------------------------------------ */
+
+static void job_summary(struct job *j, int rc)
+{
+	double secs = (double)(j->end_ns - j->start_ns) / 1e9;
+	uint64_t done = atomic_load(&j->done);
+	char what[64];
+
+	if (j->kind == JOB_SCRUB)
+		put(what, sizeof(what), "volume %s", j->volume[0] ? j->volume : "(all)");
+	else
+		snprintf(what, sizeof(what), "disk %u", j->disk);
+	pthread_mutex_lock(&j->mu);
+	if (rc == 0 || !j->msg[0])
+		snprintf(j->msg, sizeof(j->msg),
+			 "%s %s %s: %" PRIu64
+			 " bytes in %.2f s (%.1f MB/s); blocks checked %" PRIu64 ", bad %" PRIu64
+			 ", repaired %" PRIu64 ", unrecoverable %" PRIu64 ", rebuilt %" PRIu64
+			 " bytes%s%s",
+			 kind_name(j->kind), what, rc == 0 ? "done" : "stopped", done, secs,
+			 secs > 0 ? (double)done / secs / 1e6 : 0.0, j->st.blocks, j->st.bad,
+			 j->st.repaired, j->st.unrecoverable, j->st.rebuilt_bytes,
+			 rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
+	pthread_mutex_unlock(&j->mu);
+	say("%s", j->msg);
+}
+
+static void *job_main(void *arg)
+{
+	struct job *j = arg;
+	int rc = j->kind == JOB_SCRUB	 ? run_scrub(j)
+		 : j->kind == JOB_RETIRE ? run_retire(j)
+					 : run_rebuild(j);
+
+	j->end_ns = mono_ns();
+	if (rc == 0 && atomic_load(&j->done) < atomic_load(&j->total))
+		atomic_store(&j->done, atomic_load(&j->total));
+	else if (rc == 0)
+		atomic_store(&j->total, atomic_load(&j->done));
+	job_summary(j, rc);
+	atomic_store(&j->state, rc == 0			? JOB_DONE
+				: atomic_load(&j->stop) ? JOB_STOPPED
+							: JOB_FAILED);
+	return NULL;
+}
+
+/* Start a job; its id, or a negative errno (*why says why). */
+static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *vol, double rate,
+		     uint64_t resume, char *why, size_t whylen)
+{
+	struct fs_jobs *js = fs->jobs;
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j || !js)
+		return free(j), -ENOMEM;
+	/* Jobs walk a volume's stores for minutes; with several nodes those
+	 * open and close as ownership moves, and jobs do not follow it yet. */
+	if (fs->node) {
+		snprintf(why, whylen, "repair, resync, scrub and retire need a single-node mount "
+				      "(no -o listen) for now");
+		free(j);
+		return -EOPNOTSUPP;
+	}
+	*j = (struct job){.fs = fs, .kind = k, .disk = disk, .rate = rate, .resume_ino = resume};
+	snprintf(j->volume, sizeof(j->volume), "%s", vol ? vol : "");
+	pthread_mutex_init(&j->mu, NULL);
+	j->start_ns = j->ckpt_ns = mono_ns();
+	pthread_mutex_lock(&js->mu);
+	int rc = js->n < MAX_JOBS ? 0 : -EBUSY;
+	for (uint32_t i = 0; rc == 0 && i < js->n; i++) {
+		struct job *o = js->j[i];
+		if (atomic_load(&o->state) == JOB_RUNNING && o->kind == k &&
+		    (k == JOB_SCRUB ? !strcmp(o->volume, j->volume) : o->disk == disk))
+			rc = -EALREADY;
+	}
+	if (rc == 0) {
+		j->id = ++js->next_id;
+		rc = -pthread_create(&j->thread, NULL, job_main, j);
+	}
+	if (rc == 0)
+		js->j[js->n++] = j;
+	pthread_mutex_unlock(&js->mu);
+	if (rc < 0) {
+		snprintf(why, whylen, "%s",
+			 rc == -EALREADY ? "the same job is already running"
+			 : rc == -EBUSY	 ? "too many jobs"
+					 : strerror(-rc));
+		pthread_mutex_destroy(&j->mu);
+		free(j);
+		return rc;
+	}
+	if (k == JOB_SCRUB)
+		say("scrub of volume %s started (job %u)", j->volume[0] ? j->volume : "(all)",
+		    j->id);
+	else
+		say("%s of disk %u started (job %u)", kind_name(k), disk, j->id);
+	return (int)j->id;
+}
+
+int fs_jobs_init(struct fs *fs)
+{
+	struct fs_jobs *js = calloc(1, sizeof(*js));
+
+	if (!js)
+		return -ENOMEM;
+	pthread_mutex_init(&js->mu, NULL);
+	fs->jobs = js;
+	return 0;
+}
+
+void fs_jobs_stop(struct fs *fs)
+{
+	struct fs_jobs *js = fs->jobs;
+
+	if (!js)
+		return;
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++)
+		atomic_store(&js->j[i]->stop, 1);
+	pthread_mutex_unlock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++) {
+		pthread_join(js->j[i]->thread, NULL);
+		pthread_mutex_destroy(&js->j[i]->mu);
+		free(js->j[i]);
+	}
+	pthread_mutex_destroy(&js->mu);
+	free(js);
+	fs->jobs = NULL;
+}
+
+int fs_jobs_busy(struct fs *fs, uint32_t disk)
+{
+	struct fs_jobs *js = fs->jobs;
+	int busy = 0;
+
+	if (!js)
+		return 0;
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++)
+		busy |= js->j[i]->kind != JOB_SCRUB && js->j[i]->disk == disk &&
+			atomic_load(&js->j[i]->state) == JOB_RUNNING;
+	pthread_mutex_unlock(&js->mu);
+	return busy;
+}
+
+int fs_jobs_start_resync(struct fs *fs, uint32_t disk)
+{
+	char why[POOL_MSG_MAX];
+	int rc = job_start(fs, JOB_RESYNC, disk, NULL, 0, 0, why, sizeof(why));
+
+	if (rc < 0 && rc != -EALREADY)
+		say("cannot resync disk %u: %s", disk, why);
+	return rc;
+}
+
+void fs_jobs_disk_failed(struct fs *fs, uint32_t disk)
+{
+	struct fs_jobs *js = fs->jobs;
+
+	if (!js)
+		return;
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++)
+		if (js->j[i]->kind != JOB_SCRUB && js->j[i]->disk == disk)
+			atomic_store(&js->j[i]->stop, 1);
+	pthread_mutex_unlock(&js->mu);
+}
+
+/* Repairs of REPAIRING disks; scrubs whose checkpoint says running. */
+void fs_jobs_resume(struct fs *fs)
+{
+	char why[POOL_MSG_MAX], kind[16];
+	uint32_t n = nvolumes(fs), disk;
+	uint64_t ino;
+	double rate, repair_rate = 0;
+	int done;
+
+	if (fs->opt.read_only)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
+			continue;
+		if (!strcmp(kind, "repair"))
+			repair_rate = rate;
+		if (strcmp(kind, "scrub"))
+			continue;
+		say("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
+		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
+	}
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		if (fs->pool->disk[d].state == POOL_DISK_REPAIRING)
+			job_start(fs, JOB_REPAIR, d, NULL, repair_rate, 0, why, sizeof(why));
+		if (fs->pool->disk[d].state == POOL_DISK_RETIRED)
+			job_start(fs, JOB_RETIRE, d, NULL, 0, 0, why, sizeof(why));
+	}
+}
+
+static int drl_sync(void *arg)
+{
+	return pool_store_syncfs(arg);
+}
+
+void fs_jobs_tick(struct fs *fs)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (fs->opt.read_only || !fs_vol_hold_local(v)) /* owned volumes only */
+			continue;
+		if (v->drl)
+			pool_drl_clean(v->drl, drl_sync, v->store);
+		fs_vol_leave(v);
+	}
+}
+
+/* ---- unclean-shutdown resync at mount ---------------------------------------- */
+
+/* Every disk healthy: nothing is missed anywhere any more. */
+static int all_healthy(struct fs *fs, int except)
+{
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+		if ((int)d != except && fs->pool->disk[d].state != POOL_DISK_HEALTHY &&
+		    fs->pool->disk[d].state != POOL_DISK_RETIRED)
+			return 0;
+	return 1;
+}
+
+static int resync_file(void *arg, const struct pool_inode *in)
+{
+	struct fs_volume *v = arg;
+	struct pool_file_map map;
+	struct pool_check_stats st = {0};
+
+	map_of(in, &map);
+	uint64_t n = pool_store_stripes(v->store, in->size);
+	uint64_t ext = pool_store_stripes_on_disk(v->store, &map);
+	return pool_store_check(v->store, &map, 0, n > ext ? n : ext,
+				POOL_CHECK_REPAIR | POOL_CHECK_RESYNC, 0, &st);
+}
+
+/* The log overflowed: nothing is known, resync every file. */
+static int resync_all(struct fs *fs, struct fs_volume *v)
+{
+	say("volume %s: the dirty-region log had overflowed: resyncing every file", v->name);
+	int rc = pool_meta_files(v->meta, 0, resync_file, v);
+	if (rc == 0 && all_healthy(fs, -1))
+		pool_drl_clear_overflow(v->drl);
+	return rc;
+}
+
+int fs_volume_resync(struct fs *fs, struct fs_volume *v)
+{
+	struct pool_drl_entry *e;
+	uint64_t bytes = 0, inservice = 0;
+	size_t n, dirty = 0;
+	int rc;
+
+	if (!v->drl)
+		return 0;
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+		if (fs->pool->disk[d].state == POOL_DISK_HEALTHY)
+			inservice |= 1ull << d;
+	rc = pool_drl_list(v->drl, &e, &n);
+	for (size_t i = 0; rc >= 0 && i < n; i++) {
+		/* Healthy disks the log says missed writes (the record of their
+		 * failure never reached the superblock): rebuild them there. */
+		uint64_t t = e[i].missed & inservice;
+		if (!e[i].dirty && !t)
+			continue;
+		dirty++;
+		rc = do_region(NULL, v, e[i].id, e[i].region, POOL_CHECK_REPAIR | POOL_CHECK_RESYNC,
+			       t, &bytes);
+		if (rc == 1) { /* file gone */
+			rc = pool_drl_clear_dirty(v->drl, e[i].id, e[i].region);
+			for (uint32_t d = 0; rc == 0 && d < 64; d++)
+				if (e[i].missed & (1ull << d))
+					rc = pool_drl_clear_missed(v->drl, e[i].id, e[i].region, d);
+			continue;
+		}
+		if (rc == 0)
+			rc = pool_drl_clear_dirty(v->drl, e[i].id, e[i].region);
+		for (uint32_t d = 0; rc == 0 && d < 64; d++)
+			if (t & (1ull << d))
+				rc = pool_drl_clear_missed(v->drl, e[i].id, e[i].region, d);
+	}
+	free(e);
+	if (rc < 0)
+		return rc;
+	if (dirty)
+		say("volume %s: unclean shutdown: resynced %zu dirty region(s), %" PRIu64
+		    " bytes of file data",
+		    v->name, dirty, bytes);
+	if (pool_drl_overflowed(v->drl))
+		return resync_all(fs, v);
+	return 0;
+}
+
+/* ---- control requests ------------------------------------------------------------- */
+
+static char *reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *reply(const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+static int parse_rate(const char *s, double *rate)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end || v < 0 || v > 1e6)
+		return -EINVAL;
+	*rate = v * 1e6; /* MB/s */
+	return 0;
+}
+
+/* "disk-replace OLD NEW [RATE]" */
+static char *req_replace(struct fs *fs, int argc, char **argv)
+{
+	double rate = 0;
+
+	if (argc > 3 && parse_rate(argv[3], &rate) < 0)
+		return reply("error: bad rate '%.32s'\n", argv[3]);
+	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
+	uint32_t idx;
+	int rc;
+
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	rc = pool_disk_find(fs->pool, argv[1], &idx);
+	if (rc < 0)
+		snprintf(err, sizeof(err), "%s: not a disk of the pool", argv[1]);
+	else if (fs_jobs_busy(fs, idx))
+		rc = -EBUSY, snprintf(err, sizeof(err), "disk %u is being rebuilt", idx);
+	else
+		rc = pool_disk_replace(fs->pool, idx, argv[2], err, sizeof(err));
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s", fs->pool->disk[idx].path);
+		fs_health_rebaseline(fs, idx); /* before the watcher sees the new path */
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n && rc == 0; i++)
+		rc = pool_store_disk_replace(fs->vol[i]->store, idx, path, err, sizeof(err));
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	for (uint32_t i = 0; i < n; i++)
+		ckpt_remove(fs, fs->vol[i]->name);
+	rc = job_start(fs, JOB_REPAIR, idx, NULL, rate, 0, err, sizeof(err));
+	if (rc < 0)
+		return reply("error: disk %u replaced, but its repair did not start: %s\n", idx,
+			     err);
+	return reply("ok\n%d\n", rc);
+}
+
+/* "disk-add PATH" */
+static char *req_add(struct fs *fs, char **argv)
+{
+	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
+	uint32_t idx = 0;
+	int rc;
+
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	rc = pool_disk_add(fs->pool, argv[1], err, sizeof(err));
+	if (rc == 0) {
+		idx = fs->pool->ndisks - 1;
+		snprintf(path, sizeof(path), "%s", fs->pool->disk[idx].path);
+		fs_health_rebaseline(fs, idx);
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		rc = pool_store_disk_replace(fs->vol[i]->store, idx, path, err, sizeof(err));
+		pool_store_disk_set(fs->vol[i]->store, idx, POOL_STORE_DISK_OK);
+	}
+	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%u\n", idx);
+}
+
+/* "disk-retire DISK [RATE]" */
+static char *req_retire(struct fs *fs, int argc, char **argv)
+{
+	char err[POOL_MSG_MAX * 2];
+	double rate = 0;
+	uint32_t idx;
+	int rc;
+
+	if (argc > 2 && parse_rate(argv[2], &rate) < 0)
+		return reply("error: bad rate '%.32s'\n", argv[2]);
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	rc = pool_disk_find(fs->pool, argv[1], &idx);
+	if (rc < 0)
+		put(err, sizeof(err), "%s: not a disk of the pool", argv[1]);
+	else if (fs->pool->disk[idx].state != POOL_DISK_HEALTHY &&
+		 fs->pool->disk[idx].state != POOL_DISK_RETIRED)
+		rc = -EIO, put(err, sizeof(err),
+			       "disk %u is %s: only a disk that reads can be "
+			       "retired (replace a failed one)",
+			       idx, pool_disk_state_name(fs->pool->disk[idx].state));
+	else
+		rc = pool_disk_restore(fs->pool, idx, POOL_DISK_RETIRED, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = job_start(fs, JOB_RETIRE, idx, NULL, rate, 0, err, sizeof(err));
+	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
+}
+
+/* "repair VOLUME|- RATE" and "scrub VOLUME|- RATE" */
+static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
+{
+	char err[POOL_MSG_MAX];
+	const char *vol = argc > 1 && strcmp(argv[1], "-") ? argv[1] : NULL;
+	double rate = 0;
+	int started = 0, rc = 0;
+
+	if (argc > 2 && parse_rate(argv[2], &rate) < 0)
+		return reply("error: bad rate '%.32s'\n", argv[2]);
+	if (vol && !fs_volume_by_name(fs, vol))
+		return reply("error: no volume '%.64s'\n", vol);
+	if (k == JOB_SCRUB) {
+		rc = job_start(fs, k, 0, vol, rate, 0, err, sizeof(err));
+		return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
+	}
+	char ids[256] = "";
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		enum pool_disk_state s = fs->pool->disk[d].state;
+		if (s != POOL_DISK_REPAIRING)
+			continue;
+		rc = job_start(fs, JOB_REPAIR, d, vol, rate, 0, err, sizeof(err));
+		if (rc > 0 || rc == -EALREADY) {
+			size_t off = strlen(ids);
+			snprintf(ids + off, sizeof(ids) - off, "%d\n", rc > 0 ? rc : 0);
+			started++;
+		}
+	}
+	if (!started) {
+		for (uint32_t d = 0; d < fs->pool->ndisks; d++)
+			if (fs->pool->disk[d].state == POOL_DISK_FAILED ||
+			    fs->pool->disk[d].state == POOL_DISK_MISSING)
+				return reply("error: disk %u is %s with nothing to rebuild onto; "
+					     "replace it first (spacectl disk replace)\n",
+					     d, pool_disk_state_name(fs->pool->disk[d].state));
+		return reply("ok\n");
+	}
+	return reply("ok\n%s", ids);
+}
+
+/* "jobs": one line per job, tab-separated (pool/ctl.h), then "bad" lines. */
+static char *req_jobs(struct fs *fs)
+{
+	char *out = fs_jobs_text(fs);
+	char *r = out ? reply("ok\n%s", out) : NULL;
+
+	free(out);
+	return r;
+}
+
+char *fs_jobs_text(struct fs *fs)
+{
+	struct fs_jobs *js = fs->jobs;
+	size_t cap = 1 << 16, len = 0;
+	char *s = malloc(cap);
+
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++) {
+		struct job *j = js->j[i];
+		int64_t end = atomic_load(&j->state) == JOB_RUNNING ? mono_ns() : j->end_ns;
+		pthread_mutex_lock(&j->mu);
+		len += (size_t)snprintf(
+		    s + len, cap - len,
+		    "job\t%u\t%s\t%s\t%u\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		    "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64 "\t%s\n",
+		    j->id, kind_name(j->kind), state_name(atomic_load(&j->state)), j->disk,
+		    j->volume[0] ? j->volume : "-", atomic_load(&j->done), atomic_load(&j->total),
+		    j->st.blocks, j->st.bad, j->st.repaired, j->st.unrecoverable,
+		    j->st.rebuilt_bytes, (end - j->start_ns) / 1000000, j->msg);
+		for (uint32_t b = 0; b < j->nbad && len < cap - 1024; b++)
+			len +=
+			    (size_t)snprintf(s + len, cap - len, "bad\t%u\t%s\n", j->id, j->bad[b]);
+		pthread_mutex_unlock(&j->mu);
+		if (len > cap - 2048)
+			break;
+	}
+	pthread_mutex_unlock(&js->mu);
+	return s;
+}
+
+char *fs_jobs_json(struct fs *fs)
+{
+	struct fs_jobs *js = fs->jobs;
+	size_t cap = 1 << 16, len = 0;
+	char *s = malloc(cap);
+
+	if (!s)
+		return NULL;
+	len += (size_t)snprintf(s, cap, "[");
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; js && i < js->n && len < cap - 4096; i++) {
+		struct job *j = js->j[i];
+		pthread_mutex_lock(&j->mu);
+		len += (size_t)snprintf(
+		    s + len, cap - len,
+		    "%s{\"id\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"disk\":%u,\"volume\":\"%s\","
+		    "\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
+		    ",\"bad\":%" PRIu64 ",\"repaired\":%" PRIu64 ",\"unrecoverable\":%" PRIu64
+		    ",\"rebuilt_bytes\":%" PRIu64 "}",
+		    i ? "," : "", j->id, kind_name(j->kind), state_name(atomic_load(&j->state)),
+		    j->disk, j->volume, atomic_load(&j->done), atomic_load(&j->total), j->st.blocks,
+		    j->st.bad, j->st.repaired, j->st.unrecoverable, j->st.rebuilt_bytes);
+		pthread_mutex_unlock(&j->mu);
+	}
+	pthread_mutex_unlock(&js->mu);
+	snprintf(s + len, cap - len, "]");
+	return s;
+}
+
+int fs_jobs_handles(const char *r)
+{
+	return !strcmp(r, "disk-replace") || !strcmp(r, "disk-add") || !strcmp(r, "disk-retire") ||
+	       !strcmp(r, "repair") || !strcmp(r, "scrub") || !strcmp(r, "jobs");
+}
+
+char *fs_jobs_request(struct fs *fs, int argc, char **argv)
+{
+	if (!fs->jobs)
+		return reply("error: the daemon is not running jobs (starting or stopping)\n");
+	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
+		return reply("error: the pool is mounted read-only\n");
+	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
+		return req_replace(fs, argc, argv);
+	if (!strcmp(argv[0], "disk-add") && argc == 2)
+		return req_add(fs, argv);
+	if (!strcmp(argv[0], "disk-retire") && (argc == 2 || argc == 3))
+		return req_retire(fs, argc, argv);
+	if (!strcmp(argv[0], "repair") && argc <= 3)
+		return req_job(fs, argc, argv, JOB_REPAIR);
+	if (!strcmp(argv[0], "scrub") && argc <= 3)
+		return req_job(fs, argc, argv, JOB_SCRUB);
+	if (!strcmp(argv[0], "jobs") && argc == 1)
+		return req_jobs(fs);
+	return reply("error: malformed '%.32s' request\n", argv[0]);
+}

@@ -1,0 +1,483 @@
+/*
+ * spacectl_disk.c -- the disk and job commands of spacectl.
+ *
+ *   spacectl disk add SOURCE DIR
+ *   spacectl disk replace SOURCE OLD NEW [--wait] [--rate MB/s]
+ *   spacectl disk retire SOURCE DISK
+ *   spacectl repair SOURCE [VOLUME] [--wait] [--rate MB/s]
+ *   spacectl scrub SOURCE [VOLUME] [--wait] [--rate MB/s]
+ *
+ * Repair and scrub are jobs of the spacefs daemon (fs/jobs.c): they need
+ * the pool mounted, and these commands only start them and, with --wait,
+ * follow their progress (a bar on a terminal, a line per 10% otherwise)
+ * until they end, printing the job's report.  Changing the members works
+ * both ways: through the daemon when one serves the pool (it must, as it
+ * owns the superblock while mounted), else directly on the disks, in
+ * which case the next mount rebuilds the replacement.
+ *
+ * Errors follow spacectl.c: one line "spacectl: <what>: <why>" and exit 1
+ * (2 for a malformed command line).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool/ctl.h"
+#include "pool/pool.h"
+#include "tools/spacectl_disk.h"
+#include "tools/table.h"
+
+#define EXIT_USAGE 2
+
+const char spacectl_help_disk[] =
+    "usage: spacectl disk COMMAND ...\n"
+    "\n"
+    "disk commands:\n"
+    "  add SOURCE DIR                      add an empty directory to the pool\n"
+    "  replace SOURCE OLD NEW [--wait] [--rate MB/s]\n"
+    "                                      put NEW in place of disk OLD (an index or\n"
+    "                                      a path) and rebuild its data onto it\n"
+    "  retire SOURCE DISK [--wait] [--rate MB/s]\n"
+    "                                      move every file's data off DISK (it must\n"
+    "                                      still read), then nothing uses it\n"
+    "\n"
+    "A mounted pool is changed through its daemon, which starts the rebuild at\n"
+    "once; an unmounted pool is changed on its disks and rebuilt at the next mount.\n";
+
+static const char help_job[] =
+    "usage: spacectl %s SOURCE [VOLUME] [--wait] [--rate MB/s]\n"
+    "\n"
+    "%s\n"
+    "Runs in the background in the spacefs daemon that has the pool mounted,\n"
+    "only over allocated data, resumed after a daemon restart; progress shows in\n"
+    "spacectl status.\n"
+    "\n"
+    "options:\n"
+    "  -w, --wait        follow the job to its end (progress bar on a terminal)\n"
+    "  -r, --rate MB/s   at most this many megabytes of file data per second\n"
+    "  -h, --help        show this help\n";
+
+static int err_line(int code, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int err_line(int code, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "spacectl: %s: ", what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static struct pool *open_pool(const char *what, const char *source, unsigned flags)
+{
+	char err[POOL_MSG_MAX * 2];
+	struct pool *p;
+
+	if (pool_open(source, flags, &p, err, sizeof(err)) < 0) {
+		err_line(1, what, "%s", err);
+		return NULL;
+	}
+	return p;
+}
+
+static int call(const struct pool *p, const char *req, char **reply, char *err, size_t len)
+{
+	char uuid[37];
+
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	err[0] = '\0';
+	return pool_ctl_call(uuid, req, reply, err, len);
+}
+
+/* ---- following a job ------------------------------------------------------------ */
+
+struct jobline {
+	unsigned id, disk;
+	char kind[16], state[16], volume[POOL_NAME_MAX + 1], msg[POOL_MSG_MAX];
+	unsigned long long done, total, blocks, bad, repaired, unrec, rebuilt, ms;
+};
+
+static int parse_job(const char *line, struct jobline *j)
+{
+	return sscanf(line,
+		      "job\t%u\t%15[^\t]\t%15[^\t]\t%u\t%64[^\t]\t%llu\t%llu\t%llu\t%llu\t%llu\t%"
+		      "llu\t%llu\t%llu\t%511[^\n]",
+		      &j->id, j->kind, j->state, &j->disk, j->volume, &j->done, &j->total,
+		      &j->blocks, &j->bad, &j->repaired, &j->unrec, &j->rebuilt, &j->ms,
+		      j->msg) >= 13;
+}
+
+/* Job `id` from the daemon's list; bad-file lines go to `bad` if not NULL. */
+static int fetch_job(const struct pool *p, unsigned id, struct jobline *out, FILE *bad)
+{
+	char err[POOL_MSG_MAX], *reply = NULL;
+	int found = -ENOENT;
+
+	if (call(p, "jobs", &reply, err, sizeof(err)) < 0)
+		return -EIO;
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		struct jobline j;
+		unsigned bid;
+		int at = 0;
+		if (parse_job(l, &j) && j.id == id) {
+			*out = j;
+			found = 0;
+		} else if (bad && sscanf(l, "bad\t%u\t%n", &bid, &at) == 1 && bid == id && at > 0) {
+			fprintf(bad, "  file %s\n", l + at);
+		}
+	}
+	free(reply);
+	return found;
+}
+
+static void progress(const struct jobline *j, int tty, int *last_decile)
+{
+	double pct = j->total ? 100.0 * (double)j->done / (double)j->total : 0;
+	double mbs = j->ms ? (double)j->done / ((double)j->ms / 1000.0) / 1e6 : 0;
+
+	if (pct > 100)
+		pct = 100;
+	if (tty) {
+		char bar[41];
+		int fill = (int)(pct * 40 / 100);
+		for (int i = 0; i < 40; i++)
+			bar[i] = i < fill ? '#' : '.';
+		bar[40] = '\0';
+		printf("\r%s [%s] %5.1f%%  %7.1f MB/s  %llu repaired", j->kind, bar, pct, mbs,
+		       j->repaired);
+		fflush(stdout);
+	} else if ((int)(pct / 10) > *last_decile) {
+		*last_decile = (int)(pct / 10);
+		printf("%s: %.0f%% (%llu of %llu bytes, %.1f MB/s)\n", j->kind, pct, j->done,
+		       j->total, mbs);
+		fflush(stdout);
+	}
+}
+
+/* Poll job `id` until it ends; print its report.  Exit status. */
+static int wait_job(const struct pool *p, unsigned id, const char *what)
+{
+	int tty = isatty(STDOUT_FILENO), decile = -1;
+	struct jobline j;
+
+	for (;;) {
+		int rc = fetch_job(p, id, &j, NULL);
+		if (rc < 0)
+			return err_line(1, what, "lost track of job %u (daemon gone?)", id);
+		progress(&j, tty, &decile);
+		if (strcmp(j.state, "running"))
+			break;
+		struct timespec ts = {0, 200000000};
+		nanosleep(&ts, NULL);
+	}
+	if (tty)
+		printf("\n");
+	printf("%s\n", j.msg);
+	fetch_job(p, id, &j, stdout);
+	if (strcmp(j.state, "done"))
+		return err_line(1, what, "job %u %s", id, j.state);
+	if (j.unrec)
+		return err_line(1, what, "%llu block(s) could not be recovered", j.unrec);
+	return 0;
+}
+
+/* ---- options shared by the job commands -------------------------------------------- */
+
+struct jobargs {
+	const char *source;
+	const char *arg[2];
+	int nargs;
+	int wait;
+	double rate; /* MB/s, 0 unlimited */
+};
+
+static int parse_jobargs(int argc, char **argv, const char *what, const char *help, int min,
+			 int max, struct jobargs *a, int *done)
+{
+	static const struct option lo[] = {{"wait", no_argument, NULL, 'w'},
+					   {"rate", required_argument, NULL, 'r'},
+					   {"help", no_argument, NULL, 'h'},
+					   {0}};
+	int c;
+
+	*done = 0;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":wr:h", lo, NULL)) != -1) {
+		char *end;
+		if (c == 'h') {
+			*done = 1;
+			fputs(help, stdout);
+			return 0;
+		}
+		if (c == 'w') {
+			a->wait = 1;
+		} else if (c == 'r') {
+			a->rate = strtod(optarg, &end);
+			if (end == optarg || *end || a->rate <= 0 || a->rate > 1e6)
+				return err_line(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
+						optarg);
+		} else {
+			return err_line(EXIT_USAGE, what, "unknown option or missing value '%s'",
+					argv[optind - 1]);
+		}
+	}
+	int n = argc - optind;
+	if (n < 1 + min || n > 1 + max)
+		return err_line(EXIT_USAGE, what,
+				"wrong number of arguments; see spacectl %s --help", what);
+	a->source = argv[optind];
+	for (int i = 0; i < n - 1; i++)
+		a->arg[i] = argv[optind + 1 + i];
+	a->nargs = n - 1;
+	return 0;
+}
+
+/* Send a request that starts jobs; follow them with --wait. */
+static int start_jobs(struct pool *p, const char *what, const char *req, int wait)
+{
+	char err[POOL_MSG_MAX * 2], *reply = NULL;
+	int rc = call(p, req, &reply, err, sizeof(err));
+
+	if (rc == -ENOENT)
+		return err_line(
+		    1, what,
+		    "pool '%s' is not mounted: %s runs in the spacefs daemon (mount the "
+		    "pool; a mount resumes unfinished repairs by itself)",
+		    p->sb->pool_name, what);
+	if (rc < 0)
+		return err_line(1, what, "%s", err[0] ? err : strerror(-rc));
+	int status = 0, any = 0;
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		unsigned id = (unsigned)strtoul(l, NULL, 10);
+		if (!id)
+			continue;
+		any = 1;
+		printf("%s: job %u started\n", what, id);
+		if (wait)
+			status |= wait_job(p, id, what);
+	}
+	if (!any)
+		printf("%s: nothing to do\n", what);
+	free(reply);
+	return status;
+}
+
+static int cmd_job(int argc, char **argv, const char *what, const char *blurb)
+{
+	char help[2048], req[POOL_CTL_MAX_REQUEST];
+	struct jobargs a = {0};
+	int done, rc;
+
+	snprintf(help, sizeof(help), help_job, what, blurb);
+	rc = parse_jobargs(argc, argv, what, help, 0, 1, &a, &done);
+	if (rc || done)
+		return rc;
+	struct pool *p = open_pool(what, a.source, 0);
+	if (!p)
+		return 1;
+	snprintf(req, sizeof(req), "%s %s %g", what, a.nargs ? a.arg[0] : "-", a.rate);
+	rc = start_jobs(p, what, req, a.wait);
+	pool_close(p);
+	return rc;
+}
+
+int spacectl_cmd_repair(int argc, char **argv)
+{
+	return cmd_job(argc, argv, "repair",
+		       "Rebuild the data of replaced or returning disks (every volume, or\n"
+		       "VOLUME) from the other copies and parity.");
+}
+
+int spacectl_cmd_scrub(int argc, char **argv)
+{
+	return cmd_job(argc, argv, "scrub",
+		       "Read every block of every file (of every volume, or VOLUME), check\n"
+		       "checksums, mirror copies against each other and parity against data,\n"
+		       "and repair what is bad from good copies or parity.  Reports blocks\n"
+		       "checked, repaired and unrecoverable, and names the files.");
+}
+
+/* ---- disk add / replace / retire ------------------------------------------------------ */
+
+static int disk_offline(struct pool *p, const char *what,
+			int (*fn)(struct pool *, const char **, char *, size_t), const char **args)
+{
+	char err[POOL_MSG_MAX * 2];
+
+	if (fn(p, args, err, sizeof(err)) < 0)
+		return err_line(1, what, "%s", err);
+	return 0;
+}
+
+static int off_add(struct pool *p, const char **a, char *err, size_t n)
+{
+	int rc = pool_disk_add(p, a[0], err, n);
+
+	if (rc == 0)
+		printf("disk %u added: %s\n", p->ndisks - 1, p->disk[p->ndisks - 1].path);
+	return rc;
+}
+
+static int off_replace(struct pool *p, const char **a, char *err, size_t n)
+{
+	uint32_t idx;
+	int rc = pool_disk_find(p, a[0], &idx);
+
+	if (rc < 0) {
+		snprintf(err, n, "%s: not a disk of pool '%s'", a[0], p->sb->pool_name);
+		return rc;
+	}
+	rc = pool_disk_replace(p, idx, a[1], err, n);
+	if (rc == 0)
+		printf("disk %u replaced by %s; its data is rebuilt when the pool is next "
+		       "mounted\n",
+		       idx, p->disk[idx].path);
+	return rc;
+}
+
+static int off_retire(struct pool *p, const char **a, char *err, size_t n)
+{
+	uint32_t idx;
+	int rc = pool_disk_find(p, a[0], &idx);
+
+	if (rc < 0) {
+		snprintf(err, n, "%s: not a disk of pool '%s'", a[0], p->sb->pool_name);
+		return rc;
+	}
+	rc = pool_disk_restore(p, idx, POOL_DISK_RETIRED, err, n);
+	if (rc == 0)
+		printf("disk %u retired: no new data goes there; the next mount moves its data "
+		       "off\n",
+		       idx);
+	return rc;
+}
+
+/* Through the daemon when it runs; offline otherwise. */
+static int disk_cmd(const char *what, const char *source, const char *req, int wait,
+		    int (*off)(struct pool *, const char **, char *, size_t), const char **args)
+{
+	char err[POOL_MSG_MAX * 2], *reply = NULL;
+	struct pool *p = open_pool(what, source, 0);
+	int rc;
+
+	if (!p)
+		return 1;
+	rc = call(p, "jobs", &reply, err, sizeof(err));
+	free(reply);
+	if (rc == -ENOENT)
+		rc = disk_offline(p, what, off, args);
+	else if (!req)
+		rc = err_line(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
+	else
+		rc = start_jobs(p, what, req, wait);
+	pool_close(p);
+	return rc;
+}
+
+static const char *absolute(const char *path, char *buf)
+{
+	return realpath(path, buf) ? buf : path;
+}
+
+int spacectl_cmd_disk_add(int argc, char **argv)
+{
+	char req[POOL_CTL_MAX_REQUEST], abs[PATH_MAX];
+	struct jobargs a = {0};
+	int done, rc = parse_jobargs(argc, argv, "disk add", spacectl_help_disk, 1, 1, &a, &done);
+
+	if (rc || done)
+		return rc;
+	const char *args[1] = {absolute(a.arg[0], abs)};
+	if (strlen(args[0]) + 16 > sizeof(req))
+		return err_line(1, "disk add", "path too long");
+	snprintf(req, sizeof(req), "disk-add %.4000s", args[0]);
+	return disk_cmd("disk add", a.source, req, 0, off_add, args);
+}
+
+int spacectl_cmd_disk_replace(int argc, char **argv)
+{
+	char req[POOL_CTL_MAX_REQUEST], abs[PATH_MAX];
+	struct jobargs a = {0};
+	int done,
+	    rc = parse_jobargs(argc, argv, "disk replace", spacectl_help_disk, 2, 2, &a, &done);
+
+	if (rc || done)
+		return rc;
+	const char *args[2] = {a.arg[0], absolute(a.arg[1], abs)};
+	if (strchr(args[0], ' ') || strchr(args[1], ' '))
+		return err_line(1, "disk replace", "paths with spaces are not supported");
+	if (strlen(args[0]) + strlen(args[1]) + 16 > sizeof(req))
+		return err_line(1, "disk replace", "paths too long");
+	snprintf(req, sizeof(req), "disk-replace %.2000s %.2000s %g", args[0], args[1], a.rate);
+	return disk_cmd("disk replace", a.source, req, a.wait, off_replace, args);
+}
+
+int spacectl_cmd_disk_retire(int argc, char **argv)
+{
+	struct jobargs a = {0};
+	int done,
+	    rc = parse_jobargs(argc, argv, "disk retire", spacectl_help_disk, 1, 1, &a, &done);
+
+	if (rc || done)
+		return rc;
+	const char *args[1] = {a.arg[0]};
+	char req[POOL_CTL_MAX_REQUEST];
+	if (strlen(args[0]) + 64 > sizeof(req) || strchr(args[0], ' '))
+		return err_line(1, "disk retire", "bad disk name");
+	snprintf(req, sizeof(req), "disk-retire %.3000s %g", args[0], a.rate);
+	return disk_cmd("disk retire", a.source, req, a.wait, off_retire, args);
+}
+
+/* ---- status: the daemon's jobs ---------------------------------------------------- */
+
+void spacectl_jobs_table(const struct pool *p)
+{
+	static const char *const head[] = {">JOB",	"KIND",	     "STATE",	      "TARGET",
+					   ">PROGRESS", ">REPAIRED", ">UNRECOVERABLE"};
+	char err[POOL_MSG_MAX], *reply = NULL;
+	struct table *t;
+	int rows = 0;
+
+	if (call(p, "jobs", &reply, err, sizeof(err)) != 0)
+		return;
+	t = table_new(7, head);
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); t && l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		struct jobline j;
+		char id[16], target[96], prog[32], rep[24], unrec[24];
+		if (!parse_job(l, &j))
+			continue;
+		snprintf(id, sizeof(id), "%u", j.id);
+		if (!strcmp(j.kind, "scrub"))
+			snprintf(target, sizeof(target), "volume %s", j.volume);
+		else
+			snprintf(target, sizeof(target), "disk %u", j.disk);
+		snprintf(prog, sizeof(prog), "%.1f%%",
+			 j.total		      ? 100.0 * (double)j.done / (double)j.total
+			 : strcmp(j.state, "running") ? 100.0
+						      : 0.0);
+		snprintf(rep, sizeof(rep), "%llu", j.repaired);
+		snprintf(unrec, sizeof(unrec), "%llu", j.unrec);
+		const char *row[7] = {id, j.kind, j.state, target, prog, rep, unrec};
+		table_row(t, row);
+		rows++;
+	}
+	if (t && rows) {
+		printf("\njobs\n");
+		table_print(t, stdout);
+	}
+	table_free(t);
+	free(reply);
+}
