@@ -675,7 +675,7 @@ static int retire_one(void *arg, const struct pool_inode *in)
 
 	if (!on_disk(in, j->disk) || atomic_load(&j->stop))
 		return atomic_load(&j->stop) ? -ECANCELED : 0;
-	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 1, &fi);
+	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 0, &fi); /* a hold */
 	if (rc < 0)
 		return rc == -ENOENT ? 0 : rc;
 	pthread_rwlock_wrlock(&fi->io_lock); /* no I/O on the file meanwhile */
@@ -684,7 +684,7 @@ static int retire_one(void *arg, const struct pool_inode *in)
 		if (map.disk[p] == j->disk)
 			rc = move_position(j, w->v, fi, &map, p);
 	pthread_rwlock_unlock(&fi->io_lock);
-	fs_inode_forget(j->fs, fi, 1);
+	fs_inode_put(j->fs, fi);
 	if (rc == 0)
 		pace(j, file_size(j->fs, w->v, in));
 	w->rc = rc;
