@@ -137,8 +137,9 @@ static void cmd_owner_move(struct fs *fs, struct out *o, char **argv, int argc)
 	char err[512] = "";
 
 	if (!fs->node || argc != 3) {
-		outf(o, "error: %s\n", fs->node ? "owner-move takes VOLUME NODE"
-						: "this daemon runs as a single node");
+		outf(o, "error: %s\n",
+		     fs->node ? "owner-move takes VOLUME NODE"
+			      : "this daemon runs as a single node");
 		return;
 	}
 	int rc = fs_node_move(fs, argv[1], argv[2], err, sizeof(err));
@@ -180,8 +181,9 @@ static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 	uint32_t nd = fs->pool->ndisks;
 	bool local = fs_vol_enter_local(v);
 
-	outf(o, "{\"name\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
-		",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
+	outf(o,
+	     "{\"name\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
+	     ",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
 	     v->name, v->id, (uint64_t)atomic_load(&v->read_bytes),
 	     (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
 	     local ? pool_meta_live_replicas(v->meta) : 0);
@@ -196,8 +198,8 @@ static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 		     "%s{\"index\":%u,\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
 		     ",\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64 ",\"errors\":%" PRIu64
 		     ",\"csum_errors\":%" PRIu64 "}",
-		     d ? "," : "", d, st.reads, st.writes, st.read_bytes, st.write_bytes,
-		     st.errors, st.csum_errors);
+		     d ? "," : "", d, st.reads, st.writes, st.read_bytes, st.write_bytes, st.errors,
+		     st.csum_errors);
 	}
 	outf(o, "]}");
 	if (local)
@@ -285,8 +287,7 @@ static void cmd_shares(struct fs *fs, struct out *o)
 	uint32_t n = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 
-	outf(o, "ok\nmount\t%s\t%s\t%d\n", fs->opt.node, fs->opt.mountpoint,
-	     fs->opt.allow_other);
+	outf(o, "ok\nmount\t%s\t%s\t%d\n", fs->opt.node, fs->opt.mountpoint, fs->opt.allow_other);
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
 		char owner[POOL_NODE_NAME_MAX + 1] = "-", addr[POOL_ADDR_MAX] = "", host[256] = "-";

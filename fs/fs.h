@@ -74,10 +74,10 @@ struct fs_volume {
 	struct pool_meta *meta;
 	struct pool_store *store;
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
-	struct fs_vnode *vn; /* ownership state; NULL with one node (fs/node.c) */
+	struct fs_vnode *vn;	 /* ownership state; NULL with one node (fs/node.c) */
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
-	struct fs *fs;		/* back pointer, for the store's hooks */
-	struct pool_drl *drl;	/* dirty-region log (pool/drl.h); NULL if none */
+	struct fs *fs;		 /* back pointer, for the store's hooks */
+	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -86,15 +86,15 @@ struct fs_inode {
 	struct fs_volume *vol;
 	struct fs_inode *hnext;
 	uint64_t nlookup; /* kernel references; under the table lock */
-	uint32_t nopen;   /* open file handles; under the table lock */
-	uint32_t nref;    /* transient holds (fs_inode_get/peek ... put); table lock */
-	bool retiring;    /* being written back or purged after its last hold */
-	bool purged;      /* its data and metadata are gone */
+	uint32_t nopen;	  /* open file handles; under the table lock */
+	uint32_t nref;	  /* transient holds (fs_inode_get/peek ... put); table lock */
+	bool retiring;	  /* being written back or purged after its last hold */
+	bool purged;	  /* its data and metadata are gone */
 
-	pthread_mutex_t lock;     /* guards attr and dirty */
+	pthread_mutex_t lock;	  /* guards attr and dirty */
 	pthread_rwlock_t io_lock; /* shared: read/write; exclusive: size cuts */
-	struct pool_inode attr;   /* for regular files the authoritative copy */
-	bool dirty;               /* attr differs from the metadata store */
+	struct pool_inode attr;	  /* for regular files the authoritative copy */
+	bool dirty;		  /* attr differs from the metadata store */
 };
 
 struct fs {
@@ -140,8 +140,8 @@ static inline uint32_t fs_ino_volid(uint64_t ino)
 /* ---- volumes (fs/volume.c) ---- */
 int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen);
 void fs_volume_close(struct fs_volume *v);
-int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
-		     char *err, size_t errlen);
+int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
+		     size_t errlen);
 void fs_volume_detach(struct fs_volume *v);
 struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id);
 struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name);

@@ -412,7 +412,8 @@ int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v)
 			pthread_mutex_lock(&in->lock);
 			if (in->dirty && in->attr.nlink > 0) {
 				if (n == cap) {
-					struct pool_inode *nb = realloc(batch, 2 * cap * sizeof(*nb));
+					struct pool_inode *nb =
+					    realloc(batch, 2 * cap * sizeof(*nb));
 					if (!nb) {
 						pthread_mutex_unlock(&in->lock);
 						goto out;
@@ -434,8 +435,9 @@ out:
 	/* After the unlock: redirty's puts may retire an inode, whose own
 	 * write-back takes wb_lock. */
 	if (rc < 0) {
-		fprintf(stderr, "spacefs: volume %s: attribute write-back of %zu inodes: %s "
-				"(kept dirty, retried at the next write-back)\n",
+		fprintf(stderr,
+			"spacefs: volume %s: attribute write-back of %zu inodes: %s "
+			"(kept dirty, retried at the next write-back)\n",
 			v->name, n, strerror(-rc));
 		redirty(fs, v, batch, n);
 	}

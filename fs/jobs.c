@@ -765,8 +765,9 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
 	if (fs->node) {
-		snprintf(why, whylen, "repair, resync, scrub and retire need a single-node mount "
-				      "(no -o listen) for now");
+		snprintf(why, whylen,
+			 "repair, resync, scrub and retire need a single-node mount "
+			 "(no -o listen) for now");
 		free(j);
 		return -EOPNOTSUPP;
 	}

@@ -30,33 +30,36 @@
 
 #define SPACEFS_VERSION "0.1.0"
 
-#define OPT(t, p, v) {t, offsetof(struct fs_options, p), v}
+#define OPT(t, p, v)                                                                               \
+	{                                                                                          \
+		t, offsetof(struct fs_options, p), v                                               \
+	}
 static const struct fuse_opt option_spec[] = {
-	OPT("node=%s", node, 0),
-	OPT("listen=%s", listen, 0),
-	OPT("heartbeat=%lf", heartbeat, 0),
-	OPT("lease=%lf", lease, 0),
-	OPT("ro-others", ro_others, 1),
-	OPT("ro_others", ro_others, 1),
-	OPT("log=%s", log, 0),
-	OPT("threads=%u", threads, 0),
-	OPT("flush_interval=%u", flush_interval, 0),
-	OPT("attr_timeout=%lf", attr_timeout, 0),
-	OPT("entry_timeout=%lf", entry_timeout, 0),
-	OPT("writeback_cache", writeback_cache, 1),
-	OPT("direct_io", direct_io, 1),
-	OPT("no_odirect", no_odirect, 1),
-	OPT("ro", read_only, 1),
-	OPT("allow_other", allow_other, 1),
-	OPT("default_permissions", default_permissions, 1),
-	OPT("-f", foreground, 1),
-	OPT("-d", debug, 1),
-	OPT("debug", debug, 1),
-	OPT("-h", show_help, 1),
-	OPT("--help", show_help, 1),
-	OPT("-V", show_version, 1),
-	OPT("--version", show_version, 1),
-	FUSE_OPT_END,
+    OPT("node=%s", node, 0),
+    OPT("listen=%s", listen, 0),
+    OPT("heartbeat=%lf", heartbeat, 0),
+    OPT("lease=%lf", lease, 0),
+    OPT("ro-others", ro_others, 1),
+    OPT("ro_others", ro_others, 1),
+    OPT("log=%s", log, 0),
+    OPT("threads=%u", threads, 0),
+    OPT("flush_interval=%u", flush_interval, 0),
+    OPT("attr_timeout=%lf", attr_timeout, 0),
+    OPT("entry_timeout=%lf", entry_timeout, 0),
+    OPT("writeback_cache", writeback_cache, 1),
+    OPT("direct_io", direct_io, 1),
+    OPT("no_odirect", no_odirect, 1),
+    OPT("ro", read_only, 1),
+    OPT("allow_other", allow_other, 1),
+    OPT("default_permissions", default_permissions, 1),
+    OPT("-f", foreground, 1),
+    OPT("-d", debug, 1),
+    OPT("debug", debug, 1),
+    OPT("-h", show_help, 1),
+    OPT("--help", show_help, 1),
+    OPT("-V", show_version, 1),
+    OPT("--version", show_version, 1),
+    FUSE_OPT_END,
 };
 
 static void usage(const char *prog)
@@ -143,12 +146,14 @@ static int check_node_options(struct fs_options *o)
 	if (o->entry_timeout < 0)
 		o->entry_timeout = dflt;
 	if (!o->listen)
-		return o->ro_others ? (fprintf(stderr, "spacefs: ro-others needs listen=\n"), -EINVAL)
-				    : 0;
+		return o->ro_others
+			   ? (fprintf(stderr, "spacefs: ro-others needs listen=\n"), -EINVAL)
+			   : 0;
 	if (o->heartbeat < 0.05 || o->heartbeat > 60 || o->lease < 3 * o->heartbeat ||
 	    o->lease > 600) {
-		fprintf(stderr, "spacefs: heartbeat=%g lease=%g: need 0.05 <= heartbeat <= 60 and "
-				"3 * heartbeat <= lease <= 600 seconds\n",
+		fprintf(stderr,
+			"spacefs: heartbeat=%g lease=%g: need 0.05 <= heartbeat <= 60 and "
+			"3 * heartbeat <= lease <= 600 seconds\n",
 			o->heartbeat, o->lease);
 		return -EINVAL;
 	}
@@ -269,7 +274,8 @@ static int open_pool(struct fs *fs)
 		}
 		rc = fs_volume_open(fs, pv, err, sizeof(err));
 		if (rc < 0 && !strcmp(pool_volume_health(fs->pool, pv), "offline")) {
-			fprintf(stderr, "spacefs: VOLUME %s OFFLINE, not mounted: %s\n", pv->name, err);
+			fprintf(stderr, "spacefs: VOLUME %s OFFLINE, not mounted: %s\n", pv->name,
+				err);
 			continue; /* past its redundancy: the other volumes still mount */
 		}
 		if (rc < 0) {

@@ -88,7 +88,7 @@ static void root_stat(struct fs *fs, struct stat *st)
 	st->st_nlink = 2 + fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 	st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec =
-		(time_t)(fs->started_ns / 1000000000);
+	    (time_t)(fs->started_ns / 1000000000);
 	st->st_blksize = 4096;
 }
 
@@ -319,7 +319,7 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 
 	for (size_t i = 0; i < count; i++) {
 		struct fs_inode *in =
-			forgets[i].ino == ROOT_INO ? NULL : fs_inode_peek(fs, forgets[i].ino);
+		    forgets[i].ino == ROOT_INO ? NULL : fs_inode_peek(fs, forgets[i].ino);
 		if (in) {
 			fs_inode_forget(fs, in, forgets[i].nlookup);
 			fs_inode_put(fs, in);
@@ -363,8 +363,8 @@ int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_
 	return rc;
 }
 
-static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      dev_t rdev, const char *target, struct fs_inode **out)
+static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+		      const char *target, struct fs_inode **out)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v;
@@ -511,8 +511,8 @@ static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-			 fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			 const char *newname, unsigned int flags)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v;
@@ -580,7 +580,7 @@ static void set_open_flags(struct fs *fs, struct fuse_file_info *fi)
 {
 	if (fs->opt.direct_io)
 		fi->direct_io = 1;
-	else if (!fs->opt.listen) /* other nodes may write: close-to-open (fs/route.c) */
+	else if (!fs->opt.listen)   /* other nodes may write: close-to-open (fs/route.c) */
 		fi->keep_cache = 1; /* one writer per volume: the page cache stays valid */
 }
 
@@ -783,8 +783,7 @@ static void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, -fs_sync_inode(fs_of(req), in));
 }
 
-static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
-			   struct fuse_file_info *fi)
+static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fs_volume *v;
 
@@ -870,8 +869,7 @@ struct dir_batch {
 	size_t n, cap, budget; /* budget: bytes of reply space left (estimate) */
 };
 
-static int collect_dirent(void *arg, const char *name, const struct pool_inode *in,
-			  uint64_t cookie)
+static int collect_dirent(void *arg, const char *name, const struct pool_inode *in, uint64_t cookie)
 {
 	struct dir_batch *b = arg;
 	size_t need = 24 + strlen(name) + 8 + sizeof(struct fuse_entry_param);
@@ -1011,14 +1009,15 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 	}
 	uint64_t up = POOL_META_ROOT;
 	fuse_ino_t parent = ROOT_INO; /* a volume root's ".." is the pool root */
-	if (fs_ino_vino(ino) != POOL_META_ROOT && pool_meta_parent(v->meta, fs_ino_vino(ino), &up) == 0)
+	if (fs_ino_vino(ino) != POOL_META_ROOT &&
+	    pool_meta_parent(v->meta, fs_ino_vino(ino), &up) == 0)
 		parent = fs_ino_make(v, up);
 	used = add_dots(req, buf, size, off, ino, parent, plus, &next);
 	uint64_t cookie = next >= DIR_OFF_BASE ? (uint64_t)(next - DIR_OFF_BASE) : 0;
 	b.budget = size - used;
-	rc = next >= 2 || off >= 2 ? pool_meta_readdir(v->meta, fs_ino_vino(ino), cookie,
-						       collect_dirent, &b)
-				   : 0;
+	rc = next >= 2 || off >= 2
+		 ? pool_meta_readdir(v->meta, fs_ino_vino(ino), cookie, collect_dirent, &b)
+		 : 0;
 	if (rc < 0) {
 		free_batch(&b);
 		free(buf);
@@ -1349,38 +1348,38 @@ static void fs_op_destroy(void *userdata)
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
-	.init = fs_op_init,
-	.destroy = fs_op_destroy,
-	.lookup = fs_op_lookup,
-	.forget = fs_op_forget,
-	.forget_multi = fs_op_forget_multi,
-	.getattr = fs_op_getattr,
-	.setattr = fs_op_setattr,
-	.readlink = fs_op_readlink,
-	.mknod = fs_op_mknod,
-	.mkdir = fs_op_mkdir,
-	.unlink = fs_op_unlink,
-	.rmdir = fs_op_rmdir,
-	.symlink = fs_op_symlink,
-	.rename = fs_op_rename,
-	.link = fs_op_link,
-	.open = fs_op_open,
-	.create = fs_op_create,
-	.read = fs_op_read,
-	.write_buf = fs_op_write_buf,
-	.flush = fs_op_flush,
-	.release = fs_op_release,
-	.fsync = fs_op_fsync,
-	.opendir = fs_op_opendir,
-	.readdir = fs_op_readdir,
-	.readdirplus = fs_op_readdirplus,
-	.releasedir = fs_op_releasedir,
-	.fsyncdir = fs_op_fsyncdir,
-	.statfs = fs_op_statfs,
-	.setxattr = fs_op_setxattr,
-	.getxattr = fs_op_getxattr,
-	.listxattr = fs_op_listxattr,
-	.removexattr = fs_op_removexattr,
-	.access = fs_op_access,
-	.fallocate = fs_op_fallocate,
+    .init = fs_op_init,
+    .destroy = fs_op_destroy,
+    .lookup = fs_op_lookup,
+    .forget = fs_op_forget,
+    .forget_multi = fs_op_forget_multi,
+    .getattr = fs_op_getattr,
+    .setattr = fs_op_setattr,
+    .readlink = fs_op_readlink,
+    .mknod = fs_op_mknod,
+    .mkdir = fs_op_mkdir,
+    .unlink = fs_op_unlink,
+    .rmdir = fs_op_rmdir,
+    .symlink = fs_op_symlink,
+    .rename = fs_op_rename,
+    .link = fs_op_link,
+    .open = fs_op_open,
+    .create = fs_op_create,
+    .read = fs_op_read,
+    .write_buf = fs_op_write_buf,
+    .flush = fs_op_flush,
+    .release = fs_op_release,
+    .fsync = fs_op_fsync,
+    .opendir = fs_op_opendir,
+    .readdir = fs_op_readdir,
+    .readdirplus = fs_op_readdirplus,
+    .releasedir = fs_op_releasedir,
+    .fsyncdir = fs_op_fsyncdir,
+    .statfs = fs_op_statfs,
+    .setxattr = fs_op_setxattr,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
+    .removexattr = fs_op_removexattr,
+    .access = fs_op_access,
+    .fallocate = fs_op_fallocate,
 };

@@ -91,15 +91,16 @@ static int purge_orphans(struct fs_volume *v)
 			rc = pool_meta_purge(v->meta, in->ino);
 	}
 	if (o.n > 0)
-		fprintf(stderr, "spacefs: volume %s: removed %zu files unlinked while open before "
-				"an unclean shutdown\n",
+		fprintf(stderr,
+			"spacefs: volume %s: removed %zu files unlinked while open before "
+			"an unclean shutdown\n",
 			v->name, o.n);
 	free(o.in);
 	return rc;
 }
 
-static int open_meta(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
-		     char *err, size_t errlen)
+static int open_meta(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
+		     size_t errlen)
 {
 	const char *dirs[POOL_META_MAX_REPLICAS];
 	char paths[POOL_META_MAX_REPLICAS][4096];
@@ -138,13 +139,13 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 		if (pool_disk_in_service(fs->pool, i))
 			paths[i] = fs->pool->disk[i].path;
 	struct pool_store_config cfg = {
-		.hooks = &hooks,
-		.volume = v->name,
-		.disk_path = paths,
-		.ndisks = nd,
-		.geom = v->geom,
-		.integrity = v->integrity,
-		.no_direct = fs->opt.no_odirect,
+	    .hooks = &hooks,
+	    .volume = v->name,
+	    .disk_path = paths,
+	    .ndisks = nd,
+	    .geom = v->geom,
+	    .integrity = v->integrity,
+	    .no_direct = fs->opt.no_odirect,
 	};
 	rc = pool_store_open(&cfg, &v->store, err, errlen);
 	free(paths);
@@ -155,8 +156,8 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 }
 
 /* The dirty-region log, on the volume's metadata disks in service. */
-static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
-		    char *err, size_t errlen)
+static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
+		    size_t errlen)
 {
 	const char *dirs[POOL_META_DISKS];
 	char paths[POOL_META_DISKS][POOL_PATH_MAX + 80];
@@ -178,8 +179,8 @@ static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_vol
 /* Open the volume's stores (metadata replicas, chunk store, dirty-region
  * log), reap orphans and resync what an unclean stop left dirty: at
  * mount, or when this node becomes the volume's owner. */
-int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
-		     char *err, size_t errlen)
+int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
+		     size_t errlen)
 {
 	int rc = open_meta(fs, v, pv, err, errlen);
 

@@ -35,11 +35,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LAYOUT_BLOCK         4096u /* checksum and alignment unit */
-#define LAYOUT_MAX_COLUMNS   16u   /* Storage Spaces columns, parity included */
-#define LAYOUT_MAX_COPIES    3u
-#define LAYOUT_MAX_PARITY    2u
-#define LAYOUT_MAX_POSITIONS (LAYOUT_MAX_COLUMNS * LAYOUT_MAX_COPIES)
+#define LAYOUT_BLOCK	      4096u /* checksum and alignment unit */
+#define LAYOUT_MAX_COLUMNS    16u   /* Storage Spaces columns, parity included */
+#define LAYOUT_MAX_COPIES     3u
+#define LAYOUT_MAX_PARITY     2u
+#define LAYOUT_MAX_POSITIONS  (LAYOUT_MAX_COLUMNS * LAYOUT_MAX_COPIES)
 #define LAYOUT_MIN_INTERLEAVE (16u * 1024)
 #define LAYOUT_MAX_INTERLEAVE (1024u * 1024)
 
@@ -71,7 +71,7 @@ const char *layout_kind_name(enum layout_kind kind); /* "simple", ... */
 int layout_kind_parse(const char *s, enum layout_kind *kind);
 
 uint32_t layout_data_columns(const struct layout_geom *g); /* k */
-uint32_t layout_positions(const struct layout_geom *g);    /* disks a file spans */
+uint32_t layout_positions(const struct layout_geom *g);	   /* disks a file spans */
 uint32_t layout_redundancy(const struct layout_geom *g);   /* failures tolerated */
 uint64_t layout_stripe_bytes(const struct layout_geom *g); /* k * interleave */
 /* Usable fraction of raw capacity as num/den (mirror 1/copies, parity k/n). */
@@ -91,9 +91,9 @@ void layout_pos_slot(const struct layout_geom *g, uint64_t stripe, uint32_t pos,
  * stripe.  The same bytes are at chunk_off of every copy's position. */
 struct layout_extent {
 	uint64_t stripe;
-	uint32_t col;       /* data column 0..k-1 */
+	uint32_t col;	    /* data column 0..k-1 */
 	uint32_t col_off;   /* offset inside the interleave */
-	uint32_t len;       /* never crosses an interleave boundary */
+	uint32_t len;	    /* never crosses an interleave boundary */
 	uint64_t chunk_off; /* stripe * interleave + col_off */
 	uint64_t buf_off;   /* offset of this piece from the start of the range */
 };
@@ -143,10 +143,10 @@ struct layout_io {
 
 enum layout_write_mode {
 	LAYOUT_WRITE_DIRECT = 1, /* simple/mirror: write each copy, no reads */
-	LAYOUT_WRITE_FULL,       /* parity, whole stripe: encode, no reads */
-	LAYOUT_WRITE_RMW,        /* read old data + old parity, apply delta */
-	LAYOUT_WRITE_RCW,        /* read the untouched data, encode afresh */
-	LAYOUT_WRITE_REBUILD,    /* degraded, neither RMW nor RCW possible:
+	LAYOUT_WRITE_FULL,	 /* parity, whole stripe: encode, no reads */
+	LAYOUT_WRITE_RMW,	 /* read old data + old parity, apply delta */
+	LAYOUT_WRITE_RCW,	 /* read the untouched data, encode afresh */
+	LAYOUT_WRITE_REBUILD,	 /* degraded, neither RMW nor RCW possible:
 				    read every live slot over the touched rows,
 				    decode the missing ones, encode afresh */
 };
@@ -189,8 +189,8 @@ int layout_plan_write(const struct layout_geom *g, uint64_t stripe, uint32_t off
  * writes it issues straight from the caller's buffer).  codec may be NULL except for parity.
  * -EIO if a position needed to rebuild a missing column is also missing. */
 int layout_plan_finish(struct layout_codec *codec, const struct layout_geom *g,
-		       const struct layout_write_plan *p, const uint8_t *src,
-		       uint8_t *const *rbuf, uint8_t *const *wbuf);
+		       const struct layout_write_plan *p, const uint8_t *src, uint8_t *const *rbuf,
+		       uint8_t *const *wbuf);
 
 /* Everything one read from one stripe does: the chunk reads and, when a
  * needed data column sits on a failed position, the decode. */

@@ -119,8 +119,7 @@ static int parse_reply(char *raw, char **reply, char *err, size_t errlen)
 }
 
 /* One request to the socket at `path`; -ENOENT if nobody listens. */
-static int call_at(const char *path, const char *request, char **reply, char *err,
-		   size_t errlen)
+static int call_at(const char *path, const char *request, char **reply, char *err, size_t errlen)
 {
 	int fd = connect_to(path);
 	char *raw = NULL;

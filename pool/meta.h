@@ -33,8 +33,8 @@
 
 #include "layout/layout.h"
 
-#define POOL_META_NAME_MAX    255
-#define POOL_META_ROOT        1
+#define POOL_META_NAME_MAX     255
+#define POOL_META_ROOT	       1
 #define POOL_META_MAX_REPLICAS 8
 
 struct pool_meta;
@@ -48,7 +48,7 @@ struct pool_inode {
 	uint64_t size;
 	uint64_t rdev;
 	int64_t atime_ns, mtime_ns, ctime_ns;
-	uint32_t npos;                      /* regular files: stripe positions */
+	uint32_t npos;			    /* regular files: stripe positions */
 	uint8_t disk[LAYOUT_MAX_POSITIONS]; /* pool disk index of each position */
 };
 
@@ -86,8 +86,8 @@ int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent);
  * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
  * the parent's mtime/ctime to in->ctime_ns.  -EEXIST, -ENOENT, -ENOTDIR,
  * -ENAMETOOLONG. */
-int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name,
-		     struct pool_inode *in, const char *symlink_target);
+int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
+		     const char *symlink_target);
 /* Hard link: a new entry for ino; nlink+1.  -EEXIST, -EPERM on a dir. */
 int pool_meta_link(struct pool_meta *m, uint64_t ino, uint64_t parent, const char *name,
 		   int64_t now_ns, struct pool_inode *out);

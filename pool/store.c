@@ -1143,8 +1143,8 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 		}
 		int err = r->result < 0 ? (int)r->result : -ENOSPC; /* short write */
 		io_error(q, i < n ? "write" : "checksum write", pos, r->off, err);
-		if (rc == 0)
-			rc = err == -ENOSPC ? -ENOSPC : -EIO;
+		if (rc == 0) /* a full disk or a file too big is the caller's to know */
+			rc = err == -ENOSPC || err == -EFBIG ? err : -EIO;
 	}
 	return rc;
 }
@@ -1784,6 +1784,29 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 	return rc < 0 ? -EIO : 0;
 }
 
+/* fsync a directory: a chunk file created since the last sync is only
+ * durable once its name is (and its hash subdirectory's, in data/). */
+static int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int sync_chunk_dirs(const struct pool_store *s, uint32_t disk, uint64_t id)
+{
+	char dir[PATH_MAX];
+	int n = snprintf(dir, sizeof(dir), "%s/%02x", s->disk[disk].dir, (unsigned)(id % 256));
+
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return -ENAMETOOLONG;
+	int rc = sync_dir(dir);
+	return rc == 0 ? sync_dir(s->disk[disk].dir) : rc;
+}
+
 int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 {
 	struct scratch *t = scratch_get(s);
@@ -1804,6 +1827,8 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 			e = -errno;
 		if (e == 0 && r->crcfd >= 0 && fdatasync(r->crcfd) < 0)
 			e = -errno;
+		if (e == 0 && r->fd >= 0)
+			e = sync_chunk_dirs(s, f->disk[p], f->id);
 		if (e < 0) {
 			io_error(&q, "sync", p, 0, e);
 			rc = -EIO;

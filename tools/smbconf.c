@@ -42,7 +42,7 @@ struct smb_volume {
 };
 
 struct smb_view {
-	char node[128];       /* the node the shares are for */
+	char node[128]; /* the node the shares are for */
 	char mountpoint[4096];
 	int allow_other;
 	struct smb_volume vol[MAX_VOLS];
@@ -51,33 +51,33 @@ struct smb_view {
 
 struct smb_args {
 	const char *source;
-	const char *node;     /* --node: whose view (default: the local daemon's) */
-	const char *watch;    /* --watch FILE */
-	const char *smb_conf; /* --smb-conf: passed to smbcontrol -s */
+	const char *node;	     /* --node: whose view (default: the local daemon's) */
+	const char *watch;	     /* --watch FILE */
+	const char *smb_conf;	     /* --smb-conf: passed to smbcontrol -s */
 	const char *hosts[MAX_VOLS]; /* --host NODE=HOST overrides */
 	unsigned nhosts;
 	unsigned interval;
 };
 
 static const char help_smbconf[] =
-	"usage: spacectl smbconf SOURCE [--node NAME] [--host NODE=HOST]...\n"
-	"                        [--watch FILE [--smb-conf PATH] [--interval S]]\n"
-	"\n"
-	"Print smb.conf share sections, one per volume of the pool SOURCE belongs to,\n"
-	"for the node NAME (default: the node of the spacefs daemon running here).\n"
-	"A volume this node owns is shared from its mount; a volume another node\n"
-	"owns becomes an MS-DFS proxy share referring SMB clients to the owner.\n"
-	"\n"
-	"  --node NAME        whose shares to write (its daemon must run here)\n"
-	"  --host NODE=HOST   the SMB host name or address of NODE, for referrals\n"
-	"                     (default: the address the node registered)\n"
-	"  --watch FILE       keep FILE current: rewrite it when ownership changes and\n"
-	"                     run `smbcontrol smbd reload-config`; runs until killed\n"
-	"  --smb-conf PATH    the smb.conf smbd runs with (for smbcontrol -s)\n"
-	"  --interval S       --watch polling period in seconds (default 2)\n"
-	"\n"
-	"Include the output from smb.conf (`include = FILE`).  The pool must be mounted\n"
-	"with -o allow_other so that smbd's users can reach it.\n";
+    "usage: spacectl smbconf SOURCE [--node NAME] [--host NODE=HOST]...\n"
+    "                        [--watch FILE [--smb-conf PATH] [--interval S]]\n"
+    "\n"
+    "Print smb.conf share sections, one per volume of the pool SOURCE belongs to,\n"
+    "for the node NAME (default: the node of the spacefs daemon running here).\n"
+    "A volume this node owns is shared from its mount; a volume another node\n"
+    "owns becomes an MS-DFS proxy share referring SMB clients to the owner.\n"
+    "\n"
+    "  --node NAME        whose shares to write (its daemon must run here)\n"
+    "  --host NODE=HOST   the SMB host name or address of NODE, for referrals\n"
+    "                     (default: the address the node registered)\n"
+    "  --watch FILE       keep FILE current: rewrite it when ownership changes and\n"
+    "                     run `smbcontrol smbd reload-config`; runs until killed\n"
+    "  --smb-conf PATH    the smb.conf smbd runs with (for smbcontrol -s)\n"
+    "  --interval S       --watch polling period in seconds (default 2)\n"
+    "\n"
+    "Include the output from smb.conf (`include = FILE`).  The pool must be mounted\n"
+    "with -o allow_other so that smbd's users can reach it.\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -194,8 +194,9 @@ static void print_header(FILE *f, const struct smb_view *v)
 		"# streams_xattr comes with Debian's samba-vfs-modules package.\n",
 		v->node);
 	if (!v->allow_other)
-		fprintf(f, "#\n# WARNING: the pool at %s is mounted without -o allow_other:\n"
-			   "# smbd's users cannot reach it until it is remounted with it.\n",
+		fprintf(f,
+			"#\n# WARNING: the pool at %s is mounted without -o allow_other:\n"
+			"# smbd's users cannot reach it until it is remounted with it.\n",
 			v->mountpoint);
 }
 
@@ -316,8 +317,8 @@ static int reload_smbd(const struct smb_args *a)
 
 	if (pid == 0) {
 		if (a->smb_conf)
-			execlp("smbcontrol", "smbcontrol", "-s", a->smb_conf, "smbd", "reload-config",
-			       (char *)NULL);
+			execlp("smbcontrol", "smbcontrol", "-s", a->smb_conf, "smbd",
+			       "reload-config", (char *)NULL);
 		else
 			execlp("smbcontrol", "smbcontrol", "smbd", "reload-config", (char *)NULL);
 		_exit(127);
@@ -387,9 +388,15 @@ static int parse(int argc, char **argv, struct smb_args *a, int *done)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'n': a->node = optarg; break;
-		case 'w': a->watch = optarg; break;
-		case 's': a->smb_conf = optarg; break;
+		case 'n':
+			a->node = optarg;
+			break;
+		case 'w':
+			a->watch = optarg;
+			break;
+		case 's':
+			a->smb_conf = optarg;
+			break;
 		case 'H':
 			if (!strchr(optarg, '=') || a->nhosts == MAX_VOLS) {
 				fail("--host wants NODE=HOST, got '%s'", optarg);

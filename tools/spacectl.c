@@ -813,7 +813,7 @@ static void daemon_text(const char *live)
  * it.  Every field from the socket is checked before use. */
 static void counters_table(struct pool *p)
 {
-	static const char *const head[] = {"VOLUME", ">DISK",    ">READS",  ">WRITES",
+	static const char *const head[] = {"VOLUME", ">DISK",	 ">READS",  ">WRITES",
 					   ">READ",  ">WRITTEN", ">ERRORS", ">CSUM-ERRORS"};
 	char err[POOL_MSG_MAX], *reply = NULL;
 	struct table *t;
@@ -956,7 +956,7 @@ static int cmd_status(int argc, char **argv)
 /* Who owns each volume, as the daemon spacectl reached sees it. */
 static void owners_table(struct pool *p)
 {
-	static const char *const head[] = {"VOLUME", "OWNER", "ADDRESS",   ">EPOCH",
+	static const char *const head[] = {"VOLUME", "OWNER",	    "ADDRESS",	    ">EPOCH",
 					   "ACCESS", ">REDIRECTED", ">REDIR-BYTES", "PREFERRED"};
 	char err[POOL_MSG_MAX], *reply = NULL;
 	struct table *t;
@@ -1018,8 +1018,9 @@ static int cmd_owner_move(int argc, char **argv)
 static int cmd_owner_balance(int argc, char **argv)
 {
 	if (argc != 2 || argv[1][0] == '-')
-		return argc == 2 ? show_help(help_owner)
-				 : say_error(EXIT_USAGE, "owner balance", "usage: owner balance SOURCE");
+		return argc == 2
+			   ? show_help(help_owner)
+			   : say_error(EXIT_USAGE, "owner balance", "usage: owner balance SOURCE");
 	return owner_call(argv[1], "owner-balance");
 }
 
@@ -1070,14 +1071,20 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"pool", "create", cmd_pool_create}, {"volume", "create", cmd_volume_create},
-    {"volume", "list", cmd_volume_list}, {"volume", "delete", cmd_volume_delete},
-    {NULL, "status", cmd_status},         {NULL, "smbconf", smbconf_main},
+    {"pool", "create", cmd_pool_create},
+    {"volume", "create", cmd_volume_create},
+    {"volume", "list", cmd_volume_list},
+    {"volume", "delete", cmd_volume_delete},
     {NULL, "status", cmd_status},
-    {"owner", "move", cmd_owner_move}, {"owner", "balance", cmd_owner_balance},
+    {NULL, "smbconf", smbconf_main},
+    {NULL, "status", cmd_status},
+    {"owner", "move", cmd_owner_move},
+    {"owner", "balance", cmd_owner_balance},
     {"owner", "prefer", cmd_owner_prefer},
-    {"disk", "add", spacectl_cmd_disk_add}, {"disk", "replace", spacectl_cmd_disk_replace},
-    {"disk", "retire", spacectl_cmd_disk_retire}, {NULL, "repair", spacectl_cmd_repair},
+    {"disk", "add", spacectl_cmd_disk_add},
+    {"disk", "replace", spacectl_cmd_disk_replace},
+    {"disk", "retire", spacectl_cmd_disk_retire},
+    {NULL, "repair", spacectl_cmd_repair},
     {NULL, "scrub", spacectl_cmd_scrub},
 };
 
