@@ -1184,15 +1184,17 @@ int fs_check_xattr_name(const char *name)
 	return -EOPNOTSUPP;
 }
 
-static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-			   size_t size, int flags)
+/* setxattr (value != NULL) and removexattr: one metadata change, then the
+ * inode's ctime, as ext4 stamps it. */
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v;
 	int rc;
 
 	if (ino == ROOT_INO) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, value ? EPERM : ENODATA);
 		return;
 	}
 	if (!(v = vol_of(req, ino)))
@@ -1200,11 +1202,19 @@ static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 	rc = check_writable(fs);
 	if (rc == 0)
 		rc = fs_check_xattr_name(name);
-	if (rc == 0)
+	if (rc == 0 && value)
 		rc = pool_meta_setxattr(v->meta, fs_ino_vino(ino), name, value, size, flags);
+	else if (rc == 0)
+		rc = pool_meta_removexattr(v->meta, fs_ino_vino(ino), name);
 	if (rc == 0)
 		rc = fs_inode_touch(fs, v, fs_ino_vino(ino), false);
 	fuse_reply_err(req, -rc);
+}
+
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	change_xattr(req, ino, name, value ? value : "", size, flags);
 }
 
 static void reply_xattr(fuse_req_t req, size_t size, ssize_t n, const char *buf)
@@ -1264,24 +1274,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	struct fs *fs = fs_of(req);
-	struct fs_volume *v;
-	int rc;
-
-	if (ino == ROOT_INO) {
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	if (!(v = vol_of(req, ino)))
-		return;
-	rc = check_writable(fs);
-	if (rc == 0)
-		rc = fs_check_xattr_name(name);
-	if (rc == 0)
-		rc = pool_meta_removexattr(v->meta, fs_ino_vino(ino), name);
-	if (rc == 0)
-		rc = fs_inode_touch(fs, v, fs_ino_vino(ino), false);
-	fuse_reply_err(req, -rc);
+	change_xattr(req, ino, name, NULL, 0, 0);
 }
 
 /* access(2) when the kernel does not check permissions itself

@@ -50,17 +50,19 @@ def stop_group(proc):
         time.sleep(0.2)
 
 
-def smb_conf(d, shares):
-    """A self-contained smbd config: nothing under /etc or /var is used."""
+def smb_conf(d, shares, addr=ADDR, name="SPACEFSTEST"):
+    """A self-contained smbd config: nothing under /etc or /var is used.
+    The address goes with its /8 mask: smbd binds any 127.0.0.0/8 address
+    that way, though only 127.0.0.1 is configured on lo."""
     for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
     path = os.path.join(d, "smb.conf")
     with open(path, "w") as f:
         f.write(f"""[global]
-  netbios name = SPACEFSTEST
+  netbios name = {name}
   workgroup = LAB
   server role = standalone server
-  interfaces = {ADDR}
+  interfaces = {addr}/8
   bind interfaces only = yes
   smb ports = {PORT}
   private dir = {d}/private

@@ -18,44 +18,13 @@ import time
 
 from harness import Pool, Tap, log_tail, sha256_file
 from nodes import Node, free_port, owners, wait_for
-from test_samba import port_open, stop_group
+from test_samba import port_open, smb_conf, stop_group
 
 PORT = 4455
 
 
 def node_smb_conf(d, addr, shares):
-    for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
-    path = os.path.join(d, "smb.conf")
-    with open(path, "w") as f:
-        f.write(f"""[global]
-  netbios name = SPACEFS-{addr.split('.')[-1]}
-  workgroup = LAB
-  server role = standalone server
-  # an address of 127.0.0.0/8 given with its mask: smbd binds it even
-  # though only 127.0.0.1 is configured on lo
-  interfaces = {addr}/8
-  bind interfaces only = yes
-  smb ports = {PORT}
-  private dir = {d}/private
-  lock directory = {d}/lock
-  state directory = {d}/state
-  cache directory = {d}/cache
-  pid directory = {d}/pid
-  ncalrpc dir = {d}/ncalrpc
-  log file = {d}/log/log.%m
-  server min protocol = SMB2
-  load printers = no
-  printing = bsd
-  printcap name = /dev/null
-  disable spoolss = yes
-  # test only: anonymous clients act as root, so no accounts are needed
-  map to guest = Bad User
-  guest ok = yes
-  force user = root
-  include = {shares}
-""")
-    return path
+    return smb_conf(d, shares, addr=addr, name=f"SPACEFS-{addr.split('.')[-1]}")
 
 
 def client_conf(d):
