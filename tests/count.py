@@ -18,14 +18,19 @@ def count(dirs):
             root = ET.parse(f).getroot()
             for suite in root.iter("testsuite"):
                 cases = list(suite.iter("testcase"))
+                bad = 0
                 for tc in cases:
                     tags = {c.tag for c in tc}
                     if tags & {"failure", "error"}:
-                        failed += 1
+                        bad += 1
                     elif "skipped" in tags:
                         skipped += 1
                     else:
                         passed += 1
+                # A program that failed as a whole (a crash, a sanitizer or
+                # valgrind exit status) with every case passing still fails.
+                whole = int(suite.get("errors", 0) or 0) + int(suite.get("failures", 0) or 0)
+                failed += max(bad, whole)
     return passed, failed, skipped
 
 
