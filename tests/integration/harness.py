@@ -37,6 +37,7 @@ class Tap:
 
     def ok(self, cond, desc):
         self.n += 1
+        desc = " ".join(str(desc).split())  # one line: TAP has no multi-line descriptions
         print(f"{'ok' if cond else 'not ok'} {self.n} - {desc}", flush=True)
         if not cond:
             self.failed += 1
