@@ -145,7 +145,10 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 void fs_volume_detach(struct fs_volume *v);
 struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id);
 struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name);
-int64_t fs_now_ns(void);
+int64_t fs_now_ns(void);  /* CLOCK_REALTIME, for file times */
+int64_t fs_mono_ns(void); /* CLOCK_MONOTONIC, for leases, rates, timeouts */
+/* One line "spacefs: ..." on stderr (the daemon's log), flushed at once. */
+void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- inode table (fs/inode.c) ----
  * Invariant: nobody touches a struct fs_inode without a count on it.  The
@@ -198,6 +201,14 @@ int fs_set_size(struct fs_inode *in, uint64_t size);
 int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end);
 void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode);
 int fs_sync_inode(struct fs *fs, struct fs_inode *in);
+size_t fs_add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
+		    struct fuse_entry_param *e, off_t next, bool plus);
+size_t fs_add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
+		   fuse_ino_t parent, bool plus, off_t *next);
+int fs_do_unlink(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name);
+int fs_do_rmdir(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name);
+int fs_do_rename(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name,
+		 uint64_t newparent, const char *newname, unsigned int flags);
 int fs_check_xattr_name(const char *name);
 void fs_pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t *avail);
 int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_t mode, dev_t rdev,

@@ -47,19 +47,6 @@ struct fs_health {
 	ino_t ino[POOL_MAX_DISKS];
 };
 
-static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_line(const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "spacefs: %s\n", line);
-	fflush(stderr);
-}
-
 static uint32_t nvolumes(struct fs *fs)
 {
 	pthread_mutex_lock(&fs->vol_lock);
@@ -120,12 +107,12 @@ static void report_volumes(struct fs *fs)
 				 bad > 1 ? ";" : "", d, p->disk[d].path, pool_disk_state_name(s));
 		}
 		if (!strcmp(h, "offline"))
-			log_line("VOLUME %s OFFLINE: %u disks out, it survives %u; files on them "
-				 "give EIO until the disks return:%s",
-				 v->name, bad, layout_redundancy(&v->geom), who);
+			fs_log("VOLUME %s OFFLINE: %u disks out, it survives %u; files on them "
+			       "give EIO until the disks return:%s",
+			       v->name, bad, layout_redundancy(&v->geom), who);
 		else
-			log_line("volume %s DEGRADED: %u of %u tolerated disk failures used:%s",
-				 v->name, bad, layout_redundancy(&v->geom), who);
+			fs_log("volume %s DEGRADED: %u of %u tolerated disk failures used:%s",
+			       v->name, bad, layout_redundancy(&v->geom), who);
 	}
 	pthread_rwlock_unlock(&fs->pool_lock);
 }
@@ -144,9 +131,9 @@ static void record_failure(struct fs *fs, uint32_t disk, const char *why)
 	}
 	const char *path = disk < p->ndisks ? p->disk[disk].path : "?";
 	if (changed)
-		log_line("DISK FAILED: disk %u (%s): %s", disk, path, why);
+		fs_log("DISK FAILED: disk %u (%s): %s", disk, path, why);
 	if (rc < 0)
-		log_line("cannot record disk %u as failed in the pool: %s", disk, err);
+		fs_log("cannot record disk %u as failed in the pool: %s", disk, err);
 	pthread_rwlock_unlock(&fs->pool_lock);
 	if (changed) {
 		fs_jobs_disk_failed(fs, disk);
@@ -241,8 +228,8 @@ static void watch_returns(struct fs *fs)
 	pthread_rwlock_unlock(&fs->pool_lock);
 	for (uint32_t d = 0; d < POOL_MAX_DISKS; d++)
 		if (back & (1ull << d)) {
-			log_line("disk %u (%s) is back; resyncing what it missed", d,
-				 fs->pool->disk[d].path);
+			fs_log("disk %u (%s) is back; resyncing what it missed", d,
+			       fs->pool->disk[d].path);
 			fs_jobs_start_resync(fs, d);
 		}
 }
@@ -290,8 +277,8 @@ static void record_mount_failures(struct fs *fs)
 		record_failure(fs, d, p->disk[d].msg);
 	}
 	if (any) {
-		log_line("POOL '%s' MOUNTED DEGRADED: not every disk is in service",
-			 p->sb->pool_name);
+		fs_log("POOL '%s' MOUNTED DEGRADED: not every disk is in service",
+		       p->sb->pool_name);
 		report_volumes(fs);
 	}
 }

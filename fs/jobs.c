@@ -85,27 +85,6 @@ struct fs_jobs {
 	uint32_t n, next_id;
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "spacefs: %s\n", line);
-	fflush(stderr);
-}
-
 /* snprintf for messages that may be cut short (long paths). */
 static void put(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void put(char *buf, size_t size, const char *fmt, ...)
@@ -176,8 +155,8 @@ static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, cons
 		if (fd >= 0)
 			close(fd);
 		if (!ok || rename(tmp, path) < 0)
-			say("volume %s: cannot write job checkpoint %s: %s", vol, path,
-			    strerror(errno));
+			fs_log("volume %s: cannot write job checkpoint %s: %s", vol, path,
+			       strerror(errno));
 	}
 }
 
@@ -214,7 +193,7 @@ static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk,
 			continue;
 		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", k, d, at, r);
 		if (crc != layout_crc32c(body, strlen(body)) || d >= POOL_MAX_DISKS || r < 0) {
-			say("volume %s: job checkpoint %s is damaged; ignored", vol, path);
+			fs_log("volume %s: job checkpoint %s is damaged; ignored", vol, path);
 			continue;
 		}
 		snprintf(kind, 16, "%s", k);
@@ -235,7 +214,7 @@ static void pace(struct job *j, uint64_t bytes)
 
 	if (j->rate <= 0)
 		return;
-	double ahead = (double)done / j->rate - (double)(mono_ns() - j->start_ns) / 1e9;
+	double ahead = (double)done / j->rate - (double)(fs_mono_ns() - j->start_ns) / 1e9;
 	if (ahead > 0.001) {
 		struct timespec ts = {.tv_sec = (time_t)ahead,
 				      .tv_nsec = (long)((ahead - (double)(time_t)ahead) * 1e9)};
@@ -262,9 +241,9 @@ static void note_file(struct job *j, struct fs_volume *v, uint64_t ino,
 
 	if (pool_meta_path(v->meta, ino, path, sizeof(path)) < 0)
 		snprintf(path, sizeof(path), "(inode %" PRIu64 ")", ino);
-	say("%s: volume %s file %s: %" PRIu64 " bad block(s), %" PRIu64 " repaired, %" PRIu64
-	    " unrecoverable",
-	    kind_name(j->kind), v->name, path, s->bad, s->repaired, s->unrecoverable);
+	fs_log("%s: volume %s file %s: %" PRIu64 " bad block(s), %" PRIu64 " repaired, %" PRIu64
+	       " unrecoverable",
+	       kind_name(j->kind), v->name, path, s->bad, s->repaired, s->unrecoverable);
 	pthread_mutex_lock(&j->mu);
 	if (j->nbad < MAX_BAD_PATHS)
 		snprintf(j->bad[j->nbad++], POOL_MSG_MAX,
@@ -360,7 +339,7 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
 	if (fst.bad || fst.unrecoverable)
 		note_file(j, v, in->ino, &fst);
-	int64_t now = mono_ns();
+	int64_t now = fs_mono_ns();
 	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
 		char at[32];
 		snprintf(at, sizeof(at), "%" PRIu64, in->ino);
@@ -446,8 +425,9 @@ static int resync_missed(struct job *j, struct fs_volume *v, int with_cursor)
 	}
 	free(e);
 	if (bytes)
-		say("%s: volume %s: disk %u: %" PRIu64 " bytes of file data in regions it missed",
-		    kind_name(j->kind), v->name, j->disk, bytes);
+		fs_log("%s: volume %s: disk %u: %" PRIu64
+		       " bytes of file data in regions it missed",
+		       kind_name(j->kind), v->name, j->disk, bytes);
 	return rc < 0 ? rc : 0;
 }
 
@@ -545,7 +525,7 @@ static void restore_meta(struct job *j)
 		put(dir, sizeof(dir), "%s/vol/%s", fs->pool->disk[j->disk].path, v->name);
 		pthread_rwlock_unlock(&fs->pool_lock);
 		if (is_meta && pool_meta_add_replica(v->meta, dir, err, sizeof(err)) < 0)
-			say("volume %s: %s (restored at the next mount)", v->name, err);
+			fs_log("volume %s: %s (restored at the next mount)", v->name, err);
 	}
 }
 
@@ -703,7 +683,7 @@ static int run_retire(struct job *j)
 			rc = w.rc;
 	}
 	if (rc == 0)
-		say("disk %u is empty: every position moved off it; it can be removed", j->disk);
+		fs_log("disk %u is empty: every position moved off it; it can be removed", j->disk);
 	return rc;
 }
 
@@ -731,7 +711,7 @@ static void job_summary(struct job *j, int rc)
 			 j->st.repaired, j->st.unrecoverable, j->st.rebuilt_bytes,
 			 rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
 	pthread_mutex_unlock(&j->mu);
-	say("%s", j->msg);
+	fs_log("%s", j->msg);
 }
 
 static void *job_main(void *arg)
@@ -741,7 +721,7 @@ static void *job_main(void *arg)
 		 : j->kind == JOB_RETIRE ? run_retire(j)
 					 : run_rebuild(j);
 
-	j->end_ns = mono_ns();
+	j->end_ns = fs_mono_ns();
 	if (rc == 0 && atomic_load(&j->done) < atomic_load(&j->total))
 		atomic_store(&j->done, atomic_load(&j->total));
 	else if (rc == 0)
@@ -774,7 +754,7 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	*j = (struct job){.fs = fs, .kind = k, .disk = disk, .rate = rate, .resume_ino = resume};
 	snprintf(j->volume, sizeof(j->volume), "%s", vol ? vol : "");
 	pthread_mutex_init(&j->mu, NULL);
-	j->start_ns = j->ckpt_ns = mono_ns();
+	j->start_ns = j->ckpt_ns = fs_mono_ns();
 	pthread_mutex_lock(&js->mu);
 	int rc = js->n < MAX_JOBS ? 0 : -EBUSY;
 	for (uint32_t i = 0; rc == 0 && i < js->n; i++) {
@@ -800,10 +780,10 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return rc;
 	}
 	if (k == JOB_SCRUB)
-		say("scrub of volume %s started (job %u)", j->volume[0] ? j->volume : "(all)",
-		    j->id);
+		fs_log("scrub of volume %s started (job %u)", j->volume[0] ? j->volume : "(all)",
+		       j->id);
 	else
-		say("%s of disk %u started (job %u)", kind_name(k), disk, j->id);
+		fs_log("%s of disk %u started (job %u)", kind_name(k), disk, j->id);
 	return (int)j->id;
 }
 
@@ -859,7 +839,7 @@ int fs_jobs_start_resync(struct fs *fs, uint32_t disk)
 	int rc = job_start(fs, JOB_RESYNC, disk, NULL, 0, 0, why, sizeof(why));
 
 	if (rc < 0 && rc != -EALREADY)
-		say("cannot resync disk %u: %s", disk, why);
+		fs_log("cannot resync disk %u: %s", disk, why);
 	return rc;
 }
 
@@ -895,7 +875,7 @@ void fs_jobs_resume(struct fs *fs)
 			repair_rate = rate;
 		if (strcmp(kind, "scrub"))
 			continue;
-		say("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
+		fs_log("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
 		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
 	}
 	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
@@ -953,7 +933,7 @@ static int resync_file(void *arg, const struct pool_inode *in)
 /* The log overflowed: nothing is known, resync every file. */
 static int resync_all(struct fs *fs, struct fs_volume *v)
 {
-	say("volume %s: the dirty-region log had overflowed: resyncing every file", v->name);
+	fs_log("volume %s: the dirty-region log had overflowed: resyncing every file", v->name);
 	int rc = pool_meta_files(v->meta, 0, resync_file, v);
 	if (rc == 0 && all_healthy(fs, -1))
 		pool_drl_clear_overflow(v->drl);
@@ -999,9 +979,9 @@ int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 	if (rc < 0)
 		return rc;
 	if (dirty)
-		say("volume %s: unclean shutdown: resynced %zu dirty region(s), %" PRIu64
-		    " bytes of file data",
-		    v->name, dirty, bytes);
+		fs_log("volume %s: unclean shutdown: resynced %zu dirty region(s), %" PRIu64
+		       " bytes of file data",
+		       v->name, dirty, bytes);
 	if (pool_drl_overflowed(v->drl))
 		return resync_all(fs, v);
 	return 0;
@@ -1189,7 +1169,7 @@ char *fs_jobs_text(struct fs *fs)
 	pthread_mutex_lock(&js->mu);
 	for (uint32_t i = 0; i < js->n; i++) {
 		struct job *j = js->j[i];
-		int64_t end = atomic_load(&j->state) == JOB_RUNNING ? mono_ns() : j->end_ns;
+		int64_t end = atomic_load(&j->state) == JOB_RUNNING ? fs_mono_ns() : j->end_ns;
 		pthread_mutex_lock(&j->mu);
 		len += (size_t)snprintf(
 		    s + len, cap - len,

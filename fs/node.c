@@ -47,14 +47,6 @@
 
 #include "fs/node.h"
 
-int64_t fs_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
 /* ---- entering a volume ---- */
 
 bool fs_vol_enter_local(struct fs_volume *v)

@@ -85,8 +85,6 @@ struct fs_node {
 	struct fs_srv *srv;
 };
 
-int64_t fs_mono_ns(void);
-
 /* node.c */
 int fs_node_start(struct fs *fs, char *err, size_t errlen); /* before mounting */
 int fs_node_run(struct fs *fs, char *err, size_t errlen);   /* after: threads */

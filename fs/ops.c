@@ -456,47 +456,26 @@ static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 
 /* ---- removing and renaming ------------------------------------------------ */
 
-static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* The metadata change of unlink, rmdir and rename, by volume inode
+ * numbers, and what the inode table must learn from it; the owner runs the
+ * same for other nodes' requests (fs/serve.c). */
+int fs_do_unlink(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name)
 {
-	struct fs *fs = fs_of(req);
-	struct fs_volume *v;
 	struct pool_inode a;
-	int rc;
+	int rc = pool_meta_unlink(v->meta, parent, name, fs_now_ns(), &a);
 
-	if (parent == ROOT_INO) {
-		log_root_change("removing", name);
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	if (!(v = vol_of(req, parent)))
-		return;
-	rc = check_writable(fs);
-	if (rc == 0)
-		rc = pool_meta_unlink(v->meta, fs_ino_vino(parent), name, fs_now_ns(), &a);
 	if (rc == 0) {
 		fs_inode_refresh_links(fs, v, &a);
 		fs_inode_reap_if_unused(fs, v, &a);
 	}
-	fuse_reply_err(req, -rc);
+	return rc;
 }
 
-static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+int fs_do_rmdir(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name)
 {
-	struct fs *fs = fs_of(req);
-	struct fs_volume *v;
 	uint64_t vino = 0;
-	int rc;
+	int rc = pool_meta_rmdir(v->meta, parent, name, fs_now_ns(), &vino);
 
-	if (parent == ROOT_INO) {
-		log_root_change("removing", name);
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	if (!(v = vol_of(req, parent)))
-		return;
-	rc = check_writable(fs);
-	if (rc == 0)
-		rc = pool_meta_rmdir(v->meta, fs_ino_vino(parent), name, fs_now_ns(), &vino);
 	if (rc == 0) {
 		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, vino));
 		if (in) { /* purged when the kernel lets go of it */
@@ -508,6 +487,70 @@ static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 			pool_meta_purge(v->meta, vino);
 		}
 	}
+	return rc;
+}
+
+int fs_do_rename(struct fs *fs, struct fs_volume *v, uint64_t parent, const char *name,
+		 uint64_t newparent, const char *newname, unsigned int flags)
+{
+	struct pool_inode moved = {0}, other = {0}, replaced = {0};
+	int rc = 0;
+
+	if (flags & ~(unsigned int)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	rc = pool_meta_lookup(v->meta, parent, name, &moved);
+	if (rc == 0 && (flags & RENAME_EXCHANGE))
+		rc = pool_meta_lookup(v->meta, newparent, newname, &other);
+	if (rc == 0)
+		rc = pool_meta_rename(v->meta, parent, name, newparent, newname, flags, fs_now_ns(),
+				      &replaced);
+	/* ext4 stamps the ctime of whatever moved. */
+	if (rc == 0 && moved.ino != replaced.ino)
+		fs_inode_touch(fs, v, moved.ino, false);
+	if (rc == 0 && other.ino != 0)
+		fs_inode_touch(fs, v, other.ino, false);
+	if (rc == 0 && replaced.ino != 0 && replaced.ino != moved.ino) {
+		fs_inode_refresh_links(fs, v, &replaced);
+		fs_inode_reap_if_unused(fs, v, &replaced);
+	}
+	return rc;
+}
+
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		log_root_change("removing", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = fs_do_unlink(fs, v, fs_ino_vino(parent), name);
+	fuse_reply_err(req, -rc);
+}
+
+static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v;
+	int rc;
+
+	if (parent == ROOT_INO) {
+		log_root_change("removing", name);
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (!(v = vol_of(req, parent)))
+		return;
+	rc = check_writable(fs);
+	if (rc == 0)
+		rc = fs_do_rmdir(fs, v, fs_ino_vino(parent), name);
 	fuse_reply_err(req, -rc);
 }
 
@@ -516,7 +559,6 @@ static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v;
-	struct pool_inode replaced = {0};
 	int rc;
 
 	if (parent == ROOT_INO || newparent == ROOT_INO) {
@@ -528,30 +570,12 @@ static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
-	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
 	if (!(v = vol_of(req, parent)))
 		return;
-	struct pool_inode moved = {0}, other = {0};
 	rc = check_writable(fs);
 	if (rc == 0)
-		rc = pool_meta_lookup(v->meta, fs_ino_vino(parent), name, &moved);
-	if (rc == 0 && (flags & RENAME_EXCHANGE))
-		rc = pool_meta_lookup(v->meta, fs_ino_vino(newparent), newname, &other);
-	if (rc == 0)
-		rc = pool_meta_rename(v->meta, fs_ino_vino(parent), name, fs_ino_vino(newparent),
-				      newname, flags, fs_now_ns(), &replaced);
-	/* ext4 stamps the ctime of whatever moved. */
-	if (rc == 0 && moved.ino != replaced.ino)
-		fs_inode_touch(fs, v, moved.ino, false);
-	if (rc == 0 && other.ino != 0)
-		fs_inode_touch(fs, v, other.ino, false);
-	if (rc == 0 && replaced.ino != 0 && replaced.ino != moved.ino) {
-		fs_inode_refresh_links(fs, v, &replaced);
-		fs_inode_reap_if_unused(fs, v, &replaced);
-	}
+		rc = fs_do_rename(fs, v, fs_ino_vino(parent), name, fs_ino_vino(newparent), newname,
+				  flags);
 	fuse_reply_err(req, -rc);
 }
 
@@ -901,21 +925,24 @@ static void free_batch(struct dir_batch *b)
 	free(b->rec);
 }
 
-/* Append one entry; returns bytes used or 0 when it does not fit. */
-static size_t add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
-			const struct stat *st, off_t next, bool plus, struct fuse_entry_param *e)
+/* Append one directory entry (readdirplus: with e's attributes, readdir:
+ * e->attr's number and type); returns bytes used or 0 when it does not fit.
+ * Shared with fs/route.c, which fills listings of redirected volumes. */
+size_t fs_add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
+		    struct fuse_entry_param *e, off_t next, bool plus)
 {
 	size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, e, next)
-			   : fuse_add_direntry(req, NULL, 0, name, st, next);
+			   : fuse_add_direntry(req, NULL, 0, name, &e->attr, next);
 	if (need > left)
 		return 0;
-	if (plus)
-		return fuse_add_direntry_plus(req, buf, left, name, e, next);
-	return fuse_add_direntry(req, buf, left, name, st, next);
+	return plus ? fuse_add_direntry_plus(req, buf, left, name, e, next)
+		    : fuse_add_direntry(req, buf, left, name, &e->attr, next);
 }
 
-static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
-		       fuse_ino_t parent, bool plus, off_t *next)
+/* "." and ".." when the listing starts before them; *next (if given) gets
+ * the offset after the last one added. */
+size_t fs_add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
+		   fuse_ino_t parent, bool plus, off_t *next)
 {
 	struct fuse_entry_param e;
 	size_t used = 0, n;
@@ -924,19 +951,19 @@ static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_i
 	e.attr.st_mode = S_IFDIR;
 	if (off < 1) {
 		e.attr.st_ino = ino;
-		n = add_entry(req, buf, size, ".", &e.attr, 1, plus, &e);
-		if (!n)
+		if (!(n = fs_add_entry(req, buf, size, ".", &e, 1, plus)))
 			return used;
 		used += n;
-		*next = 1;
+		if (next)
+			*next = 1;
 	}
 	if (off < 2) {
 		e.attr.st_ino = parent;
-		n = add_entry(req, buf + used, size - used, "..", &e.attr, 2, plus, &e);
-		if (!n)
+		if (!(n = fs_add_entry(req, buf + used, size - used, "..", &e, 2, plus)))
 			return used;
 		used += n;
-		*next = 2;
+		if (next)
+			*next = 2;
 	}
 	return used;
 }
@@ -951,7 +978,7 @@ static void readdir_root(fuse_req_t req, struct fs *fs, size_t size, off_t off, 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	used = add_dots(req, buf, size, off, ROOT_INO, ROOT_INO, plus, &next);
+	used = fs_add_dots(req, buf, size, off, ROOT_INO, ROOT_INO, plus, &next);
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
@@ -977,8 +1004,8 @@ static void readdir_root(fuse_req_t req, struct fs *fs, size_t size, off_t off, 
 		e.ino = in->ino;
 		e.attr_timeout = fs->opt.attr_timeout;
 		e.entry_timeout = fs->opt.entry_timeout;
-		n = add_entry(req, buf + used, size - used, v->name, &e.attr,
-			      (off_t)(DIR_OFF_BASE + i + 1), plus, &e);
+		n = fs_add_entry(req, buf + used, size - used, v->name, &e,
+				 (off_t)(DIR_OFF_BASE + i + 1), plus);
 		if (!n)
 			fs_inode_forget(fs, in, plus ? 1 : 0);
 		fs_inode_put(fs, in);
@@ -1012,7 +1039,7 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 	if (fs_ino_vino(ino) != POOL_META_ROOT &&
 	    pool_meta_parent(v->meta, fs_ino_vino(ino), &up) == 0)
 		parent = fs_ino_make(v, up);
-	used = add_dots(req, buf, size, off, ino, parent, plus, &next);
+	used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
 	uint64_t cookie = next >= DIR_OFF_BASE ? (uint64_t)(next - DIR_OFF_BASE) : 0;
 	b.budget = size - used;
 	rc = next >= 2 || off >= 2
@@ -1049,8 +1076,8 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 			e.attr.st_ino = fs_ino_make(v, a.ino);
 			e.attr.st_mode = a.mode;
 		}
-		size_t n = add_entry(req, buf + used, size - used, b.rec[i].name, &e.attr,
-				     (off_t)(b.rec[i].cookie + DIR_OFF_BASE), plus, &e);
+		size_t n = fs_add_entry(req, buf + used, size - used, b.rec[i].name, &e,
+					(off_t)(b.rec[i].cookie + DIR_OFF_BASE), plus);
 		if (in && !n)
 			fs_inode_forget(fs, in, 1); /* not sent: no reference for the kernel */
 		if (in)

@@ -730,40 +730,6 @@ static void r_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* Append one entry; bytes used or 0 if it does not fit. */
-static size_t add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
-			struct fuse_entry_param *e, off_t next, bool plus)
-{
-	size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, e, next)
-			   : fuse_add_direntry(req, NULL, 0, name, &e->attr, next);
-	if (need > left)
-		return 0;
-	return plus ? fuse_add_direntry_plus(req, buf, left, name, e, next)
-		    : fuse_add_direntry(req, buf, left, name, &e->attr, next);
-}
-
-static size_t add_dots(fuse_req_t req, char *buf, size_t size, off_t off, fuse_ino_t ino,
-		       fuse_ino_t parent, bool plus)
-{
-	struct fuse_entry_param e;
-	size_t used = 0, n;
-
-	memset(&e, 0, sizeof(e));
-	e.attr.st_mode = S_IFDIR;
-	if (off < 1) {
-		e.attr.st_ino = ino;
-		if (!(n = add_entry(req, buf, size, ".", &e, 1, plus)))
-			return used;
-		used += n;
-	}
-	if (off < 2) {
-		e.attr.st_ino = parent;
-		if (!(n = add_entry(req, buf + used, size - used, "..", &e, 2, plus)))
-			return used;
-		used += n;
-	}
-	return used;
-}
-
 static void fill_dir(fuse_req_t req, struct fs_volume *v, const struct wire_rep *p, char *buf,
 		     size_t size, size_t used, bool plus)
 {
@@ -780,7 +746,7 @@ static void fill_dir(fuse_req_t req, struct fs_volume *v, const struct wire_rep 
 			e.attr_timeout = e.entry_timeout = 0;
 		}
 		size_t n =
-		    add_entry(req, buf + used, size - used, name, &e, (off_t)(cookie + 2), plus);
+		    fs_add_entry(req, buf + used, size - used, name, &e, (off_t)(cookie + 2), plus);
 		if (!n)
 			break;
 		if (plus) { /* the kernel's reference for the entry sent */
@@ -815,7 +781,7 @@ static int remote_readdir(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, s
 	}
 	fuse_ino_t parent =
 	    p.v1 && fs_ino_vino(ino) != POOL_META_ROOT ? fs_ino_make(v, p.v1) : ROOT_INO;
-	size_t used = add_dots(req, buf, size, off, ino, parent, plus);
+	size_t used = fs_add_dots(req, buf, size, off, ino, parent, plus, NULL);
 	fill_dir(req, v, &p, buf, size, used, plus);
 	free(buf);
 	free(raw);
@@ -860,7 +826,7 @@ static void readdir_root(fuse_req_t req, size_t size, off_t off, bool plus)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	size_t used = add_dots(req, buf, size, off, ROOT_INO, ROOT_INO, plus);
+	size_t used = fs_add_dots(req, buf, size, off, ROOT_INO, ROOT_INO, plus, NULL);
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
@@ -872,7 +838,7 @@ static void readdir_root(fuse_req_t req, size_t size, off_t off, bool plus)
 			continue;
 		fill_entry(fs, v, &w, &e);
 		size_t n =
-		    add_entry(req, buf + used, size - used, v->name, &e, (off_t)(i + 3), plus);
+		    fs_add_entry(req, buf + used, size - used, v->name, &e, (off_t)(i + 3), plus);
 		if (!n)
 			break;
 		if (plus) { /* the kernel's reference for the entry sent */

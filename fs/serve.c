@@ -102,56 +102,17 @@ static int s_link(struct fs *fs, struct fs_volume *v, const struct wire_req *q, 
 
 static int s_unlink(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 {
-	struct pool_inode a;
-	int rc = pool_meta_unlink(v->meta, q->vino, q->name, fs_now_ns(), &a);
-
-	if (rc == 0) {
-		fs_inode_refresh_links(fs, v, &a);
-		fs_inode_reap_if_unused(fs, v, &a);
-	}
-	return rc;
+	return fs_do_unlink(fs, v, q->vino, q->name);
 }
 
 static int s_rmdir(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 {
-	uint64_t vino = 0;
-	int rc = pool_meta_rmdir(v->meta, q->vino, q->name, fs_now_ns(), &vino);
-
-	if (rc == 0) {
-		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, vino));
-		if (in) {
-			pthread_mutex_lock(&in->lock);
-			in->attr.nlink = 0;
-			pthread_mutex_unlock(&in->lock);
-			fs_inode_put(fs, in);
-		} else {
-			pool_meta_purge(v->meta, vino);
-		}
-	}
-	return rc;
+	return fs_do_rmdir(fs, v, q->vino, q->name);
 }
 
 static int s_rename(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 {
-	struct pool_inode moved = {0}, other = {0}, replaced = {0};
-	int rc = pool_meta_lookup(v->meta, q->vino, q->name, &moved);
-
-	if (q->flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
-		return -EINVAL;
-	if (rc == 0 && (q->flags & RENAME_EXCHANGE))
-		rc = pool_meta_lookup(v->meta, q->vino2, q->name2, &other);
-	if (rc == 0)
-		rc = pool_meta_rename(v->meta, q->vino, q->name, q->vino2, q->name2, q->flags,
-				      fs_now_ns(), &replaced);
-	if (rc == 0 && moved.ino != replaced.ino)
-		fs_inode_touch(fs, v, moved.ino, false);
-	if (rc == 0 && other.ino != 0)
-		fs_inode_touch(fs, v, other.ino, false);
-	if (rc == 0 && replaced.ino != 0 && replaced.ino != moved.ino) {
-		fs_inode_refresh_links(fs, v, &replaced);
-		fs_inode_reap_if_unused(fs, v, &replaced);
-	}
-	return rc;
+	return fs_do_rename(fs, v, q->vino, q->name, q->vino2, q->name2, q->flags);
 }
 
 static int s_readlink(struct fs_volume *v, const struct wire_req *q, struct wire_rep *p,
