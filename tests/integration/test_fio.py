@@ -19,6 +19,7 @@ directory={dir}
 ioengine=psync
 verify=crc32c
 verify_fatal=1
+verify_state_save=0
 do_verify=1
 group_reporting=1
 fallocate=none

@@ -27,6 +27,7 @@ io_size=24m
 numjobs=4
 verify=crc32c
 verify_fatal=1
+verify_state_save=0
 fallocate=none
 file_service_type=sequential
 group_reporting=1
