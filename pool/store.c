@@ -717,6 +717,7 @@ struct rq {
 	uint64_t bad;	   /* positions that gave an I/O error or a bad checksum */
 	uint64_t csum_bad; /* positions that gave a bad checksum */
 	uint8_t *badblk;   /* check mode: per-block verdicts of a read phase */
+	uint32_t *stored;  /* check mode: per-block stored checksums */
 	uint64_t have;	   /* positions with a ref */
 	struct chunk_ref ref[LAYOUT_MAX_POSITIONS];
 };
@@ -735,6 +736,7 @@ static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 	q->have = 0;
 	q->failed = q->rebuild = q->extra = q->bad = q->csum_bad = 0;
 	q->badblk = NULL;
+	q->stored = NULL;
 	for (uint32_t p = 0; p < f->npos; p++) {
 		enum pool_store_disk_state st = dstate(&s->disk[f->disk[p]]);
 		if (st == POOL_STORE_DISK_FAILED)
@@ -853,6 +855,12 @@ static int all_zero(const uint8_t *p, size_t len)
 	return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
 }
 
+/* Check mode's per-block verdicts (rq.badblk): the read failed, so the
+ * bytes are unknown, or the bytes were read and disagree with their stored
+ * checksum (which a resync may still compare other bytes with). */
+#define BAD_IO	 1
+#define BAD_CSUM 2
+
 /* Stored 0 means "never written": a hole, which reads as zeros. */
 static int block_ok(const uint8_t *b, uint32_t stored, uint32_t *computed)
 {
@@ -882,13 +890,15 @@ static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint6
 		for (uint32_t b = 0; b < c[i].len / BLK; b++) {
 			uint32_t stored = le32toh(crc[base[c[i].pos] + (b0 + b - lo[c[i].pos])]);
 			uint32_t got;
+			if (q->stored)
+				q->stored[at + b] = stored;
 			if (block_ok(c[i].buf + b * BLK, stored, &got))
 				continue;
 			struct store_disk *d = pos_disk(q, c[i].pos);
 			q->bad |= 1ull << c[i].pos;
 			q->csum_bad |= 1ull << c[i].pos;
 			if (q->badblk)
-				q->badblk[at + b] = 1;
+				q->badblk[at + b] = BAD_CSUM;
 			count(&d->c.csum_errors, 1);
 			store_log(q->s,
 				  "checksum mismatch: file %016" PRIx64 " disk %s position %u "
@@ -974,7 +984,7 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 			io_error(q, "read", c[i].pos, c[i].off, (int)req[i].result);
 			rc = -EIO;
 			if (q->badblk)
-				memset(q->badblk + at, 1, c[i].len / BLK);
+				memset(q->badblk + at, BAD_IO, c[i].len / BLK);
 			continue;
 		}
 		count(&d->c.reads, 1);
@@ -988,7 +998,7 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 			at = 0;
 			for (size_t i = 0; q->badblk && i < n; at += c[i].len / BLK, i++)
 				if (c[i].pos == sp->pos[j])
-					memset(q->badblk + at, 1, c[i].len / BLK);
+					memset(q->badblk + at, BAD_IO, c[i].len / BLK);
 		}
 	}
 	return q->badblk ? 0 : rc;
@@ -1009,7 +1019,7 @@ static int phase_read(struct rq *q, struct cio *c, size_t n)
 		if (rc < 0 && !q->badblk)
 			return rc;
 		if (rc < 0) /* check mode: the position's blocks are bad */
-			memset(q->badblk + at, 1, c[i].len / BLK);
+			memset(q->badblk + at, BAD_IO, c[i].len / BLK);
 	}
 	if (q->s->integrity && crc_spans(q, c, n, &sp) < 0)
 		return -ENOMEM;
@@ -2020,9 +2030,13 @@ struct chk {
 	uint64_t first;	 /* first stripe of the batch */
 	uint8_t *buf;	 /* npos * maxn * interleave */
 	uint8_t *rbad;	 /* per read (cio order) and block */
-	uint8_t *bad;	 /* per position and block */
+	uint8_t *bad;	 /* per position and block: 0, BAD_IO or BAD_CSUM */
 	uint8_t *wr;	 /* per position and block: rewrite */
 	uint8_t *par;	 /* m interleaves of fresh parity */
+	uint32_t *rcrc;	 /* per read (cio order) and block: stored checksum */
+	uint32_t *crc;	 /* per position and block: stored checksum */
+	uint32_t *er;	 /* parity: per block of the batch, its erased slots */
+	uint8_t *trial;	 /* parity resync: m blocks for trial rebuilds */
 	uint64_t live;	 /* positions read */
 	uint64_t tgt;	 /* positions rebuilt */
 	uint64_t exists; /* positions whose chunk file exists */
@@ -2051,6 +2065,28 @@ static uint64_t cstripe(const struct chk *k, uint32_t b)
 	return k->first + b / k->nblk;
 }
 
+/* Does `blk` match the checksum stored for position pos block b?  Only
+ * asked of positions whose read succeeded (their checksum is known). */
+static int cmatch(const struct chk *k, uint32_t pos, uint32_t b, const uint8_t *blk)
+{
+	uint32_t got;
+
+	return k->bad[cidx(k, pos, b)] != BAD_IO && block_ok(blk, k->crc[cidx(k, pos, b)], &got);
+}
+
+/* A resync keeps a block that disagrees with its checksum only when no
+ * other source could make it agree: a write torn by a crash. */
+static void log_torn(struct pool_store *s, const struct pool_file_map *f, const struct chk *k,
+		     uint32_t pos, uint32_t b)
+{
+	store_log(s,
+		  "resync: file %016" PRIx64 " disk %s position %u chunk offset %" PRIu64
+		  ": no copy or rebuild matches the stored checksum; keeping the block as "
+		  "written (torn write) and re-deriving its checksum",
+		  f->id, s->disk[f->disk[pos]].path, pos,
+		  cstripe(k, b) * s->g.interleave + (uint64_t)(b % k->nblk) * BLK);
+}
+
 /* Mark position pos block b to be written with `from` (unless it is it). */
 static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk *k, uint32_t pos,
 		 uint32_t b, const uint8_t *from, int counts)
@@ -2067,6 +2103,31 @@ static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk
 			count(&s->disk[f->disk[pos]].c.healed, 1);
 		}
 	}
+}
+
+/* RESYNC, every live copy of a mirror block disagrees with its own
+ * checksum.  A copy that matches another copy's checksum is a version
+ * that was written whole: take it (the rotten or torn copies are healed
+ * from it).  Only when none does is a copy taken as it is, its checksum
+ * re-derived.  -1 when no copy was read. */
+static int resync_mirror_pick(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
+			      const uint32_t *pos, uint32_t nc, uint32_t b)
+{
+	int first = -1;
+
+	for (uint32_t c = 0; c < nc; c++) {
+		if (!(k->live & (1ull << pos[c])) || cbad(k, pos[c], b) == BAD_IO)
+			continue;
+		if (first < 0)
+			first = (int)c;
+		for (uint32_t o = 0; o < nc; o++)
+			if (o != c && (k->live & (1ull << pos[o])) &&
+			    cmatch(k, pos[o], b, cbuf(s, k, pos[c], b)))
+				return (int)c;
+	}
+	if (first >= 0)
+		log_torn(s, f, k, pos[first], b);
+	return first;
 }
 
 /* One data column of one block of a mirror batch. */
@@ -2091,10 +2152,8 @@ static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f
 	    !memcmp(cbuf(s, k, pos[1], b), cbuf(s, k, pos[2], b), BLK))
 		pick =
 		    pick == 0 && !memcmp(cbuf(s, k, pos[0], b), cbuf(s, k, pos[1], b), BLK) ? 0 : 1;
-	if (pick < 0 && (k->flags & POOL_CHECK_RESYNC)) /* re-derive the checksum */
-		for (uint32_t c = 0; c < nc && pick < 0; c++)
-			if (k->live & (1ull << pos[c]))
-				pick = (int)c;
+	if (pick < 0 && (k->flags & POOL_CHECK_RESYNC))
+		pick = resync_mirror_pick(s, f, k, pos, nc, b);
 	k->st->blocks += nlive;
 	if (pick < 0) {
 		for (uint32_t c = 0; c < nc; c++)
@@ -2116,7 +2175,8 @@ static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f
 	}
 }
 
-/* Erased slots of block b of a parity batch (bit per slot). */
+/* Erased slots of block b of a parity batch (bit per slot): not read,
+ * or disagreeing with its checksum. */
 static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint32_t b)
 {
 	uint32_t n = s->k + s->g.parity, er = 0;
@@ -2124,12 +2184,66 @@ static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint32_t b)
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t p = layout_slot_pos(&s->g, st, i, 0);
-		int ok = (k->live & (1ull << p)) &&
-			 (!cbad(k, p, b) || ((k->flags & POOL_CHECK_RESYNC) && i < s->k));
-		if (!ok)
+		if (!(k->live & (1ull << p)) || cbad(k, p, b))
 			er |= 1u << i;
 	}
 	return er;
+}
+
+/* Rebuild the slots in `er` of block b into k->trial and return the data
+ * slots of `cand` whose rebuilt bytes match their stored checksums. */
+static uint32_t trial_rebuild(struct pool_store *s, struct chk *k, uint32_t b, uint32_t er,
+			      uint32_t cand)
+{
+	uint32_t n = s->k + s->g.parity, ne = 0, erased[LAYOUT_MAX_PARITY], ok = 0;
+	uint32_t pos[LAYOUT_MAX_COLUMNS];
+	uint8_t *blk[LAYOUT_MAX_COLUMNS];
+	uint64_t st = cstripe(k, b);
+
+	if ((uint32_t)__builtin_popcount(er) > s->g.parity)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		pos[i] = layout_slot_pos(&s->g, st, i, 0);
+		blk[i] = cbuf(s, k, pos[i], b);
+		if (er & (1u << i)) {
+			blk[i] = k->trial + (size_t)ne * BLK;
+			erased[ne++] = i;
+		}
+	}
+	if (ne == 0 || layout_codec_decode(s->codec, BLK, blk, erased, ne) < 0)
+		return 0;
+	for (uint32_t i = 0; i < s->k; i++)
+		if ((cand & (1u << i)) && cmatch(k, pos[i], b, blk[i]))
+			ok |= 1u << i;
+	return ok;
+}
+
+/* RESYNC: which data slots of block b that disagree with their checksums
+ * are rotten (the other columns rebuild bytes that match: erase and heal
+ * them) and which were torn by the crash (nothing matches: keep them as
+ * written, their checksums re-derived, parity recomputed from them).
+ * Rebuilding all suspects at once is tried first, then one at a time. */
+static uint32_t resync_erased(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
+			      uint32_t b, uint32_t er)
+{
+	uint32_t cand = 0, healed;
+	uint64_t st = cstripe(k, b);
+
+	for (uint32_t i = 0; i < s->k; i++)
+		if ((er & (1u << i)) && cbad(k, layout_slot_pos(&s->g, st, i, 0), b) == BAD_CSUM)
+			cand |= 1u << i;
+	if (!cand)
+		return er;
+	uint32_t base = er & ~cand;
+	healed = trial_rebuild(s, k, b, er, cand);
+	for (uint32_t i = 0; i < s->k; i++)
+		if ((cand & ~healed & (1u << i)) &&
+		    trial_rebuild(s, k, b, base | healed | (1u << i), 1u << i))
+			healed |= 1u << i;
+	for (uint32_t i = 0; i < s->k; i++)
+		if (cand & ~healed & (1u << i))
+			log_torn(s, f, k, layout_slot_pos(&s->g, st, i, 0), b);
+	return base | healed;
 }
 
 /* Blocks [b0, b1) of one stripe of a parity batch share the erasure
@@ -2185,10 +2299,15 @@ static int check_parity_run(struct pool_store *s, const struct pool_file_map *f,
 
 static int check_parity(struct pool_store *s, const struct pool_file_map *f, struct chk *k)
 {
+	for (uint32_t b = 0; b < k->span; b++) {
+		k->er[b] = parity_erased(s, k, b);
+		if (k->er[b] && (k->flags & POOL_CHECK_RESYNC))
+			k->er[b] = resync_erased(s, f, k, b, k->er[b]);
+	}
 	for (uint32_t b0 = 0; b0 < k->span;) {
-		uint32_t er = parity_erased(s, k, b0), b1 = b0 + 1;
+		uint32_t er = k->er[b0], b1 = b0 + 1;
 		uint32_t end = (b0 / k->nblk + 1) * k->nblk; /* runs stay in one stripe */
-		while (b1 < end && parity_erased(s, k, b1) == er)
+		while (b1 < end && k->er[b1] == er)
 			b1++;
 		int rc = check_parity_run(s, f, k, b0, b1, er);
 		if (rc < 0)
@@ -2223,15 +2342,20 @@ static int check_read(struct rq *q, struct chk *k)
 						   .off = k->first * il,
 						   .buf = cbuf(s, k, p, 0)};
 	memset(k->rbad, 0, (size_t)n * k->span);
+	memset(k->rcrc, 0, (size_t)n * k->span * sizeof(*k->rcrc));
 	for (uint32_t p = 0; p < s->npos; p++)
 		memset(k->bad + cidx(k, p, 0), 0, k->span);
 	q->badblk = k->rbad;
+	q->stored = k->rcrc;
 	int rc = phase_read(q, t->cio, n);
 	q->badblk = NULL;
+	q->stored = NULL;
 	k->exists = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t p = t->cio[i].pos;
 		memcpy(k->bad + cidx(k, p, 0), k->rbad + (size_t)i * k->span, k->span);
+		memcpy(k->crc + cidx(k, p, 0), k->rcrc + (size_t)i * k->span,
+		       k->span * sizeof(*k->crc));
 		if ((q->have & (1ull << p)) && q->ref[p].fd >= 0)
 			k->exists |= 1ull << p;
 	}
@@ -2370,6 +2494,10 @@ static void chk_free(struct chk *k)
 	free(k->bad);
 	free(k->wr);
 	free(k->par);
+	free(k->rcrc);
+	free(k->crc);
+	free(k->er);
+	free(k->trial);
 }
 
 /* Batches of up to 4 MiB per position (at least one stripe). */
@@ -2394,7 +2522,11 @@ static int chk_alloc(struct pool_store *s, struct chk *k, uint64_t n)
 	k->rbad = calloc(s->npos, per);
 	k->bad = calloc(s->npos, per);
 	k->wr = calloc(s->npos, per);
-	if (!k->rbad || !k->bad || !k->wr) {
+	k->rcrc = calloc(s->npos * per, sizeof(*k->rcrc));
+	k->crc = calloc(s->npos * per, sizeof(*k->crc));
+	k->er = calloc(per, sizeof(*k->er));
+	k->trial = malloc((size_t)LAYOUT_MAX_PARITY * BLK);
+	if (!k->rbad || !k->bad || !k->wr || !k->rcrc || !k->crc || !k->er || !k->trial) {
 		chk_free(k);
 		return -ENOMEM;
 	}
