@@ -121,6 +121,7 @@ struct fs {
 	uint64_t started_ns;
 	struct fs_health *health; /* disk health watcher (fs/health.c) */
 	struct fs_jobs *jobs;	  /* repair and scrub jobs (fs/jobs.c) */
+	int run_lock;		  /* pool/runlock.c: held until the process ends */
 };
 
 /* ---- inode numbers ---- */

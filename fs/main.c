@@ -27,6 +27,7 @@
 
 #include "fs/fs.h"
 #include "fs/node.h"
+#include "pool/ctl.h"
 
 #define SPACEFS_VERSION "0.1.0"
 
@@ -265,6 +266,21 @@ static int open_pool(struct fs *fs)
 		return rc;
 	}
 	report_disks(fs->pool);
+	/* Nothing of a volume is opened while another daemon of this node
+	 * may still be closing it (pool/runlock.c). */
+	char uuid[40];
+	pool_uuid_format(fs->pool->sb->pool_uuid, uuid);
+	rc = pool_runlock_take(uuid, fs->opt.node, POOL_RUNLOCK_WAIT_S, &fs->run_lock, err,
+			       sizeof(err));
+	if (rc == 1) { /* the daemon we waited for may have changed the pool */
+		pool_close(fs->pool);
+		fs->pool = NULL;
+		rc = pool_open(fs->opt.source, 0, &fs->pool, err, sizeof(err));
+	}
+	if (rc < 0) {
+		fprintf(stderr, "spacefs: %s\n", err);
+		return rc;
+	}
 	for (uint32_t i = 0; i < fs->pool->sb->nvolumes; i++) {
 		const struct pool_sb_volume *pv = &fs->pool->sb->volume[i];
 		if (pv->state != POOL_VOLUME_ONLINE) {
@@ -314,6 +330,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0)
 		goto remove_handlers;
 	fuse_daemonize(fs->opt.foreground || fs->opt.debug);
+	pool_runlock_note_pid(fs->run_lock);
 	redirect_log(fs);
 	if (fs_flusher_start(fs) < 0)
 		goto unmount;
@@ -355,6 +372,7 @@ int main(int argc, char *argv[])
 	int rc;
 
 	memset(&fs, 0, sizeof(fs));
+	fs.run_lock = -1;
 	pthread_mutex_init(&fs.vol_lock, NULL);
 	pthread_rwlock_init(&fs.pool_lock, NULL);
 	pthread_mutex_init(&fs.itable_lock, NULL);

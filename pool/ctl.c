@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -118,8 +119,11 @@ static int parse_reply(char *raw, char **reply, char *err, size_t errlen)
 	return -EIO;
 }
 
-/* One request to the socket at `path`; -ENOENT if nobody listens. */
-static int call_at(const char *path, const char *request, char **reply, char *err, size_t errlen)
+/* One request to the socket at `path`; -ENOENT if nobody listens.  With
+ * timeout_ms, a daemon that does not answer in time (stopped, hung) gives
+ * -ETIMEDOUT instead of a wait without end. */
+static int call_within(const char *path, const char *request, char **reply, char *err,
+		       size_t errlen, unsigned timeout_ms)
 {
 	int fd = connect_to(path);
 	char *raw = NULL;
@@ -127,13 +131,26 @@ static int call_at(const char *path, const char *request, char **reply, char *er
 
 	if (fd < 0)
 		return -ENOENT; /* a stale socket of a dead daemon */
+	if (timeout_ms) {
+		struct timeval tv = {.tv_sec = timeout_ms / 1000,
+				     .tv_usec = (timeout_ms % 1000) * 1000};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
 	rc = send_all(fd, request, strlen(request));
 	if (rc == 0)
 		rc = send_all(fd, "\n", 1);
 	if (rc == 0)
 		rc = read_all(fd, &raw);
 	close(fd);
+	if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+		rc = -ETIMEDOUT;
 	return rc == 0 ? parse_reply(raw, reply, err, errlen) : rc;
+}
+
+static int call_at(const char *path, const char *request, char **reply, char *err, size_t errlen)
+{
+	return call_within(path, request, reply, err, errlen, 0);
 }
 
 static int check_request(const char *request)
@@ -142,26 +159,44 @@ static int check_request(const char *request)
 	return strlen(request) + 2 > POOL_CTL_MAX_REQUEST || strchr(request, '\n') ? -EINVAL : 0;
 }
 
-int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen)
+/* One try at every daemon of pool `uuid` (or $SPACEFS_NODE's only). */
+static int call_any(const char *uuid, const char *node, const char *request, char **reply,
+		    char *err, size_t errlen)
 {
 	char pattern[512];
 	glob_t g;
+	int rc = -ENOENT;
+
+	snprintf(pattern, sizeof(pattern), "%s/%s.%s.sock", pool_ctl_dir(), uuid, node);
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return -ENOENT;
+	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++)
+		rc = call_at(g.gl_pathv[i], request, reply, err, errlen);
+	globfree(&g);
+	return rc;
+}
+
+int pool_ctl_call(const char *uuid, const char *request, char **reply, char *err, size_t errlen)
+{
 	int rc = check_request(request);
 
 	*reply = NULL;
 	if (rc < 0)
 		return rc;
 	/* SPACEFS_NODE picks one node's daemon when several run here. */
-	const char *node = getenv("SPACEFS_NODE");
-	snprintf(pattern, sizeof(pattern), "%s/%s.%s.sock", pool_ctl_dir(), uuid,
-		 node && *node && !strpbrk(node, "/*?[") ? node : "*");
-	if (glob(pattern, 0, NULL, &g) != 0)
-		return -ENOENT;
-	rc = -ENOENT;
-	for (size_t i = 0; i < g.gl_pathc && rc == -ENOENT; i++)
-		rc = call_at(g.gl_pathv[i], request, reply, err, errlen);
-	globfree(&g);
-	return rc;
+	const char *env = getenv("SPACEFS_NODE");
+	const char *node = env && *env && !strpbrk(env, "/*?[") ? env : "*";
+	/* "Nobody answers" means "no daemon" only once no daemon holds its
+	 * run lock (runlock.c): one that is starting or still shutting down
+	 * is waited for, never raced. */
+	for (unsigned waited = 0;; waited += 100) {
+		rc = call_any(uuid, node, request, reply, err, errlen);
+		if (rc != -ENOENT || !pool_runlock_busy(uuid, node, err, errlen))
+			return rc;
+		if (waited >= POOL_RUNLOCK_WAIT_S * 1000u)
+			return -EBUSY;
+		usleep(100 * 1000);
+	}
 }
 
 int pool_ctl_call_node(const char *uuid, const char *node, const char *request, char **reply,
@@ -174,4 +209,16 @@ int pool_ctl_call_node(const char *uuid, const char *node, const char *request, 
 	if (rc == 0)
 		rc = pool_ctl_path(uuid, node, path, sizeof(path));
 	return rc < 0 ? rc : call_at(path, request, reply, err, errlen);
+}
+
+int pool_ctl_ask_node(const char *uuid, const char *node, const char *request, char **reply,
+		      unsigned timeout_ms)
+{
+	char path[512], err[128];
+	int rc = check_request(request);
+
+	*reply = NULL;
+	if (rc == 0)
+		rc = pool_ctl_path(uuid, node, path, sizeof(path));
+	return rc < 0 ? rc : call_within(path, request, reply, err, sizeof(err), timeout_ms);
 }

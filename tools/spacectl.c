@@ -466,8 +466,10 @@ static int do_volume_create(const struct volume_create_args *a)
 	/* Checked here too, so both paths refuse alike and before any change. */
 	if (rc == 0 && pool_geom_fit(p, &g, err, sizeof(err)) < 0)
 		rc = say_error(1, NULL, "volume '%s': %s", a->name, err);
-	if (rc == 0 && (rc = create_via_daemon(p, a, &g)) == -ENOENT)
-		rc = create_offline(p, a, &g);
+	if (rc == 0 && (rc = create_via_daemon(p, a, &g)) == -ENOENT) {
+		rc = pool_runlock_offline_pool(&p, a->source, err, sizeof(err));
+		rc = rc < 0 ? say_error(1, NULL, "%s", err) : create_offline(p, a, &g);
+	}
 	if (rc == 0) {
 		describe_geom(&g, desc, sizeof(desc));
 		printf("volume '%s' created: %s, integrity %s\n", a->name, desc,
@@ -732,7 +734,8 @@ static int do_volume_delete(const struct volume_delete_args *a)
 		rc = say_error(1, "volume delete",
 			       "pool '%s' is mounted (spacefs on node %s); unmount it first",
 			       p->sb->pool_name, node);
-	} else if (pool_volume_delete(p, a->name, err, sizeof(err)) < 0) {
+	} else if (pool_runlock_offline_pool(&p, a->source, err, sizeof(err)) < 0 ||
+		   pool_volume_delete(p, a->name, err, sizeof(err)) < 0) {
 		rc = say_error(1, NULL, "%s", err);
 	} else {
 		warn_unhealthy(p);

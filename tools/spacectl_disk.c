@@ -376,7 +376,9 @@ static int disk_cmd(const char *what, const char *source, const char *req, int w
 		return 1;
 	rc = call(p, "jobs", &reply, err, sizeof(err));
 	free(reply);
-	if (rc == -ENOENT)
+	if (rc == -ENOENT && pool_runlock_offline_pool(&p, source, err, sizeof(err)) < 0)
+		rc = err_line(1, what, "%s", err);
+	else if (rc == -ENOENT)
 		rc = disk_offline(p, what, off, args);
 	else if (!req)
 		rc = err_line(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
