@@ -556,6 +556,88 @@ static void test_integrity_mirror_sidecar(void **state)
 	free(ref);
 }
 
+/* Store `v` as the checksum of block `blk` of position pos. */
+static void set_crc(struct pool *p, const struct pool_file_map *f, uint32_t pos, uint64_t blk,
+		    uint32_t v)
+{
+	char path[512];
+
+	chunk_name(p, f, pos, ".crc", path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &v, 4, (off_t)(blk * 4)), 4);
+	close(fd);
+}
+
+/* A resync after a crash: every block of both stripes checked, repaired. */
+static struct pool_check_stats resync(struct pool *p, const struct pool_file_map *f)
+{
+	struct pool_check_stats st = {0};
+
+	assert_int_equal(
+	    pool_store_check(p->s, f, 0, 2, POOL_CHECK_RESYNC | POOL_CHECK_REPAIR, 0, &st), 0);
+	return st;
+}
+
+/* After a crash a resync must not bless damage: a block that disagrees
+ * with its checksum is healed when another source (the other copy, the
+ * rebuild from the other columns) matches the stored checksum; only one
+ * that nothing can make match is kept as written (a torn write), its
+ * checksum re-derived. */
+static void test_resync_heals_rot(void **state)
+{
+	(void)state;
+	const struct layout_geom gs[] = {
+	    geom(LAYOUT_PARITY, 1, 1, 16384), geom(LAYOUT_PARITY, 1, 2, 16384),
+	    geom(LAYOUT_MIRROR, 2, 0, 16384), geom(LAYOUT_MIRROR, 3, 0, 16384)};
+
+	for (size_t i = 0; i < sizeof(gs) / sizeof(gs[0]); i++) {
+		const struct layout_geom *g = &gs[i];
+		struct pool p;
+		struct pool_file_map f = file_map(g, 90 + i);
+		uint64_t sb = layout_stripe_bytes(g);
+		uint8_t *ref = calloc(1, 2 * sb);
+		uint32_t pos = pos_of(g, 0, 1, 0);
+
+		pool_make(&p, "/var/tmp", *g, 1, 0);
+		pool_open(&p);
+		do_write(&p, &f, ref, 0, (size_t)(2 * sb));
+
+		/* Bit rot in a data block: healed, not blessed. */
+		flip_byte(&p, &f, pos, BLOCK + 100);
+		struct pool_check_stats st = resync(&p, &f);
+		assert_true(st.repaired >= 1);
+		assert_int_equal(st.unrecoverable, 0);
+		check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+		assert_int_equal(resync(&p, &f).bad, 0);
+
+		if (g->kind == LAYOUT_MIRROR) {
+			/* Every copy disagrees with its own checksum: copy 0's
+			 * bytes rotten, copy 1's checksum rotten.  Copy 1's bytes
+			 * match copy 0's checksum: they are the ones kept. */
+			flip_byte(&p, &f, pos, BLOCK + 100);
+			for (uint32_t c = 1; c < g->copies; c++)
+				set_crc(&p, &f, pos_of(g, 0, 1, c), 1, 0xdeadbeef);
+			resync(&p, &f);
+			check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+			assert_int_equal(resync(&p, &f).bad, 0);
+		}
+		/* A torn write: no copy or rebuild matches the stored
+		 * checksum.  The bytes stay as written, the checksum is
+		 * re-derived, and the block reads without error after. */
+		for (uint32_t c = 0; c < g->copies; c++)
+			set_crc(&p, &f, pos_of(g, 0, 1, c), 1, 0x12345678);
+		st = resync(&p, &f);
+		assert_true(st.repaired >= 1);
+		uint64_t errs = total_csum_errors(&p);
+		check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+		assert_int_equal(total_csum_errors(&p), errs);
+		assert_int_equal(resync(&p, &f).bad, 0);
+		pool_destroy(&p);
+		free(ref);
+	}
+}
+
 /* ---- holes, punch, truncate, remove ---------------------------------------- */
 
 static void test_holes(void **state)
@@ -1393,6 +1475,7 @@ int main(void)
 	    cmocka_unit_test(test_tmpfs),
 	    cmocka_unit_test(test_integrity_read),
 	    cmocka_unit_test(test_integrity_mirror_sidecar),
+	    cmocka_unit_test(test_resync_heals_rot),
 	    cmocka_unit_test(test_holes),
 	    cmocka_unit_test(test_punch),
 	    cmocka_unit_test(test_truncate),
