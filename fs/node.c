@@ -412,6 +412,15 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		s->best.node);
 }
 
+/* The reason a peer gave with a failed ownership request. */
+static void reply_text(const struct wire_rep *p, int rc, char *out, size_t outlen)
+{
+	if (p->ndata)
+		snprintf(out, outlen, "%.*s", (int)p->ndata, (const char *)p->data);
+	else
+		snprintf(out, outlen, "%s", strerror(-rc));
+}
+
 /* Stop owning v.  `lost`: another node took it, so nothing may be written
  * (not even cached attributes); else drain, write back and release.  The
  * drain is what keeps the stores alive under every request: each one holds
@@ -466,8 +475,7 @@ static int hand_over(struct fs_node *n, struct fs_volume *v, const char *to, boo
 	if (rc < 0)
 		snprintf(why, sizeof(why), "telling it failed: %s", strerror(-rc));
 	else if ((rc = p.err) < 0)
-		snprintf(why, sizeof(why), "%.*s", (int)p.ndata,
-			 p.ndata ? (const char *)p.data : strerror(-rc));
+		reply_text(&p, rc, why, sizeof(why));
 	free(raw);
 	if (rc < 0) {
 		snprintf(err, errlen,
@@ -910,8 +918,7 @@ static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node,
 	uint8_t *raw = NULL;
 	int rc = fs_rpc_call(n->rpc, oaddr, &q, &p, &raw);
 	if (rc == 0 && (rc = p.err) < 0)
-		snprintf(err, errlen, "%.*s", (int)p.ndata,
-			 p.ndata ? (const char *)p.data : strerror(-rc));
+		reply_text(&p, rc, err, errlen);
 	free(raw);
 	look_again(n, v);
 	/* When this node is the target, taking the volume breaks every
