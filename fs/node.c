@@ -24,7 +24,13 @@
  *    drains local requests (the volume's rwlock), writes back cached
  *    attributes, syncs the metadata, closes the stores, marks the lock
  *    records released, drops its byte-1 locks and tells the new owner
- *    (W_TAKE), which takes over at once.
+ *    (W_TAKE), which takes over at once.  The old owner leaves the volume
+ *    alone meanwhile (hold_until), and the new one keeps the request until
+ *    it has taken the volume (take_until), so neither a tick racing the
+ *    release nor balancing takes it back.  A move waits for the answer:
+ *    W_TAKE with FS_TAKE_WAIT is answered once the target owns the volume,
+ *    or with the reason it could not, so `owner move` succeeds only when
+ *    the volume really moved.
  *  - Balancing (CSV in Windows Server 2012 R2): whenever the set of live
  *    nodes changes, and on request, every node computes the same desired
  *    owner per volume -- its preferred owner if live, else the current
@@ -39,6 +45,7 @@
  * measured on this node's CLOCK_MONOTONIC (docs/OPERATIONS.md).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +330,20 @@ static void drop_locks(struct fs_node *n, struct fs_volume *v, uint64_t epoch, b
 	}
 }
 
+/* Why the last take asked of us did not happen (for the mover's error). */
+static void note_take_err(struct fs_vnode *vn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void note_take_err(struct fs_vnode *vn, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&vn->info_lock);
+	va_start(ap, fmt);
+	vsnprintf(vn->take_err, sizeof(vn->take_err), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&vn->info_lock);
+}
+
 static int open_stores(struct fs_node *n, struct fs_volume *v, uint64_t epoch)
 {
 	struct fs *fs = n->fs;
@@ -346,6 +367,7 @@ static int open_stores(struct fs_node *n, struct fs_volume *v, uint64_t epoch)
 		v->vn->state = VS_OWNED;
 	} else {
 		fprintf(stderr, "spacefs: node %s: taking volume %s: %s\n", n->name, v->name, err);
+		note_take_err(v->vn, "opening its stores: %s", err);
 	}
 	pthread_rwlock_unlock(&v->vn->lock);
 	atomic_store(&v->vn->changing, 0);
@@ -371,9 +393,12 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		if (rc == 0)
 			ok++;
 	}
-	if (ok < majority(vn))
+	if (ok < majority(vn)) {
 		fprintf(stderr, "spacefs: node %s: volume %s: lease taken on %u of %u disks (%s)\n",
 			n->name, v->name, ok, vn->nmeta, err);
+		note_take_err(vn, "lease taken on %u of %u metadata disks (%s)", ok, vn->nmeta,
+			      err);
+	}
 	if (ok < majority(vn) || open_stores(n, v, c.epoch) < 0) {
 		drop_locks(n, v, c.epoch, true);
 		return;
@@ -387,13 +412,30 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		s->best.node);
 }
 
+/* The reason a peer gave with a failed ownership request. */
+static void reply_text(const struct wire_rep *p, int rc, char *out, size_t outlen)
+{
+	if (p->ndata)
+		snprintf(out, outlen, "%.*s", (int)p->ndata, (const char *)p->data);
+	else
+		snprintf(out, outlen, "%s", strerror(-rc));
+}
+
 /* Stop owning v.  `lost`: another node took it, so nothing may be written
- * (not even cached attributes); else drain, write back and release. */
+ * (not even cached attributes); else drain, write back and release.  The
+ * drain is what keeps the stores alive under every request: each one holds
+ * the volume's rwlock shared (fs_vol_enter_local / fs_vol_hold_local) for
+ * as long as it uses them, and the stores close under the exclusive lock.
+ * `to`: the caller hands the volume over next (hand_over); until it knows
+ * how that went, this node does not take the volume back. */
 static void release(struct fs_node *n, struct fs_volume *v, bool lost, const char *to)
 {
 	struct fs_vnode *vn = v->vn;
 	uint64_t epoch = vn->epoch;
 
+	if (to) /* longest a W_TAKE can take (redirect.c's socket timeout) */
+		atomic_store(&vn->hold_until_ns,
+			     fs_mono_ns() + (3 * n->lease_ms + 5000) * 1000000ll);
 	atomic_store(&vn->changing, 1);
 	pthread_rwlock_wrlock(&vn->lock);
 	if (!lost) {
@@ -408,18 +450,45 @@ static void release(struct fs_node *n, struct fs_volume *v, bool lost, const cha
 	set_owner(vn, "", "", epoch, false);
 	fprintf(stderr, "spacefs: node %s: %s volume %s (epoch %llu)%s%s\n", n->name,
 		lost ? "LOST" : "released", v->name, (unsigned long long)epoch,
-		to ? ", handed over to " : "", to ? to : "");
-	if (to) {
-		char addr[POOL_ADDR_MAX];
-		fs_node_addr_of(n->fs, to, addr);
-		struct wire_req q = {.type = W_TAKE, .volid = v->id, .name = n->name, .name2 = ""};
-		struct wire_rep p;
-		uint8_t *raw = NULL;
-		if (addr[0] && fs_rpc_call(n->rpc, addr, &q, &p, &raw) < 0)
-			fprintf(stderr, "spacefs: node %s: telling %s to take volume %s failed\n",
-				n->name, to, v->name);
-		free(raw);
+		to ? ", handing it over to " : "", to ? to : "");
+}
+
+/* After release(n, v, false, to): tell `to` to take v now (W_TAKE).
+ * wait: the answer comes once `to` owns v, or says why it does not.  On
+ * failure v is ownerless and the usual takeover gives it an owner. */
+static int hand_over(struct fs_node *n, struct fs_volume *v, const char *to, bool wait, char *err,
+		     size_t errlen)
+{
+	struct fs_vnode *vn = v->vn;
+	struct wire_req q = {.type = W_TAKE,
+			     .volid = v->id,
+			     .flags = wait ? FS_TAKE_WAIT : 0,
+			     .name = n->name,
+			     .name2 = ""};
+	struct wire_rep p = {0};
+	uint8_t *raw = NULL;
+	char addr[POOL_ADDR_MAX], why[300];
+	int rc;
+
+	fs_node_addr_of(n->fs, to, addr);
+	rc = addr[0] ? fs_rpc_call(n->rpc, addr, &q, &p, &raw) : -EHOSTUNREACH;
+	if (rc < 0)
+		snprintf(why, sizeof(why), "telling it failed: %s", strerror(-rc));
+	else if ((rc = p.err) < 0)
+		reply_text(&p, rc, why, sizeof(why));
+	free(raw);
+	if (rc < 0) {
+		snprintf(err, errlen,
+			 "volume %s was released by %s but %s did not take it (%s); the next "
+			 "heartbeat gives it an owner",
+			 v->name, n->name, to, why);
+		fprintf(stderr, "spacefs: node %s: %s\n", n->name, err);
+		atomic_store(&vn->hold_until_ns, 0);
+	} else {
+		/* a moved volume is owned now; a balanced one soon */
+		atomic_store(&vn->hold_until_ns, wait ? 0 : fs_mono_ns() + n->lease_ms * 1000000ll);
 	}
+	return rc;
 }
 
 static void renew(struct fs_node *n, struct fs_volume *v)
@@ -621,8 +690,11 @@ static void balance(struct fs_node *n)
 		pthread_mutex_lock(&n->lock);
 		snprintf(to, sizeof(to), "%s", n->live[want[i]]);
 		pthread_mutex_unlock(&n->lock);
-		if (strcmp(to, n->name))
+		if (strcmp(to, n->name)) {
+			char err[512];
 			release(n, v, false, to);
+			hand_over(n, v, to, false, err, sizeof(err));
+		}
 	}
 }
 
@@ -657,11 +729,12 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 		vn->ownerless_since_ns = 0;
 	else if (!vn->ownerless_since_ns)
 		vn->ownerless_since_ns = now;
-	bool asked = atomic_exchange(&vn->take_now, 0);
-	bool want = asked || is_desired(n, idx);
+	bool asked = atomic_load(&vn->take_until_ns) > now;
+	bool hold = !asked && atomic_load(&vn->hold_until_ns) > now;
+	bool want = !hold && (asked || is_desired(n, idx));
 	switch (s.state) {
 	case SEEN_NONE:
-		if (want || now - vn->ownerless_since_ns > 2 * n->lease_ms * 1000000ll)
+		if (want || (!hold && now - vn->ownerless_since_ns > 2 * n->lease_ms * 1000000ll))
 			take(n, v, &s, false, asked ? "handed over" : "no owner");
 		break;
 	case SEEN_DEAD:
@@ -671,10 +744,20 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 	case SEEN_HUNG:
 		if (want && now - vn->seen_since_ns > (n->lease_ms + n->margin_ms) * 1000000ll)
 			take(n, v, &s, true, "previous owner stopped renewing");
+		else if (asked)
+			note_take_err(vn, "node %s still holds its lock (epoch %llu)", s.best.node,
+				      (unsigned long long)s.best.epoch);
+		break;
+	case SEEN_VALID:
+		if (asked)
+			note_take_err(vn, "node %s holds a valid lease (epoch %llu)", s.best.node,
+				      (unsigned long long)s.best.epoch);
 		break;
 	default:
 		break;
 	}
+	if (vn->state == VS_OWNED)
+		atomic_store(&vn->take_until_ns, 0);
 }
 
 static void tick(struct fs_node *n)
@@ -704,10 +787,11 @@ static void *node_main(void *arg)
 
 	pthread_mutex_lock(&n->lock);
 	while (!n->stopping) {
+		n->again = false;
 		pthread_mutex_unlock(&n->lock);
 		tick(n);
 		pthread_mutex_lock(&n->lock);
-		if (n->stopping || n->balance_now)
+		if (n->stopping || n->balance_now || n->again)
 			continue;
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -731,22 +815,129 @@ void fs_node_kick(struct fs *fs, bool bal)
 	pthread_mutex_unlock(&n->lock);
 }
 
-void fs_node_take(struct fs *fs, uint32_t volid)
+static bool owned_here(struct fs_node *n, struct fs_volume *v)
 {
-	struct fs_volume *v = fs_volume_by_id(fs, volid);
+	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
 
-	if (v && v->vn)
-		atomic_store(&v->vn->take_now, 1);
-	fs_node_kick(fs, false);
+	fs_node_owner(v, owner, addr, &epoch, &valid);
+	return valid && !strcmp(owner, n->name);
+}
+
+int fs_node_take(struct fs *fs, uint32_t volid, bool wait, char *err, size_t errlen)
+{
+	struct fs_node *n = fs->node;
+	struct fs_volume *v = fs_volume_by_id(fs, volid);
+	int64_t limit = 2 * n->lease_ms * 1000000ll; /* below the mover's socket timeout */
+	int64_t until = fs_mono_ns() + limit;
+
+	if (!v || !v->vn) {
+		snprintf(err, errlen, "node %s has no volume with id %u", n->name, volid);
+		return -ENOENT;
+	}
+	struct fs_vnode *vn = v->vn;
+	pthread_mutex_lock(&vn->info_lock);
+	vn->take_err[0] = '\0';
+	pthread_mutex_unlock(&vn->info_lock);
+	atomic_store(&vn->hold_until_ns, 0);
+	atomic_store(&vn->take_until_ns, until);
+	pthread_mutex_lock(&n->lock);
+	n->again = true; /* even if a tick is running right now */
+	pthread_cond_signal(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+	if (!wait)
+		return 0;
+	while (!owned_here(n, v) && fs_mono_ns() < until)
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+	/* Settle it under the state lock: a take under way finishes first,
+	 * none starts after. */
+	pthread_mutex_lock(&n->state_lock);
+	atomic_store(&vn->take_until_ns, 0);
+	bool owned = vn->state == VS_OWNED;
+	pthread_mutex_unlock(&n->state_lock);
+	if (owned)
+		return 0;
+	pthread_mutex_lock(&vn->info_lock);
+	snprintf(err, errlen, "node %s could not take volume %s within %lld s: %s", n->name,
+		 v->name, (long long)(limit / 1000000000ll),
+		 vn->take_err[0] ? vn->take_err : "its node thread did not get to it");
+	pthread_mutex_unlock(&vn->info_lock);
+	return -ETIMEDOUT;
+}
+
+/* Read v's lock files now (not at the next heartbeat): the owner this
+ * node reports must be the real one as soon as a move returns. */
+static void look_again(struct fs_node *n, struct fs_volume *v)
+{
+	struct seen s;
+
+	pthread_mutex_lock(&n->state_lock);
+	if (v->vn->state != VS_OWNED)
+		observe(n, v, &s);
+	pthread_mutex_unlock(&n->state_lock);
+}
+
+/* The owner as seen now; waits up to a lease while there is none (a
+ * takeover or another move under way).  false: still none. */
+static bool current_owner(struct fs_node *n, struct fs_volume *v, char *owner, char *addr)
+{
+	int64_t until = fs_mono_ns() + n->lease_ms * 1000000ll;
+	uint64_t epoch;
+	bool valid;
+
+	for (;;) {
+		look_again(n, v);
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		if (valid || fs_mono_ns() >= until)
+			return valid;
+		fs_node_kick(n->fs, false);
+		nanosleep(&(struct timespec){0, 50000000}, NULL);
+	}
+}
+
+/* Not the owner: ask the owner to move v. */
+static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node, char *err,
+		       size_t errlen)
+{
+	char owner[POOL_NODE_NAME_MAX + 1], oaddr[POOL_ADDR_MAX];
+
+	if (!current_owner(n, v, owner, oaddr)) {
+		snprintf(err, errlen, "volume %s has had no owner for a lease; try again", v->name);
+		return -EAGAIN;
+	}
+	if (!strcmp(owner, n->name)) { /* our own lease on disk, but the stores are closed */
+		snprintf(err, errlen, "volume %s is changing hands on node %s; try again", v->name,
+			 n->name);
+		return -EAGAIN;
+	}
+	if (!strcmp(owner, node))
+		return 0;
+	struct wire_req q = {.type = W_MOVE, .volid = v->id, .name = node, .name2 = ""};
+	struct wire_rep p = {0};
+	uint8_t *raw = NULL;
+	int rc = fs_rpc_call(n->rpc, oaddr, &q, &p, &raw);
+	if (rc == 0 && (rc = p.err) < 0)
+		reply_text(&p, rc, err, errlen);
+	free(raw);
+	look_again(n, v);
+	/* When this node is the target, taking the volume breaks every
+	 * connection to the old owner (fs_rpc_reset in take), this one too:
+	 * what counts is who owns the volume now. */
+	if (rc < 0 && rc != p.err && owned_here(n, v) && !strcmp(node, n->name))
+		rc = 0;
+	if (rc < 0 && rc != p.err)
+		snprintf(err, errlen, "asking owner %s (%s) to move volume %s: %s", owner, oaddr,
+			 v->name, strerror(-rc));
+	return rc;
 }
 
 int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err, size_t errlen)
 {
 	struct fs_node *n = fs->node;
 	struct fs_volume *v = fs_volume_by_name(fs, volume);
-	char addr[POOL_ADDR_MAX], owner[POOL_NODE_NAME_MAX + 1], oaddr[POOL_ADDR_MAX];
-	uint64_t epoch;
-	bool valid;
+	char addr[POOL_ADDR_MAX];
+	int rc;
 
 	if (!v) {
 		snprintf(err, errlen, "no volume '%s'", volume);
@@ -758,29 +949,18 @@ int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err,
 		return -EHOSTUNREACH;
 	}
 	pthread_mutex_lock(&n->state_lock);
-	bool owned = v->vn->state == VS_OWNED;
-	if (owned && strcmp(node, n->name))
+	bool owned = v->vn->state == VS_OWNED, here = !strcmp(node, n->name);
+	if (owned && !here)
 		release(n, v, false, node);
 	pthread_mutex_unlock(&n->state_lock);
-	if (owned)
+	if (!owned)
+		return move_remote(n, v, node, err, errlen);
+	if (here)
 		return 0;
-	fs_node_owner(v, owner, oaddr, &epoch, &valid);
-	if (!valid) {
-		snprintf(err, errlen, "volume %s has no owner right now; try again", volume);
-		return -EAGAIN;
-	}
-	if (!strcmp(owner, node))
-		return 0;
-	struct wire_req q = {.type = W_MOVE, .volid = v->id, .name = node, .name2 = ""};
-	struct wire_rep p;
-	uint8_t *raw = NULL;
-	int rc = fs_rpc_call(n->rpc, oaddr, &q, &p, &raw);
-	if (rc == 0)
-		rc = p.err;
-	if (rc < 0)
-		snprintf(err, errlen, "asking owner %s (%s) to move volume %s: %s", owner, oaddr,
-			 volume, strerror(-rc));
-	free(raw);
+	/* Not under the state lock: the target's answer can take a while,
+	 * and this node's other volumes need their heartbeats meanwhile. */
+	rc = hand_over(n, v, node, true, err, errlen);
+	look_again(n, v);
 	return rc;
 }
 
@@ -917,6 +1097,10 @@ void fs_node_stop(struct fs *fs)
 			if (n->nlive && want[i] >= 0)
 				snprintf(to, sizeof(to), "%s", n->live[want[i]]);
 			release(n, v, false, to[0] ? to : NULL);
+			if (to[0]) {
+				char err[512];
+				hand_over(n, v, to, false, err, sizeof(err));
+			}
 		}
 	}
 	fs_srv_stop(n);

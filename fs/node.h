@@ -39,7 +39,8 @@ struct fs_vnode {
 	char pref[POOL_NODE_NAME_MAX + 1];
 	bool owner_valid; /* a valid lease on a majority */
 
-	/* lock files on the metadata disks (node thread only) */
+	/* lock files on the metadata disks, and what was seen in them (under
+	 * the node's state_lock: the node thread's ticks, moves) */
 	uint32_t nmeta;
 	int lock_fd[POOL_META_DISKS];
 	char lock_dir[POOL_META_DISKS][POOL_PATH_MAX];
@@ -48,7 +49,14 @@ struct fs_vnode {
 	uint64_t seen_epoch;
 	int64_t seen_since_ns; /* CLOCK_MONOTONIC when it was first seen */
 	int64_t ownerless_since_ns;
-	atomic_int take_now; /* a handover to us was announced */
+	/* Handovers, CLOCK_MONOTONIC deadlines (0: none).  take_until: a
+	 * peer released the volume to us, take it at once until then (it
+	 * stays asked for across ticks, so a tick that looked at the lock
+	 * files just before the release does not lose it).  hold_until: we
+	 * released it to a peer, do not take it back before then. */
+	atomic_int_fast64_t take_until_ns;
+	atomic_int_fast64_t hold_until_ns;
+	char take_err[256]; /* under info_lock: why the last take failed */
 
 	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
 	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
@@ -77,6 +85,7 @@ struct fs_node {
 	pthread_mutex_t lock; /* guards the fields below */
 	pthread_cond_t wake;
 	bool stopping, balance_now;
+	bool again;			       /* tick once more right away (a handover to us) */
 	char live[64][POOL_NODE_NAME_MAX + 1]; /* live nodes, sorted */
 	char live_addr[64][POOL_ADDR_MAX];
 	uint32_t nlive;
@@ -90,10 +99,15 @@ int fs_node_start(struct fs *fs, char *err, size_t errlen); /* before mounting *
 int fs_node_run(struct fs *fs, char *err, size_t errlen);   /* after: threads */
 void fs_node_stop(struct fs *fs);			    /* hand every owned volume back, stop */
 void fs_node_kick(struct fs *fs, bool balance);
-/* "owner-move VOLUME NODE": done here if we own it, else forwarded. */
+/* "owner-move VOLUME NODE": done here if we own it, else forwarded to
+ * the owner.  Returns 0 only once NODE owns the volume; else *err has one
+ * line saying why not. */
 int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err, size_t errlen);
-/* A peer released volume id to us. */
-void fs_node_take(struct fs *fs, uint32_t volid);
+/* W_TAKE: a peer released volume id to us.  With FS_TAKE_WAIT in the
+ * request's flags the answer waits until this node owns it (0) or gives
+ * up (-ETIMEDOUT, *err says why); else it only asks the node thread. */
+#define FS_TAKE_WAIT 1u
+int fs_node_take(struct fs *fs, uint32_t volid, bool wait, char *err, size_t errlen);
 /* Snapshot of the owner for status and the user.spacefs.owner xattr. */
 void fs_node_owner(struct fs_volume *v, char *node, char *addr, uint64_t *epoch, bool *valid);
 /* Address of a live node, "" if unknown. */

@@ -492,19 +492,30 @@ static int server_handshake(struct served *s, char *peer_node)
 static void dispatch(struct fs_node *n, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
 {
 	struct fs *fs = n->fs;
-	char err[256];
+	char err[512] = "";
 
 	if (q->type >= W_GETATTR && q->type <= W_FS_LAST) {
 		fs_serve(fs, q, p, out);
+		return;
 	} else if (q->type == W_TAKE) {
-		fs_node_take(fs, q->volid);
+		p->err = fs_node_take(fs, q->volid, q->flags & FS_TAKE_WAIT, err, sizeof(err));
 	} else if (q->type == W_BALANCE) {
 		fs_node_kick(fs, true);
 	} else if (q->type == W_MOVE) {
 		struct fs_volume *v = fs_volume_by_id(fs, q->volid);
-		p->err = v ? fs_node_move(fs, v->name, q->name, err, sizeof(err)) : -ENOENT;
+		if (v)
+			p->err = fs_node_move(fs, v->name, q->name, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "node %s has no volume with id %u", n->name,
+				 q->volid);
+		p->err = v ? p->err : -ENOENT;
 	} else {
 		p->err = -EPROTO;
+	}
+	/* ownership requests: the reason of a failure goes back as text */
+	if (p->err < 0 && err[0] && (*out = (uint8_t *)strdup(err))) {
+		p->data = *out;
+		p->ndata = (uint32_t)strlen(err);
 	}
 }
 

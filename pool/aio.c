@@ -10,16 +10,21 @@
  * io_getevents, so every disk works at once and the cost is two system
  * calls per phase.
  *
- * Each thread owns an io_context_t (a completion ring), created the first
- * time the thread runs a batch and kept in a pthread key that belongs to
- * the engine -- no global state, several engines can coexist.  The
- * context is destroyed when its thread exits (key destructor) or when the
- * engine is freed, whichever comes first; the engine keeps a list of live
- * contexts for the latter.  A context starts small and is rebuilt larger
- * when a batch needs more slots, up to AIO_MAX_DEPTH; beyond that the
- * batch goes through a sliding window (submit what fits, reap, submit the
- * rest), which is the only case where one phase takes more than one
- * io_submit.
+ * The engine owns its io_context_t's (completion rings) and keeps the
+ * idle ones on a free list under a mutex: a batch takes one at its start
+ * and puts it back at its end, so a context is never shared by two
+ * batches and the engine alone decides when it dies -- no global state,
+ * several engines can coexist.  There are deliberately no per-thread
+ * contexts: a thread-exit destructor could run at the same moment as
+ * pool_aio_free on a context that the engine had already freed (a store
+ * closed on an owner move while a redirect-serving thread exits), and
+ * pthread keys are a finite resource that a store opened on every owner
+ * move would use up.  The list holds as many contexts as batches ever ran
+ * at once, and the two lock round-trips per batch cost nothing beside an
+ * io_submit.  A context starts small and is rebuilt larger when a batch
+ * needs more slots, up to AIO_MAX_DEPTH; beyond that the batch goes
+ * through a sliding window (submit what fits, reap, submit the rest),
+ * which is the only case where one phase takes more than one io_submit.
  *
  * Chunk files are often opened with O_DIRECT, where libaio is truly
  * asynchronous.  Buffered descriptors work too: the kernel performs the
@@ -43,7 +48,7 @@
 #define AIO_MAX_DEPTH 1024u
 #define AIO_PENDING   (-EINPROGRESS) /* result of a request not yet completed */
 
-/* One thread's completion ring and its iocb arrays (grown, never shrunk). */
+/* One batch's completion ring and its iocb arrays (grown, never shrunk). */
 struct aio_ctx {
 	io_context_t ctx;
 	unsigned depth; /* events the ring was set up for */
@@ -51,14 +56,13 @@ struct aio_ctx {
 	struct iocb *cb;
 	struct iocb **cbp;
 	struct io_event *ev;
-	struct pool_aio *eng;
-	struct aio_ctx *prev, *next;
+	struct aio_ctx *next; /* on the free list */
 };
 
 struct pool_aio {
-	pthread_key_t key;
-	pthread_mutex_t mu; /* guards the list */
-	struct aio_ctx *list;
+	pthread_mutex_t mu;   /* guards the fields below */
+	struct aio_ctx *idle; /* contexts no batch uses, last used first */
+	size_t busy;	      /* contexts taken by batches running now */
 };
 
 static void ctx_release(struct aio_ctx *c)
@@ -71,40 +75,12 @@ static void ctx_release(struct aio_ctx *c)
 	free(c);
 }
 
-static void ctx_unlink(struct pool_aio *e, struct aio_ctx *c)
-{
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		e->list = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-}
-
-/* Key destructor: the thread is exiting. */
-static void ctx_thread_exit(void *arg)
-{
-	struct aio_ctx *c = arg;
-	struct pool_aio *e = c->eng;
-
-	pthread_mutex_lock(&e->mu);
-	ctx_unlink(e, c);
-	pthread_mutex_unlock(&e->mu);
-	ctx_release(c);
-}
-
 int pool_aio_new(struct pool_aio **out)
 {
 	struct pool_aio *e = calloc(1, sizeof(*e));
-	int rc;
 
 	if (!e)
 		return -ENOMEM;
-	rc = pthread_key_create(&e->key, ctx_thread_exit);
-	if (rc) {
-		free(e);
-		return -rc;
-	}
 	pthread_mutex_init(&e->mu, NULL);
 	*out = e;
 	return 0;
@@ -114,15 +90,14 @@ void pool_aio_free(struct pool_aio *e)
 {
 	if (!e)
 		return;
-	pthread_setspecific(e->key, NULL);
 	pthread_mutex_lock(&e->mu);
-	while (e->list) {
-		struct aio_ctx *c = e->list;
-		ctx_unlink(e, c);
+	assert(e->busy == 0); /* the caller drained every request */
+	while (e->idle) {
+		struct aio_ctx *c = e->idle;
+		e->idle = c->next;
 		ctx_release(c);
 	}
 	pthread_mutex_unlock(&e->mu);
-	pthread_key_delete(e->key); /* destructors of other threads no longer run */
 	pthread_mutex_destroy(&e->mu);
 	free(e);
 }
@@ -174,35 +149,49 @@ static int ctx_fit(struct aio_ctx *c, size_t n)
 	return 0;
 }
 
-static int ctx_get(struct pool_aio *e, size_t n, struct aio_ctx **out)
+/* Take an idle context (or make one) fit for n requests. */
+static int ctx_take(struct pool_aio *e, size_t n, struct aio_ctx **out)
 {
-	struct aio_ctx *c = pthread_getspecific(e->key);
+	struct aio_ctx *c;
 	int rc;
 
-	if (!c) {
+	pthread_mutex_lock(&e->mu);
+	c = e->idle;
+	if (c)
+		e->idle = c->next;
+	e->busy++;
+	pthread_mutex_unlock(&e->mu);
+	if (!c)
 		c = calloc(1, sizeof(*c));
-		if (!c)
-			return -ENOMEM;
-		c->eng = e;
-		rc = ctx_fit(c, n);
-		if (rc < 0) {
-			ctx_release(c);
-			return rc;
-		}
+	rc = c ? ctx_fit(c, n) : -ENOMEM;
+	if (rc < 0 && c && !c->ctx) { /* a new context that never worked */
+		ctx_release(c);
+		c = NULL;
+	}
+	if (rc < 0) {
 		pthread_mutex_lock(&e->mu);
-		c->next = e->list;
-		if (e->list)
-			e->list->prev = c;
-		e->list = c;
+		e->busy--;
+		if (c) { /* still good for smaller batches */
+			c->next = e->idle;
+			e->idle = c;
+		}
 		pthread_mutex_unlock(&e->mu);
-		pthread_setspecific(e->key, c);
-	} else {
-		rc = ctx_fit(c, n);
-		if (rc < 0)
-			return rc;
+		return rc;
 	}
 	*out = c;
 	return 0;
+}
+
+/* The batch is over: nothing of it is in flight any more. */
+static void ctx_put(struct pool_aio *e, struct aio_ctx *c)
+{
+	pthread_mutex_lock(&e->mu);
+	e->busy--;
+	if (c) {
+		c->next = e->idle;
+		e->idle = c;
+	}
+	pthread_mutex_unlock(&e->mu);
 }
 
 static void req_complete(struct pool_aio_req *r, long res)
@@ -242,11 +231,8 @@ static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n)
 static int ctx_abandon(struct pool_aio *e, struct aio_ctx *c, struct pool_aio_req *reqs, size_t n,
 		       int err)
 {
-	pthread_setspecific(e->key, NULL);
-	pthread_mutex_lock(&e->mu);
-	ctx_unlink(e, c);
-	pthread_mutex_unlock(&e->mu);
 	ctx_release(c);
+	ctx_put(e, NULL);
 	for (size_t i = 0; i < n; i++)
 		if (reqs[i].result == AIO_PENDING)
 			reqs[i].result = err;
@@ -260,7 +246,7 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 
 	if (n == 0)
 		return 0;
-	rc = ctx_get(e, n, &c);
+	rc = ctx_take(e, n, &c);
 	if (rc < 0) {
 		for (size_t i = 0; i < n; i++)
 			reqs[i].result = rc;
@@ -306,5 +292,6 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 		done += (size_t)rc;
 	}
 	assert(sub == m && done == m);
+	ctx_put(e, c);
 	return 0;
 }

@@ -3,10 +3,11 @@
  *
  * The data path hands a whole phase of a request (every chunk read, or
  * every chunk write) to pool_aio_run, which gives all of it to the kernel
- * in one io_submit and waits for all of it.  Each thread gets its own
- * io_context_t, made on first use and grown when a batch outgrows it, so
- * threads never share a completion ring.  No global state: the per-thread
- * key lives in the engine.
+ * in one io_submit and waits for all of it.  Each batch borrows an
+ * io_context_t from the engine's free list for its duration (made on
+ * first need, grown when a batch outgrows it), so two batches never share
+ * a completion ring.  No global state and no per-thread state: the
+ * engine owns every context and frees them in pool_aio_free.
  */
 #ifndef SPACEFS_POOL_AIO_H
 #define SPACEFS_POOL_AIO_H
@@ -37,8 +38,8 @@ struct pool_aio_req {
 };
 
 int pool_aio_new(struct pool_aio **out);
-/* Destroys every thread's context.  No thread may be inside
- * pool_aio_run, and threads must not call it again afterwards. */
+/* Destroys every context.  No thread may be inside pool_aio_run (the
+ * caller drains its requests first), and none may call it afterwards. */
 void pool_aio_free(struct pool_aio *e);
 
 /* Submit reqs[0..n) at once and wait for all of them.  Returns 0 when

@@ -30,10 +30,12 @@
  * kernel for every data piece (every mirror copy too; only parity gets
  * buffers of its own), and a plain read lands straight in the caller's
  * buffer, when the range and (for O_DIRECT) the buffer are 4 KiB aligned.
- * Otherwise a per-thread bounce buffer takes one copy.  All per-request
- * arrays (plans, I/O requests, buffers, checksums) come from a per-thread
- * scratch area that grows to the largest request seen and is reused, so
- * the hot path does not allocate.  O_DIRECT chunk files are grown ahead
+ * Otherwise a bounce buffer takes one copy.  All per-request arrays
+ * (plans, I/O requests, buffers, checksums) come from a scratch set that
+ * a request borrows from the store's free list and gives back when it
+ * ends; each set grows to the largest request it served and is reused, so
+ * the hot path does not allocate.  The store owns the sets (no per-thread
+ * data: see scratch_get).  O_DIRECT chunk files are grown ahead
  * of the data (chunk_reserve), because extending O_DIRECT writes are
  * synchronous on ext4.
  *
@@ -146,10 +148,10 @@ struct pool_store {
 	uint32_t ndisks;
 	struct store_disk *disk;
 	struct fd_shard shard[FD_SHARDS];
-	pthread_key_t tls;
-	pthread_mutex_t tls_mu;	 /* guards tls_list */
+	pthread_mutex_t scratch_mu; /* guards scratch_idle and scratch_busy */
+	struct scratch *scratch_idle;
+	size_t scratch_busy;
 	pthread_mutex_t size_mu; /* serialises changes of chunk file sizes */
-	struct scratch *tls_list;
 	struct pool_store_hooks hooks;
 	pthread_mutex_t grave_mu; /* old disk paths, freed at close (readers may hold them) */
 	char **grave;
@@ -178,7 +180,7 @@ static void count(_Atomic uint64_t *c, uint64_t v)
 	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
-/* ---- per-thread scratch ---------------------------------------------------- */
+/* ---- scratch sets ------------------------------------------------------------ */
 
 /* One chunk I/O of a phase.  run/at: its checksums' place (write phase). */
 struct cio {
@@ -220,9 +222,8 @@ struct scratch {
 	size_t buf_cap;
 	uint8_t *src; /* 4 KiB aligned bounce for the caller's range */
 	size_t src_cap;
-	uint32_t pick; /* mirror read balancing */
-	struct pool_store *s;
-	struct scratch *prev, *next;
+	uint32_t pick;	      /* mirror read balancing */
+	struct scratch *next; /* on the free list */
 };
 
 static void scratch_release(struct scratch *t)
@@ -241,45 +242,52 @@ static void scratch_release(struct scratch *t)
 	free(t);
 }
 
-static void scratch_unlink(struct pool_store *s, struct scratch *t)
-{
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		s->tls_list = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-}
-
-static void scratch_thread_exit(void *arg)
-{
-	struct scratch *t = arg;
-	struct pool_store *s = t->s;
-
-	pthread_mutex_lock(&s->tls_mu);
-	scratch_unlink(s, t);
-	pthread_mutex_unlock(&s->tls_mu);
-	scratch_release(t);
-}
-
+/* Borrow a scratch set for one request; give it back with scratch_put.
+ * The store keeps idle sets on a free list (as many as requests ever ran
+ * at once) and frees them in pool_store_close, after its users drained.
+ * Not per-thread (a pthread key with a thread-exit destructor): such a
+ * destructor could run on a set that pool_store_close had just freed, when
+ * a store closes on an owner move while a redirect-serving thread exits,
+ * and a key per store opened on every move would use up PTHREAD_KEYS_MAX.
+ * Nested requests (a heal inside a read) simply borrow a second set. */
 static struct scratch *scratch_get(struct pool_store *s)
 {
-	struct scratch *t = pthread_getspecific(s->tls);
+	struct scratch *t;
 
+	pthread_mutex_lock(&s->scratch_mu);
+	t = s->scratch_idle;
 	if (t)
-		return t;
-	t = calloc(1, sizeof(*t));
-	if (!t)
-		return NULL;
-	t->s = s;
-	pthread_mutex_lock(&s->tls_mu);
-	t->next = s->tls_list;
-	if (s->tls_list)
-		s->tls_list->prev = t;
-	s->tls_list = t;
-	pthread_mutex_unlock(&s->tls_mu);
-	pthread_setspecific(s->tls, t);
+		s->scratch_idle = t->next;
+	s->scratch_busy++;
+	pthread_mutex_unlock(&s->scratch_mu);
+	if (!t && !(t = calloc(1, sizeof(*t)))) {
+		pthread_mutex_lock(&s->scratch_mu);
+		s->scratch_busy--;
+		pthread_mutex_unlock(&s->scratch_mu);
+	}
 	return t;
+}
+
+static void scratch_put(struct pool_store *s, struct scratch *t)
+{
+	pthread_mutex_lock(&s->scratch_mu);
+	t->next = s->scratch_idle;
+	s->scratch_idle = t;
+	s->scratch_busy--;
+	pthread_mutex_unlock(&s->scratch_mu);
+}
+
+/* pool_store_close: no request runs any more. */
+static void scratch_free_all(struct pool_store *s)
+{
+	pthread_mutex_lock(&s->scratch_mu);
+	assert(s->scratch_busy == 0);
+	while (s->scratch_idle) {
+		struct scratch *t = s->scratch_idle;
+		s->scratch_idle = t->next;
+		scratch_release(t);
+	}
+	pthread_mutex_unlock(&s->scratch_mu);
 }
 
 /* Grow an array to hold n elements; contents need not survive. */
@@ -1596,17 +1604,16 @@ static ssize_t in_pieces(struct pool_store *s, const struct pool_file_map *f, ui
 		return -ENOMEM;
 
 	uint64_t pb = piece_bytes(s);
-	for (size_t done = 0; done < len;) {
+	for (size_t done = 0; done < len && rc == 0;) {
 		uint64_t o = off + done;
 		uint64_t n = (o / pb + 1) * pb - o;
 		if (n > len - done)
 			n = len - done;
 		rc = fn(s, t, f, o, n, buf + done);
-		if (rc < 0)
-			return rc;
 		done += n;
 	}
-	return (ssize_t)len;
+	scratch_put(s, t);
+	return rc < 0 ? rc : (ssize_t)len;
 }
 
 static int write_piece_fn(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
@@ -1680,8 +1687,10 @@ static int punch_stripes(struct pool_store *s, const struct pool_file_map *f, ui
 		rc = s->hooks.write_begin(s->hooks.arg, f->id, first * s->stripe_bytes,
 					  (last - first) * s->stripe_bytes,
 					  disks_of(&q, rq_mask(&q, last - 1)));
-		if (rc < 0)
+		if (rc < 0) {
+			scratch_put(s, t);
 			return rc;
+		}
 	}
 	stripelock_lock(s->locks, f->id, first, last - 1, 1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
@@ -1693,6 +1702,7 @@ static int punch_stripes(struct pool_store *s, const struct pool_file_map *f, ui
 	}
 	stripelock_unlock(s->locks, &set);
 	rq_end(&q);
+	scratch_put(s, t);
 	if (s->hooks.write_end)
 		s->hooks.write_end(s->hooks.arg, f->id, first * s->stripe_bytes,
 				   (last - first) * s->stripe_bytes);
@@ -1791,6 +1801,7 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 	}
 	stripelock_unlock(s->locks, &set);
 	rq_end(&q);
+	scratch_put(s, t);
 	return rc < 0 ? -EIO : 0;
 }
 
@@ -1819,12 +1830,13 @@ static int sync_chunk_dirs(const struct pool_store *s, uint32_t disk, uint64_t i
 
 int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 {
-	struct scratch *t = scratch_get(s);
+	struct scratch *t;
 	struct rq q;
 	int rc = check_file(s, f);
 
 	if (rc < 0)
 		return rc;
+	t = scratch_get(s);
 	if (!t)
 		return -ENOMEM;
 	rq_init(&q, s, t, f);
@@ -1845,6 +1857,7 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 		}
 	}
 	rq_end(&q);
+	scratch_put(s, t);
 	return rc;
 }
 
@@ -2551,6 +2564,7 @@ int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64
 	}
 	if (k.buf)
 		chk_free(&k);
+	scratch_put(s, t);
 	return rc;
 }
 
@@ -2769,17 +2783,15 @@ int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out
 	if (cfg->hooks)
 		s->hooks = *cfg->hooks;
 	pthread_mutex_init(&s->grave_mu, NULL);
-	pthread_mutex_init(&s->tls_mu, NULL);
+	pthread_mutex_init(&s->scratch_mu, NULL);
 	pthread_mutex_init(&s->size_mu, NULL);
 	s->volume = strdup(cfg->volume);
 	s->disk = zalloc_aligned(cfg->ndisks * sizeof(*s->disk));
 	rc = !s->volume || !s->disk ? -ENOMEM : 0;
-	if (rc == 0)
-		rc = -pthread_key_create(&s->tls, scratch_thread_exit);
 	if (rc < 0) {
 		free(s->volume);
 		free(s->disk);
-		pthread_mutex_destroy(&s->tls_mu);
+		pthread_mutex_destroy(&s->scratch_mu);
 		pthread_mutex_destroy(&s->size_mu);
 		free(s);
 		snprintf(err, errlen, "out of memory");
@@ -2819,16 +2831,8 @@ void pool_store_close(struct pool_store *s)
 {
 	if (!s)
 		return;
-	pthread_setspecific(s->tls, NULL);
-	pthread_mutex_lock(&s->tls_mu);
-	while (s->tls_list) {
-		struct scratch *t = s->tls_list;
-		scratch_unlink(s, t);
-		scratch_release(t);
-	}
-	pthread_mutex_unlock(&s->tls_mu);
-	pthread_key_delete(s->tls);
-	pthread_mutex_destroy(&s->tls_mu);
+	scratch_free_all(s);
+	pthread_mutex_destroy(&s->scratch_mu);
 	pthread_mutex_destroy(&s->size_mu);
 	fdcache_free(s);
 	pool_aio_free(s->aio);

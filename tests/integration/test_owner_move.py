@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Owner moves under redirected load (issue 10, items 1 and 2).
+
+Two nodes on one pool with a mirror 2 and a parity 1 volume, short
+heartbeat and lease.  fio with crc32c verify (O_DIRECT, 4k-64k random
+writes) runs back to back through n2's mount on both volumes -- so every
+request on a volume n1 owns is redirected -- while `spacectl owner move`
+moves one volume or the other to the node that does not own it, MOVES
+times, asked alternately through n1 and n2 (a move done where the volume
+is owned, and one forwarded to the owner).  Checked:
+
+ 1. every move exits 0, and right after it the target is the owner: in
+    the user.spacefs.owner xattr on both nodes' mounts, and (every 5th
+    move, `spacectl status` being slower) in the status of the node
+    spacectl asked and in the target's own (access direct) -- no move
+    that says yes and does nothing (item 2);
+ 2. every fio run passes its verify;
+ 3. both daemons unmount with status 0 and no sanitizer report: closing
+    stores on every move while redirect-serving threads come and go once
+    corrupted the heap (item 1);
+ 4. the data reads the same on both nodes, and after a single-node
+    remount.
+"""
+import os
+import subprocess
+import threading
+import time
+
+from harness import Pool, Tap, run, tree_digest
+from nodes import Node, free_port, owners, wait_for
+
+MOVES = int(os.environ.get("SPACEFS_MOVES", "50"))
+GAP = 0.25  # seconds between moves
+OPTS = "heartbeat=0.5,lease=3"
+VOLS = {"M": ["mirror", "--copies", "2"], "P": ["parity", "--parity", "1"]}
+
+
+def fio_job(path, mnt, tag):
+    with open(path, "w") as f:
+        f.write("[global]\nioengine=psync\nrw=randwrite\nbsrange=4k-64k\ndirect=1\n"
+                "verify=crc32c\nverify_fatal=1\ndo_verify=1\nsize=12m\nfallocate=none\n"
+                "randrepeat=0\nverify_state_save=0\n")
+        for v in VOLS:
+            f.write(f"\n[{v}]\ndirectory={os.path.join(mnt, v, 'fio')}\n"
+                    f"filename_format={tag}.$jobname.$filenum\n")
+    return path
+
+
+class FioLoop(threading.Thread):
+    """fio runs back to back until stopped; keeps every outcome."""
+
+    def __init__(self, pool, mnt):
+        super().__init__(daemon=True)
+        self.pool, self.mnt = pool, mnt
+        self.stop = threading.Event()
+        self.results = []  # (returncode, output tail)
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            job = fio_job(os.path.join(self.pool.dir, f"mv{i % 2}.fio"), self.mnt, f"r{i % 2}")
+            p = subprocess.run(["fio", "--output-format=terse", job], capture_output=True,
+                               text=True)
+            self.results.append((p.returncode, (p.stdout + p.stderr)[-2000:]))
+            i += 1
+
+
+def owner_xattr(path):
+    p = run(["getfattr", "--only-values", "-n", "user.spacefs.owner", path], check=False)
+    return p.stdout.strip().split(" ")[0]
+
+
+def one_move(pool, nodes, i, own, stats):
+    """Move a volume to the node not owning it; check the claim at once.
+    own: {volume: owner} as the previous moves left it."""
+    vol = "MP"[i % 2]
+    asker = nodes[(i // 2) % 2]
+    cur = own[vol]
+    target = "n1" if cur == "n2" else "n2"
+    tnode = nodes[0] if target == "n1" else nodes[1]
+    t0 = time.time()
+    r = asker.spacectl("owner", "move", pool.source, vol, target, check=False)
+    t1 = time.time()
+    stats["time"].append(t1 - t0)
+    if r.returncode != 0:
+        stats["failed"].append(f"move {i} {vol} {cur}->{target} via {asker.name}: "
+                               f"exit {r.returncode}: {r.stderr.strip()}")
+        own[vol] = owners(asker).get(vol, cur)
+        return
+    # Both nodes' views through the xattr (cheap); every 5th move also
+    # through `spacectl status` of the asking node and of the target.
+    seen = {"xattr on " + n.name: owner_xattr(os.path.join(n.mnt, vol)) for n in nodes}
+    if i % 5 == 0:
+        seen["status on " + asker.name] = owners(asker).get(vol)
+        seen["access on " + target] = tnode.status().get(vol, {}).get("access")
+    stats["check"].append(time.time() - t1)
+    own[vol] = target
+    if any(x not in (target, "direct") for x in seen.values()):
+        late = wait_for(lambda: owners(asker).get(vol) == target, 5)
+        own[vol] = owners(asker).get(vol, cur)
+        stats["silent"].append(f"move {i} {vol} {cur}->{target} via {asker.name} exited 0 "
+                               f"but right after: {seen}"
+                               f"{'; owner after 5 s' if late else '; not moved after 5 s'}")
+
+
+def main():
+    t = Tap()
+    pool = Pool(4, prefix="spacefs-move-")
+    nodes = []
+    fio = None
+    try:
+        for v, args in VOLS.items():
+            pool.volume(v, *args, "--interleave", "64K")
+        n1 = Node(pool, "n1", f"127.0.0.1:{free_port()}", OPTS).start()
+        n2 = Node(pool, "n2", f"127.0.0.1:{free_port()}", OPTS).start()
+        nodes += [n1, n2]
+        split = wait_for(lambda: sorted(owners(n1).values()) == ["n1", "n2"], 20)
+        t.ok(split, f"each node owns one volume: {owners(n1)}")
+        for v in VOLS:
+            os.makedirs(os.path.join(n2.mnt, v, "fio"), exist_ok=True)
+        fio = FioLoop(pool, n2.mnt)
+        fio.start()
+        time.sleep(2)
+        stats = {"failed": [], "silent": [], "time": [], "check": []}
+        own = owners(n1)
+        t0 = time.time()
+        for i in range(MOVES):
+            one_move(pool, nodes, i, own, stats)
+            time.sleep(GAP)
+        span = time.time() - t0
+        fio.stop.set()
+        fio.join(timeout=300)
+        st = sorted(stats["time"])
+        ck = sorted(stats["check"]) or [0]
+        print(f"# {MOVES} moves in {span:.1f} s; spacectl owner move took median "
+              f"{st[len(st) // 2]:.2f} s, max {st[-1]:.2f} s; checks after it median "
+              f"{ck[len(ck) // 2]:.2f} s", flush=True)
+        for line in stats["failed"] + stats["silent"]:
+            t.diag(line)
+        t.eq(len(stats["silent"]), 0, f"no move exited 0 without the target owning the volume "
+                                      f"({len(stats['silent'])} of {MOVES})")
+        t.eq(len(stats["failed"]), 0, f"every move succeeded ({len(stats['failed'])} failed)")
+        bad = [out for rc, out in fio.results if rc != 0]
+        for out in bad[:2]:
+            t.diag(out)
+        t.ok(len(fio.results) >= 2 and not bad,
+             f"{len(fio.results)} fio runs with verify through n2 across the moves, "
+             f"{len(bad)} failed")
+        d1 = tree_digest(n1.mnt)
+        d2 = tree_digest(n2.mnt)
+        t.ok(d1 == d2 and len(d1) >= 4, f"{len(d1)} files read identically on n1 and n2")
+        for n in (n2, n1):
+            t.eq(n.m.stop(), 0, f"node {n.name} exits 0 on unmount")
+            rep = n.m.sanitizer_report()
+            if not t.ok(rep is None, f"no sanitizer report from {n.name}"):
+                t.diag(rep[-4000:])
+        m = pool.mount()
+        d3 = tree_digest(pool.mnt)
+        t.ok(d3 == d1, f"single-node remount reads the same {len(d3)} files")
+        t.eq(m.stop(), 0, "single-node mount exits 0")
+    except Exception as e:  # a crash of the harness is a failed test
+        import traceback
+        t.ok(False, f"unexpected error: {e}")
+        t.diag(traceback.format_exc())
+        for n in nodes:
+            t.diag(f"--- {n.name}.log ---\n" + n.m.log_text()[-3000:])
+    finally:
+        if fio is not None:
+            fio.stop.set()
+            fio.join(timeout=300)
+        for n in nodes:
+            if n.m.proc is not None:
+                n.m.stop()
+        pool.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
