@@ -64,9 +64,9 @@ static int check_writable(struct fs *fs)
  * open) to clear a regular file's set-id bits (fs/chan.c).  Clears them in
  * the cached attributes; true if the mode changed, and then the caller
  * writes the attributes through, as for any mode change. */
-static bool kill_suidgid(fuse_req_t req, struct fs_inode *in)
+static bool kill_suidgid(fuse_req_t req, struct fs_inode *in, bool asked)
 {
-	if (!fs_chan_kill_suidgid() || !S_ISREG(in->attr.mode))
+	if (!(asked || fs_chan_kill_suidgid()) || !S_ISREG(in->attr.mode))
 		return false;
 	pthread_mutex_lock(&in->lock);
 	mode_t old = in->attr.mode;
@@ -268,8 +268,11 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 				rc = pool_meta_setattr(in->vol->meta, &a);
 		}
 	}
+	/* With KILLPRIV_V2 the kernel strips the mode it computed for a
+	 * chown(-1, -1) or a write's privilege drop and sends an empty
+	 * setattr: that is the request to clear the bits. */
 	if (rc == 0)
-		kill_suidgid(req, in);
+		kill_suidgid(req, in, to_set == 0 && fs->chan.killpriv_v2);
 	/* Attribute changes other than size are rare; write them through. */
 	if (rc == 0 && S_ISREG(in->attr.mode))
 		rc = fs_inode_flush(fs, in);
@@ -658,7 +661,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * truncate, open does it. */
 	if ((fi->flags & O_TRUNC) && S_ISREG(in->attr.mode))
 		rc = fs_set_size(in, 0); /* even with O_RDONLY, as Linux does */
-	if (rc == 0 && kill_suidgid(req, in))
+	if (rc == 0 && kill_suidgid(req, in, false))
 		rc = fs_inode_flush(fs, in);
 	if (rc < 0) {
 		fs_inode_put(fs, in);
@@ -773,7 +776,7 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 		return;
 	}
 	/* Set-id bits go before the data changes, as on ext4. */
-	if (kill_suidgid(req, in)) {
+	if (kill_suidgid(req, in, false)) {
 		int rc = fs_inode_flush(fs_of(req), in);
 		if (rc < 0) {
 			free(to_free);
