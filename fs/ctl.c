@@ -230,7 +230,10 @@ static void cmd_status(struct fs *fs, struct out *o)
 		status_volume(fs, o, fs->vol[i]);
 	}
 	char *jobs = fs->jobs ? fs_jobs_json(fs) : NULL;
-	outf(o, "],\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool),
+	char fuse[2048];
+	if (fs_chan_json(fs, fuse, sizeof(fuse)) < 0)
+		snprintf(fuse, sizeof(fuse), "{}");
+	outf(o, "],\"fuse\":%s,\"pool_health\":\"%s\",\"jobs\":%s}\n", fuse, pool_health(fs->pool),
 	     jobs ? jobs : "[]");
 	free(jobs);
 }

@@ -45,6 +45,7 @@ struct fs_options {
 	char *node;
 	char *log; /* log file when daemonized (default: syslog) */
 	unsigned threads;
+	unsigned max_background; /* the kernel's limit of requests in flight */
 	unsigned flush_interval; /* seconds between attribute write-backs */
 	double attr_timeout;
 	double entry_timeout;
@@ -97,8 +98,21 @@ struct fs_inode {
 	bool dirty;		  /* attr differs from the metadata store */
 };
 
+/* The /dev/fuse channel (fs/chan.c): what the kernel asked, counted. */
+#define FS_CHAN_OPS 64 /* opcodes counted one by one; others count as op 0 */
+struct fs_chan {
+	atomic_uint_fast64_t requests;		 /* every request the kernel sent */
+	atomic_uint_fast64_t by_op[FS_CHAN_OPS]; /* the same by opcode */
+	atomic_uint_fast64_t init_unique;	 /* the INIT request awaiting its reply */
+	uint64_t offered;			 /* the kernel's INIT flags */
+	bool killpriv_v2;			 /* agreed: the daemon clears set-id bits */
+	bool direct_io_mmap;			 /* agreed: FUSE direct I/O files map shared */
+	unsigned max_background;		 /* asked for in the INIT reply */
+};
+
 struct fs {
 	struct fs_options opt;
+	struct fs_chan chan;
 	struct pool *pool;
 	struct fuse_session *se;
 	struct fs_volume *vol[FS_MAX_VOLUMES];
@@ -250,6 +264,17 @@ int fs_jobs_handles(const char *request); /* is it one of those? */
 char *fs_jobs_json(struct fs *fs);
 int fs_jobs_init(struct fs *fs);
 void fs_jobs_stop(struct fs *fs);
+
+/* ---- the /dev/fuse channel (fs/chan.c) ---- */
+/* Route the session's requests and replies through fs/chan.c (after
+ * fuse_session_mount). */
+int fs_chan_attach(struct fs *fs);
+/* The request this thread runs asked the daemon to clear set-id bits. */
+bool fs_chan_kill_suidgid(void);
+/* mode with the bits such a request clears for the calling user. */
+mode_t fs_chan_killed_mode(fuse_req_t req, mode_t mode, gid_t file_gid);
+/* The request counters as a JSON object; its length or -ENOSPC. */
+int fs_chan_json(struct fs *fs, char *buf, size_t len);
 
 /* ---- control socket (fs/ctl.c) ---- */
 int fs_ctl_start(struct fs *fs, char *err, size_t errlen);

@@ -44,6 +44,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("ro_others", ro_others, 1),
     OPT("log=%s", log, 0),
     OPT("threads=%u", threads, 0),
+    OPT("max_background=%u", max_background, 0),
     OPT("flush_interval=%u", flush_interval, 0),
     OPT("attr_timeout=%lf", attr_timeout, 0),
     OPT("entry_timeout=%lf", entry_timeout, 0),
@@ -82,6 +83,8 @@ static void usage(const char *prog)
 	       "                         read-only here instead of redirected read-write\n"
 	       "  -o log=FILE            log here once daemonized (default: syslog)\n"
 	       "  -o threads=N           FUSE worker threads (default 8)\n"
+	       "  -o max_background=N    requests the kernel keeps in flight without\n"
+	       "                         waiting, e.g. asynchronous direct I/O (default 64)\n"
 	       "  -o ro                  mount read-only\n"
 	       "  -o allow_other         let other users use the mount (needed for Samba)\n"
 	       "  -o default_permissions let the kernel check permissions\n"
@@ -130,6 +133,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 static void set_defaults(struct fs_options *o)
 {
 	o->threads = 8;
+	o->max_background = 64;
 	o->flush_interval = 5;
 	o->attr_timeout = -1; /* 1.0, or 0 with several nodes */
 	o->entry_timeout = -1;
@@ -174,6 +178,11 @@ static int parse_args(struct fuse_args *args, struct fs_options *o)
 	}
 	if (o->threads < 1 || o->threads > 256) {
 		fprintf(stderr, "spacefs: threads=%u: must be 1..256\n", o->threads);
+		return -EINVAL;
+	}
+	if (o->max_background < 1 || o->max_background > 65535) {
+		fprintf(stderr, "spacefs: max_background=%u: must be 1..65535\n",
+			o->max_background);
 		return -EINVAL;
 	}
 	if (o->flush_interval < 1 || o->flush_interval > 3600) {
@@ -329,6 +338,10 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 		goto destroy;
 	if (fuse_session_mount(fs->se, fs->opt.mountpoint) != 0)
 		goto remove_handlers;
+	if (fs_chan_attach(fs) != 0) {
+		fprintf(stderr, "spacefs: cannot hook the FUSE channel\n");
+		goto unmount;
+	}
 	fuse_daemonize(fs->opt.foreground || fs->opt.debug);
 	pool_runlock_note_pid(fs->run_lock);
 	redirect_log(fs);

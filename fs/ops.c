@@ -60,6 +60,31 @@ static int check_writable(struct fs *fs)
 	return fs->opt.read_only ? -EROFS : 0;
 }
 
+/* The kernel asked this request (a write, truncate, chown or O_TRUNC
+ * open) to clear a regular file's set-id bits (fs/chan.c).  Clears them in
+ * the cached attributes; true if the mode changed, and then the caller
+ * writes the attributes through, as for any mode change. */
+static bool kill_suidgid(fuse_req_t req, struct fs_inode *in, bool asked)
+{
+	if (!(asked || fs_chan_kill_suidgid()) || !S_ISREG(in->attr.mode))
+		return false;
+	pthread_mutex_lock(&in->lock);
+	mode_t old = in->attr.mode;
+	gid_t gid = in->attr.gid;
+	pthread_mutex_unlock(&in->lock);
+	if (!(old & (S_ISUID | S_ISGID)))
+		return false;
+	mode_t cleared = old & ~fs_chan_killed_mode(req, old, gid);
+	if (!cleared)
+		return false;
+	pthread_mutex_lock(&in->lock);
+	in->attr.mode &= ~cleared;
+	in->attr.ctime_ns = fs_now_ns();
+	in->dirty = true;
+	pthread_mutex_unlock(&in->lock);
+	return true;
+}
+
 /* ---- attributes ---------------------------------------------------------- */
 
 static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
@@ -243,6 +268,11 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 				rc = pool_meta_setattr(in->vol->meta, &a);
 		}
 	}
+	/* With KILLPRIV_V2 the kernel strips the mode it computed for a
+	 * chown(-1, -1) or a write's privilege drop and sends an empty
+	 * setattr: that is the request to clear the bits. */
+	if (rc == 0)
+		kill_suidgid(req, in, to_set == 0 && fs->chan.killpriv_v2);
 	/* Attribute changes other than size are rare; write them through. */
 	if (rc == 0 && S_ISREG(in->attr.mode))
 		rc = fs_inode_flush(fs, in);
@@ -631,6 +661,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * truncate, open does it. */
 	if ((fi->flags & O_TRUNC) && S_ISREG(in->attr.mode))
 		rc = fs_set_size(in, 0); /* even with O_RDONLY, as Linux does */
+	if (rc == 0 && kill_suidgid(req, in, false))
+		rc = fs_inode_flush(fs, in);
 	if (rc < 0) {
 		fs_inode_put(fs, in);
 		fuse_reply_err(req, -rc);
@@ -742,6 +774,15 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 	if (!data) {
 		fuse_reply_err(req, ENOMEM);
 		return;
+	}
+	/* Set-id bits go before the data changes, as on ext4. */
+	if (kill_suidgid(req, in, false)) {
+		int rc = fs_inode_flush(fs_of(req), in);
+		if (rc < 0) {
+			free(to_free);
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	pthread_rwlock_rdlock(&in->io_lock);
 	fs_file_map(in, &map);
@@ -1351,6 +1392,11 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 
 	conn->max_write = 1024 * 1024;
 	conn->max_readahead = 1024 * 1024;
+	/* Asynchronous direct I/O counts against this limit: below the
+	 * application's queue depth the kernel makes submitters wait. */
+	conn->max_background = fs->opt.max_background;
+	conn->congestion_threshold = fs->opt.max_background * 3 / 4;
+	fs->chan.max_background = fs->opt.max_background;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""FUSE requests per application I/O, and set-id bits cleared on write.
+
+The daemon counts every request the kernel sends (fs/chan.c, `spacectl
+status --json` under daemon.fuse).  A 4 KiB write must cost exactly one
+request, O_DIRECT or buffered: no GETXATTR "security.capability" before
+each write (the kernel's privilege check, which the daemon takes over with
+HANDLE_KILLPRIV_V2).  A count is deterministic, so this is exact, not timed.
+
+Taking that check over means the daemon clears set-user-ID and set-group-ID
+bits itself: a write, truncate or O_TRUNC open by an unprivileged user
+clears them as on ext4 (set-group-ID only if group-executable or the user
+is not in the group); root's writes keep them.  Checked on the default
+mount and with -o direct_io (FUSE direct I/O for every open), after a
+remount, with the written data read back.
+"""
+import glob
+import json
+import mmap
+import os
+import random
+import socket
+
+from harness import Pool, Tap, log_tail
+
+BS = 4096
+N = 200
+USER = 65534  # nobody
+
+
+def fuse_counts(pool):
+    """The daemon's request counters, from its control socket directly: a
+    spacectl child would inherit the open test file across fork and close
+    it at exec, which the kernel tells the daemon (one FLUSH)."""
+    socks = glob.glob(os.path.join(pool.rundir, "*.sock"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(socks[0])
+        s.sendall(b"status\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.decode().partition("\n")
+    if head != "ok":
+        raise RuntimeError(f"status: {data[:200]!r}")
+    f = json.loads(body).get("fuse") or {}
+    return f.get("requests", 0), dict(f.get("by_op", {})), f
+
+
+def delta(before, after):
+    ops = {k: after[1].get(k, 0) - before[1].get(k, 0) for k in after[1]}
+    return after[0] - before[0], {k: v for k, v in ops.items() if v}
+
+
+def aligned(n, byte):
+    m = mmap.mmap(-1, n)
+    m.write(bytes([byte]) * n)
+    return m
+
+
+def writes(path, flags, offsets, buf):
+    fd = os.open(path, os.O_RDWR | flags)
+    try:
+        os.pwrite(fd, buf, 0)  # first write: the kernel's one privilege check
+        before = fuse_counts(POOL)
+        for off in offsets:
+            os.pwrite(fd, buf, off)
+        after = fuse_counts(POOL)
+    finally:
+        os.close(fd)
+    return delta(before, after)
+
+
+def reads(path, offsets):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = aligned(BS, 0)
+    try:
+        os.preadv(fd, [buf], 0)
+        before = fuse_counts(POOL)
+        for off in offsets:
+            os.preadv(fd, [buf], off)
+        after = fuse_counts(POOL)
+    finally:
+        os.close(fd)
+    return delta(before, after)
+
+
+def check_counts(t, vol):
+    path = os.path.join(POOL.mnt, vol, "f")
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    rng = random.Random(5)
+    offs = [rng.randrange(256) * BS for _ in range(N)]
+    buf = aligned(BS, 0x5A)
+    for name, flags in (("O_DIRECT", os.O_DIRECT), ("buffered", 0)):
+        total, ops = writes(path, flags, offs, buf)
+        t.eq(round(total / N, 3), 1.0,
+             f"{vol}: FUSE requests per 4 KiB {name} write = 1.0 (counted {total} for {N}: {ops})")
+        t.eq(ops.get("getxattr", 0), 0, f"{vol}: no GETXATTR per {name} write")
+    total, ops = reads(path, offs)
+    t.eq(round(total / N, 3), 1.0,
+         f"{vol}: FUSE requests per 4 KiB O_DIRECT read = 1.0 (counted {total}: {ops})")
+
+
+def as_user(fn):
+    """Run fn() in a child as uid/gid 65534 with no groups; its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(USER, USER, USER)
+            os.setresuid(USER, USER, USER)
+            fn()
+            code = 0
+        except BaseException as e:  # noqa: B902 -- report anything, exit non-zero
+            os.write(2, f"child: {e!r}\n".encode())
+        os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def user_write(path, flags, data):
+    def fn():
+        fd = os.open(path, os.O_WRONLY | flags)
+        try:
+            if flags & os.O_DIRECT:
+                buf = aligned(BS, data[0])
+                os.pwritev(fd, [buf], BS)
+            else:
+                os.pwrite(fd, data, BS)
+        finally:
+            os.close(fd)
+    return fn
+
+
+def user_truncate(path):
+    return lambda: os.truncate(path, BS)
+
+
+def user_otrunc(path):
+    return lambda: os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))
+
+
+# (name, initial mode, action(path) -> fn run as the user or "root", expected mode)
+CASES = [
+    ("buffered write", 0o6777, lambda p: user_write(p, 0, b"B" * BS), 0o777),
+    ("O_DIRECT write", 0o6777, lambda p: user_write(p, os.O_DIRECT, b"D" * BS), 0o777),
+    ("truncate", 0o6777, user_truncate, 0o777),
+    ("O_TRUNC open", 0o6777, user_otrunc, 0o777),
+    ("write, set-gid not group-exec, not a member", 0o2666,
+     lambda p: user_write(p, 0, b"G" * BS), 0o666),
+    ("O_DIRECT write, set-uid only", 0o4766,
+     lambda p: user_write(p, os.O_DIRECT, b"U" * BS), 0o766),
+]
+
+
+def check_suid(t, pool, opts, vol):
+    expect = {}
+    m = pool.mount(opts)
+    try:
+        for i, (name, mode, action, want) in enumerate(CASES):
+            path = os.path.join(pool.mnt, vol, f"suid{i}")
+            with open(path, "wb") as f:
+                f.write(b"." * (2 * BS))
+            os.chmod(path, mode)
+            rc = as_user(action(path))
+            got = os.stat(path).st_mode & 0o7777
+            t.ok(rc == 0 and got == want,
+                 f"-o {opts}: {name} by uid {USER} on {mode:o}: mode {got:o}, want {want:o}"
+                 f" (child exit {rc})")
+            expect[path] = want
+        # root has CAP_FSETID: its writes keep the bits
+        path = os.path.join(pool.mnt, vol, "rootw")
+        with open(path, "wb") as f:
+            f.write(b"." * BS)
+        os.chmod(path, 0o6777)
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        os.pwritev(fd, [aligned(BS, 0x52)], 0)
+        os.close(fd)
+        got = os.stat(path).st_mode & 0o7777
+        t.eq(oct(got), oct(0o6777), f"-o {opts}: root's O_DIRECT write keeps set-id bits")
+        expect[path] = 0o6777
+    finally:
+        m.stop()
+    m = pool.mount(opts)
+    try:
+        got = {p: os.stat(p).st_mode & 0o7777 for p in expect}
+        t.eq(got, expect, f"-o {opts}: modes as cleared after a remount")
+        with open(os.path.join(pool.mnt, vol, "suid0"), "rb") as f:
+            data = f.read()
+        t.ok(data == b"." * BS + b"B" * BS,
+             f"-o {opts}: the user's write is there after a remount")
+    finally:
+        m.stop()
+
+
+def main():
+    global POOL
+    t = Tap()
+    pool = POOL = Pool(3)
+    os.chmod(pool.dir, 0o755)  # the unprivileged user reaches the mount point
+    try:
+        pool.volume("simple", "simple")
+        pool.volume("mirror2", "mirror", "--copies", "2")
+        pool.volume("nocsum", "simple", "--integrity", "off")
+        m = pool.mount("allow_other")
+        try:
+            _, _, info = fuse_counts(pool)
+            t.ok(info.get("killpriv_v2") is True,
+                 f"the kernel agreed to HANDLE_KILLPRIV_V2 ({info})")
+            for vol in ("simple", "mirror2", "nocsum"):
+                check_counts(t, vol)
+        finally:
+            rc = m.stop()
+        t.eq(rc, 0, "daemon exits cleanly")
+        check_suid(t, pool, "allow_other", "mirror2")
+        check_suid(t, pool, "allow_other,direct_io", "simple")
+    except Exception as e:  # noqa: B902 -- report, do not crash the TAP stream
+        t.ok(False, f"unexpected error: {e!r}\n{log_tail(pool)}")
+    finally:
+        pool.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
