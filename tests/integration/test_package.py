@@ -149,9 +149,8 @@ def fstab_checks(t, tmp, env):
     req = os.path.join(out, "normal", "remote-fs.target.wants", unit)
     t.ok(os.path.lexists(req), "_netdev + nofail: remote-fs.target wants it (not requires)")
     dep = run(["systemd-escape", "-p", "--suffix=mount", disks[0]]).stdout.strip()
-    t.ok(f"RequiresMountsFor={disks[0]}" in body or f"Requires={dep}" in body
-         or disks[0] in body.split("x-systemd.requires=")[0],
-         "x-systemd.requires=: the unit requires the disk's mount")
+    t.ok(f"Requires={dep}" in body and f"After={dep}" in body,
+         f"x-systemd.requires=: the unit requires and follows {dep}")
 
 
 def completion_checks(t, tmp, env):
