@@ -264,6 +264,19 @@ static void cmd_counters(struct fs *fs, struct out *o)
 	}
 }
 
+/* "metrics": the counters in the Prometheus text format (fs/metrics.c),
+ * for `spacectl metrics`. */
+static void cmd_metrics(struct fs *fs, struct out *o)
+{
+	char *text = fs_metrics_text(fs);
+
+	if (text)
+		outf(o, "ok\n%s", text);
+	else
+		outf(o, "error: out of memory\n");
+	free(text);
+}
+
 /* The host part of a node address "HOST:PORT" or "[V6]:PORT" into host;
  * "-" if there is none. */
 static void addr_host(const char *addr, char *host, size_t size)
@@ -387,6 +400,8 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 		cmd_owners(fs, o);
 	else if (strcmp(argv[0], "counters") == 0 && argc == 1)
 		cmd_counters(fs, o);
+	else if (strcmp(argv[0], "metrics") == 0 && argc == 1)
+		cmd_metrics(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)
 		cmd_volume_create(fs, o, argv, argc);
 	else if (strcmp(argv[0], "shares") == 0 && argc == 1)

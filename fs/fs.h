@@ -64,6 +64,7 @@ struct fs_options {
 	double heartbeat; /* seconds between lease renewals (default 1) */
 	double lease;	  /* seconds a lease lasts (default 5) */
 	int ro_others;	  /* volumes owned elsewhere are read-only here */
+	char *metrics;	  /* ADDR:PORT of the Prometheus listener (fs/metrics.c) */
 };
 
 /* One mounted volume: a namespace with its own layout. */
@@ -133,9 +134,10 @@ struct fs {
 	struct fs_ctl *ctl;
 	struct fs_node *node; /* NULL unless several nodes (listen=) */
 	uint64_t started_ns;
-	struct fs_health *health; /* disk health watcher (fs/health.c) */
-	struct fs_jobs *jobs;	  /* repair and scrub jobs (fs/jobs.c) */
-	int run_lock;		  /* pool/runlock.c: held until the process ends */
+	struct fs_health *health;   /* disk health watcher (fs/health.c) */
+	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
+	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
+	int run_lock;		    /* pool/runlock.c: held until the process ends */
 };
 
 /* ---- inode numbers ---- */
@@ -279,5 +281,15 @@ int fs_chan_json(struct fs *fs, char *buf, size_t len);
 /* ---- control socket (fs/ctl.c) ---- */
 int fs_ctl_start(struct fs *fs, char *err, size_t errlen);
 void fs_ctl_stop(struct fs *fs);
+
+/* ---- metrics (fs/metrics.c) ---- */
+/* The counters in the Prometheus text format, malloc'd; NULL if out of
+ * memory.  Served by the ctl "metrics" request and -o metrics=. */
+char *fs_metrics_text(struct fs *fs);
+/* -o metrics=ADDR:PORT: bind before mounting (a clear error, nothing
+ * mounted), start serving once daemonized, stop before unmount. */
+int fs_metrics_open(struct fs *fs, char *err, size_t errlen);
+int fs_metrics_start(struct fs *fs, char *err, size_t errlen);
+void fs_metrics_stop(struct fs *fs);
 
 #endif /* SPACEFS_FS_H */

@@ -43,6 +43,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("ro-others", ro_others, 1),
     OPT("ro_others", ro_others, 1),
     OPT("log=%s", log, 0),
+    OPT("metrics=%s", metrics, 0),
     OPT("threads=%u", threads, 0),
     OPT("max_background=%u", max_background, 0),
     OPT("flush_interval=%u", flush_interval, 0),
@@ -82,6 +83,8 @@ static void usage(const char *prog)
 	       "  -o ro-others           several nodes: volumes owned by another node are\n"
 	       "                         read-only here instead of redirected read-write\n"
 	       "  -o log=FILE            log here once daemonized (default: syslog)\n"
+	       "  -o metrics=ADDR:PORT   serve Prometheus metrics over HTTP here (IPv4 or\n"
+	       "                         [IPv6]); also: spacectl metrics SOURCE\n"
 	       "  -o threads=N           FUSE worker threads (default 8)\n"
 	       "  -o max_background=N    requests the kernel keeps in flight without\n"
 	       "                         waiting, e.g. asynchronous direct I/O (default 64)\n"
@@ -323,6 +326,8 @@ static void close_all(struct fs *fs)
 	free(fs->opt.node);
 	free(fs->opt.log);
 	free(fs->opt.listen);
+	fs_metrics_stop(fs); /* if start-up failed after binding */
+	free(fs->opt.metrics);
 }
 
 static int run_session(struct fs *fs, struct fuse_args *args)
@@ -354,6 +359,8 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	}
 	if (fs_health_start(fs) < 0)
 		fprintf(stderr, "spacefs: cannot start the disk health watcher\n");
+	if (fs_metrics_start(fs, err, sizeof(err)) < 0)
+		fprintf(stderr, "spacefs: %s\n", err);
 	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
 		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
 			err);
@@ -366,6 +373,7 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	fuse_loop_cfg_destroy(cfg);
 
 	fs_ctl_stop(fs);
+	fs_metrics_stop(fs);
 	fs_health_stop(fs);
 	fs_flusher_stop(fs);
 	fs_node_stop(fs); /* hands owned volumes over */
@@ -412,6 +420,12 @@ int main(int argc, char *argv[])
 		if (rc < 0)
 			fprintf(stderr, "spacefs: node %s: %s\n", fs.opt.node,
 				err[0] ? err : strerror(-rc));
+	}
+	if (rc == 0) {
+		char err[512];
+		rc = fs_metrics_open(&fs, err, sizeof(err));
+		if (rc < 0)
+			fprintf(stderr, "spacefs: %s\n", err[0] ? err : strerror(-rc));
 	}
 	if (rc == 0)
 		rc = run_session(&fs, &args);

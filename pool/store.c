@@ -95,6 +95,7 @@
 
 struct disk_counters {
 	_Atomic uint64_t reads, writes, read_bytes, write_bytes, errors, csum_errors, healed;
+	struct pool_lat_hist lat; /* completed chunk I/Os (pool/lathist.h) */
 };
 
 struct store_disk {
@@ -1048,7 +1049,11 @@ static int phase_read(struct rq *q, struct cio *c, size_t n)
 						      .len = (sp.hi[p] - sp.lo[p]) * CRC_BYTES,
 						      .off = sp.lo[p] * CRC_BYTES};
 	}
+	uint64_t t0 = pool_lat_now_us();
 	pool_aio_run(q->s->aio, t->req, n + sp.n);
+	for (size_t i = 0; i < n; i++)
+		if (t->req[i].fd >= 0 && t->req[i].result >= 0)
+			pool_lat_record(&pos_disk(q, c[i].pos)->c.lat, t0);
 
 	rc = reads_done(q, c, n, &sp);
 	if (rc < 0 || !q->s->integrity)
@@ -1146,6 +1151,7 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 							       .len = run->nblk * CRC_BYTES,
 							       .off = run->blk * CRC_BYTES};
 	}
+	uint64_t t0 = pool_lat_now_us();
 	pool_aio_run(q->s->aio, t->req, nreq);
 
 	rc = 0;
@@ -1156,6 +1162,7 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 			if (i < n) {
 				count(&pos_disk(q, pos)->c.writes, 1);
 				count(&pos_disk(q, pos)->c.write_bytes, r->len);
+				pool_lat_record(&pos_disk(q, pos)->c.lat, t0);
 			}
 			continue;
 		}
@@ -1938,6 +1945,7 @@ void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stat
 	out->write_bytes = atomic_load_explicit(&c->write_bytes, memory_order_relaxed);
 	out->errors = atomic_load_explicit(&c->errors, memory_order_relaxed);
 	out->csum_errors = atomic_load_explicit(&c->csum_errors, memory_order_relaxed);
+	pool_lat_snapshot(&c->lat, out->lat, &out->lat_sum_us);
 }
 
 /* ---- failures: disk states, checking and repairing stripes --------------- */

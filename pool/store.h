@@ -37,6 +37,7 @@
 #include <sys/types.h>
 
 #include "layout/layout.h"
+#include "pool/lathist.h"
 
 struct pool_store;
 
@@ -55,6 +56,10 @@ struct pool_disk_stats {
 	uint64_t read_bytes, write_bytes;
 	uint64_t errors;      /* I/O errors */
 	uint64_t csum_errors; /* checksum mismatches found on read */
+	/* completed chunk I/Os by latency (pool/lathist.h buckets), and the
+	 * sum of their latencies */
+	uint64_t lat[POOL_LAT_BUCKETS];
+	uint64_t lat_sum_us;
 };
 
 /* What the store tells its owner (fs/), and asks of it.  Every member

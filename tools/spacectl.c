@@ -10,6 +10,7 @@
  *   spacectl owner move SOURCE VOLUME NODE
  *   spacectl owner balance SOURCE
  *   spacectl owner prefer SOURCE VOLUME NODE|none
+ *   spacectl metrics SOURCE               (Prometheus text, from the daemon)
  *
  * Every command is two functions: cmd_X() turns argv into a struct of
  * parsed arguments, reporting usage errors; do_X() acts on that struct.
@@ -84,6 +85,7 @@ static const char help_main[] =
     "  disk add|replace|retire SOURCE ...    change the disks (spacectl disk --help)\n"
     "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
     "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
+    "  metrics SOURCE                        the daemon's counters for Prometheus\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -199,6 +201,20 @@ static const char help_status[] =
     "\n"
     "options:\n"
     "  -j, --json     print JSON instead of tables\n"
+    "  -h, --help     show this help\n";
+
+static const char help_metrics[] =
+    "usage: spacectl metrics SOURCE\n"
+    "\n"
+    "Print the counters of the spacefs daemon that has the pool of disk SOURCE\n"
+    "mounted on this machine, in the Prometheus text format: per volume and disk\n"
+    "chunk reads and writes, their bytes, I/O and checksum errors and a chunk\n"
+    "latency histogram; per volume application bytes, owner and epoch; disk and\n"
+    "pool health; repair and scrub progress.  The same text is served over HTTP\n"
+    "by spacefs -o metrics=ADDR:PORT.  Fails if no daemon serves the pool here\n"
+    "(SPACEFS_NODE=NAME picks one node's daemon when several run here).\n"
+    "\n"
+    "options:\n"
     "  -h, --help     show this help\n";
 
 static int show_help(const char *text)
@@ -1067,6 +1083,30 @@ static int cmd_owner_prefer(int argc, char **argv)
 	return 0;
 }
 
+/* ---- metrics ------------------------------------------------------------------ */
+
+static int cmd_metrics(int argc, char **argv)
+{
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return show_help(help_metrics);
+	if (argc != 2 || argv[1][0] == '-')
+		return say_error(EXIT_USAGE, "metrics", "usage: metrics SOURCE");
+	struct pool *p = open_pool(argv[1], POOL_OPEN_INSPECT);
+	char err[POOL_MSG_MAX], *reply = NULL;
+	if (!p)
+		return 1;
+	int rc = daemon_call(p, "metrics", &reply, err, sizeof(err));
+	pool_close(p);
+	if (rc == 0)
+		fputs(reply, stdout);
+	free(reply);
+	if (rc == -ENOENT)
+		return say_error(1, argv[1], "no spacefs daemon serves this pool here");
+	if (rc < 0)
+		return say_error(1, "metrics", "%s", err[0] ? err : strerror(-rc));
+	return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------ */
 
 struct command {
@@ -1091,6 +1131,7 @@ static const struct command commands[] = {
     {"disk", "retire", spacectl_cmd_disk_retire},
     {NULL, "repair", spacectl_cmd_repair},
     {NULL, "scrub", spacectl_cmd_scrub},
+    {NULL, "metrics", cmd_metrics},
 };
 
 static int is_help(const char *s)
