@@ -91,14 +91,14 @@ def crash_reused_file(t, pool, m, logs):
     lg1, lg2 = os.path.join(logs, "crash1.log"), os.path.join(logs, "crash2.log")
     with open(f, "wb") as fh:  # the file's previous bytes: not spacebench blocks
         fh.write(os.urandom(2 << 20))
-    p = sb("write", f, "--log", lg1, "--size", "2M", "--count", "400", "--seed", "11")
+    p = sb("write", f, "--log", lg1, "--size", "2M", "--count", "600", "--seed", "11")
     t.eq(p.returncode, 0, "crash: run 1 over part of a 2 MiB file of other bytes: exit 0")
     run2 = subprocess.Popen([SPACEBENCH, "write", f, "--log", lg2, "--size", "2M", "--time",
                              "60", "--qd", "16", "--seed", "12"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 20
     while time.time() < deadline and (not os.path.exists(lg2) or
-                                      os.path.getsize(lg2) < 64 + 32 * 3000):
+                                      os.path.getsize(lg2) < 64 + 32 * 400):
         time.sleep(0.05)
     m.proc.send_signal(signal.SIGSTOP)  # what is queued now stays unwritten
     time.sleep(0.5)
