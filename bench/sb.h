@@ -20,14 +20,23 @@
  *
  * Log (written by `spacebench write --log`, read by verify): a 64-byte
  * header, then 32-byte records, each with its own CRC:
- *   header:  0 char[8] "SPCBLOG1"; 8 u32 version (1); 12 u32 bs;
- *           16 u64 file size; 24 u64 run id; 32..59 zero; 60 u32 crc
- *           (CRC-32C of bytes 0..59)
+ *   header:  0 char[8] "SPCBLOG1"; 8 u32 version (2; 1 is still read);
+ *           12 u32 bs; 16 u64 file size; 24 u64 run id; 32..59 zero;
+ *           60 u32 crc (CRC-32C of bytes 0..59)
  *   record:  0 u32 type; 4 u32 crc (of the record with this field zero);
  *            8 u64 offset; 16 u64 generation; 24 u64 aux
  *   types:   SUBMIT (about to be issued), ACK (completed, acknowledged),
  *            FSYNC (every ACK before it is on stable storage; aux = the
- *            number of ACKs so far), END (clean end; aux = ACK count).
+ *            number of ACKs so far), END (clean end; aux = ACK count),
+ *            PRIOR (version 2: what one 4 KiB sector held before this
+ *            run first wrote its block; offset = the sector's, generation
+ *            0, aux = CRC-32C of its 4096 bytes as read).  Before the
+ *            first SUBMIT on a block come one PRIOR per sector of it, in
+ *            ascending order, so that after a crash a block whose write
+ *            was in flight may be recognised holding what it held before
+ *            (an earlier run's data, the file's previous bytes, zeros).
+ *   A version 1 log has no PRIOR records: content from before the run is
+ *   then unknown, and only zeros are taken for it.
  */
 #ifndef SPACEFS_BENCH_SB_H
 #define SPACEFS_BENCH_SB_H
@@ -41,7 +50,7 @@
 #define SB_MAX_BS	 (1u << 20)
 #define SB_MAX_FILE	 (1ull << 44)
 #define SB_LOG_MAGIC	 "SPCBLOG1"
-#define SB_LOG_VERSION	 1u
+#define SB_LOG_VERSION	 2u /* written; 1 and 2 are read */
 #define SB_LOG_HDR_BYTES 64u
 #define SB_LOG_REC_BYTES 32u
 
@@ -98,6 +107,9 @@ enum sb_verdict {
 	SB_CORRUPT,   /* a sector's magic or CRC is wrong */
 	SB_MISPLACED, /* a valid sector that belongs to another offset or run */
 	SB_STALE,     /* a valid older generation than the one acknowledged */
+	SB_INFLIGHT,  /* allowed: a write in flight (or, durable-only, not yet
+			 fsync'd) and the block holds, wholly or in some
+			 sectors, the content from before it */
 	SB_NVERDICT
 };
 
@@ -110,12 +122,21 @@ struct sb_expect {
 	uint64_t submitted; /* last submitted (>= acked; > acked if in flight) */
 };
 
-/* Check the `bs` bytes read at `offset` against `e`.  With durable_only,
- * any generation from e->durable up to e->submitted is accepted (after a
- * power cut only fsync'd data must be there); otherwise from e->acked.
- * *found gets the generation seen (0 if none or mixed). */
+/* The CRC-32C a PRIOR record carries for one 4 KiB sector. */
+uint32_t sb_prior_crc(const void *sector);
+
+/* Check the `bs` bytes read at `offset` against `e`.  The block must hold
+ * the generation e->submitted (ok), or, while a newer write may be
+ * missing, older content that was legitimately there (in flight): with
+ * durable_only any generation from e->durable (after a power cut only
+ * fsync'd data must be there), otherwise from e->acked; and when no write
+ * on the block is owed, the content from before the run, sector by
+ * sector: the CRCs in prior[bs / SB_SECTOR], or zeros when prior is NULL
+ * (a version 1 log).  Anything else is a problem.  *found gets the
+ * generation seen (0 if none or mixed). */
 enum sb_verdict sb_block_check(const void *buf, uint32_t bs, uint64_t run, uint64_t offset,
-			       const struct sb_expect *e, int durable_only, uint64_t *found);
+			       const struct sb_expect *e, const uint32_t *prior, int durable_only,
+			       uint64_t *found);
 
 /* ---- the write log ---- */
 
@@ -124,9 +145,11 @@ enum sb_rec_type {
 	SB_REC_ACK = 2,
 	SB_REC_FSYNC = 3,
 	SB_REC_END = 4,
+	SB_REC_PRIOR = 5, /* version 2 */
 };
 
 struct sb_log_hdr {
+	uint32_t version; /* 0 when encoding: SB_LOG_VERSION */
 	uint32_t bs;
 	uint64_t file_size;
 	uint64_t run;
@@ -141,13 +164,15 @@ struct sb_log {
 	struct sb_log_hdr hdr;
 	uint64_t nblocks;
 	struct sb_expect *blk;
+	uint32_t *prior; /* per 4 KiB sector (version 2), else NULL */
 	uint64_t submits, acks, fsyncs;
 	int ended; /* an END record was seen: the writer finished cleanly */
 };
 
 /* Parse and validate a whole log held in memory (magic, version, header
  * and record CRCs, types, bounds, alignment, generation order, every ACK
- * matching a SUBMIT).  On error returns -EINVAL with one line in err
+ * matching a SUBMIT, in version 2 every block's PRIOR records complete
+ * before its first SUBMIT).  On error returns -EINVAL with one line in err
  * naming the byte offset; name is used in messages. */
 int sb_log_parse(const void *data, size_t len, const char *name, struct sb_log *log, char *err,
 		 size_t errlen);

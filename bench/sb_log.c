@@ -13,6 +13,13 @@
  * submitted, last acknowledged and last acknowledged before a completed
  * fsync (FSYNC promotes the blocks acknowledged since the previous one,
  * kept on a dirty list so an fsync costs what was written since).
+ *
+ * Version 2 adds PRIOR records: the CRC of each sector as it was before
+ * the run first wrote its block, so that a block whose write was in
+ * flight at a crash may be recognised holding its older content whatever
+ * that was.  They must come complete, in sector order, before the block's
+ * first SUBMIT; a version 1 log (none) is still read, with prior content
+ * unknown.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -27,7 +34,7 @@ void sb_log_hdr_encode(const struct sb_log_hdr *h, uint8_t out[SB_LOG_HDR_BYTES]
 {
 	memset(out, 0, SB_LOG_HDR_BYTES);
 	memcpy(out, SB_LOG_MAGIC, 8);
-	sb_put32(out + 8, SB_LOG_VERSION);
+	sb_put32(out + 8, h->version ? h->version : SB_LOG_VERSION);
 	sb_put32(out + 12, h->bs);
 	sb_put64(out + 16, h->file_size);
 	sb_put64(out + 24, h->run);
@@ -67,9 +74,11 @@ static int parse_hdr(const uint8_t *p, size_t len, const char *name, struct sb_l
 			    name);
 	if (sb_get32(p + 60) != layout_crc32c(p, 60))
 		return fail(err, errlen, "log %s: header CRC mismatch (bytes 0-63)", name);
-	if (sb_get32(p + 8) != SB_LOG_VERSION)
-		return fail(err, errlen, "log %s: version %u, this spacebench reads version %u",
-			    name, sb_get32(p + 8), SB_LOG_VERSION);
+	h->version = sb_get32(p + 8);
+	if (h->version < 1 || h->version > SB_LOG_VERSION)
+		return fail(err, errlen,
+			    "log %s: version %u (byte 8), this spacebench reads versions 1 to %u",
+			    name, h->version, SB_LOG_VERSION);
 	h->bs = sb_get32(p + 12);
 	h->file_size = sb_get64(p + 16);
 	h->run = sb_get64(p + 24);
@@ -81,7 +90,9 @@ static int parse_hdr(const uint8_t *p, size_t len, const char *name, struct sb_l
 			    (unsigned long long)h->file_size);
 	log->nblocks = h->file_size / h->bs;
 	log->blk = calloc(log->nblocks, sizeof(*log->blk));
-	if (!log->blk)
+	if (h->version >= 2)
+		log->prior = calloc(h->file_size / SB_SECTOR, sizeof(*log->prior));
+	if (!log->blk || (h->version >= 2 && !log->prior))
 		return fail(err, errlen, "log %s: out of memory for %llu blocks", name,
 			    (unsigned long long)log->nblocks);
 	return 0;
@@ -93,6 +104,7 @@ struct cursor {
 	uint64_t *dirty;
 	uint64_t ndirty;
 	uint8_t *is_dirty;
+	uint16_t *nprior; /* version 2: PRIOR records seen per block */
 };
 
 static int apply_submit(struct sb_log *log, struct cursor *c, uint64_t b, uint64_t gen)
@@ -103,6 +115,8 @@ static int apply_submit(struct sb_log *log, struct cursor *c, uint64_t b, uint64
 		return -1; /* generations must rise */
 	if (e->submitted != e->acked)
 		return -2; /* a write still in flight on this block */
+	if (c->nprior && !e->submitted && c->nprior[b] != log->hdr.bs / SB_SECTOR)
+		return -4; /* the block's prior content is not all logged */
 	c->last_gen = gen;
 	e->submitted = gen;
 	log->submits++;
@@ -124,6 +138,20 @@ static int apply_ack(struct sb_log *log, struct cursor *c, uint64_t b, uint64_t 
 	return 0;
 }
 
+static int apply_prior(struct sb_log *log, struct cursor *c, uint64_t off, uint64_t gen,
+		       uint64_t crc)
+{
+	uint64_t b = off / log->hdr.bs;
+
+	if (gen || crc > UINT32_MAX)
+		return -5;
+	if (log->blk[b].submitted || c->nprior[b] != (off % log->hdr.bs) / SB_SECTOR)
+		return -6; /* after the first SUBMIT, twice, or out of order */
+	log->prior[off / SB_SECTOR] = (uint32_t)crc;
+	c->nprior[b]++;
+	return 0;
+}
+
 static void apply_fsync(struct sb_log *log, struct cursor *c)
 {
 	for (uint64_t i = 0; i < c->ndirty; i++) {
@@ -135,16 +163,22 @@ static void apply_fsync(struct sb_log *log, struct cursor *c)
 	log->fsyncs++;
 }
 
-static const char *const rec_problem[] = {"", "generation does not rise",
+static const char *const rec_problem[] = {"",
+					  "generation does not rise",
 					  "submitted while a write is in flight on the block",
-					  "acknowledges a write that was not submitted"};
+					  "acknowledges a write that was not submitted",
+					  "is the first on its block but not every sector's PRIOR "
+					  "record came before it",
+					  "(PRIOR) has a non-zero generation or a CRC over 32 bits",
+					  "(PRIOR) comes after the block's first SUBMIT, twice or "
+					  "out of sector order"};
 
 static int parse_rec(const uint8_t *p, size_t pos, const char *name, struct sb_log *log,
 		     struct cursor *c, char *err, size_t errlen)
 {
 	uint8_t tmp[SB_LOG_REC_BYTES];
 	uint32_t type = sb_get32(p);
-	uint64_t off = sb_get64(p + 8), gen = sb_get64(p + 16);
+	uint64_t off = sb_get64(p + 8), gen = sb_get64(p + 16), aux = sb_get64(p + 24);
 	int rc = 0;
 
 	memcpy(tmp, p, SB_LOG_REC_BYTES);
@@ -161,14 +195,19 @@ static int parse_rec(const uint8_t *p, size_t pos, const char *name, struct sb_l
 		log->ended = 1;
 		return 0;
 	}
-	if (type != SB_REC_SUBMIT && type != SB_REC_ACK)
+	if (type != SB_REC_SUBMIT && type != SB_REC_ACK && (type != SB_REC_PRIOR || !c->nprior))
 		return fail(err, errlen, "log %s: unknown record type %u at byte %zu", name, type,
 			    pos);
-	if (off % log->hdr.bs || off >= log->hdr.file_size || !gen)
+	if (type == SB_REC_PRIOR && (off % SB_SECTOR || off >= log->hdr.file_size))
+		return fail(err, errlen, "log %s: PRIOR offset %llu out of range at byte %zu", name,
+			    (unsigned long long)off, pos);
+	if (type == SB_REC_PRIOR)
+		rc = apply_prior(log, c, off, gen, aux);
+	else if (off % log->hdr.bs || off >= log->hdr.file_size || !gen)
 		return fail(err, errlen,
 			    "log %s: offset %llu or generation %llu out of range at byte %zu", name,
 			    (unsigned long long)off, (unsigned long long)gen, pos);
-	if (type == SB_REC_SUBMIT)
+	else if (type == SB_REC_SUBMIT)
 		rc = apply_submit(log, c, off / log->hdr.bs, gen);
 	else
 		rc = apply_ack(log, c, off / log->hdr.bs, gen);
@@ -192,12 +231,15 @@ static int parse_records(const uint8_t *p, size_t len, const char *name, struct 
 			    (len - pos) % SB_LOG_REC_BYTES);
 	c.dirty = malloc(log->nblocks * sizeof(*c.dirty));
 	c.is_dirty = calloc(log->nblocks, 1);
-	if (!c.dirty || !c.is_dirty)
+	if (log->hdr.version >= 2)
+		c.nprior = calloc(log->nblocks, sizeof(*c.nprior));
+	if (!c.dirty || !c.is_dirty || (log->hdr.version >= 2 && !c.nprior))
 		rc = fail(err, errlen, "log %s: out of memory", name);
 	for (; rc == 0 && pos < len; pos += SB_LOG_REC_BYTES)
 		rc = parse_rec(p + pos, pos, name, log, &c, err, errlen);
 	free(c.dirty);
 	free(c.is_dirty);
+	free(c.nprior);
 	return rc;
 }
 
@@ -218,6 +260,8 @@ int sb_log_parse(const void *data, size_t len, const char *name, struct sb_log *
 void sb_log_free(struct sb_log *log)
 {
 	free(log->blk);
+	free(log->prior);
 	log->blk = NULL;
+	log->prior = NULL;
 	log->nblocks = 0;
 }

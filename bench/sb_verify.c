@@ -5,8 +5,12 @@
  * `write` writes self-describing blocks (sb_block.c) at random block
  * offsets, a queue of them in flight through libaio with O_DIRECT, never
  * two on one block at once (so the order of writes to a block is the
- * order of their generations).  Before each submission a SUBMIT record
- * goes to the log, after each completion an ACK record, and after each
+ * order of their generations).  Before the first write to a block, one
+ * PRIOR record per sector gives the CRC of what the block held (read in
+ * 1 MiB pieces, once each, before this run wrote anywhere in them), so
+ * that after a crash a block whose write was in flight is recognised
+ * holding its older content, whatever wrote that.  Before each submission
+ * a SUBMIT record goes to the log, after each completion an ACK record, and after each
  * fsync (every --fsync-every acknowledgements, and at the end, with the
  * queue drained first) an FSYNC record.  The log is write(2)n as it goes,
  * so it survives the writer or the filesystem's daemon being killed.
@@ -16,7 +20,9 @@
  * offset and kind.  Without --durable-only every acknowledged write must
  * be there (the test after a daemon kill, or a clean run); with it only
  * what was fsync'd (the test after a power cut).  A write in flight when
- * the writer stopped may be found or not.
+ * the writer stopped may be found or not: a block holding the content from
+ * before it (wholly or, torn, in some sectors) is counted "in-flight-old",
+ * allowed, apart from the problems.
  *
  * --test-drop-write N is the test hook for verify itself: write number N
  * is logged as submitted and acknowledged but never issued, which is
@@ -51,6 +57,9 @@ struct writer {
 	struct sb_rng rng;
 	uint64_t run, nblocks, gen, acks, since_fsync, t_end;
 	uint64_t dropped_blk; /* UINT64_MAX until the dropped write */
+	uint64_t per;	      /* blocks per piece read for PRIOR records */
+	uint32_t *prior;      /* CRC of each sector before the run */
+	uint8_t *piece_read, *touched, *piece;
 	uint8_t rec[REC_BATCH][SB_LOG_REC_BYTES];
 	unsigned nrec;
 };
@@ -82,6 +91,53 @@ static int log_rec(struct writer *w, uint32_t type, uint64_t off, uint64_t gen, 
 	return 0;
 }
 
+/* Read the piece holding block blk, once, for the CRCs of its sectors
+ * before this run wrote any of them. */
+static int read_piece(struct writer *w, uint64_t blk)
+{
+	uint64_t pc = blk / w->per, b0 = pc * w->per;
+	uint64_t nb = w->nblocks - b0 < w->per ? w->nblocks - b0 : w->per;
+	size_t len = (size_t)(nb * w->o->bs), got = 0;
+
+	if (w->piece_read[pc])
+		return 0;
+	while (got < len) {
+		ssize_t n = pread(w->fd, w->piece + got, len - got, (off_t)(b0 * w->o->bs + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(
+			    stderr, "spacebench: reading %s at offset %llu (prior content): %s\n",
+			    w->o->path, (unsigned long long)(b0 * w->o->bs + got), strerror(errno));
+			return -EIO;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	memset(w->piece + got, 0, len - got);
+	for (size_t i = 0; i < len; i += SB_SECTOR)
+		w->prior[(b0 * w->o->bs + i) / SB_SECTOR] = sb_prior_crc(w->piece + i);
+	w->piece_read[pc] = 1;
+	return 0;
+}
+
+/* Before the run's first write to blk: PRIOR records for its sectors. */
+static int log_prior(struct writer *w, uint64_t blk)
+{
+	uint64_t off = blk * w->o->bs;
+
+	if (w->touched[blk])
+		return 0;
+	if (read_piece(w, blk) < 0)
+		return -EIO;
+	for (uint64_t s = off; s < off + w->o->bs; s += SB_SECTOR)
+		if (log_rec(w, SB_REC_PRIOR, s, 0, w->prior[s / SB_SECTOR]) < 0)
+			return -EIO;
+	w->touched[blk] = 1;
+	return 0;
+}
+
 /* In flight, or the block of the dropped write, which is never written
  * again so that its loss stays visible. */
 static int block_busy(const struct writer *w, uint64_t blk)
@@ -106,7 +162,7 @@ static int issue(struct writer *w, struct wslot *s)
 		blk = sb_rng_below(&w->rng, w->nblocks);
 	while (block_busy(w, blk));
 	uint64_t gen = ++w->gen, off = blk * bs;
-	if (log_rec(w, SB_REC_SUBMIT, off, gen, 0) < 0)
+	if (log_prior(w, blk) < 0 || log_rec(w, SB_REC_SUBMIT, off, gen, 0) < 0)
 		return -EIO;
 	if (gen == w->o->drop) {
 		w->dropped_blk = blk;
@@ -149,6 +205,7 @@ static int reap(struct writer *w, int min)
 				"spacebench: write of generation %llu at offset %llu of %s: %s\n",
 				(unsigned long long)s->gen, (unsigned long long)off, w->o->path,
 				r < 0 ? strerror((int)-r) : "short write");
+			log_flush(w); /* keep the acknowledgements logged so far */
 			return -EIO;
 		}
 		if (log_rec(w, SB_REC_ACK, off, s->gen, 0) < 0)
@@ -203,7 +260,7 @@ static int write_loop(struct writer *w)
 static int open_files(struct writer *w)
 {
 	const struct sb_write_opts *o = w->o;
-	struct sb_log_hdr h = {o->bs, o->size, w->run};
+	struct sb_log_hdr h = {SB_LOG_VERSION, o->bs, o->size, w->run};
 	uint8_t hdr[SB_LOG_HDR_BYTES];
 	struct stat st;
 
@@ -233,8 +290,13 @@ static int writer_init(struct writer *w)
 			    : (sb_now_ns() ^ ((uint64_t)getpid() << 32));
 	sb_rng_seed(&w->rng, w->run);
 	w->t_end = sb_now_ns() + (uint64_t)(w->o->seconds * 1e9);
+	w->per = (1u << 20) / w->o->bs ? (1u << 20) / w->o->bs : 1;
 	w->slots = calloc(w->o->qd, sizeof(*w->slots));
-	if (!w->slots)
+	w->prior = calloc(w->o->size / SB_SECTOR, sizeof(*w->prior));
+	w->piece_read = calloc(w->nblocks / w->per + 1, 1);
+	w->touched = calloc(w->nblocks, 1);
+	if (!w->slots || !w->prior || !w->piece_read || !w->touched ||
+	    posix_memalign((void **)&w->piece, 4096, w->per * w->o->bs))
 		return -ENOMEM;
 	for (unsigned i = 0; i < w->o->qd; i++)
 		if (posix_memalign((void **)&w->slots[i].buf, 4096, w->o->bs))
@@ -252,6 +314,10 @@ static void writer_free(struct writer *w)
 	for (unsigned i = 0; w->slots && i < w->o->qd; i++)
 		free(w->slots[i].buf);
 	free(w->slots);
+	free(w->prior);
+	free(w->piece_read);
+	free(w->touched);
+	free(w->piece);
 	if (w->fd >= 0)
 		close(w->fd);
 	if (w->logfd >= 0 && close(w->logfd) < 0)
@@ -331,14 +397,20 @@ static void report(const struct sb_verify_opts *o, struct tally *t, uint64_t off
 						      "holds sectors of different writes",
 						      "a sector fails its magic or CRC",
 						      "holds another offset's or run's data",
-						      "holds an older write"};
+						      "holds an older write",
+						      ""};
 
 	t->count[v]++;
+	if (v == SB_INFLIGHT)
+		return; /* allowed: counted, not a problem */
 	if (t->reported++ >= o->max_report)
 		return;
-	printf("offset %llu: %s (acknowledged generation %llu, fsync'd %llu; %s",
+	printf("offset %llu: %s (acknowledged generation %llu, fsync'd %llu",
 	       (unsigned long long)off, sb_verdict_name(v), (unsigned long long)e->acked,
-	       (unsigned long long)e->durable, what[v]);
+	       (unsigned long long)e->durable);
+	if (e->submitted != e->acked)
+		printf(", generation %llu in flight", (unsigned long long)e->submitted);
+	printf("; %s", what[v]);
 	if (found)
 		printf(", generation %llu", (unsigned long long)found);
 	printf(")\n");
@@ -397,8 +469,10 @@ static int verify_blocks(const struct sb_verify_opts *o, const struct sb_log *lo
 			if (!e->submitted)
 				continue;
 			t->checked++;
+			const uint32_t *prior =
+			    log->prior ? log->prior + (b0 + i) * (bs / SB_SECTOR) : NULL;
 			enum sb_verdict v =
-			    sb_block_check(buf + i * bs, bs, log->hdr.run, (b0 + i) * bs, e,
+			    sb_block_check(buf + i * bs, bs, log->hdr.run, (b0 + i) * bs, e, prior,
 					   o->durable_only, &found);
 			if (v != SB_OK)
 				report(o, t, (b0 + i) * bs, v, e, found);
@@ -415,11 +489,13 @@ static void summary(const struct sb_verify_opts *o, const struct sb_log *log, co
 	if (bad > o->max_report)
 		printf("... and %llu more\n", (unsigned long long)(bad - o->max_report));
 	printf("spacebench verify: %s: %llu blocks checked, %llu lost, %llu torn, %llu corrupt, "
-	       "%llu misplaced, %llu stale%s\n",
+	       "%llu misplaced, %llu stale; %llu in-flight-old (allowed)%s%s\n",
 	       o->path, (unsigned long long)t->checked, (unsigned long long)t->count[SB_LOST],
 	       (unsigned long long)t->count[SB_TORN], (unsigned long long)t->count[SB_CORRUPT],
 	       (unsigned long long)t->count[SB_MISPLACED], (unsigned long long)t->count[SB_STALE],
-	       log->ended ? "" : " (log has no END record: the writer stopped early)");
+	       (unsigned long long)t->count[SB_INFLIGHT],
+	       log->ended ? "" : " (log has no END record: the writer stopped early)",
+	       log->prior ? "" : " (version 1 log: content from before the run unknown)");
 }
 
 int sb_verify(const struct sb_verify_opts *o)

@@ -179,12 +179,18 @@ static void cmd_owner_balance(struct fs *fs, struct out *o)
 static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 {
 	uint32_t nd = fs->pool->ndisks;
-	bool local = fs_vol_enter_local(v);
+	char full[POOL_MSG_MAX];
 
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	fs_health_cannot_allocate(fs, &v->geom, full, sizeof(full));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	bool local = fs_vol_enter_local(v);
+	/* cannot_allocate comes right after the name: spacectl finds each
+	 * volume's by looking for the first one after its name */
 	outf(o,
-	     "{\"name\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
-	     ",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
-	     v->name, v->id, (uint64_t)atomic_load(&v->read_bytes),
+	     "{\"name\":\"%s\",\"cannot_allocate\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64
+	     ",\"write_bytes\":%" PRIu64 ",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
+	     v->name, full, v->id, (uint64_t)atomic_load(&v->read_bytes),
 	     (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
 	     local ? pool_meta_live_replicas(v->meta) : 0);
 	if (fs->node)
@@ -204,6 +210,34 @@ static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 	outf(o, "]}");
 	if (local)
 		fs_vol_leave(v);
+}
+
+/* "full_disks":"1,3" (for spacectl's text, "" if none) and per disk what
+ * ENOSPC answers and statvfs said: "disk_space":[{...},...]. */
+static void status_space(struct fs *fs, struct out *o)
+{
+	uint32_t nd = fs->pool->ndisks, nfull = 0;
+
+	outf(o, "\"full_disks\":\"");
+	for (uint32_t d = 0; d < nd; d++) {
+		struct fs_disk_space sp;
+		fs_health_space(fs, d, &sp);
+		if (sp.full)
+			outf(o, "%s%u", nfull++ ? "," : "", d);
+	}
+	outf(o, "\",\"disk_space\":[");
+	for (uint32_t d = 0; d < nd; d++) {
+		struct fs_disk_space sp;
+		fs_health_space(fs, d, &sp);
+		outf(o,
+		     "%s{\"index\":%u,\"full\":%s,\"enospc\":%" PRIu64 ",\"last_enospc\":%" PRId64,
+		     d ? "," : "", d, sp.full ? "true" : "false", sp.enospc, sp.last_enospc);
+		if (sp.have_free)
+			outf(o, ",\"free\":%" PRIu64 "}", sp.free);
+		else
+			outf(o, ",\"free\":null}");
+	}
+	outf(o, "],");
 }
 
 static void cmd_status(struct fs *fs, struct out *o)
@@ -233,8 +267,9 @@ static void cmd_status(struct fs *fs, struct out *o)
 	char fuse[2048];
 	if (fs_chan_json(fs, fuse, sizeof(fuse)) < 0)
 		snprintf(fuse, sizeof(fuse), "{}");
-	outf(o, "],\"fuse\":%s,\"pool_health\":\"%s\",\"jobs\":%s}\n", fuse, pool_health(fs->pool),
-	     jobs ? jobs : "[]");
+	outf(o, "],\"fuse\":%s,", fuse);
+	status_space(fs, o);
+	outf(o, "\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool), jobs ? jobs : "[]");
 	free(jobs);
 }
 

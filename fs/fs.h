@@ -256,6 +256,22 @@ int fs_health_start(struct fs *fs);
 void fs_health_stop(struct fs *fs);
 /* The store hook: disk failed under I/O (any thread). */
 void fs_health_disk_failed(struct fs *fs, uint32_t disk, const char *why);
+/* The store hook: a chunk write to disk got ENOSPC (any thread).  The
+ * disk counts as full until the watcher's statvfs shows space again. */
+void fs_health_disk_full(struct fs *fs, uint32_t disk);
+/* What the daemon knows of a disk's space, for `spacectl status`. */
+struct fs_disk_space {
+	bool full;	     /* ENOSPC seen, space not back since */
+	uint64_t enospc;     /* ENOSPC answers since mount */
+	int64_t last_enospc; /* when the last came (epoch seconds; 0: never) */
+	bool have_free;	     /* free is known (statvfs worked) */
+	uint64_t free;	     /* bytes available, at the last check */
+};
+void fs_health_space(struct fs *fs, uint32_t disk, struct fs_disk_space *out);
+/* Why volume v cannot place new chunk data ("disk d1 full", "disks d1,d3
+ * full") into why, or "" if it can: fewer in-service disks that are not
+ * full than a file of its layout spans.  Caller holds fs->pool_lock. */
+void fs_health_cannot_allocate(struct fs *fs, const struct layout_geom *g, char *why, size_t size);
 /* Store hooks of a volume (fs/health.c). */
 const struct pool_store_hooks *fs_volume_hooks(void);
 /* Control commands of fs/ctl.c that touch disks or jobs: one request, a

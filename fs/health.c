@@ -21,6 +21,14 @@
  * mount it records disks that are missing and resumes the repairs and
  * resyncs the pool left unfinished.  All pool catalogue changes happen
  * under fs->pool_lock taken exclusively, as pool/pool.h asks.
+ *
+ * A full disk is neither failed nor healthy in the usual sense: writes
+ * that need new space on it get ENOSPC, while everything else works.  The
+ * store reports each ENOSPC (fs_health_disk_full); the disk is then shown
+ * "full" by `spacectl status`, with the volumes whose layout can no
+ * longer place new data, until the watcher's statvfs sees space come
+ * back (at least FULL_CLEAR_BYTES more than when it was found full, and
+ * no new ENOSPC in the meantime).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "fs/fs.h"
@@ -35,6 +44,16 @@
 #include "pool/drl.h"
 
 #define HEALTH_PERIOD_MS 1000
+#define FULL_CLEAR_BYTES (1ull << 20)
+#define FREE_UNKNOWN	 UINT64_MAX
+
+/* One disk's space, as ENOSPC answers and statvfs tell it. */
+struct disk_space {
+	bool full, logged;
+	uint64_t enospc, seen; /* answers so far; as of the last check */
+	int64_t last_enospc;
+	uint64_t free, free_at_full; /* FREE_UNKNOWN until measured */
+};
 
 struct fs_health {
 	pthread_t thread;
@@ -45,6 +64,7 @@ struct fs_health {
 	char why[POOL_MAX_DISKS][POOL_MSG_MAX];
 	dev_t dev[POOL_MAX_DISKS]; /* identity of each in-service directory */
 	ino_t ino[POOL_MAX_DISKS];
+	struct disk_space space[POOL_MAX_DISKS];
 };
 
 static uint32_t nvolumes(struct fs *fs)
@@ -82,6 +102,100 @@ void fs_health_disk_failed(struct fs *fs, uint32_t disk, const char *why)
 	h->pending |= 1ull << disk;
 	pthread_cond_signal(&h->cv);
 	pthread_mutex_unlock(&h->mu);
+}
+
+void fs_health_disk_full(struct fs *fs, uint32_t disk)
+{
+	struct fs_health *h = fs->health;
+
+	if (!h || disk >= POOL_MAX_DISKS)
+		return;
+	pthread_mutex_lock(&h->mu);
+	struct disk_space *sp = &h->space[disk];
+	sp->full = true;
+	sp->enospc++;
+	sp->last_enospc = (int64_t)time(NULL);
+	sp->free_at_full = FREE_UNKNOWN; /* measured by the watcher, not here */
+	pthread_mutex_unlock(&h->mu);
+}
+
+void fs_health_space(struct fs *fs, uint32_t disk, struct fs_disk_space *out)
+{
+	struct fs_health *h = fs->health;
+
+	memset(out, 0, sizeof(*out));
+	if (!h || disk >= POOL_MAX_DISKS)
+		return;
+	pthread_mutex_lock(&h->mu);
+	const struct disk_space *sp = &h->space[disk];
+	out->full = sp->full;
+	out->enospc = sp->enospc;
+	out->last_enospc = sp->last_enospc;
+	out->have_free = sp->free != FREE_UNKNOWN;
+	out->free = out->have_free ? sp->free : 0;
+	pthread_mutex_unlock(&h->mu);
+}
+
+void fs_health_cannot_allocate(struct fs *fs, const struct layout_geom *g, char *why, size_t size)
+{
+	struct pool *p = fs->pool;
+	uint32_t usable = 0, nfull = 0;
+	char list[POOL_MAX_DISKS * 6] = "";
+
+	why[0] = '\0';
+	for (uint32_t d = 0; d < p->ndisks; d++) {
+		struct fs_disk_space sp;
+		if (!pool_disk_in_service(p, d))
+			continue;
+		fs_health_space(fs, d, &sp);
+		if (!sp.full) {
+			usable++;
+			continue;
+		}
+		size_t off = strlen(list);
+		snprintf(list + off, sizeof(list) - off, "%sd%u", nfull++ ? "," : "", d);
+	}
+	if (nfull && usable < layout_positions(g))
+		snprintf(why, size, "disk%s %s full", nfull > 1 ? "s" : "", list);
+}
+
+/* statvfs of every disk; a full disk whose space came back is full no
+ * more.  No lock held across statvfs: a slow disk must not stall I/O. */
+static void watch_space(struct fs *fs)
+{
+	struct fs_health *h = fs->health;
+	uint32_t n;
+
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	n = fs->pool->ndisks;
+	pthread_rwlock_unlock(&fs->pool_lock);
+	for (uint32_t d = 0; d < n && d < POOL_MAX_DISKS; d++) {
+		uint64_t size, avail;
+		int known = pool_disk_space(fs->pool, d, &size, &avail) == 0;
+		const char *path = fs->pool->disk[d].path;
+		pthread_mutex_lock(&h->mu);
+		struct disk_space *sp = &h->space[d];
+		bool news = sp->enospc != sp->seen, was_logged = sp->logged;
+		sp->seen = sp->enospc;
+		sp->free = known ? avail : FREE_UNKNOWN;
+		if (sp->full && known && sp->free_at_full == FREE_UNKNOWN)
+			sp->free_at_full = avail;
+		bool cleared = sp->full && known && !news && sp->free_at_full != FREE_UNKNOWN &&
+			       avail >= sp->free_at_full + FULL_CLEAR_BYTES;
+		if (cleared)
+			sp->full = sp->logged = false;
+		else if (sp->full)
+			sp->logged = true;
+		bool now_logged = sp->logged;
+		pthread_mutex_unlock(&h->mu);
+		if (now_logged && !was_logged)
+			fs_log("DISK FULL: disk %u (%s): chunk writes get ENOSPC; %" PRIu64
+			       " bytes free",
+			       d, path, known ? avail : 0);
+		if (cleared)
+			fs_log("disk %u (%s) has space again: %" PRIu64 " bytes free", d, path,
+			       avail);
+	}
 }
 
 /* One line per volume that is not healthy: what it can still survive. */
@@ -252,6 +366,7 @@ static void *health_main(void *arg)
 			break;
 		take_pending(fs);
 		probe_all(fs);
+		watch_space(fs);
 		if (!fs->opt.read_only)
 			watch_returns(fs);
 		fs_jobs_tick(fs);
@@ -353,8 +468,16 @@ static void hook_write_end(void *arg, uint64_t id, uint64_t off, uint64_t len)
 		pool_drl_end(v->drl, id, off, len);
 }
 
+static void hook_disk_full(void *arg, uint32_t disk)
+{
+	struct fs_volume *v = arg;
+
+	fs_health_disk_full(v->fs, disk);
+}
+
 static const struct pool_store_hooks volume_hooks = {
     .disk_failed = hook_disk_failed,
+    .disk_full = hook_disk_full,
     .write_begin = hook_write_begin,
     .write_end = hook_write_end,
 };

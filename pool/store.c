@@ -927,6 +927,8 @@ static void io_error(struct rq *q, const char *what, uint32_t pos, uint64_t off,
 	char why[128];
 
 	count(&d->c.errors, 1);
+	if ((err == -ENOSPC || err == -EDQUOT) && q->s->hooks.disk_full)
+		q->s->hooks.disk_full(q->s->hooks.arg, q->f->disk[pos]);
 	store_log(q->s,
 		  "file %016" PRIx64 ": %s error on disk %s position %u chunk offset %" PRIu64
 		  ": %s",

@@ -70,6 +70,9 @@ struct pool_store_hooks {
 	/* Disk `disk` gave an I/O error, or its directory is no longer the
 	 * one opened: the store has already stopped using it (failed). */
 	void (*disk_failed)(void *arg, uint32_t disk, const char *why);
+	/* A chunk write to `disk` failed with ENOSPC or EDQUOT (the disk is
+	 * not failed for it: a full disk is the admin's to know). */
+	void (*disk_full)(void *arg, uint32_t disk);
 	/* Before chunk writes to [off, off+len) of file `id`: make the range
 	 * durably dirty (dirty-region log).  `absent` is the mask of pool
 	 * disk indexes holding positions of the file that this write skips

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "layout/layout.h"
 #include "pool/ctl.h"
@@ -310,6 +311,53 @@ static void json_peek(const char *json, const char *key, char *out, size_t size)
 	       n + 1 < size)
 		n++;
 	snprintf(out, size, "%.*s", (int)n, p);
+}
+
+/* ---- what the daemon says of full disks (its status JSON, fs/ctl.c) ---- */
+
+/* The daemon's disk_space entry of disk d, or NULL. */
+static const char *live_space(const char *live, uint32_t d)
+{
+	char pat[48];
+
+	snprintf(pat, sizeof(pat), "{\"index\":%u,\"full\":", d);
+	return live ? strstr(live, pat) : NULL;
+}
+
+static int live_disk_full(const char *live, uint32_t d)
+{
+	const char *sp = live_space(live, d);
+	char v[16];
+
+	if (!sp)
+		return 0;
+	json_peek(sp, "full", v, sizeof(v));
+	return strcmp(v, "true") == 0;
+}
+
+/* Why the daemon says volume `name` cannot place new data, or "". */
+static void live_cannot_allocate(const char *live, const char *name, char *out, size_t size)
+{
+	char pat[POOL_NAME_MAX + 32];
+	const char *v;
+
+	snprintf(pat, sizeof(pat), "{\"name\":\"%s\",\"cannot_allocate\":", name);
+	out[0] = '\0';
+	if (live && (v = strstr(live, pat)))
+		json_peek(v, "cannot_allocate", out, size);
+}
+
+/* "full (disk 1)" / "full (disks 1,3)" for the health line, or "". */
+static void live_full_disks(const char *live, char *out, size_t size)
+{
+	char list[POOL_MAX_DISKS * 4];
+
+	out[0] = '\0';
+	if (!live)
+		return;
+	json_peek(live, "full_disks", list, sizeof(list));
+	if (list[0] && strcmp(list, "?"))
+		snprintf(out, size, "full (disk%s %s)", strchr(list, ',') ? "s" : "", list);
 }
 
 /* Open SOURCE's pool, printing the error line on failure. */
@@ -592,7 +640,8 @@ static void meta_list(const struct pool_sb_volume *v, char *out, size_t size)
 		off += (size_t)snprintf(out + off, size - off, "%s%u", i ? "," : "", v->meta[i]);
 }
 
-static int volumes_table(struct pool *p)
+/* live: the daemon's status JSON, or NULL (volume list, not mounted). */
+static int volumes_table(struct pool *p, const char *live)
 {
 	static const char *const head[] = {"NAME",     "LAYOUT",      "COPIES",	   ">PARITY",
 					   ">COLUMNS", ">INTERLEAVE", "INTEGRITY", "METADATA",
@@ -604,6 +653,7 @@ static int volumes_table(struct pool *p)
 	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
 		const struct pool_sb_volume *v = &p->sb->volume[i];
 		char copies[16] = "-", parity[16] = "-", cols[16], il[32], meta[32], usable[32];
+		char full[POOL_MSG_MAX], state[POOL_MSG_MAX + 64];
 		uint64_t u;
 		const char *row[10];
 
@@ -625,7 +675,10 @@ static int volumes_table(struct pool *p)
 		row[6] = v->integrity ? "on" : "off";
 		row[7] = meta;
 		row[8] = usable;
-		row[9] = pool_volume_health(p, v);
+		live_cannot_allocate(live, v->name, full, sizeof(full));
+		snprintf(state, sizeof(state), "%s%s%s", pool_volume_health(p, v),
+			 full[0] ? ", cannot allocate: " : "", full);
+		row[9] = state;
 		table_row(t, row);
 	}
 	if (p->sb->nvolumes)
@@ -636,8 +689,10 @@ static int volumes_table(struct pool *p)
 	return 0;
 }
 
-static void volume_json(struct json *j, struct pool *p, const struct pool_sb_volume *v)
+static void volume_json(struct json *j, struct pool *p, const struct pool_sb_volume *v,
+			const char *live)
 {
+	char full[POOL_MSG_MAX];
 	uint64_t u;
 
 	pool_volume_capacity(p, v, &u);
@@ -657,15 +712,22 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 	json_close(j, ']');
 	json_u64(j, "usable", u);
 	json_str(j, "state", pool_volume_health(p, v));
+	if (live) { /* status: what the daemon says */
+		live_cannot_allocate(live, v->name, full, sizeof(full));
+		if (full[0])
+			json_str(j, "cannot_allocate", full);
+		else
+			json_null(j, "cannot_allocate");
+	}
 	json_u64(j, "created", (uint64_t)v->created);
 	json_close(j, '}');
 }
 
-static void volumes_json(struct json *j, struct pool *p)
+static void volumes_json(struct json *j, struct pool *p, const char *live)
 {
 	json_array(j, "volumes");
 	for (uint32_t i = 0; i < p->sb->nvolumes; i++)
-		volume_json(j, p, &p->sb->volume[i]);
+		volume_json(j, p, &p->sb->volume[i], live);
 	json_close(j, ']');
 }
 
@@ -689,10 +751,10 @@ static int do_volume_list(const struct show_args *a)
 	if (a->json) {
 		json_begin(&j, stdout);
 		json_str(&j, "pool", p->sb->pool_name);
-		volumes_json(&j, p);
+		volumes_json(&j, p, NULL);
 		json_end(&j);
 	} else {
-		rc = volumes_table(p);
+		rc = volumes_table(p, NULL);
 	}
 	pool_close(p);
 	return rc;
@@ -787,7 +849,31 @@ static int cmd_volume_delete(int argc, char **argv)
 
 /* ---- status ------------------------------------------------------------------ */
 
-static void disks_table(struct pool *p)
+/* The line under the disk table for a disk the daemon found full. */
+static void disk_full_line(const char *live, uint32_t i)
+{
+	const char *sp = live_space(live, i);
+	char n[32], last[32], n_free[32], fr[32] = "unknown", when[64] = "?";
+	unsigned long long f;
+	long long t;
+
+	json_peek(sp, "enospc", n, sizeof(n));
+	json_peek(sp, "last_enospc", last, sizeof(last));
+	json_peek(sp, "free", n_free, sizeof(n_free));
+	if (sscanf(n_free, "%llu", &f) == 1)
+		fmt_size(f, fr, sizeof(fr));
+	if (sscanf(last, "%lld", &t) == 1) {
+		time_t tt = (time_t)t;
+		struct tm tm;
+		if (localtime_r(&tt, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	}
+	printf("  disk %u: full: %s chunk writes got ENOSPC, the last at %s; %s free; "
+	       "space is checked each second\n",
+	       i, n, when, fr);
+}
+
+static void disks_table(struct pool *p, const char *live)
 {
 	static const char *const head[] = {">DISK", "PATH", "UUID", "STATE", ">SIZE", ">FREE"};
 	struct table *t = table_new(6, head);
@@ -795,11 +881,12 @@ static void disks_table(struct pool *p)
 	if (!t)
 		return;
 	for (uint32_t i = 0; i < p->ndisks; i++) {
-		char idx[16], uuid[37], size[32] = "-", free[32] = "-";
+		char idx[16], uuid[37], size[32] = "-", free[32] = "-", state[48];
 		uint64_t sz, fr;
-		const char *row[6] = {
-		    idx, p->disk[i].path, uuid, pool_disk_state_name(p->disk[i].state), size, free};
+		const char *row[6] = {idx, p->disk[i].path, uuid, state, size, free};
 
+		snprintf(state, sizeof(state), "%s%s", pool_disk_state_name(p->disk[i].state),
+			 live_disk_full(live, i) ? ", full" : "");
 		snprintf(idx, sizeof(idx), "%u", i);
 		pool_uuid_format(p->sb->member[i].uuid, uuid);
 		if (pool_disk_space(p, i, &sz, &fr) == 0) {
@@ -810,9 +897,12 @@ static void disks_table(struct pool *p)
 	}
 	table_print(t, stdout);
 	table_free(t);
-	for (uint32_t i = 0; i < p->ndisks; i++)
+	for (uint32_t i = 0; i < p->ndisks; i++) {
 		if (p->disk[i].msg[0])
 			printf("  disk %u: %s\n", i, p->disk[i].msg);
+		if (live_disk_full(live, i))
+			disk_full_line(live, i);
+	}
 }
 
 static void daemon_text(const char *live)
@@ -874,18 +964,19 @@ static void owners_table(struct pool *p);
 
 static int status_text(struct pool *p, const char *live)
 {
-	char uuid[37];
+	char uuid[37], full[POOL_MAX_DISKS * 4 + 32];
 
 	pool_uuid_format(p->sb->pool_uuid, uuid);
+	live_full_disks(live, full, sizeof(full));
 	printf("pool        %s\n", p->sb->pool_name);
 	printf("uuid        %s\n", uuid);
 	printf("generation  %llu\n", (unsigned long long)p->sb->generation);
-	printf("health      %s\n", pool_health(p));
+	printf("health      %s%s%s\n", pool_health(p), full[0] ? ", " : "", full);
 	daemon_text(live);
 	printf("\n");
-	disks_table(p);
+	disks_table(p, live);
 	printf("\n");
-	int rc = volumes_table(p);
+	int rc = volumes_table(p, live);
 	if (live)
 		owners_table(p);
 	if (live)
@@ -895,7 +986,7 @@ static int status_text(struct pool *p, const char *live)
 	return rc;
 }
 
-static void disk_json(struct json *j, struct pool *p, uint32_t i)
+static void disk_json(struct json *j, struct pool *p, uint32_t i, const char *live)
 {
 	char uuid[37];
 	uint64_t size, free;
@@ -916,6 +1007,14 @@ static void disk_json(struct json *j, struct pool *p, uint32_t i)
 		json_null(j, "size");
 		json_null(j, "free");
 	}
+	if (live) { /* the daemon's word: ENOSPC seen, space not back since */
+		char n[32];
+		unsigned long long v = 0;
+		json_bool(j, "full", live_disk_full(live, i));
+		json_peek(live_space(live, i) ? live_space(live, i) : "", "enospc", n, sizeof(n));
+		sscanf(n, "%llu", &v);
+		json_u64(j, "enospc", v);
+	}
 	json_close(j, '}');
 }
 
@@ -932,12 +1031,17 @@ static int status_json(struct pool *p, const char *live)
 	json_u64(&j, "generation", p->sb->generation);
 	json_str(&j, "health", pool_health(p));
 	json_u64(&j, "created", (uint64_t)p->sb->created);
+	json_array(&j, "full_disks"); /* as the daemon says; [] when not mounted */
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		if (live_disk_full(live, i))
+			json_u64(&j, NULL, i);
+	json_close(&j, ']');
 	json_close(&j, '}');
 	json_array(&j, "disks");
 	for (uint32_t i = 0; i < p->ndisks; i++)
-		disk_json(&j, p, i);
+		disk_json(&j, p, i, live);
 	json_close(&j, ']');
-	volumes_json(&j, p);
+	volumes_json(&j, p, live);
 	/* The daemon's own JSON (node, mount point, per-volume and per-disk
 	 * I/O counters), as it sent it. */
 	if (live)

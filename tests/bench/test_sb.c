@@ -32,7 +32,8 @@ static void test_block_roundtrip(void **state)
 
 	(void)state;
 	sb_block_fill(buf, sizeof(buf), RUN, 3 * 12288, 7);
-	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 3 * 12288, &e, 0, &found), SB_OK);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 3 * 12288, &e, NULL, 0, &found),
+			 SB_OK);
 	assert_int_equal(found, 7);
 }
 
@@ -46,7 +47,8 @@ static void test_block_corrupt(void **state)
 	for (unsigned pos = 0; pos < SB_SECTOR; pos += 509) {
 		sb_block_fill(buf, SB_SECTOR, RUN, 0, 2);
 		buf[pos] ^= 0x40;
-		assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 0, &e, 0, &found), SB_CORRUPT);
+		assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 0, &e, NULL, 0, &found),
+				 SB_CORRUPT);
 	}
 }
 
@@ -59,13 +61,15 @@ static void test_block_torn_and_lost(void **state)
 	(void)state;
 	sb_block_fill(buf, sizeof(buf), RUN, 8192, 5);
 	sb_block_fill(buf + SB_SECTOR, SB_SECTOR, RUN, 8192 + SB_SECTOR, 4);
-	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, 0, &found), SB_TORN);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, NULL, 0, &found), SB_TORN);
 	memset(buf + SB_SECTOR, 0, SB_SECTOR);
-	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, 0, &found), SB_TORN);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, NULL, 0, &found), SB_TORN);
 	memset(buf, 0, sizeof(buf));
-	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, 0, &found), SB_LOST);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, NULL, 0, &found), SB_LOST);
+	/* nothing owed yet (a first write in flight): zeros may be there */
 	e.acked = e.durable = 0;
-	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, 0, &found), SB_OK);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, 8192, &e, NULL, 0, &found),
+			 SB_INFLIGHT);
 }
 
 static void test_block_misplaced_and_stale(void **state)
@@ -76,22 +80,88 @@ static void test_block_misplaced_and_stale(void **state)
 
 	(void)state;
 	sb_block_fill(buf, SB_SECTOR, RUN, 4096, 9);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 8192, &e, 0, &found), SB_MISPLACED);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN + 1, 4096, &e, 0, &found),
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 8192, &e, NULL, 0, &found),
+			 SB_MISPLACED);
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN + 1, 4096, &e, NULL, 0, &found),
 			 SB_MISPLACED);
 	sb_block_fill(buf, SB_SECTOR, RUN, 4096, 3);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, 0, &found), SB_STALE);
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, NULL, 0, &found), SB_STALE);
 	assert_int_equal(found, 3);
-	/* after a power cut only the fsync'd generation (3) is owed */
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, 1, &found), SB_OK);
+	/* after a power cut only the fsync'd generation (3) is owed: older
+	 * than acknowledged, but allowed */
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, NULL, 1, &found),
+			 SB_INFLIGHT);
 	sb_block_fill(buf, SB_SECTOR, RUN, 4096, 2);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, 1, &found), SB_STALE);
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, NULL, 1, &found), SB_STALE);
 	/* an in-flight write (submitted 10, acked 9) may or may not be there */
 	e.submitted = 10;
 	sb_block_fill(buf, SB_SECTOR, RUN, 4096, 10);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, 0, &found), SB_OK);
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, NULL, 0, &found), SB_OK);
 	sb_block_fill(buf, SB_SECTOR, RUN, 4096, 11);
-	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, 0, &found), SB_MISPLACED);
+	assert_int_equal(sb_block_check(buf, SB_SECTOR, RUN, 4096, &e, NULL, 0, &found),
+			 SB_MISPLACED);
+}
+
+/* A block whose write was in flight may hold what it held before the run
+ * (here another run's block and some other bytes), wholly or in some
+ * sectors; bytes never written to it are still problems. */
+static void test_block_inflight_old(void **state)
+{
+	static uint8_t buf[2 * SB_SECTOR], before[2 * SB_SECTOR];
+	struct sb_expect e = {.acked = 0, .durable = 0, .submitted = 8};
+	uint32_t prior[2];
+	uint64_t found;
+	const uint64_t off = 16384;
+
+	(void)state;
+	sb_block_fill(before, SB_SECTOR, RUN + 1, off, 3); /* an earlier run's */
+	memset(before + SB_SECTOR, 0xa5, SB_SECTOR);	   /* the file's old bytes */
+	prior[0] = sb_prior_crc(before);
+	prior[1] = sb_prior_crc(before + SB_SECTOR);
+	memcpy(buf, before, sizeof(buf));
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_INFLIGHT);
+	/* without the prior CRCs (a version 1 log) these were false problems */
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, NULL, 0, &found),
+			 SB_CORRUPT);
+	/* torn in flight: one sector new, one as before */
+	sb_block_fill(buf, SB_SECTOR, RUN, off, 8);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_INFLIGHT);
+	sb_block_fill(buf, sizeof(buf), RUN, off, 8);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found), SB_OK);
+	/* bytes never written to the block */
+	memcpy(buf, before, sizeof(buf));
+	buf[SB_SECTOR + 77] ^= 1;
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_CORRUPT);
+	sb_block_fill(buf, sizeof(buf), RUN + 1, off, 4);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_MISPLACED);
+	sb_block_fill(buf, sizeof(buf), RUN, off, 9);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_MISPLACED);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found), SB_LOST);
+	/* once acknowledged, the old content is stale, not allowed */
+	e.acked = 8;
+	memcpy(buf, before, sizeof(buf));
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_STALE);
+	/* ... unless not fsync'd, after a power cut */
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 1, &found),
+			 SB_INFLIGHT);
+	/* a second write in flight: the acknowledged one, or the new one */
+	e.submitted = 12;
+	sb_block_fill(buf, sizeof(buf), RUN, off, 8);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_INFLIGHT);
+	assert_int_equal(found, 8);
+	sb_block_fill(buf + SB_SECTOR, SB_SECTOR, RUN, off + SB_SECTOR, 12);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found),
+			 SB_INFLIGHT);
+	memcpy(buf, before, SB_SECTOR);
+	assert_int_equal(sb_block_check(buf, sizeof(buf), RUN, off, &e, prior, 0, &found), SB_TORN);
 }
 
 /* ---- the log ---- */
@@ -101,17 +171,27 @@ struct logbuf {
 	size_t len;
 };
 
-static void lb_init(struct logbuf *l, uint32_t bs, uint64_t size)
+static void lb_init_v(struct logbuf *l, uint32_t version, uint32_t bs, uint64_t size)
 {
-	struct sb_log_hdr h = {bs, size, RUN};
+	struct sb_log_hdr h = {.version = version, .bs = bs, .file_size = size, .run = RUN};
 	sb_log_hdr_encode(&h, l->b);
 	l->len = SB_LOG_HDR_BYTES;
 }
 
+static void lb_init(struct logbuf *l, uint32_t bs, uint64_t size)
+{
+	lb_init_v(l, 1, bs, size);
+}
+
+static void lb_rec_aux(struct logbuf *l, uint32_t type, uint64_t off, uint64_t gen, uint64_t aux)
+{
+	sb_log_rec_encode(type, off, gen, aux, l->b + l->len);
+	l->len += SB_LOG_REC_BYTES;
+}
+
 static void lb_rec(struct logbuf *l, uint32_t type, uint64_t off, uint64_t gen)
 {
-	sb_log_rec_encode(type, off, gen, 0, l->b + l->len);
-	l->len += SB_LOG_REC_BYTES;
+	lb_rec_aux(l, type, off, gen, 0);
 }
 
 static void good_log(struct logbuf *l)
@@ -197,6 +277,61 @@ static void test_log_damage(void **state)
 	expect_bad(&l, "block size");
 }
 
+/* Version 2: PRIOR records, complete and in order before a block's first
+ * SUBMIT; version 1 still read; an unknown version refused. */
+static void good_log_v2(struct logbuf *l)
+{
+	lb_init_v(l, 2, 8192, 4 * 8192);
+	lb_rec_aux(l, SB_REC_PRIOR, 8192, 0, 0x11);
+	lb_rec_aux(l, SB_REC_PRIOR, 8192 + 4096, 0, 0x22);
+	lb_rec(l, SB_REC_SUBMIT, 8192, 1);
+	lb_rec(l, SB_REC_ACK, 8192, 1);
+	lb_rec(l, SB_REC_SUBMIT, 8192, 2);
+}
+
+static void test_log_prior(void **state)
+{
+	struct logbuf l;
+	struct sb_log log;
+	char err[256];
+
+	(void)state;
+	good_log_v2(&l);
+	assert_int_equal(sb_log_parse(l.b, l.len, "t", &log, err, sizeof(err)), 0);
+	assert_int_equal(log.hdr.version, 2);
+	assert_non_null(log.prior);
+	assert_int_equal(log.prior[2], 0x11);
+	assert_int_equal(log.prior[3], 0x22);
+	assert_int_equal(log.blk[1].submitted, 2);
+	sb_log_free(&log);
+	good_log(&l); /* version 1 */
+	assert_int_equal(sb_log_parse(l.b, l.len, "t", &log, err, sizeof(err)), 0);
+	assert_null(log.prior);
+	sb_log_free(&log);
+
+	lb_init_v(&l, 2, 8192, 4 * 8192);
+	lb_rec_aux(&l, SB_REC_PRIOR, 8192, 0, 1);
+	lb_rec(&l, SB_REC_SUBMIT, 8192, 1);
+	expect_bad(&l, "not every sector's PRIOR");
+	good_log_v2(&l);
+	lb_rec_aux(&l, SB_REC_PRIOR, 8192, 0, 1);
+	expect_bad(&l, "after the block's first SUBMIT");
+	lb_init_v(&l, 2, 8192, 4 * 8192);
+	lb_rec_aux(&l, SB_REC_PRIOR, 4096, 0, 1);
+	expect_bad(&l, "out of sector order");
+	lb_init_v(&l, 2, 8192, 4 * 8192);
+	lb_rec_aux(&l, SB_REC_PRIOR, 0, 5, 1);
+	expect_bad(&l, "non-zero generation");
+	lb_init_v(&l, 2, 8192, 4 * 8192);
+	lb_rec_aux(&l, SB_REC_PRIOR, 4 * 8192, 0, 1);
+	expect_bad(&l, "PRIOR offset 32768 out of range at byte 64");
+	lb_init(&l, 8192, 4 * 8192);
+	lb_rec_aux(&l, SB_REC_PRIOR, 0, 0, 1);
+	expect_bad(&l, "unknown record type 5");
+	lb_init_v(&l, 3, 8192, 4 * 8192);
+	expect_bad(&l, "version 3 (byte 8), this spacebench reads versions 1 to 2");
+}
+
 /* ---- percentiles ---- */
 
 static void near(uint64_t got, uint64_t want)
@@ -258,8 +393,10 @@ int main(void)
 	    cmocka_unit_test(test_block_corrupt),
 	    cmocka_unit_test(test_block_torn_and_lost),
 	    cmocka_unit_test(test_block_misplaced_and_stale),
+	    cmocka_unit_test(test_block_inflight_old),
 	    cmocka_unit_test(test_log_parse),
 	    cmocka_unit_test(test_log_damage),
+	    cmocka_unit_test(test_log_prior),
 	    cmocka_unit_test(test_percentiles),
 	    cmocka_unit_test(test_parse_size),
 	};

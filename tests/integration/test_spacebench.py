@@ -9,6 +9,16 @@ chunk I/O counters show read-modify-write.
   column (chunk offset = file offset), one byte of the chunk file is
   flipped while unmounted; after the remount verify names that offset as
   corrupt, exit 1.
+- A crashed run on a reused file: the file holds other bytes, run 1
+  writes over part of it to completion, run 2 is stopped mid-run with
+  writes in flight (the daemon SIGSTOPped so they stay queued, then
+  kill -9); after the remount verify of run 2 finds 0 problems and counts
+  the blocks whose write was in flight and that hold their older content
+  (run 1's block, or the file's old bytes) as in-flight-old, allowed.
+  Before log version 2 those were reported corrupt or misplaced.
+- Real damage is still caught: a byte flipped, and a block overwritten
+  with bytes never written to it, underneath an integrity-off volume,
+  are named corrupt by offset.
 - A damaged log: verify refuses with one line naming the byte, exit 2.
 - run: JSON with figures; the per-disk counters of the daemon show 0 chunk
   reads and 2 chunk writes per 4 KiB write on mirror 2, and 2 reads and 2
@@ -18,9 +28,12 @@ The log is read here with struct, independently of spacebench's C reader.
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import struct
 import subprocess
+import time
 
 from harness import Pool, Tap, log_tail, run
 
@@ -35,6 +48,7 @@ def log_records(path):
     """[(type, offset, generation)] from a spacebench log (sb.h layout)."""
     data = open(path, "rb").read()
     assert data[:8] == b"SPCBLOG1", "not a spacebench log"
+    assert struct.unpack_from("<I", data, 8)[0] == 2, "not a version 2 log"
     out = []
     for pos in range(64, len(data), 32):
         typ, _crc, off, gen, _aux = struct.unpack_from("<IIQQQ", data, pos)
@@ -49,6 +63,67 @@ def acked_blocks(recs):
         if typ == 2:
             last[off] = gen
     return last
+
+
+def in_flight(recs):
+    """{offset: generation} of the writes submitted and never acknowledged."""
+    sub = {}
+    for typ, off, gen in recs:
+        if typ == 1:
+            sub[off] = gen
+        elif typ == 2 and sub.get(off) == gen:
+            del sub[off]
+    return sub
+
+
+def summary_counts(out):
+    """{'lost': n, ..., 'in-flight-old': n} from verify's summary line."""
+    line = [x for x in out.splitlines() if x.startswith("spacebench verify:")]
+    kinds = "lost|torn|corrupt|misplaced|stale|in-flight-old"
+    return {k: int(n) for n, k in re.findall(rf"(\d+) ({kinds})\b", line[-1] if line else "")}
+
+
+def crash_reused_file(t, pool, m, logs):
+    """Run 2 on a file run 1 wrote, stopped with writes in flight: verify
+    must not call the blocks still holding their older content damage.
+    Returns the new mount."""
+    f = os.path.join(pool.mnt, "mir", "crash.dat")
+    lg1, lg2 = os.path.join(logs, "crash1.log"), os.path.join(logs, "crash2.log")
+    with open(f, "wb") as fh:  # the file's previous bytes: not spacebench blocks
+        fh.write(os.urandom(2 << 20))
+    p = sb("write", f, "--log", lg1, "--size", "2M", "--count", "600", "--seed", "11")
+    t.eq(p.returncode, 0, "crash: run 1 over part of a 2 MiB file of other bytes: exit 0")
+    run2 = subprocess.Popen([SPACEBENCH, "write", f, "--log", lg2, "--size", "2M", "--time",
+                             "60", "--qd", "16", "--seed", "12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while time.time() < deadline and (not os.path.exists(lg2) or
+                                      os.path.getsize(lg2) < 64 + 32 * 400):
+        time.sleep(0.05)
+    m.proc.send_signal(signal.SIGSTOP)  # what is queued now stays unwritten
+    time.sleep(0.5)
+    m.kill9()
+    try:
+        _, err = run2.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        run2.kill()
+        _, err = run2.communicate()
+    t.ok(run2.returncode not in (0, None), f"crash: run 2 stopped by the kill -9 "
+         f"(exit {run2.returncode}: {err.strip()[:120]})")
+    pending = in_flight(log_records(lg2))
+    t.ok(len(pending) > 0, f"crash: run 2's log has {len(pending)} writes in flight")
+    m = pool.mount()
+    p = sb("verify", f, "--log", lg2)
+    c = summary_counts(p.stdout)
+    t.diag(p.stdout.strip()[-1500:])
+    t.ok(p.returncode == 0 and c.get("corrupt") == 0 and c.get("misplaced") == 0 and
+         c.get("lost") == 0 and c.get("torn") == 0 and c.get("stale") == 0,
+         "crash: verify of run 2 after the remount: 0 lost/torn/corrupt/misplaced/stale, "
+         "exit 0")
+    t.ok(0 < c.get("in-flight-old", 0) <= len(pending),
+         f"crash: {c.get('in-flight-old')} of the {len(pending)} blocks in flight hold "
+         "their older content, counted as in-flight-old")
+    return m
 
 
 def counters(pool, volume):
@@ -95,8 +170,10 @@ def main():
         p = sb("verify", f, "--log", lg)
         if not t.eq(p.returncode, 0, "verify on mirror: clean, exit 0"):
             t.diag(p.stdout[-2000:] + p.stderr)
-        t.ok(" 0 lost, 0 torn, 0 corrupt, 0 misplaced, 0 stale" in p.stdout,
+        t.ok(" 0 lost, 0 torn, 0 corrupt, 0 misplaced, 0 stale; 0 in-flight-old" in p.stdout,
              "verify summary counts no problem")
+
+        m = crash_reused_file(t, pool, m, logs)
 
         # a dropped acknowledged write (spacebench's test hook)
         f, lg = os.path.join(pool.mnt, "plain", "v.dat"), os.path.join(logs, "plain.log")
@@ -114,7 +191,8 @@ def main():
         t.ok(p.stdout.count("offset ") == 1, "and nothing else")
 
         # a block corrupted underneath the mount (integrity off, one column)
-        victim = sorted(o for o in acked if o != dropped)[len(acked) // 2]
+        ordered = sorted(o for o in acked if o != dropped)
+        victim, garbage = ordered[len(ordered) // 2], ordered[len(ordered) // 3]
         t.eq(m.stop(), 0, "clean unmount")
         chunks = [c for c in glob.glob(os.path.join(pool.dir, "d*", "vol", "plain", "data",
                                                     "*", "*.0"))]
@@ -124,12 +202,17 @@ def main():
             b = fh.read(1)
             fh.seek(victim + 1000)
             fh.write(bytes([b[0] ^ 0x5A]))
+            fh.seek(garbage)  # a whole block of bytes never written there
+            fh.write(os.urandom(4096))
         m = pool.mount()
         p = sb("verify", f, "--log", lg)
         t.eq(p.returncode, 1, "verify after corruption underneath: exit 1")
         t.ok(f"offset {victim}: corrupt" in p.stdout,
              f"verify names the corrupted offset {victim} as corrupt")
-        t.ok(f"offset {dropped}: " in p.stdout, "and still the dropped one")
+        t.ok(f"offset {garbage}: corrupt" in p.stdout,
+             f"verify names the block of never-written bytes at {garbage} as corrupt")
+        t.ok(f"offset {dropped}: " in p.stdout and p.stdout.count("offset ") == 3,
+             "and still the dropped one, and nothing else")
         t.diag(p.stdout.strip())
 
         # a damaged log
@@ -158,7 +241,8 @@ def main():
         t.ok(p.returncode == 2 and "vhdx" in p.stderr, "unknown workload: exit 2, names choices")
         p = sb("--help")
         t.ok(p.returncode == 0 and all(w in p.stdout for w in
-                                       ("vhdx", "randread4k", "--test-drop-write", "verify")),
+                                       ("vhdx", "randread4k", "--test-drop-write", "verify",
+                                        "in-flight-old", "version 2")),
              "--help lists workloads, modes and the test hook")
         t.eq(m.stop(), 0, "clean unmount")
     except Exception as e:  # report, then fail the plan

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""A full disk: `spacectl status` says so, names the volumes that can no
+longer place new data, and clears when space comes back.
+
+Pool of 3 disks; disk 1 is a 12 MiB tmpfs (mounted in the pool's scratch
+directory, unmounted at the end).  Volume "wide" is simple over 3 columns
+(every file spans all 3 disks), "mir" is a 2-way mirror (2 disks).
+1. Before: health "healthy", no disk full, no volume flagged.
+2. Writing 48 MiB to wide fails with ENOSPC once disk 1 is full.  Status
+   (table and --json): health "healthy, full (disk 1)", disk 1 "healthy,
+   full" with its ENOSPC count, wide "cannot allocate: disk d1 full"; mir,
+   which still has 2 disks with space, is not flagged, and a file written
+   to it reads back right.
+3. The file on wide deleted: within a few seconds status is plain
+   "healthy" again, wide takes a new file, and after a remount both
+   files read back right.
+"""
+import errno
+import json
+import os
+import shutil
+import subprocess
+import time
+
+from harness import Pool, Tap, log_tail, run, sha256_file
+
+
+def put_tmpfs(pool, idx, size):
+    """Move disk idx of a created, unmounted pool onto a tmpfs."""
+    d = pool.disks[idx]
+    keep = d + ".orig"
+    os.rename(d, keep)
+    os.makedirs(d)
+    run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", d])
+    subprocess.run(["cp", "-a", keep + "/.", d + "/"], check=True)
+    shutil.rmtree(keep)
+    return d
+
+
+def fill(path, total):
+    """Write up to total bytes in 1 MiB pieces; the errno that stopped it."""
+    piece = os.urandom(1 << 20)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(total >> 20):
+            os.write(fd, piece)
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+    return 0
+
+
+def status(pool):
+    text = pool.spacectl("status", pool.source).stdout
+    j = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
+    return text, j
+
+
+def vol(j, name):
+    return [v for v in j["volumes"] if v["name"] == name][0]
+
+
+def line(text, start):
+    return ([x for x in text.splitlines() if x.startswith(start)] + [""])[0]
+
+
+def write_check(path, size):
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return data
+
+
+def main():
+    t = Tap()
+    pool = Pool(3)
+    small = None
+    try:
+        pool.volume("wide", "simple", "--columns", "3", "--interleave", "64K")
+        pool.volume("mir", "mirror", "--copies", "2", "--interleave", "64K")
+        small = put_tmpfs(pool, 1, "12m")
+        m = pool.mount()
+
+        text, j = status(pool)
+        t.ok(line(text, "health").split() == ["health", "healthy"],
+             f"before: health line is plain healthy ({line(text, 'health')!r})")
+        t.ok(j["pool"].get("full_disks") == [] and vol(j, "wide").get("cannot_allocate", 0) is None,
+             "before: --json lists no full disk and wide can allocate")
+
+        big = os.path.join(pool.mnt, "wide", "big.dat")
+        err = fill(big, 48 << 20)
+        t.eq(err, errno.ENOSPC, "writing 48 MiB to wide stops with ENOSPC (disk 1 full)")
+
+        text, j = status(pool)
+        t.diag(text)
+        t.ok(line(text, "health") == "health      healthy, full (disk 1)",
+             f"full: health line says so ({line(text, 'health')!r})")
+        rows = {x.split()[0]: x for x in text.splitlines() if x.strip()[:1].isdigit()}
+        t.ok("healthy, full" in rows.get("1", "") and "full" not in rows.get("0", "") +
+             rows.get("2", ""), "full: disk table marks disk 1, and only it, full")
+        t.ok("disk 1: full:" in text and "ENOSPC" in text, "full: a line under the disks says why")
+        wide_row = line(text, "wide")
+        mir_row = line(text, "mir")
+        t.ok("cannot allocate: disk d1 full" in wide_row,
+             f"full: volume wide cannot allocate ({wide_row.split()[-4:]})")
+        t.ok("cannot allocate" not in mir_row, "full: mir (2 disks with space left) is not flagged")
+        d1 = j["disks"][1]
+        t.ok(j["pool"].get("full_disks") == [1] and d1.get("full") is True and
+             d1.get("enospc", 0) > 0 and j["disks"][0].get("full") is False,
+             f"full: --json disk 1 full, {d1.get('enospc')} ENOSPC")
+        t.ok(vol(j, "wide").get("cannot_allocate") == "disk d1 full" and
+             vol(j, "mir").get("cannot_allocate", 0) is None,
+             "full: --json wide cannot_allocate 'disk d1 full', mir null")
+        t.eq(j["pool"]["health"], "healthy", "full: --json health keeps its meaning (no disk failed)")
+        ds = ([x for x in j["daemon"].get("disk_space", []) if x["index"] == 1] + [{}])[0]
+        t.ok(ds.get("full") and ds.get("last_enospc", 0) > 0 and ds.get("free") is not None,
+             "full: the daemon's disk_space entry has the last ENOSPC time and free bytes")
+
+        mfile = os.path.join(pool.mnt, "mir", "m.dat")
+        mdata = write_check(mfile, 2 << 20)
+        t.ok(open(mfile, "rb").read() == mdata, "full: a file on mir writes and reads back")
+
+        os.unlink(big)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            text, j = status(pool)  # two calls: both must have seen the change
+            if not j["pool"].get("full_disks") and "healthy, full" not in text:
+                break
+            time.sleep(0.5)
+        t.ok(line(text, "health").split() == ["health", "healthy"] and
+             "full" not in text.replace("full (", ""),
+             f"space back: health plain healthy again ({line(text, 'health')!r})")
+        t.ok(j["pool"].get("full_disks") == [] and
+             vol(j, "wide").get("cannot_allocate", 0) is None and
+             j["disks"][1].get("full") is False, "space back: --json clear")
+        wfile = os.path.join(pool.mnt, "wide", "w.dat")
+        wdata = write_check(wfile, 3 << 20)
+        t.eq(m.stop(), 0, "clean unmount")
+        m = pool.mount()
+        t.ok(open(wfile, "rb").read() == wdata and open(mfile, "rb").read() == mdata,
+             "after a remount the files on wide and mir read back right")
+        t.ok(m.sanitizer_report() is None, "no sanitizer report in the daemon log")
+        t.eq(m.stop(), 0, "clean unmount")
+    except Exception as e:  # report, then fail the plan
+        t.ok(False, f"unexpected error: {e}")
+        t.diag(log_tail(pool))
+    finally:
+        for mt in pool.mounts:
+            if mt.proc is not None:
+                mt.stop()
+        if small:
+            run(["umount", small], check=False)
+        pool.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
