@@ -2806,8 +2806,7 @@ struct pool_chunks {
 	int locked;
 };
 
-int pool_chunks_begin(struct pool_store *s, const struct pool_file_map *f,
-		      struct pool_chunks **out)
+int pool_chunks_begin(struct pool_store *s, const struct pool_file_map *f, struct pool_chunks **out)
 {
 	struct scratch *t = scratch_get(s);
 	struct pool_chunks *c;
@@ -2856,8 +2855,7 @@ int pool_chunks_fd(struct pool_chunks *c, uint32_t pos, int create, int *fd, int
 	return *fd < 0 ? -ENOENT : 0;
 }
 
-int pool_chunks_fallocate(struct pool_chunks *c, uint32_t pos, int mode, uint64_t off,
-			  uint64_t len)
+int pool_chunks_fallocate(struct pool_chunks *c, uint32_t pos, int mode, uint64_t off, uint64_t len)
 {
 	uint64_t coff = off / BLK * CRC_BYTES, clen = (len + BLK - 1) / BLK * CRC_BYTES;
 	int fd, crcfd, rc = pool_chunks_fd(c, pos, 1, &fd, &crcfd);

@@ -130,8 +130,8 @@ int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, ui
  * degraded too (a block that cannot be told apart is data).  0 and *out,
  * -ENXIO for off past the end or no data after it, -EINVAL for another
  * whence. */
-int pool_store_seek(struct pool_store *s, const struct pool_file_map *f, uint64_t size,
-		    int64_t off, int whence, uint64_t *out);
+int pool_store_seek(struct pool_store *s, const struct pool_file_map *f, uint64_t size, int64_t off,
+		    int whence, uint64_t *out);
 /* Reserve the chunk space a write of [off, off+len) needs, on every live
  * copy and parity column and their checksum sidecars, so the write cannot
  * fail with ENOSPC.  Reserved blocks read as zeros and are holes to
