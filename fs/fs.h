@@ -217,6 +217,7 @@ int fs_apply_setattr(struct pool_inode *a, const struct stat *attr, int to_set);
 int fs_set_size(struct fs_inode *in, uint64_t size);
 int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end);
 void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode);
+int fs_do_fallocate(struct fs_inode *in, int mode, uint64_t off, uint64_t len);
 int fs_sync_inode(struct fs *fs, struct fs_inode *in);
 size_t fs_add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
 		    struct fuse_entry_param *e, off_t next, bool plus);

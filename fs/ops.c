@@ -895,27 +895,92 @@ void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode)
 	pthread_mutex_unlock(&in->lock);
 }
 
-/* Modes: 0 and KEEP_SIZE grow the file but reserve nothing (volumes are
- * thin, docs/OPERATIONS.md); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE zero the
- * range, releasing whole stripes. */
+/* Reserve chunk space for [off, end) (pool_store_reserve): like a write,
+ * under the shared io_lock, so no cut runs meanwhile. */
+static int fs_reserve(struct fs_inode *in, uint64_t off, uint64_t end)
+{
+	struct pool_file_map map;
+	int rc;
+
+	pthread_rwlock_rdlock(&in->io_lock);
+	fs_file_map(in, &map);
+	rc = pool_store_reserve(in->vol->store, &map, off, end - off);
+	pthread_rwlock_unlock(&in->io_lock);
+	return rc;
+}
+
+/* Modes: 0 and KEEP_SIZE reserve the chunk space a write of the range
+ * needs (every copy, parity, checksums), so that write cannot fail with
+ * ENOSPC; PUNCH_HOLE|KEEP_SIZE zeroes the range and gives its blocks
+ * back; ZERO_RANGE zeroes it and reserves it again.  Other modes
+ * (COLLAPSE, INSERT, UNSHARE) are EOPNOTSUPP.  The owner runs this for
+ * other nodes too (fs/serve.c). */
+int fs_do_fallocate(struct fs_inode *in, int mode, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int base = mode & ~FALLOC_FL_KEEP_SIZE, rc;
+
+	if (end < off)
+		return -EFBIG;
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		rc = fs_zero_range(in, off, end);
+	else if (base == FALLOC_FL_ZERO_RANGE)
+		rc = fs_zero_range(in, off, end);
+	else if (base == 0)
+		rc = 0;
+	else
+		return -EOPNOTSUPP;
+	if (rc == 0 && !(mode & FALLOC_FL_PUNCH_HOLE))
+		rc = fs_reserve(in, off, end);
+	if (rc == 0)
+		fs_falloc_attrs(in, end, mode);
+	return rc;
+}
+
 static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			    struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
-	uint64_t end = (uint64_t)off + (uint64_t)len;
 	int rc = check_writable(fs);
 
 	(void)ino;
-	if (rc == 0 && mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
-		rc = fs_zero_range(in, (uint64_t)off, end);
-	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
-		rc = fs_zero_range(in, (uint64_t)off, end);
-	else if (rc == 0 && (mode & ~FALLOC_FL_KEEP_SIZE) != 0)
-		rc = -EOPNOTSUPP;
 	if (rc == 0)
-		fs_falloc_attrs(in, end, mode);
+		rc = fs_do_fallocate(in, mode, (uint64_t)off, (uint64_t)len);
 	fuse_reply_err(req, -rc);
+}
+
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences itself),
+ * from the chunk files' holes (pool_store_seek) and the size as this
+ * daemon knows it, which runs ahead of the metadata store.  With
+ * writeback_cache the kernel holds written data the daemon has not seen,
+ * so holes cannot be told here: ENOSYS makes the kernel answer every later
+ * SEEK_DATA/SEEK_HOLE of the mount itself (all data up to its size). */
+static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+			struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
+	struct pool_file_map map;
+	uint64_t at = 0;
+	int rc;
+
+	(void)ino;
+	if (fs->opt.writeback_cache) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->io_lock);
+	pthread_mutex_lock(&in->lock);
+	uint64_t size = in->attr.size;
+	pthread_mutex_unlock(&in->lock);
+	fs_file_map(in, &map);
+	rc = pool_store_seek(in->vol->store, &map, size, (int64_t)off, whence, &at);
+	pthread_rwlock_unlock(&in->io_lock);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)at);
 }
 
 /* ---- directories ---------------------------------------------------------- */
@@ -1448,4 +1513,5 @@ const struct fuse_lowlevel_ops fs_ops = {
     .removexattr = fs_op_removexattr,
     .access = fs_op_access,
     .fallocate = fs_op_fallocate,
+    .lseek = fs_op_lseek,
 };

@@ -291,18 +291,11 @@ static int s_fsync(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 static int s_fallocate(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 {
 	struct fs_inode *in;
-	int mode = (int)q->flags, rc = get_in(fs, v, q->vino, &in);
-	uint64_t end = q->off + q->len;
+	int rc = get_in(fs, v, q->vino, &in);
 
 	if (rc < 0)
 		return rc;
-	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
-	    (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
-		rc = fs_zero_range(in, q->off, end);
-	else if ((mode & ~FALLOC_FL_KEEP_SIZE) != 0)
-		rc = -EOPNOTSUPP;
-	if (rc == 0)
-		fs_falloc_attrs(in, end, mode);
+	rc = fs_do_fallocate(in, (int)q->flags, q->off, q->len);
 	fs_inode_put(fs, in);
 	return rc;
 }

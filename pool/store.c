@@ -76,6 +76,7 @@
 
 #include "pool/aio.h"
 #include "pool/store.h"
+#include "pool/store_int.h"
 #include "pool/stripelock.h"
 
 #define BLK	     ((uint64_t)LAYOUT_BLOCK)
@@ -1644,20 +1645,12 @@ ssize_t pool_store_write(struct pool_store *s, const struct pool_file_map *f, ui
 	return in_pieces(s, f, off, len, (uint8_t *)buf, write_piece_fn);
 }
 
-/* Write zeros over [off, off+len) through the normal path (parity stays
- * right), at most a stripe per call since s->zeros is one stripe. */
+/* Zero [off, off+len) through the normal path (parity stays right),
+ * skipping what is a hole already (pool/sparse.c). */
 static int write_zeros(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
 		       uint64_t len)
 {
-	while (len > 0) {
-		size_t n = len < s->stripe_bytes ? (size_t)len : (size_t)s->stripe_bytes;
-		ssize_t rc = pool_store_write(s, f, off, n, s->zeros);
-		if (rc < 0)
-			return (int)rc;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return pool_store_zero(s, f, off, len, s->zeros, s->stripe_bytes);
 }
 
 /* Let go of chunk bytes [off, off+len) of one position and their
@@ -2949,4 +2942,83 @@ int pool_store_forget_position(struct pool_store *s, const struct pool_file_map 
 		if (chunk_path(s, f->disk[pos], f->id, pos, crc, path, sizeof(path)) == 0)
 			unlink(path);
 	return 0;
+}
+
+/* ---- a view for other pool/ modules (store_int.h) ------------------------- */
+
+struct pool_chunks {
+	struct rq q;
+	struct stripelock_set set;
+	int locked;
+};
+
+int pool_chunks_begin(struct pool_store *s, const struct pool_file_map *f, struct pool_chunks **out)
+{
+	struct scratch *t = scratch_get(s);
+	struct pool_chunks *c;
+	int rc = check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	if (!t || !(c = calloc(1, sizeof(*c))))
+		return -ENOMEM;
+	rq_init(&c->q, s, t, f);
+	*out = c;
+	return 0;
+}
+
+void pool_chunks_end(struct pool_chunks *c)
+{
+	if (c->locked)
+		stripelock_unlock(c->q.s->locks, &c->set);
+	rq_end(&c->q);
+	free(c);
+}
+
+const struct layout_geom *pool_chunks_geom(const struct pool_chunks *c)
+{
+	return &c->q.s->g;
+}
+
+uint64_t pool_chunks_dead(struct pool_chunks *c, uint64_t stripe)
+{
+	uint64_t m = rq_mask(&c->q, stripe) | c->q.bad;
+
+	for (uint32_t p = 0; p < c->q.f->npos; p++)
+		if (!pos_live(&c->q, p))
+			m |= 1ull << p;
+	return m;
+}
+
+int pool_chunks_fd(struct pool_chunks *c, uint32_t pos, int create, int *fd, int *crcfd)
+{
+	int rc = rq_ref(&c->q, pos, create);
+
+	if (rc < 0)
+		return rc;
+	*fd = c->q.ref[pos].fd;
+	*crcfd = c->q.ref[pos].crcfd;
+	return *fd < 0 ? -ENOENT : 0;
+}
+
+int pool_chunks_fallocate(struct pool_chunks *c, uint32_t pos, int mode, uint64_t off, uint64_t len)
+{
+	uint64_t coff = off / BLK * CRC_BYTES, clen = (len + BLK - 1) / BLK * CRC_BYTES;
+	int fd, crcfd, rc = pool_chunks_fd(c, pos, 1, &fd, &crcfd);
+
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&c->q.s->size_mu); /* see chunk_reserve */
+	if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ||
+	    (crcfd >= 0 && fallocate(crcfd, mode, (off_t)coff, (off_t)clen) < 0))
+		rc = -errno;
+	pthread_mutex_unlock(&c->q.s->size_mu);
+	return rc;
+}
+
+void pool_chunks_lock(struct pool_chunks *c, uint64_t first, uint64_t last)
+{
+	assert(!c->locked);
+	stripelock_lock(c->q.s->locks, c->q.f->id, first, last, 1, &c->set);
+	c->locked = 1;
 }

@@ -131,6 +131,24 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f);
 /* Bytes allocated on disk for the file's data chunks, all positions, for
  * st_blocks. */
 int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes);
+/* ---- holes and reservations (pool/sparse.c) ---- */
+
+/* lseek(2) SEEK_DATA or SEEK_HOLE (whence) from `off` in a file of `size`
+ * bytes (the size as the daemon knows it now), exact to the 4 KiB block,
+ * degraded too (a block that cannot be told apart is data).  0 and *out,
+ * -ENXIO for off past the end or no data after it, -EINVAL for another
+ * whence. */
+int pool_store_seek(struct pool_store *s, const struct pool_file_map *f, uint64_t size, int64_t off,
+		    int whence, uint64_t *out);
+/* Reserve the chunk space a write of [off, off+len) needs, on every live
+ * copy and parity column and their checksum sidecars, so the write cannot
+ * fail with ENOSPC.  Reserved blocks read as zeros and are holes to
+ * SEEK_DATA, as on the disks' filesystems.  -ENOSPC when the disks are
+ * full (what was reserved stays), -EOPNOTSUPP when a disk's filesystem
+ * cannot. */
+int pool_store_reserve(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
+		       uint64_t len);
+
 /* syncfs(2) every disk in service: all chunk data written so far is on
  * stable storage (the dirty-region log clears regions after this). */
 int pool_store_syncfs(struct pool_store *s);
