@@ -51,6 +51,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -142,6 +143,10 @@ enum stmt {
 	ST_LIST_XATTR,
 	ST_DEL_XATTR,
 	ST_DEL_XATTRS,
+	ST_ANY_XATTR,
+	ST_SAVEPOINT,
+	ST_RELEASE,
+	ST_ROLLBACK_TO,
 	ST_COUNT
 };
 
@@ -186,6 +191,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_LIST_XATTR] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
     [ST_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
     [ST_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
+    [ST_ANY_XATTR] = "SELECT 1 FROM xattrs LIMIT 1",
+    [ST_SAVEPOINT] = "SAVEPOINT call",
+    [ST_RELEASE] = "RELEASE call",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO call",
 };
 
 /* ---- the store -------------------------------------------------------------- */
@@ -208,10 +217,29 @@ struct replica {
 	char why[256];		  /* why it is bad or was dropped */
 };
 
+typedef int (*op_fn)(struct pool_meta *m, void *arg);
+
+/* One API call waiting to be run (group commit, see run()). */
+struct call {
+	op_fn fn;
+	void *arg;
+	int rc;
+	bool done;
+	struct call *next;
+};
+
 struct pool_meta {
 	pthread_mutex_t lock;
+	/* Group commit: calls queue under qlock; one thread at a time (the
+	 * leader) takes the whole queue and runs it as one transaction. */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct call *queue, **qtail;
+	bool leading;
+	atomic_bool any_xattrs; /* some inode may have an xattr (sticky while open) */
 	uint32_t n, nlive;
 	bool in_txn; /* BEGIN issued on the live replicas, not yet ended */
+	bool wrote;  /* the open transaction holds writes */
 	uint64_t txn, next_ino, ninodes;
 	uint64_t epoch; /* fencing token of this writer; 0: no fencing (one node) */
 	bool fenced;	/* a replica holds a newer epoch: every write is refused */
@@ -515,6 +543,7 @@ static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a,
 		if (!have_ref)
 			ref = rowid;
 		have_ref = true;
+		m->wrote = true;
 	}
 	return m->nlive ? 0 : -EIO;
 }
@@ -552,36 +581,138 @@ static void rollback_all(struct pool_meta *m)
 	m->in_txn = false;
 }
 
-typedef int (*op_fn)(struct pool_meta *m, void *arg);
-
-/* Run one API call under the lock: reads on the reader, writes (if any)
- * committed on all replicas, everything undone on error, and the call run
- * again if the reader was lost half-way. */
-static int run(struct pool_meta *m, op_fn fn, void *arg)
+/* Step one statement without arguments (SAVEPOINT, RELEASE, ROLLBACK TO)
+ * on every live replica, dropping a replica it fails on. */
+static int step_all(struct pool_meta *m, enum stmt s)
 {
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		int rc = sqlite3_step(r->st[s]);
+		sqlite3_reset(r->st[s]);
+		if (rc != SQLITE_DONE)
+			drop_replica(m, r, stmt_sql[s], sqlite3_errmsg(r->db));
+	}
+	return m->nlive ? 0 : -EIO;
+}
+
+/* One call of a batch of several, inside the batch's transaction: under a
+ * savepoint, so a call that fails after some of its writes leaves neither
+ * rows nor pending counters behind and the others still commit. */
+static int run_saved(struct pool_meta *m, struct call *c)
+{
+	typeof(m->pending) saved = m->pending;
+	int rc = step_all(m, ST_SAVEPOINT);
+
+	if (rc)
+		return rc;
+	rc = c->fn(m, c->arg);
+	if (rc == META_RETRY)
+		return rc; /* the whole batch is rolled back and run again */
+	if (rc && step_all(m, ST_ROLLBACK_TO) == 0)
+		m->pending = saved;
+	int rel = step_all(m, ST_RELEASE);
+	return rc ? rc : rel;
+}
+
+static void run_batch(struct pool_meta *m, struct call *list);
+
+static void run_alone(struct pool_meta *m, struct call *list)
+{
+	for (struct call *c = list, *next; c; c = next) {
+		next = c->next;
+		c->next = NULL;
+		run_batch(m, c);
+		c->next = next;
+	}
+}
+
+/* Run a batch of calls (under the store lock) as one transaction: reads on
+ * the reader, writes (if any) committed on all replicas with one COMMIT
+ * each, everything undone on error, and the batch run again if the reader
+ * was lost half-way.  A batch of one is run exactly as a lone call: the
+ * transaction begins at its first write. */
+static void run_batch(struct pool_meta *m, struct call *list)
+{
+	bool many = list->next != NULL;
 	int rc;
 
-	pthread_mutex_lock(&m->lock);
 	do {
 		assert(!m->in_txn);
 		m->pending.next_ino = m->next_ino;
 		m->pending.dinodes = 0;
-		rc = m->nlive ? fn(m, arg) : -EIO;
-		if (rc == 0 && m->in_txn) {
+		m->wrote = false;
+		rc = m->nlive ? 0 : -EIO;
+		if (rc == 0 && many && begin_all(m) != 0) {
+			/* fenced or no replica left: reads may still succeed, so
+			 * every call runs alone and meets the failure itself */
+			if (m->in_txn)
+				rollback_all(m);
+			run_alone(m, list);
+			return;
+		}
+		for (struct call *c = list; c; c = c->next) {
+			c->rc = rc ? rc : many ? run_saved(m, c) : c->fn(m, c->arg);
+			if (c->rc == META_RETRY)
+				rc = META_RETRY;
+			else if (!many)
+				rc = c->rc;
+		}
+		if (rc == 0 && m->in_txn && m->wrote) {
 			rc = commit_all(m);
 			if (rc == 0) {
 				m->txn++;
 				m->next_ino = m->pending.next_ino;
 				m->ninodes += m->pending.dinodes;
 			}
+			for (struct call *c = list; rc && c; c = c->next)
+				if (c->rc == 0)
+					c->rc = rc;
 		}
 		if (m->in_txn)
 			rollback_all(m);
 	} while (rc == META_RETRY);
+}
+
+/* Run one API call.  Group commit: a call joins the queue; if no other
+ * thread is running calls, this one leads: it takes the whole queue (the
+ * calls that arrived while the previous batch ran) and runs it as one
+ * transaction, so N concurrent creates cost one COMMIT per replica, not N.
+ * Nobody is answered before the batch's COMMIT returned on every live
+ * replica, so an acknowledged change is in every replica's WAL. */
+static int run(struct pool_meta *m, op_fn fn, void *arg)
+{
+	struct call me = {.fn = fn, .arg = arg};
+
+	pthread_mutex_lock(&m->qlock);
+	*m->qtail = &me;
+	m->qtail = &me.next;
+	while (!me.done && m->leading)
+		pthread_cond_wait(&m->qcond, &m->qlock);
+	if (me.done) {
+		pthread_mutex_unlock(&m->qlock);
+		return me.rc;
+	}
+	struct call *list = m->queue; /* me among them */
+	m->queue = NULL;
+	m->qtail = &m->queue;
+	m->leading = true;
+	pthread_mutex_unlock(&m->qlock);
+
+	pthread_mutex_lock(&m->lock);
+	run_batch(m, list);
 	reap_dropped(m);
 	pthread_mutex_unlock(&m->lock);
-	assert(rc <= 0);
-	return rc;
+
+	pthread_mutex_lock(&m->qlock);
+	for (struct call *c = list; c; c = c->next)
+		c->done = true;
+	m->leading = false;
+	pthread_cond_broadcast(&m->qcond);
+	pthread_mutex_unlock(&m->qlock);
+	assert(me.rc <= 0);
+	return me.rc;
 }
 
 /* ---- decoding rows ------------------------------------------------------------ */
@@ -2381,6 +2512,9 @@ int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->qlock, NULL);
+	pthread_cond_init(&m->qcond, NULL);
+	m->qtail = &m->queue;
 	m->n = ndirs;
 	rc = setup_replicas(m, dirs, err, errlen);
 	if (rc == 0)
@@ -2413,6 +2547,8 @@ void pool_meta_close(struct pool_meta *m)
 		free(r->path);
 	}
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->qlock);
+	pthread_cond_destroy(&m->qcond);
 	free(m);
 }
 
