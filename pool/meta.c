@@ -1860,6 +1860,7 @@ static int op_setxattr(struct pool_meta *m, void *arg)
 		return -EEXIST;
 	if (rc == 0 && (a->flags & XATTR_REPLACE))
 		return -ENODATA;
+	atomic_store(&m->any_xattrs, true); /* before the row exists: a hint may only err high */
 	return wr(m, ST_PUT_XATTR, 1, ARGS(AI(a->ino), AT(a->name), AB(a->val, a->size)));
 }
 
@@ -1936,6 +1937,11 @@ bool pool_meta_fenced(struct pool_meta *m)
 	bool f = m->fenced;
 	pthread_mutex_unlock(&m->lock);
 	return f;
+}
+
+bool pool_meta_may_have_xattrs(struct pool_meta *m)
+{
+	return atomic_load(&m->any_xattrs);
 }
 
 uint64_t pool_meta_txn(struct pool_meta *m)
@@ -2222,7 +2228,7 @@ static int write_fresh(const char *tmp, uint32_t uid, uint32_t gid, int64_t now,
 		 META_FORMAT, POOL_META_ROOT + 1, POOL_META_ROOT, (unsigned)(S_IFDIR | 0755), uid,
 		 gid, now, now, now);
 	snprintf(head, sizeof(head),
-		 "PRAGMA application_id = %d; PRAGMA user_version = %d;"
+		 "PRAGMA page_size = 1024; PRAGMA application_id = %d; PRAGMA user_version = %d;"
 		 " PRAGMA journal_mode = WAL; BEGIN;",
 		 META_APP_ID, META_FORMAT);
 	rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
@@ -2490,6 +2496,11 @@ static int load_state(struct pool_meta *m)
 	if (rc == 1)
 		m->ninodes = (uint64_t)sqlite3_column_int64(q.st, 0);
 	rd_end(&q);
+	if (rc == 1) {
+		int any = rd_row(m, &q, ST_ANY_XATTR, NULL, 0);
+		rd_end(&q);
+		atomic_store(&m->any_xattrs, any != 0); /* on a read error: assume some */
+	}
 	reap_dropped(m);
 	return rc == 1 ? 0 : -EIO;
 }
