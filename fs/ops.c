@@ -350,25 +350,20 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 
 /* ---- creating entries ---------------------------------------------------- */
 
-/* Fill a new inode's attributes: owner from the caller, group and setgid
- * inherited from a setgid directory as ext4 does, placement for files. */
+/* Fill a new inode's attributes: owner from the caller, placement for
+ * files.  pool_meta_create applies a setgid directory's group (and bit), in
+ * the same locked call that checks the parent: one metadata call per create,
+ * which also lets concurrent creates share a commit (pool/meta.c). */
 int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_t mode, dev_t rdev,
 		 uid_t uid, gid_t gid, struct pool_inode *a)
 {
-	struct pool_inode dir;
-	int rc = pool_meta_get(v->meta, parent_vino, &dir);
+	int rc = 0;
 
-	if (rc < 0)
-		return rc;
+	(void)parent_vino;
 	memset(a, 0, sizeof(*a));
 	a->mode = mode;
 	a->uid = uid;
 	a->gid = gid;
-	if (dir.mode & S_ISGID) {
-		a->gid = dir.gid;
-		if (S_ISDIR(mode))
-			a->mode |= S_ISGID;
-	}
 	a->rdev = rdev;
 	a->atime_ns = a->mtime_ns = a->ctime_ns = fs_now_ns();
 	if (S_ISREG(mode)) {

@@ -1071,6 +1071,11 @@ static int op_create(struct pool_meta *m, void *arg)
 		return rc;
 	if (isdir && dir.nlink == UINT32_MAX)
 		return -EMLINK;
+	if (dir.mode & S_ISGID) { /* as ext4: the group, and for a directory the bit */
+		in->gid = dir.gid;
+		if (isdir)
+			in->mode |= S_ISGID;
+	}
 
 	in->ino = m->pending.next_ino++;
 	in->nlink = isdir ? 2 : 1;

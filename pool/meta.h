@@ -88,7 +88,8 @@ int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent);
 
 /* Create `name` in directory `parent` from *in (ino is assigned and written
  * back; nlink is set to 1, or 2 for a directory, whose parent's nlink goes
- * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
+ * up; in a setgid directory the gid is the directory's and a new directory
+ * is setgid too, as ext4 does).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
  * the parent's mtime/ctime to in->ctime_ns.  -EEXIST, -ENOENT, -ENOTDIR,
  * -ENAMETOOLONG. */
 int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
