@@ -42,6 +42,15 @@
  * Locking: one mutex per store serialises all calls; callbacks (readdir,
  * orphans) run with it released, on batches copied out under it, so they
  * may call back into the store.
+ *
+ * Group commit (run()).  A create costs about eight page writes to the WAL
+ * of each replica, whatever its size, so N calls in one transaction cost
+ * far less than N transactions.  Calls queue; the thread that finds nobody
+ * running takes the whole queue and runs it as one BEGIN ... COMMIT per
+ * replica, each call inside a SAVEPOINT, so a call that fails is undone
+ * alone and the others commit.  Everyone is answered after the COMMIT, so
+ * "acknowledged" still means "in every live replica's WAL".  A batch of
+ * one runs exactly as a lone call (BEGIN at its first write).
  */
 #include "pool/meta.h"
 

@@ -22,6 +22,8 @@
  *
  * Concurrency: every function is thread-safe (one internal mutex; SQLite
  * is fast enough for metadata at FUSE rates, and fs/ caches attributes).
+ * Calls that arrive while others run are batched into one transaction
+ * (group commit); each is answered once that transaction committed.
  */
 #ifndef SPACEFS_POOL_META_H
 #define SPACEFS_POOL_META_H
