@@ -391,8 +391,8 @@ static int walbuf_flush_file(struct walbuf_file *f)
 static int walbuf_close(sqlite3_file *file)
 {
 	int rc = walbuf_flush_file(WB(file));
-	int rc2 = WB(file)->real->pMethods ? WB(file)->real->pMethods->xClose(WB(file)->real)
-					   : SQLITE_OK;
+	int rc2 =
+	    WB(file)->real->pMethods ? WB(file)->real->pMethods->xClose(WB(file)->real) : SQLITE_OK;
 	free(WB(file)->buf);
 	return rc != SQLITE_OK ? rc : rc2;
 }
@@ -420,7 +420,8 @@ static int walbuf_write(sqlite3_file *file, const void *buf, int n, sqlite3_int6
 		char *b = cap <= WALBUF_MAX ? realloc(f->buf, cap) : NULL;
 		if (!b) { /* too big or no memory: write through */
 			int rc = walbuf_flush_file(f);
-			return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, buf, n, off);
+			return rc != SQLITE_OK ? rc
+					       : f->real->pMethods->xWrite(f->real, buf, n, off);
 		}
 		f->buf = b;
 		f->cap = cap;
@@ -543,8 +544,7 @@ static int walbuf_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, i
 	}
 WALBUF_PASS(int, Delete, (sqlite3_vfs * vfs, const char *p, int sync), (real, p, sync))
 WALBUF_PASS(int, Access, (sqlite3_vfs * vfs, const char *p, int f, int *o), (real, p, f, o))
-WALBUF_PASS(int, FullPathname, (sqlite3_vfs * vfs, const char *p, int n, char *o),
-	    (real, p, n, o))
+WALBUF_PASS(int, FullPathname, (sqlite3_vfs * vfs, const char *p, int n, char *o), (real, p, n, o))
 WALBUF_PASS(int, Randomness, (sqlite3_vfs * vfs, int n, char *o), (real, n, o))
 WALBUF_PASS(int, Sleep, (sqlite3_vfs * vfs, int us), (real, us))
 WALBUF_PASS(int, CurrentTime, (sqlite3_vfs * vfs, double *t), (real, t))
