@@ -1323,6 +1323,11 @@ static int op_create(struct pool_meta *m, void *arg)
 
 	if (rc == 0)
 		rc = check_target(in, a->target);
+	/* Begin before the checks: inside the write transaction the reads take
+	 * no WAL read lock of their own (two fcntl calls each).  A create that
+	 * fails its checks is rolled back having written nothing. */
+	if (rc == 0)
+		rc = begin_all(m);
 	if (rc == 0)
 		rc = check_new_entry(m, a->parent, a->name, &dir);
 	if (rc)
