@@ -405,6 +405,7 @@ static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	return *out ? 0 : -ENOMEM;
 }
 
+/* The reply to mknod, mkdir and symlink: a new inode. */
 static void reply_made(fuse_req_t req, int rc, struct fs_inode *in)
 {
 	if (rc < 0)
@@ -466,7 +467,10 @@ static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 	}
 	fs_inode_refresh_links(fs, v, &a);
 	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
-	reply_made(req, in ? 0 : -ENOMEM, in);
+	if (!in)
+		fuse_reply_err(req, ENOMEM);
+	else
+		reply_entry(req, fs, in); /* an old inode: its blocks are counted */
 }
 
 /* ---- removing and renaming ------------------------------------------------ */
