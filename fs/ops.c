@@ -87,12 +87,14 @@ static bool kill_suidgid(fuse_req_t req, struct fs_inode *in, bool asked)
 
 /* ---- attributes ---------------------------------------------------------- */
 
-static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
-		      struct stat *st)
+/* `fresh`: an inode this call just made, which has no chunk file yet, so
+ * its blocks are not counted on the disks (six stat calls for mirror 2). */
+static void fill_stat_of(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+			 struct stat *st, bool fresh)
 {
 	fs_attr_to_stat(a, fs_ino_make(v, a->ino), st);
 	st->st_blocks = 0;
-	if (S_ISREG(a->mode) && a->npos > 0) {
+	if (S_ISREG(a->mode) && a->npos > 0 && !fresh) {
 		uint64_t bytes = 0;
 		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
 		memcpy(map.disk, a->disk, sizeof(map.disk));
@@ -102,6 +104,12 @@ static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inod
 		st->st_blocks = 8;
 	}
 	(void)fs;
+}
+
+static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+		      struct stat *st)
+{
+	fill_stat_of(fs, v, a, st, false);
 }
 
 static void root_stat(struct fs *fs, struct stat *st)
@@ -118,8 +126,8 @@ static void root_stat(struct fs *fs, struct stat *st)
 }
 
 /* Reply with an entry for `in`, which carries one new kernel reference
- * and the caller's hold; the hold is given back here. */
-static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
+ * and the caller's hold; the hold is given back here.  `fresh`: just made. */
+static void reply_entry_of(fuse_req_t req, struct fs *fs, struct fs_inode *in, bool fresh)
 {
 	struct fuse_entry_param e;
 	struct pool_inode a;
@@ -135,10 +143,15 @@ static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
 	e.ino = in->ino;
 	e.attr_timeout = fs->opt.attr_timeout;
 	e.entry_timeout = fs->opt.entry_timeout;
-	fill_stat(fs, in->vol, &a, &e.attr);
+	fill_stat_of(fs, in->vol, &a, &e.attr, fresh);
 	if (fuse_reply_entry(req, &e) == -ENOENT)
 		fs_inode_forget(fs, in, 1); /* interrupted: the kernel took no reference */
 	fs_inode_put(fs, in);
+}
+
+static void reply_entry(fuse_req_t req, struct fs *fs, struct fs_inode *in)
+{
+	reply_entry_of(req, fs, in, false);
 }
 
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -319,6 +332,13 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!(v = vol_of(req, parent)))
 		return;
 	rc = pool_meta_lookup(v->meta, fs_ino_vino(parent), name, &a);
+	if (rc == -ENOENT && !fs->opt.listen && fs->opt.entry_timeout > 0) {
+		/* A negative entry the kernel may keep: with one node every
+		 * create goes through this daemon, which the kernel sees. */
+		struct fuse_entry_param e = {.ino = 0, .entry_timeout = fs->opt.entry_timeout};
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -360,25 +380,20 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 
 /* ---- creating entries ---------------------------------------------------- */
 
-/* Fill a new inode's attributes: owner from the caller, group and setgid
- * inherited from a setgid directory as ext4 does, placement for files. */
+/* Fill a new inode's attributes: owner from the caller, placement for
+ * files.  pool_meta_create applies a setgid directory's group (and bit), in
+ * the same locked call that checks the parent: one metadata call per create,
+ * which also lets concurrent creates share a commit (pool/meta.c). */
 int fs_new_inode(struct fs *fs, struct fs_volume *v, uint64_t parent_vino, mode_t mode, dev_t rdev,
 		 uid_t uid, gid_t gid, struct pool_inode *a)
 {
-	struct pool_inode dir;
-	int rc = pool_meta_get(v->meta, parent_vino, &dir);
+	int rc = 0;
 
-	if (rc < 0)
-		return rc;
+	(void)parent_vino;
 	memset(a, 0, sizeof(*a));
 	a->mode = mode;
 	a->uid = uid;
 	a->gid = gid;
-	if (dir.mode & S_ISGID) {
-		a->gid = dir.gid;
-		if (S_ISDIR(mode))
-			a->mode |= S_ISGID;
-	}
 	a->rdev = rdev;
 	a->atime_ns = a->mtime_ns = a->ctime_ns = fs_now_ns();
 	if (S_ISREG(mode)) {
@@ -420,12 +435,13 @@ static int make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	return *out ? 0 : -ENOMEM;
 }
 
+/* The reply to mknod, mkdir and symlink: a new inode. */
 static void reply_made(fuse_req_t req, int rc, struct fs_inode *in)
 {
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		reply_entry(req, fs_of(req), in);
+		reply_entry_of(req, fs_of(req), in, true);
 }
 
 static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -481,7 +497,10 @@ static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 	}
 	fs_inode_refresh_links(fs, v, &a);
 	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
-	reply_made(req, in ? 0 : -ENOMEM, in);
+	if (!in)
+		fuse_reply_err(req, ENOMEM);
+	else
+		reply_entry(req, fs, in); /* an old inode: its blocks are counted */
 }
 
 /* ---- removing and renaming ------------------------------------------------ */
@@ -632,6 +651,7 @@ static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void set_open_flags(struct fs *fs, struct fuse_file_info *fi)
 {
+	fi->noflush = 1; /* flush does nothing here: spare close() a round trip */
 	if (fs->opt.direct_io)
 		fi->direct_io = 1;
 	else if (!fs->opt.listen)   /* other nodes may write: close-to-open (fs/route.c) */
@@ -697,7 +717,7 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	e.ino = in->ino;
 	e.attr_timeout = fs->opt.attr_timeout;
 	e.entry_timeout = fs->opt.entry_timeout;
-	fill_stat(fs, in->vol, &a, &e.attr);
+	fill_stat_of(fs, in->vol, &a, &e.attr, true);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		fs_inode_forget(fs, in, 1);
 		fs_inode_release(fs, in);
@@ -1376,6 +1396,10 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, rc == -EOPNOTSUPP ? ENODATA : -rc);
 		return;
 	}
+	if (!pool_meta_may_have_xattrs(v->meta)) { /* ls -l asks every file */
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -1396,6 +1420,10 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	}
 	if (!(v = vol_of(req, ino)))
 		return;
+	if (!pool_meta_may_have_xattrs(v->meta)) {
+		reply_xattr(req, size, 0, NULL);
+		return;
+	}
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);

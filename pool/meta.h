@@ -22,6 +22,8 @@
  *
  * Concurrency: every function is thread-safe (one internal mutex; SQLite
  * is fast enough for metadata at FUSE rates, and fs/ caches attributes).
+ * Calls that arrive while others run are batched into one transaction
+ * (group commit); each is answered once that transaction committed.
  */
 #ifndef SPACEFS_POOL_META_H
 #define SPACEFS_POOL_META_H
@@ -69,6 +71,11 @@ int pool_meta_sync(struct pool_meta *m);
  * nothing. */
 int pool_meta_set_epoch(struct pool_meta *m, uint64_t epoch);
 bool pool_meta_fenced(struct pool_meta *m);
+/* False when no inode of the store has an extended attribute: getxattr of
+ * any inode is -ENODATA and listxattr empty, answered without a query (ls -l
+ * asks every file for security.selinux).  Read without the lock; turns
+ * true before the first setxattr writes and stays true until reopened. */
+bool pool_meta_may_have_xattrs(struct pool_meta *m);
 /* Transaction counter of the newest state, and how many replicas are live. */
 uint64_t pool_meta_txn(struct pool_meta *m);
 uint32_t pool_meta_live_replicas(struct pool_meta *m);
@@ -83,7 +90,8 @@ int pool_meta_parent(struct pool_meta *m, uint64_t dir, uint64_t *parent);
 
 /* Create `name` in directory `parent` from *in (ino is assigned and written
  * back; nlink is set to 1, or 2 for a directory, whose parent's nlink goes
- * up).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
+ * up; in a setgid directory the gid is the directory's and a new directory
+ * is setgid too, as ext4 does).  `symlink_target` is stored for symlinks, NULL otherwise.  Updates
  * the parent's mtime/ctime to in->ctime_ns.  -EEXIST, -ENOENT, -ENOTDIR,
  * -ENAMETOOLONG. */
 int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
