@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/text.h"
 #include "fs/node.h"
 #include "pool/ctl.h"
 
@@ -32,45 +33,6 @@ struct fs_ctl {
 	char path[108];
 };
 
-/* ---- a growing text buffer for replies ---- */
-
-struct out {
-	char *s;
-	size_t len, cap;
-	int failed;
-};
-
-static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void outf(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-
-	for (;;) {
-		size_t room = o->cap - o->len;
-		va_start(ap, fmt);
-		int n = vsnprintf(o->s ? o->s + o->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			o->failed = 1;
-			return;
-		}
-		if ((size_t)n < room) {
-			o->len += (size_t)n;
-			return;
-		}
-		size_t cap = o->cap ? o->cap * 2 : 4096;
-		while (cap - o->len <= (size_t)n)
-			cap *= 2;
-		char *s = realloc(o->s, cap);
-		if (!s) {
-			o->failed = 1;
-			return;
-		}
-		o->s = s;
-		o->cap = cap;
-	}
-}
-
 /* ---- commands ---- */
 
 /* Several nodes: who owns the volume and how this node reaches it. */
@@ -79,7 +41,7 @@ static const char *access_mode(struct fs *fs, bool local)
 	return local ? "direct" : fs->opt.ro_others ? "read-only" : "redirected";
 }
 
-static void owner_json(struct fs *fs, struct fs_volume *v, bool local, struct out *o)
+static void owner_json(struct fs *fs, struct fs_volume *v, bool local, struct fs_text *o)
 {
 	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
 	uint64_t epoch;
@@ -90,29 +52,29 @@ static void owner_json(struct fs *fs, struct fs_volume *v, bool local, struct ou
 	char pref[POOL_NODE_NAME_MAX + 1];
 	memcpy(pref, v->vn->pref, sizeof(pref));
 	pthread_mutex_unlock(&v->vn->info_lock);
-	outf(o,
-	     "\"owner\":\"%s\",\"owner_addr\":\"%s\",\"epoch\":%" PRIu64
-	     ",\"preferred\":\"%s\",\"access\":\"%s\",\"redirected_ops\":%" PRIu64
-	     ",\"redirected_bytes\":%" PRIu64 ",\"served_ops\":%" PRIu64
-	     ",\"served_bytes\":%" PRIu64 ",",
-	     valid ? node : "", valid ? addr : "", epoch, pref, access_mode(fs, local),
-	     (uint64_t)atomic_load(&v->vn->redir_ops), (uint64_t)atomic_load(&v->vn->redir_bytes),
-	     (uint64_t)atomic_load(&v->vn->served_ops),
-	     (uint64_t)atomic_load(&v->vn->served_bytes));
+	fs_textf(
+	    o,
+	    "\"owner\":\"%s\",\"owner_addr\":\"%s\",\"epoch\":%" PRIu64
+	    ",\"preferred\":\"%s\",\"access\":\"%s\",\"redirected_ops\":%" PRIu64
+	    ",\"redirected_bytes\":%" PRIu64 ",\"served_ops\":%" PRIu64 ",\"served_bytes\":%" PRIu64
+	    ",",
+	    valid ? node : "", valid ? addr : "", epoch, pref, access_mode(fs, local),
+	    (uint64_t)atomic_load(&v->vn->redir_ops), (uint64_t)atomic_load(&v->vn->redir_bytes),
+	    (uint64_t)atomic_load(&v->vn->served_ops), (uint64_t)atomic_load(&v->vn->served_bytes));
 }
 
 /* "owners": VOLUME OWNER ADDR EPOCH ACCESS REDIRECTED_OPS REDIRECTED_BYTES PREFERRED */
-static void cmd_owners(struct fs *fs, struct out *o)
+static void cmd_owners(struct fs *fs, struct fs_text *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t n = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 
 	if (!fs->node) {
-		outf(o, "error: this daemon runs as a single node (no listen= option)\n");
+		fs_textf(o, "error: this daemon runs as a single node (no listen= option)\n");
 		return;
 	}
-	outf(o, "ok\n");
+	fs_textf(o, "ok\n");
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
 		char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
@@ -125,39 +87,39 @@ static void cmd_owners(struct fs *fs, struct out *o)
 		char pref[POOL_NODE_NAME_MAX + 1];
 		memcpy(pref, v->vn->pref, sizeof(pref));
 		pthread_mutex_unlock(&v->vn->info_lock);
-		outf(o, "%s\t%s\t%s\t%" PRIu64 "\t%s\t%" PRIu64 "\t%" PRIu64 "\t%s\n", v->name,
-		     valid ? node : "-", valid ? addr : "-", epoch, access_mode(fs, local),
-		     (uint64_t)atomic_load(&v->vn->redir_ops),
-		     (uint64_t)atomic_load(&v->vn->redir_bytes), pref[0] ? pref : "-");
+		fs_textf(o, "%s\t%s\t%s\t%" PRIu64 "\t%s\t%" PRIu64 "\t%" PRIu64 "\t%s\n", v->name,
+			 valid ? node : "-", valid ? addr : "-", epoch, access_mode(fs, local),
+			 (uint64_t)atomic_load(&v->vn->redir_ops),
+			 (uint64_t)atomic_load(&v->vn->redir_bytes), pref[0] ? pref : "-");
 	}
 }
 
-static void cmd_owner_move(struct fs *fs, struct out *o, char **argv, int argc)
+static void cmd_owner_move(struct fs *fs, struct fs_text *o, char **argv, int argc)
 {
 	char err[512] = "";
 
 	if (!fs->node || argc != 3) {
-		outf(o, "error: %s\n",
-		     fs->node ? "owner-move takes VOLUME NODE"
-			      : "this daemon runs as a single node");
+		fs_textf(o, "error: %s\n",
+			 fs->node ? "owner-move takes VOLUME NODE"
+				  : "this daemon runs as a single node");
 		return;
 	}
 	int rc = fs_node_move(fs, argv[1], argv[2], err, sizeof(err));
 	if (rc < 0)
-		outf(o, "error: %s\n", err[0] ? err : strerror(-rc));
+		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
 	else
-		outf(o, "ok\n");
+		fs_textf(o, "ok\n");
 }
 
 /* Balance here, and ask every other live node to balance too. */
-static void cmd_owner_balance(struct fs *fs, struct out *o)
+static void cmd_owner_balance(struct fs *fs, struct fs_text *o)
 {
 	struct fs_node *n = fs->node;
 	char addrs[64][POOL_ADDR_MAX];
 	uint32_t na = 0;
 
 	if (!n) {
-		outf(o, "error: this daemon runs as a single node\n");
+		fs_textf(o, "error: this daemon runs as a single node\n");
 		return;
 	}
 	fs_node_kick(fs, true);
@@ -173,10 +135,10 @@ static void cmd_owner_balance(struct fs *fs, struct out *o)
 		fs_rpc_call(n->rpc, addrs[i], &q, &p, &raw);
 		free(raw);
 	}
-	outf(o, "ok\n");
+	fs_textf(o, "ok\n");
 }
 
-static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
+static void status_volume(struct fs *fs, struct fs_text *o, struct fs_volume *v)
 {
 	uint32_t nd = fs->pool->ndisks;
 	char full[POOL_MSG_MAX];
@@ -187,60 +149,61 @@ static void status_volume(struct fs *fs, struct out *o, struct fs_volume *v)
 	bool local = fs_vol_enter_local(v);
 	/* cannot_allocate comes right after the name: spacectl finds each
 	 * volume's by looking for the first one after its name */
-	outf(o,
-	     "{\"name\":\"%s\",\"cannot_allocate\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64
-	     ",\"write_bytes\":%" PRIu64 ",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
-	     v->name, full, v->id, (uint64_t)atomic_load(&v->read_bytes),
-	     (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
-	     local ? pool_meta_live_replicas(v->meta) : 0);
+	fs_textf(o,
+		 "{\"name\":\"%s\",\"cannot_allocate\":\"%s\",\"id\":%u,\"read_bytes\":%" PRIu64
+		 ",\"write_bytes\":%" PRIu64 ",\"meta_txn\":%" PRIu64 ",\"meta_replicas\":%u,",
+		 v->name, full, v->id, (uint64_t)atomic_load(&v->read_bytes),
+		 (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
+		 local ? pool_meta_live_replicas(v->meta) : 0);
 	if (fs->node)
 		owner_json(fs, v, local, o);
-	outf(o, "\"disks\":[");
+	fs_textf(o, "\"disks\":[");
 	for (uint32_t d = 0; d < nd; d++) {
 		struct pool_disk_stats st = {0};
 		if (local)
 			pool_store_stats(v->store, d, &st);
-		outf(o,
-		     "%s{\"index\":%u,\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
-		     ",\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64 ",\"errors\":%" PRIu64
-		     ",\"csum_errors\":%" PRIu64 "}",
-		     d ? "," : "", d, st.reads, st.writes, st.read_bytes, st.write_bytes, st.errors,
-		     st.csum_errors);
+		fs_textf(o,
+			 "%s{\"index\":%u,\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+			 ",\"read_bytes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
+			 ",\"errors\":%" PRIu64 ",\"csum_errors\":%" PRIu64 "}",
+			 d ? "," : "", d, st.reads, st.writes, st.read_bytes, st.write_bytes,
+			 st.errors, st.csum_errors);
 	}
-	outf(o, "]}");
+	fs_textf(o, "]}");
 	if (local)
 		fs_vol_leave(v);
 }
 
 /* "full_disks":"1,3" (for spacectl's text, "" if none) and per disk what
  * ENOSPC answers and statvfs said: "disk_space":[{...},...]. */
-static void status_space(struct fs *fs, struct out *o)
+static void status_space(struct fs *fs, struct fs_text *o)
 {
 	uint32_t nd = fs->pool->ndisks, nfull = 0;
 
-	outf(o, "\"full_disks\":\"");
+	fs_textf(o, "\"full_disks\":\"");
 	for (uint32_t d = 0; d < nd; d++) {
 		struct fs_disk_space sp;
 		fs_health_space(fs, d, &sp);
 		if (sp.full)
-			outf(o, "%s%u", nfull++ ? "," : "", d);
+			fs_textf(o, "%s%u", nfull++ ? "," : "", d);
 	}
-	outf(o, "\",\"disk_space\":[");
+	fs_textf(o, "\",\"disk_space\":[");
 	for (uint32_t d = 0; d < nd; d++) {
 		struct fs_disk_space sp;
 		fs_health_space(fs, d, &sp);
-		outf(o,
-		     "%s{\"index\":%u,\"full\":%s,\"enospc\":%" PRIu64 ",\"last_enospc\":%" PRId64,
-		     d ? "," : "", d, sp.full ? "true" : "false", sp.enospc, sp.last_enospc);
+		fs_textf(o,
+			 "%s{\"index\":%u,\"full\":%s,\"enospc\":%" PRIu64
+			 ",\"last_enospc\":%" PRId64,
+			 d ? "," : "", d, sp.full ? "true" : "false", sp.enospc, sp.last_enospc);
 		if (sp.have_free)
-			outf(o, ",\"free\":%" PRIu64 "}", sp.free);
+			fs_textf(o, ",\"free\":%" PRIu64 "}", sp.free);
 		else
-			outf(o, ",\"free\":null}");
+			fs_textf(o, ",\"free\":null}");
 	}
-	outf(o, "],");
+	fs_textf(o, "],");
 }
 
-static void cmd_status(struct fs *fs, struct out *o)
+static void cmd_status(struct fs *fs, struct fs_text *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t n = fs->nvol;
@@ -248,40 +211,42 @@ static void cmd_status(struct fs *fs, struct out *o)
 
 	/* Volume and node names are [A-Za-z0-9._-]: no JSON escaping needed,
 	 * but the mount point is any path, so it is escaped. */
-	outf(o, "ok\n{\"node\":\"%s\",\"pid\":%d,\"mountpoint\":\"", fs->opt.node, (int)getpid());
+	fs_textf(o, "ok\n{\"node\":\"%s\",\"pid\":%d,\"mountpoint\":\"", fs->opt.node,
+		 (int)getpid());
 	for (const char *p = fs->opt.mountpoint; *p; p++) {
 		if (*p == '"' || *p == '\\')
-			outf(o, "\\%c", *p);
+			fs_textf(o, "\\%c", *p);
 		else if ((unsigned char)*p < 0x20)
-			outf(o, "\\u%04x", *p);
+			fs_textf(o, "\\u%04x", *p);
 		else
-			outf(o, "%c", *p);
+			fs_textf(o, "%c", *p);
 	}
-	outf(o, "\",\"read_only\":%s,\"volumes\":[", fs->opt.read_only ? "true" : "false");
+	fs_textf(o, "\",\"read_only\":%s,\"volumes\":[", fs->opt.read_only ? "true" : "false");
 	for (uint32_t i = 0; i < n; i++) {
 		if (i)
-			outf(o, ",");
+			fs_textf(o, ",");
 		status_volume(fs, o, fs->vol[i]);
 	}
 	char *jobs = fs->jobs ? fs_jobs_json(fs) : NULL;
 	char fuse[2048];
 	if (fs_chan_json(fs, fuse, sizeof(fuse)) < 0)
 		snprintf(fuse, sizeof(fuse), "{}");
-	outf(o, "],\"fuse\":%s,", fuse);
+	fs_textf(o, "],\"fuse\":%s,", fuse);
 	status_space(fs, o);
-	outf(o, "\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool), jobs ? jobs : "[]");
+	fs_textf(o, "\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool),
+		 jobs ? jobs : "[]");
 	free(jobs);
 }
 
 /* One line per volume and disk: the same counters as status, as
  * tab-separated fields for spacectl's table (see pool/ctl.h). */
-static void cmd_counters(struct fs *fs, struct out *o)
+static void cmd_counters(struct fs *fs, struct fs_text *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t n = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 
-	outf(o, "ok\n");
+	fs_textf(o, "ok\n");
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
 		if (!fs_vol_enter_local(v))
@@ -289,11 +254,11 @@ static void cmd_counters(struct fs *fs, struct out *o)
 		for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
 			struct pool_disk_stats st;
 			pool_store_stats(v->store, d, &st);
-			outf(o,
-			     "%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-			     "\t%" PRIu64 "\n",
-			     v->name, d, st.reads, st.writes, st.read_bytes, st.write_bytes,
-			     st.errors, st.csum_errors);
+			fs_textf(o,
+				 "%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+				 "\t%" PRIu64 "\t%" PRIu64 "\n",
+				 v->name, d, st.reads, st.writes, st.read_bytes, st.write_bytes,
+				 st.errors, st.csum_errors);
 		}
 		fs_vol_leave(v);
 	}
@@ -301,14 +266,14 @@ static void cmd_counters(struct fs *fs, struct out *o)
 
 /* "metrics": the counters in the Prometheus text format (fs/metrics.c),
  * for `spacectl metrics`. */
-static void cmd_metrics(struct fs *fs, struct out *o)
+static void cmd_metrics(struct fs *fs, struct fs_text *o)
 {
 	char *text = fs_metrics_text(fs);
 
 	if (text)
-		outf(o, "ok\n%s", text);
+		fs_textf(o, "ok\n%s", text);
 	else
-		outf(o, "error: out of memory\n");
+		fs_textf(o, "error: out of memory\n");
 	free(text);
 }
 
@@ -332,13 +297,14 @@ static void addr_host(const char *addr, char *host, size_t size)
 /* "shares": where this node mounts the pool and who owns each volume, for
  * `spacectl smbconf` (format in pool/ctl.h).  A single node owns every
  * volume; with several, the owner and its host come from the lock. */
-static void cmd_shares(struct fs *fs, struct out *o)
+static void cmd_shares(struct fs *fs, struct fs_text *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t n = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
 
-	outf(o, "ok\nmount\t%s\t%s\t%d\n", fs->opt.node, fs->opt.mountpoint, fs->opt.allow_other);
+	fs_textf(o, "ok\nmount\t%s\t%s\t%d\n", fs->opt.node, fs->opt.mountpoint,
+		 fs->opt.allow_other);
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
 		char owner[POOL_NODE_NAME_MAX + 1] = "-", addr[POOL_ADDR_MAX] = "", host[256] = "-";
@@ -350,8 +316,8 @@ static void cmd_shares(struct fs *fs, struct out *o)
 		} else {
 			snprintf(owner, sizeof(owner), "%s", fs->opt.node);
 		}
-		outf(o, "volume\t%s\t%s\t%s\t%" PRIu64 "\t%s\n", v->name, valid ? owner : "-",
-		     valid ? host : "-", epoch, layout_kind_name(v->geom.kind));
+		fs_textf(o, "volume\t%s\t%s\t%s\t%" PRIu64 "\t%s\n", v->name, valid ? owner : "-",
+			 valid ? host : "-", epoch, layout_kind_name(v->geom.kind));
 	}
 }
 
@@ -369,7 +335,7 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 }
 
 /* "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY" */
-static void cmd_volume_create(struct fs *fs, struct out *o, char **argv, int argc)
+static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int argc)
 {
 	struct layout_geom g = {0};
 	uint32_t integrity;
@@ -377,7 +343,7 @@ static void cmd_volume_create(struct fs *fs, struct out *o, char **argv, int arg
 	int rc = 0;
 
 	if (argc != 8) {
-		outf(o, "error: volume-create takes 7 arguments\n");
+		fs_textf(o, "error: volume-create takes 7 arguments\n");
 		return;
 	}
 	if (layout_kind_parse(argv[2], &g.kind) < 0 || parse_u32(argv[3], 3, &g.copies) < 0 ||
@@ -385,11 +351,11 @@ static void cmd_volume_create(struct fs *fs, struct out *o, char **argv, int arg
 	    parse_u32(argv[5], LAYOUT_MAX_COLUMNS, &g.columns) < 0 ||
 	    parse_u32(argv[6], LAYOUT_MAX_INTERLEAVE, &g.interleave) < 0 ||
 	    parse_u32(argv[7], 1, &integrity) < 0) {
-		outf(o, "error: volume-create: malformed arguments\n");
+		fs_textf(o, "error: volume-create: malformed arguments\n");
 		return;
 	}
 	if (fs->opt.read_only) {
-		outf(o, "error: the pool is mounted read-only\n");
+		fs_textf(o, "error: the pool is mounted read-only\n");
 		return;
 	}
 	pthread_rwlock_wrlock(&fs->pool_lock);
@@ -406,21 +372,21 @@ static void cmd_volume_create(struct fs *fs, struct out *o, char **argv, int arg
 	if (rc == 0)
 		rc = fs_volume_open(fs, &pv, err, sizeof(err));
 	if (rc < 0)
-		outf(o, "error: %s\n", err[0] ? err : strerror(-rc));
+		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
 	else
-		outf(o, "ok\n");
+		fs_textf(o, "ok\n");
 }
 
 /* Disks, repair, scrub and jobs: fs/jobs.c. */
-static void cmd_jobs(struct fs *fs, struct out *o, char **argv, int argc)
+static void cmd_jobs(struct fs *fs, struct fs_text *o, char **argv, int argc)
 {
 	char *r = fs_jobs_request(fs, argc, argv);
 
-	outf(o, "%s", r ? r : "error: out of memory\n");
+	fs_textf(o, "%s", r ? r : "error: out of memory\n");
 	free(r);
 }
 
-static void dispatch(struct fs *fs, char *req, struct out *o)
+static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 {
 	char *argv[16];
 	int argc = 0;
@@ -428,7 +394,7 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 	for (char *tok = strtok(req, " \t\r\n"); tok && argc < 16; tok = strtok(NULL, " \t\r\n"))
 		argv[argc++] = tok;
 	if (argc == 0)
-		outf(o, "error: empty request\n");
+		fs_textf(o, "error: empty request\n");
 	else if (strcmp(argv[0], "status") == 0 && argc == 1)
 		cmd_status(fs, o);
 	else if (strcmp(argv[0], "owners") == 0 && argc == 1)
@@ -448,7 +414,7 @@ static void dispatch(struct fs *fs, char *req, struct out *o)
 	else if (fs_jobs_handles(argv[0]))
 		cmd_jobs(fs, o, argv, argc);
 	else
-		outf(o, "error: unknown request '%.64s'\n", argv[0]);
+		fs_textf(o, "error: unknown request '%.64s'\n", argv[0]);
 }
 
 /* ---- the server ---- */
@@ -475,7 +441,7 @@ static int read_request(int fd, char *buf, size_t size)
 static void serve_one(struct fs *fs, int cfd)
 {
 	char req[POOL_CTL_MAX_REQUEST];
-	struct out o = {0};
+	struct fs_text o = {0};
 	/* One thread serves every client: one that stops reading (or
 	 * writing) must not wedge it, or unmount would wait forever. */
 	struct timeval tv = {.tv_sec = 5};
@@ -484,7 +450,7 @@ static void serve_one(struct fs *fs, int cfd)
 	setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 
 	if (read_request(cfd, req, sizeof(req)) < 0)
-		outf(&o, "error: request too long, empty or timed out\n");
+		fs_textf(&o, "error: request too long, empty or timed out\n");
 	else
 		dispatch(fs, req, &o);
 	if (!o.failed && o.s) {

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "fs/fs.h"
+#include "fs/text.h"
 #include "fs/node.h"
 
 #ifndef SPACEFS_VERSION
@@ -52,43 +53,6 @@ struct fs_metrics {
 };
 
 /* ---- rendering ---- */
-
-struct text {
-	char *s;
-	size_t len, cap;
-	int failed;
-};
-
-static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-
-	for (;;) {
-		size_t room = t->cap - t->len;
-		va_start(ap, fmt);
-		int n = vsnprintf(t->s ? t->s + t->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			t->failed = 1;
-			return;
-		}
-		if ((size_t)n < room) {
-			t->len += (size_t)n;
-			return;
-		}
-		size_t cap = t->cap ? t->cap * 2 : 16384;
-		while (cap - t->len <= (size_t)n)
-			cap *= 2;
-		char *s = realloc(t->s, cap);
-		if (!s) {
-			t->failed = 1;
-			return;
-		}
-		t->s = s;
-		t->cap = cap;
-	}
-}
 
 /* One counter family per disk counter, in this order. */
 static const struct {
@@ -140,11 +104,11 @@ static int snap_take(struct fs *fs, struct snap *sn)
 	return 0;
 }
 
-static void disk_counters(struct fs *fs, const struct snap *sn, struct text *t)
+static void disk_counters(struct fs *fs, const struct snap *sn, struct fs_text *t)
 {
 	for (size_t c = 0; c < NCTR; c++) {
 		const char *name = disk_ctr[c].name;
-		put(t, "# HELP %s %s\n# TYPE %s counter\n", name, disk_ctr[c].help, name);
+		fs_textf(t, "# HELP %s %s\n# TYPE %s counter\n", name, disk_ctr[c].help, name);
 		for (uint32_t i = 0; i < sn->nvol; i++) {
 			if (!sn->local[i])
 				continue;
@@ -152,8 +116,8 @@ static void disk_counters(struct fs *fs, const struct snap *sn, struct text *t)
 				const char *st = (const char *)&sn->st[(size_t)i * sn->ndisks + d];
 				uint64_t val;
 				memcpy(&val, st + disk_ctr[c].off, sizeof(val));
-				put(t, "%s{volume=\"%s\",disk=\"%u\"} %" PRIu64 "\n", name,
-				    fs->vol[i]->name, d, val);
+				fs_textf(t, "%s{volume=\"%s\",disk=\"%u\"} %" PRIu64 "\n", name,
+					 fs->vol[i]->name, d, val);
 			}
 		}
 	}
@@ -161,14 +125,14 @@ static void disk_counters(struct fs *fs, const struct snap *sn, struct text *t)
 
 /* Bucket i holds I/Os under 2^i us: its upper bound is 2^i us, in
  * seconds as Prometheus wants; the buckets are cumulative. */
-static void latency(struct fs *fs, const struct snap *sn, struct text *t)
+static void latency(struct fs *fs, const struct snap *sn, struct fs_text *t)
 {
 	const char *n = "spacefs_chunk_latency_seconds";
 
-	put(t,
-	    "# HELP %s Chunk I/O latency (the request's batch, per disk).\n"
-	    "# TYPE %s histogram\n",
-	    n, n);
+	fs_textf(t,
+		 "# HELP %s Chunk I/O latency (the request's batch, per disk).\n"
+		 "# TYPE %s histogram\n",
+		 n, n);
 	for (uint32_t i = 0; i < sn->nvol; i++) {
 		if (!sn->local[i])
 			continue;
@@ -178,36 +142,39 @@ static void latency(struct fs *fs, const struct snap *sn, struct text *t)
 			uint64_t cum = 0;
 			for (unsigned b = 0; b + 1 < POOL_LAT_BUCKETS; b++) {
 				cum += st->lat[b];
-				put(t,
-				    "%s_bucket{volume=\"%s\",disk=\"%u\",le=\"%.6g\"} %" PRIu64
-				    "\n",
-				    n, vol, d, (double)(1ull << b) * 1e-6, cum);
+				fs_textf(t,
+					 "%s_bucket{volume=\"%s\",disk=\"%u\",le=\"%.6g\"} %" PRIu64
+					 "\n",
+					 n, vol, d, (double)(1ull << b) * 1e-6, cum);
 			}
 			cum += st->lat[POOL_LAT_BUCKETS - 1];
-			put(t, "%s_bucket{volume=\"%s\",disk=\"%u\",le=\"+Inf\"} %" PRIu64 "\n", n,
-			    vol, d, cum);
-			put(t, "%s_sum{volume=\"%s\",disk=\"%u\"} %.6f\n", n, vol, d,
-			    (double)st->lat_sum_us * 1e-6);
-			put(t, "%s_count{volume=\"%s\",disk=\"%u\"} %" PRIu64 "\n", n, vol, d, cum);
+			fs_textf(t,
+				 "%s_bucket{volume=\"%s\",disk=\"%u\",le=\"+Inf\"} %" PRIu64 "\n",
+				 n, vol, d, cum);
+			fs_textf(t, "%s_sum{volume=\"%s\",disk=\"%u\"} %.6f\n", n, vol, d,
+				 (double)st->lat_sum_us * 1e-6);
+			fs_textf(t, "%s_count{volume=\"%s\",disk=\"%u\"} %" PRIu64 "\n", n, vol, d,
+				 cum);
 		}
 	}
 }
 
-static void volumes(struct fs *fs, const struct snap *sn, struct text *t)
+static void volumes(struct fs *fs, const struct snap *sn, struct fs_text *t)
 {
-	put(t, "# HELP spacefs_volume_read_bytes_total Bytes applications read from the volume.\n"
-	       "# TYPE spacefs_volume_read_bytes_total counter\n");
+	fs_textf(t,
+		 "# HELP spacefs_volume_read_bytes_total Bytes applications read from the volume.\n"
+		 "# TYPE spacefs_volume_read_bytes_total counter\n");
 	for (uint32_t i = 0; i < sn->nvol; i++)
-		put(t, "spacefs_volume_read_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
-		    fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->read_bytes));
-	put(t, "# HELP spacefs_volume_write_bytes_total Bytes applications wrote to the "
-	       "volume.\n# TYPE spacefs_volume_write_bytes_total counter\n");
+		fs_textf(t, "spacefs_volume_read_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
+			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->read_bytes));
+	fs_textf(t, "# HELP spacefs_volume_write_bytes_total Bytes applications wrote to the "
+		    "volume.\n# TYPE spacefs_volume_write_bytes_total counter\n");
 	for (uint32_t i = 0; i < sn->nvol; i++)
-		put(t, "spacefs_volume_write_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
-		    fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->write_bytes));
-	put(t, "# HELP spacefs_volume_owner Owner of the volume (1) as this node sees it; "
-	       "access is direct, redirected or read-only.\n"
-	       "# TYPE spacefs_volume_owner gauge\n");
+		fs_textf(t, "spacefs_volume_write_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
+			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->write_bytes));
+	fs_textf(t, "# HELP spacefs_volume_owner Owner of the volume (1) as this node sees it; "
+		    "access is direct, redirected or read-only.\n"
+		    "# TYPE spacefs_volume_owner gauge\n");
 	for (uint32_t i = 0; i < sn->nvol; i++) {
 		char node[POOL_NODE_NAME_MAX + 1] = "", addr[POOL_ADDR_MAX];
 		uint64_t epoch = 0;
@@ -219,52 +186,54 @@ static void volumes(struct fs *fs, const struct snap *sn, struct text *t)
 		const char *acc = sn->local[i]	      ? "direct"
 				  : fs->opt.ro_others ? "read-only"
 						      : "redirected";
-		put(t, "spacefs_volume_owner{volume=\"%s\",owner=\"%s\",access=\"%s\"} 1\n",
-		    fs->vol[i]->name, valid ? node : "", acc);
+		fs_textf(t, "spacefs_volume_owner{volume=\"%s\",owner=\"%s\",access=\"%s\"} 1\n",
+			 fs->vol[i]->name, valid ? node : "", acc);
 	}
-	put(t, "# HELP spacefs_volume_owner_epoch Ownership epoch of the volume (0 with one "
-	       "node).\n# TYPE spacefs_volume_owner_epoch gauge\n");
+	fs_textf(t, "# HELP spacefs_volume_owner_epoch Ownership epoch of the volume (0 with one "
+		    "node).\n# TYPE spacefs_volume_owner_epoch gauge\n");
 	for (uint32_t i = 0; i < sn->nvol; i++) {
 		char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
 		uint64_t epoch = 0;
 		bool valid;
 		if (fs->node)
 			fs_node_owner(fs->vol[i], node, addr, &epoch, &valid);
-		put(t, "spacefs_volume_owner_epoch{volume=\"%s\"} %" PRIu64 "\n", fs->vol[i]->name,
-		    epoch);
+		fs_textf(t, "spacefs_volume_owner_epoch{volume=\"%s\"} %" PRIu64 "\n",
+			 fs->vol[i]->name, epoch);
 	}
 }
 
-static void pool_state(struct fs *fs, struct text *t)
+static void pool_state(struct fs *fs, struct fs_text *t)
 {
 	static const char *const health[] = {"healthy", "degraded", "incomplete"};
 
 	pthread_rwlock_rdlock(&fs->pool_lock);
 	const char *h = pool_health(fs->pool);
-	put(t, "# HELP spacefs_pool_health Pool health: 1 for the current one.\n"
-	       "# TYPE spacefs_pool_health gauge\n");
+	fs_textf(t, "# HELP spacefs_pool_health Pool health: 1 for the current one.\n"
+		    "# TYPE spacefs_pool_health gauge\n");
 	for (size_t i = 0; i < 3; i++)
-		put(t, "spacefs_pool_health{state=\"%s\"} %d\n", health[i], !strcmp(h, health[i]));
-	put(t, "# HELP spacefs_disk_healthy 1 if the disk is healthy, else 0 (state says why).\n"
-	       "# TYPE spacefs_disk_healthy gauge\n");
+		fs_textf(t, "spacefs_pool_health{state=\"%s\"} %d\n", health[i],
+			 !strcmp(h, health[i]));
+	fs_textf(t,
+		 "# HELP spacefs_disk_healthy 1 if the disk is healthy, else 0 (state says why).\n"
+		 "# TYPE spacefs_disk_healthy gauge\n");
 	for (uint32_t d = 0; d < fs->pool->ndisks; d++)
-		put(t, "spacefs_disk_healthy{disk=\"%u\",state=\"%s\"} %d\n", d,
-		    pool_disk_state_name(fs->pool->disk[d].state),
-		    fs->pool->disk[d].state == POOL_DISK_HEALTHY);
+		fs_textf(t, "spacefs_disk_healthy{disk=\"%u\",state=\"%s\"} %d\n", d,
+			 pool_disk_state_name(fs->pool->disk[d].state),
+			 fs->pool->disk[d].state == POOL_DISK_HEALTHY);
 	pthread_rwlock_unlock(&fs->pool_lock);
 }
 
 /* Jobs come from fs_jobs_json, whose format is fixed (fs/jobs.c); each
  * object is read with one sscanf, and one that does not match is
  * skipped rather than half printed. */
-static void jobs(struct fs *fs, struct text *t)
+static void jobs(struct fs *fs, struct fs_text *t)
 {
 	char *js = fs->jobs ? fs_jobs_json(fs) : NULL;
 
-	put(t, "# HELP spacefs_job_done Units done of a repair, scrub or retire job.\n"
-	       "# TYPE spacefs_job_done gauge\n"
-	       "# HELP spacefs_job_total Units a job has to do (done/total is its progress).\n"
-	       "# TYPE spacefs_job_total gauge\n");
+	fs_textf(t, "# HELP spacefs_job_done Units done of a repair, scrub or retire job.\n"
+		    "# TYPE spacefs_job_done gauge\n"
+		    "# HELP spacefs_job_total Units a job has to do (done/total is its progress).\n"
+		    "# TYPE spacefs_job_total gauge\n");
 	for (const char *p = js ? strchr(js, '{') : NULL; p; p = strchr(p + 1, '{')) {
 		unsigned id, disk;
 		char kind[16], state[16], vol[POOL_NAME_MAX + 1] = "";
@@ -285,21 +254,22 @@ static void jobs(struct fs *fs, struct text *t)
 		const char *lbl = "{job=\"%u\",kind=\"%s\",state=\"%s\",disk=\"%u\",volume=\"%s\"}";
 		char l[160];
 		snprintf(l, sizeof(l), lbl, id, kind, state, disk, vol);
-		put(t, "spacefs_job_done%s %llu\nspacefs_job_total%s %llu\n", l, done, l, total);
+		fs_textf(t, "spacefs_job_done%s %llu\nspacefs_job_total%s %llu\n", l, done, l,
+			 total);
 	}
 	free(js);
 }
 
 char *fs_metrics_text(struct fs *fs)
 {
-	struct text t = {0};
+	struct fs_text t = {0};
 	struct snap sn = {0};
 
 	if (snap_take(fs, &sn) == 0) {
-		put(&t, "# HELP spacefs_info The daemon: node, pool and version.\n"
-			"# TYPE spacefs_info gauge\n");
-		put(&t, "spacefs_info{node=\"%s\",pool=\"%s\",version=\"%s\"} 1\n", fs->opt.node,
-		    fs->pool->sb->pool_name, SPACEFS_VERSION);
+		fs_textf(&t, "# HELP spacefs_info The daemon: node, pool and version.\n"
+			     "# TYPE spacefs_info gauge\n");
+		fs_textf(&t, "spacefs_info{node=\"%s\",pool=\"%s\",version=\"%s\"} 1\n",
+			 fs->opt.node, fs->pool->sb->pool_name, SPACEFS_VERSION);
 		disk_counters(fs, &sn, &t);
 		latency(fs, &sn, &t);
 		volumes(fs, &sn, &t);
