@@ -465,26 +465,30 @@ static void serve_one(struct fs *fs, int cfd)
 	free(o.s);
 }
 
-static void *ctl_main(void *arg)
+void fs_accept_loop(struct fs *fs, int lfd, int stop_fd, void (*serve)(struct fs *, int))
 {
-	struct fs *fs = arg;
-	struct fs_ctl *c = fs->ctl;
-
 	for (;;) {
-		struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN},
-				      {.fd = c->stop_pipe[0], .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN},
+				      {.fd = stop_fd, .events = POLLIN}};
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
 			break;
 		if (p[1].revents)
 			break;
 		if (!(p[0].revents & POLLIN))
 			continue;
-		int cfd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (cfd < 0)
 			continue;
-		serve_one(fs, cfd);
+		serve(fs, cfd);
 		close(cfd);
 	}
+}
+
+static void *ctl_main(void *arg)
+{
+	struct fs *fs = arg;
+
+	fs_accept_loop(fs, fs->ctl->fd, fs->ctl->stop_pipe[0], serve_one);
 	return NULL;
 }
 

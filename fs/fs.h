@@ -303,6 +303,10 @@ void fs_ctl_stop(struct fs *fs);
 /* The counters in the Prometheus text format, malloc'd; NULL if out of
  * memory.  Served by the ctl "metrics" request and -o metrics=. */
 char *fs_metrics_text(struct fs *fs);
+/* Accept connections on lfd and hand each to serve (which must not close
+ * it) until stop_fd becomes readable: the control socket's and the metrics
+ * listener's thread body (fs/ctl.c). */
+void fs_accept_loop(struct fs *fs, int lfd, int stop_fd, void (*serve)(struct fs *, int));
 /* -o metrics=ADDR:PORT: bind before mounting (a clear error, nothing
  * mounted), start serving once daemonized, stop before unmount. */
 int fs_metrics_open(struct fs *fs, char *err, size_t errlen);

@@ -381,23 +381,8 @@ static void serve_one(struct fs *fs, int cfd)
 static void *metrics_main(void *arg)
 {
 	struct fs *fs = arg;
-	struct fs_metrics *m = fs->metrics;
 
-	for (;;) {
-		struct pollfd p[2] = {{.fd = m->fd, .events = POLLIN},
-				      {.fd = m->stop_pipe[0], .events = POLLIN}};
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (!(p[0].revents & POLLIN))
-			continue;
-		int cfd = accept4(m->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (cfd < 0)
-			continue;
-		serve_one(fs, cfd);
-		close(cfd);
-	}
+	fs_accept_loop(fs, fs->metrics->fd, fs->metrics->stop_pipe[0], serve_one);
 	return NULL;
 }
 
