@@ -2954,14 +2954,18 @@ struct pool_chunks {
 
 int pool_chunks_begin(struct pool_store *s, const struct pool_file_map *f, struct pool_chunks **out)
 {
-	struct scratch *t = scratch_get(s);
 	struct pool_chunks *c;
 	int rc = check_file(s, f);
 
 	if (rc < 0)
 		return rc;
-	if (!t || !(c = calloc(1, sizeof(*c))))
+	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
+	struct scratch *t = scratch_get(s);
+	if (!t) {
+		free(c);
+		return -ENOMEM;
+	}
 	rq_init(&c->q, s, t, f);
 	*out = c;
 	return 0;
@@ -2972,6 +2976,7 @@ void pool_chunks_end(struct pool_chunks *c)
 	if (c->locked)
 		stripelock_unlock(c->q.s->locks, &c->set);
 	rq_end(&c->q);
+	scratch_put(c->q.s, c->q.t);
 	free(c);
 }
 
