@@ -27,8 +27,8 @@
  * store reports each ENOSPC (fs_health_disk_full); the disk is then shown
  * "full" by `spacectl status`, with the volumes whose layout can no
  * longer place new data, until the watcher's statvfs sees space come
- * back (at least FULL_CLEAR_BYTES more than when it was found full, and
- * no new ENOSPC in the meantime).
+ * back (at least FULL_CLEAR_BYTES more than the least it had while full,
+ * and no new ENOSPC in the meantime).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -110,12 +110,21 @@ void fs_health_disk_full(struct fs *fs, uint32_t disk)
 
 	if (!h || disk >= POOL_MAX_DISKS)
 		return;
+	/* Free space at the ENOSPC itself (rare: one statvfs is cheap here).
+	 * Measured later, it may already include space the failure gave back
+	 * (a metadata replica dropped for want of space frees its files), and
+	 * "space came back" would then never be seen. */
+	uint64_t size, avail;
+	int known = pool_disk_space(fs->pool, disk, &size, &avail) == 0;
 	pthread_mutex_lock(&h->mu);
 	struct disk_space *sp = &h->space[disk];
+	if (!sp->full)
+		sp->free_at_full = FREE_UNKNOWN;
+	if (known && (sp->free_at_full == FREE_UNKNOWN || avail < sp->free_at_full))
+		sp->free_at_full = avail;
 	sp->full = true;
 	sp->enospc++;
 	sp->last_enospc = (int64_t)time(NULL);
-	sp->free_at_full = FREE_UNKNOWN; /* measured by the watcher, not here */
 	pthread_mutex_unlock(&h->mu);
 }
 
@@ -178,7 +187,11 @@ static void watch_space(struct fs *fs)
 		bool news = sp->enospc != sp->seen, was_logged = sp->logged;
 		sp->seen = sp->enospc;
 		sp->free = known ? avail : FREE_UNKNOWN;
-		if (sp->full && known && sp->free_at_full == FREE_UNKNOWN)
+		/* The lowest free space seen while full: a first reading may
+		 * still be pool_disk_space's cached figure from before the disk
+		 * filled, and clearing against it would never happen. */
+		if (sp->full && known &&
+		    (sp->free_at_full == FREE_UNKNOWN || avail < sp->free_at_full))
 			sp->free_at_full = avail;
 		bool cleared = sp->full && known && !news && sp->free_at_full != FREE_UNKNOWN &&
 			       avail >= sp->free_at_full + FULL_CLEAR_BYTES;
