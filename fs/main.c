@@ -362,7 +362,9 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	if (fs_metrics_start(fs, err, sizeof(err)) < 0)
 		fprintf(stderr, "spacefs: %s\n", err);
 	if (fs_ctl_start(fs, err, sizeof(err)) < 0)
-		fprintf(stderr, "spacefs: control socket: %s (spacectl will work offline only)\n",
+		fprintf(stderr,
+			"spacefs: control socket: %s (spacectl cannot reach this daemon, and waits "
+			"for it rather than change the pool beside it)\n",
 			err);
 
 	cfg = fuse_loop_cfg_create();
