@@ -19,13 +19,13 @@ and `spacectl metrics` prints the same families as the HTTP endpoint.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 from harness import Pool, Tap, log_tail
+from nodes import free_port
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -49,14 +49,6 @@ filename={mnt}/m2/f
 filename={mnt}/p1/f
 """
 FIO_READ = FIO_WRITE.replace("rate=32m", "rate=64m").replace("rw=write", "rw=read")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def scrape(url):
