@@ -84,6 +84,23 @@ def reads(path, offsets):
     return delta(before, after)
 
 
+def mixed(path, offsets):
+    """Writes and reads interleaved on one O_DIRECT descriptor, as a VM disk
+    sees them: each read follows a write that made the attributes stale."""
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    wbuf, rbuf = aligned(BS, 0x3C), aligned(BS, 0)
+    try:
+        os.pwritev(fd, [wbuf], 0)
+        before = fuse_counts(POOL)
+        for off in offsets:
+            os.pwritev(fd, [wbuf], off)
+            os.preadv(fd, [rbuf], off)
+        after = fuse_counts(POOL)
+    finally:
+        os.close(fd)
+    return delta(before, after)
+
+
 def check_counts(t, vol):
     path = os.path.join(POOL.mnt, vol, "f")
     with open(path, "wb") as f:
@@ -99,6 +116,10 @@ def check_counts(t, vol):
     total, ops = reads(path, offs)
     t.eq(round(total / N, 3), 1.0,
          f"{vol}: FUSE requests per 4 KiB O_DIRECT read = 1.0 (counted {total}: {ops})")
+    total, ops = mixed(path, offs)
+    t.eq(round(total / (2 * N), 3), 1.0,
+         f"{vol}: FUSE requests per I/O, O_DIRECT writes and reads interleaved = 1.0 "
+         f"(counted {total} for {2 * N}: {ops})")
 
 
 def as_user(fn):
