@@ -302,8 +302,7 @@ int pool_runlock_busy(const char *uuid, const char *node, char *err, size_t errl
 	glob_t g;
 	int busy = 0;
 
-	snprintf(pattern, sizeof(pattern), "%s/%s.%s.lock", pool_ctl_dir(), uuid,
-		 node && *node && !strpbrk(node, "/*?[") ? node : "*");
+	snprintf(pattern, sizeof(pattern), "%s/%s.%s.lock", pool_ctl_dir(), uuid, node);
 	if (glob(pattern, 0, NULL, &g) != 0)
 		return 0;
 	for (size_t i = 0; i < g.gl_pathc && !busy; i++) {
