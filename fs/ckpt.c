@@ -1198,14 +1198,17 @@ static int settle(struct load *ld)
 	for (int h = 0; h < CK_HASH; h++)
 		for (struct chain *ch = c->hash[h]; ch; ch = ch->next) {
 			struct pool_inode a;
-			for (uint32_t i = 0; i < ch->n; i++) {
+			for (uint32_t i = 0; i < ch->n && ch->n > 1; i++) {
 				uint64_t ino = i ? ch->l[i].map.id : ch->ino;
 				int rc = pool_meta_get(v->meta, ino, &a);
 				if (rc < 0) {
+					/* the checkpoints of this file read ESTALE */
 					fs_log("volume %s: checkpointed file %" PRIu64
-					       ": inode %" PRIu64 " missing (%s)",
+					       ": inode %" PRIu64 " missing (%s); its checkpoint "
+					       "data is lost",
 					       v->name, ch->ino, ino, strerror(-rc));
-					return rc;
+					ch->n = 1;
+					break;
 				}
 				map_from_inode(&a, &ch->l[i].map);
 				if (i == 0)

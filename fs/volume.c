@@ -101,11 +101,14 @@ static int purge_orphans(struct fs_volume *v)
 {
 	struct orphans o = {0};
 	int rc = pool_meta_orphans(v->meta, collect_orphan, &o);
+	size_t kept = 0;
 
 	for (size_t i = 0; rc == 0 && i < o.n; i++) {
 		const struct pool_inode *in = &o.in[i];
-		if (fs_ckpt_holds(v, in->ino))
-			continue; /* a checkpoint still reads it */
+		if (fs_ckpt_holds(v, in->ino)) {
+			kept++; /* a checkpoint still reads it */
+			continue;
+		}
 		if (S_ISREG(in->mode) && in->npos > 0) {
 			struct pool_file_map map = {.id = in->ino, .npos = in->npos};
 			memcpy(map.disk, in->disk, sizeof(map.disk));
@@ -114,11 +117,11 @@ static int purge_orphans(struct fs_volume *v)
 		if (rc == 0)
 			rc = pool_meta_purge(v->meta, in->ino);
 	}
-	if (o.n > 0)
+	if (o.n > kept)
 		fprintf(stderr,
 			"spacefs: volume %s: removed %zu files unlinked while open before "
 			"an unclean shutdown\n",
-			v->name, o.n);
+			v->name, o.n - kept);
 	free(o.in);
 	return rc;
 }
