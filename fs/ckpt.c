@@ -724,24 +724,30 @@ static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size
 	}
 	if (rc == 0)
 		rc = log_rec(c, R_COMMIT, &k->id, sizeof(k->id));
-	if (rc == 0)
-		for (size_t j = 0; j < nf; j++) {
-			struct chain *ch = chain_get(c, f[j].ino);
-			if (!ch) {
-				rc = -ENOMEM; /* the log has it: the next mount has it right */
-				break;
-			}
-			pthread_rwlock_wrlock(&ch->rw);
-			if (ch->n == 1) {
-				map_from_inode(&f[j].in->attr, &ch->l[0].map);
-				atomic_fetch_add(&c->nchains, 1);
-			}
-			struct layer *L = &ch->l[ch->n++];
-			memset(L, 0, sizeof(*L));
-			L->owner = k->id;
-			map_from_inode(&f[j].delta, &L->map);
-			pthread_rwlock_unlock(&ch->rw);
+	struct chain **chs = rc == 0 ? calloc(nf + 1, sizeof(*chs)) : NULL;
+	if (rc == 0 && !chs)
+		rc = -ENOMEM; /* the log has it: the next mount has it right */
+	for (size_t j = 0; rc == 0 && j < nf; j++)
+		if (!(chs[j] = chain_get(c, f[j].ino)))
+			rc = -ENOMEM;
+	/* chain locks are never taken under c->lock (the merge takes c->lock
+	 * under a chain lock to log) */
+	pthread_mutex_unlock(&c->lock);
+	for (size_t j = 0; rc == 0 && j < nf; j++) {
+		struct chain *ch = chs[j];
+		pthread_rwlock_wrlock(&ch->rw);
+		if (ch->n == 1) {
+			map_from_inode(&f[j].in->attr, &ch->l[0].map);
+			atomic_fetch_add(&c->nchains, 1);
 		}
+		struct layer *L = &ch->l[ch->n++];
+		memset(L, 0, sizeof(*L));
+		L->owner = k->id;
+		map_from_inode(&f[j].delta, &L->map);
+		pthread_rwlock_unlock(&ch->rw);
+	}
+	free(chs);
+	pthread_mutex_lock(&c->lock);
 	if (rc == 0) {
 		k->state = CK_READY;
 		for (int i = 0; i < CK_MAX; i++)
@@ -956,6 +962,8 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 	return 0;
 }
 
+static int compact(struct fs_ckpt *c);
+
 static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 {
 	int64_t start = fs_mono_ns();
@@ -984,9 +992,14 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		return rc < 0 ? rc : -EINTR;
 	pthread_mutex_lock(&c->lock);
 	rc = log_rec(c, R_GONE, &k->id, sizeof(k->id));
-	for (int i = 0; rc == 0 && i < CK_MAX; i++)
+	bool any = false;
+	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
 		if (c->ck[i] == k)
 			c->ck[i] = NULL;
+		any |= c->ck[i] != NULL;
+	}
+	if (rc == 0 && !any && compact(c) < 0) /* the last one: the log shrinks */
+		fs_log("volume %s: checkpoint log: compaction failed; kept as is", c->v->name);
 	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
 		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded)", c->v->name, k->name,
@@ -1160,6 +1173,9 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		return 0;
 	}
 	case R_GONE:
+		for (int h = 0; len == 4 && h < CK_HASH; h++)
+			for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+				remove_layer(ld, ch, *(const uint32_t *)p);
 		for (int i = 0; len == 4 && i < CK_MAX; i++)
 			if (c->ck[i] && c->ck[i]->id == *(const uint32_t *)p) {
 				free(c->ck[i]->node);
@@ -1240,12 +1256,10 @@ static int compact(struct fs_ckpt *c)
 	char *b = NULL;
 	size_t n = 0, cap = 0;
 	uint64_t seq = pool_ckpt_log_seq(c->log);
-	int rc = 0, any = 0;
+	int rc;
 
-	for (int i = 0; i < CK_MAX; i++)
-		any |= c->ck[i] != NULL;
-	if (any)
-		rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
+	/* ids are never reused: they make inode numbers the kernel may cache */
+	rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
 	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
 		struct ckpt *k = c->ck[i];
 		if (!k)
@@ -1253,8 +1267,13 @@ static int compact(struct fs_ckpt *c)
 		struct rec_ckpt r = {.id = k->id, .flags = k->flags, .created_ns = k->created_ns};
 		memcpy(r.name, k->name, sizeof(r.name));
 		rc = enc(&b, &n, &cap, &seq, R_CKPT, &r, sizeof(r));
-		for (uint32_t j = 0; rc == 0 && j < k->nnode; j++)
-			rc = enc(&b, &n, &cap, &seq, R_NODE, &k->node[j].r, sizeof(k->node[j].r));
+		for (uint32_t j = 0; rc == 0 && j < k->nnode; j++) {
+			struct rec_node r = k->node[j].r;
+			struct chain *ch = r.delta ? chain_find(c, r.base) : NULL;
+			if (r.delta && (!ch || layer_of(ch, k->id) <= 0))
+				r.delta = 0; /* that file's layer is merged already */
+			rc = enc(&b, &n, &cap, &seq, R_NODE, &r, sizeof(r));
+		}
 		if (rc == 0)
 			rc = enc(&b, &n, &cap, &seq, R_COMMIT, &k->id, sizeof(k->id));
 		struct rec_id m = {.ckpt = k->id, .rate = k->rate};

@@ -302,16 +302,18 @@ int pool_ckpt_log_replay(struct pool_ckpt_log *l,
 			 void *arg)
 {
 	size_t off = 0;
+	uint64_t *al = malloc(MAX_REC + 8); /* payloads handed over aligned */
+	int rc = al ? 0 : -ENOMEM;
 
-	while (off < l->imglen) {
+	while (rc == 0 && off < l->imglen) {
 		const char *r = l->img + off;
 		uint32_t plen = get32(r + 8);
-		int rc = fn(arg, get32(r + 4), r + HDR_LEN, plen);
-		if (rc)
-			return rc;
+		memcpy(al, r + HDR_LEN, plen);
+		rc = fn(arg, get32(r + 4), al, plen);
 		off += HDR_LEN + plen + 4;
 	}
-	return 0;
+	free(al);
+	return rc;
 }
 
 static int write_everywhere(struct pool_ckpt_log *l, const char *buf, size_t len)

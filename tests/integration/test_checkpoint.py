@@ -250,6 +250,9 @@ def one_layout(t, p, vol, seed):
     t.ok(not os.path.exists(cdir), f"{vol}: checkpoint gone from the namespace")
     left = chunk_ids(p, vol) - live_ids(root)
     t.eq(left, set(), f"{vol}: no differencing or unlinked chunk files left on the disks")
+    logs = glob.glob(os.path.join(p.dir, "d*", "vol", vol, "ckpt"))
+    t.ok(logs and all(os.path.getsize(l) < 64 for l in logs),
+         f"{vol}: checkpoint log compacted to one record on {len(logs)} metadata disks")
     p.mounts[-1].stop()
     p.mount()
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: file exact after merge and remount")
@@ -306,6 +309,8 @@ def kill_during_merge(t, p, vol):
         t.ok(wait_none(p, vol), f"{vol}: round {r}: merge resumed and finished after kill -9")
         t.eq(sha_path(f), sha(bytes(model)), f"{vol}: round {r}: file exact")
     t.eq(chunk_ids(p, vol) - live_ids(root), set(), f"{vol}: no differencing data left")
+    lost = [l for l in log_tail(p, 1 << 20).splitlines() if "checkpoint data is lost" in l]
+    t.eq(lost, [], f"{vol}: every mount found every layer it replayed")
 
 
 def backups(t, p, vol):
