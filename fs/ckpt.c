@@ -124,6 +124,9 @@ struct fs_ckpt {
 	pthread_mutex_t lock; /* ck[], chains' hash, the log */
 	struct ckpt *ck[CK_MAX];
 	struct chain *hash[CK_HASH];
+	/* lookups on the data path take this shared instead of lock; chains
+	 * are added under both and freed only at detach */
+	pthread_rwlock_t hlock;
 	uint32_t next_id;
 	_Atomic uint32_t nchains; /* chains with layers: the data path's fast test */
 	pthread_t worker;
@@ -155,7 +158,9 @@ static struct chain *chain_get(struct fs_ckpt *c, uint64_t ino)
 	pthread_rwlock_init(&ch->rw, NULL);
 	pthread_mutex_init(&ch->mu, NULL);
 	ch->next = c->hash[ino % CK_HASH];
+	pthread_rwlock_wrlock(&c->hlock);
 	c->hash[ino % CK_HASH] = ch;
+	pthread_rwlock_unlock(&c->hlock);
 	return ch;
 }
 
@@ -366,9 +371,9 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 
 	if (!c || atomic_load(&c->nchains) == 0)
 		return NULL;
-	pthread_mutex_lock(&c->lock);
+	pthread_rwlock_rdlock(&c->hlock);
 	struct chain *ch = chain_find(c, vino);
-	pthread_mutex_unlock(&c->lock);
+	pthread_rwlock_unlock(&c->hlock);
 	if (!ch)
 		return NULL;
 	if (excl)
@@ -1324,6 +1329,7 @@ static void ckpt_free(struct fs_ckpt *c)
 		}
 	pool_ckpt_log_close(c->log);
 	pthread_mutex_destroy(&c->lock);
+	pthread_rwlock_destroy(&c->hlock);
 	pthread_cond_destroy(&c->wake);
 	free(c);
 }
@@ -1340,6 +1346,7 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	c->v = v;
 	c->next_id = 1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_rwlock_init(&c->hlock, NULL);
 	pthread_cond_init(&c->wake, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
