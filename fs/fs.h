@@ -138,6 +138,10 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* Emulated disks (pool/diskmodel.h): one queue per possible disk
+	 * index, made at mount with each member's model (none for indexes
+	 * not in use), shared by every volume's store, freed at exit. */
+	struct pool_diskq *diskq[POOL_MAX_DISKS];
 };
 
 /* ---- inode numbers ---- */
