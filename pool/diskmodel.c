@@ -45,8 +45,8 @@
 #define SQRT_MEAN (8.0 / 15.0) /* E[sqrt |x - y|] for x, y uniform on [0, 1] */
 
 static const char *const preset_name[POOL_DISKMODEL_NPRESETS] = {
-    [POOL_DISKMODEL_CUSTOM] = "custom",	    [POOL_DISKMODEL_HDD7200] = "hdd-7200",
-    [POOL_DISKMODEL_HDD15K] = "hdd-15k",    [POOL_DISKMODEL_SSD_SATA] = "ssd-sata",
+    [POOL_DISKMODEL_CUSTOM] = "custom",	 [POOL_DISKMODEL_HDD7200] = "hdd-7200",
+    [POOL_DISKMODEL_HDD15K] = "hdd-15k", [POOL_DISKMODEL_SSD_SATA] = "ssd-sata",
     [POOL_DISKMODEL_NVME] = "nvme",
 };
 
@@ -217,8 +217,8 @@ static uint64_t half_rotation_ns(const struct pool_diskmodel *m)
 	return m->rpm ? 30ull * NS_PER_S / m->rpm : 0; /* 60 s / rpm / 2 */
 }
 
-void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len,
-			    int sequential, double dist, uint64_t *occupy_ns, uint64_t *min_ns)
+void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len, int sequential,
+			    double dist, uint64_t *occupy_ns, uint64_t *min_ns)
 {
 	uint64_t x = xfer_ns(m, write, len);
 

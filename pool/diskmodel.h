@@ -85,8 +85,8 @@ uint64_t pool_diskmodel_seek_ns(const struct pool_diskmodel *m, double dist);
  * request itself takes at least (flash latency; == occupy_ns for HDD).
  * For an HDD, `sequential` requests pay transfer only, others a seek over
  * `dist` and half a rotation. */
-void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len,
-			    int sequential, double dist, uint64_t *occupy_ns, uint64_t *min_ns);
+void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len, int sequential,
+			    double dist, uint64_t *occupy_ns, uint64_t *min_ns);
 /* What a request costs on average when requests come at random places
  * (an HDD's average seek) or as one sequential stream: the figure the
  * benchmark predicts from counted chunk I/Os.  ns of disk time. */

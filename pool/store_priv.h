@@ -56,6 +56,7 @@ struct store_disk {
 	 * `failed` mask (REBUILDING: see rq_mask). */
 	_Atomic uint8_t state;
 	_Atomic uint64_t rb_id, rb_stripe;		     /* rebuild cursor */
+	struct pool_diskq *dq; /* emulated disk of this index, or NULL (aio.h) */
 	struct disk_counters c __attribute__((aligned(64))); /* no false sharing */
 };
 

@@ -31,7 +31,10 @@
 #include "pool/diskmodel.h"
 
 #define POOL_SB_FILE	 "spacefs.pool"
-#define POOL_SB_VERSION	 1u
+/* The newest format this program reads.  Version 2 adds the disk model
+ * table; a pool whose disks all have model none is still written as
+ * version 1, byte for byte as before, so older spacefs can read it. */
+#define POOL_SB_VERSION	 2u
 #define POOL_MAX_DISKS	 64u   /* members of one pool */
 #define POOL_MAX_VOLUMES 64u   /* volumes of one pool */
 #define POOL_NAME_MAX	 64u   /* pool and volume names, without the NUL */

@@ -108,15 +108,12 @@ struct set_args {
 	const char *iops, *mbps, *latency;
 };
 
-static int parse_set(int argc, char **argv, struct set_args *a, struct pool_diskmodel *m,
-		     int *done)
+static int parse_set(int argc, char **argv, struct set_args *a, struct pool_diskmodel *m, int *done)
 {
-	static const struct option lo[] = {{"model", required_argument, NULL, 'm'},
-					   {"iops", required_argument, NULL, 'i'},
-					   {"mbps", required_argument, NULL, 'b'},
-					   {"latency", required_argument, NULL, 'l'},
-					   {"help", no_argument, NULL, 'h'},
-					   {0}};
+	static const struct option lo[] = {
+	    {"model", required_argument, NULL, 'm'}, {"iops", required_argument, NULL, 'i'},
+	    {"mbps", required_argument, NULL, 'b'},  {"latency", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},	     {0}};
 	const char *what = "disk set";
 	int c;
 
