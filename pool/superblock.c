@@ -397,8 +397,8 @@ static uint32_t needed_version(const struct pool_sb *sb)
 static size_t size_of(uint32_t version, uint32_t nm, uint32_t nv)
 {
 	return POOL_SB_HEADER_SIZE + (size_t)nm * POOL_SB_MEMBER_SIZE +
-	       (size_t)nv * POOL_SB_VOLUME_SIZE + (version >= 2 ? (size_t)nm * POOL_SB_MODEL_SIZE : 0) +
-	       4;
+	       (size_t)nv * POOL_SB_VOLUME_SIZE +
+	       (version >= 2 ? (size_t)nm * POOL_SB_MODEL_SIZE : 0) + 4;
 }
 
 size_t pool_sb_size(const struct pool_sb *sb)

@@ -30,7 +30,7 @@
 #include "layout/layout.h"
 #include "pool/diskmodel.h"
 
-#define POOL_SB_FILE	 "spacefs.pool"
+#define POOL_SB_FILE "spacefs.pool"
 /* The newest format this program reads.  Version 2 adds the disk model
  * table; a pool whose disks all have model none is still written as
  * version 1, byte for byte as before, so older spacefs can read it. */
@@ -48,7 +48,7 @@
 #define POOL_SB_VOLUME_SIZE 128u
 #define POOL_SB_MODEL_SIZE  48u /* version 2: one per member, after the volumes */
 #define POOL_SB_MAX_SIZE                                                                           \
-	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * (POOL_SB_MEMBER_SIZE + POOL_SB_MODEL_SIZE) +        \
+	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * (POOL_SB_MEMBER_SIZE + POOL_SB_MODEL_SIZE) +       \
 	 POOL_MAX_VOLUMES * POOL_SB_VOLUME_SIZE + 4u)
 
 /* What the pool's committed state says about a member: ACTIVE; FAILED
@@ -71,7 +71,7 @@ struct pool_sb_member {
 	uint8_t uuid[POOL_UUID_LEN];
 	uint32_t index; /* == its place in the member array */
 	enum pool_member_state state;
-	char path[POOL_PATH_MAX]; /* last-known absolute path */
+	char path[POOL_PATH_MAX];    /* last-known absolute path */
 	struct pool_diskmodel model; /* emulated disk; kind NONE by default */
 };
 

@@ -399,8 +399,8 @@ static int do_pool_create(const struct pool_create_args *a)
 {
 	char err[POOL_MSG_MAX * 2];
 
-	if (pool_create_model(a->name, a->disks, a->ndisks, a->force, &a->model, err,
-			      sizeof(err)) < 0)
+	if (pool_create_model(a->name, a->disks, a->ndisks, a->force, &a->model, err, sizeof(err)) <
+	    0)
 		return say_error(1, NULL, "%s", err);
 	printf("pool '%s' created on %u disk%s", a->name, a->ndisks, a->ndisks == 1 ? "" : "s");
 	if (a->model.kind != POOL_DISKMODEL_NONE)
@@ -891,7 +891,8 @@ static void disk_full_line(const char *live, uint32_t i)
 
 static void disks_table(struct pool *p, const char *live)
 {
-	static const char *const head[] = {">DISK", "PATH", "UUID", "STATE", "MODEL", ">SIZE", ">FREE"};
+	static const char *const head[] = {">DISK", "PATH",  "UUID", "STATE",
+					   "MODEL", ">SIZE", ">FREE"};
 	struct table *t = table_new(7, head);
 
 	if (!t)

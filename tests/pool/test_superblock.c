@@ -352,8 +352,10 @@ static void test_models(void **state)
 	assert_int_equal(pool_sb_decode(buf, len, "mem", out, err, sizeof(err)), 0);
 	assert_int_equal(out->version, 2);
 	assert_int_equal(out->member[0].model.kind, POOL_DISKMODEL_NONE);
-	assert_memory_equal(&out->member[1].model, &sb->member[1].model, sizeof(sb->member[1].model));
-	assert_memory_equal(&out->member[2].model, &sb->member[2].model, sizeof(sb->member[2].model));
+	assert_memory_equal(&out->member[1].model, &sb->member[1].model,
+			    sizeof(sb->member[1].model));
+	assert_memory_equal(&out->member[2].model, &sb->member[2].model,
+			    sizeof(sb->member[2].model));
 	assert_string_equal(pool_diskmodel_name(&out->member[1].model), "hdd-7200");
 	buf2 = encode(out, &len2); /* canonical */
 	assert_int_equal(len, len2);
