@@ -10,8 +10,10 @@
  *          8/15) is the data sheet's average seek.  The full stroke comes
  *          out at a + b, close to what data sheets give where they do.
  *          A request pays seek(d) + half a rotation + bytes/MB/s, unless it
- *          starts where the previous request on the disk ended (same chunk
- *          file, next byte): then it pays the transfer only.
+ *          goes on from the previous request on the disk (same chunk file,
+ *          starting within 2 MiB of where that one ended: see access_of):
+ *          then it pays the transfer only; and a request for the very spot
+ *          the previous one started at pays a full rotation.
  *   FLASH  occupancy max(1/IOPS, bytes/MB/s) (the throughput ceiling),
  *          and each request lasts at least latency + bytes/MB/s.
  *
@@ -42,6 +44,7 @@
 #define NS_PER_US 1000ull
 #define NS_PER_S  1000000000ull
 #define EXTENT	  (1ull << 20) /* placement unit on the emulated platter */
+#define NEAR	  (2ull << 20) /* a stream's requests may arrive this far apart */
 #define SQRT_MEAN (8.0 / 15.0) /* E[sqrt |x - y|] for x, y uniform on [0, 1] */
 
 static const char *const preset_name[POOL_DISKMODEL_NPRESETS] = {
@@ -217,15 +220,18 @@ static uint64_t half_rotation_ns(const struct pool_diskmodel *m)
 	return m->rpm ? 30ull * NS_PER_S / m->rpm : 0; /* 60 s / rpm / 2 */
 }
 
-void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len, int sequential,
-			    double dist, uint64_t *occupy_ns, uint64_t *min_ns)
+void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len,
+			    enum pool_diskmodel_access access, double dist, uint64_t *occupy_ns,
+			    uint64_t *min_ns)
 {
 	uint64_t x = xfer_ns(m, write, len);
 
 	if (m->kind == POOL_DISKMODEL_HDD) {
 		*occupy_ns = x;
-		if (!sequential)
+		if (access == POOL_DISKMODEL_RANDOM)
 			*occupy_ns += pool_diskmodel_seek_ns(m, dist) + half_rotation_ns(m);
+		else if (access == POOL_DISKMODEL_SAME_SPOT)
+			*occupy_ns += 2 * half_rotation_ns(m);
 		*min_ns = *occupy_ns;
 	} else if (m->kind == POOL_DISKMODEL_FLASH) {
 		uint32_t iops = write ? m->write_iops : m->read_iops;
@@ -247,7 +253,9 @@ uint64_t pool_diskmodel_expect_ns(const struct pool_diskmodel *m, int write, uin
 		return xfer_ns(m, write, len) + (uint64_t)m->seek_avg_us * NS_PER_US +
 		       half_rotation_ns(m);
 	}
-	pool_diskmodel_service(m, write, len, sequential, 0, &occ, &min);
+	pool_diskmodel_service(m, write, len,
+			       sequential ? POOL_DISKMODEL_SEQUENTIAL : POOL_DISKMODEL_RANDOM, 0,
+			       &occ, &min);
 	return occ;
 }
 
@@ -305,6 +313,22 @@ static double place(int fd, uint64_t off)
 	return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* Sequential: the same file, starting within NEAR of where the previous
+ * request ended.  Not only exactly there: a stream split into several
+ * requests in flight at once reaches the queue in any order, and a real
+ * drive's command queue and track cache serve such a stream as one.  The
+ * same spot again (a parity update writing the block it just read) waits
+ * for the platter to come round. */
+static enum pool_diskmodel_access access_of(const struct pool_diskq *q, int fd, uint64_t off)
+{
+	if (fd != q->last_fd)
+		return POOL_DISKMODEL_RANDOM;
+	if (off == q->last_off)
+		return POOL_DISKMODEL_SAME_SPOT;
+	uint64_t gap = off > q->last_end ? off - q->last_end : q->last_end - off;
+	return gap <= NEAR ? POOL_DISKMODEL_SEQUENTIAL : POOL_DISKMODEL_RANDOM;
+}
+
 uint64_t pool_diskq_admit(struct pool_diskq *q, uint64_t now_ns, int fd, int write, uint64_t off,
 			  uint64_t len)
 {
@@ -312,14 +336,15 @@ uint64_t pool_diskq_admit(struct pool_diskq *q, uint64_t now_ns, int fd, int wri
 	double where = place(fd, off);
 
 	pthread_mutex_lock(&q->mu);
-	int seq = fd == q->last_fd && off == q->last_end;
+	enum pool_diskmodel_access a = access_of(q, fd, off);
 	double dist = where > q->last_place ? where - q->last_place : q->last_place - where;
-	pool_diskmodel_service(&q->m, write, len, seq, dist, &occ, &min);
+	pool_diskmodel_service(&q->m, write, len, a, dist, &occ, &min);
 	start = q->busy_until > now_ns ? q->busy_until : now_ns;
 	q->busy_until = start + occ;
 	q->busy_ns += occ;
 	q->ios++;
 	q->last_fd = fd;
+	q->last_off = off;
 	q->last_end = off + len;
 	q->last_place = where;
 	pthread_mutex_unlock(&q->mu);

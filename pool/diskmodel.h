@@ -80,13 +80,19 @@ void pool_diskmodel_describe(const struct pool_diskmodel *m, char *buf, size_t l
 
 /* Seek time of an HDD model over `dist` (0..1 of a full stroke), ns. */
 uint64_t pool_diskmodel_seek_ns(const struct pool_diskmodel *m, double dist);
+/* Where a request lands relative to the previous one on its disk. */
+enum pool_diskmodel_access {
+	POOL_DISKMODEL_RANDOM = 0, /* a seek over `dist`, half a rotation */
+	POOL_DISKMODEL_SEQUENTIAL, /* where the stream goes on: transfer only */
+	POOL_DISKMODEL_SAME_SPOT,  /* the spot just passed: a full rotation */
+};
 /* Service of one request on an idle disk: occupy_ns is how long it keeps
  * the disk (the next request cannot start earlier), min_ns how long the
  * request itself takes at least (flash latency; == occupy_ns for HDD).
- * For an HDD, `sequential` requests pay transfer only, others a seek over
- * `dist` and half a rotation. */
-void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len, int sequential,
-			    double dist, uint64_t *occupy_ns, uint64_t *min_ns);
+ * `access` and `dist` matter to an HDD only. */
+void pool_diskmodel_service(const struct pool_diskmodel *m, int write, uint64_t len,
+			    enum pool_diskmodel_access access, double dist, uint64_t *occupy_ns,
+			    uint64_t *min_ns);
 /* What a request costs on average when requests come at random places
  * (an HDD's average seek) or as one sequential stream: the figure the
  * benchmark predicts from counted chunk I/Os.  ns of disk time. */
@@ -101,11 +107,12 @@ struct pool_diskq {
 	struct pool_diskmodel m;
 	uint64_t busy_until; /* CLOCK_MONOTONIC ns: the disk is free from then */
 	int last_fd;	     /* the previous request: its file ... */
-	uint64_t last_end;   /* ... where it ended ... */
-	double last_place;   /* ... and where on the platter (0..1) */
-	uint64_t since_ns;   /* counters below start here */
-	uint64_t busy_ns;    /* disk time used */
-	uint64_t ios;	     /* requests admitted */
+	uint64_t last_off;   /* ... where it started, where it ended ... */
+	uint64_t last_end;
+	double last_place; /* ... and where on the platter (0..1) */
+	uint64_t since_ns; /* counters below start here */
+	uint64_t busy_ns;  /* disk time used */
+	uint64_t ios;	   /* requests admitted */
 };
 
 struct pool_diskq_stats {

@@ -1031,6 +1031,18 @@ static void disk_json(struct json *j, struct pool *p, uint32_t i, const char *li
 		pool_diskmodel_describe(m, fig, sizeof(fig));
 		json_str(j, "model", pool_diskmodel_name(m));
 		json_str(j, "model_figures", fig);
+		json_object(j, "model_params"); /* the stored figures (docs/FORMAT.md) */
+		json_u64(j, "kind", m->kind);
+		json_u64(j, "rpm", m->rpm);
+		json_u64(j, "seek_min_us", m->seek_min_us);
+		json_u64(j, "seek_avg_us", m->seek_avg_us);
+		json_u64(j, "read_lat_us", m->read_lat_us);
+		json_u64(j, "write_lat_us", m->write_lat_us);
+		json_u64(j, "read_mbps", m->read_mbps);
+		json_u64(j, "write_mbps", m->write_mbps);
+		json_u64(j, "read_iops", m->read_iops);
+		json_u64(j, "write_iops", m->write_iops);
+		json_close(j, '}');
 	}
 	if (ok) {
 		json_u64(j, "size", size);

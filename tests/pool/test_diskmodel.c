@@ -102,26 +102,28 @@ static void test_service(void **state)
 	uint64_t occ, min;
 
 	(void)state;
-	pool_diskmodel_service(&h, 0, 4096, 1, 0.5, &occ, &min);
+	pool_diskmodel_service(&h, 0, 4096, POOL_DISKMODEL_SEQUENTIAL, 0.5, &occ, &min);
 	assert_int_equal(occ, 4096 * 1000 / 200); /* 20.48 us at 200 MB/s */
 	assert_int_equal(min, occ);
-	pool_diskmodel_service(&h, 1, 1 << 20, 1, 0, &occ, &min);
+	pool_diskmodel_service(&h, 1, 1 << 20, POOL_DISKMODEL_SEQUENTIAL, 0, &occ, &min);
 	assert_int_equal(occ, (1u << 20) * 1000ull / 200); /* 5.24 ms per MiB */
-	pool_diskmodel_service(&h, 0, 4096, 0, 0, &occ, &min);
+	pool_diskmodel_service(&h, 0, 4096, POOL_DISKMODEL_RANDOM, 0, &occ, &min);
 	assert_int_equal(occ, 300 * US + 4166666 + 20480); /* t2t + half turn + xfer */
+	pool_diskmodel_service(&h, 1, 4096, POOL_DISKMODEL_SAME_SPOT, 0, &occ, &min);
+	assert_int_equal(occ, 2 * 4166666 + 20480); /* a full turn + xfer */
 	/* the benchmark's figure for random 4 KiB: average seek + half turn */
 	assert_int_equal(pool_diskmodel_expect_ns(&h, 0, 4096, 0), 7800 * US + 4166666 + 20480);
 	assert_int_equal(pool_diskmodel_expect_ns(&h, 0, 4096, 1), 20480);
 
-	pool_diskmodel_service(&f, 0, 4096, 0, 0.7, &occ, &min);
+	pool_diskmodel_service(&f, 0, 4096, POOL_DISKMODEL_RANDOM, 0.7, &occ, &min);
 	assert_int_equal(occ, 1000000000ull / 72000); /* the IOPS slot: 13.9 us */
 	assert_int_equal(min, 110 * US + 4096 * 1000 / 500);
-	pool_diskmodel_service(&f, 1, 1 << 20, 0, 0, &occ, &min);
+	pool_diskmodel_service(&f, 1, 1 << 20, POOL_DISKMODEL_RANDOM, 0, &occ, &min);
 	assert_int_equal(occ, (1u << 20) * 1000ull / 490); /* bandwidth-bound */
 	assert_int_equal(pool_diskmodel_expect_ns(&f, 1, 4096, 0), 1000000000ull / 33000);
 
 	struct pool_diskmodel none = preset("none");
-	pool_diskmodel_service(&none, 0, 4096, 0, 0.5, &occ, &min);
+	pool_diskmodel_service(&none, 0, 4096, POOL_DISKMODEL_RANDOM, 0.5, &occ, &min);
 	assert_int_equal(occ + min, 0);
 }
 
@@ -163,9 +165,16 @@ static void test_queue_serialises(void **state)
 	assert_true(done - later <= 14362500 + 4166666 + 20480 + 1);
 	/* and the next one right behind it, sequential: transfer only */
 	assert_int_equal(pool_diskq_admit(a, later, 10, 0, (3 << 20) + 4096, 4096), done + 20480);
-	/* same place, other file: not sequential */
-	assert_true(pool_diskq_admit(a, later, 12, 0, (3 << 20) + 8192, 4096) >
-		    done + 20480 + 4166666);
+	uint64_t d2 = done + 20480;
+	/* a stream's requests out of order: still transfer only */
+	assert_int_equal(pool_diskq_admit(a, later, 10, 0, (3 << 20) + 65536, 4096), d2 + 20480);
+	assert_int_equal(pool_diskq_admit(a, later, 10, 0, (3 << 20) + 8192, 4096), d2 + 40960);
+	/* writing the block just read: a full rotation */
+	uint64_t d3 = d2 + 40960 + 2 * 4166666 + 20480;
+	assert_int_equal(pool_diskq_admit(a, later, 10, 1, (3 << 20) + 8192, 4096), d3);
+	/* near, but another file: a seek and half a turn */
+	assert_true(pool_diskq_admit(a, later, 12, 0, (3 << 20) + 12288, 4096) >=
+		    d3 + 300 * US + 4166666 + 20480);
 	pool_diskq_free(a);
 	pool_diskq_free(b);
 }
