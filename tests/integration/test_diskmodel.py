@@ -78,6 +78,32 @@ def direct_reads(path, n, seed):
         os.close(fd)
 
 
+def repair_bounded(t, pool):
+    """A replacement disk with a 10 MB/s model is rebuilt no faster."""
+    f = os.path.join(pool.mnt, "v", "big")
+    want = write_file(f, 24 * MiB, 3)
+    def used(d):  # bytes allocated to the volume's chunk files on disk d
+        return sum(os.stat(os.path.join(root, x)).st_blocks * 512 for root, _, files in
+                   os.walk(os.path.join(d, "vol", "v", "data")) for x in files)
+    i = max(range(len(pool.disks)), key=lambda k: used(pool.disks[k]))  # holds a copy of f
+    pool.spacectl("disk", "set", pool.source, str(i), "--iops", "5000", "--mbps", "10",
+                  "--latency", "100us")
+    new = os.path.join(pool.dir, "new")
+    os.makedirs(new)
+    t0 = time.monotonic()
+    r = pool.spacectl("disk", "replace", pool.source, str(i), new, "--wait", check=False)
+    secs = time.monotonic() - t0
+    pool.disks[i] = new
+    t.ok(r.returncode == 0, f"replace --wait onto a 10 MB/s disk ({r.stderr.strip()[-200:]})")
+    least = 24 * MiB / 10e6  # a copy of f at least goes to the new disk
+    t.ok(secs >= 0.9 * least,
+         f"the rebuild took {secs:.1f} s >= 0.9 x {least:.1f} s: bounded by the replacement's "
+         "model")
+    t.eq(models(pool)[i], "custom", "the replacement keeps its slot's model")
+    t.eq(digest(f), want, "the rebuilt file reads back")
+    pool.spacectl("disk", "set", pool.source, str(i), "--model", "none")
+
+
 def bad_input(t, pool):
     cases = [
         (["--model", "floppy"], 2, "unknown disk model 'floppy'"),
@@ -148,6 +174,7 @@ def main():
             pool.spacectl("disk", "set", pool.source, str(i), "--model", "none")
         busy = [d["model"] for d in status(pool)["daemon"]["disk_busy"]]
         t.eq(busy, ["none"] * 3, "model none again, online")
+        repair_bounded(t, pool)
         t.eq(m.stop(), 0, "unmount")
         t.eq(sb_version(pool.source), 1, "no model left: the superblock is version 1 again")
 
