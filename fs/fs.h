@@ -142,6 +142,10 @@ struct fs {
 	/* the session's operations: inner_ops behind .checkpoints (fs/ckpt_ops.c) */
 	struct fuse_lowlevel_ops ops;
 	const struct fuse_lowlevel_ops *inner_ops;
+	/* Emulated disks (pool/diskmodel.h): one queue per possible disk
+	 * index, made at mount with each member's model (none for indexes
+	 * not in use), shared by every volume's store, freed at exit. */
+	struct pool_diskq *diskq[POOL_MAX_DISKS];
 };
 
 /* ---- inode numbers ---- */

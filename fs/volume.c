@@ -173,6 +173,7 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 	    .geom = v->geom,
 	    .integrity = v->integrity,
 	    .no_direct = fs->opt.no_odirect,
+	    .diskq = fs->diskq,
 	};
 	rc = pool_store_open(&cfg, &v->store, err, errlen);
 	free(paths);
