@@ -1391,9 +1391,13 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	}
 	if (!(v = vol_of(req, ino)))
 		return;
+	/* A namespace not supported here (system.posix_acl_access: no POSIX
+	 * ACLs) is EOPNOTSUPP, as setxattr says and ext4 -o noacl answers: ls -l
+	 * then stops asking this filesystem for ACLs after its first file
+	 * (coreutils remembers the device), instead of one request per file. */
 	int rc = fs_check_xattr_name(name);
 	if (rc < 0) {
-		fuse_reply_err(req, rc == -EOPNOTSUPP ? ENODATA : -rc);
+		fuse_reply_err(req, -rc);
 		return;
 	}
 	if (!pool_meta_may_have_xattrs(v->meta)) { /* ls -l asks every file */

@@ -91,6 +91,7 @@
 #define META_MAX_DEPTH	    1000000	    /* bound on parent walks of a damaged tree */
 #define META_RETRY	    (-100000)	    /* internal: reader dropped, run the call again */
 #define META_PATH_MAX	    (PATH_MAX + 64) /* a replica path plus our suffixes */
+#define META_WAL_BYTES	    (8 << 20)	    /* WAL size that triggers a checkpoint */
 
 /* ---- schema and statements ------------------------------------------------ */
 
@@ -252,6 +253,7 @@ struct pool_meta {
 	uint64_t txn, next_ino, ninodes;
 	uint64_t epoch; /* fencing token of this writer; 0: no fencing (one node) */
 	bool fenced;	/* a replica holds a newer epoch: every write is refused */
+	bool exclusive; /* one node: replicas in locking_mode=EXCLUSIVE */
 	struct {
 		uint64_t next_ino;
 		int64_t dinodes;
@@ -2207,6 +2209,41 @@ bool pool_meta_fenced(struct pool_meta *m)
 	return f;
 }
 
+/* Hold every replica's locks for good (PRAGMA locking_mode=EXCLUSIVE; the
+ * next transaction takes them and never lets go): no fcntl() lock and
+ * unlock of the database and WAL index per transaction (about 26 per
+ * create with 3 replicas), nothing else changes -- commits, WAL and crash
+ * recovery are the same.  Only where nothing else may open the files while
+ * we run: one node (pool/runlock.c: one daemon per node), not several,
+ * whose newer owner must write its epoch into our replicas. */
+static int set_locking(struct replica *r, bool exclusive)
+{
+	int rc = sqlite3_exec(
+	    r->db, exclusive ? "PRAGMA locking_mode = EXCLUSIVE" : "PRAGMA locking_mode = NORMAL",
+	    NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		snprintf(r->why, sizeof(r->why), "locking mode: %s", sqlite3_errmsg(r->db));
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+static int op_exclusive(struct pool_meta *m, void *arg)
+{
+	(void)arg;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (r->live && set_locking(r, true) < 0)
+			drop_replica(m, r, "locking_mode", r->why);
+	}
+	m->exclusive = m->nlive > 0;
+	return m->nlive ? 0 : -EIO;
+}
+
+int pool_meta_exclusive(struct pool_meta *m)
+{
+	return run(m, op_exclusive, NULL);
+}
+
 bool pool_meta_may_have_xattrs(struct pool_meta *m)
 {
 	return atomic_load(&m->any_xattrs);
@@ -2412,10 +2449,20 @@ static bool check_replica(struct replica *r)
 	}
 	if (!quick_check(r))
 		return false;
-	if (sqlite3_exec(r->db,
-			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-			 " PRAGMA foreign_keys = OFF",
-			 NULL, NULL, NULL) != SQLITE_OK) {
+	/* Checkpoints every META_WAL_BYTES of WAL rather than SQLite's 1000
+	 * pages: a checkpoint costs two fdatasync whatever it copies, and the
+	 * few pages a run of creates keeps rewriting (the directory's leaf,
+	 * the index leaves, meta) are copied once instead of once per 1000
+	 * pages.  A crash recovers a longer WAL on the next open (milliseconds). */
+	char sql[200];
+	int64_t page = 0;
+	if (pragma_int(r->db, "PRAGMA page_size", &page) != SQLITE_OK || page <= 0)
+		page = 4096;
+	snprintf(sql, sizeof(sql),
+		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+		 " PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = %" PRId64,
+		 META_WAL_BYTES / page);
+	if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
 		snprintf(r->why, sizeof(r->why), "%s", sqlite3_errmsg(r->db));
 		return false;
 	}
@@ -2882,6 +2929,8 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 		src->txn = m->txn;
 		if (rc == 0)
 			rc = restore(src, r);
+		if (rc == 0 && m->exclusive)
+			rc = set_locking(r, true);
 		if (rc == 0 && r->txn == m->txn) {
 			/* wr() compares row ids across connections */
 			sqlite3_set_last_insert_rowid(r->db, sqlite3_last_insert_rowid(src->db));
