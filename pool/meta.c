@@ -806,9 +806,17 @@ static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a,
 	return m->nlive ? 0 : -EIO;
 }
 
+/* The transaction's bookkeeping rows, then COMMIT on every replica:
+ * meta.next_ino once for all the creates of the transaction (a batch of
+ * creates writes it once, not once each), meta.txn always. */
 static int commit_all(struct pool_meta *m)
 {
-	int rc = wr(m, ST_SET_META, 1, ARGS(AT("txn"), AI(m->txn + 1)));
+	int rc = 0;
+
+	if (m->pending.next_ino != m->next_ino)
+		rc = wr(m, ST_SET_META, 1, ARGS(AT("next_ino"), AI(m->pending.next_ino)));
+	if (rc == 0)
+		rc = wr(m, ST_SET_META, 1, ARGS(AT("txn"), AI(m->txn + 1)));
 
 	if (rc)
 		return rc;
@@ -1353,9 +1361,7 @@ static int op_create(struct pool_meta *m, void *arg)
 		rc = put_dentry(m, a->parent, a->name, in->ino);
 	if (rc == 0)
 		rc = touch_dir(m, &dir, isdir ? 1 : 0, in->ctime_ns);
-	if (rc == 0)
-		rc = wr(m, ST_SET_META, 1, ARGS(AT("next_ino"), AI(m->pending.next_ino)));
-	if (rc == 0)
+	if (rc == 0) /* meta.next_ino is written once per transaction (commit_all) */
 		m->pending.dinodes++;
 	return rc;
 }
