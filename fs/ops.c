@@ -1400,7 +1400,17 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	if (!pool_meta_may_have_xattrs(v->meta)) { /* ls -l asks every file */
+	/* ls -l asks every file for its SELinux label (the kernel passes the
+	 * name through: on this host no security module answers it).  A
+	 * volume where no file has one says "not supported", which ls takes
+	 * to mean "none on this filesystem" and stops asking: one request per
+	 * listing instead of one per file.  Labels can still be set (rsync -X,
+	 * a restore); once one is stored, the others are ENODATA as usual. */
+	if (!strcmp(name, POOL_META_LABEL) && !pool_meta_may_have_labels(v->meta)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (!pool_meta_may_have_xattrs(v->meta)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}

@@ -154,6 +154,7 @@ enum stmt {
 	ST_DEL_XATTR,
 	ST_DEL_XATTRS,
 	ST_ANY_XATTR,
+	ST_ANY_LABEL,
 	ST_SAVEPOINT,
 	ST_RELEASE,
 	ST_ROLLBACK_TO,
@@ -202,6 +203,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DEL_XATTR] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
     [ST_DEL_XATTRS] = "DELETE FROM xattrs WHERE ino = ?1",
     [ST_ANY_XATTR] = "SELECT 1 FROM xattrs LIMIT 1",
+    [ST_ANY_LABEL] = "SELECT 1 FROM xattrs WHERE name = '" POOL_META_LABEL "' LIMIT 1",
     [ST_SAVEPOINT] = "SAVEPOINT call",
     [ST_RELEASE] = "RELEASE call",
     [ST_ROLLBACK_TO] = "ROLLBACK TO call",
@@ -247,6 +249,7 @@ struct pool_meta {
 	struct call *queue, **qtail;
 	bool leading;
 	atomic_bool any_xattrs; /* some inode may have an xattr (sticky while open) */
+	atomic_bool any_labels; /* ... an SELinux label (POOL_META_LABEL), likewise */
 	uint32_t n, nlive;
 	bool in_txn; /* BEGIN issued on the live replicas, not yet ended */
 	bool wrote;  /* the open transaction holds writes */
@@ -2137,6 +2140,8 @@ static int op_setxattr(struct pool_meta *m, void *arg)
 	if (rc == 0 && (a->flags & XATTR_REPLACE))
 		return -ENODATA;
 	atomic_store(&m->any_xattrs, true); /* before the row exists: a hint may only err high */
+	if (!strcmp(a->name, POOL_META_LABEL))
+		atomic_store(&m->any_labels, true);
 	return wr(m, ST_PUT_XATTR, 1, ARGS(AI(a->ino), AT(a->name), AB(a->val, a->size)));
 }
 
@@ -2253,6 +2258,11 @@ int pool_meta_exclusive(struct pool_meta *m)
 bool pool_meta_may_have_xattrs(struct pool_meta *m)
 {
 	return atomic_load(&m->any_xattrs);
+}
+
+bool pool_meta_may_have_labels(struct pool_meta *m)
+{
+	return atomic_load(&m->any_labels);
 }
 
 uint64_t pool_meta_txn(struct pool_meta *m)
@@ -2824,6 +2834,9 @@ static int load_state(struct pool_meta *m)
 		int any = rd_row(m, &q, ST_ANY_XATTR, NULL, 0);
 		rd_end(&q);
 		atomic_store(&m->any_xattrs, any != 0); /* on a read error: assume some */
+		any = any ? rd_row(m, &q, ST_ANY_LABEL, NULL, 0) : 0;
+		rd_end(&q);
+		atomic_store(&m->any_labels, any != 0);
 	}
 	reap_dropped(m);
 	return rc == 1 ? 0 : -EIO;

@@ -80,6 +80,10 @@ int pool_meta_exclusive(struct pool_meta *m);
  * asks every file for security.selinux).  Read without the lock; turns
  * true before the first setxattr writes and stays true until reopened. */
 bool pool_meta_may_have_xattrs(struct pool_meta *m);
+/* The same for the SELinux label attribute: false when no inode of the
+ * store has one (see fs_op_getxattr for why fs/ asks). */
+#define POOL_META_LABEL "security.selinux"
+bool pool_meta_may_have_labels(struct pool_meta *m);
 /* Transaction counter of the newest state, and how many replicas are live. */
 uint64_t pool_meta_txn(struct pool_meta *m);
 uint32_t pool_meta_live_replicas(struct pool_meta *m);
