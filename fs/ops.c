@@ -88,13 +88,15 @@ static bool kill_suidgid(fuse_req_t req, struct fs_inode *in, bool asked)
 /* ---- attributes ---------------------------------------------------------- */
 
 /* `fresh`: an inode this call just made, which has no chunk file yet, so
- * its blocks are not counted on the disks (six stat calls for mirror 2). */
+ * its blocks are not counted on the disks (six stat calls for mirror 2);
+ * nor are those of a file nothing has written since (fs_empty_known). */
 static void fill_stat_of(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
 			 struct stat *st, bool fresh)
 {
 	fs_attr_to_stat(a, fs_ino_make(v, a->ino), st);
 	st->st_blocks = 0;
-	if (S_ISREG(a->mode) && a->npos > 0 && !fresh) {
+	if (S_ISREG(a->mode) && a->npos > 0 && !fresh &&
+	    !fs_empty_known(fs, fs_ino_make(v, a->ino))) {
 		uint64_t bytes = 0;
 		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
 		memcpy(map.disk, a->disk, sizeof(map.disk));
@@ -103,7 +105,6 @@ static void fill_stat_of(struct fs *fs, struct fs_volume *v, const struct pool_i
 	} else if (S_ISDIR(a->mode)) {
 		st->st_blocks = 8;
 	}
-	(void)fs;
 }
 
 static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
@@ -226,6 +227,7 @@ int fs_set_size(struct fs_inode *in, uint64_t size)
 	pthread_mutex_lock(&in->lock);
 	uint64_t old = in->attr.size;
 	pthread_mutex_unlock(&in->lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	if (size < old)
 		rc = pool_store_truncate(in->vol->store, &map, old, size);
@@ -709,6 +711,7 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	fs_empty_note(fs, in->ino); /* before the kernel can name it */
 	fs_inode_open(fs, in);
 	fi->fh = (uintptr_t)in;
 	set_open_flags(fs, fi);
@@ -805,6 +808,7 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 		}
 	}
 	pthread_rwlock_rdlock(&in->io_lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	n = pool_store_write(in->vol->store, &map, (uint64_t)off, size, data);
 	if (n > 0) {
@@ -896,6 +900,7 @@ int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
 	pthread_mutex_unlock(&in->lock);
 	if (end > size)
 		end = size;
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	if (off < end)
 		rc = pool_store_punch(in->vol->store, &map, off, end - off);
@@ -923,6 +928,7 @@ static int fs_reserve(struct fs_inode *in, uint64_t off, uint64_t end)
 	int rc;
 
 	pthread_rwlock_rdlock(&in->io_lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	rc = pool_store_reserve(in->vol->store, &map, off, end - off);
 	pthread_rwlock_unlock(&in->io_lock);

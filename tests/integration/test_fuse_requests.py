@@ -161,6 +161,21 @@ def check_listing(t, pool, vol):
          and total == sum(ops.get(k, 0) for k in ("lookup", "create", "release")),
          f"{vol}: a create is LOOKUP + CREATE + RELEASE ({total} for {NLIST}: {ops})")
     os.setxattr(os.path.join(d, "f0001"), "user.k", b"v")  # xattrs exist, labels do not
+    # the daemon answers st_blocks of a new file from memory until something
+    # allocates: a reservation, a write, a write then a cut to nothing
+    fd = os.open(os.path.join(d, "f0003"), os.O_WRONLY)
+    os.posix_fallocate(fd, 0, 1 << 20)
+    os.close(fd)
+    with open(os.path.join(d, "f0004"), "r+b") as f:
+        f.write(os.urandom(64 << 10))
+    os.truncate(os.path.join(d, "f0005"), 1 << 20)  # a hole: no blocks
+    drop_caches()
+    blocks = {n: os.stat(os.path.join(d, n)).st_blocks for n in ("f0002", "f0003", "f0004",
+                                                                "f0005")}
+    t.ok(blocks["f0002"] == 0 and blocks["f0005"] == 0 and blocks["f0003"] >= 2 * 2048
+         and blocks["f0004"] >= 2 * 128,
+         f"{vol}: st_blocks once the kernel forgot the files: untouched and sparse 0, reserved 1 MiB and"
+         f" written 64 KiB counted twice (mirror 2): {blocks}")
     drop_caches()
     before = fuse_counts(pool)
     p = subprocess.run(["ls", "-l", d], capture_output=True, text=True)
