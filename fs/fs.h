@@ -80,6 +80,7 @@ struct fs_volume {
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
 	struct fs *fs;		 /* back pointer, for the store's hooks */
 	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
+	struct fs_ckpt *ckpt;	 /* checkpoints (fs/ckpt.c); NULL if none */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -150,6 +151,9 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* the session's operations: inner_ops behind .checkpoints (fs/ckpt_ops.c) */
+	struct fuse_lowlevel_ops ops;
+	const struct fuse_lowlevel_ops *inner_ops;
 };
 
 /* ---- inode numbers ---- */
