@@ -112,6 +112,17 @@ struct fs_chan {
 	unsigned max_background;		 /* asked for in the INIT reply */
 };
 
+/* Regular files this daemon made that nothing has written, reserved or
+ * cut since (fs/inode.c, fs_empty_*): they hold no block on any disk, so
+ * their st_blocks is 0 without a stat() of each chunk file.  Open
+ * addressing on FUSE inode numbers (0 free, 1 deleted: neither is a file's
+ * number); zeroed memory is an empty set, as for itable_lock. */
+struct fs_empty_set {
+	pthread_mutex_t lock;
+	uint64_t *slot;
+	size_t cap, used, live; /* used counts deleted slots too */
+};
+
 struct fs {
 	struct fs_options opt;
 	struct fs_chan chan;
@@ -126,6 +137,7 @@ struct fs {
 
 	pthread_mutex_t itable_lock;
 	struct fs_inode *itable[FS_ITABLE_SIZE];
+	struct fs_empty_set empty;
 
 	pthread_t flusher;
 	pthread_mutex_t flush_lock;
@@ -209,6 +221,12 @@ int fs_inode_flush(struct fs *fs, struct fs_inode *in);
 int fs_inode_flush_all(struct fs *fs);
 /* Drop every inode at unmount (flushing, purging unlinked ones). */
 void fs_inode_table_clear(struct fs *fs);
+/* Files known to hold no blocks (struct fs_empty_set): note a file just
+ * created, ask, and drop one before anything may allocate for it
+ * (fs_empty_drop before every store write, truncate, punch, reserve). */
+void fs_empty_note(struct fs *fs, uint64_t ino);
+bool fs_empty_known(struct fs *fs, uint64_t ino);
+void fs_empty_drop(struct fs *fs, uint64_t ino);
 void fs_file_map(const struct fs_inode *in, struct pool_file_map *map);
 /* Size of a file as the daemon knows it (cached attributes, which run
  * ahead of the metadata store); -ENOENT if not in the table. */

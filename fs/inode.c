@@ -24,6 +24,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,7 @@ void fs_file_map(const struct fs_inode *in, struct pool_file_map *map)
  * reference left, so nothing else can reach `a`. */
 static void purge(struct fs_volume *v, const struct pool_inode *a)
 {
+	fs_empty_drop(v->fs, fs_ino_make(v, a->ino));
 	if (fs_ckpt_holds(v, a->ino))
 		return; /* a checkpoint still reads it; its last merge removes it */
 	if (S_ISREG(a->mode) && a->npos > 0) {
@@ -504,9 +506,129 @@ void fs_inode_reload_volume(struct fs *fs, struct fs_volume *v)
 	free(inos);
 }
 
+/* ---- files known to hold no blocks ----------------------------------------
+ *
+ * ls -l of a directory of new, empty files would otherwise stat() every
+ * position's chunk file of every entry (six path walks per file on a
+ * mirror 2 volume of six disks), which was most of the daemon's time in
+ * the listing.  A file created here has no chunk file until something
+ * writes, reserves or cuts it, and every such call goes through ops.c,
+ * which drops the file from the set first; background jobs (scrub,
+ * rebuild, resync) only touch stripes a write made.  Only with one node:
+ * with several, other nodes write through fs/serve.c.  Bounded: past
+ * EMPTY_MAX files nothing more is noted (their blocks are counted on disk
+ * as before).
+ */
+#define EMPTY_FREE 0
+#define EMPTY_GONE 1
+#define EMPTY_MAX  (1u << 22)
+
+static size_t empty_home(uint64_t ino, size_t cap)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+/* Slot of `ino`, or of the free slot where it would go; lock held. */
+static size_t empty_find(const struct fs_empty_set *e, uint64_t ino, bool *found)
+{
+	size_t i = empty_home(ino, e->cap), gone = SIZE_MAX;
+
+	for (;; i = (i + 1) & (e->cap - 1)) {
+		if (e->slot[i] == ino) {
+			*found = true;
+			return i;
+		}
+		if (e->slot[i] == EMPTY_GONE && gone == SIZE_MAX)
+			gone = i;
+		if (e->slot[i] == EMPTY_FREE) {
+			*found = false;
+			return gone != SIZE_MAX ? gone : i;
+		}
+	}
+}
+
+/* Room for one more: rehash into a table twice the live count (at least
+ * 1024 slots), which also clears deleted slots.  False: no memory. */
+static bool empty_grow(struct fs_empty_set *e)
+{
+	if (e->cap && (e->used + 1) * 2 <= e->cap)
+		return true;
+	size_t cap = 1024;
+	while (cap < (e->live + 1) * 4)
+		cap *= 2;
+	uint64_t *slot = calloc(cap, sizeof(*slot));
+	if (!slot)
+		return false;
+	struct fs_empty_set old = *e;
+	e->slot = slot;
+	e->cap = cap;
+	e->used = 0;
+	for (size_t i = 0; i < old.cap; i++) {
+		if (old.slot[i] > EMPTY_GONE) {
+			bool found;
+			e->slot[empty_find(e, old.slot[i], &found)] = old.slot[i];
+			e->used++;
+		}
+	}
+	free(old.slot);
+	return true;
+}
+
+void fs_empty_note(struct fs *fs, uint64_t ino)
+{
+	struct fs_empty_set *e = &fs->empty;
+	bool found;
+
+	if (fs->node || ino <= EMPTY_GONE)
+		return;
+	pthread_mutex_lock(&e->lock);
+	if (e->live < EMPTY_MAX && empty_grow(e)) {
+		size_t i = empty_find(e, ino, &found);
+		if (!found) {
+			e->used += e->slot[i] == EMPTY_FREE;
+			e->slot[i] = ino;
+			e->live++;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+bool fs_empty_known(struct fs *fs, uint64_t ino)
+{
+	struct fs_empty_set *e = &fs->empty;
+	bool found = false;
+
+	pthread_mutex_lock(&e->lock);
+	if (e->live && ino > EMPTY_GONE)
+		empty_find(e, ino, &found);
+	pthread_mutex_unlock(&e->lock);
+	return found;
+}
+
+void fs_empty_drop(struct fs *fs, uint64_t ino)
+{
+	struct fs_empty_set *e = &fs->empty;
+	bool found = false;
+
+	pthread_mutex_lock(&e->lock);
+	if (e->live && ino > EMPTY_GONE) {
+		size_t i = empty_find(e, ino, &found);
+		if (found) {
+			e->slot[i] = EMPTY_GONE;
+			e->live--;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
 void fs_inode_table_clear(struct fs *fs)
 {
 	fs_inode_flush_all(fs);
+	pthread_mutex_lock(&fs->empty.lock);
+	free(fs->empty.slot);
+	fs->empty.slot = NULL;
+	fs->empty.cap = fs->empty.used = fs->empty.live = 0;
+	pthread_mutex_unlock(&fs->empty.lock);
 	for (size_t b = 0; b < FS_ITABLE_SIZE; b++) {
 		while (fs->itable[b]) {
 			struct fs_inode *in = fs->itable[b];

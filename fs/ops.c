@@ -89,13 +89,15 @@ static bool kill_suidgid(fuse_req_t req, struct fs_inode *in, bool asked)
 /* ---- attributes ---------------------------------------------------------- */
 
 /* `fresh`: an inode this call just made, which has no chunk file yet, so
- * its blocks are not counted on the disks (six stat calls for mirror 2). */
+ * its blocks are not counted on the disks (six stat calls for mirror 2);
+ * nor are those of a file nothing has written since (fs_empty_known). */
 static void fill_stat_of(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
 			 struct stat *st, bool fresh)
 {
 	fs_attr_to_stat(a, fs_ino_make(v, a->ino), st);
 	st->st_blocks = 0;
-	if (S_ISREG(a->mode) && a->npos > 0 && !fresh) {
+	if (S_ISREG(a->mode) && a->npos > 0 && !fresh &&
+	    !fs_empty_known(fs, fs_ino_make(v, a->ino))) {
 		uint64_t bytes = 0;
 		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
 		memcpy(map.disk, a->disk, sizeof(map.disk));
@@ -104,7 +106,6 @@ static void fill_stat_of(struct fs *fs, struct fs_volume *v, const struct pool_i
 	} else if (S_ISDIR(a->mode)) {
 		st->st_blocks = 8;
 	}
-	(void)fs;
 }
 
 static void fill_stat(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
@@ -227,6 +228,7 @@ int fs_set_size(struct fs_inode *in, uint64_t size)
 	pthread_mutex_lock(&in->lock);
 	uint64_t old = in->attr.size;
 	pthread_mutex_unlock(&in->lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	if (size < old)
 		if (!fs_ckpt_zero(in, size, old, &rc))
@@ -711,6 +713,7 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	fs_empty_note(fs, in->ino); /* before the kernel can name it */
 	fs_inode_open(fs, in);
 	fi->fh = (uintptr_t)in;
 	set_open_flags(fs, fi);
@@ -808,6 +811,7 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 		}
 	}
 	pthread_rwlock_rdlock(&in->io_lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	if (!fs_ckpt_write(in, (uint64_t)off, size, data, &n))
 		n = pool_store_write(in->vol->store, &map, (uint64_t)off, size, data);
@@ -900,6 +904,7 @@ int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
 	pthread_mutex_unlock(&in->lock);
 	if (end > size)
 		end = size;
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	if (off < end && !fs_ckpt_zero(in, off, end, &rc))
 		rc = pool_store_punch(in->vol->store, &map, off, end - off);
@@ -927,6 +932,7 @@ static int fs_reserve(struct fs_inode *in, uint64_t off, uint64_t end)
 	int rc;
 
 	pthread_rwlock_rdlock(&in->io_lock);
+	fs_empty_drop(in->vol->fs, in->ino);
 	fs_file_map(in, &map);
 	rc = pool_store_reserve(in->vol->store, &map, off, end - off);
 	pthread_rwlock_unlock(&in->io_lock);
@@ -1396,12 +1402,26 @@ static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	}
 	if (!(v = vol_of(req, ino)))
 		return;
+	/* A namespace not supported here (system.posix_acl_access: no POSIX
+	 * ACLs) is EOPNOTSUPP, as setxattr says and ext4 -o noacl answers: ls -l
+	 * then stops asking this filesystem for ACLs after its first file
+	 * (coreutils remembers the device), instead of one request per file. */
 	int rc = fs_check_xattr_name(name);
 	if (rc < 0) {
-		fuse_reply_err(req, rc == -EOPNOTSUPP ? ENODATA : -rc);
+		fuse_reply_err(req, -rc);
 		return;
 	}
-	if (!pool_meta_may_have_xattrs(v->meta)) { /* ls -l asks every file */
+	/* ls -l asks every file for its SELinux label (the kernel passes the
+	 * name through: on this host no security module answers it).  A
+	 * volume where no file has one says "not supported", which ls takes
+	 * to mean "none on this filesystem" and stops asking: one request per
+	 * listing instead of one per file.  Labels can still be set (rsync -X,
+	 * a restore); once one is stored, the others are ENODATA as usual. */
+	if (!strcmp(name, POOL_META_LABEL) && !pool_meta_may_have_labels(v->meta)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (!pool_meta_may_have_xattrs(v->meta)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}

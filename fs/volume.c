@@ -218,6 +218,9 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 		rc = open_store(fs, v, err, errlen);
 	if (rc == 0 && v->vn)
 		rc = fs_node_fence(fs, v, err, errlen); /* before anything is written */
+	else if (rc == 0 && (rc = pool_meta_exclusive(v->meta)) < 0)
+		snprintf(err, errlen, "volume %s: cannot lock its metadata replicas: %s", v->name,
+			 strerror(-rc));
 	if (rc == 0)
 		rc = open_drl(fs, v, pv, err, errlen);
 	if (rc == 0)

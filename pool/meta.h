@@ -71,11 +71,19 @@ int pool_meta_sync(struct pool_meta *m);
  * nothing. */
 int pool_meta_set_epoch(struct pool_meta *m, uint64_t epoch);
 bool pool_meta_fenced(struct pool_meta *m);
+/* One node only: keep the replicas' file locks for as long as the store is
+ * open (SQLite's EXCLUSIVE locking mode), saving the lock calls of every
+ * transaction.  Nothing else can open the replicas until pool_meta_close. */
+int pool_meta_exclusive(struct pool_meta *m);
 /* False when no inode of the store has an extended attribute: getxattr of
  * any inode is -ENODATA and listxattr empty, answered without a query (ls -l
  * asks every file for security.selinux).  Read without the lock; turns
  * true before the first setxattr writes and stays true until reopened. */
 bool pool_meta_may_have_xattrs(struct pool_meta *m);
+/* The same for the SELinux label attribute: false when no inode of the
+ * store has one (see fs_op_getxattr for why fs/ asks). */
+#define POOL_META_LABEL "security.selinux"
+bool pool_meta_may_have_labels(struct pool_meta *m);
 /* Transaction counter of the newest state, and how many replicas are live. */
 uint64_t pool_meta_txn(struct pool_meta *m);
 uint32_t pool_meta_live_replicas(struct pool_meta *m);

@@ -13,18 +13,25 @@ clears them as on ext4 (set-group-ID only if group-executable or the user
 is not in the group); root's writes keep them.  Checked on the default
 mount and with -o direct_io (FUSE direct I/O for every open), after a
 remount, with the written data read back.
+
+Metadata: a create is LOOKUP + CREATE + RELEASE, and `ls -l` of a
+directory costs a few READDIRPLUS, not a GETXATTR per file (issue 10
+item 5; bench/metabench has the timings).
 """
+import errno
 import glob
 import json
 import mmap
 import os
 import random
 import socket
+import subprocess
 
 from harness import Pool, Tap, log_tail
 
 BS = 4096
 N = 200
+NLIST = 300
 USER = 65534  # nobody
 
 
@@ -120,6 +127,74 @@ def check_counts(t, vol):
     t.eq(round(total / (2 * N), 3), 1.0,
          f"{vol}: FUSE requests per I/O, O_DIRECT writes and reads interleaved = 1.0 "
          f"(counted {total} for {2 * N}: {ops})")
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+def xattr_err(path, name):
+    """getxattr's errno name, or the value."""
+    try:
+        return os.getxattr(path, name)
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def check_listing(t, pool, vol):
+    """Creating a file is LOOKUP + CREATE + RELEASE, and `ls -l` costs no
+    request per file: no GETXATTR for ACLs (none here: EOPNOTSUPP) nor for
+    SELinux labels while the volume has none (EOPNOTSUPP; ls stops asking).
+    Once a file has a label, labels are served and the others are ENODATA,
+    after a remount too."""
+    d = os.path.join(pool.mnt, vol, "listing")
+    os.mkdir(d)
+    before = fuse_counts(pool)
+    for i in range(NLIST):
+        os.close(os.open(os.path.join(d, f"f{i:04d}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    total, ops = delta(before, fuse_counts(pool))
+    # plus a LOOKUP of the directory itself whenever its entry timed out
+    t.ok(ops.get("create") == NLIST and ops.get("release") == NLIST
+         and NLIST <= ops.get("lookup", 0) <= NLIST + 5
+         and total == sum(ops.get(k, 0) for k in ("lookup", "create", "release")),
+         f"{vol}: a create is LOOKUP + CREATE + RELEASE ({total} for {NLIST}: {ops})")
+    os.setxattr(os.path.join(d, "f0001"), "user.k", b"v")  # xattrs exist, labels do not
+    # the daemon answers st_blocks of a new file from memory until something
+    # allocates: a reservation, a write, a write then a cut to nothing
+    fd = os.open(os.path.join(d, "f0003"), os.O_WRONLY)
+    os.posix_fallocate(fd, 0, 1 << 20)
+    os.close(fd)
+    with open(os.path.join(d, "f0004"), "r+b") as f:
+        f.write(os.urandom(64 << 10))
+    os.truncate(os.path.join(d, "f0005"), 1 << 20)  # a hole: no blocks
+    drop_caches()
+    blocks = {n: os.stat(os.path.join(d, n)).st_blocks for n in ("f0002", "f0003", "f0004",
+                                                                "f0005")}
+    t.ok(blocks["f0002"] == 0 and blocks["f0005"] == 0 and blocks["f0003"] >= 2 * 2048
+         and blocks["f0004"] >= 2 * 128,
+         f"{vol}: st_blocks once the kernel forgot the files: untouched and sparse 0, reserved 1 MiB and"
+         f" written 64 KiB counted twice (mirror 2): {blocks}")
+    drop_caches()
+    before = fuse_counts(pool)
+    p = subprocess.run(["ls", "-l", d], capture_output=True, text=True)
+    total, ops = delta(before, fuse_counts(pool))
+    listed = len(p.stdout.splitlines()) - 1
+    t.eq((p.returncode, listed), (0, NLIST), f"{vol}: ls -l lists {listed} files")
+    t.ok(ops.get("getxattr", 0) <= 2,
+         f"{vol}: ls -l of {NLIST} files asks at most 2 GETXATTR (counted {ops})")
+    per_file = total - ops.get("forget", 0) - ops.get("batch_forget", 0)
+    t.ok(per_file < NLIST // 10,
+         f"{vol}: ls -l of {NLIST} files costs {per_file} requests, not one per file ({ops})")
+    f1, f2 = os.path.join(d, "f0001"), os.path.join(d, "f0002")
+    t.eq((xattr_err(f1, "security.selinux"), xattr_err(f1, "system.posix_acl_access")),
+         ("ENOTSUP", "ENOTSUP"), f"{vol}: no label, no ACL: EOPNOTSUPP")
+    label = b"system_u:object_r:tmp_t:s0"
+    os.setxattr(f1, "security.selinux", label)
+    t.eq((xattr_err(f1, "security.selinux"), xattr_err(f2, "security.selinux")),
+         (label, "ENODATA"), f"{vol}: a label set is served, the others are ENODATA")
+    return f1, f2, label
 
 
 def as_user(fn):
@@ -230,9 +305,16 @@ def main():
                  f"the kernel agreed to HANDLE_KILLPRIV_V2 ({info})")
             for vol in ("simple", "mirror2", "nocsum"):
                 check_counts(t, vol)
+            f1, f2, label = check_listing(t, pool, "mirror2")
         finally:
             rc = m.stop()
         t.eq(rc, 0, "daemon exits cleanly")
+        m = pool.mount()
+        try:
+            t.eq((xattr_err(f1, "security.selinux"), xattr_err(f2, "security.selinux")),
+                 (label, "ENODATA"), "after a remount: the label, and ENODATA for the others")
+        finally:
+            m.stop()
         check_suid(t, pool, "allow_other", "mirror2")
         check_suid(t, pool, "allow_other,direct_io", "simple")
     except Exception as e:  # noqa: B902 -- report, do not crash the TAP stream

@@ -1085,6 +1085,54 @@ static void build_tree(struct pool_meta *m)
 	assert_int_equal(pool_meta_unlink(m, a, "file-with-a-longish-name-007", NOW(12), &out), 0);
 }
 
+/* What a foreign connection gets when it tries to write replica `path`
+ * now, without waiting: SQLITE_OK or SQLITE_BUSY. */
+static int foreign_write(const char *path)
+{
+	sqlite3 *db;
+	int rc;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE; CREATE TABLE foreign_t(x); ROLLBACK", NULL, NULL,
+			  NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* One node: pool_meta_exclusive keeps every replica's locks from the first
+ * transaction until close (no lock calls per transaction), so nothing else
+ * can write a replica meanwhile; creates still reach every replica, and the
+ * locks go with pool_meta_close. */
+static void test_exclusive(void **state)
+{
+	struct fix *f = *state;
+	uint64_t ino[50];
+	char name[16];
+
+	open_n(f, NREP);
+	mk_at(f->m, ROOT, "before", S_IFREG | 0644, 1);
+	for (int i = 0; i < NREP; i++)
+		assert_int_equal(foreign_write(f->db[i]), SQLITE_OK); /* normal locking */
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		ino[i] = mk_at(f->m, ROOT, name, S_IFREG | 0644, 2);
+	}
+	for (int i = 0; i < NREP; i++)
+		assert_int_equal(foreign_write(f->db[i]), SQLITE_BUSY);
+	close_m(f);
+	for (int i = 0; i < NREP; i++) {
+		assert_int_equal(foreign_write(f->db[i]), SQLITE_OK);
+		assert_int_equal(sql_int(f->db[i], "SELECT count(*) FROM dentries"), 51);
+		check_consistency(f->db[i]);
+	}
+	open_n(f, NREP);
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		assert_int_equal(look(f->m, ROOT, name), ino[i]);
+	}
+}
+
 static void test_persistence(void **state)
 {
 	struct fix *f = *state;
@@ -1607,6 +1655,7 @@ int main(void)
 	    T(test_setattr),
 	    T(test_readdir_big_stable),
 	    T(test_persistence),
+	    T(test_exclusive),
 	    T(test_replicas_identical_and_missing_restored),
 	    T(test_stale_restored),
 	    T(test_garbage_one_restored),
