@@ -15,6 +15,12 @@
  * SIGBUS unblocked across the jump, so the jump buffer need not save the
  * signal mask (a system call per access otherwise).
  *
+ * A fault also comes from a full filesystem: a store into a page that has
+ * no block yet needs one.  So the sidecar is grown with fallocate (its new
+ * pages get blocks at once, and a full disk says ENOSPC there, as a
+ * pwrite would), and a fault on a filesystem with no space left is
+ * reported as -ENOSPC, not as a broken disk.
+ *
  * The sidecar never shrinks under a mapping except through the store's
  * own truncate, which tells the map (pool_csum_resized) under the same
  * size lock that grows it; loads past the known size refresh it with
@@ -27,8 +33,10 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "pool/csum.h"
@@ -69,15 +77,27 @@ static void bus_install(void)
 	pthread_mutex_unlock(&bus_mu);
 }
 
-/* memcpy that returns -EIO instead of dying when a mapped page cannot be
- * read.  Nothing the jump could leave half-changed is used after it. */
-static int copy_guarded(void *dst, const void *src, size_t n)
+/* Why did an access to fd's mapping fault: a full filesystem, or a page
+ * that cannot be read? */
+static int fault_errno(int fd)
+{
+	struct statvfs v;
+
+	if (fstatvfs(fd, &v) == 0 && v.f_bavail == 0)
+		return -ENOSPC;
+	return -EIO;
+}
+
+/* memcpy that returns -EIO (or -ENOSPC) instead of dying when a mapped
+ * page cannot be read or given a block.  Nothing the jump could leave
+ * half-changed is used after it. */
+static int copy_guarded(int fd, void *dst, const void *src, size_t n)
 {
 	sigjmp_buf jb;
 
 	if (sigsetjmp(jb, 0)) {
 		guard = NULL;
-		return -EIO;
+		return fault_errno(fd);
 	}
 	guard = &jb;
 	atomic_signal_fence(memory_order_seq_cst);
@@ -134,7 +154,9 @@ static int grow(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t n
 		uint64_t want = (need + POOL_CSUM_GROW - 1) / POOL_CSUM_GROW * POOL_CSUM_GROW;
 		if (want > POOL_CSUM_WINDOW)
 			want = POOL_CSUM_WINDOW > need ? POOL_CSUM_WINDOW : need;
-		if (ftruncate(fd, (off_t)want) < 0)
+		off_t from = st.st_size, len = (off_t)want - st.st_size;
+		if (fallocate(fd, 0, from, len) < 0 &&
+		    (errno != EOPNOTSUPP || ftruncate(fd, (off_t)want) < 0))
 			rc = -errno;
 		else
 			atomic_store(&m->size, want);
@@ -162,7 +184,7 @@ int pool_csum_load(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_
 		have = n;
 	if (have < n)
 		memset(out + have, 0, (n - have) * CRC_BYTES);
-	return have ? copy_guarded(out, m->base + blk, have * CRC_BYTES) : 0;
+	return have ? copy_guarded(fd, out, m->base + blk, have * CRC_BYTES) : 0;
 }
 
 int pool_csum_store(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t blk, uint64_t n,
@@ -175,5 +197,5 @@ int pool_csum_store(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64
 		if (rc < 0)
 			return rc;
 	}
-	return copy_guarded(m->base + blk, in, n * CRC_BYTES);
+	return copy_guarded(fd, m->base + blk, in, n * CRC_BYTES);
 }
