@@ -53,7 +53,8 @@
  * buffered pwrite of 4 bytes inside every io_submit (the kernel runs
  * buffered AIO synchronously there, with the sidecar's inode lock and a
  * timestamp update) cost more than the 4 KiB O_DIRECT data write beside
- * it -- 4 KiB random writes on simple ran 1.6-1.8x faster without it.
+ * it (issue 11: 4 KiB random writes on simple ran 1.6-1.8x faster
+ * without it).
  * The stores land in the page cache just as the pwrite's bytes did: they
  * survive a kill -9 of the daemon, the kernel writes them back in
  * batches, fsync and syncfs flush them.  Checksums past a mapping's
@@ -644,11 +645,19 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 	}
 	uint64_t t0 = pool_lat_now_us();
 	pool_aio_run(q->s->aio, t->req, nreq);
+	uint64_t failed = 0; /* positions whose data did not land: keep their old checksums */
+	for (size_t i = 0; i < n; i++)
+		if (t->req[i].result < 0 || (size_t)t->req[i].result != t->req[i].len)
+			failed |= 1ull << c[i].pos;
 	for (ssize_t ri = 0; ri < nrun; ri++) {
 		const struct crc_run *run = &t->run[ri];
 		struct pool_aio_req *r = &t->req[n + (size_t)ri];
 		if (r->fd >= 0)
 			continue;
+		if (failed & (1ull << run->pos)) {
+			r->result = (long)r->len; /* the data write's error speaks for it */
+			continue;
+		}
 		int e = pool_csum_store(q->ref[run->pos].map, q->ref[run->pos].crcfd,
 					&q->s->size_mu, run->blk, run->nblk, t->crc + run->base);
 		r->result = e < 0 ? e : (long)r->len;
