@@ -151,7 +151,12 @@ static int grow(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t n
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 	} else if ((uint64_t)st.st_size < need) {
-		uint64_t want = (need + POOL_CSUM_GROW - 1) / POOL_CSUM_GROW * POOL_CSUM_GROW;
+		/* Page by page while small (a small file's sidecar stays one
+		 * block, as before), then doubling up to POOL_CSUM_GROW steps. */
+		uint64_t size = (uint64_t)st.st_size, step = size < 4096 ? 4096 : size;
+		if (step > POOL_CSUM_GROW)
+			step = POOL_CSUM_GROW;
+		uint64_t want = (need + step - 1) / step * step;
 		if (want > POOL_CSUM_WINDOW)
 			want = POOL_CSUM_WINDOW > need ? POOL_CSUM_WINDOW : need;
 		off_t from = st.st_size, len = (off_t)want - st.st_size;

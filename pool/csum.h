@@ -33,7 +33,8 @@
 
 /* Bytes of sidecar one mapping covers: 4M checksums, 16 GiB of chunk. */
 #define POOL_CSUM_WINDOW (16ull << 20)
-/* The sidecar is grown in steps this big (64 MiB of chunk data). */
+/* The sidecar is grown a page at a time while small, then in steps up
+ * to this big (64 MiB of chunk data). */
 #define POOL_CSUM_GROW (64u << 10)
 
 struct pool_csum_map {
