@@ -3,29 +3,29 @@
  *
  * The one delicate part is SIGBUS.  A store or load through a file
  * mapping faults the page in from the disk; if the disk cannot deliver
- * it, or the file was cut short under the mapping, the kernel sends
- * SIGBUS to the thread, and the default action kills the daemon -- with
- * every volume of the pool, for one bad disk.  So every access here runs
+ * it, the file was cut short under the mapping, or a page without a
+ * block cannot get one (a full filesystem), the kernel sends SIGBUS to
+ * the thread, and the default action kills the daemon -- with every
+ * volume of the pool, for one damaged file.  So every access here runs
  * inside copy_guarded: it arms a per-thread jump buffer, and a process
- * wide SIGBUS handler (installed by the first map) jumps back to it, which turns the
- * fault into -EIO.  A SIGBUS that is not ours (no guard armed on the
- * faulting thread) goes to whatever handler was there before (the
- * default, or a sanitizer's): the handler puts it back and returns, and
- * the faulting instruction faults again under it.  SA_NODEFER keeps
- * SIGBUS unblocked across the jump, so the jump buffer need not save the
- * signal mask (a system call per access otherwise).
+ * wide SIGBUS handler (installed by the first map) jumps back to it.  The
+ * access is then done again with pread or pwrite on the descriptor, which
+ * report what is wrong as they always did: an I/O error (the store fails
+ * the disk), a sidecar cut short (a short read: zeros, so the blocks fail
+ * their checksums and are healed from redundancy), ENOSPC.  A SIGBUS that
+ * is not ours (no guard armed on the faulting thread) goes to whatever
+ * handler was there before (the default, or a sanitizer's): the handler
+ * puts it back and returns, and the faulting instruction faults again
+ * under it.  SA_NODEFER keeps SIGBUS unblocked across the jump, so the
+ * jump buffer need not save the signal mask (a system call per access
+ * otherwise).
  *
- * A fault also comes from a full filesystem: a store into a page that has
- * no block yet needs one.  So the sidecar is grown with fallocate (its new
- * pages get blocks at once, and a full disk says ENOSPC there, as a
- * pwrite would), and a fault on a filesystem with no space left is
- * reported as -ENOSPC, not as a broken disk.
- *
- * The sidecar never shrinks under a mapping except through the store's
- * own truncate, which tells the map (pool_csum_resized) under the same
- * size lock that grows it; loads past the known size refresh it with
- * fstat and read what lies past the end as 0, so the guard only ever
- * fires for real damage.
+ * The sidecar is grown with fallocate, so its new pages have blocks and a
+ * full disk says ENOSPC at the grow, as a pwrite would.  It never shrinks
+ * under a mapping except through the store's own truncate, which tells
+ * the map (pool_csum_resized) under the same size lock that grows it;
+ * loads past the known size refresh it with fstat and read what lies past
+ * the end as 0, so the guard only ever fires for real damage.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,7 +36,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "pool/csum.h"
@@ -77,27 +76,16 @@ static void bus_install(void)
 	pthread_mutex_unlock(&bus_mu);
 }
 
-/* Why did an access to fd's mapping fault: a full filesystem, or a page
- * that cannot be read? */
-static int fault_errno(int fd)
-{
-	struct statvfs v;
-
-	if (fstatvfs(fd, &v) == 0 && v.f_bavail == 0)
-		return -ENOSPC;
-	return -EIO;
-}
-
-/* memcpy that returns -EIO (or -ENOSPC) instead of dying when a mapped
- * page cannot be read or given a block.  Nothing the jump could leave
- * half-changed is used after it. */
-static int copy_guarded(int fd, void *dst, const void *src, size_t n)
+/* memcpy that returns -EFAULT instead of dying when a mapped page cannot
+ * be read or given a block.  Nothing the jump could leave half-changed is
+ * used after it: the caller redoes the access with pread or pwrite. */
+static int copy_guarded(void *dst, const void *src, size_t n)
 {
 	sigjmp_buf jb;
 
 	if (sigsetjmp(jb, 0)) {
 		guard = NULL;
-		return fault_errno(fd);
+		return -EFAULT;
 	}
 	guard = &jb;
 	atomic_signal_fence(memory_order_seq_cst);
@@ -105,6 +93,46 @@ static int copy_guarded(int fd, void *dst, const void *src, size_t n)
 	atomic_signal_fence(memory_order_seq_cst);
 	guard = NULL;
 	return 0;
+}
+
+/* The mapping faulted: read with pread (past the end: zeros). */
+static int load_fallback(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t blk,
+			 uint64_t n, uint32_t *out)
+{
+	size_t len = n * CRC_BYTES, done = 0;
+	struct stat st;
+
+	pthread_mutex_lock(mu); /* the size it believed was wrong */
+	if (fstat(fd, &st) == 0)
+		atomic_store(&m->size, (uint64_t)st.st_size);
+	pthread_mutex_unlock(mu);
+	while (done < len) {
+		ssize_t r =
+		    pread(fd, (uint8_t *)out + done, len - done, (off_t)(blk * CRC_BYTES + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	memset((uint8_t *)out + done, 0, len - done);
+	return 0;
+}
+
+/* The mapping faulted: write with pwrite. */
+static int store_fallback(int fd, uint64_t blk, uint64_t n, const uint32_t *in)
+{
+	size_t len = n * CRC_BYTES;
+	ssize_t w;
+
+	do
+		w = pwrite(fd, in, len, (off_t)(blk * CRC_BYTES));
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return -errno;
+	return (size_t)w == len ? 0 : -ENOSPC;
 }
 
 int pool_csum_map(struct pool_csum_map *m, int fd)
@@ -189,7 +217,9 @@ int pool_csum_load(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_
 		have = n;
 	if (have < n)
 		memset(out + have, 0, (n - have) * CRC_BYTES);
-	return have ? copy_guarded(fd, out, m->base + blk, have * CRC_BYTES) : 0;
+	if (have && copy_guarded(out, m->base + blk, have * CRC_BYTES) < 0)
+		return load_fallback(m, fd, mu, blk, n, out);
+	return 0;
 }
 
 int pool_csum_store(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t blk, uint64_t n,
@@ -202,5 +232,7 @@ int pool_csum_store(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64
 		if (rc < 0)
 			return rc;
 	}
-	return copy_guarded(fd, m->base + blk, in, n * CRC_BYTES);
+	if (copy_guarded(m->base + blk, in, n * CRC_BYTES) < 0)
+		return store_fallback(fd, blk, n, in);
+	return 0;
 }

@@ -20,9 +20,9 @@
  * as 0, "never written"), so a store never touches a page past the end
  * of the file.  A page that cannot be read (an I/O error, or a sidecar
  * cut short behind the daemon's back) would raise SIGBUS; every access
- * goes through a guarded copy that turns it into -EIO for the caller,
- * which fails the disk as for any I/O error (or -ENOSPC when the fault
- * came from a full filesystem).
+ * goes through a guarded copy, and one that faults is done again with
+ * pread or pwrite, whose answer the caller gets as before (EIO, zeros
+ * past the end, ENOSPC).
  */
 #ifndef SPACEFS_POOL_CSUM_H
 #define SPACEFS_POOL_CSUM_H
@@ -54,12 +54,12 @@ void pool_csum_resized(struct pool_csum_map *m, uint64_t size);
 /* Copy the stored checksums of blocks [blk, blk + n) to out (little
  * endian as on disk); those past the end of the sidecar are 0.  `mu`
  * serialises size changes of the sidecar (the store's size lock).
- * 0, or -EIO when a page could not be read (-ENOSPC: see the top). */
+ * 0, or the errno of a failed pread (see the top). */
 int pool_csum_load(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t blk, uint64_t n,
 		   uint32_t *out);
 /* Store checksums (little endian) of blocks [blk, blk + n), growing the
- * sidecar first if needed (with blocks: fallocate).  0, -EIO, -ENOSPC,
- * or the errno of a failed grow. */
+ * sidecar first if needed (with blocks: fallocate).  0, or the errno of
+ * a failed grow or pwrite (ENOSPC...). */
 int pool_csum_store(struct pool_csum_map *m, int fd, pthread_mutex_t *mu, uint64_t blk, uint64_t n,
 		    const uint32_t *in);
 
