@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/text.h"
 #include "fs/node.h"
@@ -203,6 +204,88 @@ static void status_space(struct fs *fs, struct fs_text *o)
 	fs_textf(o, "],");
 }
 
+/* Each disk's emulated-disk model and busy time since mount:
+ * "disk_busy":[{"index":0,"model":"hdd-7200","busy_ns":..,...},...], */
+static void status_busy(struct fs *fs, struct fs_text *o)
+{
+	uint64_t now = pool_diskq_now();
+
+	fs_textf(o, "\"disk_busy\":[");
+	for (uint32_t d = 0; d < fs->pool->ndisks && fs->diskq[d]; d++) {
+		struct pool_diskq_stats st;
+		pool_diskq_stats(fs->diskq[d], now, &st);
+		fs_textf(o,
+			 "%s{\"index\":%u,\"model\":\"%s\",\"busy_ns\":%" PRIu64
+			 ",\"elapsed_ns\":%" PRIu64 ",\"ios\":%" PRIu64 "}",
+			 d ? "," : "", d, pool_diskmodel_name(&st.m), st.busy_ns, st.elapsed_ns,
+			 st.ios);
+	}
+	fs_textf(o, "],");
+}
+
+/* "disk-busy": one line per disk, DISK MODEL BUSY_NS ELAPSED_NS IOS
+ * (tab-separated), for spacectl's table. */
+static void cmd_disk_busy(struct fs *fs, struct fs_text *o)
+{
+	uint64_t now = pool_diskq_now();
+
+	fs_textf(o, "ok\n");
+	for (uint32_t d = 0; d < fs->pool->ndisks && fs->diskq[d]; d++) {
+		struct pool_diskq_stats st;
+		pool_diskq_stats(fs->diskq[d], now, &st);
+		fs_textf(o, "%u\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\n", d,
+			 pool_diskmodel_name(&st.m), st.busy_ns, st.elapsed_ns, st.ios);
+	}
+}
+
+/* "disk-model DISK KIND PRESET RPM SEEKMIN SEEKAVG RLAT WLAT RMBPS WMBPS
+ * RIOPS WIOPS": record the model in the pool and serve the disk by it from
+ * now on. */
+static void cmd_disk_model(struct fs *fs, struct fs_text *o, char **argv, int argc)
+{
+	char err[POOL_MSG_MAX * 2];
+	uint32_t v[12];
+
+	if (argc != 13) {
+		fs_textf(o, "error: malformed disk-model request\n");
+		return;
+	}
+	for (int i = 0; i < 12; i++) {
+		char *end;
+		unsigned long x = strtoul(argv[1 + i], &end, 10);
+		if (end == argv[1 + i] || *end || x > UINT32_MAX) {
+			fs_textf(o, "error: disk-model: bad number '%.32s'\n", argv[1 + i]);
+			return;
+		}
+		v[i] = (uint32_t)x;
+	}
+	struct pool_diskmodel m = {.kind = v[1],
+				   .preset = v[2],
+				   .rpm = v[3],
+				   .seek_min_us = v[4],
+				   .seek_avg_us = v[5],
+				   .read_lat_us = v[6],
+				   .write_lat_us = v[7],
+				   .read_mbps = v[8],
+				   .write_mbps = v[9],
+				   .read_iops = v[10],
+				   .write_iops = v[11]};
+	if (fs->opt.read_only) {
+		fs_textf(o, "error: the pool is mounted read-only\n");
+		return;
+	}
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	int rc = pool_disk_set_model(fs->pool, v[0], &m, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
+	if (rc < 0) {
+		fs_textf(o, "error: %s\n", err);
+		return;
+	}
+	pool_diskq_set(fs->diskq[v[0]], &m);
+	fs_log("disk %u now emulates %s", v[0], pool_diskmodel_name(&m));
+	fs_textf(o, "ok\n");
+}
+
 static void cmd_status(struct fs *fs, struct fs_text *o)
 {
 	pthread_mutex_lock(&fs->vol_lock);
@@ -233,6 +316,7 @@ static void cmd_status(struct fs *fs, struct fs_text *o)
 		snprintf(fuse, sizeof(fuse), "{}");
 	fs_textf(o, "],\"fuse\":%s,", fuse);
 	status_space(fs, o);
+	status_busy(fs, o);
 	fs_textf(o, "\"pool_health\":\"%s\",\"jobs\":%s}\n", pool_health(fs->pool),
 		 jobs ? jobs : "[]");
 	free(jobs);
@@ -401,6 +485,10 @@ static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 		cmd_owners(fs, o);
 	else if (strcmp(argv[0], "counters") == 0 && argc == 1)
 		cmd_counters(fs, o);
+	else if (strcmp(argv[0], "disk-busy") == 0 && argc == 1)
+		cmd_disk_busy(fs, o);
+	else if (strcmp(argv[0], "disk-model") == 0)
+		cmd_disk_model(fs, o, argv, argc);
 	else if (strcmp(argv[0], "metrics") == 0 && argc == 1)
 		cmd_metrics(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)
@@ -411,6 +499,8 @@ static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 		cmd_owner_move(fs, o, argv, argc);
 	else if (strcmp(argv[0], "owner-balance") == 0 && argc == 1)
 		cmd_owner_balance(fs, o);
+	else if (fs_ckpt_handles(argv[0]))
+		fs_ckpt_request(fs, argc, argv, o);
 	else if (fs_jobs_handles(argv[0]))
 		cmd_jobs(fs, o, argv, argc);
 	else

@@ -80,6 +80,7 @@ struct fs_volume {
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
 	struct fs *fs;		 /* back pointer, for the store's hooks */
 	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
+	struct fs_ckpt *ckpt;	 /* checkpoints (fs/ckpt.c); NULL if none */
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -138,6 +139,13 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* the session's operations: inner_ops behind .checkpoints (fs/ckpt_ops.c) */
+	struct fuse_lowlevel_ops ops;
+	const struct fuse_lowlevel_ops *inner_ops;
+	/* Emulated disks (pool/diskmodel.h): one queue per possible disk
+	 * index, made at mount with each member's model (none for indexes
+	 * not in use), shared by every volume's store, freed at exit. */
+	struct pool_diskq *diskq[POOL_MAX_DISKS];
 };
 
 /* ---- inode numbers ---- */

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/node.h"
 #include "pool/ctl.h"
@@ -267,6 +268,29 @@ static void raise_nofile(void)
 	}
 }
 
+/* A queue for every disk index, with the member's model: volumes' stores
+ * point at them, and a disk added online finds its queue ready. */
+static int open_diskqs(struct fs *fs)
+{
+	static const struct pool_diskmodel none;
+	uint64_t now = pool_diskq_now();
+
+	for (uint32_t i = 0; i < POOL_MAX_DISKS; i++) {
+		const struct pool_diskmodel *m =
+		    i < fs->pool->ndisks ? &fs->pool->sb->member[i].model : &none;
+		int rc = pool_diskq_new(m, now, &fs->diskq[i]);
+		if (rc < 0)
+			return rc;
+		if (m->kind != POOL_DISKMODEL_NONE) {
+			char fig[160];
+			pool_diskmodel_describe(m, fig, sizeof(fig));
+			fprintf(stderr, "spacefs: disk %u emulates %s (%s)\n", i,
+				pool_diskmodel_name(m), fig);
+		}
+	}
+	return 0;
+}
+
 static int open_pool(struct fs *fs)
 {
 	char err[512] = "";
@@ -291,6 +315,11 @@ static int open_pool(struct fs *fs)
 	}
 	if (rc < 0) {
 		fprintf(stderr, "spacefs: %s\n", err);
+		return rc;
+	}
+	rc = open_diskqs(fs);
+	if (rc < 0) {
+		fprintf(stderr, "spacefs: emulated disks: %s\n", strerror(-rc));
 		return rc;
 	}
 	for (uint32_t i = 0; i < fs->pool->sb->nvolumes; i++) {
@@ -319,6 +348,10 @@ static void close_all(struct fs *fs)
 	fs_node_stop(fs); /* if start-up failed half-way */
 	for (uint32_t i = 0; i < fs->nvol; i++)
 		fs_volume_close(fs->vol[i]);
+	for (uint32_t i = 0; i < POOL_MAX_DISKS; i++) {
+		pool_diskq_free(fs->diskq[i]); /* every store using it is closed */
+		fs->diskq[i] = NULL;
+	}
 	if (fs->pool)
 		pool_close(fs->pool);
 	free(fs->opt.source);
@@ -336,7 +369,9 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	char err[256];
 	int rc = 1;
 
-	fs->se = fuse_session_new(args, fs->node ? &fs_route_ops : &fs_ops, sizeof(fs_ops), fs);
+	fs->inner_ops = fs->node ? &fs_route_ops : &fs_ops;
+	fs_ckpt_wrap_ops(fs->inner_ops, &fs->ops);
+	fs->se = fuse_session_new(args, &fs->ops, sizeof(fs->ops), fs);
 	if (!fs->se)
 		return 1;
 	if (fuse_set_signal_handlers(fs->se) != 0)

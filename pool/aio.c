@@ -31,6 +31,15 @@
  * I/O inside io_submit and posts the completion at once, so a batch on a
  * tmpfs pool simply runs synchronously.
  *
+ * Emulated disks (pool/diskmodel.c): a request naming a disk queue whose
+ * model is not none is admitted to that queue as it is prepared, which
+ * gives the time a drive of the model would complete it; the batch, once
+ * the kernel has completed everything, sleeps until the latest of those
+ * deadlines (clock_nanosleep on an absolute CLOCK_MONOTONIC time: no
+ * spinning, no timer thread).  A batch is synchronous anyway, so only its
+ * last completion matters to its caller.  With no model the cost is one
+ * well-predicted test per request.
+ *
  * Reads treat the end of a chunk file as a hole: a short read, or a read
  * with fd < 0 ("the chunk file does not exist"), leaves the missing bytes
  * zeroed, because sparse chunk files are the normal case.
@@ -41,8 +50,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool/aio.h"
+#include "pool/diskmodel.h"
 
 #define AIO_MIN_DEPTH 64u
 #define AIO_MAX_DEPTH 1024u
@@ -201,11 +212,33 @@ static void req_complete(struct pool_aio_req *r, long res)
 		memset((char *)r->buf + res, 0, r->len - (size_t)res);
 }
 
+/* Admit a modelled request to its disk's queue; *due is the latest
+ * deadline of the batch so far (0: none yet, *now read lazily). */
+static void model_admit(const struct pool_aio_req *r, uint64_t *now, uint64_t *due)
+{
+	if (!*now)
+		*now = pool_diskq_now();
+	uint64_t t = pool_diskq_admit(r->dq, *now, r->fd, r->op == POOL_AIO_WRITE, r->off, r->len);
+	if (t > *due)
+		*due = t;
+}
+
+/* Wait for the emulated disks: until CLOCK_MONOTONIC reaches due (ns). */
+static void model_wait(uint64_t due)
+{
+	struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull),
+			      .tv_nsec = (long)(due % 1000000000ull)};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
 /* Fill the iocbs; requests that need no kernel I/O complete right here.
- * Returns how many iocbs were prepared. */
-static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n)
+ * Returns how many iocbs were prepared; *due as in model_admit. */
+static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, uint64_t *due)
 {
 	size_t m = 0;
+	uint64_t now = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct pool_aio_req *r = &reqs[i];
@@ -219,6 +252,8 @@ static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n)
 			io_prep_pread(cb, r->fd, r->buf, r->len, (long long)r->off);
 		else
 			io_prep_pwrite(cb, r->fd, r->buf, r->len, (long long)r->off);
+		if (__builtin_expect(pool_diskq_on(r->dq), 0))
+			model_admit(r, &now, due);
 		cb->data = r;
 		r->result = AIO_PENDING;
 		c->cbp[m++] = cb;
@@ -253,7 +288,8 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 		return rc;
 	}
 
-	size_t m = prepare(c, reqs, n);
+	uint64_t due = 0;
+	size_t m = prepare(c, reqs, n, &due);
 	size_t sub = 0, done = 0;
 
 	while (done < m) {
@@ -293,5 +329,7 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 	}
 	assert(sub == m && done == m);
 	ctx_put(e, c);
+	if (__builtin_expect(due != 0, 0))
+		model_wait(due);
 	return 0;
 }

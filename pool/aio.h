@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 struct pool_aio;
+struct pool_diskq;
 
 enum pool_aio_op {
 	POOL_AIO_READ = 0,
@@ -35,6 +36,11 @@ struct pool_aio_req {
 	size_t len;
 	uint64_t off;
 	ssize_t result;
+	/* The emulated disk serving it (pool/diskmodel.h), or NULL: then, or
+	 * when the disk's model is none, the request completes as soon as the
+	 * kernel's I/O does.  Otherwise not before the disk model says a
+	 * drive of that kind would have finished it. */
+	struct pool_diskq *dq;
 };
 
 int pool_aio_new(struct pool_aio **out);
@@ -45,7 +51,8 @@ void pool_aio_free(struct pool_aio *e);
 /* Submit reqs[0..n) at once and wait for all of them.  Returns 0 when
  * every request was handed to the kernel (each one's own outcome is in its
  * result), or a negative errno if the thread's context cannot be set up
- * (then every result is that errno). */
+ * (then every result is that errno).  With modelled requests it returns
+ * at the latest of their model deadlines (sleeping, not spinning). */
 int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n);
 
 #endif /* SPACEFS_POOL_AIO_H */

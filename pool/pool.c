@@ -250,7 +250,8 @@ static int check_fresh(const char *arg, struct newdisk *d, int force, char *err,
 	return rc;
 }
 
-static int new_sb(const char *name, const struct newdisk *d, uint32_t n, struct pool_sb *sb)
+static int new_sb(const char *name, const struct newdisk *d, uint32_t n,
+		  const struct pool_diskmodel *model, struct pool_sb *sb)
 {
 	int rc;
 
@@ -268,6 +269,8 @@ static int new_sb(const char *name, const struct newdisk *d, uint32_t n, struct 
 		m->index = i;
 		m->state = POOL_MEMBER_ACTIVE;
 		snprintf(m->path, sizeof(m->path), "%s", d[i].path);
+		if (model)
+			m->model = *model;
 		rc = pool_uuid_generate(m->uuid);
 	}
 	return rc;
@@ -307,6 +310,12 @@ static int create_write(struct pool_sb *sb, const struct newdisk *d, uint32_t n,
 int pool_create(const char *name, const char *const *paths, uint32_t n, int force, char *err,
 		size_t errlen)
 {
+	return pool_create_model(name, paths, n, force, NULL, err, errlen);
+}
+
+int pool_create_model(const char *name, const char *const *paths, uint32_t n, int force,
+		      const struct pool_diskmodel *model, char *err, size_t errlen)
+{
 	struct newdisk *d = NULL;
 	struct pool_sb *sb = NULL;
 	const char *why;
@@ -314,6 +323,8 @@ int pool_create(const char *name, const char *const *paths, uint32_t n, int forc
 
 	if (pool_name_check(name, &why) < 0)
 		return fail(err, errlen, -EINVAL, "pool name '%s': %s", name, why);
+	if (model && pool_diskmodel_check(model, &why) < 0)
+		return fail(err, errlen, -EINVAL, "pool '%s': disk model: %s", name, why);
 	if (n < 1 || n > POOL_MAX_DISKS)
 		return fail(err, errlen, -EINVAL, "pool '%s': needs 1 to %u disks, %u given", name,
 			    POOL_MAX_DISKS, n);
@@ -326,7 +337,7 @@ int pool_create(const char *name, const char *const *paths, uint32_t n, int forc
 		rc = check_pairs(paths, d, n, err, errlen);
 	for (uint32_t i = 0; i < n && rc == 0; i++)
 		rc = check_fresh(paths[i], &d[i], force, err, errlen);
-	if (rc == 0 && (rc = new_sb(name, d, n, sb)) < 0)
+	if (rc == 0 && (rc = new_sb(name, d, n, model, sb)) < 0)
 		fail(err, errlen, rc, "pool '%s': cannot make UUIDs: %s", name, strerror(-rc));
 	/* Nothing was written before this point. */
 	if (rc == 0)
@@ -1360,6 +1371,25 @@ int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen)
 	p->space_when = INT64_MIN;
 	pthread_mutex_unlock(&p->lock);
 	return pool_commit(p, err, errlen);
+}
+
+int pool_disk_set_model(struct pool *p, uint32_t idx, const struct pool_diskmodel *m, char *err,
+			size_t errlen)
+{
+	const char *why;
+
+	if (p->incomplete)
+		return fail(err, errlen, -EROFS, "pool '%s': incomplete", p->sb->pool_name);
+	if (idx >= p->ndisks)
+		return fail(err, errlen, -EINVAL, "disk %u: no such member", idx);
+	if (pool_diskmodel_check(m, &why) < 0)
+		return fail(err, errlen, -EINVAL, "disk %u: disk model: %s", idx, why);
+	struct pool_diskmodel old = p->sb->member[idx].model;
+	p->sb->member[idx].model = *m;
+	int rc = pool_commit(p, err, errlen);
+	if (rc < 0 && rc != -EIO) /* not written anywhere: keep the truth in memory */
+		p->sb->member[idx].model = old;
+	return rc;
 }
 
 int pool_disk_find(const struct pool *p, const char *what, uint32_t *idx)

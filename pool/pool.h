@@ -90,6 +90,9 @@ struct pool {
  * fails. */
 int pool_create(const char *name, const char *const *paths, uint32_t n, int force, char *err,
 		size_t errlen);
+/* Same, every disk with the given model (NULL: none). */
+int pool_create_model(const char *name, const char *const *paths, uint32_t n, int force,
+		      const struct pool_diskmodel *model, char *err, size_t errlen);
 
 /* Open the pool SOURCE belongs to, reading every member at its last-known
  * path, and apply the mount rule.  Disks not healthy are described in
@@ -175,6 +178,10 @@ int pool_disk_restore(struct pool *p, uint32_t idx, enum pool_disk_state st, cha
 int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err, size_t errlen);
 /* Add the directory `path` as a new member (healthy, empty). */
 int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen);
+/* Give disk idx the emulated-disk model m (pool/diskmodel.h) and commit.
+ * A mounted daemon also updates its disk queue (fs/ctl.c "disk-model"). */
+int pool_disk_set_model(struct pool *p, uint32_t idx, const struct pool_diskmodel *m, char *err,
+			size_t errlen);
 /* The member index of a disk given as an index or a path; -ENOENT. */
 int pool_disk_find(const struct pool *p, const char *what, uint32_t *idx);
 /* Why a directory cannot serve (gone, replaced, permissions 000, not this

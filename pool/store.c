@@ -511,7 +511,8 @@ int store_phase_read(struct rq *q, struct cio *c, size_t n)
 						  .op = POOL_AIO_READ,
 						  .buf = c[i].buf,
 						  .len = c[i].len,
-						  .off = c[i].off};
+						  .off = c[i].off,
+						  .dq = pos_disk(q, c[i].pos)->dq};
 	uint64_t mapped = 0; /* spans read from the sidecar's mapping */
 	for (uint32_t j = 0; j < sp.n; j++) {
 		uint32_t p = sp.pos[j];
@@ -626,7 +627,8 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 						  .op = POOL_AIO_WRITE,
 						  .buf = c[i].buf,
 						  .len = c[i].len,
-						  .off = c[i].off};
+						  .off = c[i].off,
+						  .dq = pos_disk(q, c[i].pos)->dq};
 	for (ssize_t ri = 0; ri < nrun; ri++) {
 		const struct crc_run *run = &t->run[ri];
 		t->req[n + (size_t)ri] = (struct pool_aio_req){.fd = q->ref[run->pos].crcfd,
@@ -1735,8 +1737,10 @@ int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out
 		return rc;
 	}
 
-	for (uint32_t i = 0; i < cfg->ndisks && rc == 0; i++)
+	for (uint32_t i = 0; i < cfg->ndisks && rc == 0; i++) {
 		rc = disk_open(s, cfg, i, err, errlen);
+		s->disk[i].dq = cfg->diskq ? cfg->diskq[i] : NULL; /* kept across replace */
+	}
 	if (rc == 0 && s->g.kind == LAYOUT_PARITY)
 		rc = layout_codec_new(s->k, s->g.parity, &s->codec);
 	if (rc == 0)

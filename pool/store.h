@@ -99,6 +99,9 @@ struct pool_store_config {
 	int integrity; /* 1: CRC-32C per 4 KiB block, checked on every read */
 	int no_direct; /* 1: never use O_DIRECT (tests, tmpfs) */
 	const struct pool_store_hooks *hooks; /* NULL: none */
+	/* Emulated disks, by disk index (pool/diskmodel.h); NULL, or NULL
+	 * entries: the disk's own speed.  The queues outlive the store. */
+	struct pool_diskq *const *diskq;
 };
 
 /* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the

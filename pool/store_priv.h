@@ -56,7 +56,8 @@ struct store_disk {
 	/* enum pool_store_disk_state; requests turn it into the planner's
 	 * `failed` mask (REBUILDING: see rq_mask). */
 	_Atomic uint8_t state;
-	_Atomic uint64_t rb_id, rb_stripe;		     /* rebuild cursor */
+	_Atomic uint64_t rb_id, rb_stripe; /* rebuild cursor */
+	struct pool_diskq *dq;		   /* emulated disk of this index, or NULL (aio.h) */
 	struct disk_counters c __attribute__((aligned(64))); /* no false sharing */
 };
 

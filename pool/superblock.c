@@ -63,7 +63,25 @@ enum {
 	H_POOL_UUID = 64,
 	H_DISK_UUID = 80,
 	H_POOL_NAME = 96,
-	H_RESERVED = 168, /* zeros up to POOL_SB_HEADER_SIZE */
+	H_MODEL_SIZE = 168, /* version 2; reserved (zero) in version 1 */
+	H_RESERVED = 172,   /* zeros up to POOL_SB_HEADER_SIZE */
+};
+
+/* Disk model record offsets (version 2; one per member, after the
+ * volume records). */
+enum {
+	D_KIND = 0,
+	D_PRESET = 4,
+	D_RPM = 8,
+	D_SEEK_MIN = 12,
+	D_SEEK_AVG = 16,
+	D_READ_LAT = 20,
+	D_WRITE_LAT = 24,
+	D_READ_MBPS = 28,
+	D_WRITE_MBPS = 32,
+	D_READ_IOPS = 36,
+	D_WRITE_IOPS = 40,
+	D_RESERVED = 44, /* zeros up to POOL_SB_MODEL_SIZE */
 };
 
 /* Member record offsets. */
@@ -98,6 +116,7 @@ enum {
 
 _Static_assert(H_RESERVED <= POOL_SB_HEADER_SIZE, "header overflows");
 _Static_assert(V_RESERVED <= POOL_SB_VOLUME_SIZE, "volume record overflows");
+_Static_assert(D_RESERVED <= POOL_SB_MODEL_SIZE, "model record overflows");
 _Static_assert(M_PATH + POOL_PATH_MAX == POOL_SB_MEMBER_SIZE, "member record size");
 _Static_assert(NAME_FIELD > POOL_NAME_MAX, "name field holds the NUL");
 _Static_assert(POOL_SB_MAX_SIZE < SB_FRAME_MAX, "frame limit");
@@ -244,6 +263,11 @@ static int check_members(const struct pool_sb *sb, const char *name, char *err, 
 			    err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: member %u path is not an absolute path", name,
 			    i);
+		const char *why;
+		if (pool_diskmodel_check(&m->model, &why) < 0)
+			return fail(err, errlen, -EUCLEAN,
+				    "%s: invalid superblock: member %u disk model: %s", name, i,
+				    why);
 	}
 	return 0;
 }
@@ -323,7 +347,7 @@ int pool_sb_validate(const struct pool_sb *sb, const char *name, char *err, size
 	const char *why;
 	int rc;
 
-	if (sb->version != POOL_SB_VERSION)
+	if (sb->version < 1 || sb->version > POOL_SB_VERSION)
 		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: format version %u",
 			    name, sb->version);
 	if (sb->generation == 0)
@@ -360,16 +384,36 @@ int pool_sb_validate(const struct pool_sb *sb, const char *name, char *err, size
 
 /* ---- encoding ------------------------------------------------------------ */
 
+/* The version the content needs: 2 only if some disk has a model, so
+ * pools without models stay readable by spacefs versions before models. */
+static uint32_t needed_version(const struct pool_sb *sb)
+{
+	for (uint32_t i = 0; i < sb->nmembers && i < POOL_MAX_DISKS; i++)
+		if (sb->member[i].model.kind != POOL_DISKMODEL_NONE)
+			return 2;
+	return 1;
+}
+
+static size_t size_of(uint32_t version, uint32_t nm, uint32_t nv)
+{
+	return POOL_SB_HEADER_SIZE + (size_t)nm * POOL_SB_MEMBER_SIZE +
+	       (size_t)nv * POOL_SB_VOLUME_SIZE +
+	       (version >= 2 ? (size_t)nm * POOL_SB_MODEL_SIZE : 0) + 4;
+}
+
 size_t pool_sb_size(const struct pool_sb *sb)
 {
-	return POOL_SB_HEADER_SIZE + (size_t)sb->nmembers * POOL_SB_MEMBER_SIZE +
-	       (size_t)sb->nvolumes * POOL_SB_VOLUME_SIZE + 4;
+	return size_of(needed_version(sb), sb->nmembers, sb->nvolumes);
 }
 
 static void enc_header(const struct pool_sb *sb, uint8_t *p, size_t size)
 {
+	uint32_t version = needed_version(sb);
+
 	memcpy(p + H_MAGIC, sb_magic, sizeof(sb_magic));
-	wr32(p + H_VERSION, sb->version);
+	wr32(p + H_VERSION, version);
+	if (version >= 2)
+		wr32(p + H_MODEL_SIZE, POOL_SB_MODEL_SIZE);
 	wr32(p + H_FILE_SIZE, (uint32_t)size);
 	wr32(p + H_HEADER_SIZE, POOL_SB_HEADER_SIZE);
 	wr32(p + H_MEMBER_SIZE, POOL_SB_MEMBER_SIZE);
@@ -409,6 +453,21 @@ static void enc_volume(const struct pool_sb_volume *v, uint8_t *p)
 	memcpy(p + V_META, v->meta, v->nmeta);
 }
 
+static void enc_model(const struct pool_diskmodel *m, uint8_t *p)
+{
+	wr32(p + D_KIND, m->kind);
+	wr32(p + D_PRESET, m->preset);
+	wr32(p + D_RPM, m->rpm);
+	wr32(p + D_SEEK_MIN, m->seek_min_us);
+	wr32(p + D_SEEK_AVG, m->seek_avg_us);
+	wr32(p + D_READ_LAT, m->read_lat_us);
+	wr32(p + D_WRITE_LAT, m->write_lat_us);
+	wr32(p + D_READ_MBPS, m->read_mbps);
+	wr32(p + D_WRITE_MBPS, m->write_mbps);
+	wr32(p + D_READ_IOPS, m->read_iops);
+	wr32(p + D_WRITE_IOPS, m->write_iops);
+}
+
 int pool_sb_encode(const struct pool_sb *sb, void *buf, size_t len, char *err, size_t errlen)
 {
 	size_t size = pool_sb_size(sb);
@@ -427,6 +486,9 @@ int pool_sb_encode(const struct pool_sb *sb, void *buf, size_t len, char *err, s
 		enc_member(&sb->member[i], p);
 	for (uint32_t i = 0; i < sb->nvolumes; i++, p += POOL_SB_VOLUME_SIZE)
 		enc_volume(&sb->volume[i], p);
+	for (uint32_t i = 0; needed_version(sb) >= 2 && i < sb->nmembers;
+	     i++, p += POOL_SB_MODEL_SIZE)
+		enc_model(&sb->member[i].model, p);
 	wr32(p, layout_crc32c(buf, size - 4));
 	assert((size_t)(p + 4 - (uint8_t *)buf) == size);
 	return 0;
@@ -490,17 +552,18 @@ static int dec_frame(const uint8_t *p, size_t len, const char *name, char *err, 
 static int dec_shape(const uint8_t *p, size_t len, const char *name, char *err, size_t errlen)
 {
 	uint32_t nm = rd32(p + H_NMEMBERS), nv = rd32(p + H_NVOLUMES);
+	uint32_t version = rd32(p + H_VERSION);
 
 	if (rd32(p + H_HEADER_SIZE) != POOL_SB_HEADER_SIZE ||
 	    rd32(p + H_MEMBER_SIZE) != POOL_SB_MEMBER_SIZE ||
-	    rd32(p + H_VOLUME_SIZE) != POOL_SB_VOLUME_SIZE)
+	    rd32(p + H_VOLUME_SIZE) != POOL_SB_VOLUME_SIZE ||
+	    rd32(p + H_MODEL_SIZE) != (version >= 2 ? POOL_SB_MODEL_SIZE : 0))
 		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: wrong record sizes",
 			    name);
 	if (nm < 1 || nm > POOL_MAX_DISKS || nv > POOL_MAX_VOLUMES)
 		return fail(err, errlen, -EUCLEAN, "%s: invalid superblock: %u members, %u volumes",
 			    name, nm, nv);
-	if (len != POOL_SB_HEADER_SIZE + (size_t)nm * POOL_SB_MEMBER_SIZE +
-		       (size_t)nv * POOL_SB_VOLUME_SIZE + 4)
+	if (len != size_of(version, nm, nv))
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: size %zu does not fit %u members and %u "
 			    "volumes",
@@ -531,6 +594,22 @@ static int dec_member(const uint8_t *p, struct pool_sb_member *m)
 	m->index = rd32(p + M_INDEX);
 	m->state = (enum pool_member_state)rd32(p + M_STATE);
 	return rd_string(p + M_PATH, POOL_PATH_MAX, m->path, sizeof(m->path));
+}
+
+static int dec_model(const uint8_t *p, struct pool_diskmodel *m)
+{
+	m->kind = rd32(p + D_KIND);
+	m->preset = rd32(p + D_PRESET);
+	m->rpm = rd32(p + D_RPM);
+	m->seek_min_us = rd32(p + D_SEEK_MIN);
+	m->seek_avg_us = rd32(p + D_SEEK_AVG);
+	m->read_lat_us = rd32(p + D_READ_LAT);
+	m->write_lat_us = rd32(p + D_WRITE_LAT);
+	m->read_mbps = rd32(p + D_READ_MBPS);
+	m->write_mbps = rd32(p + D_WRITE_MBPS);
+	m->read_iops = rd32(p + D_READ_IOPS);
+	m->write_iops = rd32(p + D_WRITE_IOPS);
+	return all_zero(p + D_RESERVED, POOL_SB_MODEL_SIZE - D_RESERVED) ? 0 : -1;
 }
 
 static int dec_volume(const uint8_t *p, struct pool_sb_volume *v)
@@ -580,6 +659,12 @@ int pool_sb_decode(const void *buf, size_t len, const char *name, struct pool_sb
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: volume %u record is malformed", name,
 				    i);
+	for (uint32_t i = 0; out->version >= 2 && i < out->nmembers; i++, p += POOL_SB_MODEL_SIZE)
+		if (dec_model(p, &out->member[i].model) < 0)
+			return fail(err, errlen, -EUCLEAN,
+				    "%s: invalid superblock: member %u disk model has reserved "
+				    "bytes set",
+				    name, i);
 	return pool_sb_validate(out, name, err, errlen);
 }
 

@@ -28,9 +28,13 @@
 #include <stdint.h>
 
 #include "layout/layout.h"
+#include "pool/diskmodel.h"
 
-#define POOL_SB_FILE	 "spacefs.pool"
-#define POOL_SB_VERSION	 1u
+#define POOL_SB_FILE "spacefs.pool"
+/* The newest format this program reads.  Version 2 adds the disk model
+ * table; a pool whose disks all have model none is still written as
+ * version 1, byte for byte as before, so older spacefs can read it. */
+#define POOL_SB_VERSION	 2u
 #define POOL_MAX_DISKS	 64u   /* members of one pool */
 #define POOL_MAX_VOLUMES 64u   /* volumes of one pool */
 #define POOL_NAME_MAX	 64u   /* pool and volume names, without the NUL */
@@ -42,8 +46,9 @@
 #define POOL_SB_HEADER_SIZE 256u
 #define POOL_SB_MEMBER_SIZE (24u + POOL_PATH_MAX)
 #define POOL_SB_VOLUME_SIZE 128u
+#define POOL_SB_MODEL_SIZE  48u /* version 2: one per member, after the volumes */
 #define POOL_SB_MAX_SIZE                                                                           \
-	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * POOL_SB_MEMBER_SIZE +                              \
+	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * (POOL_SB_MEMBER_SIZE + POOL_SB_MODEL_SIZE) +       \
 	 POOL_MAX_VOLUMES * POOL_SB_VOLUME_SIZE + 4u)
 
 /* What the pool's committed state says about a member: ACTIVE; FAILED
@@ -66,7 +71,8 @@ struct pool_sb_member {
 	uint8_t uuid[POOL_UUID_LEN];
 	uint32_t index; /* == its place in the member array */
 	enum pool_member_state state;
-	char path[POOL_PATH_MAX]; /* last-known absolute path */
+	char path[POOL_PATH_MAX];    /* last-known absolute path */
+	struct pool_diskmodel model; /* emulated disk; kind NONE by default */
 };
 
 struct pool_sb_volume {
@@ -82,7 +88,7 @@ struct pool_sb_volume {
 
 /* Decoded superblock.  About 270 KiB: allocate it, never on the stack. */
 struct pool_sb {
-	uint32_t version;
+	uint32_t version; /* as read; encoding picks 1 or 2 from the content */
 	uint64_t generation;
 	uint8_t pool_uuid[POOL_UUID_LEN];
 	char pool_name[POOL_NAME_MAX + 1];

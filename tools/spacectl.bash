@@ -24,9 +24,10 @@ _spacectl()
     local cur prev words cword
     _init_completion || return
 
-    local verbs="pool volume status smbconf owner disk repair scrub metrics"
+    local verbs="pool volume status smbconf owner disk repair scrub metrics checkpoint backup"
     local -A sub=([pool]="create" [volume]="create list delete"
-        [owner]="move balance prefer" [disk]="add replace retire")
+        [owner]="move balance prefer" [disk]="add replace retire set"
+        [checkpoint]="create list merge delete")
 
     # The command: one word, or a group and its verb.
     local cmd="" at=1
@@ -54,17 +55,20 @@ _spacectl()
     -p | --parity) COMPREPLY=($(compgen -W "1 2" -- "$cur")); return ;;
     -I | --integrity) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
     -i | --interleave) COMPREPLY=($(compgen -W "16K 32K 64K 128K 256K 512K 1M" -- "$cur")); return ;;
-    -n | --columns | -r | --rate | --interval | --node | --host) return ;;
+    -m | --model) COMPREPLY=($(compgen -W "hdd-7200 hdd-15k ssd-sata nvme none" -- "$cur")); return ;;
+    -n | --columns | -r | --rate | --interval | --node | --host | --iops | --mbps | --latency) return ;;
     --watch | --smb-conf) _filedir; return ;;
     esac
 
     if [[ $cur == -* ]]; then
         local o="--help"
         case $cmd in
-        "pool create") o+=" --force" ;;
+        "pool create") o+=" --force --model" ;;
+        "disk set") o+=" --model --iops --mbps --latency" ;;
         "volume create") o+=" --layout --copies --parity --columns --interleave --integrity" ;;
         "volume list" | status) o+=" --json" ;;
-        "disk replace" | "disk retire" | repair | scrub) o+=" --wait --rate" ;;
+        "disk replace" | "disk retire" | repair | scrub | backup | "checkpoint merge" | \
+            "checkpoint delete") o+=" --wait --rate" ;;
         smbconf) o+=" --node --host --watch --smb-conf --interval" ;;
         esac
         COMPREPLY=($(compgen -W "$o" -- "$cur"))
@@ -76,7 +80,8 @@ _spacectl()
     for ((i = at; i < cword; i++)); do
         case ${words[i]} in
         --layout | --copies | --parity | --columns | --interleave | --integrity | --rate | \
-            --node | --host | --watch | --smb-conf | --interval | -[lcpniIr]) ((i++)) ;;
+            --node | --host | --watch | --smb-conf | --interval | --model | --iops | --mbps | \
+            --latency | -[lcpniIrm]) ((i++)) ;;
         -*) ;;
         *) args+=("${words[i]}") ;;
         esac
@@ -86,9 +91,10 @@ _spacectl()
     case "$cmd:$n" in
     "pool create:"*) _filedir -d ;; # NAME, then disks
     *:0) _filedir -d ;;             # SOURCE: a disk of the pool
-    "volume delete:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1)
+    "volume delete:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1 | \
+        "checkpoint "*:1 | backup:1)
         COMPREPLY=($(compgen -W "$(_spacectl_volumes "$src")" -- "$cur")) ;;
-    "disk replace:1" | "disk retire:1")
+    "disk replace:1" | "disk retire:1" | "disk set:1")
         COMPREPLY=($(compgen -W "$(_spacectl_disks "$src")" -- "$cur")) ;;
     "disk replace:2" | "disk add:1") _filedir -d ;;
     "owner prefer:2") COMPREPLY=($(compgen -W "none" -- "$cur")) ;;

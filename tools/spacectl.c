@@ -39,6 +39,7 @@
 #include "pool/owner.h"
 #include "pool/pool.h"
 #include "tools/smbconf.h"
+#include "tools/spacectl_ckpt.h"
 #include "tools/spacectl_disk.h"
 #include "tools/table.h"
 
@@ -83,10 +84,12 @@ static const char help_main[] =
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
-    "  disk add|replace|retire SOURCE ...    change the disks (spacectl disk --help)\n"
+    "  disk add|replace|retire|set SOURCE ... change the disks (spacectl disk --help)\n"
     "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
     "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
     "  metrics SOURCE                        the daemon's counters for Prometheus\n"
+    "  checkpoint create|list|merge|delete   freeze files at one instant, merge back\n"
+    "  backup SOURCE VOLUME[/PATH] DEST      checkpoint, copy, merge (crash-consistent)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -95,13 +98,13 @@ static const char help_main[] =
     "Errors are reported on one line as 'spacectl: WHAT: WHY' with exit status 1\n"
     "(2 for a malformed command line); a refused command changes nothing on disk.\n";
 
-static const char help_pool[] = "usage: spacectl pool create NAME DISK... [--force]\n"
+static const char help_pool[] = "usage: spacectl pool create NAME DISK... [--force] [--model M]\n"
 				"\n"
 				"pool commands:\n"
 				"  create    make a new pool (spacectl pool create --help)\n";
 
 static const char help_pool_create[] =
-    "usage: spacectl pool create NAME DISK... [--force]\n"
+    "usage: spacectl pool create NAME DISK... [--force] [--model MODEL]\n"
     "\n"
     "Make a new pool called NAME from the DISK directories (usually the mount\n"
     "points of whole disks).  Each disk gets a spacefs.pool file describing the\n"
@@ -116,6 +119,9 @@ static const char help_pool_create[] =
     "  -f, --force    also accept non-empty directories and disks of another\n"
     "                 pool (their old spacefs.pool is overwritten; other files\n"
     "                 are left alone)\n"
+    "  -m, --model MODEL\n"
+    "                 every disk emulates this drive: hdd-7200, hdd-15k,\n"
+    "                 ssd-sata, nvme or none (default); see spacectl disk set\n"
     "  -h, --help     show this help\n";
 
 static const char help_volume[] =
@@ -391,31 +397,44 @@ struct pool_create_args {
 	const char *const *disks;
 	uint32_t ndisks;
 	int force;
+	struct pool_diskmodel model; /* kind NONE unless --model */
 };
 
 static int do_pool_create(const struct pool_create_args *a)
 {
 	char err[POOL_MSG_MAX * 2];
 
-	if (pool_create(a->name, a->disks, a->ndisks, a->force, err, sizeof(err)) < 0)
+	if (pool_create_model(a->name, a->disks, a->ndisks, a->force, &a->model, err, sizeof(err)) <
+	    0)
 		return say_error(1, NULL, "%s", err);
-	printf("pool '%s' created on %u disk%s\n", a->name, a->ndisks, a->ndisks == 1 ? "" : "s");
+	printf("pool '%s' created on %u disk%s", a->name, a->ndisks, a->ndisks == 1 ? "" : "s");
+	if (a->model.kind != POOL_DISKMODEL_NONE)
+		printf(", each emulating %s", pool_diskmodel_name(&a->model));
+	printf("\n");
 	return 0;
 }
 
 static int cmd_pool_create(int argc, char **argv)
 {
-	static const struct option lo[] = {
-	    {"force", no_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'}, {0}};
+	static const struct option lo[] = {{"force", no_argument, NULL, 'f'},
+					   {"model", required_argument, NULL, 'm'},
+					   {"help", no_argument, NULL, 'h'},
+					   {0}};
 	struct pool_create_args a = {0};
 	int c;
 
 	opt_reset();
-	while ((c = next_opt(argc, argv, "pool create", ":fh", lo)) != -1) {
+	while ((c = next_opt(argc, argv, "pool create", ":fm:h", lo)) != -1) {
 		if (c == '?')
 			return EXIT_USAGE;
 		if (c == 'h')
 			return show_help(help_pool_create);
+		if (c == 'm') {
+			int rc = spacectl_model_parse(optarg, &a.model, "pool create");
+			if (rc)
+				return rc;
+			continue;
+		}
 		a.force = 1;
 	}
 	if (optind >= argc)
@@ -877,15 +896,22 @@ static void disk_full_line(const char *live, uint32_t i)
 
 static void disks_table(struct pool *p, const char *live)
 {
-	static const char *const head[] = {">DISK", "PATH", "UUID", "STATE", ">SIZE", ">FREE"};
-	struct table *t = table_new(6, head);
+	static const char *const head[] = {">DISK", "PATH",  "UUID", "STATE",
+					   "MODEL", ">SIZE", ">FREE"};
+	struct table *t = table_new(7, head);
 
 	if (!t)
 		return;
 	for (uint32_t i = 0; i < p->ndisks; i++) {
 		char idx[16], uuid[37], size[32] = "-", free[32] = "-", state[48];
 		uint64_t sz, fr;
-		const char *row[6] = {idx, p->disk[i].path, uuid, state, size, free};
+		const char *row[7] = {idx,
+				      p->disk[i].path,
+				      uuid,
+				      state,
+				      pool_diskmodel_name(&p->sb->member[i].model),
+				      size,
+				      free};
 
 		snprintf(state, sizeof(state), "%s%s", pool_disk_state_name(p->disk[i].state),
 			 live_disk_full(live, i) ? ", full" : "");
@@ -984,6 +1010,8 @@ static int status_text(struct pool *p, const char *live)
 	if (live)
 		counters_table(p);
 	if (live)
+		spacectl_busy_table(p);
+	if (live)
 		spacectl_jobs_table(p);
 	return rc;
 }
@@ -1002,6 +1030,25 @@ static void disk_json(struct json *j, struct pool *p, uint32_t i, const char *li
 	json_str(j, "state", pool_disk_state_name(p->disk[i].state));
 	json_str(j, "message", p->disk[i].msg);
 	json_u64(j, "generation", p->disk[i].generation);
+	{
+		const struct pool_diskmodel *m = &p->sb->member[i].model;
+		char fig[160];
+		pool_diskmodel_describe(m, fig, sizeof(fig));
+		json_str(j, "model", pool_diskmodel_name(m));
+		json_str(j, "model_figures", fig);
+		json_object(j, "model_params"); /* the stored figures (docs/FORMAT.md) */
+		json_u64(j, "kind", m->kind);
+		json_u64(j, "rpm", m->rpm);
+		json_u64(j, "seek_min_us", m->seek_min_us);
+		json_u64(j, "seek_avg_us", m->seek_avg_us);
+		json_u64(j, "read_lat_us", m->read_lat_us);
+		json_u64(j, "write_lat_us", m->write_lat_us);
+		json_u64(j, "read_mbps", m->read_mbps);
+		json_u64(j, "write_mbps", m->write_mbps);
+		json_u64(j, "read_iops", m->read_iops);
+		json_u64(j, "write_iops", m->write_iops);
+		json_close(j, '}');
+	}
 	if (ok) {
 		json_u64(j, "size", size);
 		json_u64(j, "free", free);
@@ -1235,9 +1282,12 @@ static const struct command commands[] = {
     {"disk", "add", spacectl_cmd_disk_add},
     {"disk", "replace", spacectl_cmd_disk_replace},
     {"disk", "retire", spacectl_cmd_disk_retire},
+    {"disk", "set", spacectl_cmd_disk_set},
     {NULL, "repair", spacectl_cmd_repair},
     {NULL, "scrub", spacectl_cmd_scrub},
     {NULL, "metrics", cmd_metrics},
+    {NULL, "checkpoint", spacectl_cmd_checkpoint},
+    {NULL, "backup", spacectl_cmd_backup},
 };
 
 static int is_help(const char *s)

@@ -4,6 +4,7 @@
  *   spacectl disk add SOURCE DIR
  *   spacectl disk replace SOURCE OLD NEW [--wait] [--rate MB/s]
  *   spacectl disk retire SOURCE DISK
+ *   (spacectl disk set: tools/spacectl_model.c)
  *   spacectl repair SOURCE [VOLUME] [--wait] [--rate MB/s]
  *   spacectl scrub SOURCE [VOLUME] [--wait] [--rate MB/s]
  *
@@ -46,6 +47,8 @@ const char spacectl_help_disk[] =
     "  retire SOURCE DISK [--wait] [--rate MB/s]\n"
     "                                      move every file's data off DISK (it must\n"
     "                                      still read), then nothing uses it\n"
+    "  set SOURCE DISK MODEL-OPTIONS       make DISK emulate a real drive (HDD, SSD,\n"
+    "                                      NVMe or custom): spacectl disk set --help\n"
     "\n"
     "A mounted pool is changed through its daemon, which starts the rebuild at\n"
     "once; an unmounted pool is changed on its disks and rebuilt at the next mount.\n";

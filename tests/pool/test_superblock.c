@@ -296,7 +296,7 @@ static void test_newer_version(void **state)
 	assert_int_equal(pool_sb_decode(buf, len, "/d/d1/spacefs.pool", out, err, sizeof(err)),
 			 -EPROTONOSUPPORT);
 	assert_string_equal(err,
-			    "/d/d1/spacefs.pool: format version 7 is newer than this spacefs (1)");
+			    "/d/d1/spacefs.pool: format version 7 is newer than this spacefs (2)");
 	put32(buf + 8, 0);
 	reseal(buf, len);
 	assert_int_equal(pool_sb_decode(buf, len, "f", out, err, sizeof(err)), -EUCLEAN);
@@ -306,6 +306,7 @@ static void test_newer_version(void **state)
 }
 
 /* Patch a field, fix the checksum, expect -EUCLEAN naming the problem. */
+
 static void expect_invalid(const struct pool_sb *sb, size_t off, const void *bytes, size_t n,
 			   const char *what)
 {
@@ -322,6 +323,58 @@ static void expect_invalid(const struct pool_sb *sb, size_t off, const void *byt
 	assert_contains(err, what);
 	free(buf);
 	free(out);
+}
+
+/* Disk models: a pool without any is written as version 1, exactly as
+ * before models existed; one model makes it version 2 with a model table
+ * after the volumes, which decodes to the same models. */
+static void test_models(void **state)
+{
+	struct pool_sb *sb = sample_sb(3, 2), *out = malloc(sizeof(*out));
+	char err[ERRLEN];
+	size_t len, len2;
+	uint8_t *buf, *buf2;
+
+	(void)state;
+	buf = encode(sb, &len);
+	assert_int_equal(len, POOL_SB_HEADER_SIZE + 3 * POOL_SB_MEMBER_SIZE +
+				  2 * POOL_SB_VOLUME_SIZE + 4);
+	assert_int_equal(buf[8], 1); /* version 1 */
+	free(buf);
+
+	assert_int_equal(pool_diskmodel_preset("hdd-7200", &sb->member[1].model), 0);
+	assert_int_equal(pool_diskmodel_preset("nvme", &sb->member[2].model), 0);
+	buf = encode(sb, &len);
+	assert_int_equal(len, POOL_SB_HEADER_SIZE + 3 * POOL_SB_MEMBER_SIZE +
+				  2 * POOL_SB_VOLUME_SIZE + 3 * POOL_SB_MODEL_SIZE + 4);
+	assert_int_equal(buf[8], 2);
+	assert_int_equal(buf[168], POOL_SB_MODEL_SIZE);
+	assert_int_equal(pool_sb_decode(buf, len, "mem", out, err, sizeof(err)), 0);
+	assert_int_equal(out->version, 2);
+	assert_int_equal(out->member[0].model.kind, POOL_DISKMODEL_NONE);
+	assert_memory_equal(&out->member[1].model, &sb->member[1].model,
+			    sizeof(sb->member[1].model));
+	assert_memory_equal(&out->member[2].model, &sb->member[2].model,
+			    sizeof(sb->member[2].model));
+	assert_string_equal(pool_diskmodel_name(&out->member[1].model), "hdd-7200");
+	buf2 = encode(out, &len2); /* canonical */
+	assert_int_equal(len, len2);
+	assert_memory_equal(buf, buf2, len);
+	free(buf2);
+
+	/* Model records are checked like every other field. */
+	size_t d0 = POOL_SB_HEADER_SIZE + 3 * POOL_SB_MEMBER_SIZE + 2 * POOL_SB_VOLUME_SIZE;
+	uint8_t bad[4] = {9, 0, 0, 0};
+	expect_invalid(sb, d0 + POOL_SB_MODEL_SIZE, bad, 4, "member 1 disk model");
+	expect_invalid(sb, d0 + POOL_SB_MODEL_SIZE - 1, bad, 1, "disk model has reserved bytes");
+	expect_invalid(sb, d0 + POOL_SB_MODEL_SIZE + 8, "\0\0\0\0", 4, "member 1 disk model");
+	/* A version 1 file has no model table and a zero where its size is. */
+	free(buf);
+	memset(&sb->member[1].model, 0, sizeof(sb->member[1].model));
+	memset(&sb->member[2].model, 0, sizeof(sb->member[2].model));
+	expect_invalid(sb, 168, bad, 1, "wrong record sizes");
+	free(out);
+	free(sb);
 }
 
 static void test_bounds(void **state)
@@ -804,6 +857,33 @@ static void test_capacity(void **state)
 	assert_int_equal(pool_capacity_raw((uint64_t[]){7, 3}, 2, 3), 0);
 }
 
+/* pool_create_model and pool_disk_set_model: the models survive a reopen. */
+static void test_pool_models(void **state)
+{
+	struct fixture *f = *state;
+	const char *paths[3] = {f->disk[0], f->disk[1], f->disk[2]};
+	struct pool_diskmodel m, bad = {.kind = 7};
+	char err[ERRLEN];
+
+	assert_int_equal(pool_diskmodel_preset("ssd-sata", &m), 0);
+	assert_int_equal(pool_create_model("tank", paths, 3, 0, &bad, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "disk model");
+	assert_int_equal(pool_create_model("tank", paths, 3, 0, &m, err, sizeof(err)), 0);
+	struct pool *p = open_ok(f->disk[0]);
+	for (uint32_t i = 0; i < 3; i++)
+		assert_string_equal(pool_diskmodel_name(&p->sb->member[i].model), "ssd-sata");
+	assert_int_equal(pool_diskmodel_preset("none", &m), 0);
+	assert_int_equal(pool_disk_set_model(p, 1, &m, err, sizeof(err)), 0);
+	assert_int_equal(pool_disk_set_model(p, 3, &m, err, sizeof(err)), -EINVAL);
+	assert_int_equal(pool_disk_set_model(p, 0, &bad, err, sizeof(err)), -EINVAL);
+	pool_close(p);
+	p = open_ok(f->disk[2]);
+	assert_string_equal(pool_diskmodel_name(&p->sb->member[0].model), "ssd-sata");
+	assert_string_equal(pool_diskmodel_name(&p->sb->member[1].model), "none");
+	assert_int_equal(p->sb->member[2].model.read_iops, 72000);
+	pool_close(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -811,6 +891,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip),
 	    cmocka_unit_test(test_flip_every_byte),
 	    cmocka_unit_test(test_newer_version),
+	    cmocka_unit_test(test_models),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
@@ -826,6 +907,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_volumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_place_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_models, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
