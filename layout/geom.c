@@ -13,7 +13,14 @@
  *
  * Defaults follow Storage Spaces too: as many columns as the disks allow
  * up to 8, interleave 256 KiB.  More columns than 8 rarely pay: a wider
- * stripe makes every partial-stripe parity write read more.
+ * stripe makes every partial-stripe parity write read more.  One
+ * exception, for parity: the data columns are a power of two (the most
+ * the disks allow), so that stripes are 512 KiB or 1 MiB and the write
+ * sizes applications use -- and FUSE's 1 MiB requests -- fill whole
+ * stripes, which encode without reading.  Over all 6 disks of a pool, 5+1
+ * columns made 1.25 MiB stripes that no 1 MiB write ever filled: every
+ * sequential write paid read-modify-write.  The price is capacity: 4+1
+ * keeps 80% of the raw space where 5+1 kept 83%.
  */
 #include <assert.h>
 #include <errno.h>
@@ -90,6 +97,12 @@ int layout_geom_default(struct layout_geom *g, enum layout_kind kind, uint32_t c
 		d.columns = min_u32(ndisks / d.copies, DEFAULT_MAX_COLUMNS);
 	else
 		d.columns = min_u32(ndisks, DEFAULT_MAX_COLUMNS);
+	if (kind == LAYOUT_PARITY && d.columns > d.parity + 2) {
+		uint32_t k = 2;
+		while (k * 2 <= d.columns - d.parity)
+			k *= 2;
+		d.columns = k + d.parity; /* full stripes: see the top */
+	}
 
 	/* Too few disks shows up as too few columns. */
 	if (layout_geom_check(&d) != 0)

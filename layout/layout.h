@@ -62,7 +62,8 @@ struct layout_geom {
 /* 0 if g is a valid geometry, else -EINVAL.  Parity needs k >= 2. */
 int layout_geom_check(const struct layout_geom *g);
 /* Fill g for a kind with Storage Spaces defaults given `ndisks`: columns as
- * many as the disks allow up to 8, interleave 256 KiB.  copies/parity as
+ * many as the disks allow up to 8 (parity: data columns a power of two,
+ * so stripes are 512 KiB or 1 MiB), interleave 256 KiB.  copies/parity as
  * given (pass 0 for the kind's default: mirror 2, parity 1).  -EINVAL if
  * ndisks cannot hold the layout at all. */
 int layout_geom_default(struct layout_geom *g, enum layout_kind kind, uint32_t copies,

@@ -14,6 +14,12 @@
  * O_DIRECT chunk files are also grown ahead of the data here
  * (store_chunk_reserve), because extending O_DIRECT writes are
  * synchronous on ext4.
+ *
+ * A cached entry's checksum sidecar is also mapped (pool/csum.h), so the
+ * data path reads and writes checksums as memory; the mapping lives and
+ * dies with the entry's descriptors.  A chunk held outside the cache (the
+ * cache is full of busy entries) is not mapped: its checksums go through
+ * pread/pwrite.
  */
 #include <assert.h>
 #include <endian.h>
@@ -101,12 +107,24 @@ static int open_chunk(const struct pool_store *s, uint32_t disk, uint64_t id, ui
 	return 0;
 }
 
-static void close_fds(int fd, int crcfd)
+/* Close a chunk's descriptors; map (if not NULL) is its sidecar's. */
+static void close_fds(int fd, int crcfd, struct pool_csum_map *map)
 {
+	if (map)
+		pool_csum_unmap(map);
 	if (fd >= 0)
 		close(fd);
 	if (crcfd >= 0)
 		close(crcfd);
+}
+
+/* Map a sidecar for a cache entry; a failure only costs speed (the data
+ * path falls back to pread/pwrite), so it is not an error. */
+static void map_crc(struct pool_csum_map *m, int crcfd)
+{
+	m->base = NULL;
+	if (crcfd >= 0)
+		pool_csum_map(m, crcfd);
 }
 
 /* ---- descriptor cache ------------------------------------------------------ */
@@ -164,7 +182,7 @@ void store_fdcache_free(struct pool_store *s)
 		struct fd_shard *sh = &s->shard[i];
 		for (uint32_t j = 0; sh->e && j < sh->cap; j++)
 			if (sh->e[j].used)
-				close_fds(sh->e[j].fd, sh->e[j].crcfd);
+				close_fds(sh->e[j].fd, sh->e[j].crcfd, &sh->e[j].map);
 		free(sh->e);
 		free(sh->bucket);
 		pthread_mutex_destroy(&sh->mu);
@@ -208,11 +226,12 @@ static void shard_put_free(struct fd_shard *sh, struct fd_entry *e)
 }
 
 /* A free slot, evicting an idle entry by clock if needed; its old
- * descriptors go to *victim for closing outside the lock.  NULL if every
- * entry is in use. */
-static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2])
+ * descriptors and mapping go to *victim (fd, crcfd, map) for closing
+ * outside the lock.  NULL if every entry is in use. */
+static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2], struct pool_csum_map *vmap)
 {
 	victim[0] = victim[1] = -1;
+	vmap->base = NULL;
 	if (sh->free < 0) {
 		for (uint32_t tries = 0; tries < 2 * sh->cap; tries++) {
 			struct fd_entry *e = &sh->e[sh->hand];
@@ -226,6 +245,8 @@ static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2])
 			shard_unhash(sh, e);
 			victim[0] = e->fd;
 			victim[1] = e->crcfd;
+			vmap->base = e->map.base;
+			e->map.base = NULL;
 			shard_put_free(sh, e);
 			break;
 		}
@@ -238,7 +259,7 @@ static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2])
 }
 
 static void shard_insert(struct fd_shard *sh, struct fd_entry *e, uint64_t id, uint32_t pos,
-			 uint32_t disk, int fd, int crcfd)
+			 uint32_t disk, int fd, int crcfd, const struct pool_csum_map *map)
 {
 	int32_t *b = bucket_of(sh, id, pos);
 
@@ -252,6 +273,8 @@ static void shard_insert(struct fd_shard *sh, struct fd_entry *e, uint64_t id, u
 			       .used = 1,
 			       .clock = 1,
 			       .hashed = 1};
+	e->map.base = map->base;
+	atomic_store(&e->map.size, atomic_load(&map->size));
 	*b = (int32_t)(e - sh->e);
 }
 
@@ -260,6 +283,7 @@ static void ref_from_entry(struct chunk_ref *r, struct fd_entry *e)
 	r->e = e;
 	r->fd = e->fd;
 	r->crcfd = e->crcfd;
+	r->map = e->map.base ? &e->map : NULL;
 }
 
 /* A cached entry exists; with create and integrity it must have its
@@ -272,6 +296,7 @@ static int entry_need_crc(const struct pool_store *s, struct fd_entry *e, int cr
 	if (rc < 0)
 		return rc;
 	e->crcfd = rc;
+	map_crc(&e->map, rc);
 	return 0;
 }
 
@@ -283,6 +308,7 @@ int store_chunk_get(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t di
 	uint32_t si = (uint32_t)(key_hash(id, pos) % FD_SHARDS);
 	struct fd_shard *sh = &s->shard[si];
 	struct fd_entry *e;
+	struct pool_csum_map map, vmap;
 	int fd, crcfd, rc, victim[2];
 
 	r->shard = si;
@@ -308,6 +334,7 @@ int store_chunk_get(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t di
 	}
 	if (rc < 0)
 		return rc;
+	map_crc(&map, crcfd);
 
 	pthread_mutex_lock(&sh->mu);
 	e = shard_find(sh, id, pos, disk);
@@ -318,20 +345,22 @@ int store_chunk_get(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t di
 			ref_from_entry(r, e);
 		}
 		pthread_mutex_unlock(&sh->mu);
-		close_fds(fd, crcfd);
+		close_fds(fd, crcfd, &map);
 		return rc;
 	}
-	e = shard_alloc(sh, victim);
+	e = shard_alloc(sh, victim, &vmap);
 	if (e) {
-		shard_insert(sh, e, id, pos, disk, fd, crcfd);
+		shard_insert(sh, e, id, pos, disk, fd, crcfd, &map);
 		ref_from_entry(r, e);
-	} else {
+	} else { /* not cached: the ref owns the descriptors, no mapping */
 		*r = (struct chunk_ref){.e = NULL, .fd = fd, .crcfd = crcfd, .shard = si};
 	}
 	pthread_mutex_unlock(&sh->mu);
-	if (!e)
+	if (!e) {
 		victim[0] = victim[1] = -1;
-	close_fds(victim[0], victim[1]);
+		pool_csum_unmap(&map);
+	}
+	close_fds(victim[0], victim[1], &vmap);
 	return 0;
 }
 
@@ -339,10 +368,11 @@ void store_chunk_put(struct pool_store *s, struct chunk_ref *r)
 {
 	struct fd_shard *sh = &s->shard[r->shard];
 	struct fd_entry *e = r->e;
+	struct pool_csum_map map = {.base = NULL};
 	int fd = -1, crcfd = -1;
 
 	if (!e) {
-		close_fds(r->fd, r->crcfd);
+		close_fds(r->fd, r->crcfd, NULL);
 		return;
 	}
 	pthread_mutex_lock(&sh->mu);
@@ -350,10 +380,12 @@ void store_chunk_put(struct pool_store *s, struct chunk_ref *r)
 	if (--e->ref == 0 && !e->hashed) {
 		fd = e->fd;
 		crcfd = e->crcfd;
+		map.base = e->map.base;
+		e->map.base = NULL;
 		shard_put_free(sh, e);
 	}
 	pthread_mutex_unlock(&sh->mu);
-	close_fds(fd, crcfd);
+	close_fds(fd, crcfd, &map);
 }
 
 /* Forget a chunk (its file is being removed).  In use: closed by the last
@@ -361,6 +393,7 @@ void store_chunk_put(struct pool_store *s, struct chunk_ref *r)
 void store_chunk_drop(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t disk)
 {
 	struct fd_shard *sh = &s->shard[key_hash(id, pos) % FD_SHARDS];
+	struct pool_csum_map map = {.base = NULL};
 	int fd = -1, crcfd = -1;
 
 	pthread_mutex_lock(&sh->mu);
@@ -370,11 +403,13 @@ void store_chunk_drop(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t 
 		if (e->ref == 0) {
 			fd = e->fd;
 			crcfd = e->crcfd;
+			map.base = e->map.base;
+			e->map.base = NULL;
 			shard_put_free(sh, e);
 		}
 	}
 	pthread_mutex_unlock(&sh->mu);
-	close_fds(fd, crcfd);
+	close_fds(fd, crcfd, &map);
 }
 
 /*
@@ -424,7 +459,7 @@ void store_fdcache_drop_disk(struct pool_store *s, uint32_t disk)
 				continue;
 			shard_unhash(sh, e);
 			if (e->ref == 0) {
-				close_fds(e->fd, e->crcfd);
+				close_fds(e->fd, e->crcfd, &e->map);
 				shard_put_free(sh, e);
 			}
 		}

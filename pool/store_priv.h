@@ -22,6 +22,7 @@
 
 #include "layout/layout.h"
 #include "pool/aio.h"
+#include "pool/csum.h"
 #include "pool/lathist.h"
 #include "pool/store.h"
 #include "pool/stripelock.h"
@@ -64,13 +65,14 @@ struct store_disk {
 struct fd_entry {
 	uint64_t id;
 	uint32_t pos, disk;
-	int fd, crcfd;	       /* crcfd -1: no sidecar yet (or integrity off) */
-	uint32_t ref;	       /* requests using the descriptors */
-	int32_t next;	       /* hash chain, or free list */
-	uint8_t used;	       /* slot holds a chunk */
-	uint8_t clock;	       /* referenced since the hand last passed */
-	uint8_t hashed;	       /* 0: removed from the table, closed at last release */
-	_Atomic uint64_t size; /* chunk i_size as last seen; a hint (see chunk_reserve) */
+	int fd, crcfd;		  /* crcfd -1: no sidecar yet (or integrity off) */
+	uint32_t ref;		  /* requests using the descriptors */
+	int32_t next;		  /* hash chain, or free list */
+	uint8_t used;		  /* slot holds a chunk */
+	uint8_t clock;		  /* referenced since the hand last passed */
+	uint8_t hashed;		  /* 0: removed from the table, closed at last release */
+	_Atomic uint64_t size;	  /* chunk i_size as last seen; a hint (see chunk_reserve) */
+	struct pool_csum_map map; /* the sidecar mapped (base NULL: not mapped) */
 };
 
 struct fd_shard {
@@ -160,6 +162,8 @@ struct chunk_ref {
 	struct fd_entry *e; /* NULL: not cached, the ref owns the fds */
 	int fd, crcfd;	    /* fd -1: the chunk file does not exist */
 	uint32_t shard;
+	/* the sidecar's mapping (the entry's), NULL: use pread/pwrite */
+	struct pool_csum_map *map;
 };
 
 /* What a request holds: the file, the positions it has opened. */

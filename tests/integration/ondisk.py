@@ -175,6 +175,19 @@ def zero_block_crc():
 # ---------------------------------------------------------------------------
 # Geometry and mapping (layout.h header comment: the on-disk format).
 
+def default_parity_columns(ndisks, m):
+    """Columns `spacectl volume create --layout parity` gives by default
+    (layout/geom.c): as many disks as allowed up to 8, the data columns
+    cut to a power of two so that stripes fill with 1 MiB writes."""
+    n = min(8, ndisks)
+    if n <= m + 2:
+        return n
+    k = 2
+    while k * 2 <= n - m:
+        k *= 2
+    return k + m
+
+
 def data_columns(geom):
     """k."""
     if geom["kind"] == "parity":

@@ -35,10 +35,10 @@ NLIST = 300
 USER = 65534  # nobody
 
 
-def fuse_counts(pool):
-    """The daemon's request counters, from its control socket directly: a
-    spacectl child would inherit the open test file across fork and close
-    it at exec, which the kernel tells the daemon (one FLUSH)."""
+def status(pool):
+    """The daemon's status, from its control socket directly: a spacectl
+    child would inherit the open test file across fork and close it at
+    exec, which the kernel tells the daemon (one FLUSH)."""
     socks = glob.glob(os.path.join(pool.rundir, "*.sock"))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(socks[0])
@@ -49,8 +49,21 @@ def fuse_counts(pool):
     head, _, body = data.decode().partition("\n")
     if head != "ok":
         raise RuntimeError(f"status: {data[:200]!r}")
-    f = json.loads(body).get("fuse") or {}
+    return json.loads(body)
+
+
+def fuse_counts(pool):
+    """The daemon's FUSE request counters."""
+    f = status(pool).get("fuse") or {}
     return f.get("requests", 0), dict(f.get("by_op", {})), f
+
+
+def chunk_reads(pool, vol):
+    """Chunk reads the store issued for volume vol, all disks."""
+    for v in status(pool).get("volumes", []):
+        if v["name"] == vol:
+            return sum(d["reads"] for d in v["disks"])
+    raise RuntimeError(f"status: no counters for volume {vol}")
 
 
 def delta(before, after):
@@ -77,18 +90,19 @@ def writes(path, flags, offsets, buf):
     return delta(before, after)
 
 
-def reads(path, offsets):
+def reads(path, offsets, vol):
+    """FUSE requests and chunk reads of 4 KiB O_DIRECT reads."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
     buf = aligned(BS, 0)
     try:
         os.preadv(fd, [buf], 0)
-        before = fuse_counts(POOL)
+        before, cbefore = fuse_counts(POOL), chunk_reads(POOL, vol)
         for off in offsets:
             os.preadv(fd, [buf], off)
-        after = fuse_counts(POOL)
+        after, cafter = fuse_counts(POOL), chunk_reads(POOL, vol)
     finally:
         os.close(fd)
-    return delta(before, after)
+    return delta(before, after) + (cafter - cbefore,)
 
 
 def mixed(path, offsets):
@@ -120,9 +134,14 @@ def check_counts(t, vol):
         t.eq(round(total / N, 3), 1.0,
              f"{vol}: FUSE requests per 4 KiB {name} write = 1.0 (counted {total} for {N}: {ops})")
         t.eq(ops.get("getxattr", 0), 0, f"{vol}: no GETXATTR per {name} write")
-    total, ops = reads(path, offs)
+    total, ops, chunks = reads(path, offs, vol)
     t.eq(round(total / N, 3), 1.0,
          f"{vol}: FUSE requests per 4 KiB O_DIRECT read = 1.0 (counted {total}: {ops})")
+    # One chunk read per 4 KiB read, with integrity on or off (issue 11
+    # item 5: integrity-off reads were reported slower; the work per read
+    # is counted here, so a read path that does more shows as a number).
+    t.eq(round(chunks / N, 3), 1.0,
+         f"{vol}: chunk reads per 4 KiB O_DIRECT read = 1.0 (counted {chunks} for {N})")
     total, ops = mixed(path, offs)
     t.eq(round(total / (2 * N), 3), 1.0,
          f"{vol}: FUSE requests per I/O, O_DIRECT writes and reads interleaved = 1.0 "

@@ -38,7 +38,8 @@ KiB, MiB = 1024, 1024 * 1024
 
 def default_geom(name, ndisks):
     """The geometry `spacectl volume create --layout ...` gives by default
-    (layout.h: columns as many as the disks allow, up to 8)."""
+    (layout.h: columns as many as the disks allow, up to 8; parity with a
+    power of two of data columns)."""
     args = LAYOUTS[name]
     kind = args[0]
     if kind == "simple":
@@ -49,7 +50,8 @@ def default_geom(name, ndisks):
         return dict(kind="mirror", copies=copies, parity=0, columns=min(8, ndisks // copies),
                     interleave=INTERLEAVE)
     m = int(args[args.index("--parity") + 1])
-    return dict(kind="parity", copies=1, parity=m, columns=min(8, ndisks), interleave=INTERLEAVE)
+    return dict(kind="parity", copies=1, parity=m, columns=ondisk.default_parity_columns(ndisks, m),
+                interleave=INTERLEAVE)
 
 
 def file_plan(k, rng):

@@ -46,7 +46,8 @@ def geom(name):
         return dict(kind="mirror", copies=copies, parity=0, columns=NDISKS // copies,
                     interleave=INTERLEAVE)
     m = int(args[args.index("--parity") + 1])
-    return dict(kind="parity", copies=1, parity=m, columns=NDISKS, interleave=INTERLEAVE)
+    return dict(kind="parity", copies=1, parity=m, columns=ondisk.default_parity_columns(NDISKS, m),
+                interleave=INTERLEAVE)
 
 
 def chunk_of(pool, vol, pos):

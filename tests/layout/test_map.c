@@ -195,11 +195,18 @@ static void test_geom_default(void **state)
 
 	expect_default(LAYOUT_PARITY, 0, 0, 2, -EINVAL, 0, 0, 0);
 	expect_default(LAYOUT_PARITY, 0, 0, 3, 0, 3, 1, 1);
-	expect_default(LAYOUT_PARITY, 0, 1, 6, 0, 6, 1, 1);
-	expect_default(LAYOUT_PARITY, 0, 0, 12, 0, 8, 1, 1);
+	/* parity: data columns a power of two, so 1 MiB writes fill stripes */
+	expect_default(LAYOUT_PARITY, 0, 0, 4, 0, 3, 1, 1);
+	expect_default(LAYOUT_PARITY, 0, 0, 5, 0, 5, 1, 1);
+	expect_default(LAYOUT_PARITY, 0, 1, 6, 0, 5, 1, 1);
+	expect_default(LAYOUT_PARITY, 0, 0, 12, 0, 5, 1, 1);
+	expect_default(LAYOUT_PARITY, 0, 2, 4, 0, 4, 1, 2);
+	expect_default(LAYOUT_PARITY, 0, 2, 5, 0, 4, 1, 2);
+	expect_default(LAYOUT_PARITY, 0, 2, 6, 0, 6, 1, 2);
+	expect_default(LAYOUT_PARITY, 0, 2, 12, 0, 6, 1, 2);
 	expect_default(LAYOUT_PARITY, 0, 2, 3, -EINVAL, 0, 0, 0);
 	expect_default(LAYOUT_PARITY, 0, 2, 4, 0, 4, 1, 2);
-	expect_default(LAYOUT_PARITY, 1, 2, 9, 0, 8, 1, 2);
+	expect_default(LAYOUT_PARITY, 1, 2, 9, 0, 6, 1, 2);
 	expect_default(LAYOUT_PARITY, 0, 3, 9, -EINVAL, 0, 0, 0);
 	expect_default(LAYOUT_PARITY, 2, 1, 9, -EINVAL, 0, 0, 0);
 

@@ -1057,6 +1057,39 @@ static void test_lost_sidecar(void **state)
 	free(ref);
 }
 
+/* A sidecar cut short behind the store's back while its chunk is cached
+ * (and the sidecar mapped, pool/csum.c): the daemon is not killed by the
+ * SIGBUS the mapping raises; the checksums read as 0, as from a short
+ * pread, so the blocks fail their checksums and are served from the other
+ * copy and healed, and the disk stays in service. */
+static void test_sidecar_cut_short(void **state)
+{
+	(void)state;
+	struct pool p;
+	struct layout_geom g = geom(LAYOUT_MIRROR, 2, 0, 16384);
+	struct pool_file_map f = file_map(&g, 91);
+	uint8_t *ref = malloc(65536), buf[BLOCK];
+	char path[512];
+
+	for (size_t i = 0; i < 65536; i++)
+		ref[i] = (uint8_t)(i * 7 + 3);
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, 65536);
+	check_read(&p, &f, ref, 0, 65536); /* both copies cached and mapped */
+	chunk_name(&p, &f, 0, ".crc", path, sizeof(path));
+	assert_int_equal(truncate(path, 0), 0);
+	for (int i = 0; i < 4; i++) { /* copy 0 or 1 per request: one hits it */
+		assert_int_equal(pool_store_read(p.s, &f, 0, BLOCK, buf), BLOCK);
+		assert_memory_equal(buf, ref, BLOCK);
+	}
+	assert_true(total_csum_errors(&p) >= 1);
+	assert_int_equal(pool_store_disk_get(p.s, f.disk[0]), POOL_STORE_DISK_OK);
+	check_read(&p, &f, ref, 0, 65536);
+	pool_destroy(&p);
+	free(ref);
+}
+
 /* A chunk file that cannot be opened fails its disk. */
 static void test_open_failure(void **state)
 {
@@ -1485,6 +1518,7 @@ int main(void)
 	    cmocka_unit_test(test_small_fd_cache),
 	    cmocka_unit_test(test_remove_race),
 	    cmocka_unit_test(test_lost_sidecar),
+	    cmocka_unit_test(test_sidecar_cut_short),
 	    cmocka_unit_test(test_open_failure),
 	    cmocka_unit_test(test_counters),
 	};
