@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The parity write hole: a torn stripe update, then a lost disk.
+
+A partial-stripe parity update writes data and parity in place.  A power
+cut between the two leaves a stripe whose parity disagrees with its data;
+if a disk is then lost, its column is rebuilt from that parity into bytes
+nobody wrote, in a block no write touched.  kill -9 cannot produce this
+(chunk writes already submitted complete anyway), so the daemon is armed
+with SPACEFS_FAULT=tear:N (pool/fault.h): the Nth partial-stripe update
+issues only its first chunk write, waits for it, and ends the process.
+
+One round, on a fresh pool of 6 disks with a parity 1 or parity 2 volume
+(6 columns, 16 KiB interleave):
+  1. lay out a file whose every 4 KiB block holds known content (block
+     number, generation 0 and bytes derived from both), fsync, remount;
+  2. mount with the fault armed at a random N and write random blocks,
+     4 KiB each, each with the next generation of its block; a write
+     that returned is acknowledged; the daemon dies at the Nth;
+  3. remove one disk (two for parity 2) -- one that holds a data column
+     of the torn stripe that the update did not write, which the fault's
+     log line names: the worst case for the hole, the one a random pick
+     finds (6 disks) about half of the time -- and mount degraded;
+  4. read every block and count blocks holding bytes never written to
+     them (not any generation of that block: the hole) and blocks holding
+     a generation older than their last acknowledged one (lost writes).
+     The one write in flight at the crash may have landed or not.
+
+With --journal off the hole must show (blocks never written, summed over
+the rounds: > 0); with the journal, 0 and 0 in every round.  Rounds per
+layout and mode: SPACEFS_WRITEHOLE_ROUNDS (default 2; 20 by hand).
+"""
+import os
+import random
+import re
+import shutil
+import struct
+import time
+
+from harness import Mount, Pool, Tap, log_tail
+
+BLK = 4096
+NBLK = 960  # 48 stripes of parity 1 (5 x 16 KiB), 60 of parity 2 (4 x 16 KiB)
+LAYOUTS = {"parity1": ["--parity", "1"], "parity2": ["--parity", "2"]}
+
+
+def block(b, g):
+    """Content of generation g of block b."""
+    head = struct.pack("<QQ", b, g)
+    return head + random.Random(b << 24 | g).randbytes(BLK - len(head))
+
+
+def classify(b, data, gens):
+    """Generation the block holds, or None for bytes never written to it."""
+    if len(data) != BLK:
+        return None
+    rb, rg = struct.unpack("<QQ", data[:16])
+    if rb != b or rg not in gens or data != block(b, rg):
+        return None
+    return rg
+
+
+class Round:
+    def __init__(self, t, layout, journal, seed):
+        self.t, self.layout, self.journal = t, layout, journal
+        self.rng = random.Random(seed)
+        self.what = f"{layout} journal {journal} seed {seed}"
+
+    def run(self):
+        pool = Pool(6, prefix="spacefs-wh-")
+        try:
+            return self._run(pool)
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+            pool.cleanup()
+
+    def _run(self, pool):
+        t = self.t
+        extra = ["--journal", self.journal] if self.journal != "default" else []
+        pool.volume("v", "parity", *LAYOUTS[self.layout], "--columns", "6", "--interleave",
+                    "16K", *extra)
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        t.eq(m.stop(), 0, f"{self.what}: file laid out, clean unmount")
+
+        # 2. random 4 KiB writes with the fault armed
+        n = self.rng.randrange(1, 300)
+        os.environ["SPACEFS_FAULT"] = f"tear:{n}"
+        mark = len(log_tail(pool, 10**9))
+        m = pool.mount()
+        os.environ.pop("SPACEFS_FAULT")
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        nextgen = {b: 1 for b in range(NBLK)}
+        writes = 0
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            while True:
+                b = self.rng.randrange(NBLK)
+                g = nextgen[b]
+                nextgen[b] += 1
+                gens[b].add(g)  # in flight: may land or not
+                try:
+                    os.pwrite(fd, block(b, g), b * BLK)
+                except OSError:
+                    break
+                acked[b] = g
+                writes += 1
+                if writes > 5000:
+                    break
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        rc = m.proc.wait(timeout=30)
+        m.proc = None
+        m.logf.close()
+        os.system(f"fusermount3 -u -z {pool.mnt} 2>/dev/null")
+        log = log_tail(pool, 10**9)[mark:]
+        t.eq(rc, 99, f"{self.what}: the daemon tore update {n} and ended ({writes} acknowledged)")
+        hit = re.search(r"data disks not written: ([0-9,]*)", log)
+        if not t.ok(hit is not None, f"{self.what}: the fault names the torn stripe"):
+            t.diag(log[-3000:])
+            return None
+
+        # 3. lose the disk(s) holding untouched data columns of the torn stripe
+        cand = [int(x) for x in hit.group(1).split(",") if x]
+        nlose = 1 if self.layout == "parity1" else 2
+        lose = self.rng.sample(cand, min(nlose, len(cand)))
+        for d in lose:
+            shutil.rmtree(pool.disks[d])
+        src = next(p for i, p in enumerate(pool.disks) if i not in lose)
+        mark = len(log_tail(pool, 10**9))
+        m = Mount(src, pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
+        m.start()
+        pool.mounts.append(m)
+        log = log_tail(pool, 10**9)[mark:]
+        t.ok("DEGRADED" in log, f"{self.what}: disks {lose} removed, mounted degraded")
+
+        # 4. every block
+        never, lost, eio = [], [], []
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for b in range(NBLK):
+                try:
+                    data = os.pread(fd, BLK, b * BLK)
+                except OSError:
+                    eio.append(b)
+                    continue
+                g = classify(b, data, gens[b])
+                if g is None:
+                    never.append(b)
+                elif g < acked[b]:
+                    lost.append(b)
+        finally:
+            os.close(fd)
+        t.eq(m.stop(), 0, f"{self.what}: clean unmount")
+        t.diag(f"{self.what}: tear at {n}, lost disks {lose}: {len(never)} never-written, "
+               f"{len(lost)} lost acknowledged, {len(eio)} unreadable blocks")
+        return never, lost, eio
+
+
+def main():
+    t = Tap()
+    rounds = int(os.environ.get("SPACEFS_WRITEHOLE_ROUNDS", "2"))
+    seed = int(os.environ.get("SPACEFS_WRITEHOLE_SEED", str(int(time.time()))))
+    modes = os.environ.get("SPACEFS_WRITEHOLE_MODES", "off,default").split(",")
+    t.diag(f"seed {seed}, {rounds} round(s) per layout and journal mode")
+    for layout in LAYOUTS:
+        for mode in modes:
+            never = lost = eio = 0
+            for r in range(rounds):
+                res = Round(t, layout, mode, seed * 1000 + r).run()
+                if res is None:
+                    continue
+                never += len(res[0])
+                lost += len(res[1])
+                eio += len(res[2])
+                if mode != "off":
+                    t.eq((len(res[0]), len(res[1]), len(res[2])), (0, 0, 0),
+                         f"{layout} journal {mode} round {r}: no block never written, "
+                         f"no acknowledged block lost, none unreadable")
+            t.diag(f"{layout} journal {mode}: {rounds} rounds: {never} never-written, {lost} "
+                   f"lost acknowledged, {eio} unreadable blocks")
+            if mode == "off":
+                t.ok(never > 0, f"{layout} journal off: the write hole shows ({never} blocks "
+                     f"hold bytes never written to them over {rounds} rounds)")
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
