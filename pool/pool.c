@@ -1170,8 +1170,8 @@ int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uin
 			    p->sb->pool_name);
 	if (v->geom.kind != LAYOUT_PARITY)
 		return fail(err, errlen, -EINVAL,
-			    "volume '%s': only parity volumes have a journal (this one is %s)", name,
-			    layout_kind_name(v->geom.kind));
+			    "volume '%s': only parity volumes have a journal (this one is %s)",
+			    name, layout_kind_name(v->geom.kind));
 	if (mode > POOL_VOLUME_JOURNAL_OFF)
 		return fail(err, errlen, -EINVAL, "volume '%s': unknown journal mode %u", name,
 			    mode);

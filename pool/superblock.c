@@ -316,8 +316,8 @@ static int check_volume(const struct pool_sb *sb, uint32_t i, const char *name, 
 			    v->name, v->integrity);
 	if (v->journal > POOL_VOLUME_JOURNAL_OFF ||
 	    (v->geom.kind != LAYOUT_PARITY && (v->journal || v->journal_mib)) ||
-	    (v->journal_mib && (v->journal_mib < POOL_JOURNAL_MIN_MIB ||
-				v->journal_mib > POOL_JOURNAL_MAX_MIB)))
+	    (v->journal_mib &&
+	     (v->journal_mib < POOL_JOURNAL_MIN_MIB || v->journal_mib > POOL_JOURNAL_MAX_MIB)))
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: volume '%s' has journal mode %u, %u MiB", name,
 			    v->name, v->journal, v->journal_mib);

@@ -455,7 +455,7 @@ struct volume_create_args {
 	enum layout_kind kind;
 	uint32_t copies, parity, columns, interleave; /* 0: default */
 	int integrity;
-	int journal;	     /* -1: default, else POOL_VOLUME_JOURNAL_* */
+	int journal;	      /* -1: default, else POOL_VOLUME_JOURNAL_* */
 	uint32_t journal_mib; /* 0: default */
 };
 
@@ -567,9 +567,9 @@ static int do_volume_create(const struct volume_create_args *a)
 		describe_geom(&g, desc, sizeof(desc));
 		printf("volume '%s' created: %s, integrity %s%s\n", a->name, desc,
 		       a->integrity ? "on" : "off",
-		       g.kind != LAYOUT_PARITY ? ""
+		       g.kind != LAYOUT_PARITY		       ? ""
 		       : a->journal == POOL_VOLUME_JOURNAL_OFF ? ", journal off"
-							: ", journal on (write-through)");
+							       : ", journal on (write-through)");
 	}
 	pool_close(p);
 	return rc;
@@ -580,7 +580,8 @@ static int journal_option(int c, const char *arg, int *mode, uint32_t *mib)
 {
 	if (c == 'j') {
 		if (strcmp(arg, "on") && strcmp(arg, "off"))
-			return say_error(EXIT_USAGE, "--journal", "must be on or off, not '%s'", arg);
+			return say_error(EXIT_USAGE, "--journal", "must be on or off, not '%s'",
+					 arg);
 		*mode = strcmp(arg, "on") ? POOL_VOLUME_JOURNAL_OFF : POOL_VOLUME_JOURNAL_ON;
 		return 0;
 	}

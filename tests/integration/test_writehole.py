@@ -141,6 +141,9 @@ class Round:
         pool.mounts.append(m)
         log = log_tail(pool, 10**9)[mark:]
         t.ok("DEGRADED" in log, f"{self.what}: disks {lose} removed, mounted degraded")
+        if self.journal != "off":
+            t.ok(re.search(r"journal: replayed [1-9]", log) is not None,
+                 f"{self.what}: the journal was replayed at the degraded mount")
 
         # 4. every block
         never, lost, eio = [], [], []
