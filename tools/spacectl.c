@@ -5,6 +5,7 @@
  *   spacectl volume create SOURCE NAME --layout L [options]
  *   spacectl volume list SOURCE [--json]
  *   spacectl volume delete SOURCE NAME
+ *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S]
  *   spacectl status SOURCE [--json]
  *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
  *   spacectl owner move SOURCE VOLUME NODE
@@ -81,6 +82,7 @@ static const char help_main[] =
     "  volume create SOURCE NAME --layout L  add a volume (see volume create --help)\n"
     "  volume list SOURCE [--json]           list the volumes of a pool\n"
     "  volume delete SOURCE NAME             delete a volume and all its files\n"
+    "  volume set SOURCE NAME [options]      change a volume's journal settings\n"
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
