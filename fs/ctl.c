@@ -156,6 +156,17 @@ static void status_volume(struct fs *fs, struct fs_text *o, struct fs_volume *v)
 		 v->name, full, v->id, (uint64_t)atomic_load(&v->read_bytes),
 		 (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
 		 local ? pool_meta_live_replicas(v->meta) : 0);
+	if (local && v->journal) {
+		struct pool_journal_stats js;
+		pool_journal_stats(v->journal, &js);
+		fs_textf(o,
+			 "\"journal\":{\"mode\":\"write-through\",\"size\":%" PRIu64
+			 ",\"used\":%" PRIu64 ",\"copies\":%u,\"records\":%" PRIu64
+			 ",\"commits\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"checkpoints\":%" PRIu64
+			 ",\"replayed\":%" PRIu64 ",\"damaged\":%" PRIu64 "},",
+			 js.size, js.used, js.copies, js.records, js.commits, js.bytes,
+			 js.checkpoints, js.replayed, js.damaged);
+	}
 	if (fs->node)
 		owner_json(fs, v, local, o);
 	fs_textf(o, "\"disks\":[");

@@ -370,6 +370,27 @@ static void live_cannot_allocate(const char *live, const char *name, char *out, 
 		json_peek(v, "cannot_allocate", out, size);
 }
 
+/* The daemon's journal counters of volume `name` ("journal":{...} in its
+ * status), as a JSON object text, or "" if it has none. */
+static void live_journal(const char *live, const char *name, char *out, size_t size)
+{
+	char pat[POOL_NAME_MAX + 32];
+	const char *v, *jn, *end;
+
+	snprintf(pat, sizeof(pat), "{\"name\":\"%s\",\"cannot_allocate\":", name);
+	out[0] = '\0';
+	if (!live || !(v = strstr(live, pat)) || !(jn = strstr(v, "\"journal\":{")))
+		return;
+	const char *disks = strstr(v, "\"disks\":[");
+	if (disks && disks < jn)
+		return; /* that one is a later volume's */
+	jn += strlen("\"journal\":");
+	if (!(end = strchr(jn, '}')) || (size_t)(end - jn + 2) > size)
+		return;
+	memcpy(out, jn, (size_t)(end - jn + 1));
+	out[end - jn + 1] = '\0';
+}
+
 /* "full (disk 1)" / "full (disks 1,3)" for the health line, or "". */
 static void live_full_disks(const char *live, char *out, size_t size)
 {
@@ -777,6 +798,14 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 	json_u64(j, "data_columns", layout_data_columns(&v->geom));
 	json_u64(j, "interleave", v->geom.interleave);
 	json_bool(j, "integrity", (int)v->integrity);
+	json_str(j, "journal",
+		 v->geom.kind != LAYOUT_PARITY		 ? "none"
+		 : v->journal == POOL_VOLUME_JOURNAL_OFF ? "off"
+							 : "write-through");
+	if (v->geom.kind == LAYOUT_PARITY)
+		json_u64(j, "journal_size",
+			 (uint64_t)(v->journal_mib ? v->journal_mib : POOL_JOURNAL_DEFAULT_MIB)
+			     << 20);
 	json_array(j, "metadata_disks");
 	for (uint32_t i = 0; i < v->nmeta; i++)
 		json_u64(j, NULL, v->meta[i]);
@@ -789,6 +818,10 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 			json_str(j, "cannot_allocate", full);
 		else
 			json_null(j, "cannot_allocate");
+		char jr[1024];
+		live_journal(live, v->name, jr, sizeof(jr));
+		if (jr[0]) /* mode, size, used, copies and counters since mount */
+			json_raw(j, "journal_live", jr);
 	}
 	json_u64(j, "created", (uint64_t)v->created);
 	json_close(j, '}');
