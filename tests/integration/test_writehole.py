@@ -59,11 +59,41 @@ def classify(b, data, gens):
     return rg
 
 
+def journal_records(path):
+    """(offset, seq, bytes) of the records of the journal copy at path, in
+    order (docs/FORMAT.md, "Parity journal"; CRCs not checked here)."""
+    out = []
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        if head[:8] != b"SPFSJRNL":
+            return out
+        seq = struct.unpack_from("<Q", head, 32)[0]
+        off = 4096
+        while True:
+            f.seek(off)
+            h = f.read(64)
+            if len(h) < 64 or h[:8] != b"SPFSJREC" or struct.unpack_from("<Q", h, 16)[0] != seq:
+                return out
+            n = struct.unpack_from("<Q", h, 48)[0]
+            out.append((off, seq, n))
+            off += n
+            seq += 1
+
+
 class Round:
-    def __init__(self, t, layout, journal, seed):
+    """One round; opts: integrity ("on"/"off"), replay_kill (end the
+    daemon during the replay at the degraded mount, then mount again),
+    damage (flip a bit in the torn update's journal record in every copy
+    and mount with every disk: the record must be named and not replayed,
+    the dirty-region log resyncs the stripe; the degraded check follows
+    on a second mount)."""
+
+    def __init__(self, t, layout, journal, seed, **opts):
         self.t, self.layout, self.journal = t, layout, journal
         self.rng = random.Random(seed)
-        self.what = f"{layout} journal {journal} seed {seed}"
+        self.opts = opts
+        tags = "".join(f" {k}={v}" for k, v in sorted(opts.items()))
+        self.what = f"{layout} journal {journal}{tags} seed {seed}"
 
     def run(self):
         pool = Pool(6, prefix="spacefs-wh-")
@@ -73,9 +103,26 @@ class Round:
             os.environ.pop("SPACEFS_FAULT", None)
             pool.cleanup()
 
+    def mount_at(self, pool, src, fault=None):
+        """Mount from disk src; with fault armed.  The Mount, or None if the
+        daemon ended during the mount (the fault fired)."""
+        if fault:
+            os.environ["SPACEFS_FAULT"] = fault
+        m = Mount(src, pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
+        try:
+            m.start()
+        except RuntimeError:
+            m.logf.close()
+            return None
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+        pool.mounts.append(m)
+        return m
+
     def _run(self, pool):
         t = self.t
         extra = ["--journal", self.journal] if self.journal != "default" else []
+        extra += ["--integrity", self.opts.get("integrity", "on")]
         pool.volume("v", "parity", *LAYOUTS[self.layout], "--columns", "6", "--interleave",
                     "16K", *extra)
         m = pool.mount()
@@ -89,10 +136,8 @@ class Round:
 
         # 2. random 4 KiB writes with the fault armed
         n = self.rng.randrange(1, 300)
-        os.environ["SPACEFS_FAULT"] = f"tear:{n}"
         mark = len(log_tail(pool, 10**9))
-        m = pool.mount()
-        os.environ.pop("SPACEFS_FAULT")
+        m = self.mount_at(pool, pool.disks[0], f"tear:{n}")
         gens = {b: {0} for b in range(NBLK)}
         acked = {b: 0 for b in range(NBLK)}
         nextgen = {b: 1 for b in range(NBLK)}
@@ -132,40 +177,91 @@ class Round:
         cand = [int(x) for x in hit.group(1).split(",") if x]
         nlose = 1 if self.layout == "parity1" else 2
         lose = self.rng.sample(cand, min(nlose, len(cand)))
+        if self.opts.get("damage"):
+            if not self.damage_and_resync(pool, path, gens, acked):
+                return None
         for d in lose:
             shutil.rmtree(pool.disks[d])
         src = next(p for i, p in enumerate(pool.disks) if i not in lose)
         mark = len(log_tail(pool, 10**9))
-        m = Mount(src, pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
-        m.start()
-        pool.mounts.append(m)
+        if self.opts.get("replay_kill"):
+            k = self.rng.randrange(1, n + 1)
+            m = self.mount_at(pool, src, f"replay:{k}")
+            log = log_tail(pool, 10**9)[mark:]
+            t.ok(m is None and "journal replay interrupted" in log,
+                 f"{self.what}: the daemon ended during the replay, after {k} record(s)")
+            os.system(f"fusermount3 -u -z {pool.mnt} 2>/dev/null")
+            mark = len(log_tail(pool, 10**9))
+        m = self.mount_at(pool, src)
+        if not t.ok(m is not None, f"{self.what}: mounted without disks {lose}"):
+            t.diag(log_tail(pool))
+            return None
         log = log_tail(pool, 10**9)[mark:]
         t.ok("DEGRADED" in log, f"{self.what}: disks {lose} removed, mounted degraded")
-        if self.journal != "off":
+        if self.journal != "off" and not self.opts.get("damage"):
             t.ok(re.search(r"journal: replayed [1-9]", log) is not None,
                  f"{self.what}: the journal was replayed at the degraded mount")
 
         # 4. every block
-        never, lost, eio = [], [], []
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for b in range(NBLK):
-                try:
-                    data = os.pread(fd, BLK, b * BLK)
-                except OSError:
-                    eio.append(b)
-                    continue
-                g = classify(b, data, gens[b])
-                if g is None:
-                    never.append(b)
-                elif g < acked[b]:
-                    lost.append(b)
-        finally:
-            os.close(fd)
+        never, lost, eio = check_blocks(path, gens, acked)
         t.eq(m.stop(), 0, f"{self.what}: clean unmount")
         t.diag(f"{self.what}: tear at {n}, lost disks {lose}: {len(never)} never-written, "
                f"{len(lost)} lost acknowledged, {len(eio)} unreadable blocks")
         return never, lost, eio
+
+    def damage_and_resync(self, pool, path, gens, acked):
+        """Rot the torn update's record in every journal copy; mount with
+        every disk.  True if it went as it must."""
+        t = self.t
+        copies = [os.path.join(d, "vol", "v", "journal") for d in pool.disks]
+        copies = [c for c in copies if os.path.exists(c)]
+        recs = [journal_records(c) for c in copies]
+        if not t.ok(recs and recs[0] and all(r == recs[0] for r in recs),
+                    f"{self.what}: {len(copies)} journal copies hold the same records"):
+            return False
+        off, seq, nbytes = recs[0][-1]
+        for c in copies:
+            with open(c, "r+b") as f:
+                f.seek(off + 4096 + 100)
+                b = f.read(1)
+                f.seek(off + 4096 + 100)
+                f.write(bytes([b[0] ^ 0x40]))
+        mark = len(log_tail(pool, 10**9))
+        m = self.mount_at(pool, pool.disks[0])
+        log = log_tail(pool, 10**9)[mark:]
+        named = [ln for ln in log.splitlines() if f"record {seq} " in ln and "every copy" in ln]
+        t.ok(m is not None and len(named) == 1,
+             f"{self.what}: record {seq} rotten in every copy is named in one log line")
+        t.ok(re.search(r"resynced [1-9]", log) is not None,
+             f"{self.what}: the dirty-region log resynced what it covered")
+        if m is None:
+            return False
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{self.what}: every disk: every block holds a version written to it")
+        return t.eq(m.stop(), 0, f"{self.what}: clean unmount")
+
+
+def check_blocks(path, gens, acked):
+    """Blocks holding bytes never written to them, blocks older than their
+    last acknowledged write, unreadable blocks."""
+    never, lost, eio = [], [], []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for b in range(NBLK):
+            try:
+                data = os.pread(fd, BLK, b * BLK)
+            except OSError:
+                eio.append(b)
+                continue
+            g = classify(b, data, gens[b])
+            if g is None:
+                never.append(b)
+            elif g < acked[b]:
+                lost.append(b)
+    finally:
+        os.close(fd)
+    return never, lost, eio
 
 
 def main():
@@ -193,6 +289,14 @@ def main():
             if mode == "off":
                 t.ok(never > 0, f"{layout} journal off: the write hole shows ({never} blocks "
                      f"hold bytes never written to them over {rounds} rounds)")
+    # The journal's own failures, one round each.
+    for layout, opts in [("parity1", {"replay_kill": 1}), ("parity2", {"replay_kill": 1}),
+                         ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"})]:
+        res = Round(t, layout, "on", seed * 1000 + 999, **opts).run()
+        if res is not None:
+            t.eq(tuple(len(x) for x in res), (0, 0, 0),
+                 f"{layout} journal on {opts}: no block never written, no acknowledged block "
+                 f"lost, none unreadable")
     t.done()
 
 
