@@ -232,6 +232,7 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 			char *err, size_t errlen)
 {
 	const char *paths[POOL_JOURNAL_MAX_COPIES];
+	uint32_t disks[POOL_JOURNAL_MAX_COPIES];
 	char buf[POOL_JOURNAL_MAX_COPIES][POOL_PATH_MAX + 96];
 	uint32_t n = 0, want = pv->geom.parity + 1;
 	struct stat st;
@@ -245,6 +246,7 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 		snprintf(buf[n], sizeof(buf[n]), "%s/vol/%s/journal",
 			 fs->pool->disk[pv->meta[i]].path, pv->name);
 		paths[n] = buf[n];
+		disks[n] = pv->meta[i];
 		n++;
 	}
 	int exists = 0;
@@ -264,6 +266,7 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	    .volume = pv->name,
 	    .volume_id = pv->id,
 	    .path = paths,
+	    .disk = disks,
 	    .npath = n,
 	    .size = (uint64_t)mib << 20,
 	    .no_direct = fs->opt.no_odirect,

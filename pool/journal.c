@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,9 @@ enum {
 _Static_assert(R_PIECES + 16 * POOL_JOURNAL_MAX_PIECES <= R_CRC, "piece list overflows");
 
 struct copy {
-	int fd; /* -1: out of service */
+	int fd;		     /* -1: out of service */
+	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
+	int64_t disk;	     /* pool disk index, -1: unknown */
 	char path[4096];
 	uint64_t fsize; /* bytes of the file as opened */
 	uint64_t base;	/* header's base sequence number, 0: no valid header */
@@ -87,7 +90,7 @@ struct pool_journal {
 	struct pool_journal_config cfg;
 	char volume[128];
 	struct copy copy[POOL_JOURNAL_MAX_COPIES];
-	uint32_t ncopy;
+	_Atomic uint32_t ncopy; /* copies in service */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -256,13 +259,29 @@ static int set_any(const struct pool_journal *j, uint64_t id, uint64_t first, ui
 
 /* ---- copies ---------------------------------------------------------------- */
 
+static int usable(const struct copy *c)
+{
+	return c->fd >= 0 && !c->dropped;
+}
+
+/* Take copy c out of service (once, whoever gets there first: a failed
+ * write of the leader, or its disk's failure reported by the daemon).
+ * The descriptor stays open until close: the leader may be using it. */
+static int copy_drop(struct pool_journal *j, struct copy *c)
+{
+	int was = 0;
+
+	if (!atomic_compare_exchange_strong(&c->dropped, &was, 1))
+		return 0;
+	atomic_fetch_sub(&j->ncopy, 1);
+	return 1;
+}
+
 static void copy_fail(struct pool_journal *j, struct copy *c, const char *what, int err)
 {
-	jlog(j, "copy %s failed (%s: %s); %u cop%s left in service", c->path, what, strerror(err),
-	     j->ncopy - 1, j->ncopy - 1 == 1 ? "y" : "ies");
-	close(c->fd);
-	c->fd = -1;
-	j->ncopy--;
+	if (copy_drop(j, c))
+		jlog(j, "copy %s failed (%s: %s); %u cop%s left in service", c->path, what,
+		     strerror(err), (unsigned)j->ncopy, j->ncopy == 1 ? "y" : "ies");
 }
 
 static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
@@ -307,7 +326,7 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 {
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
-		if (c->fd < 0)
+		if (!usable(c))
 			continue;
 		int rc = pwrite_all(c->fd, b, len, off);
 		if (rc < 0)
@@ -315,7 +334,7 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 	}
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
-		if (c->fd >= 0 && fdatasync(c->fd) < 0)
+		if (usable(c) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
 	}
 	return j->ncopy > 0 ? 0 : -EIO;
@@ -331,7 +350,7 @@ static int write_headers(struct pool_journal *j, uint64_t base)
 	rc = 0;
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
-		if (c->fd < 0)
+		if (!usable(c))
 			continue;
 		memset(h, 0, BLK);
 		memcpy(h + F_MAGIC, file_magic, 8);
@@ -437,6 +456,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	for (uint32_t i = 0; i < cfg->npath && slot < POOL_JOURNAL_MAX_COPIES; i++) {
 		if (!cfg->path[i])
 			continue;
+		j->copy[slot].disk = cfg->disk ? (int64_t)cfg->disk[i] : -1;
 		int rc = open_copy(j, &j->copy[slot], cfg->path[i]);
 		if (rc < 0) {
 			jlog(j, "cannot open copy %s: %s", cfg->path[i], strerror(-rc));
@@ -685,6 +705,19 @@ void pool_journal_done(struct pool_journal *j, size_t n)
 	j->inflight -= n;
 	if (j->inflight == 0)
 		pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk)
+{
+	pthread_mutex_lock(&j->mu);
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (!usable(c) || c->disk != (int64_t)disk || j->ncopy <= 1 || !copy_drop(j, c))
+			continue;
+		jlog(j, "copy %s: its disk %u failed; %u cop%s left in service", c->path, disk,
+		     (unsigned)j->ncopy, j->ncopy == 1 ? "y" : "ies");
+	}
 	pthread_mutex_unlock(&j->mu);
 }
 

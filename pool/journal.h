@@ -72,6 +72,7 @@ struct pool_journal_config {
 	/* the journal file of each copy, on distinct disks; NULL entries
 	 * (disks out of service) are skipped */
 	const char *const *path;
+	const uint32_t *disk; /* pool disk index of each path (NULL: unknown) */
 	uint32_t npath;
 	uint64_t size; /* bytes per copy, a multiple of 4 KiB */
 	int no_direct; /* 1: never O_DIRECT */
@@ -129,6 +130,10 @@ int pool_journal_barrier(struct pool_journal *j, uint64_t file_id, uint64_t firs
  * epoch (0: whenever there is any). */
 int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used);
 void pool_journal_stats(struct pool_journal *j, struct pool_journal_stats *out);
+/* Pool disk `disk` failed: stop writing the copy on it (the others carry
+ * the redundancy).  The last copy is kept: without one, nothing could be
+ * journaled and every partial-stripe write would fail. */
+void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk);
 
 /* Record bytes of an update with pieces p[0..n) (header block + data). */
 uint64_t pool_journal_rec_bytes(const struct pool_journal_piece *p, uint32_t n);

@@ -86,7 +86,9 @@ class Round:
     damage (flip a bit in the torn update's journal record in every copy
     and mount with every disk: the record must be named and not replayed,
     the dirty-region log resyncs the stripe; the degraded check follows
-    on a second mount)."""
+    on a second mount), jdisk_fail (parity 2: a disk holding a journal
+    copy disappears half way through the writes; it stays lost, with one
+    more disk, at the degraded mount)."""
 
     def __init__(self, t, layout, journal, seed, **opts):
         self.t, self.layout, self.journal = t, layout, journal
@@ -142,9 +144,16 @@ class Round:
         acked = {b: 0 for b in range(NBLK)}
         nextgen = {b: 1 for b in range(NBLK)}
         writes = 0
+        gone = None
         fd = os.open(path, os.O_WRONLY)
         try:
             while True:
+                if self.opts.get("jdisk_fail") and gone is None and writes >= n // 2:
+                    # a disk holding a journal copy disappears mid-run
+                    gone = next(i for i, d in enumerate(pool.disks)
+                                if os.path.exists(os.path.join(d, "vol", "v", "journal")))
+                    os.rename(pool.disks[gone], pool.disks[gone] + ".gone")
+                    time.sleep(1.5)  # the health watcher looks once a second
                 b = self.rng.randrange(NBLK)
                 g = nextgen[b]
                 nextgen[b] += 1
@@ -176,12 +185,17 @@ class Round:
         # 3. lose the disk(s) holding untouched data columns of the torn stripe
         cand = [int(x) for x in hit.group(1).split(",") if x]
         nlose = 1 if self.layout == "parity1" else 2
-        lose = self.rng.sample(cand, min(nlose, len(cand)))
+        if gone is not None:
+            cand = [d for d in cand if d != gone]
+            lose = [gone] + self.rng.sample(cand, min(nlose - 1, len(cand)))
+        else:
+            lose = self.rng.sample(cand, min(nlose, len(cand)))
         if self.opts.get("damage"):
             if not self.damage_and_resync(pool, path, gens, acked):
                 return None
         for d in lose:
-            shutil.rmtree(pool.disks[d])
+            if d != gone:
+                shutil.rmtree(pool.disks[d])
         src = next(p for i, p in enumerate(pool.disks) if i not in lose)
         mark = len(log_tail(pool, 10**9))
         if self.opts.get("replay_kill"):
@@ -291,7 +305,8 @@ def main():
                      f"hold bytes never written to them over {rounds} rounds)")
     # The journal's own failures, one round each.
     for layout, opts in [("parity1", {"replay_kill": 1}), ("parity2", {"replay_kill": 1}),
-                         ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"})]:
+                         ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"}),
+                         ("parity2", {"jdisk_fail": 1})]:
         res = Round(t, layout, "on", seed * 1000 + 999, **opts).run()
         if res is not None:
             t.eq(tuple(len(x) for x in res), (0, 0, 0),
