@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "layout/layout.h"
+#include "pool/aio.h"
 #include "pool/journal.h"
 
 #define BLK POOL_JOURNAL_BLOCK
@@ -77,6 +78,7 @@ struct copy {
 	int fd;		     /* -1: out of service */
 	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
 	int64_t disk;	     /* pool disk index, -1: unknown */
+	int dsync;	     /* opened O_DIRECT | O_DSYNC: a completed write is durable */
 	char path[4096];
 	uint64_t fsize; /* bytes of the file as opened */
 	uint64_t base;	/* header's base sequence number, 0: no valid header */
@@ -91,6 +93,7 @@ struct pool_journal {
 	char volume[128];
 	struct copy copy[POOL_JOURNAL_MAX_COPIES];
 	_Atomic uint32_t ncopy; /* copies in service */
+	struct pool_aio *aio;	/* writes every copy at once (O_DSYNC copies) */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -324,7 +327,30 @@ static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
  * 0 if at least one copy has it. */
 static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, uint64_t off)
 {
+	struct pool_aio_req req[POOL_JOURNAL_MAX_COPIES];
+	struct copy *rc_of[POOL_JOURNAL_MAX_COPIES];
+	size_t n = 0;
+
+	/* O_DIRECT | O_DSYNC copies: one submission for all of them, each
+	 * write durable when it completes (no fdatasync round per copy). */
+	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (!usable(c) || !c->dsync)
+			continue;
+		rc_of[n] = c;
+		req[n++] = (struct pool_aio_req){
+		    .fd = c->fd, .op = POOL_AIO_WRITE, .buf = (void *)b, .len = len, .off = off};
+	}
+	if (n > 0) {
+		pool_aio_run(j->aio, req, n);
+		for (size_t i = 0; i < n; i++)
+			if (req[i].result < 0 || (size_t)req[i].result != len)
+				copy_fail(j, rc_of[i], "write",
+					  req[i].result < 0 ? (int)-req[i].result : EIO);
+	}
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		if (j->aio && j->copy[i].dsync)
+			continue;
 		struct copy *c = &j->copy[i];
 		if (!usable(c))
 			continue;
@@ -334,7 +360,7 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 	}
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
-		if (usable(c) && fdatasync(c->fd) < 0)
+		if (usable(c) && !(j->aio && c->dsync) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
 	}
 	return j->ncopy > 0 ? 0 : -EIO;
@@ -411,7 +437,8 @@ static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (!j->cfg.no_direct)
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT, 0600);
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | O_DSYNC, 0600);
+	c->dsync = fd >= 0;
 	if (fd < 0)
 		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -442,6 +469,8 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	j->cfg.volume = j->volume;
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->cv, NULL);
+	if (pool_aio_new(&j->aio) < 0)
+		j->aio = NULL; /* then every copy is written with pwrite + fdatasync */
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
 		j->copy[i].fd = -1;
 	if (cfg->size < 2 * BLK || cfg->size % BLK) {
@@ -870,6 +899,8 @@ void pool_journal_close(struct pool_journal *j, int clean)
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
 		if (j->copy[i].fd >= 0)
 			close(j->copy[i].fd);
+	if (j->aio)
+		pool_aio_free(j->aio);
 	free(j->batch);
 	free(j->spare);
 	free(j->set);
