@@ -29,6 +29,7 @@ With --journal off the hole must show (blocks never written, summed over
 the rounds: > 0); with the journal, 0 and 0 in every round.  Rounds per
 layout and mode: SPACEFS_WRITEHOLE_ROUNDS (default 2; 20 by hand).
 """
+import json
 import os
 import random
 import re
@@ -278,6 +279,52 @@ def check_blocks(path, gens, acked):
     return never, lost, eio
 
 
+def journal_full(t, seed):
+    """Sustained small writes through a journal of 8 MiB (the least): each
+    4 KiB write logs 12 KiB per copy, so 2400 of them fill it more than 3
+    times over; writers wait for checkpoints, nothing fails, nothing is
+    lost, and status counts the checkpoints."""
+    rng = random.Random(seed)
+    pool = Pool(6, prefix="spacefs-wh-")
+    try:
+        pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
+                    "--journal-size", "8M")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        fd = os.open(path, os.O_WRONLY)
+        failed = None
+        for i in range(2400):
+            b = rng.randrange(NBLK)
+            g = acked[b] + 1
+            gens[b].add(g)
+            try:
+                os.pwrite(fd, block(b, g), b * BLK)
+            except OSError as e:
+                failed = e
+                break
+            acked[b] = g
+        os.close(fd)
+        t.ok(failed is None, f"journal 8M: 2400 random 4 KiB writes all acknowledged ({failed})")
+        st = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
+        jl = next((v.get("journal_live") for v in st["volumes"] if v["name"] == "v"), None) or {}
+        t.ok(jl.get("checkpoints", 0) >= 3 and jl.get("records", 0) >= 2400,
+             f"journal 8M: status counts {jl.get('records')} records, "
+             f"{jl.get('checkpoints')} checkpoints")
+        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+        m = pool.mount()
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             "journal 8M: after a remount every block holds its last acknowledged write")
+        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+    finally:
+        pool.cleanup()
+
+
 def main():
     t = Tap()
     rounds = int(os.environ.get("SPACEFS_WRITEHOLE_ROUNDS", "2"))
@@ -303,6 +350,7 @@ def main():
             if mode == "off":
                 t.ok(never > 0, f"{layout} journal off: the write hole shows ({never} blocks "
                      f"hold bytes never written to them over {rounds} rounds)")
+    journal_full(t, seed)
     # The journal's own failures, one round each.
     for layout, opts in [("parity1", {"replay_kill": 1}), ("parity2", {"replay_kill": 1}),
                          ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"}),
