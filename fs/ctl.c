@@ -23,6 +23,7 @@
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
+#include "pool/journal.h"
 #include "fs/text.h"
 #include "fs/node.h"
 #include "pool/ctl.h"
@@ -156,6 +157,17 @@ static void status_volume(struct fs *fs, struct fs_text *o, struct fs_volume *v)
 		 v->name, full, v->id, (uint64_t)atomic_load(&v->read_bytes),
 		 (uint64_t)atomic_load(&v->write_bytes), local ? pool_meta_txn(v->meta) : 0,
 		 local ? pool_meta_live_replicas(v->meta) : 0);
+	if (local && v->journal) {
+		struct pool_journal_stats js;
+		pool_journal_stats(v->journal, &js);
+		fs_textf(o,
+			 "\"journal\":{\"mode\":\"write-through\",\"size\":%" PRIu64
+			 ",\"used\":%" PRIu64 ",\"copies\":%u,\"records\":%" PRIu64
+			 ",\"commits\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"checkpoints\":%" PRIu64
+			 ",\"replayed\":%" PRIu64 ",\"damaged\":%" PRIu64 "},",
+			 js.size, js.used, js.copies, js.records, js.commits, js.bytes,
+			 js.checkpoints, js.replayed, js.damaged);
+	}
 	if (fs->node)
 		owner_json(fs, v, local, o);
 	fs_textf(o, "\"disks\":[");
@@ -418,16 +430,22 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 	return 0;
 }
 
-/* "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY" */
+/* "volume-create NAME LAYOUT COPIES PARITY COLUMNS INTERLEAVE INTEGRITY
+ * [JOURNAL JOURNAL_MIB]" (the journal pair is absent from older spacectl) */
 static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int argc)
 {
 	struct layout_geom g = {0};
-	uint32_t integrity;
+	uint32_t integrity, journal = 0, journal_mib = 0;
 	char err[512] = "";
 	int rc = 0;
 
-	if (argc != 8) {
-		fs_textf(o, "error: volume-create takes 7 arguments\n");
+	if (argc != 8 && argc != 10) {
+		fs_textf(o, "error: volume-create takes 7 or 9 arguments\n");
+		return;
+	}
+	if (argc == 10 && (parse_u32(argv[8], POOL_VOLUME_JOURNAL_OFF, &journal) < 0 ||
+			   parse_u32(argv[9], POOL_JOURNAL_MAX_MIB, &journal_mib) < 0)) {
+		fs_textf(o, "error: volume-create: malformed arguments\n");
 		return;
 	}
 	if (layout_kind_parse(argv[2], &g.kind) < 0 || parse_u32(argv[3], 3, &g.copies) < 0 ||
@@ -444,6 +462,9 @@ static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int
 	}
 	pthread_rwlock_wrlock(&fs->pool_lock);
 	rc = pool_volume_create(fs->pool, argv[1], &g, (int)integrity, err, sizeof(err));
+	if (rc == 0 && (journal || journal_mib))
+		rc = pool_volume_set_journal(fs->pool, argv[1], journal, journal_mib, err,
+					     sizeof(err));
 	struct pool_sb_volume pv;
 	if (rc == 0) {
 		const struct pool_sb_volume *found = pool_volume_find(fs->pool, argv[1]);
@@ -455,6 +476,31 @@ static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int
 	pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc == 0)
 		rc = fs_volume_open(fs, &pv, err, sizeof(err));
+	if (rc < 0)
+		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
+	else
+		fs_textf(o, "ok\n");
+}
+
+/* "volume-set-journal NAME MODE MIB": recorded now, applied when the
+ * volume is next opened (mount or takeover). */
+static void cmd_volume_set_journal(struct fs *fs, struct fs_text *o, char **argv, int argc)
+{
+	uint32_t mode, mib;
+	char err[512] = "";
+
+	if (argc != 4 || parse_u32(argv[2], POOL_VOLUME_JOURNAL_OFF, &mode) < 0 ||
+	    parse_u32(argv[3], POOL_JOURNAL_MAX_MIB, &mib) < 0) {
+		fs_textf(o, "error: volume-set-journal: malformed arguments\n");
+		return;
+	}
+	if (fs->opt.read_only) {
+		fs_textf(o, "error: the pool is mounted read-only\n");
+		return;
+	}
+	pthread_rwlock_wrlock(&fs->pool_lock);
+	int rc = pool_volume_set_journal(fs->pool, argv[1], mode, mib, err, sizeof(err));
+	pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0)
 		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
 	else
@@ -493,6 +539,8 @@ static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 		cmd_metrics(fs, o);
 	else if (strcmp(argv[0], "volume-create") == 0)
 		cmd_volume_create(fs, o, argv, argc);
+	else if (strcmp(argv[0], "volume-set-journal") == 0)
+		cmd_volume_set_journal(fs, o, argv, argc);
 	else if (strcmp(argv[0], "shares") == 0 && argc == 1)
 		cmd_shares(fs, o);
 	else if (strcmp(argv[0], "owner-move") == 0)

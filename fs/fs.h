@@ -76,11 +76,14 @@ struct fs_volume {
 	struct pool_meta *meta;
 	struct pool_store *store;
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
-	struct fs_vnode *vn;	 /* ownership state; NULL with one node (fs/node.c) */
-	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
-	struct fs *fs;		 /* back pointer, for the store's hooks */
-	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
-	struct fs_ckpt *ckpt;	 /* checkpoints (fs/ckpt.c); NULL if none */
+	struct fs_vnode *vn;	      /* ownership state; NULL with one node (fs/node.c) */
+	pthread_mutex_t wb_lock;      /* orders attribute write-backs (fs/inode.c) */
+	struct fs *fs;		      /* back pointer, for the store's hooks */
+	struct pool_drl *drl;	      /* dirty-region log (pool/drl.h); NULL if none */
+	struct pool_journal *journal; /* parity journal (pool/journal.h); NULL if none */
+	struct pool_fault fault;      /* SPACEFS_FAULT, for crash tests (pool/fault.h) */
+	struct fs_ckpt *ckpt;	      /* checkpoints (fs/ckpt.c); NULL if none */
+	uint32_t journal_mode;	      /* POOL_VOLUME_JOURNAL_* as opened */
 };
 
 /* An inode some kernel reference or open file holds. */

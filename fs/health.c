@@ -42,6 +42,7 @@
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "pool/drl.h"
+#include "pool/journal.h"
 
 #define HEALTH_PERIOD_MS 1000
 #define FULL_CLEAR_BYTES (1ull << 20)
@@ -85,6 +86,8 @@ static void stores_fail(struct fs *fs, uint32_t disk)
 		if (!fs_vol_hold_local(fs->vol[i]))
 			continue;
 		pool_store_disk_set(fs->vol[i]->store, disk, POOL_STORE_DISK_FAILED);
+		if (fs->vol[i]->journal)
+			pool_journal_disk_failed(fs->vol[i]->journal, disk);
 		fs_vol_leave(fs->vol[i]);
 	}
 }

@@ -49,6 +49,7 @@
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "pool/drl.h"
+#include "pool/journal.h"
 
 #define MAX_JOBS       32
 #define MAX_BAD_PATHS  16
@@ -901,6 +902,14 @@ void fs_jobs_tick(struct fs *fs)
 			continue;
 		if (v->drl)
 			pool_drl_clean(v->drl, drl_sync, v->store);
+		if (v->journal) {
+			/* A quarter full: start a new epoch now, so writers
+			 * rarely wait for one and a replay stays short. */
+			struct pool_journal_stats js;
+			pool_journal_stats(v->journal, &js);
+			if (js.used >= js.size / 4)
+				pool_journal_checkpoint(v->journal, js.size / 4);
+		}
 		fs_vol_leave(v);
 	}
 }

@@ -17,11 +17,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "pool/drl.h"
+#include "pool/journal.h"
 
 int64_t fs_now_ns(void)
 {
@@ -174,6 +176,7 @@ static int open_store(struct fs *fs, struct fs_volume *v, char *err, size_t errl
 	    .integrity = v->integrity,
 	    .no_direct = fs->opt.no_odirect,
 	    .diskq = fs->diskq,
+	    .fault = &v->fault,
 	};
 	rc = pool_store_open(&cfg, &v->store, err, errlen);
 	free(paths);
@@ -206,14 +209,106 @@ static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_vol
 	return rc ? rc : fs_ckpt_attach(v, dirs, n, err, errlen);
 }
 
+static int journal_sync(void *arg)
+{
+	return pool_store_syncfs(arg);
+}
+
+/* Replay one journal record: the file's map is taken from the metadata
+ * as it is now (a file deleted since has nothing to restore). */
+static int journal_apply(void *arg, const struct pool_journal_rec *r)
+{
+	struct fs_volume *v = arg;
+	struct pool_inode in;
+	int rc = pool_meta_get(v->meta, r->file_id, &in);
+
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	struct pool_file_map map = {.id = in.ino, .npos = in.npos};
+	memcpy(map.disk, in.disk, sizeof(map.disk));
+	if (map.npos == 0)
+		return 0;
+	return pool_store_replay(v->store, &map, r);
+}
+
+/* The parity journal: parity + 1 copies on the volume's metadata disks in
+ * service (docs/FORMAT.md, "Parity journal").  Replayed here, before
+ * anything else writes the volume; with the journal turned off, a
+ * journal left over is replayed once and then left alone. */
+static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
+			char *err, size_t errlen)
+{
+	const char *paths[POOL_JOURNAL_MAX_COPIES];
+	uint32_t disks[POOL_JOURNAL_MAX_COPIES];
+	char buf[POOL_JOURNAL_MAX_COPIES][POOL_PATH_MAX + 96];
+	uint32_t n = 0, want = pv->geom.parity + 1;
+	struct stat st;
+
+	v->journal_mode = pv->journal;
+	if (pv->geom.kind != LAYOUT_PARITY || fs->opt.read_only)
+		return 0;
+	for (uint32_t i = 0; i < pv->nmeta && n < want && n < POOL_JOURNAL_MAX_COPIES; i++) {
+		if (pv->meta[i] >= fs->pool->ndisks || !pool_disk_in_service(fs->pool, pv->meta[i]))
+			continue;
+		snprintf(buf[n], sizeof(buf[n]), "%s/vol/%s/journal",
+			 fs->pool->disk[pv->meta[i]].path, pv->name);
+		paths[n] = buf[n];
+		disks[n] = pv->meta[i];
+		n++;
+	}
+	int exists = 0;
+	for (uint32_t i = 0; i < n; i++)
+		exists |= stat(paths[i], &st) == 0;
+	if (pv->journal == POOL_VOLUME_JOURNAL_OFF && !exists)
+		return 0;
+	if (n == 0) {
+		snprintf(err, errlen, "volume %s: no disk in service for its journal", pv->name);
+		return -EIO;
+	}
+	if (n < want)
+		fs_log("volume %s: journal kept in %u of %u copies (its disks are out of service)",
+		       pv->name, n, want);
+	uint32_t mib = pv->journal_mib ? pv->journal_mib : POOL_JOURNAL_DEFAULT_MIB;
+	struct pool_journal_config cfg = {
+	    .volume = pv->name,
+	    .volume_id = pv->id,
+	    .path = paths,
+	    .disk = disks,
+	    .npath = n,
+	    .size = (uint64_t)mib << 20,
+	    .no_direct = fs->opt.no_odirect,
+	    .sync = journal_sync,
+	    .arg = v->store,
+	    .fault = &v->fault,
+	};
+	int rc = pool_journal_open(&cfg, &v->journal, err, errlen);
+	if (rc == 0 && (rc = pool_journal_replay(v->journal, journal_apply, v)) < 0)
+		snprintf(err, errlen, "volume %s: journal replay failed: %s", pv->name,
+			 strerror(-rc));
+	if (rc == 0 && pv->journal == POOL_VOLUME_JOURNAL_OFF) {
+		pool_journal_close(v->journal, 1);
+		v->journal = NULL;
+		for (uint32_t i = 0; i < n; i++)
+			unlink(paths[i]); /* replayed: nothing left to keep */
+	}
+	if (rc == 0 && v->journal)
+		pool_store_set_journal(v->store, v->journal);
+	return rc;
+}
+
 /* Open the volume's stores (metadata replicas, chunk store, dirty-region
- * log), reap orphans and resync what an unclean stop left dirty: at
- * mount, or when this node becomes the volume's owner. */
+ * log, parity journal), replay the journal, reap orphans and resync what
+ * an unclean stop left dirty: at mount, or when this node becomes the
+ * volume's owner. */
 int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
 		     size_t errlen)
 {
-	int rc = open_meta(fs, v, pv, err, errlen);
+	int rc = pool_fault_parse(getenv("SPACEFS_FAULT"), &v->fault, err, errlen);
 
+	if (rc == 0)
+		rc = open_meta(fs, v, pv, err, errlen);
 	if (rc == 0)
 		rc = open_store(fs, v, err, errlen);
 	if (rc == 0 && v->vn)
@@ -223,6 +318,8 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 			 strerror(-rc));
 	if (rc == 0)
 		rc = open_drl(fs, v, pv, err, errlen);
+	if (rc == 0)
+		rc = open_journal(fs, v, pv, err, errlen);
 	if (rc == 0)
 		rc = purge_orphans(v);
 	if (rc == 0 && (rc = fs_volume_resync(fs, v)) < 0)
@@ -238,6 +335,11 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 void fs_volume_detach(struct fs_volume *v)
 {
 	fs_ckpt_detach(v); /* stops the merge worker before the stores go */
+	if (v->journal) {
+		pool_store_set_journal(v->store, NULL);
+		pool_journal_close(v->journal, 1);
+	}
+	v->journal = NULL;
 	if (v->drl)
 		pool_drl_close(v->drl, v->store && pool_store_syncfs(v->store) == 0);
 	if (v->store)

@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pool/journal.h"
 #include "pool/pool.h"
 
 #define SPACE_TTL_NS 1000000000LL	  /* free-space cache lifetime */
@@ -1165,6 +1166,39 @@ int pool_volume_create(struct pool *p, const char *name, const struct layout_geo
 	}
 	make_vol_dirs(p, name);
 	return 0;
+}
+
+int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uint32_t mib,
+			    char *err, size_t errlen)
+{
+	struct pool_sb_volume *v = (struct pool_sb_volume *)pool_volume_find(p, name);
+
+	if (p->incomplete)
+		return fail(err, errlen, -EROFS, "pool '%s': incomplete, opened read-only",
+			    p->sb->pool_name);
+	if (!v)
+		return fail(err, errlen, -ENOENT, "volume '%s': no such volume in pool '%s'", name,
+			    p->sb->pool_name);
+	if (v->geom.kind != LAYOUT_PARITY)
+		return fail(err, errlen, -EINVAL,
+			    "volume '%s': only parity volumes have a journal (this one is %s)",
+			    name, layout_kind_name(v->geom.kind));
+	if (mode > POOL_VOLUME_JOURNAL_OFF)
+		return fail(err, errlen, -EINVAL, "volume '%s': unknown journal mode %u", name,
+			    mode);
+	if (mib && (mib < POOL_JOURNAL_MIN_MIB || mib > POOL_JOURNAL_MAX_MIB))
+		return fail(err, errlen, -EINVAL,
+			    "volume '%s': journal size %u MiB is outside %u MiB..%u MiB", name, mib,
+			    POOL_JOURNAL_MIN_MIB, POOL_JOURNAL_MAX_MIB);
+	uint32_t old_mode = v->journal, old_mib = v->journal_mib;
+	v->journal = mode;
+	v->journal_mib = mib;
+	int rc = pool_commit(p, err, errlen);
+	if (rc < 0) {
+		v->journal = old_mode;
+		v->journal_mib = old_mib;
+	}
+	return rc;
 }
 
 /* rm -rf name under dirfd, without following symlinks.  Directories are

@@ -133,6 +133,11 @@ int pool_place(struct pool *p, uint32_t npos, uint8_t *disk_out);
  * disks (best effort: pool/meta and pool/store create it as needed). */
 int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g, int integrity,
 		       char *err, size_t errlen);
+/* The parity journal settings of volume `name` (parity volumes only):
+ * mode POOL_VOLUME_JOURNAL_*, size in MiB (0: the default).  Commits; a
+ * mounted daemon applies them when it next opens the volume. */
+int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uint32_t mib,
+			    char *err, size_t errlen);
 /* Remove a volume: marks it deleting and commits, removes <disk>/vol/<name>
  * from every reachable disk, then drops it from the catalogue and commits.
  * If interrupted, the volume stays "deleting" and the call can be repeated. */

@@ -83,6 +83,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pool/journal.h"
 #include "pool/store_int.h"
 #include "pool/store_priv.h"
 
@@ -888,6 +889,144 @@ static int finish_plan(struct rq *q, struct layout_write_plan *p, const uint8_t 
 	return layout_plan_finish(s->codec, &s->g, p, psrc, rbuf, wbuf);
 }
 
+/* ---- the parity journal ---------------------------------------------------- */
+
+/* The crash-test fault "tear" (pool/fault.h): issue only the first chunk
+ * write of the partial-stripe update whose writes are c[0..n) and end the
+ * process, as a power cut between the data and the parity write would.
+ * The log line names the data disks of the stripe left unwritten: the
+ * disks whose loss shows the write hole. */
+static _Noreturn void tear(struct rq *q, const struct cio *c, size_t n, uint64_t stripe)
+{
+	const struct pool_store *s = q->s;
+	uint64_t written = 0;
+	char list[256] = "", what[512];
+	size_t at = 0;
+
+	for (size_t i = 0; i < n; i++)
+		written |= 1ull << c[i].pos;
+	for (uint32_t p = 0; p < q->f->npos; p++) {
+		uint32_t slot, copy;
+		layout_pos_slot(&s->g, stripe, p, &slot, &copy);
+		if (slot < s->k && !(written & (1ull << p)) && at < sizeof(list) - 8)
+			at += (size_t)snprintf(list + at, sizeof(list) - at, "%s%u", at ? "," : "",
+					       q->f->disk[p]);
+	}
+	store_phase_write(q, (struct cio *)c, 1);
+	snprintf(what, sizeof(what),
+		 "tear: file %016" PRIx64 " stripe %" PRIu64
+		 ": issued 1 of %zu chunk writes (disk %u); data disks not written: %s",
+		 q->f->id, stripe, n, q->f->disk[c[0].pos], list);
+	pool_fault_die(s->volume, what);
+}
+
+/*
+ * Write c[0..nw), the chunk writes of nst stripe plans, parity layout.
+ * Every stripe the request covers only in part is recorded in the journal
+ * first (its data and parity pieces exactly as they are about to be
+ * written), so a crash cannot leave it inconsistent.  Whole stripes skip
+ * the journal: every block of theirs is being written, so none that the
+ * request does not touch can be left wrong; but a whole-stripe write over
+ * a stripe that has a record in this epoch must not be undone by a replay
+ * of that older record: the barrier checkpoints first (rare; it comes
+ * before logging, which counts this request's records in flight).
+ */
+static int write_journaled(struct rq *q, struct cio *c, size_t nw, size_t nst)
+{
+	struct pool_store *s = q->s;
+	struct scratch *t = q->t;
+	struct pool_journal *j = atomic_load(&s->journal);
+	struct pool_journal_piece piece[2][LAYOUT_MAX_POSITIONS];
+	struct pool_journal_rec rec[2];
+	size_t nrec = 0, first = 0, w = 0;
+	uint64_t full_lo = UINT64_MAX, full_hi = 0;
+	int rc;
+
+	for (size_t i = 0; i < nst; i++) {
+		const struct layout_write_plan *p = &t->wp[i];
+		size_t n = 0;
+		while (w + n < nw && c[w + n].off / s->g.interleave == p->stripe)
+			n++;
+		if (p->len == s->stripe_bytes) {
+			full_lo = full_lo < p->stripe ? full_lo : p->stripe;
+			full_hi = p->stripe;
+		} else if (n > 0) {
+			/* A request is one contiguous range: at most its first and
+			 * last stripes are partial, each one piece per position. */
+			if (nrec == 2 || n > LAYOUT_MAX_POSITIONS)
+				return -EINVAL;
+			if (nrec == 0)
+				first = w;
+			size_t x = nrec++;
+			for (size_t k = 0; k < n; k++)
+				piece[x][k] =
+				    (struct pool_journal_piece){.pos = c[w + k].pos,
+								.len = (uint32_t)c[w + k].len,
+								.off = c[w + k].off,
+								.buf = c[w + k].buf};
+			rec[x] = (struct pool_journal_rec){.file_id = q->f->id,
+							   .stripe = p->stripe,
+							   .npiece = (uint32_t)n,
+							   .piece = piece[x]};
+		}
+		w += n;
+	}
+	if (j && full_lo <= full_hi &&
+	    (rc = pool_journal_barrier(j, q->f->id, full_lo, full_hi)) < 0)
+		return rc;
+	if (j && nrec > 0 && (rc = pool_journal_log(j, rec, nrec)) < 0) {
+		store_log(s, "file %016" PRIx64 ": journal write failed: %s", q->f->id,
+			  strerror(-rc));
+		return -EIO;
+	}
+	if (nrec > 0 && pool_fault_hit(s->fault, POOL_FAULT_TEAR))
+		tear(q, c + first, rec[0].npiece, rec[0].stripe);
+	rc = store_phase_write(q, c, nw);
+	if (j && nrec > 0)
+		pool_journal_done(j, nrec);
+	return rc;
+}
+
+void pool_store_set_journal(struct pool_store *s, struct pool_journal *j)
+{
+	atomic_store(&s->journal, j);
+}
+
+int pool_store_replay(struct pool_store *s, const struct pool_file_map *f,
+		      const struct pool_journal_rec *r)
+{
+	struct stripelock_set set;
+	struct cio c[LAYOUT_MAX_POSITIONS];
+	struct rq q;
+	size_t n = 0;
+	int rc = store_check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	struct scratch *t = store_scratch_get(s);
+	if (!t)
+		return -ENOMEM;
+	store_rq_init(&q, s, t, f);
+	stripelock_lock(s->locks, f->id, r->stripe, r->stripe, 1, &set);
+	uint64_t dead = store_rq_mask(&q, r->stripe);
+	for (uint32_t i = 0; i < r->npiece && rc == 0; i++) {
+		const struct pool_journal_piece *p = &r->piece[i];
+		if (p->pos >= f->npos || p->off / s->g.interleave != r->stripe ||
+		    p->off % s->g.interleave + p->len > s->g.interleave ||
+		    n == LAYOUT_MAX_POSITIONS)
+			rc = -EINVAL; /* the record does not fit this volume's files */
+		else if (!(dead & (1ull << p->pos)))
+			c[n++] = (struct cio){
+			    .pos = p->pos, .len = p->len, .buf = (uint8_t *)p->buf, .off = p->off};
+	}
+	if (rc == 0 && n > 0)
+		rc = store_phase_write(&q, c, n);
+	stripelock_unlock(s->locks, &set);
+	store_rq_end(&q);
+	store_scratch_put(s, t);
+	return rc;
+}
+
 /* Write the block-aligned [off, off+len) from src (locks held). */
 static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *src)
 {
@@ -951,6 +1090,8 @@ static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *s
 		w += nwrite;
 	}
 	assert(w == nr + nw);
+	if (s->g.kind == LAYOUT_PARITY && (atomic_load(&s->journal) || s->fault))
+		return write_journaled(q, t->cio + nr, nw, nst);
 	return store_phase_write(q, t->cio + nr, nw);
 }
 
@@ -1229,6 +1370,9 @@ int pool_store_punch(struct pool_store *s, const struct pool_file_map *f, uint64
 		return rc;
 	if (end < off)
 		return -EINVAL;
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && (rc = pool_journal_barrier(j, f->id, off / sb, (end - 1) / sb)) < 0)
+		return rc; /* a replay must not bring back what the punch removes */
 	if (first >= last)
 		return write_zeros(s, f, off, len);
 	rc = write_zeros(s, f, off, first * sb - off);
@@ -1280,6 +1424,9 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 
 	if (rc < 0 || new_size >= old_size)
 		return rc;
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && (rc = pool_journal_barrier(j, f->id, new_size / sb, UINT64_MAX)) < 0)
+		return rc; /* a replay must not bring back what the cut removes */
 	/* The last stripe keeps its bytes past new_size on disk: zero them,
 	 * parity included.  Bytes past old_size are zeros already (every
 	 * truncate leaves them so), which saves allocating chunk space for
@@ -1380,6 +1527,9 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f)
 
 	if (rc < 0)
 		return rc;
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && (rc = pool_journal_barrier(j, f->id, 0, UINT64_MAX)) < 0)
+		return rc; /* no replay may recreate the file's chunks */
 	for (uint32_t p = 0; p < f->npos; p++) {
 		uint32_t disk = f->disk[p];
 		store_chunk_drop(s, f->id, p, disk);
@@ -1721,6 +1871,7 @@ int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out
 	s->ndisks = cfg->ndisks;
 	if (cfg->hooks)
 		s->hooks = *cfg->hooks;
+	s->fault = cfg->fault && cfg->fault->kind == POOL_FAULT_TEAR ? cfg->fault : NULL;
 	pthread_mutex_init(&s->grave_mu, NULL);
 	pthread_mutex_init(&s->scratch_mu, NULL);
 	pthread_mutex_init(&s->size_mu, NULL);

@@ -37,6 +37,7 @@
 #include <sys/types.h>
 
 #include "layout/layout.h"
+#include "pool/fault.h"
 #include "pool/lathist.h"
 
 struct pool_store;
@@ -102,6 +103,7 @@ struct pool_store_config {
 	/* Emulated disks, by disk index (pool/diskmodel.h); NULL, or NULL
 	 * entries: the disk's own speed.  The queues outlive the store. */
 	struct pool_diskq *const *diskq;
+	struct pool_fault *fault;	      /* crash-test fault (pool/fault.h); NULL: none */
 };
 
 /* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the
@@ -134,6 +136,20 @@ int pool_store_remove(struct pool_store *s, const struct pool_file_map *f);
 /* Bytes allocated on disk for the file's data chunks, all positions, for
  * st_blocks. */
 int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, uint64_t *bytes);
+/* ---- the parity journal (pool/journal.h) ---- */
+
+struct pool_journal;
+struct pool_journal_rec;
+/* From now on partial-stripe parity updates are journaled in j before
+ * they touch a stripe in place (NULL: not any more).  Set before the
+ * first write, or with no write in flight. */
+void pool_store_set_journal(struct pool_store *s, struct pool_journal *j);
+/* Replay: write record r's pieces in place for file f (positions on
+ * disks out of service are skipped), with fresh checksums.  0 or a
+ * negative errno. */
+int pool_store_replay(struct pool_store *s, const struct pool_file_map *f,
+		      const struct pool_journal_rec *r);
+
 /* ---- holes and reservations (pool/sparse.c) ---- */
 
 /* lseek(2) SEEK_DATA or SEEK_HOLE (whence) from `off` in a file of `size`

@@ -108,6 +108,8 @@ struct pool_store {
 	pthread_mutex_t grave_mu; /* old disk paths, freed at close (readers may hold them) */
 	char **grave;
 	size_t ngrave;
+	struct pool_journal *_Atomic journal; /* parity journal (pool/journal.h); NULL: none */
+	struct pool_fault *fault;	      /* crash-test fault (pool/fault.h); NULL: none */
 };
 
 /* One line on stderr, written at once so lines of threads do not mix. */

@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pool/journal.h"
 #include "pool/superblock.h"
 
 static const uint8_t sb_magic[8] = {'S', 'P', 'A', 'C', 'E', 'F', 'S', 'P'};
@@ -105,8 +106,10 @@ enum {
 	V_INTEGRITY = 108,
 	V_STATE = 112,
 	V_NMETA = 116,
-	V_META = 120,	  /* POOL_META_DISKS bytes */
-	V_RESERVED = 123, /* zeros up to POOL_SB_VOLUME_SIZE */
+	V_META = 120,	     /* POOL_META_DISKS bytes */
+	V_JOURNAL = 123,     /* u8 */
+	V_JOURNAL_MIB = 124, /* u32 */
+	V_RESERVED = 128,    /* zeros up to POOL_SB_VOLUME_SIZE */
 };
 
 #define NAME_FIELD 72u /* bytes of a name field: 64 chars, NUL, zero padding */
@@ -335,6 +338,13 @@ static int check_volume(const struct pool_sb *sb, uint32_t i, const char *name, 
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: volume '%s' integrity flag is %u", name,
 			    v->name, v->integrity);
+	if (v->journal > POOL_VOLUME_JOURNAL_OFF ||
+	    (v->geom.kind != LAYOUT_PARITY && (v->journal || v->journal_mib)) ||
+	    (v->journal_mib &&
+	     (v->journal_mib < POOL_JOURNAL_MIN_MIB || v->journal_mib > POOL_JOURNAL_MAX_MIB)))
+		return fail(err, errlen, -EUCLEAN,
+			    "%s: invalid superblock: volume '%s' has journal mode %u, %u MiB", name,
+			    v->name, v->journal, v->journal_mib);
 	if (v->state < POOL_VOLUME_ONLINE || v->state > POOL_VOLUME_DELETING)
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: volume '%s' has unknown state %u", name,
@@ -451,6 +461,8 @@ static void enc_volume(const struct pool_sb_volume *v, uint8_t *p)
 	wr32(p + V_STATE, (uint32_t)v->state);
 	wr32(p + V_NMETA, v->nmeta);
 	memcpy(p + V_META, v->meta, v->nmeta);
+	p[V_JOURNAL] = (uint8_t)v->journal;
+	wr32(p + V_JOURNAL_MIB, v->journal_mib);
 }
 
 static void enc_model(const struct pool_diskmodel *m, uint8_t *p)
@@ -628,8 +640,11 @@ static int dec_volume(const uint8_t *p, struct pool_sb_volume *v)
 		return -1;
 	memcpy(v->meta, p + V_META, POOL_META_DISKS);
 	/* unused metadata slots are zero, like every other padding byte */
-	if (!all_zero(p + V_META + v->nmeta, POOL_SB_VOLUME_SIZE - V_META - v->nmeta))
+	if (!all_zero(p + V_META + v->nmeta, V_JOURNAL - V_META - v->nmeta) ||
+	    !all_zero(p + V_RESERVED, POOL_SB_VOLUME_SIZE - V_RESERVED))
 		return -1;
+	v->journal = p[V_JOURNAL];
+	v->journal_mib = rd32(p + V_JOURNAL_MIB);
 	return rd_string(p + V_NAME, NAME_FIELD, v->name, sizeof(v->name));
 }
 

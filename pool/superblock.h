@@ -75,12 +75,23 @@ struct pool_sb_member {
 	struct pool_diskmodel model; /* emulated disk; kind NONE by default */
 };
 
+/* Parity journal modes, as stored (0 is the default, so superblocks
+ * written before the journal existed read as "on"). */
+enum pool_volume_journal {
+	POOL_VOLUME_JOURNAL_ON = 0, /* write-through */
+	POOL_VOLUME_JOURNAL_OFF = 1,
+};
+
 struct pool_sb_volume {
 	char name[POOL_NAME_MAX + 1];
 	uint64_t id;	 /* unique in the pool, never reused */
 	int64_t created; /* seconds since the epoch */
 	struct layout_geom geom;
 	uint32_t integrity; /* 1: CRC-32C per 4 KiB block */
+	/* parity journal (pool/journal.h): POOL_VOLUME_JOURNAL_*, and bytes
+	 * per copy in MiB (0: POOL_JOURNAL_DEFAULT_MIB); both 0 unless parity */
+	uint32_t journal;
+	uint32_t journal_mib;
 	enum pool_volume_state state;
 	uint32_t nmeta; /* metadata disks, 1..POOL_META_DISKS */
 	uint8_t meta[POOL_META_DISKS];

@@ -25,7 +25,7 @@ _spacectl()
     _init_completion || return
 
     local verbs="pool volume status smbconf owner disk repair scrub metrics checkpoint backup"
-    local -A sub=([pool]="create" [volume]="create list delete"
+    local -A sub=([pool]="create" [volume]="create list delete set"
         [owner]="move balance prefer" [disk]="add replace retire set"
         [checkpoint]="create list merge delete")
 
@@ -53,7 +53,8 @@ _spacectl()
     -l | --layout) COMPREPLY=($(compgen -W "simple mirror parity" -- "$cur")); return ;;
     -c | --copies) COMPREPLY=($(compgen -W "2 3" -- "$cur")); return ;;
     -p | --parity) COMPREPLY=($(compgen -W "1 2" -- "$cur")); return ;;
-    -I | --integrity) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
+    -I | --integrity | -j | --journal) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
+    -J | --journal-size) COMPREPLY=($(compgen -W "64M 256M 1G" -- "$cur")); return ;;
     -i | --interleave) COMPREPLY=($(compgen -W "16K 32K 64K 128K 256K 512K 1M" -- "$cur")); return ;;
     -m | --model) COMPREPLY=($(compgen -W "hdd-7200 hdd-15k ssd-sata nvme none" -- "$cur")); return ;;
     -n | --columns | -r | --rate | --interval | --node | --host | --iops | --mbps | --latency) return ;;
@@ -65,7 +66,8 @@ _spacectl()
         case $cmd in
         "pool create") o+=" --force --model" ;;
         "disk set") o+=" --model --iops --mbps --latency" ;;
-        "volume create") o+=" --layout --copies --parity --columns --interleave --integrity" ;;
+        "volume create") o+=" --layout --copies --parity --columns --interleave --integrity --journal --journal-size" ;;
+        "volume set") o+=" --journal --journal-size" ;;
         "volume list" | status) o+=" --json" ;;
         "disk replace" | "disk retire" | repair | scrub | backup | "checkpoint merge" | \
             "checkpoint delete") o+=" --wait --rate" ;;
@@ -80,8 +82,9 @@ _spacectl()
     for ((i = at; i < cword; i++)); do
         case ${words[i]} in
         --layout | --copies | --parity | --columns | --interleave | --integrity | --rate | \
+            --journal | --journal-size | \
             --node | --host | --watch | --smb-conf | --interval | --model | --iops | --mbps | \
-            --latency | -[lcpniIrm]) ((i++)) ;;
+            --latency | -[lcpniIrjJm]) ((i++)) ;;
         -*) ;;
         *) args+=("${words[i]}") ;;
         esac
@@ -91,7 +94,7 @@ _spacectl()
     case "$cmd:$n" in
     "pool create:"*) _filedir -d ;; # NAME, then disks
     *:0) _filedir -d ;;             # SOURCE: a disk of the pool
-    "volume delete:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1 | \
+    "volume delete:1" | "volume set:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1 | \
         "checkpoint "*:1 | backup:1)
         COMPREPLY=($(compgen -W "$(_spacectl_volumes "$src")" -- "$cur")) ;;
     "disk replace:1" | "disk retire:1" | "disk set:1")

@@ -5,6 +5,7 @@
  *   spacectl volume create SOURCE NAME --layout L [options]
  *   spacectl volume list SOURCE [--json]
  *   spacectl volume delete SOURCE NAME
+ *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S]
  *   spacectl status SOURCE [--json]
  *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
  *   spacectl owner move SOURCE VOLUME NODE
@@ -37,6 +38,7 @@
 #include "layout/layout.h"
 #include "pool/ctl.h"
 #include "pool/owner.h"
+#include "pool/journal.h"
 #include "pool/pool.h"
 #include "tools/smbconf.h"
 #include "tools/spacectl_ckpt.h"
@@ -81,6 +83,7 @@ static const char help_main[] =
     "  volume create SOURCE NAME --layout L  add a volume (see volume create --help)\n"
     "  volume list SOURCE [--json]           list the volumes of a pool\n"
     "  volume delete SOURCE NAME             delete a volume and all its files\n"
+    "  volume set SOURCE NAME [options]      change a volume's journal settings\n"
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
@@ -131,6 +134,7 @@ static const char help_volume[] =
     "  create SOURCE NAME --layout L [options]   add a volume\n"
     "  list SOURCE [--json]                      list volumes\n"
     "  delete SOURCE NAME                        delete a volume and its files\n"
+    "  set SOURCE NAME [--journal on|off] [--journal-size S]  change settings\n"
     "\n"
     "See spacectl volume COMMAND --help.\n";
 
@@ -153,6 +157,7 @@ static const char help_volume_create[] =
     "usage: spacectl volume create SOURCE NAME --layout simple|mirror|parity\n"
     "                              [--copies 2|3] [--parity 1|2] [--columns N]\n"
     "                              [--interleave SIZE] [--integrity on|off]\n"
+    "                              [--journal on|off] [--journal-size SIZE]\n"
     "\n"
     "Add volume NAME to the pool that disk SOURCE belongs to.  NAME follows the\n"
     "pool name rules.  Its metadata is kept on the 3 disks with the most free\n"
@@ -175,9 +180,27 @@ static const char help_volume_create[] =
     "                       to 1M, in bytes or with a K or M suffix; default 256K\n"
     "  -I, --integrity X    on (default): CRC-32C of every 4 KiB block, checked\n"
     "                       on every read; off: faster, no checksums\n"
+    "  -j, --journal X      parity only: on (default): every partial-stripe\n"
+    "                       update is journaled first (write-through), so a\n"
+    "                       crash followed by a lost disk cannot return bytes\n"
+    "                       nobody wrote (the write hole); off: no journal\n"
+    "  -J, --journal-size S parity only: bytes per journal copy, with K, M or\n"
+    "                       G, 8M..64G in whole MiB; default 256M\n"
     "  -h, --help           show this help\n"
     "\n"
     "example: spacectl volume create /disks/d0 vms --layout mirror --copies 2\n";
+
+static const char help_volume_set[] =
+    "usage: spacectl volume set SOURCE NAME [--journal on|off] [--journal-size SIZE]\n"
+    "\n"
+    "Change settings of volume NAME.  A mounted daemon applies them the next\n"
+    "time it opens the volume (mount, or takeover by another node); turning\n"
+    "the journal off replays it first, so nothing it holds is lost.\n"
+    "\n"
+    "options:\n"
+    "  -j, --journal X      parity only: on or off (see volume create --help)\n"
+    "  -J, --journal-size S parity only: bytes per journal copy, 8M..64G\n"
+    "  -h, --help           show this help\n";
 
 static const char help_volume_list[] =
     "usage: spacectl volume list SOURCE [--json]\n"
@@ -355,6 +378,27 @@ static void live_cannot_allocate(const char *live, const char *name, char *out, 
 		json_peek(v, "cannot_allocate", out, size);
 }
 
+/* The daemon's journal counters of volume `name` ("journal":{...} in its
+ * status), as a JSON object text, or "" if it has none. */
+static void live_journal(const char *live, const char *name, char *out, size_t size)
+{
+	char pat[POOL_NAME_MAX + 32];
+	const char *v, *jn, *end;
+
+	snprintf(pat, sizeof(pat), "{\"name\":\"%s\",\"cannot_allocate\":", name);
+	out[0] = '\0';
+	if (!live || !(v = strstr(live, pat)) || !(jn = strstr(v, "\"journal\":{")))
+		return;
+	const char *disks = strstr(v, "\"disks\":[");
+	if (disks && disks < jn)
+		return; /* that one is a later volume's */
+	jn += strlen("\"journal\":");
+	if (!(end = strchr(jn, '}')) || (size_t)(end - jn + 2) > size)
+		return;
+	memcpy(out, jn, (size_t)(end - jn + 1));
+	out[end - jn + 1] = '\0';
+}
+
 /* "full (disk 1)" / "full (disks 1,3)" for the health line, or "". */
 static void live_full_disks(const char *live, char *out, size_t size)
 {
@@ -455,6 +499,8 @@ struct volume_create_args {
 	enum layout_kind kind;
 	uint32_t copies, parity, columns, interleave; /* 0: default */
 	int integrity;
+	int journal;	      /* -1: default, else POOL_VOLUME_JOURNAL_* */
+	uint32_t journal_mib; /* 0: default */
 };
 
 /* Fewest disks a layout can live on, for the "too few disks" message. */
@@ -516,9 +562,9 @@ static int create_via_daemon(struct pool *p, const struct volume_create_args *a,
 	char *reply = NULL;
 	int rc;
 
-	snprintf(req, sizeof(req), "volume-create %s %s %u %u %u %u %d", a->name,
+	snprintf(req, sizeof(req), "volume-create %s %s %u %u %u %u %d %u %u", a->name,
 		 layout_kind_name(g->kind), g->copies, g->parity, g->columns, g->interleave,
-		 a->integrity);
+		 a->integrity, a->journal < 0 ? 0 : (unsigned)a->journal, a->journal_mib);
 	rc = daemon_call(p, req, &reply, err, sizeof(err));
 	free(reply);
 	if (rc == -ENOENT)
@@ -535,6 +581,10 @@ static int create_offline(struct pool *p, const struct volume_create_args *a,
 	char err[POOL_MSG_MAX * 2];
 
 	if (pool_volume_create(p, a->name, g, a->integrity, err, sizeof(err)) < 0)
+		return say_error(1, NULL, "%s", err);
+	if ((a->journal > 0 || a->journal_mib) &&
+	    pool_volume_set_journal(p, a->name, a->journal < 0 ? 0 : (uint32_t)a->journal,
+				    a->journal_mib, err, sizeof(err)) < 0)
 		return say_error(1, NULL, "%s", err);
 	warn_unhealthy(p);
 	return 0;
@@ -559,11 +609,46 @@ static int do_volume_create(const struct volume_create_args *a)
 	}
 	if (rc == 0) {
 		describe_geom(&g, desc, sizeof(desc));
-		printf("volume '%s' created: %s, integrity %s\n", a->name, desc,
-		       a->integrity ? "on" : "off");
+		printf("volume '%s' created: %s, integrity %s%s\n", a->name, desc,
+		       a->integrity ? "on" : "off",
+		       g.kind != LAYOUT_PARITY		       ? ""
+		       : a->journal == POOL_VOLUME_JOURNAL_OFF ? ", journal off"
+							       : ", journal on (write-through)");
 	}
 	pool_close(p);
 	return rc;
+}
+
+/* --journal on|off (c 'j') and --journal-size (c 'J'), for create and set. */
+static int journal_option(int c, const char *arg, int *mode, uint32_t *mib)
+{
+	if (c == 'j') {
+		if (strcmp(arg, "on") && strcmp(arg, "off"))
+			return say_error(EXIT_USAGE, "--journal", "must be on or off, not '%s'",
+					 arg);
+		*mode = strcmp(arg, "on") ? POOL_VOLUME_JOURNAL_OFF : POOL_VOLUME_JOURNAL_ON;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(arg, &end, 10);
+	unsigned long long mul = 1;
+	if (*end == 'K' || *end == 'k')
+		mul = 1ull << 10;
+	else if (*end == 'M' || *end == 'm')
+		mul = 1ull << 20;
+	else if (*end == 'G' || *end == 'g')
+		mul = 1ull << 30;
+	if (mul > 1)
+		end++;
+	if (errno || end == arg || *end || arg[0] == '-' || v > (1ull << 40) ||
+	    (v * mul) % (1ull << 20) || v * mul < ((uint64_t)POOL_JOURNAL_MIN_MIB << 20) ||
+	    v * mul > ((uint64_t)POOL_JOURNAL_MAX_MIB << 20))
+		return say_error(EXIT_USAGE, "--journal-size",
+				 "'%s' is not a size of whole MiB from %uM to %uM", arg,
+				 POOL_JOURNAL_MIN_MIB, POOL_JOURNAL_MAX_MIB);
+	*mib = (uint32_t)(v * mul >> 20);
+	return 0;
 }
 
 static int vc_option(struct volume_create_args *a, int c, const char *arg, int *have_layout)
@@ -599,6 +684,9 @@ static int vc_option(struct volume_create_args *a, int c, const char *arg, int *
 					 arg);
 		a->integrity = !strcmp(arg, "on");
 		return 0;
+	case 'j':
+	case 'J':
+		return journal_option(c, arg, &a->journal, &a->journal_mib);
 	}
 	return say_error(EXIT_USAGE, "volume create", "internal error: option %d", c);
 }
@@ -614,6 +702,8 @@ static int vc_check(const struct volume_create_args *a, int have_layout)
 		return say_error(EXIT_USAGE, "--copies", "only a mirror layout has copies");
 	if (a->parity && a->kind != LAYOUT_PARITY)
 		return say_error(EXIT_USAGE, "--parity", "only a parity layout has parity columns");
+	if ((a->journal >= 0 || a->journal_mib) && a->kind != LAYOUT_PARITY)
+		return say_error(EXIT_USAGE, "--journal", "only a parity layout has a journal");
 	return 0;
 }
 
@@ -625,13 +715,15 @@ static int cmd_volume_create(int argc, char **argv)
 					   {"columns", required_argument, NULL, 'n'},
 					   {"interleave", required_argument, NULL, 'i'},
 					   {"integrity", required_argument, NULL, 'I'},
+					   {"journal", required_argument, NULL, 'j'},
+					   {"journal-size", required_argument, NULL, 'J'},
 					   {"help", no_argument, NULL, 'h'},
 					   {0}};
-	struct volume_create_args a = {.integrity = 1};
+	struct volume_create_args a = {.integrity = 1, .journal = -1};
 	int c, rc, have_layout = 0;
 
 	opt_reset();
-	while ((c = next_opt(argc, argv, "volume create", ":l:c:p:n:i:I:h", lo)) != -1) {
+	while ((c = next_opt(argc, argv, "volume create", ":l:c:p:n:i:I:j:J:h", lo)) != -1) {
 		if (c == '?')
 			return EXIT_USAGE;
 		if (c == 'h')
@@ -727,6 +819,14 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 	json_u64(j, "data_columns", layout_data_columns(&v->geom));
 	json_u64(j, "interleave", v->geom.interleave);
 	json_bool(j, "integrity", (int)v->integrity);
+	json_str(j, "journal",
+		 v->geom.kind != LAYOUT_PARITY		 ? "none"
+		 : v->journal == POOL_VOLUME_JOURNAL_OFF ? "off"
+							 : "write-through");
+	if (v->geom.kind == LAYOUT_PARITY)
+		json_u64(j, "journal_size",
+			 (uint64_t)(v->journal_mib ? v->journal_mib : POOL_JOURNAL_DEFAULT_MIB)
+			     << 20);
 	json_array(j, "metadata_disks");
 	for (uint32_t i = 0; i < v->nmeta; i++)
 		json_u64(j, NULL, v->meta[i]);
@@ -739,6 +839,10 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 			json_str(j, "cannot_allocate", full);
 		else
 			json_null(j, "cannot_allocate");
+		char jr[1024];
+		live_journal(live, v->name, jr, sizeof(jr));
+		if (jr[0]) /* mode, size, used, copies and counters since mount */
+			json_raw(j, "journal_live", jr);
 	}
 	json_u64(j, "created", (uint64_t)v->created);
 	json_close(j, '}');
@@ -866,6 +970,70 @@ static int cmd_volume_delete(int argc, char **argv)
 	a.source = argv[optind];
 	a.name = argv[optind + 1];
 	return do_volume_delete(&a);
+}
+
+/* ---- volume set ------------------------------------------------------------ */
+
+static int do_volume_set(const char *source, const char *name, int mode, uint32_t mib);
+
+static int cmd_volume_set(int argc, char **argv)
+{
+	static const struct option lo[] = {{"journal", required_argument, NULL, 'j'},
+					   {"journal-size", required_argument, NULL, 'J'},
+					   {"help", no_argument, NULL, 'h'},
+					   {0}};
+	int c, rc, mode = -1;
+	uint32_t mib = 0;
+
+	opt_reset();
+	while ((c = next_opt(argc, argv, "volume set", ":j:J:h", lo)) != -1) {
+		if (c == '?')
+			return EXIT_USAGE;
+		if (c == 'h')
+			return show_help(help_volume_set);
+		rc = journal_option(c, optarg, &mode, &mib);
+		if (rc)
+			return rc;
+	}
+	if (argc - optind != 2)
+		return say_error(EXIT_USAGE, "volume set",
+				 argc - optind < 2 ? "needs SOURCE and NAME"
+						   : "too many arguments; needs SOURCE and NAME");
+	if (mode < 0 && !mib)
+		return say_error(EXIT_USAGE, "volume set",
+				 "nothing to set (--journal, --journal-size)");
+	return do_volume_set(argv[optind], argv[optind + 1], mode, mib);
+}
+
+static int do_volume_set(const char *source, const char *name, int mode, uint32_t mib)
+{
+	char err[POOL_MSG_MAX * 2] = "", req[256];
+	char *reply = NULL;
+	struct pool *p = open_pool(source, 0);
+	int rc;
+
+	if (!p)
+		return 1;
+	const struct pool_sb_volume *v = pool_volume_find(p, name);
+	uint32_t m = mode >= 0 ? (uint32_t)mode : v ? v->journal : 0;
+	uint32_t sz = mib ? mib : v ? v->journal_mib : 0;
+	snprintf(req, sizeof(req), "volume-set-journal %s %u %u", name, m, sz);
+	rc = daemon_call(p, req, &reply, err, sizeof(err));
+	free(reply);
+	if (rc == -ENOENT) {
+		err[0] = 0;
+		rc = pool_runlock_offline_pool(&p, source, err, sizeof(err));
+		if (rc == 0)
+			rc = pool_volume_set_journal(p, name, m, sz, err, sizeof(err));
+	}
+	if (rc < 0)
+		rc = say_error(1, "volume set", "%s", err[0] ? err : strerror(-rc));
+	else
+		printf("volume '%s': journal %s, %u MiB per copy\n", name,
+		       m == POOL_VOLUME_JOURNAL_OFF ? "off" : "on (write-through)",
+		       sz ? sz : POOL_JOURNAL_DEFAULT_MIB);
+	pool_close(p);
+	return rc;
 }
 
 /* ---- status ------------------------------------------------------------------ */
@@ -1273,6 +1441,7 @@ static const struct command commands[] = {
     {"volume", "create", cmd_volume_create},
     {"volume", "list", cmd_volume_list},
     {"volume", "delete", cmd_volume_delete},
+    {"volume", "set", cmd_volume_set},
     {NULL, "status", cmd_status},
     {NULL, "smbconf", smbconf_main},
     {NULL, "status", cmd_status},

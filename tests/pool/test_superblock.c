@@ -67,6 +67,10 @@ static struct pool_sb *sample_sb(uint32_t nmembers, uint32_t nvolumes)
 		v->geom = (struct layout_geom){LAYOUT_MIRROR, 2, 0, 1, 64 * 1024};
 		if (i % 2)
 			v->geom = (struct layout_geom){LAYOUT_PARITY, 1, 1, 3, 256 * 1024};
+		if (i == 3) { /* a parity volume with its journal settings changed */
+			v->journal = POOL_VOLUME_JOURNAL_OFF;
+			v->journal_mib = 64;
+		}
 		v->integrity = i % 2;
 		v->state = POOL_VOLUME_ONLINE;
 		v->nmeta = 2;
@@ -237,6 +241,10 @@ static void test_roundtrip(void **state)
 	assert_int_equal(out->volume[3].geom.interleave, 256 * 1024);
 	assert_int_equal(out->volume[2].geom.copies, 2);
 	assert_int_equal(out->volume[3].meta[1], 4);
+	assert_int_equal(out->volume[3].journal, POOL_VOLUME_JOURNAL_OFF);
+	assert_int_equal(out->volume[3].journal_mib, 64);
+	assert_int_equal(out->volume[1].journal, POOL_VOLUME_JOURNAL_ON);
+	assert_int_equal(out->volume[1].journal_mib, 0);
 	assert_int_equal(out->next_volume_id, 9);
 	/* Encoding is canonical: decode then encode gives the same bytes. */
 	buf2 = encode(out, &len2);
@@ -413,6 +421,11 @@ static void test_bounds(void **state)
 	/* one metadata disk (unused slots zeroed) for a mirror, which needs 2 */
 	expect_invalid(sb, v0 + 116, (uint8_t[]){1, 0, 0, 0, 0, 0, 0}, 7, "1 metadata disks");
 	expect_invalid(sb, v0 + 122, (uint8_t[]){1}, 1, "malformed"); /* unused slot set */
+	/* journal settings: only parity volumes have them, mode 0 or 1, 8..65536 MiB */
+	expect_invalid(sb, v0 + 123, (uint8_t[]){1}, 1, "journal mode 1");
+	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE + 123, (uint8_t[]){2}, 1, "journal mode 2");
+	put32(four, 4);
+	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE + 124, four, 4, "4 MiB");
 	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE, "vol0", 4, "appears twice");
 	expect_invalid(sb, 200, "\1", 1, "reserved");
 	free(sb);

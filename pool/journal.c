@@ -1,0 +1,921 @@
+/*
+ * journal.c -- the parity journal of one volume (see journal.h for what
+ * it is for, docs/FORMAT.md for the bytes).
+ *
+ * Each copy is one preallocated-by-size (sparse) file: a 4 KiB header,
+ * then records appended one after the other from offset 4096.  Every copy
+ * gets the same bytes at the same offsets, so replay can take each record
+ * from whichever copy holds it intact.  A record is a 4 KiB header block
+ * (sequence number, volume, file, stripe, piece list, two CRC-32Cs: one
+ * over the header block, one over the data) and the pieces' bytes; a
+ * torn or rotten record fails a CRC and is never applied.
+ *
+ * Epochs instead of a ring: records are only ever appended, and the
+ * journal starts over (a new header naming the first sequence number of
+ * the new epoch) after a checkpoint has made every in-place write
+ * durable.  Replay reads from offset 4096 while it finds the next
+ * sequence number in order; anything older there is a previous epoch's.
+ * That costs a checkpoint (syncfs of the volume's disks) per journal-full
+ * of records, instead of tracking which records of a ring were applied.
+ *
+ * Group commit: writers append their encoded records to a shared batch
+ * under the mutex; the first one waiting for durability becomes the
+ * leader, takes the batch, writes it to every copy and fdatasyncs them
+ * with the mutex released, and wakes everyone whose records it carried.
+ * Records that arrive meanwhile form the next batch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "layout/layout.h"
+#include "pool/aio.h"
+#include "pool/journal.h"
+
+#define BLK POOL_JOURNAL_BLOCK
+
+static const uint8_t file_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'N', 'L'};
+static const uint8_t rec_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'E', 'C'};
+#define VERSION 1u
+
+/* File header offsets. */
+enum {
+	F_MAGIC = 0,
+	F_VERSION = 8,
+	F_COPY = 12,
+	F_VOLUME = 16,
+	F_SIZE = 24,
+	F_BASE = 32,
+	F_CRC = BLK - 4,
+};
+
+/* Record header offsets. */
+enum {
+	R_MAGIC = 0,
+	R_VERSION = 8,
+	R_NPIECE = 12,
+	R_SEQ = 16,
+	R_VOLUME = 24,
+	R_FILE = 32,
+	R_STRIPE = 40,
+	R_BYTES = 48, /* u64: whole record, header block included */
+	R_DATA_CRC = 56,
+	R_PIECES = 64, /* 16 bytes each: u32 pos, u32 len, u64 chunk offset */
+	R_CRC = BLK - 4,
+};
+
+_Static_assert(R_PIECES + 16 * POOL_JOURNAL_MAX_PIECES <= R_CRC, "piece list overflows");
+
+struct copy {
+	int fd;		     /* -1: out of service */
+	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
+	int64_t disk;	     /* pool disk index, -1: unknown */
+	int dsync;	     /* opened O_DIRECT | O_DSYNC: a completed write is durable */
+	char path[4096];
+	uint64_t fsize; /* bytes of the file as opened */
+	uint64_t base;	/* header's base sequence number, 0: no valid header */
+};
+
+struct key {
+	uint64_t id, stripe; /* id 0: empty slot */
+};
+
+struct pool_journal {
+	struct pool_journal_config cfg;
+	char volume[128];
+	struct copy copy[POOL_JOURNAL_MAX_COPIES];
+	_Atomic uint32_t ncopy; /* copies in service */
+	struct pool_aio *aio;	/* writes every copy at once (O_DSYNC copies) */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t base;	   /* first sequence number of the epoch */
+	uint64_t next_seq; /* next record's */
+	uint64_t durable;  /* records up to this one are on disk */
+	uint64_t head;	   /* file offset the next batch goes to */
+	uint8_t *batch, *spare;
+	size_t batch_len, batch_cap, spare_cap;
+	int leader, ckpt;
+	int dead;	   /* every copy failed */
+	uint64_t inflight; /* records logged, in-place writes not done */
+
+	struct key *set; /* stripes with records in this epoch */
+	size_t set_n, set_cap;
+	int set_lost; /* an entry could not be added: every barrier checkpoints */
+
+	struct pool_journal_stats st;
+};
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void jlog(const struct pool_journal *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void jlog(const struct pool_journal *j, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "spacefs: volume %s: journal: %s\n", j->volume, line);
+	fflush(stderr);
+}
+
+static int grow_aligned(uint8_t **p, size_t *cap, size_t n)
+{
+	if (n <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 64 * BLK;
+	while (c < n)
+		c *= 2;
+	void *q;
+	if (posix_memalign(&q, BLK, c))
+		return -ENOMEM;
+	if (*p && *cap)
+		memcpy(q, *p, *cap);
+	free(*p);
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+/* ---- the set of stripes with records in this epoch ------------------------- */
+
+static size_t key_slot(const struct pool_journal *j, uint64_t id, uint64_t stripe)
+{
+	uint64_t h = id * 0x9e3779b97f4a7c15ull ^ (stripe + 0x632be59bd9b4e019ull);
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return (size_t)(h & (j->set_cap - 1));
+}
+
+static int set_has(const struct pool_journal *j, uint64_t id, uint64_t stripe)
+{
+	if (!j->set_cap)
+		return 0;
+	for (size_t i = key_slot(j, id, stripe);; i = (i + 1) & (j->set_cap - 1)) {
+		if (j->set[i].id == 0)
+			return 0;
+		if (j->set[i].id == id && j->set[i].stripe == stripe)
+			return 1;
+	}
+}
+
+static int set_add(struct pool_journal *j, uint64_t id, uint64_t stripe);
+
+static int set_grow(struct pool_journal *j)
+{
+	struct key *old = j->set;
+	size_t oldcap = j->set_cap;
+	size_t cap = oldcap ? 2 * oldcap : 1024;
+	struct key *n = calloc(cap, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	j->set = n;
+	j->set_cap = cap;
+	j->set_n = 0;
+	for (size_t i = 0; i < oldcap; i++)
+		if (old[i].id)
+			set_add(j, old[i].id, old[i].stripe);
+	free(old);
+	return 0;
+}
+
+static int set_add(struct pool_journal *j, uint64_t id, uint64_t stripe)
+{
+	if ((j->set_n + 1) * 2 > j->set_cap && set_grow(j) < 0)
+		return -ENOMEM;
+	size_t i = key_slot(j, id, stripe);
+	while (j->set[i].id && !(j->set[i].id == id && j->set[i].stripe == stripe))
+		i = (i + 1) & (j->set_cap - 1);
+	if (!j->set[i].id) {
+		j->set[i] = (struct key){id, stripe};
+		j->set_n++;
+	}
+	return 0;
+}
+
+static void set_clear(struct pool_journal *j)
+{
+	if (j->set_cap)
+		memset(j->set, 0, j->set_cap * sizeof(*j->set));
+	j->set_n = 0;
+	j->set_lost = 0;
+}
+
+static int set_any(const struct pool_journal *j, uint64_t id, uint64_t first, uint64_t last)
+{
+	if (j->set_lost)
+		return 1;
+	if (j->set_n == 0)
+		return 0;
+	if (last - first < 64) {
+		for (uint64_t s = first;; s++) {
+			if (set_has(j, id, s))
+				return 1;
+			if (s == last)
+				return 0;
+		}
+	}
+	for (size_t i = 0; i < j->set_cap; i++)
+		if (j->set[i].id == id && j->set[i].stripe >= first && j->set[i].stripe <= last)
+			return 1;
+	return 0;
+}
+
+/* ---- copies ---------------------------------------------------------------- */
+
+static int usable(const struct copy *c)
+{
+	return c->fd >= 0 && !c->dropped;
+}
+
+/* Take copy c out of service (once, whoever gets there first: a failed
+ * write of the leader, or its disk's failure reported by the daemon).
+ * The descriptor stays open until close: the leader may be using it. */
+static int copy_drop(struct pool_journal *j, struct copy *c)
+{
+	int was = 0;
+
+	if (!atomic_compare_exchange_strong(&c->dropped, &was, 1))
+		return 0;
+	atomic_fetch_sub(&j->ncopy, 1);
+	return 1;
+}
+
+static void copy_fail(struct pool_journal *j, struct copy *c, const char *what, int err)
+{
+	if (copy_drop(j, c))
+		jlog(j, "copy %s failed (%s: %s); %u cop%s left in service", c->path, what,
+		     strerror(err), (unsigned)j->ncopy, j->ncopy == 1 ? "y" : "ies");
+}
+
+static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) { /* past the end: a sparse tail reads as zeros */
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Write b[0..len) at off to every copy in service, then fdatasync them.
+ * 0 if at least one copy has it. */
+static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, uint64_t off)
+{
+	struct pool_aio_req req[POOL_JOURNAL_MAX_COPIES];
+	struct copy *rc_of[POOL_JOURNAL_MAX_COPIES];
+	size_t n = 0;
+
+	/* O_DIRECT | O_DSYNC copies: one submission for all of them, each
+	 * write durable when it completes (no fdatasync round per copy). */
+	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (!usable(c) || !c->dsync)
+			continue;
+		rc_of[n] = c;
+		req[n++] = (struct pool_aio_req){
+		    .fd = c->fd, .op = POOL_AIO_WRITE, .buf = (void *)b, .len = len, .off = off};
+	}
+	if (n > 0) {
+		pool_aio_run(j->aio, req, n);
+		for (size_t i = 0; i < n; i++)
+			if (req[i].result < 0 || (size_t)req[i].result != len)
+				copy_fail(j, rc_of[i], "write",
+					  req[i].result < 0 ? (int)-req[i].result : EIO);
+	}
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		if (j->aio && j->copy[i].dsync)
+			continue;
+		struct copy *c = &j->copy[i];
+		if (!usable(c))
+			continue;
+		int rc = pwrite_all(c->fd, b, len, off);
+		if (rc < 0)
+			copy_fail(j, c, "write", -rc);
+	}
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (usable(c) && !(j->aio && c->dsync) && fdatasync(c->fd) < 0)
+			copy_fail(j, c, "fdatasync", errno);
+	}
+	return j->ncopy > 0 ? 0 : -EIO;
+}
+
+static int write_headers(struct pool_journal *j, uint64_t base)
+{
+	uint8_t *h;
+	int rc;
+
+	if (posix_memalign((void **)&h, BLK, BLK))
+		return -ENOMEM;
+	rc = 0;
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (!usable(c))
+			continue;
+		memset(h, 0, BLK);
+		memcpy(h + F_MAGIC, file_magic, 8);
+		put32(h + F_VERSION, VERSION);
+		put32(h + F_COPY, i);
+		put64(h + F_VOLUME, j->cfg.volume_id);
+		put64(h + F_SIZE, j->cfg.size);
+		put64(h + F_BASE, base);
+		put32(h + F_CRC, layout_crc32c(h, F_CRC));
+		int w = pwrite_all(c->fd, h, BLK, 0);
+		if (w == 0 && fdatasync(c->fd) < 0)
+			w = -errno;
+		if (w < 0)
+			copy_fail(j, c, "header write", -w);
+		else
+			c->base = base;
+	}
+	free(h);
+	if (j->ncopy == 0)
+		rc = -EIO;
+	return rc;
+}
+
+/* The copy's header: its base sequence number, or 0 (damaged, foreign,
+ * or a new file), naming what is wrong unless the file is new. */
+static uint64_t read_header(struct pool_journal *j, struct copy *c, uint8_t *h)
+{
+	if (pread_all(c->fd, h, BLK, 0) < 0)
+		return 0;
+	int blank = 1;
+	for (size_t i = 0; i < BLK && blank; i++)
+		blank = h[i] == 0;
+	if (blank)
+		return 0;
+	const char *why = NULL;
+	if (memcmp(h + F_MAGIC, file_magic, 8) != 0)
+		why = "bad magic";
+	else if (get32(h + F_CRC) != layout_crc32c(h, F_CRC))
+		why = "header CRC mismatch";
+	else if (get32(h + F_VERSION) != VERSION)
+		why = "unknown version";
+	else if (get64(h + F_VOLUME) != j->cfg.volume_id)
+		why = "another volume's journal";
+	else if (get64(h + F_BASE) == 0)
+		why = "base sequence number 0";
+	if (why) {
+		jlog(j, "copy %s: header damaged (%s, bytes 0-4095): copy not used for replay",
+		     c->path, why);
+		return 0;
+	}
+	return get64(h + F_BASE);
+}
+
+static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
+{
+	struct stat st;
+	int fd = -1;
+
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (!j->cfg.no_direct)
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | O_DSYNC, 0600);
+	c->dsync = fd >= 0;
+	if (fd < 0)
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 ||
+	    ((uint64_t)st.st_size < j->cfg.size && ftruncate(fd, (off_t)j->cfg.size) < 0)) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	c->fd = fd;
+	c->fsize = (uint64_t)st.st_size > j->cfg.size ? (uint64_t)st.st_size : j->cfg.size;
+	/* Allocate the whole journal now, so an append never meets a full
+	 * disk: a pool whose disks fill up (or a file's fallocate
+	 * reservation, which promises writes that cannot fail) must not
+	 * lose its journal copies to ENOSPC.  Allocated blocks are kept
+	 * (ranges already allocated cost nothing).  A filesystem that cannot
+	 * preallocate still works, sparse, and says so. */
+	if (fallocate(fd, 0, 0, (off_t)c->fsize) < 0)
+		jlog(j,
+		     "copy %s: cannot preallocate %" PRIu64
+		     " bytes (%s): appends may fail if the disk fills",
+		     c->path, c->fsize, strerror(errno));
+	return 0;
+}
+
+int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal **out, char *err,
+		      size_t errlen)
+{
+	struct pool_journal *j = calloc(1, sizeof(*j));
+	uint8_t *h = NULL;
+
+	if (!j || posix_memalign((void **)&h, BLK, BLK)) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->cfg = *cfg;
+	snprintf(j->volume, sizeof(j->volume), "%s", cfg->volume);
+	j->cfg.volume = j->volume;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	if (pool_aio_new(&j->aio) < 0)
+		j->aio = NULL; /* then every copy is written with pwrite + fdatasync */
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
+		j->copy[i].fd = -1;
+	if (cfg->size < 2 * BLK || cfg->size % BLK) {
+		snprintf(err, errlen,
+			 "volume %s: journal size %" PRIu64 " is not a multiple of 4 KiB >= 8 KiB",
+			 cfg->volume, cfg->size);
+		free(h);
+		pool_journal_close(j, 0);
+		return -EINVAL;
+	}
+	uint32_t slot = 0;
+	for (uint32_t i = 0; i < cfg->npath && slot < POOL_JOURNAL_MAX_COPIES; i++) {
+		if (!cfg->path[i])
+			continue;
+		j->copy[slot].disk = cfg->disk ? (int64_t)cfg->disk[i] : -1;
+		int rc = open_copy(j, &j->copy[slot], cfg->path[i]);
+		if (rc < 0) {
+			jlog(j, "cannot open copy %s: %s", cfg->path[i], strerror(-rc));
+			continue;
+		}
+		j->ncopy++;
+		slot++;
+	}
+	if (j->ncopy == 0) {
+		snprintf(err, errlen, "volume %s: journal: no copy could be opened", cfg->volume);
+		free(h);
+		pool_journal_close(j, 0);
+		return -EIO;
+	}
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (c->fd >= 0)
+			c->base = read_header(j, c, h);
+		if (c->base > j->base)
+			j->base = c->base;
+	}
+	free(h);
+	j->st.size = cfg->size;
+	if (j->base == 0) { /* a new journal (or no readable header: nothing to replay) */
+		j->base = 1;
+		int rc = write_headers(j, 1);
+		if (rc < 0) {
+			snprintf(err, errlen, "volume %s: journal: cannot write headers: %s",
+				 cfg->volume, strerror(-rc));
+			pool_journal_close(j, 0);
+			return rc;
+		}
+	}
+	j->next_seq = j->base;
+	j->durable = j->base - 1;
+	j->head = BLK;
+	*out = j;
+	return 0;
+}
+
+/* ---- checkpoint ------------------------------------------------------------ */
+
+/* With j->mu held; returns with it held.  Waits out a checkpoint in
+ * progress instead of starting a second one. */
+static int checkpoint_locked(struct pool_journal *j)
+{
+	if (j->ckpt) {
+		while (j->ckpt)
+			pthread_cond_wait(&j->cv, &j->mu);
+		return j->dead ? -EIO : 0;
+	}
+	j->ckpt = 1;
+	while (j->leader || j->batch_len || j->inflight)
+		pthread_cond_wait(&j->cv, &j->mu);
+	uint64_t base = j->next_seq;
+	pthread_mutex_unlock(&j->mu);
+	int rc = j->cfg.sync ? j->cfg.sync(j->cfg.arg) : 0;
+	if (rc < 0)
+		jlog(j, "checkpoint: syncing the volume's disks failed: %s", strerror(-rc));
+	if (rc == 0)
+		rc = write_headers(j, base);
+	pthread_mutex_lock(&j->mu);
+	if (rc == 0) {
+		j->base = base;
+		j->head = BLK;
+		set_clear(j);
+		j->st.checkpoints++;
+	} else if (j->ncopy == 0) {
+		j->dead = 1;
+	}
+	j->ckpt = 0;
+	pthread_cond_broadcast(&j->cv);
+	return rc;
+}
+
+int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&j->mu);
+	uint64_t used = j->head - BLK + j->batch_len;
+	if (used > 0 && used >= min_used && !j->dead)
+		rc = checkpoint_locked(j);
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
+int pool_journal_barrier(struct pool_journal *j, uint64_t file_id, uint64_t first, uint64_t last)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&j->mu);
+	if (set_any(j, file_id, first, last))
+		rc = checkpoint_locked(j);
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
+/* ---- appending ------------------------------------------------------------- */
+
+uint64_t pool_journal_rec_bytes(const struct pool_journal_piece *p, uint32_t n)
+{
+	uint64_t b = BLK;
+
+	for (uint32_t i = 0; i < n; i++)
+		b += p[i].len;
+	return b;
+}
+
+static void encode(const struct pool_journal *j, const struct pool_journal_rec *r, uint8_t *out)
+{
+	uint64_t bytes = pool_journal_rec_bytes(r->piece, r->npiece);
+	uint8_t *d = out + BLK;
+
+	memset(out, 0, BLK);
+	memcpy(out + R_MAGIC, rec_magic, 8);
+	put32(out + R_VERSION, VERSION);
+	put32(out + R_NPIECE, r->npiece);
+	put64(out + R_SEQ, r->seq);
+	put64(out + R_VOLUME, j->cfg.volume_id);
+	put64(out + R_FILE, r->file_id);
+	put64(out + R_STRIPE, r->stripe);
+	put64(out + R_BYTES, bytes);
+	for (uint32_t i = 0; i < r->npiece; i++) {
+		uint8_t *e = out + R_PIECES + 16 * i;
+		put32(e, r->piece[i].pos);
+		put32(e + 4, r->piece[i].len);
+		put64(e + 8, r->piece[i].off);
+		memcpy(d, r->piece[i].buf, r->piece[i].len);
+		d += r->piece[i].len;
+	}
+	put32(out + R_DATA_CRC, layout_crc32c(out + BLK, bytes - BLK));
+	put32(out + R_CRC, layout_crc32c(out, R_CRC));
+}
+
+/* The leader: write the batch to every copy (mutex released meanwhile). */
+static void lead(struct pool_journal *j)
+{
+	j->leader = 1;
+	uint8_t *b = j->batch;
+	size_t len = j->batch_len, cap = j->batch_cap;
+	uint64_t off = j->head, last = j->next_seq - 1;
+	j->batch = j->spare;
+	j->batch_cap = j->spare_cap;
+	j->batch_len = 0;
+	j->spare = NULL;
+	j->spare_cap = 0;
+	j->head += len;
+	pthread_mutex_unlock(&j->mu);
+
+	if (pool_fault_hit(j->cfg.fault, POOL_FAULT_JTEAR)) {
+		size_t half = len / 2 / BLK * BLK;
+		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
+			if (j->copy[i].fd >= 0) {
+				pwrite_all(j->copy[i].fd, b, half ? half : BLK, off);
+				fdatasync(j->copy[i].fd);
+				break;
+			}
+		pool_fault_die(j->volume, "journal append torn (first half, first copy only)");
+	}
+	int rc = write_copies(j, b, len, off);
+
+	pthread_mutex_lock(&j->mu);
+	if (rc < 0)
+		j->dead = 1;
+	else
+		j->durable = last;
+	j->st.commits++;
+	if (!j->spare) { /* keep the buffer for the batch after next */
+		j->spare = b;
+		j->spare_cap = cap;
+	} else {
+		free(b);
+	}
+	j->leader = 0;
+	pthread_cond_broadcast(&j->cv);
+}
+
+int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t n)
+{
+	uint64_t need = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		if (r[i].npiece > POOL_JOURNAL_MAX_PIECES)
+			return -E2BIG;
+		need += pool_journal_rec_bytes(r[i].piece, r[i].npiece);
+	}
+	pthread_mutex_lock(&j->mu);
+	for (;;) {
+		while (j->ckpt)
+			pthread_cond_wait(&j->cv, &j->mu);
+		if (j->dead) {
+			pthread_mutex_unlock(&j->mu);
+			return -EIO;
+		}
+		if (need > j->cfg.size - BLK) {
+			pthread_mutex_unlock(&j->mu);
+			jlog(j,
+			     "an update of %" PRIu64 " bytes does not fit a journal of %" PRIu64
+			     " bytes",
+			     need, j->cfg.size);
+			return -EFBIG;
+		}
+		if (j->head + j->batch_len + need <= j->cfg.size)
+			break;
+		rc = checkpoint_locked(j); /* full: back-pressure, not an error */
+		if (rc < 0) {
+			pthread_mutex_unlock(&j->mu);
+			return rc;
+		}
+	}
+	if (grow_aligned(&j->batch, &j->batch_cap, j->batch_len + need) < 0) {
+		pthread_mutex_unlock(&j->mu);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r[i].seq = j->next_seq++;
+		encode(j, &r[i], j->batch + j->batch_len);
+		j->batch_len += pool_journal_rec_bytes(r[i].piece, r[i].npiece);
+		if (set_add(j, r[i].file_id, r[i].stripe) < 0)
+			j->set_lost = 1; /* a barrier must not miss this stripe */
+	}
+	j->inflight += n;
+	j->st.records += n;
+	j->st.bytes += need;
+	uint64_t mine = j->next_seq - 1;
+	while (j->durable < mine && !j->dead) {
+		if (!j->leader)
+			lead(j);
+		else
+			pthread_cond_wait(&j->cv, &j->mu);
+	}
+	rc = j->durable >= mine ? 0 : -EIO;
+	if (rc < 0) {
+		j->inflight -= n;
+		pthread_cond_broadcast(&j->cv);
+	}
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
+void pool_journal_done(struct pool_journal *j, size_t n)
+{
+	pthread_mutex_lock(&j->mu);
+	j->inflight -= n;
+	if (j->inflight == 0)
+		pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk)
+{
+	pthread_mutex_lock(&j->mu);
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (!usable(c) || c->disk != (int64_t)disk || j->ncopy <= 1 || !copy_drop(j, c))
+			continue;
+		jlog(j, "copy %s: its disk %u failed; %u cop%s left in service", c->path, disk,
+		     (unsigned)j->ncopy, j->ncopy == 1 ? "y" : "ies");
+	}
+	pthread_mutex_unlock(&j->mu);
+}
+
+void pool_journal_stats(struct pool_journal *j, struct pool_journal_stats *out)
+{
+	pthread_mutex_lock(&j->mu);
+	*out = j->st;
+	out->used = j->head - BLK + j->batch_len;
+	out->copies = j->ncopy;
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- replay ---------------------------------------------------------------- */
+
+/* Is h a sound header of record `seq` that fits a file of fsize bytes at
+ * off?  Its data is checked separately. */
+static int header_ok(const struct pool_journal *j, const uint8_t *h, uint64_t seq, uint64_t off,
+		     uint64_t fsize)
+{
+	if (memcmp(h + R_MAGIC, rec_magic, 8) != 0 || get32(h + R_CRC) != layout_crc32c(h, R_CRC))
+		return 0;
+	if (get32(h + R_VERSION) != VERSION || get64(h + R_SEQ) != seq ||
+	    get64(h + R_VOLUME) != j->cfg.volume_id)
+		return 0;
+	uint32_t np = get32(h + R_NPIECE);
+	uint64_t bytes = get64(h + R_BYTES), sum = BLK;
+	if (np > POOL_JOURNAL_MAX_PIECES || bytes % BLK || bytes > fsize - off)
+		return 0;
+	for (uint32_t i = 0; i < np; i++) {
+		uint32_t len = get32(h + R_PIECES + 16 * i + 4);
+		if (len == 0 || len % BLK)
+			return 0;
+		sum += len;
+	}
+	return sum == bytes;
+}
+
+struct replay {
+	uint8_t *buf;
+	size_t cap;
+	struct pool_journal_piece piece[POOL_JOURNAL_MAX_PIECES];
+};
+
+/* Find record `seq` at off: 1 with it decoded into *r (its data in
+ * rp->buf), 0 when no copy has its header (the end of the epoch), -1 when
+ * its header is sound somewhere but its data is damaged in every copy
+ * (*skip gets its size), or a negative errno below -1... never: read
+ * errors count as damage. */
+static int find_record(struct pool_journal *j, struct replay *rp, uint64_t seq, uint64_t off,
+		       struct pool_journal_rec *r, uint64_t *skip)
+{
+	int seen = 0;
+
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (c->fd < 0 || c->base != j->base || off + BLK > c->fsize)
+			continue;
+		if (grow_aligned(&rp->buf, &rp->cap, BLK) < 0 ||
+		    pread_all(c->fd, rp->buf, BLK, off) < 0 ||
+		    !header_ok(j, rp->buf, seq, off, c->fsize))
+			continue;
+		uint64_t bytes = get64(rp->buf + R_BYTES);
+		seen = 1;
+		*skip = bytes;
+		if (grow_aligned(&rp->buf, &rp->cap, bytes) < 0 ||
+		    pread_all(c->fd, rp->buf, bytes, off) < 0 ||
+		    !header_ok(j, rp->buf, seq, off, c->fsize))
+			continue;
+		if (get32(rp->buf + R_DATA_CRC) != layout_crc32c(rp->buf + BLK, bytes - BLK)) {
+			jlog(j,
+			     "copy %s: record %" PRIu64 " at byte %" PRIu64
+			     " fails its data CRC; trying another copy",
+			     c->path, seq, off);
+			continue;
+		}
+		const uint8_t *d = rp->buf + BLK;
+		r->seq = seq;
+		r->file_id = get64(rp->buf + R_FILE);
+		r->stripe = get64(rp->buf + R_STRIPE);
+		r->npiece = get32(rp->buf + R_NPIECE);
+		for (uint32_t p = 0; p < r->npiece; p++) {
+			const uint8_t *e = rp->buf + R_PIECES + 16 * p;
+			rp->piece[p] = (struct pool_journal_piece){
+			    .pos = get32(e), .len = get32(e + 4), .off = get64(e + 8), .buf = d};
+			d += rp->piece[p].len;
+		}
+		r->piece = rp->piece;
+		return 1;
+	}
+	return seen ? -1 : 0;
+}
+
+int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, void *arg)
+{
+	struct replay rp = {0};
+	uint64_t seq = j->base, off = BLK, applied = 0;
+	int rc = 0;
+
+	for (;;) {
+		struct pool_journal_rec r;
+		uint64_t skip = 0;
+		int found = find_record(j, &rp, seq, off, &r, &skip);
+		if (found == 0)
+			break;
+		if (found < 0) {
+			jlog(j,
+			     "record %" PRIu64 " at byte %" PRIu64
+			     " is damaged in every copy: not replayed (its stripe is resynced "
+			     "from the dirty-region log)",
+			     seq, off);
+			j->st.damaged++;
+		} else {
+			rc = apply(arg, &r);
+			if (rc < 0) {
+				jlog(j,
+				     "replaying record %" PRIu64 " (file %" PRIu64
+				     " stripe %" PRIu64 ") failed: %s",
+				     seq, r.file_id, r.stripe, strerror(-rc));
+				break;
+			}
+			applied++;
+			if (pool_fault_hit(j->cfg.fault, POOL_FAULT_REPLAY))
+				pool_fault_die(j->volume, "journal replay interrupted");
+		}
+		off += skip;
+		seq++;
+	}
+	free(rp.buf);
+	if (rc < 0)
+		return rc;
+	if (applied || j->st.damaged)
+		jlog(j, "replayed %" PRIu64 " record(s), %" PRIu64 " damaged", applied,
+		     j->st.damaged);
+	j->st.replayed = applied;
+	pthread_mutex_lock(&j->mu);
+	j->next_seq = seq;
+	j->durable = seq - 1;
+	j->head = off; /* the checkpoint below starts a new epoch */
+	rc = checkpoint_locked(j);
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
+void pool_journal_close(struct pool_journal *j, int clean)
+{
+	if (!j)
+		return;
+	if (clean && !j->dead && j->ncopy > 0)
+		pool_journal_checkpoint(j, 0);
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
+		if (j->copy[i].fd >= 0)
+			close(j->copy[i].fd);
+	if (j->aio)
+		pool_aio_free(j->aio);
+	free(j->batch);
+	free(j->spare);
+	free(j->set);
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+	free(j);
+}

@@ -1,0 +1,141 @@
+/*
+ * journal.h -- the parity journal of one volume: closes the write hole.
+ *
+ * A partial-stripe parity update writes data and parity in place.  A
+ * power cut between the two leaves parity that disagrees with the data;
+ * if a disk is then lost, the lost column is rebuilt from the stale
+ * parity into bytes nobody wrote, in blocks no write touched.  So before
+ * the store touches a stripe in place, the journal holds the stripe's new
+ * pieces -- every chunk write of the update, data and parity, as the
+ * store is about to issue them -- durably, in `ncopies` files on distinct
+ * disks (the volume's redundancy + 1), each record checksummed.  Replay
+ * at mount rewrites them in place: whatever subset of the update reached
+ * the disks, afterwards every touched row holds the new data and parity
+ * computed from it, and untouched columns are what they were, so the
+ * stripe is consistent, also when a disk is missing.  (md's partial
+ * parity log writes less, but needs the parity disk present and holds
+ * one copy; see docs/ARCHITECTURE.md.)
+ *
+ * Write-through: the store calls pool_journal_log (returns when the
+ * records are durable on every copy that works), writes in place, then
+ * pool_journal_done.  Concurrent writers share one write + fdatasync
+ * per copy (group commit: the first waiter writes everyone's records).
+ *
+ * Records are only replayed in the epoch they were written in.  An epoch
+ * ends at a checkpoint: wait until no record is in flight, make every
+ * chunk durable (the caller's sync callback, syncfs), then write a new
+ * file header whose base sequence number is the next record's.  A
+ * checkpoint happens when the journal is full, when the caller asks
+ * (periodically, and at a clean close), after replay, and before any
+ * write that changes a stripe holding records of this epoch without a
+ * record of its own (pool_journal_barrier): otherwise replaying the old
+ * record would undo that newer write.
+ *
+ * On disk: docs/FORMAT.md, "Parity journal".  Thread-safe.
+ */
+#ifndef SPACEFS_POOL_JOURNAL_H
+#define SPACEFS_POOL_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool/fault.h"
+
+#define POOL_JOURNAL_BLOCK	 4096u
+#define POOL_JOURNAL_MAX_COPIES	 3u
+#define POOL_JOURNAL_MAX_PIECES	 250u /* pieces one record can hold */
+#define POOL_JOURNAL_DEFAULT_MIB 256u
+#define POOL_JOURNAL_MIN_MIB	 8u
+#define POOL_JOURNAL_MAX_MIB	 65536u
+
+/* One chunk write: `len` bytes (a multiple of 4 KiB) at byte `off` of the
+ * chunk of stripe position `pos`. */
+struct pool_journal_piece {
+	uint32_t pos;
+	uint32_t len;
+	uint64_t off;
+	const uint8_t *buf;
+};
+
+/* One partial-stripe update of file `file_id`, stripe `stripe`. */
+struct pool_journal_rec {
+	uint64_t seq; /* set by the journal */
+	uint64_t file_id;
+	uint64_t stripe;
+	uint32_t npiece;
+	const struct pool_journal_piece *piece;
+};
+
+struct pool_journal_config {
+	const char *volume; /* for messages */
+	uint64_t volume_id;
+	/* the journal file of each copy, on distinct disks; NULL entries
+	 * (disks out of service) are skipped */
+	const char *const *path;
+	const uint32_t *disk; /* pool disk index of each path (NULL: unknown) */
+	uint32_t npath;
+	uint64_t size; /* bytes per copy, a multiple of 4 KiB */
+	int no_direct; /* 1: never O_DIRECT */
+	/* Make every chunk write completed so far durable (checkpoint). */
+	int (*sync)(void *arg);
+	void *arg;
+	struct pool_fault *fault; /* NULL: none */
+};
+
+struct pool_journal;
+
+/* Counters for `spacectl status`. */
+struct pool_journal_stats {
+	uint64_t size;	  /* bytes per copy */
+	uint64_t used;	  /* bytes of records in the current epoch */
+	uint32_t copies;  /* copies in service */
+	uint64_t records; /* records logged since open */
+	uint64_t commits; /* group commits (writes + fdatasync rounds) */
+	uint64_t bytes;	  /* record bytes logged since open (per copy) */
+	uint64_t checkpoints;
+	uint64_t replayed; /* records replayed at open */
+	uint64_t damaged;  /* records found damaged in every copy at replay */
+};
+
+/* Open (creating missing files, sized `size`) the journal's copies.  Fails
+ * only if no copy can be opened.  Does not replay: call
+ * pool_journal_replay before the first write. */
+int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal **out, char *err,
+		      size_t errlen);
+/* Close; with `clean` a checkpoint first (nothing left to replay). */
+void pool_journal_close(struct pool_journal *j, int clean);
+
+/* Apply one record in place (replay).  0, or a negative errno that stops
+ * the replay. */
+typedef int (*pool_journal_apply_fn)(void *arg, const struct pool_journal_rec *r);
+/* Replay every intact record of the current epoch in order through
+ * apply, then checkpoint.  A record damaged in one copy is read from
+ * another; damaged in every copy it is named in one log line, counted,
+ * and not replayed (the dirty-region log resyncs its stripe).  0 or a
+ * negative errno. */
+int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, void *arg);
+
+/* Append records r[0..n) and return once they are durable on every copy
+ * in service (or a negative errno: no copy took them).  *seq gets the
+ * last record's sequence number, for pool_journal_done.  Blocks while the
+ * journal is full until a checkpoint makes room. */
+int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t n);
+/* The in-place writes of n records logged by one pool_journal_log call
+ * have completed. */
+void pool_journal_done(struct pool_journal *j, size_t n);
+/* Before changing stripes [first, last] of file_id in place without a
+ * record: if any has a record in this epoch, checkpoint (0 or errno). */
+int pool_journal_barrier(struct pool_journal *j, uint64_t file_id, uint64_t first, uint64_t last);
+/* Checkpoint now if at least `min_used` bytes of records are in the
+ * epoch (0: whenever there is any). */
+int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used);
+void pool_journal_stats(struct pool_journal *j, struct pool_journal_stats *out);
+/* Pool disk `disk` failed: stop writing the copy on it (the others carry
+ * the redundancy).  The last copy is kept: without one, nothing could be
+ * journaled and every partial-stripe write would fail. */
+void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk);
+
+/* Record bytes of an update with pieces p[0..n) (header block + data). */
+uint64_t pool_journal_rec_bytes(const struct pool_journal_piece *p, uint32_t n);
+
+#endif /* SPACEFS_POOL_JOURNAL_H */

@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""The parity write hole: a torn stripe update, then a lost disk.
+
+A partial-stripe parity update writes data and parity in place.  A power
+cut between the two leaves a stripe whose parity disagrees with its data;
+if a disk is then lost, its column is rebuilt from that parity into bytes
+nobody wrote, in a block no write touched.  kill -9 cannot produce this
+(chunk writes already submitted complete anyway), so the daemon is armed
+with SPACEFS_FAULT=tear:N (pool/fault.h): the Nth partial-stripe update
+issues only its first chunk write, waits for it, and ends the process.
+
+One round, on a fresh pool of 6 disks with a parity 1 or parity 2 volume
+(6 columns, 16 KiB interleave):
+  1. lay out a file whose every 4 KiB block holds known content (block
+     number, generation 0 and bytes derived from both), fsync, remount;
+  2. mount with the fault armed at a random N and write random blocks,
+     4 KiB each, each with the next generation of its block; a write
+     that returned is acknowledged; the daemon dies at the Nth;
+  3. remove one disk (two for parity 2) -- one that holds a data column
+     of the torn stripe that the update did not write, which the fault's
+     log line names: the worst case for the hole, the one a random pick
+     finds (6 disks) about half of the time -- and mount degraded;
+  4. read every block and count blocks holding bytes never written to
+     them (not any generation of that block: the hole) and blocks holding
+     a generation older than their last acknowledged one (lost writes).
+     The one write in flight at the crash may have landed or not.
+
+With --journal off the hole must show (blocks never written, summed over
+the rounds: > 0); with the journal, 0 and 0 in every round.  Rounds per
+layout and mode: SPACEFS_WRITEHOLE_ROUNDS (default 2; 20 by hand).
+"""
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import time
+
+from harness import Mount, Pool, Tap, log_tail
+
+BLK = 4096
+NBLK = 960  # 48 stripes of parity 1 (5 x 16 KiB), 60 of parity 2 (4 x 16 KiB)
+LAYOUTS = {"parity1": ["--parity", "1"], "parity2": ["--parity", "2"]}
+
+
+def block(b, g):
+    """Content of generation g of block b."""
+    head = struct.pack("<QQ", b, g)
+    return head + random.Random(b << 24 | g).randbytes(BLK - len(head))
+
+
+def classify(b, data, gens):
+    """Generation the block holds, or None for bytes never written to it."""
+    if len(data) != BLK:
+        return None
+    rb, rg = struct.unpack("<QQ", data[:16])
+    if rb != b or rg not in gens or data != block(b, rg):
+        return None
+    return rg
+
+
+def journal_records(path):
+    """(offset, seq, bytes) of the records of the journal copy at path, in
+    order (docs/FORMAT.md, "Parity journal"; CRCs not checked here)."""
+    out = []
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        if head[:8] != b"SPFSJRNL":
+            return out
+        seq = struct.unpack_from("<Q", head, 32)[0]
+        off = 4096
+        while True:
+            f.seek(off)
+            h = f.read(64)
+            if len(h) < 64 or h[:8] != b"SPFSJREC" or struct.unpack_from("<Q", h, 16)[0] != seq:
+                return out
+            n = struct.unpack_from("<Q", h, 48)[0]
+            out.append((off, seq, n))
+            off += n
+            seq += 1
+
+
+class Round:
+    """One round; opts: integrity ("on"/"off"), replay_kill (end the
+    daemon during the replay at the degraded mount, then mount again),
+    damage (flip a bit in the torn update's journal record in every copy
+    and mount with every disk: the record must be named and not replayed,
+    the dirty-region log resyncs the stripe; the degraded check follows
+    on a second mount), jdisk_fail (parity 2: a disk holding a journal
+    copy disappears half way through the writes; it stays lost, with one
+    more disk, at the degraded mount)."""
+
+    def __init__(self, t, layout, journal, seed, **opts):
+        self.t, self.layout, self.journal = t, layout, journal
+        self.rng = random.Random(seed)
+        self.opts = opts
+        tags = "".join(f" {k}={v}" for k, v in sorted(opts.items()))
+        self.what = f"{layout} journal {journal}{tags} seed {seed}"
+
+    def run(self):
+        pool = Pool(6, prefix="spacefs-wh-")
+        try:
+            return self._run(pool)
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+            pool.cleanup()
+
+    def mount_at(self, pool, src, fault=None):
+        """Mount from disk src; with fault armed.  The Mount, or None if the
+        daemon ended during the mount (the fault fired)."""
+        if fault:
+            os.environ["SPACEFS_FAULT"] = fault
+        m = Mount(src, pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
+        try:
+            m.start()
+        except RuntimeError:
+            m.logf.close()
+            return None
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+        pool.mounts.append(m)
+        return m
+
+    def _run(self, pool):
+        t = self.t
+        extra = ["--journal", self.journal] if self.journal != "default" else []
+        extra += ["--integrity", self.opts.get("integrity", "on")]
+        pool.volume("v", "parity", *LAYOUTS[self.layout], "--columns", "6", "--interleave",
+                    "16K", *extra)
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        t.eq(m.stop(), 0, f"{self.what}: file laid out, clean unmount")
+
+        # 2. random 4 KiB writes with the fault armed
+        n = self.rng.randrange(1, 300)
+        mark = len(log_tail(pool, 10**9))
+        m = self.mount_at(pool, pool.disks[0], f"tear:{n}")
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        nextgen = {b: 1 for b in range(NBLK)}
+        writes = 0
+        gone = None
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            while True:
+                if self.opts.get("jdisk_fail") and gone is None and writes >= n // 2:
+                    # a disk holding a journal copy disappears mid-run
+                    gone = next(i for i, d in enumerate(pool.disks)
+                                if os.path.exists(os.path.join(d, "vol", "v", "journal")))
+                    os.rename(pool.disks[gone], pool.disks[gone] + ".gone")
+                    time.sleep(1.5)  # the health watcher looks once a second
+                b = self.rng.randrange(NBLK)
+                g = nextgen[b]
+                nextgen[b] += 1
+                gens[b].add(g)  # in flight: may land or not
+                try:
+                    os.pwrite(fd, block(b, g), b * BLK)
+                except OSError:
+                    break
+                acked[b] = g
+                writes += 1
+                if writes > 5000:
+                    break
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        rc = m.proc.wait(timeout=30)
+        m.proc = None
+        m.logf.close()
+        os.system(f"fusermount3 -u -z {pool.mnt} 2>/dev/null")
+        log = log_tail(pool, 10**9)[mark:]
+        t.eq(rc, 99, f"{self.what}: the daemon tore update {n} and ended ({writes} acknowledged)")
+        hit = re.search(r"data disks not written: ([0-9,]*)", log)
+        if not t.ok(hit is not None, f"{self.what}: the fault names the torn stripe"):
+            t.diag(log[-3000:])
+            return None
+
+        # 3. lose the disk(s) holding untouched data columns of the torn stripe
+        cand = [int(x) for x in hit.group(1).split(",") if x]
+        nlose = 1 if self.layout == "parity1" else 2
+        if gone is not None:
+            cand = [d for d in cand if d != gone]
+            lose = [gone] + self.rng.sample(cand, min(nlose - 1, len(cand)))
+        else:
+            lose = self.rng.sample(cand, min(nlose, len(cand)))
+        if self.opts.get("damage"):
+            if not self.damage_and_resync(pool, path, gens, acked):
+                return None
+        for d in lose:
+            if d != gone:
+                shutil.rmtree(pool.disks[d])
+        src = next(p for i, p in enumerate(pool.disks) if i not in lose)
+        mark = len(log_tail(pool, 10**9))
+        if self.opts.get("replay_kill"):
+            k = self.rng.randrange(1, n + 1)
+            m = self.mount_at(pool, src, f"replay:{k}")
+            log = log_tail(pool, 10**9)[mark:]
+            t.ok(m is None and "journal replay interrupted" in log,
+                 f"{self.what}: the daemon ended during the replay, after {k} record(s)")
+            os.system(f"fusermount3 -u -z {pool.mnt} 2>/dev/null")
+            mark = len(log_tail(pool, 10**9))
+        m = self.mount_at(pool, src)
+        if not t.ok(m is not None, f"{self.what}: mounted without disks {lose}"):
+            t.diag(log_tail(pool))
+            return None
+        log = log_tail(pool, 10**9)[mark:]
+        t.ok("DEGRADED" in log, f"{self.what}: disks {lose} removed, mounted degraded")
+        if self.journal != "off" and not self.opts.get("damage"):
+            t.ok(re.search(r"journal: replayed [1-9]", log) is not None,
+                 f"{self.what}: the journal was replayed at the degraded mount")
+
+        # 4. every block
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq(m.stop(), 0, f"{self.what}: clean unmount")
+        t.diag(f"{self.what}: tear at {n}, lost disks {lose}: {len(never)} never-written, "
+               f"{len(lost)} lost acknowledged, {len(eio)} unreadable blocks")
+        return never, lost, eio
+
+    def damage_and_resync(self, pool, path, gens, acked):
+        """Rot the torn update's record in every journal copy; mount with
+        every disk.  True if it went as it must."""
+        t = self.t
+        copies = [os.path.join(d, "vol", "v", "journal") for d in pool.disks]
+        copies = [c for c in copies if os.path.exists(c)]
+        recs = [journal_records(c) for c in copies]
+        if not t.ok(recs and recs[0] and all(r == recs[0] for r in recs),
+                    f"{self.what}: {len(copies)} journal copies hold the same records"):
+            return False
+        off, seq, nbytes = recs[0][-1]
+        for c in copies:
+            with open(c, "r+b") as f:
+                f.seek(off + 4096 + 100)
+                b = f.read(1)
+                f.seek(off + 4096 + 100)
+                f.write(bytes([b[0] ^ 0x40]))
+        mark = len(log_tail(pool, 10**9))
+        m = self.mount_at(pool, pool.disks[0])
+        log = log_tail(pool, 10**9)[mark:]
+        named = [ln for ln in log.splitlines() if f"record {seq} " in ln and "every copy" in ln]
+        t.ok(m is not None and len(named) == 1,
+             f"{self.what}: record {seq} rotten in every copy is named in one log line")
+        t.ok(re.search(r"resynced [1-9]", log) is not None,
+             f"{self.what}: the dirty-region log resynced what it covered")
+        if m is None:
+            return False
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{self.what}: every disk: every block holds a version written to it")
+        return t.eq(m.stop(), 0, f"{self.what}: clean unmount")
+
+
+def check_blocks(path, gens, acked):
+    """Blocks holding bytes never written to them, blocks older than their
+    last acknowledged write, unreadable blocks."""
+    never, lost, eio = [], [], []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for b in range(NBLK):
+            try:
+                data = os.pread(fd, BLK, b * BLK)
+            except OSError:
+                eio.append(b)
+                continue
+            g = classify(b, data, gens[b])
+            if g is None:
+                never.append(b)
+            elif g < acked[b]:
+                lost.append(b)
+    finally:
+        os.close(fd)
+    return never, lost, eio
+
+
+def journal_full(t, seed):
+    """Sustained small writes through a journal of 8 MiB (the least): each
+    4 KiB write logs 12 KiB per copy, so 2400 of them fill it more than 3
+    times over; writers wait for checkpoints, nothing fails, nothing is
+    lost, and status counts the checkpoints."""
+    rng = random.Random(seed)
+    pool = Pool(6, prefix="spacefs-wh-")
+    try:
+        pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
+                    "--journal-size", "8M")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        fd = os.open(path, os.O_WRONLY)
+        failed = None
+        for i in range(2400):
+            b = rng.randrange(NBLK)
+            g = acked[b] + 1
+            gens[b].add(g)
+            try:
+                os.pwrite(fd, block(b, g), b * BLK)
+            except OSError as e:
+                failed = e
+                break
+            acked[b] = g
+        os.close(fd)
+        t.ok(failed is None, f"journal 8M: 2400 random 4 KiB writes all acknowledged ({failed})")
+        st = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
+        jl = next((v.get("journal_live") for v in st["volumes"] if v["name"] == "v"), None) or {}
+        t.ok(jl.get("checkpoints", 0) >= 3 and jl.get("records", 0) >= 2400,
+             f"journal 8M: status counts {jl.get('records')} records, "
+             f"{jl.get('checkpoints')} checkpoints")
+        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+        m = pool.mount()
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             "journal 8M: after a remount every block holds its last acknowledged write")
+        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+    finally:
+        pool.cleanup()
+
+
+def main():
+    t = Tap()
+    rounds = int(os.environ.get("SPACEFS_WRITEHOLE_ROUNDS", "2"))
+    seed = int(os.environ.get("SPACEFS_WRITEHOLE_SEED", str(int(time.time()))))
+    modes = os.environ.get("SPACEFS_WRITEHOLE_MODES", "off,default").split(",")
+    t.diag(f"seed {seed}, {rounds} round(s) per layout and journal mode")
+    for layout in LAYOUTS:
+        for mode in modes:
+            never = lost = eio = 0
+            for r in range(rounds):
+                res = Round(t, layout, mode, seed * 1000 + r).run()
+                if res is None:
+                    continue
+                never += len(res[0])
+                lost += len(res[1])
+                eio += len(res[2])
+                if mode != "off":
+                    t.eq((len(res[0]), len(res[1]), len(res[2])), (0, 0, 0),
+                         f"{layout} journal {mode} round {r}: no block never written, "
+                         f"no acknowledged block lost, none unreadable")
+            t.diag(f"{layout} journal {mode}: {rounds} rounds: {never} never-written, {lost} "
+                   f"lost acknowledged, {eio} unreadable blocks")
+            if mode == "off":
+                t.ok(never > 0, f"{layout} journal off: the write hole shows ({never} blocks "
+                     f"hold bytes never written to them over {rounds} rounds)")
+    journal_full(t, seed)
+    # The journal's own failures, one round each.
+    for layout, opts in [("parity1", {"replay_kill": 1}), ("parity2", {"replay_kill": 1}),
+                         ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"}),
+                         ("parity2", {"jdisk_fail": 1})]:
+        res = Round(t, layout, "on", seed * 1000 + 999, **opts).run()
+        if res is not None:
+            t.eq(tuple(len(x) for x in res), (0, 0, 0),
+                 f"{layout} journal on {opts}: no block never written, no acknowledged block "
+                 f"lost, none unreadable")
+    t.done()
+
+
+if __name__ == "__main__":
+    main()

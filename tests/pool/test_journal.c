@@ -1,0 +1,412 @@
+/*
+ * test_journal.c -- the parity journal (pool/journal.c) and the fault
+ * spec parser (pool/fault.c).
+ *
+ * The journal is only worth its cost if what it replays is exactly what
+ * was logged and acknowledged, and if nothing damaged or stale is ever
+ * replayed.  So: records logged and not checkpointed come back in order,
+ * byte for byte, after a reopen (as after a crash); a clean close leaves
+ * nothing to replay; a record damaged in one copy is taken from the
+ * other, damaged in both it is skipped (counted) and the later records
+ * still come back; a torn tail is not replayed; a full journal
+ * checkpoints (the sync callback runs first) and the old epoch is never
+ * replayed again; a barrier on a journaled stripe checkpoints and on
+ * another stripe does not; concurrent writers share commits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "pool/fault.h"
+#include "pool/journal.h"
+
+#define B POOL_JOURNAL_BLOCK
+
+struct env {
+	char root[64];
+	char path[2][128];
+	const char *paths[2];
+	int syncs;
+	/* what replay applied */
+	uint64_t seq[64], file[64], stripe[64];
+	uint8_t first[64]; /* first byte of the first piece */
+	uint32_t npiece[64];
+	int napplied;
+};
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return remove(p);
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+
+	snprintf(e->root, sizeof(e->root), "/var/tmp/spacefs-jrnl-XXXXXX");
+	assert_non_null(mkdtemp(e->root));
+	for (int i = 0; i < 2; i++) {
+		snprintf(e->path[i], sizeof(e->path[i]), "%s/journal%d", e->root, i);
+		e->paths[i] = e->path[i];
+	}
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	nftw(e->root, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+	free(e);
+	return 0;
+}
+
+static int count_sync(void *arg)
+{
+	((struct env *)arg)->syncs++;
+	return 0;
+}
+
+static struct pool_journal *jopen(struct env *e, uint64_t size, struct pool_fault *fault)
+{
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = e->paths,
+					  .npath = 2,
+					  .size = size,
+					  .sync = count_sync,
+					  .arg = e,
+					  .fault = fault};
+	struct pool_journal *j = NULL;
+	char err[256] = "";
+
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	return j;
+}
+
+static int record_apply(void *arg, const struct pool_journal_rec *r)
+{
+	struct env *e = arg;
+	int n = e->napplied++;
+
+	assert_true(n < 64);
+	e->seq[n] = r->seq;
+	e->file[n] = r->file_id;
+	e->stripe[n] = r->stripe;
+	e->npiece[n] = r->npiece;
+	e->first[n] = r->piece[0].buf[0];
+	/* every byte of every piece is the piece's fill value */
+	for (uint32_t p = 0; p < r->npiece; p++) {
+		assert_int_equal(r->piece[p].pos, p);
+		assert_int_equal(r->piece[p].off, (uint64_t)p * B * 4);
+		for (uint32_t i = 0; i < r->piece[p].len; i++)
+			assert_int_equal(r->piece[p].buf[i], (uint8_t)(r->piece[0].buf[0] + p));
+	}
+	return 0;
+}
+
+/* Log one record of file `file`, stripe `stripe` with `np` pieces of
+ * 4 KiB filled with fill, fill+1, ... */
+static void log_one(struct pool_journal *j, uint64_t file, uint64_t stripe, uint32_t np,
+		    uint8_t fill)
+{
+	static uint8_t buf[4][B];
+	struct pool_journal_piece p[4];
+
+	for (uint32_t i = 0; i < np; i++) {
+		memset(buf[i], fill + i, B);
+		p[i] = (struct pool_journal_piece){
+		    .pos = i, .len = B, .off = (uint64_t)i * B * 4, .buf = buf[i]};
+	}
+	struct pool_journal_rec r = {.file_id = file, .stripe = stripe, .npiece = np, .piece = p};
+	assert_int_equal(pool_journal_log(j, &r, 1), 0);
+	pool_journal_done(j, 1);
+}
+
+static void replay(struct env *e, uint64_t size)
+{
+	e->napplied = 0;
+	struct pool_journal *j = jopen(e, size, NULL);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 0);
+}
+
+static void flip(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, off), 1);
+	b ^= 0x10;
+	assert_int_equal(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+}
+
+static void test_replay_after_crash(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 3, 2, 0x10);
+	log_one(j, 101, 0, 3, 0x20);
+	log_one(j, 100, 3, 1, 0x30);
+	pool_journal_close(j, 0); /* as a crash leaves it */
+
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 3);
+	assert_int_equal(e->file[0], 100);
+	assert_int_equal(e->stripe[0], 3);
+	assert_int_equal(e->npiece[0], 2);
+	assert_int_equal(e->first[0], 0x10);
+	assert_int_equal(e->file[1], 101);
+	assert_int_equal(e->npiece[1], 3);
+	assert_int_equal(e->first[2], 0x30);
+	assert_true(e->seq[0] < e->seq[1] && e->seq[1] < e->seq[2]);
+	/* replay checkpointed: nothing the second time */
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 0);
+}
+
+static void test_clean_close(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 1, 2, 0x10);
+	pool_journal_close(j, 1);
+	assert_true(e->syncs >= 1); /* the chunks were synced before the epoch ended */
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 0);
+}
+
+static void test_damaged_records(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 1, 1, 0x10); /* at byte 4096, 2 blocks */
+	log_one(j, 100, 2, 1, 0x20); /* at 12288 */
+	log_one(j, 100, 3, 1, 0x30); /* at 20480 */
+	pool_journal_close(j, 0);
+	/* first record: data rotten in copy 0 only -> taken from copy 1 */
+	flip(e->path[0], 2 * B + 100);
+	/* second record: data rotten in both copies -> skipped */
+	flip(e->path[0], 4 * B + 7);
+	flip(e->path[1], 4 * B + 9);
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 2);
+	assert_int_equal(e->first[0], 0x10);
+	assert_int_equal(e->first[1], 0x30);
+}
+
+static void test_torn_tail(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 1, 1, 0x10);
+	log_one(j, 100, 2, 2, 0x20); /* at 12288, 3 blocks */
+	pool_journal_close(j, 0);
+	/* the second record half written in one copy, absent in the other */
+	assert_int_equal(truncate(e->path[0], 4 * B), 0);
+	int fd = open(e->path[1], O_RDWR);
+	static uint8_t zero[3 * B];
+	assert_int_equal(pwrite(fd, zero, sizeof(zero), 3 * B), (ssize_t)sizeof(zero));
+	close(fd);
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->first[0], 0x10);
+}
+
+static void test_header_damaged_in_one_copy(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 1, 1, 0x10);
+	pool_journal_close(j, 0);
+	flip(e->path[0], 40);
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 1);
+}
+
+static void test_full_checkpoints(void **state)
+{
+	struct env *e = *state;
+	/* header + 5 records of 2 blocks */
+	struct pool_journal *j = jopen(e, 11 * B, NULL);
+
+	for (int i = 0; i < 5; i++)
+		log_one(j, 100, (uint64_t)i, 1, (uint8_t)(0x10 + i));
+	assert_int_equal(e->syncs, 0);
+	log_one(j, 100, 9, 1, 0x40); /* no room: checkpoint, then logged */
+	assert_int_equal(e->syncs, 1);
+	struct pool_journal_stats st;
+	pool_journal_stats(j, &st);
+	assert_int_equal(st.checkpoints, 1);
+	assert_int_equal(st.used, 2 * B);
+	pool_journal_close(j, 0);
+	replay(e, 11 * B);
+	assert_int_equal(e->napplied, 1); /* the old epoch is never replayed */
+	assert_int_equal(e->first[0], 0x40);
+	assert_int_equal(e->stripe[0], 9);
+}
+
+static void test_too_big(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 3 * B, NULL);
+	static uint8_t buf[4 * B];
+	struct pool_journal_piece p = {.pos = 0, .len = sizeof(buf), .off = 0, .buf = buf};
+	struct pool_journal_rec r = {.file_id = 1, .stripe = 0, .npiece = 1, .piece = &p};
+
+	assert_int_equal(pool_journal_log(j, &r, 1), -EFBIG);
+	pool_journal_close(j, 1);
+}
+
+static void test_barrier(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 5, 1, 0x10);
+	assert_int_equal(pool_journal_barrier(j, 100, 6, 1000), 0);
+	assert_int_equal(pool_journal_barrier(j, 101, 0, 10), 0);
+	assert_int_equal(e->syncs, 0);
+	assert_int_equal(pool_journal_barrier(j, 100, 0, 5), 0);
+	assert_int_equal(e->syncs, 1);
+	assert_int_equal(pool_journal_barrier(j, 100, 5, 5), 0); /* new epoch: nothing */
+	assert_int_equal(e->syncs, 1);
+	log_one(j, 100, 70000, 1, 0x10);
+	assert_int_equal(pool_journal_barrier(j, 100, 0, UINT64_MAX), 0); /* wide range */
+	assert_int_equal(e->syncs, 2);
+	pool_journal_close(j, 0);
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 0);
+}
+
+struct writer {
+	struct pool_journal *j;
+	int id;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	uint8_t *buf = malloc(B);
+	memset(buf, 0x55, B);
+	struct pool_journal_piece p = {.pos = 0, .len = B, .off = 0, .buf = buf};
+
+	for (int i = 0; i < 50; i++) {
+		struct pool_journal_rec r = {.file_id = 1000 + (uint64_t)w->id,
+					     .stripe = (uint64_t)i,
+					     .npiece = 1,
+					     .piece = &p};
+		if (pool_journal_log(w->j, &r, 1) != 0)
+			abort();
+		pool_journal_done(w->j, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+	struct env *e = *state;
+	/* small enough that the writers also hit checkpoints */
+	struct pool_journal *j = jopen(e, 64 * B, NULL);
+	pthread_t t[8];
+	struct writer w[8];
+
+	for (int i = 0; i < 8; i++) {
+		w[i] = (struct writer){j, i};
+		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	struct pool_journal_stats st;
+	pool_journal_stats(j, &st);
+	assert_int_equal(st.records, 400);
+	assert_true(st.commits <= st.records);
+	assert_true(st.checkpoints >= 400 * 2 / 63);
+	print_message("# 400 records, %llu commits, %llu checkpoints\n",
+		      (unsigned long long)st.commits, (unsigned long long)st.checkpoints);
+	pool_journal_close(j, 1);
+}
+
+static void test_copy_lost(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+
+	log_one(j, 100, 1, 1, 0x10);
+	pool_journal_close(j, 0);
+	/* the disk of copy 0 is gone at the next mount */
+	assert_int_equal(unlink(e->path[0]), 0);
+	e->paths[0] = NULL;
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 1);
+	e->paths[0] = e->path[0];
+}
+
+static void test_fault_parse(void **state)
+{
+	(void)state;
+	struct pool_fault f;
+	char err[200];
+
+	assert_int_equal(pool_fault_parse(NULL, &f, err, sizeof(err)), 0);
+	assert_int_equal(f.kind, POOL_FAULT_NONE);
+	assert_int_equal(pool_fault_parse("tear:3", &f, err, sizeof(err)), 0);
+	assert_int_equal(f.kind, POOL_FAULT_TEAR);
+	assert_int_equal(pool_fault_hit(&f, POOL_FAULT_TEAR), 0);
+	assert_int_equal(pool_fault_hit(&f, POOL_FAULT_REPLAY), 0);
+	assert_int_equal(pool_fault_hit(&f, POOL_FAULT_TEAR), 0);
+	assert_int_equal(pool_fault_hit(&f, POOL_FAULT_TEAR), 1);
+	assert_int_equal(pool_fault_hit(&f, POOL_FAULT_TEAR), 0);
+	assert_int_equal(pool_fault_parse("replay:1", &f, err, sizeof(err)), 0);
+	assert_int_equal(f.kind, POOL_FAULT_REPLAY);
+	assert_int_equal(pool_fault_parse("jtear:12", &f, err, sizeof(err)), 0);
+	assert_int_equal(f.kind, POOL_FAULT_JTEAR);
+	assert_int_equal(f.at, 12);
+	const char *bad[] = {"tear", "tear:", "tear:0", "tear:-1", "tear:2x", "rip:3", "tear3"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(pool_fault_parse(bad[i], &f, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "SPACEFS_FAULT"));
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_replay_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clean_close, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_damaged_in_one_copy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_checkpoints, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_lost, setup, teardown),
+	    cmocka_unit_test(test_fault_parse),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
