@@ -80,6 +80,10 @@ struct fs_volume {
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
 	struct fs *fs;		 /* back pointer, for the store's hooks */
 	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
+	/* Deleted from the catalogue (fs/catalog.c): stores closed, no longer
+	 * listed or found by name or id; the struct stays until unmount, as
+	 * inodes and requests in flight may still point at it. */
+	atomic_int gone;
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -138,6 +142,10 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* The catalogue as applied to vol[] (fs/catalog.c); cat_lock orders
+	 * the polls and changes that apply it. */
+	pthread_mutex_t cat_lock;
+	uint64_t cat_stamp, cat_applied;
 };
 
 /* ---- inode numbers ---- */
@@ -166,6 +174,26 @@ int64_t fs_now_ns(void);  /* CLOCK_REALTIME, for file times */
 int64_t fs_mono_ns(void); /* CLOCK_MONOTONIC, for leases, rates, timeouts */
 /* One line "spacefs: ..." on stderr (the daemon's log), flushed at once. */
 void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- the catalogue with several nodes (fs/catalog.c) ---- */
+struct pool_catalog_lock;
+/* Before changing the catalogue: with several nodes, take the cluster's
+ * catalogue lock and adopt what others committed; then fs->pool_lock
+ * exclusively.  fs_catalog_end undoes both and wakes the node thread,
+ * which applies the change here (or call fs_catalog_apply, holding no
+ * volume's lock). */
+int fs_catalog_begin(struct fs *fs, struct pool_catalog_lock *l, char *err, size_t errlen);
+void fs_catalog_end(struct fs *fs, struct pool_catalog_lock *l);
+/* With the heartbeat: reload the catalogue if another node committed, and
+ * open new volumes / retire deleted ones.  Never fails (logs). */
+void fs_catalog_poll(struct fs *fs);
+void fs_catalog_apply(struct fs *fs);
+/* "volume-delete NAME" with several nodes; *err says why not. */
+int fs_catalog_delete(struct fs *fs, const char *name, char *err, size_t errlen);
+static inline bool fs_volume_gone(struct fs_volume *v)
+{
+	return atomic_load(&v->gone) != 0;
+}
 
 /* ---- inode table (fs/inode.c) ----
  * Invariant: nobody touches a struct fs_inode without a count on it.  The

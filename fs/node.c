@@ -626,11 +626,18 @@ static void desired_owners(struct fs_node *n, int *want)
 	uint64_t epoch;
 	bool valid;
 
+	uint32_t nlivevol = 0;
+	for (uint32_t i = 0; i < nvol; i++) {
+		want[i] = -1;
+		nlivevol += !fs_volume_gone(fs->vol[i]);
+	}
 	if (nlive == 0)
 		return;
-	uint32_t cap = (nvol + nlive - 1) / nlive;
+	uint32_t cap = (nlivevol + nlive - 1) / nlive;
 	for (uint32_t i = 0; i < nvol; i++) {
 		struct fs_vnode *vn = fs->vol[i]->vn;
+		if (fs_volume_gone(fs->vol[i]))
+			continue; /* deleted: nobody's share */
 		pthread_mutex_lock(&vn->info_lock);
 		want[i] = live_index(n, vn->pref);
 		pthread_mutex_unlock(&vn->info_lock);
@@ -638,7 +645,7 @@ static void desired_owners(struct fs_node *n, int *want)
 			count[want[i]]++;
 	}
 	for (uint32_t i = 0; i < nvol; i++) {
-		if (want[i] >= 0)
+		if (want[i] >= 0 || fs_volume_gone(fs->vol[i]))
 			continue;
 		fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
 		int cur = valid ? live_index(n, owner) : -1;
@@ -648,7 +655,7 @@ static void desired_owners(struct fs_node *n, int *want)
 		}
 	}
 	for (uint32_t i = 0; i < nvol; i++) {
-		if (want[i] >= 0)
+		if (want[i] >= 0 || fs_volume_gone(fs->vol[i]))
 			continue;
 		uint32_t best = 0;
 		for (uint32_t j = 1; j < nlive; j++)
@@ -719,6 +726,8 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 	struct seen s;
 	int64_t now = fs_mono_ns();
 
+	if (fs_volume_gone(v))
+		return; /* deleted: fs_node_retire let it go */
 	if (vn->state == VS_OWNED) {
 		renew(n, v);
 		if (vn->state == VS_OWNED)
@@ -764,6 +773,7 @@ static void tick(struct fs_node *n)
 {
 	struct fs *fs = n->fs;
 
+	fs_catalog_poll(fs); /* volumes created or deleted by other nodes */
 	pthread_mutex_lock(&n->state_lock);
 	bool changed = refresh_live(n);
 	reload_prefs(fs);
@@ -962,6 +972,42 @@ int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err,
 	rc = hand_over(n, v, node, true, err, errlen);
 	look_again(n, v);
 	return rc;
+}
+
+/* ---- deleted volumes ---- */
+
+void fs_node_retire(struct fs *fs, struct fs_volume *v)
+{
+	struct fs_node *n = fs->node;
+
+	pthread_mutex_lock(&n->state_lock);
+	if (v->vn->state == VS_OWNED)
+		release(n, v, false, NULL);
+	atomic_store(&v->gone, 1);
+	pthread_mutex_unlock(&n->state_lock);
+}
+
+int fs_node_wait_unowned(struct fs *fs, struct fs_volume *v, char *err, size_t errlen)
+{
+	struct fs_node *n = fs->node;
+	/* a node that has not seen the deletion yet does at its next
+	 * heartbeat; a stalled one stops writing by its own deadline */
+	int64_t until = fs_mono_ns() + (n->lease_ms + n->margin_ms + 2 * n->hb_ms) * 1000000ll;
+	struct seen s;
+
+	for (;;) {
+		pthread_mutex_lock(&n->state_lock);
+		observe(n, v, &s);
+		pthread_mutex_unlock(&n->state_lock);
+		if (s.state == SEEN_NONE || s.state == SEEN_DEAD)
+			return 0;
+		if (fs_mono_ns() >= until)
+			break;
+		nanosleep(&(struct timespec){0, 20000000}, NULL);
+	}
+	snprintf(err, errlen, "volume %s: node %s still holds its lock (epoch %llu)", v->name,
+		 s.best.node, (unsigned long long)s.best.epoch);
+	return -ETIMEDOUT;
 }
 
 /* ---- start and stop ---- */

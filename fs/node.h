@@ -108,6 +108,13 @@ int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err,
  * up (-ETIMEDOUT, *err says why); else it only asks the node thread. */
 #define FS_TAKE_WAIT 1u
 int fs_node_take(struct fs *fs, uint32_t volid, bool wait, char *err, size_t errlen);
+/* A volume deleted from the catalogue: hand it back if owned (stores
+ * closed, lock released), then mark it gone. */
+void fs_node_retire(struct fs *fs, struct fs_volume *v);
+/* Wait until no node holds v's lease (released, or its holder dead);
+ * -ETIMEDOUT after lease + margin + two heartbeats (*err names the
+ * holder), by when a stalled holder has stopped writing by its deadline. */
+int fs_node_wait_unowned(struct fs *fs, struct fs_volume *v, char *err, size_t errlen);
 /* Snapshot of the owner for status and the user.spacefs.owner xattr. */
 void fs_node_owner(struct fs_volume *v, char *node, char *addr, uint64_t *epoch, bool *valid);
 /* Address of a live node, "" if unknown. */

@@ -275,7 +275,8 @@ static int parse_u32(const char *s, uint32_t *out)
  * generation).  So every command first asks whether a daemon serves the
  * pool (pool/ctl.h: a socket named after the pool UUID) and then:
  *   volume create   is sent to the daemon, which creates and mounts it;
- *   volume delete   is refused until the pool is unmounted;
+ *   volume delete   is sent to the daemon too: with several nodes it
+ *                   deletes the volume live, a single node refuses;
  *   status, list    read the disks (safe: superblocks are replaced
  *                   atomically), and status adds the daemon's counters.
  * A command the daemon learns later slots in the same way: build the
@@ -809,11 +810,17 @@ static int do_volume_delete(const struct volume_delete_args *a)
 
 	if (!p)
 		return 1;
-	if (daemon_call(p, "status", &reply, err, sizeof(err)) != -ENOENT) {
-		json_peek(reply ? reply : "", "node", node, sizeof(node));
-		rc = say_error(1, "volume delete",
-			       "pool '%s' is mounted (spacefs on node %s); unmount it first",
-			       p->sb->pool_name, node);
+	char req[POOL_NAME_MAX + 32];
+	snprintf(req, sizeof(req), "volume-delete %s", a->name);
+	int drc = daemon_call(p, req, &reply, err, sizeof(err));
+	if (drc != -ENOENT) {
+		/* a cluster node deletes it live (fs/catalog.c); a single-node
+		 * daemon, or an older one, refuses */
+		(void)node;
+		if (drc < 0)
+			rc = say_error(1, "volume delete", "the running spacefs refused: %s", err);
+		else
+			printf("volume '%s' deleted\n", a->name);
 	} else if (pool_runlock_offline_pool(&p, a->source, err, sizeof(err)) < 0 ||
 		   pool_volume_delete(p, a->name, err, sizeof(err)) < 0) {
 		rc = say_error(1, NULL, "%s", err);
