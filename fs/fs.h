@@ -267,6 +267,10 @@ bool fs_vol_enter_local(struct fs_volume *v);
 void fs_vol_leave(struct fs_volume *v);
 /* Same, even while a state change waits (last-reference write-back). */
 bool fs_vol_hold_local(struct fs_volume *v);
+/* Data fencing (fs/node.c): 0 if this node may still submit chunk writes
+ * to v (one node, or the owner before its lease deadline), else
+ * -EREMCHG (FS_NOT_OWNER), logged once per lost lease. */
+int fs_vol_may_write(struct fs_volume *v);
 int fs_node_volume_init(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
 			char *err, size_t errlen);
 void fs_node_volume_free(struct fs_volume *v);

@@ -475,10 +475,18 @@ static void hook_disk_failed(void *arg, uint32_t disk, const char *why)
 	fs_health_disk_failed(v->fs, disk, why);
 }
 
+static int hook_may_write(void *arg)
+{
+	return fs_vol_may_write(arg);
+}
+
 static int hook_write_begin(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent)
 {
 	struct fs_volume *v = arg;
+	int rc = fs_vol_may_write(v); /* fenced: not even the dirty mark */
 
+	if (rc < 0)
+		return rc;
 	return v->drl ? pool_drl_begin(v->drl, id, off, len, absent) : 0;
 }
 
@@ -502,6 +510,7 @@ static const struct pool_store_hooks volume_hooks = {
     .disk_full = hook_disk_full,
     .write_begin = hook_write_begin,
     .write_end = hook_write_end,
+    .may_write = hook_may_write,
 };
 
 const struct pool_store_hooks *fs_volume_hooks(void)

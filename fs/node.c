@@ -80,6 +80,38 @@ bool fs_vol_hold_local(struct fs_volume *v)
 	return false;
 }
 
+/* Called by the store right before it submits chunk writes, from a
+ * request that entered the volume (so the state cannot change under it).
+ * The deadline is the one fs_vol_enter_local checks at entry; checking it
+ * again here covers a request that entered in time and then stalled (the
+ * process stopped, swapped, starved) while a takeover happened: the
+ * contender waits lease + margin from the last renewal it saw, and our
+ * deadline is lease - margin after the start of that renewal, so a batch
+ * refused here would have landed after the takeover, and one submitted
+ * has at least 2 x margin to complete before it.  What is left is the
+ * time between this check and io_submit (docs/OPERATIONS.md). */
+int fs_vol_may_write(struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+
+	if (!vn)
+		return 0;
+	if (v->fs->node && v->fs->node->test_delay_ns) /* tests: widen the window */
+		nanosleep(&(struct timespec){0, v->fs->node->test_delay_ns}, NULL);
+	/* only the deadline: it moves only while this node holds the lease,
+	 * and the stores exist only while it owns the volume (or is taking
+	 * it: the resync at takeover writes under the new lease) */
+	int64_t late = fs_mono_ns() - atomic_load(&vn->deadline_ns);
+	if (late < 0)
+		return 0;
+	atomic_fetch_add(&vn->fenced, 1);
+	if (!atomic_exchange(&vn->fence_logged, 1))
+		fs_log("FENCED: volume %s: lease deadline passed %lld ms ago (epoch %llu): chunk "
+		       "writes refused, requests go to the next owner",
+		       v->name, (long long)(late / 1000000), (unsigned long long)vn->epoch);
+	return FS_NOT_OWNER;
+}
+
 void fs_vol_leave(struct fs_volume *v)
 {
 	if (v->vn)
@@ -399,11 +431,15 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		note_take_err(vn, "lease taken on %u of %u metadata disks (%s)", ok, vn->nmeta,
 			      err);
 	}
+	/* the lease holds from t0: the stores' opening (orphans, resync)
+	 * writes under it, fenced by it like any request */
+	atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
+	atomic_store(&vn->fence_logged, 0);
 	if (ok < majority(vn) || open_stores(n, v, c.epoch) < 0) {
+		atomic_store(&vn->deadline_ns, 0);
 		drop_locks(n, v, c.epoch, true);
 		return;
 	}
-	atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
 	set_owner(vn, n->name, n->addr, c.epoch, true);
 	if (s->best.addr[0] && strcmp(s->best.addr, n->addr))
 		fs_rpc_reset(n->rpc, s->best.addr); /* unblock requests sent to the old owner */
@@ -1075,6 +1111,12 @@ int fs_node_start(struct fs *fs, char *err, size_t errlen)
 	n->hb_ms = (int64_t)(fs->opt.heartbeat * 1000);
 	n->lease_ms = (int64_t)(fs->opt.lease * 1000);
 	n->margin_ms = n->lease_ms / 5 > n->hb_ms ? n->lease_ms / 5 : n->hb_ms;
+	/* Test hook (tests/integration/test_fence.py): a pause before each
+	 * fencing check, so that a SIGSTOP lands between a request's start and
+	 * its chunk writes' submission, as a real stall rarely does on cue. */
+	const char *delay = getenv("SPACEFS_TEST_SUBMIT_DELAY_MS");
+	if (delay && atoi(delay) > 0 && atoi(delay) < 1000)
+		n->test_delay_ns = atoi(delay) * 1000000l;
 	rc = load_secret(n, err, errlen);
 	if (rc == 0)
 		rc = fs_rpc_new(n, &n->rpc);

@@ -58,6 +58,8 @@ struct fs_vnode {
 	atomic_int_fast64_t hold_until_ns;
 	char take_err[256]; /* under info_lock: why the last take failed */
 
+	atomic_uint_fast64_t fenced; /* chunk write batches refused (fs_vol_may_write) */
+	atomic_int fence_logged;     /* said so since the last take */
 	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
 	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
 };
@@ -76,6 +78,7 @@ struct fs_node {
 	char uuid[40];
 	uint8_t secret[POOL_SECRET_LEN];
 	int64_t hb_ms, lease_ms, margin_ms;
+	long test_delay_ns; /* SPACEFS_TEST_SUBMIT_DELAY_MS (fs_vol_may_write) */
 	int reg_fd[POOL_MAX_DISKS];
 
 	pthread_t thread;

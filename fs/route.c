@@ -112,7 +112,7 @@ static int wait_owner(struct fs *fs, int64_t *deadline)
 	do {                                                                                       \
 		int64_t dl_ = 0;                                                                   \
 		for (;;) {                                                                         \
-			if (fs_volume_gone(v)) { /* deleted meanwhile (fs/catalog.c) */           \
+			if (fs_volume_gone(v)) { /* deleted meanwhile (fs/catalog.c) */            \
 				fuse_reply_err(req, ESTALE);                                       \
 				return;                                                            \
 			}                                                                          \

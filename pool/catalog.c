@@ -74,7 +74,8 @@ int pool_catalog_lock(struct pool *p, struct pool_catalog_lock *l, char *err, si
 		uint32_t got = l->n;
 		pool_catalog_unlock(l);
 		snprintf(err, errlen, "pool '%s': catalogue lock taken on %u of %u disks (%s)",
-			 p->sb->pool_name, got, p->ndisks, first[0] ? first : "disks out of service");
+			 p->sb->pool_name, got, p->ndisks,
+			 first[0] ? first : "disks out of service");
 		return -EIO;
 	}
 	return 0;
@@ -111,7 +112,7 @@ static void adopt_member(struct pool *p, const struct pool_sb *nb, uint32_t m)
 
 	if (same && p->sb->member[m].state == nm->state)
 		return; /* nothing recorded about it changed: keep what we see */
-	if (!same) { /* added or replaced by another node */
+	if (!same) {	/* added or replaced by another node */
 		memset(d, 0, sizeof(*d));
 		snprintf(d->path, sizeof(d->path), "%s", nm->path);
 		struct stat st;
