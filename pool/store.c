@@ -35,16 +35,17 @@
  * a request borrows from the store's free list and gives back when it
  * ends; each set grows to the largest request it served and is reused, so
  * the hot path does not allocate.  The store owns the sets (no per-thread
- * data: see scratch_get).  O_DIRECT chunk files are grown ahead
- * of the data (chunk_reserve), because extending O_DIRECT writes are
+ * data: see store_scratch_get).  O_DIRECT chunk files are grown ahead
+ * of the data (store_chunk_reserve), because extending O_DIRECT writes are
  * synchronous on ext4.
  *
- * Chunk file descriptors are cached per (file, position) in a sharded,
- * bounded table with clock eviction.  An entry is referenced while a
- * request uses it, so eviction or pool_store_remove never closes a
- * descriptor under an I/O.  Files are opened lazily; only write paths
- * create them, so a read of a never-written position is zeros at no cost
- * on disk.
+ * The store is three files: this one (requests, the two I/O phases,
+ * punch, truncate, sync, disk states, open and close), pool/fdcache.c
+ * (chunk files and the cache of their descriptors, per (file, position),
+ * referenced while a request uses them) and pool/check.c (scrub, repair,
+ * rebuild and resync of whole stripes, self-heal after a bad read, moving
+ * a position for disk retire).  pool/store_priv.h holds what they share;
+ * pool/sparse.c works on chunk files through store_int.h's narrow view.
  *
  * Checksum sidecars ("<chunk>.crc", 4 bytes per block) are always
  * buffered: their I/Os are a few bytes, far below O_DIRECT's granularity,
@@ -54,7 +55,7 @@
  * rate within noise, so one submission per phase it is).  Checksum I/O
  * is coalesced per position: one read of the span a request touches, one
  * write per contiguous run.  Data and checksum writes are not ordered
- * against each other; after a crash the dirty-region log (a later issue)
+ * against each other; after a crash the dirty-region log (pool/drl.c)
  * re-derives checksums of the regions that were being written.
  */
 #include <assert.h>
@@ -70,98 +71,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pool/aio.h"
-#include "pool/store.h"
 #include "pool/store_int.h"
-#include "pool/stripelock.h"
+#include "pool/store_priv.h"
 
-#define BLK	     ((uint64_t)LAYOUT_BLOCK)
-#define CRC_BYTES    4u
-#define FD_SHARDS    16u
-#define FD_CACHE_MAX 4096u /* chunk files kept open, all shards */
-#define FD_CACHE_MIN 16u
-/* A request larger than this is carried out in pieces, each under its own
- * lock set, so one huge call cannot grow the scratch area without bound.
- * FUSE requests (1 MiB) are always one piece. */
-#define PIECE_BYTES (8u << 20)
-/* O_DIRECT chunk files are grown ahead of the data in steps this big
- * (see chunk_reserve). */
-#define GROW_STEP (16ull << 20)
-
-/* ---- the store ------------------------------------------------------------ */
-
-struct disk_counters {
-	_Atomic uint64_t reads, writes, read_bytes, write_bytes, errors, csum_errors, healed;
-	struct pool_lat_hist lat; /* completed chunk I/Os (pool/lathist.h) */
-};
-
-struct store_disk {
-	char *path; /* the disk directory as configured, for messages */
-	char *dir;  /* <disk>/vol/<volume>/data; NULL if the disk is absent */
-	int direct; /* chunk files opened with O_DIRECT */
-	dev_t dev;  /* of dir, to tell a directory replaced under us */
-	ino_t ino;
-	/* enum pool_store_disk_state; requests turn it into the planner's
-	 * `failed` mask (REBUILDING: see rq_mask). */
-	_Atomic uint8_t state;
-	_Atomic uint64_t rb_id, rb_stripe;		     /* rebuild cursor */
-	struct disk_counters c __attribute__((aligned(64))); /* no false sharing */
-};
-
-/* One cached chunk: the data file and its checksum sidecar. */
-struct fd_entry {
-	uint64_t id;
-	uint32_t pos, disk;
-	int fd, crcfd;	       /* crcfd -1: no sidecar yet (or integrity off) */
-	uint32_t ref;	       /* requests using the descriptors */
-	int32_t next;	       /* hash chain, or free list */
-	uint8_t used;	       /* slot holds a chunk */
-	uint8_t clock;	       /* referenced since the hand last passed */
-	uint8_t hashed;	       /* 0: removed from the table, closed at last release */
-	_Atomic uint64_t size; /* chunk i_size as last seen; a hint (see chunk_reserve) */
-};
-
-struct fd_shard {
-	pthread_mutex_t mu;
-	uint32_t cap, nbucket, hand;
-	int32_t free; /* free-slot list through next */
-	int32_t *bucket;
-	struct fd_entry *e;
-} __attribute__((aligned(64)));
-
-struct scratch;
-
-struct pool_store {
-	char *volume;
-	struct layout_geom g;
-	uint32_t k, npos;
-	uint64_t stripe_bytes;
-	int integrity;
-	int any_direct;		    /* some disk uses O_DIRECT: aliased buffers must be aligned */
-	struct layout_codec *codec; /* parity only */
-	struct pool_aio *aio;
-	struct stripelock *locks;
-	uint8_t *zeros; /* stripe_bytes of zeros (untouched anonymous memory) */
-	size_t zeros_len;
-	uint32_t ndisks;
-	struct store_disk *disk;
-	struct fd_shard shard[FD_SHARDS];
-	pthread_mutex_t scratch_mu; /* guards scratch_idle and scratch_busy */
-	struct scratch *scratch_idle;
-	size_t scratch_busy;
-	pthread_mutex_t size_mu; /* serialises changes of chunk file sizes */
-	struct pool_store_hooks hooks;
-	pthread_mutex_t grave_mu; /* old disk paths, freed at close (readers may hold them) */
-	char **grave;
-	size_t ngrave;
-};
-
-/* One line on stderr, written at once so lines of threads do not mix. */
-static void store_log(const struct pool_store *s, const char *fmt, ...)
+void store_log(const struct pool_store *s, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -177,56 +93,10 @@ static void store_log(const struct pool_store *s, const char *fmt, ...)
 	}
 }
 
-static void count(_Atomic uint64_t *c, uint64_t v)
+void store_count(_Atomic uint64_t *c, uint64_t v)
 {
 	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
-
-/* ---- scratch sets ------------------------------------------------------------ */
-
-/* One chunk I/O of a phase.  run/at: its checksums' place (write phase). */
-struct cio {
-	uint32_t pos;
-	uint32_t len;
-	uint64_t off; /* chunk offset */
-	uint8_t *buf;
-	uint32_t run, at;
-};
-
-/* A contiguous range of checksums of one position, written at once. */
-struct crc_run {
-	uint32_t pos;
-	uint32_t nblk;
-	uint64_t blk; /* first block */
-	size_t base;  /* index into scratch crc[] */
-};
-
-struct scratch {
-	struct layout_write_plan *wp;
-	size_t wp_cap;
-	struct layout_read_plan *rp;
-	size_t rp_cap;
-	uint8_t **pdst; /* read: destination of each plan */
-	size_t pdst_cap;
-	uint8_t *alias; /* read: plan reads land in pdst directly */
-	size_t alias_cap;
-	struct cio *cio;
-	size_t cio_cap;
-	uint8_t **ptr; /* rbuf/wbuf pointer arrays handed to layout/ */
-	size_t ptr_cap;
-	struct pool_aio_req *req;
-	size_t req_cap;
-	uint32_t *crc;
-	size_t crc_cap;
-	struct crc_run *run;
-	size_t run_cap;
-	uint8_t *buf; /* 4 KiB aligned I/O buffers, carved per phase */
-	size_t buf_cap;
-	uint8_t *src; /* 4 KiB aligned bounce for the caller's range */
-	size_t src_cap;
-	uint32_t pick;	      /* mirror read balancing */
-	struct scratch *next; /* on the free list */
-};
 
 static void scratch_release(struct scratch *t)
 {
@@ -244,7 +114,7 @@ static void scratch_release(struct scratch *t)
 	free(t);
 }
 
-/* Borrow a scratch set for one request; give it back with scratch_put.
+/* Borrow a scratch set for one request; give it back with store_scratch_put.
  * The store keeps idle sets on a free list (as many as requests ever ran
  * at once) and frees them in pool_store_close, after its users drained.
  * Not per-thread (a pthread key with a thread-exit destructor): such a
@@ -252,7 +122,7 @@ static void scratch_release(struct scratch *t)
  * a store closes on an owner move while a redirect-serving thread exits,
  * and a key per store opened on every move would use up PTHREAD_KEYS_MAX.
  * Nested requests (a heal inside a read) simply borrow a second set. */
-static struct scratch *scratch_get(struct pool_store *s)
+struct scratch *store_scratch_get(struct pool_store *s)
 {
 	struct scratch *t;
 
@@ -270,7 +140,7 @@ static struct scratch *scratch_get(struct pool_store *s)
 	return t;
 }
 
-static void scratch_put(struct pool_store *s, struct scratch *t)
+void store_scratch_put(struct pool_store *s, struct scratch *t)
 {
 	pthread_mutex_lock(&s->scratch_mu);
 	t->next = s->scratch_idle;
@@ -293,7 +163,7 @@ static void scratch_free_all(struct pool_store *s)
 }
 
 /* Grow an array to hold n elements; contents need not survive. */
-static int grow(void *pp, size_t *cap, size_t n, size_t elem)
+int store_grow(void *pp, size_t *cap, size_t n, size_t elem)
 {
 	void **p = pp;
 
@@ -325,420 +195,15 @@ static int grow_aligned(uint8_t **p, size_t *cap, size_t n)
 	return 0;
 }
 
-/* ---- chunk files ----------------------------------------------------------- */
-
-static int chunk_path(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos, int crc,
-		      char *buf, size_t n)
-{
-	if (!s->disk[disk].dir)
-		return -EIO;
-	int len = snprintf(buf, n, "%s/%02x/%016" PRIx64 ".%u%s", s->disk[disk].dir,
-			   (unsigned)(id % 256), id, pos, crc ? ".crc" : "");
-
-	return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
-}
-
-/* open(2) that makes the hash subdirectory on first use when creating. */
-static int open_mkdir(const char *path, int flags)
-{
-	int fd = open(path, flags, 0600);
-
-	if (fd < 0 && errno == ENOENT && (flags & O_CREAT)) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s", path);
-		char *slash = strrchr(dir, '/');
-		assert(slash);
-		*slash = '\0';
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		fd = open(path, flags, 0600);
-	}
-	return fd < 0 ? -errno : fd;
-}
-
-/* Open the sidecar; -ENOENT is "none yet" when not creating. */
-static int open_crc(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos,
-		    int create)
-{
-	char path[PATH_MAX];
-	int rc = chunk_path(s, disk, id, pos, 1, path, sizeof(path));
-
-	if (rc < 0)
-		return rc;
-	return open_mkdir(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0));
-}
-
-/* Open a chunk (and its sidecar with integrity).  -ENOENT if it does not
- * exist and create is 0. */
-static int open_chunk(const struct pool_store *s, uint32_t disk, uint64_t id, uint32_t pos,
-		      int create, int *fd, int *crcfd)
-{
-	char path[PATH_MAX];
-	int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
-	int rc = chunk_path(s, disk, id, pos, 0, path, sizeof(path));
-
-	if (rc < 0)
-		return rc;
-	if (s->disk[disk].direct)
-		flags |= O_DIRECT;
-	*fd = open_mkdir(path, flags);
-	if (*fd < 0)
-		return *fd;
-	*crcfd = -1;
-	if (s->integrity) {
-		rc = open_crc(s, disk, id, pos, create);
-		if (rc < 0 && rc != -ENOENT) {
-			close(*fd);
-			return rc;
-		}
-		*crcfd = rc < 0 ? -1 : rc;
-	}
-	return 0;
-}
-
-static void close_fds(int fd, int crcfd)
-{
-	if (fd >= 0)
-		close(fd);
-	if (crcfd >= 0)
-		close(crcfd);
-}
-
-/* ---- descriptor cache ------------------------------------------------------ */
-
-/* A request's hold on one position's descriptors. */
-struct chunk_ref {
-	struct fd_entry *e; /* NULL: not cached, the ref owns the fds */
-	int fd, crcfd;	    /* fd -1: the chunk file does not exist */
-	uint32_t shard;
-};
-
-static uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static uint64_t key_hash(uint64_t id, uint32_t pos)
-{
-	return mix64(id * 64 + pos);
-}
-
-static int fdcache_init(struct pool_store *s)
-{
-	struct rlimit rl;
-	uint32_t total = FD_CACHE_MAX;
-
-	/* Stay well inside the descriptor limit: half of it for the cache. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-		uint64_t fit = rl.rlim_cur / 2 / (s->integrity ? 2 : 1);
-		if (fit < total)
-			total = fit < FD_CACHE_MIN ? FD_CACHE_MIN : (uint32_t)fit;
-	}
-	uint32_t per = total / FD_SHARDS; /* >= 1: FD_CACHE_MIN >= FD_SHARDS */
-	uint32_t nb = 1;
-	while (nb < per * 2)
-		nb *= 2;
-
-	for (uint32_t i = 0; i < FD_SHARDS; i++) {
-		struct fd_shard *sh = &s->shard[i];
-		pthread_mutex_init(&sh->mu, NULL);
-		sh->cap = per;
-		sh->nbucket = nb;
-		sh->e = calloc(per, sizeof(*sh->e));
-		sh->bucket = malloc(nb * sizeof(*sh->bucket));
-		if (!sh->e || !sh->bucket)
-			return -ENOMEM;
-		for (uint32_t b = 0; b < nb; b++)
-			sh->bucket[b] = -1;
-		for (uint32_t j = 0; j < per; j++)
-			sh->e[j].next = j + 1 < per ? (int32_t)(j + 1) : -1;
-		sh->free = 0;
-	}
-	return 0;
-}
-
-static void fdcache_free(struct pool_store *s)
-{
-	for (uint32_t i = 0; i < FD_SHARDS; i++) {
-		struct fd_shard *sh = &s->shard[i];
-		for (uint32_t j = 0; sh->e && j < sh->cap; j++)
-			if (sh->e[j].used)
-				close_fds(sh->e[j].fd, sh->e[j].crcfd);
-		free(sh->e);
-		free(sh->bucket);
-		pthread_mutex_destroy(&sh->mu);
-	}
-}
-
-static int32_t *bucket_of(struct fd_shard *sh, uint64_t id, uint32_t pos)
-{
-	return &sh->bucket[(key_hash(id, pos) / FD_SHARDS) & (sh->nbucket - 1)];
-}
-
-static struct fd_entry *shard_find(struct fd_shard *sh, uint64_t id, uint32_t pos, uint32_t disk)
-{
-	for (int32_t i = *bucket_of(sh, id, pos); i >= 0; i = sh->e[i].next) {
-		struct fd_entry *e = &sh->e[i];
-		if (e->id == id && e->pos == pos && e->disk == disk)
-			return e;
-	}
-	return NULL;
-}
-
-static void shard_unhash(struct fd_shard *sh, struct fd_entry *e)
-{
-	int32_t idx = (int32_t)(e - sh->e);
-
-	for (int32_t *link = bucket_of(sh, e->id, e->pos); *link >= 0; link = &sh->e[*link].next) {
-		if (*link == idx) {
-			*link = e->next;
-			e->hashed = 0;
-			return;
-		}
-	}
-	assert(!"fd cache entry not in its chain");
-}
-
-static void shard_put_free(struct fd_shard *sh, struct fd_entry *e)
-{
-	e->used = 0;
-	e->next = sh->free;
-	sh->free = (int32_t)(e - sh->e);
-}
-
-/* A free slot, evicting an idle entry by clock if needed; its old
- * descriptors go to *victim for closing outside the lock.  NULL if every
- * entry is in use. */
-static struct fd_entry *shard_alloc(struct fd_shard *sh, int victim[2])
-{
-	victim[0] = victim[1] = -1;
-	if (sh->free < 0) {
-		for (uint32_t tries = 0; tries < 2 * sh->cap; tries++) {
-			struct fd_entry *e = &sh->e[sh->hand];
-			sh->hand = (sh->hand + 1) % sh->cap;
-			if (!e->used || e->ref > 0 || !e->hashed)
-				continue;
-			if (e->clock) {
-				e->clock = 0;
-				continue;
-			}
-			shard_unhash(sh, e);
-			victim[0] = e->fd;
-			victim[1] = e->crcfd;
-			shard_put_free(sh, e);
-			break;
-		}
-		if (sh->free < 0)
-			return NULL;
-	}
-	struct fd_entry *e = &sh->e[sh->free];
-	sh->free = e->next;
-	return e;
-}
-
-static void shard_insert(struct fd_shard *sh, struct fd_entry *e, uint64_t id, uint32_t pos,
-			 uint32_t disk, int fd, int crcfd)
-{
-	int32_t *b = bucket_of(sh, id, pos);
-
-	*e = (struct fd_entry){.id = id,
-			       .pos = pos,
-			       .disk = disk,
-			       .fd = fd,
-			       .crcfd = crcfd,
-			       .ref = 1,
-			       .next = *b,
-			       .used = 1,
-			       .clock = 1,
-			       .hashed = 1};
-	*b = (int32_t)(e - sh->e);
-}
-
-static void ref_from_entry(struct chunk_ref *r, struct fd_entry *e)
-{
-	r->e = e;
-	r->fd = e->fd;
-	r->crcfd = e->crcfd;
-}
-
-/* A cached entry exists; with create and integrity it must have its
- * sidecar (rare: the chunk was first opened by a read).  Shard locked. */
-static int entry_need_crc(const struct pool_store *s, struct fd_entry *e, int create)
-{
-	if (!create || !s->integrity || e->crcfd >= 0)
-		return 0;
-	int rc = open_crc(s, e->disk, e->id, e->pos, 1);
-	if (rc < 0)
-		return rc;
-	e->crcfd = rc;
-	return 0;
-}
-
-/* Hold the descriptors of position pos of file id on disk.  With create
- * the files are made if missing; without, a missing chunk gives fd -1. */
-static int chunk_get(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t disk, int create,
-		     struct chunk_ref *r)
-{
-	uint32_t si = (uint32_t)(key_hash(id, pos) % FD_SHARDS);
-	struct fd_shard *sh = &s->shard[si];
-	struct fd_entry *e;
-	int fd, crcfd, rc, victim[2];
-
-	r->shard = si;
-	pthread_mutex_lock(&sh->mu);
-	e = shard_find(sh, id, pos, disk);
-	if (e) {
-		rc = entry_need_crc(s, e, create);
-		if (rc == 0) {
-			e->ref++;
-			e->clock = 1;
-			ref_from_entry(r, e);
-		}
-		pthread_mutex_unlock(&sh->mu);
-		return rc;
-	}
-	pthread_mutex_unlock(&sh->mu);
-
-	/* Open outside the lock: path lookups must not serialise a shard. */
-	rc = open_chunk(s, disk, id, pos, create, &fd, &crcfd);
-	if (rc == -ENOENT && !create) {
-		*r = (struct chunk_ref){.e = NULL, .fd = -1, .crcfd = -1, .shard = si};
-		return 0;
-	}
-	if (rc < 0)
-		return rc;
-
-	pthread_mutex_lock(&sh->mu);
-	e = shard_find(sh, id, pos, disk);
-	if (e) { /* another thread opened it meanwhile: use theirs */
-		rc = entry_need_crc(s, e, create);
-		if (rc == 0) {
-			e->ref++;
-			ref_from_entry(r, e);
-		}
-		pthread_mutex_unlock(&sh->mu);
-		close_fds(fd, crcfd);
-		return rc;
-	}
-	e = shard_alloc(sh, victim);
-	if (e) {
-		shard_insert(sh, e, id, pos, disk, fd, crcfd);
-		ref_from_entry(r, e);
-	} else {
-		*r = (struct chunk_ref){.e = NULL, .fd = fd, .crcfd = crcfd, .shard = si};
-	}
-	pthread_mutex_unlock(&sh->mu);
-	if (!e)
-		victim[0] = victim[1] = -1;
-	close_fds(victim[0], victim[1]);
-	return 0;
-}
-
-static void chunk_put(struct pool_store *s, struct chunk_ref *r)
-{
-	struct fd_shard *sh = &s->shard[r->shard];
-	struct fd_entry *e = r->e;
-	int fd = -1, crcfd = -1;
-
-	if (!e) {
-		close_fds(r->fd, r->crcfd);
-		return;
-	}
-	pthread_mutex_lock(&sh->mu);
-	assert(e->used && e->ref > 0);
-	if (--e->ref == 0 && !e->hashed) {
-		fd = e->fd;
-		crcfd = e->crcfd;
-		shard_put_free(sh, e);
-	}
-	pthread_mutex_unlock(&sh->mu);
-	close_fds(fd, crcfd);
-}
-
-/* Forget a chunk (its file is being removed).  In use: closed by the last
- * release instead. */
-static void chunk_drop(struct pool_store *s, uint64_t id, uint32_t pos, uint32_t disk)
-{
-	struct fd_shard *sh = &s->shard[key_hash(id, pos) % FD_SHARDS];
-	int fd = -1, crcfd = -1;
-
-	pthread_mutex_lock(&sh->mu);
-	struct fd_entry *e = shard_find(sh, id, pos, disk);
-	if (e) {
-		shard_unhash(sh, e);
-		if (e->ref == 0) {
-			fd = e->fd;
-			crcfd = e->crcfd;
-			shard_put_free(sh, e);
-		}
-	}
-	pthread_mutex_unlock(&sh->mu);
-	close_fds(fd, crcfd);
-}
-
-/*
- * Make the chunk file at least `end` bytes long before an O_DIRECT write
- * up to there.  ext4 (and others) run an O_DIRECT write that extends the
- * file synchronously, inside io_submit, with a journalled size update
- * each time -- measured here at 4 to 10 times slower than a write below
- * the end of file, and erratic.  So the file is grown ahead, sparse, in
- * GROW_STEP steps; bytes past the data are holes and read as zeros, which
- * is what a chunk's unwritten space means anyway.
- *
- * Growing must never shrink a file another thread just grew, so every
- * size change (here and in truncate) is a fstat-compare-ftruncate under
- * one mutex.  The cached size only spares that lock when the file is
- * known to be long enough; if it is stale the worst case is an extending
- * write, which is slow but correct.
- */
-static void chunk_reserve(struct pool_store *s, struct chunk_ref *r, uint64_t end)
-{
-	struct stat st;
-
-	if (r->e && end <= atomic_load_explicit(&r->e->size, memory_order_relaxed))
-		return;
-	pthread_mutex_lock(&s->size_mu);
-	if (fstat(r->fd, &st) == 0) {
-		uint64_t size = (uint64_t)st.st_size;
-		if (size < end) {
-			uint64_t want = (end + GROW_STEP - 1) / GROW_STEP * GROW_STEP;
-			if (ftruncate(r->fd, (off_t)want) == 0)
-				size = want; /* else: the write extends it, slowly */
-		}
-		if (r->e)
-			atomic_store_explicit(&r->e->size, size, memory_order_relaxed);
-	}
-	pthread_mutex_unlock(&s->size_mu);
-}
-
 /* ---- one request ----------------------------------------------------------- */
 
-/* What a request holds: the file, the positions it has opened. */
-struct rq {
-	struct pool_store *s;
-	struct scratch *t;
-	const struct pool_file_map *f;
-	uint64_t failed;   /* planner mask of positions on failed disks */
-	uint64_t rebuild;  /* positions on REBUILDING disks (see rq_mask) */
-	uint64_t extra;	   /* positions left out by the caller (bad on a first try) */
-	uint64_t bad;	   /* positions that gave an I/O error or a bad checksum */
-	uint64_t csum_bad; /* positions that gave a bad checksum */
-	uint8_t *badblk;   /* check mode: per-block verdicts of a read phase */
-	uint32_t *stored;  /* check mode: per-block stored checksums */
-	uint64_t have;	   /* positions with a ref */
-	struct chunk_ref ref[LAYOUT_MAX_POSITIONS];
-};
-
-static enum pool_store_disk_state dstate(const struct store_disk *d)
+enum pool_store_disk_state store_dstate(const struct store_disk *d)
 {
 	return (enum pool_store_disk_state)atomic_load_explicit(&d->state, memory_order_acquire);
 }
 
-static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
-		    const struct pool_file_map *f)
+void store_rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
+		   const struct pool_file_map *f)
 {
 	q->s = s;
 	q->t = t;
@@ -748,7 +213,7 @@ static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 	q->badblk = NULL;
 	q->stored = NULL;
 	for (uint32_t p = 0; p < f->npos; p++) {
-		enum pool_store_disk_state st = dstate(&s->disk[f->disk[p]]);
+		enum pool_store_disk_state st = store_dstate(&s->disk[f->disk[p]]);
 		if (st == POOL_STORE_DISK_FAILED)
 			q->failed |= 1ull << p;
 		else if (st == POOL_STORE_DISK_REBUILDING)
@@ -761,7 +226,7 @@ static void rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
  * file, stripes below its stripe.  The cursor moves under the stripe lock
  * of the stripe just rebuilt, and callers hold that lock, so the answer
  * cannot change under a request.  Monotone in the stripe. */
-static uint64_t rq_mask(const struct rq *q, uint64_t stripe)
+uint64_t store_rq_mask(const struct rq *q, uint64_t stripe)
 {
 	uint64_t m = q->failed | q->extra;
 
@@ -810,7 +275,7 @@ static int fatal_error(int err)
 }
 
 /* Make sure position pos is held; for a write, with existing files. */
-static int rq_ref(struct rq *q, uint32_t pos, int create)
+int store_rq_ref(struct rq *q, uint32_t pos, int create)
 {
 	struct chunk_ref *r = &q->ref[pos];
 	uint64_t bit = 1ull << pos;
@@ -818,15 +283,15 @@ static int rq_ref(struct rq *q, uint32_t pos, int create)
 	if (q->have & bit) {
 		if (!create || (r->fd >= 0 && (!q->s->integrity || r->crcfd >= 0)))
 			return 0;
-		chunk_put(q->s, r); /* held for reading only: upgrade */
+		store_chunk_put(q->s, r); /* held for reading only: upgrade */
 		q->have &= ~bit;
 	}
 	uint32_t disk = q->f->disk[pos];
-	int rc = chunk_get(q->s, q->f->id, pos, disk, create, r);
+	int rc = store_chunk_get(q->s, q->f->id, pos, disk, create, r);
 	/* A missing chunk is a hole only if the disk is still the one we
 	 * opened: an emptied or replaced directory has no chunks either. */
 	if (rc == 0 && r->fd < 0 && !disk_intact(q->s, disk)) {
-		chunk_put(q->s, r);
+		store_chunk_put(q->s, r);
 		rc = -EIO;
 	}
 	if (rc < 0) {
@@ -845,11 +310,11 @@ static int rq_ref(struct rq *q, uint32_t pos, int create)
 	return 0;
 }
 
-static void rq_end(struct rq *q)
+void store_rq_end(struct rq *q)
 {
 	for (uint32_t p = 0; p < q->f->npos; p++)
 		if (q->have & (1ull << p))
-			chunk_put(q->s, &q->ref[p]);
+			store_chunk_put(q->s, &q->ref[p]);
 	q->have = 0;
 }
 
@@ -860,21 +325,15 @@ static struct store_disk *pos_disk(const struct rq *q, uint32_t pos)
 
 /* ---- checksums ------------------------------------------------------------- */
 
-static int all_zero(const uint8_t *p, size_t len)
+int store_all_zero(const uint8_t *p, size_t len)
 {
 	return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
 }
 
-/* Check mode's per-block verdicts (rq.badblk): the read failed, so the
- * bytes are unknown, or the bytes were read and disagree with their stored
- * checksum (which a resync may still compare other bytes with). */
-#define BAD_IO	 1
-#define BAD_CSUM 2
-
 /* Stored 0 means "never written": a hole, which reads as zeros. */
-static int block_ok(const uint8_t *b, uint32_t stored, uint32_t *computed)
+int store_block_ok(const uint8_t *b, uint32_t stored, uint32_t *computed)
 {
-	if (stored == 0 && all_zero(b, BLK)) {
+	if (stored == 0 && store_all_zero(b, BLK)) {
 		*computed = 0;
 		return 1;
 	}
@@ -902,14 +361,14 @@ static int verify_reads(struct rq *q, const struct cio *c, size_t n, const uint6
 			uint32_t got;
 			if (q->stored)
 				q->stored[at + b] = stored;
-			if (block_ok(c[i].buf + b * BLK, stored, &got))
+			if (store_block_ok(c[i].buf + b * BLK, stored, &got))
 				continue;
 			struct store_disk *d = pos_disk(q, c[i].pos);
 			q->bad |= 1ull << c[i].pos;
 			q->csum_bad |= 1ull << c[i].pos;
 			if (q->badblk)
 				q->badblk[at + b] = BAD_CSUM;
-			count(&d->c.csum_errors, 1);
+			store_count(&d->c.csum_errors, 1);
 			store_log(q->s,
 				  "checksum mismatch: file %016" PRIx64 " disk %s position %u "
 				  "chunk offset %" PRIu64 " (stored %08x, computed %08x)",
@@ -927,7 +386,7 @@ static void io_error(struct rq *q, const char *what, uint32_t pos, uint64_t off,
 	struct store_disk *d = pos_disk(q, pos);
 	char why[128];
 
-	count(&d->c.errors, 1);
+	store_count(&d->c.errors, 1);
 	if ((err == -ENOSPC || err == -EDQUOT) && q->s->hooks.disk_full)
 		q->s->hooks.disk_full(q->s->hooks.arg, q->f->disk[pos]);
 	store_log(q->s,
@@ -978,7 +437,7 @@ static int crc_spans(struct rq *q, const struct cio *c, size_t n, struct spans *
 			sp->pos[sp->n++] = p;
 		}
 	}
-	return grow(&q->t->crc, &q->t->crc_cap, ncrc, sizeof(*q->t->crc));
+	return store_grow(&q->t->crc, &q->t->crc_cap, ncrc, sizeof(*q->t->crc));
 }
 
 /* Count the completed reads, log the failed ones. */
@@ -999,8 +458,8 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 				memset(q->badblk + at, BAD_IO, c[i].len / BLK);
 			continue;
 		}
-		count(&d->c.reads, 1);
-		count(&d->c.read_bytes, c[i].len);
+		store_count(&d->c.reads, 1);
+		store_count(&d->c.read_bytes, c[i].len);
 	}
 	for (uint32_t j = 0; j < sp->n; j++) {
 		if (req[n + j].result < 0) {
@@ -1018,7 +477,7 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 
 /* Read every c[i] (and, with integrity, the checksums covering them) in
  * one submission; verify.  Missing chunk files read as zeros. */
-static int phase_read(struct rq *q, struct cio *c, size_t n)
+int store_phase_read(struct rq *q, struct cio *c, size_t n)
 {
 	struct scratch *t = q->t;
 	struct spans sp; /* only mask and n are read unless filled */
@@ -1027,7 +486,7 @@ static int phase_read(struct rq *q, struct cio *c, size_t n)
 	sp.mask = 0;
 	sp.n = 0;
 	for (size_t i = 0, at = 0; i < n; at += c[i].len / BLK, i++) {
-		rc = rq_ref(q, c[i].pos, 0);
+		rc = store_rq_ref(q, c[i].pos, 0);
 		if (rc < 0 && !q->badblk)
 			return rc;
 		if (rc < 0) /* check mode: the position's blocks are bad */
@@ -1035,7 +494,7 @@ static int phase_read(struct rq *q, struct cio *c, size_t n)
 	}
 	if (q->s->integrity && crc_spans(q, c, n, &sp) < 0)
 		return -ENOMEM;
-	if (grow(&t->req, &t->req_cap, n + sp.n, sizeof(*t->req)))
+	if (store_grow(&t->req, &t->req_cap, n + sp.n, sizeof(*t->req)))
 		return -ENOMEM;
 
 	for (size_t i = 0; i < n; i++)
@@ -1072,7 +531,7 @@ static ssize_t crc_runs(struct rq *q, struct cio *c, size_t n)
 	int32_t last[LAYOUT_MAX_POSITIONS];
 	size_t nrun = 0, ncrc = 0;
 
-	if (grow(&t->run, &t->run_cap, n, sizeof(*t->run)))
+	if (store_grow(&t->run, &t->run_cap, n, sizeof(*t->run)))
 		return -ENOMEM;
 	for (uint32_t p = 0; p < q->f->npos; p++)
 		last[p] = -1;
@@ -1094,7 +553,7 @@ static ssize_t crc_runs(struct rq *q, struct cio *c, size_t n)
 		t->run[ri].base = ncrc;
 		ncrc += t->run[ri].nblk;
 	}
-	if (grow(&t->crc, &t->crc_cap, ncrc, sizeof(*t->crc)))
+	if (store_grow(&t->crc, &t->crc_cap, ncrc, sizeof(*t->crc)))
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t *out = t->crc + t->run[c[i].run].base + c[i].at;
@@ -1115,7 +574,7 @@ static ssize_t crc_runs(struct rq *q, struct cio *c, size_t n)
 }
 
 /* Write every c[i] and its checksums in one submission. */
-static int phase_write(struct rq *q, struct cio *c, size_t n)
+int store_phase_write(struct rq *q, struct cio *c, size_t n)
 {
 	struct scratch *t = q->t;
 	ssize_t nrun = 0;
@@ -1123,7 +582,7 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 
 	uint64_t end[LAYOUT_MAX_POSITIONS] = {0};
 	for (size_t i = 0; i < n; i++) {
-		rc = rq_ref(q, c[i].pos, 1);
+		rc = store_rq_ref(q, c[i].pos, 1);
 		if (rc < 0)
 			return rc;
 		if (c[i].off + c[i].len > end[c[i].pos])
@@ -1131,14 +590,14 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 	}
 	for (uint32_t p = 0; p < q->f->npos; p++)
 		if (end[p] && pos_disk(q, p)->direct)
-			chunk_reserve(q->s, &q->ref[p], end[p]);
+			store_chunk_reserve(q->s, &q->ref[p], end[p]);
 	if (q->s->integrity) {
 		nrun = crc_runs(q, c, n);
 		if (nrun < 0)
 			return (int)nrun;
 	}
 	size_t nreq = n + (size_t)nrun;
-	if (grow(&t->req, &t->req_cap, nreq, sizeof(*t->req)))
+	if (store_grow(&t->req, &t->req_cap, nreq, sizeof(*t->req)))
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		t->req[i] = (struct pool_aio_req){.fd = q->ref[c[i].pos].fd,
@@ -1163,8 +622,8 @@ static int phase_write(struct rq *q, struct cio *c, size_t n)
 		uint32_t pos = i < n ? c[i].pos : t->run[i - n].pos;
 		if (r->result >= 0 && (size_t)r->result == r->len) {
 			if (i < n) {
-				count(&pos_disk(q, pos)->c.writes, 1);
-				count(&pos_disk(q, pos)->c.write_bytes, r->len);
+				store_count(&pos_disk(q, pos)->c.writes, 1);
+				store_count(&pos_disk(q, pos)->c.write_bytes, r->len);
 				pool_lat_record(&pos_disk(q, pos)->c.lat, t0);
 			}
 			continue;
@@ -1254,8 +713,8 @@ static int plan_reads(struct rq *q, const struct seg *sg, size_t nseg, size_t ns
 		for (uint64_t st = sg[g].off / s->stripe_bytes; st * s->stripe_bytes < end; st++) {
 			uint32_t so, sl;
 			stripe_part(s, st, sg[g].off, end, &so, &sl);
-			int rc = layout_plan_read(&s->g, st, so, sl, rq_mask(q, st), t->pick++,
-						  &t->rp[i]);
+			int rc = layout_plan_read(&s->g, st, so, sl, store_rq_mask(q, st),
+						  t->pick++, &t->rp[i]);
 			if (rc < 0)
 				return rc;
 			t->pdst[i] = sg[g].buf + (st * s->stripe_bytes + so - sg[g].off);
@@ -1275,9 +734,9 @@ static int read_core(struct rq *q, const struct seg *sg, size_t nseg)
 	size_t nst = count_stripes(s, sg, nseg), nr = 0, bytes = 0;
 	int rc;
 
-	if (grow(&t->rp, &t->rp_cap, nst, sizeof(*t->rp)) ||
-	    grow(&t->pdst, &t->pdst_cap, nst, sizeof(*t->pdst)) ||
-	    grow(&t->alias, &t->alias_cap, nst, 1))
+	if (store_grow(&t->rp, &t->rp_cap, nst, sizeof(*t->rp)) ||
+	    store_grow(&t->pdst, &t->pdst_cap, nst, sizeof(*t->pdst)) ||
+	    store_grow(&t->alias, &t->alias_cap, nst, 1))
 		return -ENOMEM;
 	rc = plan_reads(q, sg, nseg, nst);
 	if (rc < 0)
@@ -1287,8 +746,8 @@ static int read_core(struct rq *q, const struct seg *sg, size_t nseg)
 		if (!t->alias[i])
 			bytes += t->rp[i].read_bytes;
 	}
-	if (grow(&t->cio, &t->cio_cap, nr, sizeof(*t->cio)) ||
-	    grow(&t->ptr, &t->ptr_cap, nr, sizeof(*t->ptr)) ||
+	if (store_grow(&t->cio, &t->cio_cap, nr, sizeof(*t->cio)) ||
+	    store_grow(&t->ptr, &t->ptr_cap, nr, sizeof(*t->ptr)) ||
 	    grow_aligned(&t->buf, &t->buf_cap, bytes))
 		return -ENOMEM;
 
@@ -1310,7 +769,7 @@ static int read_core(struct rq *q, const struct seg *sg, size_t nseg)
 						 .off = p->stripe * s->g.interleave + io->col_off};
 		}
 	}
-	rc = phase_read(q, t->cio, nr);
+	rc = store_phase_read(q, t->cio, nr);
 	if (rc < 0)
 		return rc;
 
@@ -1390,21 +849,21 @@ static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *s
 	int src_ok = aligned_for_io(s, src);
 	int rc;
 
-	if (grow(&t->wp, &t->wp_cap, nst, sizeof(*t->wp)))
+	if (store_grow(&t->wp, &t->wp_cap, nst, sizeof(*t->wp)))
 		return -ENOMEM;
 	for (size_t i = 0; i < nst; i++) {
 		uint64_t st = off / s->stripe_bytes + i;
 		uint32_t so, sl;
 		stripe_part(s, st, off, off + len, &so, &sl);
-		rc = layout_plan_write(&s->g, st, so, sl, rq_mask(q, st), &t->wp[i]);
+		rc = layout_plan_write(&s->g, st, so, sl, store_rq_mask(q, st), &t->wp[i]);
 		if (rc < 0)
 			return rc;
 		nr += t->wp[i].nread;
 		nw += t->wp[i].nwrite;
 		bytes += t->wp[i].read_bytes + write_buf_bytes(s, &t->wp[i], src_ok);
 	}
-	if (grow(&t->cio, &t->cio_cap, nr + nw, sizeof(*t->cio)) ||
-	    grow(&t->ptr, &t->ptr_cap, nr + nw, sizeof(*t->ptr)) ||
+	if (store_grow(&t->cio, &t->cio_cap, nr + nw, sizeof(*t->cio)) ||
+	    store_grow(&t->ptr, &t->ptr_cap, nr + nw, sizeof(*t->ptr)) ||
 	    grow_aligned(&t->buf, &t->buf_cap, bytes))
 		return -ENOMEM;
 
@@ -1424,7 +883,7 @@ static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *s
 		}
 	}
 	if (nr > 0) {
-		rc = phase_read(q, t->cio, nr);
+		rc = store_phase_read(q, t->cio, nr);
 		if (rc < 0)
 			return rc;
 	}
@@ -1443,19 +902,19 @@ static int write_core(struct rq *q, uint64_t off, uint64_t len, const uint8_t *s
 		w += nwrite;
 	}
 	assert(w == nr + nw);
-	return phase_write(q, t->cio + nr, nw);
+	return store_phase_write(q, t->cio + nr, nw);
 }
 
 /* ---- public requests ------------------------------------------------------- */
 
-static int check_file(const struct pool_store *s, const struct pool_file_map *f)
+int store_check_file(const struct pool_store *s, const struct pool_file_map *f)
 {
 	if (f->npos != s->npos)
 		return -EINVAL;
 	for (uint32_t p = 0; p < f->npos; p++)
 		if (f->disk[p] >= s->ndisks)
 			return -EINVAL;
-	return 0; /* positions on absent disks are failed: see rq_init */
+	return 0; /* positions on absent disks are failed: see store_rq_init */
 }
 
 /* Is position p usable for housekeeping (punch, truncate, sync)? */
@@ -1463,9 +922,6 @@ static int pos_live(const struct rq *q, uint32_t p)
 {
 	return !(q->failed & (1ull << p)) && pos_disk(q, p)->dir;
 }
-
-static int heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
-		uint64_t csum_bad);
 
 /* How many times a request is retried with the positions that failed
  * left out: enough to step over every failure the layouts tolerate. */
@@ -1496,13 +952,13 @@ static int read_piece(struct pool_store *s, struct scratch *t, const struct pool
 	 * checksum: just this block) is left out and the read tried again,
 	 * served from the other copies or decoded from parity. */
 	for (int tries = 1;; tries++) {
-		rq_init(&q, s, t, f);
+		store_rq_init(&q, s, t, f);
 		q.extra = extra;
 		stripelock_lock(s->locks, f->id, aoff / s->stripe_bytes,
 				(aend - 1) / s->stripe_bytes, 0, &set);
 		rc = read_core(&q, &sg, 1);
 		stripelock_unlock(s->locks, &set);
-		rq_end(&q);
+		store_rq_end(&q);
 		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
 			break;
 		extra |= q.bad;
@@ -1511,7 +967,7 @@ static int read_piece(struct pool_store *s, struct scratch *t, const struct pool
 	if (rc == 0 && !direct)
 		memcpy(buf, t->src + (off - aoff), len);
 	if (rc == 0 && csum)
-		heal(s, f, aoff, aend, csum);
+		store_heal(s, f, aoff, aend, csum);
 	return rc;
 }
 
@@ -1555,16 +1011,16 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	int rc = 0;
 
 	for (int tries = 1;; tries++) {
-		rq_init(&q, s, t, f);
-		/* Disks this write may skip, recorded before it (rq_mask is
+		store_rq_init(&q, s, t, f);
+		/* Disks this write may skip, recorded before it (store_rq_mask is
 		 * monotone in the stripe; see write_begin in store.h).  A
 		 * position left out for a bad checksum is healed right after. */
-		uint64_t skip = disks_of(&q, rq_mask(&q, last));
+		uint64_t skip = disks_of(&q, store_rq_mask(&q, last));
 		q.extra = extra;
 		if (s->hooks.write_begin && (tries == 1 || (skip & ~absent))) {
 			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, skip);
 			if (rc < 0) {
-				rq_end(&q);
+				store_rq_end(&q);
 				return rc;
 			}
 		}
@@ -1574,7 +1030,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 		if (rc == 0)
 			rc = write_core(&q, aoff, aend - aoff, bounce ? t->src : buf);
 		stripelock_unlock(s->locks, &set);
-		rq_end(&q);
+		store_rq_end(&q);
 		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
 			break;
 		extra |= q.bad;
@@ -1583,7 +1039,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	/* A disk that failed during the write missed it: say so before the
 	 * write is acknowledged. */
 	if (rc == 0 && s->hooks.write_begin) {
-		rq_init(&q, s, t, f);
+		store_rq_init(&q, s, t, f);
 		uint64_t now = disks_of(&q, q.failed);
 		if (now & ~absent)
 			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now);
@@ -1591,7 +1047,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	if (s->hooks.write_end)
 		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
 	if (rc == 0 && csum)
-		heal(s, f, aoff, aend, csum);
+		store_heal(s, f, aoff, aend, csum);
 	return rc;
 }
 
@@ -1601,7 +1057,7 @@ typedef int (*piece_fn)(struct pool_store *s, struct scratch *t, const struct po
 static ssize_t in_pieces(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
 			 size_t len, uint8_t *buf, piece_fn fn)
 {
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0)
 		return rc;
@@ -1609,7 +1065,7 @@ static ssize_t in_pieces(struct pool_store *s, const struct pool_file_map *f, ui
 		return 0;
 	if (off + len < off || len > SSIZE_MAX)
 		return -EFBIG;
-	struct scratch *t = scratch_get(s);
+	struct scratch *t = store_scratch_get(s);
 	if (!t)
 		return -ENOMEM;
 
@@ -1622,7 +1078,7 @@ static ssize_t in_pieces(struct pool_store *s, const struct pool_file_map *f, ui
 		rc = fn(s, t, f, o, n, buf + done);
 		done += n;
 	}
-	scratch_put(s, t);
+	store_scratch_put(s, t);
 	return rc < 0 ? rc : (ssize_t)len;
 }
 
@@ -1659,7 +1115,7 @@ static int punch_chunk(struct rq *q, uint32_t pos, uint64_t off, uint64_t len)
 {
 	struct chunk_ref *r = &q->ref[pos];
 	int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-	int rc = rq_ref(q, pos, 0);
+	int rc = store_rq_ref(q, pos, 0);
 
 	if (rc < 0 || r->fd < 0)
 		return rc;
@@ -1677,34 +1133,34 @@ static int punch_chunk(struct rq *q, uint32_t pos, uint64_t off, uint64_t len)
 static int punch_stripes(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
 			 uint64_t last)
 {
-	struct scratch *t = scratch_get(s);
+	struct scratch *t = store_scratch_get(s);
 	struct stripelock_set set;
 	struct rq q;
 	int rc = 0;
 
 	if (!t)
 		return -ENOMEM;
-	rq_init(&q, s, t, f);
+	store_rq_init(&q, s, t, f);
 	if (s->hooks.write_begin) {
 		rc = s->hooks.write_begin(s->hooks.arg, f->id, first * s->stripe_bytes,
 					  (last - first) * s->stripe_bytes,
-					  disks_of(&q, rq_mask(&q, last - 1)));
+					  disks_of(&q, store_rq_mask(&q, last - 1)));
 		if (rc < 0) {
-			scratch_put(s, t);
+			store_scratch_put(s, t);
 			return rc;
 		}
 	}
 	stripelock_lock(s->locks, f->id, first, last - 1, 1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
-		if (!pos_live(&q, p) || (rq_mask(&q, last - 1) & (1ull << p)))
+		if (!pos_live(&q, p) || (store_rq_mask(&q, last - 1) & (1ull << p)))
 			continue;
 		rc = punch_chunk(&q, p, first * s->g.interleave, (last - first) * s->g.interleave);
 		if (rc < 0 && rc != -EOPNOTSUPP)
 			io_error(&q, "punch", p, first * s->g.interleave, rc);
 	}
 	stripelock_unlock(s->locks, &set);
-	rq_end(&q);
-	scratch_put(s, t);
+	store_rq_end(&q);
+	store_scratch_put(s, t);
 	if (s->hooks.write_end)
 		s->hooks.write_end(s->hooks.arg, f->id, first * s->stripe_bytes,
 				   (last - first) * s->stripe_bytes);
@@ -1718,7 +1174,7 @@ int pool_store_punch(struct pool_store *s, const struct pool_file_map *f, uint64
 {
 	uint64_t sb = s->stripe_bytes, end = off + len;
 	uint64_t first = (off + sb - 1) / sb, last = end / sb; /* whole stripes */
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0 || len == 0)
 		return rc;
@@ -1739,11 +1195,11 @@ static int shorten_chunk(struct rq *q, uint32_t pos, uint64_t size)
 {
 	struct chunk_ref *r = &q->ref[pos];
 	struct stat st;
-	int rc = rq_ref(q, pos, 0);
+	int rc = store_rq_ref(q, pos, 0);
 
 	if (rc < 0 || r->fd < 0)
 		return rc;
-	pthread_mutex_lock(&q->s->size_mu); /* see chunk_reserve */
+	pthread_mutex_lock(&q->s->size_mu); /* see store_chunk_reserve */
 	rc = fstat(r->fd, &st);
 	if (rc == 0 && (uint64_t)st.st_size > size)
 		rc = ftruncate(r->fd, (off_t)size);
@@ -1766,7 +1222,7 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 			uint64_t new_size)
 {
 	uint64_t sb = s->stripe_bytes;
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0 || new_size >= old_size)
 		return rc;
@@ -1784,14 +1240,14 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 			return rc;
 	}
 
-	struct scratch *t = scratch_get(s);
+	struct scratch *t = store_scratch_get(s);
 	struct stripelock_set set;
 	struct rq q;
 	uint64_t keep = (new_size + sb - 1) / sb; /* stripes that stay */
 
 	if (!t)
 		return -ENOMEM;
-	rq_init(&q, s, t, f);
+	store_rq_init(&q, s, t, f);
 	stripelock_lock(s->locks, f->id, keep,
 			(old_size - 1) / sb > keep ? (old_size - 1) / sb : keep, 1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
@@ -1802,8 +1258,8 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 			io_error(&q, "truncate", p, keep * s->g.interleave, rc);
 	}
 	stripelock_unlock(s->locks, &set);
-	rq_end(&q);
-	scratch_put(s, t);
+	store_rq_end(&q);
+	store_scratch_put(s, t);
 	return rc < 0 ? -EIO : 0;
 }
 
@@ -1834,18 +1290,18 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 {
 	struct scratch *t;
 	struct rq q;
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0)
 		return rc;
-	t = scratch_get(s);
+	t = store_scratch_get(s);
 	if (!t)
 		return -ENOMEM;
-	rq_init(&q, s, t, f);
+	store_rq_init(&q, s, t, f);
 	for (uint32_t p = 0; p < f->npos; p++) {
 		if (!pos_live(&q, p))
 			continue;
-		int e = rq_ref(&q, p, 0);
+		int e = store_rq_ref(&q, p, 0);
 		struct chunk_ref *r = &q.ref[p];
 		if (e == 0 && r->fd >= 0 && fdatasync(r->fd) < 0)
 			e = -errno;
@@ -1858,25 +1314,25 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 			rc = -EIO;
 		}
 	}
-	rq_end(&q);
-	scratch_put(s, t);
+	store_rq_end(&q);
+	store_scratch_put(s, t);
 	return rc;
 }
 
 int pool_store_remove(struct pool_store *s, const struct pool_file_map *f)
 {
 	char path[PATH_MAX];
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0)
 		return rc;
 	for (uint32_t p = 0; p < f->npos; p++) {
 		uint32_t disk = f->disk[p];
-		chunk_drop(s, f->id, p, disk);
-		if (!s->disk[disk].dir || dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
+		store_chunk_drop(s, f->id, p, disk);
+		if (!s->disk[disk].dir || store_dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
 			continue; /* its chunks go with the disk */
 		for (int crc = 0; crc < 2; crc++) {
-			int e = chunk_path(s, disk, f->id, p, crc, path, sizeof(path));
+			int e = store_chunk_path(s, disk, f->id, p, crc, path, sizeof(path));
 			if (e == 0 && unlink(path) < 0 && errno != ENOENT)
 				e = -errno;
 			if (e < 0) {
@@ -1893,16 +1349,16 @@ int pool_store_allocated(struct pool_store *s, const struct pool_file_map *f, ui
 {
 	char path[PATH_MAX];
 	struct stat st;
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	*bytes = 0;
 	if (rc < 0)
 		return rc;
 	for (uint32_t p = 0; p < f->npos; p++) {
 		if (!s->disk[f->disk[p]].dir ||
-		    dstate(&s->disk[f->disk[p]]) == POOL_STORE_DISK_FAILED)
+		    store_dstate(&s->disk[f->disk[p]]) == POOL_STORE_DISK_FAILED)
 			continue;
-		rc = chunk_path(s, f->disk[p], f->id, p, 0, path, sizeof(path));
+		rc = store_chunk_path(s, f->disk[p], f->id, p, 0, path, sizeof(path));
 		if (rc < 0)
 			return rc;
 		if (stat(path, &st) == 0)
@@ -1917,7 +1373,7 @@ int pool_store_syncfs(struct pool_store *s)
 
 	for (uint32_t i = 0; i < s->ndisks; i++) {
 		struct store_disk *d = &s->disk[i];
-		if (!d->dir || dstate(d) == POOL_STORE_DISK_FAILED)
+		if (!d->dir || store_dstate(d) == POOL_STORE_DISK_FAILED)
 			continue;
 		int fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0 || syncfs(fd) < 0)
@@ -1990,7 +1446,7 @@ void pool_store_disk_set(struct pool_store *s, uint32_t disk, enum pool_store_di
 
 enum pool_store_disk_state pool_store_disk_get(struct pool_store *s, uint32_t disk)
 {
-	return disk < s->ndisks ? dstate(&s->disk[disk]) : POOL_STORE_DISK_FAILED;
+	return disk < s->ndisks ? store_dstate(&s->disk[disk]) : POOL_STORE_DISK_FAILED;
 }
 
 /* The cursor only moves forward; stripe first to 0 when the file changes,
@@ -2020,9 +1476,9 @@ uint64_t pool_store_stripes_on_disk(struct pool_store *s, const struct pool_file
 
 	for (uint32_t p = 0; p < f->npos && p < s->npos; p++) {
 		uint32_t disk = f->disk[p];
-		if (disk >= s->ndisks || dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
+		if (disk >= s->ndisks || store_dstate(&s->disk[disk]) == POOL_STORE_DISK_FAILED)
 			continue;
-		if (chunk_path(s, disk, f->id, p, 0, path, sizeof(path)) == 0 &&
+		if (store_chunk_path(s, disk, f->id, p, 0, path, sizeof(path)) == 0 &&
 		    stat(path, &st) == 0 && (uint64_t)st.st_size > most)
 			most = (uint64_t)st.st_size;
 	}
@@ -2033,560 +1489,6 @@ uint64_t pool_store_healed(struct pool_store *s, uint32_t disk)
 {
 	return disk < s->ndisks ? atomic_load(&s->disk[disk].c.healed) : 0;
 }
-
-/* Buffers of one pool_store_check batch: `n` consecutive stripes; per
- * position one contiguous buffer of n interleaves (read and written as
- * one I/O each), and per position and block: bad (read failed or
- * checksum) and write.  Block b of a position is stripe first + b / nblk,
- * row b % nblk. */
-struct chk {
-	uint32_t nblk;	 /* blocks per interleave */
-	uint32_t maxn;	 /* stripes the buffers hold */
-	uint32_t span;	 /* blocks per position in this batch: n * nblk */
-	uint64_t first;	 /* first stripe of the batch */
-	uint8_t *buf;	 /* npos * maxn * interleave */
-	uint8_t *rbad;	 /* per read (cio order) and block */
-	uint8_t *bad;	 /* per position and block: 0, BAD_IO or BAD_CSUM */
-	uint8_t *wr;	 /* per position and block: rewrite */
-	uint8_t *par;	 /* m interleaves of fresh parity */
-	uint32_t *rcrc;	 /* per read (cio order) and block: stored checksum */
-	uint32_t *crc;	 /* per position and block: stored checksum */
-	uint32_t *er;	 /* parity: per block of the batch, its erased slots */
-	uint8_t *trial;	 /* parity resync: m blocks for trial rebuilds */
-	uint64_t live;	 /* positions read */
-	uint64_t tgt;	 /* positions rebuilt */
-	uint64_t exists; /* positions whose chunk file exists */
-	unsigned flags;
-	struct pool_check_stats *st;
-};
-
-static size_t cidx(const struct chk *k, uint32_t pos, uint32_t b)
-{
-	return (size_t)pos * k->maxn * k->nblk + b;
-}
-
-static uint8_t *cbuf(const struct pool_store *s, struct chk *k, uint32_t pos, uint32_t b)
-{
-	(void)s;
-	return k->buf + cidx(k, pos, b) * BLK;
-}
-
-static int cbad(const struct chk *k, uint32_t pos, uint32_t b)
-{
-	return k->bad[cidx(k, pos, b)];
-}
-
-static uint64_t cstripe(const struct chk *k, uint32_t b)
-{
-	return k->first + b / k->nblk;
-}
-
-/* Does `blk` match the checksum stored for position pos block b?  Only
- * asked of positions whose read succeeded (their checksum is known). */
-static int cmatch(const struct chk *k, uint32_t pos, uint32_t b, const uint8_t *blk)
-{
-	uint32_t got;
-
-	return k->bad[cidx(k, pos, b)] != BAD_IO && block_ok(blk, k->crc[cidx(k, pos, b)], &got);
-}
-
-/* A resync keeps a block that disagrees with its checksum only when no
- * other source could make it agree: a write torn by a crash. */
-static void log_torn(struct pool_store *s, const struct pool_file_map *f, const struct chk *k,
-		     uint32_t pos, uint32_t b)
-{
-	store_log(s,
-		  "resync: file %016" PRIx64 " disk %s position %u chunk offset %" PRIu64
-		  ": no copy or rebuild matches the stored checksum; keeping the block as "
-		  "written (torn write) and re-deriving its checksum",
-		  f->id, s->disk[f->disk[pos]].path, pos,
-		  cstripe(k, b) * s->g.interleave + (uint64_t)(b % k->nblk) * BLK);
-}
-
-/* Mark position pos block b to be written with `from` (unless it is it). */
-static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk *k, uint32_t pos,
-		 uint32_t b, const uint8_t *from, int counts)
-{
-	uint8_t *to = cbuf(s, k, pos, b);
-
-	if (to != from)
-		memcpy(to, from, BLK);
-	k->wr[cidx(k, pos, b)] = 1;
-	if (counts) {
-		k->st->bad++;
-		if (k->flags & POOL_CHECK_REPAIR) {
-			k->st->repaired++;
-			count(&s->disk[f->disk[pos]].c.healed, 1);
-		}
-	}
-}
-
-/* RESYNC, every live copy of a mirror block disagrees with its own
- * checksum.  A copy that matches another copy's checksum is a version
- * that was written whole: take it (the rotten or torn copies are healed
- * from it).  Only when none does is a copy taken as it is, its checksum
- * re-derived.  -1 when no copy was read. */
-static int resync_mirror_pick(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			      const uint32_t *pos, uint32_t nc, uint32_t b)
-{
-	int first = -1;
-
-	for (uint32_t c = 0; c < nc; c++) {
-		if (!(k->live & (1ull << pos[c])) || cbad(k, pos[c], b) == BAD_IO)
-			continue;
-		if (first < 0)
-			first = (int)c;
-		for (uint32_t o = 0; o < nc; o++)
-			if (o != c && (k->live & (1ull << pos[o])) &&
-			    cmatch(k, pos[o], b, cbuf(s, k, pos[c], b)))
-				return (int)c;
-	}
-	if (first >= 0)
-		log_torn(s, f, k, pos[first], b);
-	return first;
-}
-
-/* One data column of one block of a mirror batch. */
-static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			     uint32_t d, uint32_t b)
-{
-	uint32_t pos[LAYOUT_MAX_COPIES], nc = s->g.copies, nlive = 0;
-	uint64_t st = cstripe(k, b);
-	int pick = -1;
-
-	for (uint32_t c = 0; c < nc; c++) {
-		pos[c] = layout_slot_pos(&s->g, st, d, c);
-		if (!(k->live & (1ull << pos[c])))
-			continue;
-		nlive++;
-		if (pick < 0 && !cbad(k, pos[c], b))
-			pick = (int)c;
-	}
-	/* Without checksums, two copies against one outvote it. */
-	if (nc == 3 && (k->live & (1ull << pos[1])) && (k->live & (1ull << pos[2])) &&
-	    !cbad(k, pos[1], b) && !cbad(k, pos[2], b) &&
-	    !memcmp(cbuf(s, k, pos[1], b), cbuf(s, k, pos[2], b), BLK))
-		pick =
-		    pick == 0 && !memcmp(cbuf(s, k, pos[0], b), cbuf(s, k, pos[1], b), BLK) ? 0 : 1;
-	if (pick < 0 && (k->flags & POOL_CHECK_RESYNC))
-		pick = resync_mirror_pick(s, f, k, pos, nc, b);
-	k->st->blocks += nlive;
-	if (pick < 0) {
-		for (uint32_t c = 0; c < nc; c++)
-			k->st->unrecoverable += (k->live & (1ull << pos[c])) && cbad(k, pos[c], b);
-		return;
-	}
-	const uint8_t *good = cbuf(s, k, pos[pick], b);
-	if (cbad(k, pos[pick], b)) /* RESYNC: its checksum is rewritten */
-		cfix(s, f, k, pos[pick], b, good, 1);
-	for (uint32_t c = 0; c < nc; c++) {
-		uint64_t bit = 1ull << pos[c];
-		if ((int)c == pick)
-			continue;
-		if (k->tgt & bit)
-			cfix(s, f, k, pos[c], b, good, 0);
-		else if ((k->live & bit) &&
-			 (cbad(k, pos[c], b) || memcmp(cbuf(s, k, pos[c], b), good, BLK)))
-			cfix(s, f, k, pos[c], b, good, 1);
-	}
-}
-
-/* Erased slots of block b of a parity batch (bit per slot): not read,
- * or disagreeing with its checksum. */
-static uint32_t parity_erased(struct pool_store *s, struct chk *k, uint32_t b)
-{
-	uint32_t n = s->k + s->g.parity, er = 0;
-	uint64_t st = cstripe(k, b);
-
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t p = layout_slot_pos(&s->g, st, i, 0);
-		if (!(k->live & (1ull << p)) || cbad(k, p, b))
-			er |= 1u << i;
-	}
-	return er;
-}
-
-/* Rebuild the slots in `er` of block b into k->trial and return the data
- * slots of `cand` whose rebuilt bytes match their stored checksums. */
-static uint32_t trial_rebuild(struct pool_store *s, struct chk *k, uint32_t b, uint32_t er,
-			      uint32_t cand)
-{
-	uint32_t n = s->k + s->g.parity, ne = 0, erased[LAYOUT_MAX_PARITY], ok = 0;
-	uint32_t pos[LAYOUT_MAX_COLUMNS];
-	uint8_t *blk[LAYOUT_MAX_COLUMNS];
-	uint64_t st = cstripe(k, b);
-
-	if ((uint32_t)__builtin_popcount(er) > s->g.parity)
-		return 0;
-	for (uint32_t i = 0; i < n; i++) {
-		pos[i] = layout_slot_pos(&s->g, st, i, 0);
-		blk[i] = cbuf(s, k, pos[i], b);
-		if (er & (1u << i)) {
-			blk[i] = k->trial + (size_t)ne * BLK;
-			erased[ne++] = i;
-		}
-	}
-	if (ne == 0 || layout_codec_decode(s->codec, BLK, blk, erased, ne) < 0)
-		return 0;
-	for (uint32_t i = 0; i < s->k; i++)
-		if ((cand & (1u << i)) && cmatch(k, pos[i], b, blk[i]))
-			ok |= 1u << i;
-	return ok;
-}
-
-/* RESYNC: which data slots of block b that disagree with their checksums
- * are rotten (the other columns rebuild bytes that match: erase and heal
- * them) and which were torn by the crash (nothing matches: keep them as
- * written, their checksums re-derived, parity recomputed from them).
- * Rebuilding all suspects at once is tried first, then one at a time. */
-static uint32_t resync_erased(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			      uint32_t b, uint32_t er)
-{
-	uint32_t cand = 0, healed;
-	uint64_t st = cstripe(k, b);
-
-	for (uint32_t i = 0; i < s->k; i++)
-		if ((er & (1u << i)) && cbad(k, layout_slot_pos(&s->g, st, i, 0), b) == BAD_CSUM)
-			cand |= 1u << i;
-	if (!cand)
-		return er;
-	uint32_t base = er & ~cand;
-	healed = trial_rebuild(s, k, b, er, cand);
-	for (uint32_t i = 0; i < s->k; i++)
-		if ((cand & ~healed & (1u << i)) &&
-		    trial_rebuild(s, k, b, base | healed | (1u << i), 1u << i))
-			healed |= 1u << i;
-	for (uint32_t i = 0; i < s->k; i++)
-		if (cand & ~healed & (1u << i))
-			log_torn(s, f, k, layout_slot_pos(&s->g, st, i, 0), b);
-	return base | healed;
-}
-
-/* Blocks [b0, b1) of one stripe of a parity batch share the erasure
- * pattern er. */
-static int check_parity_run(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
-			    uint32_t b0, uint32_t b1, uint32_t er)
-{
-	uint32_t n = s->k + s->g.parity, m = s->g.parity, ne = 0, erased[LAYOUT_MAX_COLUMNS];
-	uint32_t pos[LAYOUT_MAX_COLUMNS];
-	uint8_t *blk[LAYOUT_MAX_COLUMNS], *par[LAYOUT_MAX_PARITY];
-	size_t len = (size_t)(b1 - b0) * BLK;
-	uint64_t st = cstripe(k, b0);
-
-	for (uint32_t i = 0; i < n; i++) {
-		pos[i] = layout_slot_pos(&s->g, st, i, 0);
-		blk[i] = cbuf(s, k, pos[i], b0);
-		if (er & (1u << i))
-			erased[ne++] = i;
-		k->st->blocks += (b1 - b0) * !!(k->live & (1ull << pos[i]));
-	}
-	if (ne > m) {
-		for (uint32_t i = 0; i < n; i++)
-			for (uint32_t b = b0; b < b1; b++)
-				k->st->unrecoverable +=
-				    (k->live & (1ull << pos[i])) && cbad(k, pos[i], b);
-		return 0;
-	}
-	if (ne > 0) {
-		int rc = layout_codec_decode(s->codec, len, blk, erased, ne);
-		if (rc < 0)
-			return rc;
-	}
-	for (uint32_t j = 0; j < m; j++)
-		par[j] = k->par + (size_t)j * s->g.interleave;
-	layout_codec_encode(s->codec, len, blk, par);
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t bit = 1ull << pos[i];
-		for (uint32_t b = b0; b < b1; b++) {
-			uint8_t *want = i < s->k ? cbuf(s, k, pos[i], b)
-						 : par[i - s->k] + (size_t)(b - b0) * BLK;
-			if (k->tgt & bit)
-				cfix(s, f, k, pos[i], b, want, 0);
-			else if (!(k->live & bit))
-				continue;
-			else if (er & (1u << i) || cbad(k, pos[i], b))
-				cfix(s, f, k, pos[i], b, want, 1);
-			else if (i >= s->k && memcmp(cbuf(s, k, pos[i], b), want, BLK))
-				cfix(s, f, k, pos[i], b, want, 1);
-		}
-	}
-	return 0;
-}
-
-static int check_parity(struct pool_store *s, const struct pool_file_map *f, struct chk *k)
-{
-	for (uint32_t b = 0; b < k->span; b++) {
-		k->er[b] = parity_erased(s, k, b);
-		if (k->er[b] && (k->flags & POOL_CHECK_RESYNC))
-			k->er[b] = resync_erased(s, f, k, b, k->er[b]);
-	}
-	for (uint32_t b0 = 0; b0 < k->span;) {
-		uint32_t er = k->er[b0], b1 = b0 + 1;
-		uint32_t end = (b0 / k->nblk + 1) * k->nblk; /* runs stay in one stripe */
-		while (b1 < end && k->er[b1] == er)
-			b1++;
-		int rc = check_parity_run(s, f, k, b0, b1, er);
-		if (rc < 0)
-			return rc;
-		b0 = b1;
-	}
-	return 0;
-}
-
-static void check_simple(struct chk *k, uint32_t npos)
-{
-	for (uint32_t p = 0; p < npos; p++)
-		for (uint32_t b = 0; b < k->span; b++) {
-			k->st->blocks += !!(k->live & (1ull << p));
-			k->st->unrecoverable += (k->live & (1ull << p)) && cbad(k, p, b);
-		}
-}
-
-/* Read every live position over the whole batch, one I/O each. */
-static int check_read(struct rq *q, struct chk *k)
-{
-	struct pool_store *s = q->s;
-	struct scratch *t = q->t;
-	uint32_t n = 0, il = s->g.interleave;
-
-	if (grow(&t->cio, &t->cio_cap, s->npos, sizeof(*t->cio)))
-		return -ENOMEM;
-	for (uint32_t p = 0; p < s->npos; p++)
-		if (k->live & (1ull << p))
-			t->cio[n++] = (struct cio){.pos = p,
-						   .len = k->span * (uint32_t)BLK,
-						   .off = k->first * il,
-						   .buf = cbuf(s, k, p, 0)};
-	memset(k->rbad, 0, (size_t)n * k->span);
-	memset(k->rcrc, 0, (size_t)n * k->span * sizeof(*k->rcrc));
-	for (uint32_t p = 0; p < s->npos; p++)
-		memset(k->bad + cidx(k, p, 0), 0, k->span);
-	q->badblk = k->rbad;
-	q->stored = k->rcrc;
-	int rc = phase_read(q, t->cio, n);
-	q->badblk = NULL;
-	q->stored = NULL;
-	k->exists = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t p = t->cio[i].pos;
-		memcpy(k->bad + cidx(k, p, 0), k->rbad + (size_t)i * k->span, k->span);
-		memcpy(k->crc + cidx(k, p, 0), k->rcrc + (size_t)i * k->span,
-		       k->span * sizeof(*k->crc));
-		if ((q->have & (1ull << p)) && q->ref[p].fd >= 0)
-			k->exists |= 1ull << p;
-	}
-	return rc;
-}
-
-/* Write the blocks marked in k->wr, one I/O per run per position.  A
- * target whose chunk file does not exist is not given runs of zeros. */
-static int check_write(struct rq *q, struct chk *k)
-{
-	struct pool_store *s = q->s;
-	struct scratch *t = q->t;
-	size_t n = 0;
-	uint64_t base = k->first * s->g.interleave;
-
-	if (grow(&t->cio, &t->cio_cap, (size_t)s->npos * k->span, sizeof(*t->cio)))
-		return -ENOMEM;
-	for (uint32_t p = 0; p < s->npos; p++) {
-		const uint8_t *w = k->wr + cidx(k, p, 0);
-		int tgt_new = -1;
-		for (uint32_t b = 0; b < k->span;) {
-			if (!w[b]) {
-				b++;
-				continue;
-			}
-			uint32_t e = b;
-			while (e < k->span && w[e])
-				e++;
-			uint8_t *buf = cbuf(s, k, p, b);
-			size_t len = (size_t)(e - b) * BLK;
-			if ((k->tgt & (1ull << p)) && all_zero(buf, len)) {
-				if (tgt_new < 0) {
-					int rc = rq_ref(q, p, 0);
-					tgt_new = rc == 0 && q->ref[p].fd < 0;
-				}
-				if (tgt_new) {
-					b = e;
-					continue;
-				}
-			}
-			t->cio[n++] = (struct cio){.pos = p,
-						   .len = (uint32_t)len,
-						   .buf = buf,
-						   .off = base + (uint64_t)b * BLK};
-			if (k->tgt & (1ull << p))
-				k->st->rebuilt_bytes += len;
-			b = e;
-		}
-	}
-	return n ? phase_write(q, t->cio, n) : 0;
-}
-
-/* Positions holding copies of the columns the targets hold (mirror
- * positions do not rotate, so this holds for every stripe). */
-static uint64_t mirror_sources(const struct pool_store *s, uint64_t tgt, uint64_t st)
-{
-	uint64_t src = 0;
-
-	for (uint32_t p = 0; p < s->npos; p++) {
-		uint32_t col, copy;
-		if (!(tgt & (1ull << p)))
-			continue;
-		layout_pos_slot(&s->g, st, p, &col, &copy);
-		for (uint32_t c = 0; c < s->g.copies; c++)
-			src |= 1ull << layout_slot_pos(&s->g, st, col, c);
-	}
-	return src;
-}
-
-/* Which positions to read and which to rebuild, for the whole batch. */
-static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t last)
-{
-	struct pool_store *s = q->s;
-	uint64_t all = s->npos == 64 ? ~0ull : (1ull << s->npos) - 1;
-
-	k->tgt = 0;
-	for (uint32_t p = 0; p < s->npos; p++)
-		if (((targets >> q->f->disk[p]) & 1) && !(q->failed & (1ull << p)) &&
-		    s->disk[q->f->disk[p]].dir)
-			k->tgt |= 1ull << p;
-	if (!(k->flags & POOL_CHECK_REPAIR))
-		k->tgt = 0;
-	/* rq_mask is monotone in the stripe: the last stripe's is the
-	 * widest of the batch. */
-	k->live = all & ~rq_mask(q, last) & ~k->tgt;
-	if ((k->flags & POOL_CHECK_REBUILD) && k->tgt && s->g.kind == LAYOUT_MIRROR)
-		k->live &= mirror_sources(s, k->tgt, k->first);
-}
-
-static int check_batch(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
-		       uint64_t first, uint32_t n, uint64_t targets, struct chk *k)
-{
-	struct stripelock_set set;
-	struct rq q;
-	int rc;
-
-	k->first = first;
-	k->span = n * k->nblk;
-	rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, first, first + n - 1,
-			(k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
-	check_masks(&q, k, targets, first + n - 1);
-	rc = check_read(&q, k);
-	if (rc == 0 && k->exists) { /* else nothing anywhere: holes stay holes */
-		memset(k->wr, 0, (size_t)s->npos * k->maxn * k->nblk);
-		if (s->g.kind == LAYOUT_MIRROR)
-			for (uint32_t b = 0; b < k->span; b++)
-				for (uint32_t d = 0; d < s->k; d++)
-					check_mirror_col(s, f, k, d, b);
-		else if (s->g.kind == LAYOUT_PARITY)
-			rc = check_parity(s, f, k);
-		else
-			check_simple(k, s->npos);
-		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR))
-			rc = check_write(&q, k);
-	} else if (rc == 0) {
-		for (uint32_t p = 0; p < s->npos; p++)
-			k->st->blocks += (k->live >> p & 1) * k->span;
-	}
-	/* A REBUILDING target is now live up to the end of the batch. */
-	for (uint32_t p = 0; rc == 0 && p < s->npos; p++) {
-		struct store_disk *d = &s->disk[f->disk[p]];
-		if (((targets >> f->disk[p]) & 1) && dstate(d) == POOL_STORE_DISK_REBUILDING &&
-		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == first)
-			pool_store_rebuild_cursor(s, f->disk[p], f->id, first + n);
-	}
-	stripelock_unlock(s->locks, &set);
-	rq_end(&q);
-	return rc;
-}
-
-static void chk_free(struct chk *k)
-{
-	free(k->buf);
-	free(k->rbad);
-	free(k->bad);
-	free(k->wr);
-	free(k->par);
-	free(k->rcrc);
-	free(k->crc);
-	free(k->er);
-	free(k->trial);
-}
-
-/* Batches of up to 4 MiB per position (at least one stripe). */
-#define CHECK_BATCH_BYTES (4u << 20)
-
-static int chk_alloc(struct pool_store *s, struct chk *k, uint64_t n)
-{
-	size_t il = s->g.interleave;
-	uint64_t maxn = CHECK_BATCH_BYTES / il;
-	void *b = NULL, *p = NULL;
-
-	k->nblk = (uint32_t)(il / BLK);
-	k->maxn = (uint32_t)(n < maxn ? n : maxn ? maxn : 1);
-	size_t per = (size_t)k->maxn * k->nblk;
-	if (posix_memalign(&b, BLK, s->npos * per * BLK) ||
-	    posix_memalign(&p, BLK, (s->g.parity ? s->g.parity : 1) * il)) {
-		free(b);
-		return -ENOMEM;
-	}
-	k->buf = b;
-	k->par = p;
-	k->rbad = calloc(s->npos, per);
-	k->bad = calloc(s->npos, per);
-	k->wr = calloc(s->npos, per);
-	k->rcrc = calloc(s->npos * per, sizeof(*k->rcrc));
-	k->crc = calloc(s->npos * per, sizeof(*k->crc));
-	k->er = calloc(per, sizeof(*k->er));
-	k->trial = malloc((size_t)LAYOUT_MAX_PARITY * BLK);
-	if (!k->rbad || !k->bad || !k->wr || !k->rcrc || !k->crc || !k->er || !k->trial) {
-		chk_free(k);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
-		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st)
-{
-	struct chk k = {.flags = flags, .st = st};
-	int rc = check_file(s, f);
-
-	if (rc < 0 || n == 0)
-		return rc;
-	struct scratch *t = scratch_get(s);
-	if (!t)
-		return -ENOMEM;
-	rc = chk_alloc(s, &k, n);
-	for (uint64_t i = 0; rc == 0 && i < n; i += k.maxn) {
-		uint32_t b = (uint32_t)(n - i < k.maxn ? n - i : k.maxn);
-		rc = check_batch(s, t, f, first + i, b, targets, &k);
-	}
-	if (k.buf)
-		chk_free(&k);
-	scratch_put(s, t);
-	return rc;
-}
-
-/* Self-healing: a read or write found bad checksums on some positions
- * and was served from redundancy; rewrite those blocks in place. */
-static int heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
-		uint64_t csum_bad)
-{
-	struct pool_check_stats st = {0};
-	uint64_t first = aoff / s->stripe_bytes, last = (aend - 1) / s->stripe_bytes;
-	int rc = pool_store_check(s, f, first, last - first + 1, POOL_CHECK_REPAIR, 0, &st);
-
-	(void)csum_bad;
-	if (rc == 0 && st.repaired)
-		store_log(s, "file %016" PRIx64 ": self-healed %" PRIu64 " bad block(s) in place",
-			  f->id, st.repaired);
-	return rc;
-}
-
 /* ---- open and close -------------------------------------------------------- */
 
 static int mkdir_one(const char *path)
@@ -2683,26 +1585,6 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 	return 0;
 }
 
-/* Forget every cached chunk of one disk (it is being replaced). */
-static void fdcache_drop_disk(struct pool_store *s, uint32_t disk)
-{
-	for (uint32_t i = 0; i < FD_SHARDS; i++) {
-		struct fd_shard *sh = &s->shard[i];
-		pthread_mutex_lock(&sh->mu);
-		for (uint32_t j = 0; j < sh->cap; j++) {
-			struct fd_entry *e = &sh->e[j];
-			if (!e->used || !e->hashed || e->disk != disk)
-				continue;
-			shard_unhash(sh, e);
-			if (e->ref == 0) {
-				close_fds(e->fd, e->crcfd);
-				shard_put_free(sh, e);
-			}
-		}
-		pthread_mutex_unlock(&sh->mu);
-	}
-}
-
 static void bury(struct pool_store *s, char *p)
 {
 	if (!p)
@@ -2730,7 +1612,7 @@ int pool_store_disk_replace(struct pool_store *s, uint32_t disk, const char *pat
 	    .volume = s->volume, .disk_path = paths, .ndisks = s->ndisks};
 
 	atomic_store(&d->state, (uint8_t)POOL_STORE_DISK_FAILED);
-	fdcache_drop_disk(s, disk);
+	store_fdcache_drop_disk(s, disk);
 	bury(s, d->dir);
 	bury(s, d->path);
 	d->dir = NULL;
@@ -2810,7 +1692,7 @@ int pool_store_open(const struct pool_store_config *cfg, struct pool_store **out
 	if (rc == 0)
 		rc = stripelock_new(0, &s->locks);
 	if (rc == 0)
-		rc = fdcache_init(s);
+		rc = store_fdcache_init(s);
 	if (rc == 0) {
 		s->zeros_len = s->stripe_bytes;
 		s->zeros = mmap(NULL, s->zeros_len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -2837,7 +1719,7 @@ void pool_store_close(struct pool_store *s)
 	scratch_free_all(s);
 	pthread_mutex_destroy(&s->scratch_mu);
 	pthread_mutex_destroy(&s->size_mu);
-	fdcache_free(s);
+	store_fdcache_free(s);
 	pool_aio_free(s->aio);
 	stripelock_free(s->locks);
 	layout_codec_free(s->codec);
@@ -2856,94 +1738,6 @@ void pool_store_close(struct pool_store *s)
 	free(s);
 }
 
-/* ---- moving a position to another disk (disk retire) ---------------------- */
-
-/* Copy the data extents of src into dst (holes stay holes), fsync. */
-static int copy_sparse(int src, int dst)
-{
-	struct stat st;
-	uint8_t *buf = malloc(1 << 20);
-	int rc = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	if (fstat(src, &st) < 0 || ftruncate(dst, st.st_size) < 0)
-		rc = -errno;
-	for (off_t off = 0; rc == 0 && off < st.st_size;) {
-		off_t d = lseek(src, off, SEEK_DATA);
-		if (d < 0)
-			break; /* only a hole is left */
-		off_t h = lseek(src, d, SEEK_HOLE);
-		for (off_t o = d; rc == 0 && o < h;) {
-			ssize_t n =
-			    pread(src, buf, (size_t)(h - o < (1 << 20) ? h - o : (1 << 20)), o);
-			if (n <= 0) {
-				rc = n < 0 ? -errno : -EIO;
-				break;
-			}
-			ssize_t w = pwrite(dst, buf, (size_t)n, o);
-			if (w != n)
-				rc = w < 0 ? -errno : -ENOSPC;
-			o += n;
-		}
-		off = h;
-	}
-	if (rc == 0 && fsync(dst) < 0)
-		rc = -errno;
-	free(buf);
-	return rc;
-}
-
-static int copy_one(const char *from, const char *to)
-{
-	int src = open(from, O_RDONLY | O_CLOEXEC), dst, rc;
-
-	if (src < 0)
-		return errno == ENOENT ? 0 : -errno; /* never written: nothing to copy */
-	dst = open_mkdir(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
-	rc = dst < 0 ? dst : copy_sparse(src, dst);
-	if (dst >= 0)
-		close(dst);
-	close(src);
-	return rc;
-}
-
-int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos,
-			     uint32_t to, char *err, size_t errlen)
-{
-	char from[PATH_MAX], dest[PATH_MAX];
-	int rc = check_file(s, f);
-
-	if (rc == 0 && (pos >= f->npos || to >= s->ndisks || !s->disk[to].dir))
-		rc = -EINVAL;
-	for (int crc = 0; rc == 0 && crc < 2; crc++) {
-		rc = chunk_path(s, f->disk[pos], f->id, pos, crc, from, sizeof(from));
-		if (rc == 0)
-			rc = chunk_path(s, to, f->id, pos, crc, dest, sizeof(dest));
-		if (rc == 0 && (rc = copy_one(from, dest)) < 0)
-			snprintf(err, errlen,
-				 "file %016" PRIx64 " position %u: copying %s to %s: %s", f->id,
-				 pos, from, dest, strerror(-rc));
-	}
-	if (rc < 0 && !err[0])
-		snprintf(err, errlen, "file %016" PRIx64 " position %u: %s", f->id, pos,
-			 strerror(-rc));
-	return rc;
-}
-
-int pool_store_forget_position(struct pool_store *s, const struct pool_file_map *f, uint32_t pos)
-{
-	char path[PATH_MAX];
-
-	if (pos >= f->npos || f->disk[pos] >= s->ndisks)
-		return -EINVAL;
-	chunk_drop(s, f->id, pos, f->disk[pos]);
-	for (int crc = 0; crc < 2; crc++)
-		if (chunk_path(s, f->disk[pos], f->id, pos, crc, path, sizeof(path)) == 0)
-			unlink(path);
-	return 0;
-}
-
 /* ---- a view for other pool/ modules (store_int.h) ------------------------- */
 
 struct pool_chunks {
@@ -2955,18 +1749,18 @@ struct pool_chunks {
 int pool_chunks_begin(struct pool_store *s, const struct pool_file_map *f, struct pool_chunks **out)
 {
 	struct pool_chunks *c;
-	int rc = check_file(s, f);
+	int rc = store_check_file(s, f);
 
 	if (rc < 0)
 		return rc;
 	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
-	struct scratch *t = scratch_get(s);
+	struct scratch *t = store_scratch_get(s);
 	if (!t) {
 		free(c);
 		return -ENOMEM;
 	}
-	rq_init(&c->q, s, t, f);
+	store_rq_init(&c->q, s, t, f);
 	*out = c;
 	return 0;
 }
@@ -2975,8 +1769,8 @@ void pool_chunks_end(struct pool_chunks *c)
 {
 	if (c->locked)
 		stripelock_unlock(c->q.s->locks, &c->set);
-	rq_end(&c->q);
-	scratch_put(c->q.s, c->q.t);
+	store_rq_end(&c->q);
+	store_scratch_put(c->q.s, c->q.t);
 	free(c);
 }
 
@@ -2987,7 +1781,7 @@ const struct layout_geom *pool_chunks_geom(const struct pool_chunks *c)
 
 uint64_t pool_chunks_dead(struct pool_chunks *c, uint64_t stripe)
 {
-	uint64_t m = rq_mask(&c->q, stripe) | c->q.bad;
+	uint64_t m = store_rq_mask(&c->q, stripe) | c->q.bad;
 
 	for (uint32_t p = 0; p < c->q.f->npos; p++)
 		if (!pos_live(&c->q, p))
@@ -2997,7 +1791,7 @@ uint64_t pool_chunks_dead(struct pool_chunks *c, uint64_t stripe)
 
 int pool_chunks_fd(struct pool_chunks *c, uint32_t pos, int create, int *fd, int *crcfd)
 {
-	int rc = rq_ref(&c->q, pos, create);
+	int rc = store_rq_ref(&c->q, pos, create);
 
 	if (rc < 0)
 		return rc;
@@ -3013,7 +1807,7 @@ int pool_chunks_fallocate(struct pool_chunks *c, uint32_t pos, int mode, uint64_
 
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&c->q.s->size_mu); /* see chunk_reserve */
+	pthread_mutex_lock(&c->q.s->size_mu); /* see store_chunk_reserve */
 	if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ||
 	    (crcfd >= 0 && fallocate(crcfd, mode, (off_t)coff, (off_t)clen) < 0))
 		rc = -errno;

@@ -162,7 +162,7 @@ int pool_store_syncfs(struct pool_store *s);
 /* Snapshot of disk `disk`'s counters for this volume. */
 void pool_store_stats(struct pool_store *s, uint32_t disk, struct pool_disk_stats *out);
 
-/* ---- failures, repair and scrub (pool/store.c, "failures") ---- */
+/* ---- failures, repair and scrub (pool/store.c, disk states; pool/check.c) ---- */
 
 /* Set how the store treats disk `disk`.  REBUILDING starts with the
  * cursor at (0, 0): nothing of the disk is live until the rebuild moves
