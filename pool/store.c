@@ -613,6 +613,9 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 							       .len = run->nblk * CRC_BYTES,
 							       .off = run->blk * CRC_BYTES};
 	}
+	/* Data fencing (store.h): the last word before the kernel has it. */
+	if (q->s->hooks.may_write && (rc = q->s->hooks.may_write(q->s->hooks.arg)) < 0)
+		return rc;
 	uint64_t t0 = pool_lat_now_us();
 	pool_aio_run(q->s->aio, t->req, nreq);
 
