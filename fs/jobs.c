@@ -48,6 +48,7 @@
 
 #include "fs/fs.h"
 #include "fs/jobs.h"
+#include "fs/node.h"
 #include "pool/drl.h"
 
 #define MAX_JOBS       32
@@ -139,13 +140,20 @@ static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_
  * RATE bytes per second, 0 unlimited. */
 static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, const char *ino)
 {
-	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[160];
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[320];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
 	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", kind_name(j->kind), j->disk,
 		 ino, j->rate);
 	int len =
 	    snprintf(line, sizeof(line), "%s %08x\n", body, layout_crc32c(body, strlen(body)));
+	/* A second line, for other nodes' status (several nodes): who runs it
+	 * and how far it got.  Readers of the first line ignore it. */
+	len += snprintf(line + len, sizeof(line) - (size_t)len,
+			"progress %s %" PRIu64 " %" PRIu64 " %" PRId64 "\n",
+			j->start_ns ? j->fs->opt.node : "-", /* "-": asked for, not started */
+			(uint64_t)atomic_load(&j->done), (uint64_t)atomic_load(&j->total),
+			j->start_ns ? (fs_mono_ns() - j->start_ns) / 1000000 : 0);
 	for (uint32_t i = 0; i < n; i++) {
 		char path[POOL_PATH_MAX + 96], tmp[POOL_PATH_MAX + 104];
 		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
@@ -202,6 +210,34 @@ static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk,
 		*done = !strcmp(at, "done");
 		*ino = *done ? 0 : strtoull(at, NULL, 10);
 		return 0;
+	}
+	return -ENOENT;
+}
+
+/* The progress line of a volume's checkpoint: node, bytes done and to do,
+ * milliseconds run.  -ENOENT if there is none. */
+static int ckpt_progress(struct fs *fs, const char *vol, char *node, uint64_t *done,
+			 uint64_t *total, int64_t *ms)
+{
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
+	uint32_t n = meta_dirs(fs, vol, dirs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		char line[320];
+		unsigned long long d, t;
+		long long m;
+		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		int got = fgets(line, sizeof(line), f) && fgets(line, sizeof(line), f);
+		fclose(f);
+		if (got && sscanf(line, "progress %64s %llu %llu %lld", node, &d, &t, &m) == 4) {
+			*done = d;
+			*total = t;
+			*ms = m;
+			return 0;
+		}
 	}
 	return -ENOENT;
 }
@@ -277,6 +313,11 @@ struct walk {
 	uint64_t total; /* first pass: bytes to do */
 	int count_only;
 	int rc;
+	/* several nodes: stop after slice_end (CLOCK_MONOTONIC ns, 0: never),
+	 * `last` the last file done */
+	int64_t slice_end;
+	uint64_t last;
+	bool more;
 };
 
 static int job_wants(const struct job *j, const struct pool_inode *in)
@@ -327,6 +368,10 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		w->total += nst * layout_stripe_bytes(&v->geom);
 		return 0;
 	}
+	if (w->slice_end && fs_mono_ns() > w->slice_end) {
+		w->more = true; /* this file is the next slice's */
+		return 1;
+	}
 	struct pool_file_map map;
 	struct pool_check_stats fst = {0};
 	map_of(in, &map);
@@ -339,6 +384,8 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
 	if (fst.bad || fst.unrecoverable)
 		note_file(j, v, in->ino, &fst);
+	if (w->rc == 0)
+		w->last = in->ino;
 	int64_t now = fs_mono_ns();
 	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
 		char at[32];
@@ -360,6 +407,42 @@ static int walk_files(struct job *j, struct fs_volume *v, uint64_t after)
 	if (rc == 0)
 		rc = pool_meta_files(v->meta, after, walk_one, &w);
 	return rc < 0 ? rc : w.rc;
+}
+
+/* With several nodes the volume's stores close when it changes hands
+ * (fs/node.c), so the walk holds the volume (shared, as a request does)
+ * for a slice of files at a time, never across a handover's drain, and
+ * gives up with -EREMCHG once this node no longer owns it: its checkpoint
+ * (the last file done, at most a second old) stays for the next owner,
+ * whose health tick resumes the job there (fs_jobs_tick).  Files done
+ * since that checkpoint are scrubbed twice, which changes nothing. */
+#define SLICE_NS 200000000ll
+
+static int walk_files_owned(struct job *j, struct fs_volume *v, uint64_t after)
+{
+	struct walk w = {.j = j, .v = v, .count_only = 1};
+	int rc;
+
+	if (!fs_vol_enter_local(v))
+		return -EREMCHG;
+	rc = pool_meta_files(v->meta, after, walk_one, &w);
+	fs_vol_leave(v);
+	atomic_fetch_add(&j->total, w.total);
+	w.count_only = 0;
+	w.last = after;
+	while (rc >= 0 && w.rc >= 0 && !atomic_load(&j->stop)) {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		w.more = false;
+		w.slice_end = fs_mono_ns() + SLICE_NS;
+		rc = pool_meta_files(v->meta, w.last, walk_one, &w);
+		fs_vol_leave(v);
+		if (!w.more)
+			break;
+	}
+	if (atomic_load(&j->stop))
+		return -ECANCELED;
+	return rc < 0 ? rc : w.rc < 0 ? w.rc : 0;
 }
 
 /* ---- the dirty-region log's view -------------------------------------------- */
@@ -581,9 +664,15 @@ static int run_scrub(struct job *j)
 		char at[32];
 		snprintf(at, sizeof(at), "%" PRIu64, j->resume_ino);
 		ckpt_write(fs, v->name, j, at);
-		rc = walk_files(j, v, j->resume_ino);
+		rc = fs->node ? walk_files_owned(j, v, j->resume_ino)
+			      : walk_files(j, v, j->resume_ino);
 		if (rc == 0)
 			ckpt_remove(fs, v->name);
+		else if (rc == -EREMCHG)
+			put(j->msg, sizeof(j->msg),
+			    "scrub of volume %s: the volume changed hands; its new owner goes on "
+			    "from the checkpoint",
+			    v->name);
 		else if (!j->msg[0])
 			snprintf(j->msg, sizeof(j->msg), "volume %s: %s", v->name, strerror(-rc));
 	}
@@ -727,9 +816,9 @@ static void *job_main(void *arg)
 	else if (rc == 0)
 		atomic_store(&j->total, atomic_load(&j->done));
 	job_summary(j, rc);
-	atomic_store(&j->state, rc == 0			? JOB_DONE
-				: atomic_load(&j->stop) ? JOB_STOPPED
-							: JOB_FAILED);
+	atomic_store(&j->state, rc == 0					  ? JOB_DONE
+				: atomic_load(&j->stop) || rc == -EREMCHG ? JOB_STOPPED
+									  : JOB_FAILED);
 	return NULL;
 }
 
@@ -744,10 +833,10 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return free(j), -ENOMEM;
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
-	if (fs->node) {
+	if (fs->node && (k != JOB_SCRUB || !vol || !vol[0])) {
 		snprintf(why, whylen,
-			 "repair, resync, scrub and retire need a single-node mount "
-			 "(no -o listen) for now");
+			 "repair, resync, retire, disk replace and disk add need a single-node "
+			 "mount (no -o listen) for now; scrub works with several nodes");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -756,6 +845,18 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	pthread_mutex_init(&j->mu, NULL);
 	j->start_ns = j->ckpt_ns = fs_mono_ns();
 	pthread_mutex_lock(&js->mu);
+	/* full: forget the oldest finished job (with several nodes a scrub
+	 * leaves one entry per change of hands) */
+	for (uint32_t i = 0; js->n == MAX_JOBS && i < js->n; i++) {
+		struct job *o = js->j[i];
+		if (atomic_load(&o->state) == JOB_RUNNING)
+			continue;
+		pthread_join(o->thread, NULL);
+		pthread_mutex_destroy(&o->mu);
+		free(o);
+		memmove(&js->j[i], &js->j[i + 1], (js->n - i - 1) * sizeof(js->j[0]));
+		js->n--;
+	}
 	int rc = js->n < MAX_JOBS ? 0 : -EBUSY;
 	for (uint32_t i = 0; rc == 0 && i < js->n; i++) {
 		struct job *o = js->j[i];
@@ -873,7 +974,7 @@ void fs_jobs_resume(struct fs *fs)
 			continue;
 		if (!strcmp(kind, "repair"))
 			repair_rate = rate;
-		if (strcmp(kind, "scrub"))
+		if (strcmp(kind, "scrub") || fs->node) /* several nodes: fs_jobs_tick */
 			continue;
 		fs_log("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
 		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
@@ -891,9 +992,37 @@ static int drl_sync(void *arg)
 	return pool_store_syncfs(arg);
 }
 
+/* Several nodes: a scrub whose checkpoint says running goes on on the
+ * volume's owner, whoever asked for it and wherever it ran before. */
+static void pickup_scrub(struct fs *fs, struct fs_volume *v)
+{
+	char kind[16], why[POOL_MSG_MAX];
+	uint32_t disk;
+	uint64_t ino;
+	double rate;
+	int done;
+
+	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+		return;
+	fs_vol_leave(v);
+	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0 || strcmp(kind, "scrub") ||
+	    done)
+		return;
+	int rc = job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
+	if (rc > 0)
+		fs_log("volume %s: scrub runs here (job %d) after inode %" PRIu64
+		       " (its checkpoint)",
+		       v->name, rc, ino);
+	else if (rc != -EALREADY)
+		fs_log("volume %s: cannot resume its scrub here: %s", v->name, why);
+}
+
 void fs_jobs_tick(struct fs *fs)
 {
 	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; fs->node && !fs->opt.read_only && i < n; i++)
+		pickup_scrub(fs, fs->vol[i]);
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
@@ -1107,6 +1236,45 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
 }
 
+/* Several nodes: record the scrub in each volume's checkpoint (inode 0),
+ * start the parts of volumes owned here; the owners of the others start
+ * theirs at their next health tick.  One line per volume: the job id if
+ * it runs here, else "on VOLUME NODE". */
+static char *req_scrub_cluster(struct fs *fs, const char *vol, double rate)
+{
+	char out[8192] = "", owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX], why[POOL_MSG_MAX];
+	struct job tmpl = {.fs = fs, .kind = JOB_SCRUB, .rate = rate};
+	uint32_t n = nvolumes(fs);
+	size_t len = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		uint64_t epoch;
+		bool valid;
+		if (fs_volume_gone(v) || (vol && strcmp(vol, v->name)))
+			continue;
+		ckpt_write(fs, v->name, &tmpl, "0");
+		int rc = -EREMCHG;
+		if (fs_vol_enter_local(v)) {
+			fs_vol_leave(v);
+			rc = job_start(fs, JOB_SCRUB, 0, v->name, rate, 0, why, sizeof(why));
+		}
+		if (rc > 0) {
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "%d\n", rc);
+		} else {
+			fs_node_owner(v, owner, addr, &epoch, &valid);
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
+						valid ? owner : "(its next owner)");
+		}
+		if (len >= sizeof(out) - 256)
+			break;
+	}
+	fs_log("scrub of %s asked for here: recorded in the checkpoints; each volume's owner runs "
+	       "its part",
+	       vol ? vol : "every volume");
+	return reply("ok\n%s", out);
+}
+
 /* "repair VOLUME|- RATE" and "scrub VOLUME|- RATE" */
 static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 {
@@ -1119,6 +1287,12 @@ static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 		return reply("error: bad rate '%.32s'\n", argv[2]);
 	if (vol && !fs_volume_by_name(fs, vol))
 		return reply("error: no volume '%.64s'\n", vol);
+	if (k == JOB_SCRUB && fs->node)
+		return req_scrub_cluster(fs, vol, rate);
+	if (fs->node)
+		return reply("error: repair, resync, retire, disk replace and disk add need a "
+			     "single-node mount (no -o listen) for now; scrub works with several "
+			     "nodes\n");
 	if (k == JOB_SCRUB) {
 		rc = job_start(fs, k, 0, vol, rate, 0, err, sizeof(err));
 		return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
@@ -1157,6 +1331,55 @@ static char *req_jobs(struct fs *fs)
 	return r;
 }
 
+/* Several nodes: the scrubs other nodes run (their checkpoints' progress
+ * lines), as "jobs" lines with id 0 and "node NAME" as the message, or as
+ * JSON objects. */
+static bool scrub_here(struct fs *fs, const char *vol)
+{
+	struct fs_jobs *js = fs->jobs;
+	bool here = false;
+
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++)
+		here |= js->j[i]->kind == JOB_SCRUB && !strcmp(js->j[i]->volume, vol) &&
+			atomic_load(&js->j[i]->state) == JOB_RUNNING;
+	pthread_mutex_unlock(&js->mu);
+	return here;
+}
+
+static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool json)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n && *len < cap - 1024; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char kind[16], node[POOL_NODE_NAME_MAX + 1] = "-";
+		uint32_t disk;
+		uint64_t ino, done = 0, total = 0;
+		int64_t ms = 0;
+		double rate;
+		int fin;
+		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
+		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
+		    strcmp(kind, "scrub") || fin)
+			continue;
+		ckpt_progress(fs, v->name, node, &done, &total, &ms);
+		if (json)
+			*len += (size_t)snprintf(
+			    s + *len, cap - *len,
+			    "%s{\"id\":0,\"kind\":\"scrub\",\"state\":\"running\",\"disk\":0,"
+			    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
+			    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64 "}",
+			    *len > 1 ? "," : "", v->name, node, done, total, ms);
+		else
+			*len +=
+			    (size_t)snprintf(s + *len, cap - *len,
+					     "job\t0\tscrub\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
+					     "\t0\t0\t0\t0\t0\t%" PRId64 "\tnode %s\n",
+					     v->name, done, total, ms, node);
+	}
+}
+
 char *fs_jobs_text(struct fs *fs)
 {
 	struct fs_jobs *js = fs->jobs;
@@ -1187,6 +1410,8 @@ char *fs_jobs_text(struct fs *fs)
 			break;
 	}
 	pthread_mutex_unlock(&js->mu);
+	if (fs->node)
+		remote_scrubs(fs, s, cap, &len, false);
 	return s;
 }
 
@@ -1206,15 +1431,18 @@ char *fs_jobs_json(struct fs *fs)
 		len += (size_t)snprintf(
 		    s + len, cap - len,
 		    "%s{\"id\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"disk\":%u,\"volume\":\"%s\","
-		    "\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
+		    "\"node\":\"%s\",\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
 		    ",\"bad\":%" PRIu64 ",\"repaired\":%" PRIu64 ",\"unrecoverable\":%" PRIu64
 		    ",\"rebuilt_bytes\":%" PRIu64 "}",
 		    i ? "," : "", j->id, kind_name(j->kind), state_name(atomic_load(&j->state)),
-		    j->disk, j->volume, atomic_load(&j->done), atomic_load(&j->total), j->st.blocks,
-		    j->st.bad, j->st.repaired, j->st.unrecoverable, j->st.rebuilt_bytes);
+		    j->disk, j->volume, fs->opt.node, atomic_load(&j->done), atomic_load(&j->total),
+		    j->st.blocks, j->st.bad, j->st.repaired, j->st.unrecoverable,
+		    j->st.rebuilt_bytes);
 		pthread_mutex_unlock(&j->mu);
 	}
 	pthread_mutex_unlock(&js->mu);
+	if (fs->node)
+		remote_scrubs(fs, s, cap, &len, true);
 	snprintf(s + len, cap - len, "]");
 	return s;
 }
@@ -1231,6 +1459,11 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the daemon is not running jobs (starting or stopping)\n");
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
+	if (fs->node && (!strcmp(argv[0], "disk-replace") || !strcmp(argv[0], "disk-add") ||
+			 !strcmp(argv[0], "disk-retire")))
+		return reply("error: repair, resync, retire, disk replace and disk add need a "
+			     "single-node mount (no -o listen) for now; scrub works with several "
+			     "nodes\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-add") && argc == 2)
