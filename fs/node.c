@@ -619,12 +619,22 @@ static bool refresh_live(struct fs_node *n)
 			memcpy(ls->name[j - 1], tn, sizeof(tn));
 			memcpy(ls->addr[j - 1], ta, sizeof(ta));
 		}
+	/* drained nodes stay live (they serve redirected I/O) but own nothing */
+	const char *disks[POOL_MAX_DISKS];
+	uint32_t nd = 0;
+	bool drained[64] = {0};
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY)
+			disks[nd++] = fs->pool->disk[i].path;
+	for (uint32_t i = 0; i < ls->count; i++)
+		drained[i] = pool_drain_read(disks, nd, ls->name[i]);
 	pthread_mutex_lock(&n->lock);
 	changed = ls->count != n->nlive;
 	for (uint32_t i = 0; !changed && i < ls->count; i++)
-		changed = strcmp(ls->name[i], n->live[i]) != 0;
+		changed = strcmp(ls->name[i], n->live[i]) != 0 || drained[i] != n->live_drained[i];
 	memcpy(n->live, ls->name, sizeof(n->live));
 	memcpy(n->live_addr, ls->addr, sizeof(n->live_addr));
+	memcpy(n->live_drained, drained, sizeof(drained));
 	n->nlive = ls->count;
 	pthread_mutex_unlock(&n->lock);
 	free(ls);
@@ -654,13 +664,26 @@ static int live_index(const struct fs_node *n, const char *name)
 
 /* The desired owner of every volume (index into n->live, -1: none), the
  * same on every node that sees the same live set and owners. */
+/* A live node that may own volumes: not drained, unless every live node
+ * is (then volumes still need owners). */
+static bool eligible(const struct fs_node *n, int i, bool all_drained)
+{
+	return i >= 0 && (all_drained || !n->live_drained[i]);
+}
+
 static void desired_owners(struct fs_node *n, int *want)
 {
 	struct fs *fs = n->fs;
-	uint32_t count[64] = {0}, nvol = fs->nvol, nlive = n->nlive;
+	uint32_t count[64] = {0}, nvol = fs->nvol, nlive = n->nlive, nelig = 0;
 	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
 	uint64_t epoch;
 	bool valid;
+
+	for (uint32_t j = 0; j < nlive; j++)
+		nelig += !n->live_drained[j];
+	bool alld = nelig == 0;
+	if (alld)
+		nelig = nlive;
 
 	uint32_t nlivevol = 0;
 	for (uint32_t i = 0; i < nvol; i++) {
@@ -669,7 +692,7 @@ static void desired_owners(struct fs_node *n, int *want)
 	}
 	if (nlive == 0)
 		return;
-	uint32_t cap = (nlivevol + nlive - 1) / nlive;
+	uint32_t cap = (nlivevol + nelig - 1) / nelig;
 	for (uint32_t i = 0; i < nvol; i++) {
 		struct fs_vnode *vn = fs->vol[i]->vn;
 		if (fs_volume_gone(fs->vol[i]))
@@ -677,6 +700,8 @@ static void desired_owners(struct fs_node *n, int *want)
 		pthread_mutex_lock(&vn->info_lock);
 		want[i] = live_index(n, vn->pref);
 		pthread_mutex_unlock(&vn->info_lock);
+		if (!eligible(n, want[i], alld))
+			want[i] = -1; /* its preferred owner is drained */
 		if (want[i] >= 0)
 			count[want[i]]++;
 	}
@@ -685,7 +710,7 @@ static void desired_owners(struct fs_node *n, int *want)
 			continue;
 		fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
 		int cur = valid ? live_index(n, owner) : -1;
-		if (cur >= 0 && count[cur] < cap) {
+		if (eligible(n, cur, alld) && count[cur] < cap) {
 			want[i] = cur;
 			count[cur]++;
 		}
@@ -693,11 +718,11 @@ static void desired_owners(struct fs_node *n, int *want)
 	for (uint32_t i = 0; i < nvol; i++) {
 		if (want[i] >= 0 || fs_volume_gone(fs->vol[i]))
 			continue;
-		uint32_t best = 0;
-		for (uint32_t j = 1; j < nlive; j++)
-			if (count[j] < count[best])
-				best = j;
-		want[i] = (int)best;
+		int best = -1;
+		for (uint32_t j = 0; j < nlive; j++)
+			if (eligible(n, (int)j, alld) && (best < 0 || count[j] < count[best]))
+				best = (int)j;
+		want[i] = best;
 		count[best]++;
 	}
 }
@@ -1173,6 +1198,8 @@ void fs_node_stop(struct fs *fs)
 				(n->nlive - i - 1) * sizeof(n->live[0]));
 			memmove(n->live_addr[i], n->live_addr[i + 1],
 				(n->nlive - i - 1) * sizeof(n->live_addr[0]));
+			memmove(&n->live_drained[i], &n->live_drained[i + 1],
+				(n->nlive - i - 1) * sizeof(n->live_drained[0]));
 			n->nlive--;
 			break;
 		}

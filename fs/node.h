@@ -91,6 +91,7 @@ struct fs_node {
 	bool again;			       /* tick once more right away (a handover to us) */
 	char live[64][POOL_NODE_NAME_MAX + 1]; /* live nodes, sorted */
 	char live_addr[64][POOL_ADDR_MAX];
+	bool live_drained[64]; /* `spacectl node drain`: owns nothing (pool/owner.h) */
 	uint32_t nlive;
 
 	struct fs_rpc *rpc;

@@ -24,9 +24,9 @@ _spacectl()
     local cur prev words cword
     _init_completion || return
 
-    local verbs="pool volume status smbconf owner disk repair scrub metrics"
+    local verbs="pool volume status smbconf owner node disk repair scrub metrics"
     local -A sub=([pool]="create" [volume]="create list delete"
-        [owner]="move balance prefer" [disk]="add replace retire")
+        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire")
 
     # The command: one word, or a group and its verb.
     local cmd="" at=1
