@@ -36,6 +36,8 @@
  *    owner per volume -- its preferred owner if live, else the current
  *    owner while it holds no more than its share, else the least loaded
  *    live node (ties by name) -- and hands over what it should not own.
+ *    Drained nodes (`spacectl node drain`, a mark on the disks) are live
+ *    but never picked, unless every live node is drained.
  *
  * Node registry: every heartbeat rewrites <disk>/nodes/<name>; a node is
  * live while some process holds its record's lock and its heartbeat is
