@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "fs/fs.h"
+#include "fs/jobs.h"
 #include "fs/node.h"
 #include "pool/catalog.h"
 
@@ -112,6 +113,63 @@ static void retire(struct fs *fs, struct fs_volume *v, bool deleting)
 	       v->name, deleting ? "is being deleted" : "was deleted by another node");
 }
 
+/* Member d as another node (or this one) committed it: the stores of the
+ * volumes owned here follow -- a replacement is reopened (rebuilding,
+ * nothing live until its repair moves the cursor), a member recorded
+ * failed is left out, one back to active is live again.  Volumes owned
+ * elsewhere open their stores from the pool's disk states when taken. */
+static void apply_member(struct fs *fs, const struct pool_sb *sb, uint32_t d)
+{
+	const struct pool_sb_member *m = &sb->member[d];
+	bool known = d < fs->cat_nmem;
+	bool replaced = !known || memcmp(fs->cat_uuid[d], m->uuid, POOL_UUID_LEN);
+	uint32_t was = known ? fs->cat_mstate[d] : 0;
+	char err[POOL_MSG_MAX * 2];
+
+	if (!replaced && was == (uint32_t)m->state)
+		return;
+	if (replaced) /* the watcher must not take the new directory for a swap */
+		fs_health_rebaseline(fs, d);
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t n = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+			continue;
+		if (replaced && m->state != POOL_MEMBER_FAILED) {
+			if (pool_store_disk_replace(v->store, d, m->path, err, sizeof(err)) < 0)
+				fs_log("volume %s: disk %u: %s", v->name, d, err);
+			if (m->state == POOL_MEMBER_ACTIVE) /* added */
+				pool_store_disk_set(v->store, d, POOL_STORE_DISK_OK);
+		} else if (m->state == POOL_MEMBER_FAILED) {
+			pool_store_disk_set(v->store, d, POOL_STORE_DISK_FAILED);
+		} else if (m->state == POOL_MEMBER_ACTIVE && was == POOL_MEMBER_REPAIRING) {
+			pool_store_disk_set(v->store, d, POOL_STORE_DISK_OK);
+		}
+		fs_vol_leave(v);
+	}
+	fs_log("catalogue: disk %u is %s now%s", d,
+	       m->state == POOL_MEMBER_FAILED	   ? "failed"
+	       : m->state == POOL_MEMBER_REPAIRING ? "being repaired"
+	       : m->state == POOL_MEMBER_RETIRED   ? "retired"
+						   : "active",
+	       replaced && known ? " (replaced)" : "");
+}
+
+static void apply_members(struct fs *fs, const struct pool_sb *sb)
+{
+	bool first = fs->cat_nmem == 0;
+
+	for (uint32_t d = 0; !first && d < sb->nmembers; d++)
+		apply_member(fs, sb, d);
+	for (uint32_t d = 0; d < sb->nmembers; d++) {
+		memcpy(fs->cat_uuid[d], sb->member[d].uuid, POOL_UUID_LEN);
+		fs->cat_mstate[d] = (uint32_t)sb->member[d].state;
+	}
+	fs->cat_nmem = sb->nmembers;
+}
+
 void fs_catalog_apply(struct fs *fs)
 {
 	struct pool_sb *sb = malloc(sizeof(*sb));
@@ -151,6 +209,7 @@ void fs_catalog_apply(struct fs *fs)
 		if (!fs_volume_gone(v) && (!pv || pv->state != POOL_VOLUME_ONLINE))
 			retire(fs, v, pv != NULL);
 	}
+	apply_members(fs, sb);
 	fs->cat_applied = sb->generation;
 	if (added && fs->node)
 		fs_node_kick(fs, true); /* the balancing rule gives it an owner */

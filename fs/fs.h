@@ -146,6 +146,10 @@ struct fs {
 	 * the polls and changes that apply it. */
 	pthread_mutex_t cat_lock;
 	uint64_t cat_stamp, cat_applied;
+	/* members as last applied: what changed goes to the owned stores */
+	uint8_t cat_uuid[POOL_MAX_DISKS][POOL_UUID_LEN];
+	uint32_t cat_mstate[POOL_MAX_DISKS];
+	uint32_t cat_nmem;
 };
 
 /* ---- inode numbers ---- */

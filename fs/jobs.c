@@ -49,6 +49,7 @@
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "fs/node.h"
+#include "pool/catalog.h"
 #include "pool/drl.h"
 
 #define MAX_JOBS       32
@@ -158,6 +159,15 @@ static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, cons
 		char path[POOL_PATH_MAX + 96], tmp[POOL_PATH_MAX + 104];
 		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
 		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		/* a replacement disk may not have the volume's directory yet */
+		char parent[sizeof(dirs[i])];
+		memcpy(parent, dirs[i], sizeof(parent));
+		char *slash = strrchr(parent, '/');
+		if (slash) {
+			*slash = '\0';
+			mkdir(parent, 0755);
+		}
+		mkdir(dirs[i], 0755);
 		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		int ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
 		if (fd >= 0)
@@ -564,6 +574,97 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 	return rc;
 }
 
+static void restore_meta(struct job *j);
+
+/* Several nodes: this volume's part of a repair, on its owner, holding the
+ * volume only a slice at a time (walk_files_owned); -EREMCHG once the
+ * volume changed hands (the checkpoint stays for the next owner). */
+static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
+{
+	char kind[16];
+	uint32_t disk;
+	uint64_t after = 0;
+	int done = 0, rc = 0;
+	double rate;
+
+	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
+	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
+		after = 0, done = 0;
+	if (!done) {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		if (pool_store_disk_get(v->store, j->disk) != POOL_STORE_DISK_REBUILDING) {
+			fs_vol_leave(v); /* not applied here yet: the next tick retries */
+			put(j->msg, sizeof(j->msg),
+			    "volume %s: disk %u is not being rebuilt in its store yet; retried",
+			    v->name, j->disk);
+			return -EAGAIN;
+		}
+		if (v->drl && !after)
+			forget_missed(v, j->disk); /* the sweep rebuilds all of it */
+		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
+		fs_vol_leave(v);
+		rc = walk_files_owned(j, v, after);
+		if (rc == 0)
+			ckpt_write(j->fs, v->name, j, "done");
+	}
+	if (rc < 0)
+		return rc;
+	if (!fs_vol_enter_local(v))
+		return -EREMCHG;
+	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
+	if (v->drl) /* what writes skipped meanwhile */
+		rc = resync_missed(j, v, 0);
+	fs_vol_leave(v);
+	return rc;
+}
+
+static bool part_done(struct fs *fs, const char *vol, uint32_t disk)
+{
+	char kind[16];
+	uint32_t d;
+	uint64_t ino;
+	double rate;
+	int done;
+
+	return ckpt_read(fs, vol, kind, &d, &ino, &done, &rate) == 0 && !strcmp(kind, "repair") &&
+	       d == disk && done;
+}
+
+/* Several nodes: when every volume's part is done (whichever node did
+ * it), the disk is healthy again: committed once, under the catalogue
+ * lock, by the node that finishes last (a second finisher finds it done). */
+static int cluster_repair_finish(struct job *j)
+{
+	struct fs *fs = j->fs;
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]) && !part_done(fs, fs->vol[i]->name, j->disk))
+			return 0; /* another node's part is still running */
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "%s", err);
+		return rc;
+	}
+	if (fs->pool->disk[j->disk].state == POOL_DISK_REPAIRING)
+		rc = pool_disk_restore(fs->pool, j->disk, POOL_DISK_HEALTHY, err, sizeof(err));
+	fs_catalog_end(fs, &l);
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "%s", err);
+		return rc;
+	}
+	fs_catalog_apply(fs);
+	restore_meta(j);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_remove(fs, fs->vol[i]->name);
+	fs_log("repair of disk %u: every volume's part is done; the disk is healthy", j->disk);
+	return 0;
+}
+
 /* A returning disk goes back in service as REPAIRING, its directory
  * reopened by every store (rebuilding, nothing live yet). */
 static int resync_prepare(struct job *j)
@@ -601,6 +702,10 @@ static void restore_meta(struct job *j)
 		struct fs_volume *v = fs->vol[i];
 		char dir[POOL_PATH_MAX + 80], err[POOL_MSG_MAX * 2];
 		int is_meta = 0;
+		/* several nodes: only volumes open here; the others get their
+		 * replica back when their owner next opens them */
+		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+			continue;
 		pthread_rwlock_rdlock(&fs->pool_lock);
 		const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
 		for (uint32_t k = 0; pv && k < pv->nmeta; k++)
@@ -609,6 +714,7 @@ static void restore_meta(struct job *j)
 		pthread_rwlock_unlock(&fs->pool_lock);
 		if (is_meta && pool_meta_add_replica(v->meta, dir, err, sizeof(err)) < 0)
 			fs_log("volume %s: %s (restored at the next mount)", v->name, err);
+		fs_vol_leave(v);
 	}
 }
 
@@ -633,6 +739,19 @@ static int run_rebuild(struct job *j)
 	struct fs *fs = j->fs;
 	int rc = j->kind == JOB_RESYNC ? resync_prepare(j) : 0;
 	uint32_t n = nvolumes(fs);
+
+	if (fs->node) { /* one volume's part (job_start insists) */
+		struct fs_volume *v = fs_volume_by_name(fs, j->volume);
+		rc = v ? rebuild_volume_owned(j, v) : -ENOENT;
+		if (rc == -EREMCHG)
+			put(j->msg, sizeof(j->msg),
+			    "repair of disk %u, volume %s: the volume changed hands; its new owner "
+			    "goes on from the checkpoint",
+			    j->disk, j->volume);
+		else if (rc < 0 && !j->msg[0])
+			put(j->msg, sizeof(j->msg), "volume %s: %s", j->volume, strerror(-rc));
+		return rc == 0 && !atomic_load(&j->stop) ? cluster_repair_finish(j) : rc;
+	}
 
 	for (uint32_t i = 0; rc == 0 && i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
@@ -833,10 +952,10 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return free(j), -ENOMEM;
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
-	if (fs->node && (k != JOB_SCRUB || !vol || !vol[0])) {
+	if (fs->node && ((k != JOB_SCRUB && k != JOB_REPAIR) || !vol || !vol[0])) {
 		snprintf(why, whylen,
-			 "repair, resync, retire, disk replace and disk add need a single-node "
-			 "mount (no -o listen) for now; scrub works with several nodes");
+			 "resync, retire and disk add need a single-node mount (no -o listen) "
+			 "for now; scrub, disk replace and repair work with several nodes");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -861,7 +980,9 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	for (uint32_t i = 0; rc == 0 && i < js->n; i++) {
 		struct job *o = js->j[i];
 		if (atomic_load(&o->state) == JOB_RUNNING && o->kind == k &&
-		    (k == JOB_SCRUB ? !strcmp(o->volume, j->volume) : o->disk == disk))
+		    (k == JOB_SCRUB ? !strcmp(o->volume, j->volume)
+		     : fs->node	    ? o->disk == disk && !strcmp(o->volume, j->volume)
+				    : o->disk == disk))
 			rc = -EALREADY;
 	}
 	if (rc == 0) {
@@ -1005,16 +1126,22 @@ static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
 		return;
 	fs_vol_leave(v);
-	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0 || strcmp(kind, "scrub") ||
-	    done)
+	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
 		return;
-	int rc = job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
+	bool scrub = !strcmp(kind, "scrub"), repair = !strcmp(kind, "repair");
+	if (!(scrub || (repair && !done)) || (scrub && done))
+		return; /* a repair part done waits for the others (the finish) */
+	/* a repair only once this node applied the replacement to its stores
+	 * (fs/catalog.c): else it would rebuild onto the old directory */
+	if (repair && (disk >= fs->cat_nmem || fs->cat_mstate[disk] != POOL_MEMBER_REPAIRING))
+		return;
+	int rc = job_start(fs, scrub ? JOB_SCRUB : JOB_REPAIR, scrub ? 0 : disk, v->name, rate, ino,
+			   why, sizeof(why));
 	if (rc > 0)
-		fs_log("volume %s: scrub runs here (job %d) after inode %" PRIu64
-		       " (its checkpoint)",
-		       v->name, rc, ino);
+		fs_log("volume %s: %s runs here (job %d) after inode %" PRIu64 " (its checkpoint)",
+		       v->name, kind, rc, ino);
 	else if (rc != -EALREADY)
-		fs_log("volume %s: cannot resume its scrub here: %s", v->name, why);
+		fs_log("volume %s: cannot resume its %s here: %s", v->name, kind, why);
 }
 
 void fs_jobs_tick(struct fs *fs)
@@ -1142,6 +1269,62 @@ static int parse_rate(const char *s, double *rate)
 	return 0;
 }
 
+/* Several nodes: the replacement is committed under the catalogue lock
+ * (every node's owned stores reopen the disk when they apply it), and the
+ * repair recorded in each volume's checkpoint; each volume's owner runs
+ * its part (fs_jobs_tick), the last one to finish marks the disk healthy.
+ * One line per volume as for a scrub. */
+static char *req_replace_cluster(struct fs *fs, const char *old, const char *path, double rate)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2], out[8192] = "", why[POOL_MSG_MAX];
+	uint32_t idx = 0;
+	size_t len = 0;
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = pool_disk_find(fs->pool, old, &idx);
+	if (rc < 0)
+		snprintf(err, sizeof(err), "%s: not a disk of the pool", old);
+	else if (fs->pool->disk[idx].state == POOL_DISK_REPAIRING)
+		rc = -EBUSY, snprintf(err, sizeof(err), "disk %u is being repaired", idx);
+	else
+		rc = pool_disk_replace(fs->pool, idx, path, err, sizeof(err));
+	if (rc == 0)
+		fs_health_rebaseline(fs, idx);
+	fs_catalog_end(fs, &l);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	fs_catalog_apply(fs); /* the stores of volumes owned here */
+	struct job tmpl = {.fs = fs, .kind = JOB_REPAIR, .disk = idx, .rate = rate};
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+	for (uint32_t i = 0; i < n && len < sizeof(out) - 256; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+		uint64_t epoch;
+		bool valid;
+		if (fs_volume_gone(v))
+			continue;
+		rc = -EREMCHG;
+		if (fs_vol_enter_local(v)) {
+			fs_vol_leave(v);
+			rc = job_start(fs, JOB_REPAIR, idx, v->name, rate, 0, why, sizeof(why));
+		}
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		if (rc > 0)
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "%d\n", rc);
+		else
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
+						valid ? owner : "(its next owner)");
+	}
+	fs_log("disk %u replaced by %s: each volume's owner repairs its part", idx, path);
+	return reply("ok\n%s", out);
+}
+
 /* "disk-replace OLD NEW [RATE]" */
 static char *req_replace(struct fs *fs, int argc, char **argv)
 {
@@ -1149,6 +1332,8 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 
 	if (argc > 3 && parse_rate(argv[3], &rate) < 0)
 		return reply("error: bad rate '%.32s'\n", argv[3]);
+	if (fs->node)
+		return req_replace_cluster(fs, argv[1], argv[2], rate);
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
 	uint32_t idx;
 	int rc;
@@ -1289,10 +1474,8 @@ static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 		return reply("error: no volume '%.64s'\n", vol);
 	if (k == JOB_SCRUB && fs->node)
 		return req_scrub_cluster(fs, vol, rate);
-	if (fs->node)
-		return reply("error: repair, resync, retire, disk replace and disk add need a "
-			     "single-node mount (no -o listen) for now; scrub works with several "
-			     "nodes\n");
+	if (fs->node) /* the repairs of replaced disks run by themselves (fs_jobs_tick) */
+		return reply("ok\n");
 	if (k == JOB_SCRUB) {
 		rc = job_start(fs, k, 0, vol, rate, 0, err, sizeof(err));
 		return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
@@ -1341,8 +1524,8 @@ static bool scrub_here(struct fs *fs, const char *vol)
 
 	pthread_mutex_lock(&js->mu);
 	for (uint32_t i = 0; i < js->n; i++)
-		here |= js->j[i]->kind == JOB_SCRUB && !strcmp(js->j[i]->volume, vol) &&
-			atomic_load(&js->j[i]->state) == JOB_RUNNING;
+		here |=
+		    !strcmp(js->j[i]->volume, vol) && atomic_load(&js->j[i]->state) == JOB_RUNNING;
 	pthread_mutex_unlock(&js->mu);
 	return here;
 }
@@ -1361,22 +1544,22 @@ static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool 
 		int fin;
 		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
 		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
-		    strcmp(kind, "scrub") || fin)
+		    (strcmp(kind, "scrub") && strcmp(kind, "repair")) || fin)
 			continue;
 		ckpt_progress(fs, v->name, node, &done, &total, &ms);
 		if (json)
 			*len += (size_t)snprintf(
 			    s + *len, cap - *len,
-			    "%s{\"id\":0,\"kind\":\"scrub\",\"state\":\"running\",\"disk\":0,"
+			    "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":%u,"
 			    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
 			    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64 "}",
-			    *len > 1 ? "," : "", v->name, node, done, total, ms);
+			    *len > 1 ? "," : "", kind, disk, v->name, node, done, total, ms);
 		else
 			*len +=
 			    (size_t)snprintf(s + *len, cap - *len,
-					     "job\t0\tscrub\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
+					     "job\t0\t%s\trunning\t%u\t%s\t%" PRIu64 "\t%" PRIu64
 					     "\t0\t0\t0\t0\t0\t%" PRId64 "\tnode %s\n",
-					     v->name, done, total, ms, node);
+					     kind, disk, v->name, done, total, ms, node);
 	}
 }
 
@@ -1459,10 +1642,9 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the daemon is not running jobs (starting or stopping)\n");
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
-	if (fs->node && (!strcmp(argv[0], "disk-replace") || !strcmp(argv[0], "disk-add") ||
-			 !strcmp(argv[0], "disk-retire")))
-		return reply("error: repair, resync, retire, disk replace and disk add need a "
-			     "single-node mount (no -o listen) for now; scrub works with several "
+	if (fs->node && (!strcmp(argv[0], "disk-add") || !strcmp(argv[0], "disk-retire")))
+		return reply("error: resync, retire and disk add need a single-node mount (no -o "
+			     "listen) for now; scrub, disk replace and repair work with several "
 			     "nodes\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);
