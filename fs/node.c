@@ -408,6 +408,8 @@ static int open_stores(struct fs_node *n, struct fs_volume *v, uint64_t epoch)
 	return rc;
 }
 
+static void renew(struct fs_node *n, struct fs_volume *v);
+
 static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, bool force,
 		 const char *why)
 {
@@ -443,6 +445,11 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		return;
 	}
 	set_owner(vn, n->name, n->addr, c.epoch, true);
+	/* opening the stores (resync) may have used much of the lease taken at
+	 * t0: renew it now, not a heartbeat later */
+	renew(n, v);
+	if (vn->state != VS_OWNED)
+		return;
 	if (s->best.addr[0] && strcmp(s->best.addr, n->addr))
 		fs_rpc_reset(n->rpc, s->best.addr); /* unblock requests sent to the old owner */
 	fprintf(stderr, "spacefs: node %s: owner of volume %s now (epoch %llu; %s%s%s)\n", n->name,
@@ -791,11 +798,8 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 
 	if (fs_volume_gone(v))
 		return; /* deleted: fs_node_retire let it go */
-	if (vn->state == VS_OWNED) {
-		renew(n, v);
-		if (vn->state == VS_OWNED)
-			return;
-	}
+	if (vn->state == VS_OWNED)
+		return; /* renewed by tick() */
 	observe(n, v, &s);
 	if (s.state != SEEN_NONE)
 		vn->ownerless_since_ns = 0;
@@ -843,6 +847,12 @@ static void tick(struct fs_node *n)
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
+	/* Renewals first: a takeover below can take seconds (its resync), and
+	 * an owned volume must not run past its deadline meanwhile -- past it
+	 * the fence (fs_vol_may_write) refuses its writes in flight. */
+	for (uint32_t i = 0; i < nvol; i++)
+		if (n->fs->vol[i]->vn->state == VS_OWNED && !fs_volume_gone(n->fs->vol[i]))
+			renew(n, n->fs->vol[i]);
 	for (uint32_t i = 0; i < nvol; i++)
 		tick_volume(n, i);
 	pthread_mutex_lock(&n->lock);
