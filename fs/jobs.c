@@ -954,8 +954,8 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	 * open and close as ownership moves, and jobs do not follow it yet. */
 	if (fs->node && ((k != JOB_SCRUB && k != JOB_REPAIR) || !vol || !vol[0])) {
 		snprintf(why, whylen,
-			 "resync, retire and disk add need a single-node mount (no -o listen) "
-			 "for now; scrub, disk replace and repair work with several nodes");
+			 "resync and retire need a single-node mount (no -o listen) for now; "
+			 "scrub, disk replace, repair and disk add work with several nodes");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -1368,12 +1368,39 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 }
 
 /* "disk-add PATH" */
+/* Several nodes: committed under the catalogue lock; every node's owned
+ * stores take the new disk when they apply the catalogue (fs/catalog.c),
+ * this node's at once. */
+static char *req_add_cluster(struct fs *fs, const char *dir)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = pool_disk_add(fs->pool, dir, err, sizeof(err));
+	uint32_t idx = fs->pool->ndisks - 1;
+	if (rc == 0)
+		fs_health_rebaseline(fs, idx);
+	fs_catalog_end(fs, &l);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	fs_catalog_apply(fs);
+	fs_log("disk %u added (%s): every node's volumes place data on it from their next "
+	       "heartbeat",
+	       idx, dir);
+	return reply("ok\n%u\n", idx);
+}
+
 static char *req_add(struct fs *fs, char **argv)
 {
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
 	uint32_t idx = 0;
 	int rc;
 
+	if (fs->node)
+		return req_add_cluster(fs, argv[1]);
 	pthread_rwlock_wrlock(&fs->pool_lock);
 	rc = pool_disk_add(fs->pool, argv[1], err, sizeof(err));
 	if (rc == 0) {
@@ -1642,9 +1669,9 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the daemon is not running jobs (starting or stopping)\n");
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
-	if (fs->node && (!strcmp(argv[0], "disk-add") || !strcmp(argv[0], "disk-retire")))
-		return reply("error: resync, retire and disk add need a single-node mount (no -o "
-			     "listen) for now; scrub, disk replace and repair work with several "
+	if (fs->node && !strcmp(argv[0], "disk-retire"))
+		return reply("error: resync and retire need a single-node mount (no -o listen) "
+			     "for now; scrub, disk replace, repair and disk add work with several "
 			     "nodes\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);

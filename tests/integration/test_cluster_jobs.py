@@ -14,8 +14,8 @@ chunk file of S is damaged on one disk, behind the daemons' backs.
  3. the damaged block is repaired on the disk (its bytes are the
     original's again), every file of S and T reads back as written on
     both nodes, and no node shows a running job at the end;
- 4. disk retire and disk add are still refused with several nodes, with
-    a clear message; both daemons unmount cleanly, no sanitizer report.
+ 4. disk retire is still refused with several nodes, with a clear
+    message; both daemons unmount cleanly, no sanitizer report.
 """
 import glob
 import hashlib
@@ -132,10 +132,7 @@ def main():
         p = n2.spacectl("disk", "retire", pool.source, "1", check=False)
         t.ok(p.returncode != 0 and "single-node mount" in p.stderr,
              f"disk retire is refused with several nodes: {p.stderr.strip()}")
-        os.makedirs(os.path.join(pool.dir, "new"))
-        p = n1.spacectl("disk", "add", pool.source, os.path.join(pool.dir, "new"), check=False)
-        t.ok(p.returncode != 0 and "single-node mount" in p.stderr,
-             f"disk add is refused with several nodes: {p.stderr.strip()}")
+
         for n in (n2, n1):
             t.eq(n.m.stop(), 0, f"{n.name} exits 0 on unmount")
             t.ok(n.m.sanitizer_report() is None, f"no sanitizer report from {n.name}")

@@ -13,9 +13,12 @@ owned by n1 and a parity volume T owned by n2, with data.
  3. half-way through S's part, `owner move S n2`: the part goes on on n2
     from its checkpoint; when the last part ends the disk is healthy in
     the pool, for both nodes;
- 4. every file reads back on both nodes; then, both nodes stopped and
-    disk 0 taken away, a single-node mount reads every file back: the
-    data the replacement was given is right.
+ 4. every file reads back on both nodes;
+ 5. `spacectl disk add` through n1: both nodes take the new disk, and new
+    files of both volumes (each owned by a different node) get chunks on
+    it; then, both nodes stopped and disk 0 taken away, a single-node
+    mount reads every file back: the data the replacement and the new
+    disk were given is right.
 """
 import hashlib
 import json
@@ -87,7 +90,8 @@ def main():
         os.sync()
 
         # 1. disk 3 goes away
-        shutil.rmtree(pool.disks[3])
+        os.rename(pool.disks[3], pool.disks[3] + ".gone")  # atomic, as a pulled disk
+        shutil.rmtree(pool.disks[3] + ".gone", ignore_errors=True)
         t.ok(wait_for(lambda: disk_state(pool, 3) == "failed", 30, 0.3),
              f"the pool records disk 3 failed ({disk_state(pool, 3)})")
         for n in nodes:
@@ -106,7 +110,7 @@ def main():
 
         # 3. move S half-way
         mid = wait_for(lambda: [x for x in repair_row(n1, "S")
-                                if x[0] == "n1" and x[1] == "running" and 15 <= x[2] <= 70],
+                                if x[0] == "n1" and x[1] == "running" and 30 <= x[2] <= 75],
                        90, 0.2)
         t.ok(mid, f"S's part got part of the way on n1 {mid}")
         p = n1.spacectl("owner", "move", pool.source, "S", "n2", check=False)
@@ -124,6 +128,32 @@ def main():
         # 4. data
         for n in nodes:
             read_all(t, n.mnt, sums, f"through {n.name} after the repair")
+
+        # 5. a disk added through n1 is used by both nodes' volumes
+        n2.spacectl("owner", "move", pool.source, "S", "n1", check=False)
+        t.ok(wait_for(lambda: owners(n1) == {"S": "n1", "T": "n2"}, 10, 0.2),
+             f"S back on n1, T on n2: {owners(n1)}")
+        extra = os.path.join(pool.dir, "d4")
+        os.makedirs(extra)
+        p = n1.spacectl("disk", "add", pool.source, extra, check=False)
+        t.eq(p.returncode, 0, f"disk add through n1 exits 0 {p.stderr.strip()}")
+        t.ok(wait_for(lambda: disk_state(pool, 4) == "healthy"
+                      and "disk 4 is active now" in n2.m.log_text(), 10, 0.2),
+             "the new disk 4 is healthy in the pool and n2 took it too")
+        for vol, n in (("S", n1), ("T", n1), ("S", n2), ("T", n2)):
+            for i in range(100, 112):
+                data = os.urandom(256 << 10)
+                name = f"f{i + (0 if n is n1 else 50):03d}"
+                with open(os.path.join(n.mnt, vol, name), "wb") as f:
+                    f.write(data)
+                sums[(vol, i + (0 if n is n1 else 50))] = hashlib.sha256(data).hexdigest()
+        os.sync()
+        used = {v for v in ("S", "T")
+                if any(files for _, _, files in os.walk(os.path.join(extra, "vol", v, "data")))}
+        t.eq(used, {"S", "T"}, "new files of both volumes (owned by different nodes) have "
+                               "chunks on the new disk")
+        for n in nodes:
+            read_all(t, n.mnt, sums, f"through {n.name} after the disk add")
         for n in (n2, n1):
             t.eq(n.m.stop(), 0, f"{n.name} exits 0 on unmount")
             t.ok(n.m.sanitizer_report() is None, f"no sanitizer report from {n.name}")
