@@ -137,7 +137,8 @@ static void apply_member(struct fs *fs, const struct pool_sb *sb, uint32_t d)
 		struct fs_volume *v = fs->vol[i];
 		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
 			continue;
-		if (replaced && m->state != POOL_MEMBER_FAILED) {
+		if ((replaced && m->state != POOL_MEMBER_FAILED) ||
+		    m->state == POOL_MEMBER_REPAIRING) { /* replaced, or back for a resync */
 			if (pool_store_disk_replace(v->store, d, m->path, err, sizeof(err)) < 0)
 				fs_log("volume %s: disk %u: %s", v->name, d, err);
 			if (m->state == POOL_MEMBER_ACTIVE) /* added */

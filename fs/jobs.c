@@ -600,11 +600,15 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 			    v->name, j->disk);
 			return -EAGAIN;
 		}
-		if (v->drl && !after)
+		bool full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl);
+		if (v->drl && full && !after)
 			forget_missed(v, j->disk); /* the sweep rebuilds all of it */
 		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
+		if (!full) /* a returning disk: what the log says it missed */
+			rc = resync_missed(j, v, 1);
 		fs_vol_leave(v);
-		rc = walk_files_owned(j, v, after);
+		if (full)
+			rc = walk_files_owned(j, v, after);
 		if (rc == 0)
 			ckpt_write(j->fs, v->name, j, "done");
 	}
@@ -619,7 +623,7 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	return rc;
 }
 
-static bool part_done(struct fs *fs, const char *vol, uint32_t disk)
+static bool part_done(struct fs *fs, const char *vol, const char *what, uint32_t disk)
 {
 	char kind[16];
 	uint32_t d;
@@ -627,7 +631,7 @@ static bool part_done(struct fs *fs, const char *vol, uint32_t disk)
 	double rate;
 	int done;
 
-	return ckpt_read(fs, vol, kind, &d, &ino, &done, &rate) == 0 && !strcmp(kind, "repair") &&
+	return ckpt_read(fs, vol, kind, &d, &ino, &done, &rate) == 0 && !strcmp(kind, what) &&
 	       d == disk && done;
 }
 
@@ -642,7 +646,8 @@ static int cluster_repair_finish(struct job *j)
 	uint32_t n = nvolumes(fs);
 
 	for (uint32_t i = 0; i < n; i++)
-		if (!fs_volume_gone(fs->vol[i]) && !part_done(fs, fs->vol[i]->name, j->disk))
+		if (!fs_volume_gone(fs->vol[i]) &&
+		    !part_done(fs, fs->vol[i]->name, kind_name(j->kind), j->disk))
 			return 0; /* another node's part is still running */
 	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
 	if (rc < 0) {
@@ -661,7 +666,8 @@ static int cluster_repair_finish(struct job *j)
 	for (uint32_t i = 0; i < n; i++)
 		if (!fs_volume_gone(fs->vol[i]))
 			ckpt_remove(fs, fs->vol[i]->name);
-	fs_log("repair of disk %u: every volume's part is done; the disk is healthy", j->disk);
+	fs_log("%s of disk %u: every volume's part is done; the disk is healthy",
+	       kind_name(j->kind), j->disk);
 	return 0;
 }
 
@@ -737,7 +743,8 @@ static int rebuild_finish(struct job *j)
 static int run_rebuild(struct job *j)
 {
 	struct fs *fs = j->fs;
-	int rc = j->kind == JOB_RESYNC ? resync_prepare(j) : 0;
+	/* several nodes: cluster_resync_start did resync_prepare's part */
+	int rc = j->kind == JOB_RESYNC && !fs->node ? resync_prepare(j) : 0;
 	uint32_t n = nvolumes(fs);
 
 	if (fs->node) { /* one volume's part (job_start insists) */
@@ -952,10 +959,10 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return free(j), -ENOMEM;
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
-	if (fs->node && ((k != JOB_SCRUB && k != JOB_REPAIR) || !vol || !vol[0])) {
+	if (fs->node && (k == JOB_RETIRE || !vol || !vol[0])) {
 		snprintf(why, whylen,
-			 "resync and retire need a single-node mount (no -o listen) for now; "
-			 "scrub, disk replace, repair and disk add work with several nodes");
+			 "disk retire needs a single-node mount (no -o listen) for now; scrub, "
+			 "repair, resync, disk replace and disk add work with several nodes");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -1055,9 +1062,55 @@ int fs_jobs_busy(struct fs *fs, uint32_t disk)
 	return busy;
 }
 
+/* Several nodes: a returning disk goes back in service as REPAIRING under
+ * the catalogue lock (a node that finds another did it already stops
+ * there), each node's owned stores reopen it when they apply that, and the
+ * resync is recorded in every volume's checkpoint; each owner resyncs what
+ * its volume's dirty-region log says the disk missed (fs_jobs_tick), and
+ * the last part marks the disk healthy, as for a repair. */
+static void pickup_scrub(struct fs *fs, struct fs_volume *v);
+
+static int cluster_resync_start(struct fs *fs, uint32_t disk)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0) {
+		fs_log("cannot resync disk %u now: %s", disk, err);
+		return rc;
+	}
+	enum pool_disk_state st = disk < fs->pool->ndisks ? fs->pool->disk[disk].state : 0;
+	if (st == POOL_DISK_FAILED || st == POOL_DISK_STALE || st == POOL_DISK_MISSING) {
+		fs_health_rebaseline(fs, disk);
+		rc = pool_disk_restore(fs->pool, disk, POOL_DISK_REPAIRING, err, sizeof(err));
+	} else {
+		rc = -EALREADY; /* another node took it back first */
+	}
+	fs_catalog_end(fs, &l);
+	if (rc < 0) {
+		if (rc != -EALREADY)
+			fs_log("cannot resync disk %u: %s", disk, err);
+		return rc;
+	}
+	fs_catalog_apply(fs);
+	struct job tmpl = {.fs = fs, .kind = JOB_RESYNC, .disk = disk};
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+	for (uint32_t i = 0; i < n; i++)
+		pickup_scrub(fs, fs->vol[i]);
+	fs_log("disk %u back in service: each volume's owner resyncs what it missed", disk);
+	return 0;
+}
+
 int fs_jobs_start_resync(struct fs *fs, uint32_t disk)
 {
 	char why[POOL_MSG_MAX];
+
+	if (fs->node)
+		return cluster_resync_start(fs, disk);
 	int rc = job_start(fs, JOB_RESYNC, disk, NULL, 0, 0, why, sizeof(why));
 
 	if (rc < 0 && rc != -EALREADY)
@@ -1128,15 +1181,16 @@ static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 	fs_vol_leave(v);
 	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
 		return;
-	bool scrub = !strcmp(kind, "scrub"), repair = !strcmp(kind, "repair");
+	bool scrub = !strcmp(kind, "scrub");
+	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync");
 	if (!(scrub || (repair && !done)) || (scrub && done))
 		return; /* a repair part done waits for the others (the finish) */
 	/* a repair only once this node applied the replacement to its stores
 	 * (fs/catalog.c): else it would rebuild onto the old directory */
 	if (repair && (disk >= fs->cat_nmem || fs->cat_mstate[disk] != POOL_MEMBER_REPAIRING))
 		return;
-	int rc = job_start(fs, scrub ? JOB_SCRUB : JOB_REPAIR, scrub ? 0 : disk, v->name, rate, ino,
-			   why, sizeof(why));
+	enum job_kind k = scrub ? JOB_SCRUB : !strcmp(kind, "repair") ? JOB_REPAIR : JOB_RESYNC;
+	int rc = job_start(fs, k, scrub ? 0 : disk, v->name, rate, ino, why, sizeof(why));
 	if (rc > 0)
 		fs_log("volume %s: %s runs here (job %d) after inode %" PRIu64 " (its checkpoint)",
 		       v->name, kind, rc, ino);
@@ -1571,7 +1625,8 @@ static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool 
 		int fin;
 		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
 		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
-		    (strcmp(kind, "scrub") && strcmp(kind, "repair")) || fin)
+		    (strcmp(kind, "scrub") && strcmp(kind, "repair") && strcmp(kind, "resync")) ||
+		    fin)
 			continue;
 		ckpt_progress(fs, v->name, node, &done, &total, &ms);
 		if (json)
@@ -1670,9 +1725,9 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
 	if (fs->node && !strcmp(argv[0], "disk-retire"))
-		return reply("error: resync and retire need a single-node mount (no -o listen) "
-			     "for now; scrub, disk replace, repair and disk add work with several "
-			     "nodes\n");
+		return reply("error: disk retire needs a single-node mount (no -o listen) for "
+			     "now; scrub, repair, resync, disk replace and disk add work with "
+			     "several nodes\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-add") && argc == 2)

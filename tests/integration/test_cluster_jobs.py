@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Jobs while several nodes run: scrub (issue 14, item 1, the scrub part).
+"""Jobs while several nodes run: scrub and resync (issue 14, item 1).
 
 Two nodes (heartbeat 0.5 s, lease 3 s) on a pool with a mirror volume S
 owned by n1 (its preferred owner) and a parity volume T.  One block of a
@@ -14,21 +14,35 @@ chunk file of S is damaged on one disk, behind the daemons' backs.
  3. the damaged block is repaired on the disk (its bytes are the
     original's again), every file of S and T reads back as written on
     both nodes, and no node shows a running job at the end;
- 4. disk retire is still refused with several nodes, with a clear
-    message; both daemons unmount cleanly, no sanitizer report.
+ 4. disk 1 taken away (recorded failed), files written meanwhile, the
+    disk put back: each volume's owner resyncs what its volume missed,
+    the disk is healthy again, every file reads back on both nodes;
+ 5. disk retire is still refused with several nodes, with a clear
+    message; both daemons unmount cleanly, no sanitizer report; with disk
+    2 away a single node reads every file back (disk 1 got the missed
+    writes).
 """
 import glob
 import hashlib
+import json
 import os
 import re
 import time
 
-from harness import Pool, Tap
+from harness import SPACECTL, Mount, Pool, Tap, run
 from nodes import Node, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 NFILES = 48
 FSIZE = 1 << 20
+
+
+def disk_state(pool, i):
+    p = run([SPACECTL, "status", pool.disks[0], "--json"], check=False)
+    try:
+        return json.loads(p.stdout)["disks"][i]["state"]
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 def job_rows(node):
@@ -128,7 +142,33 @@ def main():
                     bad += hashlib.sha256(f.read()).hexdigest() != want
             t.eq(bad, 0, f"every file of S and T reads back as written through {n.name}")
 
-        # 4. what is still single-node
+        # 4. a disk away and back: each owner resyncs what its volume missed
+        n2.spacectl("owner", "move", pool.source, "S", "n1", check=False)
+        t.ok(wait_for(lambda: owners(n1) == {"S": "n1", "T": "n2"}, 10, 0.2),
+             f"S on n1, T on n2 again: {owners(n1)}")
+        os.rename(pool.disks[1], pool.disks[1] + ".away")
+        t.ok(wait_for(lambda: disk_state(pool, 1) == "failed", 30, 0.3),
+             f"disk 1 taken away is recorded failed ({disk_state(pool, 1)})")
+        for vol, n, base in (("S", n2, 200), ("T", n1, 300)):
+            for i in range(base, base + 8):
+                data = os.urandom(256 << 10)
+                with open(os.path.join(n.mnt, vol, f"f{i:03d}"), "wb") as f:
+                    f.write(data)
+                sums[(vol, i)] = hashlib.sha256(data).hexdigest()
+        os.sync()
+        os.rename(pool.disks[1] + ".away", pool.disks[1])
+        t.ok(wait_for(lambda: disk_state(pool, 1) == "healthy", 60, 0.3),
+             f"disk 1 back: resynced and healthy again ({disk_state(pool, 1)})")
+        for n in nodes:
+            t.ok("resync runs here" in n.m.log_text(),
+                 f"{n.name} resynced its volume's part")
+            bad = 0
+            for (vol, i), want in sums.items():
+                with open(os.path.join(n.mnt, vol, f"f{i:03d}"), "rb") as f:
+                    bad += hashlib.sha256(f.read()).hexdigest() != want
+            t.eq(bad, 0, f"every file reads back as written through {n.name} after the resync")
+
+        # 5. what is still single-node
         p = n2.spacectl("disk", "retire", pool.source, "1", check=False)
         t.ok(p.returncode != 0 and "single-node mount" in p.stderr,
              f"disk retire is refused with several nodes: {p.stderr.strip()}")
@@ -136,6 +176,16 @@ def main():
         for n in (n2, n1):
             t.eq(n.m.stop(), 0, f"{n.name} exits 0 on unmount")
             t.ok(n.m.sanitizer_report() is None, f"no sanitizer report from {n.name}")
+        # the missed writes are on disk 1: read everything with disk 2 away
+        os.rename(pool.disks[2], pool.disks[2] + ".away")
+        m = Mount(pool.disks[0], pool.mnt, "", os.path.join(pool.dir, "single.log")).start()
+        bad = 0
+        for (vol, i), want in sums.items():
+            with open(os.path.join(pool.mnt, vol, f"f{i:03d}"), "rb") as f:
+                bad += hashlib.sha256(f.read()).hexdigest() != want
+        t.eq(bad, 0, "with disk 2 away one node reads every file back (disk 1 was resynced)")
+        t.eq(m.stop(), 0, "the single node exits 0")
+        os.rename(pool.disks[2] + ".away", pool.disks[2])
     except Exception as e:  # noqa: BLE001 -- report, then clean up
         t.ok(False, f"unexpected {type(e).__name__}: {e}")
         for n in nodes:
