@@ -870,6 +870,10 @@ static int retire_one(void *arg, const struct pool_inode *in)
 
 	if (!on_disk(in, j->disk) || atomic_load(&j->stop))
 		return atomic_load(&j->stop) ? -ECANCELED : 0;
+	if (w->slice_end && fs_mono_ns() > w->slice_end) {
+		w->more = true; /* several nodes: the next slice's */
+		return 1;
+	}
 	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 0, &fi); /* a hold */
 	if (rc < 0)
 		return rc == -ENOENT ? 0 : rc;
@@ -880,10 +884,58 @@ static int retire_one(void *arg, const struct pool_inode *in)
 			rc = move_position(j, w->v, fi, &map, p);
 	pthread_rwlock_unlock(&fi->io_lock);
 	fs_inode_put(j->fs, fi);
-	if (rc == 0)
+	if (rc == 0) {
 		pace(j, file_size(j->fs, w->v, in));
+		w->last = in->ino;
+	}
 	w->rc = rc;
 	return rc;
+}
+
+/* Several nodes: this volume's part, on its owner, a slice at a time.  No
+ * checkpoint needed: a part resumed elsewhere walks again and skips what
+ * already moved off the disk. */
+static int retire_volume_owned(struct job *j, struct fs_volume *v)
+{
+	struct walk w = {.j = j, .v = v};
+	int rc;
+
+	do {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		w.more = false;
+		w.slice_end = fs_mono_ns() + SLICE_NS;
+		rc = pool_meta_files(v->meta, w.last, retire_one, &w);
+		fs_vol_leave(v);
+	} while (rc >= 0 && w.rc >= 0 && w.more && !atomic_load(&j->stop));
+	if (atomic_load(&j->stop))
+		return -ECANCELED;
+	return rc < 0 ? rc : w.rc < 0 ? w.rc : 0;
+}
+
+static int run_retire_cluster(struct job *j)
+{
+	struct fs *fs = j->fs;
+	struct fs_volume *v = fs_volume_by_name(fs, j->volume);
+	int rc = v ? retire_volume_owned(j, v) : -ENOENT;
+
+	if (rc == -EREMCHG)
+		put(j->msg, sizeof(j->msg),
+		    "retire of disk %u, volume %s: the volume changed hands; its new owner goes on",
+		    j->disk, j->volume);
+	if (rc < 0)
+		return rc;
+	ckpt_write(fs, j->volume, j, "done");
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]) &&
+		    !part_done(fs, fs->vol[i]->name, "retire", j->disk))
+			return 0; /* another volume's part is still running */
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_remove(fs, fs->vol[i]->name);
+	fs_log("disk %u is empty: every volume's part moved off it; it can be removed", j->disk);
+	return 0;
 }
 
 static int run_retire(struct job *j)
@@ -891,6 +943,8 @@ static int run_retire(struct job *j)
 	uint32_t n = nvolumes(j->fs);
 	int rc = 0;
 
+	if (j->fs->node)
+		return run_retire_cluster(j);
 	for (uint32_t i = 0; rc == 0 && i < n; i++) {
 		struct walk w = {.j = j, .v = j->fs->vol[i]};
 		rc = pool_meta_files(w.v->meta, 0, retire_one, &w);
@@ -959,10 +1013,8 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return free(j), -ENOMEM;
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
-	if (fs->node && (k == JOB_RETIRE || !vol || !vol[0])) {
-		snprintf(why, whylen,
-			 "disk retire needs a single-node mount (no -o listen) for now; scrub, "
-			 "repair, resync, disk replace and disk add work with several nodes");
+	if (fs->node && (!vol || !vol[0])) {
+		snprintf(why, whylen, "with several nodes a job runs per volume, on its owner");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -1181,15 +1233,19 @@ static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 	fs_vol_leave(v);
 	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
 		return;
-	bool scrub = !strcmp(kind, "scrub");
-	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync");
+	bool scrub = !strcmp(kind, "scrub"), retire = !strcmp(kind, "retire");
+	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync") || retire;
 	if (!(scrub || (repair && !done)) || (scrub && done))
 		return; /* a repair part done waits for the others (the finish) */
 	/* a repair only once this node applied the replacement to its stores
 	 * (fs/catalog.c): else it would rebuild onto the old directory */
-	if (repair && (disk >= fs->cat_nmem || fs->cat_mstate[disk] != POOL_MEMBER_REPAIRING))
+	uint32_t need = retire ? POOL_MEMBER_RETIRED : POOL_MEMBER_REPAIRING;
+	if (repair && (disk >= fs->cat_nmem || fs->cat_mstate[disk] != need))
 		return;
-	enum job_kind k = scrub ? JOB_SCRUB : !strcmp(kind, "repair") ? JOB_REPAIR : JOB_RESYNC;
+	enum job_kind k = scrub			    ? JOB_SCRUB
+			  : retire		    ? JOB_RETIRE
+			  : !strcmp(kind, "repair") ? JOB_REPAIR
+						    : JOB_RESYNC;
 	int rc = job_start(fs, k, scrub ? 0 : disk, v->name, rate, ino, why, sizeof(why));
 	if (rc > 0)
 		fs_log("volume %s: %s runs here (job %d) after inode %" PRIu64 " (its checkpoint)",
@@ -1483,7 +1539,13 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 
 	if (argc > 2 && parse_rate(argv[2], &rate) < 0)
 		return reply("error: bad rate '%.32s'\n", argv[2]);
-	pthread_rwlock_wrlock(&fs->pool_lock);
+	/* several nodes: under the catalogue lock, then a part per volume on
+	 * its owner, recorded in the checkpoints like a repair */
+	struct pool_catalog_lock l;
+	if (fs->node && fs_catalog_begin(fs, &l, err, sizeof(err)) < 0)
+		return reply("error: %s\n", err);
+	if (!fs->node)
+		pthread_rwlock_wrlock(&fs->pool_lock);
 	rc = pool_disk_find(fs->pool, argv[1], &idx);
 	if (rc < 0)
 		put(err, sizeof(err), "%s: not a disk of the pool", argv[1]);
@@ -1495,9 +1557,35 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 			       idx, pool_disk_state_name(fs->pool->disk[idx].state));
 	else
 		rc = pool_disk_restore(fs->pool, idx, POOL_DISK_RETIRED, err, sizeof(err));
-	pthread_rwlock_unlock(&fs->pool_lock);
+	if (fs->node)
+		fs_catalog_end(fs, &l);
+	else
+		pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0)
 		return reply("error: %s\n", err);
+	if (fs->node) {
+		fs_catalog_apply(fs);
+		struct job tmpl = {.fs = fs, .kind = JOB_RETIRE, .disk = idx, .rate = rate};
+		uint32_t n = nvolumes(fs);
+		for (uint32_t i = 0; i < n; i++)
+			if (!fs_volume_gone(fs->vol[i]))
+				ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+		char out[4096] = "";
+		size_t len = 0;
+		for (uint32_t i = 0; i < n && len < sizeof(out) - 256; i++) {
+			char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+			uint64_t epoch;
+			bool valid;
+			if (fs_volume_gone(fs->vol[i]))
+				continue;
+			pickup_scrub(fs, fs->vol[i]);
+			fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
+			len +=
+			    (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n",
+					     fs->vol[i]->name, valid ? owner : "(its next owner)");
+		}
+		return reply("ok\n%s", out);
+	}
 	rc = job_start(fs, JOB_RETIRE, idx, NULL, rate, 0, err, sizeof(err));
 	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
 }
@@ -1625,7 +1713,8 @@ static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool 
 		int fin;
 		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
 		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
-		    (strcmp(kind, "scrub") && strcmp(kind, "repair") && strcmp(kind, "resync")) ||
+		    (strcmp(kind, "scrub") && strcmp(kind, "repair") && strcmp(kind, "resync") &&
+		     strcmp(kind, "retire")) ||
 		    fin)
 			continue;
 		ckpt_progress(fs, v->name, node, &done, &total, &ms);
@@ -1724,10 +1813,6 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the daemon is not running jobs (starting or stopping)\n");
 	if (fs->opt.read_only && strcmp(argv[0], "jobs"))
 		return reply("error: the pool is mounted read-only\n");
-	if (fs->node && !strcmp(argv[0], "disk-retire"))
-		return reply("error: disk retire needs a single-node mount (no -o listen) for "
-			     "now; scrub, repair, resync, disk replace and disk add work with "
-			     "several nodes\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-add") && argc == 2)

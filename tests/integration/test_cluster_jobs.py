@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Jobs while several nodes run: scrub and resync (issue 14, item 1).
+"""Jobs while several nodes run: scrub, resync, retire (issue 14, item 1).
 
 Two nodes (heartbeat 0.5 s, lease 3 s) on a pool with a mirror volume S
 owned by n1 (its preferred owner) and a parity volume T.  One block of a
@@ -17,10 +17,13 @@ chunk file of S is damaged on one disk, behind the daemons' backs.
  4. disk 1 taken away (recorded failed), files written meanwhile, the
     disk put back: each volume's owner resyncs what its volume missed,
     the disk is healthy again, every file reads back on both nodes;
- 5. disk retire is still refused with several nodes, with a clear
-    message; both daemons unmount cleanly, no sanitizer report; with disk
-    2 away a single node reads every file back (disk 1 got the missed
-    writes).
+ 5. a fifth disk added through n1, then `spacectl disk retire SOURCE 3`
+    asked on n2: each volume's owner
+    moves its volume's positions off disk 3; the last part says the disk
+    is empty, no chunk is left on it, every file reads back on both
+    nodes; both daemons unmount cleanly, no sanitizer report; with disk 2
+    away a single node reads every file back (disk 1 got the missed
+    writes, disk 3's positions moved).
 """
 import glob
 import hashlib
@@ -168,10 +171,31 @@ def main():
                     bad += hashlib.sha256(f.read()).hexdigest() != want
             t.eq(bad, 0, f"every file reads back as written through {n.name} after the resync")
 
-        # 5. what is still single-node
-        p = n2.spacectl("disk", "retire", pool.source, "1", check=False)
-        t.ok(p.returncode != 0 and "single-node mount" in p.stderr,
-             f"disk retire is refused with several nodes: {p.stderr.strip()}")
+        # 5. retire disk 3, asked on n2: each owner moves its volume's part
+        # (S's files use all four disks: a fifth to move to, added live)
+        extra = os.path.join(pool.dir, "d4")
+        os.makedirs(extra)
+        p = n1.spacectl("disk", "add", pool.source, extra, check=False)
+        t.eq(p.returncode, 0, f"disk add through n1 exits 0 {p.stderr.strip()}")
+        t.ok(wait_for(lambda: "disk 4 is active now" in n2.m.log_text(), 10, 0.2),
+             "n2 took the new disk too")
+        p = n2.spacectl("disk", "retire", pool.source, "3", check=False)
+        t.eq(p.returncode, 0, f"disk retire asked on n2 exits 0 {p.stderr.strip()}")
+        t.ok("volume S: runs on its owner, node n1" in p.stdout,
+             f"it says where the parts run: {p.stdout.strip()}")
+        t.ok(wait_for(lambda: any("is empty: every volume's part moved off it" in n.m.log_text()
+                                  for n in nodes), 90, 0.3),
+             "the last part to finish says disk 3 is empty")
+        left = [f for f in glob.glob(os.path.join(pool.disks[3], "vol", "*", "data", "*", "*"))
+                if not f.endswith(".crc") and os.path.getsize(f) > 0]
+        t.eq(left, [], "no chunk of S or T is left on disk 3")
+        t.eq(disk_state(pool, 3), "retired", "disk 3 is retired in the pool")
+        for n in nodes:
+            bad = 0
+            for (vol, i), want in sums.items():
+                with open(os.path.join(n.mnt, vol, f"f{i:03d}"), "rb") as f:
+                    bad += hashlib.sha256(f.read()).hexdigest() != want
+            t.eq(bad, 0, f"every file reads back as written through {n.name} after the retire")
 
         for n in (n2, n1):
             t.eq(n.m.stop(), 0, f"{n.name} exits 0 on unmount")
