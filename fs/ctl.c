@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/text.h"
 #include "fs/node.h"
@@ -452,6 +453,8 @@ static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 		cmd_owner_move(fs, o, argv, argc);
 	else if (strcmp(argv[0], "owner-balance") == 0 && argc == 1)
 		cmd_owner_balance(fs, o);
+	else if (fs_ckpt_handles(argv[0]))
+		fs_ckpt_request(fs, argc, argv, o);
 	else if (fs_jobs_handles(argv[0]))
 		cmd_jobs(fs, o, argv, argc);
 	else

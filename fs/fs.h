@@ -80,6 +80,7 @@ struct fs_volume {
 	pthread_mutex_t wb_lock; /* orders attribute write-backs (fs/inode.c) */
 	struct fs *fs;		 /* back pointer, for the store's hooks */
 	struct pool_drl *drl;	 /* dirty-region log (pool/drl.h); NULL if none */
+	struct fs_ckpt *ckpt;	 /* checkpoints (fs/ckpt.c); NULL if none */
 	/* Deleted from the catalogue (fs/catalog.c): stores closed, no longer
 	 * listed or found by name or id; the struct stays until unmount, as
 	 * inodes and requests in flight may still point at it. */
@@ -142,6 +143,9 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* the session's operations: inner_ops behind .checkpoints (fs/ckpt_ops.c) */
+	struct fuse_lowlevel_ops ops;
+	const struct fuse_lowlevel_ops *inner_ops;
 	/* The catalogue as applied to vol[] (fs/catalog.c); cat_lock orders
 	 * the polls and changes that apply it. */
 	pthread_mutex_t cat_lock;

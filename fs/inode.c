@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 
 static size_t bucket_of(uint64_t ino)
@@ -164,6 +165,8 @@ void fs_file_map(const struct fs_inode *in, struct pool_file_map *map)
  * reference left, so nothing else can reach `a`. */
 static void purge(struct fs_volume *v, const struct pool_inode *a)
 {
+	if (fs_ckpt_holds(v, a->ino))
+		return; /* a checkpoint still reads it; its last merge removes it */
 	if (S_ISREG(a->mode) && a->npos > 0) {
 		struct pool_file_map map = {.id = a->ino, .npos = a->npos};
 		memcpy(map.disk, a->disk, sizeof(map.disk));

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/node.h"
 #include "pool/ctl.h"
@@ -336,7 +337,9 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	char err[256];
 	int rc = 1;
 
-	fs->se = fuse_session_new(args, fs->node ? &fs_route_ops : &fs_ops, sizeof(fs_ops), fs);
+	fs->inner_ops = fs->node ? &fs_route_ops : &fs_ops;
+	fs_ckpt_wrap_ops(fs->inner_ops, &fs->ops);
+	fs->se = fuse_session_new(args, &fs->ops, sizeof(fs->ops), fs);
 	if (!fs->se)
 		return 1;
 	if (fuse_set_signal_handlers(fs->se) != 0)

@@ -28,6 +28,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 
 #define ROOT_INO FUSE_ROOT_ID
@@ -228,7 +229,8 @@ int fs_set_size(struct fs_inode *in, uint64_t size)
 	pthread_mutex_unlock(&in->lock);
 	fs_file_map(in, &map);
 	if (size < old)
-		rc = pool_store_truncate(in->vol->store, &map, old, size);
+		if (!fs_ckpt_zero(in, size, old, &rc))
+			rc = pool_store_truncate(in->vol->store, &map, old, size);
 	if (rc == 0) {
 		int64_t now = fs_now_ns();
 		pthread_mutex_lock(&in->lock);
@@ -748,7 +750,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		n = -ENOMEM;
 	else if (size) {
 		fs_file_map(in, &map);
-		n = pool_store_read(in->vol->store, &map, (uint64_t)off, size, buf);
+		if (!fs_ckpt_read(in, (uint64_t)off, size, buf, &n))
+			n = pool_store_read(in->vol->store, &map, (uint64_t)off, size, buf);
 	}
 	pthread_rwlock_unlock(&in->io_lock);
 	if (n < 0) {
@@ -806,7 +809,8 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 	}
 	pthread_rwlock_rdlock(&in->io_lock);
 	fs_file_map(in, &map);
-	n = pool_store_write(in->vol->store, &map, (uint64_t)off, size, data);
+	if (!fs_ckpt_write(in, (uint64_t)off, size, data, &n))
+		n = pool_store_write(in->vol->store, &map, (uint64_t)off, size, data);
 	if (n > 0) {
 		int64_t now = fs_now_ns();
 		pthread_mutex_lock(&in->lock);
@@ -897,7 +901,7 @@ int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end)
 	if (end > size)
 		end = size;
 	fs_file_map(in, &map);
-	if (off < end)
+	if (off < end && !fs_ckpt_zero(in, off, end, &rc))
 		rc = pool_store_punch(in->vol->store, &map, off, end - off);
 	pthread_rwlock_unlock(&in->io_lock);
 	return rc;
@@ -995,7 +999,8 @@ static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	uint64_t size = in->attr.size;
 	pthread_mutex_unlock(&in->lock);
 	fs_file_map(in, &map);
-	rc = pool_store_seek(in->vol->store, &map, size, (int64_t)off, whence, &at);
+	if (!fs_ckpt_seek(in, size, (uint64_t)off, whence, &at, &rc))
+		rc = pool_store_seek(in->vol->store, &map, size, (int64_t)off, whence, &at);
 	pthread_rwlock_unlock(&in->io_lock);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fs/ckpt.h"
 #include "fs/node.h"
 
 /* Attributes as the owner knows them: cached for regular files in use. */
@@ -235,7 +236,8 @@ static int s_read(struct fs *fs, struct fs_volume *v, const struct wire_req *q, 
 		n = -ENOMEM;
 	else if (size) {
 		fs_file_map(in, &map);
-		n = pool_store_read(v->store, &map, q->off, size, *out);
+		if (!fs_ckpt_read(in, q->off, size, *out, &n))
+			n = pool_store_read(v->store, &map, q->off, size, *out);
 	}
 	pthread_rwlock_unlock(&in->io_lock);
 	fs_inode_put(fs, in);
@@ -257,7 +259,9 @@ static int s_write(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 		return rc;
 	pthread_rwlock_rdlock(&in->io_lock);
 	fs_file_map(in, &map);
-	ssize_t n = pool_store_write(v->store, &map, q->off, q->ndata, q->data);
+	ssize_t n;
+	if (!fs_ckpt_write(in, q->off, q->ndata, q->data, &n))
+		n = pool_store_write(v->store, &map, q->off, q->ndata, q->data);
 	if (n > 0) {
 		int64_t now = fs_now_ns();
 		pthread_mutex_lock(&in->lock);

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "pool/drl.h"
@@ -102,9 +103,14 @@ static int purge_orphans(struct fs_volume *v)
 {
 	struct orphans o = {0};
 	int rc = pool_meta_orphans(v->meta, collect_orphan, &o);
+	size_t kept = 0;
 
 	for (size_t i = 0; rc == 0 && i < o.n; i++) {
 		const struct pool_inode *in = &o.in[i];
+		if (fs_ckpt_holds(v, in->ino)) {
+			kept++; /* a checkpoint still reads it */
+			continue;
+		}
 		if (S_ISREG(in->mode) && in->npos > 0) {
 			struct pool_file_map map = {.id = in->ino, .npos = in->npos};
 			memcpy(map.disk, in->disk, sizeof(map.disk));
@@ -113,11 +119,11 @@ static int purge_orphans(struct fs_volume *v)
 		if (rc == 0)
 			rc = pool_meta_purge(v->meta, in->ino);
 	}
-	if (o.n > 0)
+	if (o.n > kept)
 		fprintf(stderr,
 			"spacefs: volume %s: removed %zu files unlinked while open before "
 			"an unclean shutdown\n",
-			v->name, o.n);
+			v->name, o.n - kept);
 	free(o.in);
 	return rc;
 }
@@ -196,7 +202,9 @@ static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_vol
 	}
 	if (fs->opt.read_only)
 		return 0; /* nothing is written: nothing to log */
-	return pool_drl_open(dirs, n, pv->name, &v->drl, err, errlen);
+	int rc = pool_drl_open(dirs, n, pv->name, &v->drl, err, errlen);
+	/* checkpoints: their log lives beside the dirty-region log */
+	return rc ? rc : fs_ckpt_attach(v, dirs, n, err, errlen);
 }
 
 /* Open the volume's stores (metadata replicas, chunk store, dirty-region
@@ -227,6 +235,7 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
  * clean close: every chunk on disk, every dirty mark cleared. */
 void fs_volume_detach(struct fs_volume *v)
 {
+	fs_ckpt_detach(v); /* stops the merge worker before the stores go */
 	if (v->drl)
 		pool_drl_close(v->drl, v->store && pool_store_syncfs(v->store) == 0);
 	if (v->store)

@@ -2921,3 +2921,59 @@ int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const 
 		return -EINVAL;
 	return run(m, op_set_disks, &a);
 }
+
+/* ---- hidden files (checkpoint differencing data, fs/ckpt.c) ---------------------- */
+
+static int op_create_hidden(struct pool_meta *m, void *arg)
+{
+	struct pool_inode *in = arg;
+	int rc = check_attrs(in);
+
+	if (rc == 0 && !S_ISREG(in->mode))
+		rc = -EINVAL;
+	if (rc == 0)
+		rc = begin_all(m);
+	if (rc)
+		return rc;
+	in->ino = m->pending.next_ino++;
+	in->nlink = 1; /* not an orphan: nothing reaps it but pool_meta_drop_hidden */
+	rc = put_inode(m, in);
+	if (rc == 0)
+		rc = wr(m, ST_SET_META, 1, ARGS(AT("next_ino"), AI(m->pending.next_ino)));
+	if (rc == 0)
+		m->pending.dinodes++;
+	return rc;
+}
+
+int pool_meta_create_hidden(struct pool_meta *m, struct pool_inode *in)
+{
+	struct pool_inode a = *in;
+	int rc = run(m, op_create_hidden, &a);
+
+	if (rc == 0)
+		*in = a;
+	return rc;
+}
+
+static int op_drop_hidden(struct pool_meta *m, void *arg)
+{
+	const uint64_t *ino = arg;
+	struct pool_inode in;
+	int rc = get_inode(m, *ino, &in);
+
+	if (rc)
+		return rc;
+	if (!S_ISREG(in.mode))
+		return -EINVAL;
+	rc = wr(m, ST_DEL_INODE, 1, ARGS(AI(in.ino)));
+	if (rc == 0)
+		rc = wr(m, ST_DEL_XATTRS, -1, ARGS(AI(in.ino)));
+	if (rc == 0)
+		m->pending.dinodes--;
+	return rc;
+}
+
+int pool_meta_drop_hidden(struct pool_meta *m, uint64_t ino)
+{
+	return run(m, op_drop_hidden, &ino);
+}

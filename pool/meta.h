@@ -165,6 +165,14 @@ int pool_meta_set_disks(struct pool_meta *m, uint64_t ino, uint32_t npos, const 
  * at `dir` is replaced. */
 int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_t errlen);
 
+/* Hidden regular files (checkpoint differencing data, fs/ckpt.c): an inode
+ * with placement (in->npos, in->disk) and no directory entry, nlink 1 so
+ * the orphan reaper leaves it; repair and scrub see it (pool_meta_files).
+ * in->ino is assigned.  Dropped, whatever its nlink, by drop_hidden (also
+ * used for a checkpointed file whose live name is gone). */
+int pool_meta_create_hidden(struct pool_meta *m, struct pool_inode *in);
+int pool_meta_drop_hidden(struct pool_meta *m, uint64_t ino);
+
 /* Totals for statfs. */
 int pool_meta_count(struct pool_meta *m, uint64_t *inodes);
 

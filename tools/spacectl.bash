@@ -24,9 +24,10 @@ _spacectl()
     local cur prev words cword
     _init_completion || return
 
-    local verbs="pool volume status smbconf owner node disk repair scrub metrics"
+    local verbs="pool volume status smbconf owner node disk repair scrub metrics checkpoint backup"
     local -A sub=([pool]="create" [volume]="create list delete"
-        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire")
+        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire"
+        [checkpoint]="create list merge delete")
 
     # The command: one word, or a group and its verb.
     local cmd="" at=1
@@ -64,7 +65,8 @@ _spacectl()
         "pool create") o+=" --force" ;;
         "volume create") o+=" --layout --copies --parity --columns --interleave --integrity" ;;
         "volume list" | status) o+=" --json" ;;
-        "disk replace" | "disk retire" | repair | scrub) o+=" --wait --rate" ;;
+        "disk replace" | "disk retire" | repair | scrub | backup | "checkpoint merge" | \
+            "checkpoint delete") o+=" --wait --rate" ;;
         smbconf) o+=" --node --host --watch --smb-conf --interval" ;;
         esac
         COMPREPLY=($(compgen -W "$o" -- "$cur"))
@@ -86,7 +88,8 @@ _spacectl()
     case "$cmd:$n" in
     "pool create:"*) _filedir -d ;; # NAME, then disks
     *:0) _filedir -d ;;             # SOURCE: a disk of the pool
-    "volume delete:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1)
+    "volume delete:1" | "owner move:1" | "owner prefer:1" | repair:1 | scrub:1 | \
+        "checkpoint "*:1 | backup:1)
         COMPREPLY=($(compgen -W "$(_spacectl_volumes "$src")" -- "$cur")) ;;
     "disk replace:1" | "disk retire:1")
         COMPREPLY=($(compgen -W "$(_spacectl_disks "$src")" -- "$cur")) ;;

@@ -41,6 +41,7 @@
 #include "pool/owner.h"
 #include "pool/pool.h"
 #include "tools/smbconf.h"
+#include "tools/spacectl_ckpt.h"
 #include "tools/spacectl_disk.h"
 #include "tools/table.h"
 
@@ -90,6 +91,8 @@ static const char help_main[] =
     "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
     "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
     "  metrics SOURCE                        the daemon's counters for Prometheus\n"
+    "  checkpoint create|list|merge|delete   freeze files at one instant, merge back\n"
+    "  backup SOURCE VOLUME[/PATH] DEST      checkpoint, copy, merge (crash-consistent)\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: spacectl COMMAND --help)\n"
@@ -1340,6 +1343,8 @@ static const struct command commands[] = {
     {NULL, "repair", spacectl_cmd_repair},
     {NULL, "scrub", spacectl_cmd_scrub},
     {NULL, "metrics", cmd_metrics},
+    {NULL, "checkpoint", spacectl_cmd_checkpoint},
+    {NULL, "backup", spacectl_cmd_backup},
 };
 
 static int is_help(const char *s)

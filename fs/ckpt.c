@@ -1,0 +1,1789 @@
+/*
+ * ckpt.c -- checkpoints: one instant of a set of files, readable while the
+ * files keep changing, merged back live (issue 13; docs/ARCHITECTURE.md).
+ *
+ * Redirect-on-write above the store.  A checkpointed file is a chain of
+ * layers: layer 0 is the file's own chunk files (its inode), each later
+ * layer a hidden pool file (an inode with no name, pool_meta_create_hidden)
+ * holding the granules written after one checkpoint, at the same offsets.
+ * Checkpoint k of a file sees layers below the one it created; the live
+ * file sees them all, the newest first.  Differencing data is thus plain
+ * pool file data: the volume's layout, redundancy, checksums, repair and
+ * scrub apply to it unchanged, and pool/store.c knows nothing of this.
+ *
+ * Granule 64 KiB (POOL_CKPT_GRANULE).  The first write to a granule after
+ * a checkpoint copies the rest of it up from the layers below: smaller
+ * granules copy less but log more records and make larger maps; 64 KiB is
+ * the default interleave's column chunk at which a parity layout writes a
+ * whole column at once, a typical guest cluster (VHDX blocks are larger,
+ * their sectors 4 KiB), and keeps the map of a 1 TiB file at 4 MiB.
+ *
+ * Durability.  A granule's map entry (pool/ckpt.c log record) is appended
+ * after its data is written and before the write is answered, so an
+ * acknowledged write survives kill -9, and a write cut before its record
+ * leaves the lower layers (the checkpoint's view) untouched.
+ *
+ * The instant.  Create takes every named file's io_lock exclusive (new
+ * writes wait, in-flight ones drain), records sizes and times, appends the
+ * checkpoint's records and pushes a layer on each file, then releases:
+ * every write is entirely before or after.
+ *
+ * Merge (= delete) folds the checkpoint's layer into the one below (the
+ * file itself for the oldest), a batch of granules at a time under the
+ * chain's exclusive lock, while the file serves; granules the live file
+ * writes again meanwhile are folded again; then the layer is dropped.
+ * Folding is idempotent, so after a crash the merge simply restarts.
+ * One merge worker per volume, in request order.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/ckpt.h"
+#include "fs/fs.h"
+#include "fs/text.h"
+#include "pool/ckpt.h"
+
+#define G	       ((uint64_t)POOL_CKPT_GRANULE)
+#define CK_BIT	       (1ull << 47)
+#define CK_MAX	       32 /* checkpoints per volume */
+#define CK_NAME_MAX    63
+#define CK_HASH	       256
+#define MERGE_BATCH    16 /* granules folded per lock hold */
+#define ROOT_VINO      POOL_META_ROOT
+#define CK_FLAG_BACKUP 1u
+
+enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE };
+enum { CK_CREATING, CK_READY, CK_MERGING };
+
+struct rec_ckpt {
+	uint32_t id, flags;
+	int64_t created_ns;
+	char name[CK_NAME_MAX + 1];
+};
+struct rec_node {
+	uint32_t ckpt, parent;
+	uint64_t base, delta; /* base: volume inode (files); delta: its new layer, 0 if none */
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	char name[POOL_META_NAME_MAX + 1];
+};
+struct rec_map {
+	uint64_t delta, first, count;
+	uint32_t state, pad;
+};
+struct rec_id {
+	uint32_t ckpt, pad;
+	uint64_t base;
+	double rate;
+};
+
+struct layer {
+	uint32_t owner; /* checkpoint that created it; 0: the file itself */
+	struct pool_file_map map;
+	struct pool_ckpt_map g;
+	struct pool_ckpt_map redo; /* granules changed while being merged */
+	bool merging;
+};
+
+struct chain {
+	uint64_t ino;	     /* volume inode of the file */
+	pthread_rwlock_t rw; /* shared: I/O; exclusive: copy-up, layer changes, folds */
+	pthread_mutex_t mu;  /* redo maps under the shared lock */
+	uint32_t n;	     /* layers, the file itself included */
+	struct layer l[CK_MAX + 1];
+	bool live_gone;
+	struct chain *next;
+};
+
+struct node {
+	struct rec_node r;
+};
+
+struct ckpt {
+	uint32_t id, flags;
+	int state;
+	int64_t created_ns;
+	char name[CK_NAME_MAX + 1];
+	struct node *node;
+	uint32_t nnode, cap;
+	double rate;
+	_Atomic uint64_t done, total;
+};
+
+struct fs_ckpt {
+	struct fs_volume *v;
+	struct pool_ckpt_log *log;
+	pthread_mutex_t lock; /* ck[], chains' hash, the log */
+	struct ckpt *ck[CK_MAX];
+	struct chain *hash[CK_HASH];
+	/* lookups on the data path take this shared instead of lock; chains
+	 * are added under both and freed only at detach */
+	pthread_rwlock_t hlock;
+	uint32_t next_id;
+	_Atomic uint32_t nchains; /* chains with layers: the data path's fast test */
+	pthread_t worker;
+	bool worker_on, stopping;
+	pthread_cond_t wake;
+};
+
+/* ---- small helpers ---- */
+
+static struct chain *chain_find(struct fs_ckpt *c, uint64_t ino)
+{
+	for (struct chain *ch = c->hash[ino % CK_HASH]; ch; ch = ch->next)
+		if (ch->ino == ino)
+			return ch;
+	return NULL;
+}
+
+static struct chain *chain_get(struct fs_ckpt *c, uint64_t ino)
+{
+	struct chain *ch = chain_find(c, ino);
+
+	if (ch)
+		return ch;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return NULL;
+	ch->ino = ino;
+	ch->n = 1;
+	pthread_rwlock_init(&ch->rw, NULL);
+	pthread_mutex_init(&ch->mu, NULL);
+	ch->next = c->hash[ino % CK_HASH];
+	pthread_rwlock_wrlock(&c->hlock);
+	c->hash[ino % CK_HASH] = ch;
+	pthread_rwlock_unlock(&c->hlock);
+	return ch;
+}
+
+static int layer_of(const struct chain *ch, uint32_t owner)
+{
+	for (uint32_t i = 1; i < ch->n; i++)
+		if (ch->l[i].owner == owner)
+			return (int)i;
+	return -1;
+}
+
+static struct ckpt *ck_by_id(struct fs_ckpt *c, uint32_t id)
+{
+	for (int i = 0; i < CK_MAX; i++)
+		if (c->ck[i] && c->ck[i]->id == id)
+			return c->ck[i];
+	return NULL;
+}
+
+static struct ckpt *ck_by_name(struct fs_ckpt *c, const char *name)
+{
+	for (int i = 0; i < CK_MAX; i++)
+		if (c->ck[i] && strcmp(c->ck[i]->name, name) == 0)
+			return c->ck[i];
+	return NULL;
+}
+
+static void map_from_inode(const struct pool_inode *a, struct pool_file_map *m)
+{
+	m->id = a->ino;
+	m->npos = a->npos;
+	memcpy(m->disk, a->disk, sizeof(m->disk));
+}
+
+static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len)
+{
+	int rc = pool_ckpt_log_append(c->log, type, p, len);
+
+	if (rc < 0)
+		fs_log("volume %s: checkpoint log append failed: %s", c->v->name, strerror(-rc));
+	return rc;
+}
+
+static int log_map(struct fs_ckpt *c, uint64_t delta, uint64_t first, uint64_t n, int state)
+{
+	struct rec_map r = {.delta = delta, .first = first, .count = n, .state = (uint32_t)state};
+
+	pthread_mutex_lock(&c->lock);
+	int rc = log_rec(c, R_MAP, &r, sizeof(r));
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* ---- the layered data path ---- */
+
+/* The layer granule g of a view with layers [0, top] comes from, and its
+ * state there (DATA for layer 0). */
+static uint32_t source(const struct chain *ch, uint32_t top, uint64_t g, int *state)
+{
+	for (uint32_t k = top; k >= 1; k--) {
+		int s = pool_ckpt_map_get(&ch->l[k].g, g);
+		if (s != POOL_CKPT_NONE) {
+			*state = s;
+			return k;
+		}
+	}
+	*state = POOL_CKPT_DATA;
+	return 0;
+}
+
+static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t top, uint64_t off,
+			 size_t len, char *buf)
+{
+	uint64_t pos = off, end = off + len;
+
+	while (pos < end) {
+		int st, st2;
+		uint32_t src = source(ch, top, pos / G, &st);
+		uint64_t run = (pos / G + 1) * G;
+		while (run < end && source(ch, top, run / G, &st2) == src && st2 == st)
+			run += G;
+		if (run > end)
+			run = end;
+		if (st == POOL_CKPT_ZERO) {
+			memset(buf + (pos - off), 0, run - pos);
+		} else {
+			ssize_t n = pool_store_read(v->store, &ch->l[src].map, pos, run - pos,
+						    buf + (pos - off));
+			if (n < 0)
+				return n;
+		}
+		pos = run;
+	}
+	return (ssize_t)len;
+}
+
+static void note_redo(struct chain *ch, uint32_t k, uint64_t g, uint64_t n)
+{
+	if (!ch->l[k].merging)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	pool_ckpt_map_set(&ch->l[k].redo, g, n, POOL_CKPT_DATA);
+	pthread_mutex_unlock(&ch->mu);
+}
+
+static bool all_data(const struct chain *ch, uint32_t k, uint64_t off, uint64_t end)
+{
+	for (uint64_t g = off / G; g * G < end; g++)
+		if (pool_ckpt_map_get(&ch->l[k].g, g) != POOL_CKPT_DATA)
+			return false;
+	return true;
+}
+
+/* Write into layer k (>= 1) of the chain, copying up what the granules
+ * it starts lack from the layers below.  Chain held exclusive unless
+ * every granule is already DATA in k. */
+static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
+			   uint64_t off, size_t len, const char *data)
+{
+	uint64_t end = off + len, pos = off;
+	struct layer *L = &ch->l[k];
+	char *gbuf = NULL;
+
+	while (pos < end) {
+		uint64_t g = pos / G, gend = (g + 1) * G, stop = gend < end ? gend : end;
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_DATA) {
+			/* whole run of granules already here: one store write */
+			while (stop < end && pool_ckpt_map_get(&L->g, stop / G) == POOL_CKPT_DATA)
+				stop = stop + G < end ? stop + G : end;
+			ssize_t n = pool_store_write(v->store, &L->map, pos, stop - pos,
+						     data + (pos - off));
+			if (n < 0) {
+				free(gbuf);
+				return n;
+			}
+			note_redo(ch, k, g, (stop - 1) / G - g + 1);
+			pos = stop;
+			continue;
+		}
+		if (!gbuf && posix_memalign((void **)&gbuf, 4096, G) != 0)
+			return -ENOMEM;
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO)
+			memset(gbuf, 0, G);
+		else if (pos > g * G || stop < gend) {
+			ssize_t n = view_read(v, ch, k - 1, g * G, G, gbuf);
+			if (n < 0) {
+				free(gbuf);
+				return n;
+			}
+		}
+		memcpy(gbuf + (pos - g * G), data + (pos - off), stop - pos);
+		ssize_t n = pool_store_write(v->store, &L->map, g * G, G, gbuf);
+		if (n >= 0)
+			n = log_map(c, L->map.id, g, 1, POOL_CKPT_DATA);
+		if (n < 0) {
+			free(gbuf);
+			return n;
+		}
+		pool_ckpt_map_set(&L->g, g, 1, POOL_CKPT_DATA);
+		note_redo(ch, k, g, 1);
+		pos = stop;
+	}
+	free(gbuf);
+	return (ssize_t)len;
+}
+
+/* Make [off, end) read as zeros in layer k: whole granules marked ZERO,
+ * partial ones written with zeros. */
+static int layer_zero(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
+		      uint64_t off, uint64_t end)
+{
+	static const char zeros[POOL_CKPT_GRANULE];
+	uint64_t a = (off + G - 1) / G * G, b = end / G * G;
+
+	if (a >= b) { /* within one or two granules */
+		for (uint64_t p = off; p < end;) {
+			uint64_t e = (p / G + 1) * G < end ? (p / G + 1) * G : end;
+			ssize_t n = layer_write(v, c, ch, k, p, e - p, zeros);
+			if (n < 0)
+				return (int)n;
+			p = e;
+		}
+		return 0;
+	}
+	if (off < a) {
+		ssize_t n = layer_write(v, c, ch, k, off, a - off, zeros);
+		if (n < 0)
+			return (int)n;
+	}
+	if (end > b) {
+		ssize_t n = layer_write(v, c, ch, k, b, end - b, zeros);
+		if (n < 0)
+			return (int)n;
+	}
+	int rc = log_map(c, ch->l[k].map.id, a / G, (b - a) / G, POOL_CKPT_ZERO);
+	if (rc == 0) {
+		rc = pool_ckpt_map_set(&ch->l[k].g, a / G, (b - a) / G, POOL_CKPT_ZERO);
+		note_redo(ch, k, a / G, (b - a) / G);
+	}
+	return rc;
+}
+
+/* The chain of a file if it has layers, with its lock taken (shared or
+ * exclusive); NULL otherwise. */
+static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
+{
+	struct fs_ckpt *c = v->ckpt;
+
+	if (!c || atomic_load(&c->nchains) == 0)
+		return NULL;
+	pthread_rwlock_rdlock(&c->hlock);
+	struct chain *ch = chain_find(c, vino);
+	pthread_rwlock_unlock(&c->hlock);
+	if (!ch)
+		return NULL;
+	if (excl)
+		pthread_rwlock_wrlock(&ch->rw);
+	else
+		pthread_rwlock_rdlock(&ch->rw);
+	if (ch->n > 1)
+		return ch;
+	pthread_rwlock_unlock(&ch->rw);
+	return NULL;
+}
+
+bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
+{
+	struct chain *ch = chain_enter(in->vol, in->attr.ino, false);
+
+	if (!ch)
+		return false;
+	*res = view_read(in->vol, ch, ch->n - 1, off, len, buf);
+	pthread_rwlock_unlock(&ch->rw);
+	return true;
+}
+
+bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *buf, ssize_t *res)
+{
+	struct fs_volume *v = in->vol;
+	struct chain *ch = chain_enter(v, in->attr.ino, false);
+
+	if (!ch)
+		return false;
+	if (!all_data(ch, ch->n - 1, off, off + len)) {
+		pthread_rwlock_unlock(&ch->rw);
+		ch = chain_enter(v, in->attr.ino, true);
+		if (!ch)
+			return false;
+	}
+	*res = layer_write(v, v->ckpt, ch, ch->n - 1, off, len, buf);
+	pthread_rwlock_unlock(&ch->rw);
+	return true;
+}
+
+bool fs_ckpt_zero(struct fs_inode *in, uint64_t off, uint64_t end, int *res)
+{
+	struct fs_volume *v = in->vol;
+	struct chain *ch = chain_enter(v, in->attr.ino, true);
+
+	if (!ch)
+		return false;
+	*res = off < end ? layer_zero(v, v->ckpt, ch, ch->n - 1, off, end) : 0;
+	pthread_rwlock_unlock(&ch->rw);
+	return true;
+}
+
+/* SEEK_DATA / SEEK_HOLE over a view: a granule from a layer above the
+ * file is data (or a hole if ZERO) as a whole; one from the file itself
+ * asks its chunk files. */
+static int view_seek(struct fs_volume *v, const struct chain *ch, uint32_t top, uint64_t size,
+		     uint64_t off, int whence, uint64_t *out)
+{
+	if (off >= size)
+		return -ENXIO;
+	for (uint64_t pos = off; pos < size;) {
+		int st;
+		uint64_t g = pos / G, gend = (g + 1) * G;
+		uint32_t src = source(ch, top, g, &st);
+		if (src > 0) {
+			if ((st == POOL_CKPT_DATA) == (whence == SEEK_DATA)) {
+				*out = pos;
+				return 0;
+			}
+			pos = gend;
+			continue;
+		}
+		uint64_t at;
+		int rc = pool_store_seek(v->store, &ch->l[0].map, size, (int64_t)pos, whence, &at);
+		if (rc == -ENXIO)
+			at = size;
+		else if (rc < 0)
+			return rc;
+		if (at < gend) {
+			*out = at;
+			return 0;
+		}
+		/* jump to the next granule any layer above has, or to `at` */
+		uint64_t next = at / G;
+		for (uint32_t k = 1; k <= top; k++) {
+			uint64_t n = pool_ckpt_map_next(&ch->l[k].g, g + 1);
+			if (n < next)
+				next = n;
+		}
+		pos = next * G > gend ? next * G : gend;
+		if (next * G >= at && at > pos)
+			pos = at;
+	}
+	if (whence == SEEK_HOLE) {
+		*out = size;
+		return 0;
+	}
+	return -ENXIO;
+}
+
+bool fs_ckpt_seek(struct fs_inode *in, uint64_t size, uint64_t off, int whence, uint64_t *out,
+		  int *res)
+{
+	struct chain *ch = chain_enter(in->vol, in->attr.ino, false);
+
+	if (!ch)
+		return false;
+	*res = view_seek(in->vol, ch, ch->n - 1, size, off, whence, out);
+	pthread_rwlock_unlock(&ch->rw);
+	return true;
+}
+
+bool fs_ckpt_holds(struct fs_volume *v, uint64_t vino)
+{
+	struct fs_ckpt *c = v->ckpt;
+	bool held = false;
+
+	if (!c)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	struct chain *ch = chain_find(c, vino);
+	if (ch && ch->n > 1) {
+		ch->live_gone = true;
+		held = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return held;
+}
+
+/* ---- create ---- */
+
+static int add_node(struct ckpt *k, uint32_t parent, const char *name, const struct pool_inode *a)
+{
+	if (k->nnode == k->cap) {
+		uint32_t cap = k->cap ? 2 * k->cap : 16;
+		struct node *n = realloc(k->node, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		k->node = n;
+		k->cap = cap;
+	}
+	if (k->nnode >= (1u << 24) - 1)
+		return -EFBIG;
+	struct rec_node *r = &k->node[k->nnode].r;
+	memset(r, 0, sizeof(*r));
+	r->ckpt = k->id;
+	r->parent = parent;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->base = a->ino;
+	r->mode = a->mode;
+	r->uid = a->uid;
+	r->gid = a->gid;
+	r->nlink = a->nlink;
+	r->size = a->size;
+	r->atime_ns = a->atime_ns;
+	r->mtime_ns = a->mtime_ns;
+	r->ctime_ns = a->ctime_ns;
+	k->nnode++;
+	return 0;
+}
+
+static int child_node(const struct ckpt *k, uint32_t parent, const char *name)
+{
+	for (uint32_t i = 1; i < k->nnode; i++)
+		if (k->node[i].r.parent == parent && strcmp(k->node[i].r.name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+struct walk {
+	struct ckpt *k;
+	uint32_t parent;
+	struct pool_inode *dirs;
+	uint32_t *dirnode;
+	size_t ndirs, cap;
+	int rc;
+};
+
+static int walk_entry(void *arg, const char *name, const struct pool_inode *in, uint64_t cookie)
+{
+	struct walk *w = arg;
+
+	(void)cookie;
+	if (!S_ISREG(in->mode) && !S_ISDIR(in->mode))
+		return 0; /* symlinks and devices are not part of a checkpoint */
+	if (child_node(w->k, w->parent, name) >= 0)
+		return 0;
+	w->rc = add_node(w->k, w->parent, name, in);
+	if (w->rc == 0 && S_ISDIR(in->mode)) {
+		if (w->ndirs == w->cap) {
+			size_t cap = w->cap ? 2 * w->cap : 16;
+			struct pool_inode *d = realloc(w->dirs, cap * sizeof(*d));
+			uint32_t *dn = realloc(w->dirnode, cap * sizeof(*dn));
+			if (d)
+				w->dirs = d;
+			if (dn)
+				w->dirnode = dn;
+			if (!d || !dn)
+				return w->rc = -ENOMEM;
+			w->cap = cap;
+		}
+		w->dirs[w->ndirs] = *in;
+		w->dirnode[w->ndirs++] = w->k->nnode - 1;
+	}
+	return w->rc;
+}
+
+/* Add directory `dino` (node `dnode`) and everything below it. */
+static int add_tree(struct fs_volume *v, struct ckpt *k, uint64_t dino, uint32_t dnode)
+{
+	struct walk w = {.k = k};
+	int rc;
+
+	w.dirs = malloc(sizeof(*w.dirs));
+	w.dirnode = malloc(sizeof(*w.dirnode));
+	if (!w.dirs || !w.dirnode) {
+		free(w.dirs);
+		free(w.dirnode);
+		return -ENOMEM;
+	}
+	w.cap = 1;
+	w.dirs[0].ino = dino;
+	w.dirnode[0] = dnode;
+	w.ndirs = 1;
+	for (size_t i = 0; i < w.ndirs; i++) {
+		w.parent = w.dirnode[i];
+		rc = pool_meta_readdir(v->meta, w.dirs[i].ino, 0, walk_entry, &w);
+		if (rc == 0)
+			rc = w.rc;
+		if (rc < 0)
+			break;
+	}
+	free(w.dirs);
+	free(w.dirnode);
+	return rc;
+}
+
+/* Add one PATH (relative to the volume root) and its parents. */
+static int add_path(struct fs_volume *v, struct ckpt *k, const char *path)
+{
+	char buf[4096], *save = NULL;
+	uint64_t dir = ROOT_VINO;
+	uint32_t node = 0;
+	struct pool_inode a;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		int rc = pool_meta_lookup(v->meta, dir, c, &a);
+		if (rc < 0)
+			return rc;
+		if (!S_ISREG(a.mode) && !S_ISDIR(a.mode))
+			return -EINVAL;
+		int n = child_node(k, node, c);
+		if (n < 0) {
+			if ((rc = add_node(k, node, c, &a)) < 0)
+				return rc;
+			n = (int)k->nnode - 1;
+		}
+		node = (uint32_t)n;
+		dir = a.ino;
+		if (S_ISREG(a.mode))
+			return save && *save ? -ENOTDIR : 0;
+	}
+	return add_tree(v, k, dir, node);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* A hidden file to hold the layer a checkpoint pushes on `base`. */
+static int new_delta(struct fs_volume *v, const struct pool_inode *base, struct pool_inode *d)
+{
+	int rc = fs_new_inode(v->fs, v, ROOT_VINO, S_IFREG | 0600, 0, 0, 0, d);
+
+	if (rc == 0) {
+		d->size = base->size;
+		rc = pool_meta_create_hidden(v->meta, d);
+	}
+	return rc;
+}
+
+static void drop_delta(struct fs_volume *v, const struct pool_file_map *m)
+{
+	pool_store_remove(v->store, m);
+	int rc = pool_meta_drop_hidden(v->meta, m->id);
+	if (rc < 0 && rc != -ENOENT)
+		fs_log("volume %s: dropping differencing file %" PRIu64 ": %s", v->name, m->id,
+		       strerror(-rc));
+}
+
+struct freeze {
+	uint64_t ino;
+	struct fs_inode *in;
+	struct pool_inode delta;
+};
+
+static void thaw(struct fs *fs, struct freeze *f, size_t n, bool locked)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!f[i].in)
+			continue;
+		if (locked)
+			pthread_rwlock_unlock(&f[i].in->io_lock);
+		fs_inode_put(fs, f[i].in);
+	}
+}
+
+/* Append the checkpoint's records and push its layers: the instant. */
+static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size_t nf)
+{
+	struct rec_ckpt rc_ = {.id = k->id, .flags = k->flags, .created_ns = k->created_ns};
+	struct fs_volume *v = c->v;
+	int rc;
+
+	snprintf(rc_.name, sizeof(rc_.name), "%s", k->name);
+	for (uint32_t i = 0; i < k->nnode; i++) { /* sizes and times of the instant */
+		struct rec_node *r = &k->node[i].r;
+		for (size_t j = 0; j < nf && S_ISREG(r->mode); j++) {
+			if (f[j].ino != r->base)
+				continue;
+			pthread_mutex_lock(&f[j].in->lock);
+			r->size = f[j].in->attr.size;
+			r->mtime_ns = f[j].in->attr.mtime_ns;
+			r->ctime_ns = f[j].in->attr.ctime_ns;
+			r->atime_ns = f[j].in->attr.atime_ns;
+			r->mode = f[j].in->attr.mode;
+			pthread_mutex_unlock(&f[j].in->lock);
+		}
+	}
+	pthread_mutex_lock(&c->lock);
+	rc = log_rec(c, R_NEXT, &c->next_id, sizeof(c->next_id));
+	if (rc == 0)
+		rc = log_rec(c, R_CKPT, &rc_, sizeof(rc_));
+	for (uint32_t i = 0; rc == 0 && i < k->nnode; i++) {
+		struct rec_node *r = &k->node[i].r;
+		r->delta = 0;
+		for (size_t j = 0; j < nf && S_ISREG(r->mode); j++)
+			if (f[j].ino == r->base && f[j].delta.ino) {
+				/* a file with several names gets one layer */
+				bool first = true;
+				for (uint32_t q = 0; q < i; q++)
+					if (k->node[q].r.base == r->base &&
+					    S_ISREG(k->node[q].r.mode))
+						first = false;
+				if (first)
+					r->delta = f[j].delta.ino;
+			}
+		rc = log_rec(c, R_NODE, r, sizeof(*r));
+	}
+	if (rc == 0)
+		rc = log_rec(c, R_COMMIT, &k->id, sizeof(k->id));
+	struct chain **chs = rc == 0 ? calloc(nf + 1, sizeof(*chs)) : NULL;
+	if (rc == 0 && !chs)
+		rc = -ENOMEM; /* the log has it: the next mount has it right */
+	for (size_t j = 0; rc == 0 && j < nf; j++)
+		if (!(chs[j] = chain_get(c, f[j].ino)))
+			rc = -ENOMEM;
+	/* chain locks are never taken under c->lock (the merge takes c->lock
+	 * under a chain lock to log) */
+	pthread_mutex_unlock(&c->lock);
+	for (size_t j = 0; rc == 0 && j < nf; j++) {
+		struct chain *ch = chs[j];
+		pthread_rwlock_wrlock(&ch->rw);
+		if (ch->n == 1) {
+			map_from_inode(&f[j].in->attr, &ch->l[0].map);
+			atomic_fetch_add(&c->nchains, 1);
+		}
+		struct layer *L = &ch->l[ch->n++];
+		memset(L, 0, sizeof(*L));
+		L->owner = k->id;
+		map_from_inode(&f[j].delta, &L->map);
+		pthread_rwlock_unlock(&ch->rw);
+	}
+	free(chs);
+	pthread_mutex_lock(&c->lock);
+	if (rc == 0) {
+		k->state = CK_READY;
+		for (int i = 0; i < CK_MAX; i++)
+			if (!c->ck[i]) {
+				c->ck[i] = k;
+				break;
+			}
+	}
+	pthread_mutex_unlock(&c->lock);
+	(void)v;
+	return rc;
+}
+
+static int create_ckpt(struct fs_ckpt *c, const char *name, uint32_t flags, char **paths,
+		       int npaths, char *err, size_t errlen)
+{
+	struct fs_volume *v = c->v;
+	struct ckpt *k = calloc(1, sizeof(*k));
+	struct pool_inode root;
+	struct freeze *f = NULL;
+	size_t nf = 0;
+	int rc;
+
+	if (!k)
+		return -ENOMEM;
+	k->flags = flags;
+	k->created_ns = fs_now_ns();
+	snprintf(k->name, sizeof(k->name), "%s", name);
+	pthread_mutex_lock(&c->lock);
+	int used = 0;
+	for (int i = 0; i < CK_MAX; i++)
+		used += c->ck[i] != NULL;
+	if (ck_by_name(c, name))
+		rc = -EEXIST, snprintf(err, errlen, "checkpoint '%s' exists", name);
+	else if (used == CK_MAX)
+		rc = -ENOSPC, snprintf(err, errlen, "%d checkpoints already (merge one)", CK_MAX);
+	else
+		rc = 0, k->id = c->next_id++;
+	pthread_mutex_unlock(&c->lock);
+	if (rc == 0 && (rc = pool_meta_get(v->meta, ROOT_VINO, &root)) == 0)
+		rc = add_node(k, 0, "", &root);
+	for (int i = 0; rc == 0 && i < npaths; i++)
+		if ((rc = add_path(v, k, paths[i])) < 0)
+			snprintf(err, errlen, "%s: %s", paths[i], strerror(-rc));
+	if (rc == 0 && npaths == 0)
+		rc = add_tree(v, k, ROOT_VINO, 0);
+	/* the files, in inode order (the locks' order), each once */
+	uint64_t *inos = rc == 0 ? calloc(k->nnode + 1, sizeof(*inos)) : NULL;
+	if (rc == 0 && !inos)
+		rc = -ENOMEM;
+	for (uint32_t i = 0; rc == 0 && i < k->nnode; i++)
+		if (S_ISREG(k->node[i].r.mode))
+			inos[nf++] = k->node[i].r.base;
+	if (rc == 0) {
+		qsort(inos, nf, sizeof(*inos), cmp_u64);
+		size_t u = 0;
+		for (size_t i = 0; i < nf; i++)
+			if (u == 0 || inos[u - 1] != inos[i])
+				inos[u++] = inos[i];
+		nf = u;
+		f = calloc(nf + 1, sizeof(*f));
+		if (!f)
+			rc = -ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < nf; i++) {
+		f[i].ino = inos[i];
+		rc = fs_inode_get(v->fs, fs_ino_make(v, inos[i]), 0, &f[i].in);
+		if (rc == 0)
+			rc = new_delta(v, &f[i].in->attr, &f[i].delta);
+	}
+	free(inos);
+	if (rc == 0) {
+		for (size_t i = 0; i < nf; i++)
+			pthread_rwlock_wrlock(&f[i].in->io_lock);
+		rc = commit_ckpt(c, k, f, nf);
+		thaw(v->fs, f, nf, true);
+	} else {
+		for (size_t i = 0; f && i < nf; i++)
+			if (f[i].delta.ino) {
+				struct pool_file_map m;
+				map_from_inode(&f[i].delta, &m);
+				drop_delta(v, &m);
+			}
+		thaw(v->fs, f, nf, false);
+	}
+	free(f);
+	if (rc < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "%s", strerror(-rc));
+		free(k->node);
+		free(k);
+	}
+	return rc;
+}
+
+/* ---- merge ---- */
+
+static void pace(struct ckpt *k, int64_t start, uint64_t bytes)
+{
+	if (k->rate <= 0)
+		return;
+	double ahead = (double)bytes / k->rate - (double)(fs_mono_ns() - start) / 1e9;
+	if (ahead > 0) {
+		struct timespec ts = {.tv_sec = (time_t)ahead,
+				      .tv_nsec = (long)((ahead - (double)(time_t)ahead) * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Fold granule g of layer k into layer k-1.  Chain held exclusive. */
+static int fold(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, char *buf)
+{
+	struct fs_volume *v = c->v;
+	struct layer *L = &ch->l[k], *D = &ch->l[k - 1];
+	int st = pool_ckpt_map_get(&L->g, g);
+	ssize_t n = 0;
+
+	if (st == POOL_CKPT_NONE)
+		return 0;
+	if (st == POOL_CKPT_DATA) {
+		n = pool_store_read(v->store, &L->map, g * G, G, buf);
+		if (n >= 0)
+			n = pool_store_write(v->store, &D->map, g * G, G, buf);
+	} else if (k - 1 == 0) {
+		n = pool_store_punch(v->store, &D->map, g * G, G);
+	}
+	if (n < 0)
+		return (int)n;
+	if (k - 1 > 0) {
+		int rc = log_map(c, D->map.id, g, 1, st);
+		if (rc == 0)
+			rc = pool_ckpt_map_set(&D->g, g, 1, st);
+		if (rc < 0)
+			return rc;
+		note_redo(ch, k - 1, g, 1);
+	}
+	return 0;
+}
+
+/* Fold one file's layer of checkpoint k down and drop it. */
+static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int64_t start)
+{
+	struct fs_volume *v = c->v;
+	char *buf;
+	int rc = 0;
+
+	if (posix_memalign((void **)&buf, 4096, G) != 0)
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&ch->rw);
+	int li = layer_of(ch, k->id);
+	if (li > 0)
+		ch->l[li].merging = true;
+	pthread_rwlock_unlock(&ch->rw);
+	for (uint64_t g = 0; li > 0 && rc == 0;) {
+		pthread_rwlock_wrlock(&ch->rw);
+		li = layer_of(ch, k->id);
+		struct layer *L = &ch->l[li];
+		uint32_t done = 0;
+		for (; done < MERGE_BATCH && rc == 0; done++) {
+			g = pool_ckpt_map_next(&L->g, g);
+			if (g == UINT64_MAX)
+				break;
+			rc = fold(c, ch, (uint32_t)li, g, buf);
+			g++;
+		}
+		if (rc == 0 && g == UINT64_MAX) {
+			/* the rest: granules written again while we went */
+			pthread_mutex_lock(&ch->mu);
+			struct pool_ckpt_map redo = L->redo;
+			memset(&L->redo, 0, sizeof(L->redo));
+			pthread_mutex_unlock(&ch->mu);
+			for (uint64_t r = pool_ckpt_map_next(&redo, 0); rc == 0 && r != UINT64_MAX;
+			     r = pool_ckpt_map_next(&redo, r + 1))
+				rc = fold(c, ch, (uint32_t)li, r, buf);
+			pool_ckpt_map_free(&redo);
+			if (rc == 0 && (rc = pool_store_sync(v->store, &ch->l[li - 1].map)) == 0) {
+				struct rec_id d = {.ckpt = k->id, .base = ch->ino};
+				pthread_mutex_lock(&c->lock);
+				rc = log_rec(c, R_DROP, &d, sizeof(d));
+				pthread_mutex_unlock(&c->lock);
+			}
+			if (rc == 0) {
+				struct pool_file_map m = L->map;
+				pool_ckpt_map_free(&L->g);
+				pool_ckpt_map_free(&L->redo);
+				memmove(&ch->l[li], &ch->l[li + 1],
+					(ch->n - (uint32_t)li - 1) * sizeof(*L));
+				ch->n--;
+				drop_delta(v, &m);
+				li = 0;
+			}
+		}
+		pthread_rwlock_unlock(&ch->rw);
+		atomic_fetch_add(&k->done, (uint64_t)done * G);
+		pace(k, start, atomic_load(&k->done));
+	}
+	free(buf);
+	if (rc < 0)
+		return rc;
+	/* a file whose last layer went and whose name is gone goes too */
+	pthread_rwlock_wrlock(&ch->rw);
+	bool purge = ch->n == 1 && ch->live_gone;
+	if (ch->n == 1)
+		atomic_fetch_sub(&c->nchains, 1);
+	struct pool_file_map base = ch->l[0].map;
+	ch->live_gone = false;
+	pthread_rwlock_unlock(&ch->rw);
+	if (purge) {
+		pool_store_remove(v->store, &base);
+		pool_meta_purge(v->meta, base.id);
+	}
+	return 0;
+}
+
+static int compact(struct fs_ckpt *c);
+
+static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
+{
+	int64_t start = fs_mono_ns();
+	uint64_t total = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next) {
+			int li = layer_of(ch, k->id);
+			if (li > 0)
+				total += ch->l[li].g.ndata * G;
+		}
+	pthread_mutex_unlock(&c->lock);
+	atomic_store(&k->total, total);
+	for (int h = 0; h < CK_HASH && rc == 0; h++) {
+		pthread_mutex_lock(&c->lock);
+		struct chain *ch = c->hash[h];
+		pthread_mutex_unlock(&c->lock);
+		for (; ch && rc == 0 && !c->stopping; ch = ch->next) {
+			if (layer_of(ch, k->id) > 0)
+				rc = merge_chain(c, k, ch, start);
+		}
+	}
+	if (rc < 0 || c->stopping)
+		return rc < 0 ? rc : -EINTR;
+	pthread_mutex_lock(&c->lock);
+	rc = log_rec(c, R_GONE, &k->id, sizeof(k->id));
+	bool any = false;
+	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
+		if (c->ck[i] == k)
+			c->ck[i] = NULL;
+		any |= c->ck[i] != NULL;
+	}
+	if (rc == 0 && !any && compact(c) < 0) /* the last one: the log shrinks */
+		fs_log("volume %s: checkpoint log: compaction failed; kept as is", c->v->name);
+	pthread_mutex_unlock(&c->lock);
+	if (rc == 0) {
+		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded)", c->v->name, k->name,
+		       (double)atomic_load(&k->done) / 1048576.0);
+		free(k->node);
+		free(k);
+	}
+	return rc;
+}
+
+static void *merge_main(void *arg)
+{
+	struct fs_ckpt *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		struct ckpt *k = NULL;
+		for (int i = 0; i < CK_MAX; i++)
+			if (c->ck[i] && c->ck[i]->state == CK_MERGING &&
+			    (!k || c->ck[i]->id < k->id))
+				k = c->ck[i];
+		if (!k) {
+			pthread_cond_wait(&c->wake, &c->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&c->lock);
+		int rc = merge_ckpt(c, k);
+		if (rc < 0 && rc != -EINTR) {
+			fs_log("volume %s: merge of checkpoint %s failed: %s; retried in 5 s",
+			       c->v->name, k->name, strerror(-rc));
+			sleep(5);
+		}
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static int start_merge(struct fs_ckpt *c, struct ckpt *k, double rate)
+{
+	struct rec_id r = {.ckpt = k->id, .rate = rate};
+	int rc = 0;
+
+	/* caller holds c->lock */
+	if (k->state != CK_MERGING) {
+		rc = log_rec(c, R_MERGE, &r, sizeof(r));
+		if (rc == 0)
+			k->state = CK_MERGING;
+	}
+	k->rate = rate;
+	pthread_cond_broadcast(&c->wake);
+	return rc;
+}
+
+/* ---- load, compact, attach ---- */
+
+struct load {
+	struct fs_ckpt *c;
+	uint64_t *drop; /* delta files of dropped layers, removed after load */
+	size_t ndrop, cap;
+	int rc;
+};
+
+static void load_drop(struct load *ld, uint64_t delta)
+{
+	if (ld->ndrop == ld->cap) {
+		size_t cap = ld->cap ? 2 * ld->cap : 16;
+		uint64_t *d = realloc(ld->drop, cap * sizeof(*d));
+		if (!d)
+			return;
+		ld->drop = d;
+		ld->cap = cap;
+	}
+	ld->drop[ld->ndrop++] = delta;
+}
+
+static struct layer *layer_by_delta(struct fs_ckpt *c, uint64_t delta)
+{
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			for (uint32_t i = 1; i < ch->n; i++)
+				if (ch->l[i].map.id == delta)
+					return &ch->l[i];
+	return NULL;
+}
+
+static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
+{
+	int li = layer_of(ch, owner);
+
+	if (li <= 0)
+		return;
+	load_drop(ld, ch->l[li].map.id);
+	pool_ckpt_map_free(&ch->l[li].g);
+	memmove(&ch->l[li], &ch->l[li + 1], (ch->n - (uint32_t)li - 1) * sizeof(ch->l[0]));
+	ch->n--;
+}
+
+static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
+{
+	struct load *ld = arg;
+	struct fs_ckpt *c = ld->c;
+	struct ckpt *k;
+
+	switch (type) {
+	case R_NEXT:
+		if (len >= 4 && *(const uint32_t *)p > c->next_id)
+			c->next_id = *(const uint32_t *)p;
+		return 0;
+	case R_CKPT: {
+		const struct rec_ckpt *r = p;
+		if (len != sizeof(*r) || !(k = calloc(1, sizeof(*k))))
+			return len != sizeof(*r) ? 0 : -ENOMEM;
+		k->id = r->id;
+		k->flags = r->flags;
+		k->created_ns = r->created_ns;
+		memcpy(k->name, r->name, sizeof(k->name));
+		k->name[CK_NAME_MAX] = '\0';
+		if (k->id >= c->next_id)
+			c->next_id = k->id + 1;
+		for (int i = 0; i < CK_MAX; i++)
+			if (!c->ck[i]) {
+				c->ck[i] = k;
+				return 0;
+			}
+		free(k);
+		return 0;
+	}
+	case R_NODE: {
+		const struct rec_node *r = p;
+		if (len != sizeof(*r) || !(k = ck_by_id(c, r->ckpt)))
+			return 0;
+		struct pool_inode a = {.ino = r->base};
+		if (add_node(k, r->parent, r->name, &a) < 0)
+			return -ENOMEM;
+		k->node[k->nnode - 1].r = *r;
+		if (r->delta) {
+			struct chain *ch = chain_get(c, r->base);
+			if (!ch || ch->n > CK_MAX)
+				return -ENOMEM;
+			memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
+			ch->l[ch->n].owner = r->ckpt;
+			ch->l[ch->n++].map.id = r->delta;
+		}
+		return 0;
+	}
+	case R_COMMIT:
+		if (len == 4 && (k = ck_by_id(c, *(const uint32_t *)p)))
+			k->state = CK_READY;
+		return 0;
+	case R_MAP: {
+		const struct rec_map *r = p;
+		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
+		if (L && pool_ckpt_map_set(&L->g, r->first, r->count, (int)r->state) < 0)
+			return -ENOMEM;
+		return 0;
+	}
+	case R_MERGE: {
+		const struct rec_id *r = p;
+		if (len == sizeof(*r) && (k = ck_by_id(c, r->ckpt))) {
+			k->state = CK_MERGING;
+			k->rate = r->rate;
+		}
+		return 0;
+	}
+	case R_DROP: {
+		const struct rec_id *r = p;
+		struct chain *ch = len == sizeof(*r) ? chain_find(c, r->base) : NULL;
+		if (ch)
+			remove_layer(ld, ch, r->ckpt);
+		return 0;
+	}
+	case R_GONE:
+		for (int h = 0; len == 4 && h < CK_HASH; h++)
+			for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+				remove_layer(ld, ch, *(const uint32_t *)p);
+		for (int i = 0; len == 4 && i < CK_MAX; i++)
+			if (c->ck[i] && c->ck[i]->id == *(const uint32_t *)p) {
+				free(c->ck[i]->node);
+				free(c->ck[i]);
+				c->ck[i] = NULL;
+			}
+		return 0;
+	default:
+		fs_log("volume %s: checkpoint log: unknown record type %u skipped", c->v->name,
+		       type);
+		return 0;
+	}
+}
+
+/* After replay: roll back checkpoints never committed, find each layer's
+ * placement, note files whose name is gone. */
+static int settle(struct load *ld)
+{
+	struct fs_ckpt *c = ld->c;
+	struct fs_volume *v = c->v;
+
+	for (int i = 0; i < CK_MAX; i++) {
+		struct ckpt *k = c->ck[i];
+		if (!k || k->state != CK_CREATING)
+			continue;
+		for (int h = 0; h < CK_HASH; h++)
+			for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+				remove_layer(ld, ch, k->id);
+		fs_log("volume %s: checkpoint %s was not complete when the daemon stopped; "
+		       "dropped",
+		       v->name, k->name);
+		free(k->node);
+		free(k);
+		c->ck[i] = NULL;
+	}
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next) {
+			struct pool_inode a;
+			for (uint32_t i = 0; i < ch->n && ch->n > 1; i++) {
+				uint64_t ino = i ? ch->l[i].map.id : ch->ino;
+				int rc = pool_meta_get(v->meta, ino, &a);
+				if (rc < 0) {
+					/* the checkpoints of this file read ESTALE */
+					fs_log("volume %s: checkpointed file %" PRIu64
+					       ": inode %" PRIu64 " missing (%s); its checkpoint "
+					       "data is lost",
+					       v->name, ch->ino, ino, strerror(-rc));
+					ch->n = 1;
+					break;
+				}
+				map_from_inode(&a, &ch->l[i].map);
+				if (i == 0)
+					ch->live_gone = a.nlink == 0;
+			}
+			if (ch->n > 1)
+				atomic_fetch_add(&c->nchains, 1);
+		}
+	for (size_t i = 0; i < ld->ndrop; i++) {
+		struct pool_inode a;
+		if (pool_meta_get(v->meta, ld->drop[i], &a) == 0) {
+			struct pool_file_map m;
+			map_from_inode(&a, &m);
+			drop_delta(v, &m);
+		}
+	}
+	return 0;
+}
+
+static int enc(char **b, size_t *n, size_t *cap, uint64_t *seq, uint32_t t, const void *p,
+	       uint32_t len)
+{
+	return pool_ckpt_log_encode(b, n, cap, t, p, len, ++*seq);
+}
+
+/* Rewrite the log as the state it holds now. */
+static int compact(struct fs_ckpt *c)
+{
+	char *b = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t seq = pool_ckpt_log_seq(c->log);
+	int rc;
+
+	/* ids are never reused: they make inode numbers the kernel may cache */
+	rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
+	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
+		struct ckpt *k = c->ck[i];
+		if (!k)
+			continue;
+		struct rec_ckpt r = {.id = k->id, .flags = k->flags, .created_ns = k->created_ns};
+		memcpy(r.name, k->name, sizeof(r.name));
+		rc = enc(&b, &n, &cap, &seq, R_CKPT, &r, sizeof(r));
+		for (uint32_t j = 0; rc == 0 && j < k->nnode; j++) {
+			struct rec_node r = k->node[j].r;
+			struct chain *ch = r.delta ? chain_find(c, r.base) : NULL;
+			if (r.delta && (!ch || layer_of(ch, k->id) <= 0))
+				r.delta = 0; /* that file's layer is merged already */
+			rc = enc(&b, &n, &cap, &seq, R_NODE, &r, sizeof(r));
+		}
+		if (rc == 0)
+			rc = enc(&b, &n, &cap, &seq, R_COMMIT, &k->id, sizeof(k->id));
+		struct rec_id m = {.ckpt = k->id, .rate = k->rate};
+		if (rc == 0 && k->state == CK_MERGING)
+			rc = enc(&b, &n, &cap, &seq, R_MERGE, &m, sizeof(m));
+	}
+	for (int h = 0; rc == 0 && h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; rc == 0 && ch; ch = ch->next)
+			for (uint32_t i = 1; rc == 0 && i < ch->n; i++) {
+				const struct pool_ckpt_map *g = &ch->l[i].g;
+				for (uint64_t s = pool_ckpt_map_next(g, 0);
+				     rc == 0 && s != UINT64_MAX;) {
+					int st = pool_ckpt_map_get(g, s);
+					uint64_t e = s + 1;
+					while (e < g->ngran && pool_ckpt_map_get(g, e) == st)
+						e++;
+					struct rec_map r = {.delta = ch->l[i].map.id,
+							    .first = s,
+							    .count = e - s,
+							    .state = (uint32_t)st};
+					rc = enc(&b, &n, &cap, &seq, R_MAP, &r, sizeof(r));
+					s = pool_ckpt_map_next(g, e);
+				}
+			}
+	if (rc == 0)
+		rc = pool_ckpt_log_reset(c->log, b ? b : "", n);
+	free(b);
+	return rc;
+}
+
+static void ckpt_free(struct fs_ckpt *c)
+{
+	for (int i = 0; i < CK_MAX; i++)
+		if (c->ck[i]) {
+			free(c->ck[i]->node);
+			free(c->ck[i]);
+		}
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h], *nx; ch; ch = nx) {
+			nx = ch->next;
+			for (uint32_t i = 0; i <= CK_MAX; i++) {
+				pool_ckpt_map_free(&ch->l[i].g);
+				pool_ckpt_map_free(&ch->l[i].redo);
+			}
+			pthread_rwlock_destroy(&ch->rw);
+			pthread_mutex_destroy(&ch->mu);
+			free(ch);
+		}
+	pool_ckpt_log_close(c->log);
+	pthread_mutex_destroy(&c->lock);
+	pthread_rwlock_destroy(&c->hlock);
+	pthread_cond_destroy(&c->wake);
+	free(c);
+}
+
+int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs, char *err,
+		   size_t errlen)
+{
+	struct fs_ckpt *c = calloc(1, sizeof(*c));
+	struct load ld = {.c = c};
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	c->v = v;
+	c->next_id = 1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_rwlock_init(&c->hlock, NULL);
+	pthread_cond_init(&c->wake, NULL);
+	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
+	if (rc == 0)
+		rc = pool_ckpt_log_replay(c->log, load_rec, &ld);
+	if (rc == 0)
+		rc = settle(&ld);
+	free(ld.drop);
+	/* a backup whose spacectl or daemon died: nobody will copy it now */
+	for (int i = 0; rc == 0 && i < CK_MAX; i++)
+		if (c->ck[i] && (c->ck[i]->flags & CK_FLAG_BACKUP) && c->ck[i]->state == CK_READY)
+			c->ck[i]->state = CK_MERGING;
+	if (rc == 0)
+		rc = compact(c);
+	if (rc == 0)
+		rc = pthread_create(&c->worker, NULL, merge_main, c) ? -EAGAIN : 0;
+	if (rc < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "volume %s: checkpoints: %s", v->name, strerror(-rc));
+		ckpt_free(c);
+		return rc;
+	}
+	c->worker_on = true;
+	v->ckpt = c;
+	return 0;
+}
+
+void fs_ckpt_detach(struct fs_volume *v)
+{
+	struct fs_ckpt *c = v->ckpt;
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+	if (c->worker_on)
+		pthread_join(c->worker, NULL);
+	pool_ckpt_log_sync(c->log);
+	v->ckpt = NULL;
+	ckpt_free(c);
+}
+
+/* ---- control requests ---- */
+
+static const char *state_name(int s)
+{
+	return s == CK_READY ? "ready" : s == CK_MERGING ? "merging" : "creating";
+}
+
+static void list_ckpts(struct fs_ckpt *c, struct fs_text *o)
+{
+	pthread_mutex_lock(&c->lock);
+	for (int i = 0; i < CK_MAX; i++) {
+		struct ckpt *k = c->ck[i];
+		if (!k)
+			continue;
+		uint32_t files = 0;
+		for (uint32_t j = 0; j < k->nnode; j++)
+			files += S_ISREG(k->node[j].r.mode);
+		fs_textf(o, "%s %s %" PRId64 " %u %" PRIu64 " %" PRIu64 " %s\n", k->name,
+			 state_name(k->state), k->created_ns / 1000000000, files,
+			 atomic_load(&k->done), atomic_load(&k->total),
+			 (k->flags & CK_FLAG_BACKUP) ? "backup" : "-");
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static bool name_ok(const char *n)
+{
+	if (!n[0] || strlen(n) > CK_NAME_MAX || !strcmp(n, ".") || !strcmp(n, ".."))
+		return false;
+	for (const char *p = n; *p; p++)
+		if (*p == '/' || *p <= ' ')
+			return false;
+	return true;
+}
+
+int fs_ckpt_handles(const char *req)
+{
+	return !strncmp(req, "ckpt-", 5);
+}
+
+/* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt */
+void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
+{
+	char err[512] = "";
+
+	if (!strcmp(argv[0], "ckpt-mnt")) {
+		fs_textf(o, "ok\n%s\n", fs->opt.mountpoint ? fs->opt.mountpoint : "");
+		return;
+	}
+	struct fs_volume *v = argc >= 2 ? fs_volume_by_name(fs, argv[1]) : NULL;
+	if (!v) {
+		fs_textf(o, "error: no volume '%s'\n", argc >= 2 ? argv[1] : "");
+		return;
+	}
+	if (!fs_vol_enter_local(v)) {
+		fs_textf(o, "error: volume %s is owned by another node; run this there\n", v->name);
+		return;
+	}
+	struct fs_ckpt *c = v->ckpt;
+	if (!c) {
+		fs_textf(o, "error: volume %s: checkpoints are not available here (read-only?)\n",
+			 v->name);
+	} else if (!strcmp(argv[0], "ckpt-list") && argc == 2) {
+		fs_textf(o, "ok\n");
+		list_ckpts(c, o);
+	} else if (!strcmp(argv[0], "ckpt-create") && argc >= 4) {
+		int64_t t0 = fs_mono_ns();
+		if (!name_ok(argv[2])) {
+			fs_textf(o,
+				 "error: '%s' is not a checkpoint name (1 to %d characters, no "
+				 "'/' or spaces)\n",
+				 argv[2], CK_NAME_MAX);
+		} else {
+			int rc = create_ckpt(c, argv[2], (uint32_t)strtoul(argv[3], NULL, 10),
+					     argv + 4, argc - 4, err, sizeof(err));
+			if (rc < 0)
+				fs_textf(o, "error: checkpoint %s: %s\n", argv[2], err);
+			else
+				fs_textf(o, "ok\n%.3f\n", (double)(fs_mono_ns() - t0) / 1e9);
+		}
+	} else if (!strcmp(argv[0], "ckpt-merge") && argc == 4) {
+		pthread_mutex_lock(&c->lock);
+		struct ckpt *k = ck_by_name(c, argv[2]);
+		int rc = k ? start_merge(c, k, strtod(argv[3], NULL)) : -ENOENT;
+		pthread_mutex_unlock(&c->lock);
+		if (rc < 0)
+			fs_textf(o, "error: checkpoint %s: %s\n", argv[2],
+				 rc == -ENOENT ? "no such checkpoint" : strerror(-rc));
+		else
+			fs_textf(o, "ok\n");
+	} else {
+		fs_textf(o, "error: malformed checkpoint request\n");
+	}
+	fs_vol_leave(v);
+}
+
+/* ---- the .checkpoints namespace ---- */
+
+bool fs_ckpt_is_ino(uint64_t ino)
+{
+	return (ino & CK_BIT) != 0 && ino != FUSE_ROOT_ID;
+}
+
+static uint64_t ck_ino(struct fs_volume *v, uint32_t id, uint32_t node)
+{
+	return fs_ino_make(v, CK_BIT | ((uint64_t)id << 24) | (node + 1));
+}
+
+/* Resolve an inode of the namespace: the volume, and either the
+ * .checkpoints directory (*k NULL) or a node of a ready checkpoint.
+ * Returns with c->lock held on success. */
+static int resolve(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct ckpt **kp,
+		   uint32_t *np)
+{
+	struct fs_volume *v = fs_volume_by_id(fs, fs_ino_volid(ino));
+	uint64_t vino = fs_ino_vino(ino) & ~CK_BIT;
+
+	if (!v || !v->ckpt)
+		return -ENOENT;
+	pthread_mutex_lock(&v->ckpt->lock);
+	*vp = v;
+	*kp = NULL;
+	*np = 0;
+	if (vino == 0)
+		return 0;
+	struct ckpt *k = ck_by_id(v->ckpt, (uint32_t)(vino >> 24));
+	uint32_t n = (uint32_t)(vino & 0xffffff);
+	if (!k || k->state != CK_READY || n == 0 || n > k->nnode) {
+		pthread_mutex_unlock(&v->ckpt->lock);
+		return -ESTALE;
+	}
+	*kp = k;
+	*np = n - 1;
+	return 0;
+}
+
+static void ck_stat(struct fs_volume *v, const struct ckpt *k, uint32_t n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!k) {
+		st->st_ino = fs_ino_make(v, CK_BIT);
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return;
+	}
+	const struct rec_node *r = &k->node[n].r;
+	st->st_ino = ck_ino(v, k->id, n);
+	st->st_mode = r->mode;
+	st->st_nlink = r->nlink ? r->nlink : 1;
+	st->st_uid = r->uid;
+	st->st_gid = r->gid;
+	st->st_size = (off_t)r->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((r->size + 511) / 512);
+	st->st_atim.tv_sec = r->atime_ns / 1000000000;
+	st->st_atim.tv_nsec = r->atime_ns % 1000000000;
+	st->st_mtim.tv_sec = r->mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = r->mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = r->ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = r->ctime_ns % 1000000000;
+}
+
+static void reply_ck_entry(fuse_req_t req, struct fs *fs, struct fs_volume *v, const struct ckpt *k,
+			   uint32_t n)
+{
+	struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+				     .entry_timeout = fs->opt.entry_timeout};
+
+	ck_stat(v, k, n, &e.attr);
+	e.ino = e.attr.st_ino;
+	fuse_reply_entry(req, &e);
+}
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc;
+
+	if (!fs_ckpt_is_ino(parent)) { /* the volume root's ".checkpoints" */
+		v = fs_volume_by_id(fs, fs_ino_volid(parent));
+		if (!v || !v->ckpt) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		reply_ck_entry(req, fs, v, NULL, 0);
+		return;
+	}
+	if ((rc = resolve(fs, parent, &v, &k, &n)) < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (!k) {
+		struct ckpt *t = ck_by_name(v->ckpt, name);
+		if (t && t->state == CK_READY)
+			reply_ck_entry(req, fs, v, t, 0);
+		else
+			fuse_reply_err(req, ENOENT);
+	} else {
+		int c = S_ISDIR(k->node[n].r.mode) ? child_node(k, n, name) : -1;
+		if (c >= 0)
+			reply_ck_entry(req, fs, v, k, (uint32_t)c);
+		else
+			fuse_reply_err(req, S_ISDIR(k->node[n].r.mode) ? ENOENT : ENOTDIR);
+	}
+	pthread_mutex_unlock(&v->ckpt->lock);
+}
+
+void fs_ckpt_getattr(fuse_req_t req, uint64_t ino)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	struct stat st;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	ck_stat(v, k, n, &st);
+	pthread_mutex_unlock(&v->ckpt->lock);
+	fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+}
+
+void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool dir)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	bool isdir = !k || S_ISDIR(k->node[n].r.mode);
+	pthread_mutex_unlock(&v->ckpt->lock);
+	if (!dir && (fi->flags & O_ACCMODE) != O_RDONLY)
+		rc = -EROFS;
+	else if (dir != isdir)
+		rc = dir ? -ENOTDIR : -EISDIR;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = 0;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+void fs_ckpt_readdir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus)
+{
+	struct fs *fs = req_fs(req);
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+	char *buf;
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (!(buf = calloc(1, size))) {
+		pthread_mutex_unlock(&v->ckpt->lock);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	off_t next = off;
+	uint64_t parent = !k	   ? fs_ino_make(v, ROOT_VINO)
+			  : n == 0 ? fs_ino_make(v, CK_BIT)
+				   : ck_ino(v, k->id, k->node[n].r.parent);
+	size_t used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
+	/* entries after the dots: offset 2 + index */
+	uint32_t count = k ? k->nnode : CK_MAX;
+	for (uint32_t i = next >= 2 ? (uint32_t)(next - 2) : 0; i < count; i++) {
+		struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+					     .entry_timeout = fs->opt.entry_timeout};
+		const char *name;
+		if (!k) {
+			struct ckpt *t = v->ckpt->ck[i];
+			if (!t || t->state != CK_READY)
+				continue;
+			ck_stat(v, t, 0, &e.attr);
+			name = t->name;
+		} else {
+			if (i == 0 || k->node[i].r.parent != n)
+				continue;
+			ck_stat(v, k, i, &e.attr);
+			name = k->node[i].r.name;
+		}
+		e.ino = e.attr.st_ino;
+		size_t w =
+		    fs_add_entry(req, buf + used, size - used, name, &e, (off_t)(i + 3), plus);
+		if (!w)
+			break;
+		used += w;
+	}
+	pthread_mutex_unlock(&v->ckpt->lock);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+/* The chain and view top of a checkpoint file, chain lock taken shared. */
+static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct chain **chp,
+		     uint32_t *top, uint64_t *size)
+{
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, vp, &k, &n);
+
+	if (rc < 0)
+		return rc;
+	struct fs_ckpt *c = (*vp)->ckpt;
+	if (!k || !S_ISREG(k->node[n].r.mode)) {
+		pthread_mutex_unlock(&c->lock);
+		return -EISDIR;
+	}
+	uint32_t id = k->id;
+	*size = k->node[n].r.size;
+	struct chain *ch = chain_find(c, k->node[n].r.base);
+	pthread_mutex_unlock(&c->lock);
+	if (!ch)
+		return -ESTALE;
+	pthread_rwlock_rdlock(&ch->rw);
+	int li = layer_of(ch, id);
+	if (li <= 0) {
+		pthread_rwlock_unlock(&ch->rw);
+		return -ESTALE;
+	}
+	*chp = ch;
+	*top = (uint32_t)li - 1;
+	return 0;
+}
+
+void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize;
+	char *buf = NULL;
+	ssize_t r = 0;
+	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if ((uint64_t)off >= fsize)
+		size = 0;
+	else if ((uint64_t)off + size > fsize)
+		size = (size_t)(fsize - (uint64_t)off);
+	if (size && posix_memalign((void **)&buf, 4096, size) != 0)
+		r = -ENOMEM;
+	else if (size)
+		r = view_read(v, ch, top, (uint64_t)off, size, buf);
+	pthread_rwlock_unlock(&ch->rw);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+void fs_ckpt_lseek(fuse_req_t req, uint64_t ino, off_t off, int whence)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize, at = 0;
+	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		rc = -EINVAL;
+	else
+		rc = view_seek(v, ch, top, fsize, (uint64_t)off, whence, &at);
+	pthread_rwlock_unlock(&ch->rw);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)at);
+}

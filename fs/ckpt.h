@@ -1,0 +1,47 @@
+/*
+ * ckpt.h -- checkpoints of files (fs/ckpt.c) and their read-only
+ * namespace MNT/VOLUME/.checkpoints (fs/ckpt_ops.c).
+ *
+ * The data path hooks (called by fs/ops.c under the inode's io_lock)
+ * return false when the file has no checkpoint, and the caller goes to
+ * the store as before; true when they did the I/O (result in *res).
+ */
+#ifndef SPACEFS_FS_CKPT_H
+#define SPACEFS_FS_CKPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fs/fs.h"
+#include "fs/text.h"
+
+int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs, char *err,
+		   size_t errlen);
+void fs_ckpt_detach(struct fs_volume *v);
+
+bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res);
+bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *buf, ssize_t *res);
+/* [off, end) of the live file reads as zeros (truncate, punch). */
+bool fs_ckpt_zero(struct fs_inode *in, uint64_t off, uint64_t end, int *res);
+bool fs_ckpt_seek(struct fs_inode *in, uint64_t size, uint64_t off, int whence, uint64_t *out,
+		  int *res);
+/* The file's data is needed by a checkpoint: do not remove it (its
+ * last name is gone; the last merge removes it). */
+bool fs_ckpt_holds(struct fs_volume *v, uint64_t vino);
+
+int fs_ckpt_handles(const char *req);
+void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o);
+
+/* the namespace */
+bool fs_ckpt_is_ino(uint64_t ino);
+void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name);
+void fs_ckpt_getattr(fuse_req_t req, uint64_t ino);
+void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool dir);
+void fs_ckpt_readdir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus);
+void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off);
+void fs_ckpt_lseek(fuse_req_t req, uint64_t ino, off_t off, int whence);
+/* fs_ops (or fs_route_ops) with the namespace in front of it. */
+void fs_ckpt_wrap_ops(const struct fuse_lowlevel_ops *inner, struct fuse_lowlevel_ops *out);
+
+#endif /* SPACEFS_FS_CKPT_H */

@@ -1,0 +1,393 @@
+/*
+ * ckpt.c -- granule maps of checkpoint differencing data, and the log
+ * that keeps them (pool/ckpt.h has the format).
+ *
+ * Why a log of our own and not tables in the metadata store: a record is
+ * written on the first write to each granule after a checkpoint, on the
+ * data path, and must be durable against kill -9 before that write is
+ * answered.  An append of ~40 bytes to a file per metadata disk does that
+ * with one write(2) each; a SQLite transaction would cost a commit on
+ * every replica and contend with namespace changes.  The log stays small:
+ * it is rewritten compactly at every mount, and emptied when the last
+ * checkpoint of the volume is gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "layout/layout.h"
+#include "pool/ckpt.h"
+
+#define LOG_MAGIC 0x4b435053u /* "SPCK" */
+#define LOG_NAME  "ckpt"
+#define HDR_LEN	  20u
+#define MAX_REC	  (1u << 20)
+
+/* ---- maps ---- */
+
+int pool_ckpt_map_get(const struct pool_ckpt_map *m, uint64_t g)
+{
+	if (g >= m->ngran)
+		return POOL_CKPT_NONE;
+	return (m->bits[g / 4] >> ((g % 4) * 2)) & 3;
+}
+
+static int grow(struct pool_ckpt_map *m, uint64_t want)
+{
+	if (want <= m->ngran)
+		return 0;
+	uint64_t n = m->ngran ? m->ngran : 1024;
+	while (n < want)
+		n *= 2;
+	uint8_t *b = realloc(m->bits, (size_t)(n / 4));
+	if (!b)
+		return -ENOMEM;
+	memset(b + m->ngran / 4, 0, (size_t)((n - m->ngran) / 4));
+	m->bits = b;
+	m->ngran = n;
+	return 0;
+}
+
+int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state)
+{
+	if (state != POOL_CKPT_NONE) {
+		int rc = grow(m, g + n);
+		if (rc)
+			return rc;
+	}
+	for (uint64_t i = g; i < g + n && i < m->ngran; i++) {
+		int old = pool_ckpt_map_get(m, i);
+		unsigned sh = (unsigned)(i % 4) * 2;
+		m->bits[i / 4] =
+		    (uint8_t)((m->bits[i / 4] & ~(3u << sh)) | ((unsigned)state << sh));
+		if (old == POOL_CKPT_NONE && state != POOL_CKPT_NONE)
+			m->ndata++;
+		else if (old != POOL_CKPT_NONE && state == POOL_CKPT_NONE)
+			m->ndata--;
+	}
+	return 0;
+}
+
+uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g)
+{
+	for (; g < m->ngran; g++) {
+		if (g % 4 == 0 && m->bits[g / 4] == 0) {
+			g += 3;
+			continue;
+		}
+		if (pool_ckpt_map_get(m, g) != POOL_CKPT_NONE)
+			return g;
+	}
+	return UINT64_MAX;
+}
+
+void pool_ckpt_map_free(struct pool_ckpt_map *m)
+{
+	free(m->bits);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- the log ---- */
+
+struct pool_ckpt_log {
+	uint32_t n;
+	char path[POOL_CKPT_MAX_REPLICA][4200];
+	int fd[POOL_CKPT_MAX_REPLICA]; /* -1: dropped after an error */
+	char *img;		       /* the chosen replica's valid records, at open */
+	size_t imglen;
+	uint64_t seq;
+};
+
+static void put32(char *p, uint32_t v)
+{
+	memcpy(p, &v, 4); /* the daemon runs on little-endian machines only */
+}
+
+static uint32_t get32(const char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, const void *p,
+			 uint32_t plen, uint64_t seq)
+{
+	size_t need = *len + HDR_LEN + plen + 4;
+
+	if (need > *cap) {
+		size_t c = *cap ? *cap : 4096;
+		while (c < need)
+			c *= 2;
+		char *b = realloc(*buf, c);
+		if (!b)
+			return -ENOMEM;
+		*buf = b;
+		*cap = c;
+	}
+	char *r = *buf + *len;
+	put32(r, LOG_MAGIC);
+	put32(r + 4, type);
+	put32(r + 8, plen);
+	memcpy(r + 12, &seq, 8);
+	if (plen)
+		memcpy(r + HDR_LEN, p, plen);
+	put32(r + HDR_LEN + plen, layout_crc32c(r, HDR_LEN + plen));
+	*len = need;
+	return 0;
+}
+
+/* Length of the valid prefix of img, and the last sequence in it. */
+static size_t valid_prefix(const char *img, size_t len, uint64_t *last)
+{
+	size_t off = 0;
+
+	*last = 0;
+	while (off + HDR_LEN + 4 <= len) {
+		const char *r = img + off;
+		uint32_t plen = get32(r + 8);
+		uint64_t seq;
+		if (get32(r) != LOG_MAGIC || plen > MAX_REC || off + HDR_LEN + plen + 4 > len)
+			break;
+		if (layout_crc32c(r, HDR_LEN + plen) != get32(r + HDR_LEN + plen))
+			break;
+		memcpy(&seq, r + 12, 8);
+		*last = seq;
+		off += HDR_LEN + plen + 4;
+	}
+	return off;
+}
+
+static int read_all(const char *path, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	*out = NULL;
+	*len = 0;
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &st) < 0 || !(*out = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t r = read(fd, *out + got, (size_t)st.st_size - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	*len = got;
+	return 0;
+}
+
+static int write_replace(const char *path, const char *buf, size_t len)
+{
+	char tmp[4300];
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, buf + off, len - off);
+		if (w <= 0) {
+			close(fd);
+			unlink(tmp);
+			return w < 0 ? -errno : -EIO;
+		}
+		off += (size_t)w;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -errno;
+	}
+	return 0;
+}
+
+static void reopen(struct pool_ckpt_log *l, uint32_t i)
+{
+	if (l->fd[i] >= 0)
+		close(l->fd[i]);
+	l->fd[i] = open(l->path[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (l->fd[i] < 0)
+		fprintf(stderr, "spacefs: checkpoint log %s: %s; replica dropped\n", l->path[i],
+			strerror(errno));
+}
+
+int pool_ckpt_log_open(const char *const *dirs, uint32_t n, struct pool_ckpt_log **out, char *err,
+		       size_t errlen)
+{
+	struct pool_ckpt_log *l = calloc(1, sizeof(*l));
+	size_t best = 0;
+	int rc = 0;
+
+	if (!l)
+		return -ENOMEM;
+	if (n > POOL_CKPT_MAX_REPLICA)
+		n = POOL_CKPT_MAX_REPLICA;
+	l->n = n;
+	for (uint32_t i = 0; i < n; i++) {
+		char *img;
+		size_t len;
+		uint64_t last;
+		l->fd[i] = -1;
+		snprintf(l->path[i], sizeof(l->path[i]), "%s/%s", dirs[i], LOG_NAME);
+		rc = read_all(l->path[i], &img, &len);
+		if (rc < 0) {
+			fprintf(stderr, "spacefs: checkpoint log %s: %s; ignored\n", l->path[i],
+				strerror(-rc));
+			rc = 0;
+			continue;
+		}
+		size_t ok = valid_prefix(img ? img : "", len, &last);
+		if (ok < len)
+			fprintf(stderr,
+				"spacefs: checkpoint log %s: %zu bytes after the last valid "
+				"record dropped (a write cut by a crash)\n",
+				l->path[i], len - ok);
+		if (!l->img || last > l->seq) {
+			free(l->img);
+			l->img = img;
+			l->imglen = ok;
+			l->seq = last;
+			best = i;
+		} else {
+			free(img);
+		}
+	}
+	(void)best;
+	/* Every replica becomes the chosen one's valid records. */
+	for (uint32_t i = 0; i < n; i++) {
+		rc = write_replace(l->path[i], l->img ? l->img : "", l->imglen);
+		if (rc < 0)
+			fprintf(stderr, "spacefs: checkpoint log %s: %s; replica dropped\n",
+				l->path[i], strerror(-rc));
+		else
+			reopen(l, i);
+	}
+	uint32_t live = 0;
+	for (uint32_t i = 0; i < n; i++)
+		live += l->fd[i] >= 0;
+	if (n > 0 && live == 0) {
+		snprintf(err, errlen, "checkpoint log: no replica writable (%s)", l->path[0]);
+		pool_ckpt_log_close(l);
+		return -EIO;
+	}
+	*out = l;
+	return 0;
+}
+
+void pool_ckpt_log_close(struct pool_ckpt_log *l)
+{
+	if (!l)
+		return;
+	for (uint32_t i = 0; i < l->n; i++)
+		if (l->fd[i] >= 0)
+			close(l->fd[i]);
+	free(l->img);
+	free(l);
+}
+
+int pool_ckpt_log_replay(struct pool_ckpt_log *l,
+			 int (*fn)(void *arg, uint32_t type, const void *p, uint32_t len),
+			 void *arg)
+{
+	size_t off = 0;
+	uint64_t *al = malloc(MAX_REC + 8); /* payloads handed over aligned */
+	int rc = al ? 0 : -ENOMEM;
+
+	while (rc == 0 && off < l->imglen) {
+		const char *r = l->img + off;
+		uint32_t plen = get32(r + 8);
+		memcpy(al, r + HDR_LEN, plen);
+		rc = fn(arg, get32(r + 4), al, plen);
+		off += HDR_LEN + plen + 4;
+	}
+	free(al);
+	return rc;
+}
+
+static int write_everywhere(struct pool_ckpt_log *l, const char *buf, size_t len)
+{
+	uint32_t ok = 0;
+
+	for (uint32_t i = 0; i < l->n; i++) {
+		if (l->fd[i] < 0)
+			continue;
+		ssize_t w = write(l->fd[i], buf, len);
+		if (w == (ssize_t)len) {
+			ok++;
+			continue;
+		}
+		fprintf(stderr, "spacefs: checkpoint log %s: write failed (%s); replica dropped\n",
+			l->path[i], w < 0 ? strerror(errno) : "short write");
+		close(l->fd[i]);
+		l->fd[i] = -1;
+	}
+	return ok ? 0 : -EIO;
+}
+
+int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, uint32_t len)
+{
+	char stack[512], *buf = stack;
+	size_t n = 0, cap = sizeof(stack);
+	int rc;
+
+	if (HDR_LEN + len + 4 > cap)
+		buf = NULL, cap = 0;
+	rc = pool_ckpt_log_encode(&buf, &n, &cap, type, p, len, l->seq + 1);
+	if (rc == 0)
+		rc = write_everywhere(l, buf, n);
+	if (rc == 0)
+		l->seq++;
+	if (buf != stack)
+		free(buf);
+	return rc;
+}
+
+int pool_ckpt_log_sync(struct pool_ckpt_log *l)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < l->n; i++)
+		if (l->fd[i] >= 0 && fdatasync(l->fd[i]) < 0)
+			rc = -errno;
+	return rc;
+}
+
+uint64_t pool_ckpt_log_seq(struct pool_ckpt_log *l)
+{
+	return l->seq;
+}
+
+int pool_ckpt_log_reset(struct pool_ckpt_log *l, const char *buf, size_t len)
+{
+	uint64_t last;
+	uint32_t ok = 0;
+
+	if (valid_prefix(buf, len, &last) != len)
+		return -EINVAL;
+	for (uint32_t i = 0; i < l->n; i++) {
+		if (l->fd[i] < 0)
+			continue;
+		if (write_replace(l->path[i], buf, len) == 0) {
+			reopen(l, i);
+			ok += l->fd[i] >= 0;
+		} else {
+			close(l->fd[i]);
+			l->fd[i] = -1;
+		}
+	}
+	if (len)
+		l->seq = last;
+	return ok || l->n == 0 ? 0 : -EIO;
+}
