@@ -26,6 +26,7 @@
 #include "pool/journal.h"
 #include "fs/text.h"
 #include "fs/node.h"
+#include "pool/catalog.h"
 #include "pool/ctl.h"
 
 struct fs_ctl {
@@ -81,6 +82,8 @@ static void cmd_owners(struct fs *fs, struct fs_text *o)
 		struct fs_volume *v = fs->vol[i];
 		char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
 		uint64_t epoch;
+		if (fs_volume_gone(v))
+			continue;
 		bool valid, local = fs_vol_enter_local(v);
 		if (local)
 			fs_vol_leave(v);
@@ -317,8 +320,10 @@ static void cmd_status(struct fs *fs, struct fs_text *o)
 			fs_textf(o, "%c", *p);
 	}
 	fs_textf(o, "\",\"read_only\":%s,\"volumes\":[", fs->opt.read_only ? "true" : "false");
-	for (uint32_t i = 0; i < n; i++) {
-		if (i)
+	for (uint32_t i = 0, shown = 0; i < n; i++) {
+		if (fs_volume_gone(fs->vol[i]))
+			continue;
+		if (shown++)
 			fs_textf(o, ",");
 		status_volume(fs, o, fs->vol[i]);
 	}
@@ -345,7 +350,7 @@ static void cmd_counters(struct fs *fs, struct fs_text *o)
 	fs_textf(o, "ok\n");
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
-		if (!fs_vol_enter_local(v))
+		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
 			continue; /* owned by another node: its counters are there */
 		for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
 			struct pool_disk_stats st;
@@ -406,6 +411,8 @@ static void cmd_shares(struct fs *fs, struct fs_text *o)
 		char owner[POOL_NODE_NAME_MAX + 1] = "-", addr[POOL_ADDR_MAX] = "", host[256] = "-";
 		uint64_t epoch = 0;
 		bool valid = true;
+		if (fs_volume_gone(v))
+			continue;
 		if (fs->node) {
 			fs_node_owner(v, owner, addr, &epoch, &valid);
 			addr_host(addr, host, sizeof(host));
@@ -460,7 +467,15 @@ static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int
 		fs_textf(o, "error: the pool is mounted read-only\n");
 		return;
 	}
-	pthread_rwlock_wrlock(&fs->pool_lock);
+	/* With several nodes, under the cluster's catalogue lock on the newest
+	 * superblock; fs_catalog_end then opens it here (and every other node
+	 * at its next heartbeat). */
+	struct pool_catalog_lock l;
+	rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+	if (rc < 0) {
+		fs_textf(o, "error: %s\n", err);
+		return;
+	}
 	rc = pool_volume_create(fs->pool, argv[1], &g, (int)integrity, err, sizeof(err));
 	if (rc == 0 && (journal || journal_mib))
 		rc = pool_volume_set_journal(fs->pool, argv[1], journal, journal_mib, err,
@@ -473,9 +488,33 @@ static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int
 		else
 			rc = -ENOENT;
 	}
-	pthread_rwlock_unlock(&fs->pool_lock);
-	if (rc == 0)
+	fs_catalog_end(fs, &l);
+	if (rc == 0 && fs->node)
+		fs_catalog_apply(fs); /* opens it here; the others at their heartbeat */
+	else if (rc == 0)
 		rc = fs_volume_open(fs, &pv, err, sizeof(err));
+	if (rc == 0 && !fs_volume_by_name(fs, argv[1])) {
+		snprintf(err, sizeof(err), "volume %s: created, but not mounted here (see the log)",
+			 argv[1]);
+		rc = -EIO;
+	}
+	if (rc < 0)
+		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
+	else
+		fs_textf(o, "ok\n");
+}
+
+/* "volume-delete NAME": with several nodes, every node lets go of it
+ * first (fs/catalog.c); a single-node daemon refuses. */
+static void cmd_volume_delete(struct fs *fs, struct fs_text *o, char **argv, int argc)
+{
+	char err[POOL_MSG_MAX * 2] = "";
+
+	if (argc != 2) {
+		fs_textf(o, "error: volume-delete takes 1 argument\n");
+		return;
+	}
+	int rc = fs_catalog_delete(fs, argv[1], err, sizeof(err));
 	if (rc < 0)
 		fs_textf(o, "error: %s\n", err[0] ? err : strerror(-rc));
 	else
@@ -541,6 +580,8 @@ static void dispatch(struct fs *fs, char *req, struct fs_text *o)
 		cmd_volume_create(fs, o, argv, argc);
 	else if (strcmp(argv[0], "volume-set-journal") == 0)
 		cmd_volume_set_journal(fs, o, argv, argc);
+	else if (strcmp(argv[0], "volume-delete") == 0)
+		cmd_volume_delete(fs, o, argv, argc);
 	else if (strcmp(argv[0], "shares") == 0 && argc == 1)
 		cmd_shares(fs, o);
 	else if (strcmp(argv[0], "owner-move") == 0)

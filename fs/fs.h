@@ -84,6 +84,10 @@ struct fs_volume {
 	struct pool_fault fault;      /* SPACEFS_FAULT, for crash tests (pool/fault.h) */
 	struct fs_ckpt *ckpt;	      /* checkpoints (fs/ckpt.c); NULL if none */
 	uint32_t journal_mode;	      /* POOL_VOLUME_JOURNAL_* as opened */
+	/* Deleted from the catalogue (fs/catalog.c): stores closed, no longer
+	 * listed or found by name or id; the struct stays until unmount, as
+	 * inodes and requests in flight may still point at it. */
+	atomic_int gone;
 };
 
 /* An inode some kernel reference or open file holds. */
@@ -161,6 +165,14 @@ struct fs {
 	 * index, made at mount with each member's model (none for indexes
 	 * not in use), shared by every volume's store, freed at exit. */
 	struct pool_diskq *diskq[POOL_MAX_DISKS];
+	/* The catalogue as applied to vol[] (fs/catalog.c); cat_lock orders
+	 * the polls and changes that apply it. */
+	pthread_mutex_t cat_lock;
+	uint64_t cat_stamp, cat_applied;
+	/* members as last applied: what changed goes to the owned stores */
+	uint8_t cat_uuid[POOL_MAX_DISKS][POOL_UUID_LEN];
+	uint32_t cat_mstate[POOL_MAX_DISKS];
+	uint32_t cat_nmem;
 };
 
 /* ---- inode numbers ---- */
@@ -189,6 +201,26 @@ int64_t fs_now_ns(void);  /* CLOCK_REALTIME, for file times */
 int64_t fs_mono_ns(void); /* CLOCK_MONOTONIC, for leases, rates, timeouts */
 /* One line "spacefs: ..." on stderr (the daemon's log), flushed at once. */
 void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- the catalogue with several nodes (fs/catalog.c) ---- */
+struct pool_catalog_lock;
+/* Before changing the catalogue: with several nodes, take the cluster's
+ * catalogue lock and adopt what others committed; then fs->pool_lock
+ * exclusively.  fs_catalog_end undoes both and wakes the node thread,
+ * which applies the change here (or call fs_catalog_apply, holding no
+ * volume's lock). */
+int fs_catalog_begin(struct fs *fs, struct pool_catalog_lock *l, char *err, size_t errlen);
+void fs_catalog_end(struct fs *fs, struct pool_catalog_lock *l);
+/* With the heartbeat: reload the catalogue if another node committed, and
+ * open new volumes / retire deleted ones.  Never fails (logs). */
+void fs_catalog_poll(struct fs *fs);
+void fs_catalog_apply(struct fs *fs);
+/* "volume-delete NAME" with several nodes; *err says why not. */
+int fs_catalog_delete(struct fs *fs, const char *name, char *err, size_t errlen);
+static inline bool fs_volume_gone(struct fs_volume *v)
+{
+	return atomic_load(&v->gone) != 0;
+}
 
 /* ---- inode table (fs/inode.c) ----
  * Invariant: nobody touches a struct fs_inode without a count on it.  The
@@ -268,6 +300,10 @@ bool fs_vol_enter_local(struct fs_volume *v);
 void fs_vol_leave(struct fs_volume *v);
 /* Same, even while a state change waits (last-reference write-back). */
 bool fs_vol_hold_local(struct fs_volume *v);
+/* Data fencing (fs/node.c): 0 if this node may still submit chunk writes
+ * to v (one node, or the owner before its lease deadline), else
+ * -EREMCHG (FS_NOT_OWNER), logged once per lost lease. */
+int fs_vol_may_write(struct fs_volume *v);
 int fs_node_volume_init(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
 			char *err, size_t errlen);
 void fs_node_volume_free(struct fs_volume *v);

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "fs/fs.h"
+#include "pool/catalog.h"
 #include "fs/jobs.h"
 #include "pool/drl.h"
 #include "pool/journal.h"
@@ -252,8 +253,16 @@ static void record_failure(struct fs *fs, uint32_t disk, const char *why)
 {
 	char err[POOL_MSG_MAX * 2];
 	int rc = 0, changed = 0;
+	struct pool_catalog_lock l;
 
-	pthread_rwlock_wrlock(&fs->pool_lock);
+	/* with several nodes, on the newest superblock under the cluster's
+	 * catalogue lock (fs/catalog.c); if another node holds it too long,
+	 * on ours as before */
+	if (fs_catalog_begin(fs, &l, err, sizeof(err)) < 0) {
+		fs_log("disk %u: %s; recording the failure without it", disk, err);
+		l.n = 0;
+		pthread_rwlock_wrlock(&fs->pool_lock);
+	}
 	struct pool *p = fs->pool;
 	if (disk < p->ndisks && p->sb->member[disk].state != POOL_MEMBER_FAILED) {
 		changed = 1;
@@ -264,7 +273,7 @@ static void record_failure(struct fs *fs, uint32_t disk, const char *why)
 		fs_log("DISK FAILED: disk %u (%s): %s", disk, path, why);
 	if (rc < 0)
 		fs_log("cannot record disk %u as failed in the pool: %s", disk, err);
-	pthread_rwlock_unlock(&fs->pool_lock);
+	fs_catalog_end(fs, &l);
 	if (changed) {
 		fs_jobs_disk_failed(fs, disk);
 		report_volumes(fs);
@@ -469,10 +478,18 @@ static void hook_disk_failed(void *arg, uint32_t disk, const char *why)
 	fs_health_disk_failed(v->fs, disk, why);
 }
 
+static int hook_may_write(void *arg)
+{
+	return fs_vol_may_write(arg);
+}
+
 static int hook_write_begin(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent)
 {
 	struct fs_volume *v = arg;
+	int rc = fs_vol_may_write(v); /* fenced: not even the dirty mark */
 
+	if (rc < 0)
+		return rc;
 	return v->drl ? pool_drl_begin(v->drl, id, off, len, absent) : 0;
 }
 
@@ -496,6 +513,7 @@ static const struct pool_store_hooks volume_hooks = {
     .disk_full = hook_disk_full,
     .write_begin = hook_write_begin,
     .write_end = hook_write_end,
+    .may_write = hook_may_write,
 };
 
 const struct pool_store_hooks *fs_volume_hooks(void)

@@ -48,6 +48,8 @@
 
 #include "fs/fs.h"
 #include "fs/jobs.h"
+#include "fs/node.h"
+#include "pool/catalog.h"
 #include "pool/drl.h"
 #include "pool/journal.h"
 
@@ -140,17 +142,33 @@ static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_
  * RATE bytes per second, 0 unlimited. */
 static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, const char *ino)
 {
-	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[160];
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[320];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
 	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", kind_name(j->kind), j->disk,
 		 ino, j->rate);
 	int len =
 	    snprintf(line, sizeof(line), "%s %08x\n", body, layout_crc32c(body, strlen(body)));
+	/* A second line, for other nodes' status (several nodes): who runs it
+	 * and how far it got.  Readers of the first line ignore it. */
+	len += snprintf(line + len, sizeof(line) - (size_t)len,
+			"progress %s %" PRIu64 " %" PRIu64 " %" PRId64 "\n",
+			j->start_ns ? j->fs->opt.node : "-", /* "-": asked for, not started */
+			(uint64_t)atomic_load(&j->done), (uint64_t)atomic_load(&j->total),
+			j->start_ns ? (fs_mono_ns() - j->start_ns) / 1000000 : 0);
 	for (uint32_t i = 0; i < n; i++) {
 		char path[POOL_PATH_MAX + 96], tmp[POOL_PATH_MAX + 104];
 		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
 		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		/* a replacement disk may not have the volume's directory yet */
+		char parent[sizeof(dirs[i])];
+		memcpy(parent, dirs[i], sizeof(parent));
+		char *slash = strrchr(parent, '/');
+		if (slash) {
+			*slash = '\0';
+			mkdir(parent, 0755);
+		}
+		mkdir(dirs[i], 0755);
 		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		int ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
 		if (fd >= 0)
@@ -203,6 +221,34 @@ static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk,
 		*done = !strcmp(at, "done");
 		*ino = *done ? 0 : strtoull(at, NULL, 10);
 		return 0;
+	}
+	return -ENOENT;
+}
+
+/* The progress line of a volume's checkpoint: node, bytes done and to do,
+ * milliseconds run.  -ENOENT if there is none. */
+static int ckpt_progress(struct fs *fs, const char *vol, char *node, uint64_t *done,
+			 uint64_t *total, int64_t *ms)
+{
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
+	uint32_t n = meta_dirs(fs, vol, dirs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		char line[320];
+		unsigned long long d, t;
+		long long m;
+		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		int got = fgets(line, sizeof(line), f) && fgets(line, sizeof(line), f);
+		fclose(f);
+		if (got && sscanf(line, "progress %64s %llu %llu %lld", node, &d, &t, &m) == 4) {
+			*done = d;
+			*total = t;
+			*ms = m;
+			return 0;
+		}
 	}
 	return -ENOENT;
 }
@@ -278,6 +324,11 @@ struct walk {
 	uint64_t total; /* first pass: bytes to do */
 	int count_only;
 	int rc;
+	/* several nodes: stop after slice_end (CLOCK_MONOTONIC ns, 0: never),
+	 * `last` the last file done */
+	int64_t slice_end;
+	uint64_t last;
+	bool more;
 };
 
 static int job_wants(const struct job *j, const struct pool_inode *in)
@@ -328,6 +379,10 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		w->total += nst * layout_stripe_bytes(&v->geom);
 		return 0;
 	}
+	if (w->slice_end && fs_mono_ns() > w->slice_end) {
+		w->more = true; /* this file is the next slice's */
+		return 1;
+	}
 	struct pool_file_map map;
 	struct pool_check_stats fst = {0};
 	map_of(in, &map);
@@ -340,6 +395,8 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
 	if (fst.bad || fst.unrecoverable)
 		note_file(j, v, in->ino, &fst);
+	if (w->rc == 0)
+		w->last = in->ino;
 	int64_t now = fs_mono_ns();
 	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
 		char at[32];
@@ -361,6 +418,42 @@ static int walk_files(struct job *j, struct fs_volume *v, uint64_t after)
 	if (rc == 0)
 		rc = pool_meta_files(v->meta, after, walk_one, &w);
 	return rc < 0 ? rc : w.rc;
+}
+
+/* With several nodes the volume's stores close when it changes hands
+ * (fs/node.c), so the walk holds the volume (shared, as a request does)
+ * for a slice of files at a time, never across a handover's drain, and
+ * gives up with -EREMCHG once this node no longer owns it: its checkpoint
+ * (the last file done, at most a second old) stays for the next owner,
+ * whose health tick resumes the job there (fs_jobs_tick).  Files done
+ * since that checkpoint are scrubbed twice, which changes nothing. */
+#define SLICE_NS 200000000ll
+
+static int walk_files_owned(struct job *j, struct fs_volume *v, uint64_t after)
+{
+	struct walk w = {.j = j, .v = v, .count_only = 1};
+	int rc;
+
+	if (!fs_vol_enter_local(v))
+		return -EREMCHG;
+	rc = pool_meta_files(v->meta, after, walk_one, &w);
+	fs_vol_leave(v);
+	atomic_fetch_add(&j->total, w.total);
+	w.count_only = 0;
+	w.last = after;
+	while (rc >= 0 && w.rc >= 0 && !atomic_load(&j->stop)) {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		w.more = false;
+		w.slice_end = fs_mono_ns() + SLICE_NS;
+		rc = pool_meta_files(v->meta, w.last, walk_one, &w);
+		fs_vol_leave(v);
+		if (!w.more)
+			break;
+	}
+	if (atomic_load(&j->stop))
+		return -ECANCELED;
+	return rc < 0 ? rc : w.rc < 0 ? w.rc : 0;
 }
 
 /* ---- the dirty-region log's view -------------------------------------------- */
@@ -482,6 +575,103 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 	return rc;
 }
 
+static void restore_meta(struct job *j);
+
+/* Several nodes: this volume's part of a repair, on its owner, holding the
+ * volume only a slice at a time (walk_files_owned); -EREMCHG once the
+ * volume changed hands (the checkpoint stays for the next owner). */
+static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
+{
+	char kind[16];
+	uint32_t disk;
+	uint64_t after = 0;
+	int done = 0, rc = 0;
+	double rate;
+
+	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
+	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
+		after = 0, done = 0;
+	if (!done) {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		if (pool_store_disk_get(v->store, j->disk) != POOL_STORE_DISK_REBUILDING) {
+			fs_vol_leave(v); /* not applied here yet: the next tick retries */
+			put(j->msg, sizeof(j->msg),
+			    "volume %s: disk %u is not being rebuilt in its store yet; retried",
+			    v->name, j->disk);
+			return -EAGAIN;
+		}
+		bool full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl);
+		if (v->drl && full && !after)
+			forget_missed(v, j->disk); /* the sweep rebuilds all of it */
+		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
+		if (!full) /* a returning disk: what the log says it missed */
+			rc = resync_missed(j, v, 1);
+		fs_vol_leave(v);
+		if (full)
+			rc = walk_files_owned(j, v, after);
+		if (rc == 0)
+			ckpt_write(j->fs, v->name, j, "done");
+	}
+	if (rc < 0)
+		return rc;
+	if (!fs_vol_enter_local(v))
+		return -EREMCHG;
+	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
+	if (v->drl) /* what writes skipped meanwhile */
+		rc = resync_missed(j, v, 0);
+	fs_vol_leave(v);
+	return rc;
+}
+
+static bool part_done(struct fs *fs, const char *vol, const char *what, uint32_t disk)
+{
+	char kind[16];
+	uint32_t d;
+	uint64_t ino;
+	double rate;
+	int done;
+
+	return ckpt_read(fs, vol, kind, &d, &ino, &done, &rate) == 0 && !strcmp(kind, what) &&
+	       d == disk && done;
+}
+
+/* Several nodes: when every volume's part is done (whichever node did
+ * it), the disk is healthy again: committed once, under the catalogue
+ * lock, by the node that finishes last (a second finisher finds it done). */
+static int cluster_repair_finish(struct job *j)
+{
+	struct fs *fs = j->fs;
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]) &&
+		    !part_done(fs, fs->vol[i]->name, kind_name(j->kind), j->disk))
+			return 0; /* another node's part is still running */
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "%s", err);
+		return rc;
+	}
+	if (fs->pool->disk[j->disk].state == POOL_DISK_REPAIRING)
+		rc = pool_disk_restore(fs->pool, j->disk, POOL_DISK_HEALTHY, err, sizeof(err));
+	fs_catalog_end(fs, &l);
+	if (rc < 0) {
+		put(j->msg, sizeof(j->msg), "%s", err);
+		return rc;
+	}
+	fs_catalog_apply(fs);
+	restore_meta(j);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_remove(fs, fs->vol[i]->name);
+	fs_log("%s of disk %u: every volume's part is done; the disk is healthy",
+	       kind_name(j->kind), j->disk);
+	return 0;
+}
+
 /* A returning disk goes back in service as REPAIRING, its directory
  * reopened by every store (rebuilding, nothing live yet). */
 static int resync_prepare(struct job *j)
@@ -519,6 +709,10 @@ static void restore_meta(struct job *j)
 		struct fs_volume *v = fs->vol[i];
 		char dir[POOL_PATH_MAX + 80], err[POOL_MSG_MAX * 2];
 		int is_meta = 0;
+		/* several nodes: only volumes open here; the others get their
+		 * replica back when their owner next opens them */
+		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+			continue;
 		pthread_rwlock_rdlock(&fs->pool_lock);
 		const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
 		for (uint32_t k = 0; pv && k < pv->nmeta; k++)
@@ -527,6 +721,7 @@ static void restore_meta(struct job *j)
 		pthread_rwlock_unlock(&fs->pool_lock);
 		if (is_meta && pool_meta_add_replica(v->meta, dir, err, sizeof(err)) < 0)
 			fs_log("volume %s: %s (restored at the next mount)", v->name, err);
+		fs_vol_leave(v);
 	}
 }
 
@@ -549,8 +744,22 @@ static int rebuild_finish(struct job *j)
 static int run_rebuild(struct job *j)
 {
 	struct fs *fs = j->fs;
-	int rc = j->kind == JOB_RESYNC ? resync_prepare(j) : 0;
+	/* several nodes: cluster_resync_start did resync_prepare's part */
+	int rc = j->kind == JOB_RESYNC && !fs->node ? resync_prepare(j) : 0;
 	uint32_t n = nvolumes(fs);
+
+	if (fs->node) { /* one volume's part (job_start insists) */
+		struct fs_volume *v = fs_volume_by_name(fs, j->volume);
+		rc = v ? rebuild_volume_owned(j, v) : -ENOENT;
+		if (rc == -EREMCHG)
+			put(j->msg, sizeof(j->msg),
+			    "repair of disk %u, volume %s: the volume changed hands; its new owner "
+			    "goes on from the checkpoint",
+			    j->disk, j->volume);
+		else if (rc < 0 && !j->msg[0])
+			put(j->msg, sizeof(j->msg), "volume %s: %s", j->volume, strerror(-rc));
+		return rc == 0 && !atomic_load(&j->stop) ? cluster_repair_finish(j) : rc;
+	}
 
 	for (uint32_t i = 0; rc == 0 && i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
@@ -582,9 +791,15 @@ static int run_scrub(struct job *j)
 		char at[32];
 		snprintf(at, sizeof(at), "%" PRIu64, j->resume_ino);
 		ckpt_write(fs, v->name, j, at);
-		rc = walk_files(j, v, j->resume_ino);
+		rc = fs->node ? walk_files_owned(j, v, j->resume_ino)
+			      : walk_files(j, v, j->resume_ino);
 		if (rc == 0)
 			ckpt_remove(fs, v->name);
+		else if (rc == -EREMCHG)
+			put(j->msg, sizeof(j->msg),
+			    "scrub of volume %s: the volume changed hands; its new owner goes on "
+			    "from the checkpoint",
+			    v->name);
 		else if (!j->msg[0])
 			snprintf(j->msg, sizeof(j->msg), "volume %s: %s", v->name, strerror(-rc));
 	}
@@ -656,6 +871,10 @@ static int retire_one(void *arg, const struct pool_inode *in)
 
 	if (!on_disk(in, j->disk) || atomic_load(&j->stop))
 		return atomic_load(&j->stop) ? -ECANCELED : 0;
+	if (w->slice_end && fs_mono_ns() > w->slice_end) {
+		w->more = true; /* several nodes: the next slice's */
+		return 1;
+	}
 	rc = fs_inode_get(j->fs, fs_ino_make(w->v, in->ino), 0, &fi); /* a hold */
 	if (rc < 0)
 		return rc == -ENOENT ? 0 : rc;
@@ -666,10 +885,58 @@ static int retire_one(void *arg, const struct pool_inode *in)
 			rc = move_position(j, w->v, fi, &map, p);
 	pthread_rwlock_unlock(&fi->io_lock);
 	fs_inode_put(j->fs, fi);
-	if (rc == 0)
+	if (rc == 0) {
 		pace(j, file_size(j->fs, w->v, in));
+		w->last = in->ino;
+	}
 	w->rc = rc;
 	return rc;
+}
+
+/* Several nodes: this volume's part, on its owner, a slice at a time.  No
+ * checkpoint needed: a part resumed elsewhere walks again and skips what
+ * already moved off the disk. */
+static int retire_volume_owned(struct job *j, struct fs_volume *v)
+{
+	struct walk w = {.j = j, .v = v};
+	int rc;
+
+	do {
+		if (!fs_vol_enter_local(v))
+			return -EREMCHG;
+		w.more = false;
+		w.slice_end = fs_mono_ns() + SLICE_NS;
+		rc = pool_meta_files(v->meta, w.last, retire_one, &w);
+		fs_vol_leave(v);
+	} while (rc >= 0 && w.rc >= 0 && w.more && !atomic_load(&j->stop));
+	if (atomic_load(&j->stop))
+		return -ECANCELED;
+	return rc < 0 ? rc : w.rc < 0 ? w.rc : 0;
+}
+
+static int run_retire_cluster(struct job *j)
+{
+	struct fs *fs = j->fs;
+	struct fs_volume *v = fs_volume_by_name(fs, j->volume);
+	int rc = v ? retire_volume_owned(j, v) : -ENOENT;
+
+	if (rc == -EREMCHG)
+		put(j->msg, sizeof(j->msg),
+		    "retire of disk %u, volume %s: the volume changed hands; its new owner goes on",
+		    j->disk, j->volume);
+	if (rc < 0)
+		return rc;
+	ckpt_write(fs, j->volume, j, "done");
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]) &&
+		    !part_done(fs, fs->vol[i]->name, "retire", j->disk))
+			return 0; /* another volume's part is still running */
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_remove(fs, fs->vol[i]->name);
+	fs_log("disk %u is empty: every volume's part moved off it; it can be removed", j->disk);
+	return 0;
 }
 
 static int run_retire(struct job *j)
@@ -677,6 +944,8 @@ static int run_retire(struct job *j)
 	uint32_t n = nvolumes(j->fs);
 	int rc = 0;
 
+	if (j->fs->node)
+		return run_retire_cluster(j);
 	for (uint32_t i = 0; rc == 0 && i < n; i++) {
 		struct walk w = {.j = j, .v = j->fs->vol[i]};
 		rc = pool_meta_files(w.v->meta, 0, retire_one, &w);
@@ -728,9 +997,9 @@ static void *job_main(void *arg)
 	else if (rc == 0)
 		atomic_store(&j->total, atomic_load(&j->done));
 	job_summary(j, rc);
-	atomic_store(&j->state, rc == 0			? JOB_DONE
-				: atomic_load(&j->stop) ? JOB_STOPPED
-							: JOB_FAILED);
+	atomic_store(&j->state, rc == 0					  ? JOB_DONE
+				: atomic_load(&j->stop) || rc == -EREMCHG ? JOB_STOPPED
+									  : JOB_FAILED);
 	return NULL;
 }
 
@@ -745,10 +1014,8 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 		return free(j), -ENOMEM;
 	/* Jobs walk a volume's stores for minutes; with several nodes those
 	 * open and close as ownership moves, and jobs do not follow it yet. */
-	if (fs->node) {
-		snprintf(why, whylen,
-			 "repair, resync, scrub and retire need a single-node mount "
-			 "(no -o listen) for now");
+	if (fs->node && (!vol || !vol[0])) {
+		snprintf(why, whylen, "with several nodes a job runs per volume, on its owner");
 		free(j);
 		return -EOPNOTSUPP;
 	}
@@ -757,11 +1024,25 @@ static int job_start(struct fs *fs, enum job_kind k, uint32_t disk, const char *
 	pthread_mutex_init(&j->mu, NULL);
 	j->start_ns = j->ckpt_ns = fs_mono_ns();
 	pthread_mutex_lock(&js->mu);
+	/* full: forget the oldest finished job (with several nodes a scrub
+	 * leaves one entry per change of hands) */
+	for (uint32_t i = 0; js->n == MAX_JOBS && i < js->n; i++) {
+		struct job *o = js->j[i];
+		if (atomic_load(&o->state) == JOB_RUNNING)
+			continue;
+		pthread_join(o->thread, NULL);
+		pthread_mutex_destroy(&o->mu);
+		free(o);
+		memmove(&js->j[i], &js->j[i + 1], (js->n - i - 1) * sizeof(js->j[0]));
+		js->n--;
+	}
 	int rc = js->n < MAX_JOBS ? 0 : -EBUSY;
 	for (uint32_t i = 0; rc == 0 && i < js->n; i++) {
 		struct job *o = js->j[i];
 		if (atomic_load(&o->state) == JOB_RUNNING && o->kind == k &&
-		    (k == JOB_SCRUB ? !strcmp(o->volume, j->volume) : o->disk == disk))
+		    (k == JOB_SCRUB ? !strcmp(o->volume, j->volume)
+		     : fs->node	    ? o->disk == disk && !strcmp(o->volume, j->volume)
+				    : o->disk == disk))
 			rc = -EALREADY;
 	}
 	if (rc == 0) {
@@ -834,9 +1115,55 @@ int fs_jobs_busy(struct fs *fs, uint32_t disk)
 	return busy;
 }
 
+/* Several nodes: a returning disk goes back in service as REPAIRING under
+ * the catalogue lock (a node that finds another did it already stops
+ * there), each node's owned stores reopen it when they apply that, and the
+ * resync is recorded in every volume's checkpoint; each owner resyncs what
+ * its volume's dirty-region log says the disk missed (fs_jobs_tick), and
+ * the last part marks the disk healthy, as for a repair. */
+static void pickup_scrub(struct fs *fs, struct fs_volume *v);
+
+static int cluster_resync_start(struct fs *fs, uint32_t disk)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0) {
+		fs_log("cannot resync disk %u now: %s", disk, err);
+		return rc;
+	}
+	enum pool_disk_state st = disk < fs->pool->ndisks ? fs->pool->disk[disk].state : 0;
+	if (st == POOL_DISK_FAILED || st == POOL_DISK_STALE || st == POOL_DISK_MISSING) {
+		fs_health_rebaseline(fs, disk);
+		rc = pool_disk_restore(fs->pool, disk, POOL_DISK_REPAIRING, err, sizeof(err));
+	} else {
+		rc = -EALREADY; /* another node took it back first */
+	}
+	fs_catalog_end(fs, &l);
+	if (rc < 0) {
+		if (rc != -EALREADY)
+			fs_log("cannot resync disk %u: %s", disk, err);
+		return rc;
+	}
+	fs_catalog_apply(fs);
+	struct job tmpl = {.fs = fs, .kind = JOB_RESYNC, .disk = disk};
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+	for (uint32_t i = 0; i < n; i++)
+		pickup_scrub(fs, fs->vol[i]);
+	fs_log("disk %u back in service: each volume's owner resyncs what it missed", disk);
+	return 0;
+}
+
 int fs_jobs_start_resync(struct fs *fs, uint32_t disk)
 {
 	char why[POOL_MSG_MAX];
+
+	if (fs->node)
+		return cluster_resync_start(fs, disk);
 	int rc = job_start(fs, JOB_RESYNC, disk, NULL, 0, 0, why, sizeof(why));
 
 	if (rc < 0 && rc != -EALREADY)
@@ -874,7 +1201,7 @@ void fs_jobs_resume(struct fs *fs)
 			continue;
 		if (!strcmp(kind, "repair"))
 			repair_rate = rate;
-		if (strcmp(kind, "scrub"))
+		if (strcmp(kind, "scrub") || fs->node) /* several nodes: fs_jobs_tick */
 			continue;
 		fs_log("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
 		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
@@ -892,9 +1219,48 @@ static int drl_sync(void *arg)
 	return pool_store_syncfs(arg);
 }
 
+/* Several nodes: a scrub whose checkpoint says running goes on on the
+ * volume's owner, whoever asked for it and wherever it ran before. */
+static void pickup_scrub(struct fs *fs, struct fs_volume *v)
+{
+	char kind[16], why[POOL_MSG_MAX];
+	uint32_t disk;
+	uint64_t ino;
+	double rate;
+	int done;
+
+	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+		return;
+	fs_vol_leave(v);
+	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
+		return;
+	bool scrub = !strcmp(kind, "scrub"), retire = !strcmp(kind, "retire");
+	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync") || retire;
+	if (!(scrub || (repair && !done)) || (scrub && done))
+		return; /* a repair part done waits for the others (the finish) */
+	/* a repair only once this node applied the replacement to its stores
+	 * (fs/catalog.c): else it would rebuild onto the old directory */
+	uint32_t need = retire ? POOL_MEMBER_RETIRED : POOL_MEMBER_REPAIRING;
+	if (repair && (disk >= fs->cat_nmem || fs->cat_mstate[disk] != need))
+		return;
+	enum job_kind k = scrub			    ? JOB_SCRUB
+			  : retire		    ? JOB_RETIRE
+			  : !strcmp(kind, "repair") ? JOB_REPAIR
+						    : JOB_RESYNC;
+	int rc = job_start(fs, k, scrub ? 0 : disk, v->name, rate, ino, why, sizeof(why));
+	if (rc > 0)
+		fs_log("volume %s: %s runs here (job %d) after inode %" PRIu64 " (its checkpoint)",
+		       v->name, kind, rc, ino);
+	else if (rc != -EALREADY)
+		fs_log("volume %s: cannot resume its %s here: %s", v->name, kind, why);
+}
+
 void fs_jobs_tick(struct fs *fs)
 {
 	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; fs->node && !fs->opt.read_only && i < n; i++)
+		pickup_scrub(fs, fs->vol[i]);
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
@@ -1022,6 +1388,62 @@ static int parse_rate(const char *s, double *rate)
 	return 0;
 }
 
+/* Several nodes: the replacement is committed under the catalogue lock
+ * (every node's owned stores reopen the disk when they apply it), and the
+ * repair recorded in each volume's checkpoint; each volume's owner runs
+ * its part (fs_jobs_tick), the last one to finish marks the disk healthy.
+ * One line per volume as for a scrub. */
+static char *req_replace_cluster(struct fs *fs, const char *old, const char *path, double rate)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2], out[8192] = "", why[POOL_MSG_MAX];
+	uint32_t idx = 0;
+	size_t len = 0;
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = pool_disk_find(fs->pool, old, &idx);
+	if (rc < 0)
+		snprintf(err, sizeof(err), "%s: not a disk of the pool", old);
+	else if (fs->pool->disk[idx].state == POOL_DISK_REPAIRING)
+		rc = -EBUSY, snprintf(err, sizeof(err), "disk %u is being repaired", idx);
+	else
+		rc = pool_disk_replace(fs->pool, idx, path, err, sizeof(err));
+	if (rc == 0)
+		fs_health_rebaseline(fs, idx);
+	fs_catalog_end(fs, &l);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	fs_catalog_apply(fs); /* the stores of volumes owned here */
+	struct job tmpl = {.fs = fs, .kind = JOB_REPAIR, .disk = idx, .rate = rate};
+	uint32_t n = nvolumes(fs);
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]))
+			ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+	for (uint32_t i = 0; i < n && len < sizeof(out) - 256; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+		uint64_t epoch;
+		bool valid;
+		if (fs_volume_gone(v))
+			continue;
+		rc = -EREMCHG;
+		if (fs_vol_enter_local(v)) {
+			fs_vol_leave(v);
+			rc = job_start(fs, JOB_REPAIR, idx, v->name, rate, 0, why, sizeof(why));
+		}
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		if (rc > 0)
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "%d\n", rc);
+		else
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
+						valid ? owner : "(its next owner)");
+	}
+	fs_log("disk %u replaced by %s: each volume's owner repairs its part", idx, path);
+	return reply("ok\n%s", out);
+}
+
 /* "disk-replace OLD NEW [RATE]" */
 static char *req_replace(struct fs *fs, int argc, char **argv)
 {
@@ -1029,6 +1451,8 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 
 	if (argc > 3 && parse_rate(argv[3], &rate) < 0)
 		return reply("error: bad rate '%.32s'\n", argv[3]);
+	if (fs->node)
+		return req_replace_cluster(fs, argv[1], argv[2], rate);
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
 	uint32_t idx;
 	int rc;
@@ -1063,12 +1487,39 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 }
 
 /* "disk-add PATH" */
+/* Several nodes: committed under the catalogue lock; every node's owned
+ * stores take the new disk when they apply the catalogue (fs/catalog.c),
+ * this node's at once. */
+static char *req_add_cluster(struct fs *fs, const char *dir)
+{
+	struct pool_catalog_lock l;
+	char err[POOL_MSG_MAX * 2];
+	int rc = fs_catalog_begin(fs, &l, err, sizeof(err));
+
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	rc = pool_disk_add(fs->pool, dir, err, sizeof(err));
+	uint32_t idx = fs->pool->ndisks - 1;
+	if (rc == 0)
+		fs_health_rebaseline(fs, idx);
+	fs_catalog_end(fs, &l);
+	if (rc < 0)
+		return reply("error: %s\n", err);
+	fs_catalog_apply(fs);
+	fs_log("disk %u added (%s): every node's volumes place data on it from their next "
+	       "heartbeat",
+	       idx, dir);
+	return reply("ok\n%u\n", idx);
+}
+
 static char *req_add(struct fs *fs, char **argv)
 {
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
 	uint32_t idx = 0;
 	int rc;
 
+	if (fs->node)
+		return req_add_cluster(fs, argv[1]);
 	pthread_rwlock_wrlock(&fs->pool_lock);
 	rc = pool_disk_add(fs->pool, argv[1], err, sizeof(err));
 	if (rc == 0) {
@@ -1097,7 +1548,13 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 
 	if (argc > 2 && parse_rate(argv[2], &rate) < 0)
 		return reply("error: bad rate '%.32s'\n", argv[2]);
-	pthread_rwlock_wrlock(&fs->pool_lock);
+	/* several nodes: under the catalogue lock, then a part per volume on
+	 * its owner, recorded in the checkpoints like a repair */
+	struct pool_catalog_lock l;
+	if (fs->node && fs_catalog_begin(fs, &l, err, sizeof(err)) < 0)
+		return reply("error: %s\n", err);
+	if (!fs->node)
+		pthread_rwlock_wrlock(&fs->pool_lock);
 	rc = pool_disk_find(fs->pool, argv[1], &idx);
 	if (rc < 0)
 		put(err, sizeof(err), "%s: not a disk of the pool", argv[1]);
@@ -1109,11 +1566,76 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 			       idx, pool_disk_state_name(fs->pool->disk[idx].state));
 	else
 		rc = pool_disk_restore(fs->pool, idx, POOL_DISK_RETIRED, err, sizeof(err));
-	pthread_rwlock_unlock(&fs->pool_lock);
+	if (fs->node)
+		fs_catalog_end(fs, &l);
+	else
+		pthread_rwlock_unlock(&fs->pool_lock);
 	if (rc < 0)
 		return reply("error: %s\n", err);
+	if (fs->node) {
+		fs_catalog_apply(fs);
+		struct job tmpl = {.fs = fs, .kind = JOB_RETIRE, .disk = idx, .rate = rate};
+		uint32_t n = nvolumes(fs);
+		for (uint32_t i = 0; i < n; i++)
+			if (!fs_volume_gone(fs->vol[i]))
+				ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
+		char out[4096] = "";
+		size_t len = 0;
+		for (uint32_t i = 0; i < n && len < sizeof(out) - 256; i++) {
+			char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+			uint64_t epoch;
+			bool valid;
+			if (fs_volume_gone(fs->vol[i]))
+				continue;
+			pickup_scrub(fs, fs->vol[i]);
+			fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
+			len +=
+			    (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n",
+					     fs->vol[i]->name, valid ? owner : "(its next owner)");
+		}
+		return reply("ok\n%s", out);
+	}
 	rc = job_start(fs, JOB_RETIRE, idx, NULL, rate, 0, err, sizeof(err));
 	return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
+}
+
+/* Several nodes: record the scrub in each volume's checkpoint (inode 0),
+ * start the parts of volumes owned here; the owners of the others start
+ * theirs at their next health tick.  One line per volume: the job id if
+ * it runs here, else "on VOLUME NODE". */
+static char *req_scrub_cluster(struct fs *fs, const char *vol, double rate)
+{
+	char out[8192] = "", owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX], why[POOL_MSG_MAX];
+	struct job tmpl = {.fs = fs, .kind = JOB_SCRUB, .rate = rate};
+	uint32_t n = nvolumes(fs);
+	size_t len = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		uint64_t epoch;
+		bool valid;
+		if (fs_volume_gone(v) || (vol && strcmp(vol, v->name)))
+			continue;
+		ckpt_write(fs, v->name, &tmpl, "0");
+		int rc = -EREMCHG;
+		if (fs_vol_enter_local(v)) {
+			fs_vol_leave(v);
+			rc = job_start(fs, JOB_SCRUB, 0, v->name, rate, 0, why, sizeof(why));
+		}
+		if (rc > 0) {
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "%d\n", rc);
+		} else {
+			fs_node_owner(v, owner, addr, &epoch, &valid);
+			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
+						valid ? owner : "(its next owner)");
+		}
+		if (len >= sizeof(out) - 256)
+			break;
+	}
+	fs_log("scrub of %s asked for here: recorded in the checkpoints; each volume's owner runs "
+	       "its part",
+	       vol ? vol : "every volume");
+	return reply("ok\n%s", out);
 }
 
 /* "repair VOLUME|- RATE" and "scrub VOLUME|- RATE" */
@@ -1128,6 +1650,10 @@ static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 		return reply("error: bad rate '%.32s'\n", argv[2]);
 	if (vol && !fs_volume_by_name(fs, vol))
 		return reply("error: no volume '%.64s'\n", vol);
+	if (k == JOB_SCRUB && fs->node)
+		return req_scrub_cluster(fs, vol, rate);
+	if (fs->node) /* the repairs of replaced disks run by themselves (fs_jobs_tick) */
+		return reply("ok\n");
 	if (k == JOB_SCRUB) {
 		rc = job_start(fs, k, 0, vol, rate, 0, err, sizeof(err));
 		return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
@@ -1166,6 +1692,57 @@ static char *req_jobs(struct fs *fs)
 	return r;
 }
 
+/* Several nodes: the scrubs other nodes run (their checkpoints' progress
+ * lines), as "jobs" lines with id 0 and "node NAME" as the message, or as
+ * JSON objects. */
+static bool scrub_here(struct fs *fs, const char *vol)
+{
+	struct fs_jobs *js = fs->jobs;
+	bool here = false;
+
+	pthread_mutex_lock(&js->mu);
+	for (uint32_t i = 0; i < js->n; i++)
+		here |=
+		    !strcmp(js->j[i]->volume, vol) && atomic_load(&js->j[i]->state) == JOB_RUNNING;
+	pthread_mutex_unlock(&js->mu);
+	return here;
+}
+
+static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool json)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n && *len < cap - 1024; i++) {
+		struct fs_volume *v = fs->vol[i];
+		char kind[16], node[POOL_NODE_NAME_MAX + 1] = "-";
+		uint32_t disk;
+		uint64_t ino, done = 0, total = 0;
+		int64_t ms = 0;
+		double rate;
+		int fin;
+		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
+		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
+		    (strcmp(kind, "scrub") && strcmp(kind, "repair") && strcmp(kind, "resync") &&
+		     strcmp(kind, "retire")) ||
+		    fin)
+			continue;
+		ckpt_progress(fs, v->name, node, &done, &total, &ms);
+		if (json)
+			*len += (size_t)snprintf(
+			    s + *len, cap - *len,
+			    "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":%u,"
+			    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
+			    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64 "}",
+			    *len > 1 ? "," : "", kind, disk, v->name, node, done, total, ms);
+		else
+			*len +=
+			    (size_t)snprintf(s + *len, cap - *len,
+					     "job\t0\t%s\trunning\t%u\t%s\t%" PRIu64 "\t%" PRIu64
+					     "\t0\t0\t0\t0\t0\t%" PRId64 "\tnode %s\n",
+					     kind, disk, v->name, done, total, ms, node);
+	}
+}
+
 char *fs_jobs_text(struct fs *fs)
 {
 	struct fs_jobs *js = fs->jobs;
@@ -1196,6 +1773,8 @@ char *fs_jobs_text(struct fs *fs)
 			break;
 	}
 	pthread_mutex_unlock(&js->mu);
+	if (fs->node)
+		remote_scrubs(fs, s, cap, &len, false);
 	return s;
 }
 
@@ -1215,15 +1794,18 @@ char *fs_jobs_json(struct fs *fs)
 		len += (size_t)snprintf(
 		    s + len, cap - len,
 		    "%s{\"id\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"disk\":%u,\"volume\":\"%s\","
-		    "\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
+		    "\"node\":\"%s\",\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
 		    ",\"bad\":%" PRIu64 ",\"repaired\":%" PRIu64 ",\"unrecoverable\":%" PRIu64
 		    ",\"rebuilt_bytes\":%" PRIu64 "}",
 		    i ? "," : "", j->id, kind_name(j->kind), state_name(atomic_load(&j->state)),
-		    j->disk, j->volume, atomic_load(&j->done), atomic_load(&j->total), j->st.blocks,
-		    j->st.bad, j->st.repaired, j->st.unrecoverable, j->st.rebuilt_bytes);
+		    j->disk, j->volume, fs->opt.node, atomic_load(&j->done), atomic_load(&j->total),
+		    j->st.blocks, j->st.bad, j->st.repaired, j->st.unrecoverable,
+		    j->st.rebuilt_bytes);
 		pthread_mutex_unlock(&j->mu);
 	}
 	pthread_mutex_unlock(&js->mu);
+	if (fs->node)
+		remote_scrubs(fs, s, cap, &len, true);
 	snprintf(s + len, cap - len, "]");
 	return s;
 }

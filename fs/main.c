@@ -432,6 +432,7 @@ int main(int argc, char *argv[])
 	memset(&fs, 0, sizeof(fs));
 	fs.run_lock = -1;
 	pthread_mutex_init(&fs.vol_lock, NULL);
+	pthread_mutex_init(&fs.cat_lock, NULL);
 	pthread_rwlock_init(&fs.pool_lock, NULL);
 	pthread_mutex_init(&fs.itable_lock, NULL);
 	pthread_mutex_init(&fs.flush_lock, NULL);

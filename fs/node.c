@@ -36,6 +36,8 @@
  *    owner per volume -- its preferred owner if live, else the current
  *    owner while it holds no more than its share, else the least loaded
  *    live node (ties by name) -- and hands over what it should not own.
+ *    Drained nodes (`spacectl node drain`, a mark on the disks) are live
+ *    but never picked, unless every live node is drained.
  *
  * Node registry: every heartbeat rewrites <disk>/nodes/<name>; a node is
  * live while some process holds its record's lock and its heartbeat is
@@ -78,6 +80,38 @@ bool fs_vol_hold_local(struct fs_volume *v)
 		return true;
 	pthread_rwlock_unlock(&vn->lock);
 	return false;
+}
+
+/* Called by the store right before it submits chunk writes, from a
+ * request that entered the volume (so the state cannot change under it).
+ * The deadline is the one fs_vol_enter_local checks at entry; checking it
+ * again here covers a request that entered in time and then stalled (the
+ * process stopped, swapped, starved) while a takeover happened: the
+ * contender waits lease + margin from the last renewal it saw, and our
+ * deadline is lease - margin after the start of that renewal, so a batch
+ * refused here would have landed after the takeover, and one submitted
+ * has at least 2 x margin to complete before it.  What is left is the
+ * time between this check and io_submit (docs/OPERATIONS.md). */
+int fs_vol_may_write(struct fs_volume *v)
+{
+	struct fs_vnode *vn = v->vn;
+
+	if (!vn)
+		return 0;
+	if (v->fs->node && v->fs->node->test_delay_ns) /* tests: widen the window */
+		nanosleep(&(struct timespec){0, v->fs->node->test_delay_ns}, NULL);
+	/* only the deadline: it moves only while this node holds the lease,
+	 * and the stores exist only while it owns the volume (or is taking
+	 * it: the resync at takeover writes under the new lease) */
+	int64_t late = fs_mono_ns() - atomic_load(&vn->deadline_ns);
+	if (late < 0)
+		return 0;
+	atomic_fetch_add(&vn->fenced, 1);
+	if (!atomic_exchange(&vn->fence_logged, 1))
+		fs_log("FENCED: volume %s: lease deadline passed %lld ms ago (epoch %llu): chunk "
+		       "writes refused, requests go to the next owner",
+		       v->name, (long long)(late / 1000000), (unsigned long long)vn->epoch);
+	return FS_NOT_OWNER;
 }
 
 void fs_vol_leave(struct fs_volume *v)
@@ -374,6 +408,8 @@ static int open_stores(struct fs_node *n, struct fs_volume *v, uint64_t epoch)
 	return rc;
 }
 
+static void renew(struct fs_node *n, struct fs_volume *v);
+
 static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, bool force,
 		 const char *why)
 {
@@ -399,12 +435,21 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 		note_take_err(vn, "lease taken on %u of %u metadata disks (%s)", ok, vn->nmeta,
 			      err);
 	}
+	/* the lease holds from t0: the stores' opening (orphans, resync)
+	 * writes under it, fenced by it like any request */
+	atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
+	atomic_store(&vn->fence_logged, 0);
 	if (ok < majority(vn) || open_stores(n, v, c.epoch) < 0) {
+		atomic_store(&vn->deadline_ns, 0);
 		drop_locks(n, v, c.epoch, true);
 		return;
 	}
-	atomic_store(&vn->deadline_ns, t0 + (n->lease_ms - n->margin_ms) * 1000000ll);
 	set_owner(vn, n->name, n->addr, c.epoch, true);
+	/* opening the stores (resync) may have used much of the lease taken at
+	 * t0: renew it now, not a heartbeat later */
+	renew(n, v);
+	if (vn->state != VS_OWNED)
+		return;
 	if (s->best.addr[0] && strcmp(s->best.addr, n->addr))
 		fs_rpc_reset(n->rpc, s->best.addr); /* unblock requests sent to the old owner */
 	fprintf(stderr, "spacefs: node %s: owner of volume %s now (epoch %llu; %s%s%s)\n", n->name,
@@ -583,12 +628,22 @@ static bool refresh_live(struct fs_node *n)
 			memcpy(ls->name[j - 1], tn, sizeof(tn));
 			memcpy(ls->addr[j - 1], ta, sizeof(ta));
 		}
+	/* drained nodes stay live (they serve redirected I/O) but own nothing */
+	const char *disks[POOL_MAX_DISKS];
+	uint32_t nd = 0;
+	bool drained[64] = {0};
+	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
+		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY)
+			disks[nd++] = fs->pool->disk[i].path;
+	for (uint32_t i = 0; i < ls->count; i++)
+		drained[i] = pool_drain_read(disks, nd, ls->name[i]);
 	pthread_mutex_lock(&n->lock);
 	changed = ls->count != n->nlive;
 	for (uint32_t i = 0; !changed && i < ls->count; i++)
-		changed = strcmp(ls->name[i], n->live[i]) != 0;
+		changed = strcmp(ls->name[i], n->live[i]) != 0 || drained[i] != n->live_drained[i];
 	memcpy(n->live, ls->name, sizeof(n->live));
 	memcpy(n->live_addr, ls->addr, sizeof(n->live_addr));
+	memcpy(n->live_drained, drained, sizeof(drained));
 	n->nlive = ls->count;
 	pthread_mutex_unlock(&n->lock);
 	free(ls);
@@ -618,43 +673,65 @@ static int live_index(const struct fs_node *n, const char *name)
 
 /* The desired owner of every volume (index into n->live, -1: none), the
  * same on every node that sees the same live set and owners. */
+/* A live node that may own volumes: not drained, unless every live node
+ * is (then volumes still need owners). */
+static bool eligible(const struct fs_node *n, int i, bool all_drained)
+{
+	return i >= 0 && (all_drained || !n->live_drained[i]);
+}
+
 static void desired_owners(struct fs_node *n, int *want)
 {
 	struct fs *fs = n->fs;
-	uint32_t count[64] = {0}, nvol = fs->nvol, nlive = n->nlive;
+	uint32_t count[64] = {0}, nvol = fs->nvol, nlive = n->nlive, nelig = 0;
 	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
 	uint64_t epoch;
 	bool valid;
 
+	for (uint32_t j = 0; j < nlive; j++)
+		nelig += !n->live_drained[j];
+	bool alld = nelig == 0;
+	if (alld)
+		nelig = nlive;
+
+	uint32_t nlivevol = 0;
+	for (uint32_t i = 0; i < nvol; i++) {
+		want[i] = -1;
+		nlivevol += !fs_volume_gone(fs->vol[i]);
+	}
 	if (nlive == 0)
 		return;
-	uint32_t cap = (nvol + nlive - 1) / nlive;
+	uint32_t cap = (nlivevol + nelig - 1) / nelig;
 	for (uint32_t i = 0; i < nvol; i++) {
 		struct fs_vnode *vn = fs->vol[i]->vn;
+		if (fs_volume_gone(fs->vol[i]))
+			continue; /* deleted: nobody's share */
 		pthread_mutex_lock(&vn->info_lock);
 		want[i] = live_index(n, vn->pref);
 		pthread_mutex_unlock(&vn->info_lock);
+		if (!eligible(n, want[i], alld))
+			want[i] = -1; /* its preferred owner is drained */
 		if (want[i] >= 0)
 			count[want[i]]++;
 	}
 	for (uint32_t i = 0; i < nvol; i++) {
-		if (want[i] >= 0)
+		if (want[i] >= 0 || fs_volume_gone(fs->vol[i]))
 			continue;
 		fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
 		int cur = valid ? live_index(n, owner) : -1;
-		if (cur >= 0 && count[cur] < cap) {
+		if (eligible(n, cur, alld) && count[cur] < cap) {
 			want[i] = cur;
 			count[cur]++;
 		}
 	}
 	for (uint32_t i = 0; i < nvol; i++) {
-		if (want[i] >= 0)
+		if (want[i] >= 0 || fs_volume_gone(fs->vol[i]))
 			continue;
-		uint32_t best = 0;
-		for (uint32_t j = 1; j < nlive; j++)
-			if (count[j] < count[best])
-				best = j;
-		want[i] = (int)best;
+		int best = -1;
+		for (uint32_t j = 0; j < nlive; j++)
+			if (eligible(n, (int)j, alld) && (best < 0 || count[j] < count[best]))
+				best = (int)j;
+		want[i] = best;
 		count[best]++;
 	}
 }
@@ -719,11 +796,10 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 	struct seen s;
 	int64_t now = fs_mono_ns();
 
-	if (vn->state == VS_OWNED) {
-		renew(n, v);
-		if (vn->state == VS_OWNED)
-			return;
-	}
+	if (fs_volume_gone(v))
+		return; /* deleted: fs_node_retire let it go */
+	if (vn->state == VS_OWNED)
+		return; /* renewed by tick() */
 	observe(n, v, &s);
 	if (s.state != SEEN_NONE)
 		vn->ownerless_since_ns = 0;
@@ -764,12 +840,19 @@ static void tick(struct fs_node *n)
 {
 	struct fs *fs = n->fs;
 
+	fs_catalog_poll(fs); /* volumes created or deleted by other nodes */
 	pthread_mutex_lock(&n->state_lock);
 	bool changed = refresh_live(n);
 	reload_prefs(fs);
 	pthread_mutex_lock(&fs->vol_lock);
 	uint32_t nvol = fs->nvol;
 	pthread_mutex_unlock(&fs->vol_lock);
+	/* Renewals first: a takeover below can take seconds (its resync), and
+	 * an owned volume must not run past its deadline meanwhile -- past it
+	 * the fence (fs_vol_may_write) refuses its writes in flight. */
+	for (uint32_t i = 0; i < nvol; i++)
+		if (n->fs->vol[i]->vn->state == VS_OWNED && !fs_volume_gone(n->fs->vol[i]))
+			renew(n, n->fs->vol[i]);
 	for (uint32_t i = 0; i < nvol; i++)
 		tick_volume(n, i);
 	pthread_mutex_lock(&n->lock);
@@ -964,6 +1047,42 @@ int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err,
 	return rc;
 }
 
+/* ---- deleted volumes ---- */
+
+void fs_node_retire(struct fs *fs, struct fs_volume *v)
+{
+	struct fs_node *n = fs->node;
+
+	pthread_mutex_lock(&n->state_lock);
+	if (v->vn->state == VS_OWNED)
+		release(n, v, false, NULL);
+	atomic_store(&v->gone, 1);
+	pthread_mutex_unlock(&n->state_lock);
+}
+
+int fs_node_wait_unowned(struct fs *fs, struct fs_volume *v, char *err, size_t errlen)
+{
+	struct fs_node *n = fs->node;
+	/* a node that has not seen the deletion yet does at its next
+	 * heartbeat; a stalled one stops writing by its own deadline */
+	int64_t until = fs_mono_ns() + (n->lease_ms + n->margin_ms + 2 * n->hb_ms) * 1000000ll;
+	struct seen s;
+
+	for (;;) {
+		pthread_mutex_lock(&n->state_lock);
+		observe(n, v, &s);
+		pthread_mutex_unlock(&n->state_lock);
+		if (s.state == SEEN_NONE || s.state == SEEN_DEAD)
+			return 0;
+		if (fs_mono_ns() >= until)
+			break;
+		nanosleep(&(struct timespec){0, 20000000}, NULL);
+	}
+	snprintf(err, errlen, "volume %s: node %s still holds its lock (epoch %llu)", v->name,
+		 s.best.node, (unsigned long long)s.best.epoch);
+	return -ETIMEDOUT;
+}
+
 /* ---- start and stop ---- */
 
 static int load_secret(struct fs_node *n, char *err, size_t errlen)
@@ -1029,6 +1148,12 @@ int fs_node_start(struct fs *fs, char *err, size_t errlen)
 	n->hb_ms = (int64_t)(fs->opt.heartbeat * 1000);
 	n->lease_ms = (int64_t)(fs->opt.lease * 1000);
 	n->margin_ms = n->lease_ms / 5 > n->hb_ms ? n->lease_ms / 5 : n->hb_ms;
+	/* Test hook (tests/integration/test_fence.py): a pause before each
+	 * fencing check, so that a SIGSTOP lands between a request's start and
+	 * its chunk writes' submission, as a real stall rarely does on cue. */
+	const char *delay = getenv("SPACEFS_TEST_SUBMIT_DELAY_MS");
+	if (delay && atoi(delay) > 0 && atoi(delay) < 1000)
+		n->test_delay_ns = atoi(delay) * 1000000l;
 	rc = load_secret(n, err, errlen);
 	if (rc == 0)
 		rc = fs_rpc_new(n, &n->rpc);
@@ -1085,6 +1210,8 @@ void fs_node_stop(struct fs *fs)
 				(n->nlive - i - 1) * sizeof(n->live[0]));
 			memmove(n->live_addr[i], n->live_addr[i + 1],
 				(n->nlive - i - 1) * sizeof(n->live_addr[0]));
+			memmove(&n->live_drained[i], &n->live_drained[i + 1],
+				(n->nlive - i - 1) * sizeof(n->live_drained[0]));
 			n->nlive--;
 			break;
 		}

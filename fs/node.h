@@ -58,6 +58,8 @@ struct fs_vnode {
 	atomic_int_fast64_t hold_until_ns;
 	char take_err[256]; /* under info_lock: why the last take failed */
 
+	atomic_uint_fast64_t fenced; /* chunk write batches refused (fs_vol_may_write) */
+	atomic_int fence_logged;     /* said so since the last take */
 	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
 	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
 };
@@ -76,6 +78,7 @@ struct fs_node {
 	char uuid[40];
 	uint8_t secret[POOL_SECRET_LEN];
 	int64_t hb_ms, lease_ms, margin_ms;
+	long test_delay_ns; /* SPACEFS_TEST_SUBMIT_DELAY_MS (fs_vol_may_write) */
 	int reg_fd[POOL_MAX_DISKS];
 
 	pthread_t thread;
@@ -88,6 +91,7 @@ struct fs_node {
 	bool again;			       /* tick once more right away (a handover to us) */
 	char live[64][POOL_NODE_NAME_MAX + 1]; /* live nodes, sorted */
 	char live_addr[64][POOL_ADDR_MAX];
+	bool live_drained[64]; /* `spacectl node drain`: owns nothing (pool/owner.h) */
 	uint32_t nlive;
 
 	struct fs_rpc *rpc;
@@ -108,6 +112,13 @@ int fs_node_move(struct fs *fs, const char *volume, const char *node, char *err,
  * up (-ETIMEDOUT, *err says why); else it only asks the node thread. */
 #define FS_TAKE_WAIT 1u
 int fs_node_take(struct fs *fs, uint32_t volid, bool wait, char *err, size_t errlen);
+/* A volume deleted from the catalogue: hand it back if owned (stores
+ * closed, lock released), then mark it gone. */
+void fs_node_retire(struct fs *fs, struct fs_volume *v);
+/* Wait until no node holds v's lease (released, or its holder dead);
+ * -ETIMEDOUT after lease + margin + two heartbeats (*err names the
+ * holder), by when a stalled holder has stopped writing by its deadline. */
+int fs_node_wait_unowned(struct fs *fs, struct fs_volume *v, char *err, size_t errlen);
 /* Snapshot of the owner for status and the user.spacefs.owner xattr. */
 void fs_node_owner(struct fs_volume *v, char *node, char *addr, uint64_t *epoch, bool *valid);
 /* Address of a live node, "" if unknown. */

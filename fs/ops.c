@@ -826,8 +826,8 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 	}
 	pthread_rwlock_unlock(&in->io_lock);
 	free(to_free);
-	if (n < 0) {
-		fuse_reply_err(req, (int)-n);
+	if (n < 0) { /* fenced (lease lost mid-request, fs/node.c): an I/O error here */
+		fuse_reply_err(req, n == -EREMCHG ? EIO : (int)-n);
 		return;
 	}
 	atomic_fetch_add(&in->vol->write_bytes, (uint64_t)n);

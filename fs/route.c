@@ -112,6 +112,10 @@ static int wait_owner(struct fs *fs, int64_t *deadline)
 	do {                                                                                       \
 		int64_t dl_ = 0;                                                                   \
 		for (;;) {                                                                         \
+			if (fs_volume_gone(v)) { /* deleted meanwhile (fs/catalog.c) */            \
+				fuse_reply_err(req, ESTALE);                                       \
+				return;                                                            \
+			}                                                                          \
 			if (fs_vol_enter_local(v)) {                                               \
 				LOCAL;                                                             \
 				fs_vol_leave(v);                                                   \
@@ -834,7 +838,7 @@ static void readdir_root(fuse_req_t req, size_t size, off_t off, bool plus)
 		struct fs_volume *v = fs->vol[i];
 		struct fuse_entry_param e;
 		struct wire_attr w;
-		if (root_attr(fs, v, &w) < 0)
+		if (fs_volume_gone(v) || root_attr(fs, v, &w) < 0)
 			continue;
 		fill_entry(fs, v, &w, &e);
 		size_t n =
@@ -1071,8 +1075,8 @@ static void r_access(fuse_req_t req, fuse_ino_t ino, int mask)
 static void r_read_guard(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			 struct fuse_file_info *fi)
 {
-	if (!vol_of(req, ino)) {
-		fuse_reply_err(req, EBADF);
+	if (!vol_of(req, ino)) { /* its volume was deleted (fs/catalog.c) */
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
 	r_read(req, ino, size, off, fi);
@@ -1081,8 +1085,8 @@ static void r_read_guard(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void r_write_guard(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 			  struct fuse_file_info *fi)
 {
-	if (!vol_of(req, ino)) {
-		fuse_reply_err(req, EBADF);
+	if (!vol_of(req, ino)) { /* its volume was deleted (fs/catalog.c) */
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
 	r_write_buf(req, ino, in_buf, off, fi);
@@ -1109,8 +1113,8 @@ static void r_fsync_guard(fuse_req_t req, fuse_ino_t ino, int datasync, struct f
 static void r_fallocate_guard(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			      struct fuse_file_info *fi)
 {
-	if (!vol_of(req, ino)) {
-		fuse_reply_err(req, EBADF);
+	if (!vol_of(req, ino)) { /* its volume was deleted (fs/catalog.c) */
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
 	r_fallocate(req, ino, mode, off, len, fi);

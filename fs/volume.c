@@ -6,9 +6,11 @@
  * orphans: files unlinked while open when the previous daemon died, whose
  * inodes (nlink 0) and chunk files are still there.
  *
- * Volumes are only ever added while mounted (`spacectl volume create`
- * through the control socket), never removed, so vol[] entries below nvol
- * stay valid without a lock once read.
+ * Volumes are only ever added to vol[] while mounted (`spacectl volume
+ * create` through the control socket, or another node's, fs/catalog.c),
+ * never removed: a deleted one is only marked gone, so vol[] entries below
+ * nvol stay valid without a lock once read.  Lookups by id or name skip
+ * gone volumes.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -59,7 +61,7 @@ struct fs_volume *fs_volume_by_id(struct fs *fs, uint32_t id)
 
 	pthread_mutex_lock(&fs->vol_lock);
 	for (uint32_t i = 0; i < fs->nvol && !found; i++)
-		if (fs->vol[i]->id == id)
+		if (fs->vol[i]->id == id && !fs_volume_gone(fs->vol[i]))
 			found = fs->vol[i];
 	pthread_mutex_unlock(&fs->vol_lock);
 	return found;
@@ -71,7 +73,7 @@ struct fs_volume *fs_volume_by_name(struct fs *fs, const char *name)
 
 	pthread_mutex_lock(&fs->vol_lock);
 	for (uint32_t i = 0; i < fs->nvol && !found; i++)
-		if (strcmp(fs->vol[i]->name, name) == 0)
+		if (strcmp(fs->vol[i]->name, name) == 0 && !fs_volume_gone(fs->vol[i]))
 			found = fs->vol[i];
 	pthread_mutex_unlock(&fs->vol_lock);
 	return found;

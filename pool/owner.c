@@ -558,3 +558,60 @@ int pool_pref_write(const char *const *dirs, uint32_t n, const char *node, char 
 	}
 	return 0;
 }
+
+/* ---- drained nodes ---- */
+
+int pool_drain_write(const char *const *disks, uint32_t n, const char *node, bool drained,
+		     char *err, size_t errlen)
+{
+	uint32_t ok = 0;
+	int rc = -ENOENT;
+
+	if (check_node_name(node)) {
+		snprintf(err, errlen, "node name '%s' is not valid", node);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		char dir[POOL_PATH_MAX + 16], path[POOL_PATH_MAX + POOL_NODE_NAME_MAX + 24];
+		snprintf(dir, sizeof(dir), "%s/%s", disks[i], POOL_DRAIN_DIR);
+		snprintf(path, sizeof(path), "%s/%s", dir, node);
+		if (drained) {
+			if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+				rc = -errno;
+				continue;
+			}
+			int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+			if (fd < 0 || fsync(fd) < 0) {
+				rc = -errno;
+				if (fd >= 0)
+					close(fd);
+				continue;
+			}
+			close(fd);
+		} else if (unlink(path) < 0 && errno != ENOENT) {
+			rc = -errno;
+			continue;
+		}
+		ok++;
+	}
+	if (ok == 0) {
+		snprintf(err, errlen, "%s: cannot %s %s/%s: %s", n ? disks[0] : "(no disk)",
+			 drained ? "create" : "remove", POOL_DRAIN_DIR, node, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+bool pool_drain_read(const char *const *disks, uint32_t n, const char *node)
+{
+	uint32_t have = 0;
+
+	if (n == 0 || check_node_name(node))
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		char path[POOL_PATH_MAX + POOL_NODE_NAME_MAX + 24];
+		snprintf(path, sizeof(path), "%s/%s/%s", disks[i], POOL_DRAIN_DIR, node);
+		have += access(path, F_OK) == 0;
+	}
+	return 2 * have >= n;
+}

@@ -119,4 +119,15 @@ int pool_pref_read(const char *const *dirs, uint32_t n, char *node, size_t len);
 int pool_pref_write(const char *const *dirs, uint32_t n, const char *node, char *err,
 		    size_t errlen);
 
+/* ---- drained nodes ----
+ * <disk>/drain/<node>, an empty file on every disk in service, says that
+ * `spacectl node drain` took the node out of balancing (fs/node.c): it
+ * owns nothing while drained.  A node is drained while the file is on at
+ * least half of the disks asked about, so a disk that missed the drain or
+ * the resume is outvoted. */
+#define POOL_DRAIN_DIR "drain"
+int pool_drain_write(const char *const *disks, uint32_t n, const char *node, bool drained,
+		     char *err, size_t errlen);
+bool pool_drain_read(const char *const *disks, uint32_t n, const char *node);
+
 #endif /* SPACEFS_POOL_OWNER_H */

@@ -646,6 +646,9 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 		if (r->map && pool_csum_covers(r->map, run->blk, run->nblk))
 			t->req[n + (size_t)ri].fd = -1;
 	}
+	/* Data fencing (store.h): the last word before the kernel has it. */
+	if (q->s->hooks.may_write && (rc = q->s->hooks.may_write(q->s->hooks.arg)) < 0)
+		return rc;
 	uint64_t t0 = pool_lat_now_us();
 	pool_aio_run(q->s->aio, t->req, nreq);
 	uint64_t failed = 0; /* positions whose data did not land: keep their old checksums */

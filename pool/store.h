@@ -82,6 +82,13 @@ struct pool_store_hooks {
 	int (*write_begin)(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent);
 	/* The chunk writes of a write_begin range have completed. */
 	void (*write_end)(void *arg, uint64_t id, uint64_t off, uint64_t len);
+	/* Data fencing with several nodes: asked right before each submission
+	 * of chunk writes (and by write_begin's caller, earlier).  0: go on;
+	 * a negative errno: this node may no longer write the volume (its
+	 * lease ran out), so nothing of the batch is submitted and the write
+	 * fails with that errno -- never counted as a disk error.  NULL: no
+	 * fencing (one node). */
+	int (*may_write)(void *arg);
 };
 
 /* How the store treats one disk. */

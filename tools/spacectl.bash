@@ -24,9 +24,9 @@ _spacectl()
     local cur prev words cword
     _init_completion || return
 
-    local verbs="pool volume status smbconf owner disk repair scrub metrics checkpoint backup"
+    local verbs="pool volume status smbconf owner node disk repair scrub metrics checkpoint backup"
     local -A sub=([pool]="create" [volume]="create list delete set"
-        [owner]="move balance prefer" [disk]="add replace retire set"
+        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire set"
         [checkpoint]="create list merge delete")
 
     # The command: one word, or a group and its verb.

@@ -11,6 +11,7 @@
  *   spacectl owner move SOURCE VOLUME NODE
  *   spacectl owner balance SOURCE
  *   spacectl owner prefer SOURCE VOLUME NODE|none
+ *   spacectl node drain|resume SOURCE NODE
  *   spacectl metrics SOURCE               (Prometheus text, from the daemon)
  *
  * Every command is two functions: cmd_X() turns argv into a struct of
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "layout/layout.h"
 #include "pool/ctl.h"
@@ -87,6 +89,7 @@ static const char help_main[] =
     "  status SOURCE [--json]                show the pool, its disks and volumes\n"
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
+    "  node drain|resume SOURCE NODE         take a node out of balancing and back\n"
     "  disk add|replace|retire|set SOURCE ... change the disks (spacectl disk --help)\n"
     "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
     "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
@@ -152,6 +155,19 @@ static const char help_owner[] =
     "  prefer SOURCE VOLUME NODE|none set or clear VOLUME's preferred owner\n"
     "\n"
     "SPACEFS_NODE=NAME picks which local daemon spacectl talks to.\n";
+
+static const char help_node[] =
+    "usage: spacectl node COMMAND ...\n"
+    "\n"
+    "With several nodes: take a node out of balancing for maintenance.\n"
+    "\n"
+    "node commands:\n"
+    "  drain SOURCE NODE    move every volume NODE owns to the other nodes and keep\n"
+    "                       them away (NODE still serves its clients, redirected);\n"
+    "                       returns once NODE owns nothing\n"
+    "  resume SOURCE NODE   give NODE its share again (balancing)\n"
+    "\n"
+    "The mark is kept on the pool's disks (drain/NODE), so it survives restarts.\n";
 
 static const char help_volume_create[] =
     "usage: spacectl volume create SOURCE NAME --layout simple|mirror|parity\n"
@@ -306,7 +322,8 @@ static int parse_u32(const char *s, uint32_t *out)
  * generation).  So every command first asks whether a daemon serves the
  * pool (pool/ctl.h: a socket named after the pool UUID) and then:
  *   volume create   is sent to the daemon, which creates and mounts it;
- *   volume delete   is refused until the pool is unmounted;
+ *   volume delete   is sent to the daemon too: with several nodes it
+ *                   deletes the volume live, a single node refuses;
  *   status, list    read the disks (safe: superblocks are replaced
  *                   atomically), and status adds the daemon's counters.
  * A command the daemon learns later slots in the same way: build the
@@ -934,11 +951,17 @@ static int do_volume_delete(const struct volume_delete_args *a)
 
 	if (!p)
 		return 1;
-	if (daemon_call(p, "status", &reply, err, sizeof(err)) != -ENOENT) {
-		json_peek(reply ? reply : "", "node", node, sizeof(node));
-		rc = say_error(1, "volume delete",
-			       "pool '%s' is mounted (spacefs on node %s); unmount it first",
-			       p->sb->pool_name, node);
+	char req[POOL_NAME_MAX + 32];
+	snprintf(req, sizeof(req), "volume-delete %s", a->name);
+	int drc = daemon_call(p, req, &reply, err, sizeof(err));
+	if (drc != -ENOENT) {
+		/* a cluster node deletes it live (fs/catalog.c); a single-node
+		 * daemon, or an older one, refuses */
+		(void)node;
+		if (drc < 0)
+			rc = say_error(1, "volume delete", "the running spacefs refused: %s", err);
+		else
+			printf("volume '%s' deleted\n", a->name);
 	} else if (pool_runlock_offline_pool(&p, a->source, err, sizeof(err)) < 0 ||
 		   pool_volume_delete(p, a->name, err, sizeof(err)) < 0) {
 		rc = say_error(1, NULL, "%s", err);
@@ -1404,6 +1427,85 @@ static int cmd_owner_prefer(int argc, char **argv)
 	return 0;
 }
 
+/* ---- node drain and resume ------------------------------------------------------ */
+
+/* Volumes `node` owns as the daemon here sees them; -1 if none answers. */
+static int owned_by(struct pool *p, const char *node)
+{
+	char err[POOL_MSG_MAX], *reply = NULL;
+	int n = 0;
+
+	if (daemon_call(p, "owners", &reply, err, sizeof(err)) < 0) {
+		free(reply);
+		return -1;
+	}
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		char vol[65], own[65];
+		if (sscanf(l, "%64[^\t]\t%64[^\t]", vol, own) == 2 && !strcmp(own, node))
+			n++;
+	}
+	free(reply);
+	return n;
+}
+
+/* The drain mark is written to every healthy disk directly (pool/owner.c),
+ * like owner prefer, so it works with no node running; then the running
+ * nodes are asked to balance, which reads it.  A drain waits until the
+ * node owns nothing. */
+static int node_mark(int argc, char **argv, bool drained)
+{
+	const char *what = drained ? "node drain" : "node resume";
+	const char *disks[POOL_MAX_DISKS];
+	char err[POOL_MSG_MAX], *reply = NULL;
+	uint32_t n = 0;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return show_help(help_node);
+	if (argc != 3)
+		return say_error(EXIT_USAGE, what, "usage: %s SOURCE NODE", what);
+	struct pool *p = open_pool(argv[1], 0);
+	if (!p)
+		return 1;
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		if (p->disk[i].state == POOL_DISK_HEALTHY)
+			disks[n++] = p->disk[i].path;
+	int rc = pool_drain_write(disks, n, argv[2], drained, err, sizeof(err));
+	if (rc < 0) {
+		pool_close(p);
+		return say_error(1, what, "%s", err);
+	}
+	int running = daemon_call(p, "owner-balance", &reply, err, sizeof(err)) == 0;
+	free(reply);
+	int left = running ? owned_by(p, argv[2]) : 0;
+	for (int waited = 0; drained && running && left > 0 && waited < 600; waited++) {
+		usleep(100 * 1000);
+		left = owned_by(p, argv[2]);
+	}
+	pool_close(p);
+	if (drained && left > 0)
+		return say_error(1, what, "node %s still owns %d volume(s) after 60 s", argv[2],
+				 left);
+	if (drained)
+		printf("node %s drained: it owns no volume and gets none until "
+		       "`spacectl node resume`%s\n",
+		       argv[2], running ? "" : " (no node running here: applies when they start)");
+	else
+		printf("node %s resumed: balancing gives it its share%s\n", argv[2],
+		       running ? "" : " (when nodes run)");
+	return 0;
+}
+
+static int cmd_node_drain(int argc, char **argv)
+{
+	return node_mark(argc, argv, true);
+}
+
+static int cmd_node_resume(int argc, char **argv)
+{
+	return node_mark(argc, argv, false);
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 static int cmd_metrics(int argc, char **argv)
@@ -1448,6 +1550,8 @@ static const struct command commands[] = {
     {"owner", "move", cmd_owner_move},
     {"owner", "balance", cmd_owner_balance},
     {"owner", "prefer", cmd_owner_prefer},
+    {"node", "drain", cmd_node_drain},
+    {"node", "resume", cmd_node_resume},
     {"disk", "add", spacectl_cmd_disk_add},
     {"disk", "replace", spacectl_cmd_disk_replace},
     {"disk", "retire", spacectl_cmd_disk_retire},
@@ -1496,6 +1600,8 @@ int main(int argc, char **argv)
 		return run_group("volume", help_volume, argc - 2, argv + 2);
 	if (!strcmp(argv[1], "owner"))
 		return run_group("owner", help_owner, argc - 2, argv + 2);
+	if (!strcmp(argv[1], "node"))
+		return run_group("node", help_node, argc - 2, argv + 2);
 	if (!strcmp(argv[1], "disk"))
 		return run_group("disk", spacectl_help_disk, argc - 2, argv + 2);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

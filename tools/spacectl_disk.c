@@ -263,6 +263,14 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 	int status = 0, any = 0;
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
+		char vol[POOL_NAME_MAX + 1], node[80];
+		if (sscanf(l, "on %64s %79s", vol, node) == 2) { /* several nodes */
+			any = 1;
+			printf("%s: volume %s: runs on its owner, node %s (spacectl status shows "
+			       "it)\n",
+			       what, vol, node);
+			continue;
+		}
 		unsigned id = (unsigned)strtoul(l, NULL, 10);
 		if (!id)
 			continue;
@@ -449,15 +457,16 @@ int spacectl_cmd_disk_retire(int argc, char **argv)
 
 void spacectl_jobs_table(const struct pool *p)
 {
-	static const char *const head[] = {">JOB",	"KIND",	     "STATE",	      "TARGET",
-					   ">PROGRESS", ">REPAIRED", ">UNRECOVERABLE"};
+	static const char *const head[] = {">JOB",	     "KIND",	  "STATE",
+					   "TARGET",	     ">PROGRESS", ">REPAIRED",
+					   ">UNRECOVERABLE", "NODE",	  ">MB/S"};
 	char err[POOL_MSG_MAX], *reply = NULL;
 	struct table *t;
 	int rows = 0;
 
 	if (call(p, "jobs", &reply, err, sizeof(err)) != 0)
 		return;
-	t = table_new(7, head);
+	t = table_new(9, head);
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); t && l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		struct jobline j;
@@ -475,7 +484,12 @@ void spacectl_jobs_table(const struct pool *p)
 						      : 0.0);
 		snprintf(rep, sizeof(rep), "%llu", j.repaired);
 		snprintf(unrec, sizeof(unrec), "%llu", j.unrec);
-		const char *row[7] = {id, j.kind, j.state, target, prog, rep, unrec};
+		/* another node's job (several nodes): its message is "node NAME" */
+		char node[80] = "here", mbs[24];
+		sscanf(j.msg, "node %79s", node);
+		snprintf(mbs, sizeof(mbs), "%.1f",
+			 j.ms ? (double)j.done / ((double)j.ms / 1000.0) / 1e6 : 0.0);
+		const char *row[9] = {id, j.kind, j.state, target, prog, rep, unrec, node, mbs};
 		table_row(t, row);
 		rows++;
 	}

@@ -373,7 +373,10 @@ def reserve_test(t):
         fss.append(lfs)
         pool = SmallPool(lfs.mnt)
         layouts = {"mirror2": (["mirror", "--copies", "2", "--columns", "2"], 2.0),
-                   "parity1": (["parity", "--parity", "1", "--columns", "4"], 4 / 3)}
+                   # the parity journal must fit these 128 MiB disks: its copies
+                   # are preallocated when the volume opens, before the fill
+                   "parity1": (["parity", "--parity", "1", "--columns", "4",
+                                "--journal-size", "8M"], 4 / 3)}
         for vol, (args, _) in layouts.items():
             pool.volume(vol, *args, "--interleave", "64K")
         m = pool.mount("flush_interval=3600")
