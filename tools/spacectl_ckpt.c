@@ -30,6 +30,7 @@
 #include "pool/ctl.h"
 #include "pool/pool.h"
 #include "tools/spacectl_ckpt.h"
+#include "tools/table.h"
 
 #define EXIT_USAGE 2
 #define COPY_BUF   (1u << 20)
@@ -72,20 +73,6 @@ static void on_signal(int sig)
 	interrupted = 1;
 }
 
-static int err_line(int code, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int err_line(int code, const char *what, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "spacectl: %s: ", what);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
 /* Send a request; the reply's text after "ok\n" in *body (malloc'd). */
 static int ask(const char *what, const char *source, const char *req, char **body)
 {
@@ -94,18 +81,18 @@ static int ask(const char *what, const char *source, const char *req, char **bod
 
 	*body = NULL;
 	if (pool_open(source, 0, &p, err, sizeof(err)) < 0)
-		return err_line(1, what, "%s", err);
+		return cli_err(1, what, "%s", err);
 	pool_uuid_format(p->sb->pool_uuid, uuid);
 	err[0] = '\0';
 	int rc = pool_ctl_call(uuid, req, &reply, err, sizeof(err));
 	const char *name = p->sb->pool_name;
 	if (rc == -ENOENT)
-		rc = err_line(1, what,
-			      "pool '%s' is not mounted here: checkpoints live in the "
-			      "spacefs daemon",
-			      name);
+		rc = cli_err(1, what,
+			     "pool '%s' is not mounted here: checkpoints live in the "
+			     "spacefs daemon",
+			     name);
 	else if (rc < 0)
-		rc = err_line(1, what, "%s", err[0] ? err : strerror(-rc));
+		rc = cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
 	pool_close(p);
 	if (rc)
 		return rc;
@@ -208,11 +195,11 @@ static int parse_opts(int argc, char **argv, const char *what, const char *help,
 		} else if (c == 'r') {
 			*rate = strtod(optarg, &end);
 			if (end == optarg || *end || *rate <= 0 || *rate > 1e6)
-				return err_line(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
-						optarg);
+				return cli_err(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
+					       optarg);
 		} else {
-			return err_line(EXIT_USAGE, what, "unknown option or missing value '%s'",
-					argv[optind - 1]);
+			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
+				       argv[optind - 1]);
 		}
 	}
 	return 0;
@@ -264,7 +251,7 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 		for (int i = 3; i < n && len < (int64_t)sizeof(req); i++)
 			len += snprintf(req + len, sizeof(req) - (size_t)len, " %s", a[i]);
 		if (strpbrk(a[2], " \t") || len >= (int64_t)sizeof(req))
-			return err_line(EXIT_USAGE, what, "names and paths may not hold spaces");
+			return cli_err(EXIT_USAGE, what, "names and paths may not hold spaces");
 		if (ask(what, a[0], req, &body))
 			return 1;
 		printf("checkpoint %s of volume %s created in %.3f s\n", a[2], a[1], atof(body));
@@ -298,9 +285,9 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 	}
 	if ((!strcmp(cmd, "merge") || !strcmp(cmd, "delete")) && n == 3)
 		return merge(what, a[0], a[1], a[2], rate, wait);
-	return err_line(EXIT_USAGE, what,
-			"unknown command or wrong arguments; see spacectl "
-			"checkpoint --help");
+	return cli_err(EXIT_USAGE, what,
+		       "unknown command or wrong arguments; see spacectl "
+		       "checkpoint --help");
 }
 
 /* ---- backup ---- */
@@ -364,10 +351,10 @@ static int copy_file(struct copy *c, const char *src, const char *dst, const str
 	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
 
 	if (in < 0)
-		return err_line(1, c->what, "%s: %s", src, strerror(errno));
+		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
 	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st->st_mode & 07777);
 	if (out < 0) {
-		rc = err_line(1, c->what, "%s: %s", dst, strerror(errno));
+		rc = cli_err(1, c->what, "%s: %s", dst, strerror(errno));
 		goto done;
 	}
 	for (off_t pos = 0; (uint64_t)pos < (uint64_t)st->st_size && !interrupted;) {
@@ -381,8 +368,8 @@ static int copy_file(struct copy *c, const char *src, const char *dst, const str
 			size_t len = (size_t)(h - o) < COPY_BUF ? (size_t)(h - o) : COPY_BUF;
 			ssize_t r = pread(in, c->buf, len, o);
 			if (r <= 0 || pwrite(out, c->buf, (size_t)r, o) != r) {
-				rc = err_line(1, c->what, "%s: %s", r <= 0 ? src : dst,
-					      r < 0 ? strerror(errno) : "short read or write");
+				rc = cli_err(1, c->what, "%s: %s", r <= 0 ? src : dst,
+					     r < 0 ? strerror(errno) : "short read or write");
 				goto done;
 			}
 			o += r;
@@ -391,7 +378,7 @@ static int copy_file(struct copy *c, const char *src, const char *dst, const str
 		pos = h;
 	}
 	if (ftruncate(out, st->st_size) < 0 || fsync(out) < 0) {
-		rc = err_line(1, c->what, "%s: %s", dst, strerror(errno));
+		rc = cli_err(1, c->what, "%s: %s", dst, strerror(errno));
 		goto done;
 	}
 	struct timespec ts[2] = {st->st_atim, st->st_mtim};
@@ -410,7 +397,7 @@ static int walk(struct copy *c, const char *src, const char *dst, int count)
 	if (interrupted)
 		return 0;
 	if (stat(src, &st) < 0)
-		return err_line(1, c->what, "%s: %s", src, strerror(errno));
+		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
 	if (S_ISREG(st.st_mode)) {
 		if (count) {
 			int fd = open(src, O_RDONLY | O_CLOEXEC);
@@ -425,20 +412,20 @@ static int walk(struct copy *c, const char *src, const char *dst, int count)
 	if (!S_ISDIR(st.st_mode))
 		return 0;
 	if (!count && mkdir(dst, st.st_mode & 07777) < 0 && errno != EEXIST)
-		return err_line(1, c->what, "%s: %s", dst, strerror(errno));
+		return cli_err(1, c->what, "%s: %s", dst, strerror(errno));
 	DIR *d = opendir(src);
 	if (!d)
-		return err_line(1, c->what, "%s: %s", src, strerror(errno));
+		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
 	int rc = 0;
 	for (struct dirent *e; rc == 0 && (e = readdir(d));) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		char *s, *t;
 		if (asprintf(&s, "%s/%s", src, e->d_name) < 0)
-			return err_line(1, c->what, "out of memory");
+			return cli_err(1, c->what, "out of memory");
 		if (asprintf(&t, "%s/%s", dst, e->d_name) < 0) {
 			free(s);
-			return err_line(1, c->what, "out of memory");
+			return cli_err(1, c->what, "out of memory");
 		}
 		rc = walk(c, s, t, count);
 		free(s);
@@ -487,9 +474,9 @@ int spacectl_cmd_backup(int argc, char **argv)
 	if (parse_opts(argc, argv, what, help_backup, &wait, &rate, &done) || done)
 		return done ? 0 : EXIT_USAGE;
 	if (argc - optind != 3)
-		return err_line(EXIT_USAGE, what,
-				"wrong number of arguments; see spacectl backup "
-				"--help");
+		return cli_err(EXIT_USAGE, what,
+			       "wrong number of arguments; see spacectl backup "
+			       "--help");
 	const char *source = argv[optind], *target = argv[optind + 1], *dest = argv[optind + 2];
 	const char *slash = strchr(target, '/');
 	const char *path = slash ? slash + 1 : "";
@@ -497,9 +484,9 @@ int spacectl_cmd_backup(int argc, char **argv)
 		 target);
 	struct stat dst;
 	if (stat(dest, &dst) < 0 || !S_ISDIR(dst.st_mode))
-		return err_line(1, what, "%s: not a directory", dest);
+		return cli_err(1, what, "%s: not a directory", dest);
 	if (strpbrk(path, " \t"))
-		return err_line(EXIT_USAGE, what, "paths may not hold spaces");
+		return cli_err(EXIT_USAGE, what, "paths may not hold spaces");
 
 	clean_stale(what, source, vol);
 	if (ask(what, source, "ckpt-mnt", &body))
@@ -528,12 +515,12 @@ int spacectl_cmd_backup(int argc, char **argv)
 	struct copy c = {.what = what, .rate = rate * 1e6, .last = -1};
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.buf = malloc(COPY_BUF);
-	rc = c.buf ? walk(&c, src, to, 1) : err_line(1, what, "out of memory");
+	rc = c.buf ? walk(&c, src, to, 1) : cli_err(1, what, "out of memory");
 	if (rc == 0)
 		rc = walk(&c, src, to, 0);
 	free(c.buf);
 	if (interrupted)
-		rc = err_line(130, what, "interrupted; the copy in %s is incomplete", dest);
+		rc = cli_err(130, what, "interrupted; the copy in %s is incomplete", dest);
 	else if (rc == 0)
 		printf("%s: %llu bytes of data copied to %s\n", what, (unsigned long long)c.done,
 		       to);

@@ -66,27 +66,13 @@ static const char help_job[] =
     "  -r, --rate MB/s   at most this many megabytes of file data per second\n"
     "  -h, --help        show this help\n";
 
-static int err_line(int code, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int err_line(int code, const char *what, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "spacectl: %s: ", what);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
 static struct pool *open_pool(const char *what, const char *source, unsigned flags)
 {
 	char err[POOL_MSG_MAX * 2];
 	struct pool *p;
 
 	if (pool_open(source, flags, &p, err, sizeof(err)) < 0) {
-		err_line(1, what, "%s", err);
+		cli_err(1, what, "%s", err);
 		return NULL;
 	}
 	return p;
@@ -176,7 +162,7 @@ static int wait_job(const struct pool *p, unsigned id, const char *what)
 	for (;;) {
 		int rc = fetch_job(p, id, &j, NULL);
 		if (rc < 0)
-			return err_line(1, what, "lost track of job %u (daemon gone?)", id);
+			return cli_err(1, what, "lost track of job %u (daemon gone?)", id);
 		progress(&j, tty, &decile);
 		if (strcmp(j.state, "running"))
 			break;
@@ -188,9 +174,9 @@ static int wait_job(const struct pool *p, unsigned id, const char *what)
 	printf("%s\n", j.msg);
 	fetch_job(p, id, &j, stdout);
 	if (strcmp(j.state, "done"))
-		return err_line(1, what, "job %u %s", id, j.state);
+		return cli_err(1, what, "job %u %s", id, j.state);
 	if (j.unrec)
-		return err_line(1, what, "%llu block(s) could not be recovered", j.unrec);
+		return cli_err(1, what, "%llu block(s) could not be recovered", j.unrec);
 	return 0;
 }
 
@@ -228,17 +214,17 @@ static int parse_jobargs(int argc, char **argv, const char *what, const char *he
 		} else if (c == 'r') {
 			a->rate = strtod(optarg, &end);
 			if (end == optarg || *end || a->rate <= 0 || a->rate > 1e6)
-				return err_line(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
-						optarg);
+				return cli_err(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
+					       optarg);
 		} else {
-			return err_line(EXIT_USAGE, what, "unknown option or missing value '%s'",
-					argv[optind - 1]);
+			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
+				       argv[optind - 1]);
 		}
 	}
 	int n = argc - optind;
 	if (n < 1 + min || n > 1 + max)
-		return err_line(EXIT_USAGE, what,
-				"wrong number of arguments; see spacectl %s --help", what);
+		return cli_err(EXIT_USAGE, what,
+			       "wrong number of arguments; see spacectl %s --help", what);
 	a->source = argv[optind];
 	for (int i = 0; i < n - 1; i++)
 		a->arg[i] = argv[optind + 1 + i];
@@ -253,13 +239,12 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 	int rc = call(p, req, &reply, err, sizeof(err));
 
 	if (rc == -ENOENT)
-		return err_line(
-		    1, what,
-		    "pool '%s' is not mounted: %s runs in the spacefs daemon (mount the "
-		    "pool; a mount resumes unfinished repairs by itself)",
-		    p->sb->pool_name, what);
+		return cli_err(1, what,
+			       "pool '%s' is not mounted: %s runs in the spacefs daemon (mount the "
+			       "pool; a mount resumes unfinished repairs by itself)",
+			       p->sb->pool_name, what);
 	if (rc < 0)
-		return err_line(1, what, "%s", err[0] ? err : strerror(-rc));
+		return cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
 	int status = 0, any = 0;
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
@@ -328,7 +313,7 @@ static int disk_offline(struct pool *p, const char *what,
 	char err[POOL_MSG_MAX * 2];
 
 	if (fn(p, args, err, sizeof(err)) < 0)
-		return err_line(1, what, "%s", err);
+		return cli_err(1, what, "%s", err);
 	return 0;
 }
 
@@ -388,11 +373,11 @@ static int disk_cmd(const char *what, const char *source, const char *req, int w
 	rc = call(p, "jobs", &reply, err, sizeof(err));
 	free(reply);
 	if (rc == -ENOENT && pool_runlock_offline_pool(&p, source, err, sizeof(err)) < 0)
-		rc = err_line(1, what, "%s", err);
+		rc = cli_err(1, what, "%s", err);
 	else if (rc == -ENOENT)
 		rc = disk_offline(p, what, off, args);
 	else if (!req)
-		rc = err_line(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
+		rc = cli_err(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
 	else
 		rc = start_jobs(p, what, req, wait);
 	pool_close(p);
@@ -414,7 +399,7 @@ int spacectl_cmd_disk_add(int argc, char **argv)
 		return rc;
 	const char *args[1] = {absolute(a.arg[0], abs)};
 	if (strlen(args[0]) + 16 > sizeof(req))
-		return err_line(1, "disk add", "path too long");
+		return cli_err(1, "disk add", "path too long");
 	snprintf(req, sizeof(req), "disk-add %.4000s", args[0]);
 	return disk_cmd("disk add", a.source, req, 0, off_add, args);
 }
@@ -430,9 +415,9 @@ int spacectl_cmd_disk_replace(int argc, char **argv)
 		return rc;
 	const char *args[2] = {a.arg[0], absolute(a.arg[1], abs)};
 	if (strchr(args[0], ' ') || strchr(args[1], ' '))
-		return err_line(1, "disk replace", "paths with spaces are not supported");
+		return cli_err(1, "disk replace", "paths with spaces are not supported");
 	if (strlen(args[0]) + strlen(args[1]) + 16 > sizeof(req))
-		return err_line(1, "disk replace", "paths too long");
+		return cli_err(1, "disk replace", "paths too long");
 	snprintf(req, sizeof(req), "disk-replace %.2000s %.2000s %g", args[0], args[1], a.rate);
 	return disk_cmd("disk replace", a.source, req, a.wait, off_replace, args);
 }
@@ -448,7 +433,7 @@ int spacectl_cmd_disk_retire(int argc, char **argv)
 	const char *args[1] = {a.arg[0]};
 	char req[POOL_CTL_MAX_REQUEST];
 	if (strlen(args[0]) + 64 > sizeof(req) || strchr(args[0], ' '))
-		return err_line(1, "disk retire", "bad disk name");
+		return cli_err(1, "disk retire", "bad disk name");
 	snprintf(req, sizeof(req), "disk-retire %.3000s %g", args[0], a.rate);
 	return disk_cmd("disk retire", a.source, req, a.wait, off_retire, args);
 }

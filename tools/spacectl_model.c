@@ -45,20 +45,6 @@ const char spacectl_help_disk_set[] =
     "  --latency DURATION    and this latency per I/O (e.g. 100us, 0.5ms, 2ms)\n"
     "  -h, --help            show this help\n";
 
-static int say(int code, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int say(int code, const char *what, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "spacectl: %s: ", what);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
 /* "100us", "0.5ms", "2s" -> microseconds.  -EINVAL without a unit. */
 static int parse_duration(const char *s, uint32_t *us)
 {
@@ -96,9 +82,9 @@ static int parse_u32(const char *s, uint32_t *out)
 int spacectl_model_parse(const char *name, struct pool_diskmodel *out, const char *what)
 {
 	if (pool_diskmodel_preset(name, out) < 0)
-		return say(EXIT_USAGE, what,
-			   "unknown disk model '%s' (hdd-7200, hdd-15k, ssd-sata, nvme, none)",
-			   name);
+		return cli_err(EXIT_USAGE, what,
+			       "unknown disk model '%s' (hdd-7200, hdd-15k, ssd-sata, nvme, none)",
+			       name);
 	return 0;
 }
 
@@ -135,34 +121,36 @@ static int parse_set(int argc, char **argv, struct set_args *a, struct pool_disk
 		else if (c == 'l')
 			a->latency = optarg;
 		else
-			return say(EXIT_USAGE, what, "unknown option or missing value '%s'",
-				   argv[optind - 1]);
+			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
+				       argv[optind - 1]);
 	}
 	if (argc - optind != 2)
-		return say(EXIT_USAGE, what, "needs SOURCE and DISK; see spacectl disk set --help");
+		return cli_err(EXIT_USAGE, what,
+			       "needs SOURCE and DISK; see spacectl disk set --help");
 	a->source = argv[optind];
 	a->disk = argv[optind + 1];
 	int custom = a->iops || a->mbps || a->latency;
 	if (a->model && custom)
-		return say(EXIT_USAGE, what, "give --model or --iops/--mbps/--latency, not both");
+		return cli_err(EXIT_USAGE, what,
+			       "give --model or --iops/--mbps/--latency, not both");
 	if (a->model)
 		return spacectl_model_parse(a->model, m, what);
 	if (!custom)
-		return say(EXIT_USAGE, what, "needs --model or --iops, --mbps and --latency");
+		return cli_err(EXIT_USAGE, what, "needs --model or --iops, --mbps and --latency");
 	uint32_t iops, mbps, lat;
 	const char *why;
 	if (!a->iops || parse_u32(a->iops, &iops) < 0)
-		return say(EXIT_USAGE, what, "--iops wants a positive number, not '%s'",
-			   a->iops ? a->iops : "");
+		return cli_err(EXIT_USAGE, what, "--iops wants a positive number, not '%s'",
+			       a->iops ? a->iops : "");
 	if (!a->mbps || parse_u32(a->mbps, &mbps) < 0)
-		return say(EXIT_USAGE, what, "--mbps wants a positive number, not '%s'",
-			   a->mbps ? a->mbps : "");
+		return cli_err(EXIT_USAGE, what, "--mbps wants a positive number, not '%s'",
+			       a->mbps ? a->mbps : "");
 	if (!a->latency || parse_duration(a->latency, &lat) < 0)
-		return say(EXIT_USAGE, what,
-			   "--latency wants a duration like 100us, 0.5ms or 2ms, not '%s'",
-			   a->latency ? a->latency : "");
+		return cli_err(EXIT_USAGE, what,
+			       "--latency wants a duration like 100us, 0.5ms or 2ms, not '%s'",
+			       a->latency ? a->latency : "");
 	if (pool_diskmodel_custom(iops, mbps, lat, m, &why) < 0)
-		return say(EXIT_USAGE, what, "%s", why);
+		return cli_err(EXIT_USAGE, what, "%s", why);
 	return 0;
 }
 
@@ -197,9 +185,9 @@ int spacectl_cmd_disk_set(int argc, char **argv)
 	if (rc || done)
 		return rc;
 	if (pool_open(a.source, 0, &p, err, sizeof(err)) < 0)
-		return say(1, what, "%s", err);
+		return cli_err(1, what, "%s", err);
 	if (pool_disk_find(p, a.disk, &idx) < 0) {
-		rc = say(1, what, "%s: not a disk of pool '%s'", a.disk, p->sb->pool_name);
+		rc = cli_err(1, what, "%s: not a disk of pool '%s'", a.disk, p->sb->pool_name);
 		pool_close(p);
 		return rc;
 	}
@@ -211,11 +199,11 @@ int spacectl_cmd_disk_set(int argc, char **argv)
 	if (rc == 0) {
 		said(idx, &m, "; the daemon serves the disk by it now");
 	} else if (rc != -ENOENT) {
-		rc = say(1, what, "%s", err[0] ? err : strerror(-rc));
+		rc = cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
 	} else if (pool_runlock_offline_pool(&p, a.source, err, sizeof(err)) < 0) {
-		rc = say(1, what, "%s", err);
+		rc = cli_err(1, what, "%s", err);
 	} else if (pool_disk_set_model(p, idx, &m, err, sizeof(err)) < 0) {
-		rc = say(1, what, "%s", err);
+		rc = cli_err(1, what, "%s", err);
 	} else {
 		said(idx, &m, "");
 		rc = 0;

@@ -8,10 +8,12 @@
  * it escapes every string it writes, since pool, volume and path names
  * come from users and disks (paths may hold any byte but NUL and '/').
  * Bytes >= 0x80 are passed through: paths are UTF-8 on any sane system,
- * and JSON readers that reject invalid UTF-8 do so loudly.
+ * and JSON readers that reject invalid UTF-8 do so loudly.  Error lines
+ * (cli_err) are here too: every spacectl file prints them the same way.
  */
 #include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -266,4 +268,18 @@ int parse_size(const char *s, uint32_t *out)
 		return -EINVAL;
 	*out = (uint32_t)(v * mult);
 	return 0;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+int cli_err(int code, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "spacectl: %s: ", what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
 }

@@ -8,6 +8,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* ---- messages ------------------------------------------------------------ */
+
+/* One line on stderr, "spacectl: WHAT: <fmt...>", and return code (the
+ * exit status the caller hands back), so an error path is one statement. */
+int cli_err(int code, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ---- tables -------------------------------------------------------------- */
 
 #define TABLE_MAX_COLS 16
