@@ -130,10 +130,13 @@ def main():
         for fd in fds:
             os.close(fd)
         fds = []
+        def logged(n):
+            text = n.m.log_text()
+            return "V1 " in text and "no longer mounted here" in text or "volume V1 deleted" in text
         for n in nodes:
-            t.ok("V1 " in n.m.log_text() and "no longer mounted here" in n.m.log_text()
-                 or "volume V1 deleted" in n.m.log_text(),
-                 f"{n.name} logs that V1 went away")
+            # the line is written as the node retires the volume, which may be
+            # just after its mount stops listing it
+            t.ok(wait_for(lambda: logged(n), 5, 0.05), f"{n.name} logs that V1 went away")
         lst = pool.spacectl("volume", "list", pool.source).stdout
         t.ok("V1" not in lst, "V1 is no longer in the catalogue")
         t.ok(not any(os.path.exists(os.path.join(d, "vol", "V1")) for d in pool.disks),
