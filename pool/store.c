@@ -655,6 +655,13 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if (t->req[i].result < 0 || (size_t)t->req[i].result != t->req[i].len)
 			failed |= 1ull << c[i].pos;
+	/* Checksums stored as memory land the moment they are stored, so the
+	 * fence must be asked again: a node stalled after its data writes
+	 * completed must not, once it runs again, overwrite the checksums the
+	 * next owner wrote meanwhile.  Its data landed before its deadline (the
+	 * check above); the caller's request fails and is redone by the owner. */
+	if (nrun && q->s->hooks.may_write && (rc = q->s->hooks.may_write(q->s->hooks.arg)) < 0)
+		return rc;
 	for (ssize_t ri = 0; ri < nrun; ri++) {
 		const struct crc_run *run = &t->run[ri];
 		struct pool_aio_req *r = &t->req[n + (size_t)ri];
