@@ -1360,16 +1360,35 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 			c->ck[i]->state = CK_MERGING;
 	if (rc == 0)
 		rc = compact(c);
-	if (rc == 0)
-		rc = pthread_create(&c->worker, NULL, merge_main, c) ? -EAGAIN : 0;
 	if (rc < 0) {
 		if (!err[0])
 			snprintf(err, errlen, "volume %s: checkpoints: %s", v->name, strerror(-rc));
 		ckpt_free(c);
 		return rc;
 	}
-	c->worker_on = true;
 	v->ckpt = c;
+	/* Volumes opened at mount are attached before fuse_daemonize forks, and
+	 * a thread does not survive a fork: main.c starts those workers after
+	 * it (fs_ckpt_start); volumes opened later start theirs here. */
+	if (atomic_load(&v->fs->daemonized) && (rc = fs_ckpt_start(v)) < 0) {
+		snprintf(err, errlen, "volume %s: checkpoints: cannot start the merge worker: %s",
+			 v->name, strerror(-rc));
+		v->ckpt = NULL;
+		ckpt_free(c);
+		return rc;
+	}
+	return 0;
+}
+
+int fs_ckpt_start(struct fs_volume *v)
+{
+	struct fs_ckpt *c = v->ckpt;
+
+	if (!c || c->worker_on)
+		return 0;
+	if (pthread_create(&c->worker, NULL, merge_main, c) != 0)
+		return -EAGAIN;
+	c->worker_on = true;
 	return 0;
 }
 

@@ -19,6 +19,9 @@
 int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs, char *err,
 		   size_t errlen);
 void fs_ckpt_detach(struct fs_volume *v);
+/* Start v's merge worker (after fuse_daemonize: threads do not survive its
+ * fork).  0 (also with no checkpoints or a worker running) or -EAGAIN. */
+int fs_ckpt_start(struct fs_volume *v);
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res);
 bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *buf, ssize_t *res);

@@ -158,6 +158,8 @@ struct fs {
 	struct fs_jobs *jobs;	    /* repair and scrub jobs (fs/jobs.c) */
 	struct fs_metrics *metrics; /* -o metrics= HTTP listener (fs/metrics.c) */
 	int run_lock;		    /* pool/runlock.c: held until the process ends */
+	/* set once fuse_daemonize has forked: threads may be started now */
+	atomic_bool daemonized;
 	/* the session's operations: inner_ops behind .checkpoints (fs/ckpt_ops.c) */
 	struct fuse_lowlevel_ops ops;
 	const struct fuse_lowlevel_ops *inner_ops;

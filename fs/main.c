@@ -385,6 +385,15 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	fuse_daemonize(fs->opt.foreground || fs->opt.debug);
 	pool_runlock_note_pid(fs->run_lock);
 	redirect_log(fs);
+	/* Threads of the volumes opened above would have stayed in the parent. */
+	pthread_mutex_lock(&fs->vol_lock);
+	atomic_store(&fs->daemonized, true);
+	for (uint32_t i = 0; i < fs->nvol; i++)
+		if (fs->vol[i] && fs_ckpt_start(fs->vol[i]) < 0)
+			fprintf(stderr,
+				"spacefs: volume %s: cannot start the checkpoint merge worker\n",
+				fs->vol[i]->name);
+	pthread_mutex_unlock(&fs->vol_lock);
 	if (fs_flusher_start(fs) < 0)
 		goto unmount;
 	if (fs->node && fs_node_run(fs, err, sizeof(err)) < 0) {
