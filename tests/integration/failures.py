@@ -16,6 +16,20 @@ from harness import SPACECTL, Mount, Pool, run
 MODES = ["removed", "chmod000", "emptied", "foreign"]
 
 
+def remove_disk(d):
+    """Take a live disk directory away as `rm -rf` would, in one step.
+
+    The daemon may be replacing its superblock right now (a temp file
+    created, then renamed over spacefs.pool); a plain rmtree that lists the
+    directory first then fails on the temp file that has since vanished.
+    One rename takes the disk away atomically; the renamed tree, which
+    nothing reaches by path any more, is then deleted at leisure.
+    """
+    gone = f"{d}.gone{time.monotonic_ns()}"
+    os.rename(d, gone)
+    shutil.rmtree(gone)
+
+
 class FailPool(Pool):
     def __init__(self, layouts, ndisks=6, seed=1):
         super().__init__(ndisks)
@@ -98,15 +112,15 @@ class FailPool(Pool):
     def fail(self, i, mode):
         d = self.disks[i]
         if mode == "removed":
-            shutil.rmtree(d)
+            remove_disk(d)
         elif mode == "chmod000":
             os.chmod(d, 0)
             self.locked.append(d)
         elif mode == "emptied":
-            shutil.rmtree(d)
+            remove_disk(d)
             os.makedirs(d)
         elif mode == "foreign":
-            shutil.rmtree(d)
+            remove_disk(d)
             other = os.path.join(self.dir, f"other{i}-{self.nrepl}")
             os.makedirs(other + "a")
             os.makedirs(other + "b")
