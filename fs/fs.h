@@ -281,6 +281,11 @@ int fs_set_size(struct fs_inode *in, uint64_t size);
 int fs_zero_range(struct fs_inode *in, uint64_t off, uint64_t end);
 void fs_falloc_attrs(struct fs_inode *in, uint64_t end, int mode);
 int fs_do_fallocate(struct fs_inode *in, int mode, uint64_t off, uint64_t len);
+/* SEEK_DATA / SEEK_HOLE from off on an open file, as this daemon (the
+ * volume's owner) knows it: checkpoint layers, then the chunk files'
+ * holes.  0 with *at, or -ENXIO (no data / off past the end) or another
+ * negative errno.  The owner runs this for other nodes too (fs/serve.c). */
+int fs_do_lseek(struct fs_inode *in, uint64_t off, int whence, uint64_t *at);
 int fs_sync_inode(struct fs *fs, struct fs_inode *in);
 size_t fs_add_entry(fuse_req_t req, char *buf, size_t left, const char *name,
 		    struct fuse_entry_param *e, off_t next, bool plus);

@@ -986,12 +986,27 @@ static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
  * writeback_cache the kernel holds written data the daemon has not seen,
  * so holes cannot be told here: ENOSYS makes the kernel answer every later
  * SEEK_DATA/SEEK_HOLE of the mount itself (all data up to its size). */
+int fs_do_lseek(struct fs_inode *in, uint64_t off, int whence, uint64_t *at)
+{
+	struct pool_file_map map;
+	int rc;
+
+	pthread_rwlock_rdlock(&in->io_lock);
+	pthread_mutex_lock(&in->lock);
+	uint64_t size = in->attr.size;
+	pthread_mutex_unlock(&in->lock);
+	fs_file_map(in, &map);
+	if (!fs_ckpt_seek(in, size, off, whence, at, &rc))
+		rc = pool_store_seek(in->vol->store, &map, size, (int64_t)off, whence, at);
+	pthread_rwlock_unlock(&in->io_lock);
+	return rc;
+}
+
 static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 			struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_inode *in = (struct fs_inode *)(uintptr_t)fi->fh;
-	struct pool_file_map map;
 	uint64_t at = 0;
 	int rc;
 
@@ -1000,14 +1015,7 @@ static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	pthread_rwlock_rdlock(&in->io_lock);
-	pthread_mutex_lock(&in->lock);
-	uint64_t size = in->attr.size;
-	pthread_mutex_unlock(&in->lock);
-	fs_file_map(in, &map);
-	if (!fs_ckpt_seek(in, size, (uint64_t)off, whence, &at, &rc))
-		rc = pool_store_seek(in->vol->store, &map, size, (int64_t)off, whence, &at);
-	pthread_rwlock_unlock(&in->io_lock);
+	rc = off < 0 ? -ENXIO : fs_do_lseek(in, (uint64_t)off, whence, &at);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else

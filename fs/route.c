@@ -699,6 +699,47 @@ static void r_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
 	ROUTE(fs, v, fs_ops.fallocate(req, ino, mode, off, len, fi), err_call(req, v, &q));
 }
 
+/* SEEK_DATA/SEEK_HOLE: the owner knows the holes (chunk files, checkpoint
+ * layers, writes it has not applied yet), so the question goes there like
+ * a read.  Every node of a pool runs the same spacefs (docs/FORMAT.md,
+ * "Redirect frames"). */
+static int remote_lseek(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, off_t off, int whence)
+{
+	struct wire_req q = {.type = W_LSEEK,
+			     .vino = fs_ino_vino(ino),
+			     .off = (uint64_t)off,
+			     .flags = (uint32_t)whence};
+	struct wire_rep p;
+	uint8_t *raw = NULL;
+	int rc = rcall(fs_of(req), v, &q, &p, &raw);
+
+	if (rc == AGAIN)
+		return AGAIN;
+	free(raw);
+	if (rc < 0 || p.err < 0)
+		fuse_reply_err(req, rc < 0 ? -rc : -p.err);
+	else
+		fuse_reply_lseek(req, (off_t)p.v1);
+	return 0;
+}
+
+static void r_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_volume *v = vol_of(req, ino);
+
+	if (!v) { /* its volume was deleted (fs/catalog.c) */
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE) || fs->opt.writeback_cache) {
+		fs_ops.lseek(req, ino, off, whence, fi); /* its answer needs no owner */
+		return;
+	}
+	ROUTE(fs, v, fs_ops.lseek(req, ino, off, whence, fi), remote_lseek(req, v, ino, off, whence));
+}
+
 /* ---- directories ---- */
 
 static int remote_opendir(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino,
@@ -1185,4 +1226,5 @@ const struct fuse_lowlevel_ops fs_route_ops = {
     .removexattr = r_removexattr,
     .access = r_access,
     .fallocate = r_fallocate_guard,
+    .lseek = r_lseek,
 };

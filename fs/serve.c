@@ -304,6 +304,18 @@ static int s_fallocate(struct fs *fs, struct fs_volume *v, const struct wire_req
 	return rc;
 }
 
+static int s_lseek(struct fs *fs, struct fs_volume *v, const struct wire_req *q, struct wire_rep *p)
+{
+	struct fs_inode *in;
+	int rc = get_in(fs, v, q->vino, &in);
+
+	if (rc < 0)
+		return rc;
+	rc = fs_do_lseek(in, q->off, (int)q->flags, &p->v1);
+	fs_inode_put(fs, in);
+	return rc;
+}
+
 struct dir_out {
 	struct fs *fs;
 	struct fs_volume *v;
@@ -443,6 +455,8 @@ static int run(struct fs *fs, struct fs_volume *v, const struct wire_req *q, str
 	case W_SETXATTR:
 	case W_REMOVEXATTR:
 		return s_xattr_set(fs, v, q);
+	case W_LSEEK:
+		return s_lseek(fs, v, q, p);
 	default:
 		return -EPROTO;
 	}

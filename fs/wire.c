@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "layout/layout.h"
 
@@ -333,6 +334,8 @@ static int check_req(const struct wire_req *q)
 		return q->name[0] && q->volid ? 0 : -EPROTO;
 	case W_TAKE:
 		return q->volid ? 0 : -EPROTO;
+	case W_LSEEK:
+		return (q->flags == SEEK_DATA || q->flags == SEEK_HOLE) && !q->ndata ? 0 : -EPROTO;
 	case W_CHALLENGE:
 		return -EPROTO; /* a reply type, never a request */
 	default:

@@ -59,7 +59,8 @@ enum wire_type {
 	W_LISTXATTR,
 	W_SETXATTR,
 	W_REMOVEXATTR,
-	W_FS_LAST = W_REMOVEXATTR,
+	W_LSEEK, /* SEEK_DATA/SEEK_HOLE: off, flags = whence; reply v1 = offset */
+	W_FS_LAST = W_LSEEK,
 	/* ownership */
 	W_TAKE = 64, /* "I released volume volid to you: take it now" */
 	W_MOVE,	     /* "move volid to node `name`" (sent to the owner) */
