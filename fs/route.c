@@ -737,7 +737,8 @@ static void r_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fs_ops.lseek(req, ino, off, whence, fi); /* its answer needs no owner */
 		return;
 	}
-	ROUTE(fs, v, fs_ops.lseek(req, ino, off, whence, fi), remote_lseek(req, v, ino, off, whence));
+	ROUTE(fs, v, fs_ops.lseek(req, ino, off, whence, fi),
+	      remote_lseek(req, v, ino, off, whence));
 }
 
 /* ---- directories ---- */
