@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs/wire.h"
 
@@ -33,7 +34,7 @@ static const uint16_t types[] = {
     W_HELLO,	 W_AUTH,     W_GETATTR,	    W_LOOKUP,	 W_MKNOD,   W_LINK,    W_UNLINK,
     W_RMDIR,	 W_RENAME,   W_READLINK,    W_SETATTR,	 W_OPEN,    W_RELEASE, W_READ,
     W_WRITE,	 W_FSYNC,    W_FSYNCDIR,    W_FALLOCATE, W_READDIR, W_STATFS,  W_GETXATTR,
-    W_LISTXATTR, W_SETXATTR, W_REMOVEXATTR, W_TAKE,	 W_MOVE,    W_BALANCE};
+    W_LISTXATTR, W_SETXATTR, W_REMOVEXATTR, W_LSEEK,	 W_TAKE,    W_MOVE,    W_BALANCE};
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
 /* A valid request of each type. */
@@ -86,6 +87,9 @@ static void sample(uint16_t t, struct wire_req *q, uint8_t *data)
 		break;
 	case W_MOVE:
 		q->name = "node-b";
+		break;
+	case W_LSEEK:
+		q->flags = SEEK_HOLE;
 		break;
 	default:
 		break;
@@ -169,6 +173,11 @@ static void test_bad_fields(void **state)
 	q.len = WIRE_MAX_DATA + 1; /* too large a read */
 	encode(&q, &b);
 	assert_int_equal(wire_req_decode(W_READ, b.p + 16, b.len - 16, got), -EPROTO);
+	wire_buf_free(&b);
+	sample(W_LSEEK, &q, data);
+	q.flags = SEEK_SET; /* only SEEK_DATA and SEEK_HOLE go to the owner */
+	encode(&q, &b);
+	assert_int_equal(wire_req_decode(W_LSEEK, b.p + 16, b.len - 16, got), -EPROTO);
 	wire_buf_free(&b);
 	sample(W_GETATTR, &q, data);
 	q.volid = 0x10000;
