@@ -86,7 +86,7 @@ static void usage(const char *prog)
 	       "  -o log=FILE            log here once daemonized (default: syslog)\n"
 	       "  -o metrics=ADDR:PORT   serve Prometheus metrics over HTTP here (IPv4 or\n"
 	       "                         [IPv6]); also: spacectl metrics SOURCE\n"
-	       "  -o threads=N           FUSE worker threads (default 8)\n"
+	       "  -o threads=N           FUSE worker threads (default 16)\n"
 	       "  -o max_background=N    requests the kernel keeps in flight without\n"
 	       "                         waiting, e.g. asynchronous direct I/O (default 64)\n"
 	       "  -o ro                  mount read-only\n"
@@ -136,7 +136,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 
 static void set_defaults(struct fs_options *o)
 {
-	o->threads = 8;
+	o->threads = 16;
 	o->max_background = 64;
 	o->flush_interval = 5;
 	o->attr_timeout = -1; /* 1.0, or 0 with several nodes */

@@ -3,7 +3,8 @@
  *
  * The data path hands a whole phase of a request (every chunk read, or
  * every chunk write) to pool_aio_run, which gives all of it to the kernel
- * in one io_submit and waits for all of it.  Each batch borrows an
+ * in one io_submit and waits for all of it (a phase with one I/O for the
+ * kernel is a plain pread or pwrite).  Each batch borrows an
  * io_context_t from the engine's free list for its duration (made on
  * first need, grown when a batch outgrows it), so two batches never share
  * a completion ring.  No global state and no per-thread state: the
