@@ -258,6 +258,10 @@ struct pool_meta {
 	bool fenced;	/* a replica holds a newer epoch: every write is refused */
 	bool exclusive; /* one node: replicas in locking_mode=EXCLUSIVE */
 	struct {
+		int rc;
+		unsigned n;
+	} fail_reads; /* tests: the next n reads answer rc (pool_meta_fail_reads) */
+	struct {
 		uint64_t next_ino;
 		int64_t dinodes;
 	} pending; /* effects of the running call, applied to the fields above on commit */
@@ -661,13 +665,40 @@ static struct replica *reader(struct pool_meta *m)
 	return NULL;
 }
 
-/* A read failed on the reader: drop it and have the call run again. */
+/* SQLITE_BUSY or SQLITE_LOCKED, extended codes included: another
+ * connection held a lock past the busy timeout.  That says nothing about
+ * the replica's disk, so it must never cost the replica: under load every
+ * replica could be dropped that way, and the volume would answer EIO. */
+static bool is_busy(int rc)
+{
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+/* A read failed on the reader.  Busy: the call fails with -EBUSY and the
+ * replica stays.  Anything else is the disk or the file: drop the replica
+ * and have the call run again on the next one. */
 static int read_failed(struct pool_meta *m, struct replica *r, int rc)
 {
 	if (rc == SQLITE_NOMEM)
 		return -ENOMEM;
-	drop_replica(m, r, "read", sqlite3_errmsg(r->db));
+	if (is_busy(rc)) {
+		say("metadata replica %s busy on a read (%s); call refused, replica kept", r->path,
+		    sqlite3_errstr(rc));
+		return -EBUSY;
+	}
+	/* the connection's message, unless rc is not its last error (a test's) */
+	drop_replica(m, r, "read",
+		     sqlite3_errcode(r->db) == rc ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
 	return META_RETRY;
+}
+
+/* A read's result, unless a test asked for a failure (pool_meta_fail_reads). */
+static int read_result(struct pool_meta *m, int rc)
+{
+	if (m->fail_reads.n == 0)
+		return rc;
+	m->fail_reads.n--;
+	return m->fail_reads.rc;
 }
 
 struct rd {
@@ -684,14 +715,14 @@ static int rd_start(struct pool_meta *m, struct rd *q, enum stmt s, const struct
 	if (!q->r)
 		return -EIO;
 	q->st = q->r->st[s];
-	rc = bind_args(q->st, a, n);
+	rc = read_result(m, bind_args(q->st, a, n));
 	return rc == SQLITE_OK ? 0 : read_failed(m, q->r, rc);
 }
 
 /* 1 for a row, 0 at the end, negative on error. */
 static int rd_step(struct pool_meta *m, struct rd *q)
 {
-	int rc = sqlite3_step(q->st);
+	int rc = read_result(m, sqlite3_step(q->st));
 
 	if (rc == SQLITE_ROW)
 		return 1;
@@ -736,6 +767,8 @@ static int fence_check(struct pool_meta *m, struct replica *r)
 	return -ESTALE;
 }
 
+static void rollback_all(struct pool_meta *m);
+
 /* Start the write transaction on every live replica, at the first write of
  * a call: calls that fail their checks never touch the files. */
 static int begin_all(struct pool_meta *m)
@@ -748,6 +781,16 @@ static int begin_all(struct pool_meta *m)
 			continue;
 		int rc = sqlite3_step(r->st[ST_BEGIN]);
 		sqlite3_reset(r->st[ST_BEGIN]);
+		if (is_busy(rc)) {
+			/* Another connection holds its write lock (another node
+			 * writing its epoch, a copy in progress): not the disk's
+			 * fault.  Undo the BEGINs so far and refuse the call. */
+			say("metadata replica %s busy at BEGIN (%s); call refused, replica kept",
+			    r->path, sqlite3_errstr(rc));
+			m->in_txn = true;
+			rollback_all(m);
+			return -EBUSY;
+		}
 		if (rc != SQLITE_DONE)
 			drop_replica(m, r, "BEGIN", sqlite3_errmsg(r->db));
 		else if (m->epoch && fence_check(m, r) < 0)
@@ -2253,6 +2296,14 @@ static int op_exclusive(struct pool_meta *m, void *arg)
 int pool_meta_exclusive(struct pool_meta *m)
 {
 	return run(m, op_exclusive, NULL);
+}
+
+void pool_meta_fail_reads(struct pool_meta *m, int sqlite_rc, unsigned n)
+{
+	pthread_mutex_lock(&m->lock);
+	m->fail_reads.rc = sqlite_rc;
+	m->fail_reads.n = n;
+	pthread_mutex_unlock(&m->lock);
 }
 
 bool pool_meta_may_have_xattrs(struct pool_meta *m)

@@ -1520,6 +1520,113 @@ static void test_reader_fails_on_read(void **state)
 	assert_replicas_equal(f, NREP);
 }
 
+/* A replica that is only busy (another connection held a lock past the
+ * busy timeout) is not a failing disk: the call is refused with EBUSY,
+ * every replica stays, and the next call works.  Before the fix, each busy
+ * read dropped the reader, so a few under load left no replica at all. */
+static void test_busy_read_keeps_replica(void **state)
+{
+	struct fix *f = *state;
+	struct pool_inode in;
+	struct capture c;
+	char *log;
+
+	open_n(f, NREP);
+	uint64_t a = mk(f->m, ROOT, "a", S_IFREG | 0644);
+	uint64_t txn = pool_meta_txn(f->m);
+	static const int busy[] = {SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY,
+				   SQLITE_BUSY_SNAPSHOT};
+	for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++) {
+		capture_begin(&c);
+		pool_meta_fail_reads(f->m, busy[i], 1);
+		assert_int_equal(pool_meta_lookup(f->m, ROOT, "a", &in), -EBUSY);
+		log = capture_end(&c);
+		assert_non_null(strstr(log, "busy"));
+		assert_null(strstr(log, "dropped"));
+		free(log);
+		assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+		assert_int_equal(look(f->m, ROOT, "a"), a);
+	}
+	/* A create whose checks meet a busy reader writes nothing. */
+	capture_begin(&c);
+	pool_meta_fail_reads(f->m, SQLITE_BUSY, 1);
+	memset(&in, 0, sizeof(in));
+	in.mode = S_IFREG | 0644;
+	assert_int_equal(pool_meta_create(f->m, ROOT, "b", &in, NULL), -EBUSY);
+	free(capture_end(&c));
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+	assert_int_equal(pool_meta_txn(f->m), txn);
+	assert_int_equal(look(f->m, ROOT, "b"), 0);
+	uint64_t b = mk(f->m, ROOT, "b", S_IFREG | 0644);
+
+	/* The same injection with an I/O error does drop the reader, and the
+	 * call is answered by the next replica: the busy case above is
+	 * special, not the injection inert. */
+	capture_begin(&c);
+	pool_meta_fail_reads(f->m, SQLITE_IOERR_READ, 1);
+	assert_int_equal(pool_meta_lookup(f->m, ROOT, "b", &in), 0);
+	log = capture_end(&c);
+	assert_int_equal(in.ino, b);
+	assert_non_null(strstr(log, "dropped: read"));
+	free(log);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP - 1);
+	close_m(f);
+	open_n(f, NREP);
+	assert_int_equal(look(f->m, ROOT, "a"), a);
+	assert_int_equal(look(f->m, ROOT, "b"), b);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+}
+
+/* A real lock: another holder of one replica's WAL write lock (an OFD
+ * lock on its -shm file, which conflicts with SQLite's own fcntl locks
+ * even in this process) makes BEGIN busy after the busy timeout.  The
+ * create is refused with EBUSY, nothing is written anywhere, no replica
+ * is dropped; once the lock is gone the create goes through everywhere. */
+static void test_busy_begin_keeps_replica(void **state)
+{
+	struct fix *f = *state;
+	struct pool_inode in;
+	struct capture c;
+	char shm[PATH_MAX + 8];
+
+	open_n(f, NREP);
+	mk(f->m, ROOT, "a", S_IFREG | 0644);
+	uint64_t txn = pool_meta_txn(f->m);
+	snprintf(shm, sizeof(shm), "%s-shm", f->db[1]);
+	int fd = open(shm, O_RDWR);
+	assert_true(fd >= 0);
+	/* WAL_WRITE_LOCK: the first lock byte, after the two index headers
+	 * and the checkpoint info (120 bytes, SQLite's wal.c). */
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 120, .l_len = 1};
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+
+	capture_begin(&c);
+	memset(&in, 0, sizeof(in));
+	in.mode = S_IFREG | 0644;
+	assert_int_equal(pool_meta_create(f->m, ROOT, "b", &in, NULL), -EBUSY);
+	char *log = capture_end(&c);
+	assert_non_null(strstr(log, f->db[1]));
+	assert_non_null(strstr(log, "busy at BEGIN"));
+	assert_null(strstr(log, "dropped"));
+	free(log);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+	assert_int_equal(pool_meta_txn(f->m), txn);
+	assert_int_equal(look(f->m, ROOT, "b"), 0);
+
+	fl.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	close(fd);
+	uint64_t b = mk(f->m, ROOT, "b", S_IFREG | 0644);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1);
+	close_m(f);
+	open_n(f, NREP);
+	assert_int_equal(look(f->m, ROOT, "b"), b);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+}
+
 /* ---- concurrency ------------------------------------------------------------------------ */
 
 struct worker {
@@ -1664,6 +1771,8 @@ int main(void)
 	    T(test_invalid_rows),
 	    T(test_replica_fails_at_runtime),
 	    T(test_reader_fails_on_read),
+	    T(test_busy_read_keeps_replica),
+	    T(test_busy_begin_keeps_replica),
 	    T(test_concurrency),
 	    T(test_throughput),
 #undef T
