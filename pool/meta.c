@@ -31,6 +31,10 @@
  * start when files exist but none is valid: an empty namespace must never
  * silently replace damaged metadata.
  *
+ * Mirrors (one node): the statements run on the reader only and the other
+ * replicas get its file writes through the VFS below, byte for byte; see
+ * "mirrors" further down for why and how failures are handled.
+ *
  * Reading back is never trusted: a row with an impossible value (unknown
  * file type, npos out of range, a placement blob of the wrong length, a
  * dentry without its inode) is -EIO with a line naming the file and inode.
