@@ -31,6 +31,10 @@
  * start when files exist but none is valid: an empty namespace must never
  * silently replace damaged metadata.
  *
+ * Mirrors (one node): the statements run on the reader only and the other
+ * replicas get its file writes through the VFS below, byte for byte; see
+ * "mirrors" further down for why and how failures are handled.
+ *
  * Reading back is never trusted: a row with an impossible value (unknown
  * file type, npos out of range, a placement blob of the wrong length, a
  * dentry without its inode) is -EIO with a line naming the file and inode.
@@ -211,6 +215,20 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 /* ---- the store -------------------------------------------------------------- */
 
+/* Mirrors (one node, see mirror_all): every write, truncate and sync of
+ * the first replica's meta.db and meta.db-wal repeated on the other
+ * replicas' files, which are then byte for byte the same.  A mirror whose
+ * write fails is left alone from then on (its files stay a prefix of the
+ * writes: a crash-consistent older state) and dropped by the store. */
+struct meta_tee {
+	bool off; /* the source was dropped: write nowhere else */
+	struct tee_dst {
+		bool on;
+		int fd[2]; /* [0] meta.db, [1] meta.db-wal */
+		int err;   /* errno of the first failed write */
+	} d[POOL_META_MAX_REPLICAS];
+};
+
 enum replica_state {
 	R_MISSING,     /* no meta.db: will be copied from the best replica */
 	R_BAD,	       /* exists but unusable: moved aside, then copied */
@@ -224,6 +242,7 @@ struct replica {
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
 	bool live;
+	bool mirror;		  /* no connection: gets the first replica's bytes (mirror_all) */
 	enum replica_state state; /* as found by pool_meta_open */
 	uint64_t txn, next_ino;	  /* as found by pool_meta_open */
 	char why[256];		  /* why it is bad or was dropped */
@@ -257,6 +276,13 @@ struct pool_meta {
 	uint64_t epoch; /* fencing token of this writer; 0: no fencing (one node) */
 	bool fenced;	/* a replica holds a newer epoch: every write is refused */
 	bool exclusive; /* one node: replicas in locking_mode=EXCLUSIVE */
+	bool teeing;	/* the other live replicas are mirrors of the reader */
+	bool failover;	/* the mirrors' source was dropped: make them connections */
+	struct meta_tee tee;
+	struct {
+		int rc;
+		unsigned n;
+	} fail_reads; /* tests: the next n reads answer rc (pool_meta_fail_reads) */
 	struct {
 		uint64_t next_ino;
 		int64_t dinodes;
@@ -370,18 +396,64 @@ static int check_attrs(const struct pool_inode *in)
 
 struct walbuf_file {
 	sqlite3_file base;
-	sqlite3_file *real; /* the default VFS's file, allocated right after us */
+	sqlite3_file *real;   /* the default VFS's file, allocated right after us */
+	struct meta_tee *tee; /* set on the mirrored source's two files */
 	bool wal;
 	char *buf;
 	size_t len, cap;
 	sqlite3_int64 off; /* file offset of buf[0] */
 };
 
+static void tee_write(struct walbuf_file *f, const void *buf, size_t n, sqlite3_int64 off)
+{
+	for (int i = 0; f->tee && !f->tee->off && i < POOL_META_MAX_REPLICAS; i++) {
+		struct tee_dst *d = &f->tee->d[i];
+		for (size_t done = 0; d->on && !d->err && done < n;) {
+			ssize_t w = pwrite(d->fd[f->wal], (const char *)buf + done, n - done,
+					   off + (off_t)done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				d->err = w < 0 ? errno : EIO;
+			else
+				done += (size_t)w;
+		}
+	}
+}
+
+static void tee_truncate(struct walbuf_file *f, sqlite3_int64 size)
+{
+	for (int i = 0; f->tee && !f->tee->off && i < POOL_META_MAX_REPLICAS; i++) {
+		struct tee_dst *d = &f->tee->d[i];
+		if (d->on && !d->err && ftruncate(d->fd[f->wal], (off_t)size) < 0)
+			d->err = errno;
+	}
+}
+
+static void tee_sync(struct walbuf_file *f)
+{
+	for (int i = 0; f->tee && !f->tee->off && i < POOL_META_MAX_REPLICAS; i++) {
+		struct tee_dst *d = &f->tee->d[i];
+		if (d->on && !d->err && fdatasync(d->fd[f->wal]) < 0)
+			d->err = errno;
+	}
+}
+
+/* A write to the real file, then the same to every mirror. */
+static int write_real(struct walbuf_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+	int rc = f->real->pMethods->xWrite(f->real, buf, n, off);
+
+	if (rc == SQLITE_OK)
+		tee_write(f, buf, (size_t)n, off);
+	return rc;
+}
+
 static int walbuf_flush_file(struct walbuf_file *f)
 {
 	if (!f->len)
 		return SQLITE_OK;
-	int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
+	int rc = write_real(f, f->buf, (int)f->len, f->off);
 	f->len = 0;
 	return rc;
 }
@@ -412,7 +484,7 @@ static int walbuf_write(sqlite3_file *file, const void *buf, int n, sqlite3_int6
 	struct walbuf_file *f = WB(file);
 
 	if (!f->wal)
-		return f->real->pMethods->xWrite(f->real, buf, n, off);
+		return write_real(f, buf, n, off);
 	if (f->len && off != f->off + (sqlite3_int64)f->len) {
 		int rc = walbuf_flush_file(f);
 		if (rc != SQLITE_OK)
@@ -425,8 +497,7 @@ static int walbuf_write(sqlite3_file *file, const void *buf, int n, sqlite3_int6
 		char *b = cap <= WALBUF_MAX ? realloc(f->buf, cap) : NULL;
 		if (!b) { /* too big or no memory: write through */
 			int rc = walbuf_flush_file(f);
-			return rc != SQLITE_OK ? rc
-					       : f->real->pMethods->xWrite(f->real, buf, n, off);
+			return rc != SQLITE_OK ? rc : write_real(f, buf, n, off);
 		}
 		f->buf = b;
 		f->cap = cap;
@@ -440,12 +511,26 @@ static int walbuf_write(sqlite3_file *file, const void *buf, int n, sqlite3_int6
 
 static int walbuf_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
-	WB_FLUSH_THEN(file, WB(file)->real->pMethods->xTruncate(WB(file)->real, size));
+	struct walbuf_file *f = WB(file);
+	int rc = walbuf_flush_file(f);
+
+	if (rc == SQLITE_OK)
+		rc = f->real->pMethods->xTruncate(f->real, size);
+	if (rc == SQLITE_OK)
+		tee_truncate(f, size);
+	return rc;
 }
 
 static int walbuf_sync(sqlite3_file *file, int flags)
 {
-	WB_FLUSH_THEN(file, WB(file)->real->pMethods->xSync(WB(file)->real, flags));
+	struct walbuf_file *f = WB(file);
+	int rc = walbuf_flush_file(f);
+
+	if (rc == SQLITE_OK)
+		rc = f->real->pMethods->xSync(f->real, flags);
+	if (rc == SQLITE_OK)
+		tee_sync(f);
+	return rc;
 }
 
 static int walbuf_size(sqlite3_file *file, sqlite3_int64 *size)
@@ -619,20 +704,70 @@ static int bind_args(sqlite3_stmt *st, const struct arg *a, int n)
 	return rc;
 }
 
+/* A live replica with its own connection (runs the statements). */
+static bool sql_live(const struct replica *r)
+{
+	return r->live && !r->mirror;
+}
+
+static uint32_t nsql(const struct pool_meta *m)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < m->n; i++)
+		n += sql_live(&m->r[i]);
+	return n;
+}
+
+/* Stop mirroring into replica i (closing its descriptors drops our locks). */
+static void unmirror_one(struct pool_meta *m, uint32_t i)
+{
+	struct tee_dst *d = &m->tee.d[i];
+
+	if (d->on) {
+		close(d->fd[0]);
+		close(d->fd[1]);
+	}
+	*d = (struct tee_dst){.on = false};
+	m->r[i].mirror = false;
+}
+
 /* Take a failing replica out of the live set.  Its connection is closed
- * later (reap), because a statement of it may still be on the stack. */
+ * later (reap), because a statement of it may still be on the stack.  The
+ * source of the mirrors going means they stop being written at once (they
+ * hold every committed change so far) and become connections before the
+ * call is run again (failover()). */
 static void drop_replica(struct pool_meta *m, struct replica *r, const char *what,
 			 const char *detail)
 {
 	assert(r->live && m->nlive > 0);
 	say("metadata replica %s dropped: %.40s: %s", r->path, what, detail);
-	if (!sqlite3_get_autocommit(r->db))
-		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	/* Leave a failing disk alone: no checkpoint into it when closing.  Its
-	 * WAL still holds its last commits; the next open sees it as stale. */
-	sqlite3_db_config(r->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	if (r->mirror) {
+		unmirror_one(m, (uint32_t)(r - m->r));
+	} else {
+		if (!sqlite3_get_autocommit(r->db))
+			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+		/* Leave a failing disk alone: no checkpoint into it when closing.
+		 * Its WAL still holds its last commits; the next open sees it as
+		 * stale. */
+		sqlite3_db_config(r->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+		if (m->teeing) {
+			m->tee.off = true;
+			m->failover = true;
+		}
+	}
 	r->live = false;
 	m->nlive--;
+}
+
+/* Mirrors whose writes failed: out of the live set, one line each. */
+static void reap_mirrors(struct pool_meta *m)
+{
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct tee_dst *d = &m->tee.d[i];
+		if (m->r[i].live && m->r[i].mirror && d->err)
+			drop_replica(m, &m->r[i], "mirror write", strerror(d->err));
+	}
 }
 
 static void close_conn(struct replica *r)
@@ -656,18 +791,45 @@ static void reap_dropped(struct pool_meta *m)
 static struct replica *reader(struct pool_meta *m)
 {
 	for (uint32_t i = 0; i < m->n; i++)
-		if (m->r[i].live)
+		if (sql_live(&m->r[i]))
 			return &m->r[i];
 	return NULL;
 }
 
-/* A read failed on the reader: drop it and have the call run again. */
+/* SQLITE_BUSY or SQLITE_LOCKED, extended codes included: another
+ * connection held a lock past the busy timeout.  That says nothing about
+ * the replica's disk, so it must never cost the replica: under load every
+ * replica could be dropped that way, and the volume would answer EIO. */
+static bool is_busy(int rc)
+{
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+/* A read failed on the reader.  Busy: the call fails with -EBUSY and the
+ * replica stays.  Anything else is the disk or the file: drop the replica
+ * and have the call run again on the next one. */
 static int read_failed(struct pool_meta *m, struct replica *r, int rc)
 {
 	if (rc == SQLITE_NOMEM)
 		return -ENOMEM;
-	drop_replica(m, r, "read", sqlite3_errmsg(r->db));
+	if (is_busy(rc)) {
+		say("metadata replica %s busy on a read (%s); call refused, replica kept", r->path,
+		    sqlite3_errstr(rc));
+		return -EBUSY;
+	}
+	/* the connection's message, unless rc is not its last error (a test's) */
+	drop_replica(m, r, "read",
+		     sqlite3_errcode(r->db) == rc ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
 	return META_RETRY;
+}
+
+/* A read's result, unless a test asked for a failure (pool_meta_fail_reads). */
+static int read_result(struct pool_meta *m, int rc)
+{
+	if (m->fail_reads.n == 0)
+		return rc;
+	m->fail_reads.n--;
+	return m->fail_reads.rc;
 }
 
 struct rd {
@@ -684,14 +846,14 @@ static int rd_start(struct pool_meta *m, struct rd *q, enum stmt s, const struct
 	if (!q->r)
 		return -EIO;
 	q->st = q->r->st[s];
-	rc = bind_args(q->st, a, n);
+	rc = read_result(m, bind_args(q->st, a, n));
 	return rc == SQLITE_OK ? 0 : read_failed(m, q->r, rc);
 }
 
 /* 1 for a row, 0 at the end, negative on error. */
 static int rd_step(struct pool_meta *m, struct rd *q)
 {
-	int rc = sqlite3_step(q->st);
+	int rc = read_result(m, sqlite3_step(q->st));
 
 	if (rc == SQLITE_ROW)
 		return 1;
@@ -736,6 +898,13 @@ static int fence_check(struct pool_meta *m, struct replica *r)
 	return -ESTALE;
 }
 
+static void rollback_all(struct pool_meta *m);
+static void mirror_all(struct pool_meta *m);
+static int probe(struct replica *r);
+static int set_locking(struct replica *r, bool exclusive);
+static int fsync_path(const char *path, bool dir);
+static void remove_sidecars(const char *path);
+
 /* Start the write transaction on every live replica, at the first write of
  * a call: calls that fail their checks never touch the files. */
 static int begin_all(struct pool_meta *m)
@@ -744,16 +913,26 @@ static int begin_all(struct pool_meta *m)
 		return 0;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (!r->live)
+		if (!sql_live(r))
 			continue;
 		int rc = sqlite3_step(r->st[ST_BEGIN]);
 		sqlite3_reset(r->st[ST_BEGIN]);
+		if (is_busy(rc)) {
+			/* Another connection holds its write lock (another node
+			 * writing its epoch, a copy in progress): not the disk's
+			 * fault.  Undo the BEGINs so far and refuse the call. */
+			say("metadata replica %s busy at BEGIN (%s); call refused, replica kept",
+			    r->path, sqlite3_errstr(rc));
+			m->in_txn = true;
+			rollback_all(m);
+			return -EBUSY;
+		}
 		if (rc != SQLITE_DONE)
 			drop_replica(m, r, "BEGIN", sqlite3_errmsg(r->db));
 		else if (m->epoch && fence_check(m, r) < 0)
 			m->fenced = true;
 	}
-	if (m->nlive == 0)
+	if (nsql(m) == 0)
 		return -EIO;
 	m->in_txn = true;
 	return m->fenced ? -EIO : 0;
@@ -792,7 +971,7 @@ static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a,
 		return rc;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (!r->live)
+		if (!sql_live(r))
 			continue;
 		const char *why = apply(r, s, expect, a, n, &rowid);
 		if (!why && have_ref && rowid != ref)
@@ -806,7 +985,7 @@ static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a,
 		have_ref = true;
 		m->wrote = true;
 	}
-	return m->nlive ? 0 : -EIO;
+	return nsql(m) ? 0 : -EIO;
 }
 
 /* The transaction's bookkeeping rows, then COMMIT on every replica:
@@ -825,7 +1004,7 @@ static int commit_all(struct pool_meta *m)
 		return rc;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (!r->live)
+		if (!sql_live(r))
 			continue;
 		rc = sqlite3_step(r->st[ST_COMMIT]);
 		sqlite3_reset(r->st[ST_COMMIT]);
@@ -835,14 +1014,15 @@ static int commit_all(struct pool_meta *m)
 			drop_replica(m, r, "COMMIT", r->why);
 	}
 	m->in_txn = false;
-	return m->nlive ? 0 : -EIO;
+	reap_mirrors(m);
+	return nsql(m) && !m->failover ? 0 : -EIO;
 }
 
 static void rollback_all(struct pool_meta *m)
 {
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (!r->live || sqlite3_get_autocommit(r->db))
+		if (!sql_live(r) || sqlite3_get_autocommit(r->db))
 			continue;
 		int rc = sqlite3_step(r->st[ST_ROLLBACK]);
 		sqlite3_reset(r->st[ST_ROLLBACK]);
@@ -858,14 +1038,14 @@ static int step_all(struct pool_meta *m, enum stmt s)
 {
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (!r->live)
+		if (!sql_live(r))
 			continue;
 		int rc = sqlite3_step(r->st[s]);
 		sqlite3_reset(r->st[s]);
 		if (rc != SQLITE_DONE)
 			drop_replica(m, r, stmt_sql[s], sqlite3_errmsg(r->db));
 	}
-	return m->nlive ? 0 : -EIO;
+	return nsql(m) ? 0 : -EIO;
 }
 
 /* One call of a batch of several, inside the batch's transaction: under a
@@ -888,6 +1068,7 @@ static int run_saved(struct pool_meta *m, struct call *c)
 }
 
 static void run_batch(struct pool_meta *m, struct call *list);
+static int failover(struct pool_meta *m);
 
 static void run_alone(struct pool_meta *m, struct call *list)
 {
@@ -914,7 +1095,7 @@ static void run_batch(struct pool_meta *m, struct call *list)
 		m->pending.next_ino = m->next_ino;
 		m->pending.dinodes = 0;
 		m->wrote = false;
-		rc = m->nlive ? 0 : -EIO;
+		rc = nsql(m) ? 0 : -EIO;
 		if (rc == 0 && many && begin_all(m) != 0) {
 			/* fenced or no replica left: reads may still succeed, so
 			 * every call runs alone and meets the failure itself */
@@ -943,6 +1124,8 @@ static void run_batch(struct pool_meta *m, struct call *list)
 		}
 		if (m->in_txn)
 			rollback_all(m);
+		if (m->failover && failover(m) > 0)
+			rc = META_RETRY; /* on the mirrors, now connections */
 	} while (rc == META_RETRY);
 }
 
@@ -2243,16 +2426,26 @@ static int op_exclusive(struct pool_meta *m, void *arg)
 	(void)arg;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (r->live && set_locking(r, true) < 0)
+		if (sql_live(r) && set_locking(r, true) < 0)
 			drop_replica(m, r, "locking_mode", r->why);
 	}
-	m->exclusive = m->nlive > 0;
-	return m->nlive ? 0 : -EIO;
+	m->exclusive = nsql(m) > 0;
+	if (m->exclusive)
+		mirror_all(m);
+	return nsql(m) ? 0 : -EIO;
 }
 
 int pool_meta_exclusive(struct pool_meta *m)
 {
 	return run(m, op_exclusive, NULL);
+}
+
+void pool_meta_fail_reads(struct pool_meta *m, int sqlite_rc, unsigned n)
+{
+	pthread_mutex_lock(&m->lock);
+	m->fail_reads.rc = sqlite_rc;
+	m->fail_reads.n = n;
+	pthread_mutex_unlock(&m->lock);
 }
 
 bool pool_meta_may_have_xattrs(struct pool_meta *m)
@@ -2337,10 +2530,14 @@ static int op_sync(struct pool_meta *m, void *arg)
 	(void)arg;
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
-		if (r->live && sync_replica(r))
+		if (sql_live(r) && sync_replica(r))
 			drop_replica(m, r, "sync", r->why);
+		/* a mirror's files were synced with the reader's (walbuf_sync) */
+		else if (r->live && r->mirror && fsync_path(r->dir, true) < 0)
+			m->tee.d[i].err = errno ? errno : EIO;
 	}
-	return m->nlive ? 0 : -EIO;
+	reap_mirrors(m);
+	return nsql(m) && !m->failover ? 0 : -EIO;
 }
 
 int pool_meta_sync(struct pool_meta *m)
@@ -2887,10 +3084,19 @@ void pool_meta_close(struct pool_meta *m)
 {
 	if (!m)
 		return;
+	/* An empty WAL everywhere (the truncate reaches the mirrors), then the
+	 * reader closes first: its last writes go to the mirrors too. */
+	struct replica *p = m->teeing ? reader(m) : NULL;
+	if (p)
+		sqlite3_wal_checkpoint_v2(p->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	if (p)
+		close_conn(p);
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct replica *r = &m->r[i];
 		if (r->db)
 			close_conn(r);
+		if (r->mirror)
+			unmirror_one(m, i);
 		free(r->dir);
 		free(r->path);
 	}
@@ -2898,6 +3104,211 @@ void pool_meta_close(struct pool_meta *m)
 	pthread_mutex_destroy(&m->qlock);
 	pthread_cond_destroy(&m->qcond);
 	free(m);
+}
+
+/* ---- mirrors (one node) ---------------------------------------------------- */
+
+/* Why.  Every replica running every statement and its own COMMIT was half
+ * of the daemon's CPU per create (docs/BENCHMARKS.md, third round).  With
+ * one node nothing else opens the replicas while the volume is attached
+ * (pool/runlock.c, EXCLUSIVE locking), so the statements can run once, on
+ * the reader, and the other replicas receive the reader's file writes
+ * instead: its VFS (the walbuf layer above) repeats every write, truncate
+ * and sync of meta.db and meta.db-wal on theirs, so they stay byte for byte
+ * the same.  An acknowledged change is still in every live replica's WAL
+ * before the reply (the WAL append is repeated right after the reader's,
+ * inside commit_all), so kill -9 loses nothing acknowledged.  A mirror
+ * whose write fails stops being written (its files hold a prefix of the
+ * writes: an older, consistent state) and is dropped; the reader failing
+ * drops it, turns every mirror into a connection of its own and runs the
+ * call again there (failover()).  Several nodes keep the replication by
+ * statements. */
+
+#define MIRROR_CHUNK (64 << 10)
+
+/* 1 if the file at `path` holds exactly the source's `size` bytes, 0 if
+ * not, negative errno if it cannot be read.  The source is read through
+ * its connection's file: opening and closing it here would drop SQLite's
+ * POSIX locks on it. */
+static int same_bytes(sqlite3_file *src, sqlite3_int64 size, const char *path, char *buf)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 1;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &st) < 0 || st.st_size != size)
+		rc = 0;
+	for (sqlite3_int64 off = 0; rc == 1 && off < size; off += MIRROR_CHUNK) {
+		int n = (int)(size - off < MIRROR_CHUNK ? size - off : MIRROR_CHUNK);
+		if (src->pMethods->xRead(src, buf, n, off) != SQLITE_OK)
+			rc = -EIO;
+		else if (pread(fd, buf + MIRROR_CHUNK, (size_t)n, off) != n ||
+			 memcmp(buf, buf + MIRROR_CHUNK, (size_t)n))
+			rc = 0;
+	}
+	close(fd);
+	return rc;
+}
+
+static int copy_bytes(sqlite3_file *src, sqlite3_int64 size, const char *tmp, char *buf)
+{
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (sqlite3_int64 off = 0; rc == 0 && off < size; off += MIRROR_CHUNK) {
+		int n = (int)(size - off < MIRROR_CHUNK ? size - off : MIRROR_CHUNK);
+		if (src->pMethods->xRead(src, buf, n, off) != SQLITE_OK)
+			rc = -EIO;
+		else if (pwrite(fd, buf, (size_t)n, off) != n)
+			rc = errno ? -errno : -EIO;
+	}
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Make r's files a copy of the source's (`size` bytes, its WAL empty) --
+ * through a temp file and a rename where they differ, so a crash leaves
+ * the old file or the new one -- and open them for the tee, locked as a
+ * SQLite writer would lock them so that nothing else opens them meanwhile
+ * (an OFD lock: it also holds against connections of this process). */
+static int make_mirror(sqlite3_file *src, sqlite3_int64 size, struct replica *r, struct tee_dst *d)
+{
+	char tmp[META_PATH_MAX + 16], wal[META_PATH_MAX + 16];
+	char *buf = malloc(2 * MIRROR_CHUNK);
+	int rc = buf ? same_bytes(src, size, r->path, buf) : -ENOMEM;
+
+	if (rc == 0) {
+		snprintf(tmp, sizeof(tmp), "%s.mirror", r->path);
+		rc = copy_bytes(src, size, tmp, buf);
+		if (rc == 0) {
+			remove_sidecars(r->path);
+			rc = rename(tmp, r->path) < 0 ? -errno : fsync_path(r->dir, true);
+		}
+		if (rc < 0)
+			unlink(tmp);
+	}
+	free(buf);
+	if (rc < 0) {
+		snprintf(r->why, sizeof(r->why), "copying: %s", strerror(-rc));
+		return rc;
+	}
+	snprintf(wal, sizeof(wal), "%s-wal", r->path);
+	struct flock fl = {.l_type = F_WRLCK,
+			   .l_whence = SEEK_SET,
+			   .l_start = 0x40000000,
+			   .l_len = 512}; /* SQLite's pending, reserved and shared bytes */
+	d->fd[0] = open(r->path, O_RDWR | O_CLOEXEC);
+	d->fd[1] = open(wal, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (d->fd[0] < 0 || d->fd[1] < 0 || fcntl(d->fd[0], F_OFD_SETLK, &fl) < 0) {
+		rc = -errno;
+		snprintf(r->why, sizeof(r->why), "opening: %s", strerror(errno));
+		if (d->fd[0] >= 0)
+			close(d->fd[0]);
+		if (d->fd[1] >= 0)
+			close(d->fd[1]);
+		return rc;
+	}
+	d->on = true;
+	d->err = 0;
+	return 0;
+}
+
+/* Turn every other live replica into a mirror of the reader.  Each is
+ * checkpointed to an empty WAL first, so the files alone hold everything;
+ * a file that differs from the reader's (replicas kept by statements are
+ * equal in rows, not in bytes) is replaced by a copy.  Any failure leaves
+ * that replica out of the live set (the next open copies it afresh); a
+ * failure on the reader leaves things as they were. */
+static void mirror_all(struct pool_meta *m)
+{
+	struct replica *p = reader(m);
+	sqlite3_file *dbf = NULL, *walf = NULL;
+	sqlite3_int64 size = 0;
+	uint32_t n = 0;
+
+	if (!p || m->teeing || nsql(m) < 2)
+		return;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!sql_live(r) ||
+		    sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+					      NULL) == SQLITE_OK)
+			continue;
+		if (r == p)
+			return;
+		drop_replica(m, r, "checkpoint", sqlite3_errmsg(r->db));
+	}
+	if (sqlite3_file_control(p->db, "main", SQLITE_FCNTL_FILE_POINTER, &dbf) != SQLITE_OK ||
+	    sqlite3_file_control(p->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &walf) != SQLITE_OK ||
+	    !dbf || !walf || dbf->pMethods != &walbuf_methods ||
+	    walf->pMethods != &walbuf_methods || dbf->pMethods->xFileSize(dbf, &size) != SQLITE_OK)
+		return;
+	m->tee = (struct meta_tee){.off = false};
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (r == p || !sql_live(r))
+			continue;
+		close_conn(r);
+		if (make_mirror(dbf, size, r, &m->tee.d[i]) < 0) {
+			say("metadata replica %s dropped: mirroring: %s", r->path, r->why);
+			r->live = false;
+			m->nlive--;
+			continue;
+		}
+		r->mirror = true;
+		n++;
+	}
+	reap_dropped(m);
+	if (n == 0)
+		return;
+	WB(dbf)->tee = WB(walf)->tee = &m->tee;
+	m->teeing = true;
+}
+
+/* Every mirror becomes a connection again (its files hold every committed
+ * change): after its source was dropped (src NULL), or to add a replica.
+ * The number of connections after. */
+static int reconnect_mirrors(struct pool_meta *m, struct replica *src)
+{
+	m->tee.off = true;
+	m->teeing = false;
+	m->failover = false;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->mirror)
+			continue;
+		unmirror_one(m, i); /* our descriptors closed before SQLite opens */
+		if (!r->live)
+			continue;
+		int rc = probe(r);
+		if (rc == 0 && r->txn != m->txn) {
+			snprintf(r->why, sizeof(r->why), "at txn %" PRIu64 ", not %" PRIu64, r->txn,
+				 m->txn);
+			close_conn(r);
+			rc = -EIO;
+		}
+		if (rc == 0 && m->exclusive && set_locking(r, true) < 0) {
+			close_conn(r);
+			rc = -EIO;
+		}
+		if (rc < 0) {
+			say("metadata replica %s dropped: reopening a mirror: %s", r->path, r->why);
+			r->live = false;
+			m->nlive--;
+		} else if (src) { /* wr() compares row ids across connections */
+			sqlite3_set_last_insert_rowid(r->db, sqlite3_last_insert_rowid(src->db));
+		}
+	}
+	return (int)nsql(m);
+}
+
+static int failover(struct pool_meta *m)
+{
+	return reconnect_mirrors(m, NULL);
 }
 
 /* ---- replicas added while open (a rebuilt metadata disk) -------------------- */
@@ -2928,6 +3339,8 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 	int rc = -ENOSPC;
 
 	pthread_mutex_lock(&m->lock);
+	if (m->teeing) /* copied from a connection, kept by statements, mirrored again below */
+		reconnect_mirrors(m, reader(m));
 	for (uint32_t i = 0; i < m->n && !src; i++)
 		if (m->r[i].live && m->r[i].db && strcmp(m->r[i].dir, dir) &&
 		    stat(m->r[i].dir, &st) == 0)
@@ -2959,6 +3372,8 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 			rc = -EIO;
 		}
 	}
+	if (m->exclusive)
+		mirror_all(m);
 	pthread_mutex_unlock(&m->lock);
 	if (rc < 0)
 		snprintf(err, errlen, "metadata replica %s/meta.db: %s", dir,

@@ -84,6 +84,10 @@ bool pool_meta_may_have_xattrs(struct pool_meta *m);
  * store has one (see fs_op_getxattr for why fs/ asks). */
 #define POOL_META_LABEL "security.selinux"
 bool pool_meta_may_have_labels(struct pool_meta *m);
+/* Tests only: the next n reads on the reader replica fail with SQLite
+ * result code sqlite_rc instead of running (a busy replica, a failing
+ * disk), so the handling of each can be shown without staging it. */
+void pool_meta_fail_reads(struct pool_meta *m, int sqlite_rc, unsigned n);
 /* Transaction counter of the newest state, and how many replicas are live. */
 uint64_t pool_meta_txn(struct pool_meta *m);
 uint32_t pool_meta_live_replicas(struct pool_meta *m);
