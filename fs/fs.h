@@ -97,6 +97,7 @@ struct fs_inode {
 	struct fs_inode *hnext;
 	uint64_t nlookup; /* kernel references; under the table lock */
 	uint32_t nopen;	  /* open file handles; under the table lock */
+	uint32_t nremote; /* other nodes' handles opened here as owner; table lock */
 	uint32_t nref;	  /* transient holds (fs_inode_get/peek ... put); table lock */
 	bool retiring;	  /* being written back or purged after its last hold */
 	bool purged;	  /* its data and metadata are gone */
@@ -226,10 +227,11 @@ static inline bool fs_volume_gone(struct fs_volume *v)
 
 /* ---- inode table (fs/inode.c) ----
  * Invariant: nobody touches a struct fs_inode without a count on it.  The
- * kernel's are nlookup, open handles' nopen; code that just needs the
- * inode for a while takes a hold: fs_inode_get, fs_inode_install and
- * fs_inode_peek return one, fs_inode_put gives it back.  An inode with no
- * count left is written back (or purged if unlinked) and freed. */
+ * kernel's are nlookup, open handles' nopen (other nodes' handles, counted
+ * apart: nremote); code that just needs the inode for a while takes a
+ * hold: fs_inode_get, fs_inode_install and fs_inode_peek return one,
+ * fs_inode_put gives it back.  An inode with no count left is written
+ * back (or purged if unlinked) and freed. */
 /* Find or load the inode, take `nlookup` kernel references on it, and a
  * hold.  -ENOENT if the volume or inode does not exist. */
 int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out);
@@ -243,6 +245,13 @@ void fs_inode_put(struct fs *fs, struct fs_inode *in);
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
 void fs_inode_open(struct fs *fs, struct fs_inode *in);
 void fs_inode_release(struct fs *fs, struct fs_inode *in);
+/* The same for a handle another node's client opened through this node as
+ * the volume's owner (fs/serve.c), counted apart from nopen: a peer's
+ * release may be for an open a previous owner counted, and must never
+ * take one of this node's own.  Such a release (no count here) does
+ * nothing. */
+void fs_inode_open_remote(struct fs *fs, struct fs_inode *in);
+void fs_inode_release_remote(struct fs *fs, struct fs_inode *in);
 /* Current attributes (cached for regular files, from the store otherwise). */
 int fs_inode_attr(struct fs *fs, struct fs_inode *in, struct pool_inode *out);
 /* After a namespace change the store made to an inode (nlink, ctime),

@@ -205,7 +205,7 @@ static void retire_work(struct fs *fs, struct fs_inode *in)
 
 static bool unused(const struct fs_inode *in)
 {
-	return in->nlookup == 0 && in->nopen == 0 && in->nref == 0;
+	return in->nlookup == 0 && in->nopen == 0 && in->nremote == 0 && in->nref == 0;
 }
 
 /* Under the table lock: if nothing holds `in`, the caller retires it.  It
@@ -271,6 +271,27 @@ void fs_inode_release(struct fs *fs, struct fs_inode *in)
 	assert(in->nopen > 0);
 	in->nopen--;
 	struct fs_inode *gone = drop_if_unused(fs, in);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_retire(fs, gone);
+}
+
+void fs_inode_open_remote(struct fs *fs, struct fs_inode *in)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	in->nremote++;
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+void fs_inode_release_remote(struct fs *fs, struct fs_inode *in)
+{
+	struct fs_inode *gone = NULL;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	if (in->nremote > 0) { /* else a previous owner counted the open */
+		in->nremote--;
+		gone = drop_if_unused(fs, in);
+	}
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (gone)
 		inode_retire(fs, gone);

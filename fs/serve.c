@@ -84,7 +84,7 @@ static int s_mknod(struct fs *fs, struct fs_volume *v, const struct wire_req *q,
 		struct fs_inode *in = fs_inode_install(fs, v, &a, 0);
 		if (!in)
 			return -ENOMEM;
-		fs_inode_open(fs, in);
+		fs_inode_open_remote(fs, in);
 		fs_inode_put(fs, in);
 	}
 	return with_attr(fs, v, a.ino, p);
@@ -190,24 +190,24 @@ static int s_open(struct fs *fs, struct fs_volume *v, const struct wire_req *q, 
 	if (rc == 0 && (q->flags & O_TRUNC) && S_ISREG(in->attr.mode))
 		rc = fs_set_size(in, 0);
 	if (rc == 0)
-		fs_inode_open(fs, in);
+		fs_inode_open_remote(fs, in);
 	if (in)
 		fs_inode_put(fs, in);
 	return rc ? rc : with_attr(fs, v, q->vino, p);
 }
 
-/* Tolerant: the open may have been counted by a previous owner. */
+/* Tolerant: the open may have been counted by a previous owner.  Only a
+ * peer's count is taken, never one of this node's own handles (a test
+ * of nopen then a release raced this node's own release, and a peer's
+ * release of an open another owner counted took one of ours: both ended
+ * in fs_inode_release's assertion). */
 static int s_release(struct fs *fs, struct fs_volume *v, const struct wire_req *q)
 {
 	struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, q->vino));
 
 	if (!in)
 		return 0;
-	pthread_mutex_lock(&fs->itable_lock);
-	bool open = in->nopen > 0;
-	pthread_mutex_unlock(&fs->itable_lock);
-	if (open)
-		fs_inode_release(fs, in);
+	fs_inode_release_remote(fs, in);
 	fs_inode_put(fs, in);
 	return 0;
 }
