@@ -17,7 +17,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 
 #include "pool/ctl.h"
 #include "pool/pool.h"
+#include "tools/jobopts.h"
 #include "tools/spacectl_ckpt.h"
 #include "tools/table.h"
 
@@ -172,66 +172,11 @@ static int merge(const char *what, const char *source, const char *vol, const ch
 	return wait_merged(what, source, vol, name);
 }
 
-static int parse_opts(int argc, char **argv, const char *what, const char *help, int *wait,
-		      double *rate, int *done)
-{
-	static const struct option lo[] = {{"wait", no_argument, NULL, 'w'},
-					   {"rate", required_argument, NULL, 'r'},
-					   {"help", no_argument, NULL, 'h'},
-					   {0}};
-	int c;
-
-	*done = 0;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:wr:h", lo, NULL)) != -1) {
-		char *end;
-		if (c == 'h') {
-			fputs(help, stdout);
-			*done = 1;
-			return 0;
-		} else if (c == 'w') {
-			*wait = 1;
-		} else if (c == 'r') {
-			*rate = strtod(optarg, &end);
-			if (end == optarg || *end || *rate <= 0 || *rate > 1e6)
-				return cli_err(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
-					       optarg);
-		} else {
-			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
-				       argv[optind - 1]);
-		}
-	}
-	return 0;
-}
-
-/* Move options after the operands to the front (getopt with '+' stops at
- * the first operand). */
-static void options_first(int argc, char **argv)
-{
-	char *ops[64], *opt[64];
-	int no = 0, nt = 0;
-
-	for (int i = 1; i < argc && i < 64; i++) {
-		if (argv[i][0] == '-') {
-			opt[nt++] = argv[i];
-			if ((!strcmp(argv[i], "--rate") || !strcmp(argv[i], "-r")) && i + 1 < argc)
-				opt[nt++] = argv[++i];
-		} else {
-			ops[no++] = argv[i];
-		}
-	}
-	for (int i = 0; i < nt; i++)
-		argv[1 + i] = opt[i];
-	for (int i = 0; i < no; i++)
-		argv[1 + nt + i] = ops[i];
-}
-
 int spacectl_cmd_checkpoint(int argc, char **argv)
 {
 	const char *what = "checkpoint";
-	int wait = 0, done = 0;
-	double rate = 0;
+	struct jobopts jo = {0};
+	int done = 0;
 	char req[4096], *body;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -241,8 +186,7 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 	const char *cmd = argv[1];
 	argc--;
 	argv++;
-	options_first(argc, argv);
-	if (parse_opts(argc, argv, what, help_ckpt, &wait, &rate, &done) || done)
+	if (jobopts_parse(argc, argv, what, help_ckpt, &jo, &done) || done)
 		return done ? 0 : EXIT_USAGE;
 	int n = argc - optind;
 	char **a = argv + optind;
@@ -284,7 +228,7 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 		return 0;
 	}
 	if ((!strcmp(cmd, "merge") || !strcmp(cmd, "delete")) && n == 3)
-		return merge(what, a[0], a[1], a[2], rate, wait);
+		return merge(what, a[0], a[1], a[2], jo.rate, jo.wait);
 	return cli_err(EXIT_USAGE, what,
 		       "unknown command or wrong arguments; see spacectl "
 		       "checkpoint --help");
@@ -466,12 +410,11 @@ static void clean_stale(const char *what, const char *source, const char *vol)
 int spacectl_cmd_backup(int argc, char **argv)
 {
 	const char *what = "backup";
-	int wait = 0, done = 0, rc;
-	double rate = 0;
+	struct jobopts jo = {0};
+	int done = 0, rc;
 	char vol[POOL_NAME_MAX + 1], name[64], req[4096], *body;
 
-	options_first(argc, argv);
-	if (parse_opts(argc, argv, what, help_backup, &wait, &rate, &done) || done)
+	if (jobopts_parse(argc, argv, what, help_backup, &jo, &done) || done)
 		return done ? 0 : EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_err(EXIT_USAGE, what,
@@ -512,7 +455,7 @@ int spacectl_cmd_backup(int argc, char **argv)
 	base = base ? base + 1 : path;
 	snprintf(src, sizeof(src), "%s/%s/.checkpoints/%s/%s", mnt, vol, name, path);
 	snprintf(to, sizeof(to), "%s%s%s", dest, *base ? "/" : "", base);
-	struct copy c = {.what = what, .rate = rate * 1e6, .last = -1};
+	struct copy c = {.what = what, .rate = jo.rate * 1e6, .last = -1};
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.buf = malloc(COPY_BUF);
 	rc = c.buf ? walk(&c, src, to, 1) : cli_err(1, what, "out of memory");
@@ -524,6 +467,6 @@ int spacectl_cmd_backup(int argc, char **argv)
 	else if (rc == 0)
 		printf("%s: %llu bytes of data copied to %s\n", what, (unsigned long long)c.done,
 		       to);
-	int mrc = merge(what, source, vol, name, rate, wait);
+	int mrc = merge(what, source, vol, name, jo.rate, jo.wait);
 	return rc ? rc : mrc;
 }
