@@ -56,6 +56,7 @@
 #define CK_NAME_MAX    63
 #define CK_HASH	       256
 #define MERGE_BATCH    16 /* granules folded per lock hold */
+#define CU_MAX	       64 /* copy-ups in flight per file */
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
@@ -94,10 +95,13 @@ struct layer {
 };
 
 struct chain {
-	uint64_t ino;	     /* volume inode of the file */
-	pthread_rwlock_t rw; /* shared: I/O; exclusive: copy-up, layer changes, folds */
-	pthread_mutex_t mu;  /* redo maps under the shared lock */
-	uint32_t n;	     /* layers, the file itself included */
+	uint64_t ino;		/* volume inode of the file */
+	pthread_rwlock_t rw;	/* shared: I/O; exclusive: copy-up, layer changes, folds */
+	pthread_mutex_t mu;	/* under the shared lock: redo maps, map sets, busy[] */
+	pthread_cond_t cu_done; /* a copy-up ended */
+	uint64_t busy[CU_MAX];	/* granules being copied up */
+	uint32_t nbusy;
+	uint32_t n; /* layers, the file itself included */
 	struct layer l[CK_MAX + 1];
 	bool live_gone;
 	struct chain *next;
@@ -129,6 +133,13 @@ struct fs_ckpt {
 	pthread_rwlock_t hlock;
 	uint32_t next_id;
 	_Atomic uint32_t nchains; /* chains with layers: the data path's fast test */
+	/* creates vs live compaction: a create's records and its ck[] entry
+	 * must both be in a compacted log or neither */
+	pthread_mutex_t cmu;
+	uint64_t compact_seq;  /* log sequence after the last compaction */
+	uint64_t compact_recs; /* records that compaction wrote */
+	uint64_t bound;	       /* records past compact_seq that call for another */
+	bool compact_due;
 	pthread_t worker;
 	bool worker_on, stopping;
 	pthread_cond_t wake;
@@ -157,6 +168,7 @@ static struct chain *chain_get(struct fs_ckpt *c, uint64_t ino)
 	ch->n = 1;
 	pthread_rwlock_init(&ch->rw, NULL);
 	pthread_mutex_init(&ch->mu, NULL);
+	pthread_cond_init(&ch->cu_done, NULL);
 	ch->next = c->hash[ino % CK_HASH];
 	pthread_rwlock_wrlock(&c->hlock);
 	c->hash[ino % CK_HASH] = ch;
@@ -201,6 +213,11 @@ static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len
 
 	if (rc < 0)
 		fs_log("volume %s: checkpoint log append failed: %s", c->v->name, strerror(-rc));
+	else if (!c->compact_due &&
+		 pool_ckpt_log_seq(c->log) - c->compact_seq > c->bound + 2 * c->compact_recs) {
+		c->compact_due = true; /* the merge worker rewrites it */
+		pthread_cond_broadcast(&c->wake);
+	}
 	return rc;
 }
 
@@ -257,12 +274,20 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 	return (ssize_t)len;
 }
 
+/* Record granules [g, g+n) of layer k as written while it is being
+ * merged.  ch->mu held. */
+static void note_redo_locked(struct chain *ch, uint32_t k, uint64_t g, uint64_t n)
+{
+	if (ch->l[k].merging)
+		pool_ckpt_map_set(&ch->l[k].redo, g, n, POOL_CKPT_DATA);
+}
+
 static void note_redo(struct chain *ch, uint32_t k, uint64_t g, uint64_t n)
 {
 	if (!ch->l[k].merging)
 		return;
 	pthread_mutex_lock(&ch->mu);
-	pool_ckpt_map_set(&ch->l[k].redo, g, n, POOL_CKPT_DATA);
+	note_redo_locked(ch, k, g, n);
 	pthread_mutex_unlock(&ch->mu);
 }
 
@@ -274,9 +299,79 @@ static bool all_data(const struct chain *ch, uint32_t k, uint64_t off, uint64_t 
 	return true;
 }
 
+/* Claim granule g for a copy-up: false if it became DATA meanwhile (the
+ * caller then writes it in place).  Waits while another thread copies the
+ * same granule up, so each granule is copied once and no write lands in
+ * it before its copy-up. */
+static bool cu_claim(struct chain *ch, const struct layer *L, uint64_t g)
+{
+	pthread_mutex_lock(&ch->mu);
+	for (;;) {
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_DATA) {
+			pthread_mutex_unlock(&ch->mu);
+			return false;
+		}
+		bool busy = ch->nbusy == CU_MAX;
+		for (uint32_t i = 0; !busy && i < ch->nbusy; i++)
+			busy = ch->busy[i] == g;
+		if (!busy)
+			break;
+		pthread_cond_wait(&ch->cu_done, &ch->mu);
+	}
+	ch->busy[ch->nbusy++] = g;
+	pthread_mutex_unlock(&ch->mu);
+	return true;
+}
+
+/* End granule g's copy-up; on success (ok) it is DATA in layer k. */
+static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&ch->mu);
+	if (ok) {
+		rc = pool_ckpt_map_set(&ch->l[k].g, g, 1, POOL_CKPT_DATA);
+		note_redo_locked(ch, k, g, 1);
+	}
+	for (uint32_t i = 0; i < ch->nbusy; i++)
+		if (ch->busy[i] == g) {
+			ch->busy[i] = ch->busy[--ch->nbusy];
+			break;
+		}
+	pthread_cond_broadcast(&ch->cu_done);
+	pthread_mutex_unlock(&ch->mu);
+	return rc;
+}
+
+/* Copy granule g up into layer k with [pos, stop) of it from data: the
+ * rest from the layers below (not read when the write covers it all, or
+ * when the granule is ZERO here), one store write, then its log record.
+ * Granule claimed by the caller. */
+static ssize_t copy_up(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
+		       uint64_t g, uint64_t pos, uint64_t stop, const char *src, char *gbuf)
+{
+	struct layer *L = &ch->l[k];
+	uint64_t gs = g * G;
+	ssize_t n = 0;
+
+	if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO)
+		memset(gbuf, 0, G);
+	else if (pos > gs || stop < gs + G)
+		n = view_read(v, ch, k - 1, gs, G, gbuf);
+	if (n < 0)
+		return n;
+	memcpy(gbuf + (pos - gs), src, stop - pos);
+	n = pool_store_write(v->store, &L->map, gs, G, gbuf);
+	if (n >= 0)
+		n = log_map(c, L->map.id, g, 1, POOL_CKPT_DATA);
+	return n;
+}
+
 /* Write into layer k (>= 1) of the chain, copying up what the granules
- * it starts lack from the layers below.  Chain held exclusive unless
- * every granule is already DATA in k. */
+ * it starts lack from the layers below.  The chain is held shared (the
+ * granules below ch->l[k].g's reserved end) or exclusive: copy-ups of
+ * distinct granules run in parallel, each granule's under its claim, and
+ * no file-wide lock is held exclusive across their I/O. */
 static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
 			   uint64_t off, size_t len, const char *data)
 {
@@ -302,25 +397,14 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		}
 		if (!gbuf && posix_memalign((void **)&gbuf, 4096, G) != 0)
 			return -ENOMEM;
-		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO)
-			memset(gbuf, 0, G);
-		else if (pos > g * G || stop < gend) {
-			ssize_t n = view_read(v, ch, k - 1, g * G, G, gbuf);
-			if (n < 0) {
-				free(gbuf);
-				return n;
-			}
-		}
-		memcpy(gbuf + (pos - g * G), data + (pos - off), stop - pos);
-		ssize_t n = pool_store_write(v->store, &L->map, g * G, G, gbuf);
-		if (n >= 0)
-			n = log_map(c, L->map.id, g, 1, POOL_CKPT_DATA);
-		if (n < 0) {
+		if (!cu_claim(ch, L, g))
+			continue; /* copied up by another write meanwhile */
+		ssize_t n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
+		int rc = cu_release(ch, k, g, n >= 0);
+		if (n < 0 || rc < 0) {
 			free(gbuf);
-			return n;
+			return n < 0 ? n : rc;
 		}
-		pool_ckpt_map_set(&L->g, g, 1, POOL_CKPT_DATA);
-		note_redo(ch, k, g, 1);
 		pos = stop;
 	}
 	free(gbuf);
@@ -404,7 +488,10 @@ bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *bu
 
 	if (!ch)
 		return false;
-	if (!all_data(ch, ch->n - 1, off, off + len)) {
+	/* shared, unless the top map must grow (a set past its reserved end
+	 * reallocates it under the getters) */
+	if (len > 0 && (off + len - 1) / G >= ch->l[ch->n - 1].g.ngran &&
+	    !all_data(ch, ch->n - 1, off, off + len)) {
 		pthread_rwlock_unlock(&ch->rw);
 		ch = chain_enter(v, in->attr.ino, true);
 		if (!ch)
@@ -749,6 +836,9 @@ static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size
 		memset(L, 0, sizeof(*L));
 		L->owner = k->id;
 		map_from_inode(&f[j].delta, &L->map);
+		/* room for the file as it is: its first writes copy up under
+		 * the shared lock (a failure here only costs that) */
+		pool_ckpt_map_reserve(&L->g, f[j].in->attr.size / G + 1);
 		pthread_rwlock_unlock(&ch->rw);
 	}
 	free(chs);
@@ -827,7 +917,9 @@ static int create_ckpt(struct fs_ckpt *c, const char *name, uint32_t flags, char
 	if (rc == 0) {
 		for (size_t i = 0; i < nf; i++)
 			pthread_rwlock_wrlock(&f[i].in->io_lock);
+		pthread_mutex_lock(&c->cmu);
 		rc = commit_ckpt(c, k, f, nf);
+		pthread_mutex_unlock(&c->cmu);
 		thaw(v->fs, f, nf, true);
 	} else {
 		for (size_t i = 0; f && i < nf; i++)
@@ -968,6 +1060,7 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 }
 
 static int compact(struct fs_ckpt *c);
+static void compact_live(struct fs_ckpt *c);
 
 static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 {
@@ -991,6 +1084,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		for (; ch && rc == 0 && !c->stopping; ch = ch->next) {
 			if (layer_of(ch, k->id) > 0)
 				rc = merge_chain(c, k, ch, start);
+			if (c->compact_due) /* a merge logs a record per granule */
+				compact_live(c);
 		}
 	}
 	if (rc < 0 || c->stopping)
@@ -1003,8 +1098,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 			c->ck[i] = NULL;
 		any |= c->ck[i] != NULL;
 	}
-	if (rc == 0 && !any && compact(c) < 0) /* the last one: the log shrinks */
-		fs_log("volume %s: checkpoint log: compaction failed; kept as is", c->v->name);
+	if (rc == 0 && !any) /* the last one: the log shrinks */
+		c->compact_due = true;
 	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
 		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded)", c->v->name, k->name,
@@ -1021,6 +1116,12 @@ static void *merge_main(void *arg)
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stopping) {
+		if (c->compact_due) {
+			pthread_mutex_unlock(&c->lock);
+			compact_live(c);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
 		struct ckpt *k = NULL;
 		for (int i = 0; i < CK_MAX; i++)
 			if (c->ck[i] && c->ck[i]->state == CK_MERGING &&
@@ -1234,6 +1335,8 @@ static int settle(struct load *ld)
 				map_from_inode(&a, &ch->l[i].map);
 				if (i == 0)
 					ch->live_gone = a.nlink == 0;
+				else /* first writes copy up under the shared lock */
+					pool_ckpt_map_reserve(&ch->l[i].g, a.size / G + 1);
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
@@ -1260,7 +1363,7 @@ static int compact(struct fs_ckpt *c)
 {
 	char *b = NULL;
 	size_t n = 0, cap = 0;
-	uint64_t seq = pool_ckpt_log_seq(c->log);
+	uint64_t seq0 = pool_ckpt_log_seq(c->log), seq = seq0;
 	int rc;
 
 	/* ids are never reused: they make inode numbers the kernel may cache */
@@ -1305,8 +1408,41 @@ static int compact(struct fs_ckpt *c)
 			}
 	if (rc == 0)
 		rc = pool_ckpt_log_reset(c->log, b ? b : "", n);
+	if (rc == 0) {
+		c->compact_recs = seq - seq0;
+		c->compact_seq = pool_ckpt_log_seq(c->log);
+	}
 	free(b);
 	return rc;
+}
+
+/* Compact while the volume serves: no create between its records and its
+ * ck[] entry (cmu), no copy-up between its record and its map bit, no
+ * fold (every chain exclusive, in hash order; nobody else holds two), then
+ * the log's own lock.  The chains' list only grows under cmu. */
+static void compact_live(struct fs_ckpt *c)
+{
+	pthread_mutex_lock(&c->cmu);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			pthread_rwlock_wrlock(&ch->rw);
+	pthread_mutex_lock(&c->lock);
+	uint64_t before = pool_ckpt_log_seq(c->log) - c->compact_seq;
+	int rc = compact(c);
+	c->compact_due = false;
+	if (rc < 0)
+		fs_log("volume %s: checkpoint log: compaction failed (%s); kept as is", c->v->name,
+		       strerror(-rc));
+	else if (before > c->bound)
+		fs_log("volume %s: checkpoint log compacted: %" PRIu64 " records to %" PRIu64,
+		       c->v->name, before, c->compact_recs);
+	if (rc < 0) /* try again after as many records again */
+		c->compact_seq = pool_ckpt_log_seq(c->log);
+	pthread_mutex_unlock(&c->lock);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			pthread_rwlock_unlock(&ch->rw);
+	pthread_mutex_unlock(&c->cmu);
 }
 
 static void ckpt_free(struct fs_ckpt *c)
@@ -1325,13 +1461,26 @@ static void ckpt_free(struct fs_ckpt *c)
 			}
 			pthread_rwlock_destroy(&ch->rw);
 			pthread_mutex_destroy(&ch->mu);
+			pthread_cond_destroy(&ch->cu_done);
 			free(ch);
 		}
 	pool_ckpt_log_close(c->log);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->cmu);
 	pthread_rwlock_destroy(&c->hlock);
 	pthread_cond_destroy(&c->wake);
 	free(c);
+}
+
+/* Records past the last compaction (beyond twice what it wrote) before the
+ * next: about 4 MiB of log.  SPACEFS_CKPT_LOG_BOUND sets it (tests). */
+static uint64_t log_bound(void)
+{
+	const char *e = getenv("SPACEFS_CKPT_LOG_BOUND");
+	char *end;
+	unsigned long long b = e ? strtoull(e, &end, 10) : 0;
+
+	return e && *e && !*end && b > 0 ? b : 65536;
 }
 
 int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs, char *err,
@@ -1346,7 +1495,9 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	c->v = v;
 	c->next_id = 1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->cmu, NULL);
 	pthread_rwlock_init(&c->hlock, NULL);
+	c->bound = log_bound();
 	pthread_cond_init(&c->wake, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
