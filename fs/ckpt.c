@@ -47,7 +47,9 @@
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
+#include "fs/node.h"
 #include "fs/text.h"
+#include "fs/wire.h"
 #include "pool/ckpt.h"
 
 #define G	       ((uint64_t)POOL_CKPT_GRANULE)
@@ -120,6 +122,7 @@ struct ckpt {
 	uint32_t nnode, cap;
 	double rate;
 	_Atomic uint64_t done, total;
+	_Atomic int64_t start_ns; /* this merge's start here (status' MB/s) */
 };
 
 struct fs_ckpt {
@@ -1077,6 +1080,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		}
 	pthread_mutex_unlock(&c->lock);
 	atomic_store(&k->total, total);
+	atomic_store(&k->done, 0);
+	atomic_store(&k->start_ns, start);
 	for (int h = 0; h < CK_HASH && rc == 0; h++) {
 		pthread_mutex_lock(&c->lock);
 		struct chain *ch = c->hash[h];
@@ -1601,7 +1606,85 @@ int fs_ckpt_handles(const char *req)
 }
 
 /* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt */
+/* Send a request for volume v to its owner and copy its reply into o. */
+static void forward(struct fs *fs, struct fs_volume *v, int argc, char **argv, struct fs_text *o)
+{
+	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX], text[WIRE_TEXT_MAX + 1];
+	uint64_t epoch;
+	bool valid;
+	size_t len = 0;
+
+	fs_node_owner(v, node, addr, &epoch, &valid);
+	if (!valid || !addr[0] || !strcmp(node, fs->node->name)) {
+		fs_textf(o, "error: volume %s has no owner just now (changing hands); try again\n",
+			 v->name);
+		return;
+	}
+	for (int i = 0; i < argc && len < sizeof(text); i++)
+		len +=
+		    (size_t)snprintf(text + len, sizeof(text) - len, "%s%s", i ? " " : "", argv[i]);
+	if (len >= sizeof(text)) {
+		fs_textf(o, "error: checkpoint request too long to send to node %s\n", node);
+		return;
+	}
+	struct wire_req q = {.type = W_CTL,
+			     .volid = v->id,
+			     .name = "",
+			     .name2 = "",
+			     .data = (const uint8_t *)text,
+			     .ndata = (uint32_t)len};
+	struct wire_rep p = {0};
+	uint8_t *raw = NULL;
+	int rc = fs_rpc_call(fs->node->rpc, addr, &q, &p, &raw);
+	if (rc < 0)
+		fs_textf(o, "error: volume %s: asking its owner %s (%s): %s\n", v->name, node, addr,
+			 strerror(-rc));
+	else if (p.err < 0)
+		fs_textf(o, "error: volume %s: its owner %s refused the request: %s\n", v->name,
+			 node, strerror(-p.err));
+	else
+		fs_textf(o, "%.*s", (int)p.ndata, (const char *)p.data);
+	free(raw);
+}
+
+static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, bool served);
+
 void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
+{
+	request(fs, argc, argv, o, false);
+}
+
+void fs_ckpt_serve_ctl(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
+{
+	char text[WIRE_TEXT_MAX + 1], *argv[80], *save = NULL;
+	int argc = 0;
+	struct fs_text o = {0};
+
+	if (memchr(q->data, 0, q->ndata)) {
+		p->err = -EPROTO;
+		return;
+	}
+	memcpy(text, q->data, q->ndata);
+	text[q->ndata] = '\0';
+	for (char *w = strtok_r(text, " ", &save); w && argc < 80; w = strtok_r(NULL, " ", &save))
+		argv[argc++] = w;
+	if (argc < 2 || !fs_ckpt_handles(argv[0]) || !strcmp(argv[0], "ckpt-mnt") ||
+	    !fs_volume_by_id(fs, q->volid)) {
+		p->err = -EPROTO;
+		return;
+	}
+	request(fs, argc, argv, &o, true);
+	if (o.failed || !o.s) {
+		free(o.s);
+		p->err = -ENOMEM;
+		return;
+	}
+	*out = (uint8_t *)o.s;
+	p->data = *out;
+	p->ndata = (uint32_t)o.len;
+}
+
+static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, bool served)
 {
 	char err[512] = "";
 
@@ -1615,7 +1698,11 @@ void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
 		return;
 	}
 	if (!fs_vol_enter_local(v)) {
-		fs_textf(o, "error: volume %s is owned by another node; run this there\n", v->name);
+		if (fs->node && !served)
+			forward(fs, v, argc, argv, o);
+		else /* a served request is not sent on: ownership moved meanwhile */
+			fs_textf(o, "error: volume %s changed hands meanwhile; try again\n",
+				 v->name);
 		return;
 	}
 	struct fs_ckpt *c = v->ckpt;
@@ -1654,6 +1741,49 @@ void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
 		fs_textf(o, "error: malformed checkpoint request\n");
 	}
 	fs_vol_leave(v);
+}
+
+/* Merges as lines of the "jobs" request and objects of status' "jobs"
+ * array, in fs/jobs.c's formats (id 0: they are named by checkpoint, and
+ * followed with `spacectl checkpoint list` or merge --wait). */
+void fs_ckpt_jobs(struct fs *fs, bool json, char *s, size_t cap, size_t *len)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t nv = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < nv && *len + 1024 < cap; i++) {
+		struct fs_volume *v = fs->vol[i];
+		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+			continue;
+		struct fs_ckpt *c = v->ckpt;
+		pthread_mutex_lock(c ? &c->lock : &fs->vol_lock);
+		for (int j = 0; c && j < CK_MAX && *len + 1024 < cap; j++) {
+			struct ckpt *k = c->ck[j];
+			if (!k || k->state != CK_MERGING)
+				continue;
+			int64_t t0 = atomic_load(&k->start_ns);
+			int64_t ms = t0 ? (fs_mono_ns() - t0) / 1000000 : 0;
+			uint64_t done = atomic_load(&k->done), total = atomic_load(&k->total);
+			if (json)
+				*len += (size_t)snprintf(
+				    s + *len, cap - *len,
+				    "%s{\"id\":0,\"kind\":\"merge\",\"state\":\"running\",\"disk\":"
+				    "0,"
+				    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
+				    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
+				    ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
+				    *len > 1 ? "," : "", v->name, fs->opt.node ? fs->opt.node : "",
+				    done, total, ms, k->name, k->rate);
+			else
+				*len += (size_t)snprintf(s + *len, cap - *len,
+							 "job\t0\tmerge\trunning\t0\t%s\t%" PRIu64
+							 "\t%" PRIu64 "\t0\t0\t0\t0\t0\t%" PRId64
+							 "\tcheckpoint %s\n",
+							 v->name, done, total, ms, k->name);
+		}
+		pthread_mutex_unlock(c ? &c->lock : &fs->vol_lock);
+		fs_vol_leave(v);
+	}
 }
 
 /* ---- the .checkpoints namespace ---- */

@@ -333,6 +333,8 @@ static int check_req(const struct wire_req *q)
 		return q->name[0] && q->volid ? 0 : -EPROTO;
 	case W_TAKE:
 		return q->volid ? 0 : -EPROTO;
+	case W_CTL:
+		return q->volid && q->ndata && q->ndata <= WIRE_TEXT_MAX ? 0 : -EPROTO;
 	case W_CHALLENGE:
 		return -EPROTO; /* a reply type, never a request */
 	default:

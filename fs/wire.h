@@ -64,7 +64,9 @@ enum wire_type {
 	W_TAKE = 64, /* "I released volume volid to you: take it now" */
 	W_MOVE,	     /* "move volid to node `name`" (sent to the owner) */
 	W_BALANCE,   /* "run balancing now" */
-	W_LAST = W_BALANCE,
+	W_CTL,	     /* a volume's control request for its owner (checkpoints):
+		      * data = the request's text, reply data = its reply's */
+	W_LAST = W_CTL,
 };
 
 struct wire_hdr {

@@ -439,7 +439,7 @@ void spacectl_jobs_table(const struct pool *p)
 		if (!parse_job(l, &j))
 			continue;
 		snprintf(id, sizeof(id), "%u", j.id);
-		if (!strcmp(j.kind, "scrub"))
+		if (!strcmp(j.kind, "scrub") || !strcmp(j.kind, "merge"))
 			snprintf(target, sizeof(target), "volume %s", j.volume);
 		else
 			snprintf(target, sizeof(target), "disk %u", j.disk);
@@ -452,6 +452,9 @@ void spacectl_jobs_table(const struct pool *p)
 		/* another node's job (several nodes): its message is "node NAME" */
 		char node[80] = "here", mbs[24];
 		sscanf(j.msg, "node %79s", node);
+		if (!strncmp(j.msg, "checkpoint ", 11)) /* a merge: its checkpoint */
+			snprintf(target + strlen(target), sizeof(target) - strlen(target),
+				 " (%.24s)", j.msg + 11);
 		snprintf(mbs, sizeof(mbs), "%.1f",
 			 j.ms ? (double)j.done / ((double)j.ms / 1000.0) / 1e6 : 0.0);
 		const char *row[9] = {id, j.kind, j.state, target, prog, rep, unrec, node, mbs};
