@@ -1852,25 +1852,29 @@ static void ck_stat(struct fs_volume *v, const struct ckpt *k, uint32_t n, struc
 	st->st_ctim.tv_nsec = r->ctime_ns % 1000000000;
 }
 
-static void reply_ck_entry(fuse_req_t req, struct fs *fs, struct fs_volume *v, const struct ckpt *k,
-			   uint32_t n)
-{
-	struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
-				     .entry_timeout = fs->opt.entry_timeout};
-
-	ck_stat(v, k, n, &e.attr);
-	e.ino = e.attr.st_ino;
-	fuse_reply_entry(req, &e);
-}
-
 static struct fs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
+/*
+ * Each operation of the namespace has a core that answers it from this
+ * node's checkpoints.  A node that does not own the volume (several nodes)
+ * has none: it sends the operation to the owner (W_CKPT, sub-operation in
+ * the request's mode), whose fs_ckpt_serve_ns runs the same core, so
+ * `.checkpoints` reads the same through every node's mount.
+ */
+enum { NS_LOOKUP = 1, NS_GETATTR, NS_LIST, NS_READ, NS_SEEK };
+#define NS_LIST_MAX 64 /* entries per listing round trip */
+
+struct ns_ent {
+	char name[POOL_META_NAME_MAX + 1];
+	struct stat st;
+	off_t cookie;
+};
+
+static int core_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st)
 {
-	struct fs *fs = req_fs(req);
 	struct fs_volume *v;
 	struct ckpt *k;
 	uint32_t n;
@@ -1878,68 +1882,390 @@ void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
 
 	if (!fs_ckpt_is_ino(parent)) { /* the volume root's ".checkpoints" */
 		v = fs_volume_by_id(fs, fs_ino_volid(parent));
-		if (!v || !v->ckpt) {
-			fuse_reply_err(req, ENOENT);
-			return;
-		}
-		reply_ck_entry(req, fs, v, NULL, 0);
-		return;
+		if (!v || !v->ckpt)
+			return -ENOENT;
+		ck_stat(v, NULL, 0, st);
+		return 0;
 	}
-	if ((rc = resolve(fs, parent, &v, &k, &n)) < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
+	if ((rc = resolve(fs, parent, &v, &k, &n)) < 0)
+		return rc;
 	if (!k) {
 		struct ckpt *t = ck_by_name(v->ckpt, name);
 		if (t && t->state == CK_READY)
-			reply_ck_entry(req, fs, v, t, 0);
+			ck_stat(v, t, 0, st);
 		else
-			fuse_reply_err(req, ENOENT);
+			rc = -ENOENT;
 	} else {
 		int c = S_ISDIR(k->node[n].r.mode) ? child_node(k, n, name) : -1;
 		if (c >= 0)
-			reply_ck_entry(req, fs, v, k, (uint32_t)c);
+			ck_stat(v, k, (uint32_t)c, st);
 		else
-			fuse_reply_err(req, S_ISDIR(k->node[n].r.mode) ? ENOENT : ENOTDIR);
+			rc = S_ISDIR(k->node[n].r.mode) ? -ENOENT : -ENOTDIR;
 	}
 	pthread_mutex_unlock(&v->ckpt->lock);
+	return rc;
+}
+
+static int core_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	if (rc < 0)
+		return rc;
+	ck_stat(v, k, n, st);
+	pthread_mutex_unlock(&v->ckpt->lock);
+	return 0;
+}
+
+/* Entries of directory ino after the dots, from cookie off (2 + index),
+ * at most max; *parent: the directory's parent (for ".."). */
+static int core_list(struct fs *fs, uint64_t ino, off_t off, struct ns_ent *e, int max, int *ne,
+		     uint64_t *parent)
+{
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	*ne = 0;
+	if (rc < 0)
+		return rc;
+	if (k && !S_ISDIR(k->node[n].r.mode)) {
+		pthread_mutex_unlock(&v->ckpt->lock);
+		return -ENOTDIR;
+	}
+	*parent = !k	   ? fs_ino_make(v, ROOT_VINO)
+		  : n == 0 ? fs_ino_make(v, CK_BIT)
+			   : ck_ino(v, k->id, k->node[n].r.parent);
+	uint32_t count = k ? k->nnode : CK_MAX;
+	for (uint32_t i = off >= 2 ? (uint32_t)(off - 2) : 0; i < count && *ne < max; i++) {
+		struct ns_ent *x = &e[*ne];
+		if (!k) {
+			struct ckpt *t = v->ckpt->ck[i];
+			if (!t || t->state != CK_READY)
+				continue;
+			ck_stat(v, t, 0, &x->st);
+			snprintf(x->name, sizeof(x->name), "%s", t->name);
+		} else {
+			if (i == 0 || k->node[i].r.parent != n)
+				continue;
+			ck_stat(v, k, i, &x->st);
+			snprintf(x->name, sizeof(x->name), "%s", k->node[i].r.name);
+		}
+		x->cookie = (off_t)(i + 3);
+		(*ne)++;
+	}
+	pthread_mutex_unlock(&v->ckpt->lock);
+	return 0;
+}
+
+static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct chain **chp,
+		     uint32_t *top, uint64_t *size);
+
+static ssize_t core_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, char *buf)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize;
+	int rc = file_view(fs, ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0)
+		return rc;
+	if (off >= fsize)
+		size = 0;
+	else if (off + size > fsize)
+		size = (size_t)(fsize - off);
+	ssize_t r = size ? view_read(v, ch, top, off, size, buf) : 0;
+	pthread_rwlock_unlock(&ch->rw);
+	return r;
+}
+
+static int core_seek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *at)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize;
+	int rc = file_view(fs, ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0)
+		return rc;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		rc = -EINVAL;
+	else
+		rc = view_seek(v, ch, top, fsize, off, whence, at);
+	pthread_rwlock_unlock(&ch->rw);
+	return rc;
+}
+
+/* ---- the namespace through another node ---- */
+
+static void attr_to_wire(const struct stat *st, struct wire_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->a.ino = fs_ino_vino(st->st_ino); /* the volume's part: a wire inode */
+	a->a.mode = st->st_mode;
+	a->a.uid = st->st_uid;
+	a->a.gid = st->st_gid;
+	a->a.nlink = (uint32_t)st->st_nlink;
+	a->a.size = (uint64_t)st->st_size;
+	a->a.atime_ns = st->st_atim.tv_sec * 1000000000ll + st->st_atim.tv_nsec;
+	a->a.mtime_ns = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+	a->a.ctime_ns = st->st_ctim.tv_sec * 1000000000ll + st->st_ctim.tv_nsec;
+	a->blocks = (uint64_t)st->st_blocks;
+}
+
+static void attr_from_wire(struct fs_volume *v, const struct wire_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = fs_ino_make(v, a->a.ino);
+	st->st_mode = a->a.mode;
+	st->st_uid = a->a.uid;
+	st->st_gid = a->a.gid;
+	st->st_nlink = a->a.nlink;
+	st->st_size = (off_t)a->a.size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_atim.tv_sec = a->a.atime_ns / 1000000000;
+	st->st_atim.tv_nsec = a->a.atime_ns % 1000000000;
+	st->st_mtim.tv_sec = a->a.mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = a->a.mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = a->a.ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = a->a.ctime_ns % 1000000000;
+}
+
+/* The volume of ino if another node owns it (several nodes), else NULL:
+ * answer here. */
+static struct fs_volume *remote_vol(struct fs *fs, uint64_t ino)
+{
+	struct fs_volume *v = fs->node ? fs_volume_by_id(fs, fs_ino_volid(ino)) : NULL;
+
+	if (!v || fs_volume_gone(v))
+		return NULL;
+	if (fs_vol_enter_local(v)) {
+		fs_vol_leave(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* One namespace operation on the owner: 0 with *p (free *raw), or -errno. */
+static int ns_call(struct fs *fs, struct fs_volume *v, uint32_t op, uint64_t ino, const char *name,
+		   uint64_t off, uint64_t len, uint32_t flags, struct wire_rep *p, uint8_t **raw)
+{
+	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	fs_node_owner(v, node, addr, &epoch, &valid);
+	if (!valid || !addr[0] || !strcmp(node, fs->node->name))
+		return -EAGAIN; /* changing hands */
+	struct wire_req q = {.type = W_CKPT,
+			     .volid = v->id,
+			     .vino = fs_ino_vino(ino),
+			     .mode = op,
+			     .flags = flags,
+			     .off = off,
+			     .len = len,
+			     .name = name ? name : "",
+			     .name2 = ""};
+	*raw = NULL;
+	memset(p, 0, sizeof(*p));
+	int rc = fs_rpc_call(fs->node->rpc, addr, &q, p, raw);
+	if (rc == 0 && p->err < 0)
+		rc = p->err;
+	if (rc < 0) {
+		free(*raw);
+		*raw = NULL;
+	}
+	return rc == FS_NOT_OWNER ? -EAGAIN : rc;
+}
+
+static int ns_attr(struct fs *fs, uint32_t op, uint64_t ino, const char *name, struct stat *st)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return op == NS_LOOKUP ? core_lookup(fs, ino, name, st) : core_getattr(fs, ino, st);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, op, ino, name, 0, 0, 0, &p, &raw);
+	if (rc == 0 && !p.has_attr)
+		rc = -EPROTO;
+	if (rc == 0)
+		attr_from_wire(v, &p.attr, st);
+	free(raw);
+	return rc;
+}
+
+static int ns_list(struct fs *fs, uint64_t ino, off_t off, struct ns_ent *e, int *ne,
+		   uint64_t *parent)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_list(fs, ino, off, e, NS_LIST_MAX, ne, parent);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_LIST, ino, NULL, (uint64_t)off, 0, 0, &p, &raw);
+	*ne = 0;
+	if (rc < 0)
+		return rc;
+	*parent = p.v1;
+	struct wire_rd r = {.p = p.data, .len = p.ndata};
+	char name[WIRE_NAME_MAX + 1];
+	struct wire_attr a;
+	uint64_t cookie;
+	while (*ne < NS_LIST_MAX && (rc = wire_get_dirent(&r, &cookie, name, &a)) == 1) {
+		snprintf(e[*ne].name, sizeof(e[*ne].name), "%s", name);
+		attr_from_wire(v, &a, &e[*ne].st);
+		e[(*ne)++].cookie = (off_t)cookie;
+	}
+	free(raw);
+	return rc < 0 ? rc : 0;
+}
+
+static ssize_t ns_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, char *buf)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_read(fs, ino, off, size, buf);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_READ, ino, NULL, off, size, 0, &p, &raw);
+	if (rc < 0)
+		return rc;
+	ssize_t n = p.ndata <= size ? (ssize_t)p.ndata : -EPROTO;
+	if (n > 0)
+		memcpy(buf, p.data, (size_t)n);
+	free(raw);
+	return n;
+}
+
+static int ns_seek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *at)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_seek(fs, ino, off, whence, at);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_SEEK, ino, NULL, off, 0, (uint32_t)whence, &p, &raw);
+	if (rc == 0)
+		*at = p.v1;
+	free(raw);
+	return rc;
+}
+
+void fs_ckpt_serve_ns(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
+{
+	struct fs_volume *v = fs_volume_by_id(fs, q->volid);
+	uint64_t ino = v ? fs_ino_make(v, q->vino) : 0;
+	struct stat st;
+
+	if (!v || fs_volume_gone(v) || !fs_vol_enter_local(v)) {
+		p->err = FS_NOT_OWNER;
+		return;
+	}
+	if (q->mode == NS_LOOKUP || q->mode == NS_GETATTR) {
+		p->err = q->mode == NS_LOOKUP ? core_lookup(fs, ino, q->name, &st)
+					      : core_getattr(fs, ino, &st);
+		if (p->err == 0) {
+			attr_to_wire(&st, &p->attr);
+			p->has_attr = true;
+		}
+	} else if (q->mode == NS_LIST) {
+		struct ns_ent *e = calloc(NS_LIST_MAX, sizeof(*e));
+		struct wire_buf b = {0};
+		int ne = 0;
+		p->err =
+		    e ? core_list(fs, ino, (off_t)q->off, e, NS_LIST_MAX, &ne, &p->v1) : -ENOMEM;
+		for (int i = 0; p->err == 0 && i < ne; i++) {
+			struct wire_attr a;
+			attr_to_wire(&e[i].st, &a);
+			wire_put_dirent(&b, (uint64_t)e[i].cookie, e[i].name, &a);
+		}
+		free(e);
+		if (p->err == 0 && b.err)
+			p->err = b.err;
+		if (p->err == 0) {
+			*out = b.p;
+			p->data = b.p;
+			p->ndata = (uint32_t)b.len;
+		} else {
+			wire_buf_free(&b);
+		}
+	} else if (q->mode == NS_READ) {
+		char *buf = NULL;
+		ssize_t n = q->len > WIRE_MAX_DATA ? -EINVAL
+			    : posix_memalign((void **)&buf, 4096, q->len ? q->len : 1)
+				? -ENOMEM
+				: core_read(fs, ino, q->off, q->len, buf);
+		if (n < 0) {
+			free(buf);
+			p->err = (int32_t)n;
+		} else {
+			*out = (uint8_t *)buf;
+			p->data = *out;
+			p->ndata = (uint32_t)n;
+		}
+	} else if (q->mode == NS_SEEK) {
+		p->err = core_seek(fs, ino, q->off, (int)q->flags, &p->v1);
+	} else {
+		p->err = -EPROTO;
+	}
+	fs_vol_leave(v);
+}
+
+/* ---- FUSE handlers ---- */
+
+static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
+{
+	struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+				     .entry_timeout = fs->opt.entry_timeout};
+
+	e.attr = *st;
+	e.ino = st->st_ino;
+	fuse_reply_entry(req, &e);
+}
+
+void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct stat st;
+	int rc = ns_attr(fs, NS_LOOKUP, parent, name, &st);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, fs, &st);
 }
 
 void fs_ckpt_getattr(fuse_req_t req, uint64_t ino)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
 	struct stat st;
-	int rc = resolve(fs, ino, &v, &k, &n);
+	int rc = ns_attr(fs, NS_GETATTR, ino, NULL, &st);
 
-	if (rc < 0) {
+	if (rc < 0)
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	ck_stat(v, k, n, &st);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+	else
+		fuse_reply_attr(req, &st, fs->opt.attr_timeout);
 }
 
 void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool dir)
 {
-	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
-	int rc = resolve(fs, ino, &v, &k, &n);
+	struct stat st;
+	int rc = ns_attr(req_fs(req), NS_GETATTR, ino, NULL, &st);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	bool isdir = !k || S_ISDIR(k->node[n].r.mode);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	if (!dir && (fi->flags & O_ACCMODE) != O_RDONLY)
+	if (rc == 0 && !dir && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = -EROFS;
-	else if (dir != isdir)
+	else if (rc == 0 && dir != S_ISDIR(st.st_mode))
 		rc = dir ? -ENOTDIR : -EISDIR;
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -1953,54 +2279,34 @@ void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool 
 void fs_ckpt_readdir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
-	int rc = resolve(fs, ino, &v, &k, &n);
-	char *buf;
-
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (!(buf = calloc(1, size))) {
-		pthread_mutex_unlock(&v->ckpt->lock);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	struct ns_ent *e = calloc(NS_LIST_MAX, sizeof(*e));
+	char *buf = calloc(1, size ? size : 1);
+	uint64_t parent = 0;
+	int ne = 0, rc = e && buf ? 0 : -ENOMEM;
 	off_t next = off;
-	uint64_t parent = !k	   ? fs_ino_make(v, ROOT_VINO)
-			  : n == 0 ? fs_ino_make(v, CK_BIT)
-				   : ck_ino(v, k->id, k->node[n].r.parent);
-	size_t used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
-	/* entries after the dots: offset 2 + index */
-	uint32_t count = k ? k->nnode : CK_MAX;
-	for (uint32_t i = next >= 2 ? (uint32_t)(next - 2) : 0; i < count; i++) {
-		struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+	size_t used = 0;
+
+	if (rc == 0)
+		rc = ns_list(fs, ino, off, e, &ne, &parent);
+	if (rc == 0)
+		used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
+	for (int i = 0; rc == 0 && i < ne; i++) {
+		struct fuse_entry_param x = {.attr_timeout = fs->opt.attr_timeout,
 					     .entry_timeout = fs->opt.entry_timeout};
-		const char *name;
-		if (!k) {
-			struct ckpt *t = v->ckpt->ck[i];
-			if (!t || t->state != CK_READY)
-				continue;
-			ck_stat(v, t, 0, &e.attr);
-			name = t->name;
-		} else {
-			if (i == 0 || k->node[i].r.parent != n)
-				continue;
-			ck_stat(v, k, i, &e.attr);
-			name = k->node[i].r.name;
-		}
-		e.ino = e.attr.st_ino;
+		x.attr = e[i].st;
+		x.ino = e[i].st.st_ino;
 		size_t w =
-		    fs_add_entry(req, buf + used, size - used, name, &e, (off_t)(i + 3), plus);
+		    fs_add_entry(req, buf + used, size - used, e[i].name, &x, e[i].cookie, plus);
 		if (!w)
 			break;
 		used += w;
 	}
-	pthread_mutex_unlock(&v->ckpt->lock);
-	fuse_reply_buf(req, buf, used);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, used);
 	free(buf);
+	free(e);
 }
 
 /* The chain and view top of a checkpoint file, chain lock taken shared. */
@@ -2037,27 +2343,13 @@ static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct 
 
 void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off)
 {
-	struct fs_volume *v;
-	struct chain *ch;
-	uint32_t top;
-	uint64_t fsize;
 	char *buf = NULL;
 	ssize_t r = 0;
-	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if ((uint64_t)off >= fsize)
-		size = 0;
-	else if ((uint64_t)off + size > fsize)
-		size = (size_t)(fsize - (uint64_t)off);
 	if (size && posix_memalign((void **)&buf, 4096, size) != 0)
 		r = -ENOMEM;
 	else if (size)
-		r = view_read(v, ch, top, (uint64_t)off, size, buf);
-	pthread_rwlock_unlock(&ch->rw);
+		r = ns_read(req_fs(req), ino, (uint64_t)off, size, buf);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -2067,21 +2359,9 @@ void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off)
 
 void fs_ckpt_lseek(fuse_req_t req, uint64_t ino, off_t off, int whence)
 {
-	struct fs_volume *v;
-	struct chain *ch;
-	uint32_t top;
-	uint64_t fsize, at = 0;
-	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
+	uint64_t at = 0;
+	int rc = ns_seek(req_fs(req), ino, (uint64_t)off, whence, &at);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (whence != SEEK_DATA && whence != SEEK_HOLE)
-		rc = -EINVAL;
-	else
-		rc = view_seek(v, ch, top, fsize, (uint64_t)off, whence, &at);
-	pthread_rwlock_unlock(&ch->rw);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else

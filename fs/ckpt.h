@@ -44,6 +44,9 @@ struct wire_req;
 struct wire_rep;
 /* W_CTL on the owner: p->data (in *out, to free) is the reply's text. */
 void fs_ckpt_serve_ctl(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out);
+/* W_CKPT on the owner: one operation of the .checkpoints namespace for a
+ * node whose mount reads it (p->data in *out, to free). */
+void fs_ckpt_serve_ns(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out);
 
 /* the namespace */
 bool fs_ckpt_is_ino(uint64_t ino);

@@ -505,6 +505,9 @@ static void dispatch(struct fs_node *n, const struct wire_req *q, struct wire_re
 	} else if (q->type == W_CTL) {
 		fs_ckpt_serve_ctl(fs, q, p, out);
 		return;
+	} else if (q->type == W_CKPT) {
+		fs_ckpt_serve_ns(fs, q, p, out);
+		return;
 	} else if (q->type == W_MOVE) {
 		struct fs_volume *v = fs_volume_by_id(fs, q->volid);
 		if (v)

@@ -66,7 +66,9 @@ enum wire_type {
 	W_BALANCE,   /* "run balancing now" */
 	W_CTL,	     /* a volume's control request for its owner (checkpoints):
 		      * data = the request's text, reply data = its reply's */
-	W_LAST = W_CTL,
+	W_CKPT,	     /* MNT/VOL/.checkpoints on the owner: mode = operation
+		      * (fs/ckpt.c), vino, name, off, len, flags = whence */
+	W_LAST = W_CKPT,
 };
 
 struct wire_hdr {
