@@ -1433,14 +1433,17 @@ static void compact_live(struct fs_ckpt *c)
 			pthread_rwlock_wrlock(&ch->rw);
 	pthread_mutex_lock(&c->lock);
 	uint64_t before = pool_ckpt_log_seq(c->log) - c->compact_seq;
-	int rc = compact(c);
+	int live = 0, rc = compact(c);
+	for (int i = 0; i < CK_MAX; i++)
+		live += c->ck[i] != NULL;
 	c->compact_due = false;
 	if (rc < 0)
 		fs_log("volume %s: checkpoint log: compaction failed (%s); kept as is", c->v->name,
 		       strerror(-rc));
-	else if (before > c->bound)
-		fs_log("volume %s: checkpoint log compacted: %" PRIu64 " records to %" PRIu64,
-		       c->v->name, before, c->compact_recs);
+	else if (live > 0) /* past the bound: say so (not after the last merge) */
+		fs_log("volume %s: checkpoint log compacted with %d checkpoint(s) live: %" PRIu64
+		       " records to %" PRIu64,
+		       c->v->name, live, before, c->compact_recs);
 	if (rc < 0) /* try again after as many records again */
 		c->compact_seq = pool_ckpt_log_seq(c->log);
 	pthread_mutex_unlock(&c->lock);
