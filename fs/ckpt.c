@@ -1608,7 +1608,8 @@ int fs_ckpt_handles(const char *req)
 	return !strncmp(req, "ckpt-", 5);
 }
 
-/* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt */
+/* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt
+ * | ckpt-jobs VOL json|text (the running merges, for status) */
 /* Send a request for volume v to its owner and copy its reply into o. */
 static void forward(struct fs *fs, struct fs_volume *v, int argc, char **argv, struct fs_text *o)
 {
@@ -1651,6 +1652,7 @@ static void forward(struct fs *fs, struct fs_volume *v, int argc, char **argv, s
 }
 
 static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, bool served);
+static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, struct fs_text *o);
 
 void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
 {
@@ -1712,6 +1714,9 @@ static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, boo
 	if (!c) {
 		fs_textf(o, "error: volume %s: checkpoints are not available here (read-only?)\n",
 			 v->name);
+	} else if (!strcmp(argv[0], "ckpt-jobs") && argc == 3) {
+		fs_textf(o, "ok\n");
+		vol_jobs(fs, c, !strcmp(argv[2], "json"), served, o);
 	} else if (!strcmp(argv[0], "ckpt-list") && argc == 2) {
 		fs_textf(o, "ok\n");
 		list_ckpts(c, o);
@@ -1746,9 +1751,44 @@ static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, boo
 	fs_vol_leave(v);
 }
 
+/* The running merges of v, in fs/jobs.c's formats: "job" lines (json
+ * false; with `remote`, the message names this node, as for a job run by
+ * another node) or status objects separated by commas.  c->lock taken. */
+static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, struct fs_text *o)
+{
+	const char *node = fs->opt.node ? fs->opt.node : "";
+	int n = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (int j = 0; j < CK_MAX; j++) {
+		struct ckpt *k = c->ck[j];
+		if (!k || k->state != CK_MERGING)
+			continue;
+		int64_t t0 = atomic_load(&k->start_ns);
+		int64_t ms = t0 ? (fs_mono_ns() - t0) / 1000000 : 0;
+		uint64_t done = atomic_load(&k->done), total = atomic_load(&k->total);
+		if (json)
+			fs_textf(o,
+				 "%s{\"id\":0,\"kind\":\"merge\",\"state\":\"running\",\"disk\":0,"
+				 "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
+				 ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
+				 ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
+				 n ? "," : "", c->v->name, node, done, total, ms, k->name, k->rate);
+		else
+			fs_textf(o,
+				 "job\t0\tmerge\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
+				 "\t0\t0\t0\t0\t0\t%" PRId64 "\tcheckpoint %s%s%s\n",
+				 c->v->name, done, total, ms, k->name, remote ? " node " : "",
+				 remote ? node : "");
+		n++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Merges as lines of the "jobs" request and objects of status' "jobs"
- * array, in fs/jobs.c's formats (id 0: they are named by checkpoint, and
- * followed with `spacectl checkpoint list` or merge --wait). */
+ * array (id 0: they are named by checkpoint, and followed with `spacectl
+ * checkpoint list` or merge --wait).  A volume another node owns: asked of
+ * the owner (ckpt-jobs), as status shows other nodes' scrubs. */
 void fs_ckpt_jobs(struct fs *fs, bool json, char *s, size_t cap, size_t *len)
 {
 	pthread_mutex_lock(&fs->vol_lock);
@@ -1756,36 +1796,28 @@ void fs_ckpt_jobs(struct fs *fs, bool json, char *s, size_t cap, size_t *len)
 	pthread_mutex_unlock(&fs->vol_lock);
 	for (uint32_t i = 0; i < nv && *len + 1024 < cap; i++) {
 		struct fs_volume *v = fs->vol[i];
-		if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+		struct fs_text o = {0};
+		const char *body = NULL;
+		if (fs_volume_gone(v))
 			continue;
-		struct fs_ckpt *c = v->ckpt;
-		pthread_mutex_lock(c ? &c->lock : &fs->vol_lock);
-		for (int j = 0; c && j < CK_MAX && *len + 1024 < cap; j++) {
-			struct ckpt *k = c->ck[j];
-			if (!k || k->state != CK_MERGING)
-				continue;
-			int64_t t0 = atomic_load(&k->start_ns);
-			int64_t ms = t0 ? (fs_mono_ns() - t0) / 1000000 : 0;
-			uint64_t done = atomic_load(&k->done), total = atomic_load(&k->total);
-			if (json)
-				*len += (size_t)snprintf(
-				    s + *len, cap - *len,
-				    "%s{\"id\":0,\"kind\":\"merge\",\"state\":\"running\",\"disk\":"
-				    "0,"
-				    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
-				    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
-				    ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
-				    *len > 1 ? "," : "", v->name, fs->opt.node ? fs->opt.node : "",
-				    done, total, ms, k->name, k->rate);
-			else
-				*len += (size_t)snprintf(s + *len, cap - *len,
-							 "job\t0\tmerge\trunning\t0\t%s\t%" PRIu64
-							 "\t%" PRIu64 "\t0\t0\t0\t0\t0\t%" PRId64
-							 "\tcheckpoint %s\n",
-							 v->name, done, total, ms, k->name);
+		if (fs_vol_enter_local(v)) {
+			if (v->ckpt)
+				vol_jobs(fs, v->ckpt, json, false, &o);
+			fs_vol_leave(v);
+			body = o.s;
+		} else if (fs->node) {
+			char *argv[] = {"ckpt-jobs", v->name, json ? "json" : "text"};
+			forward(fs, v, 3, argv, &o);
+			body = o.s && !strncmp(o.s, "ok\n", 3) ? o.s + 3 : NULL;
 		}
-		pthread_mutex_unlock(c ? &c->lock : &fs->vol_lock);
-		fs_vol_leave(v);
+		size_t n = body && !o.failed ? strlen(body) : 0;
+		if (n && *len + n + 2 < cap) {
+			if (json && *len > 1)
+				s[(*len)++] = ',';
+			memcpy(s + *len, body, n + 1);
+			*len += n;
+		}
+		free(o.s);
 	}
 }
 

@@ -451,10 +451,14 @@ void spacectl_jobs_table(const struct pool *p)
 		snprintf(unrec, sizeof(unrec), "%llu", j.unrec);
 		/* another node's job (several nodes): its message is "node NAME" */
 		char node[80] = "here", mbs[24];
-		sscanf(j.msg, "node %79s", node);
-		if (!strncmp(j.msg, "checkpoint ", 11)) /* a merge: its checkpoint */
+		/* a merge's: "checkpoint NAME[ node NAME]" */
+		const char *on = strstr(j.msg, "node ");
+		if (on && (on == j.msg || on[-1] == ' '))
+			sscanf(on, "node %79s", node);
+		char ck[64];
+		if (sscanf(j.msg, "checkpoint %63s", ck) == 1)
 			snprintf(target + strlen(target), sizeof(target) - strlen(target),
-				 " (%.24s)", j.msg + 11);
+				 " (%.24s)", ck);
 		snprintf(mbs, sizeof(mbs), "%.1f",
 			 j.ms ? (double)j.done / ((double)j.ms / 1000.0) / 1e6 : 0.0);
 		const char *row[9] = {id, j.kind, j.state, target, prog, rep, unrec, node, mbs};

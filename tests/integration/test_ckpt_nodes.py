@@ -14,7 +14,8 @@ owned by n1 (its preferred owner).  A file is written through n2, then:
  3. `spacectl backup` run on n2: the copy (read through n2's mount) is the
     file's content, no checkpoint is left;
  4. a merge of c1 asked on n2, rate-limited; `spacectl status` on n1 lists
-    it as a merge job; half-way `spacectl owner move S n2`: the merge goes
+    it as a merge job (table and JSON), on n2 as one running on n1;
+    half-way `spacectl owner move S n2`: the merge goes
     on on n2 and finishes; the file reads back as last written through
     both nodes, no differencing data is left on the disks; both daemons
     unmount cleanly with no sanitizer report.
@@ -22,6 +23,7 @@ owned by n1 (its preferred owner).  A file is written through n2, then:
 import errno
 import glob
 import hashlib
+import json
 import os
 import random
 import re
@@ -77,7 +79,8 @@ def listed(node, vol):
 def merge_row(node):
     out = node.spacectl("status", node.pool.source, check=False).stdout
     for line in out.splitlines():
-        m = re.match(r"\s*\d+\s+merge\s+(\w+)\s+volume S \((\S+)\)\s+([\d.]+)%", line)
+        m = re.match(r"\s*\d+\s+merge\s+(\w+)\s+volume S \((\S+)\)\s+([\d.]+)%\s+\d+\s+\d+"
+                     r"\s+(\S+)\s+([\d.]+)", line)
         if m:
             return m.groups()
     return None
@@ -161,6 +164,14 @@ def main():
         t.ok(row and row[1] == "c1", f"status on n1 lists the merge of c1 as a job {row}")
         t.ok(wait_for(lambda: (lambda r: r and float(r[2]) > 0)(merge_row(n1)), 15, 0.1),
              "the merge made progress on n1")
+        r2 = wait_for(lambda: merge_row(n2), 10, 0.1)
+        t.ok(r2 and r2[1] == "c1" and r2[3] == "n1" and float(r2[4]) > 0,
+             f"status on n2 lists it as running on n1, with its rate {r2}")
+        js = json.loads(n1.spacectl("status", pool.source, "--json").stdout)["jobs"]
+        mj = [j for j in js if j.get("kind") == "merge"]
+        t.ok(mj and mj[0]["checkpoint"] == "c1" and mj[0]["volume"] == "S" and
+             mj[0]["node"] == "n1" and mj[0]["rate_limit"] == 2e6 and mj[0]["total"] > 0,
+             f"status --json on n1: a merge job with its checkpoint, rate limit, progress {mj}")
         p = n1.spacectl("owner", "move", pool.source, "S", "n2", check=False)
         t.eq(p.returncode, 0, f"owner move S n2 during the merge {p.stderr.strip()}")
         t.ok(wait_for(lambda: owners(n1) == {"S": "n2"}, 15, 0.2), f"n2 owns S: {owners(n1)}")
