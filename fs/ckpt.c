@@ -123,6 +123,9 @@ struct ckpt {
 	double rate;
 	_Atomic uint64_t done, total;
 	_Atomic int64_t start_ns; /* this merge's start here (status' MB/s) */
+	/* a backup's copy, as its spacectl reports it (ckpt-copy) */
+	_Atomic uint64_t copy_done, copy_total;
+	_Atomic int64_t copy_start_ns, copy_seen_ns;
 };
 
 struct fs_ckpt {
@@ -1609,7 +1612,8 @@ int fs_ckpt_handles(const char *req)
 }
 
 /* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt
- * | ckpt-jobs VOL json|text (the running merges, for status) */
+ * | ckpt-jobs VOL json|text (the running merges, for status)
+ * | ckpt-copy VOL NAME DONE TOTAL (a backup's copy progress, from its spacectl) */
 /* Send a request for volume v to its owner and copy its reply into o. */
 static void forward(struct fs *fs, struct fs_volume *v, int argc, char **argv, struct fs_text *o)
 {
@@ -1714,6 +1718,18 @@ static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, boo
 	if (!c) {
 		fs_textf(o, "error: volume %s: checkpoints are not available here (read-only?)\n",
 			 v->name);
+	} else if (!strcmp(argv[0], "ckpt-copy") && argc == 5) {
+		pthread_mutex_lock(&c->lock);
+		struct ckpt *k = ck_by_name(c, argv[2]);
+		if (k) {
+			int64_t now = fs_mono_ns(), zero = 0;
+			atomic_compare_exchange_strong(&k->copy_start_ns, &zero, now);
+			atomic_store(&k->copy_done, strtoull(argv[3], NULL, 10));
+			atomic_store(&k->copy_total, strtoull(argv[4], NULL, 10));
+			atomic_store(&k->copy_seen_ns, now);
+		}
+		pthread_mutex_unlock(&c->lock);
+		fs_textf(o, k ? "ok\n" : "error: checkpoint %s: no such checkpoint\n", argv[2]);
 	} else if (!strcmp(argv[0], "ckpt-jobs") && argc == 3) {
 		fs_textf(o, "ok\n");
 		vol_jobs(fs, c, !strcmp(argv[2], "json"), served, o);
@@ -1762,23 +1778,30 @@ static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, s
 	pthread_mutex_lock(&c->lock);
 	for (int j = 0; j < CK_MAX; j++) {
 		struct ckpt *k = c->ck[j];
-		if (!k || k->state != CK_MERGING)
+		/* a backup's copy: while its spacectl reported in the last 10 s */
+		bool copying = k && k->state == CK_READY && (k->flags & CK_FLAG_BACKUP) &&
+			       fs_mono_ns() - atomic_load(&k->copy_seen_ns) < 10000000000ll &&
+			       atomic_load(&k->copy_start_ns);
+		if (!k || (k->state != CK_MERGING && !copying))
 			continue;
-		int64_t t0 = atomic_load(&k->start_ns);
+		int64_t t0 = atomic_load(copying ? &k->copy_start_ns : &k->start_ns);
 		int64_t ms = t0 ? (fs_mono_ns() - t0) / 1000000 : 0;
-		uint64_t done = atomic_load(&k->done), total = atomic_load(&k->total);
+		uint64_t done = atomic_load(copying ? &k->copy_done : &k->done);
+		uint64_t total = atomic_load(copying ? &k->copy_total : &k->total);
+		const char *kind = copying ? "backup" : "merge";
 		if (json)
 			fs_textf(o,
-				 "%s{\"id\":0,\"kind\":\"merge\",\"state\":\"running\",\"disk\":0,"
+				 "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":0,"
 				 "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
 				 ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
 				 ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
-				 n ? "," : "", c->v->name, node, done, total, ms, k->name, k->rate);
+				 n ? "," : "", kind, c->v->name, node, done, total, ms, k->name,
+				 k->rate);
 		else
 			fs_textf(o,
-				 "job\t0\tmerge\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
+				 "job\t0\t%s\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
 				 "\t0\t0\t0\t0\t0\t%" PRId64 "\tcheckpoint %s%s%s\n",
-				 c->v->name, done, total, ms, k->name, remote ? " node " : "",
+				 kind, c->v->name, done, total, ms, k->name, remote ? " node " : "",
 				 remote ? node : "");
 		n++;
 	}

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,8 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 
 struct copy {
 	const char *what;
+	const char *source, *vol, *name; /* progress reports to the daemon */
+	struct timespec reported;
 	double rate; /* bytes/s, 0 none */
 	uint64_t done, total;
 	struct timespec start;
@@ -254,9 +257,30 @@ static double since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* Tell the daemon how far the copy is, for `spacectl status` (a backup
+ * row): once a second, silently (a report lost costs nothing). */
+static void report(struct copy *c, bool force)
+{
+	char err[POOL_MSG_MAX], uuid[37], req[512], *reply = NULL;
+	struct pool *p;
+
+	if (!c->source || (!force && since(&c->reported) < 1.0))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &c->reported);
+	if (pool_open(c->source, 0, &p, err, sizeof(err)) < 0)
+		return;
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	snprintf(req, sizeof(req), "ckpt-copy %s %s %llu %llu", c->vol, c->name,
+		 (unsigned long long)c->done, (unsigned long long)c->total);
+	pool_ctl_call(uuid, req, &reply, err, sizeof(err));
+	free(reply);
+	pool_close(p);
+}
+
 static void tick(struct copy *c, uint64_t n)
 {
 	c->done += n;
+	report(c, false);
 	if (c->rate > 0) {
 		double ahead = (double)c->done / c->rate - since(&c->start);
 		if (ahead > 0)
@@ -457,12 +481,19 @@ int spacectl_cmd_backup(int argc, char **argv)
 	base = base ? base + 1 : path;
 	snprintf(src, sizeof(src), "%s/%s/.checkpoints/%s/%s", mnt, vol, name, path);
 	snprintf(to, sizeof(to), "%s%s%s", dest, *base ? "/" : "", base);
-	struct copy c = {.what = what, .rate = jo.rate * 1e6, .last = -1};
+	struct copy c = {.what = what,
+			 .rate = jo.rate * 1e6,
+			 .last = -1,
+			 .source = source,
+			 .vol = vol,
+			 .name = name};
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.buf = malloc(COPY_BUF);
 	rc = c.buf ? walk(&c, src, to, 1) : cli_err(1, what, "out of memory");
+	report(&c, true);
 	if (rc == 0)
 		rc = walk(&c, src, to, 0);
+	report(&c, true);
 	free(c.buf);
 	if (interrupted)
 		rc = cli_err(130, what, "interrupted; the copy in %s is incomplete", dest);

@@ -11,8 +11,9 @@ owned by n1 (its preferred owner).  A file is written through n2, then:
     through n2's mount (MNT/S/.checkpoints/c1/...) and through n1's is the
     instant's content and size, SEEK_DATA/SEEK_HOLE answer the same through
     both; a write to it through n2 is refused with EROFS;
- 3. `spacectl backup` run on n2: the copy (read through n2's mount) is the
-    file's content, no checkpoint is left;
+ 3. `spacectl backup` run on n2: status on n2 shows its copy step as a
+    backup job on n1 with progress; the copy (read through n2's mount) is
+    the file's content, no checkpoint is left;
  4. a merge of c1 asked on n2, rate-limited; `spacectl status` on n1 lists
     it as a merge job (table and JSON), on n2 as one running on n1;
     half-way `spacectl owner move S n2`: the merge goes
@@ -28,8 +29,9 @@ import os
 import random
 import re
 import shutil
+import subprocess
 
-from harness import Pool, Tap
+from harness import SPACECTL, Pool, Tap
 from nodes import Node, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
@@ -76,10 +78,10 @@ def listed(node, vol):
     return [l.split()[0] for l in p.stdout.splitlines()[1:] if l.strip()]
 
 
-def merge_row(node):
+def merge_row(node, kind="merge"):
     out = node.spacectl("status", node.pool.source, check=False).stdout
     for line in out.splitlines():
-        m = re.match(r"\s*\d+\s+merge\s+(\w+)\s+volume S \((\S+)\)\s+([\d.]+)%\s+\d+\s+\d+"
+        m = re.match(r"\s*\d+\s+" + kind + r"\s+(\w+)\s+volume S \((\S+)\)\s+([\d.]+)%\s+\d+\s+\d+"
                      r"\s+(\S+)\s+([\d.]+)", line)
         if m:
             return m.groups()
@@ -150,8 +152,15 @@ def main():
         # 3. backup on the non-owner
         dest = os.path.join(pool.dir, "backup")
         os.makedirs(dest)
-        p = n2.spacectl("backup", pool.source, "S/vm", dest, "--wait", check=False)
-        t.eq(p.returncode, 0, f"backup run on n2 exits 0 {p.stderr.strip()}")
+        bk = subprocess.Popen([SPACECTL, "backup", pool.source, "S/vm", dest, "--wait",
+                               "--rate", "8"], env=dict(os.environ, SPACEFS_NODE="n2"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        row = wait_for(lambda: (lambda r: r if r and float(r[2]) > 0 else None)(
+            merge_row(n2, "backup")), 20, 0.2)
+        t.ok(row and row[3] == "n1",
+             f"status on n2 shows the backup's copy running on n1 with progress {row}")
+        out, err = bk.communicate(timeout=120)
+        t.eq(bk.returncode, 0, f"backup run on n2 exits 0 {err.strip()}")
         t.eq(sha_path(os.path.join(dest, "vm", "disk.img")), sha(bytes(model)),
              "the backup copy through n2 is the file")
         t.eq(listed(n2, "S"), ["c1"], "the backup left no checkpoint of its own")
