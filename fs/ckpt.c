@@ -34,6 +34,19 @@
  * writes again meanwhile are folded again; then the layer is dropped.
  * Folding is idempotent, so after a crash the merge simply restarts.
  * One merge worker per volume, in request order.
+ *
+ * First writes.  A copy-up runs under the chain's shared lock with the
+ * granule claimed (busy[]): copy-ups of different granules go in
+ * parallel, a second writer of a granule waits for its copy-up, and the
+ * granule turns DATA in the map only after its data and record are down.
+ *
+ * The log grows by a record per copy-up and per fold into an older layer;
+ * past a bound the merge worker rewrites it from memory (compact_live),
+ * holding off creates and every chain meanwhile.
+ *
+ * Several nodes.  Checkpoints exist on the volume's owner; another node
+ * sends control requests (W_CTL) and the namespace's operations (W_CKPT)
+ * to it, answered by the same code as the owner's own.
  */
 #include <errno.h>
 #include <fcntl.h>
