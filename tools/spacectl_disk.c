@@ -439,7 +439,8 @@ void spacectl_jobs_table(const struct pool *p)
 		if (!parse_job(l, &j))
 			continue;
 		snprintf(id, sizeof(id), "%u", j.id);
-		if (!strcmp(j.kind, "scrub") || !strcmp(j.kind, "merge"))
+		if (!strcmp(j.kind, "scrub") || !strcmp(j.kind, "merge") ||
+		    !strcmp(j.kind, "backup"))
 			snprintf(target, sizeof(target), "volume %s", j.volume);
 		else
 			snprintf(target, sizeof(target), "disk %u", j.disk);

@@ -153,7 +153,7 @@ def main():
         dest = os.path.join(pool.dir, "backup")
         os.makedirs(dest)
         bk = subprocess.Popen([SPACECTL, "backup", pool.source, "S/vm", dest, "--wait",
-                               "--rate", "8"], env=dict(os.environ, SPACEFS_NODE="n2"),
+                               "--rate", "4"], env=dict(os.environ, SPACEFS_NODE="n2"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         row = wait_for(lambda: (lambda r: r if r and float(r[2]) > 0 else None)(
             merge_row(n2, "backup")), 20, 0.2)
@@ -176,7 +176,7 @@ def main():
         r2 = wait_for(lambda: merge_row(n2), 10, 0.1)
         t.ok(r2 and r2[1] == "c1" and r2[3] == "n1" and float(r2[4]) > 0,
              f"status on n2 lists it as running on n1, with its rate {r2}")
-        js = json.loads(n1.spacectl("status", pool.source, "--json").stdout)["jobs"]
+        js = json.loads(n1.spacectl("status", pool.source, "--json").stdout)["daemon"]["jobs"]
         mj = [j for j in js if j.get("kind") == "merge"]
         t.ok(mj and mj[0]["checkpoint"] == "c1" and mj[0]["volume"] == "S" and
              mj[0]["node"] == "n1" and mj[0]["rate_limit"] == 2e6 and mj[0]["total"] > 0,
