@@ -34,6 +34,19 @@
  * writes again meanwhile are folded again; then the layer is dropped.
  * Folding is idempotent, so after a crash the merge simply restarts.
  * One merge worker per volume, in request order.
+ *
+ * First writes.  A copy-up runs under the chain's shared lock with the
+ * granule claimed (busy[]): copy-ups of different granules go in
+ * parallel, a second writer of a granule waits for its copy-up, and the
+ * granule turns DATA in the map only after its data and record are down.
+ *
+ * The log grows by a record per copy-up and per fold into an older layer;
+ * past a bound the merge worker rewrites it from memory (compact_live),
+ * holding off creates and every chain meanwhile.
+ *
+ * Several nodes.  Checkpoints exist on the volume's owner; another node
+ * sends control requests (W_CTL) and the namespace's operations (W_CKPT)
+ * to it, answered by the same code as the owner's own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +60,9 @@
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
+#include "fs/node.h"
 #include "fs/text.h"
+#include "fs/wire.h"
 #include "pool/ckpt.h"
 
 #define G	       ((uint64_t)POOL_CKPT_GRANULE)
@@ -56,6 +71,7 @@
 #define CK_NAME_MAX    63
 #define CK_HASH	       256
 #define MERGE_BATCH    16 /* granules folded per lock hold */
+#define CU_MAX	       64 /* copy-ups in flight per file */
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
@@ -94,10 +110,13 @@ struct layer {
 };
 
 struct chain {
-	uint64_t ino;	     /* volume inode of the file */
-	pthread_rwlock_t rw; /* shared: I/O; exclusive: copy-up, layer changes, folds */
-	pthread_mutex_t mu;  /* redo maps under the shared lock */
-	uint32_t n;	     /* layers, the file itself included */
+	uint64_t ino;		/* volume inode of the file */
+	pthread_rwlock_t rw;	/* shared: I/O; exclusive: copy-up, layer changes, folds */
+	pthread_mutex_t mu;	/* under the shared lock: redo maps, map sets, busy[] */
+	pthread_cond_t cu_done; /* a copy-up ended */
+	uint64_t busy[CU_MAX];	/* granules being copied up */
+	uint32_t nbusy;
+	uint32_t n; /* layers, the file itself included */
 	struct layer l[CK_MAX + 1];
 	bool live_gone;
 	struct chain *next;
@@ -116,6 +135,10 @@ struct ckpt {
 	uint32_t nnode, cap;
 	double rate;
 	_Atomic uint64_t done, total;
+	_Atomic int64_t start_ns; /* this merge's start here (status' MB/s) */
+	/* a backup's copy, as its spacectl reports it (ckpt-copy) */
+	_Atomic uint64_t copy_done, copy_total;
+	_Atomic int64_t copy_start_ns, copy_seen_ns;
 };
 
 struct fs_ckpt {
@@ -129,6 +152,13 @@ struct fs_ckpt {
 	pthread_rwlock_t hlock;
 	uint32_t next_id;
 	_Atomic uint32_t nchains; /* chains with layers: the data path's fast test */
+	/* creates vs live compaction: a create's records and its ck[] entry
+	 * must both be in a compacted log or neither */
+	pthread_mutex_t cmu;
+	uint64_t compact_seq;  /* log sequence after the last compaction */
+	uint64_t compact_recs; /* records that compaction wrote */
+	uint64_t bound;	       /* records past compact_seq that call for another */
+	bool compact_due;
 	pthread_t worker;
 	bool worker_on, stopping;
 	pthread_cond_t wake;
@@ -157,6 +187,7 @@ static struct chain *chain_get(struct fs_ckpt *c, uint64_t ino)
 	ch->n = 1;
 	pthread_rwlock_init(&ch->rw, NULL);
 	pthread_mutex_init(&ch->mu, NULL);
+	pthread_cond_init(&ch->cu_done, NULL);
 	ch->next = c->hash[ino % CK_HASH];
 	pthread_rwlock_wrlock(&c->hlock);
 	c->hash[ino % CK_HASH] = ch;
@@ -201,6 +232,11 @@ static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len
 
 	if (rc < 0)
 		fs_log("volume %s: checkpoint log append failed: %s", c->v->name, strerror(-rc));
+	else if (!c->compact_due &&
+		 pool_ckpt_log_seq(c->log) - c->compact_seq > c->bound + 2 * c->compact_recs) {
+		c->compact_due = true; /* the merge worker rewrites it */
+		pthread_cond_broadcast(&c->wake);
+	}
 	return rc;
 }
 
@@ -257,12 +293,20 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 	return (ssize_t)len;
 }
 
+/* Record granules [g, g+n) of layer k as written while it is being
+ * merged.  ch->mu held. */
+static void note_redo_locked(struct chain *ch, uint32_t k, uint64_t g, uint64_t n)
+{
+	if (ch->l[k].merging)
+		pool_ckpt_map_set(&ch->l[k].redo, g, n, POOL_CKPT_DATA);
+}
+
 static void note_redo(struct chain *ch, uint32_t k, uint64_t g, uint64_t n)
 {
 	if (!ch->l[k].merging)
 		return;
 	pthread_mutex_lock(&ch->mu);
-	pool_ckpt_map_set(&ch->l[k].redo, g, n, POOL_CKPT_DATA);
+	note_redo_locked(ch, k, g, n);
 	pthread_mutex_unlock(&ch->mu);
 }
 
@@ -274,9 +318,79 @@ static bool all_data(const struct chain *ch, uint32_t k, uint64_t off, uint64_t 
 	return true;
 }
 
+/* Claim granule g for a copy-up: false if it became DATA meanwhile (the
+ * caller then writes it in place).  Waits while another thread copies the
+ * same granule up, so each granule is copied once and no write lands in
+ * it before its copy-up. */
+static bool cu_claim(struct chain *ch, const struct layer *L, uint64_t g)
+{
+	pthread_mutex_lock(&ch->mu);
+	for (;;) {
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_DATA) {
+			pthread_mutex_unlock(&ch->mu);
+			return false;
+		}
+		bool busy = ch->nbusy == CU_MAX;
+		for (uint32_t i = 0; !busy && i < ch->nbusy; i++)
+			busy = ch->busy[i] == g;
+		if (!busy)
+			break;
+		pthread_cond_wait(&ch->cu_done, &ch->mu);
+	}
+	ch->busy[ch->nbusy++] = g;
+	pthread_mutex_unlock(&ch->mu);
+	return true;
+}
+
+/* End granule g's copy-up; on success (ok) it is DATA in layer k. */
+static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&ch->mu);
+	if (ok) {
+		rc = pool_ckpt_map_set(&ch->l[k].g, g, 1, POOL_CKPT_DATA);
+		note_redo_locked(ch, k, g, 1);
+	}
+	for (uint32_t i = 0; i < ch->nbusy; i++)
+		if (ch->busy[i] == g) {
+			ch->busy[i] = ch->busy[--ch->nbusy];
+			break;
+		}
+	pthread_cond_broadcast(&ch->cu_done);
+	pthread_mutex_unlock(&ch->mu);
+	return rc;
+}
+
+/* Copy granule g up into layer k with [pos, stop) of it from data: the
+ * rest from the layers below (not read when the write covers it all, or
+ * when the granule is ZERO here), one store write, then its log record.
+ * Granule claimed by the caller. */
+static ssize_t copy_up(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
+		       uint64_t g, uint64_t pos, uint64_t stop, const char *src, char *gbuf)
+{
+	struct layer *L = &ch->l[k];
+	uint64_t gs = g * G;
+	ssize_t n = 0;
+
+	if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO)
+		memset(gbuf, 0, G);
+	else if (pos > gs || stop < gs + G)
+		n = view_read(v, ch, k - 1, gs, G, gbuf);
+	if (n < 0)
+		return n;
+	memcpy(gbuf + (pos - gs), src, stop - pos);
+	n = pool_store_write(v->store, &L->map, gs, G, gbuf);
+	if (n >= 0)
+		n = log_map(c, L->map.id, g, 1, POOL_CKPT_DATA);
+	return n;
+}
+
 /* Write into layer k (>= 1) of the chain, copying up what the granules
- * it starts lack from the layers below.  Chain held exclusive unless
- * every granule is already DATA in k. */
+ * it starts lack from the layers below.  The chain is held shared (the
+ * granules below ch->l[k].g's reserved end) or exclusive: copy-ups of
+ * distinct granules run in parallel, each granule's under its claim, and
+ * no file-wide lock is held exclusive across their I/O. */
 static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
 			   uint64_t off, size_t len, const char *data)
 {
@@ -302,25 +416,14 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		}
 		if (!gbuf && posix_memalign((void **)&gbuf, 4096, G) != 0)
 			return -ENOMEM;
-		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO)
-			memset(gbuf, 0, G);
-		else if (pos > g * G || stop < gend) {
-			ssize_t n = view_read(v, ch, k - 1, g * G, G, gbuf);
-			if (n < 0) {
-				free(gbuf);
-				return n;
-			}
-		}
-		memcpy(gbuf + (pos - g * G), data + (pos - off), stop - pos);
-		ssize_t n = pool_store_write(v->store, &L->map, g * G, G, gbuf);
-		if (n >= 0)
-			n = log_map(c, L->map.id, g, 1, POOL_CKPT_DATA);
-		if (n < 0) {
+		if (!cu_claim(ch, L, g))
+			continue; /* copied up by another write meanwhile */
+		ssize_t n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
+		int rc = cu_release(ch, k, g, n >= 0);
+		if (n < 0 || rc < 0) {
 			free(gbuf);
-			return n;
+			return n < 0 ? n : rc;
 		}
-		pool_ckpt_map_set(&L->g, g, 1, POOL_CKPT_DATA);
-		note_redo(ch, k, g, 1);
 		pos = stop;
 	}
 	free(gbuf);
@@ -404,7 +507,10 @@ bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *bu
 
 	if (!ch)
 		return false;
-	if (!all_data(ch, ch->n - 1, off, off + len)) {
+	/* shared, unless the top map must grow (a set past its reserved end
+	 * reallocates it under the getters) */
+	if (len > 0 && (off + len - 1) / G >= ch->l[ch->n - 1].g.ngran &&
+	    !all_data(ch, ch->n - 1, off, off + len)) {
 		pthread_rwlock_unlock(&ch->rw);
 		ch = chain_enter(v, in->attr.ino, true);
 		if (!ch)
@@ -749,6 +855,9 @@ static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size
 		memset(L, 0, sizeof(*L));
 		L->owner = k->id;
 		map_from_inode(&f[j].delta, &L->map);
+		/* room for the file as it is: its first writes copy up under
+		 * the shared lock (a failure here only costs that) */
+		pool_ckpt_map_reserve(&L->g, f[j].in->attr.size / G + 1);
 		pthread_rwlock_unlock(&ch->rw);
 	}
 	free(chs);
@@ -827,7 +936,9 @@ static int create_ckpt(struct fs_ckpt *c, const char *name, uint32_t flags, char
 	if (rc == 0) {
 		for (size_t i = 0; i < nf; i++)
 			pthread_rwlock_wrlock(&f[i].in->io_lock);
+		pthread_mutex_lock(&c->cmu);
 		rc = commit_ckpt(c, k, f, nf);
+		pthread_mutex_unlock(&c->cmu);
 		thaw(v->fs, f, nf, true);
 	} else {
 		for (size_t i = 0; f && i < nf; i++)
@@ -968,6 +1079,7 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 }
 
 static int compact(struct fs_ckpt *c);
+static void compact_live(struct fs_ckpt *c);
 
 static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 {
@@ -984,6 +1096,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		}
 	pthread_mutex_unlock(&c->lock);
 	atomic_store(&k->total, total);
+	atomic_store(&k->done, 0);
+	atomic_store(&k->start_ns, start);
 	for (int h = 0; h < CK_HASH && rc == 0; h++) {
 		pthread_mutex_lock(&c->lock);
 		struct chain *ch = c->hash[h];
@@ -991,6 +1105,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		for (; ch && rc == 0 && !c->stopping; ch = ch->next) {
 			if (layer_of(ch, k->id) > 0)
 				rc = merge_chain(c, k, ch, start);
+			if (c->compact_due) /* a merge logs a record per granule */
+				compact_live(c);
 		}
 	}
 	if (rc < 0 || c->stopping)
@@ -1003,8 +1119,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 			c->ck[i] = NULL;
 		any |= c->ck[i] != NULL;
 	}
-	if (rc == 0 && !any && compact(c) < 0) /* the last one: the log shrinks */
-		fs_log("volume %s: checkpoint log: compaction failed; kept as is", c->v->name);
+	if (rc == 0 && !any) /* the last one: the log shrinks */
+		c->compact_due = true;
 	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
 		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded)", c->v->name, k->name,
@@ -1021,6 +1137,12 @@ static void *merge_main(void *arg)
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stopping) {
+		if (c->compact_due) {
+			pthread_mutex_unlock(&c->lock);
+			compact_live(c);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
 		struct ckpt *k = NULL;
 		for (int i = 0; i < CK_MAX; i++)
 			if (c->ck[i] && c->ck[i]->state == CK_MERGING &&
@@ -1234,6 +1356,8 @@ static int settle(struct load *ld)
 				map_from_inode(&a, &ch->l[i].map);
 				if (i == 0)
 					ch->live_gone = a.nlink == 0;
+				else /* first writes copy up under the shared lock */
+					pool_ckpt_map_reserve(&ch->l[i].g, a.size / G + 1);
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
@@ -1260,7 +1384,7 @@ static int compact(struct fs_ckpt *c)
 {
 	char *b = NULL;
 	size_t n = 0, cap = 0;
-	uint64_t seq = pool_ckpt_log_seq(c->log);
+	uint64_t seq0 = pool_ckpt_log_seq(c->log), seq = seq0;
 	int rc;
 
 	/* ids are never reused: they make inode numbers the kernel may cache */
@@ -1305,8 +1429,44 @@ static int compact(struct fs_ckpt *c)
 			}
 	if (rc == 0)
 		rc = pool_ckpt_log_reset(c->log, b ? b : "", n);
+	if (rc == 0) {
+		c->compact_recs = seq - seq0;
+		c->compact_seq = pool_ckpt_log_seq(c->log);
+	}
 	free(b);
 	return rc;
+}
+
+/* Compact while the volume serves: no create between its records and its
+ * ck[] entry (cmu), no copy-up between its record and its map bit, no
+ * fold (every chain exclusive, in hash order; nobody else holds two), then
+ * the log's own lock.  The chains' list only grows under cmu. */
+static void compact_live(struct fs_ckpt *c)
+{
+	pthread_mutex_lock(&c->cmu);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			pthread_rwlock_wrlock(&ch->rw);
+	pthread_mutex_lock(&c->lock);
+	uint64_t before = pool_ckpt_log_seq(c->log) - c->compact_seq;
+	int live = 0, rc = compact(c);
+	for (int i = 0; i < CK_MAX; i++)
+		live += c->ck[i] != NULL;
+	c->compact_due = false;
+	if (rc < 0)
+		fs_log("volume %s: checkpoint log: compaction failed (%s); kept as is", c->v->name,
+		       strerror(-rc));
+	else if (live > 0) /* past the bound: say so (not after the last merge) */
+		fs_log("volume %s: checkpoint log compacted with %d checkpoint(s) live: %" PRIu64
+		       " records to %" PRIu64,
+		       c->v->name, live, before, c->compact_recs);
+	if (rc < 0) /* try again after as many records again */
+		c->compact_seq = pool_ckpt_log_seq(c->log);
+	pthread_mutex_unlock(&c->lock);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			pthread_rwlock_unlock(&ch->rw);
+	pthread_mutex_unlock(&c->cmu);
 }
 
 static void ckpt_free(struct fs_ckpt *c)
@@ -1325,13 +1485,26 @@ static void ckpt_free(struct fs_ckpt *c)
 			}
 			pthread_rwlock_destroy(&ch->rw);
 			pthread_mutex_destroy(&ch->mu);
+			pthread_cond_destroy(&ch->cu_done);
 			free(ch);
 		}
 	pool_ckpt_log_close(c->log);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->cmu);
 	pthread_rwlock_destroy(&c->hlock);
 	pthread_cond_destroy(&c->wake);
 	free(c);
+}
+
+/* Records past the last compaction (beyond twice what it wrote) before the
+ * next: about 4 MiB of log.  SPACEFS_CKPT_LOG_BOUND sets it (tests). */
+static uint64_t log_bound(void)
+{
+	const char *e = getenv("SPACEFS_CKPT_LOG_BOUND");
+	char *end;
+	unsigned long long b = e ? strtoull(e, &end, 10) : 0;
+
+	return e && *e && !*end && b > 0 ? b : 65536;
 }
 
 int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs, char *err,
@@ -1346,7 +1519,9 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	c->v = v;
 	c->next_id = 1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->cmu, NULL);
 	pthread_rwlock_init(&c->hlock, NULL);
+	c->bound = log_bound();
 	pthread_cond_init(&c->wake, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
@@ -1449,8 +1624,89 @@ int fs_ckpt_handles(const char *req)
 	return !strncmp(req, "ckpt-", 5);
 }
 
-/* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt */
+/* ckpt-create VOL NAME FLAGS [PATH...] | ckpt-list VOL | ckpt-merge VOL NAME RATE | ckpt-mnt
+ * | ckpt-jobs VOL json|text (the running merges, for status)
+ * | ckpt-copy VOL NAME DONE TOTAL (a backup's copy progress, from its spacectl) */
+/* Send a request for volume v to its owner and copy its reply into o. */
+static void forward(struct fs *fs, struct fs_volume *v, int argc, char **argv, struct fs_text *o)
+{
+	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX], text[WIRE_TEXT_MAX + 1];
+	uint64_t epoch;
+	bool valid;
+	size_t len = 0;
+
+	fs_node_owner(v, node, addr, &epoch, &valid);
+	if (!valid || !addr[0] || !strcmp(node, fs->node->name)) {
+		fs_textf(o, "error: volume %s has no owner just now (changing hands); try again\n",
+			 v->name);
+		return;
+	}
+	for (int i = 0; i < argc && len < sizeof(text); i++)
+		len +=
+		    (size_t)snprintf(text + len, sizeof(text) - len, "%s%s", i ? " " : "", argv[i]);
+	if (len >= sizeof(text)) {
+		fs_textf(o, "error: checkpoint request too long to send to node %s\n", node);
+		return;
+	}
+	struct wire_req q = {.type = W_CTL,
+			     .volid = v->id,
+			     .name = "",
+			     .name2 = "",
+			     .data = (const uint8_t *)text,
+			     .ndata = (uint32_t)len};
+	struct wire_rep p = {0};
+	uint8_t *raw = NULL;
+	int rc = fs_rpc_call(fs->node->rpc, addr, &q, &p, &raw);
+	if (rc < 0)
+		fs_textf(o, "error: volume %s: asking its owner %s (%s): %s\n", v->name, node, addr,
+			 strerror(-rc));
+	else if (p.err < 0)
+		fs_textf(o, "error: volume %s: its owner %s refused the request: %s\n", v->name,
+			 node, strerror(-p.err));
+	else
+		fs_textf(o, "%.*s", (int)p.ndata, (const char *)p.data);
+	free(raw);
+}
+
+static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, bool served);
+static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, struct fs_text *o);
+
 void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
+{
+	request(fs, argc, argv, o, false);
+}
+
+void fs_ckpt_serve_ctl(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
+{
+	char text[WIRE_TEXT_MAX + 1], *argv[80], *save = NULL;
+	int argc = 0;
+	struct fs_text o = {0};
+
+	if (memchr(q->data, 0, q->ndata)) {
+		p->err = -EPROTO;
+		return;
+	}
+	memcpy(text, q->data, q->ndata);
+	text[q->ndata] = '\0';
+	for (char *w = strtok_r(text, " ", &save); w && argc < 80; w = strtok_r(NULL, " ", &save))
+		argv[argc++] = w;
+	if (argc < 2 || !fs_ckpt_handles(argv[0]) || !strcmp(argv[0], "ckpt-mnt") ||
+	    !fs_volume_by_id(fs, q->volid)) {
+		p->err = -EPROTO;
+		return;
+	}
+	request(fs, argc, argv, &o, true);
+	if (o.failed || !o.s) {
+		free(o.s);
+		p->err = -ENOMEM;
+		return;
+	}
+	*out = (uint8_t *)o.s;
+	p->data = *out;
+	p->ndata = (uint32_t)o.len;
+}
+
+static void request(struct fs *fs, int argc, char **argv, struct fs_text *o, bool served)
 {
 	char err[512] = "";
 
@@ -1464,13 +1720,32 @@ void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
 		return;
 	}
 	if (!fs_vol_enter_local(v)) {
-		fs_textf(o, "error: volume %s is owned by another node; run this there\n", v->name);
+		if (fs->node && !served)
+			forward(fs, v, argc, argv, o);
+		else /* a served request is not sent on: ownership moved meanwhile */
+			fs_textf(o, "error: volume %s changed hands meanwhile; try again\n",
+				 v->name);
 		return;
 	}
 	struct fs_ckpt *c = v->ckpt;
 	if (!c) {
 		fs_textf(o, "error: volume %s: checkpoints are not available here (read-only?)\n",
 			 v->name);
+	} else if (!strcmp(argv[0], "ckpt-copy") && argc == 5) {
+		pthread_mutex_lock(&c->lock);
+		struct ckpt *k = ck_by_name(c, argv[2]);
+		if (k) {
+			int64_t now = fs_mono_ns(), zero = 0;
+			atomic_compare_exchange_strong(&k->copy_start_ns, &zero, now);
+			atomic_store(&k->copy_done, strtoull(argv[3], NULL, 10));
+			atomic_store(&k->copy_total, strtoull(argv[4], NULL, 10));
+			atomic_store(&k->copy_seen_ns, now);
+		}
+		pthread_mutex_unlock(&c->lock);
+		fs_textf(o, k ? "ok\n" : "error: checkpoint %s: no such checkpoint\n", argv[2]);
+	} else if (!strcmp(argv[0], "ckpt-jobs") && argc == 3) {
+		fs_textf(o, "ok\n");
+		vol_jobs(fs, c, !strcmp(argv[2], "json"), served, o);
 	} else if (!strcmp(argv[0], "ckpt-list") && argc == 2) {
 		fs_textf(o, "ok\n");
 		list_ckpts(c, o);
@@ -1503,6 +1778,83 @@ void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o)
 		fs_textf(o, "error: malformed checkpoint request\n");
 	}
 	fs_vol_leave(v);
+}
+
+/* The running merges of v, in fs/jobs.c's formats: "job" lines (json
+ * false; with `remote`, the message names this node, as for a job run by
+ * another node) or status objects separated by commas.  c->lock taken. */
+static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, struct fs_text *o)
+{
+	const char *node = fs->opt.node ? fs->opt.node : "";
+	int n = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (int j = 0; j < CK_MAX; j++) {
+		struct ckpt *k = c->ck[j];
+		/* a backup's copy: while its spacectl reported in the last 10 s */
+		bool copying = k && k->state == CK_READY && (k->flags & CK_FLAG_BACKUP) &&
+			       fs_mono_ns() - atomic_load(&k->copy_seen_ns) < 10000000000ll &&
+			       atomic_load(&k->copy_start_ns);
+		if (!k || (k->state != CK_MERGING && !copying))
+			continue;
+		int64_t t0 = atomic_load(copying ? &k->copy_start_ns : &k->start_ns);
+		int64_t ms = t0 ? (fs_mono_ns() - t0) / 1000000 : 0;
+		uint64_t done = atomic_load(copying ? &k->copy_done : &k->done);
+		uint64_t total = atomic_load(copying ? &k->copy_total : &k->total);
+		const char *kind = copying ? "backup" : "merge";
+		if (json)
+			fs_textf(o,
+				 "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":0,"
+				 "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
+				 ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
+				 ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
+				 n ? "," : "", kind, c->v->name, node, done, total, ms, k->name,
+				 k->rate);
+		else
+			fs_textf(o,
+				 "job\t0\t%s\trunning\t0\t%s\t%" PRIu64 "\t%" PRIu64
+				 "\t0\t0\t0\t0\t0\t%" PRId64 "\tcheckpoint %s%s%s\n",
+				 kind, c->v->name, done, total, ms, k->name, remote ? " node " : "",
+				 remote ? node : "");
+		n++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Merges as lines of the "jobs" request and objects of status' "jobs"
+ * array (id 0: they are named by checkpoint, and followed with `spacectl
+ * checkpoint list` or merge --wait).  A volume another node owns: asked of
+ * the owner (ckpt-jobs), as status shows other nodes' scrubs. */
+void fs_ckpt_jobs(struct fs *fs, bool json, char *s, size_t cap, size_t *len)
+{
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t nv = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < nv && *len + 1024 < cap; i++) {
+		struct fs_volume *v = fs->vol[i];
+		struct fs_text o = {0};
+		const char *body = NULL;
+		if (fs_volume_gone(v))
+			continue;
+		if (fs_vol_enter_local(v)) {
+			if (v->ckpt)
+				vol_jobs(fs, v->ckpt, json, false, &o);
+			fs_vol_leave(v);
+			body = o.s;
+		} else if (fs->node) {
+			char *argv[] = {"ckpt-jobs", v->name, json ? "json" : "text"};
+			forward(fs, v, 3, argv, &o);
+			body = o.s && !strncmp(o.s, "ok\n", 3) ? o.s + 3 : NULL;
+		}
+		size_t n = body && !o.failed ? strlen(body) : 0;
+		if (n && *len + n + 2 < cap) {
+			if (json && *len > 1)
+				s[(*len)++] = ',';
+			memcpy(s + *len, body, n + 1);
+			*len += n;
+		}
+		free(o.s);
+	}
 }
 
 /* ---- the .checkpoints namespace ---- */
@@ -1571,25 +1923,29 @@ static void ck_stat(struct fs_volume *v, const struct ckpt *k, uint32_t n, struc
 	st->st_ctim.tv_nsec = r->ctime_ns % 1000000000;
 }
 
-static void reply_ck_entry(fuse_req_t req, struct fs *fs, struct fs_volume *v, const struct ckpt *k,
-			   uint32_t n)
-{
-	struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
-				     .entry_timeout = fs->opt.entry_timeout};
-
-	ck_stat(v, k, n, &e.attr);
-	e.ino = e.attr.st_ino;
-	fuse_reply_entry(req, &e);
-}
-
 static struct fs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
 
-void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
+/*
+ * Each operation of the namespace has a core that answers it from this
+ * node's checkpoints.  A node that does not own the volume (several nodes)
+ * has none: it sends the operation to the owner (W_CKPT, sub-operation in
+ * the request's mode), whose fs_ckpt_serve_ns runs the same core, so
+ * `.checkpoints` reads the same through every node's mount.
+ */
+enum { NS_LOOKUP = 1, NS_GETATTR, NS_LIST, NS_READ, NS_SEEK };
+#define NS_LIST_MAX 64 /* entries per listing round trip */
+
+struct ns_ent {
+	char name[POOL_META_NAME_MAX + 1];
+	struct stat st;
+	off_t cookie;
+};
+
+static int core_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st)
 {
-	struct fs *fs = req_fs(req);
 	struct fs_volume *v;
 	struct ckpt *k;
 	uint32_t n;
@@ -1597,68 +1953,390 @@ void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
 
 	if (!fs_ckpt_is_ino(parent)) { /* the volume root's ".checkpoints" */
 		v = fs_volume_by_id(fs, fs_ino_volid(parent));
-		if (!v || !v->ckpt) {
-			fuse_reply_err(req, ENOENT);
-			return;
-		}
-		reply_ck_entry(req, fs, v, NULL, 0);
-		return;
+		if (!v || !v->ckpt)
+			return -ENOENT;
+		ck_stat(v, NULL, 0, st);
+		return 0;
 	}
-	if ((rc = resolve(fs, parent, &v, &k, &n)) < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
+	if ((rc = resolve(fs, parent, &v, &k, &n)) < 0)
+		return rc;
 	if (!k) {
 		struct ckpt *t = ck_by_name(v->ckpt, name);
 		if (t && t->state == CK_READY)
-			reply_ck_entry(req, fs, v, t, 0);
+			ck_stat(v, t, 0, st);
 		else
-			fuse_reply_err(req, ENOENT);
+			rc = -ENOENT;
 	} else {
 		int c = S_ISDIR(k->node[n].r.mode) ? child_node(k, n, name) : -1;
 		if (c >= 0)
-			reply_ck_entry(req, fs, v, k, (uint32_t)c);
+			ck_stat(v, k, (uint32_t)c, st);
 		else
-			fuse_reply_err(req, S_ISDIR(k->node[n].r.mode) ? ENOENT : ENOTDIR);
+			rc = S_ISDIR(k->node[n].r.mode) ? -ENOENT : -ENOTDIR;
 	}
 	pthread_mutex_unlock(&v->ckpt->lock);
+	return rc;
+}
+
+static int core_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	if (rc < 0)
+		return rc;
+	ck_stat(v, k, n, st);
+	pthread_mutex_unlock(&v->ckpt->lock);
+	return 0;
+}
+
+/* Entries of directory ino after the dots, from cookie off (2 + index),
+ * at most max; *parent: the directory's parent (for ".."). */
+static int core_list(struct fs *fs, uint64_t ino, off_t off, struct ns_ent *e, int max, int *ne,
+		     uint64_t *parent)
+{
+	struct fs_volume *v;
+	struct ckpt *k;
+	uint32_t n;
+	int rc = resolve(fs, ino, &v, &k, &n);
+
+	*ne = 0;
+	if (rc < 0)
+		return rc;
+	if (k && !S_ISDIR(k->node[n].r.mode)) {
+		pthread_mutex_unlock(&v->ckpt->lock);
+		return -ENOTDIR;
+	}
+	*parent = !k	   ? fs_ino_make(v, ROOT_VINO)
+		  : n == 0 ? fs_ino_make(v, CK_BIT)
+			   : ck_ino(v, k->id, k->node[n].r.parent);
+	uint32_t count = k ? k->nnode : CK_MAX;
+	for (uint32_t i = off >= 2 ? (uint32_t)(off - 2) : 0; i < count && *ne < max; i++) {
+		struct ns_ent *x = &e[*ne];
+		if (!k) {
+			struct ckpt *t = v->ckpt->ck[i];
+			if (!t || t->state != CK_READY)
+				continue;
+			ck_stat(v, t, 0, &x->st);
+			snprintf(x->name, sizeof(x->name), "%s", t->name);
+		} else {
+			if (i == 0 || k->node[i].r.parent != n)
+				continue;
+			ck_stat(v, k, i, &x->st);
+			snprintf(x->name, sizeof(x->name), "%s", k->node[i].r.name);
+		}
+		x->cookie = (off_t)(i + 3);
+		(*ne)++;
+	}
+	pthread_mutex_unlock(&v->ckpt->lock);
+	return 0;
+}
+
+static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct chain **chp,
+		     uint32_t *top, uint64_t *size);
+
+static ssize_t core_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, char *buf)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize;
+	int rc = file_view(fs, ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0)
+		return rc;
+	if (off >= fsize)
+		size = 0;
+	else if (off + size > fsize)
+		size = (size_t)(fsize - off);
+	ssize_t r = size ? view_read(v, ch, top, off, size, buf) : 0;
+	pthread_rwlock_unlock(&ch->rw);
+	return r;
+}
+
+static int core_seek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *at)
+{
+	struct fs_volume *v;
+	struct chain *ch;
+	uint32_t top;
+	uint64_t fsize;
+	int rc = file_view(fs, ino, &v, &ch, &top, &fsize);
+
+	if (rc < 0)
+		return rc;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		rc = -EINVAL;
+	else
+		rc = view_seek(v, ch, top, fsize, off, whence, at);
+	pthread_rwlock_unlock(&ch->rw);
+	return rc;
+}
+
+/* ---- the namespace through another node ---- */
+
+static void attr_to_wire(const struct stat *st, struct wire_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->a.ino = fs_ino_vino(st->st_ino); /* the volume's part: a wire inode */
+	a->a.mode = st->st_mode;
+	a->a.uid = st->st_uid;
+	a->a.gid = st->st_gid;
+	a->a.nlink = (uint32_t)st->st_nlink;
+	a->a.size = (uint64_t)st->st_size;
+	a->a.atime_ns = st->st_atim.tv_sec * 1000000000ll + st->st_atim.tv_nsec;
+	a->a.mtime_ns = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+	a->a.ctime_ns = st->st_ctim.tv_sec * 1000000000ll + st->st_ctim.tv_nsec;
+	a->blocks = (uint64_t)st->st_blocks;
+}
+
+static void attr_from_wire(struct fs_volume *v, const struct wire_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = fs_ino_make(v, a->a.ino);
+	st->st_mode = a->a.mode;
+	st->st_uid = a->a.uid;
+	st->st_gid = a->a.gid;
+	st->st_nlink = a->a.nlink;
+	st->st_size = (off_t)a->a.size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_atim.tv_sec = a->a.atime_ns / 1000000000;
+	st->st_atim.tv_nsec = a->a.atime_ns % 1000000000;
+	st->st_mtim.tv_sec = a->a.mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = a->a.mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = a->a.ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = a->a.ctime_ns % 1000000000;
+}
+
+/* The volume of ino if another node owns it (several nodes), else NULL:
+ * answer here. */
+static struct fs_volume *remote_vol(struct fs *fs, uint64_t ino)
+{
+	struct fs_volume *v = fs->node ? fs_volume_by_id(fs, fs_ino_volid(ino)) : NULL;
+
+	if (!v || fs_volume_gone(v))
+		return NULL;
+	if (fs_vol_enter_local(v)) {
+		fs_vol_leave(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* One namespace operation on the owner: 0 with *p (free *raw), or -errno. */
+static int ns_call(struct fs *fs, struct fs_volume *v, uint32_t op, uint64_t ino, const char *name,
+		   uint64_t off, uint64_t len, uint32_t flags, struct wire_rep *p, uint8_t **raw)
+{
+	char node[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	fs_node_owner(v, node, addr, &epoch, &valid);
+	if (!valid || !addr[0] || !strcmp(node, fs->node->name))
+		return -EAGAIN; /* changing hands */
+	struct wire_req q = {.type = W_CKPT,
+			     .volid = v->id,
+			     .vino = fs_ino_vino(ino),
+			     .mode = op,
+			     .flags = flags,
+			     .off = off,
+			     .len = len,
+			     .name = name ? name : "",
+			     .name2 = ""};
+	*raw = NULL;
+	memset(p, 0, sizeof(*p));
+	int rc = fs_rpc_call(fs->node->rpc, addr, &q, p, raw);
+	if (rc == 0 && p->err < 0)
+		rc = p->err;
+	if (rc < 0) {
+		free(*raw);
+		*raw = NULL;
+	}
+	return rc == FS_NOT_OWNER ? -EAGAIN : rc;
+}
+
+static int ns_attr(struct fs *fs, uint32_t op, uint64_t ino, const char *name, struct stat *st)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return op == NS_LOOKUP ? core_lookup(fs, ino, name, st) : core_getattr(fs, ino, st);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, op, ino, name, 0, 0, 0, &p, &raw);
+	if (rc == 0 && !p.has_attr)
+		rc = -EPROTO;
+	if (rc == 0)
+		attr_from_wire(v, &p.attr, st);
+	free(raw);
+	return rc;
+}
+
+static int ns_list(struct fs *fs, uint64_t ino, off_t off, struct ns_ent *e, int *ne,
+		   uint64_t *parent)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_list(fs, ino, off, e, NS_LIST_MAX, ne, parent);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_LIST, ino, NULL, (uint64_t)off, 0, 0, &p, &raw);
+	*ne = 0;
+	if (rc < 0)
+		return rc;
+	*parent = p.v1;
+	struct wire_rd r = {.p = p.data, .len = p.ndata};
+	char name[WIRE_NAME_MAX + 1];
+	struct wire_attr a;
+	uint64_t cookie;
+	while (*ne < NS_LIST_MAX && (rc = wire_get_dirent(&r, &cookie, name, &a)) == 1) {
+		snprintf(e[*ne].name, sizeof(e[*ne].name), "%s", name);
+		attr_from_wire(v, &a, &e[*ne].st);
+		e[(*ne)++].cookie = (off_t)cookie;
+	}
+	free(raw);
+	return rc < 0 ? rc : 0;
+}
+
+static ssize_t ns_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, char *buf)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_read(fs, ino, off, size, buf);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_READ, ino, NULL, off, size, 0, &p, &raw);
+	if (rc < 0)
+		return rc;
+	ssize_t n = p.ndata <= size ? (ssize_t)p.ndata : -EPROTO;
+	if (n > 0)
+		memcpy(buf, p.data, (size_t)n);
+	free(raw);
+	return n;
+}
+
+static int ns_seek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *at)
+{
+	struct fs_volume *v = remote_vol(fs, ino);
+
+	if (!v)
+		return core_seek(fs, ino, off, whence, at);
+	struct wire_rep p;
+	uint8_t *raw;
+	int rc = ns_call(fs, v, NS_SEEK, ino, NULL, off, 0, (uint32_t)whence, &p, &raw);
+	if (rc == 0)
+		*at = p.v1;
+	free(raw);
+	return rc;
+}
+
+void fs_ckpt_serve_ns(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out)
+{
+	struct fs_volume *v = fs_volume_by_id(fs, q->volid);
+	uint64_t ino = v ? fs_ino_make(v, q->vino) : 0;
+	struct stat st;
+
+	if (!v || fs_volume_gone(v) || !fs_vol_enter_local(v)) {
+		p->err = FS_NOT_OWNER;
+		return;
+	}
+	if (q->mode == NS_LOOKUP || q->mode == NS_GETATTR) {
+		p->err = q->mode == NS_LOOKUP ? core_lookup(fs, ino, q->name, &st)
+					      : core_getattr(fs, ino, &st);
+		if (p->err == 0) {
+			attr_to_wire(&st, &p->attr);
+			p->has_attr = true;
+		}
+	} else if (q->mode == NS_LIST) {
+		struct ns_ent *e = calloc(NS_LIST_MAX, sizeof(*e));
+		struct wire_buf b = {0};
+		int ne = 0;
+		p->err =
+		    e ? core_list(fs, ino, (off_t)q->off, e, NS_LIST_MAX, &ne, &p->v1) : -ENOMEM;
+		for (int i = 0; p->err == 0 && i < ne; i++) {
+			struct wire_attr a;
+			attr_to_wire(&e[i].st, &a);
+			wire_put_dirent(&b, (uint64_t)e[i].cookie, e[i].name, &a);
+		}
+		free(e);
+		if (p->err == 0 && b.err)
+			p->err = b.err;
+		if (p->err == 0) {
+			*out = b.p;
+			p->data = b.p;
+			p->ndata = (uint32_t)b.len;
+		} else {
+			wire_buf_free(&b);
+		}
+	} else if (q->mode == NS_READ) {
+		char *buf = NULL;
+		ssize_t n = q->len > WIRE_MAX_DATA ? -EINVAL
+			    : posix_memalign((void **)&buf, 4096, q->len ? q->len : 1)
+				? -ENOMEM
+				: core_read(fs, ino, q->off, q->len, buf);
+		if (n < 0) {
+			free(buf);
+			p->err = (int32_t)n;
+		} else {
+			*out = (uint8_t *)buf;
+			p->data = *out;
+			p->ndata = (uint32_t)n;
+		}
+	} else if (q->mode == NS_SEEK) {
+		p->err = core_seek(fs, ino, q->off, (int)q->flags, &p->v1);
+	} else {
+		p->err = -EPROTO;
+	}
+	fs_vol_leave(v);
+}
+
+/* ---- FUSE handlers ---- */
+
+static void reply_entry(fuse_req_t req, struct fs *fs, const struct stat *st)
+{
+	struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+				     .entry_timeout = fs->opt.entry_timeout};
+
+	e.attr = *st;
+	e.ino = st->st_ino;
+	fuse_reply_entry(req, &e);
+}
+
+void fs_ckpt_lookup(fuse_req_t req, uint64_t parent, const char *name)
+{
+	struct fs *fs = req_fs(req);
+	struct stat st;
+	int rc = ns_attr(fs, NS_LOOKUP, parent, name, &st);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, fs, &st);
 }
 
 void fs_ckpt_getattr(fuse_req_t req, uint64_t ino)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
 	struct stat st;
-	int rc = resolve(fs, ino, &v, &k, &n);
+	int rc = ns_attr(fs, NS_GETATTR, ino, NULL, &st);
 
-	if (rc < 0) {
+	if (rc < 0)
 		fuse_reply_err(req, -rc);
-		return;
-	}
-	ck_stat(v, k, n, &st);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+	else
+		fuse_reply_attr(req, &st, fs->opt.attr_timeout);
 }
 
 void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool dir)
 {
-	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
-	int rc = resolve(fs, ino, &v, &k, &n);
+	struct stat st;
+	int rc = ns_attr(req_fs(req), NS_GETATTR, ino, NULL, &st);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	bool isdir = !k || S_ISDIR(k->node[n].r.mode);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	if (!dir && (fi->flags & O_ACCMODE) != O_RDONLY)
+	if (rc == 0 && !dir && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = -EROFS;
-	else if (dir != isdir)
+	else if (rc == 0 && dir != S_ISDIR(st.st_mode))
 		rc = dir ? -ENOTDIR : -EISDIR;
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -1672,54 +2350,34 @@ void fs_ckpt_open(fuse_req_t req, uint64_t ino, struct fuse_file_info *fi, bool 
 void fs_ckpt_readdir(fuse_req_t req, uint64_t ino, size_t size, off_t off, bool plus)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_volume *v;
-	struct ckpt *k;
-	uint32_t n;
-	int rc = resolve(fs, ino, &v, &k, &n);
-	char *buf;
-
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (!(buf = calloc(1, size))) {
-		pthread_mutex_unlock(&v->ckpt->lock);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	struct ns_ent *e = calloc(NS_LIST_MAX, sizeof(*e));
+	char *buf = calloc(1, size ? size : 1);
+	uint64_t parent = 0;
+	int ne = 0, rc = e && buf ? 0 : -ENOMEM;
 	off_t next = off;
-	uint64_t parent = !k	   ? fs_ino_make(v, ROOT_VINO)
-			  : n == 0 ? fs_ino_make(v, CK_BIT)
-				   : ck_ino(v, k->id, k->node[n].r.parent);
-	size_t used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
-	/* entries after the dots: offset 2 + index */
-	uint32_t count = k ? k->nnode : CK_MAX;
-	for (uint32_t i = next >= 2 ? (uint32_t)(next - 2) : 0; i < count; i++) {
-		struct fuse_entry_param e = {.attr_timeout = fs->opt.attr_timeout,
+	size_t used = 0;
+
+	if (rc == 0)
+		rc = ns_list(fs, ino, off, e, &ne, &parent);
+	if (rc == 0)
+		used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
+	for (int i = 0; rc == 0 && i < ne; i++) {
+		struct fuse_entry_param x = {.attr_timeout = fs->opt.attr_timeout,
 					     .entry_timeout = fs->opt.entry_timeout};
-		const char *name;
-		if (!k) {
-			struct ckpt *t = v->ckpt->ck[i];
-			if (!t || t->state != CK_READY)
-				continue;
-			ck_stat(v, t, 0, &e.attr);
-			name = t->name;
-		} else {
-			if (i == 0 || k->node[i].r.parent != n)
-				continue;
-			ck_stat(v, k, i, &e.attr);
-			name = k->node[i].r.name;
-		}
-		e.ino = e.attr.st_ino;
+		x.attr = e[i].st;
+		x.ino = e[i].st.st_ino;
 		size_t w =
-		    fs_add_entry(req, buf + used, size - used, name, &e, (off_t)(i + 3), plus);
+		    fs_add_entry(req, buf + used, size - used, e[i].name, &x, e[i].cookie, plus);
 		if (!w)
 			break;
 		used += w;
 	}
-	pthread_mutex_unlock(&v->ckpt->lock);
-	fuse_reply_buf(req, buf, used);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, used);
 	free(buf);
+	free(e);
 }
 
 /* The chain and view top of a checkpoint file, chain lock taken shared. */
@@ -1756,27 +2414,13 @@ static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct 
 
 void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off)
 {
-	struct fs_volume *v;
-	struct chain *ch;
-	uint32_t top;
-	uint64_t fsize;
 	char *buf = NULL;
 	ssize_t r = 0;
-	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if ((uint64_t)off >= fsize)
-		size = 0;
-	else if ((uint64_t)off + size > fsize)
-		size = (size_t)(fsize - (uint64_t)off);
 	if (size && posix_memalign((void **)&buf, 4096, size) != 0)
 		r = -ENOMEM;
 	else if (size)
-		r = view_read(v, ch, top, (uint64_t)off, size, buf);
-	pthread_rwlock_unlock(&ch->rw);
+		r = ns_read(req_fs(req), ino, (uint64_t)off, size, buf);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -1786,21 +2430,9 @@ void fs_ckpt_read_req(fuse_req_t req, uint64_t ino, size_t size, off_t off)
 
 void fs_ckpt_lseek(fuse_req_t req, uint64_t ino, off_t off, int whence)
 {
-	struct fs_volume *v;
-	struct chain *ch;
-	uint32_t top;
-	uint64_t fsize, at = 0;
-	int rc = file_view(req_fs(req), ino, &v, &ch, &top, &fsize);
+	uint64_t at = 0;
+	int rc = ns_seek(req_fs(req), ino, (uint64_t)off, whence, &at);
 
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	if (whence != SEEK_DATA && whence != SEEK_HOLE)
-		rc = -EINVAL;
-	else
-		rc = view_seek(v, ch, top, fsize, (uint64_t)off, whence, &at);
-	pthread_rwlock_unlock(&ch->rw);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else

@@ -34,7 +34,19 @@ bool fs_ckpt_seek(struct fs_inode *in, uint64_t size, uint64_t off, int whence, 
 bool fs_ckpt_holds(struct fs_volume *v, uint64_t vino);
 
 int fs_ckpt_handles(const char *req);
+/* Running merges appended to fs_jobs_text (json false) or fs_jobs_json's
+ * array (true) at s + *len. */
+void fs_ckpt_jobs(struct fs *fs, bool json, char *s, size_t cap, size_t *len);
+/* On a node that does not own the volume, the request goes to its owner
+ * (W_CTL) and the owner's reply comes back as it is. */
 void fs_ckpt_request(struct fs *fs, int argc, char **argv, struct fs_text *o);
+struct wire_req;
+struct wire_rep;
+/* W_CTL on the owner: p->data (in *out, to free) is the reply's text. */
+void fs_ckpt_serve_ctl(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out);
+/* W_CKPT on the owner: one operation of the .checkpoints namespace for a
+ * node whose mount reads it (p->data in *out, to free). */
+void fs_ckpt_serve_ns(struct fs *fs, const struct wire_req *q, struct wire_rep *p, uint8_t **out);
 
 /* the namespace */
 bool fs_ckpt_is_ino(uint64_t ino);

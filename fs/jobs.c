@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "fs/jobs.h"
 #include "fs/node.h"
@@ -1775,6 +1776,7 @@ char *fs_jobs_text(struct fs *fs)
 	pthread_mutex_unlock(&js->mu);
 	if (fs->node)
 		remote_scrubs(fs, s, cap, &len, false);
+	fs_ckpt_jobs(fs, false, s, cap, &len);
 	return s;
 }
 
@@ -1806,6 +1808,7 @@ char *fs_jobs_json(struct fs *fs)
 	pthread_mutex_unlock(&js->mu);
 	if (fs->node)
 		remote_scrubs(fs, s, cap, &len, true);
+	fs_ckpt_jobs(fs, true, s, cap, &len);
 	snprintf(s + len, cap - len, "]");
 	return s;
 }

@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fs/ckpt.h"
 #include "fs/node.h"
 #include "pool/sha256.h"
 
@@ -501,6 +502,12 @@ static void dispatch(struct fs_node *n, const struct wire_req *q, struct wire_re
 		p->err = fs_node_take(fs, q->volid, q->flags & FS_TAKE_WAIT, err, sizeof(err));
 	} else if (q->type == W_BALANCE) {
 		fs_node_kick(fs, true);
+	} else if (q->type == W_CTL) {
+		fs_ckpt_serve_ctl(fs, q, p, out);
+		return;
+	} else if (q->type == W_CKPT) {
+		fs_ckpt_serve_ns(fs, q, p, out);
+		return;
 	} else if (q->type == W_MOVE) {
 		struct fs_volume *v = fs_volume_by_id(fs, q->volid);
 		if (v)

@@ -336,6 +336,13 @@ static int check_req(const struct wire_req *q)
 		return q->volid ? 0 : -EPROTO;
 	case W_LSEEK:
 		return (q->flags == SEEK_DATA || q->flags == SEEK_HOLE) && !q->ndata ? 0 : -EPROTO;
+	case W_CTL:
+		return q->volid && q->ndata && q->ndata <= WIRE_TEXT_MAX ? 0 : -EPROTO;
+	case W_CKPT:
+		return q->volid && !q->ndata && q->len <= WIRE_MAX_DATA &&
+			       (!q->name[0] || name_ok(q->name))
+			   ? 0
+			   : -EPROTO;
 	case W_CHALLENGE:
 		return -EPROTO; /* a reply type, never a request */
 	default:

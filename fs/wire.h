@@ -65,7 +65,11 @@ enum wire_type {
 	W_TAKE = 64, /* "I released volume volid to you: take it now" */
 	W_MOVE,	     /* "move volid to node `name`" (sent to the owner) */
 	W_BALANCE,   /* "run balancing now" */
-	W_LAST = W_BALANCE,
+	W_CTL,	     /* a volume's control request for its owner (checkpoints):
+		      * data = the request's text, reply data = its reply's */
+	W_CKPT,	     /* MNT/VOL/.checkpoints on the owner: mode = operation
+		      * (fs/ckpt.c), vino, name, off, len, flags = whence */
+	W_LAST = W_CKPT,
 };
 
 struct wire_hdr {

@@ -29,11 +29,19 @@
 
 /* ---- maps ---- */
 
+static int grow(struct pool_ckpt_map *m, uint64_t want);
+
 int pool_ckpt_map_get(const struct pool_ckpt_map *m, uint64_t g)
 {
 	if (g >= m->ngran)
 		return POOL_CKPT_NONE;
-	return (m->bits[g / 4] >> ((g % 4) * 2)) & 3;
+	/* atomic: readers under a file's shared lock race one setter */
+	return (__atomic_load_n(&m->bits[g / 4], __ATOMIC_ACQUIRE) >> ((g % 4) * 2)) & 3;
+}
+
+int pool_ckpt_map_reserve(struct pool_ckpt_map *m, uint64_t n)
+{
+	return grow(m, n);
 }
 
 static int grow(struct pool_ckpt_map *m, uint64_t want)
@@ -62,8 +70,10 @@ int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state
 	for (uint64_t i = g; i < g + n && i < m->ngran; i++) {
 		int old = pool_ckpt_map_get(m, i);
 		unsigned sh = (unsigned)(i % 4) * 2;
-		m->bits[i / 4] =
-		    (uint8_t)((m->bits[i / 4] & ~(3u << sh)) | ((unsigned)state << sh));
+		__atomic_store_n(
+		    &m->bits[i / 4],
+		    (uint8_t)((m->bits[i / 4] & ~(3u << sh)) | ((unsigned)state << sh)),
+		    __ATOMIC_RELEASE);
 		if (old == POOL_CKPT_NONE && state != POOL_CKPT_NONE)
 			m->ndata++;
 		else if (old != POOL_CKPT_NONE && state == POOL_CKPT_NONE)
@@ -75,7 +85,7 @@ int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state
 uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g)
 {
 	for (; g < m->ngran; g++) {
-		if (g % 4 == 0 && m->bits[g / 4] == 0) {
+		if (g % 4 == 0 && __atomic_load_n(&m->bits[g / 4], __ATOMIC_ACQUIRE) == 0) {
 			g += 3;
 			continue;
 		}

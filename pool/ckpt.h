@@ -6,7 +6,9 @@
  * A layer map holds 2 bits per 64 KiB granule of a file: NONE (look in
  * the layer below), DATA (the whole granule is in this layer's hidden
  * file, at the same offset) or ZERO (the granule reads as zeros here:
- * cut by a truncate or punched).
+ * cut by a truncate or punched).  Gets are atomic loads and sets atomic
+ * stores of the byte: one setter at a time (the caller's lock) may run
+ * beside any number of getters, within the reserved range.
  *
  * The log (vol/<volume>/ckpt on each metadata disk in service) is a
  * sequence of records, each
@@ -39,6 +41,9 @@ struct pool_ckpt_map {
 int pool_ckpt_map_get(const struct pool_ckpt_map *m, uint64_t g);
 /* Set granules [g, g+n) to state; -ENOMEM. */
 int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state);
+/* Cover granules [0, n) without growing later (a set within them never
+ * reallocates, so readers may look while one setter writes); -ENOMEM. */
+int pool_ckpt_map_reserve(struct pool_ckpt_map *m, uint64_t n);
 /* First granule >= g whose state is not NONE, or UINT64_MAX. */
 uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g);
 void pool_ckpt_map_free(struct pool_ckpt_map *m);

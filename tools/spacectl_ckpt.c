@@ -17,9 +17,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,7 @@
 
 #include "pool/ctl.h"
 #include "pool/pool.h"
+#include "tools/jobopts.h"
 #include "tools/spacectl_ckpt.h"
 #include "tools/table.h"
 
@@ -48,7 +49,9 @@ static const char help_ckpt[] =
     "\n"
     "A checkpoint reads at MNT/VOLUME/.checkpoints/NAME/PATH, read-only, with the\n"
     "sizes, contents, holes and times of its instant.  Writes after it go to\n"
-    "differencing data (64 KiB granules) kept with the volume's own layout.\n";
+    "differencing data (64 KiB granules) kept with the volume's own layout.\n"
+    "A running merge is a 'merge' row of spacectl status.  With several nodes,\n"
+    "run these on any node: requests and .checkpoints reads go to the owner.\n";
 
 static const char help_backup[] =
     "usage: spacectl backup SOURCE VOLUME[/PATH] DEST [--wait] [--rate MB/s]\n"
@@ -172,66 +175,11 @@ static int merge(const char *what, const char *source, const char *vol, const ch
 	return wait_merged(what, source, vol, name);
 }
 
-static int parse_opts(int argc, char **argv, const char *what, const char *help, int *wait,
-		      double *rate, int *done)
-{
-	static const struct option lo[] = {{"wait", no_argument, NULL, 'w'},
-					   {"rate", required_argument, NULL, 'r'},
-					   {"help", no_argument, NULL, 'h'},
-					   {0}};
-	int c;
-
-	*done = 0;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:wr:h", lo, NULL)) != -1) {
-		char *end;
-		if (c == 'h') {
-			fputs(help, stdout);
-			*done = 1;
-			return 0;
-		} else if (c == 'w') {
-			*wait = 1;
-		} else if (c == 'r') {
-			*rate = strtod(optarg, &end);
-			if (end == optarg || *end || *rate <= 0 || *rate > 1e6)
-				return cli_err(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
-					       optarg);
-		} else {
-			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
-				       argv[optind - 1]);
-		}
-	}
-	return 0;
-}
-
-/* Move options after the operands to the front (getopt with '+' stops at
- * the first operand). */
-static void options_first(int argc, char **argv)
-{
-	char *ops[64], *opt[64];
-	int no = 0, nt = 0;
-
-	for (int i = 1; i < argc && i < 64; i++) {
-		if (argv[i][0] == '-') {
-			opt[nt++] = argv[i];
-			if ((!strcmp(argv[i], "--rate") || !strcmp(argv[i], "-r")) && i + 1 < argc)
-				opt[nt++] = argv[++i];
-		} else {
-			ops[no++] = argv[i];
-		}
-	}
-	for (int i = 0; i < nt; i++)
-		argv[1 + i] = opt[i];
-	for (int i = 0; i < no; i++)
-		argv[1 + nt + i] = ops[i];
-}
-
 int spacectl_cmd_checkpoint(int argc, char **argv)
 {
 	const char *what = "checkpoint";
-	int wait = 0, done = 0;
-	double rate = 0;
+	struct jobopts jo = {0};
+	int done = 0;
 	char req[4096], *body;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -241,8 +189,7 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 	const char *cmd = argv[1];
 	argc--;
 	argv++;
-	options_first(argc, argv);
-	if (parse_opts(argc, argv, what, help_ckpt, &wait, &rate, &done) || done)
+	if (jobopts_parse(argc, argv, what, help_ckpt, &jo, &done) || done)
 		return done ? 0 : EXIT_USAGE;
 	int n = argc - optind;
 	char **a = argv + optind;
@@ -284,7 +231,7 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 		return 0;
 	}
 	if ((!strcmp(cmd, "merge") || !strcmp(cmd, "delete")) && n == 3)
-		return merge(what, a[0], a[1], a[2], rate, wait);
+		return merge(what, a[0], a[1], a[2], jo.rate, jo.wait);
 	return cli_err(EXIT_USAGE, what,
 		       "unknown command or wrong arguments; see spacectl "
 		       "checkpoint --help");
@@ -294,6 +241,8 @@ int spacectl_cmd_checkpoint(int argc, char **argv)
 
 struct copy {
 	const char *what;
+	const char *source, *vol, *name; /* progress reports to the daemon */
+	struct timespec reported;
 	double rate; /* bytes/s, 0 none */
 	uint64_t done, total;
 	struct timespec start;
@@ -308,9 +257,30 @@ static double since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* Tell the daemon how far the copy is, for `spacectl status` (a backup
+ * row): once a second, silently (a report lost costs nothing). */
+static void report(struct copy *c, bool force)
+{
+	char err[POOL_MSG_MAX], uuid[37], req[512], *reply = NULL;
+	struct pool *p;
+
+	if (!c->source || (!force && since(&c->reported) < 1.0))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &c->reported);
+	if (pool_open(c->source, 0, &p, err, sizeof(err)) < 0)
+		return;
+	pool_uuid_format(p->sb->pool_uuid, uuid);
+	snprintf(req, sizeof(req), "ckpt-copy %s %s %llu %llu", c->vol, c->name,
+		 (unsigned long long)c->done, (unsigned long long)c->total);
+	pool_ctl_call(uuid, req, &reply, err, sizeof(err));
+	free(reply);
+	pool_close(p);
+}
+
 static void tick(struct copy *c, uint64_t n)
 {
 	c->done += n;
+	report(c, false);
 	if (c->rate > 0) {
 		double ahead = (double)c->done / c->rate - since(&c->start);
 		if (ahead > 0)
@@ -466,12 +436,11 @@ static void clean_stale(const char *what, const char *source, const char *vol)
 int spacectl_cmd_backup(int argc, char **argv)
 {
 	const char *what = "backup";
-	int wait = 0, done = 0, rc;
-	double rate = 0;
+	struct jobopts jo = {0};
+	int done = 0, rc;
 	char vol[POOL_NAME_MAX + 1], name[64], req[4096], *body;
 
-	options_first(argc, argv);
-	if (parse_opts(argc, argv, what, help_backup, &wait, &rate, &done) || done)
+	if (jobopts_parse(argc, argv, what, help_backup, &jo, &done) || done)
 		return done ? 0 : EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_err(EXIT_USAGE, what,
@@ -512,18 +481,25 @@ int spacectl_cmd_backup(int argc, char **argv)
 	base = base ? base + 1 : path;
 	snprintf(src, sizeof(src), "%s/%s/.checkpoints/%s/%s", mnt, vol, name, path);
 	snprintf(to, sizeof(to), "%s%s%s", dest, *base ? "/" : "", base);
-	struct copy c = {.what = what, .rate = rate * 1e6, .last = -1};
+	struct copy c = {.what = what,
+			 .rate = jo.rate * 1e6,
+			 .last = -1,
+			 .source = source,
+			 .vol = vol,
+			 .name = name};
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.buf = malloc(COPY_BUF);
 	rc = c.buf ? walk(&c, src, to, 1) : cli_err(1, what, "out of memory");
+	report(&c, true);
 	if (rc == 0)
 		rc = walk(&c, src, to, 0);
+	report(&c, true);
 	free(c.buf);
 	if (interrupted)
 		rc = cli_err(130, what, "interrupted; the copy in %s is incomplete", dest);
 	else if (rc == 0)
 		printf("%s: %llu bytes of data copied to %s\n", what, (unsigned long long)c.done,
 		       to);
-	int mrc = merge(what, source, vol, name, rate, wait);
+	int mrc = merge(what, source, vol, name, jo.rate, jo.wait);
 	return rc ? rc : mrc;
 }

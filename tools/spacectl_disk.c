@@ -31,6 +31,7 @@
 
 #include "pool/ctl.h"
 #include "pool/pool.h"
+#include "tools/jobopts.h"
 #include "tools/spacectl_disk.h"
 #include "tools/table.h"
 
@@ -193,34 +194,13 @@ struct jobargs {
 static int parse_jobargs(int argc, char **argv, const char *what, const char *help, int min,
 			 int max, struct jobargs *a, int *done)
 {
-	static const struct option lo[] = {{"wait", no_argument, NULL, 'w'},
-					   {"rate", required_argument, NULL, 'r'},
-					   {"help", no_argument, NULL, 'h'},
-					   {0}};
-	int c;
+	struct jobopts o = {0};
+	int rc = jobopts_parse(argc, argv, what, help, &o, done);
 
-	*done = 0;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":wr:h", lo, NULL)) != -1) {
-		char *end;
-		if (c == 'h') {
-			*done = 1;
-			fputs(help, stdout);
-			return 0;
-		}
-		if (c == 'w') {
-			a->wait = 1;
-		} else if (c == 'r') {
-			a->rate = strtod(optarg, &end);
-			if (end == optarg || *end || a->rate <= 0 || a->rate > 1e6)
-				return cli_err(EXIT_USAGE, what, "--rate wants MB/s, not '%s'",
-					       optarg);
-		} else {
-			return cli_err(EXIT_USAGE, what, "unknown option or missing value '%s'",
-				       argv[optind - 1]);
-		}
-	}
+	if (rc || *done)
+		return rc;
+	a->wait = o.wait;
+	a->rate = o.rate;
 	int n = argc - optind;
 	if (n < 1 + min || n > 1 + max)
 		return cli_err(EXIT_USAGE, what,
@@ -459,7 +439,8 @@ void spacectl_jobs_table(const struct pool *p)
 		if (!parse_job(l, &j))
 			continue;
 		snprintf(id, sizeof(id), "%u", j.id);
-		if (!strcmp(j.kind, "scrub"))
+		if (!strcmp(j.kind, "scrub") || !strcmp(j.kind, "merge") ||
+		    !strcmp(j.kind, "backup"))
 			snprintf(target, sizeof(target), "volume %s", j.volume);
 		else
 			snprintf(target, sizeof(target), "disk %u", j.disk);
@@ -471,7 +452,14 @@ void spacectl_jobs_table(const struct pool *p)
 		snprintf(unrec, sizeof(unrec), "%llu", j.unrec);
 		/* another node's job (several nodes): its message is "node NAME" */
 		char node[80] = "here", mbs[24];
-		sscanf(j.msg, "node %79s", node);
+		/* a merge's: "checkpoint NAME[ node NAME]" */
+		const char *on = strstr(j.msg, "node ");
+		if (on && (on == j.msg || on[-1] == ' '))
+			sscanf(on, "node %79s", node);
+		char ck[64];
+		if (sscanf(j.msg, "checkpoint %63s", ck) == 1)
+			snprintf(target + strlen(target), sizeof(target) - strlen(target),
+				 " (%.24s)", ck);
 		snprintf(mbs, sizeof(mbs), "%.1f",
 			 j.ms ? (double)j.done / ((double)j.ms / 1000.0) / 1e6 : 0.0);
 		const char *row[9] = {id, j.kind, j.state, target, prog, rep, unrec, node, mbs};

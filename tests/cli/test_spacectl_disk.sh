@@ -1,6 +1,7 @@
 #!/bin/sh
 # test_spacectl_disk.sh -- spacectl disk add/replace/retire, repair, scrub
-# on an unmounted pool, speaking TAP.
+# (and the job options checkpoint and backup share with them) on an
+# unmounted pool, speaking TAP.
 #
 # Without a daemon: repair and scrub refuse in one line saying the pool
 # must be mounted, and change nothing; disk add/replace/retire work on the
@@ -62,6 +63,13 @@ touch "$T/full/something"
 refuse "repair needs a mounted pool" "not mounted" repair "$T/disks/d0"
 refuse "scrub needs a mounted pool" "not mounted" scrub "$T/disks/d0" m --wait
 refuse "scrub --rate must be a number" "--rate" scrub "$T/disks/d0" --rate fast
+# options after operands, even where getopt would not permute (tools/jobopts.c)
+export POSIXLY_CORRECT=1
+refuse "scrub VOL --rate fast (POSIXLY_CORRECT)" "--rate" scrub "$T/disks/d0" m --rate fast
+unset POSIXLY_CORRECT
+refuse "backup: --rate after the operands" "--rate" backup "$T/disks/d0" m "$T/new" --rate 0
+refuse "checkpoint merge: unknown option" "unknown option" checkpoint merge "$T/disks/d0" m c --frob
+refuse "checkpoint list needs a mounted pool" "not mounted" checkpoint list "$T/disks/d0" m --wait
 refuse "replace: unknown old disk" "not a disk" disk replace "$T/disks/d0" 9 "$T/new"
 refuse "replace: new directory not empty" "not empty" disk replace "$T/disks/d0" 1 "$T/full"
 refuse "replace: new directory is a member" "already disk" disk replace "$T/disks/d0" 1 "$T/disks/d2"

@@ -30,11 +30,12 @@ static uint64_t rnd(void)
 	return rng_state;
 }
 
-static const uint16_t types[] = {
-    W_HELLO,	 W_AUTH,     W_GETATTR,	    W_LOOKUP,	 W_MKNOD,   W_LINK,    W_UNLINK,
-    W_RMDIR,	 W_RENAME,   W_READLINK,    W_SETATTR,	 W_OPEN,    W_RELEASE, W_READ,
-    W_WRITE,	 W_FSYNC,    W_FSYNCDIR,    W_FALLOCATE, W_READDIR, W_STATFS,  W_GETXATTR,
-    W_LISTXATTR, W_SETXATTR, W_REMOVEXATTR, W_LSEEK,	 W_TAKE,    W_MOVE,    W_BALANCE};
+static const uint16_t types[] = {W_HELLO,    W_AUTH,	  W_GETATTR,   W_LOOKUP,      W_MKNOD,
+				 W_LINK,     W_UNLINK,	  W_RMDIR,     W_RENAME,      W_READLINK,
+				 W_SETATTR,  W_OPEN,	  W_RELEASE,   W_READ,	      W_WRITE,
+				 W_FSYNC,    W_FSYNCDIR,  W_FALLOCATE, W_READDIR,     W_STATFS,
+				 W_GETXATTR, W_LISTXATTR, W_SETXATTR,  W_REMOVEXATTR, W_LSEEK,
+				 W_TAKE,     W_MOVE,	  W_BALANCE,   W_CTL,	      W_CKPT};
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
 /* A valid request of each type. */
@@ -90,6 +91,13 @@ static void sample(uint16_t t, struct wire_req *q, uint8_t *data)
 		break;
 	case W_LSEEK:
 		q->flags = SEEK_HOLE;
+		break;
+	case W_CTL:
+		q->data = (const uint8_t *)"ckpt-list V";
+		q->ndata = 11;
+		break;
+	case W_CKPT:
+		q->name = "c1";
 		break;
 	default:
 		break;
