@@ -180,6 +180,123 @@ static int wait_job(const struct pool *p, unsigned id, const char *what)
 	return 0;
 }
 
+/* ---- following the parts of a job (several nodes) -------------------------------- */
+
+/* With several nodes a job has a part per volume, each on the volume's
+ * owner, which may be another node and may change while it runs; every
+ * node lists every part (from the records on the disks, fs/jobs.c), so
+ * the node asked is polled for all of them. */
+struct part {
+	char slot[8]; /* "job" (repair, resync, retire) or "scrub" */
+	char volume[POOL_NAME_MAX + 1];
+	struct jobline row;
+	int seen, missing;
+};
+
+#define MAX_PARTS     64
+#define MISSING_POLLS 25 /* 5 s without a row: the volume went away */
+
+static int part_final(const struct part *pt)
+{
+	return pt->missing >= MISSING_POLLS ||
+	       (pt->seen && (!strcmp(pt->row.state, "done") || !strcmp(pt->row.state, "failed")));
+}
+
+/* "node NAME[: why]" (another node's row) or the local job's message. */
+static void row_node(const struct jobline *j, char *node, size_t size, const char **why)
+{
+	int at = 0;
+
+	*why = j->msg;
+	if (sscanf(j->msg, "node %63[A-Za-z0-9._-]%n", node, &at) == 1 && at > 0) {
+		*why = j->msg + at;
+		*why += !strncmp(*why, ": ", 2) ? 2 : 0;
+	} else {
+		snprintf(node, size, "%s", "(the node asked)");
+	}
+}
+
+/* One poll of every part; 1 when all are over, 0 if not, <0 on error. */
+static int poll_parts(const struct pool *p, struct part *pt, int n, struct jobline *sum)
+{
+	char err[POOL_MSG_MAX], *reply = NULL;
+	int over = 1;
+
+	if (call(p, "jobs", &reply, err, sizeof(err)) < 0)
+		return -EIO;
+	for (int i = 0; i < n; i++)
+		pt[i].seen = 0;
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		struct jobline j;
+		if (!parse_job(l, &j))
+			continue;
+		for (int i = 0; i < n; i++)
+			if (!strcmp(j.volume, pt[i].volume) &&
+			    !strcmp(j.kind, "scrub") == !strcmp(pt[i].slot, "scrub")) {
+				pt[i].row = j;
+				pt[i].seen = 1;
+			}
+	}
+	free(reply);
+	*sum = (struct jobline){0};
+	for (int i = 0; i < n; i++) {
+		pt[i].missing = pt[i].seen ? 0 : pt[i].missing + 1;
+		over &= part_final(&pt[i]);
+		if (pt[i].seen) {
+			snprintf(sum->kind, sizeof(sum->kind), "%s", pt[i].row.kind);
+			sum->done += pt[i].row.done;
+			sum->total += pt[i].row.total;
+			sum->repaired += pt[i].row.repaired;
+			sum->ms = pt[i].row.ms > sum->ms ? pt[i].row.ms : sum->ms;
+		}
+	}
+	return over;
+}
+
+/* Poll every part until each is done or failed; one line per part, one
+ * error line per failed part.  Exit status. */
+static int wait_parts(const struct pool *p, struct part *pt, int n, const char *what)
+{
+	int tty = isatty(STDOUT_FILENO), decile = -1, status = 0;
+	struct jobline sum;
+
+	for (;;) {
+		int rc = poll_parts(p, pt, n, &sum);
+		if (rc < 0)
+			return cli_err(1, what, "lost track of the job's parts (daemon gone?)");
+		if (sum.total)
+			progress(&sum, tty, &decile);
+		if (rc == 1)
+			break;
+		struct timespec ts = {0, 200000000};
+		nanosleep(&ts, NULL);
+	}
+	if (tty)
+		printf("\n");
+	for (int i = 0; i < n; i++) {
+		const struct jobline *j = &pt[i].row;
+		char node[64];
+		const char *why;
+		if (pt[i].missing >= MISSING_POLLS) {
+			printf("%s: volume %s: no longer listed (deleted?)\n", what, pt[i].volume);
+			continue;
+		}
+		row_node(j, node, sizeof(node), &why);
+		printf("%s: volume %s on node %s: %s, %llu bytes, %llu repaired, %llu "
+		       "unrecoverable\n",
+		       j->kind, pt[i].volume, node, j->state, j->done, j->repaired, j->unrec);
+		if (!strcmp(j->state, "failed"))
+			status =
+			    cli_err(1, what, "volume %s (%s on node %s) failed: %s", pt[i].volume,
+				    j->kind, node, why[0] ? why : "no reason recorded");
+		else if (j->unrec)
+			status = cli_err(1, what, "volume %s: %llu block(s) could not be recovered",
+					 pt[i].volume, j->unrec);
+	}
+	return status;
+}
+
 /* ---- options shared by the job commands -------------------------------------------- */
 
 struct jobargs {
@@ -245,10 +362,19 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 			       p->sb->pool_name, what);
 	if (rc < 0)
 		return cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
-	int status = 0, any = 0;
+	int status = 0, any = 0, nparts = 0;
+	static struct part parts[MAX_PARTS];
+	unsigned ids[MAX_PARTS];
+	int nids = 0;
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		char vol[POOL_NAME_MAX + 1], node[80];
+		if (nparts < MAX_PARTS &&
+		    sscanf(l, "part %7s %64s", parts[nparts].slot, parts[nparts].volume) == 2) {
+			parts[nparts].missing = 0;
+			nparts++;
+			continue;
+		}
 		if (sscanf(l, "on %64s %79s", vol, node) == 2) { /* several nodes */
 			any = 1;
 			printf("%s: volume %s: runs on its owner, node %s (spacectl status shows "
@@ -261,9 +387,13 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 			continue;
 		any = 1;
 		printf("%s: job %u started\n", what, id);
-		if (wait)
-			status |= wait_job(p, id, what);
+		if (nids < MAX_PARTS)
+			ids[nids++] = id;
 	}
+	if (wait && nparts) /* several nodes: the parts cover the local jobs too */
+		status = wait_parts(p, parts, nparts, what);
+	for (int i = 0; wait && !nparts && i < nids; i++)
+		status |= wait_job(p, ids[i], what);
 	if (!any)
 		printf("%s: nothing to do\n", what);
 	free(reply);
@@ -461,6 +591,8 @@ void spacectl_jobs_table(const struct pool *p)
 		snprintf(id, sizeof(id), "%u", j.id);
 		if (!strcmp(j.kind, "scrub"))
 			snprintf(target, sizeof(target), "volume %s", j.volume);
+		else if (strcmp(j.volume, "-")) /* several nodes: a part per volume */
+			snprintf(target, sizeof(target), "disk %u, volume %s", j.disk, j.volume);
 		else
 			snprintf(target, sizeof(target), "disk %u", j.disk);
 		snprintf(prog, sizeof(prog), "%.1f%%",
@@ -471,7 +603,7 @@ void spacectl_jobs_table(const struct pool *p)
 		snprintf(unrec, sizeof(unrec), "%llu", j.unrec);
 		/* another node's job (several nodes): its message is "node NAME" */
 		char node[80] = "here", mbs[24];
-		sscanf(j.msg, "node %79s", node);
+		sscanf(j.msg, "node %79[A-Za-z0-9._-]", node);
 		snprintf(mbs, sizeof(mbs), "%.1f",
 			 j.ms ? (double)j.done / ((double)j.ms / 1000.0) / 1e6 : 0.0);
 		const char *row[9] = {id, j.kind, j.state, target, prog, rep, unrec, node, mbs};
