@@ -664,7 +664,9 @@ static void restore_meta(struct job *j);
 
 /* Several nodes: this volume's part of a repair, on its owner, holding the
  * volume only a slice at a time (walk_files_owned); -EREMCHG once the
- * volume changed hands (the checkpoint stays for the next owner). */
+ * volume changed hands (the checkpoint stays for the next owner).  The
+ * part is recorded done only after its second pass: a move between the
+ * passes leaves the next owner both (the first from its checkpoint). */
 static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 {
 	char kind[16];
@@ -698,8 +700,6 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 		fs_vol_leave(v);
 		if (full)
 			rc = walk_files_owned(j, v, after);
-		if (rc == 0)
-			ckpt_write(j->fs, v->name, j, "done");
 	}
 	if (rc < 0)
 		return rc;
@@ -709,6 +709,8 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	if (v->drl) /* what writes skipped meanwhile */
 		rc = resync_missed(j, v, 0);
 	fs_vol_leave(v);
+	if (rc == 0 && !done)
+		ckpt_write(j->fs, v->name, j, "done");
 	return rc;
 }
 
@@ -1323,6 +1325,18 @@ static int drl_sync(void *arg)
  * volume's owner, whoever asked for it and wherever it ran before. */
 static void pickup_slot(struct fs *fs, struct fs_volume *v, enum slot s);
 
+/* A repair part recorded done whose volume moved here since: this node's
+ * store opened the disk as still rebuilding (the pool says repairing), so
+ * the second pass (the disk live, what writes skipped) is redone here. */
+static bool part_rebuilding(struct fs_volume *v, uint32_t disk)
+{
+	if (!fs_vol_enter_local(v))
+		return false;
+	bool r = pool_store_disk_get(v->store, disk) == POOL_STORE_DISK_REBUILDING;
+	fs_vol_leave(v);
+	return r;
+}
+
 static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 {
 	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
@@ -1344,8 +1358,10 @@ static void pickup_slot(struct fs *fs, struct fs_volume *v, enum slot s)
 		return;
 	bool scrub = !strcmp(kind, "scrub"), retire = !strcmp(kind, "retire");
 	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync") || retire;
-	if (!(scrub || (repair && !done)) || (scrub && done))
-		return; /* a repair part done waits for the others (the finish) */
+	if (!(scrub || repair) || (scrub && done) || (retire && done))
+		return;
+	if (repair && done && !part_rebuilding(v, disk))
+		return; /* done: waits for the others (the finish) */
 	/* a repair only once this node applied the replacement to its stores
 	 * (fs/catalog.c): else it would rebuild onto the old directory */
 	uint32_t need = retire ? POOL_MEMBER_RETIRED : POOL_MEMBER_REPAIRING;
@@ -1363,12 +1379,38 @@ static void pickup_slot(struct fs *fs, struct fs_volume *v, enum slot s)
 		fs_log("volume %s: cannot resume its %s here: %s", v->name, kind, why);
 }
 
+/* Several nodes: a repaired disk whose every volume's part is done but
+ * which is still repairing (the last part's node failed to commit, or
+ * died in between) is committed healthy here. */
+static void finish_pending(struct fs *fs)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t d = 0; d < fs->cat_nmem && d < POOL_MAX_DISKS; d++) {
+		struct rec r;
+		if (fs->cat_mstate[d] != POOL_MEMBER_REPAIRING)
+			continue;
+		uint32_t i = 0;
+		while (i < n && fs_volume_gone(fs->vol[i]))
+			i++;
+		if (i == n || rec_read(fs, fs->vol[i]->name, SLOT_JOB, &r) < 0 || r.disk != d ||
+		    (strcmp(r.kind, "repair") && strcmp(r.kind, "resync")))
+			continue;
+		struct job tmpl = {.fs = fs,
+				   .kind = strcmp(r.kind, "repair") ? JOB_RESYNC : JOB_REPAIR,
+				   .disk = d};
+		cluster_repair_finish(&tmpl);
+	}
+}
+
 void fs_jobs_tick(struct fs *fs)
 {
 	uint32_t n = nvolumes(fs);
 
 	for (uint32_t i = 0; fs->node && !fs->opt.read_only && i < n; i++)
 		pickup_scrub(fs, fs->vol[i]);
+	if (fs->node && !fs->opt.read_only)
+		finish_pending(fs);
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];

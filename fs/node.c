@@ -979,6 +979,27 @@ static bool current_owner(struct fs_node *n, struct fs_volume *v, char *owner, c
 	}
 }
 
+/* After a move whose request broke: true once `node` owns v, false as
+ * soon as another node than `from` does, or after two leases. */
+static bool moved_to(struct fs_node *n, struct fs_volume *v, const char *from, const char *node)
+{
+	int64_t until = fs_mono_ns() + 2 * n->lease_ms * 1000000ll;
+	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	while (fs_mono_ns() < until) {
+		look_again(n, v);
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		if (valid && !strcmp(owner, node))
+			return true;
+		if (valid && strcmp(owner, from))
+			return false;
+		nanosleep(&(struct timespec){0, 50000000}, NULL);
+	}
+	return false;
+}
+
 /* Not the owner: ask the owner to move v. */
 static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node, char *err,
 		       size_t errlen)
@@ -1008,6 +1029,11 @@ static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node,
 	 * connection to the old owner (fs_rpc_reset in take), this one too:
 	 * what counts is who owns the volume now. */
 	if (rc < 0 && rc != p.err && owned_here(n, v) && !strcmp(node, n->name))
+		rc = 0;
+	/* The same for a connection the move broke otherwise (a node taking
+	 * another volume from the owner resets its connections to it): the
+	 * move may have gone through; wait up to two leases to see. */
+	if (rc < 0 && rc != p.err && moved_to(n, v, owner, node))
 		rc = 0;
 	if (rc < 0 && rc != p.err)
 		snprintf(err, errlen, "asking owner %s (%s) to move volume %s: %s", owner, oaddr,

@@ -11,7 +11,9 @@
  * Repair and scrub are jobs of the spacefs daemon (fs/jobs.c): they need
  * the pool mounted, and these commands only start them and, with --wait,
  * follow their progress (a bar on a terminal, a line per 10% otherwise)
- * until they end, printing the job's report.  Changing the members works
+ * until they end, printing the job's report (with several nodes: every
+ * volume's part, wherever it runs, as the node asked lists them all).
+ * Changing the members works
  * both ways: through the daemon when one serves the pool (it must, as it
  * owns the superblock while mounted), else directly on the disks, in
  * which case the next mount rebuilds the replacement.
@@ -62,7 +64,9 @@ static const char help_job[] =
     "spacectl status.\n"
     "\n"
     "options:\n"
-    "  -w, --wait        follow the job to its end (progress bar on a terminal)\n"
+    "  -w, --wait        follow the job to its end (progress bar on a terminal);\n"
+    "                    with several nodes, every volume's part on whichever\n"
+    "                    node runs it\n"
     "  -r, --rate MB/s   at most this many megabytes of file data per second\n"
     "  -h, --help        show this help\n";
 
