@@ -101,6 +101,7 @@ struct jobline {
 
 static int parse_job(const char *line, struct jobline *j)
 {
+	*j = (struct jobline){0}; /* an empty message leaves msg untouched */
 	return sscanf(line,
 		      "job\t%u\t%15[^\t]\t%15[^\t]\t%u\t%64[^\t]\t%llu\t%llu\t%llu\t%llu\t%llu\t%"
 		      "llu\t%llu\t%llu\t%511[^\n]",

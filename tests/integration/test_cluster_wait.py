@@ -26,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 
 from failures import remove_disk
@@ -54,6 +55,18 @@ def jobs(node):
         return []
     return sorted((j["kind"], j["volume"], j["node"], j["state"], j["done"], j["total"],
                    j.get("elapsed_ms", 0)) for j in js)
+
+
+def table_nodes(node):
+    """{volume: NODE column} of the scrub rows of `node`'s `spacectl status`."""
+    out = node.spacectl("status", node.pool.source, check=False).stdout
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*\d+\s+scrub\s+\w+\s+volume (\S+)\s+[\d.]+%\s+\d+\s+\d+\s+(\S+)\s+",
+                     line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
 
 
 def agreed(nodes, kinds):
@@ -129,6 +142,9 @@ def main():
             t.ok(f"scrub: volume {v} on node {n}: done" in out,
                  f"--wait reports volume {v} done on {n}")
         t.diag(out.strip())
+        for n in nodes:  # finished parts: the node's name, also on that node
+            t.eq(table_nodes(n), {"A": "n1", "B": "n2", "C": "n2"},
+                 f"{n.name}'s status table names each part's node")
         ag = agreed(nodes, {"scrub"})
         t.ok(ag and ("scrub", "C", "n2", "done") in ag,
              f"the three nodes agree on the scrub's rows {ag}")
