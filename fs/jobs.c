@@ -1448,6 +1448,7 @@ static int resync_file(void *arg, const struct pool_inode *in)
 	struct pool_file_map map;
 	struct pool_check_stats st = {0};
 
+	fs_node_keepalive(v->fs); /* a takeover's resync: the node's other leases */
 	map_of(in, &map);
 	uint64_t n = pool_store_stripes(v->store, in->size);
 	uint64_t ext = pool_store_stripes_on_disk(v->store, &map);
@@ -1485,6 +1486,7 @@ int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 		if (!e[i].dirty && !t)
 			continue;
 		dirty++;
+		fs_node_keepalive(fs); /* a takeover's resync: the node's other leases */
 		rc = do_region(NULL, v, e[i].id, e[i].region, POOL_CHECK_REPAIR | POOL_CHECK_RESYNC,
 			       t, &bytes);
 		if (rc == 1) { /* file gone */
