@@ -1805,10 +1805,10 @@ static void vol_jobs(struct fs *fs, struct fs_ckpt *c, bool json, bool remote, s
 		if (json)
 			fs_textf(o,
 				 "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":0,"
-				 "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
-				 ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64
+				 "\"volume\":\"%s\",\"done\":%" PRIu64 ",\"total\":%" PRIu64
+				 ",\"node\":\"%s\",\"elapsed_ms\":%" PRId64
 				 ",\"checkpoint\":\"%s\",\"rate_limit\":%.0f}",
-				 n ? "," : "", kind, c->v->name, node, done, total, ms, k->name,
+				 n ? "," : "", kind, c->v->name, done, total, node, ms, k->name,
 				 k->rate);
 		else
 			fs_textf(o,

@@ -58,7 +58,6 @@
 #define MAX_BAD_PATHS  16
 #define BATCH_BYTES    (4u << 20) /* per position per step (pool_store_check) */
 #define CKPT_PERIOD_NS 1000000000ll
-#define CKPT_NAME      "job"
 
 enum job_kind { JOB_REPAIR, JOB_RESYNC, JOB_SCRUB, JOB_RETIRE };
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_STOPPED };
@@ -124,6 +123,32 @@ static uint32_t nvolumes(struct fs *fs)
 
 /* ---- checkpoints ------------------------------------------------------------ */
 
+/* Two slots per volume, so a scrub asked for during a repair does not
+ * overwrite the repair's record: `job` (repair, resync, retire) and
+ * `scrub`. */
+enum slot { SLOT_JOB, SLOT_SCRUB };
+static const char *const slot_file[] = {"job", "scrub"};
+
+static enum slot slot_of(enum job_kind k)
+{
+	return k == JOB_SCRUB ? SLOT_SCRUB : SLOT_JOB;
+}
+
+/* A volume's record of one slot: the resume point (first line, covered by
+ * its CRC) and, for every node's status, who runs it, how far it got and,
+ * once over, how it ended (docs/FORMAT.md). */
+struct rec {
+	char kind[16];
+	uint32_t disk;
+	char at[32]; /* the last inode done, "done" (this part), "end" (over) */
+	double rate;
+	char node[POOL_NODE_NAME_MAX + 1]; /* "-": asked for, not started */
+	uint64_t done, total, repaired, unrec;
+	int64_t ms;
+	char state[16]; /* running, waiting, done, failed */
+	char msg[POOL_MSG_MAX];
+};
+
 /* The in-service metadata directories of a volume. */
 static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_MAX + 80])
 {
@@ -139,27 +164,32 @@ static uint32_t meta_dirs(struct fs *fs, const char *vol, char dirs[][POOL_PATH_
 	return n;
 }
 
-/* "spacefs-job 1 KIND DISK INO RATE CRC\n"; INO "done" = every file;
- * RATE bytes per second, 0 unlimited. */
-static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, const char *ino)
+/* "spacefs-job 1 KIND DISK INO RATE CRC\n"
+ * "progress NODE DONE TOTAL MS STATE REPAIRED UNRECOVERABLE\n"
+ * ["msg TEXT\n"], on every in-service metadata disk, atomically. */
+static void rec_write(struct fs *fs, const char *vol, enum slot s, const struct rec *r)
 {
-	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[320];
+	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], body[128], line[POOL_MSG_MAX + 400];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
-	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", kind_name(j->kind), j->disk,
-		 ino, j->rate);
+	snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", r->kind, r->disk, r->at,
+		 r->rate);
 	int len =
 	    snprintf(line, sizeof(line), "%s %08x\n", body, layout_crc32c(body, strlen(body)));
-	/* A second line, for other nodes' status (several nodes): who runs it
-	 * and how far it got.  Readers of the first line ignore it. */
-	len += snprintf(line + len, sizeof(line) - (size_t)len,
-			"progress %s %" PRIu64 " %" PRIu64 " %" PRId64 "\n",
-			j->start_ns ? j->fs->opt.node : "-", /* "-": asked for, not started */
-			(uint64_t)atomic_load(&j->done), (uint64_t)atomic_load(&j->total),
-			j->start_ns ? (fs_mono_ns() - j->start_ns) / 1000000 : 0);
+	len +=
+	    snprintf(line + len, sizeof(line) - (size_t)len,
+		     "progress %s %" PRIu64 " %" PRIu64 " %" PRId64 " %s %" PRIu64 " %" PRIu64 "\n",
+		     r->node[0] ? r->node : "-", r->done, r->total, r->ms,
+		     r->state[0] ? r->state : "running", r->repaired, r->unrec);
+	if (r->msg[0]) {
+		len += snprintf(line + len, sizeof(line) - (size_t)len, "msg ");
+		for (const char *c = r->msg; *c && len < (int)sizeof(line) - 2; c++)
+			line[len++] = *c == '\n' || *c == '\t' ? ' ' : *c;
+		line[len++] = '\n';
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		char path[POOL_PATH_MAX + 96], tmp[POOL_PATH_MAX + 104];
-		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		put(path, sizeof(path), "%s/%s", dirs[i], slot_file[s]);
 		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 		/* a replacement disk may not have the volume's directory yet */
 		char parent[sizeof(dirs[i])];
@@ -180,78 +210,133 @@ static void ckpt_write(struct fs *fs, const char *vol, const struct job *j, cons
 	}
 }
 
-static void ckpt_remove(struct fs *fs, const char *vol)
+/* The first valid record of a volume's slot: 0, or -ENOENT. */
+static int rec_read(struct fs *fs, const char *vol, enum slot s, struct rec *r)
 {
 	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
 	for (uint32_t i = 0; i < n; i++) {
-		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
-		unlink(path);
-	}
-}
-
-/* The first valid checkpoint of a volume: 0 and its fields, or -ENOENT. */
-static int ckpt_read(struct fs *fs, const char *vol, char *kind, uint32_t *disk, uint64_t *ino,
-		     int *done, double *rate)
-{
-	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
-	uint32_t n = meta_dirs(fs, vol, dirs);
-
-	for (uint32_t i = 0; i < n; i++) {
-		char line[160] = "", body[128], k[16], at[32];
-		unsigned d, crc;
-		double r;
-		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
+		char line[POOL_MSG_MAX + 400] = "", body[128];
+		unsigned crc;
+		put(path, sizeof(path), "%s/%s", dirs[i], slot_file[s]);
 		FILE *f = fopen(path, "re");
 		if (!f)
 			continue;
+		*r = (struct rec){.node = "-", .state = "running"};
 		int got = fgets(line, sizeof(line), f) != NULL;
-		fclose(f);
-		if (!got ||
-		    sscanf(line, "spacefs-job 1 %15s %u %31s %lf %x", k, &d, at, &r, &crc) != 5)
+		if (!got || sscanf(line, "spacefs-job 1 %15s %u %31s %lf %x", r->kind, &r->disk,
+				   r->at, &r->rate, &crc) != 5) {
+			fclose(f);
 			continue;
-		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", k, d, at, r);
-		if (crc != layout_crc32c(body, strlen(body)) || d >= POOL_MAX_DISKS || r < 0) {
+		}
+		snprintf(body, sizeof(body), "spacefs-job 1 %s %u %s %.0f", r->kind, r->disk, r->at,
+			 r->rate);
+		if (crc != layout_crc32c(body, strlen(body)) || r->disk >= POOL_MAX_DISKS ||
+		    r->rate < 0) {
+			fclose(f);
 			fs_log("volume %s: job checkpoint %s is damaged; ignored", vol, path);
 			continue;
 		}
-		snprintf(kind, 16, "%s", k);
-		*rate = r;
-		*disk = d;
-		*done = !strcmp(at, "done");
-		*ino = *done ? 0 : strtoull(at, NULL, 10);
+		/* display only: a short or older line leaves the defaults */
+		unsigned long long d = 0, t = 0, rep = 0, un = 0;
+		long long ms = 0;
+		if (fgets(line, sizeof(line), f) &&
+		    sscanf(line, "progress %64s %llu %llu %lld %15s %llu %llu", r->node, &d, &t,
+			   &ms, r->state, &rep, &un) >= 4) {
+			r->done = d, r->total = t, r->ms = ms, r->repaired = rep, r->unrec = un;
+			if (fgets(line, sizeof(line), f) && !strncmp(line, "msg ", 4)) {
+				size_t l = strcspn(line + 4, "\n");
+				l = l < sizeof(r->msg) - 1 ? l : sizeof(r->msg) - 1;
+				memcpy(r->msg, line + 4, l);
+				r->msg[l] = '\0';
+			}
+		}
+		fclose(f);
 		return 0;
 	}
 	return -ENOENT;
 }
 
-/* The progress line of a volume's checkpoint: node, bytes done and to do,
- * milliseconds run.  -ENOENT if there is none. */
-static int ckpt_progress(struct fs *fs, const char *vol, char *node, uint64_t *done,
-			 uint64_t *total, int64_t *ms)
+/* A job's record: its progress as of now, `at` its resume point, `state`
+ * NULL for "running". */
+static void ckpt_put(struct fs *fs, const char *vol, struct job *j, const char *at,
+		     const char *state)
+{
+	struct rec r = {.disk = j->disk, .rate = j->rate};
+
+	snprintf(r.kind, sizeof(r.kind), "%s", kind_name(j->kind));
+	snprintf(r.at, sizeof(r.at), "%s", at);
+	snprintf(r.node, sizeof(r.node), "%s", j->start_ns ? j->fs->opt.node : "-");
+	snprintf(r.state, sizeof(r.state), "%s", state ? state : "running");
+	r.done = atomic_load(&j->done);
+	r.total = atomic_load(&j->total);
+	if (state && strcmp(state, "failed") && r.total > r.done)
+		r.done = r.total; /* over: what was left needed nothing */
+	else if (state && strcmp(state, "failed"))
+		r.total = r.done;
+	r.ms = j->start_ns ? (fs_mono_ns() - j->start_ns) / 1000000 : 0;
+	if (j->start_ns)
+		pthread_mutex_lock(&j->mu);
+	r.repaired = j->st.repaired;
+	r.unrec = j->st.unrecoverable;
+	if (state && !strcmp(state, "failed"))
+		snprintf(r.msg, sizeof(r.msg), "%s", j->msg);
+	if (j->start_ns)
+		pthread_mutex_unlock(&j->mu);
+	rec_write(fs, vol, slot_of(j->kind), &r);
+}
+
+/* A running job's checkpoint; "done": this volume's part is finished (a
+ * disk job then waits for the other volumes' parts). */
+static void ckpt_write(struct fs *fs, const char *vol, struct job *j, const char *ino)
+{
+	bool part_over = !strcmp(ino, "done");
+
+	ckpt_put(fs, vol, j, ino, part_over ? (j->kind == JOB_SCRUB ? "done" : "waiting") : NULL);
+}
+
+static void ckpt_remove(struct fs *fs, const char *vol, enum slot s)
 {
 	char dirs[POOL_META_DISKS][POOL_PATH_MAX + 80], path[POOL_PATH_MAX + 96];
 	uint32_t n = meta_dirs(fs, vol, dirs);
 
 	for (uint32_t i = 0; i < n; i++) {
-		char line[320];
-		unsigned long long d, t;
-		long long m;
-		put(path, sizeof(path), "%s/%s", dirs[i], CKPT_NAME);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		int got = fgets(line, sizeof(line), f) && fgets(line, sizeof(line), f);
-		fclose(f);
-		if (got && sscanf(line, "progress %64s %llu %llu %lld", node, &d, &t, &m) == 4) {
-			*done = d;
-			*total = t;
-			*ms = m;
-			return 0;
-		}
+		put(path, sizeof(path), "%s/%s", dirs[i], slot_file[s]);
+		unlink(path);
 	}
-	return -ENOENT;
+}
+
+/* Several nodes: the job is over on this volume (state "done" or
+ * "failed"); the record stays, with its last progress, for every node's
+ * status and for --wait, until the next job of the slot, but it is no
+ * longer a resume point. */
+static void ckpt_end(struct fs *fs, const char *vol, enum slot s, const char *state)
+{
+	struct rec r;
+
+	if (rec_read(fs, vol, s, &r) < 0 || !strcmp(r.at, "end"))
+		return;
+	snprintf(r.at, sizeof(r.at), "end");
+	snprintf(r.state, sizeof(r.state), "%s", state);
+	rec_write(fs, vol, s, &r);
+}
+
+/* The resume point of a volume's slot: 0 and its fields, or -ENOENT (none,
+ * or the job is over). */
+static int ckpt_read(struct fs *fs, const char *vol, enum slot s, char *kind, uint32_t *disk,
+		     uint64_t *ino, int *done, double *rate)
+{
+	struct rec r;
+
+	if (rec_read(fs, vol, s, &r) < 0 || !strcmp(r.at, "end"))
+		return -ENOENT;
+	snprintf(kind, 16, "%s", r.kind);
+	*rate = r.rate;
+	*disk = r.disk;
+	*done = !strcmp(r.at, "done");
+	*ino = *done ? 0 : strtoull(r.at, NULL, 10);
+	return 0;
 }
 
 /* ---- progress and pacing ------------------------------------------------------ */
@@ -553,7 +638,7 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 
 	double rate;
 
-	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
+	if (ckpt_read(j->fs, v->name, SLOT_JOB, kind, &disk, &after, &done, &rate) < 0 ||
 	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
 		after = 0, done = 0;
 	if (!done && full && v->drl && !after)
@@ -580,7 +665,9 @@ static void restore_meta(struct job *j);
 
 /* Several nodes: this volume's part of a repair, on its owner, holding the
  * volume only a slice at a time (walk_files_owned); -EREMCHG once the
- * volume changed hands (the checkpoint stays for the next owner). */
+ * volume changed hands (the checkpoint stays for the next owner).  The
+ * part is recorded done only after its second pass: a move between the
+ * passes leaves the next owner both (the first from its checkpoint). */
 static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 {
 	char kind[16];
@@ -589,7 +676,7 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	int done = 0, rc = 0;
 	double rate;
 
-	if (ckpt_read(j->fs, v->name, kind, &disk, &after, &done, &rate) < 0 ||
+	if (ckpt_read(j->fs, v->name, SLOT_JOB, kind, &disk, &after, &done, &rate) < 0 ||
 	    strcmp(kind, kind_name(j->kind)) || disk != j->disk)
 		after = 0, done = 0;
 	if (!done) {
@@ -606,13 +693,14 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 		if (v->drl && full && !after)
 			forget_missed(v, j->disk); /* the sweep rebuilds all of it */
 		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
+		char at[32]; /* status on every node: it runs here now */
+		snprintf(at, sizeof(at), "%" PRIu64, after);
+		ckpt_write(j->fs, v->name, j, at);
 		if (!full) /* a returning disk: what the log says it missed */
 			rc = resync_missed(j, v, 1);
 		fs_vol_leave(v);
 		if (full)
 			rc = walk_files_owned(j, v, after);
-		if (rc == 0)
-			ckpt_write(j->fs, v->name, j, "done");
 	}
 	if (rc < 0)
 		return rc;
@@ -622,6 +710,8 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	if (v->drl) /* what writes skipped meanwhile */
 		rc = resync_missed(j, v, 0);
 	fs_vol_leave(v);
+	if (rc == 0 && !done)
+		ckpt_write(j->fs, v->name, j, "done");
 	return rc;
 }
 
@@ -633,8 +723,8 @@ static bool part_done(struct fs *fs, const char *vol, const char *what, uint32_t
 	double rate;
 	int done;
 
-	return ckpt_read(fs, vol, kind, &d, &ino, &done, &rate) == 0 && !strcmp(kind, what) &&
-	       d == disk && done;
+	return ckpt_read(fs, vol, SLOT_JOB, kind, &d, &ino, &done, &rate) == 0 &&
+	       !strcmp(kind, what) && d == disk && done;
 }
 
 /* Several nodes: when every volume's part is done (whichever node did
@@ -667,7 +757,7 @@ static int cluster_repair_finish(struct job *j)
 	restore_meta(j);
 	for (uint32_t i = 0; i < n; i++)
 		if (!fs_volume_gone(fs->vol[i]))
-			ckpt_remove(fs, fs->vol[i]->name);
+			ckpt_end(fs, fs->vol[i]->name, SLOT_JOB, "done");
 	fs_log("%s of disk %u: every volume's part is done; the disk is healthy",
 	       kind_name(j->kind), j->disk);
 	return 0;
@@ -738,7 +828,7 @@ static int rebuild_finish(struct job *j)
 	if (rc < 0)
 		put(j->msg, sizeof(j->msg), "%s", err);
 	for (uint32_t i = 0; rc == 0 && i < n; i++)
-		ckpt_remove(fs, fs->vol[i]->name);
+		ckpt_remove(fs, fs->vol[i]->name, SLOT_JOB);
 	return rc;
 }
 
@@ -794,8 +884,10 @@ static int run_scrub(struct job *j)
 		ckpt_write(fs, v->name, j, at);
 		rc = fs->node ? walk_files_owned(j, v, j->resume_ino)
 			      : walk_files(j, v, j->resume_ino);
-		if (rc == 0)
-			ckpt_remove(fs, v->name);
+		if (rc == 0 && fs->node) /* kept for every node's status and --wait */
+			ckpt_put(fs, v->name, j, "end", "done");
+		else if (rc == 0)
+			ckpt_remove(fs, v->name, SLOT_SCRUB);
 		else if (rc == -EREMCHG)
 			put(j->msg, sizeof(j->msg),
 			    "scrub of volume %s: the volume changed hands; its new owner goes on "
@@ -935,7 +1027,7 @@ static int run_retire_cluster(struct job *j)
 			return 0; /* another volume's part is still running */
 	for (uint32_t i = 0; i < n; i++)
 		if (!fs_volume_gone(fs->vol[i]))
-			ckpt_remove(fs, fs->vol[i]->name);
+			ckpt_end(fs, fs->vol[i]->name, SLOT_JOB, "done");
 	fs_log("disk %u is empty: every volume's part moved off it; it can be removed", j->disk);
 	return 0;
 }
@@ -998,6 +1090,13 @@ static void *job_main(void *arg)
 	else if (rc == 0)
 		atomic_store(&j->total, atomic_load(&j->done));
 	job_summary(j, rc);
+	/* Several nodes: a part that failed is recorded as such for every
+	 * node's status and --wait (not resumed: `spacectl repair` or a new
+	 * scrub asks again); a part that stopped (unmount, the volume moved,
+	 * not ready yet) stays a resume point. */
+	if (j->fs->node && j->volume[0] && rc < 0 && rc != -EREMCHG && rc != -EAGAIN &&
+	    !atomic_load(&j->stop))
+		ckpt_put(j->fs, j->volume, j, "end", "failed");
 	atomic_store(&j->state, rc == 0					  ? JOB_DONE
 				: atomic_load(&j->stop) || rc == -EREMCHG ? JOB_STOPPED
 									  : JOB_FAILED);
@@ -1196,13 +1295,16 @@ void fs_jobs_resume(struct fs *fs)
 
 	if (fs->opt.read_only)
 		return;
-	for (uint32_t i = 0; i < n; i++) {
-		struct fs_volume *v = fs->vol[i];
-		if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
+	for (uint32_t i = 0; i < 2 * n; i++) {
+		struct fs_volume *v = fs->vol[i / 2];
+		if (ckpt_read(fs, v->name, i % 2 ? SLOT_SCRUB : SLOT_JOB, kind, &disk, &ino, &done,
+			      &rate) < 0)
 			continue;
 		if (!strcmp(kind, "repair"))
 			repair_rate = rate;
-		if (strcmp(kind, "scrub") || fs->node) /* several nodes: fs_jobs_tick */
+		/* several nodes: fs_jobs_tick; a scrub line in the `job` slot
+		 * is from before the slots were split */
+		if (strcmp(kind, "scrub") || done || fs->node)
 			continue;
 		fs_log("volume %s: resuming the scrub after inode %" PRIu64, v->name, ino);
 		job_start(fs, JOB_SCRUB, 0, v->name, rate, ino, why, sizeof(why));
@@ -1222,7 +1324,30 @@ static int drl_sync(void *arg)
 
 /* Several nodes: a scrub whose checkpoint says running goes on on the
  * volume's owner, whoever asked for it and wherever it ran before. */
+static void pickup_slot(struct fs *fs, struct fs_volume *v, enum slot s);
+
+/* A repair part recorded done whose volume moved here since: this node's
+ * store opened the disk as still rebuilding (the pool says repairing), so
+ * the second pass (the disk live, what writes skipped) is redone here. */
+static bool part_rebuilding(struct fs_volume *v, uint32_t disk)
+{
+	if (!fs_vol_enter_local(v))
+		return false;
+	bool r = pool_store_disk_get(v->store, disk) == POOL_STORE_DISK_REBUILDING;
+	fs_vol_leave(v);
+	return r;
+}
+
 static void pickup_scrub(struct fs *fs, struct fs_volume *v)
+{
+	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
+		return;
+	fs_vol_leave(v);
+	pickup_slot(fs, v, SLOT_JOB);
+	pickup_slot(fs, v, SLOT_SCRUB);
+}
+
+static void pickup_slot(struct fs *fs, struct fs_volume *v, enum slot s)
 {
 	char kind[16], why[POOL_MSG_MAX];
 	uint32_t disk;
@@ -1230,15 +1355,14 @@ static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 	double rate;
 	int done;
 
-	if (fs_volume_gone(v) || !fs_vol_enter_local(v))
-		return;
-	fs_vol_leave(v);
-	if (ckpt_read(fs, v->name, kind, &disk, &ino, &done, &rate) < 0)
+	if (ckpt_read(fs, v->name, s, kind, &disk, &ino, &done, &rate) < 0)
 		return;
 	bool scrub = !strcmp(kind, "scrub"), retire = !strcmp(kind, "retire");
 	bool repair = !strcmp(kind, "repair") || !strcmp(kind, "resync") || retire;
-	if (!(scrub || (repair && !done)) || (scrub && done))
-		return; /* a repair part done waits for the others (the finish) */
+	if (!(scrub || repair) || (scrub && done) || (retire && done))
+		return;
+	if (repair && done && !part_rebuilding(v, disk))
+		return; /* done: waits for the others (the finish) */
 	/* a repair only once this node applied the replacement to its stores
 	 * (fs/catalog.c): else it would rebuild onto the old directory */
 	uint32_t need = retire ? POOL_MEMBER_RETIRED : POOL_MEMBER_REPAIRING;
@@ -1256,12 +1380,38 @@ static void pickup_scrub(struct fs *fs, struct fs_volume *v)
 		fs_log("volume %s: cannot resume its %s here: %s", v->name, kind, why);
 }
 
+/* Several nodes: a repaired disk whose every volume's part is done but
+ * which is still repairing (the last part's node failed to commit, or
+ * died in between) is committed healthy here. */
+static void finish_pending(struct fs *fs)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t d = 0; d < fs->cat_nmem && d < POOL_MAX_DISKS; d++) {
+		struct rec r;
+		if (fs->cat_mstate[d] != POOL_MEMBER_REPAIRING)
+			continue;
+		uint32_t i = 0;
+		while (i < n && fs_volume_gone(fs->vol[i]))
+			i++;
+		if (i == n || rec_read(fs, fs->vol[i]->name, SLOT_JOB, &r) < 0 || r.disk != d ||
+		    (strcmp(r.kind, "repair") && strcmp(r.kind, "resync")))
+			continue;
+		struct job tmpl = {.fs = fs,
+				   .kind = strcmp(r.kind, "repair") ? JOB_RESYNC : JOB_REPAIR,
+				   .disk = d};
+		cluster_repair_finish(&tmpl);
+	}
+}
+
 void fs_jobs_tick(struct fs *fs)
 {
 	uint32_t n = nvolumes(fs);
 
 	for (uint32_t i = 0; fs->node && !fs->opt.read_only && i < n; i++)
 		pickup_scrub(fs, fs->vol[i]);
+	if (fs->node && !fs->opt.read_only)
+		finish_pending(fs);
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_volume *v = fs->vol[i];
@@ -1299,6 +1449,7 @@ static int resync_file(void *arg, const struct pool_inode *in)
 	struct pool_file_map map;
 	struct pool_check_stats st = {0};
 
+	fs_node_keepalive(v->fs); /* a takeover's resync: the node's other leases */
 	map_of(in, &map);
 	uint64_t n = pool_store_stripes(v->store, in->size);
 	uint64_t ext = pool_store_stripes_on_disk(v->store, &map);
@@ -1336,6 +1487,7 @@ int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 		if (!e[i].dirty && !t)
 			continue;
 		dirty++;
+		fs_node_keepalive(fs); /* a takeover's resync: the node's other leases */
 		rc = do_region(NULL, v, e[i].id, e[i].region, POOL_CHECK_REPAIR | POOL_CHECK_RESYNC,
 			       t, &bytes);
 		if (rc == 1) { /* file gone */
@@ -1440,6 +1592,7 @@ static char *req_replace_cluster(struct fs *fs, const char *old, const char *pat
 		else
 			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
 						valid ? owner : "(its next owner)");
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "part job %s\n", v->name);
 	}
 	fs_log("disk %u replaced by %s: each volume's owner repairs its part", idx, path);
 	return reply("ok\n%s", out);
@@ -1479,7 +1632,7 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 	if (rc < 0)
 		return reply("error: %s\n", err);
 	for (uint32_t i = 0; i < n; i++)
-		ckpt_remove(fs, fs->vol[i]->name);
+		ckpt_remove(fs, fs->vol[i]->name, SLOT_JOB);
 	rc = job_start(fs, JOB_REPAIR, idx, NULL, rate, 0, err, sizeof(err));
 	if (rc < 0)
 		return reply("error: disk %u replaced, but its repair did not start: %s\n", idx,
@@ -1590,9 +1743,9 @@ static char *req_retire(struct fs *fs, int argc, char **argv)
 				continue;
 			pickup_scrub(fs, fs->vol[i]);
 			fs_node_owner(fs->vol[i], owner, addr, &epoch, &valid);
-			len +=
-			    (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n",
-					     fs->vol[i]->name, valid ? owner : "(its next owner)");
+			len += (size_t)snprintf(
+			    out + len, sizeof(out) - len, "on %s %s\npart job %s\n",
+			    fs->vol[i]->name, valid ? owner : "(its next owner)", fs->vol[i]->name);
 		}
 		return reply("ok\n%s", out);
 	}
@@ -1630,12 +1783,55 @@ static char *req_scrub_cluster(struct fs *fs, const char *vol, double rate)
 			len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\n", v->name,
 						valid ? owner : "(its next owner)");
 		}
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "part scrub %s\n", v->name);
 		if (len >= sizeof(out) - 256)
 			break;
 	}
 	fs_log("scrub of %s asked for here: recorded in the checkpoints; each volume's owner runs "
 	       "its part",
 	       vol ? vol : "every volume");
+	return reply("ok\n%s", out);
+}
+
+/* Several nodes: the repairs of replaced or returning disks run by
+ * themselves (fs_jobs_tick); this asks again for the parts that failed
+ * (their record says so) while their disk still needs them, and names
+ * every unfinished part, so `spacectl repair --wait` follows them. */
+static char *req_repair_cluster(struct fs *fs, const char *vol)
+{
+	char out[8192] = "", owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint32_t n = nvolumes(fs);
+	size_t len = 0;
+
+	for (uint32_t i = 0; i < n && len < sizeof(out) - 256; i++) {
+		struct fs_volume *v = fs->vol[i];
+		struct rec r;
+		uint64_t epoch;
+		bool valid;
+		if (fs_volume_gone(v) || (vol && strcmp(vol, v->name)) ||
+		    rec_read(fs, v->name, SLOT_JOB, &r) < 0 || !strcmp(r.kind, "retire"))
+			continue;
+		bool again = !strcmp(r.at, "end") && !strcmp(r.state, "failed") &&
+			     r.disk < fs->cat_nmem &&
+			     fs->cat_mstate[r.disk] == POOL_MEMBER_REPAIRING;
+		if (!again && !strcmp(r.at, "end"))
+			continue; /* over */
+		if (again) {
+			struct job tmpl = {.fs = fs,
+					   .kind =
+					       strcmp(r.kind, "resync") ? JOB_REPAIR : JOB_RESYNC,
+					   .disk = r.disk,
+					   .rate = r.rate};
+			ckpt_write(fs, v->name, &tmpl, "0");
+			fs_log("volume %s: its %s part of disk %u failed before (%s); asked again",
+			       v->name, r.kind, r.disk, r.msg);
+		}
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "on %s %s\npart job %s\n",
+					v->name, valid ? owner : "(its next owner)", v->name);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		pickup_scrub(fs, fs->vol[i]);
 	return reply("ok\n%s", out);
 }
 
@@ -1653,8 +1849,8 @@ static char *req_job(struct fs *fs, int argc, char **argv, enum job_kind k)
 		return reply("error: no volume '%.64s'\n", vol);
 	if (k == JOB_SCRUB && fs->node)
 		return req_scrub_cluster(fs, vol, rate);
-	if (fs->node) /* the repairs of replaced disks run by themselves (fs_jobs_tick) */
-		return reply("ok\n");
+	if (fs->node)
+		return req_repair_cluster(fs, vol);
 	if (k == JOB_SCRUB) {
 		rc = job_start(fs, k, 0, vol, rate, 0, err, sizeof(err));
 		return rc < 0 ? reply("error: %s\n", err) : reply("ok\n%d\n", rc);
@@ -1693,124 +1889,183 @@ static char *req_jobs(struct fs *fs)
 	return r;
 }
 
-/* Several nodes: the scrubs other nodes run (their checkpoints' progress
- * lines), as "jobs" lines with id 0 and "node NAME" as the message, or as
- * JSON objects. */
-static bool scrub_here(struct fs *fs, const char *vol)
-{
-	struct fs_jobs *js = fs->jobs;
-	bool here = false;
+/* One row of the jobs list, whichever node runs it. */
+struct row {
+	uint32_t id, disk;
+	const char *kind, *state, *volume, *node;
+	uint64_t done, total, blocks, bad, repaired, unrec, rebuilt;
+	int64_t ms;
+	const char *msg;
+	bool here;
+};
 
-	pthread_mutex_lock(&js->mu);
-	for (uint32_t i = 0; i < js->n; i++)
-		here |=
-		    !strcmp(js->j[i]->volume, vol) && atomic_load(&js->j[i]->state) == JOB_RUNNING;
-	pthread_mutex_unlock(&js->mu);
-	return here;
+struct out {
+	char *s;
+	size_t cap, len;
+	bool json;
+	uint32_t nrows;
+};
+
+static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void outf(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (o->len >= o->cap - 1)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(o->s + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	o->len = n < 0 ? o->len : o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
 }
 
-static void remote_scrubs(struct fs *fs, char *s, size_t cap, size_t *len, bool json)
+/* A message as a JSON string body: no quote, backslash or control byte. */
+static void json_safe(char *dst, size_t size, const char *src)
 {
+	size_t i = 0;
+
+	for (; src[i] && i + 1 < size; i++)
+		dst[i] =
+		    src[i] == '"' || src[i] == '\\' || (unsigned char)src[i] < 0x20 ? ' ' : src[i];
+	dst[i] = '\0';
+}
+
+static void put_row(struct out *o, const struct row *r)
+{
+	if (o->len > o->cap - 4096)
+		return;
+	if (o->json) {
+		char msg[POOL_MSG_MAX];
+		json_safe(msg, sizeof(msg), r->msg);
+		outf(
+		    o,
+		    "%s{\"id\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"disk\":%u,\"volume\":\"%s\","
+		    "\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"node\":\"%s\",\"blocks\":%" PRIu64
+		    ",\"bad\":%" PRIu64 ",\"repaired\":%" PRIu64 ",\"unrecoverable\":%" PRIu64
+		    ",\"rebuilt_bytes\":%" PRIu64 ",\"elapsed_ms\":%" PRId64 ",\"message\":\"%s\"}",
+		    o->nrows ? "," : "", r->id, r->kind, r->state, r->disk, r->volume, r->done,
+		    r->total, r->node, r->blocks, r->bad, r->repaired, r->unrec, r->rebuilt, r->ms,
+		    msg);
+	} else {
+		/* another node's row: its message is "node NAME[: why]" */
+		outf(o,
+		     "job\t%u\t%s\t%s\t%u\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		     "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64 "\t%s%s%s%s\n",
+		     r->id, r->kind, r->state, r->disk, r->volume, r->done, r->total, r->blocks,
+		     r->bad, r->repaired, r->unrec, r->rebuilt, r->ms, r->here ? "" : "node ",
+		     r->here ? "" : r->node, !r->here && r->msg[0] ? ": " : "", r->msg);
+	}
+	o->nrows++;
+}
+
+static void job_row(struct out *o, struct job *j, const char *node)
+{
+	int64_t end = atomic_load(&j->state) == JOB_RUNNING ? fs_mono_ns() : j->end_ns;
+
+	pthread_mutex_lock(&j->mu);
+	struct row r = {.id = j->id,
+			.disk = j->disk,
+			.kind = kind_name(j->kind),
+			.state = state_name(atomic_load(&j->state)),
+			.volume = j->volume[0] ? j->volume : "-",
+			.node = node,
+			.done = atomic_load(&j->done),
+			.total = atomic_load(&j->total),
+			.blocks = j->st.blocks,
+			.bad = j->st.bad,
+			.repaired = j->st.repaired,
+			.unrec = j->st.unrecoverable,
+			.rebuilt = j->st.rebuilt_bytes,
+			.ms = (end - j->start_ns) / 1000000,
+			.msg = j->msg,
+			.here = true};
+	put_row(o, &r);
+	for (uint32_t b = 0; !o->json && b < j->nbad; b++)
+		outf(o, "bad\t%u\t%s\n", j->id, j->bad[b]);
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* This node's running job of a volume's slot, or NULL (js->mu held). */
+static struct job *running_here(struct fs_jobs *js, const char *vol, enum slot s)
+{
+	for (uint32_t i = 0; i < js->n; i++)
+		if (!strcmp(js->j[i]->volume, vol) && slot_of(js->j[i]->kind) == s &&
+		    atomic_load(&js->j[i]->state) == JOB_RUNNING)
+			return js->j[i];
+	return NULL;
+}
+
+/* Several nodes: every job of the pool, one row per volume and slot, from
+ * the records on the volume's metadata disks (the same on every node), or
+ * live when this node runs it.  A part that stopped here (the volume
+ * moved) is its record's row. */
+static void cluster_rows(struct fs *fs, struct out *o)
+{
+	struct fs_jobs *js = fs->jobs;
 	uint32_t n = nvolumes(fs);
 
-	for (uint32_t i = 0; i < n && *len < cap - 1024; i++) {
-		struct fs_volume *v = fs->vol[i];
-		char kind[16], node[POOL_NODE_NAME_MAX + 1] = "-";
-		uint32_t disk;
-		uint64_t ino, done = 0, total = 0;
-		int64_t ms = 0;
-		double rate;
-		int fin;
-		if (fs_volume_gone(v) || scrub_here(fs, v->name) ||
-		    ckpt_read(fs, v->name, kind, &disk, &ino, &fin, &rate) < 0 ||
-		    (strcmp(kind, "scrub") && strcmp(kind, "repair") && strcmp(kind, "resync") &&
-		     strcmp(kind, "retire")) ||
-		    fin)
+	for (uint32_t i = 0; i < 2 * n; i++) {
+		struct fs_volume *v = fs->vol[i / 2];
+		enum slot s = i % 2 ? SLOT_SCRUB : SLOT_JOB;
+		struct rec r;
+		if (fs_volume_gone(v))
 			continue;
-		ckpt_progress(fs, v->name, node, &done, &total, &ms);
-		if (json)
-			*len += (size_t)snprintf(
-			    s + *len, cap - *len,
-			    "%s{\"id\":0,\"kind\":\"%s\",\"state\":\"running\",\"disk\":%u,"
-			    "\"volume\":\"%s\",\"node\":\"%s\",\"done\":%" PRIu64
-			    ",\"total\":%" PRIu64 ",\"elapsed_ms\":%" PRId64 "}",
-			    *len > 1 ? "," : "", kind, disk, v->name, node, done, total, ms);
-		else
-			*len +=
-			    (size_t)snprintf(s + *len, cap - *len,
-					     "job\t0\t%s\trunning\t%u\t%s\t%" PRIu64 "\t%" PRIu64
-					     "\t0\t0\t0\t0\t0\t%" PRId64 "\tnode %s\n",
-					     kind, disk, v->name, done, total, ms, node);
+		pthread_mutex_lock(&js->mu);
+		struct job *j = running_here(js, v->name, s);
+		if (j)
+			job_row(o, j, fs->opt.node ? fs->opt.node : "-");
+		pthread_mutex_unlock(&js->mu);
+		if (j || rec_read(fs, v->name, s, &r) < 0)
+			continue;
+		bool over = !strcmp(r.at, "end") || !strcmp(r.at, "done");
+		struct row w = {.disk = r.disk,
+				.kind = r.kind,
+				.state = over ? r.state : "running",
+				.volume = v->name,
+				.node = r.node,
+				.done = r.done,
+				.total = r.total,
+				.repaired = r.repaired,
+				.unrec = r.unrec,
+				.ms = r.ms,
+				.msg = r.msg};
+		put_row(o, &w);
 	}
+}
+
+static char *list_jobs(struct fs *fs, bool json)
+{
+	struct fs_jobs *js = fs->jobs;
+	struct out o = {.cap = 1 << 16, .json = json};
+
+	o.s = malloc(o.cap);
+	if (!o.s)
+		return NULL;
+	o.s[0] = '\0';
+	if (json)
+		outf(&o, "[");
+	if (fs->node) {
+		cluster_rows(fs, &o);
+	} else {
+		pthread_mutex_lock(&js->mu);
+		for (uint32_t i = 0; i < js->n; i++)
+			job_row(&o, js->j[i], fs->opt.node ? fs->opt.node : "-");
+		pthread_mutex_unlock(&js->mu);
+	}
+	fs_ckpt_jobs(fs, json, o.s, o.cap, &o.len); /* running merges and backups */
+	if (json)
+		outf(&o, "]");
+	return o.s;
 }
 
 char *fs_jobs_text(struct fs *fs)
 {
-	struct fs_jobs *js = fs->jobs;
-	size_t cap = 1 << 16, len = 0;
-	char *s = malloc(cap);
-
-	if (!s)
-		return NULL;
-	s[0] = '\0';
-	pthread_mutex_lock(&js->mu);
-	for (uint32_t i = 0; i < js->n; i++) {
-		struct job *j = js->j[i];
-		int64_t end = atomic_load(&j->state) == JOB_RUNNING ? fs_mono_ns() : j->end_ns;
-		pthread_mutex_lock(&j->mu);
-		len += (size_t)snprintf(
-		    s + len, cap - len,
-		    "job\t%u\t%s\t%s\t%u\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-		    "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64 "\t%s\n",
-		    j->id, kind_name(j->kind), state_name(atomic_load(&j->state)), j->disk,
-		    j->volume[0] ? j->volume : "-", atomic_load(&j->done), atomic_load(&j->total),
-		    j->st.blocks, j->st.bad, j->st.repaired, j->st.unrecoverable,
-		    j->st.rebuilt_bytes, (end - j->start_ns) / 1000000, j->msg);
-		for (uint32_t b = 0; b < j->nbad && len < cap - 1024; b++)
-			len +=
-			    (size_t)snprintf(s + len, cap - len, "bad\t%u\t%s\n", j->id, j->bad[b]);
-		pthread_mutex_unlock(&j->mu);
-		if (len > cap - 2048)
-			break;
-	}
-	pthread_mutex_unlock(&js->mu);
-	if (fs->node)
-		remote_scrubs(fs, s, cap, &len, false);
-	fs_ckpt_jobs(fs, false, s, cap, &len);
-	return s;
+	return list_jobs(fs, false);
 }
 
 char *fs_jobs_json(struct fs *fs)
 {
-	struct fs_jobs *js = fs->jobs;
-	size_t cap = 1 << 16, len = 0;
-	char *s = malloc(cap);
-
-	if (!s)
-		return NULL;
-	len += (size_t)snprintf(s, cap, "[");
-	pthread_mutex_lock(&js->mu);
-	for (uint32_t i = 0; js && i < js->n && len < cap - 4096; i++) {
-		struct job *j = js->j[i];
-		pthread_mutex_lock(&j->mu);
-		len += (size_t)snprintf(
-		    s + len, cap - len,
-		    "%s{\"id\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"disk\":%u,\"volume\":\"%s\","
-		    "\"node\":\"%s\",\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"blocks\":%" PRIu64
-		    ",\"bad\":%" PRIu64 ",\"repaired\":%" PRIu64 ",\"unrecoverable\":%" PRIu64
-		    ",\"rebuilt_bytes\":%" PRIu64 "}",
-		    i ? "," : "", j->id, kind_name(j->kind), state_name(atomic_load(&j->state)),
-		    j->disk, j->volume, fs->opt.node, atomic_load(&j->done), atomic_load(&j->total),
-		    j->st.blocks, j->st.bad, j->st.repaired, j->st.unrecoverable,
-		    j->st.rebuilt_bytes);
-		pthread_mutex_unlock(&j->mu);
-	}
-	pthread_mutex_unlock(&js->mu);
-	if (fs->node)
-		remote_scrubs(fs, s, cap, &len, true);
-	fs_ckpt_jobs(fs, true, s, cap, &len);
-	snprintf(s + len, cap - len, "]");
-	return s;
+	return list_jobs(fs, true);
 }
 
 int fs_jobs_handles(const char *r)

@@ -595,21 +595,58 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
+/* This node's registry record, stamped now, on every disk. */
+static void beat(struct fs_node *n, struct pool_node_rec *me)
+{
+	*me = (struct pool_node_rec){.heartbeat_ms = pool_realtime_ms(), .pid = (uint32_t)getpid()};
+	snprintf(me->name, sizeof(me->name), "%s", n->name);
+	snprintf(me->addr, sizeof(me->addr), "%s", n->addr);
+	for (uint32_t i = 0; i < n->fs->pool->ndisks; i++)
+		if (n->reg_fd[i] >= 0)
+			pool_node_beat(n->reg_fd[i], me);
+}
+
+/* A takeover's opening of the stores (the resync of its dirty regions)
+ * runs in the node thread and can take longer than a lease under load;
+ * meanwhile nothing else renewed the node's other leases or its registry
+ * record, so it fenced its own volumes (local writes failed with EIO) and
+ * the other nodes took it for dead (the long cluster soak).  The resync
+ * calls this between regions: on the node thread, once a heartbeat, it
+ * beats and renews every volume owned here.  Elsewhere it does nothing
+ * (another thread does not hold the node's state lock). */
+void fs_node_keepalive(struct fs *fs)
+{
+	struct fs_node *n = fs->node;
+
+	if (!n || !n->thread_started || !pthread_equal(pthread_self(), n->thread))
+		return;
+	int64_t now = fs_mono_ns();
+	if (now - n->keepalive_ns < n->hb_ms * 1000000ll)
+		return;
+	n->keepalive_ns = now;
+	struct pool_node_rec me;
+	beat(n, &me);
+	pthread_mutex_lock(&fs->vol_lock);
+	uint32_t nvol = fs->nvol;
+	pthread_mutex_unlock(&fs->vol_lock);
+	for (uint32_t i = 0; i < nvol; i++)
+		if (fs->vol[i]->vn && fs->vol[i]->vn->state == VS_OWNED &&
+		    !fs_volume_gone(fs->vol[i]))
+			renew(n, fs->vol[i]);
+}
+
 /* Beat, then list the live nodes; true if the set changed. */
 static bool refresh_live(struct fs_node *n)
 {
 	struct fs *fs = n->fs;
 	struct live_scan *ls = calloc(1, sizeof(*ls));
-	struct pool_node_rec me = {.heartbeat_ms = pool_realtime_ms(), .pid = (uint32_t)getpid()};
+	struct pool_node_rec me;
 	bool changed;
 
 	if (!ls)
 		return false;
-	snprintf(me.name, sizeof(me.name), "%s", n->name);
-	snprintf(me.addr, sizeof(me.addr), "%s", n->addr);
-	for (uint32_t i = 0; i < fs->pool->ndisks; i++)
-		if (n->reg_fd[i] >= 0)
-			pool_node_beat(n->reg_fd[i], &me);
+	beat(n, &me);
+	n->keepalive_ns = fs_mono_ns();
 	ls->n = n;
 	ls->now = pool_realtime_ms();
 	me.running = true;
@@ -979,6 +1016,27 @@ static bool current_owner(struct fs_node *n, struct fs_volume *v, char *owner, c
 	}
 }
 
+/* After a move whose request broke: true once `node` owns v, false as
+ * soon as another node than `from` does, or after two leases. */
+static bool moved_to(struct fs_node *n, struct fs_volume *v, const char *from, const char *node)
+{
+	int64_t until = fs_mono_ns() + 2 * n->lease_ms * 1000000ll;
+	char owner[POOL_NODE_NAME_MAX + 1], addr[POOL_ADDR_MAX];
+	uint64_t epoch;
+	bool valid;
+
+	while (fs_mono_ns() < until) {
+		look_again(n, v);
+		fs_node_owner(v, owner, addr, &epoch, &valid);
+		if (valid && !strcmp(owner, node))
+			return true;
+		if (valid && strcmp(owner, from))
+			return false;
+		nanosleep(&(struct timespec){0, 50000000}, NULL);
+	}
+	return false;
+}
+
 /* Not the owner: ask the owner to move v. */
 static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node, char *err,
 		       size_t errlen)
@@ -1008,6 +1066,11 @@ static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node,
 	 * connection to the old owner (fs_rpc_reset in take), this one too:
 	 * what counts is who owns the volume now. */
 	if (rc < 0 && rc != p.err && owned_here(n, v) && !strcmp(node, n->name))
+		rc = 0;
+	/* The same for a connection the move broke otherwise (a node taking
+	 * another volume from the owner resets its connections to it): the
+	 * move may have gone through; wait up to two leases to see. */
+	if (rc < 0 && rc != p.err && moved_to(n, v, owner, node))
 		rc = 0;
 	if (rc < 0 && rc != p.err)
 		snprintf(err, errlen, "asking owner %s (%s) to move volume %s: %s", owner, oaddr,

@@ -83,6 +83,7 @@ struct fs_node {
 
 	pthread_t thread;
 	bool thread_started;
+	int64_t keepalive_ns; /* the node thread's last beat (fs_node_keepalive) */
 	/* Serialises ownership changes (the node thread's ticks, moves). */
 	pthread_mutex_t state_lock;
 	pthread_mutex_t lock; /* guards the fields below */
@@ -103,6 +104,9 @@ int fs_node_start(struct fs *fs, char *err, size_t errlen); /* before mounting *
 int fs_node_run(struct fs *fs, char *err, size_t errlen);   /* after: threads */
 void fs_node_stop(struct fs *fs);			    /* hand every owned volume back, stop */
 void fs_node_kick(struct fs *fs, bool balance);
+/* Between the steps of a long resync: on the node thread, once a
+ * heartbeat, renew the node's record and its owned volumes' leases. */
+void fs_node_keepalive(struct fs *fs);
 /* "owner-move VOLUME NODE": done here if we own it, else forwarded to
  * the owner.  Returns 0 only once NODE owns the volume; else *err has one
  * line saying why not. */

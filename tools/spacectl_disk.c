@@ -11,7 +11,9 @@
  * Repair and scrub are jobs of the spacefs daemon (fs/jobs.c): they need
  * the pool mounted, and these commands only start them and, with --wait,
  * follow their progress (a bar on a terminal, a line per 10% otherwise)
- * until they end, printing the job's report.  Changing the members works
+ * until they end, printing the job's report (with several nodes: every
+ * volume's part, wherever it runs, as the node asked lists them all).
+ * Changing the members works
  * both ways: through the daemon when one serves the pool (it must, as it
  * owns the superblock while mounted), else directly on the disks, in
  * which case the next mount rebuilds the replacement.
@@ -63,7 +65,9 @@ static const char help_job[] =
     "spacectl status.\n"
     "\n"
     "options:\n"
-    "  -w, --wait        follow the job to its end (progress bar on a terminal)\n"
+    "  -w, --wait        follow the job to its end (progress bar on a terminal);\n"
+    "                    with several nodes, every volume's part on whichever\n"
+    "                    node runs it\n"
     "  -r, --rate MB/s   at most this many megabytes of file data per second\n"
     "  -h, --help        show this help\n";
 
@@ -98,6 +102,7 @@ struct jobline {
 
 static int parse_job(const char *line, struct jobline *j)
 {
+	*j = (struct jobline){0}; /* an empty message leaves msg untouched */
 	return sscanf(line,
 		      "job\t%u\t%15[^\t]\t%15[^\t]\t%u\t%64[^\t]\t%llu\t%llu\t%llu\t%llu\t%llu\t%"
 		      "llu\t%llu\t%llu\t%511[^\n]",
@@ -181,6 +186,123 @@ static int wait_job(const struct pool *p, unsigned id, const char *what)
 	return 0;
 }
 
+/* ---- following the parts of a job (several nodes) -------------------------------- */
+
+/* With several nodes a job has a part per volume, each on the volume's
+ * owner, which may be another node and may change while it runs; every
+ * node lists every part (from the records on the disks, fs/jobs.c), so
+ * the node asked is polled for all of them. */
+struct part {
+	char slot[8]; /* "job" (repair, resync, retire) or "scrub" */
+	char volume[POOL_NAME_MAX + 1];
+	struct jobline row;
+	int seen, missing;
+};
+
+#define MAX_PARTS     64
+#define MISSING_POLLS 25 /* 5 s without a row: the volume went away */
+
+static int part_final(const struct part *pt)
+{
+	return pt->missing >= MISSING_POLLS ||
+	       (pt->seen && (!strcmp(pt->row.state, "done") || !strcmp(pt->row.state, "failed")));
+}
+
+/* "node NAME[: why]" (another node's row) or the local job's message. */
+static void row_node(const struct jobline *j, char *node, size_t size, const char **why)
+{
+	int at = 0;
+
+	*why = j->msg;
+	if (sscanf(j->msg, "node %63[A-Za-z0-9._-]%n", node, &at) == 1 && at > 0) {
+		*why = j->msg + at;
+		*why += !strncmp(*why, ": ", 2) ? 2 : 0;
+	} else {
+		snprintf(node, size, "%s", "(the node asked)");
+	}
+}
+
+/* One poll of every part; 1 when all are over, 0 if not, <0 on error. */
+static int poll_parts(const struct pool *p, struct part *pt, int n, struct jobline *sum)
+{
+	char err[POOL_MSG_MAX], *reply = NULL;
+	int over = 1;
+
+	if (call(p, "jobs", &reply, err, sizeof(err)) < 0)
+		return -EIO;
+	for (int i = 0; i < n; i++)
+		pt[i].seen = 0;
+	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		struct jobline j;
+		if (!parse_job(l, &j))
+			continue;
+		for (int i = 0; i < n; i++)
+			if (!strcmp(j.volume, pt[i].volume) &&
+			    !strcmp(j.kind, "scrub") == !strcmp(pt[i].slot, "scrub")) {
+				pt[i].row = j;
+				pt[i].seen = 1;
+			}
+	}
+	free(reply);
+	*sum = (struct jobline){0};
+	for (int i = 0; i < n; i++) {
+		pt[i].missing = pt[i].seen ? 0 : pt[i].missing + 1;
+		over &= part_final(&pt[i]);
+		if (pt[i].seen) {
+			snprintf(sum->kind, sizeof(sum->kind), "%s", pt[i].row.kind);
+			sum->done += pt[i].row.done;
+			sum->total += pt[i].row.total;
+			sum->repaired += pt[i].row.repaired;
+			sum->ms = pt[i].row.ms > sum->ms ? pt[i].row.ms : sum->ms;
+		}
+	}
+	return over;
+}
+
+/* Poll every part until each is done or failed; one line per part, one
+ * error line per failed part.  Exit status. */
+static int wait_parts(const struct pool *p, struct part *pt, int n, const char *what)
+{
+	int tty = isatty(STDOUT_FILENO), decile = -1, status = 0;
+	struct jobline sum;
+
+	for (;;) {
+		int rc = poll_parts(p, pt, n, &sum);
+		if (rc < 0)
+			return cli_err(1, what, "lost track of the job's parts (daemon gone?)");
+		if (sum.total)
+			progress(&sum, tty, &decile);
+		if (rc == 1)
+			break;
+		struct timespec ts = {0, 200000000};
+		nanosleep(&ts, NULL);
+	}
+	if (tty)
+		printf("\n");
+	for (int i = 0; i < n; i++) {
+		const struct jobline *j = &pt[i].row;
+		char node[64];
+		const char *why;
+		if (pt[i].missing >= MISSING_POLLS) {
+			printf("%s: volume %s: no longer listed (deleted?)\n", what, pt[i].volume);
+			continue;
+		}
+		row_node(j, node, sizeof(node), &why);
+		printf("%s: volume %s on node %s: %s, %llu bytes, %llu repaired, %llu "
+		       "unrecoverable\n",
+		       j->kind, pt[i].volume, node, j->state, j->done, j->repaired, j->unrec);
+		if (!strcmp(j->state, "failed"))
+			status =
+			    cli_err(1, what, "volume %s (%s on node %s) failed: %s", pt[i].volume,
+				    j->kind, node, why[0] ? why : "no reason recorded");
+		else if (j->unrec)
+			status = cli_err(1, what, "volume %s: %llu block(s) could not be recovered",
+					 pt[i].volume, j->unrec);
+	}
+	return status;
+}
+
 /* ---- options shared by the job commands -------------------------------------------- */
 
 struct jobargs {
@@ -225,10 +347,19 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 			       p->sb->pool_name, what);
 	if (rc < 0)
 		return cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
-	int status = 0, any = 0;
+	int status = 0, any = 0, nparts = 0;
+	static struct part parts[MAX_PARTS];
+	unsigned ids[MAX_PARTS];
+	int nids = 0;
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		char vol[POOL_NAME_MAX + 1], node[80];
+		if (nparts < MAX_PARTS &&
+		    sscanf(l, "part %7s %64s", parts[nparts].slot, parts[nparts].volume) == 2) {
+			parts[nparts].missing = 0;
+			nparts++;
+			continue;
+		}
 		if (sscanf(l, "on %64s %79s", vol, node) == 2) { /* several nodes */
 			any = 1;
 			printf("%s: volume %s: runs on its owner, node %s (spacectl status shows "
@@ -241,9 +372,13 @@ static int start_jobs(struct pool *p, const char *what, const char *req, int wai
 			continue;
 		any = 1;
 		printf("%s: job %u started\n", what, id);
-		if (wait)
-			status |= wait_job(p, id, what);
+		if (nids < MAX_PARTS)
+			ids[nids++] = id;
 	}
+	if (wait && nparts) /* several nodes: the parts cover the local jobs too */
+		status = wait_parts(p, parts, nparts, what);
+	for (int i = 0; wait && !nparts && i < nids; i++)
+		status |= wait_job(p, ids[i], what);
 	if (!any)
 		printf("%s: nothing to do\n", what);
 	free(reply);
@@ -442,6 +577,8 @@ void spacectl_jobs_table(const struct pool *p)
 		if (!strcmp(j.kind, "scrub") || !strcmp(j.kind, "merge") ||
 		    !strcmp(j.kind, "backup"))
 			snprintf(target, sizeof(target), "volume %s", j.volume);
+		else if (strcmp(j.volume, "-")) /* several nodes: a part per volume */
+			snprintf(target, sizeof(target), "disk %u, volume %s", j.disk, j.volume);
 		else
 			snprintf(target, sizeof(target), "disk %u", j.disk);
 		snprintf(prog, sizeof(prog), "%.1f%%",
@@ -455,7 +592,7 @@ void spacectl_jobs_table(const struct pool *p)
 		/* a merge's: "checkpoint NAME[ node NAME]" */
 		const char *on = strstr(j.msg, "node ");
 		if (on && (on == j.msg || on[-1] == ' '))
-			sscanf(on, "node %79s", node);
+			sscanf(on, "node %79[A-Za-z0-9._-]", node);
 		char ck[64];
 		if (sscanf(j.msg, "checkpoint %63s", ck) == 1)
 			snprintf(target + strlen(target), sizeof(target) - strlen(target),

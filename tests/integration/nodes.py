@@ -8,6 +8,7 @@ writes which file under the disk directories.
 import ctypes
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -68,6 +69,48 @@ class Node:
     def spacectl(self, *args, check=True):
         env = dict(os.environ, SPACEFS_NODE=self.name)
         return run([SPACECTL, *map(str, args)], check=check, env=env)
+
+
+class Cluster:
+    """The end every multi-node test shares, as a `with` block:
+
+        with Cluster(t, pool) as c:
+            c.nodes[:] = [Node(...).start(), ...]
+            ...
+
+    An unexpected exception in the block is reported as a failed test point
+    with the tail of every node's log; then, always, the `c.cleanups`
+    callables run (writers to stop, files to close), every node still
+    running is resumed (a test may have stopped it) and unmounted, and the
+    pool's directory goes.  The exception is not raised again: t.done()
+    after the block reports the plan."""
+
+    def __init__(self, t, pool, log_tail=3000):
+        self.t, self.pool, self.log_tail = t, pool, log_tail
+        self.nodes, self.cleanups = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, e, tb):
+        if isinstance(e, Exception):
+            self.t.ok(False, f"unexpected {type(e).__name__}: {e}")
+            for n in self.nodes:
+                self.t.diag(f"--- {n.name} log ---\n{n.m.log_text()[-self.log_tail:]}")
+        for fn in self.cleanups:
+            try:
+                fn()
+            except Exception as ce:  # noqa: BLE001 -- clean up the rest anyway
+                self.t.diag(f"cleanup {fn}: {ce}")
+        for n in self.nodes:
+            if n.m.proc is not None:
+                try:
+                    n.m.proc.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                n.m.stop()
+        self.pool.cleanup()
+        return isinstance(e, Exception)
 
 
 def owners(node):

@@ -27,7 +27,7 @@ import threading
 import time
 
 from harness import Pool, Tap
-from nodes import Node, free_port, owners, wait_for
+from nodes import Cluster, Node, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 VISIBLE_S = 2.0
@@ -74,11 +74,12 @@ def io_outcome(fd, write):
 def main():
     t = Tap()
     pool = Pool(ndisks=6)
-    nodes = []
     fds = []
-    try:
+    with Cluster(t, pool) as c:
+        nodes = c.nodes
+        c.cleanups.append(lambda: [os.close(fd) for fd in fds])
         pool.volume("keep", "mirror", "--copies", "2")
-        nodes = [Node(pool, f"n{i}", f"127.0.0.1:{free_port()}", OPTS).start()
+        nodes[:] = [Node(pool, f"n{i}", f"127.0.0.1:{free_port()}", OPTS).start()
                  for i in (1, 2, 3)]
         n1, n2, n3 = nodes
         keep = os.urandom(1 << 20)
@@ -174,17 +175,6 @@ def main():
         t.ok(p.returncode != 0 and "unmount it first" in p.stderr,
              f"a single-node daemon still refuses volume delete: {p.stderr.strip()}")
         t.eq(m.stop(), 0, "single-node daemon exits 0")
-    except Exception as e:  # noqa: BLE001 -- report, then clean up
-        t.ok(False, f"unexpected {type(e).__name__}: {e}")
-        for n in nodes:
-            t.diag(f"--- {n.name} log ---\n{n.m.log_text()[-3000:]}")
-    finally:
-        for fd in fds:
-            os.close(fd)
-        for n in nodes:
-            if n.m.proc is not None:
-                n.m.stop()
-        pool.cleanup()
     t.done()
 
 

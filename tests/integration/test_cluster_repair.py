@@ -28,7 +28,7 @@ import shutil
 import time
 
 from harness import SPACECTL, Mount, Pool, Tap, run
-from nodes import Node, free_port, owners, wait_for
+from nodes import Cluster, Node, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 
@@ -69,15 +69,15 @@ def read_all(t, mnt, sums, what):
 def main():
     t = Tap()
     pool = Pool(ndisks=4)
-    nodes = []
-    try:
+    with Cluster(t, pool, log_tail=4000) as c:
+        nodes = c.nodes
         pool.volume("S", "mirror", "--copies", "2")
         pool.volume("T", "parity", "--parity", "1")
         pool.spacectl("owner", "prefer", pool.source, "S", "n1")
         pool.spacectl("owner", "prefer", pool.source, "T", "n2")
         n1 = Node(pool, "n1", f"127.0.0.1:{free_port()}", OPTS).start()
         n2 = Node(pool, "n2", f"127.0.0.1:{free_port()}", OPTS).start()
-        nodes = [n1, n2]
+        nodes[:] = [n1, n2]
         t.ok(wait_for(lambda: owners(n2) == {"S": "n1", "T": "n2"}, 20),
              f"n1 owns S, n2 owns T: {owners(n2)}")
         sums = {}
@@ -162,15 +162,6 @@ def main():
         read_all(t, pool.mnt, sums, "on one node with disk 0 away (the new disk 3 serves)")
         t.eq(m.stop(), 0, "the single node exits 0")
         os.rename(pool.disks[0] + ".away", pool.disks[0])
-    except Exception as e:  # noqa: BLE001 -- report, then clean up
-        t.ok(False, f"unexpected {type(e).__name__}: {e}")
-        for n in nodes:
-            t.diag(f"--- {n.name} log ---\n{n.m.log_text()[-4000:]}")
-    finally:
-        for n in nodes:
-            if n.m.proc is not None:
-                n.m.stop()
-        pool.cleanup()
     t.done()
 
 

@@ -37,7 +37,7 @@ import threading
 import time
 
 from harness import Pool, Tap
-from nodes import Node, free_port, owners, wait_for
+from nodes import Cluster, Node, free_port, owners, wait_for
 
 ROUNDS = int(os.environ.get("SPACEFS_FENCE_ROUNDS", "8"))
 OPTS = "heartbeat=0.5,lease=2"
@@ -123,14 +123,16 @@ def stale_blocks(b, tag):
 def main():
     t = Tap()
     pool = Pool(ndisks=4)
-    nodes, bw, aw = [], [], []
+    bw, aw = [], []
     os.environ["SPACEFS_TEST_SUBMIT_DELAY_MS"] = DELAY_MS
-    try:
+    with Cluster(t, pool) as c:
+        nodes = c.nodes
+        c.cleanups.append(lambda: [w.stop.set() for w in bw + aw])
         pool.volume("M", "parity", "--parity", "1")
         pool.spacectl("owner", "prefer", pool.source, "M", "A")
         a = Node(pool, "A", f"127.0.0.1:{free_port()}", OPTS).start()
         b = Node(pool, "B", f"127.0.0.1:{free_port()}", OPTS).start()
-        nodes = [a, b]
+        nodes[:] = [a, b]
         t.ok(wait_for(lambda: owner_is(a, "A") and owner_is(b, "A"), 20),
              "A owns M (its preferred owner)")
         for i in range(3):  # the b* files at full size
@@ -207,21 +209,6 @@ def main():
         t.eq(b.m.stop(), 0, "B exits 0 on unmount")
         t.ok(b.m.sanitizer_report() is None, "no sanitizer report from B")
         t.ok("AddressSanitizer" not in a.m.log_text(), "no sanitizer report from A")
-    except Exception as e:  # noqa: BLE001 -- report, then clean up
-        t.ok(False, f"unexpected {type(e).__name__}: {e}")
-        for n in nodes:
-            t.diag(f"--- {n.name} log ---\n{n.m.log_text()[-3000:]}")
-    finally:
-        for w in bw + aw:
-            w.stop.set()
-        for n in nodes:
-            if n.m.proc is not None:
-                try:
-                    n.m.proc.send_signal(signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                n.m.stop()
-        pool.cleanup()
     t.done()
 
 

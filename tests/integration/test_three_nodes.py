@@ -25,7 +25,7 @@ import os
 import time
 
 from harness import Pool, Tap
-from nodes import Node, free_port, owners, wait_for
+from nodes import Cluster, Node, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 VOLS = {"m1": ["mirror", "--copies", "2"], "m2": ["mirror", "--copies", "2"],
@@ -53,11 +53,11 @@ def agreed(nodes, want):
 def main():
     t = Tap()
     pool = Pool(ndisks=6)
-    nodes = []
-    try:
+    with Cluster(t, pool) as c:
+        nodes = c.nodes
         for v, layout in VOLS.items():
             pool.volume(v, *layout)
-        nodes = [Node(pool, f"n{i}", f"127.0.0.1:{free_port()}", OPTS).start()
+        nodes[:] = [Node(pool, f"n{i}", f"127.0.0.1:{free_port()}", OPTS).start()
                  for i in (1, 2, 3)]
         n1, n2, n3 = nodes
         even = {"n1": 2, "n2": 2, "n3": 2}
@@ -132,15 +132,6 @@ def main():
         for n in reversed(nodes):
             t.eq(n.m.stop(), 0, f"{n.name} exits 0 on unmount")
             t.ok(n.m.sanitizer_report() is None, f"no sanitizer report from {n.name}")
-    except Exception as e:  # noqa: BLE001 -- report, then clean up
-        t.ok(False, f"unexpected {type(e).__name__}: {e}")
-        for n in nodes:
-            t.diag(f"--- {n.name} log ---\n{n.m.log_text()[-3000:]}")
-    finally:
-        for n in nodes:
-            if n.m.proc is not None:
-                n.m.stop()
-        pool.cleanup()
     t.done()
 
 
