@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "layout/layout.h"
@@ -556,6 +557,8 @@ static int checkpoint_locked(struct pool_journal *j)
 	int rc = j->cfg.sync ? j->cfg.sync(j->cfg.arg) : 0;
 	if (rc < 0)
 		jlog(j, "checkpoint: syncing the volume's disks failed: %s", strerror(-rc));
+	if (rc == 0 && j->cfg.may_write && (rc = j->cfg.may_write(j->cfg.fence_arg)) < 0)
+		jlog(j, "checkpoint refused by the fence: %s", strerror(-rc));
 	if (rc == 0)
 		rc = write_headers(j, base);
 	pthread_mutex_lock(&j->mu);
@@ -657,7 +660,12 @@ static void lead(struct pool_journal *j)
 			}
 		pool_fault_die(j->volume, "journal append torn (first half, first copy only)");
 	}
-	int rc = write_copies(j, b, len, off);
+	int rc = j->cfg.may_write ? j->cfg.may_write(j->cfg.fence_arg) : 0;
+	if (rc < 0)
+		jlog(j, "append refused by the fence (%s): no more appends from this node",
+		     strerror(-rc));
+	else
+		rc = write_copies(j, b, len, off);
 
 	pthread_mutex_lock(&j->mu);
 	if (rc < 0)
@@ -850,13 +858,37 @@ static int find_record(struct pool_journal *j, struct replay *rp, uint64_t seq, 
 	return seen ? -1 : 0;
 }
 
+/* Progress of a replay: in the status, and a log line every few seconds
+ * (a long replay at mount must not look like a hang). */
+static void replay_progress(struct pool_journal *j, uint64_t applied, uint64_t off,
+			    uint64_t *last_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+
+	pthread_mutex_lock(&j->mu);
+	j->st.replaying = 1;
+	j->st.replayed = applied;
+	j->st.replay_bytes = off - BLK;
+	pthread_mutex_unlock(&j->mu);
+	if (*last_ms == 0)
+		*last_ms = now;
+	if (now - *last_ms >= 2000) {
+		*last_ms = now;
+		jlog(j, "replaying: %" PRIu64 " record(s), %" PRIu64 " MiB of %" PRIu64 " MiB read",
+		     applied, (off - BLK) >> 20, j->cfg.size >> 20);
+	}
+}
+
 int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, void *arg)
 {
 	struct replay rp = {0};
-	uint64_t seq = j->base, off = BLK, applied = 0;
+	uint64_t seq = j->base, off = BLK, applied = 0, last_ms = 0;
 	int rc = 0;
 
 	for (;;) {
+		replay_progress(j, applied, off, &last_ms);
 		struct pool_journal_rec r;
 		uint64_t skip = 0;
 		int found = find_record(j, &rp, seq, off, &r, &skip);
@@ -891,8 +923,9 @@ int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, voi
 	if (applied || j->st.damaged)
 		jlog(j, "replayed %" PRIu64 " record(s), %" PRIu64 " damaged", applied,
 		     j->st.damaged);
-	j->st.replayed = applied;
 	pthread_mutex_lock(&j->mu);
+	j->st.replayed = applied;
+	j->st.replaying = 0;
 	j->next_seq = seq;
 	j->durable = seq - 1;
 	j->head = off; /* the checkpoint below starts a new epoch */

@@ -80,6 +80,11 @@ struct pool_journal_config {
 	int (*sync)(void *arg);
 	void *arg;
 	struct pool_fault *fault; /* NULL: none */
+	/* Data fencing (pool/store.h may_write): asked before every append
+	 * is submitted; an error fails the append and every later one (the
+	 * node no longer owns the volume).  NULL: no fence. */
+	int (*may_write)(void *arg);
+	void *fence_arg;
 };
 
 struct pool_journal;
@@ -95,6 +100,11 @@ struct pool_journal_stats {
 	uint64_t checkpoints;
 	uint64_t replayed; /* records replayed at open */
 	uint64_t damaged;  /* records found damaged in every copy at replay */
+	/* replay progress: 1 while replaying, and the journal bytes read so
+	 * far (replayed counts the records); where the epoch ends is only
+	 * known when replay finds it, so `size` is the bound shown */
+	uint32_t replaying;
+	uint64_t replay_bytes;
 };
 
 /* Open (creating missing files, sized `size`) the journal's copies.  Fails
