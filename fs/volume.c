@@ -250,11 +250,11 @@ static void wb_done(void *arg, size_t n)
 	pool_journal_done(v->journal, n);
 }
 
-static int wb_apply(void *arg, const struct pool_file_map *f, uint64_t stripe,
-		    const struct pool_journal_piece *p, uint32_t n)
+static int wb_apply(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
+		    uint32_t n)
 {
 	struct fs_volume *v = arg;
-	return pool_store_wb_apply(v->store, f, stripe, p, n);
+	return pool_store_wb_apply(v->store, f, p, n);
 }
 
 /* Write-back mode: unapplied pieces are held in memory up to a quarter of

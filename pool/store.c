@@ -1066,14 +1066,15 @@ void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb)
 	atomic_store(&s->wb, wb);
 }
 
-/* Write pieces p[0..n) of stripe `stripe` of file f in place: journal
- * replay (lock: take the stripe's lock; nothing else runs) and the
- * write-back flusher (which holds the stripe's flush lock instead, and
- * is where a write-back update can be torn by the crash-test fault).
- * Positions whose disks are out of service are left out: the parity
- * written covers them. */
-static int apply_pieces(struct pool_store *s, const struct pool_file_map *f, uint64_t stripe,
-			const struct pool_journal_piece *p, uint32_t np, int lock)
+/* Write pieces p[0..np) of file f in place, in one submission: journal
+ * replay (one record: stripe `lock` >= 0 is locked; nothing else runs)
+ * and the write-back flusher (lock < 0: it holds the stripes' flush
+ * locks instead; pieces of several stripes in ascending order; where a
+ * write-back update can be torn by the crash-test fault).  Positions
+ * whose disks are out of service are left out: the parity written covers
+ * them. */
+static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
+			const struct pool_journal_piece *p, uint32_t np, int64_t lock)
 {
 	struct stripelock_set set;
 	struct rq q;
@@ -1088,27 +1089,30 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f, uin
 		return -ENOMEM;
 	}
 	for (uint32_t tries = 0; tries < LAYOUT_MAX_COPIES + 1; tries++) {
-		size_t n = 0;
+		size_t n = 0, first_n = 0;
 		store_rq_init(&q, s, t, f);
-		if (lock)
-			stripelock_lock(s->locks, f->id, stripe, stripe, 1, &set);
-		uint64_t dead = store_rq_mask(&q, stripe);
+		if (lock >= 0)
+			stripelock_lock(s->locks, f->id, (uint64_t)lock, (uint64_t)lock, 1, &set);
 		rc = 0;
 		for (uint32_t i = 0; i < np && rc == 0; i++) {
-			if (p[i].pos >= f->npos || p[i].off / s->g.interleave != stripe ||
-			    p[i].off % s->g.interleave + p[i].len > s->g.interleave)
+			uint64_t st = p[i].off / s->g.interleave;
+			if (p[i].pos >= f->npos ||
+			    p[i].off % s->g.interleave + p[i].len > s->g.interleave ||
+			    (lock >= 0 && st != (uint64_t)lock))
 				rc = -EINVAL; /* the record does not fit this volume's files */
-			else if (!(dead & (1ull << p[i].pos)))
+			else if (!(store_rq_mask(&q, st) & (1ull << p[i].pos)))
 				c[n++] = (struct cio){.pos = p[i].pos,
 						      .len = p[i].len,
 						      .buf = (uint8_t *)p[i].buf,
 						      .off = p[i].off};
+			if (rc == 0 && st == p[0].off / s->g.interleave)
+				first_n = n;
 		}
-		if (rc == 0 && n > 1 && !lock && pool_fault_hit(s->fault, POOL_FAULT_TEAR))
-			tear(&q, c, n, stripe);
+		if (rc == 0 && first_n > 1 && lock < 0 && pool_fault_hit(s->fault, POOL_FAULT_TEAR))
+			tear(&q, c, first_n, p[0].off / s->g.interleave);
 		if (rc == 0 && n > 0)
 			rc = store_phase_write(&q, c, n);
-		if (lock)
+		if (lock >= 0)
 			stripelock_unlock(s->locks, &set);
 		store_rq_end(&q);
 		/* a disk that failed under this write is out of service now:
@@ -1121,16 +1125,16 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f, uin
 	return rc;
 }
 
-int pool_store_wb_apply(void *store, const struct pool_file_map *f, uint64_t stripe,
+int pool_store_wb_apply(void *store, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t n)
 {
-	return apply_pieces(store, f, stripe, p, n, 0);
+	return apply_pieces(store, f, p, n, -1);
 }
 
 int pool_store_replay(struct pool_store *s, const struct pool_file_map *f,
 		      const struct pool_journal_rec *r)
 {
-	return apply_pieces(s, f, r->stripe, r->piece, r->npiece, 1);
+	return apply_pieces(s, f, r->piece, r->npiece, (int64_t)r->stripe);
 }
 
 /* Write the block-aligned [off, off+len) from src (locks held). */

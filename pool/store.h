@@ -158,10 +158,11 @@ void pool_store_set_journal(struct pool_store *s, struct pool_journal *j);
  * flight. */
 struct pool_wb;
 void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb);
-/* pool_wb_config.apply: write pieces p[0..n) of one stripe in place (the
- * flusher; no stripe lock of the data path is taken). */
+/* pool_wb_config.apply: write pieces p[0..n) (stripes in ascending order)
+ * in place in one submission (the flusher; no stripe lock of the data
+ * path is taken). */
 struct pool_journal_piece;
-int pool_store_wb_apply(void *store, const struct pool_file_map *f, uint64_t stripe,
+int pool_store_wb_apply(void *store, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t n);
 /* Replay: write record r's pieces in place for file f (positions on
  * disks out of service are skipped), with fresh checksums.  0 or a

@@ -29,6 +29,8 @@
 #include "pool/wback.h"
 
 #define BLK POOL_JOURNAL_BLOCK
+/* Stripes one flush round writes in one submission at most. */
+#define ROUND_STRIPES 256
 
 struct wrec {
 	struct wrec *next;	/* queue order */
@@ -285,15 +287,16 @@ static int by_stripe(const void *a, const void *b)
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* The gathered writes of one stripe: each block of records g[0..n) once,
- * with the index's bytes, in runs per position.  Fills piece[] (data in
- * *buf, allocated) and returns the pieces, or -ENOMEM. */
-static int gather(struct pool_wb *wb, struct wrec *const *g, size_t n, uint8_t **buf,
-		  struct pool_journal_piece *piece, uint32_t maxpiece)
+/* The gathered writes of one stripe, appended to piece[*np..] with their
+ * bytes at *d: each block of records g[0..n) (all of that stripe) once,
+ * with the index's (newest) bytes, in runs per position.  The caller
+ * sized piece[] and the buffer for every block of the records.  0 or
+ * -ENOMEM. */
+static int gather(struct pool_wb *wb, struct wrec *const *g, size_t n, uint8_t **d,
+		  struct pool_journal_piece *piece, uint32_t *np)
 {
 	uint32_t rows = wb->cfg.interleave / BLK, npos = g[n - 1]->f.npos;
 	uint8_t *seen = calloc((size_t)npos * rows, 1);
-	size_t nblk = 0;
 
 	if (!seen)
 		return -ENOMEM;
@@ -302,47 +305,32 @@ static int gather(struct pool_wb *wb, struct wrec *const *g, size_t n, uint8_t *
 			const struct pool_journal_piece *pc = &g[i]->piece[p];
 			uint32_t row = (uint32_t)(pc->off % wb->cfg.interleave / BLK);
 			for (uint32_t b = 0; b < pc->len / BLK && pc->pos < npos; b++)
-				if (!seen[(size_t)pc->pos * rows + row + b]++)
-					nblk++;
-				else
+				if (seen[(size_t)pc->pos * rows + row + b]++)
 					wb->st.superseded += BLK;
 		}
-	*buf = NULL;
-	if (posix_memalign((void **)buf, BLK, nblk ? nblk * BLK : BLK)) {
-		free(seen);
-		return -ENOMEM;
-	}
 	uint64_t id = g[0]->f.id, base = g[0]->stripe * wb->cfg.interleave;
-	uint32_t np = 0;
-	uint8_t *d = *buf;
+	uint32_t first = *np;
 	for (uint32_t pos = 0; pos < npos; pos++) {
 		for (uint32_t row = 0; row < rows; row++) {
 			if (!seen[(size_t)pos * rows + row])
 				continue;
-			const struct entry *e =
-			    *find(wb, id, pos, (base + (uint64_t)row * BLK) / BLK);
+			uint64_t off = base + (uint64_t)row * BLK;
+			const struct entry *e = *find(wb, id, pos, off / BLK);
 			if (!e) /* cannot be: the batch's records hold their blocks */
 				continue;
-			memcpy(d, e->p, BLK);
-			struct pool_journal_piece *last = np ? &piece[np - 1] : NULL;
-			if (last && last->pos == pos && last->off + last->len == base + row * BLK) {
+			memcpy(*d, e->p, BLK);
+			struct pool_journal_piece *last = *np > first ? &piece[*np - 1] : NULL;
+			if (last && last->pos == pos && last->off + last->len == off)
 				last->len += BLK;
-			} else if (np < maxpiece) {
-				piece[np++] =
-				    (struct pool_journal_piece){.pos = pos,
-								.len = BLK,
-								.off = base + (uint64_t)row * BLK,
-								.buf = d};
-			} else {
-				free(seen);
-				free(*buf);
-				return -E2BIG;
-			}
-			d += BLK;
+			else
+				piece[(*np)++] = (struct pool_journal_piece){
+				    .pos = pos, .len = BLK, .off = off, .buf = *d};
+			*d += BLK;
+			wb->st.written += BLK;
 		}
 	}
 	free(seen);
-	return (int)np;
+	return 0;
 }
 
 /* Drop the index entries that still point at records g[0..n) (mu held). */
@@ -368,37 +356,47 @@ static void forget(struct pool_wb *wb, struct wrec *const *g, size_t n)
 		rec_release(wb, g[i]);
 }
 
-/* Write one stripe's records g[0..n) in place, under its flush lock. */
-static void flush_stripe(struct pool_wb *wb, struct wrec *const *g, size_t n)
+/* Write records g[0..n) -- one file, sorted by stripe -- in place in one
+ * apply (one submission of every stripe's gathered writes), under the
+ * flush locks of their stripe range. */
+static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 {
-	/* at most one run per block */
-	uint32_t maxpiece = g[n - 1]->f.npos * (wb->cfg.interleave / BLK);
-	struct pool_journal_piece *piece = malloc(maxpiece * sizeof(*piece));
-	struct stripelock_set set;
-	uint8_t *buf = NULL;
-	int np = -ENOMEM;
-
-	stripelock_lock(wb->fl, g[0]->f.id, g[0]->stripe, g[0]->stripe, 1, &set);
-	pthread_mutex_lock(&wb->mu);
-	if (piece)
-		np = gather(wb, g, n, &buf, piece, maxpiece);
-	pthread_mutex_unlock(&wb->mu);
-	int rc = np;
-	if (np > 0) {
-		/* the newest map: a position may have moved since the oldest */
-		rc = wb->cfg.apply(wb->cfg.arg, &g[n - 1]->f, g[0]->stripe, piece, (uint32_t)np);
-		for (int i = 0; i < np; i++)
-			wb->st.written += piece[i].len;
+	uint64_t blocks = 0;
+	size_t newest = 0;
+	for (size_t i = 0; i < n; i++) {
+		blocks += g[i]->bytes / BLK;
+		if (g[i]->order > g[newest]->order)
+			newest = i;
 	}
+	/* at most one piece per block */
+	struct pool_journal_piece *piece = malloc((blocks ? blocks : 1) * sizeof(*piece));
+	uint8_t *buf = NULL, *d;
+	struct stripelock_set set;
+	uint32_t np = 0, nst = 0;
+	int rc =
+	    piece && !posix_memalign((void **)&buf, BLK, (blocks ? blocks : 1) * BLK) ? 0 : -ENOMEM;
+
+	stripelock_lock(wb->fl, g[0]->f.id, g[0]->stripe, g[n - 1]->stripe, 1, &set);
+	pthread_mutex_lock(&wb->mu);
+	d = buf;
+	for (size_t a = 0, b; rc == 0 && a < n; a = b, nst++) {
+		for (b = a + 1; b < n && g[b]->stripe == g[a]->stripe; b++)
+			;
+		rc = gather(wb, g + a, b - a, &d, piece, &np);
+	}
+	pthread_mutex_unlock(&wb->mu);
+	/* the newest map: a position may have moved since the oldest record */
+	if (rc == 0 && np > 0)
+		rc = wb->cfg.apply(wb->cfg.arg, &g[newest]->f, piece, np);
 	if (rc < 0)
 		fprintf(stderr,
-			"spacefs: volume %s: write-back: file %016" PRIx64 " stripe %" PRIu64
-			": writing %zu record(s) in place failed: %s (the journal keeps them "
-			"until the next checkpoint; reads see them meanwhile)\n",
-			wb->volume, g[0]->f.id, g[0]->stripe, n, strerror(-rc));
+			"spacefs: volume %s: write-back: file %016" PRIx64 " stripes %" PRIu64
+			"-%" PRIu64 ": writing %zu record(s) in place failed: %s (the journal "
+			"keeps them until the next checkpoint)\n",
+			wb->volume, g[0]->f.id, g[0]->stripe, g[n - 1]->stripe, n, strerror(-rc));
 	pthread_mutex_lock(&wb->mu);
 	forget(wb, g, n);
-	wb->st.stripes++;
+	wb->st.stripes += nst;
 	pthread_mutex_unlock(&wb->mu);
 	free(buf);
 	free(piece);
@@ -426,16 +424,19 @@ size_t pool_wb_flush(struct pool_wb *wb)
 		for (struct wrec *r = list; r && i < n; r = r->next)
 			v[i++] = r;
 		qsort(v, n, sizeof(*v), by_stripe);
+		/* rounds of one file and at most ROUND_STRIPES stripes: one
+		 * submission each, the flush locks held for one round only */
 		for (size_t a = 0, b; a < n; a = b) {
-			for (b = a + 1;
-			     b < n && v[b]->f.id == v[a]->f.id && v[b]->stripe == v[a]->stripe; b++)
-				;
-			flush_stripe(wb, v + a, b - a);
+			uint32_t nst = 1;
+			for (b = a + 1; b < n && v[b]->f.id == v[a]->f.id; b++)
+				if (v[b]->stripe != v[b - 1]->stripe && ++nst > ROUND_STRIPES)
+					break;
+			flush_round(wb, v + a, b - a);
 		}
 	} else { /* no memory to sort: one record at a time, in order */
 		for (struct wrec *r = list, *nx; r; r = nx) {
 			nx = r->next;
-			flush_stripe(wb, &r, 1);
+			flush_round(wb, &r, 1);
 		}
 	}
 	free(v);

@@ -49,10 +49,11 @@ struct pool_wb_config {
 	const char *volume;  /* for messages */
 	uint64_t limit;	     /* bytes of unapplied pieces held at most */
 	uint32_t interleave; /* bytes per column per stripe */
-	/* Write pieces p[0..n) of stripe `stripe` of file f in place (the
-	 * stripe's flush lock is held).  0 or a negative errno. */
-	int (*apply)(void *arg, const struct pool_file_map *f, uint64_t stripe,
-		     const struct pool_journal_piece *p, uint32_t n);
+	/* Write pieces p[0..n) of file f in place, in one submission: several
+	 * stripes, in ascending order, each piece inside one interleave
+	 * (their flush locks are held).  0 or a negative errno. */
+	int (*apply)(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
+		     uint32_t n);
 	/* n records are in place: they may leave the journal. */
 	void (*done)(void *arg, size_t n);
 	void *arg;

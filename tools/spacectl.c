@@ -5,7 +5,7 @@
  *   spacectl volume create SOURCE NAME --layout L [options]
  *   spacectl volume list SOURCE [--json]
  *   spacectl volume delete SOURCE NAME
- *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S]
+ *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S] [--journal-mode M]
  *   spacectl status SOURCE [--json]
  *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
  *   spacectl owner move SOURCE VOLUME NODE
@@ -29,6 +29,7 @@
  * were, byte for byte.  tests/cli/ holds us to that.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,7 +138,8 @@ static const char help_volume[] =
     "  create SOURCE NAME --layout L [options]   add a volume\n"
     "  list SOURCE [--json]                      list volumes\n"
     "  delete SOURCE NAME                        delete a volume and its files\n"
-    "  set SOURCE NAME [--journal on|off] [--journal-size S]  change settings\n"
+    "  set SOURCE NAME [--journal on|off] [--journal-mode M] [--journal-size S]\n"
+    "                                        change settings\n"
     "\n"
     "See spacectl volume COMMAND --help.\n";
 
@@ -1232,6 +1234,58 @@ static void counters_table(struct pool *p)
 
 static void owners_table(struct pool *p);
 
+/* One number of the daemon's journal object jr, 0 if absent. */
+static uint64_t jnum(const char *jr, const char *key)
+{
+	char v[32];
+	json_peek(jr, key, v, sizeof(v));
+	return strtoull(v, NULL, 10);
+}
+
+/* Per parity volume: the journal's mode, size, fill, what write-back has
+ * not applied yet and how fast it applies, and a replay in progress. */
+static void journals_table(struct pool *p, const char *live)
+{
+	static const char *const head[] = {"VOLUME",   "MODE",	       ">SIZE",
+					   ">FILL",    ">UNAPPLIED",   ">APPLY/S",
+					   ">RECORDS", ">CHECKPOINTS", "REPLAY"};
+	struct table *t = NULL;
+
+	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
+		const struct pool_sb_volume *v = &p->sb->volume[i];
+		char jr[1024], size[32], fill[32], un[32], rate[32], recs[32], ck[32], rp[64];
+		if (v->geom.kind != LAYOUT_PARITY)
+			continue;
+		live_journal(live, v->name, jr, sizeof(jr));
+		if (!jr[0])
+			continue; /* off, or not open on this node */
+		if (!t && !(t = table_new(9, head)))
+			return;
+		char mode[32];
+		json_peek(jr, "mode", mode, sizeof(mode));
+		uint64_t sz = jnum(jr, "size"), used = jnum(jr, "used");
+		fmt_size(sz, size, sizeof(size));
+		snprintf(fill, sizeof(fill), "%" PRIu64 "%%", sz ? used * 100 / sz : 0);
+		snprintf(un, sizeof(un), "%" PRIu64, jnum(jr, "unapplied"));
+		snprintf(rate, sizeof(rate), "%" PRIu64, jnum(jr, "apply_rate"));
+		snprintf(recs, sizeof(recs), "%" PRIu64, jnum(jr, "records"));
+		snprintf(ck, sizeof(ck), "%" PRIu64, jnum(jr, "checkpoints"));
+		if (jnum(jr, "replaying"))
+			snprintf(rp, sizeof(rp), "running: %" PRIu64 " rec, %" PRIu64 " MiB",
+				 jnum(jr, "replayed"), jnum(jr, "replay_bytes") >> 20);
+		else
+			snprintf(rp, sizeof(rp), "%" PRIu64 " replayed, %" PRIu64 " damaged",
+				 jnum(jr, "replayed"), jnum(jr, "damaged"));
+		const char *row[9] = {v->name, mode, size, fill, un, rate, recs, ck, rp};
+		table_row(t, row);
+	}
+	if (t) {
+		printf("\nparity journals\n");
+		table_print(t, stdout);
+		table_free(t);
+	}
+}
+
 static int status_text(struct pool *p, const char *live)
 {
 	char uuid[37], full[POOL_MAX_DISKS * 4 + 32];
@@ -1247,6 +1301,8 @@ static int status_text(struct pool *p, const char *live)
 	disks_table(p, live);
 	printf("\n");
 	int rc = volumes_table(p, live);
+	if (live)
+		journals_table(p, live);
 	if (live)
 		owners_table(p);
 	if (live)

@@ -31,27 +31,28 @@
 
 struct env {
 	uint8_t chunk[NPOS][NSTRIPES * IL];
-	int applies;	      /* apply calls */
-	uint64_t pieces;      /* pieces given to apply */
-	uint64_t bytes;	      /* bytes given to apply */
-	uint64_t done;	      /* records reported done */
-	uint64_t stripes[64]; /* stripe of each apply call */
+	int applies;	     /* apply calls */
+	uint64_t pieces;     /* pieces given to apply */
+	uint64_t bytes;	     /* bytes given to apply */
+	uint64_t done;	     /* records reported done */
+	uint64_t stripes[8]; /* pieces of each stripe, over all calls */
 	struct pool_wb *wb;
 };
 
-static int apply(void *arg, const struct pool_file_map *f, uint64_t stripe,
-		 const struct pool_journal_piece *p, uint32_t n)
+static int apply(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
+		 uint32_t n)
 {
 	struct env *e = arg;
 
 	assert_int_equal(f->npos, NPOS);
-	if (e->applies < 64)
-		e->stripes[e->applies] = stripe;
 	e->applies++;
 	for (uint32_t i = 0; i < n; i++) {
 		assert_true(p[i].pos < NPOS);
-		assert_int_equal(p[i].off / IL, stripe);
+		assert_true(p[i].off / IL < NSTRIPES);
 		assert_true(p[i].off % IL + p[i].len <= IL);
+		/* stripes in ascending order */
+		assert_true(i == 0 || p[i].off / IL >= p[i - 1].off / IL);
+		e->stripes[p[i].off / IL]++;
 		memcpy(e->chunk[p[i].pos] + p[i].off, p[i].buf, p[i].len);
 		e->pieces++;
 		e->bytes += p[i].len;
@@ -155,7 +156,7 @@ static void test_gather_one_stripe(void **state)
 	assert_int_equal(pool_wb_flush(e->wb), 10);
 	assert_int_equal(e->done, 10);
 	assert_int_equal(e->applies, 1); /* one stripe write */
-	assert_int_equal(e->stripes[0], 5);
+	assert_int_equal(e->stripes[5], 5);
 	/* blocks: pos 0 rows 0,2; pos 1 rows 1,3; parity row 0: 5 blocks,
 	 * written once each; no two adjacent in a position: 5 pieces */
 	assert_int_equal(e->bytes, 5 * B);
@@ -179,7 +180,8 @@ static void test_gather_one_stripe(void **state)
 	env_free(e);
 }
 
-/* Position 0, rows 1 and 2 of one record, row 3 of another: one piece. */
+/* Position 0, rows 1 and 2 of one record, row 3 of another: one piece;
+ * another stripe: in the same submission. */
 static void test_gather_runs(void **state)
 {
 	(void)state;
@@ -191,7 +193,9 @@ static void test_gather_runs(void **state)
 	add(e, 0, b, 1, 2);
 	add(e, 3, b, 1, 3);
 	assert_int_equal(pool_wb_flush(e->wb), 3);
-	assert_int_equal(e->applies, 2); /* stripes 0 and 3 */
+	assert_int_equal(e->applies, 1); /* one submission: stripes 0 and 3 */
+	assert_int_equal(e->stripes[0], 1);
+	assert_int_equal(e->stripes[3], 1);
 	assert_int_equal(e->pieces, 2);
 	assert_int_equal(e->bytes, 4 * B);
 	assert_int_equal(e->chunk[0][3 * B], 2);
