@@ -19,8 +19,8 @@
  * of records, instead of tracking which records of a ring were applied.
  *
  * Group commit: writers append their encoded records to a shared batch
- * under the mutex; the first one waiting for durability becomes the
- * leader, takes the batch, writes it to every copy and fdatasyncs them
+ * under the mutex; the first one waiting becomes the leader, takes the
+ * batch, writes it to every copy (and with cfg.flush makes it durable)
  * with the mutex released, and wakes everyone whose records it carried.
  * Records that arrive meanwhile form the next batch.
  */
@@ -79,7 +79,7 @@ struct copy {
 	int fd;		     /* -1: out of service */
 	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
 	int64_t disk;	     /* pool disk index, -1: unknown */
-	int dsync;	     /* opened O_DIRECT | O_DSYNC: a completed write is durable */
+	int dsync;	     /* opened O_DIRECT (and O_DSYNC with cfg.flush): written by libaio */
 	char path[4096];
 	uint64_t fsize; /* bytes of the file as opened */
 	uint64_t base;	/* header's base sequence number, 0: no valid header */
@@ -324,16 +324,18 @@ static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Write b[0..len) at off to every copy in service, then fdatasync them.
- * 0 if at least one copy has it. */
+/* Write b[0..len) at off to every copy in service (with cfg.flush:
+ * durable through a power cut, O_DSYNC or fdatasync; without: on the
+ * device, as a chunk write is, made durable by pool_journal_sync).  0 if
+ * at least one copy has it. */
 static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, uint64_t off)
 {
 	struct pool_aio_req req[POOL_JOURNAL_MAX_COPIES];
 	struct copy *rc_of[POOL_JOURNAL_MAX_COPIES];
 	size_t n = 0;
 
-	/* O_DIRECT | O_DSYNC copies: one submission for all of them, each
-	 * write durable when it completes (no fdatasync round per copy). */
+	/* O_DIRECT copies: one submission for all of them (with O_DSYNC each
+	 * write is durable when it completes: no fdatasync round per copy). */
 	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c) || !c->dsync)
@@ -359,9 +361,21 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 		if (rc < 0)
 			copy_fail(j, c, "write", -rc);
 	}
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; j->cfg.flush && i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
 		if (usable(c) && !(j->aio && c->dsync) && fdatasync(c->fd) < 0)
+			copy_fail(j, c, "fdatasync", errno);
+	}
+	return j->ncopy > 0 ? 0 : -EIO;
+}
+
+int pool_journal_sync(struct pool_journal *j)
+{
+	if (j->cfg.flush)
+		return 0; /* every append was durable already */
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (usable(c) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
 	}
 	return j->ncopy > 0 ? 0 : -EIO;
@@ -438,7 +452,9 @@ static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (!j->cfg.no_direct)
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | O_DSYNC, 0600);
+		fd = open(path,
+			  O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | (j->cfg.flush ? O_DSYNC : 0),
+			  0600);
 	c->dsync = fd >= 0;
 	if (fd < 0)
 		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

@@ -1605,6 +1605,11 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 
 	if (rc < 0)
 		return rc;
+	/* Acknowledged writes may be only in the parity journal (write-back),
+	 * whose appends are not flushed one by one. */
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && pool_journal_sync(j) < 0)
+		return -EIO;
 	t = store_scratch_get(s);
 	if (!t)
 		return -ENOMEM;
