@@ -30,7 +30,7 @@
 
 #define BLK POOL_JOURNAL_BLOCK
 /* Stripes one flush round writes in one submission at most. */
-#define ROUND_STRIPES 256
+#define ROUND_STRIPES 64
 
 struct wrec {
 	struct wrec *next;	/* queue order */
@@ -356,6 +356,12 @@ static void forget(struct pool_wb *wb, struct wrec *const *g, size_t n)
 		rec_release(wb, g[i]);
 }
 
+static int by_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 /* Write records g[0..n) -- one file, sorted by stripe -- in place in one
  * apply (one submission of every stripe's gathered writes), under the
  * flush locks of their stripe range. */
@@ -376,7 +382,23 @@ static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 	int rc =
 	    piece && !posix_memalign((void **)&buf, BLK, (blocks ? blocks : 1) * BLK) ? 0 : -ENOMEM;
 
-	stripelock_lock(wb->fl, g[0]->f.id, g[0]->stripe, g[n - 1]->stripe, 1, &set);
+	/* the flush locks of exactly the round's stripes (a range from the
+	 * first to the last would lock most of the table for random writes,
+	 * and every read waits for them) */
+	uint32_t *slot = malloc(n * sizeof(*slot)), nslot = 0;
+	for (size_t i = 0; slot && i < n; i++)
+		slot[nslot++] = stripelock_slot(wb->fl, g[i]->f.id, g[i]->stripe);
+	if (slot) {
+		qsort(slot, nslot, sizeof(*slot), by_u32);
+		uint32_t k = 0;
+		for (uint32_t i = 0; i < nslot; i++)
+			if (k == 0 || slot[i] != slot[k - 1])
+				slot[k++] = slot[i];
+		nslot = k;
+		stripelock_lock_slots(wb->fl, slot, nslot, 1);
+	} else {
+		stripelock_lock(wb->fl, g[0]->f.id, g[0]->stripe, g[n - 1]->stripe, 1, &set);
+	}
 	pthread_mutex_lock(&wb->mu);
 	d = buf;
 	for (size_t a = 0, b; rc == 0 && a < n; a = b, nst++) {
@@ -388,6 +410,15 @@ static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 	/* the newest map: a position may have moved since the oldest record */
 	if (rc == 0 && np > 0)
 		rc = wb->cfg.apply(wb->cfg.arg, &g[newest]->f, piece, np);
+	/* no memory to gather: each record as it was logged, in order (a
+	 * newer record of the same block comes later and wins) */
+	if (rc == -ENOMEM) {
+		rc = 0;
+		for (size_t i = 0; i < n; i++) {
+			int e = wb->cfg.apply(wb->cfg.arg, &g[i]->f, g[i]->piece, g[i]->npiece);
+			rc = rc < 0 ? rc : e;
+		}
+	}
 	if (rc < 0)
 		fprintf(stderr,
 			"spacefs: volume %s: write-back: file %016" PRIx64 " stripes %" PRIu64
@@ -400,7 +431,11 @@ static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 	pthread_mutex_unlock(&wb->mu);
 	free(buf);
 	free(piece);
-	stripelock_unlock(wb->fl, &set);
+	if (slot)
+		stripelock_unlock_slots(wb->fl, slot, nslot);
+	else
+		stripelock_unlock(wb->fl, &set);
+	free(slot);
 }
 
 size_t pool_wb_flush(struct pool_wb *wb)
