@@ -1266,7 +1266,8 @@ static void journals_table(struct pool *p, const char *live)
 		json_peek(jr, "mode", mode, sizeof(mode));
 		uint64_t sz = jnum(jr, "size"), used = jnum(jr, "used");
 		fmt_size(sz, size, sizeof(size));
-		snprintf(fill, sizeof(fill), "%" PRIu64 "%%", sz ? used * 100 / sz : 0);
+		uint64_t pm = sz ? used * 1000 / sz : 0; /* per mille */
+		snprintf(fill, sizeof(fill), "%" PRIu64 ".%" PRIu64 "%%", pm / 10, pm % 10);
 		snprintf(un, sizeof(un), "%" PRIu64, jnum(jr, "unapplied"));
 		snprintf(rate, sizeof(rate), "%" PRIu64, jnum(jr, "apply_rate"));
 		snprintf(recs, sizeof(recs), "%" PRIu64, jnum(jr, "records"));
