@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include "pool/store_priv.h"
-#include "pool/wback.h"
 
 /* Buffers of one pool_store_check batch: `n` consecutive stripes; per
  * position one contiguous buffer of n interleaves (read and written as
@@ -652,9 +651,8 @@ int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f
 	/* write-back: what is acknowledged but not in place would be written
 	 * to the old disk after the copy (the flusher keeps the map it was
 	 * given): in place first */
-	struct pool_wb *wb = atomic_load(&s->wb);
-	if (rc == 0 && wb)
-		pool_wb_drain(wb);
+	if (rc == 0)
+		pool_store_wb_drain(s);
 	for (int crc = 0; rc == 0 && crc < 2; crc++) {
 		rc = store_chunk_path(s, f->disk[pos], f->id, pos, crc, from, sizeof(from));
 		if (rc == 0)

@@ -1125,6 +1125,13 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 	return rc;
 }
 
+void pool_store_wb_drain(struct pool_store *s)
+{
+	struct pool_wb *wb = atomic_load(&s->wb);
+	if (wb)
+		pool_wb_drain(wb);
+}
+
 int pool_store_wb_apply(void *store, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t n)
 {

@@ -110,7 +110,7 @@ struct pool_store_config {
 	/* Emulated disks, by disk index (pool/diskmodel.h); NULL, or NULL
 	 * entries: the disk's own speed.  The queues outlive the store. */
 	struct pool_diskq *const *diskq;
-	struct pool_fault *fault;	      /* crash-test fault (pool/fault.h); NULL: none */
+	struct pool_fault *fault; /* crash-test fault (pool/fault.h); NULL: none */
 };
 
 /* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the
@@ -161,6 +161,9 @@ void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb);
 /* pool_wb_config.apply: write pieces p[0..n) (stripes in ascending order)
  * in place in one submission (the flusher; no stripe lock of the data
  * path is taken). */
+/* Wait until write-back has put everything acknowledged in place (before
+ * looking at the chunk files' allocation); nothing without write-back. */
+void pool_store_wb_drain(struct pool_store *s);
 struct pool_journal_piece;
 int pool_store_wb_apply(void *store, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t n);

@@ -387,6 +387,20 @@ def wback_held(t, seed):
         never, lost, eio = check_blocks(path, gens, acked)
         t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
              "write-back held: every block reads as its last acknowledged write, unapplied")
+        # data only in the journal is not a hole (SEEK_DATA looks at the
+        # chunk files' holes: the daemon puts the data in place first)
+        g = os.open(os.path.join(pool.mnt, "v", "g"), os.O_CREAT | os.O_RDWR, 0o644)
+        at = 5 * 5 * 16384 + 3 * BLK  # stripe 5 (5 data columns of 16 KiB), block 3
+        try:
+            os.pwrite(g, block(7, 1), at)
+            try:
+                d = os.lseek(g, 0, os.SEEK_DATA)
+            except OSError as e:
+                d = e
+            t.ok(isinstance(d, int) and 5 * 5 * 16384 <= d <= at,
+                 f"write-back held: SEEK_DATA finds a block written but not in place ({d})")
+        finally:
+            os.close(g)
         mark = len(log_tail(pool, 10**9))
         m.kill9()
         m = pool.mount()
