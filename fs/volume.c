@@ -250,6 +250,12 @@ static void wb_done(void *arg, size_t n)
 	pool_journal_done(v->journal, n);
 }
 
+static void wb_hold(void *arg, int on)
+{
+	struct fs_volume *v = arg;
+	pool_journal_hold(v->journal, on);
+}
+
 static int wb_apply(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
 		    uint32_t n)
 {
@@ -269,6 +275,7 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
 	    .interleave = pv->geom.interleave,
 	    .apply = wb_apply,
 	    .done = wb_done,
+	    .hold = wb_hold,
 	    .arg = v,
 	    .hold_ms = v->fault.kind == POOL_FAULT_WBHOLD ? (uint32_t)v->fault.at : 0,
 	};

@@ -107,6 +107,7 @@ struct pool_journal {
 	int leader, ckpt;
 	int dead;	   /* every copy failed */
 	uint64_t inflight; /* records logged, in-place writes not done */
+	int hold;	   /* pool_journal_hold: no checkpoint */
 
 	struct key *set; /* stripes with records in this epoch */
 	size_t set_n, set_cap;
@@ -565,6 +566,8 @@ static int checkpoint_locked(struct pool_journal *j)
 			pthread_cond_wait(&j->cv, &j->mu);
 		return j->dead ? -EIO : 0;
 	}
+	if (j->hold)
+		return -EAGAIN; /* records not in place must stay */
 	j->ckpt = 1;
 	while (j->leader || j->batch_len || j->inflight)
 		pthread_cond_wait(&j->cv, &j->mu);
@@ -763,6 +766,17 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
 	return rc;
 }
 
+void pool_journal_hold(struct pool_journal *j, int on)
+{
+	pthread_mutex_lock(&j->mu);
+	if (on && !j->hold)
+		jlog(j, "records not yet in place are held: no checkpoint until they are");
+	else if (!on && j->hold)
+		jlog(j, "every held record is in place: checkpoints resume");
+	j->hold = on;
+	pthread_mutex_unlock(&j->mu);
+}
+
 void pool_journal_done(struct pool_journal *j, size_t n)
 {
 	pthread_mutex_lock(&j->mu);
@@ -954,7 +968,7 @@ void pool_journal_close(struct pool_journal *j, int clean)
 {
 	if (!j)
 		return;
-	if (clean && !j->dead && j->ncopy > 0)
+	if (clean && !j->dead && !j->hold && j->ncopy > 0)
 		pool_journal_checkpoint(j, 0);
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
 		if (j->copy[i].fd >= 0)

@@ -144,6 +144,11 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
  * file: what write-back acknowledged may only be in the journal).  0 or
  * -EIO (no copy left). */
 int pool_journal_sync(struct pool_journal *j);
+/* on 1: some records reported done are not in place after all (write-back
+ * could not write them): no checkpoint until hold(0) -- one returns
+ * -EAGAIN, and a journal full then fails appends -- and a close leaves the
+ * epoch for the next open's replay. */
+void pool_journal_hold(struct pool_journal *j, int on);
 /* The in-place writes of n records logged by one pool_journal_log call
  * have completed. */
 void pool_journal_done(struct pool_journal *j, size_t n);

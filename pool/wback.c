@@ -40,6 +40,7 @@ struct wrec {
 	uint64_t bytes; /* of data */
 	uint32_t live;	/* index entries pointing here */
 	int applied;	/* in place (or written by a newer record's flush) */
+	int reported;	/* cfg.done was called for it (it may have failed since) */
 	uint32_t npiece;
 	struct pool_journal_piece *piece; /* npiece, then the data, in this allocation */
 };
@@ -61,6 +62,7 @@ struct pool_wb {
 	struct wrec *head, **tail;
 	uint64_t nqueued, order;
 	int flushing, stop;
+	int failing;  /* the last batch had records that could not be written: requeued */
 	int draining; /* someone waits for everything to be applied: no holding back */
 	struct entry **bucket;
 	size_t nbucket; /* a power of two */
@@ -365,7 +367,7 @@ static int by_u32(const void *a, const void *b)
 /* Write records g[0..n) -- one file, sorted by stripe -- in place in one
  * apply (one submission of every stripe's gathered writes), under the
  * flush locks of their stripe range. */
-static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
+static int flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 {
 	uint64_t blocks = 0;
 	size_t newest = 0;
@@ -419,15 +421,20 @@ static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 			rc = rc < 0 ? rc : e;
 		}
 	}
-	if (rc < 0)
+	/* Not written: the records stay (reads keep seeing them), are tried
+	 * again, and hold the journal (no checkpoint drops them meanwhile; a
+	 * close leaves them for the replay at the next open). */
+	if (rc < 0 && !wb->failing)
 		fprintf(stderr,
 			"spacefs: volume %s: write-back: file %016" PRIx64 " stripes %" PRIu64
-			"-%" PRIu64 ": writing %zu record(s) in place failed: %s (the journal "
-			"keeps them until the next checkpoint)\n",
+			"-%" PRIu64 ": writing %zu record(s) in place failed: %s; kept in memory "
+			"and in the journal, tried again every second\n",
 			wb->volume, g[0]->f.id, g[0]->stripe, g[n - 1]->stripe, n, strerror(-rc));
 	pthread_mutex_lock(&wb->mu);
-	forget(wb, g, n);
-	wb->st.stripes += nst;
+	if (rc == 0) {
+		forget(wb, g, n);
+		wb->st.stripes += nst;
+	}
 	pthread_mutex_unlock(&wb->mu);
 	free(buf);
 	free(piece);
@@ -436,6 +443,27 @@ static void flush_round(struct pool_wb *wb, struct wrec *const *g, size_t n)
 	else
 		stripelock_unlock(wb->fl, &set);
 	free(slot);
+	return rc;
+}
+
+static int by_order(const void *a, const void *b)
+{
+	const struct wrec *x = *(struct wrec *const *)a, *y = *(struct wrec *const *)b;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Records f[0..n) could not be written: back to the head of the queue in
+ * arrival order, before anything queued meanwhile (mu held). */
+static void requeue(struct pool_wb *wb, struct wrec **f, size_t n)
+{
+	qsort(f, n, sizeof(*f), by_order);
+	for (size_t i = 0; i + 1 < n; i++)
+		f[i]->next = f[i + 1];
+	f[n - 1]->next = wb->head;
+	if (!wb->head)
+		wb->tail = &f[n - 1]->next;
+	wb->head = f[0];
+	wb->nqueued += n;
 }
 
 size_t pool_wb_flush(struct pool_wb *wb)
@@ -453,11 +481,19 @@ size_t pool_wb_flush(struct pool_wb *wb)
 	if (n == 0)
 		return 0;
 
-	struct wrec **v = malloc(n * sizeof(*v));
+	/* v: the batch, fv: what failed, n each.  Without memory for them:
+	 * one record at a time, in order; from the first that fails on, the
+	 * rest is requeued untried (fv is then the list itself). */
+	struct wrec **v = malloc(2 * n * sizeof(*v)), **fv = v ? v + n : NULL;
+	struct wrec *fl = NULL;
+	size_t nfail = 0, fresh = 0, i = 0;
+	for (struct wrec *r = list; r && i < n; r = r->next, i++) {
+		fresh += !r->reported;
+		r->reported = 1;
+		if (v)
+			v[i] = r;
+	}
 	if (v) {
-		size_t i = 0;
-		for (struct wrec *r = list; r && i < n; r = r->next)
-			v[i++] = r;
 		qsort(v, n, sizeof(*v), by_stripe);
 		/* rounds of one file and at most ROUND_STRIPES stripes: one
 		 * submission each, the flush locks held for one round only */
@@ -466,20 +502,41 @@ size_t pool_wb_flush(struct pool_wb *wb)
 			for (b = a + 1; b < n && v[b]->f.id == v[a]->f.id; b++)
 				if (v[b]->stripe != v[b - 1]->stripe && ++nst > ROUND_STRIPES)
 					break;
-			flush_round(wb, v + a, b - a);
+			if (flush_round(wb, v + a, b - a) < 0)
+				for (size_t k = a; k < b; k++)
+					fv[nfail++] = v[k];
 		}
-	} else { /* no memory to sort: one record at a time, in order */
-		for (struct wrec *r = list, *nx; r; r = nx) {
+	} else {
+		for (struct wrec *r = list, *nx; r && !fl; r = nx) {
 			nx = r->next;
-			flush_round(wb, &r, 1);
+			if (flush_round(wb, &r, 1) < 0)
+				fl = r;
 		}
+		for (struct wrec *r = fl; r; r = r->next)
+			nfail++;
 	}
-	free(v);
-	if (wb->cfg.done)
-		wb->cfg.done(wb->cfg.arg, n);
+	/* The journal must keep what failed before it hears of it as done. */
+	if (nfail && wb->cfg.hold)
+		wb->cfg.hold(wb->cfg.arg, 1);
+	if (wb->cfg.done && fresh)
+		wb->cfg.done(wb->cfg.arg, fresh);
 
 	pthread_mutex_lock(&wb->mu);
-	wb->st.applied += n;
+	if (nfail && fv) {
+		requeue(wb, fv, nfail);
+	} else if (nfail) { /* fl..: still linked in arrival order */
+		struct wrec *last = fl;
+		while (last->next)
+			last = last->next;
+		last->next = wb->head;
+		if (!wb->head)
+			wb->tail = &last->next;
+		wb->head = fl;
+		wb->nqueued += nfail;
+	}
+	int released = !nfail && wb->failing;
+	wb->failing = nfail > 0;
+	wb->st.applied += n - nfail;
 	wb->st.queued = wb->nqueued;
 	uint64_t t = now_ms();
 	if (t - wb->rate_t >= 1000) {
@@ -490,7 +547,27 @@ size_t pool_wb_flush(struct pool_wb *wb)
 	wb->flushing = 0;
 	pthread_cond_broadcast(&wb->cv);
 	pthread_mutex_unlock(&wb->mu);
-	return n;
+	free(v);
+	if (released && wb->cfg.hold) /* everything held is in place now */
+		wb->cfg.hold(wb->cfg.arg, 0);
+	return n - nfail;
+}
+
+/* Wait on wb->cv until ms have passed, stop is set or (unless failing)
+ * someone drains (mu held). */
+static void wait_ms(struct pool_wb *wb, uint32_t ms, int failing)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!wb->stop && (failing || !wb->draining) &&
+	       pthread_cond_timedwait(&wb->cv, &wb->mu, &until) == 0)
+		;
 }
 
 static void *flusher(void *arg)
@@ -501,21 +578,12 @@ static void *flusher(void *arg)
 		pthread_mutex_lock(&wb->mu);
 		while (!wb->head && !wb->stop)
 			pthread_cond_wait(&wb->cv, &wb->mu);
-		int quit = wb->stop && !wb->head;
-		if (!quit && wb->cfg.hold_ms && !wb->stop) {
-			/* tests: keep records unapplied for a while */
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += wb->cfg.hold_ms / 1000;
-			until.tv_nsec += (long)(wb->cfg.hold_ms % 1000) * 1000000;
-			if (until.tv_nsec >= 1000000000) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000;
-			}
-			while (!wb->stop && !wb->draining &&
-			       pthread_cond_timedwait(&wb->cv, &wb->mu, &until) == 0)
-				;
-		}
+		if (!wb->stop && wb->failing) /* a disk is away: try again in a while */
+			wait_ms(wb, 1000, 1);
+		else if (!wb->stop && wb->cfg.hold_ms) /* tests: keep records unapplied */
+			wait_ms(wb, wb->cfg.hold_ms, 0);
+		/* stopping: what cannot be written stays in the journal */
+		int quit = wb->stop && (!wb->head || wb->failing);
 		pthread_mutex_unlock(&wb->mu);
 		if (quit)
 			return NULL;
@@ -523,20 +591,28 @@ static void *flusher(void *arg)
 	}
 }
 
-void pool_wb_drain(struct pool_wb *wb)
+int pool_wb_drain(struct pool_wb *wb)
 {
+	int rc;
+
 	if (!wb->have_thr) {
 		while (pool_wb_flush(wb))
 			;
-		return;
+		pthread_mutex_lock(&wb->mu);
+		rc = wb->failing ? -EIO : 0;
+		pthread_mutex_unlock(&wb->mu);
+		return rc;
 	}
 	pthread_mutex_lock(&wb->mu);
 	wb->draining++;
 	pthread_cond_broadcast(&wb->cv);
-	while (wb->head || wb->flushing)
+	/* until everything is in place, or what is left cannot be written */
+	while ((wb->head && !wb->failing) || wb->flushing)
 		pthread_cond_wait(&wb->cv, &wb->mu);
+	rc = wb->failing ? -EIO : 0;
 	wb->draining--;
 	pthread_mutex_unlock(&wb->mu);
+	return rc;
 }
 
 void pool_wb_stats(struct pool_wb *wb, struct pool_wb_stats *out)
@@ -552,7 +628,7 @@ void pool_wb_free(struct pool_wb *wb)
 {
 	if (!wb)
 		return;
-	pool_wb_drain(wb);
+	(void)pool_wb_drain(wb);
 	if (wb->have_thr) {
 		pthread_mutex_lock(&wb->mu);
 		wb->stop = 1;
@@ -565,6 +641,10 @@ void pool_wb_free(struct pool_wb *wb)
 			n = e->next;
 			free(e);
 		}
+	for (struct wrec *r = wb->head, *n; r; r = n) { /* not written: in the journal */
+		n = r->next;
+		free(r);
+	}
 	free(wb->bucket);
 	stripelock_free(wb->fl);
 	pthread_mutex_destroy(&wb->mu);

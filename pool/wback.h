@@ -54,8 +54,13 @@ struct pool_wb_config {
 	 * (their flush locks are held).  0 or a negative errno. */
 	int (*apply)(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
 		     uint32_t n);
-	/* n records are in place: they may leave the journal. */
+	/* n records are in place (or held, below): done with them. */
 	void (*done)(void *arg, size_t n);
+	/* on 1: records could not be written in place (a disk away); they
+	 * are kept and tried again every second, and the journal must keep
+	 * them until hold(0) (no checkpoint; a close leaves them for the
+	 * replay at the next open).  NULL: none. */
+	void (*hold)(void *arg, int on);
 	void *arg;
 	int no_thread;	  /* 1: no flusher thread (unit tests call pool_wb_flush) */
 	uint32_t hold_ms; /* tests (SPACEFS_FAULT=wbhold:MS): wait this long before each batch */
@@ -76,7 +81,8 @@ struct pool_wb_stats {
 struct pool_wb;
 
 int pool_wb_new(const struct pool_wb_config *cfg, struct pool_wb **out);
-/* Apply everything queued, stop the flusher, free. */
+/* Apply everything queued (what cannot be written stays in the
+ * journal), stop the flusher, free. */
 void pool_wb_free(struct pool_wb *wb);
 
 /* Keep copies of the pieces of records r[0..n) (logged, durable) of file
@@ -99,8 +105,9 @@ void pool_wb_read_end(struct pool_wb *wb, const struct stripelock_set *set);
 /* Apply one batch (everything queued now); returns the records applied.
  * The flusher thread's loop; unit tests call it directly. */
 size_t pool_wb_flush(struct pool_wb *wb);
-/* Wait until everything queued so far is in place. */
-void pool_wb_drain(struct pool_wb *wb);
+/* Wait until everything queued so far is in place: 0, or -EIO if some
+ * of it cannot be written now (held: see pool_wb_config.hold). */
+int pool_wb_drain(struct pool_wb *wb);
 void pool_wb_stats(struct pool_wb *wb, struct pool_wb_stats *out);
 
 #endif /* SPACEFS_POOL_WBACK_H */

@@ -36,6 +36,9 @@ struct env {
 	uint64_t bytes;	     /* bytes given to apply */
 	uint64_t done;	     /* records reported done */
 	uint64_t stripes[8]; /* pieces of each stripe, over all calls */
+	int fail;	     /* apply calls still to fail with -EIO */
+	int held;	     /* the last hold(on) */
+	int holds;	     /* hold calls */
 	struct pool_wb *wb;
 };
 
@@ -46,6 +49,10 @@ static int apply(void *arg, const struct pool_file_map *f, const struct pool_jou
 
 	assert_int_equal(f->npos, NPOS);
 	e->applies++;
+	if (e->fail > 0) {
+		e->fail--;
+		return -EIO; /* a disk away: nothing written */
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		assert_true(p[i].pos < NPOS);
 		assert_true(p[i].off / IL < NSTRIPES);
@@ -65,6 +72,13 @@ static void done(void *arg, size_t n)
 	((struct env *)arg)->done += n;
 }
 
+static void hold(void *arg, int on)
+{
+	struct env *e = arg;
+	e->held = on;
+	e->holds++;
+}
+
 static const struct pool_file_map map = {.id = 7, .npos = NPOS, .disk = {0, 1, 2, 3}};
 
 static struct env *env_new(uint64_t limit, int thread)
@@ -75,6 +89,7 @@ static struct env *env_new(uint64_t limit, int thread)
 				   .interleave = IL,
 				   .apply = apply,
 				   .done = done,
+				   .hold = hold,
 				   .arg = e,
 				   .no_thread = !thread};
 	assert_non_null(e);
@@ -271,12 +286,46 @@ static void test_thread_drain(void **state)
 	env_free(e);
 }
 
+/* A round that cannot be written (a disk away) keeps its records: reads
+ * still see them, the journal is told to hold them before it hears they
+ * are done, they are tried again, and once written the hold ends; done
+ * is reported once per record. */
+static void test_failed_apply(void **state)
+{
+	(void)state;
+	struct env *e = env_new(1 << 20, 0);
+	const uint32_t pr[2][2] = {{1, 2}, {3, 2}};
+
+	memset(e->chunk, 0xEE, sizeof(e->chunk));
+	add(e, 4, pr, 2, 0x44);
+	e->fail = 2;
+	assert_int_equal(pool_wb_flush(e->wb), 0);    /* nothing applied */
+	assert_int_equal(pool_wb_drain(e->wb), -EIO); /* tried again: still not */
+	assert_int_equal(e->held, 1);
+	assert_int_equal(e->done, 1); /* held, so the journal may count it done */
+	assert_int_equal(e->chunk[1][4 * IL + 2 * B], 0xEE);
+	assert_int_equal(seen(e, 1, 4 * IL + 2 * B), 0x44); /* still read */
+	struct pool_wb_stats st;
+	pool_wb_stats(e->wb, &st);
+	assert_int_equal(st.queued, 1);
+	/* the disk is back */
+	add(e, 5, pr, 2, 0x55);
+	assert_int_equal(pool_wb_flush(e->wb), 2);
+	assert_int_equal(pool_wb_drain(e->wb), 0);
+	assert_int_equal(e->held, 0);
+	assert_int_equal(e->holds, 3); /* on at each failed try, off once */
+	assert_int_equal(e->done, 2); /* the retried record is not reported twice */
+	assert_int_equal(e->chunk[1][4 * IL + 2 * B], 0x44);
+	assert_int_equal(e->chunk[3][5 * IL + 2 * B], 0x55);
+	env_free(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_overlay_newest), cmocka_unit_test(test_gather_one_stripe),
 	    cmocka_unit_test(test_gather_runs),	   cmocka_unit_test(test_backpressure),
-	    cmocka_unit_test(test_thread_drain),
+	    cmocka_unit_test(test_thread_drain),   cmocka_unit_test(test_failed_apply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
