@@ -1073,6 +1073,37 @@ void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb)
  * write-back update can be torn by the crash-test fault).  Positions
  * whose disks are out of service are left out: the parity written covers
  * them. */
+/*
+ * Write-back applies a write long after the writer marked its range dirty
+ * (write_begin), with the disks out then.  Disks out now: past the
+ * layout's redundancy in any stripe of p[0..np) nothing is written (-EIO:
+ * the flusher holds the records and tries again); within it, the
+ * dirty-region log must know which disks miss the range before the write
+ * skips them (1: begun, the caller ends it), or a disk that returns
+ * would not be resynced.  0: no disk out.
+ */
+static int wb_mark(struct rq *q, const struct pool_journal_piece *p, uint32_t np, uint64_t *off,
+		   uint64_t *len)
+{
+	struct pool_store *s = q->s;
+	uint64_t skip = 0, lo = UINT64_MAX, hi = 0;
+
+	for (uint32_t i = 0; i < np; i++) {
+		uint64_t st = p[i].off / s->g.interleave, dead = store_rq_mask(q, st);
+		if ((uint32_t)__builtin_popcountll(dead) > s->g.parity)
+			return -EIO;
+		skip |= disks_of(q, dead);
+		lo = st < lo ? st : lo;
+		hi = st > hi ? st : hi;
+	}
+	if (!skip || !s->hooks.write_begin)
+		return 0;
+	*off = lo * s->stripe_bytes;
+	*len = (hi - lo + 1) * s->stripe_bytes;
+	int rc = s->hooks.write_begin(s->hooks.arg, q->f->id, *off, *len, skip);
+	return rc < 0 ? rc : 1;
+}
+
 static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t np, int64_t lock)
 {
@@ -1090,7 +1121,14 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 	}
 	for (uint32_t tries = 0; tries < LAYOUT_MAX_COPIES + 1; tries++) {
 		size_t n = 0, first_n = 0;
+		uint64_t moff = 0, mlen = 0;
 		store_rq_init(&q, s, t, f);
+		int marked = lock < 0 ? wb_mark(&q, p, np, &moff, &mlen) : 0;
+		if (marked < 0) {
+			store_rq_end(&q);
+			rc = marked;
+			break;
+		}
 		if (lock >= 0)
 			stripelock_lock(s->locks, f->id, (uint64_t)lock, (uint64_t)lock, 1, &set);
 		rc = 0;
@@ -1114,6 +1152,8 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 			rc = store_phase_write(&q, c, n);
 		if (lock >= 0)
 			stripelock_unlock(s->locks, &set);
+		if (marked && s->hooks.write_end)
+			s->hooks.write_end(s->hooks.arg, f->id, moff, mlen);
 		store_rq_end(&q);
 		/* a disk that failed under this write is out of service now:
 		 * write again without it (the parity covers its column) */
