@@ -35,7 +35,9 @@ SPACEFS_WRITEHOLE_MODES (default off,write-through,write-back).
 
 Also: journal full under sustained writes (both modes), and write-back
 with its flusher held back (SPACEFS_FAULT=wbhold:MS): reads see records
-not yet in place, and a kill -9 with records unapplied loses none.
+not yet in place (SEEK_DATA too), a kill -9 with records unapplied loses
+none, and a disk away while records are unapplied is resynced when it
+returns (the flusher wrote without it).
 """
 import json
 import os
@@ -416,6 +418,70 @@ def wback_held(t, seed):
         pool.cleanup()
 
 
+def wback_disk_away(t, seed):
+    """Write-back with records unapplied when a disk goes away: the
+    flusher applies them without that disk and must tell the dirty-region
+    log, so the disk, once back, is resynced.  Shown by then losing
+    another disk: every block must still read as its last acknowledged
+    write (a disk left stale would rebuild the other one wrongly)."""
+    rng = random.Random(seed)
+    pool = Pool(6, prefix="spacefs-wh-")
+    what = "write-back, disk away while records unapplied"
+    try:
+        pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
+                    "--journal-mode", "write-back")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+        t.eq(m.stop(), 0, f"{what}: file laid out, clean unmount")
+        os.environ["SPACEFS_FAULT"] = "wbhold:600000"
+        try:
+            m = pool.mount()
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        fd = os.open(path, os.O_WRONLY)
+        for _ in range(300):
+            b = rng.randrange(NBLK)
+            g = acked[b] + 1
+            gens[b].add(g)
+            os.pwrite(fd, block(b, g), b * BLK)
+            acked[b] = g
+        os.close(fd)
+        # a disk with no journal copy goes away (its data positions only)
+        x = next(i for i, d in enumerate(pool.disks)
+                 if not os.path.exists(os.path.join(d, "vol", "v", "journal")))
+        os.rename(pool.disks[x], pool.disks[x] + ".away")
+        time.sleep(1.5)  # the health watcher looks once a second
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{what}: disk {x} away, every block reads right (records unapplied)")
+        t.eq(m.stop(), 0, f"{what}: clean unmount (the flusher applies without disk {x})")
+        os.rename(pool.disks[x] + ".away", pool.disks[x])
+        mark = len(log_tail(pool, 10**9))
+        m = pool.mount()
+        deadline = time.time() + 60
+        while time.time() < deadline and not re.search(
+                rf"resync (of )?disk {x} done|resynced [1-9]", log_tail(pool, 10**9)[mark:]):
+            time.sleep(0.5)
+        t.eq(m.stop(), 0, f"{what}: disk {x} back and resynced, clean unmount")
+        y = next(i for i in range(len(pool.disks)) if i != x)
+        shutil.rmtree(pool.disks[y])
+        m = Mount(pool.disks[x], pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
+        m.start()
+        pool.mounts.append(m)
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{what}: disk {y} lost after that, every block still reads right")
+        t.eq(m.stop(), 0, f"{what}: clean unmount")
+    finally:
+        os.environ.pop("SPACEFS_FAULT", None)
+        pool.cleanup()
+
+
 def main():
     t = Tap()
     rounds = int(os.environ.get("SPACEFS_WRITEHOLE_ROUNDS", "2"))
@@ -444,6 +510,7 @@ def main():
     for mode in ("write-through", "write-back"):
         journal_full(t, seed, mode)
     wback_held(t, seed)
+    wback_disk_away(t, seed)
     # The journal's own failures, one round each.  A record rotten in every
     # copy (damage) is only resyncable in write-through mode: in
     # write-back the journal was the only place an acknowledged write was.
