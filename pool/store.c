@@ -958,6 +958,33 @@ static _Noreturn void tear(struct rq *q, const struct cio *c, size_t n, uint64_t
 }
 
 /*
+ * Write-back acknowledges before the in-place writes, so their space must
+ * be there first: a full disk is the writer's ENOSPC now, not a write the
+ * flusher cannot make after the acknowledgement.  Creates the chunk files
+ * of the pieces of rec[0..nrec) and allocates their blocks (the size is
+ * left to the write).  0, -ENOSPC, or another negative errno.
+ */
+static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t nrec)
+{
+	for (size_t x = 0; x < nrec; x++) {
+		uint64_t dead = store_rq_mask(q, rec[x].stripe);
+		for (uint32_t i = 0; i < rec[x].npiece; i++) {
+			const struct pool_journal_piece *p = &rec[x].piece[i];
+			if (dead & (1ull << p->pos))
+				continue;
+			int rc = store_rq_ref(q, p->pos, 1);
+			if (rc < 0)
+				return rc;
+			if (fallocate(q->ref[p->pos].fd, FALLOC_FL_KEEP_SIZE, (off_t)p->off,
+				      (off_t)p->len) < 0 &&
+			    (errno == ENOSPC || errno == EDQUOT))
+				return -ENOSPC; /* other errors: the write will tell */
+		}
+	}
+	return 0;
+}
+
+/*
  * Write-back: the records rec[0..nrec) are durable in the journal; hand
  * their pieces to the flusher (pool/wback.h) instead of writing them, and
  * write only the whole stripes of c[0..nw) in place (they skip the
@@ -1039,6 +1066,8 @@ static int write_journaled(struct rq *q, struct cio *c, size_t nw, size_t nst)
 	}
 	if (j && full_lo <= full_hi &&
 	    (rc = pool_journal_barrier(j, q->f->id, full_lo, full_hi)) < 0)
+		return rc;
+	if (j && nrec > 0 && atomic_load(&s->wb) && (rc = wb_reserve(q, rec, nrec)) < 0)
 		return rc;
 	if (j && nrec > 0 && (rc = pool_journal_log(j, rec, nrec)) < 0) {
 		store_log(s, "file %016" PRIx64 ": journal write failed: %s", q->f->id,
