@@ -12,7 +12,8 @@
  * checkpoints (the sync callback runs first) and the old epoch is never
  * replayed again; a barrier on a journaled stripe checkpoints and on
  * another stripe does not; concurrent writers share commits; an append
- * the fence refuses (the node lost the volume) never reaches the copies.
+ * the fence refuses (the node lost the volume) never reaches the copies;
+ * a held journal (write-back records not in place) never checkpoints.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -442,6 +443,37 @@ static void test_fenced_append(void **state)
 	pool_journal_close(j, 1);
 }
 
+/* Held (write-back could not put some records in place): no checkpoint
+ * starts a new epoch, a clean close leaves the records for the replay,
+ * and once released, checkpoints work again. */
+static void test_hold(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 64 * B, NULL);
+
+	log_one(j, 3, 1, 2, 0x20);
+	pool_journal_hold(j, 1);
+	assert_int_equal(pool_journal_checkpoint(j, 0), -EAGAIN);
+	int syncs = e->syncs;
+	pool_journal_close(j, 1); /* clean, but held: no checkpoint */
+	assert_int_equal(e->syncs, syncs);
+
+	j = jopen(e, 64 * B, NULL);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->first[0], 0x20);
+	log_one(j, 3, 2, 1, 0x30);
+	pool_journal_hold(j, 1);
+	pool_journal_hold(j, 0);
+	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
+	pool_journal_close(j, 1);
+	e->napplied = 0;
+	j = jopen(e, 64 * B, NULL);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 0); /* checkpointed: nothing to replay */
+	pool_journal_close(j, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +487,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fenced_append, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_lost, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
