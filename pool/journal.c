@@ -42,6 +42,11 @@
 #include "pool/journal.h"
 
 #define BLK POOL_JOURNAL_BLOCK
+/* Group commits in flight at once: a writer whose records are not being
+ * written yet starts the next batch instead of waiting for the current
+ * one when fewer than this many are (one append's latency, not one and a
+ * half; measured in docs/BENCHMARKS.md). */
+#define FLIGHT 2
 
 static const uint8_t file_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'N', 'L'};
 static const uint8_t rec_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'E', 'C'};
@@ -104,7 +109,16 @@ struct pool_journal {
 	uint64_t head;	   /* file offset the next batch goes to */
 	uint8_t *batch, *spare;
 	size_t batch_len, batch_cap, spare_cap;
-	int leader, ckpt;
+	/* batches being written, in file order: a batch's records are durable
+	 * once it and every batch before it are written (replay stops at the
+	 * first record missing) */
+	struct {
+		uint64_t last; /* its last sequence number */
+		int done;
+	} flight[FLIGHT];
+	uint32_t fl_first, nflight;
+	uint64_t sent; /* records up to this one are in a batch being written */
+	int ckpt;
 	int dead;	   /* every copy failed */
 	uint64_t inflight; /* records logged, in-place writes not done */
 	int hold;	   /* pool_journal_hold: no checkpoint */
@@ -550,6 +564,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	}
 	j->next_seq = j->base;
 	j->durable = j->base - 1;
+	j->sent = j->durable;
 	j->head = BLK;
 	*out = j;
 	return 0;
@@ -569,7 +584,7 @@ static int checkpoint_locked(struct pool_journal *j)
 	if (j->hold)
 		return -EAGAIN; /* records not in place must stay */
 	j->ckpt = 1;
-	while (j->leader || j->batch_len || j->inflight)
+	while (j->nflight || j->batch_len || j->inflight)
 		pthread_cond_wait(&j->cv, &j->mu);
 	uint64_t base = j->next_seq;
 	pthread_mutex_unlock(&j->mu);
@@ -654,13 +669,16 @@ static void encode(const struct pool_journal *j, const struct pool_journal_rec *
 	put32(out + R_CRC, layout_crc32c(out, R_CRC));
 }
 
-/* The leader: write the batch to every copy (mutex released meanwhile). */
+/* A leader: write the batch to every copy (mutex released meanwhile). */
 static void lead(struct pool_journal *j)
 {
-	j->leader = 1;
+	uint32_t slot = (j->fl_first + j->nflight++) % FLIGHT;
+	j->flight[slot].last = j->next_seq - 1;
+	j->flight[slot].done = 0;
+	j->sent = j->next_seq - 1;
 	uint8_t *b = j->batch;
 	size_t len = j->batch_len, cap = j->batch_cap;
-	uint64_t off = j->head, last = j->next_seq - 1;
+	uint64_t off = j->head;
 	j->batch = j->spare;
 	j->batch_cap = j->spare_cap;
 	j->batch_len = 0;
@@ -689,16 +707,20 @@ static void lead(struct pool_journal *j)
 	pthread_mutex_lock(&j->mu);
 	if (rc < 0)
 		j->dead = 1;
-	else
-		j->durable = last;
+	j->flight[slot].done = 1;
+	while (j->nflight && j->flight[j->fl_first].done) { /* in file order */
+		if (!j->dead) /* dead: nothing in flight counts as written */
+			j->durable = j->flight[j->fl_first].last;
+		j->fl_first = (j->fl_first + 1) % FLIGHT;
+		j->nflight--;
+	}
 	j->st.commits++;
-	if (!j->spare) { /* keep the buffer for the batch after next */
+	if (!j->spare) { /* keep the buffer for a later batch */
 		j->spare = b;
 		j->spare_cap = cap;
 	} else {
 		free(b);
 	}
-	j->leader = 0;
 	pthread_cond_broadcast(&j->cv);
 }
 
@@ -752,7 +774,7 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
 	j->st.bytes += need;
 	uint64_t mine = j->next_seq - 1;
 	while (j->durable < mine && !j->dead) {
-		if (!j->leader)
+		if (j->sent < mine && j->nflight < FLIGHT)
 			lead(j);
 		else
 			pthread_cond_wait(&j->cv, &j->mu);
@@ -956,8 +978,13 @@ int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, voi
 	pthread_mutex_lock(&j->mu);
 	j->st.replayed = applied;
 	j->st.replaying = 0;
-	j->next_seq = seq;
-	j->durable = seq - 1;
+	/* The new epoch's numbers start past any record a batch written
+	 * after the gap may have left behind the end found (batches are
+	 * written concurrently): such a record must never be taken for one
+	 * of the new epoch. */
+	j->next_seq = seq + j->cfg.size / BLK;
+	j->durable = j->next_seq - 1;
+	j->sent = j->durable;
 	j->head = off; /* the checkpoint below starts a new epoch */
 	rc = checkpoint_locked(j);
 	pthread_mutex_unlock(&j->mu);
