@@ -24,6 +24,7 @@
 #include "fs/ckpt.h"
 #include "fs/fs.h"
 #include "pool/journal.h"
+#include "pool/wback.h"
 #include "fs/text.h"
 #include "fs/node.h"
 #include "pool/catalog.h"
@@ -162,14 +163,24 @@ static void status_volume(struct fs *fs, struct fs_text *o, struct fs_volume *v)
 		 local ? pool_meta_live_replicas(v->meta) : 0);
 	if (local && v->journal) {
 		struct pool_journal_stats js;
+		struct pool_wb_stats ws = {0};
 		pool_journal_stats(v->journal, &js);
+		if (v->wb)
+			pool_wb_stats(v->wb, &ws);
+		/* one flat object: spacectl copies it up to its first '}' */
 		fs_textf(o,
-			 "\"journal\":{\"mode\":\"write-through\",\"size\":%" PRIu64
-			 ",\"used\":%" PRIu64 ",\"copies\":%u,\"records\":%" PRIu64
-			 ",\"commits\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"checkpoints\":%" PRIu64
-			 ",\"replayed\":%" PRIu64 ",\"damaged\":%" PRIu64 "},",
-			 js.size, js.used, js.copies, js.records, js.commits, js.bytes,
-			 js.checkpoints, js.replayed, js.damaged);
+			 "\"journal\":{\"mode\":\"%s\",\"size\":%" PRIu64 ",\"used\":%" PRIu64
+			 ",\"copies\":%u,\"records\":%" PRIu64 ",\"commits\":%" PRIu64
+			 ",\"bytes\":%" PRIu64 ",\"checkpoints\":%" PRIu64 ",\"replayed\":%" PRIu64
+			 ",\"damaged\":%" PRIu64 ",\"replaying\":%u,\"replay_bytes\":%" PRIu64
+			 ",\"unapplied\":%" PRIu64 ",\"held\":%" PRIu64 ",\"held_limit\":%" PRIu64
+			 ",\"applied\":%" PRIu64 ",\"apply_rate\":%" PRIu64
+			 ",\"applied_bytes\":%" PRIu64 ",\"gathered_bytes\":%" PRIu64
+			 ",\"stripe_writes\":%" PRIu64 ",\"waits\":%" PRIu64 "},",
+			 v->wb ? "write-back" : "write-through", js.size, js.used, js.copies,
+			 js.records, js.commits, js.bytes, js.checkpoints, js.replayed, js.damaged,
+			 js.replaying, js.replay_bytes, ws.queued, ws.held, ws.limit, ws.applied,
+			 ws.rate, ws.written, ws.superseded, ws.stripes, ws.waits);
 	}
 	if (fs->node)
 		owner_json(fs, v, local, o);
@@ -450,7 +461,7 @@ static void cmd_volume_create(struct fs *fs, struct fs_text *o, char **argv, int
 		fs_textf(o, "error: volume-create takes 7 or 9 arguments\n");
 		return;
 	}
-	if (argc == 10 && (parse_u32(argv[8], POOL_VOLUME_JOURNAL_OFF, &journal) < 0 ||
+	if (argc == 10 && (parse_u32(argv[8], POOL_VOLUME_JOURNAL_MAX, &journal) < 0 ||
 			   parse_u32(argv[9], POOL_JOURNAL_MAX_MIB, &journal_mib) < 0)) {
 		fs_textf(o, "error: volume-create: malformed arguments\n");
 		return;
@@ -528,7 +539,7 @@ static void cmd_volume_set_journal(struct fs *fs, struct fs_text *o, char **argv
 	uint32_t mode, mib;
 	char err[512] = "";
 
-	if (argc != 4 || parse_u32(argv[2], POOL_VOLUME_JOURNAL_OFF, &mode) < 0 ||
+	if (argc != 4 || parse_u32(argv[2], POOL_VOLUME_JOURNAL_MAX, &mode) < 0 ||
 	    parse_u32(argv[3], POOL_JOURNAL_MAX_MIB, &mib) < 0) {
 		fs_textf(o, "error: volume-set-journal: malformed arguments\n");
 		return;

@@ -26,6 +26,7 @@
 #include "fs/jobs.h"
 #include "pool/drl.h"
 #include "pool/journal.h"
+#include "pool/wback.h"
 
 int64_t fs_now_ns(void)
 {
@@ -235,6 +236,59 @@ static int journal_apply(void *arg, const struct pool_journal_rec *r)
 	return pool_store_replay(v->store, &map, r);
 }
 
+/* Data fencing (fs/node.c): a journal append is a write to the volume like
+ * a chunk write; a node that lost the volume must not append after the
+ * next owner replayed the journal. */
+static int journal_may_write(void *arg)
+{
+	return fs_vol_may_write(arg);
+}
+
+static void wb_done(void *arg, size_t n)
+{
+	struct fs_volume *v = arg;
+	pool_journal_done(v->journal, n);
+}
+
+static void wb_hold(void *arg, int on)
+{
+	struct fs_volume *v = arg;
+	pool_journal_hold(v->journal, on);
+}
+
+static int wb_apply(void *arg, const struct pool_file_map *f, const struct pool_journal_piece *p,
+		    uint32_t n)
+{
+	struct fs_volume *v = arg;
+	return pool_store_wb_apply(v->store, f, p, n);
+}
+
+/* Write-back mode: unapplied pieces are held in memory up to a quarter of
+ * the journal, at most 64 MiB (docs/OPERATIONS.md, "Parity journal"). */
+static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_t jsize, char *err,
+		   size_t errlen)
+{
+	uint64_t limit = jsize / 4 < (64ull << 20) ? jsize / 4 : (64ull << 20);
+	struct pool_wb_config wc = {
+	    .volume = pv->name,
+	    .limit = limit,
+	    .interleave = pv->geom.interleave,
+	    .apply = wb_apply,
+	    .done = wb_done,
+	    .hold = wb_hold,
+	    .arg = v,
+	    .hold_ms = v->fault.kind == POOL_FAULT_WBHOLD ? (uint32_t)v->fault.at : 0,
+	};
+	int rc = pool_wb_new(&wc, &v->wb);
+	if (rc < 0) {
+		snprintf(err, errlen, "volume %s: cannot start the journal's flusher: %s", pv->name,
+			 strerror(-rc));
+		return rc;
+	}
+	pool_store_set_wb(v->store, v->wb);
+	return 0;
+}
+
 /* The parity journal: parity + 1 copies on the volume's metadata disks in
  * service (docs/FORMAT.md, "Parity journal").  Replayed here, before
  * anything else writes the volume; with the journal turned off, a
@@ -284,6 +338,8 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	    .sync = journal_sync,
 	    .arg = v->store,
 	    .fault = &v->fault,
+	    .may_write = journal_may_write,
+	    .fence_arg = v,
 	};
 	int rc = pool_journal_open(&cfg, &v->journal, err, errlen);
 	if (rc == 0 && (rc = pool_journal_replay(v->journal, journal_apply, v)) < 0)
@@ -297,6 +353,8 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	}
 	if (rc == 0 && v->journal)
 		pool_store_set_journal(v->store, v->journal);
+	if (rc == 0 && v->journal && pv->journal == POOL_VOLUME_JOURNAL_WB)
+		rc = open_wb(v, pv, cfg.size, err, errlen);
 	return rc;
 }
 
@@ -337,6 +395,12 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 void fs_volume_detach(struct fs_volume *v)
 {
 	fs_ckpt_detach(v); /* stops the merge worker before the stores go */
+	if (v->wb) {	   /* everything acknowledged in place first */
+		pool_wb_drain(v->wb);
+		pool_store_set_wb(v->store, NULL);
+		pool_wb_free(v->wb);
+		v->wb = NULL;
+	}
 	if (v->journal) {
 		pool_store_set_journal(v->store, NULL);
 		pool_journal_close(v->journal, 1);

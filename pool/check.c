@@ -648,6 +648,11 @@ int pool_store_copy_position(struct pool_store *s, const struct pool_file_map *f
 
 	if (rc == 0 && (pos >= f->npos || to >= s->ndisks || !s->disk[to].dir))
 		rc = -EINVAL;
+	/* write-back: what is acknowledged but not in place would be written
+	 * to the old disk after the copy (the flusher keeps the map it was
+	 * given): in place first */
+	if (rc == 0)
+		pool_store_wb_drain(s);
 	for (int crc = 0; rc == 0 && crc < 2; crc++) {
 		rc = store_chunk_path(s, f->disk[pos], f->id, pos, crc, from, sizeof(from));
 		if (rc == 0)

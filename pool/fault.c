@@ -21,6 +21,7 @@ static const struct {
     {"tear", POOL_FAULT_TEAR},
     {"jtear", POOL_FAULT_JTEAR},
     {"replay", POOL_FAULT_REPLAY},
+    {"wbhold", POOL_FAULT_WBHOLD},
 };
 
 int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t errlen)
@@ -44,8 +45,10 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 		f->at = at;
 		return 0;
 	}
-	snprintf(err, errlen,
-		 "SPACEFS_FAULT='%s': expected tear:N, jtear:N or replay:N with N >= 1", spec);
+	snprintf(
+	    err, errlen,
+	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N or wbhold:MS with N, MS >= 1",
+	    spec);
 	return -EINVAL;
 }
 

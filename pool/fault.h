@@ -23,6 +23,9 @@
  *   jtear:N   the Nth journal append writes the first half of its batch to
  *             the first journal copy only, then _exit(99).
  *   replay:N  journal replay ends the process after N records applied.
+ *   wbhold:MS not a crash: the write-back flusher (pool/wback.h) waits MS
+ *             ms before each batch, so tests can read and kill -9 with
+ *             records acknowledged but not yet in place.
  */
 #ifndef SPACEFS_POOL_FAULT_H
 #define SPACEFS_POOL_FAULT_H
@@ -35,6 +38,7 @@ enum pool_fault_kind {
 	POOL_FAULT_TEAR,
 	POOL_FAULT_JTEAR,
 	POOL_FAULT_REPLAY,
+	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
 };
 
 struct pool_fault {

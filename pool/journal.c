@@ -19,8 +19,8 @@
  * of records, instead of tracking which records of a ring were applied.
  *
  * Group commit: writers append their encoded records to a shared batch
- * under the mutex; the first one waiting for durability becomes the
- * leader, takes the batch, writes it to every copy and fdatasyncs them
+ * under the mutex; the first one waiting becomes the leader, takes the
+ * batch, writes it to every copy (and with cfg.flush makes it durable)
  * with the mutex released, and wakes everyone whose records it carried.
  * Records that arrive meanwhile form the next batch.
  */
@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "layout/layout.h"
@@ -41,6 +42,11 @@
 #include "pool/journal.h"
 
 #define BLK POOL_JOURNAL_BLOCK
+/* Group commits in flight at once: a writer whose records are not being
+ * written yet starts the next batch instead of waiting for the current
+ * one when fewer than this many are (one append's latency, not one and a
+ * half; measured in docs/BENCHMARKS.md). */
+#define FLIGHT 2
 
 static const uint8_t file_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'N', 'L'};
 static const uint8_t rec_magic[8] = {'S', 'P', 'F', 'S', 'J', 'R', 'E', 'C'};
@@ -78,7 +84,7 @@ struct copy {
 	int fd;		     /* -1: out of service */
 	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
 	int64_t disk;	     /* pool disk index, -1: unknown */
-	int dsync;	     /* opened O_DIRECT | O_DSYNC: a completed write is durable */
+	int dsync;	     /* opened O_DIRECT (and O_DSYNC with cfg.flush): written by libaio */
 	char path[4096];
 	uint64_t fsize; /* bytes of the file as opened */
 	uint64_t base;	/* header's base sequence number, 0: no valid header */
@@ -103,9 +109,19 @@ struct pool_journal {
 	uint64_t head;	   /* file offset the next batch goes to */
 	uint8_t *batch, *spare;
 	size_t batch_len, batch_cap, spare_cap;
-	int leader, ckpt;
+	/* batches being written, in file order: a batch's records are durable
+	 * once it and every batch before it are written (replay stops at the
+	 * first record missing) */
+	struct {
+		uint64_t last; /* its last sequence number */
+		int done;
+	} flight[FLIGHT];
+	uint32_t fl_first, nflight;
+	uint64_t sent; /* records up to this one are in a batch being written */
+	int ckpt;
 	int dead;	   /* every copy failed */
 	uint64_t inflight; /* records logged, in-place writes not done */
+	int hold;	   /* pool_journal_hold: no checkpoint */
 
 	struct key *set; /* stripes with records in this epoch */
 	size_t set_n, set_cap;
@@ -323,16 +339,18 @@ static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Write b[0..len) at off to every copy in service, then fdatasync them.
- * 0 if at least one copy has it. */
+/* Write b[0..len) at off to every copy in service (with cfg.flush:
+ * durable through a power cut, O_DSYNC or fdatasync; without: on the
+ * device, as a chunk write is, made durable by pool_journal_sync).  0 if
+ * at least one copy has it. */
 static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, uint64_t off)
 {
 	struct pool_aio_req req[POOL_JOURNAL_MAX_COPIES];
 	struct copy *rc_of[POOL_JOURNAL_MAX_COPIES];
 	size_t n = 0;
 
-	/* O_DIRECT | O_DSYNC copies: one submission for all of them, each
-	 * write durable when it completes (no fdatasync round per copy). */
+	/* O_DIRECT copies: one submission for all of them (with O_DSYNC each
+	 * write is durable when it completes: no fdatasync round per copy). */
 	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c) || !c->dsync)
@@ -358,9 +376,21 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 		if (rc < 0)
 			copy_fail(j, c, "write", -rc);
 	}
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; j->cfg.flush && i < POOL_JOURNAL_MAX_COPIES; i++) {
 		struct copy *c = &j->copy[i];
 		if (usable(c) && !(j->aio && c->dsync) && fdatasync(c->fd) < 0)
+			copy_fail(j, c, "fdatasync", errno);
+	}
+	return j->ncopy > 0 ? 0 : -EIO;
+}
+
+int pool_journal_sync(struct pool_journal *j)
+{
+	if (j->cfg.flush)
+		return 0; /* every append was durable already */
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+		struct copy *c = &j->copy[i];
+		if (usable(c) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
 	}
 	return j->ncopy > 0 ? 0 : -EIO;
@@ -437,7 +467,9 @@ static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (!j->cfg.no_direct)
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | O_DSYNC, 0600);
+		fd = open(path,
+			  O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT | (j->cfg.flush ? O_DSYNC : 0),
+			  0600);
 	c->dsync = fd >= 0;
 	if (fd < 0)
 		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -532,6 +564,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	}
 	j->next_seq = j->base;
 	j->durable = j->base - 1;
+	j->sent = j->durable;
 	j->head = BLK;
 	*out = j;
 	return 0;
@@ -548,14 +581,18 @@ static int checkpoint_locked(struct pool_journal *j)
 			pthread_cond_wait(&j->cv, &j->mu);
 		return j->dead ? -EIO : 0;
 	}
+	if (j->hold)
+		return -EAGAIN; /* records not in place must stay */
 	j->ckpt = 1;
-	while (j->leader || j->batch_len || j->inflight)
+	while (j->nflight || j->batch_len || j->inflight)
 		pthread_cond_wait(&j->cv, &j->mu);
 	uint64_t base = j->next_seq;
 	pthread_mutex_unlock(&j->mu);
 	int rc = j->cfg.sync ? j->cfg.sync(j->cfg.arg) : 0;
 	if (rc < 0)
 		jlog(j, "checkpoint: syncing the volume's disks failed: %s", strerror(-rc));
+	if (rc == 0 && j->cfg.may_write && (rc = j->cfg.may_write(j->cfg.fence_arg)) < 0)
+		jlog(j, "checkpoint refused by the fence: %s", strerror(-rc));
 	if (rc == 0)
 		rc = write_headers(j, base);
 	pthread_mutex_lock(&j->mu);
@@ -632,13 +669,16 @@ static void encode(const struct pool_journal *j, const struct pool_journal_rec *
 	put32(out + R_CRC, layout_crc32c(out, R_CRC));
 }
 
-/* The leader: write the batch to every copy (mutex released meanwhile). */
+/* A leader: write the batch to every copy (mutex released meanwhile). */
 static void lead(struct pool_journal *j)
 {
-	j->leader = 1;
+	uint32_t slot = (j->fl_first + j->nflight++) % FLIGHT;
+	j->flight[slot].last = j->next_seq - 1;
+	j->flight[slot].done = 0;
+	j->sent = j->next_seq - 1;
 	uint8_t *b = j->batch;
 	size_t len = j->batch_len, cap = j->batch_cap;
-	uint64_t off = j->head, last = j->next_seq - 1;
+	uint64_t off = j->head;
 	j->batch = j->spare;
 	j->batch_cap = j->spare_cap;
 	j->batch_len = 0;
@@ -657,21 +697,30 @@ static void lead(struct pool_journal *j)
 			}
 		pool_fault_die(j->volume, "journal append torn (first half, first copy only)");
 	}
-	int rc = write_copies(j, b, len, off);
+	int rc = j->cfg.may_write ? j->cfg.may_write(j->cfg.fence_arg) : 0;
+	if (rc < 0)
+		jlog(j, "append refused by the fence (%s): no more appends from this node",
+		     strerror(-rc));
+	else
+		rc = write_copies(j, b, len, off);
 
 	pthread_mutex_lock(&j->mu);
 	if (rc < 0)
 		j->dead = 1;
-	else
-		j->durable = last;
+	j->flight[slot].done = 1;
+	while (j->nflight && j->flight[j->fl_first].done) { /* in file order */
+		if (!j->dead) /* dead: nothing in flight counts as written */
+			j->durable = j->flight[j->fl_first].last;
+		j->fl_first = (j->fl_first + 1) % FLIGHT;
+		j->nflight--;
+	}
 	j->st.commits++;
-	if (!j->spare) { /* keep the buffer for the batch after next */
+	if (!j->spare) { /* keep the buffer for a later batch */
 		j->spare = b;
 		j->spare_cap = cap;
 	} else {
 		free(b);
 	}
-	j->leader = 0;
 	pthread_cond_broadcast(&j->cv);
 }
 
@@ -725,7 +774,7 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
 	j->st.bytes += need;
 	uint64_t mine = j->next_seq - 1;
 	while (j->durable < mine && !j->dead) {
-		if (!j->leader)
+		if (j->sent < mine && j->nflight < FLIGHT)
 			lead(j);
 		else
 			pthread_cond_wait(&j->cv, &j->mu);
@@ -737,6 +786,17 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
 	}
 	pthread_mutex_unlock(&j->mu);
 	return rc;
+}
+
+void pool_journal_hold(struct pool_journal *j, int on)
+{
+	pthread_mutex_lock(&j->mu);
+	if (on && !j->hold)
+		jlog(j, "records not yet in place are held: no checkpoint until they are");
+	else if (!on && j->hold)
+		jlog(j, "every held record is in place: checkpoints resume");
+	j->hold = on;
+	pthread_mutex_unlock(&j->mu);
 }
 
 void pool_journal_done(struct pool_journal *j, size_t n)
@@ -850,13 +910,37 @@ static int find_record(struct pool_journal *j, struct replay *rp, uint64_t seq, 
 	return seen ? -1 : 0;
 }
 
+/* Progress of a replay: in the status, and a log line every few seconds
+ * (a long replay at mount must not look like a hang). */
+static void replay_progress(struct pool_journal *j, uint64_t applied, uint64_t off,
+			    uint64_t *last_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+
+	pthread_mutex_lock(&j->mu);
+	j->st.replaying = 1;
+	j->st.replayed = applied;
+	j->st.replay_bytes = off - BLK;
+	pthread_mutex_unlock(&j->mu);
+	if (*last_ms == 0)
+		*last_ms = now;
+	if (now - *last_ms >= 2000) {
+		*last_ms = now;
+		jlog(j, "replaying: %" PRIu64 " record(s), %" PRIu64 " MiB of %" PRIu64 " MiB read",
+		     applied, (off - BLK) >> 20, j->cfg.size >> 20);
+	}
+}
+
 int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, void *arg)
 {
 	struct replay rp = {0};
-	uint64_t seq = j->base, off = BLK, applied = 0;
+	uint64_t seq = j->base, off = BLK, applied = 0, last_ms = 0;
 	int rc = 0;
 
 	for (;;) {
+		replay_progress(j, applied, off, &last_ms);
 		struct pool_journal_rec r;
 		uint64_t skip = 0;
 		int found = find_record(j, &rp, seq, off, &r, &skip);
@@ -891,10 +975,16 @@ int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, voi
 	if (applied || j->st.damaged)
 		jlog(j, "replayed %" PRIu64 " record(s), %" PRIu64 " damaged", applied,
 		     j->st.damaged);
-	j->st.replayed = applied;
 	pthread_mutex_lock(&j->mu);
-	j->next_seq = seq;
-	j->durable = seq - 1;
+	j->st.replayed = applied;
+	j->st.replaying = 0;
+	/* The new epoch's numbers start past any record a batch written
+	 * after the gap may have left behind the end found (batches are
+	 * written concurrently): such a record must never be taken for one
+	 * of the new epoch. */
+	j->next_seq = seq + j->cfg.size / BLK;
+	j->durable = j->next_seq - 1;
+	j->sent = j->durable;
 	j->head = off; /* the checkpoint below starts a new epoch */
 	rc = checkpoint_locked(j);
 	pthread_mutex_unlock(&j->mu);
@@ -905,7 +995,7 @@ void pool_journal_close(struct pool_journal *j, int clean)
 {
 	if (!j)
 		return;
-	if (clean && !j->dead && j->ncopy > 0)
+	if (clean && !j->dead && !j->hold && j->ncopy > 0)
 		pool_journal_checkpoint(j, 0);
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
 		if (j->copy[i].fd >= 0)

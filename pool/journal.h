@@ -17,9 +17,12 @@
  * one copy; see docs/ARCHITECTURE.md.)
  *
  * Write-through: the store calls pool_journal_log (returns when the
- * records are durable on every copy that works), writes in place, then
- * pool_journal_done.  Concurrent writers share one write + fdatasync
- * per copy (group commit: the first waiter writes everyone's records).
+ * records are written on every copy that works: O_DIRECT completed, or
+ * with `flush` durable through a power cut), writes in place, then
+ * pool_journal_done.  Write-back (pool/wback.h): the flusher calls
+ * pool_journal_done once the records are in place.  Concurrent writers
+ * share one write per copy (group commit: the first waiter writes
+ * everyone's records).  pool_journal_sync (fsync) flushes the copies.
  *
  * Records are only replayed in the epoch they were written in.  An epoch
  * ends at a checkpoint: wait until no record is in flight, make every
@@ -75,11 +78,23 @@ struct pool_journal_config {
 	const uint32_t *disk; /* pool disk index of each path (NULL: unknown) */
 	uint32_t npath;
 	uint64_t size; /* bytes per copy, a multiple of 4 KiB */
+	/* 1: every append durable through a power cut before it returns
+	 * (O_DSYNC: a device cache flush per group commit); 0: on the device
+	 * (O_DIRECT, completed), as a chunk write is, durable after
+	 * pool_journal_sync -- the order journal-then-chunks then holds
+	 * against a process or kernel crash, and against a power cut on
+	 * devices without a volatile write cache (docs/OPERATIONS.md). */
+	int flush;
 	int no_direct; /* 1: never O_DIRECT */
 	/* Make every chunk write completed so far durable (checkpoint). */
 	int (*sync)(void *arg);
 	void *arg;
 	struct pool_fault *fault; /* NULL: none */
+	/* Data fencing (pool/store.h may_write): asked before every append
+	 * is submitted; an error fails the append and every later one (the
+	 * node no longer owns the volume).  NULL: no fence. */
+	int (*may_write)(void *arg);
+	void *fence_arg;
 };
 
 struct pool_journal;
@@ -95,6 +110,11 @@ struct pool_journal_stats {
 	uint64_t checkpoints;
 	uint64_t replayed; /* records replayed at open */
 	uint64_t damaged;  /* records found damaged in every copy at replay */
+	/* replay progress: 1 while replaying, and the journal bytes read so
+	 * far (replayed counts the records); where the epoch ends is only
+	 * known when replay finds it, so `size` is the bound shown */
+	uint32_t replaying;
+	uint64_t replay_bytes;
 };
 
 /* Open (creating missing files, sized `size`) the journal's copies.  Fails
@@ -120,6 +140,15 @@ int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, voi
  * last record's sequence number, for pool_journal_done.  Blocks while the
  * journal is full until a checkpoint makes room. */
 int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t n);
+/* Make every append so far durable through a power cut (fsync of a
+ * file: what write-back acknowledged may only be in the journal).  0 or
+ * -EIO (no copy left). */
+int pool_journal_sync(struct pool_journal *j);
+/* on 1: some records reported done are not in place after all (write-back
+ * could not write them): no checkpoint until hold(0) -- one returns
+ * -EAGAIN, and a journal full then fails appends -- and a close leaves the
+ * epoch for the next open's replay. */
+void pool_journal_hold(struct pool_journal *j, int on);
 /* The in-place writes of n records logged by one pool_journal_log call
  * have completed. */
 void pool_journal_done(struct pool_journal *j, size_t n);

@@ -1183,7 +1183,7 @@ int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uin
 		return fail(err, errlen, -EINVAL,
 			    "volume '%s': only parity volumes have a journal (this one is %s)",
 			    name, layout_kind_name(v->geom.kind));
-	if (mode > POOL_VOLUME_JOURNAL_OFF)
+	if (mode > POOL_VOLUME_JOURNAL_MAX)
 		return fail(err, errlen, -EINVAL, "volume '%s': unknown journal mode %u", name,
 			    mode);
 	if (mib && (mib < POOL_JOURNAL_MIN_MIB || mib > POOL_JOURNAL_MAX_MIB))

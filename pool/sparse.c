@@ -227,6 +227,9 @@ int pool_store_seek(struct pool_store *s, const struct pool_file_map *f, uint64_
 		return -EINVAL;
 	if (off < 0 || (uint64_t)off >= size)
 		return -ENXIO;
+	/* write-back: data acknowledged but not in place is no hole; the
+	 * chunk files' holes tell the truth once it is (seeks are rare) */
+	pool_store_wb_drain(s);
 	rc = pool_chunks_begin(s, f, &sk.c);
 	if (rc < 0)
 		return rc;

@@ -84,6 +84,7 @@
 #include <unistd.h>
 
 #include "pool/journal.h"
+#include "pool/wback.h"
 #include "pool/store_int.h"
 #include "pool/store_priv.h"
 
@@ -487,7 +488,7 @@ static int reads_done(struct rq *q, const struct cio *c, size_t n, const struct 
 
 /* Read every c[i] (and, with integrity, the checksums covering them) in
  * one submission; verify.  Missing chunk files read as zeros. */
-int store_phase_read(struct rq *q, struct cio *c, size_t n)
+static int phase_read_disk(struct rq *q, struct cio *c, size_t n)
 {
 	struct scratch *t = q->t;
 	struct spans sp; /* only mask and n are read unless filled */
@@ -545,6 +546,32 @@ int store_phase_read(struct rq *q, struct cio *c, size_t n)
 	if (rc < 0 || !q->s->integrity)
 		return rc;
 	return verify_reads(q, c, n, sp.lo, sp.base);
+}
+
+/* The chunk reads c[0..n), as the journal describes the chunks: in
+ * write-back mode blocks journaled but not yet in place (pool/wback.h)
+ * replace what the disk holds, under the stripes' flush locks, so the
+ * flusher cannot be half-way through one of them meanwhile. */
+int store_phase_read(struct rq *q, struct cio *c, size_t n)
+{
+	struct pool_wb *wb = atomic_load(&q->s->wb);
+
+	if (!wb || n == 0)
+		return phase_read_disk(q, c, n);
+	uint64_t first = UINT64_MAX, last = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t a = c[i].off / q->s->g.interleave;
+		uint64_t b = (c[i].off + c[i].len - 1) / q->s->g.interleave;
+		first = a < first ? a : first;
+		last = b > last ? b : last;
+	}
+	struct stripelock_set set;
+	pool_wb_read_begin(wb, q->f->id, first, last, &set);
+	int rc = phase_read_disk(q, c, n);
+	for (size_t i = 0; rc >= 0 && i < n; i++)
+		pool_wb_overlay(wb, q->f->id, c[i].pos, c[i].off, c[i].len, c[i].buf);
+	pool_wb_read_end(wb, &set);
+	return rc;
 }
 
 /* Group the writes' checksums into runs of contiguous blocks per position
@@ -931,6 +958,62 @@ static _Noreturn void tear(struct rq *q, const struct cio *c, size_t n, uint64_t
 }
 
 /*
+ * Write-back acknowledges before the in-place writes, so their space must
+ * be there first: a full disk is the writer's ENOSPC now, not a write the
+ * flusher cannot make after the acknowledgement.  Creates the chunk files
+ * of the pieces of rec[0..nrec) and allocates their blocks (the size is
+ * left to the write).  0, -ENOSPC, or another negative errno.
+ */
+static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t nrec)
+{
+	for (size_t x = 0; x < nrec; x++) {
+		uint64_t dead = store_rq_mask(q, rec[x].stripe);
+		for (uint32_t i = 0; i < rec[x].npiece; i++) {
+			const struct pool_journal_piece *p = &rec[x].piece[i];
+			if (dead & (1ull << p->pos))
+				continue;
+			int rc = store_rq_ref(q, p->pos, 1);
+			if (rc < 0)
+				return rc;
+			if (fallocate(q->ref[p->pos].fd, FALLOC_FL_KEEP_SIZE, (off_t)p->off,
+				      (off_t)p->len) < 0 &&
+			    (errno == ENOSPC || errno == EDQUOT))
+				return -ENOSPC; /* other errors: the write will tell */
+		}
+	}
+	return 0;
+}
+
+/*
+ * Write-back: the records rec[0..nrec) are durable in the journal; hand
+ * their pieces to the flusher (pool/wback.h) instead of writing them, and
+ * write only the whole stripes of c[0..nw) in place (they skip the
+ * journal, as in write-through).  The request is acknowledged now.
+ */
+static int write_back(struct rq *q, struct cio *c, size_t nw, const struct pool_journal_rec *rec,
+		      size_t nrec)
+{
+	struct pool_store *s = q->s;
+	size_t keep = 0;
+	int rc = pool_wb_add(atomic_load(&s->wb), q->f, rec, nrec);
+
+	if (rc < 0) { /* no memory for copies: write through instead */
+		rc = store_phase_write(q, c, nw);
+		pool_journal_done(atomic_load(&s->journal), nrec);
+		return rc;
+	}
+	for (size_t i = 0; i < nw; i++) {
+		uint64_t st = c[i].off / s->g.interleave;
+		int journaled = 0;
+		for (size_t x = 0; x < nrec; x++)
+			journaled |= rec[x].stripe == st;
+		if (!journaled)
+			c[keep++] = c[i];
+	}
+	return keep ? store_phase_write(q, c, keep) : 0;
+}
+
+/*
  * Write c[0..nw), the chunk writes of nst stripe plans, parity layout.
  * Every stripe the request covers only in part is recorded in the journal
  * first (its data and parity pieces exactly as they are about to be
@@ -984,11 +1067,16 @@ static int write_journaled(struct rq *q, struct cio *c, size_t nw, size_t nst)
 	if (j && full_lo <= full_hi &&
 	    (rc = pool_journal_barrier(j, q->f->id, full_lo, full_hi)) < 0)
 		return rc;
+	if (j && nrec > 0 && atomic_load(&s->wb) && (rc = wb_reserve(q, rec, nrec)) < 0)
+		return rc;
 	if (j && nrec > 0 && (rc = pool_journal_log(j, rec, nrec)) < 0) {
 		store_log(s, "file %016" PRIx64 ": journal write failed: %s", q->f->id,
 			  strerror(-rc));
 		return -EIO;
 	}
+	struct pool_wb *wb = j ? atomic_load(&s->wb) : NULL;
+	if (wb && nrec > 0)
+		return write_back(q, c, nw, rec, nrec);
 	if (nrec > 0 && pool_fault_hit(s->fault, POOL_FAULT_TEAR))
 		tear(q, c + first, rec[0].npiece, rec[0].stripe);
 	rc = store_phase_write(q, c, nw);
@@ -1002,39 +1090,127 @@ void pool_store_set_journal(struct pool_store *s, struct pool_journal *j)
 	atomic_store(&s->journal, j);
 }
 
-int pool_store_replay(struct pool_store *s, const struct pool_file_map *f,
-		      const struct pool_journal_rec *r)
+void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb)
+{
+	atomic_store(&s->wb, wb);
+}
+
+/* Write pieces p[0..np) of file f in place, in one submission: journal
+ * replay (one record: stripe `lock` >= 0 is locked; nothing else runs)
+ * and the write-back flusher (lock < 0: it holds the stripes' flush
+ * locks instead; pieces of several stripes in ascending order; where a
+ * write-back update can be torn by the crash-test fault).  Positions
+ * whose disks are out of service are left out: the parity written covers
+ * them. */
+/*
+ * Write-back applies a write long after the writer marked its range dirty
+ * (write_begin), with the disks out then.  Disks out now: past the
+ * layout's redundancy in any stripe of p[0..np) nothing is written (-EIO:
+ * the flusher holds the records and tries again); within it, the
+ * dirty-region log must know which disks miss the range before the write
+ * skips them (1: begun, the caller ends it), or a disk that returns
+ * would not be resynced.  0: no disk out.
+ */
+static int wb_mark(struct rq *q, const struct pool_journal_piece *p, uint32_t np, uint64_t *off,
+		   uint64_t *len)
+{
+	struct pool_store *s = q->s;
+	uint64_t skip = 0, lo = UINT64_MAX, hi = 0;
+
+	for (uint32_t i = 0; i < np; i++) {
+		uint64_t st = p[i].off / s->g.interleave, dead = store_rq_mask(q, st);
+		if ((uint32_t)__builtin_popcountll(dead) > s->g.parity)
+			return -EIO;
+		skip |= disks_of(q, dead);
+		lo = st < lo ? st : lo;
+		hi = st > hi ? st : hi;
+	}
+	if (!skip || !s->hooks.write_begin)
+		return 0;
+	*off = lo * s->stripe_bytes;
+	*len = (hi - lo + 1) * s->stripe_bytes;
+	int rc = s->hooks.write_begin(s->hooks.arg, q->f->id, *off, *len, skip);
+	return rc < 0 ? rc : 1;
+}
+
+static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
+			const struct pool_journal_piece *p, uint32_t np, int64_t lock)
 {
 	struct stripelock_set set;
-	struct cio c[LAYOUT_MAX_POSITIONS];
 	struct rq q;
-	size_t n = 0;
 	int rc = store_check_file(s, f);
 
 	if (rc < 0)
 		return rc;
-	struct scratch *t = store_scratch_get(s);
-	if (!t)
+	struct cio *c = calloc(np ? np : 1, sizeof(*c));
+	struct scratch *t = c ? store_scratch_get(s) : NULL;
+	if (!t) {
+		free(c);
 		return -ENOMEM;
-	store_rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, r->stripe, r->stripe, 1, &set);
-	uint64_t dead = store_rq_mask(&q, r->stripe);
-	for (uint32_t i = 0; i < r->npiece && rc == 0; i++) {
-		const struct pool_journal_piece *p = &r->piece[i];
-		if (p->pos >= f->npos || p->off / s->g.interleave != r->stripe ||
-		    p->off % s->g.interleave + p->len > s->g.interleave ||
-		    n == LAYOUT_MAX_POSITIONS)
-			rc = -EINVAL; /* the record does not fit this volume's files */
-		else if (!(dead & (1ull << p->pos)))
-			c[n++] = (struct cio){
-			    .pos = p->pos, .len = p->len, .buf = (uint8_t *)p->buf, .off = p->off};
 	}
-	if (rc == 0 && n > 0)
-		rc = store_phase_write(&q, c, n);
-	stripelock_unlock(s->locks, &set);
-	store_rq_end(&q);
+	for (uint32_t tries = 0; tries < LAYOUT_MAX_COPIES + 1; tries++) {
+		size_t n = 0, first_n = 0;
+		uint64_t moff = 0, mlen = 0;
+		store_rq_init(&q, s, t, f);
+		int marked = lock < 0 ? wb_mark(&q, p, np, &moff, &mlen) : 0;
+		if (marked < 0) {
+			store_rq_end(&q);
+			rc = marked;
+			break;
+		}
+		if (lock >= 0)
+			stripelock_lock(s->locks, f->id, (uint64_t)lock, (uint64_t)lock, 1, &set);
+		rc = 0;
+		for (uint32_t i = 0; i < np && rc == 0; i++) {
+			uint64_t st = p[i].off / s->g.interleave;
+			if (p[i].pos >= f->npos ||
+			    p[i].off % s->g.interleave + p[i].len > s->g.interleave ||
+			    (lock >= 0 && st != (uint64_t)lock))
+				rc = -EINVAL; /* the record does not fit this volume's files */
+			else if (!(store_rq_mask(&q, st) & (1ull << p[i].pos)))
+				c[n++] = (struct cio){.pos = p[i].pos,
+						      .len = p[i].len,
+						      .buf = (uint8_t *)p[i].buf,
+						      .off = p[i].off};
+			if (rc == 0 && st == p[0].off / s->g.interleave)
+				first_n = n;
+		}
+		if (rc == 0 && first_n > 1 && lock < 0 && pool_fault_hit(s->fault, POOL_FAULT_TEAR))
+			tear(&q, c, first_n, p[0].off / s->g.interleave);
+		if (rc == 0 && n > 0)
+			rc = store_phase_write(&q, c, n);
+		if (lock >= 0)
+			stripelock_unlock(s->locks, &set);
+		if (marked && s->hooks.write_end)
+			s->hooks.write_end(s->hooks.arg, f->id, moff, mlen);
+		store_rq_end(&q);
+		/* a disk that failed under this write is out of service now:
+		 * write again without it (the parity covers its column) */
+		if (rc != -EIO)
+			break;
+	}
 	store_scratch_put(s, t);
+	free(c);
 	return rc;
+}
+
+void pool_store_wb_drain(struct pool_store *s)
+{
+	struct pool_wb *wb = atomic_load(&s->wb);
+	if (wb)
+		pool_wb_drain(wb);
+}
+
+int pool_store_wb_apply(void *store, const struct pool_file_map *f,
+			const struct pool_journal_piece *p, uint32_t n)
+{
+	return apply_pieces(store, f, p, n, -1);
+}
+
+int pool_store_replay(struct pool_store *s, const struct pool_file_map *f,
+		      const struct pool_journal_rec *r)
+{
+	return apply_pieces(s, f, r->piece, r->npiece, (int64_t)r->stripe);
 }
 
 /* Write the block-aligned [off, off+len) from src (locks held). */
@@ -1505,6 +1681,11 @@ int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)
 
 	if (rc < 0)
 		return rc;
+	/* Acknowledged writes may be only in the parity journal (write-back),
+	 * whose appends are not flushed one by one. */
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && pool_journal_sync(j) < 0)
+		return -EIO;
 	t = store_scratch_get(s);
 	if (!t)
 		return -ENOMEM;

@@ -110,7 +110,7 @@ struct pool_store_config {
 	/* Emulated disks, by disk index (pool/diskmodel.h); NULL, or NULL
 	 * entries: the disk's own speed.  The queues outlive the store. */
 	struct pool_diskq *const *diskq;
-	struct pool_fault *fault;	      /* crash-test fault (pool/fault.h); NULL: none */
+	struct pool_fault *fault; /* crash-test fault (pool/fault.h); NULL: none */
 };
 
 /* Open the data path of a volume.  Creates <disk>/vol/<volume>/data on the
@@ -151,6 +151,22 @@ struct pool_journal_rec;
  * they touch a stripe in place (NULL: not any more).  Set before the
  * first write, or with no write in flight. */
 void pool_store_set_journal(struct pool_store *s, struct pool_journal *j);
+/* Write-back (pool/wback.h): from now on a journaled partial-stripe update
+ * is acknowledged once logged and handed to wb, whose flusher applies it
+ * with pool_store_wb_apply; every chunk read sees wb's unapplied blocks.
+ * Set after the journal, cleared (NULL) before it, with no request in
+ * flight. */
+struct pool_wb;
+void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb);
+/* pool_wb_config.apply: write pieces p[0..n) (stripes in ascending order)
+ * in place in one submission (the flusher; no stripe lock of the data
+ * path is taken). */
+/* Wait until write-back has put everything acknowledged in place (before
+ * looking at the chunk files' allocation); nothing without write-back. */
+void pool_store_wb_drain(struct pool_store *s);
+struct pool_journal_piece;
+int pool_store_wb_apply(void *store, const struct pool_file_map *f,
+			const struct pool_journal_piece *p, uint32_t n);
 /* Replay: write record r's pieces in place for file f (positions on
  * disks out of service are skipped), with fresh checksums.  0 or a
  * negative errno. */

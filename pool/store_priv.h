@@ -109,6 +109,7 @@ struct pool_store {
 	char **grave;
 	size_t ngrave;
 	struct pool_journal *_Atomic journal; /* parity journal (pool/journal.h); NULL: none */
+	struct pool_wb *_Atomic wb;	      /* its write-back cache (pool/wback.h); NULL: none */
 	struct pool_fault *fault;	      /* crash-test fault (pool/fault.h); NULL: none */
 };
 

@@ -116,6 +116,25 @@ void stripelock_lock(struct stripelock *t, uint64_t id, uint64_t first, uint64_t
 	}
 }
 
+uint32_t stripelock_slot(const struct stripelock *t, uint64_t id, uint64_t stripe)
+{
+	return (uint32_t)((mix(id) % t->n + stripe % t->n) % t->n);
+}
+
+void stripelock_lock_slots(struct stripelock *t, const uint32_t *slot, uint32_t n, int excl)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		assert(slot[i] < t->n && (i == 0 || slot[i] > slot[i - 1]));
+		take_range(t, slot[i], slot[i] + 1, excl);
+	}
+}
+
+void stripelock_unlock_slots(struct stripelock *t, const uint32_t *slot, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		drop_range(t, slot[i], slot[i] + 1);
+}
+
 void stripelock_unlock(struct stripelock *t, const struct stripelock_set *set)
 {
 	uint32_t end = set->first + set->count;

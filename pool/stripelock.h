@@ -31,4 +31,12 @@ void stripelock_lock(struct stripelock *t, uint64_t id, uint64_t first, uint64_t
 		     struct stripelock_set *set);
 void stripelock_unlock(struct stripelock *t, const struct stripelock_set *set);
 
+/* The slot of stripe `stripe` of file `id`, and locking a set of slots
+ * given in ascending order without duplicates (the order every lock above
+ * takes its slots in, so the two kinds cannot deadlock): for a holder of
+ * many scattered stripes, which a range would over-lock. */
+uint32_t stripelock_slot(const struct stripelock *t, uint64_t id, uint64_t stripe);
+void stripelock_lock_slots(struct stripelock *t, const uint32_t *slot, uint32_t n, int excl);
+void stripelock_unlock_slots(struct stripelock *t, const uint32_t *slot, uint32_t n);
+
 #endif /* SPACEFS_POOL_STRIPELOCK_H */

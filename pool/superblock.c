@@ -338,7 +338,7 @@ static int check_volume(const struct pool_sb *sb, uint32_t i, const char *name, 
 		return fail(err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: volume '%s' integrity flag is %u", name,
 			    v->name, v->integrity);
-	if (v->journal > POOL_VOLUME_JOURNAL_OFF ||
+	if (v->journal > POOL_VOLUME_JOURNAL_MAX ||
 	    (v->geom.kind != LAYOUT_PARITY && (v->journal || v->journal_mib)) ||
 	    (v->journal_mib &&
 	     (v->journal_mib < POOL_JOURNAL_MIN_MIB || v->journal_mib > POOL_JOURNAL_MAX_MIB)))

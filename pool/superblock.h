@@ -80,6 +80,8 @@ struct pool_sb_member {
 enum pool_volume_journal {
 	POOL_VOLUME_JOURNAL_ON = 0, /* write-through */
 	POOL_VOLUME_JOURNAL_OFF = 1,
+	POOL_VOLUME_JOURNAL_WB = 2, /* write-back (pool/wback.h) */
+	POOL_VOLUME_JOURNAL_MAX = POOL_VOLUME_JOURNAL_WB,
 };
 
 struct pool_sb_volume {

@@ -55,6 +55,7 @@ _spacectl()
     -p | --parity) COMPREPLY=($(compgen -W "1 2" -- "$cur")); return ;;
     -I | --integrity | -j | --journal) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
     -J | --journal-size) COMPREPLY=($(compgen -W "64M 256M 1G" -- "$cur")); return ;;
+    -M | --journal-mode) COMPREPLY=($(compgen -W "write-back write-through" -- "$cur")); return ;;
     -i | --interleave) COMPREPLY=($(compgen -W "16K 32K 64K 128K 256K 512K 1M" -- "$cur")); return ;;
     -m | --model) COMPREPLY=($(compgen -W "hdd-7200 hdd-15k ssd-sata nvme none" -- "$cur")); return ;;
     -n | --columns | -r | --rate | --interval | --node | --host | --iops | --mbps | --latency) return ;;
@@ -66,8 +67,8 @@ _spacectl()
         case $cmd in
         "pool create") o+=" --force --model" ;;
         "disk set") o+=" --model --iops --mbps --latency" ;;
-        "volume create") o+=" --layout --copies --parity --columns --interleave --integrity --journal --journal-size" ;;
-        "volume set") o+=" --journal --journal-size" ;;
+        "volume create") o+=" --layout --copies --parity --columns --interleave --integrity --journal --journal-size --journal-mode" ;;
+        "volume set") o+=" --journal --journal-size --journal-mode" ;;
         "volume list" | status) o+=" --json" ;;
         "disk replace" | "disk retire" | repair | scrub | backup | "checkpoint merge" | \
             "checkpoint delete") o+=" --wait --rate" ;;
@@ -82,9 +83,9 @@ _spacectl()
     for ((i = at; i < cword; i++)); do
         case ${words[i]} in
         --layout | --copies | --parity | --columns | --interleave | --integrity | --rate | \
-            --journal | --journal-size | \
+            --journal | --journal-size | --journal-mode | \
             --node | --host | --watch | --smb-conf | --interval | --model | --iops | --mbps | \
-            --latency | -[lcpniIrjJm]) ((i++)) ;;
+            --latency | -[lcpniIrjJmM]) ((i++)) ;;
         -*) ;;
         *) args+=("${words[i]}") ;;
         esac

@@ -5,7 +5,7 @@
  *   spacectl volume create SOURCE NAME --layout L [options]
  *   spacectl volume list SOURCE [--json]
  *   spacectl volume delete SOURCE NAME
- *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S]
+ *   spacectl volume set SOURCE NAME [--journal on|off] [--journal-size S] [--journal-mode M]
  *   spacectl status SOURCE [--json]
  *   spacectl smbconf SOURCE [...]         (tools/smbconf.c)
  *   spacectl owner move SOURCE VOLUME NODE
@@ -29,6 +29,7 @@
  * were, byte for byte.  tests/cli/ holds us to that.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,7 +138,8 @@ static const char help_volume[] =
     "  create SOURCE NAME --layout L [options]   add a volume\n"
     "  list SOURCE [--json]                      list volumes\n"
     "  delete SOURCE NAME                        delete a volume and its files\n"
-    "  set SOURCE NAME [--journal on|off] [--journal-size S]  change settings\n"
+    "  set SOURCE NAME [--journal on|off] [--journal-mode M] [--journal-size S]\n"
+    "                                        change settings\n"
     "\n"
     "See spacectl volume COMMAND --help.\n";
 
@@ -174,6 +176,7 @@ static const char help_volume_create[] =
     "                              [--copies 2|3] [--parity 1|2] [--columns N]\n"
     "                              [--interleave SIZE] [--integrity on|off]\n"
     "                              [--journal on|off] [--journal-size SIZE]\n"
+    "                              [--journal-mode write-back|write-through]\n"
     "\n"
     "Add volume NAME to the pool that disk SOURCE belongs to.  NAME follows the\n"
     "pool name rules.  Its metadata is kept on the 3 disks with the most free\n"
@@ -202,12 +205,18 @@ static const char help_volume_create[] =
     "                       nobody wrote (the write hole); off: no journal\n"
     "  -J, --journal-size S parity only: bytes per journal copy, with K, M or\n"
     "                       G, 8M..64G in whole MiB; default 256M\n"
+    "  -M, --journal-mode M parity only: write-through (default): in place before\n"
+    "                       the acknowledgement; write-back: a small write is\n"
+    "                       acknowledged once it is in the journal, a flusher\n"
+    "                       puts it in place later, gathering writes per\n"
+    "                       stripe (docs/OPERATIONS.md)\n"
     "  -h, --help           show this help\n"
     "\n"
     "example: spacectl volume create /disks/d0 vms --layout mirror --copies 2\n";
 
 static const char help_volume_set[] =
     "usage: spacectl volume set SOURCE NAME [--journal on|off] [--journal-size SIZE]\n"
+    "                           [--journal-mode write-back|write-through]\n"
     "\n"
     "Change settings of volume NAME.  A mounted daemon applies them the next\n"
     "time it opens the volume (mount, or takeover by another node); turning\n"
@@ -216,6 +225,7 @@ static const char help_volume_set[] =
     "options:\n"
     "  -j, --journal X      parity only: on or off (see volume create --help)\n"
     "  -J, --journal-size S parity only: bytes per journal copy, 8M..64G\n"
+    "  -M, --journal-mode M parity only: write-back or write-through\n"
     "  -h, --help           show this help\n";
 
 static const char help_volume_list[] =
@@ -517,6 +527,7 @@ struct volume_create_args {
 	uint32_t copies, parity, columns, interleave; /* 0: default */
 	int integrity;
 	int journal;	      /* -1: default, else POOL_VOLUME_JOURNAL_* */
+	int journal_mode;     /* --journal-mode: -1, or POOL_VOLUME_JOURNAL_ON or _WB */
 	uint32_t journal_mib; /* 0: default */
 };
 
@@ -569,6 +580,33 @@ static void describe_geom(const struct layout_geom *g, char *out, size_t size)
 			 g->columns, il);
 	else
 		snprintf(out, size, "simple, %u columns, %s interleave", g->columns, il);
+}
+
+/* The journal mode a new parity volume gets (docs/OPERATIONS.md says why
+ * write-through: measured not slower, and it keeps the dirty-region log's
+ * resync for a record rotten in every journal copy). */
+#define DEFAULT_JOURNAL_MODE POOL_VOLUME_JOURNAL_ON
+
+static const char *journal_mode_name(uint32_t m)
+{
+	return m == POOL_VOLUME_JOURNAL_OFF  ? "off"
+	       : m == POOL_VOLUME_JOURNAL_WB ? "write-back"
+					     : "write-through";
+}
+
+/* The mode --journal (onoff: -1, _ON or _OFF) and --journal-mode (mode: -1,
+ * _ON or _WB) ask for, given the volume's current mode cur (-1: a new
+ * volume): -1 if neither was given, or a negative errno after saying why. */
+static int journal_resolve(int onoff, int mode, int cur)
+{
+	if (onoff == POOL_VOLUME_JOURNAL_OFF && mode >= 0)
+		return say_error(EXIT_USAGE, "--journal-mode", "makes no sense with --journal off"),
+		       -EINVAL;
+	if (onoff == POOL_VOLUME_JOURNAL_OFF || mode >= 0)
+		return onoff == POOL_VOLUME_JOURNAL_OFF ? POOL_VOLUME_JOURNAL_OFF : mode;
+	if (onoff < 0)
+		return cur < 0 ? DEFAULT_JOURNAL_MODE : -1;
+	return cur >= 0 && cur != POOL_VOLUME_JOURNAL_OFF ? cur : DEFAULT_JOURNAL_MODE;
 }
 
 /* Hand the creation to the daemon serving the pool; -ENOENT if none. */
@@ -626,19 +664,26 @@ static int do_volume_create(const struct volume_create_args *a)
 	}
 	if (rc == 0) {
 		describe_geom(&g, desc, sizeof(desc));
-		printf("volume '%s' created: %s, integrity %s%s\n", a->name, desc,
-		       a->integrity ? "on" : "off",
-		       g.kind != LAYOUT_PARITY		       ? ""
-		       : a->journal == POOL_VOLUME_JOURNAL_OFF ? ", journal off"
-							       : ", journal on (write-through)");
+		printf("volume '%s' created: %s, integrity %s%s%s\n", a->name, desc,
+		       a->integrity ? "on" : "off", g.kind != LAYOUT_PARITY ? "" : ", journal ",
+		       g.kind != LAYOUT_PARITY ? "" : journal_mode_name((uint32_t)a->journal));
 	}
 	pool_close(p);
 	return rc;
 }
 
-/* --journal on|off (c 'j') and --journal-size (c 'J'), for create and set. */
-static int journal_option(int c, const char *arg, int *mode, uint32_t *mib)
+/* --journal on|off (c 'j'), --journal-mode (c 'M') and --journal-size (c
+ * 'J'), for create and set. */
+static int journal_option(int c, const char *arg, int *mode, int *jmode, uint32_t *mib)
 {
+	if (c == 'M') {
+		if (strcmp(arg, "write-back") && strcmp(arg, "write-through"))
+			return say_error(EXIT_USAGE, "--journal-mode",
+					 "must be write-back or write-through, not '%s'", arg);
+		*jmode =
+		    strcmp(arg, "write-back") ? POOL_VOLUME_JOURNAL_ON : POOL_VOLUME_JOURNAL_WB;
+		return 0;
+	}
 	if (c == 'j') {
 		if (strcmp(arg, "on") && strcmp(arg, "off"))
 			return say_error(EXIT_USAGE, "--journal", "must be on or off, not '%s'",
@@ -703,7 +748,8 @@ static int vc_option(struct volume_create_args *a, int c, const char *arg, int *
 		return 0;
 	case 'j':
 	case 'J':
-		return journal_option(c, arg, &a->journal, &a->journal_mib);
+	case 'M':
+		return journal_option(c, arg, &a->journal, &a->journal_mode, &a->journal_mib);
 	}
 	return say_error(EXIT_USAGE, "volume create", "internal error: option %d", c);
 }
@@ -719,7 +765,7 @@ static int vc_check(const struct volume_create_args *a, int have_layout)
 		return say_error(EXIT_USAGE, "--copies", "only a mirror layout has copies");
 	if (a->parity && a->kind != LAYOUT_PARITY)
 		return say_error(EXIT_USAGE, "--parity", "only a parity layout has parity columns");
-	if ((a->journal >= 0 || a->journal_mib) && a->kind != LAYOUT_PARITY)
+	if ((a->journal >= 0 || a->journal_mode >= 0 || a->journal_mib) && a->kind != LAYOUT_PARITY)
 		return say_error(EXIT_USAGE, "--journal", "only a parity layout has a journal");
 	return 0;
 }
@@ -734,13 +780,14 @@ static int cmd_volume_create(int argc, char **argv)
 					   {"integrity", required_argument, NULL, 'I'},
 					   {"journal", required_argument, NULL, 'j'},
 					   {"journal-size", required_argument, NULL, 'J'},
+					   {"journal-mode", required_argument, NULL, 'M'},
 					   {"help", no_argument, NULL, 'h'},
 					   {0}};
-	struct volume_create_args a = {.integrity = 1, .journal = -1};
+	struct volume_create_args a = {.integrity = 1, .journal = -1, .journal_mode = -1};
 	int c, rc, have_layout = 0;
 
 	opt_reset();
-	while ((c = next_opt(argc, argv, "volume create", ":l:c:p:n:i:I:j:J:h", lo)) != -1) {
+	while ((c = next_opt(argc, argv, "volume create", ":l:c:p:n:i:I:j:J:M:h", lo)) != -1) {
 		if (c == '?')
 			return EXIT_USAGE;
 		if (c == 'h')
@@ -756,6 +803,12 @@ static int cmd_volume_create(int argc, char **argv)
 	a.source = argv[optind];
 	a.name = argv[optind + 1];
 	rc = vc_check(&a, have_layout);
+	if (rc == 0 && a.kind == LAYOUT_PARITY) {
+		int m = journal_resolve(a.journal, a.journal_mode, -1);
+		if (m < 0)
+			return EXIT_USAGE;
+		a.journal = m;
+	}
 	return rc ? rc : do_volume_create(&a);
 }
 
@@ -837,9 +890,7 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 	json_u64(j, "interleave", v->geom.interleave);
 	json_bool(j, "integrity", (int)v->integrity);
 	json_str(j, "journal",
-		 v->geom.kind != LAYOUT_PARITY		 ? "none"
-		 : v->journal == POOL_VOLUME_JOURNAL_OFF ? "off"
-							 : "write-through");
+		 v->geom.kind != LAYOUT_PARITY ? "none" : journal_mode_name(v->journal));
 	if (v->geom.kind == LAYOUT_PARITY)
 		json_u64(j, "journal_size",
 			 (uint64_t)(v->journal_mib ? v->journal_mib : POOL_JOURNAL_DEFAULT_MIB)
@@ -997,24 +1048,25 @@ static int cmd_volume_delete(int argc, char **argv)
 
 /* ---- volume set ------------------------------------------------------------ */
 
-static int do_volume_set(const char *source, const char *name, int mode, uint32_t mib);
+static int do_volume_set(const char *source, const char *name, int mode, int jmode, uint32_t mib);
 
 static int cmd_volume_set(int argc, char **argv)
 {
 	static const struct option lo[] = {{"journal", required_argument, NULL, 'j'},
 					   {"journal-size", required_argument, NULL, 'J'},
+					   {"journal-mode", required_argument, NULL, 'M'},
 					   {"help", no_argument, NULL, 'h'},
 					   {0}};
-	int c, rc, mode = -1;
+	int c, rc, mode = -1, jmode = -1;
 	uint32_t mib = 0;
 
 	opt_reset();
-	while ((c = next_opt(argc, argv, "volume set", ":j:J:h", lo)) != -1) {
+	while ((c = next_opt(argc, argv, "volume set", ":j:J:M:h", lo)) != -1) {
 		if (c == '?')
 			return EXIT_USAGE;
 		if (c == 'h')
 			return show_help(help_volume_set);
-		rc = journal_option(c, optarg, &mode, &mib);
+		rc = journal_option(c, optarg, &mode, &jmode, &mib);
 		if (rc)
 			return rc;
 	}
@@ -1022,13 +1074,15 @@ static int cmd_volume_set(int argc, char **argv)
 		return say_error(EXIT_USAGE, "volume set",
 				 argc - optind < 2 ? "needs SOURCE and NAME"
 						   : "too many arguments; needs SOURCE and NAME");
-	if (mode < 0 && !mib)
+	if (mode < 0 && jmode < 0 && !mib)
 		return say_error(EXIT_USAGE, "volume set",
-				 "nothing to set (--journal, --journal-size)");
-	return do_volume_set(argv[optind], argv[optind + 1], mode, mib);
+				 "nothing to set (--journal, --journal-mode, --journal-size)");
+	if (mode == POOL_VOLUME_JOURNAL_OFF && jmode >= 0)
+		return say_error(EXIT_USAGE, "--journal-mode", "makes no sense with --journal off");
+	return do_volume_set(argv[optind], argv[optind + 1], mode, jmode, mib);
 }
 
-static int do_volume_set(const char *source, const char *name, int mode, uint32_t mib)
+static int do_volume_set(const char *source, const char *name, int mode, int jmode, uint32_t mib)
 {
 	char err[POOL_MSG_MAX * 2] = "", req[256];
 	char *reply = NULL;
@@ -1038,7 +1092,8 @@ static int do_volume_set(const char *source, const char *name, int mode, uint32_
 	if (!p)
 		return 1;
 	const struct pool_sb_volume *v = pool_volume_find(p, name);
-	uint32_t m = mode >= 0 ? (uint32_t)mode : v ? v->journal : 0;
+	int r = journal_resolve(mode, jmode, v ? (int)v->journal : POOL_VOLUME_JOURNAL_ON);
+	uint32_t m = r >= 0 ? (uint32_t)r : v ? v->journal : 0;
 	uint32_t sz = mib ? mib : v ? v->journal_mib : 0;
 	snprintf(req, sizeof(req), "volume-set-journal %s %u %u", name, m, sz);
 	rc = daemon_call(p, req, &reply, err, sizeof(err));
@@ -1052,8 +1107,7 @@ static int do_volume_set(const char *source, const char *name, int mode, uint32_
 	if (rc < 0)
 		rc = say_error(1, "volume set", "%s", err[0] ? err : strerror(-rc));
 	else
-		printf("volume '%s': journal %s, %u MiB per copy\n", name,
-		       m == POOL_VOLUME_JOURNAL_OFF ? "off" : "on (write-through)",
+		printf("volume '%s': journal %s, %u MiB per copy\n", name, journal_mode_name(m),
 		       sz ? sz : POOL_JOURNAL_DEFAULT_MIB);
 	pool_close(p);
 	return rc;
@@ -1181,6 +1235,59 @@ static void counters_table(struct pool *p)
 
 static void owners_table(struct pool *p);
 
+/* One number of the daemon's journal object jr, 0 if absent. */
+static uint64_t jnum(const char *jr, const char *key)
+{
+	char v[32];
+	json_peek(jr, key, v, sizeof(v));
+	return strtoull(v, NULL, 10);
+}
+
+/* Per parity volume: the journal's mode, size, fill, what write-back has
+ * not applied yet and how fast it applies, and a replay in progress. */
+static void journals_table(struct pool *p, const char *live)
+{
+	static const char *const head[] = {"VOLUME",   "MODE",	       ">SIZE",
+					   ">FILL",    ">UNAPPLIED",   ">APPLY/S",
+					   ">RECORDS", ">CHECKPOINTS", "REPLAY"};
+	struct table *t = NULL;
+
+	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
+		const struct pool_sb_volume *v = &p->sb->volume[i];
+		char jr[1024], size[32], fill[32], un[32], rate[32], recs[32], ck[32], rp[64];
+		if (v->geom.kind != LAYOUT_PARITY)
+			continue;
+		live_journal(live, v->name, jr, sizeof(jr));
+		if (!jr[0])
+			continue; /* off, or not open on this node */
+		if (!t && !(t = table_new(9, head)))
+			return;
+		char mode[32];
+		json_peek(jr, "mode", mode, sizeof(mode));
+		uint64_t sz = jnum(jr, "size"), used = jnum(jr, "used");
+		fmt_size(sz, size, sizeof(size));
+		uint64_t pm = sz ? used * 1000 / sz : 0; /* per mille */
+		snprintf(fill, sizeof(fill), "%" PRIu64 ".%" PRIu64 "%%", pm / 10, pm % 10);
+		snprintf(un, sizeof(un), "%" PRIu64, jnum(jr, "unapplied"));
+		snprintf(rate, sizeof(rate), "%" PRIu64, jnum(jr, "apply_rate"));
+		snprintf(recs, sizeof(recs), "%" PRIu64, jnum(jr, "records"));
+		snprintf(ck, sizeof(ck), "%" PRIu64, jnum(jr, "checkpoints"));
+		if (jnum(jr, "replaying"))
+			snprintf(rp, sizeof(rp), "running: %" PRIu64 " rec, %" PRIu64 " MiB",
+				 jnum(jr, "replayed"), jnum(jr, "replay_bytes") >> 20);
+		else
+			snprintf(rp, sizeof(rp), "%" PRIu64 " replayed, %" PRIu64 " damaged",
+				 jnum(jr, "replayed"), jnum(jr, "damaged"));
+		const char *row[9] = {v->name, mode, size, fill, un, rate, recs, ck, rp};
+		table_row(t, row);
+	}
+	if (t) {
+		printf("\nparity journals\n");
+		table_print(t, stdout);
+		table_free(t);
+	}
+}
+
 static int status_text(struct pool *p, const char *live)
 {
 	char uuid[37], full[POOL_MAX_DISKS * 4 + 32];
@@ -1196,6 +1303,8 @@ static int status_text(struct pool *p, const char *live)
 	disks_table(p, live);
 	printf("\n");
 	int rc = volumes_table(p, live);
+	if (live)
+		journals_table(p, live);
 	if (live)
 		owners_table(p);
 	if (live)

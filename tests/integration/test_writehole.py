@@ -26,8 +26,18 @@ One round, on a fresh pool of 6 disks with a parity 1 or parity 2 volume
      The one write in flight at the crash may have landed or not.
 
 With --journal off the hole must show (blocks never written, summed over
-the rounds: > 0); with the journal, 0 and 0 in every round.  Rounds per
-layout and mode: SPACEFS_WRITEHOLE_ROUNDS (default 2; 20 by hand).
+the rounds: > 0); with the journal, 0 and 0 in every round, in both
+journal modes.  In write-back mode the torn update is one the flusher
+applies (pool/wback.h): writes were acknowledged once journaled, so the
+replay must restore every one of them.  Rounds per layout and mode:
+SPACEFS_WRITEHOLE_ROUNDS (default 2; 20 by hand); modes:
+SPACEFS_WRITEHOLE_MODES (default off,write-through,write-back).
+
+Also: journal full under sustained writes (both modes), and write-back
+with its flusher held back (SPACEFS_FAULT=wbhold:MS): reads see records
+not yet in place (SEEK_DATA too), a kill -9 with records unapplied loses
+none, and a disk away while records are unapplied is resynced when it
+returns (the flusher wrote without it).
 """
 import json
 import os
@@ -124,7 +134,8 @@ class Round:
 
     def _run(self, pool):
         t = self.t
-        extra = ["--journal", self.journal] if self.journal != "default" else []
+        extra = (["--journal", "off"] if self.journal == "off" else
+                 [] if self.journal == "default" else ["--journal-mode", self.journal])
         extra += ["--integrity", self.opts.get("integrity", "on")]
         pool.volume("v", "parity", *LAYOUTS[self.layout], "--columns", "6", "--interleave",
                     "16K", *extra)
@@ -137,8 +148,10 @@ class Round:
             os.fsync(f.fileno())
         t.eq(m.stop(), 0, f"{self.what}: file laid out, clean unmount")
 
-        # 2. random 4 KiB writes with the fault armed
-        n = self.rng.randrange(1, 300)
+        # 2. random 4 KiB writes with the fault armed (write-back: the
+        # flusher gathers several writes per stripe, so it tears sooner)
+        wback = self.journal in ("write-back", "default")
+        n = self.rng.randrange(1, 60 if wback else 300)
         mark = len(log_tail(pool, 10**9))
         m = self.mount_at(pool, pool.disks[0], f"tear:{n}")
         gens = {b: {0} for b in range(NBLK)}
@@ -165,7 +178,7 @@ class Round:
                     break
                 acked[b] = g
                 writes += 1
-                if writes > 5000:
+                if writes > (50000 if wback else 5000):
                     break
         finally:
             try:
@@ -279,16 +292,17 @@ def check_blocks(path, gens, acked):
     return never, lost, eio
 
 
-def journal_full(t, seed):
+def journal_full(t, seed, mode):
     """Sustained small writes through a journal of 8 MiB (the least): each
     4 KiB write logs 12 KiB per copy, so 2400 of them fill it more than 3
-    times over; writers wait for checkpoints, nothing fails, nothing is
-    lost, and status counts the checkpoints."""
+    times over; writers wait for checkpoints (and in write-back mode for
+    the flusher: it holds at most 2 MiB), nothing fails, nothing is lost,
+    and status counts the checkpoints."""
     rng = random.Random(seed)
     pool = Pool(6, prefix="spacefs-wh-")
     try:
         pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
-                    "--journal-size", "8M")
+                    "--journal-size", "8M", "--journal-mode", mode)
         m = pool.mount()
         path = os.path.join(pool.mnt, "v", "f")
         with open(path, "wb") as f:
@@ -309,19 +323,162 @@ def journal_full(t, seed):
                 break
             acked[b] = g
         os.close(fd)
-        t.ok(failed is None, f"journal 8M: 2400 random 4 KiB writes all acknowledged ({failed})")
+        t.ok(failed is None, f"{mode} journal 8M: 2400 random 4 KiB writes all acknowledged ({failed})")
         st = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
         jl = next((v.get("journal_live") for v in st["volumes"] if v["name"] == "v"), None) or {}
-        t.ok(jl.get("checkpoints", 0) >= 3 and jl.get("records", 0) >= 2400,
-             f"journal 8M: status counts {jl.get('records')} records, "
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{mode} journal 8M: before the unmount every block reads as its last "
+             f"acknowledged write")
+        t.ok(jl.get("mode") == mode and jl.get("checkpoints", 0) >= 3
+             and jl.get("records", 0) >= 2400,
+             f"{mode} journal 8M: status counts {jl.get('records')} records, "
              f"{jl.get('checkpoints')} checkpoints")
-        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+        t.eq(m.stop(), 0, f"{mode} journal 8M: clean unmount")
         m = pool.mount()
         never, lost, eio = check_blocks(path, gens, acked)
         t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
-             "journal 8M: after a remount every block holds its last acknowledged write")
-        t.eq(m.stop(), 0, "journal 8M: clean unmount")
+             f"{mode} journal 8M: after a remount every block holds its last acknowledged write")
+        t.eq(m.stop(), 0, f"{mode} journal 8M: clean unmount")
     finally:
+        pool.cleanup()
+
+
+def wback_held(t, seed):
+    """Write-back with the flusher held back (wbhold): read-after-write of
+    records not yet in place, through a mount with direct_io (no page
+    cache between the test and the daemon); then kill -9 with records
+    unapplied, remount, and every acknowledged block must be there."""
+    rng = random.Random(seed)
+    pool = Pool(6, prefix="spacefs-wh-")
+    try:
+        pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
+                    "--journal-mode", "write-back")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+        t.eq(m.stop(), 0, "write-back held: file laid out, clean unmount")
+        os.environ["SPACEFS_FAULT"] = "wbhold:600000"
+        try:
+            m = pool.mount("direct_io")
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        fd = os.open(path, os.O_RDWR)
+        bad = []
+        for i in range(300):
+            b = rng.randrange(NBLK)
+            g = acked[b] + 1
+            gens[b].add(g)
+            os.pwrite(fd, block(b, g), b * BLK)
+            acked[b] = g
+            c = rng.randrange(NBLK)  # a block, written or not, right after
+            if os.pread(fd, BLK, c * BLK) != block(c, acked[c]):
+                bad.append(c)
+        os.close(fd)
+        st = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
+        jl = next((v.get("journal_live") for v in st["volumes"] if v["name"] == "v"), None) or {}
+        t.ok(jl.get("mode") == "write-back" and jl.get("unapplied", 0) >= 250
+             and jl.get("applied", 1) == 0,
+             f"write-back held: status shows {jl.get('unapplied')} records unapplied, "
+             f"{jl.get('applied')} applied")
+        t.eq(bad, [], "write-back held: 300 reads right after writes see the journaled data")
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             "write-back held: every block reads as its last acknowledged write, unapplied")
+        # data only in the journal is not a hole (SEEK_DATA looks at the
+        # chunk files' holes: the daemon puts the data in place first)
+        g = os.open(os.path.join(pool.mnt, "v", "g"), os.O_CREAT | os.O_RDWR, 0o644)
+        at = 5 * 5 * 16384 + 3 * BLK  # stripe 5 (5 data columns of 16 KiB), block 3
+        try:
+            os.pwrite(g, block(7, 1), at)
+            try:
+                d = os.lseek(g, 0, os.SEEK_DATA)
+            except OSError as e:
+                d = e
+            t.ok(isinstance(d, int) and 5 * 5 * 16384 <= d <= at,
+                 f"write-back held: SEEK_DATA finds a block written but not in place ({d})")
+        finally:
+            os.close(g)
+        mark = len(log_tail(pool, 10**9))
+        m.kill9()
+        m = pool.mount()
+        log = log_tail(pool, 10**9)[mark:]
+        t.ok(re.search(r"journal: replayed [1-9]", log) is not None,
+             "write-back held: after kill -9 the journal was replayed at the next mount")
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             "write-back held: after kill -9 and a remount every acknowledged block is there")
+        t.eq(m.stop(), 0, "write-back held: clean unmount")
+    finally:
+        os.environ.pop("SPACEFS_FAULT", None)
+        pool.cleanup()
+
+
+def wback_disk_away(t, seed):
+    """Write-back with records unapplied when a disk goes away: the
+    flusher applies them without that disk and must tell the dirty-region
+    log, so the disk, once back, is resynced.  Shown by then losing
+    another disk: every block must still read as its last acknowledged
+    write (a disk left stale would rebuild the other one wrongly)."""
+    rng = random.Random(seed)
+    pool = Pool(6, prefix="spacefs-wh-")
+    what = "write-back, disk away while records unapplied"
+    try:
+        pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
+                    "--journal-mode", "write-back")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "v", "f")
+        with open(path, "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+        t.eq(m.stop(), 0, f"{what}: file laid out, clean unmount")
+        os.environ["SPACEFS_FAULT"] = "wbhold:600000"
+        try:
+            m = pool.mount()
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+        gens = {b: {0} for b in range(NBLK)}
+        acked = {b: 0 for b in range(NBLK)}
+        fd = os.open(path, os.O_WRONLY)
+        for _ in range(300):
+            b = rng.randrange(NBLK)
+            g = acked[b] + 1
+            gens[b].add(g)
+            os.pwrite(fd, block(b, g), b * BLK)
+            acked[b] = g
+        os.close(fd)
+        # a disk with no journal copy goes away (its data positions only)
+        x = next(i for i, d in enumerate(pool.disks)
+                 if not os.path.exists(os.path.join(d, "vol", "v", "journal")))
+        os.rename(pool.disks[x], pool.disks[x] + ".away")
+        time.sleep(1.5)  # the health watcher looks once a second
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{what}: disk {x} away, every block reads right (records unapplied)")
+        t.eq(m.stop(), 0, f"{what}: clean unmount (the flusher applies without disk {x})")
+        os.rename(pool.disks[x] + ".away", pool.disks[x])
+        mark = len(log_tail(pool, 10**9))
+        m = pool.mount()
+        deadline = time.time() + 60
+        while time.time() < deadline and not re.search(
+                rf"resync (of )?disk {x} done|resynced [1-9]", log_tail(pool, 10**9)[mark:]):
+            time.sleep(0.5)
+        t.eq(m.stop(), 0, f"{what}: disk {x} back and resynced, clean unmount")
+        y = next(i for i in range(len(pool.disks)) if i != x)
+        shutil.rmtree(pool.disks[y])
+        m = Mount(pool.disks[x], pool.mnt, "", os.path.join(pool.dir, "spacefs.log"))
+        m.start()
+        pool.mounts.append(m)
+        never, lost, eio = check_blocks(path, gens, acked)
+        t.eq((len(never), len(lost), len(eio)), (0, 0, 0),
+             f"{what}: disk {y} lost after that, every block still reads right")
+        t.eq(m.stop(), 0, f"{what}: clean unmount")
+    finally:
+        os.environ.pop("SPACEFS_FAULT", None)
         pool.cleanup()
 
 
@@ -329,7 +486,7 @@ def main():
     t = Tap()
     rounds = int(os.environ.get("SPACEFS_WRITEHOLE_ROUNDS", "2"))
     seed = int(os.environ.get("SPACEFS_WRITEHOLE_SEED", str(int(time.time()))))
-    modes = os.environ.get("SPACEFS_WRITEHOLE_MODES", "off,default").split(",")
+    modes = os.environ.get("SPACEFS_WRITEHOLE_MODES", "off,write-through,write-back").split(",")
     t.diag(f"seed {seed}, {rounds} round(s) per layout and journal mode")
     for layout in LAYOUTS:
         for mode in modes:
@@ -350,16 +507,23 @@ def main():
             if mode == "off":
                 t.ok(never > 0, f"{layout} journal off: the write hole shows ({never} blocks "
                      f"hold bytes never written to them over {rounds} rounds)")
-    journal_full(t, seed)
-    # The journal's own failures, one round each.
-    for layout, opts in [("parity1", {"replay_kill": 1}), ("parity2", {"replay_kill": 1}),
-                         ("parity1", {"damage": 1}), ("parity1", {"integrity": "off"}),
-                         ("parity2", {"jdisk_fail": 1})]:
-        res = Round(t, layout, "on", seed * 1000 + 999, **opts).run()
+    for mode in ("write-through", "write-back"):
+        journal_full(t, seed, mode)
+    wback_held(t, seed)
+    wback_disk_away(t, seed)
+    # The journal's own failures, one round each.  A record rotten in every
+    # copy (damage) is only resyncable in write-through mode: in
+    # write-back the journal was the only place an acknowledged write was.
+    for layout, mode, opts in [("parity1", "write-through", {"replay_kill": 1}),
+                               ("parity2", "write-back", {"replay_kill": 1}),
+                               ("parity1", "write-through", {"damage": 1}),
+                               ("parity1", "write-back", {"integrity": "off"}),
+                               ("parity2", "write-back", {"jdisk_fail": 1})]:
+        res = Round(t, layout, mode, seed * 1000 + 999, **opts).run()
         if res is not None:
             t.eq(tuple(len(x) for x in res), (0, 0, 0),
-                 f"{layout} journal on {opts}: no block never written, no acknowledged block "
-                 f"lost, none unreadable")
+                 f"{layout} journal {mode} {opts}: no block never written, no acknowledged "
+                 f"block lost, none unreadable")
     t.done()
 
 

@@ -11,7 +11,9 @@
  * still come back; a torn tail is not replayed; a full journal
  * checkpoints (the sync callback runs first) and the old epoch is never
  * replayed again; a barrier on a journaled stripe checkpoints and on
- * another stripe does not; concurrent writers share commits.
+ * another stripe does not; concurrent writers share commits; an append
+ * the fence refuses (the node lost the volume) never reaches the copies;
+ * a held journal (write-back records not in place) never checkpoints.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -393,6 +395,85 @@ static void test_fault_parse(void **state)
 	}
 }
 
+static int fence_state; /* 0: this node owns the volume; else the errno refused */
+
+static int fence(void *arg)
+{
+	(void)arg;
+	return fence_state ? -fence_state : 0;
+}
+
+/* Data fencing: an append is submitted only while the fence allows it.
+ * Once it refuses (the node lost the volume), the append fails, nothing
+ * of it reaches the copies, and no later append does either. */
+static void test_fenced_append(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = e->paths,
+					  .npath = 2,
+					  .size = 64 * B,
+					  .sync = count_sync,
+					  .arg = e,
+					  .may_write = fence};
+	struct pool_journal *j = NULL;
+	char err[256] = "";
+	uint8_t buf[B];
+	struct pool_journal_piece p = {.pos = 0, .len = B, .off = 0, .buf = buf};
+	struct pool_journal_rec r = {.file_id = 3, .stripe = 0, .npiece = 1, .piece = &p};
+
+	memset(buf, 0x5a, sizeof(buf));
+	fence_state = 0;
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	log_one(j, 3, 1, 1, 0x10); /* allowed */
+	fence_state = ESTALE;	   /* another node took the volume over */
+	assert_true(pool_journal_log(j, &r, 1) < 0);
+	fence_state = 0;
+	assert_true(pool_journal_log(j, &r, 1) < 0); /* and stays refused */
+	pool_journal_close(j, 0);
+
+	/* the next owner replays only the append made before the fence */
+	cfg.may_write = NULL;
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->stripe[0], 1);
+	assert_int_equal(e->first[0], 0x10);
+	pool_journal_close(j, 1);
+}
+
+/* Held (write-back could not put some records in place): no checkpoint
+ * starts a new epoch, a clean close leaves the records for the replay,
+ * and once released, checkpoints work again. */
+static void test_hold(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 64 * B, NULL);
+
+	log_one(j, 3, 1, 2, 0x20);
+	pool_journal_hold(j, 1);
+	assert_int_equal(pool_journal_checkpoint(j, 0), -EAGAIN);
+	int syncs = e->syncs;
+	pool_journal_close(j, 1); /* clean, but held: no checkpoint */
+	assert_int_equal(e->syncs, syncs);
+
+	j = jopen(e, 64 * B, NULL);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->first[0], 0x20);
+	log_one(j, 3, 2, 1, 0x30);
+	pool_journal_hold(j, 1);
+	pool_journal_hold(j, 0);
+	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
+	pool_journal_close(j, 1);
+	e->napplied = 0;
+	j = jopen(e, 64 * B, NULL);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 0); /* checkpointed: nothing to replay */
+	pool_journal_close(j, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +486,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fenced_append, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_lost, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};

@@ -421,9 +421,9 @@ static void test_bounds(void **state)
 	/* one metadata disk (unused slots zeroed) for a mirror, which needs 2 */
 	expect_invalid(sb, v0 + 116, (uint8_t[]){1, 0, 0, 0, 0, 0, 0}, 7, "1 metadata disks");
 	expect_invalid(sb, v0 + 122, (uint8_t[]){1}, 1, "malformed"); /* unused slot set */
-	/* journal settings: only parity volumes have them, mode 0 or 1, 8..65536 MiB */
+	/* journal settings: only parity volumes have them, mode 0, 1 or 2, 8..65536 MiB */
 	expect_invalid(sb, v0 + 123, (uint8_t[]){1}, 1, "journal mode 1");
-	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE + 123, (uint8_t[]){2}, 1, "journal mode 2");
+	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE + 123, (uint8_t[]){3}, 1, "journal mode 3");
 	put32(four, 4);
 	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE + 124, four, 4, "4 MiB");
 	expect_invalid(sb, v0 + POOL_SB_VOLUME_SIZE, "vol0", 4, "appears twice");
