@@ -29,6 +29,7 @@
 #include "fs/fs.h"
 #include "fs/node.h"
 #include "pool/ctl.h"
+#include "pool/wback.h"
 
 #define SPACEFS_VERSION "0.1.0"
 
@@ -388,11 +389,16 @@ static int run_session(struct fs *fs, struct fuse_args *args)
 	/* Threads of the volumes opened above would have stayed in the parent. */
 	pthread_mutex_lock(&fs->vol_lock);
 	atomic_store(&fs->daemonized, true);
-	for (uint32_t i = 0; i < fs->nvol; i++)
+	for (uint32_t i = 0; i < fs->nvol; i++) {
 		if (fs->vol[i] && fs_ckpt_start(fs->vol[i]) < 0)
 			fprintf(stderr,
 				"spacefs: volume %s: cannot start the checkpoint merge worker\n",
 				fs->vol[i]->name);
+		if (fs->vol[i] && fs->vol[i]->wb && pool_wb_start(fs->vol[i]->wb) < 0)
+			fprintf(stderr,
+				"spacefs: volume %s: cannot start the parity journal's flusher\n",
+				fs->vol[i]->name);
+	}
 	pthread_mutex_unlock(&fs->vol_lock);
 	if (fs_flusher_start(fs) < 0)
 		goto unmount;

@@ -278,6 +278,8 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
 	    .hold = wb_hold,
 	    .arg = v,
 	    .hold_ms = v->fault.kind == POOL_FAULT_WBHOLD ? (uint32_t)v->fault.at : 0,
+	    /* before fuse_daemonize: fs/main.c starts it in the child */
+	    .defer_thread = !atomic_load(&v->fs->daemonized),
 	};
 	int rc = pool_wb_new(&wc, &v->wb);
 	if (rc < 0) {

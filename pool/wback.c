@@ -132,14 +132,21 @@ int pool_wb_new(const struct pool_wb_config *cfg, struct pool_wb **out)
 	wb->tail = &wb->head;
 	wb->st.limit = cfg->limit;
 	wb->rate_t = now_ms();
-	if (!cfg->no_thread) {
-		if (pthread_create(&wb->thr, NULL, flusher, wb) != 0) {
-			pool_wb_free(wb);
-			return -EAGAIN;
-		}
-		wb->have_thr = 1;
+	if (!cfg->no_thread && !cfg->defer_thread && pool_wb_start(wb) < 0) {
+		pool_wb_free(wb);
+		return -EAGAIN;
 	}
 	*out = wb;
+	return 0;
+}
+
+int pool_wb_start(struct pool_wb *wb)
+{
+	if (wb->have_thr || wb->cfg.no_thread)
+		return 0;
+	if (pthread_create(&wb->thr, NULL, flusher, wb) != 0)
+		return -EAGAIN;
+	wb->have_thr = 1;
 	return 0;
 }
 

@@ -62,7 +62,10 @@ struct pool_wb_config {
 	 * replay at the next open).  NULL: none. */
 	void (*hold)(void *arg, int on);
 	void *arg;
-	int no_thread;	  /* 1: no flusher thread (unit tests call pool_wb_flush) */
+	int no_thread; /* 1: no flusher thread (unit tests call pool_wb_flush) */
+	/* 1: the flusher starts at pool_wb_start, not at once (a daemon about
+	 * to fork: a thread started before fuse_daemonize stays in the parent) */
+	int defer_thread;
 	uint32_t hold_ms; /* tests (SPACEFS_FAULT=wbhold:MS): wait this long before each batch */
 };
 
@@ -81,6 +84,9 @@ struct pool_wb_stats {
 struct pool_wb;
 
 int pool_wb_new(const struct pool_wb_config *cfg, struct pool_wb **out);
+/* Start the flusher thread if it is not running (defer_thread); 0 or
+ * -EAGAIN. */
+int pool_wb_start(struct pool_wb *wb);
 /* Apply everything queued (what cannot be written stays in the
  * journal), stop the flusher, free. */
 void pool_wb_free(struct pool_wb *wb);

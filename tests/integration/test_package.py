@@ -21,6 +21,7 @@ The package is purged at the end even when a check fails or raises, and
 the test refuses to run where spacefs is already installed (it would
 purge the admin's copy).  Runs as root on a throwaway machine (CI).
 """
+import json
 import os
 import shutil
 import subprocess
@@ -76,6 +77,29 @@ def wait_unmounted(mnt, timeout=30):
     return False
 
 
+def writeback_applied(t, mnt, source, env):
+    """A daemonized mount (fuse_daemonize forks) must run the write-back
+    journal's flusher in the child: it was once started before the fork,
+    so records were never applied and the journal filled and hung."""
+    path = os.path.join(mnt, "Archive", "wb.img")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for i in range(16):  # small writes: partial stripes, journaled
+            os.pwrite(fd, bytes([i + 1]) * 4096, i * 65536)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    left = None
+    for _ in range(100):
+        st = json.loads(run(["/usr/bin/spacectl", "status", source, "--json"], env=env).stdout)
+        vol = [v for v in st.get("volumes", []) if v.get("name") == "Archive"]
+        left = ((vol[0].get("journal_live") or {}).get("unapplied") if vol else None)
+        if left == 0:
+            break
+        time.sleep(0.1)
+    t.eq(left, 0, "write-back records are applied by the daemonized mount's flusher")
+
+
 def fstab_checks(t, tmp, env):
     disks = [os.path.join(tmp, f"d{i}") for i in range(3)]
     for d in disks:
@@ -85,7 +109,8 @@ def fstab_checks(t, tmp, env):
     sc = ["/usr/bin/spacectl"]
     run(sc + ["pool", "create", "pkgpool", *disks], env=env)
     run(sc + ["volume", "create", disks[0], "VMs", "--layout", "mirror", "--copies", "2"], env=env)
-    run(sc + ["volume", "create", disks[0], "Archive", "--layout", "parity"], env=env)
+    run(sc + ["volume", "create", disks[0], "Archive", "--layout", "parity",
+              "--journal-mode", "write-back", "--journal-size", "8M"], env=env)
 
     port = 9100 + os.getpid() % 800
     fstab = os.path.join(tmp, "fstab")
@@ -113,6 +138,7 @@ def fstab_checks(t, tmp, env):
              "metrics= from the fstab line reached the daemon: the endpoint answers")
     except OSError as e:
         t.ok(False, f"metrics endpoint: {e}")
+    writeback_applied(t, mnt, disks[0], env)
     r = run(["umount", mnt], check=False)
     t.ok(r.returncode == 0 and wait_unmounted(mnt), "umount unmounts, the daemon exits")
     r = run(["mount", "-a", "-T", fstab], check=False, env=env)
