@@ -406,7 +406,9 @@ def vhdx(t, p, vol):
     dest = os.path.join(p.dir, "vhdx-backup")
     os.makedirs(dest)
     b = p.spacectl("backup", p.source, f"{vol}/hv", dest, "--wait", check=False)
-    t.eq(b.returncode, 0, f"{vol}: backup of a VHDX under qemu-io writes ({b.stderr.strip()})")
+    if not t.eq(b.returncode, 0,
+                f"{vol}: backup of a VHDX under qemu-io writes ({b.stderr.strip()})"):
+        t.diag(log_tail(p))
     _, err = qio.communicate(timeout=300)
     t.eq(qio.returncode, 0, f"{vol}: qemu-io wrote through checkpoint, backup, merge ({err[-200:]})")
     copy = os.path.join(dest, "hv", "guest.vhdx")

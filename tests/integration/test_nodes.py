@@ -174,6 +174,7 @@ def scenario_kill(t, pool, a, b, va):
     out, _ = p.communicate(timeout=300)
     if not t.ok(p.returncode == 0, "fio with verify on B across the kill passes"):
         t.diag(out[-3000:])
+        t.diag("--- B's log\n" + b.m.log_text()[-4000:])
     e1 = epoch_of(b, va)
     t.ok(e1 > e0, f"epoch went up ({e0} -> {e1})")
     a.start()
