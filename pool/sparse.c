@@ -387,6 +387,10 @@ static int zero_run(struct pool_store *s, const struct pool_file_map *f, uint64_
 			return (int)rc;
 		x += n;
 	}
+	/* release_zeros punches blocks it takes as written with zeros: in
+	 * write-back mode they are only journaled until the flusher has run
+	 * (punching first left the older bytes' checksums beside the hole) */
+	pool_store_wb_drain(s);
 	release_zeros(s, f, off, end - off);
 	return 0;
 }
