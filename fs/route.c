@@ -733,8 +733,12 @@ static void r_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE) || fs->opt.writeback_cache) {
-		fs_ops.lseek(req, ino, off, whence, fi); /* its answer needs no owner */
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) { /* the kernel answers the others */
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (off < 0 || fs->opt.writeback_cache) {
+		fs_ops.lseek(req, ino, off, whence, fi); /* answered without the store */
 		return;
 	}
 	ROUTE(fs, v, fs_ops.lseek(req, ino, off, whence, fi),
