@@ -6,6 +6,7 @@ them with SPACEFS_NODE; fanotify (through ctypes) to see which process
 writes which file under the disk directories.
 """
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -111,6 +112,28 @@ class Cluster:
                 n.m.stop()
         self.pool.cleanup()
         return isinstance(e, Exception)
+
+
+def disk_state(pool, i):
+    """Disk i's state in `spacectl status` (None if it cannot be read)."""
+    p = run([SPACECTL, "status", pool.disks[0], "--json"], check=False)
+    try:
+        return json.loads(p.stdout)["disks"][i]["state"]
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+def read_all(t, mnt, sums, what):
+    """Every file VOL/fNNN of sums {(vol, n): sha256 hex} reads back as written."""
+    bad = []
+    for (vol, i), want in sums.items():
+        try:
+            with open(os.path.join(mnt, vol, f"f{i:03d}"), "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != want:
+                    bad.append(f"{vol}/f{i:03d}: wrong bytes")
+        except OSError as e:
+            bad.append(f"{vol}/f{i:03d}: {e}")
+    t.ok(not bad, f"every file reads back as written {what} {bad[:4]}")
 
 
 def owners(node):

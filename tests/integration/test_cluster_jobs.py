@@ -27,25 +27,16 @@ chunk file of S is damaged on one disk, behind the daemons' backs.
 """
 import glob
 import hashlib
-import json
 import os
 import re
 import time
 
 from harness import SPACECTL, Mount, Pool, Tap, run
-from nodes import Cluster, Node, free_port, owners, wait_for
+from nodes import Cluster, Node, disk_state, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 NFILES = 48
 FSIZE = 1 << 20
-
-
-def disk_state(pool, i):
-    p = run([SPACECTL, "status", pool.disks[0], "--json"], check=False)
-    try:
-        return json.loads(p.stdout)["disks"][i]["state"]
-    except (ValueError, KeyError, IndexError):
-        return None
 
 
 def job_rows(node):

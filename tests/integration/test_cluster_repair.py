@@ -28,7 +28,7 @@ import shutil
 import time
 
 from harness import SPACECTL, Mount, Pool, Tap, run
-from nodes import Cluster, Node, free_port, owners, wait_for
+from nodes import Cluster, Node, free_port, owners, read_all, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 
@@ -52,18 +52,6 @@ def repair_row(node, vol):
     return [(j.get("node"), j.get("state"),
              100.0 * j["done"] / j["total"] if j.get("total") else 0.0)
             for j in jobs if j.get("kind") == "repair" and j.get("volume") == vol]
-
-
-def read_all(t, mnt, sums, what):
-    bad = []
-    for (vol, i), want in sums.items():
-        try:
-            with open(os.path.join(mnt, vol, f"f{i:03d}"), "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != want:
-                    bad.append(f"{vol}/f{i:03d}: wrong bytes")
-        except OSError as e:
-            bad.append(f"{vol}/f{i:03d}: {e}")
-    t.ok(not bad, f"every file reads back as written {what} {bad[:4]}")
 
 
 def main():

@@ -34,7 +34,7 @@ import time
 
 from failures import remove_disk
 from harness import SPACECTL, Mount, Pool, Tap, run, tree_digest
-from nodes import Cluster, Node, fio_job, owners, wait_for
+from nodes import Cluster, Node, disk_state, fio_job, owners, wait_for
 
 NS = ("sfs1", "sfs2", "sfs3")
 IP = ("10.213.78.1", "10.213.78.2", "10.213.78.3")
@@ -71,14 +71,6 @@ def cleanup_netns(tag):
     for ns in NS:
         run(["ip", "netns", "del", ns], check=False)
     run(["ip", "link", "del", f"sfbr{tag}"], check=False)
-
-
-def disk_state(pool, i):
-    p = run([SPACECTL, "status", pool.disks[0], "--json"], check=False)
-    try:
-        return json.loads(p.stdout)["disks"][i]["state"]
-    except (ValueError, KeyError, IndexError):
-        return None
 
 
 def jobs(node):

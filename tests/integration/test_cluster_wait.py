@@ -31,18 +31,10 @@ import subprocess
 
 from failures import remove_disk
 from harness import SPACECTL, Mount, Pool, Tap, run
-from nodes import Cluster, Node, free_port, owners, wait_for
+from nodes import Cluster, Node, disk_state, free_port, owners, read_all, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 PREF = {"A": "n1", "B": "n2", "C": "n3"}
-
-
-def disk_state(pool, i):
-    p = run([SPACECTL, "status", pool.disks[0], "--json"], check=False)
-    try:
-        return json.loads(p.stdout)["disks"][i]["state"]
-    except (ValueError, KeyError, IndexError):
-        return None
 
 
 def jobs(node):
@@ -79,18 +71,6 @@ def spacectl_bg(node, *args):
     env = dict(os.environ, SPACEFS_NODE=node.name)
     return subprocess.Popen([SPACECTL, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def read_all(t, mnt, sums, what):
-    bad = []
-    for (vol, i), want in sums.items():
-        try:
-            with open(os.path.join(mnt, vol, f"f{i:03d}"), "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != want:
-                    bad.append(f"{vol}/f{i:03d}: wrong bytes")
-        except OSError as e:
-            bad.append(f"{vol}/f{i:03d}: {e}")
-    t.ok(not bad, f"every file reads back as written {what} {bad[:4]}")
 
 
 def main():
