@@ -710,16 +710,13 @@ static int remote_lseek(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino, off
 			     .off = (uint64_t)off,
 			     .flags = (uint32_t)whence};
 	struct wire_rep p;
-	uint8_t *raw = NULL;
-	int rc = rcall(fs_of(req), v, &q, &p, &raw);
+	uint8_t *raw;
+	int rc = call(req, v, &q, &p, &raw);
 
-	if (rc == AGAIN)
-		return AGAIN;
+	if (rc)
+		return rc == AGAIN ? AGAIN : 0;
+	fuse_reply_lseek(req, (off_t)p.v1);
 	free(raw);
-	if (rc < 0 || p.err < 0)
-		fuse_reply_err(req, rc < 0 ? -rc : -p.err);
-	else
-		fuse_reply_lseek(req, (off_t)p.v1);
 	return 0;
 }
 
