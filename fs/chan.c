@@ -103,7 +103,6 @@ static ssize_t chan_read(int fd, void *buf, size_t len, void *userdata)
 	size_t blen = (size_t)n - sizeof(*h);
 	cur.opcode = h->opcode;
 	cur.kill_suidgid = kill_flag(h, body, blen);
-	atomic_fetch_add(&fs->chan.requests, 1);
 	atomic_fetch_add(&fs->chan.by_op[h->opcode < FS_CHAN_OPS ? h->opcode : 0], 1);
 	if (h->opcode == FUSE_INIT)
 		note_init(fs, h, body, blen);
@@ -231,22 +230,28 @@ static void put(char *buf, size_t len, size_t *used, const char *fmt, ...)
 
 int fs_chan_json(struct fs *fs, char *buf, size_t len)
 {
+	uint64_t c[FS_CHAN_OPS], total = 0;
 	size_t used = 0;
 	bool first = true;
 
+	/* The total is the sum of the counts read, not a counter of its own:
+	 * a reader then always sees the two agree, however requests race it. */
+	for (uint32_t op = 0; op < FS_CHAN_OPS; op++) {
+		c[op] = atomic_load(&fs->chan.by_op[op]);
+		total += c[op];
+	}
 	put(buf, len, &used,
 	    "{\"requests\":%" PRIu64 ",\"killpriv_v2\":%s,\"direct_io_mmap\":%s,"
 	    "\"max_background\":%u,\"by_op\":{",
-	    (uint64_t)atomic_load(&fs->chan.requests), fs->chan.killpriv_v2 ? "true" : "false",
+	    total, fs->chan.killpriv_v2 ? "true" : "false",
 	    fs->chan.direct_io_mmap ? "true" : "false", fs->chan.max_background);
 	for (uint32_t op = 0; op < FS_CHAN_OPS; op++) {
-		uint64_t c = atomic_load(&fs->chan.by_op[op]);
-		if (!c)
+		if (!c[op])
 			continue;
 		if (op && op_name[op])
-			put(buf, len, &used, "%s\"%s\":%" PRIu64, first ? "" : ",", op_name[op], c);
+			put(buf, len, &used, "%s\"%s\":%" PRIu64, first ? "" : ",", op_name[op], c[op]);
 		else
-			put(buf, len, &used, "%s\"op%u\":%" PRIu64, first ? "" : ",", op, c);
+			put(buf, len, &used, "%s\"op%u\":%" PRIu64, first ? "" : ",", op, c[op]);
 		first = false;
 	}
 	put(buf, len, &used, "}}");

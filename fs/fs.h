@@ -112,8 +112,7 @@ struct fs_inode {
 /* The /dev/fuse channel (fs/chan.c): what the kernel asked, counted. */
 #define FS_CHAN_OPS 64 /* opcodes counted one by one; others count as op 0 */
 struct fs_chan {
-	atomic_uint_fast64_t requests;		 /* every request the kernel sent */
-	atomic_uint_fast64_t by_op[FS_CHAN_OPS]; /* the same by opcode */
+	atomic_uint_fast64_t by_op[FS_CHAN_OPS]; /* every request the kernel sent, by opcode */
 	atomic_uint_fast64_t init_unique;	 /* the INIT request awaiting its reply */
 	uint64_t offered;			 /* the kernel's INIT flags */
 	bool killpriv_v2;			 /* agreed: the daemon clears set-id bits */

@@ -666,6 +666,51 @@ static struct scan *scan_new(const char *source, const char *const *extra, uint3
 	return s;
 }
 
+/* What a scan saw, in one number: two scans with the same fingerprint
+ * found the same superblocks in the same places. */
+static uint64_t scan_fingerprint(const struct scan *s)
+{
+	uint64_t h = s->n;
+
+	for (uint32_t i = 0; i < s->n; i++)
+		h = h * 1000003u + (s->c[i].sb ? s->c[i].digest ^ s->c[i].sb->generation : 0) +
+		    (uint64_t)s->c[i].found;
+	return h;
+}
+
+/* A commit writes the new generation disk by disk (pool_commit), so a
+ * reader in the middle of one may find no majority: say, half the disks
+ * at generation 9 and half still at 8.  That state lasts as long as a few
+ * superblock writes, so scan again while what the disks hold keeps
+ * changing, and give up only once it has held still for
+ * SCAN_SETTLE_TRIES pauses in a row (a pool that really is incomplete
+ * costs those few pauses before the refusal), or after SCAN_TRIES. */
+#define SCAN_TRIES 40
+#define SCAN_SETTLE_TRIES 5
+#define SCAN_PAUSE_US 50000
+
+static struct scan *scan_settled(const char *source, const char *const *extra, uint32_t nextra,
+				 unsigned flags, char *err, size_t errlen, int *rc)
+{
+	const struct cand *newest;
+	struct scan *s = scan_new(source, extra, nextra, err, errlen, rc);
+	uint32_t still = 0;
+
+	for (int t = 0; s && !(flags & POOL_OPEN_INSPECT) && t < SCAN_TRIES; t++) {
+		if (elect(s, &newest) || still >= SCAN_SETTLE_TRIES)
+			break;
+		uint64_t was = scan_fingerprint(s);
+		usleep(SCAN_PAUSE_US);
+		struct scan *again = scan_new(source, extra, nextra, err, errlen, rc);
+		if (!again)
+			break; /* keep the scan we have: it says what is wrong */
+		still = scan_fingerprint(again) == was ? still + 1 : 0;
+		scan_free(s);
+		s = again;
+	}
+	return s;
+}
+
 int pool_open_paths(const char *source, const char *const *extra, uint32_t nextra, unsigned flags,
 		    struct pool **out, char *err, size_t errlen)
 {
@@ -675,9 +720,10 @@ int pool_open_paths(const char *source, const char *const *extra, uint32_t nextr
 	int rc;
 
 	*out = NULL;
-	s = scan_new(source, extra, nextra, err, errlen, &rc);
+	s = scan_settled(source, extra, nextra, flags, err, errlen, &rc);
 	if (!s)
 		return rc;
+	rc = 0;
 	ref = elect(s, &newest);
 	assert(newest); /* SOURCE itself is one of ours */
 	p = pool_build(s, ref ? ref : newest);
