@@ -256,6 +256,7 @@ struct call {
 	void *arg;
 	int rc;
 	bool done;
+	bool alone; /* never inside a batch's transaction (see run_call) */
 	struct call *next;
 };
 
@@ -1129,15 +1130,41 @@ static void run_batch(struct pool_meta *m, struct call *list)
 	} while (rc == META_RETRY);
 }
 
+/* Take the calls marked `alone` out of *list, in order, into the list
+ * returned. */
+static struct call *split_alone(struct call **list)
+{
+	struct call *alone = NULL, **atail = &alone, **p = list;
+
+	while (*p) {
+		struct call *c = *p;
+		if (!c->alone) {
+			p = &c->next;
+			continue;
+		}
+		*p = c->next;
+		c->next = NULL;
+		*atail = c;
+		atail = &c->next;
+	}
+	return alone;
+}
+
 /* Run one API call.  Group commit: a call joins the queue; if no other
  * thread is running calls, this one leads: it takes the whole queue (the
  * calls that arrived while the previous batch ran) and runs it as one
  * transaction, so N concurrent creates cost one COMMIT per replica, not N.
  * Nobody is answered before the batch's COMMIT returned on every live
- * replica, so an acknowledged change is in every replica's WAL. */
-static int run(struct pool_meta *m, op_fn fn, void *arg)
+ * replica, so an acknowledged change is in every replica's WAL.
+ *
+ * Calls marked `alone` (a sync: its WAL checkpoint; the locking-mode
+ * switch) cannot run inside a transaction -- SQLite refuses a checkpoint
+ * on a connection with one open (SQLITE_LOCKED), and a sync batched with
+ * a backup's readdirs once dropped every replica that way.  They run
+ * after the batch, one at a time, each outside any transaction. */
+static int run_call(struct pool_meta *m, op_fn fn, void *arg, bool alone)
 {
-	struct call me = {.fn = fn, .arg = arg};
+	struct call me = {.fn = fn, .arg = arg, .alone = alone};
 
 	pthread_mutex_lock(&m->qlock);
 	*m->qtail = &me;
@@ -1154,19 +1181,30 @@ static int run(struct pool_meta *m, op_fn fn, void *arg)
 	m->leading = true;
 	pthread_mutex_unlock(&m->qlock);
 
+	struct call *later = split_alone(&list);
 	pthread_mutex_lock(&m->lock);
-	run_batch(m, list);
+	if (list)
+		run_batch(m, list);
+	if (later)
+		run_alone(m, later);
 	reap_dropped(m);
 	pthread_mutex_unlock(&m->lock);
 
 	pthread_mutex_lock(&m->qlock);
 	for (struct call *c = list; c; c = c->next)
 		c->done = true;
+	for (struct call *c = later; c; c = c->next)
+		c->done = true;
 	m->leading = false;
 	pthread_cond_broadcast(&m->qcond);
 	pthread_mutex_unlock(&m->qlock);
 	assert(me.rc <= 0);
 	return me.rc;
+}
+
+static int run(struct pool_meta *m, op_fn fn, void *arg)
+{
+	return run_call(m, fn, arg, false);
 }
 
 /* ---- decoding rows ------------------------------------------------------------ */
@@ -2437,7 +2475,7 @@ static int op_exclusive(struct pool_meta *m, void *arg)
 
 int pool_meta_exclusive(struct pool_meta *m)
 {
-	return run(m, op_exclusive, NULL);
+	return run_call(m, op_exclusive, NULL, true);
 }
 
 void pool_meta_fail_reads(struct pool_meta *m, int sqlite_rc, unsigned n)
@@ -2511,7 +2549,10 @@ static int sync_replica(struct replica *r)
 {
 	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 
-	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+	/* busy or locked: another connection's reader or writer (or, were a
+	 * sync ever run inside a transaction, our own) kept the checkpoint
+	 * from running -- nothing about the replica's disk */
+	if (rc != SQLITE_OK && !is_busy(rc)) {
 		snprintf(r->why, sizeof(r->why), "checkpoint: %s", sqlite3_errmsg(r->db));
 		return -EIO;
 	}
@@ -2542,7 +2583,7 @@ static int op_sync(struct pool_meta *m, void *arg)
 
 int pool_meta_sync(struct pool_meta *m)
 {
-	return run(m, op_sync, NULL);
+	return run_call(m, op_sync, NULL, true);
 }
 
 /* ---- opening: probing, creating, restoring --------------------------------------------- */

@@ -1768,8 +1768,16 @@ struct worker {
 	uint64_t dir[4];
 	unsigned seed;
 	int ops;
+	long entries;
 	int bad_rc; /* first unexpected result; cmocka asserts only in the main thread */
 };
+
+static int count_entry(void *arg, const char *name, const struct pool_inode *in, uint64_t cookie)
+{
+	(void)name, (void)in, (void)cookie;
+	++*(long *)arg;
+	return 0;
+}
 
 static void *work(void *arg)
 {
@@ -1783,7 +1791,7 @@ static void *work(void *arg)
 		int rc = 0;
 		snprintf(a, sizeof(a), "n%u", (r >> 4) % 24);
 		snprintf(b, sizeof(b), "n%u", (r >> 9) % 24);
-		switch ((r >> 14) % 6) {
+		switch ((r >> 14) % 8) {
 		case 0:
 		case 1:
 			memset(&in, 0, sizeof(in));
@@ -1805,6 +1813,12 @@ static void *work(void *arg)
 		case 5:
 			if (pool_meta_lookup(w->m, d1, a, &in) == 0)
 				rc = pool_meta_link(w->m, in.ino, d2, b, i, &out);
+			break;
+		case 6: /* batched with the others: must not run inside their transaction */
+			rc = pool_meta_sync(w->m);
+			break;
+		case 7:
+			rc = pool_meta_readdir(w->m, d1, 0, count_entry, &w->entries);
 			break;
 		}
 		/* Races give ordinary errors, never EIO or anything odd. */
