@@ -28,6 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -442,6 +445,106 @@ static uint64_t mirror_sources(const struct pool_store *s, uint64_t tgt, uint64_
 }
 
 /* Which positions to read and which to rebuild, for the whole batch. */
+/* ---- reservations ---------------------------------------------------------- */
+
+/* Call fn for every run of fd's bytes in [lo, hi) that fallocate reserved
+ * and nothing wrote since (FIEMAP's unwritten extents), clipped to the
+ * range.  Such runs read as zeros, so neither a rebuild (which leaves
+ * zeros as holes on a new disk) nor a sparse copy carries them; without
+ * this a repaired or moved file would lose the space its fallocate
+ * promised.  A filesystem without FIEMAP: -EOPNOTSUPP, nothing called. */
+static int unwritten_runs(int fd, uint64_t lo, uint64_t hi,
+			  int (*fn)(void *arg, uint64_t lo, uint64_t hi), void *arg)
+{
+	enum { NEXT = 64 };
+	union {
+		struct fiemap m;
+		uint8_t room[sizeof(struct fiemap) + NEXT * sizeof(struct fiemap_extent)];
+	} u;
+	uint64_t at = lo;
+
+	while (at < hi) {
+		memset(&u, 0, sizeof(u));
+		u.m.fm_start = at;
+		u.m.fm_length = hi - at;
+		u.m.fm_extent_count = NEXT;
+		if (ioctl(fd, FS_IOC_FIEMAP, &u.m) < 0)
+			return -errno;
+		if (u.m.fm_mapped_extents == 0)
+			return 0;
+		for (uint32_t i = 0; i < u.m.fm_mapped_extents; i++) {
+			const struct fiemap_extent *e = &u.m.fm_extents[i];
+			uint64_t a = e->fe_logical > lo ? e->fe_logical : lo;
+			uint64_t b = e->fe_logical + e->fe_length < hi ? e->fe_logical + e->fe_length
+								       : hi;
+			if ((e->fe_flags & FIEMAP_EXTENT_UNWRITTEN) && a < b) {
+				int rc = fn(arg, a, b);
+				if (rc < 0)
+					return rc;
+			}
+			at = e->fe_logical + e->fe_length;
+			if (e->fe_flags & FIEMAP_EXTENT_LAST)
+				return 0;
+		}
+	}
+	return 0;
+}
+
+struct carry {
+	struct rq *q;
+	uint64_t to; /* positions to reserve on */
+};
+
+static int carry_run(void *arg, uint64_t lo, uint64_t hi)
+{
+	struct carry *c = arg;
+	struct pool_store *s = c->q->s;
+	uint64_t clo = lo / BLK * CRC_BYTES, chi = (hi + BLK - 1) / BLK * CRC_BYTES;
+
+	for (uint32_t p = 0; p < s->npos; p++) {
+		if (!(c->to >> p & 1))
+			continue;
+		int rc = store_rq_ref(c->q, p, 1);
+		if (rc < 0)
+			return rc;
+		struct chunk_ref *r = &c->q->ref[p];
+		pthread_mutex_lock(&s->size_mu); /* see store_chunk_reserve */
+		if (fallocate(r->fd, 0, (off_t)lo, (off_t)(hi - lo)) < 0 ||
+		    (r->crcfd >= 0 && fallocate(r->crcfd, 0, (off_t)clo, (off_t)(chi - clo)) < 0))
+			rc = -errno;
+		pthread_mutex_unlock(&s->size_mu);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* A rebuilt batch: reserve on the targets what the batch's sources hold
+ * reserved.  Mirror: a target's own copies, exactly.  Parity: every live
+ * position of the stripes -- parity rows are reserved wherever any data
+ * column was, so a data column may get a few rows more than it had at
+ * the ends of a reserved range (space, never data).  Best effort: the
+ * data is rebuilt either way; a failure is said once per batch. */
+static void carry_reserved(struct rq *q, struct chk *k, uint64_t sources)
+{
+	struct pool_store *s = q->s;
+	uint64_t lo = k->first * s->g.interleave, hi = lo + (uint64_t)k->span * BLK;
+	struct carry c = {.q = q, .to = k->tgt};
+	int rc = 0;
+
+	for (uint32_t p = 0; p < s->npos && rc == 0; p++) {
+		if (!(sources >> p & 1) || (k->tgt >> p & 1))
+			continue;
+		if (store_rq_ref(q, p, 0) < 0 || q->ref[p].fd < 0)
+			continue;
+		rc = unwritten_runs(q->ref[p].fd, lo, hi, carry_run, &c);
+	}
+	if (rc < 0 && rc != -EOPNOTSUPP)
+		store_log(s, "file %016" PRIx64 ": stripes %" PRIu64 "-%" PRIu64
+		          ": reservations not carried to the rebuilt disk: %s",
+		          q->f->id, k->first, k->first + k->span / k->nblk - 1, strerror(-rc));
+}
+
 static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t last)
 {
 	struct pool_store *s = q->s;
@@ -487,6 +590,10 @@ static int check_batch(struct pool_store *s, struct scratch *t, const struct poo
 			check_simple(k, s->npos);
 		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR))
 			rc = check_write(&q, k);
+		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR) && k->tgt)
+			carry_reserved(&q, k,
+				       s->g.kind == LAYOUT_MIRROR ? mirror_sources(s, k->tgt, first)
+								  : k->live);
 	} else if (rc == 0) {
 		for (uint32_t p = 0; p < s->npos; p++)
 			k->st->blocks += (k->live >> p & 1) * k->span;
@@ -590,7 +697,14 @@ int store_heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aof
 
 /* ---- moving a position to another disk (disk retire) ---------------------- */
 
-/* Copy the data extents of src into dst (holes stay holes), fsync. */
+static int reserve_fd(void *arg, uint64_t lo, uint64_t hi)
+{
+	return fallocate(*(int *)arg, 0, (off_t)lo, (off_t)(hi - lo)) < 0 ? -errno : 0;
+}
+
+/* Copy the data extents of src into dst (holes stay holes) and its
+ * reservations (unwritten extents stay reserved: a retire that cannot
+ * keep a fallocate's promise fails, and the old copy stays), fsync. */
 static int copy_sparse(int src, int dst)
 {
 	struct stat st;
@@ -619,6 +733,10 @@ static int copy_sparse(int src, int dst)
 			o += n;
 		}
 		off = h;
+	}
+	if (rc == 0) {
+		int e = unwritten_runs(src, 0, (uint64_t)st.st_size, reserve_fd, &dst);
+		rc = e == -EOPNOTSUPP ? 0 : e;
 	}
 	if (rc == 0 && fsync(dst) < 0)
 		rc = -errno;

@@ -19,6 +19,10 @@
   st_blocks by the layout's overhead, the disks are then filled with
   another file until ENOSPC, and writing the whole reserved range still
   succeeds; after a remount the bytes read back equal.
+- reservations survive a disk's replacement (rebuild) and retirement
+  (move): the new disk holds as much of each file's reservation as the
+  old one did, st_blocks after a remount is what it was, and data
+  written into the reserved range then reads back equal.
 """
 import ctypes
 import ctypes.util
@@ -444,10 +448,98 @@ def reserve_test(t):
         subprocess.run(["rm", "-rf", base])
 
 
+def allocated(disk, vol):
+    """Bytes allocated to volume vol's chunk files (and sidecars) on disk."""
+    total = 0
+    for root, _, files in os.walk(os.path.join(disk, "vol", vol, "data")):
+        total += sum(os.stat(os.path.join(root, f)).st_blocks * 512 for f in files)
+    return total
+
+
+def reserve_rebuild_test(t):
+    """A disk replaced (its positions rebuilt) or retired (its positions
+    copied) keeps the files' reservations: zeros reserved by fallocate are
+    holes to a rebuild and to a sparse copy, so both must carry them."""
+    pool = harness.Pool(ndisks=6, prefix="spacefs-it-resv-")
+    try:
+        layouts = {"mirror2": ["mirror", "--copies", "2", "--columns", "2"],
+                   "parity1": ["parity", "--parity", "1", "--columns", "4",
+                               "--journal-size", "8M"]}
+        for vol, args in layouts.items():
+            pool.volume(vol, *args, "--interleave", "64K")
+        pool.mount()
+        blocks = {}
+        for vol in layouts:
+            path = os.path.join(pool.mnt, vol, "vm.img")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.pwrite(fd, b"head" * 1024, 0)  # some data beside the reservation
+            os.posix_fallocate(fd, 0, 10 * MiB)
+            os.close(fd)
+        os.sync()
+        # the disk that holds a position of both files' chunks
+        both = [i for i, d in enumerate(pool.disks)
+                if all(allocated(d, v) > MiB for v in layouts)]
+        t.ok(both, f"a disk holds reserved chunks of both volumes "
+                   f"{[[allocated(d, v) // 1024 for v in layouts] for d in pool.disks]}")
+        i = both[0]
+        old = {v: allocated(pool.disks[i], v) for v in layouts}
+        new = os.path.join(pool.dir, "new")
+        os.makedirs(new)
+        p = pool.spacectl("disk", "replace", pool.source if i else pool.disks[1], str(i), new,
+                          "--wait", check=False)
+        t.eq(p.returncode, 0, f"disk replace {i} --wait {p.stderr.strip()}")
+        for v in layouts:
+            t.ok(allocated(new, v) >= old[v],
+                 f"{v}: the replacement holds the old disk's reservation "
+                 f"({allocated(new, v) // 1024} KiB, the old disk {old[v] // 1024} KiB)")
+        pool.mounts[-1].stop()
+        pool.disks[i] = new
+        pool.mount()
+        for v in layouts:
+            blocks[v] = os.stat(os.path.join(pool.mnt, v, "vm.img")).st_blocks
+        # retire a disk of the parity volume's file (mirror's 4 positions
+        # with 2 columns leave 2 free disks too)
+        j = next(k for k in range(6) if k != i and allocated(pool.disks[k], "parity1") > MiB)
+        old = {v: allocated(pool.disks[j], v) for v in layouts}
+        p = pool.spacectl("disk", "retire", pool.disks[0 if j else 1], str(j), "--wait",
+                          check=False)
+        t.eq(p.returncode, 0, f"disk retire {j} --wait {p.stderr.strip()}")
+        moved = {v: sum(allocated(d, v) for k, d in enumerate(pool.disks) if k != j)
+                 for v in layouts}
+        pool.mounts[-1].stop()
+        m = pool.mount()
+        want = {}
+        rng = random.Random(3)
+        for v in layouts:
+            path = os.path.join(pool.mnt, v, "vm.img")
+            st = os.stat(path).st_blocks
+            t.ok(st >= blocks[v], f"{v}: st_blocks after replace, retire and a remount "
+                                  f"{st} >= {blocks[v]} after the replace")
+            want[v] = rng.randbytes(10 * MiB)
+            with open(path, "r+b") as f:
+                f.write(want[v])
+        t.ok(all(moved[v] >= blocks[v] * 512 for v in layouts),
+             f"the other disks hold every reservation after the retire {moved} "
+             f"(st_blocks {blocks})")
+        t.eq(m.stop(), 0, "unmount")
+        pool.mount()
+        for v in layouts:
+            t.ok(read_all(os.path.join(pool.mnt, v, "vm.img")) == want[v],
+                 f"{v}: the reserved range written after the moves reads back equal")
+        t.eq(pool.mounts[-1].stop(), 0, "unmount")
+        t.ok(pool.mounts[-1].sanitizer_report() is None, "no sanitizer report")
+    except Exception as e:
+        t.ok(False, f"reservation rebuild test ran: {e!r}")
+        t.diag(log_tail(pool))
+    finally:
+        pool.cleanup()
+
+
 def main():
     t = Tap()
     oracle_test(t)
     reserve_test(t)
+    reserve_rebuild_test(t)
     t.done()
 
 
