@@ -1282,15 +1282,20 @@ void fs_node_stop(struct fs *fs)
 	pthread_mutex_unlock(&n->lock);
 	for (uint32_t i = 0; i < fs->nvol; i++) {
 		struct fs_volume *v = fs->vol[i];
-		if (v->vn && v->vn->state == VS_OWNED) {
-			char to[POOL_NODE_NAME_MAX + 1] = "";
-			if (n->nlive && want[i] >= 0)
-				snprintf(to, sizeof(to), "%s", n->live[want[i]]);
+		char to[POOL_NODE_NAME_MAX + 1] = "";
+		if (n->nlive && want[i] >= 0)
+			snprintf(to, sizeof(to), "%s", n->live[want[i]]);
+		/* Under the state lock, as fs_node_move: a peer's move request
+		 * served meanwhile may have released this volume already (a
+		 * second release found its stores closed and crashed). */
+		pthread_mutex_lock(&n->state_lock);
+		bool owned = v->vn && v->vn->state == VS_OWNED;
+		if (owned)
 			release(n, v, false, to[0] ? to : NULL);
-			if (to[0]) {
-				char err[512];
-				hand_over(n, v, to, false, err, sizeof(err));
-			}
+		pthread_mutex_unlock(&n->state_lock);
+		if (owned && to[0]) {
+			char err[512];
+			hand_over(n, v, to, false, err, sizeof(err));
 		}
 	}
 	fs_srv_stop(n);
