@@ -34,6 +34,7 @@ import re
 import struct
 import time
 
+import ondisk
 from harness import Pool, Tap, log_tail
 
 BLK = 4096
@@ -153,6 +154,12 @@ class JournalDisk:
         r = pool.spacectl("disk", "add", pool.source, self.jdir, "--usage", "journal")
         t.ok(f"disk {JDISK} added as a journal disk" in r.stdout,
              f"journal disk added to a pool with parity volumes: {r.stdout.strip()}")
+        # docs/FORMAT.md read independently (tests/integration/ondisk.py)
+        sbs = [ondisk.read_superblock(d) for d in pool.disks + [self.jdir]]
+        t.ok(all(sb["version"] == 3 and sb["usage"] == ["data"] * 6 + ["journal"] for sb in sbs),
+             "every disk's superblock: format 3, usage journal for disk 6 only")
+        t.ok(all(JDISK not in v["meta"] for v in sbs[0]["volumes"].values()),
+             "no volume's metadata on the journal disk")
         m = pool.mount()
         for v in VOLS:
             with open(self.path(v), "wb") as f:
