@@ -303,6 +303,18 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
  * longer needed) and still has one is listed after the copies, read only
  * by the replay, so records are found wherever they were written.
  * Returns the number of copies; *n the number of paths. */
+/* <disk>/vol/<volume>: a journal disk added after the volume was created
+ * has none yet (an error shows when the copy cannot be opened). */
+static void journal_dir(const char *disk, const char *volume)
+{
+	char dir[POOL_PATH_MAX + 96];
+
+	snprintf(dir, sizeof(dir), "%s/vol", disk);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof(dir), "%s/vol/%s", disk, volume);
+	mkdir(dir, 0755);
+}
+
 static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 			      char (*buf)[POOL_PATH_MAX + 96], const char **paths,
 			      uint32_t *disks, uint32_t *n)
@@ -350,14 +362,8 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 			disks[no++] = d;
 	}
 	for (uint32_t i = 0; i < no; i++) {
-		char dir[POOL_PATH_MAX + 96];
-		if (i < nw && pool_disk_is_journal(p, disks[i])) {
-			/* a journal disk added after the volume: no vol dir yet */
-			snprintf(dir, sizeof(dir), "%s/vol", p->disk[disks[i]].path);
-			mkdir(dir, 0755);
-			snprintf(dir, sizeof(dir), "%s/vol/%s", p->disk[disks[i]].path, pv->name);
-			mkdir(dir, 0755);
-		}
+		if (i < nw && pool_disk_is_journal(p, disks[i]))
+			journal_dir(p->disk[disks[i]].path, pv->name);
 		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", p->disk[disks[i]].path,
 			 pv->name);
 		paths[i] = buf[i];
@@ -423,10 +429,14 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	}
 	/* Older copies: replayed and superseded by the new epoch.  Removed, so
 	 * that one can never be taken for the journal if the copies are lost. */
+	char on[64] = "";
+	for (uint32_t i = 0; i < nw && strlen(on) + 8 < sizeof(on); i++)
+		snprintf(on + strlen(on), sizeof(on) - strlen(on), "%s%u", i ? "," : "", disks[i]);
 	for (uint32_t i = nw; rc == 0 && v->journal && i < n; i++)
 		if (unlink(paths[i]) == 0)
-			fs_log("volume %s: journal copy %s moved to disk %u%s", pv->name, paths[i],
-			       disks[0], nw > 1 ? " and others" : "");
+			fs_log("volume %s: older journal copy %s replayed and removed (the copies "
+			       "are on disks %s now)",
+			       pv->name, paths[i], on);
 	if (rc == 0 && v->journal)
 		pool_store_set_journal(v->store, v->journal);
 	if (rc == 0 && v->journal && pv->journal == POOL_VOLUME_JOURNAL_WB)
