@@ -64,11 +64,11 @@ enum {
 	H_POOL_UUID = 64,
 	H_DISK_UUID = 80,
 	H_POOL_NAME = 96,
-	H_MODEL_SIZE = 168, /* version 2; reserved (zero) in version 1 */
+	H_MODEL_SIZE = 168, /* versions 2, 3; reserved (zero) in version 1 */
 	H_RESERVED = 172,   /* zeros up to POOL_SB_HEADER_SIZE */
 };
 
-/* Disk model record offsets (version 2; one per member, after the
+/* Disk model record offsets (versions 2 and 3; one per member, after the
  * volume records). */
 enum {
 	D_KIND = 0,

@@ -117,7 +117,7 @@ struct pool_sb_volume {
 
 /* Decoded superblock.  About 270 KiB: allocate it, never on the stack. */
 struct pool_sb {
-	uint32_t version; /* as read; encoding picks 1 or 2 from the content */
+	uint32_t version; /* as read; encoding picks 1, 2 or 3 from the content */
 	uint64_t generation;
 	uint8_t pool_uuid[POOL_UUID_LEN];
 	char pool_name[POOL_NAME_MAX + 1];
