@@ -1662,9 +1662,14 @@ static char *req_add_cluster(struct fs *fs, const char *dir, enum pool_member_us
 	if (rc < 0)
 		return reply("error: %s\n", err);
 	fs_catalog_apply(fs);
-	fs_log("disk %u added (%s): every node's volumes place data on it from their next "
-	       "heartbeat",
-	       idx, dir);
+	if (usage == POOL_USAGE_JOURNAL)
+		fs_log("disk %u added as a journal disk (%s): parity journals move there at "
+		       "each volume's next open",
+		       idx, dir);
+	else
+		fs_log("disk %u added (%s): every node's volumes place data on it from their "
+		       "next heartbeat",
+		       idx, dir);
 	return reply("ok\n%u\n", idx);
 }
 
