@@ -537,6 +537,30 @@ static int off_retire(struct pool *p, const char **a, char *err, size_t n)
 	return rc;
 }
 
+/* "disk-add" through the daemon: it replies the new disk's index (not a
+ * job: nothing is rebuilt). */
+static int add_live(struct pool *p, const char *what, const char *req)
+{
+	char err[POOL_MSG_MAX * 2], *reply = NULL;
+	int rc = call(p, req, &reply, err, sizeof(err));
+	unsigned idx;
+
+	/* pool_ctl_call leaves the reply after its "ok" line */
+	const char *q = reply && !strncmp(reply, "ok\n", 3) ? reply + 3 : reply;
+	if (rc < 0)
+		rc = cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
+	else if (!q || sscanf(q, "%u", &idx) != 1)
+		rc = cli_err(1, what, "unexpected reply from the daemon: %.80s", reply);
+	else if (strstr(req, " journal"))
+		printf("disk %u added as a journal disk; each parity volume moves its journal "
+		       "there at its next open\n",
+		       idx);
+	else
+		printf("disk %u added; new files are placed on it now\n", idx);
+	free(reply);
+	return rc;
+}
+
 /* Through the daemon when it runs; offline otherwise. */
 static int disk_cmd(const char *what, const char *source, const char *req, int wait,
 		    int (*off)(struct pool *, const char **, char *, size_t), const char **args)
@@ -555,6 +579,8 @@ static int disk_cmd(const char *what, const char *source, const char *req, int w
 		rc = disk_offline(p, what, off, args);
 	else if (!req)
 		rc = cli_err(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
+	else if (!strncmp(req, "disk-add ", 9))
+		rc = add_live(p, what, req);
 	else
 		rc = start_jobs(p, what, req, wait);
 	pool_close(p);

@@ -25,7 +25,9 @@ metadata disks (docs/ARCHITECTURE.md, "Journal disks").
      next mount the first copy is on disk 6 again, records land there,
      the older copy a data disk no longer needs is removed, data exact
      after a kill -9 and a remount;
-  5. the journal disk retired: after the next mount no copy is on it.
+  5. the journal disk retired: after the next mount no copy is on it;
+  6. a journal disk added through the mounted daemon: the copies move
+     there at the next mount.
 """
 import json
 import os
@@ -266,6 +268,24 @@ class JournalDisk:
         m = self.mount()
         self.copies_ok(self.journals()[0], False, "retired journal disk")
         self.check("retired journal disk, remount")
+
+        # 6: another journal disk added through the mounted daemon: the
+        # journals move there at the next open, not while open
+        j2 = os.path.join(pool.dir, "j2")
+        os.makedirs(j2)
+        r = pool.spacectl("disk", "add", pool.source, j2, "--usage", "journal", check=False)
+        t.ok(r.returncode == 0 and "disk 7 added as a journal disk" in r.stdout,
+             f"journal disk added through the daemon: {(r.stdout + r.stderr).strip()}")
+        jl, _ = self.journals()
+        t.ok(all(7 not in j.get("copy_disk", []) for j in jl.values()),
+             "no copy moves while the volumes are open")
+        t.eq(m.stop(), 0, "clean unmount")
+        m = self.mount()
+        jl, _ = self.journals()
+        t.ok(all(j.get("copy_disk", [None])[0] == 7 for j in jl.values()),
+             f"after a remount every journal's first copy is on disk 7 "
+             f"{[j.get('copy_disk') for j in jl.values()]}")
+        self.check("journal disk added live, remount")
         t.eq(m.stop(), 0, "clean unmount")
         for mm in pool.mounts:
             rep = mm.sanitizer_report()
