@@ -230,7 +230,8 @@ static void report_volumes(struct fs *fs)
 			continue;
 		for (uint32_t d = 0; d < p->ndisks; d++) {
 			enum pool_disk_state s = p->disk[d].state;
-			if (s == POOL_DISK_HEALTHY || s == POOL_DISK_RETIRED)
+			if (s == POOL_DISK_HEALTHY || s == POOL_DISK_RETIRED ||
+			    pool_disk_is_journal(p, d)) /* no file data there */
 				continue;
 			bad++;
 			size_t off = strlen(who);

@@ -1640,11 +1640,13 @@ static char *req_replace(struct fs *fs, int argc, char **argv)
 	return reply("ok\n%d\n", rc);
 }
 
-/* "disk-add PATH" */
+/* "disk-add PATH [journal]": a journal disk with the last word (usage
+ * journal: never placed on; the parity journals take it at their next
+ * open). */
 /* Several nodes: committed under the catalogue lock; every node's owned
  * stores take the new disk when they apply the catalogue (fs/catalog.c),
  * this node's at once. */
-static char *req_add_cluster(struct fs *fs, const char *dir)
+static char *req_add_cluster(struct fs *fs, const char *dir, enum pool_member_usage usage)
 {
 	struct pool_catalog_lock l;
 	char err[POOL_MSG_MAX * 2];
@@ -1652,7 +1654,7 @@ static char *req_add_cluster(struct fs *fs, const char *dir)
 
 	if (rc < 0)
 		return reply("error: %s\n", err);
-	rc = pool_disk_add(fs->pool, dir, err, sizeof(err));
+	rc = pool_disk_add_usage(fs->pool, dir, usage, err, sizeof(err));
 	uint32_t idx = fs->pool->ndisks - 1;
 	if (rc == 0)
 		fs_health_rebaseline(fs, idx);
@@ -1660,22 +1662,32 @@ static char *req_add_cluster(struct fs *fs, const char *dir)
 	if (rc < 0)
 		return reply("error: %s\n", err);
 	fs_catalog_apply(fs);
-	fs_log("disk %u added (%s): every node's volumes place data on it from their next "
-	       "heartbeat",
-	       idx, dir);
+	if (usage == POOL_USAGE_JOURNAL)
+		fs_log("disk %u added as a journal disk (%s): parity journals move there at "
+		       "each volume's next open",
+		       idx, dir);
+	else
+		fs_log("disk %u added (%s): every node's volumes place data on it from their "
+		       "next heartbeat",
+		       idx, dir);
 	return reply("ok\n%u\n", idx);
 }
 
-static char *req_add(struct fs *fs, char **argv)
+static char *req_add(struct fs *fs, int argc, char **argv)
 {
 	char err[POOL_MSG_MAX * 2], path[POOL_PATH_MAX];
+	enum pool_member_usage usage = POOL_USAGE_DATA;
 	uint32_t idx = 0;
 	int rc;
 
+	if (argc == 3 && !strcmp(argv[2], "journal"))
+		usage = POOL_USAGE_JOURNAL;
+	else if (argc == 3)
+		return reply("error: unknown disk usage '%.32s'\n", argv[2]);
 	if (fs->node)
-		return req_add_cluster(fs, argv[1]);
+		return req_add_cluster(fs, argv[1], usage);
 	pthread_rwlock_wrlock(&fs->pool_lock);
-	rc = pool_disk_add(fs->pool, argv[1], err, sizeof(err));
+	rc = pool_disk_add_usage(fs->pool, argv[1], usage, err, sizeof(err));
 	if (rc == 0) {
 		idx = fs->pool->ndisks - 1;
 		snprintf(path, sizeof(path), "%s", fs->pool->disk[idx].path);
@@ -2082,8 +2094,8 @@ char *fs_jobs_request(struct fs *fs, int argc, char **argv)
 		return reply("error: the pool is mounted read-only\n");
 	if (!strcmp(argv[0], "disk-replace") && (argc == 3 || argc == 4))
 		return req_replace(fs, argc, argv);
-	if (!strcmp(argv[0], "disk-add") && argc == 2)
-		return req_add(fs, argv);
+	if (!strcmp(argv[0], "disk-add") && (argc == 2 || argc == 3))
+		return req_add(fs, argc, argv);
 	if (!strcmp(argv[0], "disk-retire") && (argc == 2 || argc == 3))
 		return req_retire(fs, argc, argv);
 	if (!strcmp(argv[0], "repair") && argc <= 3)

@@ -1303,6 +1303,7 @@ void fs_pool_space(struct fs *fs, struct fs_volume *v, uint64_t *size, uint64_t 
 	for (uint32_t i = 0; i < fs->pool->ndisks; i++) {
 		uint64_t s, f;
 		if (fs->pool->disk[i].state == POOL_DISK_HEALTHY &&
+		    !pool_disk_is_journal(fs->pool, i) && /* holds no file data */
 		    pool_disk_space(fs->pool, i, &s, &f) == 0) {
 			raw += s;
 			rawfree += f;

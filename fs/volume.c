@@ -291,43 +291,116 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
 	return 0;
 }
 
-/* The parity journal: parity + 1 copies on the volume's metadata disks in
- * service (docs/FORMAT.md, "Parity journal").  Replayed here, before
- * anything else writes the volume; with the journal turned off, a
- * journal left over is replayed once and then left alone. */
+/* Where the journal of volume pv keeps its copies (docs/ARCHITECTURE.md,
+ * "Journal disks"): parity + 1 copies on distinct disks, so it survives as
+ * many lost disks as the volume.  The pool's journal disks in service come
+ * first (from the one the volume id picks, so volumes spread over them),
+ * then the volume's metadata disks fill what is missing: one journal disk
+ * takes one copy off the data disks, parity + 1 of them take all.  A
+ * failed or retired journal disk is passed over: its copy falls back to a
+ * data disk at the next open.  Every other disk that may hold an older
+ * copy (a journal disk added, back, or not picked; a metadata disk no
+ * longer needed) and still has one is listed after the copies, read only
+ * by the replay, so records are found wherever they were written.
+ * Returns the number of copies; *n the number of paths. */
+/* <disk>/vol/<volume>: a journal disk added after the volume was created
+ * has none yet (an error shows when the copy cannot be opened). */
+static void journal_dir(const char *disk, const char *volume)
+{
+	char dir[POOL_PATH_MAX + 96];
+
+	snprintf(dir, sizeof(dir), "%s/vol", disk);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof(dir), "%s/vol/%s", disk, volume);
+	mkdir(dir, 0755);
+}
+
+static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
+			      char (*buf)[POOL_PATH_MAX + 96], const char **paths,
+			      uint32_t *disks, uint32_t *n)
+{
+	struct pool *p = fs->pool;
+	uint32_t want = pv->geom.parity + 1, nw = 0, cand[POOL_MAX_DISKS], nc = 0, nj = 0;
+	uint64_t taken = 0;
+	struct stat st;
+
+	if (want > POOL_JOURNAL_MAX_COPIES)
+		want = POOL_JOURNAL_MAX_COPIES;
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		nj += pool_disk_is_journal(p, i);
+	for (uint32_t k = 0; k < p->ndisks && nj; k++) { /* journal disks, rotated */
+		uint32_t i = (uint32_t)((pv->id + k) % p->ndisks);
+		if (pool_disk_is_journal(p, i))
+			cand[nc++] = i;
+	}
+	for (uint32_t i = 0; i < pv->nmeta; i++)
+		if (pv->meta[i] < p->ndisks)
+			cand[nc++] = pv->meta[i];
+	*n = 0;
+	/* the copies: journal disks healthy (not failed, retired, repairing) */
+	for (uint32_t pass = 0; pass < 2; pass++) {
+		for (uint32_t c = 0; c < nc && nw < want; c++) {
+			uint32_t d = cand[c];
+			int jd = pool_disk_is_journal(p, d);
+			if ((taken >> d & 1) || jd != (pass == 0) ||
+			    (jd ? p->disk[d].state != POOL_DISK_HEALTHY
+				: !pool_disk_in_service(p, d)))
+				continue;
+			taken |= 1ull << d;
+			disks[nw++] = d;
+		}
+	}
+	/* older copies elsewhere, read by the replay only */
+	uint32_t no = nw;
+	for (uint32_t c = 0; c < nc && no < POOL_JOURNAL_MAX_FILES; c++) {
+		uint32_t d = cand[c];
+		if ((taken >> d & 1) || !pool_disk_in_service(p, d))
+			continue;
+		taken |= 1ull << d;
+		snprintf(buf[no], sizeof(buf[no]), "%s/vol/%s/journal", p->disk[d].path, pv->name);
+		if (stat(buf[no], &st) == 0)
+			disks[no++] = d;
+	}
+	for (uint32_t i = 0; i < no; i++) {
+		if (i < nw && pool_disk_is_journal(p, disks[i]))
+			journal_dir(p->disk[disks[i]].path, pv->name);
+		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", p->disk[disks[i]].path,
+			 pv->name);
+		paths[i] = buf[i];
+	}
+	*n = no;
+	return nw;
+}
+
+/* The parity journal (docs/FORMAT.md, "Parity journal"), its copies where
+ * journal_paths says.  Replayed here, before anything else writes the
+ * volume; with the journal turned off, a journal left over is replayed
+ * once and then left alone. */
 static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv,
 			char *err, size_t errlen)
 {
-	const char *paths[POOL_JOURNAL_MAX_COPIES];
-	uint32_t disks[POOL_JOURNAL_MAX_COPIES];
-	char buf[POOL_JOURNAL_MAX_COPIES][POOL_PATH_MAX + 96];
+	const char *paths[POOL_JOURNAL_MAX_FILES];
+	uint32_t disks[POOL_JOURNAL_MAX_FILES];
+	char buf[POOL_JOURNAL_MAX_FILES][POOL_PATH_MAX + 96];
 	uint32_t n = 0, want = pv->geom.parity + 1;
 	struct stat st;
 
 	v->journal_mode = pv->journal;
 	if (pv->geom.kind != LAYOUT_PARITY || fs->opt.read_only)
 		return 0;
-	for (uint32_t i = 0; i < pv->nmeta && n < want && n < POOL_JOURNAL_MAX_COPIES; i++) {
-		if (pv->meta[i] >= fs->pool->ndisks || !pool_disk_in_service(fs->pool, pv->meta[i]))
-			continue;
-		snprintf(buf[n], sizeof(buf[n]), "%s/vol/%s/journal",
-			 fs->pool->disk[pv->meta[i]].path, pv->name);
-		paths[n] = buf[n];
-		disks[n] = pv->meta[i];
-		n++;
-	}
+	uint32_t nw = journal_paths(fs, pv, buf, paths, disks, &n);
 	int exists = 0;
 	for (uint32_t i = 0; i < n; i++)
 		exists |= stat(paths[i], &st) == 0;
 	if (pv->journal == POOL_VOLUME_JOURNAL_OFF && !exists)
 		return 0;
-	if (n == 0) {
+	if (nw == 0) {
 		snprintf(err, errlen, "volume %s: no disk in service for its journal", pv->name);
 		return -EIO;
 	}
-	if (n < want)
+	if (nw < want)
 		fs_log("volume %s: journal kept in %u of %u copies (its disks are out of service)",
-		       pv->name, n, want);
+		       pv->name, nw, want);
 	uint32_t mib = pv->journal_mib ? pv->journal_mib : POOL_JOURNAL_DEFAULT_MIB;
 	struct pool_journal_config cfg = {
 	    .volume = pv->name,
@@ -335,6 +408,7 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	    .path = paths,
 	    .disk = disks,
 	    .npath = n,
+	    .nwrite = nw,
 	    .size = (uint64_t)mib << 20,
 	    .no_direct = fs->opt.no_odirect,
 	    .sync = journal_sync,
@@ -353,6 +427,16 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 		for (uint32_t i = 0; i < n; i++)
 			unlink(paths[i]); /* replayed: nothing left to keep */
 	}
+	/* Older copies: replayed and superseded by the new epoch.  Removed, so
+	 * that one can never be taken for the journal if the copies are lost. */
+	char on[64] = "";
+	for (uint32_t i = 0; i < nw && strlen(on) + 8 < sizeof(on); i++)
+		snprintf(on + strlen(on), sizeof(on) - strlen(on), "%s%u", i ? "," : "", disks[i]);
+	for (uint32_t i = nw; rc == 0 && v->journal && i < n; i++)
+		if (unlink(paths[i]) == 0)
+			fs_log("volume %s: older journal copy %s replayed and removed (the copies "
+			       "are on disks %s now)",
+			       pv->name, paths[i], on);
 	if (rc == 0 && v->journal)
 		pool_store_set_journal(v->store, v->journal);
 	if (rc == 0 && v->journal && pv->journal == POOL_VOLUME_JOURNAL_WB)

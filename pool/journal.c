@@ -85,6 +85,8 @@ struct copy {
 	_Atomic int dropped; /* its disk failed: not written any more (fd closed at close) */
 	int64_t disk;	     /* pool disk index, -1: unknown */
 	int dsync;	     /* opened O_DIRECT (and O_DSYNC with cfg.flush): written by libaio */
+	int readonly;	     /* an older copy, read for replay only (cfg.nwrite) */
+	_Atomic uint64_t written; /* record bytes written to it */
 	char path[4096];
 	uint64_t fsize; /* bytes of the file as opened */
 	uint64_t base;	/* header's base sequence number, 0: no valid header */
@@ -97,7 +99,7 @@ struct key {
 struct pool_journal {
 	struct pool_journal_config cfg;
 	char volume[128];
-	struct copy copy[POOL_JOURNAL_MAX_COPIES];
+	struct copy copy[POOL_JOURNAL_MAX_FILES]; /* the copies first, then read-only ones */
 	_Atomic uint32_t ncopy; /* copies in service */
 	struct pool_aio *aio;	/* writes every copy at once (O_DSYNC copies) */
 
@@ -345,13 +347,13 @@ static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
  * at least one copy has it. */
 static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, uint64_t off)
 {
-	struct pool_aio_req req[POOL_JOURNAL_MAX_COPIES];
-	struct copy *rc_of[POOL_JOURNAL_MAX_COPIES];
+	struct pool_aio_req req[POOL_JOURNAL_MAX_FILES];
+	struct copy *rc_of[POOL_JOURNAL_MAX_FILES];
 	size_t n = 0;
 
 	/* O_DIRECT copies: one submission for all of them (with O_DSYNC each
 	 * write is durable when it completes: no fdatasync round per copy). */
-	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; j->aio && i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c) || !c->dsync)
 			continue;
@@ -365,8 +367,10 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 			if (req[i].result < 0 || (size_t)req[i].result != len)
 				copy_fail(j, rc_of[i], "write",
 					  req[i].result < 0 ? (int)-req[i].result : EIO);
+			else
+				atomic_fetch_add(&rc_of[i]->written, len);
 	}
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		if (j->aio && j->copy[i].dsync)
 			continue;
 		struct copy *c = &j->copy[i];
@@ -375,8 +379,10 @@ static int write_copies(struct pool_journal *j, const uint8_t *b, size_t len, ui
 		int rc = pwrite_all(c->fd, b, len, off);
 		if (rc < 0)
 			copy_fail(j, c, "write", -rc);
+		else
+			atomic_fetch_add(&c->written, len);
 	}
-	for (uint32_t i = 0; j->cfg.flush && i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; j->cfg.flush && i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (usable(c) && !(j->aio && c->dsync) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
@@ -388,7 +394,7 @@ int pool_journal_sync(struct pool_journal *j)
 {
 	if (j->cfg.flush)
 		return 0; /* every append was durable already */
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (usable(c) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
@@ -404,7 +410,7 @@ static int write_headers(struct pool_journal *j, uint64_t base)
 	if (posix_memalign((void **)&h, BLK, BLK))
 		return -ENOMEM;
 	rc = 0;
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c))
 			continue;
@@ -458,6 +464,27 @@ static uint64_t read_header(struct pool_journal *j, struct copy *c, uint8_t *h)
 		return 0;
 	}
 	return get64(h + F_BASE);
+}
+
+/* An older copy, read for replay only: never created, resized or written. */
+static int open_readonly(struct copy *c, const char *path)
+{
+	struct stat st;
+
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	c->fd = fd;
+	c->fsize = (uint64_t)st.st_size;
+	c->readonly = 1;
+	c->dropped = 1; /* never written: usable() skips it */
+	return 0;
 }
 
 static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
@@ -514,7 +541,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	pthread_cond_init(&j->cv, NULL);
 	if (pool_aio_new(&j->aio) < 0)
 		j->aio = NULL; /* then every copy is written with pwrite + fdatasync */
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
 		j->copy[i].fd = -1;
 	if (cfg->size < 2 * BLK || cfg->size % BLK) {
 		snprintf(err, errlen,
@@ -524,17 +551,19 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 		pool_journal_close(j, 0);
 		return -EINVAL;
 	}
-	uint32_t slot = 0;
-	for (uint32_t i = 0; i < cfg->npath && slot < POOL_JOURNAL_MAX_COPIES; i++) {
-		if (!cfg->path[i])
+	uint32_t slot = 0, nwrite = cfg->nwrite ? cfg->nwrite : cfg->npath;
+	for (uint32_t i = 0; i < cfg->npath && slot < POOL_JOURNAL_MAX_FILES; i++) {
+		if (!cfg->path[i] || (i < nwrite && slot >= POOL_JOURNAL_MAX_COPIES))
 			continue;
 		j->copy[slot].disk = cfg->disk ? (int64_t)cfg->disk[i] : -1;
-		int rc = open_copy(j, &j->copy[slot], cfg->path[i]);
+		int rc = i < nwrite ? open_copy(j, &j->copy[slot], cfg->path[i])
+				    : open_readonly(&j->copy[slot], cfg->path[i]);
 		if (rc < 0) {
-			jlog(j, "cannot open copy %s: %s", cfg->path[i], strerror(-rc));
+			jlog(j, "cannot open %scopy %s: %s", i < nwrite ? "" : "older ",
+			     cfg->path[i], strerror(-rc));
 			continue;
 		}
-		j->ncopy++;
+		j->ncopy += i < nwrite;
 		slot++;
 	}
 	if (j->ncopy == 0) {
@@ -543,7 +572,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 		pool_journal_close(j, 0);
 		return -EIO;
 	}
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (c->fd >= 0)
 			c->base = read_header(j, c, h);
@@ -689,8 +718,8 @@ static void lead(struct pool_journal *j)
 
 	if (pool_fault_hit(j->cfg.fault, POOL_FAULT_JTEAR)) {
 		size_t half = len / 2 / BLK * BLK;
-		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
-			if (j->copy[i].fd >= 0) {
+		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+			if (j->copy[i].fd >= 0 && !j->copy[i].readonly) {
 				pwrite_all(j->copy[i].fd, b, half ? half : BLK, off);
 				fdatasync(j->copy[i].fd);
 				break;
@@ -811,7 +840,7 @@ void pool_journal_done(struct pool_journal *j, size_t n)
 void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk)
 {
 	pthread_mutex_lock(&j->mu);
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c) || c->disk != (int64_t)disk || j->ncopy <= 1 || !copy_drop(j, c))
 			continue;
@@ -827,6 +856,16 @@ void pool_journal_stats(struct pool_journal *j, struct pool_journal_stats *out)
 	*out = j->st;
 	out->used = j->head - BLK + j->batch_len;
 	out->copies = j->ncopy;
+	out->ncopyslot = 0;
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
+		const struct copy *c = &j->copy[i];
+		if (c->fd < 0 || c->readonly || out->ncopyslot >= POOL_JOURNAL_MAX_COPIES)
+			continue;
+		out->copy[out->ncopyslot].disk = c->disk;
+		out->copy[out->ncopyslot].in_service = usable(c);
+		out->copy[out->ncopyslot].bytes = atomic_load(&c->written);
+		out->ncopyslot++;
+	}
 	pthread_mutex_unlock(&j->mu);
 }
 
@@ -871,7 +910,7 @@ static int find_record(struct pool_journal *j, struct replay *rp, uint64_t seq, 
 {
 	int seen = 0;
 
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++) {
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (c->fd < 0 || c->base != j->base || off + BLK > c->fsize)
 			continue;
@@ -997,7 +1036,7 @@ void pool_journal_close(struct pool_journal *j, int clean)
 		return;
 	if (clean && !j->dead && !j->hold && j->ncopy > 0)
 		pool_journal_checkpoint(j, 0);
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_COPIES; i++)
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
 		if (j->copy[i].fd >= 0)
 			close(j->copy[i].fd);
 	if (j->aio)

@@ -46,6 +46,9 @@
 
 #define POOL_JOURNAL_BLOCK	 4096u
 #define POOL_JOURNAL_MAX_COPIES	 3u
+/* Files one journal opens: its copies, and up to this many more that are
+ * only read for replay (cfg.nwrite). */
+#define POOL_JOURNAL_MAX_FILES 8u
 #define POOL_JOURNAL_MAX_PIECES	 250u /* pieces one record can hold */
 #define POOL_JOURNAL_DEFAULT_MIB 256u
 #define POOL_JOURNAL_MIN_MIB	 8u
@@ -77,6 +80,13 @@ struct pool_journal_config {
 	const char *const *path;
 	const uint32_t *disk; /* pool disk index of each path (NULL: unknown) */
 	uint32_t npath;
+	/* path[0..nwrite) are the copies (at most POOL_JOURNAL_MAX_COPIES);
+	 * path[nwrite..npath) are older copies that moved elsewhere (a journal
+	 * disk added, failed or back): read, never created or written, so
+	 * replay finds the current epoch wherever it was written; after the
+	 * replay's checkpoint they hold nothing to replay.  0: all are
+	 * copies. */
+	uint32_t nwrite;
 	uint64_t size; /* bytes per copy, a multiple of 4 KiB */
 	/* 1: every append durable through a power cut before it returns
 	 * (O_DSYNC: a device cache flush per group commit); 0: on the device
@@ -115,6 +125,14 @@ struct pool_journal_stats {
 	 * known when replay finds it, so `size` is the bound shown */
 	uint32_t replaying;
 	uint64_t replay_bytes;
+	/* each copy: its pool disk (-1: unknown), in service, record bytes
+	 * written to it since open (header blocks not counted) */
+	uint32_t ncopyslot;
+	struct {
+		int64_t disk;
+		int in_service;
+		uint64_t bytes;
+	} copy[POOL_JOURNAL_MAX_COPIES];
 };
 
 /* Open (creating missing files, sized `size`) the journal's copies.  Fails

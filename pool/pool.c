@@ -114,6 +114,26 @@ const char *pool_disk_state_name(enum pool_disk_state s)
 	return "unknown";
 }
 
+int pool_disk_is_journal(const struct pool *p, uint32_t idx)
+{
+	return idx < p->ndisks && p->sb->member[idx].usage == POOL_USAGE_JOURNAL;
+}
+
+/* Healthy and holding data: what placement, metadata and capacity use. */
+static int data_healthy(const struct pool *p, uint32_t i)
+{
+	return p->disk[i].state == POOL_DISK_HEALTHY && !pool_disk_is_journal(p, i);
+}
+
+uint32_t pool_data_disks(const struct pool *p)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < p->ndisks; i++)
+		n += !pool_disk_is_journal(p, i);
+	return n;
+}
+
 uint32_t pool_healthy_disks(const struct pool *p)
 {
 	uint32_t n = 0;
@@ -858,12 +878,11 @@ static void space_measure(struct pool *p, struct pool_space *sp)
 {
 	memset(sp, 0, sizeof(*sp) * POOL_MAX_DISKS);
 	for (uint32_t i = 0; i < p->ndisks; i++) {
-		if (p->disk[i].state != POOL_DISK_HEALTHY)
+		if (!data_healthy(p, i))
 			continue;
 		sp[i].ok = pool_disk_space(p, i, &sp[i].size, &sp[i].free) == 0;
 		for (uint32_t j = 0; j < p->ndisks; j++)
-			sp[i].share += p->disk[j].state == POOL_DISK_HEALTHY &&
-				       p->disk[j].dev == p->disk[i].dev;
+			sp[i].share += data_healthy(p, j) && p->disk[j].dev == p->disk[i].dev;
 	}
 }
 
@@ -916,14 +935,15 @@ static int rank_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* Healthy disks, best first; returns how many. */
+/* Healthy data disks, best first; returns how many.  Journal disks
+ * (usage journal) hold only parity journals: never data or metadata. */
 static uint32_t rank_disks(const struct pool *p, const struct pool_space *sp, uint32_t rotor,
 			   struct rank *r)
 {
 	uint32_t n = 0;
 
 	for (uint32_t i = 0; i < p->ndisks; i++) {
-		if (p->disk[i].state != POOL_DISK_HEALTHY)
+		if (!data_healthy(p, i))
 			continue;
 		r[n].idx = i;
 		r[n].units = space_share(&sp[i]) >> SPACE_UNIT;
@@ -992,7 +1012,7 @@ int pool_volume_capacity(struct pool *p, const struct pool_sb_volume *v, uint64_
 
 	space_snapshot(p, sp, 0);
 	for (uint32_t i = 0; i < p->ndisks; i++)
-		if (p->disk[i].state == POOL_DISK_HEALTHY)
+		if (data_healthy(p, i))
 			free[n++] = space_share(&sp[i]);
 	layout_efficiency(&v->geom, &num, &den);
 	u = (unsigned __int128)pool_capacity_raw(free, n, layout_positions(&v->geom)) * num / den;
@@ -1014,9 +1034,11 @@ const char *pool_volume_health(const struct pool *p, const struct pool_sb_volume
 {
 	uint32_t bad = 0, meta_ok = 0;
 
+	/* A journal disk holds no file data: its loss costs the journals one
+	 * copy (they keep the volume's redundancy in the others), not data. */
 	for (uint32_t i = 0; i < p->ndisks; i++)
-		bad +=
-		    p->disk[i].state != POOL_DISK_HEALTHY && p->disk[i].state != POOL_DISK_RETIRED;
+		bad += p->disk[i].state != POOL_DISK_HEALTHY &&
+		       p->disk[i].state != POOL_DISK_RETIRED && !pool_disk_is_journal(p, i);
 	if (v->state == POOL_VOLUME_DELETING)
 		return "deleting";
 	for (uint32_t i = 0; i < v->nmeta; i++)
@@ -1074,17 +1096,19 @@ int pool_geom_fit(const struct pool *p, const struct layout_geom *g, char *err, 
 		return rc;
 	if (layout_geom_check(g) < 0)
 		return fail(err, errlen, -EINVAL, "invalid layout");
-	if (layout_positions(g) > p->ndisks) {
+	uint32_t nd = pool_data_disks(p);
+	const char *data = nd < p->ndisks ? " data" : "";
+	if (layout_positions(g) > nd) {
 		if (g->kind == LAYOUT_MIRROR)
 			return fail(err, errlen, -EINVAL,
 				    "mirror with %u columns x %u copies needs %u disks; pool '%s' "
-				    "has %u",
+				    "has %u%s",
 				    g->columns, g->copies, layout_positions(g), p->sb->pool_name,
-				    p->ndisks);
+				    nd, data);
 		return fail(err, errlen, -EINVAL,
-			    "%s with %u columns needs %u disks; pool '%s' has %u",
+			    "%s with %u columns needs %u disks; pool '%s' has %u%s",
 			    layout_kind_name(g->kind), g->columns, layout_positions(g),
-			    p->sb->pool_name, p->ndisks);
+			    p->sb->pool_name, nd, data);
 	}
 	return 0;
 }
@@ -1100,7 +1124,8 @@ static int choose_meta(struct pool *p, struct pool_sb_volume *v, char *err, size
 {
 	struct pool_space sp[POOL_MAX_DISKS];
 	struct rank r[POOL_MAX_DISKS];
-	uint32_t n, want = p->ndisks < POOL_META_DISKS ? p->ndisks : POOL_META_DISKS;
+	uint32_t nd = pool_data_disks(p);
+	uint32_t n, want = nd < POOL_META_DISKS ? nd : POOL_META_DISKS;
 	uint32_t need = layout_redundancy(&v->geom) + 1;
 
 	space_snapshot(p, sp, 0);
@@ -1420,9 +1445,18 @@ int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err,
 
 int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen)
 {
+	return pool_disk_add_usage(p, path, POOL_USAGE_DATA, err, errlen);
+}
+
+int pool_disk_add_usage(struct pool *p, const char *path, enum pool_member_usage usage, char *err,
+			size_t errlen)
+{
 	struct newdisk d;
 	int rc;
 
+	if ((uint32_t)usage > POOL_USAGE_MAX)
+		return fail(err, errlen, -EINVAL, "%s: unknown disk usage %u", path,
+			    (unsigned)usage);
 	if (p->incomplete)
 		return fail(err, errlen, -EROFS, "pool '%s': incomplete", p->sb->pool_name);
 	if (p->ndisks >= POOL_MAX_DISKS)
@@ -1439,6 +1473,7 @@ int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen)
 		return fail(err, errlen, rc, "%s: cannot make a disk UUID", path);
 	m->index = i;
 	m->state = POOL_MEMBER_ACTIVE;
+	m->usage = usage;
 	snprintf(m->path, sizeof(m->path), "%s", d.path);
 	memset(&p->disk[i], 0, sizeof(p->disk[i]));
 	snprintf(p->disk[i].path, sizeof(p->disk[i].path), "%s", d.path);
@@ -1533,14 +1568,14 @@ int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_
 	uint32_t n = rank_disks(p, sp, rotor, r), k = 0;
 	uint64_t used = 0;
 
-	if (npos == 0 || n + tolerate < npos || npos > p->ndisks)
+	if (npos == 0 || n + tolerate < npos || npos > pool_data_disks(p))
 		return -ENOSPC;
 	for (; k < n && k < npos; k++) {
 		disk_out[k] = (uint8_t)r[k].idx;
 		used |= 1ull << r[k].idx;
 	}
 	for (uint32_t i = 0; i < p->ndisks && k < npos; i++)
-		if (!(used & (1ull << i)))
+		if (!(used & (1ull << i)) && !pool_disk_is_journal(p, i))
 			disk_out[k++] = (uint8_t)i;
 	return 0;
 }

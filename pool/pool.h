@@ -183,6 +183,16 @@ int pool_disk_restore(struct pool *p, uint32_t idx, enum pool_disk_state st, cha
 int pool_disk_replace(struct pool *p, uint32_t idx, const char *path, char *err, size_t errlen);
 /* Add the directory `path` as a new member (healthy, empty). */
 int pool_disk_add(struct pool *p, const char *path, char *err, size_t errlen);
+/* Same, with a usage: POOL_USAGE_JOURNAL makes a journal disk, which
+ * holds the parity journals (fs/volume.c picks their copies) and is never
+ * placed on: no chunk, no metadata replica.  The superblock then becomes
+ * version 3 (pool/superblock.h). */
+int pool_disk_add_usage(struct pool *p, const char *path, enum pool_member_usage usage, char *err,
+			size_t errlen);
+/* 1 if member idx is a journal disk. */
+int pool_disk_is_journal(const struct pool *p, uint32_t idx);
+/* Members that may hold data (every one but the journal disks). */
+uint32_t pool_data_disks(const struct pool *p);
 /* Give disk idx the emulated-disk model m (pool/diskmodel.h) and commit.
  * A mounted daemon also updates its disk queue (fs/ctl.c "disk-model"). */
 int pool_disk_set_model(struct pool *p, uint32_t idx, const struct pool_diskmodel *m, char *err,

@@ -64,11 +64,11 @@ enum {
 	H_POOL_UUID = 64,
 	H_DISK_UUID = 80,
 	H_POOL_NAME = 96,
-	H_MODEL_SIZE = 168, /* version 2; reserved (zero) in version 1 */
+	H_MODEL_SIZE = 168, /* versions 2, 3; reserved (zero) in version 1 */
 	H_RESERVED = 172,   /* zeros up to POOL_SB_HEADER_SIZE */
 };
 
-/* Disk model record offsets (version 2; one per member, after the
+/* Disk model record offsets (versions 2 and 3; one per member, after the
  * volume records). */
 enum {
 	D_KIND = 0,
@@ -82,7 +82,8 @@ enum {
 	D_WRITE_MBPS = 32,
 	D_READ_IOPS = 36,
 	D_WRITE_IOPS = 40,
-	D_RESERVED = 44, /* zeros up to POOL_SB_MODEL_SIZE */
+	D_USAGE = 44,	 /* version 3: enum pool_member_usage; zero in version 2 */
+	D_RESERVED = 48, /* zeros up to POOL_SB_MODEL_SIZE */
 };
 
 /* Member record offsets. */
@@ -266,6 +267,10 @@ static int check_members(const struct pool_sb *sb, const char *name, char *err, 
 			    err, errlen, -EUCLEAN,
 			    "%s: invalid superblock: member %u path is not an absolute path", name,
 			    i);
+		if ((uint32_t)m->usage > POOL_USAGE_MAX)
+			return fail(err, errlen, -EUCLEAN,
+				    "%s: invalid superblock: member %u has unknown usage %u", name,
+				    i, (unsigned)m->usage);
 		const char *why;
 		if (pool_diskmodel_check(&m->model, &why) < 0)
 			return fail(err, errlen, -EUCLEAN,
@@ -289,6 +294,11 @@ static int check_meta_disks(const struct pool_sb *sb, const struct pool_sb_volum
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: volume '%s' metadata disk %u is not a "
 				    "member",
+				    name, v->name, v->meta[i]);
+		if (sb->member[v->meta[i]].usage != POOL_USAGE_DATA)
+			return fail(err, errlen, -EUCLEAN,
+				    "%s: invalid superblock: volume '%s' metadata disk %u is a "
+				    "journal disk",
 				    name, v->name, v->meta[i]);
 		for (uint32_t j = 0; j < i; j++)
 			if (v->meta[j] == v->meta[i])
@@ -394,14 +404,20 @@ int pool_sb_validate(const struct pool_sb *sb, const char *name, char *err, size
 
 /* ---- encoding ------------------------------------------------------------ */
 
-/* The version the content needs: 2 only if some disk has a model, so
- * pools without models stay readable by spacefs versions before models. */
+/* The version the content needs: 3 only if some disk is a journal disk,
+ * 2 only if some disk has a model, so pools without either stay readable
+ * by spacefs versions before them. */
 static uint32_t needed_version(const struct pool_sb *sb)
 {
-	for (uint32_t i = 0; i < sb->nmembers && i < POOL_MAX_DISKS; i++)
+	uint32_t v = 1;
+
+	for (uint32_t i = 0; i < sb->nmembers && i < POOL_MAX_DISKS; i++) {
+		if (sb->member[i].usage != POOL_USAGE_DATA)
+			return 3;
 		if (sb->member[i].model.kind != POOL_DISKMODEL_NONE)
-			return 2;
-	return 1;
+			v = 2;
+	}
+	return v;
 }
 
 static size_t size_of(uint32_t version, uint32_t nm, uint32_t nv)
@@ -465,8 +481,11 @@ static void enc_volume(const struct pool_sb_volume *v, uint8_t *p)
 	wr32(p + V_JOURNAL_MIB, v->journal_mib);
 }
 
-static void enc_model(const struct pool_diskmodel *m, uint8_t *p)
+static void enc_model(const struct pool_sb_member *mb, uint8_t *p)
 {
+	const struct pool_diskmodel *m = &mb->model;
+
+	wr32(p + D_USAGE, (uint32_t)mb->usage);
 	wr32(p + D_KIND, m->kind);
 	wr32(p + D_PRESET, m->preset);
 	wr32(p + D_RPM, m->rpm);
@@ -500,7 +519,7 @@ int pool_sb_encode(const struct pool_sb *sb, void *buf, size_t len, char *err, s
 		enc_volume(&sb->volume[i], p);
 	for (uint32_t i = 0; needed_version(sb) >= 2 && i < sb->nmembers;
 	     i++, p += POOL_SB_MODEL_SIZE)
-		enc_model(&sb->member[i].model, p);
+		enc_model(&sb->member[i], p);
 	wr32(p, layout_crc32c(buf, size - 4));
 	assert((size_t)(p + 4 - (uint8_t *)buf) == size);
 	return 0;
@@ -608,8 +627,13 @@ static int dec_member(const uint8_t *p, struct pool_sb_member *m)
 	return rd_string(p + M_PATH, POOL_PATH_MAX, m->path, sizeof(m->path));
 }
 
-static int dec_model(const uint8_t *p, struct pool_diskmodel *m)
+static int dec_model(const uint8_t *p, uint32_t version, struct pool_sb_member *mb)
 {
+	struct pool_diskmodel *m = &mb->model;
+
+	mb->usage = (enum pool_member_usage)rd32(p + D_USAGE);
+	if (version < 3 && mb->usage != POOL_USAGE_DATA)
+		return -1; /* a reserved field in version 2 */
 	m->kind = rd32(p + D_KIND);
 	m->preset = rd32(p + D_PRESET);
 	m->rpm = rd32(p + D_RPM);
@@ -675,7 +699,7 @@ int pool_sb_decode(const void *buf, size_t len, const char *name, struct pool_sb
 				    "%s: invalid superblock: volume %u record is malformed", name,
 				    i);
 	for (uint32_t i = 0; out->version >= 2 && i < out->nmembers; i++, p += POOL_SB_MODEL_SIZE)
-		if (dec_model(p, &out->member[i].model) < 0)
+		if (dec_model(p, out->version, &out->member[i]) < 0)
 			return fail(err, errlen, -EUCLEAN,
 				    "%s: invalid superblock: member %u disk model has reserved "
 				    "bytes set",

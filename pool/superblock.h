@@ -33,8 +33,12 @@
 #define POOL_SB_FILE "spacefs.pool"
 /* The newest format this program reads.  Version 2 adds the disk model
  * table; a pool whose disks all have model none is still written as
- * version 1, byte for byte as before, so older spacefs can read it. */
-#define POOL_SB_VERSION	 2u
+ * version 1, byte for byte as before, so older spacefs can read it.
+ * Version 3 adds each member's usage (data or journal) in a field of the
+ * model record that version 2 keeps zero; it is written only while some
+ * member is a journal disk, so an older spacefs refuses such a pool
+ * ("newer version") instead of placing data on its journal disks. */
+#define POOL_SB_VERSION	 3u
 #define POOL_MAX_DISKS	 64u   /* members of one pool */
 #define POOL_MAX_VOLUMES 64u   /* volumes of one pool */
 #define POOL_NAME_MAX	 64u   /* pool and volume names, without the NUL */
@@ -47,6 +51,8 @@
 #define POOL_SB_MEMBER_SIZE (24u + POOL_PATH_MAX)
 #define POOL_SB_VOLUME_SIZE 128u
 #define POOL_SB_MODEL_SIZE  48u /* version 2: one per member, after the volumes */
+/* "data" or "journal"; NULL for a value out of range. */
+#define POOL_USAGE_NAME(u) ((u) == POOL_USAGE_DATA ? "data" : (u) == POOL_USAGE_JOURNAL ? "journal" : NULL)
 #define POOL_SB_MAX_SIZE                                                                           \
 	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * (POOL_SB_MEMBER_SIZE + POOL_SB_MODEL_SIZE) +       \
 	 POOL_MAX_VOLUMES * POOL_SB_VOLUME_SIZE + 4u)
@@ -67,10 +73,20 @@ enum pool_volume_state {
 	POOL_VOLUME_DELETING = 2, /* catalogued only until its files are gone */
 };
 
+/* What a member holds: file data and metadata (the default), or only the
+ * parity journals of the pool's parity volumes (`disk add --usage
+ * journal`, Storage Spaces' -Usage Journal): never placed on. */
+enum pool_member_usage {
+	POOL_USAGE_DATA = 0,
+	POOL_USAGE_JOURNAL = 1,
+	POOL_USAGE_MAX = POOL_USAGE_JOURNAL,
+};
+
 struct pool_sb_member {
 	uint8_t uuid[POOL_UUID_LEN];
 	uint32_t index; /* == its place in the member array */
 	enum pool_member_state state;
+	enum pool_member_usage usage; /* version 3; DATA in older versions */
 	char path[POOL_PATH_MAX];    /* last-known absolute path */
 	struct pool_diskmodel model; /* emulated disk; kind NONE by default */
 };
@@ -101,7 +117,7 @@ struct pool_sb_volume {
 
 /* Decoded superblock.  About 270 KiB: allocate it, never on the stack. */
 struct pool_sb {
-	uint32_t version; /* as read; encoding picks 1 or 2 from the content */
+	uint32_t version; /* as read; encoding picks 1, 2 or 3 from the content */
 	uint64_t generation;
 	uint8_t pool_uuid[POOL_UUID_LEN];
 	char pool_name[POOL_NAME_MAX + 1];

@@ -26,7 +26,7 @@ _spacectl()
 
     local verbs="pool volume status smbconf owner node disk repair scrub metrics checkpoint backup"
     local -A sub=([pool]="create" [volume]="create list delete set"
-        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire set"
+        [owner]="move balance prefer" [node]="drain resume" [disk]="add replace retire set list"
         [checkpoint]="create list merge delete")
 
     # The command: one word, or a group and its verb.
@@ -57,6 +57,7 @@ _spacectl()
     -J | --journal-size) COMPREPLY=($(compgen -W "64M 256M 1G" -- "$cur")); return ;;
     -M | --journal-mode) COMPREPLY=($(compgen -W "write-back write-through" -- "$cur")); return ;;
     -i | --interleave) COMPREPLY=($(compgen -W "16K 32K 64K 128K 256K 512K 1M" -- "$cur")); return ;;
+    -u | --usage) COMPREPLY=($(compgen -W "data journal" -- "$cur")); return ;;
     -m | --model) COMPREPLY=($(compgen -W "hdd-7200 hdd-15k ssd-sata nvme none" -- "$cur")); return ;;
     -n | --columns | -r | --rate | --interval | --node | --host | --iops | --mbps | --latency) return ;;
     --watch | --smb-conf) _filedir; return ;;
@@ -67,9 +68,10 @@ _spacectl()
         case $cmd in
         "pool create") o+=" --force --model" ;;
         "disk set") o+=" --model --iops --mbps --latency" ;;
+        "disk add") o+=" --usage" ;;
         "volume create") o+=" --layout --copies --parity --columns --interleave --integrity --journal --journal-size --journal-mode" ;;
         "volume set") o+=" --journal --journal-size --journal-mode" ;;
-        "volume list" | status) o+=" --json" ;;
+        "volume list" | "disk list" | status) o+=" --json" ;;
         "disk replace" | "disk retire" | repair | scrub | backup | "checkpoint merge" | \
             "checkpoint delete") o+=" --wait --rate" ;;
         smbconf) o+=" --node --host --watch --smb-conf --interval" ;;
@@ -85,7 +87,7 @@ _spacectl()
         --layout | --copies | --parity | --columns | --interleave | --integrity | --rate | \
             --journal | --journal-size | --journal-mode | \
             --node | --host | --watch | --smb-conf | --interval | --model | --iops | --mbps | \
-            --latency | -[lcpniIrjJmM]) ((i++)) ;;
+            --latency | --usage | -[lcpniIrjJmMu]) ((i++)) ;;
         -*) ;;
         *) args+=("${words[i]}") ;;
         esac

@@ -91,7 +91,7 @@ static const char help_main[] =
     "  smbconf SOURCE [--watch FILE]         smb.conf shares for the volumes (Samba)\n"
     "  owner move|balance|prefer ...         volume owners with several nodes\n"
     "  node drain|resume SOURCE NODE         take a node out of balancing and back\n"
-    "  disk add|replace|retire|set SOURCE ... change the disks (spacectl disk --help)\n"
+    "  disk add|replace|retire|set|list ... the disks (spacectl disk --help)\n"
     "  repair SOURCE [VOLUME] [--wait]       rebuild replaced or returning disks\n"
     "  scrub SOURCE [VOLUME] [--wait]        check and repair every block\n"
     "  metrics SOURCE                        the daemon's counters for Prometheus\n"
@@ -549,11 +549,14 @@ static int volume_geom(const struct pool *p, const struct volume_create_args *a,
 		       struct layout_geom *g)
 {
 	if (a->columns == 0) {
-		if (layout_geom_default(g, a->kind, a->copies, a->parity, p->ndisks) < 0)
+		/* journal disks hold no data: only data disks count */
+		uint32_t nd = pool_data_disks(p);
+		if (layout_geom_default(g, a->kind, a->copies, a->parity, nd) < 0)
 			return say_error(
 			    1, "volume create",
-			    "volume '%s': %s needs at least %u disks; pool '%s' has %u", a->name,
-			    layout_kind_name(a->kind), min_disks(a), p->sb->pool_name, p->ndisks);
+			    "volume '%s': %s needs at least %u disks; pool '%s' has %u%s", a->name,
+			    layout_kind_name(a->kind), min_disks(a), p->sb->pool_name, nd,
+			    nd < p->ndisks ? " data disks" : "");
 	} else {
 		memset(g, 0, sizeof(*g));
 		g->kind = a->kind;
@@ -907,7 +910,7 @@ static void volume_json(struct json *j, struct pool *p, const struct pool_sb_vol
 			json_str(j, "cannot_allocate", full);
 		else
 			json_null(j, "cannot_allocate");
-		char jr[1024];
+		char jr[2048];
 		live_journal(live, v->name, jr, sizeof(jr));
 		if (jr[0]) /* mode, size, used, copies and counters since mount */
 			json_raw(j, "journal_live", jr);
@@ -1141,19 +1144,20 @@ static void disk_full_line(const char *live, uint32_t i)
 
 static void disks_table(struct pool *p, const char *live)
 {
-	static const char *const head[] = {">DISK", "PATH",  "UUID", "STATE",
-					   "MODEL", ">SIZE", ">FREE"};
-	struct table *t = table_new(7, head);
+	static const char *const head[] = {">DISK", "PATH",  "UUID",  "STATE",
+					   "USAGE", "MODEL", ">SIZE", ">FREE"};
+	struct table *t = table_new(8, head);
 
 	if (!t)
 		return;
 	for (uint32_t i = 0; i < p->ndisks; i++) {
 		char idx[16], uuid[37], size[32] = "-", free[32] = "-", state[48];
 		uint64_t sz, fr;
-		const char *row[7] = {idx,
+		const char *row[8] = {idx,
 				      p->disk[i].path,
 				      uuid,
 				      state,
+				      POOL_USAGE_NAME(p->sb->member[i].usage),
 				      pool_diskmodel_name(&p->sb->member[i].model),
 				      size,
 				      free};
@@ -1243,24 +1247,79 @@ static uint64_t jnum(const char *jr, const char *key)
 	return strtoull(v, NULL, 10);
 }
 
+/* Up to max numbers of the array `key` in the daemon's journal object jr
+ * ("copy_disk":[6,0]); returns how many. */
+static uint32_t jarray(const char *jr, const char *key, int64_t *out, uint32_t max)
+{
+	char pat[64];
+	uint32_t n = 0;
+
+	snprintf(pat, sizeof(pat), "\"%s\":[", key);
+	const char *q = strstr(jr, pat);
+	if (!q)
+		return 0;
+	q += strlen(pat);
+	while (n < max && *q && *q != ']') {
+		char *end;
+		long long x = strtoll(q, &end, 10);
+		if (end == q)
+			break;
+		out[n++] = x;
+		q = *end == ',' ? end + 1 : end;
+	}
+	return n;
+}
+
+/* "6,0" for the journal's copies on disks 6 and 0 (a copy out of service
+ * marked "(out)"), and a line for the admin under the table when one is. */
+static void journal_copies(const struct pool *p, const char *jr, char *out, size_t size,
+			   char *note, size_t nsize)
+{
+	int64_t disk[8], live[8];
+	uint32_t n = jarray(jr, "copy_disk", disk, 8), nl = jarray(jr, "copy_in_service", live, 8);
+	size_t o = 0;
+
+	out[0] = note[0] = '\0';
+	for (uint32_t i = 0; i < n && o < size; i++) {
+		int out_of = i < nl && !live[i];
+		o += (size_t)snprintf(out + o, size - o, "%s%" PRId64 "%s%s", i ? "," : "", disk[i],
+				      disk[i] >= 0 && pool_disk_is_journal(p, (uint32_t)disk[i])
+					  ? "j"
+					  : "",
+				      out_of ? "(out)" : "");
+		if (out_of && !note[0])
+			snprintf(note, nsize,
+				 "journal copy on disk %" PRId64
+				 " out of service: the other copies carry the journal; its "
+				 "next open puts the copy back on a disk in service",
+				 disk[i]);
+	}
+	if (!n)
+		snprintf(out, size, "-");
+}
+
 /* Per parity volume: the journal's mode, size, fill, what write-back has
- * not applied yet and how fast it applies, and a replay in progress. */
+ * not applied yet and how fast it applies, a replay in progress, and the
+ * disks holding its copies ("j": a journal disk). */
 static void journals_table(struct pool *p, const char *live)
 {
-	static const char *const head[] = {"VOLUME",   "MODE",	       ">SIZE",
-					   ">FILL",    ">UNAPPLIED",   ">APPLY/S",
-					   ">RECORDS", ">CHECKPOINTS", "REPLAY"};
+	static const char *const head[] = {"VOLUME",	   "MODE",     ">SIZE",	 ">FILL",
+					   ">UNAPPLIED",   ">APPLY/S", ">RECORDS", ">CHECKPOINTS",
+					   "REPLAY",	   "COPIES"};
+	char notes[POOL_MAX_VOLUMES][256];
+	uint32_t nnotes = 0;
 	struct table *t = NULL;
 
 	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
 		const struct pool_sb_volume *v = &p->sb->volume[i];
-		char jr[1024], size[32], fill[32], un[32], rate[32], recs[32], ck[32], rp[64];
+		char jr[2048], size[32], fill[32], un[32], rate[32], recs[32], ck[32], rp[64];
+		char copies[96], note[200];
 		if (v->geom.kind != LAYOUT_PARITY)
 			continue;
 		live_journal(live, v->name, jr, sizeof(jr));
 		if (!jr[0])
 			continue; /* off, or not open on this node */
-		if (!t && !(t = table_new(9, head)))
+		if (!t && !(t = table_new(10, head)))
 			return;
 		char mode[32];
 		json_peek(jr, "mode", mode, sizeof(mode));
@@ -1278,14 +1337,19 @@ static void journals_table(struct pool *p, const char *live)
 		else
 			snprintf(rp, sizeof(rp), "%" PRIu64 " replayed, %" PRIu64 " damaged",
 				 jnum(jr, "replayed"), jnum(jr, "damaged"));
-		const char *row[9] = {v->name, mode, size, fill, un, rate, recs, ck, rp};
+		journal_copies(p, jr, copies, sizeof(copies), note, sizeof(note));
+		if (note[0])
+			snprintf(notes[nnotes++], sizeof(notes[0]), "volume %s: %s", v->name, note);
+		const char *row[10] = {v->name, mode, size, fill, un, rate, recs, ck, rp, copies};
 		table_row(t, row);
 	}
 	if (t) {
-		printf("\nparity journals\n");
+		printf("\nparity journals (COPIES: the disks holding them, j: a journal disk)\n");
 		table_print(t, stdout);
 		table_free(t);
 	}
+	for (uint32_t i = 0; i < nnotes; i++)
+		printf("  %s\n", notes[i]);
 }
 
 static int status_text(struct pool *p, const char *live)
@@ -1328,6 +1392,7 @@ static void disk_json(struct json *j, struct pool *p, uint32_t i, const char *li
 	json_str(j, "path", p->disk[i].path);
 	json_str(j, "uuid", uuid);
 	json_str(j, "state", pool_disk_state_name(p->disk[i].state));
+	json_str(j, "usage", POOL_USAGE_NAME(p->sb->member[i].usage));
 	json_str(j, "message", p->disk[i].msg);
 	json_u64(j, "generation", p->disk[i].generation);
 	{
@@ -1415,6 +1480,46 @@ static int do_status(const struct show_args *a)
 	free(live);
 	pool_close(p);
 	return rc;
+}
+
+static const char help_disk_list[] =
+    "usage: spacectl disk list SOURCE [--json]\n"
+    "\n"
+    "List the pool's disks: index, path, UUID, state, usage (data, or journal:\n"
+    "holds only the parity volumes' journals), emulated model, size and free\n"
+    "space, as spacectl status shows them.\n"
+    "\n"
+    "options:\n"
+    "  -j, --json   one JSON object: {\"disks\":[...]} as in status --json\n"
+    "  -h, --help   show this help\n";
+
+static int cmd_disk_list(int argc, char **argv)
+{
+	struct show_args a = {0};
+	int done, rc = parse_show(argc, argv, "disk list", help_disk_list, &a, &done);
+
+	if (rc || done)
+		return rc;
+	struct pool *p = open_pool(a.source, POOL_OPEN_INSPECT);
+	char err[POOL_MSG_MAX], *live = NULL;
+	if (!p)
+		return 1;
+	if (daemon_call(p, "status", &live, err, sizeof(err)) == 0)
+		live[strcspn(live, "\n")] = '\0';
+	if (a.json) {
+		struct json j;
+		json_begin(&j, stdout);
+		json_array(&j, "disks");
+		for (uint32_t i = 0; i < p->ndisks; i++)
+			disk_json(&j, p, i, live);
+		json_close(&j, ']');
+		json_end(&j);
+	} else {
+		disks_table(p, live);
+	}
+	free(live);
+	pool_close(p);
+	return 0;
 }
 
 static int cmd_status(int argc, char **argv)
@@ -1665,6 +1770,7 @@ static const struct command commands[] = {
     {"disk", "replace", spacectl_cmd_disk_replace},
     {"disk", "retire", spacectl_cmd_disk_retire},
     {"disk", "set", spacectl_cmd_disk_set},
+    {"disk", "list", cmd_disk_list},
     {NULL, "repair", spacectl_cmd_repair},
     {NULL, "scrub", spacectl_cmd_scrub},
     {NULL, "metrics", cmd_metrics},

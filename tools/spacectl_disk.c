@@ -1,7 +1,7 @@
 /*
  * spacectl_disk.c -- the disk and job commands of spacectl.
  *
- *   spacectl disk add SOURCE DIR
+ *   spacectl disk add SOURCE DIR [--usage data|journal]
  *   spacectl disk replace SOURCE OLD NEW [--wait] [--rate MB/s]
  *   spacectl disk retire SOURCE DISK
  *   (spacectl disk set: tools/spacectl_model.c)
@@ -43,7 +43,9 @@ const char spacectl_help_disk[] =
     "usage: spacectl disk COMMAND ...\n"
     "\n"
     "disk commands:\n"
-    "  add SOURCE DIR                      add an empty directory to the pool\n"
+    "  add SOURCE DIR [-u journal]         add an empty directory to the pool; a\n"
+    "                                      journal disk holds only the parity volumes'\n"
+    "                                      journals, never data (disk add -h)\n"
     "  replace SOURCE OLD NEW [--wait] [--rate MB/s]\n"
     "                                      put NEW in place of disk OLD (an index or\n"
     "                                      a path) and rebuild its data onto it\n"
@@ -52,9 +54,32 @@ const char spacectl_help_disk[] =
     "                                      still read), then nothing uses it\n"
     "  set SOURCE DISK MODEL-OPTIONS       make DISK emulate a real drive (HDD, SSD,\n"
     "                                      NVMe or custom): spacectl disk set --help\n"
+    "  list SOURCE [-j]                    the disks: state, usage, model, space\n"
     "\n"
     "A mounted pool is changed through its daemon, which starts the rebuild at\n"
-    "once; an unmounted pool is changed on its disks and rebuilt at the next mount.\n";
+    "once; an unmounted pool is changed on its disks and rebuilt at the next mount.\n"
+    "\n"
+    "Journal disks (-u journal, like Storage Spaces' -Usage Journal): each\n"
+    "parity volume keeps parity+1 journal copies on distinct disks, the journal\n"
+    "disks first, its own disks for the rest, from the volume's next mount.  One\n"
+    "journal disk takes one copy off the data disks; parity+1 of them take all.\n"
+    "A failed or retired journal disk's copy falls back to the volume's disks.\n";
+
+static const char help_disk_add[] =
+    "usage: spacectl disk add SOURCE DIR [--usage data|journal]\n"
+    "\n"
+    "Add the empty directory DIR to the pool of disk SOURCE (through the daemon\n"
+    "when the pool is mounted).\n"
+    "\n"
+    "options:\n"
+    "  -u, --usage U   data (the default): file data and metadata go there;\n"
+    "                  journal: a journal disk (Storage Spaces' -Usage Journal,\n"
+    "                  for a fast device), holding only the journals of parity\n"
+    "                  volumes, never data.  Each parity volume keeps parity+1\n"
+    "                  journal copies on distinct disks, journal disks first,\n"
+    "                  from its next mount; one failed or retired falls back to\n"
+    "                  the volume's own disks.  Fine without parity volumes.\n"
+    "  -h, --help      show this help\n";
 
 static const char help_job[] =
     "usage: spacectl %s SOURCE [VOLUME] [--wait] [--rate MB/s]\n"
@@ -434,11 +459,48 @@ static int disk_offline(struct pool *p, const char *what,
 
 static int off_add(struct pool *p, const char **a, char *err, size_t n)
 {
-	int rc = pool_disk_add(p, a[0], err, n);
+	enum pool_member_usage u = !strcmp(a[1], "journal") ? POOL_USAGE_JOURNAL : POOL_USAGE_DATA;
+	int rc = pool_disk_add_usage(p, a[0], u, err, n);
 
 	if (rc == 0)
-		printf("disk %u added: %s\n", p->ndisks - 1, p->disk[p->ndisks - 1].path);
+		printf("disk %u added%s: %s\n", p->ndisks - 1,
+		       u == POOL_USAGE_JOURNAL ? " as a journal disk" : "",
+		       p->disk[p->ndisks - 1].path);
 	return rc;
+}
+
+/* Take "--usage X", "--usage=X" or "-u X" out of argv (before "--"),
+ * leaving the other words in order for parse_jobargs.  *usage gets X;
+ * 2 after one error line for a bad or missing value. */
+static int take_usage(int *argc, char **argv, const char **usage)
+{
+	int o = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i], *val = NULL;
+		if (!strcmp(a, "--")) {
+			while (i < *argc)
+				argv[o++] = argv[i++];
+			break;
+		}
+		if (!strncmp(a, "--usage=", 8)) {
+			val = a + 8;
+		} else if (!strcmp(a, "--usage") || !strcmp(a, "-u")) {
+			if (i + 1 >= *argc)
+				return cli_err(EXIT_USAGE, "disk add",
+					       "--usage wants data or journal");
+			val = argv[++i];
+		} else {
+			argv[o++] = argv[i];
+			continue;
+		}
+		if (strcmp(val, "data") && strcmp(val, "journal"))
+			return cli_err(EXIT_USAGE, "disk add",
+				       "--usage wants data or journal, not '%s'", val);
+		*usage = val;
+	}
+	*argc = o;
+	return 0;
 }
 
 static int off_replace(struct pool *p, const char **a, char *err, size_t n)
@@ -475,6 +537,30 @@ static int off_retire(struct pool *p, const char **a, char *err, size_t n)
 	return rc;
 }
 
+/* "disk-add" through the daemon: it replies the new disk's index (not a
+ * job: nothing is rebuilt). */
+static int add_live(struct pool *p, const char *what, const char *req)
+{
+	char err[POOL_MSG_MAX * 2], *reply = NULL;
+	int rc = call(p, req, &reply, err, sizeof(err));
+	unsigned idx;
+
+	/* pool_ctl_call leaves the reply after its "ok" line */
+	const char *q = reply && !strncmp(reply, "ok\n", 3) ? reply + 3 : reply;
+	if (rc < 0)
+		rc = cli_err(1, what, "%s", err[0] ? err : strerror(-rc));
+	else if (!q || sscanf(q, "%u", &idx) != 1)
+		rc = cli_err(1, what, "unexpected reply from the daemon: %.80s", reply);
+	else if (strstr(req, " journal"))
+		printf("disk %u added as a journal disk; each parity volume moves its journal "
+		       "there at its next open\n",
+		       idx);
+	else
+		printf("disk %u added; new files are placed on it now\n", idx);
+	free(reply);
+	return rc;
+}
+
 /* Through the daemon when it runs; offline otherwise. */
 static int disk_cmd(const char *what, const char *source, const char *req, int wait,
 		    int (*off)(struct pool *, const char **, char *, size_t), const char **args)
@@ -493,6 +579,8 @@ static int disk_cmd(const char *what, const char *source, const char *req, int w
 		rc = disk_offline(p, what, off, args);
 	else if (!req)
 		rc = cli_err(1, what, "pool '%s' is mounted: unmount it first", p->sb->pool_name);
+	else if (!strncmp(req, "disk-add ", 9))
+		rc = add_live(p, what, req);
 	else
 		rc = start_jobs(p, what, req, wait);
 	pool_close(p);
@@ -508,14 +596,20 @@ int spacectl_cmd_disk_add(int argc, char **argv)
 {
 	char req[POOL_CTL_MAX_REQUEST], abs[PATH_MAX];
 	struct jobargs a = {0};
-	int done, rc = parse_jobargs(argc, argv, "disk add", spacectl_help_disk, 1, 1, &a, &done);
+	const char *usage = "data";
+	int done = 0, rc = take_usage(&argc, argv, &usage);
 
+	if (rc == 0)
+		rc = parse_jobargs(argc, argv, "disk add", help_disk_add, 1, 1, &a, &done);
 	if (rc || done)
 		return rc;
-	const char *args[1] = {absolute(a.arg[0], abs)};
-	if (strlen(args[0]) + 16 > sizeof(req))
+	const char *args[2] = {absolute(a.arg[0], abs), usage};
+	if (strlen(args[0]) + 24 > sizeof(req))
 		return cli_err(1, "disk add", "path too long");
-	snprintf(req, sizeof(req), "disk-add %.4000s", args[0]);
+	/* " journal" only when asked: a daemon before journal disks refuses
+	 * it (malformed request) instead of adding a data disk */
+	snprintf(req, sizeof(req), "disk-add %.4000s%s", args[0],
+		 strcmp(usage, "journal") ? "" : " journal");
 	return disk_cmd("disk add", a.source, req, 0, off_add, args);
 }
 

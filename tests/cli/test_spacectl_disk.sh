@@ -86,6 +86,30 @@ s=$(state_of 4)
 accept "retire disk 3 offline" disk retire "$T/disks/d0" 3
 s=$(state_of 3)
 [ "$s" = retired ] && ok "retired disk shows retired" || not_ok "retired disk shows retired" "state $s"
+
+# Journal disks (--usage journal): bad values refused in one line, nothing
+# changed; a journal disk is fine on a pool without parity volumes, shows
+# in status and disk list, makes the superblock version 3, and holds no
+# data: a parity volume too wide for the data disks is refused.
+mkdir -p "$T/jd" "$T/jd2" "$T/p2/a" "$T/p2/b" "$T/p2/c" "$T/p2/j"
+refuse "add --usage: bad value" "--usage wants data or journal, not 'fast'" disk add "$T/disks/d0" "$T/jd" --usage fast
+refuse "add --usage: missing value" "--usage wants data or journal" disk add "$T/disks/d0" "$T/jd" --usage
+refuse "add --usage=: empty value" "not ''" disk add "$T/disks/d0" "$T/jd" --usage=
+accept "add a journal disk to a pool without parity volumes" disk add "$T/disks/d0" "$T/jd" --usage journal
+grep -q "as a journal disk" "$T/out" && ok "disk add says it is a journal disk" || not_ok "disk add says it is a journal disk" "$(cat "$T/out")"
+u=$("$SPACECTL" status "$T/disks/d0" --json | python3 -c "import json,sys; print(' '.join(d['usage'] for d in json.load(sys.stdin)['disks']))")
+[ "$u" = "data data data data data journal" ] && ok "status --json: usage of every disk" || not_ok "status --json: usage of every disk" "$u"
+"$SPACECTL" disk list "$T/disks/d0" | grep -E "^ *5 .* journal " >/dev/null && ok "disk list shows the journal disk" || not_ok "disk list shows the journal disk" "$("$SPACECTL" disk list "$T/disks/d0")"
+v=$(od -An -tu4 -j8 -N4 "$T/jd/spacefs.pool" | tr -d ' ')
+[ "$v" = 3 ] && ok "a pool with a journal disk is format version 3" || not_ok "a pool with a journal disk is format version 3" "version $v"
+accept "add a data disk with -u data" disk add "$T/disks/d0" "$T/jd2" -u data
+"$SPACECTL" pool create two "$T/p2/a" "$T/p2/b" "$T/p2/c" >/dev/null
+"$SPACECTL" disk add "$T/p2/a" "$T/p2/j" --usage journal >/dev/null
+refuse "parity 4 columns on 3 data disks + 1 journal disk" "has 3 data" volume create "$T/p2/a" v --layout parity --columns 4
+accept "parity on the 3 data disks" volume create "$T/p2/a" v --layout parity --columns 3
+m=$("$SPACECTL" volume list "$T/p2/a" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['volumes'][0]['metadata_disks'])")
+[ "$m" = "[0, 1, 2]" ] && ok "metadata never on the journal disk" || not_ok "metadata never on the journal disk" "$m"
+"$SPACECTL" disk add --help | grep -q -- "--usage" && ok "disk add --help" || not_ok "disk add --help"
 "$SPACECTL" disk --help | grep -q "replace SOURCE OLD NEW" && ok "disk --help" || not_ok "disk --help"
 "$SPACECTL" scrub --help | grep -q -- "--rate" && ok "scrub --help" || not_ok "scrub --help"
 

@@ -438,9 +438,11 @@ def problem_categories(problems):
 
 # ---------------------------------------------------------------------------
 # Pool superblock (pool/superblock.c, docs/FORMAT.md): only what a checker
-# needs -- this disk's index, the member paths, the volume catalogue.  The
-# layout is fixed little endian: a 256-byte header, nmembers member records,
-# nvolumes volume records, CRC-32C of everything before it.
+# needs -- this disk's index, the member paths and usages, the volume
+# catalogue.  The layout is fixed little endian: a 256-byte header, nmembers
+# member records, nvolumes volume records, from version 2 nmembers disk
+# model records (version 3: the member's usage at byte 44 of each),
+# CRC-32C of everything before it.
 
 SB_FILE = "spacefs.pool"
 SB_MAGIC = b"SPACEFSP"
@@ -448,8 +450,9 @@ LAYOUT_KINDS = {1: "simple", 2: "mirror", 3: "parity"}
 
 
 def read_superblock(disk):
-    """Decode <disk>/spacefs.pool.  Returns a dict: disk_index, generation,
-    members [(index, path)], volumes {name: dict(kind, copies, parity,
+    """Decode <disk>/spacefs.pool.  Returns a dict: version, disk_index,
+    generation, members [(index, path)], usage [per member: "data" or
+    "journal"], volumes {name: dict(kind, copies, parity,
     columns, interleave, integrity, meta [disk indices])}.  Raises
     ValueError naming the problem."""
     path = os.path.join(disk, SB_FILE)
@@ -461,7 +464,10 @@ def read_superblock(disk):
     generation = struct.unpack_from("<Q", buf, 40)[0]
     if fsize != len(buf):
         raise ValueError(f"{path}: size field {fsize}, file has {len(buf)} bytes")
-    if hsize + nmem * msize + nvol * vsize + 4 != fsize:
+    if version > 3:
+        raise ValueError(f"{path}: format version {version} is newer than this checker (3)")
+    dsize = struct.unpack_from("<I", buf, 168)[0] if version >= 2 else 0
+    if hsize + nmem * msize + nvol * vsize + nmem * dsize + 4 != fsize:
         raise ValueError(f"{path}: record sizes do not add up to the file size")
     crc = struct.unpack_from("<I", buf, fsize - 4)[0]
     if crc32c(buf[:fsize - 4]) != crc:
@@ -482,8 +488,16 @@ def read_superblock(disk):
                              parity=parity, columns=columns, interleave=interleave,
                              integrity=integrity, state=state,
                              meta=list(buf[o + 120:o + 120 + min(nmeta, 3)]))
+    usage = []
+    for i in range(nmem):
+        u = 0
+        if version >= 3:
+            u = struct.unpack_from("<I", buf, hsize + nmem * msize + nvol * vsize + i * dsize + 44)[0]
+        if u not in (0, 1):
+            raise ValueError(f"{path}: member {i} has unknown usage {u}")
+        usage.append(("data", "journal")[u])
     return dict(version=version, disk_index=disk_index, generation=generation,
-                members=members, volumes=volumes)
+                members=members, usage=usage, volumes=volumes)
 
 
 # ---------------------------------------------------------------------------

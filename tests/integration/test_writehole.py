@@ -99,7 +99,10 @@ class Round:
     the dirty-region log resyncs the stripe; the degraded check follows
     on a second mount), jdisk_fail (parity 2: a disk holding a journal
     copy disappears half way through the writes; it stays lost, with one
-    more disk, at the degraded mount)."""
+    more disk, at the degraded mount), jdisk_pool (the pool has a journal
+    disk, `disk add --usage journal`: the journal's first copy is there,
+    the others on the volume's disks, and the degraded mount replays from
+    them)."""
 
     def __init__(self, t, layout, journal, seed, **opts):
         self.t, self.layout, self.journal = t, layout, journal
@@ -139,6 +142,10 @@ class Round:
         extra += ["--integrity", self.opts.get("integrity", "on")]
         pool.volume("v", "parity", *LAYOUTS[self.layout], "--columns", "6", "--interleave",
                     "16K", *extra)
+        jdir = os.path.join(pool.dir, "j0")
+        if self.opts.get("jdisk_pool"):
+            os.makedirs(jdir)
+            pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
         m = pool.mount()
         path = os.path.join(pool.mnt, "v", "f")
         with open(path, "wb") as f:
@@ -229,6 +236,9 @@ class Round:
         if self.journal != "off" and not self.opts.get("damage"):
             t.ok(re.search(r"journal: replayed [1-9]", log) is not None,
                  f"{self.what}: the journal was replayed at the degraded mount")
+        if self.opts.get("jdisk_pool"):
+            t.ok(os.path.getsize(os.path.join(jdir, "vol", "v", "journal")) > 0,
+                 f"{self.what}: the journal disk holds a copy of the journal")
 
         # 4. every block
         never, lost, eio = check_blocks(path, gens, acked)
@@ -566,7 +576,9 @@ def main():
                                ("parity2", "write-back", {"replay_kill": 1}),
                                ("parity1", "write-through", {"damage": 1}),
                                ("parity1", "write-back", {"integrity": "off"}),
-                               ("parity2", "write-back", {"jdisk_fail": 1})]:
+                               ("parity2", "write-back", {"jdisk_fail": 1}),
+                               ("parity1", "write-back", {"jdisk_pool": 1}),
+                               ("parity2", "write-through", {"jdisk_pool": 1})]:
         res = Round(t, layout, mode, seed * 1000 + 999, **opts).run()
         if res is not None:
             t.eq(tuple(len(x) for x in res), (0, 0, 0),

@@ -185,6 +185,64 @@ static void test_replay_after_crash(void **state)
 	assert_int_equal(e->napplied, 0);
 }
 
+/* Copies that moved (a journal disk added or lost between a crash and
+ * the next open): the records are only in a file now listed after
+ * cfg.nwrite.  Replay finds them there without writing to it; the new
+ * copy gets the new epoch, and an open of the new copy alone then has
+ * nothing to replay, while the old file still holds the superseded epoch
+ * (fs/volume.c deletes it). */
+static void test_older_copy(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL); /* copies 0 and 1 */
+	char newer[160];
+	struct stat st0, st1;
+
+	log_one(j, 100, 3, 2, 0x10);
+	log_one(j, 101, 0, 3, 0x20);
+	pool_journal_close(j, 0); /* as a crash leaves it */
+	snprintf(newer, sizeof(newer), "%s/journal-new", e->root);
+	unlink(e->path[0]);	 /* copy 0's disk is gone */
+	assert_int_equal(stat(e->path[1], &st0), 0);
+	const char *paths[2] = {newer, e->path[1]};
+	const uint32_t disks[2] = {6, 2};
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = paths,
+					  .disk = disks,
+					  .npath = 2,
+					  .nwrite = 1,
+					  .size = 1 << 20,
+					  .sync = count_sync,
+					  .arg = e};
+	char err[256] = "";
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	e->napplied = 0;
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(e->napplied, 2);
+	assert_int_equal(e->file[1], 101);
+	struct pool_journal_stats js;
+	log_one(j, 102, 1, 1, 0x30);
+	pool_journal_stats(j, &js);
+	assert_int_equal(js.copies, 1);
+	assert_int_equal(js.ncopyslot, 1); /* the older file is not a copy */
+	assert_int_equal(js.copy[0].disk, 6);
+	assert_int_equal(js.copy[0].in_service, 1);
+	assert_int_equal(js.copy[0].bytes, pool_journal_rec_bytes(NULL, 0) + B);
+	pool_journal_close(j, 0);
+	assert_int_equal(stat(e->path[1], &st1), 0); /* never written */
+	assert_int_equal(st1.st_mtim.tv_sec, st0.st_mtim.tv_sec);
+	assert_int_equal(st1.st_mtim.tv_nsec, st0.st_mtim.tv_nsec);
+	/* the new copy holds the new epoch (record 102), the older file only
+	 * the superseded one: opened together, 102 alone is replayed */
+	e->napplied = 0;
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->file[0], 102);
+}
+
 static void test_clean_close(void **state)
 {
 	struct env *e = *state;
@@ -479,6 +537,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_replay_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clean_close, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_older_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_header_damaged_in_one_copy, setup, teardown),

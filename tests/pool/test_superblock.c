@@ -304,7 +304,7 @@ static void test_newer_version(void **state)
 	assert_int_equal(pool_sb_decode(buf, len, "/d/d1/spacefs.pool", out, err, sizeof(err)),
 			 -EPROTONOSUPPORT);
 	assert_string_equal(err,
-			    "/d/d1/spacefs.pool: format version 7 is newer than this spacefs (2)");
+			    "/d/d1/spacefs.pool: format version 7 is newer than this spacefs (3)");
 	put32(buf + 8, 0);
 	reseal(buf, len);
 	assert_int_equal(pool_sb_decode(buf, len, "f", out, err, sizeof(err)), -EUCLEAN);
@@ -381,6 +381,51 @@ static void test_models(void **state)
 	memset(&sb->member[1].model, 0, sizeof(sb->member[1].model));
 	memset(&sb->member[2].model, 0, sizeof(sb->member[2].model));
 	expect_invalid(sb, 168, bad, 1, "wrong record sizes");
+	free(out);
+	free(sb);
+}
+
+/* Member usage: a pool with a journal disk is written as version 3 (the
+ * usage in the model record's word at 44, zero in version 2), which
+ * decodes to the same usages; without one it stays version 1 or 2. */
+static void test_usage(void **state)
+{
+	struct pool_sb *sb = sample_sb(4, 2), *out = malloc(sizeof(*out));
+	const size_t d0 = POOL_SB_HEADER_SIZE + 4 * POOL_SB_MEMBER_SIZE + 2 * POOL_SB_VOLUME_SIZE;
+	char err[ERRLEN];
+	size_t len, len2;
+	uint8_t *buf, *buf2, four[4];
+
+	(void)state;
+	sb->member[2].usage = POOL_USAGE_JOURNAL; /* not a metadata disk (0 and 3 are) */
+	buf = encode(sb, &len);
+	assert_int_equal(len, d0 + 4 * POOL_SB_MODEL_SIZE + 4);
+	assert_int_equal(buf[8], 3);
+	assert_int_equal(buf[d0 + 2 * POOL_SB_MODEL_SIZE + 44], POOL_USAGE_JOURNAL);
+	assert_int_equal(pool_sb_decode(buf, len, "mem", out, err, sizeof(err)), 0);
+	assert_int_equal(out->version, 3);
+	for (uint32_t i = 0; i < 4; i++)
+		assert_int_equal(out->member[i].usage, i == 2 ? POOL_USAGE_JOURNAL : POOL_USAGE_DATA);
+	buf2 = encode(out, &len2); /* canonical */
+	assert_int_equal(len, len2);
+	assert_memory_equal(buf, buf2, len);
+	free(buf2);
+	free(buf);
+	/* An unknown usage, a usage in a version 2 file, a journal disk
+	 * holding a volume's metadata: each refused, named. */
+	put32(four, 2);
+	expect_invalid(sb, d0 + 2 * POOL_SB_MODEL_SIZE + 44, four, 4, "member 2 has unknown usage 2");
+	struct pool_sb *v2 = malloc(sizeof(*v2));
+	memcpy(v2, sb, sizeof(*v2));
+	v2->member[2].usage = POOL_USAGE_DATA;
+	assert_int_equal(pool_diskmodel_preset("nvme", &v2->member[1].model), 0);
+	put32(four, POOL_USAGE_JOURNAL);
+	expect_invalid(v2, d0 + 2 * POOL_SB_MODEL_SIZE + 44, four, 4,
+		       "disk model has reserved bytes");
+	free(v2);
+	sb->volume[1].meta[1] = 2;
+	assert_int_equal(pool_sb_validate(sb, "mem", err, sizeof(err)), -EUCLEAN);
+	assert_contains(err, "volume 'vol1' metadata disk 2 is a journal disk");
 	free(out);
 	free(sb);
 }
@@ -897,6 +942,49 @@ static void test_pool_models(void **state)
 	pool_close(p);
 }
 
+/* A journal disk (pool_disk_add_usage) survives a reopen, is never
+ * placed on (data or metadata) and does not count as a data disk. */
+static void test_pool_journal_disk(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t free5[6] = {10, 10, 10, 10, 90, 10};
+	char err[ERRLEN];
+	uint8_t out[6];
+
+	make_pool(f, 4);
+	struct pool *p = open_ok(f->disk[0]);
+	assert_int_equal(pool_disk_add_usage(p, f->disk[4], 7, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "unknown disk usage 7");
+	assert_int_equal(pool_disk_add_usage(p, f->disk[4], POOL_USAGE_JOURNAL, err, sizeof(err)),
+			 0);
+	pool_close(p);
+	p = open_ok(f->disk[4]);
+	assert_int_equal(p->ndisks, 5);
+	assert_int_equal(pool_data_disks(p), 4);
+	assert_true(pool_disk_is_journal(p, 4));
+	assert_false(pool_disk_is_journal(p, 3));
+	assert_int_equal(p->sb->version, 3);
+	fake_space(p, free5); /* the journal disk has the most room: still never used */
+	for (int call = 0; call < 20; call++) {
+		assert_int_equal(pool_place(p, 4, out), 0);
+		for (int i = 0; i < 4; i++)
+			assert_int_not_equal(out[i], 4);
+		assert_int_equal(pool_place_degraded(p, 4, 1, out), 0);
+		for (int i = 0; i < 4; i++)
+			assert_int_not_equal(out[i], 4);
+	}
+	assert_int_equal(pool_place(p, 5, out), -ENOSPC);
+	struct layout_geom g = {LAYOUT_PARITY, 1, 1, 5, 256 * 1024};
+	assert_int_equal(pool_geom_fit(p, &g, err, sizeof(err)), -EINVAL);
+	assert_contains(err, "has 4 data");
+	g.columns = 3;
+	assert_int_equal(pool_volume_create(p, "v", &g, 1, err, sizeof(err)), 0);
+	const struct pool_sb_volume *v = pool_volume_find(p, "v");
+	for (uint32_t i = 0; i < v->nmeta; i++)
+		assert_int_not_equal(v->meta[i], 4);
+	pool_close(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -905,6 +993,7 @@ int main(void)
 	    cmocka_unit_test(test_flip_every_byte),
 	    cmocka_unit_test(test_newer_version),
 	    cmocka_unit_test(test_models),
+	    cmocka_unit_test(test_usage),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
@@ -921,6 +1010,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_place_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_models, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_journal_disk, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
