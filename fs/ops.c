@@ -826,7 +826,11 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 	}
 	pthread_rwlock_unlock(&in->io_lock);
 	free(to_free);
-	if (n < 0) { /* fenced (lease lost mid-request, fs/node.c): an I/O error here */
+	if (n == -EREMCHG && fs_route_resend_ok) { /* fenced: route.c sends it on */
+		fs_route_resend = true;
+		return;
+	}
+	if (n < 0) { /* fenced (lease lost mid-request, fs/node.c) and no one to resend it */
 		fuse_reply_err(req, n == -EREMCHG ? EIO : (int)-n);
 		return;
 	}
