@@ -282,7 +282,12 @@ static void observe(struct fs_node *n, struct fs_volume *v, struct seen *s)
 		vn->seen_epoch = b->epoch;
 		vn->seen_seq = b->seq;
 		vn->seen_since_ns = fs_mono_ns();
+		vn->released_seen_ns = 0;
 	}
+	/* a release seen happen (not one found at start) */
+	if ((b->flags & POOL_OWNER_RELEASED) && vn->seen_unreleased && strcmp(b->node, n->name))
+		vn->released_seen_ns = fs_mono_ns();
+	vn->seen_unreleased = b->epoch && !(b->flags & POOL_OWNER_RELEASED);
 	if (s->state == SEEN_VALID)
 		set_owner(vn, b->node, b->addr, b->epoch, true);
 	else if (s->state != SEEN_MINE)
@@ -961,9 +966,20 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 	bool asked = atomic_load(&vn->take_until_ns) > now;
 	bool hold = !asked && atomic_load(&vn->hold_until_ns) > now;
 	bool want = !hold && (asked || is_desired(n, idx));
+	/* Released by another node a moment ago: a hand-over to the node it
+	 * names in its W_TAKE (an `owner move`, which balancing here knows
+	 * nothing of).  Taking it meanwhile because this node's balancing
+	 * wants it stole the volume from the move's target, and the take's
+	 * fs_rpc_reset of the old owner broke the move request itself
+	 * ("Connection reset by peer", about one move in ten in the soak).
+	 * Only the asked node takes it for a lease; then anyone may. */
+	bool handing = vn->released_seen_ns && now - vn->released_seen_ns < n->lease_ms * 1000000ll;
+	if (handing && !asked)
+		want = false;
 	switch (s.state) {
 	case SEEN_NONE:
-		if (want || (!hold && now - vn->ownerless_since_ns > 2 * n->lease_ms * 1000000ll))
+		if (want || (!hold && !handing &&
+			     now - vn->ownerless_since_ns > 2 * n->lease_ms * 1000000ll))
 			take(n, v, &s, false, asked ? "handed over" : "no owner");
 		break;
 	case SEEN_DEAD:

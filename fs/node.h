@@ -49,6 +49,12 @@ struct fs_vnode {
 	uint64_t seen_epoch;
 	int64_t seen_since_ns; /* CLOCK_MONOTONIC when it was first seen */
 	int64_t ownerless_since_ns;
+	/* CLOCK_MONOTONIC when this node saw the record turn RELEASED by
+	 * another node (a hand-over under way), 0 if it did not see it
+	 * happen (tick_volume: only the node it is handed to takes it at
+	 * once) */
+	int64_t released_seen_ns;
+	bool seen_unreleased; /* the last record seen was a held lease */
 	/* Handovers, CLOCK_MONOTONIC deadlines (0: none).  take_until: a
 	 * peer released the volume to us, take it at once until then (it
 	 * stays asked for across ticks, so a tick that looked at the lock
