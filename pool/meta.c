@@ -2511,7 +2511,13 @@ static int sync_replica(struct replica *r)
 {
 	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 
-	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+	/* Busy or locked (a statement of this connection still active: a
+	 * reader in another thread) only means the copy into meta.db waits
+	 * for a later checkpoint; the fsyncs below are what make it durable.
+	 * test_nodes saw every replica dropped this way ("checkpoint:
+	 * database table is locked") on a takeover under fio, and the next
+	 * attribute write-back failed EIO. */
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
 		snprintf(r->why, sizeof(r->why), "checkpoint: %s", sqlite3_errmsg(r->db));
 		return -EIO;
 	}

@@ -17,11 +17,14 @@ rounds:
     owner, not fail).
 
 At the end every fio round of both writers verified (no EIO, no EILSEQ),
-every move succeeded, and both daemons unmount with no sanitizer report.
+every move succeeded, a scrub finds the copies in agreement with each
+other and with their checksums, and both daemons unmount with no
+sanitizer report.
 
 SPACEFS_MIRROR_ROUNDS (default 6) sets the rounds.
 """
 import os
+import re
 import signal
 import threading
 import time
@@ -119,6 +122,16 @@ def main():
             t.ok(not w.failed and not w.is_alive(),
                  f"fio verify through {w.node.name}: {w.rounds} round(s), all verified "
                  f"{w.failed[:1]}")
+        # the copies agree with each other and with their checksums: a
+        # stale copy (a write landed on one copy only, or after a
+        # takeover) is what would make reads of a mirror disagree
+        p = a.spacectl("scrub", pool.source, "--wait", check=False)
+        t.eq(p.returncode, 0, f"scrub --wait exits 0 {p.stderr.strip()[-300:]}")
+        done = re.findall(r"scrub volume M done: .*bad (\d+), repaired (\d+), unrecoverable (\d+)",
+                          a.m.log_text() + b.m.log_text())
+        t.ok(done and done[-1] == ("0", "0", "0"),
+             f"scrub of M finds every block and copy in agreement (bad, repaired, "
+             f"unrecoverable: {done[-1:]})")
         for n in (b, a):
             log = n.m.log_text()
             t.diag(f"{n.name}: " + ", ".join(f"{k} x{log.count(k)}" for k in
