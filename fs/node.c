@@ -469,8 +469,8 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 	 * resync) writes under it, fenced by it like any request */
 	atomic_store(&vn->fence_logged, 0);
 	if (ok < majority(vn) || open_stores(n, v, c.epoch) < 0) {
+		drop_locks(n, v, c.epoch, true); /* first: the lease thread stops renewing */
 		atomic_store(&vn->deadline_ns, 0);
-		drop_locks(n, v, c.epoch, true);
 		return;
 	}
 	set_owner(vn, n->name, n->addr, c.epoch, true);
