@@ -22,6 +22,7 @@
 
 #define FUSE_USE_VERSION 312
 
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -332,6 +333,13 @@ extern const struct fuse_lowlevel_ops fs_route_ops;
  * around the local call, fs_op_write_buf sets fs_route_resend and
  * leaves the request unanswered, and route.c routes it again. */
 extern __thread bool fs_route_resend_ok, fs_route_resend;
+static inline bool fs_route_fenced(int rc)
+{
+	if (rc != -EREMCHG || !fs_route_resend_ok)
+		return false;
+	fs_route_resend = true; /* not answered: route.c sends it on */
+	return true;
+}
 /* Write one volume's dirty cached attributes back; reload them after
  * this node took the volume over. */
 int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v);
