@@ -327,11 +327,12 @@ void fs_node_volume_free(struct fs_volume *v);
 int fs_node_fence(struct fs *fs, struct fs_volume *v, char *err, size_t errlen);
 /* The FUSE operations with several nodes: fs_ops, routed per volume. */
 extern const struct fuse_lowlevel_ops fs_route_ops;
-/* A local write that meets the data fence (its lease ran out while it
- * ran: FS_NOT_OWNER from the store) is not answered EIO when route.c
- * can send it to the next owner: with fs_route_resend_ok set by route.c
- * around the local call, fs_op_write_buf sets fs_route_resend and
- * leaves the request unanswered, and route.c routes it again. */
+/* A local write, truncate or fallocate that meets the data fence (its
+ * lease ran out while it ran: FS_NOT_OWNER from the store) is not
+ * answered with an error when route.c can send it to the next owner:
+ * with fs_route_resend_ok set by route.c around the local call,
+ * fs_route_fenced sets fs_route_resend, ops.c leaves the request
+ * unanswered, and route.c's ROUTE routes it again. */
 extern __thread bool fs_route_resend_ok, fs_route_resend;
 static inline bool fs_route_fenced(int rc)
 {

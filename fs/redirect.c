@@ -295,8 +295,9 @@ static int client_handshake(struct fs_rpc *r, int fd)
  * the server never speaks first, so anything readable is its end closing
  * (EOF: the peer restarted, was killed, or dropped the connection) or an
  * error.  Such a connection would take our next request and answer it
- * with "Connection reset by peer" (one `owner move` in ten in the soak,
- * asked of a node that had been restarted). */
+ * with "Connection reset by peer" (suspected of the soak's failed owner
+ * moves; their cause was another, node.c's hand-over grace, but a peer
+ * killed and started again leaves such connections behind). */
 static bool conn_alive(const struct conn *c)
 {
 	struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
