@@ -22,6 +22,7 @@
 
 #define FUSE_USE_VERSION 312
 
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -326,6 +327,20 @@ void fs_node_volume_free(struct fs_volume *v);
 int fs_node_fence(struct fs *fs, struct fs_volume *v, char *err, size_t errlen);
 /* The FUSE operations with several nodes: fs_ops, routed per volume. */
 extern const struct fuse_lowlevel_ops fs_route_ops;
+/* A local write, truncate or fallocate that meets the data fence (its
+ * lease ran out while it ran: FS_NOT_OWNER from the store) is not
+ * answered with an error when route.c can send it to the next owner:
+ * with fs_route_resend_ok set by route.c around the local call,
+ * fs_route_fenced sets fs_route_resend, ops.c leaves the request
+ * unanswered, and route.c's ROUTE routes it again. */
+extern __thread bool fs_route_resend_ok, fs_route_resend;
+static inline bool fs_route_fenced(int rc)
+{
+	if (rc != -EREMCHG || !fs_route_resend_ok)
+		return false;
+	fs_route_resend = true; /* not answered: route.c sends it on */
+	return true;
+}
 /* Write one volume's dirty cached attributes back; reload them after
  * this node took the volume over. */
 int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v);

@@ -49,6 +49,12 @@ struct fs_vnode {
 	uint64_t seen_epoch;
 	int64_t seen_since_ns; /* CLOCK_MONOTONIC when it was first seen */
 	int64_t ownerless_since_ns;
+	/* CLOCK_MONOTONIC when this node saw the record turn RELEASED by
+	 * another node (a hand-over under way), 0 if it did not see it
+	 * happen (tick_volume: only the node it is handed to takes it at
+	 * once) */
+	int64_t released_seen_ns;
+	bool seen_unreleased; /* the last record seen was a held lease */
 	/* Handovers, CLOCK_MONOTONIC deadlines (0: none).  take_until: a
 	 * peer released the volume to us, take it at once until then (it
 	 * stays asked for across ticks, so a tick that looked at the lock
@@ -58,7 +64,20 @@ struct fs_vnode {
 	atomic_int_fast64_t hold_until_ns;
 	char take_err[256]; /* under info_lock: why the last take failed */
 
+	/* The lease, renewed by the lease thread (node.c) independently of
+	 * the node thread's ticks.  lease_mu serialises every read and update
+	 * of the lock files (lock_fd, held) between the two threads; leased
+	 * says the lease is ours to renew (from the take that won it until
+	 * the release that gives it up), lease_epoch under which epoch. */
+	pthread_mutex_t lease_mu;
+	atomic_int leased;
+	atomic_uint_fast64_t lease_epoch;
+	int64_t renewed_ns;		     /* under lease_mu: start of the last renewal */
+	atomic_int_fast64_t renew_gap_max_ns; /* longest time between two renewals */
+	atomic_uint_fast64_t renewals, renew_late; /* late: over 2 heartbeats apart */
+
 	atomic_uint_fast64_t fenced; /* chunk write batches refused (fs_vol_may_write) */
+	atomic_uint_fast64_t resent; /* local writes fenced, then routed again (route.c) */
 	atomic_int fence_logged;     /* said so since the last take */
 	atomic_uint_fast64_t redir_ops, redir_bytes;   /* as a non-owner */
 	atomic_uint_fast64_t served_ops, served_bytes; /* as the owner, for peers */
@@ -83,6 +102,14 @@ struct fs_node {
 
 	pthread_t thread;
 	bool thread_started;
+	/* The lease thread: renews the leases of the volumes held here and
+	 * this node's registry record every heartbeat, whatever the node
+	 * thread is busy with (a takeover's resync, a hand-over waiting for
+	 * its answer, catalogue polls under load). */
+	pthread_t lease_thread;
+	bool lease_started;
+	pthread_cond_t lease_wake;	/* with lock */
+	pthread_mutex_t beat_mu;	/* one registry beat at a time */
 	int64_t keepalive_ns; /* the node thread's last beat (fs_node_keepalive) */
 	/* Serialises ownership changes (the node thread's ticks, moves). */
 	pthread_mutex_t state_lock;

@@ -295,8 +295,10 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		rc = fs_inode_flush(fs, in);
 	if (in)
 		fs_inode_put(fs, in);
+	if (rc < 0 && fs_route_fenced(rc))
+		return;
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		fuse_reply_err(req, rc == -EREMCHG ? EIO : -rc);
 		return;
 	}
 	fs_op_getattr(req, ino, NULL);
@@ -826,7 +828,9 @@ static void fs_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *
 	}
 	pthread_rwlock_unlock(&in->io_lock);
 	free(to_free);
-	if (n < 0) { /* fenced (lease lost mid-request, fs/node.c): an I/O error here */
+	if (n < 0 && fs_route_fenced((int)n))
+		return;
+	if (n < 0) { /* fenced (lease lost mid-request, fs/node.c) and no one to resend it */
 		fuse_reply_err(req, n == -EREMCHG ? EIO : (int)-n);
 		return;
 	}
@@ -977,7 +981,9 @@ static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	(void)ino;
 	if (rc == 0)
 		rc = fs_do_fallocate(in, mode, (uint64_t)off, (uint64_t)len);
-	fuse_reply_err(req, -rc);
+	if (rc < 0 && fs_route_fenced(rc))
+		return;
+	fuse_reply_err(req, rc == -EREMCHG ? EIO : -rc);
 }
 
 /* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences itself),

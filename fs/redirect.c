@@ -291,25 +291,56 @@ static int client_handshake(struct fs_rpc *r, int fd)
 	return rc;
 }
 
-static struct conn *get_conn(struct fs_rpc *r, const char *addr, int *err)
+/* An idle pooled connection is usable only if nothing is waiting on it:
+ * the server never speaks first, so anything readable is its end closing
+ * (EOF: the peer restarted, was killed, or dropped the connection) or an
+ * error.  Such a connection would take our next request and answer it
+ * with "Connection reset by peer" (suspected of the soak's failed owner
+ * moves; their cause was another, node.c's hand-over grace, but a peer
+ * killed and started again leaves such connections behind). */
+static bool conn_alive(const struct conn *c)
 {
-	struct conn **pp, *c = NULL;
+	struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
 
+	return poll(&p, 1, 0) == 0;
+}
+
+static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int *err,
+			     bool *reused)
+{
+	struct conn **pp, *c = NULL, *stale = NULL;
+
+	*reused = false;
 	pthread_mutex_lock(&r->lock);
-	for (pp = &r->idle; *pp; pp = &(*pp)->next)
-		if (!strcmp((*pp)->addr, addr)) {
-			c = *pp;
-			*pp = c->next;
-			r->nidle--;
+	for (pp = &r->idle; !fresh && *pp;) {
+		struct conn *x = *pp;
+		if (strcmp(x->addr, addr)) {
+			pp = &x->next;
+			continue;
+		}
+		*pp = x->next;
+		r->nidle--;
+		if (conn_alive(x)) {
+			c = x;
 			break;
 		}
+		x->next = stale; /* closed by the peer: never reused */
+		stale = x;
+	}
 	if (c) {
 		c->next = r->busy;
 		r->busy = c;
 	}
 	pthread_mutex_unlock(&r->lock);
-	if (c)
+	while (stale) {
+		struct conn *x = stale;
+		stale = x->next;
+		conn_close(x);
+	}
+	if (c) {
+		*reused = true;
 		return c;
+	}
 	int fd = connect_to(addr, 2000);
 	if (fd < 0) {
 		*err = fd;
@@ -342,14 +373,16 @@ static struct conn *get_conn(struct fs_rpc *r, const char *addr, int *err)
 	return c;
 }
 
-static void put_conn(struct fs_rpc *r, struct conn *c, bool ok)
+/* Back to the pool (or closed); true if fs_rpc_reset broke it meanwhile. */
+static bool put_conn(struct fs_rpc *r, struct conn *c, bool ok)
 {
 	pthread_mutex_lock(&r->lock);
 	struct conn **pp = &r->busy;
 	while (*pp != c)
 		pp = &(*pp)->next;
 	*pp = c->next;
-	bool keep = ok && !c->dead && r->nidle < MAX_IDLE;
+	bool dead = c->dead;
+	bool keep = ok && !dead && r->nidle < MAX_IDLE;
 	if (keep) {
 		c->next = r->idle;
 		r->idle = c;
@@ -358,22 +391,40 @@ static void put_conn(struct fs_rpc *r, struct conn *c, bool ok)
 	pthread_mutex_unlock(&r->lock);
 	if (!keep)
 		conn_close(c);
+	return dead;
+}
+
+/* A pooled connection can still die between the check above and our
+ * request (the peer closing it that instant).  When a reused one fails
+ * at the transport (reset, closed) and was not reset by us
+ * (fs_rpc_reset: the owner changed, the caller routes again), the request
+ * goes once more on a new connection.  Every request is safe to repeat:
+ * file operations are replayed anyway when an owner changes (route.c),
+ * and ownership requests (take, move, balance) are idempotent. */
+static bool retry_fresh(int rc)
+{
+	return rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN;
 }
 
 int fs_rpc_call(struct fs_rpc *r, const char *addr, const struct wire_req *q, struct wire_rep *p,
 		uint8_t **raw)
 {
+	bool reused = false;
 	int rc = 0;
-	struct conn *c = get_conn(r, addr, &rc);
 
 	*raw = NULL;
-	if (!c)
-		return rc;
-	uint64_t id = atomic_fetch_add(&r->next_id, 1) + 16;
-	rc = send_req(c->fd, id, q);
-	if (rc == 0)
-		rc = recv_rep(c->fd, q->type, id, p, raw);
-	put_conn(r, c, rc == 0);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct conn *c = get_conn(r, addr, attempt > 0, &rc, &reused);
+		if (!c)
+			return rc;
+		uint64_t id = atomic_fetch_add(&r->next_id, 1) + 16;
+		rc = send_req(c->fd, id, q);
+		if (rc == 0)
+			rc = recv_rep(c->fd, q->type, id, p, raw);
+		bool dead = put_conn(r, c, rc == 0);
+		if (rc == 0 || !reused || dead || !retry_fresh(rc))
+			break;
+	}
 	return rc;
 }
 

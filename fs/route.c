@@ -106,8 +106,31 @@ static int wait_owner(struct fs *fs, int64_t *deadline)
 	return 0;
 }
 
+__thread bool fs_route_resend_ok, fs_route_resend;
+
+/* Around a local operation: whether the data fence refused it, and so
+ * left it unanswered to be routed again (ops.c fs_route_fenced). */
+static void local_begin(void)
+{
+	fs_route_resend_ok = true;
+	fs_route_resend = false;
+}
+
+static bool local_end(struct fs *fs, struct fs_volume *v)
+{
+	fs_route_resend_ok = false;
+	if (!fs_route_resend)
+		return false;
+	atomic_fetch_add(&v->vn->resent, 1);
+	fs_node_kick(fs, false); /* give the volume up, find the owner */
+	return true;
+}
+
 /* Run LOCAL if this node owns v, else REMOTE (an expression returning 0
- * when it replied, AGAIN to route again). */
+ * when it replied, AGAIN to route again).  A local write, truncate or
+ * fallocate refused by the data fence (this node's lease ran out while
+ * it ran) is routed again too: the application sees a pause across the
+ * owner change, never an error. */
 #define ROUTE(fs, v, LOCAL, REMOTE)                                                                \
 	do {                                                                                       \
 		int64_t dl_ = 0;                                                                   \
@@ -117,12 +140,14 @@ static int wait_owner(struct fs *fs, int64_t *deadline)
 				return;                                                            \
 			}                                                                          \
 			if (fs_vol_enter_local(v)) {                                               \
+				local_begin();                                                     \
 				LOCAL;                                                             \
 				fs_vol_leave(v);                                                   \
+				if (!local_end(fs, v))                                             \
+					return;                                                    \
+			} else if ((REMOTE) != AGAIN) {                                            \
 				return;                                                            \
 			}                                                                          \
-			if ((REMOTE) != AGAIN)                                                     \
-				return;                                                            \
 			if (wait_owner(fs, &dl_) < 0) {                                            \
 				fprintf(stderr, "spacefs: volume %s: no owner reachable\n",        \
 					(v)->name);                                                \
@@ -633,13 +658,28 @@ static int remote_write(fuse_req_t req, struct fs_volume *v, fuse_ino_t ino,
 	return 0;
 }
 
+/* A local write refused by the data fence is routed again whole (ROUTE):
+ * whatever part of it landed before the fence is written again by the
+ * next owner (or by this node, if it renews its lease first), as a
+ * redirected request refused at the fence is.  The bytes are read from
+ * in_buf again then, so its position is put back. */
+static void local_write(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+			struct fuse_file_info *fi)
+{
+	size_t idx = in_buf->idx, boff = in_buf->off;
+
+	fs_ops.write_buf(req, ino, in_buf, off, fi);
+	in_buf->idx = idx; /* the copy may have consumed it */
+	in_buf->off = boff;
+}
+
 static void r_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
 			struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
 	struct fs_volume *v = vol_of(req, ino);
 
-	ROUTE(fs, v, fs_ops.write_buf(req, ino, in_buf, off, fi),
+	ROUTE(fs, v, local_write(req, ino, in_buf, off, fi),
 	      remote_write(req, v, ino, in_buf, off));
 }
 

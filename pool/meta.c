@@ -2549,9 +2549,12 @@ static int sync_replica(struct replica *r)
 {
 	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 
-	/* busy or locked: another connection's reader or writer (or, were a
-	 * sync ever run inside a transaction, our own) kept the checkpoint
-	 * from running -- nothing about the replica's disk */
+	/* Busy or locked: another connection's reader or writer (or, were a
+	 * sync ever run inside a transaction, our own: see run_call) kept
+	 * the copy into meta.db from running -- it waits for a later
+	 * checkpoint; the fsyncs below are what make the WAL durable.  It
+	 * says nothing about the replica's disk: dropping replicas for it
+	 * once left a volume with none (test_nodes, test_checkpoint). */
 	if (rc != SQLITE_OK && !is_busy(rc)) {
 		snprintf(r->why, sizeof(r->why), "checkpoint: %s", sqlite3_errmsg(r->db));
 		return -EIO;

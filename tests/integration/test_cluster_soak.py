@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The whole cluster at once (issue 14, "What must be shown").
 
-Three nodes in three network namespaces (sfs1..sfs3, 10.213.78.1-3) whose
+Three nodes in three network namespaces (sfs1-TAG..sfs3-TAG, 10.213.78.1-3) whose
 veth pairs meet on one bridge; six volumes (mirror 2, parity 1, parity 2,
 two of each) on six disks.  Each volume has a writer that runs fio with
 verify, round after round, through a node that does not own the volume
@@ -36,7 +36,9 @@ from failures import remove_disk
 from harness import SPACECTL, Mount, Pool, Tap, run, tree_digest
 from nodes import Cluster, Node, disk_state, fio_job, owners, wait_for
 
-NS = ("sfs1", "sfs2", "sfs3")
+# per run (suffixed with the run's tag in main): two soaks at once (two
+# engineers, two worktrees) must not delete each other's namespaces
+NS = ["sfs1", "sfs2", "sfs3"]
 IP = ("10.213.78.1", "10.213.78.2", "10.213.78.3")
 # lease 6 s: with ASan daemons, six fio writers and the jobs on two shared
 # cores, renewals were seen 2.4 s late (lease 3 s: a slow owner fenced
@@ -129,6 +131,7 @@ class Writer(threading.Thread):
 def main():
     t = Tap()
     tag = str(os.getpid() % 100000)
+    NS[:] = [f"sfs{i + 1}-{tag}" for i in range(3)]
     pool = Pool(ndisks=6, prefix="spacefs-soak-")
     writers = []
     with Cluster(t, pool, log_tail=2500) as c:
