@@ -594,7 +594,9 @@ void spacectl_jobs_table(const struct pool *p)
 		if (on && (on == j.msg || on[-1] == ' '))
 			sscanf(on, "node %79[A-Za-z0-9._-]", node);
 		char ck[64];
-		if (sscanf(j.msg, "checkpoint %63s", ck) == 1)
+		const char *cp = strstr(j.msg, "checkpoint ");
+		if (cp && (cp == j.msg || cp[-1] == ' ') &&
+		    sscanf(cp, "checkpoint %63[^: ]", ck) == 1)
 			snprintf(target + strlen(target), sizeof(target) - strlen(target),
 				 " (%.24s)", ck);
 		snprintf(mbs, sizeof(mbs), "%.1f",
