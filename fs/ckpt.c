@@ -1018,7 +1018,14 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 	if (li > 0)
 		ch->l[li].merging = true;
 	pthread_rwlock_unlock(&ch->rw);
+	/* an unmount or owner move (c->stopping) stops between batches: the
+	 * next start folds again from the log (idempotent) instead of the
+	 * detach waiting for the rest of a large, rate-limited file */
 	for (uint64_t g = 0; li > 0 && rc == 0;) {
+		if (c->stopping) {
+			rc = -EINTR;
+			break;
+		}
 		pthread_rwlock_wrlock(&ch->rw);
 		li = layer_of(ch, k->id);
 		struct layer *L = &ch->l[li];
