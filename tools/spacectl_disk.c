@@ -235,7 +235,9 @@ static int poll_parts(const struct pool *p, struct part *pt, int n, struct jobli
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		struct jobline j;
-		if (!parse_job(l, &j))
+		/* a checkpoint merge or backup row of the volume is no part of
+		 * a disk job (its slot is "job" for every kind but scrub) */
+		if (!parse_job(l, &j) || !strcmp(j.kind, "merge") || !strcmp(j.kind, "backup"))
 			continue;
 		for (int i = 0; i < n; i++)
 			if (!strcmp(j.volume, pt[i].volume) &&

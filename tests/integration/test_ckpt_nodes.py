@@ -22,7 +22,9 @@ owned by n1 (its preferred owner).  A file is written through n2, then:
     unmount cleanly with no sanitizer report.
  5. once a backup or a merge is over, `spacectl status` (table and JSON) on
     both nodes shows it done, by the node that finished it, the same rows on
-    both (the volume's merge record, as scrubs' are).
+    both (the volume's merge record, as scrubs' are);
+ 6. `disk replace --wait --rate 4` asked on n2 then returns only once the
+    new disk is healthy: the volume's merge row is no part of the repair.
 """
 import errno
 import glob
@@ -35,7 +37,7 @@ import shutil
 import subprocess
 
 from harness import SPACECTL, Pool, Tap
-from nodes import Node, free_port, owners, wait_for
+from nodes import Node, disk_state, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 MiB = 1 << 20
@@ -222,6 +224,16 @@ def main():
             row = merge_row(n)
             t.ok(row and row[0] == "done" and row[1] == "c1" and row[3] == by,
                  f"the status table on {n.name}: merge done, volume S (c1), node {by} {row}")
+        # 6. a disk job's --wait is not taken in by the volume's merge row
+        new = os.path.join(pool.dir, "new3")
+        os.makedirs(new)
+        p = n2.spacectl("disk", "replace", pool.source, "3", new, "--wait", "--rate", "4",
+                        check=False)
+        t.eq(p.returncode, 0, f"disk replace --wait --rate 4 on n2 exits 0 {p.stderr.strip()}")
+        t.eq(disk_state(pool, 3), "healthy",
+             "when disk replace --wait returns, the new disk is healthy (the merge's done "
+             "row of S is no part of the repair)")
+        pool.disks[3] = new
         for n in nodes:
             t.eq(sha_path(os.path.join(n.mnt, "S", "vm", "disk.img")), sha(bytes(model)),
                  f"the file reads back as last written through {n.name}")
