@@ -60,6 +60,7 @@
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
+#include "fs/jobs.h"
 #include "fs/node.h"
 #include "fs/text.h"
 #include "fs/wire.h"
@@ -1017,7 +1018,14 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 	if (li > 0)
 		ch->l[li].merging = true;
 	pthread_rwlock_unlock(&ch->rw);
+	/* an unmount or owner move (c->stopping) stops between batches: the
+	 * next start folds again from the log (idempotent) instead of the
+	 * detach waiting for the rest of a large, rate-limited file */
 	for (uint64_t g = 0; li > 0 && rc == 0;) {
+		if (c->stopping) {
+			rc = -EINTR;
+			break;
+		}
 		pthread_rwlock_wrlock(&ch->rw);
 		li = layer_of(ch, k->id);
 		struct layer *L = &ch->l[li];
@@ -1098,6 +1106,8 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 	atomic_store(&k->total, total);
 	atomic_store(&k->done, 0);
 	atomic_store(&k->start_ns, start);
+	fs_jobs_merge_record(c->v->fs, c->v->name, k->name, k->flags & CK_FLAG_BACKUP, 0, total, 0,
+			     k->rate, "running", NULL);
 	for (int h = 0; h < CK_HASH && rc == 0; h++) {
 		pthread_mutex_lock(&c->lock);
 		struct chain *ch = c->hash[h];
@@ -1123,8 +1133,12 @@ static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 		c->compact_due = true;
 	pthread_mutex_unlock(&c->lock);
 	if (rc == 0) {
-		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded)", c->v->name, k->name,
-		       (double)atomic_load(&k->done) / 1048576.0);
+		uint64_t done = atomic_load(&k->done);
+		int64_t ms = (fs_mono_ns() - start) / 1000000;
+		fs_log("volume %s: checkpoint %s merged (%.1f MiB folded in %.2f s)", c->v->name,
+		       k->name, (double)done / 1048576.0, (double)ms / 1e3);
+		fs_jobs_merge_record(c->v->fs, c->v->name, k->name, k->flags & CK_FLAG_BACKUP, done,
+				     done, ms, k->rate, "done", NULL);
 		free(k->node);
 		free(k);
 	}
@@ -1157,6 +1171,17 @@ static void *merge_main(void *arg)
 		if (rc < 0 && rc != -EINTR) {
 			fs_log("volume %s: merge of checkpoint %s failed: %s; retried in 5 s",
 			       c->v->name, k->name, strerror(-rc));
+			/* every node's status says so until the retry starts;
+			 * not when the volume is changing hands (fenced):
+			 * the next owner resumes it */
+			char why[160];
+			snprintf(why, sizeof(why), "%s; retried in 5 s", strerror(-rc));
+			int64_t t0 = atomic_load(&k->start_ns);
+			if (rc != -EREMCHG && rc != -EAGAIN)
+				fs_jobs_merge_record(
+				    c->v->fs, c->v->name, k->name, k->flags & CK_FLAG_BACKUP,
+				    atomic_load(&k->done), atomic_load(&k->total),
+				    (fs_mono_ns() - t0) / 1000000, k->rate, "failed", why);
 			sleep(5);
 		}
 		pthread_mutex_lock(&c->lock);

@@ -125,9 +125,11 @@ static uint32_t nvolumes(struct fs *fs)
 
 /* Two slots per volume, so a scrub asked for during a repair does not
  * overwrite the repair's record: `job` (repair, resync, retire) and
- * `scrub`. */
-enum slot { SLOT_JOB, SLOT_SCRUB };
-static const char *const slot_file[] = {"job", "scrub"};
+ * `scrub`.  A third, `merge`, is the last checkpoint merge (fs/ckpt.c
+ * runs it and resumes it from its own log; the record is for every
+ * node's status and is never a resume point: fs_jobs_merge_record). */
+enum slot { SLOT_JOB, SLOT_SCRUB, SLOT_MERGE };
+static const char *const slot_file[] = {"job", "scrub", "merge"};
 
 static enum slot slot_of(enum job_kind k)
 {
@@ -337,6 +339,29 @@ static int ckpt_read(struct fs *fs, const char *vol, enum slot s, char *kind, ui
 	*done = !strcmp(r.at, "done");
 	*ino = *done ? 0 : strtoull(r.at, NULL, 10);
 	return 0;
+}
+
+/* A checkpoint merge's record (fs/jobs.h): written by the volume's owner
+ * when a merge starts ("running", replacing the last one's) and when it
+ * ends ("end" with state done or failed), so that every node's status
+ * shows the last merge of each volume once it is over, the same rows on
+ * every node.  A running merge's row is the owner's live one
+ * (fs_ckpt_jobs), so a running record is not listed. */
+void fs_jobs_merge_record(struct fs *fs, const char *vol, const char *ckpt, bool backup,
+			  uint64_t done, uint64_t total, int64_t ms, double rate, const char *state,
+			  const char *why)
+{
+	bool over = state && strcmp(state, "running");
+	struct rec r = {.rate = rate, .done = done, .total = total, .ms = ms};
+
+	snprintf(r.kind, sizeof(r.kind), "%s", backup ? "backup" : "merge");
+	snprintf(r.at, sizeof(r.at), "%s", over ? "end" : "running");
+	snprintf(r.node, sizeof(r.node), "%s",
+		 fs->opt.node && fs->opt.node[0] ? fs->opt.node : "-");
+	snprintf(r.state, sizeof(r.state), "%s", state ? state : "running");
+	put(r.msg, sizeof(r.msg), "checkpoint %s%s%s", ckpt, why && why[0] ? ": " : "",
+	    why ? why : "");
+	rec_write(fs, vol, SLOT_MERGE, &r);
 }
 
 /* ---- progress and pacing ------------------------------------------------------ */
@@ -1908,6 +1933,7 @@ struct row {
 	uint64_t done, total, blocks, bad, repaired, unrec, rebuilt;
 	int64_t ms;
 	const char *msg;
+	const char *ckpt; /* merges and backups: their checkpoint */
 	bool here;
 };
 
@@ -1958,6 +1984,12 @@ static void put_row(struct out *o, const struct row *r)
 		    o->nrows ? "," : "", r->id, r->kind, r->state, r->disk, r->volume, r->done,
 		    r->total, r->node, r->blocks, r->bad, r->repaired, r->unrec, r->rebuilt, r->ms,
 		    msg);
+		if (r->ckpt) { /* as fs_ckpt_jobs' rows: before the closing brace */
+			char ck[96];
+			json_safe(ck, sizeof(ck), r->ckpt);
+			o->len--;
+			outf(o, ",\"checkpoint\":\"%s\"}", ck);
+		}
 	} else {
 		/* another node's row: its message is "node NAME[: why]" */
 		outf(o,
@@ -2045,6 +2077,34 @@ static void cluster_rows(struct fs *fs, struct out *o)
 	}
 }
 
+/* The last merge of every volume once it is over, from its record (the
+ * same on every node); running merges are fs_ckpt_jobs' live rows. */
+static void merge_rows(struct fs *fs, struct out *o)
+{
+	uint32_t n = nvolumes(fs);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_volume *v = fs->vol[i];
+		struct rec r;
+		char ck[72] = "";
+		if (fs_volume_gone(v) || rec_read(fs, v->name, SLOT_MERGE, &r) < 0 ||
+		    strcmp(r.at, "end"))
+			continue;
+		sscanf(r.msg, "checkpoint %71[^: ]", ck);
+		struct row w = {.kind = r.kind,
+				.state = r.state,
+				.volume = v->name,
+				.node = r.node,
+				.done = r.done,
+				.total = r.total,
+				.ms = r.ms,
+				.msg = r.msg,
+				.ckpt = ck,
+				.here = !fs->node};
+		put_row(o, &w);
+	}
+}
+
 static char *list_jobs(struct fs *fs, bool json)
 {
 	struct fs_jobs *js = fs->jobs;
@@ -2064,6 +2124,7 @@ static char *list_jobs(struct fs *fs, bool json)
 			job_row(&o, js->j[i], fs->opt.node ? fs->opt.node : "-");
 		pthread_mutex_unlock(&js->mu);
 	}
+	merge_rows(fs, &o);
 	fs_ckpt_jobs(fs, json, o.s, o.cap, &o.len); /* running merges and backups */
 	if (json)
 		outf(&o, "]");

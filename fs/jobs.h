@@ -5,6 +5,7 @@
 #ifndef SPACEFS_FS_JOBS_H
 #define SPACEFS_FS_JOBS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "fs/fs.h"
@@ -24,6 +25,12 @@ void fs_jobs_disk_failed(struct fs *fs, uint32_t disk);
 /* Unclean-shutdown resync of one volume's dirty regions, and of regions
  * that disks in service missed; at volume open, before any I/O. */
 int fs_volume_resync(struct fs *fs, struct fs_volume *v);
+/* fs/ckpt.c: the record of a volume's checkpoint merge (or backup,
+ * whose last step is its merge) for every node's status: state "running"
+ * when it starts, "done" or "failed" (why) when it ends. */
+void fs_jobs_merge_record(struct fs *fs, const char *vol, const char *ckpt, bool backup,
+			  uint64_t done, uint64_t total, int64_t ms, double rate, const char *state,
+			  const char *why);
 /* The jobs as text lines for the "jobs" control request (pool/ctl.h). */
 char *fs_jobs_text(struct fs *fs);
 /* fs/health.c: the directory of `disk` changed on purpose (replace). */

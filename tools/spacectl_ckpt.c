@@ -50,8 +50,10 @@ static const char help_ckpt[] =
     "A checkpoint reads at MNT/VOLUME/.checkpoints/NAME/PATH, read-only, with the\n"
     "sizes, contents, holes and times of its instant.  Writes after it go to\n"
     "differencing data (64 KiB granules) kept with the volume's own layout.\n"
-    "A running merge is a 'merge' row of spacectl status.  With several nodes,\n"
-    "run these on any node: requests and .checkpoints reads go to the owner.\n";
+    "A merge is a 'merge' row of spacectl status (a backup's, 'backup'): live\n"
+    "while it runs, then the volume's last one stays listed as done or failed,\n"
+    "the same on every node.  With several nodes, run these on any node:\n"
+    "requests and .checkpoints reads go to the owner.\n";
 
 static const char help_backup[] =
     "usage: spacectl backup SOURCE VOLUME[/PATH] DEST [--wait] [--rate MB/s]\n"

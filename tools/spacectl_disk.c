@@ -260,7 +260,9 @@ static int poll_parts(const struct pool *p, struct part *pt, int n, struct jobli
 	for (char *save = NULL, *l = strtok_r(reply, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
 		struct jobline j;
-		if (!parse_job(l, &j))
+		/* a checkpoint merge or backup row of the volume is no part of
+		 * a disk job (its slot is "job" for every kind but scrub) */
+		if (!parse_job(l, &j) || !strcmp(j.kind, "merge") || !strcmp(j.kind, "backup"))
 			continue;
 		for (int i = 0; i < n; i++)
 			if (!strcmp(j.volume, pt[i].volume) &&
@@ -688,7 +690,9 @@ void spacectl_jobs_table(const struct pool *p)
 		if (on && (on == j.msg || on[-1] == ' '))
 			sscanf(on, "node %79[A-Za-z0-9._-]", node);
 		char ck[64];
-		if (sscanf(j.msg, "checkpoint %63s", ck) == 1)
+		const char *cp = strstr(j.msg, "checkpoint ");
+		if (cp && (cp == j.msg || cp[-1] == ' ') &&
+		    sscanf(cp, "checkpoint %63[^: ]", ck) == 1)
 			snprintf(target + strlen(target), sizeof(target) - strlen(target),
 				 " (%.24s)", ck);
 		snprintf(mbs, sizeof(mbs), "%.1f",

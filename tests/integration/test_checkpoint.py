@@ -23,6 +23,8 @@ On simple, mirror 2 and parity 1 volumes:
    a dynamic VHDX made by qemu-img is written by qemu-io while
    `spacectl backup` runs; `qemu-img check` passes on the backup copy and
    on the live file after the merge.
+   An unmount during a merge at 1 MB/s returns at once (the merge stops
+   between batches) and the next mount finishes it.
 5. `spacectl backup` while the writer goes on: the copy equals the
    instant, a sparse file stays sparse, no checkpoint is left; a backup
    whose spacectl is killed -9 mid-copy is cleaned up by the next backup,
@@ -31,6 +33,7 @@ On simple, mirror 2 and parity 1 volumes:
 import errno
 import glob
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -125,6 +128,12 @@ def wait_none(p, vol, timeout=60):
             return True
         time.sleep(0.2)
     return False
+
+
+def merge_jobs(p, vol):
+    """The merge rows of volume `vol` in `spacectl status --json`."""
+    js = json.loads(p.spacectl("status", p.source, "--json").stdout)["daemon"]["jobs"]
+    return [j for j in js if j["kind"] == "merge" and j["volume"] == vol]
 
 
 def chunk_ids(p, vol):
@@ -252,6 +261,10 @@ def one_layout(t, p, vol, seed):
     t.ok(w.error is None, f"{vol}: writer ran through the merge ({w.error})")
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: after merge the file is the last written")
     t.eq(listed(p, vol), [], f"{vol}: no checkpoint left")
+    mj = merge_jobs(p, vol)
+    t.ok(len(mj) == 1 and mj[0]["state"] == "done" and mj[0]["checkpoint"] == "c1" and
+         mj[0]["done"] == mj[0]["total"] > 0,
+         f"{vol}: status --json lists the merge of c1 as a done job with its progress {mj}")
     t.ok("c1" not in os.listdir(os.path.join(root, ".checkpoints")),
          f"{vol}: checkpoint gone from the namespace")
     left = chunk_ids(p, vol) - live_ids(root)
@@ -262,6 +275,8 @@ def one_layout(t, p, vol, seed):
     p.mounts[-1].stop()
     p.mount()
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: file exact after merge and remount")
+    t.eq([(j["state"], j["checkpoint"]) for j in merge_jobs(p, vol)], [("done", "c1")],
+         f"{vol}: after a remount status still shows the last merge done (its record)")
 
 
 def many(t, p, vol):
@@ -317,6 +332,33 @@ def kill_during_merge(t, p, vol):
     t.eq(chunk_ids(p, vol) - live_ids(root), set(), f"{vol}: no differencing data left")
     lost = [l for l in log_tail(p, 1 << 20).splitlines() if "checkpoint data is lost" in l]
     t.eq(lost, [], f"{vol}: every mount found every layer it replayed")
+
+
+def unmount_during_merge(t, p, vol):
+    """An unmount does not wait for a slow merge to finish: the merge stops
+    between batches and the next mount goes on with it."""
+    root = os.path.join(p.mnt, vol)
+    f = os.path.join(root, "u.bin")
+    rng = random.Random(10)
+    model = bytearray(rng.randbytes(32 * MiB))
+    write_at(f, 0, model, "wb", sync=True)
+    ckpt(p, vol, "u")
+    b = rng.randbytes(32 * MiB)  # every granule redirected: 32 MiB to fold
+    write_at(f, 0, b, sync=True)
+    model[:] = b
+    p.spacectl("checkpoint", "merge", p.source, vol, "u", "--rate", "1")
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    rc = p.mounts[-1].stop()
+    took = time.monotonic() - t0
+    t.eq(rc, 0, f"{vol}: unmount during a merge at 1 MB/s exits 0")
+    # the 30 MiB left would take 30 s at the rate asked
+    t.ok(took < 15, f"{vol}: the unmount did not wait for the merge ({took:.1f} s)")
+    p.mount()
+    t.eq(listed(p, vol), ["u"], f"{vol}: the merge is still to finish after the remount")
+    merge(p, vol, "u")  # the rest at full speed
+    t.eq(sha_path(f), sha(bytes(model)), f"{vol}: file exact after the resumed merge")
+    t.eq(chunk_ids(p, vol) - live_ids(root), set(), f"{vol}: no differencing data left")
 
 
 def backups(t, p, vol):
@@ -437,6 +479,7 @@ def main():
             one_layout(t, p, name, 100 + i)
         many(t, p, "simple")
         kill_during_merge(t, p, "parity1")
+        unmount_during_merge(t, p, "mirror2")
         backups(t, p, "mirror2")
         vhdx(t, p, "parity1")
         m = p.mounts[-1]

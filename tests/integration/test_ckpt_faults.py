@@ -3,21 +3,22 @@
 during a merge, the granule log kept bounded.
 
 1. kill -9 of the daemon during a merge, ROUNDS rounds (env
-   SPACEFS_CKPT_KILL_ROUNDS, default 5; 10 for the issue's figure), on a
+   SPACEFS_CKPT_KILL_ROUNDS, default 10, the issue's figure), on a
    parity 1 volume: each round
    a checkpoint, spacebench writes with a log through it (first writes copy
-   granules up), a rate-limited merge, kill -9 of the daemon while both
-   run; after the remount the merge finishes by itself and spacebench
+   granules up), a merge at 2 MB/s, kill -9 of the daemon while both run
+   (checked: the checkpoint is still listed merging just before); after the remount the merge finishes by itself and spacebench
    verify finds 0 lost/torn/corrupt/misplaced/stale blocks.
 2. The same with `spacectl backup` in the place of the merge (ROUNDS
-   rounds): after the remount no checkpoint is left and verify is clean.
+   rounds, the backup's checkpoint listed just before the kill): after the remount no checkpoint is left and verify is clean.
    The daemon runs with SPACEFS_CKPT_LOG_BOUND=50: first, with a
    checkpoint live, 200 first writes make its granule log pass the bound;
    it is compacted while the daemon serves (the daemon says so); after a
    kill -9 and a remount the checkpoint and the file read as they should;
    at the end, with no checkpoint, the log is small again.
 3. A disk taken away (one rename, then deleted) while checkpoints of a
-   mirror 2 and a parity 1 volume merge: both merges finish degraded, the
+   mirror 2 and a parity 1 volume merge (both listed merging just before):
+   both merges finish degraded (status lists both done), the
    files are exact; `disk replace --wait` restores redundancy (every disk
    healthy); after a remount with another disk away the files are still
    exact.
@@ -36,7 +37,7 @@ from failures import remove_disk
 from harness import Pool, Tap, log_tail
 
 MiB = 1 << 20
-ROUNDS = int(os.environ.get("SPACEFS_CKPT_KILL_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("SPACEFS_CKPT_KILL_ROUNDS", "10"))
 SPACEBENCH = os.environ.get("SPACEBENCH", "build/bench/spacebench")
 KINDS = "lost|torn|corrupt|misplaced|stale|in-flight-old"
 
@@ -96,14 +97,18 @@ def kill_rounds(t, p, vol, kind):
     """kill -9 of the daemon during a merge (kind 'merge') or a backup."""
     f = os.path.join(p.mnt, vol, "sb.dat")
     rng = random.Random(7 if kind == "merge" else 8)
-    bad = []
+    bad, caught = [], []
+    if not os.path.exists(f):  # so that round 0's checkpoint holds it too
+        with open(f, "wb") as fh:
+            fh.write(random.Random(1).randbytes(8 * MiB))
+            os.fsync(fh.fileno())
     for r in range(ROUNDS):
         lg = os.path.join(p.dir, f"{kind}{r}.sblog")
         if kind == "merge":
             p.spacectl("checkpoint", "create", p.source, vol, f"k{r}")
         w = start_writer(f, lg, 100 * r + (1 if kind == "merge" else 2))
         if kind == "merge":
-            p.spacectl("checkpoint", "merge", p.source, vol, f"k{r}", "--rate", "8")
+            p.spacectl("checkpoint", "merge", p.source, vol, f"k{r}", "--rate", "2")
             proc = None
         else:
             dest = os.path.join(p.dir, f"bk{r}")
@@ -115,6 +120,11 @@ def kill_rounds(t, p, vol, kind):
             while not listed(p, vol) and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.02)
         time.sleep(rng.uniform(0.1, 0.6))
+        # the kill must find the job under way, or the round shows nothing
+        state = [l.split()[1] for l in p.spacectl("checkpoint", "list", p.source, vol,
+                                                   check=False).stdout.splitlines()[1:] if l]
+        if kind == "merge" and state != ["merging"] or kind == "backup" and not state:
+            caught.append(r)
         p.mounts[-1].kill9()
         stop_writer(w)
         if proc:
@@ -130,6 +140,8 @@ def kill_rounds(t, p, vol, kind):
             bad.append(f"round {r}: verify exit {v.returncode} {c}")
             t.diag(v.stdout[-800:])
         os.unlink(lg)
+    t.eq(caught, [], f"{vol}: in every round the kill -9 came while the {kind} ran "
+                     "(rounds where it had ended before)")
     t.eq(bad, [], f"{vol}: {ROUNDS} rounds of kill -9 during a {kind}: nothing left, "
                   "spacebench verify 0 lost/torn/corrupt/misplaced/stale each time")
 
@@ -226,6 +238,9 @@ def disk_lost(t):
         for vol in vols:
             p.spacectl("checkpoint", "merge", p.source, vol, "c", "--rate", "2")
         time.sleep(1.0)
+        going = {vol: [l.split()[1] for l in p.spacectl("checkpoint", "list", p.source, vol)
+                       .stdout.splitlines()[1:] if l] for vol in vols}
+        t.eq(going, {vol: ["merging"] for vol in vols}, "both merges under way when disk 3 goes")
         remove_disk(p.disks[3])
         for vol in vols:  # the rest at full speed
             p.spacectl("checkpoint", "merge", p.source, vol, "c", check=False)
@@ -233,6 +248,10 @@ def disk_lost(t):
             t.ok(wait_none(p, vol), f"{vol}: the merge finished with disk 3 gone")
             t.eq(sha_path(os.path.join(p.mnt, vol, "f.bin")), sha(bytes(model[vol])),
                  f"{vol}: file exact after the degraded merge")
+        js = json.loads(p.spacectl("status", p.source, "--json").stdout)["daemon"]["jobs"]
+        t.eq(sorted((j["volume"], j["state"]) for j in js if j["kind"] == "merge"),
+             [(vol, "done") for vol in sorted(vols)],
+             "status lists both degraded merges done")
         new = os.path.join(p.dir, "r3")
         os.makedirs(new)
         r = p.spacectl("disk", "replace", p.source, "3", new, "--wait", check=False)

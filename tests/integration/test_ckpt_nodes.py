@@ -20,6 +20,11 @@ owned by n1 (its preferred owner).  A file is written through n2, then:
     on on n2 and finishes; the file reads back as last written through
     both nodes, no differencing data is left on the disks; both daemons
     unmount cleanly with no sanitizer report.
+ 5. once a backup or a merge is over, `spacectl status` (table and JSON) on
+    both nodes shows it done, by the node that finished it, the same rows on
+    both (the volume's merge record, as scrubs' are);
+ 6. `disk replace --wait --rate 4` asked on n2 then returns only once the
+    new disk is healthy: the volume's merge row is no part of the repair.
 """
 import errno
 import glob
@@ -32,7 +37,7 @@ import shutil
 import subprocess
 
 from harness import SPACECTL, Pool, Tap
-from nodes import Node, free_port, owners, wait_for
+from nodes import Node, disk_state, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 MiB = 1 << 20
@@ -86,6 +91,24 @@ def merge_row(node, kind="merge"):
         if m:
             return m.groups()
     return None
+
+
+def ck_rows(node):
+    """[(kind, volume, node, state, checkpoint)] of the merge and backup rows
+    of `node`'s `spacectl status --json`."""
+    p = node.spacectl("status", node.pool.source, "--json", check=False)
+    try:
+        js = json.loads(p.stdout)["daemon"]["jobs"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return sorted((j["kind"], j["volume"], j["node"], j["state"], j.get("checkpoint"))
+                  for j in js if j.get("kind") in ("merge", "backup"))
+
+
+def agreed(nodes):
+    """The merge/backup rows if every node lists the same, else None."""
+    views = [ck_rows(n) for n in nodes]
+    return views[0] if all(v == views[0] for v in views) else None
 
 
 def chunk_ids(pool):
@@ -164,6 +187,9 @@ def main():
         t.eq(sha_path(os.path.join(dest, "vm", "disk.img")), sha(bytes(model)),
              "the backup copy through n2 is the file")
         t.eq(listed(n2, "S"), ["c1"], "the backup left no checkpoint of its own")
+        rows = wait_for(lambda: agreed(nodes), 10, 0.2)
+        t.ok(rows and len(rows) == 1 and rows[0][:4] == ("backup", "S", "n1", "done"),
+             f"once over, status on both nodes shows the backup done on n1, the same rows {rows}")
 
         # 4. merge asked on n2, owner move half-way
         p = n2.spacectl("checkpoint", "merge", pool.source, "S", "c1", "--rate", "2",
@@ -187,6 +213,27 @@ def main():
         n2.spacectl("checkpoint", "merge", pool.source, "S", "c1", check=False)  # full speed
         t.ok(wait_for(lambda: listed(n1, "S") == [], 120, 0.3),
              "the merge finished on n2 (list through n1: no checkpoint)")
+        # n2 may finish it, or n1 once S goes back to its preferred owner;
+        # a finished job's row names its node on every node, that one too
+        rows = wait_for(lambda: agreed(nodes), 10, 0.2)
+        t.ok(rows and len(rows) == 1 and rows[0][:2] == ("merge", "S") and
+             rows[0][2] in ("n1", "n2") and rows[0][3:] == ("done", "c1"),
+             f"status on both nodes: the merge of c1 done, by the same node, same rows {rows}")
+        by = rows[0][2] if rows else "?"
+        for n in nodes:
+            row = merge_row(n)
+            t.ok(row and row[0] == "done" and row[1] == "c1" and row[3] == by,
+                 f"the status table on {n.name}: merge done, volume S (c1), node {by} {row}")
+        # 6. a disk job's --wait is not taken in by the volume's merge row
+        new = os.path.join(pool.dir, "new3")
+        os.makedirs(new)
+        p = n2.spacectl("disk", "replace", pool.source, "3", new, "--wait", "--rate", "4",
+                        check=False)
+        t.eq(p.returncode, 0, f"disk replace --wait --rate 4 on n2 exits 0 {p.stderr.strip()}")
+        t.eq(disk_state(pool, 3), "healthy",
+             "when disk replace --wait returns, the new disk is healthy (the merge's done "
+             "row of S is no part of the repair)")
+        pool.disks[3] = new
         for n in nodes:
             t.eq(sha_path(os.path.join(n.mnt, "S", "vm", "disk.img")), sha(bytes(model)),
                  f"the file reads back as last written through {n.name}")
