@@ -249,7 +249,8 @@ int fs_chan_json(struct fs *fs, char *buf, size_t len)
 		if (!c[op])
 			continue;
 		if (op && op_name[op])
-			put(buf, len, &used, "%s\"%s\":%" PRIu64, first ? "" : ",", op_name[op], c[op]);
+			put(buf, len, &used, "%s\"%s\":%" PRIu64, first ? "" : ",", op_name[op],
+			    c[op]);
 		else
 			put(buf, len, &used, "%s\"op%u\":%" PRIu64, first ? "" : ",", op, c[op]);
 		first = false;

@@ -72,8 +72,8 @@ struct fs_vnode {
 	pthread_mutex_t lease_mu;
 	atomic_int leased;
 	atomic_uint_fast64_t lease_epoch;
-	int64_t renewed_ns;		     /* under lease_mu: start of the last renewal */
-	atomic_int_fast64_t renew_gap_max_ns; /* longest time between two renewals */
+	int64_t renewed_ns;			   /* under lease_mu: start of the last renewal */
+	atomic_int_fast64_t renew_gap_max_ns;	   /* longest time between two renewals */
 	atomic_uint_fast64_t renewals, renew_late; /* late: over 2 heartbeats apart */
 
 	atomic_uint_fast64_t fenced; /* chunk write batches refused (fs_vol_may_write) */
@@ -108,9 +108,9 @@ struct fs_node {
 	 * its answer, catalogue polls under load). */
 	pthread_t lease_thread;
 	bool lease_started;
-	pthread_cond_t lease_wake;	/* with lock */
-	pthread_mutex_t beat_mu;	/* one registry beat at a time */
-	int64_t keepalive_ns; /* the node thread's last beat (fs_node_keepalive) */
+	pthread_cond_t lease_wake; /* with lock */
+	pthread_mutex_t beat_mu;   /* one registry beat at a time */
+	int64_t keepalive_ns;	   /* the node thread's last beat (fs_node_keepalive) */
 	/* Serialises ownership changes (the node thread's ticks, moves). */
 	pthread_mutex_t state_lock;
 	pthread_mutex_t lock; /* guards the fields below */

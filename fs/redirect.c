@@ -305,8 +305,7 @@ static bool conn_alive(const struct conn *c)
 	return poll(&p, 1, 0) == 0;
 }
 
-static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int *err,
-			     bool *reused)
+static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int *err, bool *reused)
 {
 	struct conn **pp, *c = NULL, *stale = NULL;
 

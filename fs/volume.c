@@ -316,8 +316,8 @@ static void journal_dir(const char *disk, const char *volume)
 }
 
 static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
-			      char (*buf)[POOL_PATH_MAX + 96], const char **paths,
-			      uint32_t *disks, uint32_t *n)
+			      char (*buf)[POOL_PATH_MAX + 96], const char **paths, uint32_t *disks,
+			      uint32_t *n)
 {
 	struct pool *p = fs->pool;
 	uint32_t want = pv->geom.parity + 1, nw = 0, cand[POOL_MAX_DISKS], nc = 0, nj = 0;

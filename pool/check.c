@@ -475,8 +475,8 @@ static int unwritten_runs(int fd, uint64_t lo, uint64_t hi,
 		for (uint32_t i = 0; i < u.m.fm_mapped_extents; i++) {
 			const struct fiemap_extent *e = &u.m.fm_extents[i];
 			uint64_t a = e->fe_logical > lo ? e->fe_logical : lo;
-			uint64_t b = e->fe_logical + e->fe_length < hi ? e->fe_logical + e->fe_length
-								       : hi;
+			uint64_t b =
+			    e->fe_logical + e->fe_length < hi ? e->fe_logical + e->fe_length : hi;
 			if ((e->fe_flags & FIEMAP_EXTENT_UNWRITTEN) && a < b) {
 				int rc = fn(arg, a, b);
 				if (rc < 0)
@@ -540,9 +540,10 @@ static void carry_reserved(struct rq *q, struct chk *k, uint64_t sources)
 		rc = unwritten_runs(q->ref[p].fd, lo, hi, carry_run, &c);
 	}
 	if (rc < 0 && rc != -EOPNOTSUPP)
-		store_log(s, "file %016" PRIx64 ": stripes %" PRIu64 "-%" PRIu64
-		          ": reservations not carried to the rebuilt disk: %s",
-		          q->f->id, k->first, k->first + k->span / k->nblk - 1, strerror(-rc));
+		store_log(s,
+			  "file %016" PRIx64 ": stripes %" PRIu64 "-%" PRIu64
+			  ": reservations not carried to the rebuilt disk: %s",
+			  q->f->id, k->first, k->first + k->span / k->nblk - 1, strerror(-rc));
 }
 
 static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t last)

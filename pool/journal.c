@@ -100,8 +100,8 @@ struct pool_journal {
 	struct pool_journal_config cfg;
 	char volume[128];
 	struct copy copy[POOL_JOURNAL_MAX_FILES]; /* the copies first, then read-only ones */
-	_Atomic uint32_t ncopy; /* copies in service */
-	struct pool_aio *aio;	/* writes every copy at once (O_DSYNC copies) */
+	_Atomic uint32_t ncopy;			  /* copies in service */
+	struct pool_aio *aio;			  /* writes every copy at once (O_DSYNC copies) */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

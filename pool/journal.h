@@ -44,11 +44,11 @@
 
 #include "pool/fault.h"
 
-#define POOL_JOURNAL_BLOCK	 4096u
-#define POOL_JOURNAL_MAX_COPIES	 3u
+#define POOL_JOURNAL_BLOCK	4096u
+#define POOL_JOURNAL_MAX_COPIES 3u
 /* Files one journal opens: its copies, and up to this many more that are
  * only read for replay (cfg.nwrite). */
-#define POOL_JOURNAL_MAX_FILES 8u
+#define POOL_JOURNAL_MAX_FILES	 8u
 #define POOL_JOURNAL_MAX_PIECES	 250u /* pieces one record can hold */
 #define POOL_JOURNAL_DEFAULT_MIB 256u
 #define POOL_JOURNAL_MIN_MIB	 8u

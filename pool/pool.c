@@ -705,9 +705,9 @@ static uint64_t scan_fingerprint(const struct scan *s)
  * changing, and give up only once it has held still for
  * SCAN_SETTLE_TRIES pauses in a row (a pool that really is incomplete
  * costs those few pauses before the refusal), or after SCAN_TRIES. */
-#define SCAN_TRIES 40
+#define SCAN_TRIES	  40
 #define SCAN_SETTLE_TRIES 5
-#define SCAN_PAUSE_US 50000
+#define SCAN_PAUSE_US	  50000
 
 static struct scan *scan_settled(const char *source, const char *const *extra, uint32_t nextra,
 				 unsigned flags, char *err, size_t errlen, int *rc)

@@ -52,7 +52,8 @@
 #define POOL_SB_VOLUME_SIZE 128u
 #define POOL_SB_MODEL_SIZE  48u /* version 2: one per member, after the volumes */
 /* "data" or "journal"; NULL for a value out of range. */
-#define POOL_USAGE_NAME(u) ((u) == POOL_USAGE_DATA ? "data" : (u) == POOL_USAGE_JOURNAL ? "journal" : NULL)
+#define POOL_USAGE_NAME(u)                                                                         \
+	((u) == POOL_USAGE_DATA ? "data" : (u) == POOL_USAGE_JOURNAL ? "journal" : NULL)
 #define POOL_SB_MAX_SIZE                                                                           \
 	(POOL_SB_HEADER_SIZE + POOL_MAX_DISKS * (POOL_SB_MEMBER_SIZE + POOL_SB_MODEL_SIZE) +       \
 	 POOL_MAX_VOLUMES * POOL_SB_VOLUME_SIZE + 4u)
@@ -87,8 +88,8 @@ struct pool_sb_member {
 	uint32_t index; /* == its place in the member array */
 	enum pool_member_state state;
 	enum pool_member_usage usage; /* version 3; DATA in older versions */
-	char path[POOL_PATH_MAX];    /* last-known absolute path */
-	struct pool_diskmodel model; /* emulated disk; kind NONE by default */
+	char path[POOL_PATH_MAX];     /* last-known absolute path */
+	struct pool_diskmodel model;  /* emulated disk; kind NONE by default */
 };
 
 /* Parity journal modes, as stored (0 is the default, so superblocks

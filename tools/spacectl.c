@@ -1272,8 +1272,8 @@ static uint32_t jarray(const char *jr, const char *key, int64_t *out, uint32_t m
 
 /* "6,0" for the journal's copies on disks 6 and 0 (a copy out of service
  * marked "(out)"), and a line for the admin under the table when one is. */
-static void journal_copies(const struct pool *p, const char *jr, char *out, size_t size,
-			   char *note, size_t nsize)
+static void journal_copies(const struct pool *p, const char *jr, char *out, size_t size, char *note,
+			   size_t nsize)
 {
 	int64_t disk[8], live[8];
 	uint32_t n = jarray(jr, "copy_disk", disk, 8), nl = jarray(jr, "copy_in_service", live, 8);
@@ -1282,11 +1282,10 @@ static void journal_copies(const struct pool *p, const char *jr, char *out, size
 	out[0] = note[0] = '\0';
 	for (uint32_t i = 0; i < n && o < size; i++) {
 		int out_of = i < nl && !live[i];
-		o += (size_t)snprintf(out + o, size - o, "%s%" PRId64 "%s%s", i ? "," : "", disk[i],
-				      disk[i] >= 0 && pool_disk_is_journal(p, (uint32_t)disk[i])
-					  ? "j"
-					  : "",
-				      out_of ? "(out)" : "");
+		o += (size_t)snprintf(
+		    out + o, size - o, "%s%" PRId64 "%s%s", i ? "," : "", disk[i],
+		    disk[i] >= 0 && pool_disk_is_journal(p, (uint32_t)disk[i]) ? "j" : "",
+		    out_of ? "(out)" : "");
 		if (out_of && !note[0])
 			snprintf(note, nsize,
 				 "journal copy on disk %" PRId64
@@ -1303,9 +1302,9 @@ static void journal_copies(const struct pool *p, const char *jr, char *out, size
  * disks holding its copies ("j": a journal disk). */
 static void journals_table(struct pool *p, const char *live)
 {
-	static const char *const head[] = {"VOLUME",	   "MODE",     ">SIZE",	 ">FILL",
-					   ">UNAPPLIED",   ">APPLY/S", ">RECORDS", ">CHECKPOINTS",
-					   "REPLAY",	   "COPIES"};
+	static const char *const head[] = {"VOLUME",	 "MODE",     ">SIZE",	 ">FILL",
+					   ">UNAPPLIED", ">APPLY/S", ">RECORDS", ">CHECKPOINTS",
+					   "REPLAY",	 "COPIES"};
 	char notes[POOL_MAX_VOLUMES][256];
 	uint32_t nnotes = 0;
 	struct table *t = NULL;

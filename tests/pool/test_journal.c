@@ -202,7 +202,7 @@ static void test_older_copy(void **state)
 	log_one(j, 101, 0, 3, 0x20);
 	pool_journal_close(j, 0); /* as a crash leaves it */
 	snprintf(newer, sizeof(newer), "%s/journal-new", e->root);
-	unlink(e->path[0]);	 /* copy 0's disk is gone */
+	unlink(e->path[0]); /* copy 0's disk is gone */
 	assert_int_equal(stat(e->path[1], &st0), 0);
 	const char *paths[2] = {newer, e->path[1]};
 	const uint32_t disks[2] = {6, 2};

@@ -1816,7 +1816,8 @@ static void *work(void *arg)
 			break;
 		case 6: /* batched with the others: must not run inside their
 			 * transaction (a sync is a few fsyncs: 1 in 8 of these) */
-			rc = (r >> 17) % 8 ? pool_meta_lookup(w->m, d1, a, &in) : pool_meta_sync(w->m);
+			rc = (r >> 17) % 8 ? pool_meta_lookup(w->m, d1, a, &in)
+					   : pool_meta_sync(w->m);
 			rc = rc == -ENOENT ? 0 : rc;
 			break;
 		case 7:

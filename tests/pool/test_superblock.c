@@ -405,7 +405,8 @@ static void test_usage(void **state)
 	assert_int_equal(pool_sb_decode(buf, len, "mem", out, err, sizeof(err)), 0);
 	assert_int_equal(out->version, 3);
 	for (uint32_t i = 0; i < 4; i++)
-		assert_int_equal(out->member[i].usage, i == 2 ? POOL_USAGE_JOURNAL : POOL_USAGE_DATA);
+		assert_int_equal(out->member[i].usage,
+				 i == 2 ? POOL_USAGE_JOURNAL : POOL_USAGE_DATA);
 	buf2 = encode(out, &len2); /* canonical */
 	assert_int_equal(len, len2);
 	assert_memory_equal(buf, buf2, len);
@@ -414,7 +415,8 @@ static void test_usage(void **state)
 	/* An unknown usage, a usage in a version 2 file, a journal disk
 	 * holding a volume's metadata: each refused, named. */
 	put32(four, 2);
-	expect_invalid(sb, d0 + 2 * POOL_SB_MODEL_SIZE + 44, four, 4, "member 2 has unknown usage 2");
+	expect_invalid(sb, d0 + 2 * POOL_SB_MODEL_SIZE + 44, four, 4,
+		       "member 2 has unknown usage 2");
 	struct pool_sb *v2 = malloc(sizeof(*v2));
 	memcpy(v2, sb, sizeof(*v2));
 	v2->member[2].usage = POOL_USAGE_DATA;
