@@ -681,6 +681,19 @@ static void beat(struct fs_node *n, struct pool_node_rec *me)
 	pthread_mutex_unlock(&n->beat_mu);
 }
 
+/* One heartbeat from now: when the node and lease threads wake next
+ * (CLOCK_MONOTONIC, as their condition variables wait). */
+static struct timespec next_beat(const struct fs_node *n)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	int64_t ns = ts.tv_nsec + (n->hb_ms % 1000) * 1000000ll;
+	ts.tv_sec += n->hb_ms / 1000 + ns / 1000000000ll;
+	ts.tv_nsec = ns % 1000000000ll;
+	return ts;
+}
+
 /* ---- the lease thread ----
  *
  * Renewals used to ride on the node thread's tick, behind whatever else
@@ -716,11 +729,7 @@ static void *lease_main(void *arg)
 		pthread_mutex_lock(&n->lock);
 		if (n->stopping)
 			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		int64_t ns = ts.tv_nsec + (n->hb_ms % 1000) * 1000000ll;
-		ts.tv_sec += n->hb_ms / 1000 + ns / 1000000000ll;
-		ts.tv_nsec = ns % 1000000000ll;
+		struct timespec ts = next_beat(n);
 		pthread_cond_timedwait(&n->lease_wake, &n->lock, &ts);
 	}
 	pthread_mutex_unlock(&n->lock);
@@ -1045,11 +1054,7 @@ static void *node_main(void *arg)
 		pthread_mutex_lock(&n->lock);
 		if (n->stopping || n->balance_now || n->again)
 			continue;
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		int64_t ns = ts.tv_nsec + (n->hb_ms % 1000) * 1000000ll;
-		ts.tv_sec += n->hb_ms / 1000 + ns / 1000000000ll;
-		ts.tv_nsec = ns % 1000000000ll;
+		struct timespec ts = next_beat(n);
 		pthread_cond_timedwait(&n->wake, &n->lock, &ts);
 	}
 	pthread_mutex_unlock(&n->lock);
