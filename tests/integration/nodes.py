@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from harness import SPACECTL, Mount, run
@@ -215,6 +216,30 @@ size={size}
 numjobs={jobs}
 """)
     return path
+
+
+class FioWriter(threading.Thread):
+    """Rounds of the fio job file `job` (fio_job, with verify) writing into
+    `dirname` through `node`, until `stop` is set, then `after` more: the
+    rounds that must pass once the disruptions are over.  `rounds` counts
+    the runs; the first failed run ends the thread, its output's tail in
+    `failed`."""
+
+    def __init__(self, node, vol, job, dirname, after=1):
+        super().__init__(daemon=True)
+        self.node, self.vol, self.job, self.dir, self.want = node, vol, job, dirname, after
+        self.stop, self.rounds, self.failed, self.after = threading.Event(), 0, [], 0
+
+    def run(self):
+        os.makedirs(self.dir, exist_ok=True)
+        while self.after < self.want:
+            stopping = self.stop.is_set()
+            p = run(["fio", "--output-format=terse", self.job], check=False)
+            self.rounds += 1
+            if p.returncode != 0:
+                self.failed.append((p.stdout + p.stderr)[-1500:])
+                return
+            self.after += stopping
 
 
 def frame(typ, body, rid=1):

@@ -35,6 +35,7 @@ import subprocess
 import time
 
 from harness import Pool, Tap, log_tail
+from nodes import wait_for
 
 SIZE = os.environ.get("SPACEFS_CKPT_FIO_SIZE", "256m")
 RUNTIME = int(os.environ.get("SPACEFS_CKPT_FIO_TIME", "150"))
@@ -58,16 +59,6 @@ def sha_path(p):
 def listed(p, vol):
     out = p.spacectl("checkpoint", "list", p.source, vol, check=False).stdout.splitlines()[1:]
     return [l.split()[0] for l in out if l.strip()]
-
-
-def wait_for(f, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = f()
-        if v:
-            return v
-        time.sleep(step)
-    return None
 
 
 def chunk_ids(p, vol):
@@ -118,7 +109,7 @@ def one(t, p, vol):
         bk = subprocess.Popen([os.environ.get("SPACECTL", "build/tools/spacectl"), "backup",
                                p.source, f"{vol}/vm.img", dest, "--wait"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: len(listed(p, vol)) == 2 or bk.poll() is not None, 30)
+        ok = wait_for(lambda: len(listed(p, vol)) == 2 or bk.poll() is not None, 30, 0.1)
         fio.send_signal(signal.SIGCONT)
         t.ok(ok and bk.poll() is None, f"{vol}: the backup's checkpoint taken, fio continued")
         _, err = bk.communicate(timeout=1200)

@@ -26,39 +26,15 @@ SPACEFS_MIRROR_ROUNDS (default 6) sets the rounds.
 import os
 import re
 import signal
-import threading
 import time
 
-from harness import Pool, Tap, run
-from nodes import Cluster, Node, fio_job, free_port, owners, wait_for
+from harness import Pool, Tap
+from nodes import Cluster, FioWriter, Node, fio_job, free_port, owners, wait_for
 
 ROUNDS = int(os.environ.get("SPACEFS_MIRROR_ROUNDS", "6"))
 LEASE = 3.0
 OPTS = f"heartbeat=0.5,lease={LEASE:g}"
 SIZE = os.environ.get("SPACEFS_MIRROR_SIZE", "8m")
-
-
-class Writer(threading.Thread):
-    """fio verify rounds on M through one node until stopped, then one more."""
-
-    def __init__(self, pool, node):
-        super().__init__(daemon=True)
-        self.node = node
-        self.dir = os.path.join(node.mnt, "M", f"fio-{node.name}")
-        self.job = fio_job(os.path.join(pool.dir, f"{node.name}.fio"), self.dir, size=SIZE,
-                           jobs=2)
-        self.stop, self.rounds, self.failed = threading.Event(), 0, []
-
-    def run(self):
-        os.makedirs(self.dir, exist_ok=True)
-        last = False
-        while not last:
-            last = self.stop.is_set()
-            p = run(["fio", "--output-format=terse", self.job], check=False)
-            self.rounds += 1
-            if p.returncode != 0:
-                self.failed.append((p.stdout + p.stderr)[-1500:])
-                return
 
 
 def main():
@@ -76,7 +52,10 @@ def main():
         t.ok(wait_for(lambda: owners(a).get("M") == "A" == owners(b).get("M"), 20),
              "A owns M (its preferred owner)")
         pool.spacectl("owner", "prefer", pool.source, "M", "none")
-        writers[:] = [Writer(pool, a), Writer(pool, b)]
+        writers[:] = [FioWriter(n, "M", fio_job(os.path.join(pool.dir, f"{n.name}.fio"),
+                                                os.path.join(n.mnt, "M", f"fio-{n.name}"),
+                                                size=SIZE, jobs=2),
+                                os.path.join(n.mnt, "M", f"fio-{n.name}")) for n in (a, b)]
         for w in writers:
             w.start()
         t.ok(wait_for(lambda: all(w.rounds for w in writers) or

@@ -29,12 +29,11 @@ import collections
 import json
 import os
 import subprocess
-import threading
 import time
 
 from failures import remove_disk
 from harness import SPACECTL, Mount, Pool, Tap, run, tree_digest
-from nodes import Cluster, Node, disk_state, fio_job, owners, wait_for
+from nodes import Cluster, FioWriter, Node, disk_state, fio_job, owners, wait_for
 
 # per run (suffixed with the run's tag in main): two soaks at once (two
 # engineers, two worktrees) must not delete each other's namespaces
@@ -105,29 +104,6 @@ def balanced(t, node, what):
     return wait_for(lambda: spread(node) == want, 30, 0.2) is not None
 
 
-class Writer(threading.Thread):
-    """fio verify rounds on one volume through one node until stopped,
-    then ROUNDS_AFTER more."""
-
-    def __init__(self, pool, node, vol):
-        super().__init__(daemon=True)
-        self.node, self.vol = node, vol
-        self.job = fio_job(os.path.join(pool.dir, f"{vol}.fio"),
-                           os.path.join(node.mnt, vol, "fio"), size=SIZE, jobs=1)
-        self.stop, self.rounds, self.failed, self.after = threading.Event(), 0, [], 0
-
-    def run(self):
-        os.makedirs(os.path.join(self.node.mnt, self.vol, "fio"), exist_ok=True)
-        while self.after < ROUNDS_AFTER:
-            stopping = self.stop.is_set()
-            p = run(["fio", "--output-format=terse", self.job], check=False)
-            self.rounds += 1
-            if p.returncode != 0:
-                self.failed.append((p.stdout + p.stderr)[-1500:])
-                return
-            self.after += stopping
-
-
 def main():
     t = Tap()
     tag = str(os.getpid() % 100000)
@@ -155,7 +131,9 @@ def main():
         own = owners(n1)
         for v in VOLS:  # through n1 or n2, never the owner (and never n3)
             via = n2 if own[v] == "n1" else n1
-            writers.append(Writer(pool, via, v))
+            d = os.path.join(via.mnt, v, "fio")
+            job = fio_job(os.path.join(pool.dir, f"{v}.fio"), d, size=SIZE, jobs=1)
+            writers.append(FioWriter(via, v, job, d, after=ROUNDS_AFTER))
         for w in writers:
             w.start()
         t.ok(wait_for(lambda: all(w.rounds or w.failed for w in writers) or

@@ -25,33 +25,11 @@ import subprocess
 import threading
 import time
 
-from harness import Pool, Tap, run, tree_digest
-from nodes import Cluster, Node, fio_job, free_port, owners, wait_for
+from harness import Pool, Tap, tree_digest
+from nodes import Cluster, FioWriter, Node, fio_job, free_port, owners, wait_for
 
 OPTS = "heartbeat=0.5,lease=3"
 VOLS = {"M": ["mirror", "--copies", "2"], "P": ["parity", "--parity", "1"]}
-
-
-class Writer(threading.Thread):
-    """fio verify rounds through one node until stopped, then one more."""
-
-    def __init__(self, pool, node, vol):
-        super().__init__(daemon=True)
-        d = os.path.join(node.mnt, vol, "fio")
-        os.makedirs(d, exist_ok=True)
-        self.job = fio_job(os.path.join(pool.dir, f"{vol}.fio"), d, size="8m", jobs=1)
-        self.stop, self.rounds, self.failed = threading.Event(), 0, []
-
-    def run(self):
-        while True:
-            last = self.stop.is_set()
-            p = run(["fio", "--output-format=terse", self.job], check=False)
-            self.rounds += 1
-            if p.returncode != 0:
-                self.failed.append((p.stdout + p.stderr)[-1500:])
-                return
-            if last:
-                return
 
 
 class Mover(threading.Thread):
@@ -97,7 +75,9 @@ def main():
                                 else None)(owners(b)), 20, 0.2)
         t.ok(own, f"A owns a volume B will redirect to {own}")
 
-        writers = [Writer(pool, b, v) for v in VOLS]
+        writers = [FioWriter(b, v, fio_job(os.path.join(pool.dir, f"{v}.fio"),
+                                           os.path.join(b.mnt, v, "fio"), size="8m", jobs=1),
+                             os.path.join(b.mnt, v, "fio")) for v in VOLS]
         mover = Mover(pool, b, "P")
         c.cleanups += [lambda: [w.stop.set() for w in writers], mover.stop.set]
         for w in writers:
