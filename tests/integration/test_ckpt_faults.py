@@ -3,7 +3,8 @@
 during a merge, the granule log kept bounded.
 
 1. kill -9 of the daemon during a merge, ROUNDS rounds (env
-   SPACEFS_CKPT_KILL_ROUNDS, default 10, the issue's figure), on a
+   SPACEFS_CKPT_KILL_ROUNDS, default 10, the issue's figure: the soak
+   suite's test_ckpt_faults_long; the default run does 5), on a
    parity 1 volume: each round
    a checkpoint, spacebench writes with a log through it (first writes copy
    granules up), a merge at 2 MB/s, kill -9 of the daemon while both run
