@@ -938,6 +938,13 @@ static void test_concurrent(void **state)
 	concurrent_case(geom(LAYOUT_PARITY, 1, 2, 16384), 0);
 	concurrent_case(geom(LAYOUT_MIRROR, 2, 0, 16384), 1);
 	concurrent_case(geom(LAYOUT_MIRROR, 3, 0, 16384), 0);
+	/* 256 KiB interleave: simple and mirror lock 64 KiB units, so
+	 * writers of one stripe run at once when their units differ; every
+	 * block, every copy and every checksum must still agree. */
+	concurrent_case(geom(LAYOUT_SIMPLE, 1, 0, 262144), 1);
+	concurrent_case(geom(LAYOUT_SIMPLE, 1, 0, 262144), 0);
+	concurrent_case(geom(LAYOUT_MIRROR, 2, 0, 262144), 1);
+	concurrent_case(geom(LAYOUT_MIRROR, 2, 0, 262144), 0);
 }
 
 /* A tiny descriptor cache (the descriptor limit decides its size): one
