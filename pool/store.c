@@ -571,7 +571,8 @@ static int phase_read_disk(struct rq *q, struct cio *c, size_t n)
 						  .buf = c[i].buf,
 						  .len = c[i].len,
 						  .off = c[i].off,
-						  .dq = pos_disk(q, c[i].pos)->dq};
+						  .dq = pos_disk(q, c[i].pos)->dq,
+						  .direct = pos_disk(q, c[i].pos)->direct};
 	uint64_t mapped = 0; /* spans read from the sidecar's mapping */
 	for (uint32_t j = 0; j < sp.n; j++) {
 		uint32_t p = sp.pos[j];
@@ -713,7 +714,8 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 						  .buf = c[i].buf,
 						  .len = c[i].len,
 						  .off = c[i].off,
-						  .dq = pos_disk(q, c[i].pos)->dq};
+						  .dq = pos_disk(q, c[i].pos)->dq,
+						  .direct = pos_disk(q, c[i].pos)->direct};
 	for (ssize_t ri = 0; ri < nrun; ri++) {
 		const struct crc_run *run = &t->run[ri];
 		t->req[n + (size_t)ri] = (struct pool_aio_req){.fd = q->ref[run->pos].crcfd,
