@@ -732,6 +732,69 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	fs_inode_put(fs, in);
 }
 
+/*
+ * The read buffer.  Each read used to posix_memalign its reply buffer and
+ * free it after the reply: an aligned allocation, which glibc's per-thread
+ * cache does not serve, on every 4 KiB read.  fuse_reply_buf has copied the
+ * bytes to the kernel when it returns, so a worker thread can keep one
+ * buffer for all its reads: held in a thread-specific value (one key for
+ * the process, its destructor frees the buffer when the thread exits),
+ * kept up to READ_BUF_KEEP bytes; larger reads allocate as before.
+ */
+#define READ_BUF_KEEP (256u << 10)
+
+struct read_buf {
+	void *p;
+	size_t cap;
+};
+
+static pthread_key_t read_buf_key;
+static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
+static int read_buf_ok;
+
+static void read_buf_free(void *v)
+{
+	struct read_buf *b = v;
+
+	free(b->p);
+	free(b);
+}
+
+static void read_buf_init(void)
+{
+	read_buf_ok = pthread_key_create(&read_buf_key, read_buf_free) == 0;
+}
+
+/* A LAYOUT_BLOCK-aligned buffer of size bytes; *own: the caller frees it. */
+static void *read_buf_get(size_t size, int *own)
+{
+	struct read_buf *b = NULL;
+	void *p;
+
+	*own = 1;
+	pthread_once(&read_buf_once, read_buf_init);
+	if (size <= READ_BUF_KEEP && read_buf_ok) {
+		b = pthread_getspecific(read_buf_key);
+		if (!b && (b = calloc(1, sizeof(*b))) && pthread_setspecific(read_buf_key, b)) {
+			free(b);
+			b = NULL;
+		}
+	}
+	if (b && b->cap >= size) {
+		*own = 0;
+		return b->p;
+	}
+	if (posix_memalign(&p, LAYOUT_BLOCK, b ? READ_BUF_KEEP : size) != 0)
+		return NULL;
+	if (b) {
+		free(b->p);
+		b->p = p;
+		b->cap = READ_BUF_KEEP;
+		*own = 0;
+	}
+	return p;
+}
+
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -739,6 +802,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct pool_file_map map;
 	ssize_t n = 0;
 	char *buf;
+	int own = 0;
 
 	(void)ino;
 	pthread_rwlock_rdlock(&in->io_lock);
@@ -751,7 +815,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size = fsize - (uint64_t)off;
 	/* 4 KiB-aligned buffers let the store read chunks straight into them. */
 	buf = NULL;
-	if (size && posix_memalign((void **)&buf, LAYOUT_BLOCK, size) != 0)
+	if (size && !(buf = read_buf_get(size, &own)))
 		n = -ENOMEM;
 	else if (size) {
 		fs_file_map(in, &map);
@@ -765,7 +829,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		atomic_fetch_add(&in->vol->read_bytes, (uint64_t)n);
 		fuse_reply_buf(req, buf, (size_t)n);
 	}
-	free(buf);
+	if (own)
+		free(buf);
 }
 
 /* The write's bytes as one flat buffer: the request's own memory when the

@@ -8,7 +8,9 @@
  * io_context_t from the engine's free list for its duration (made on
  * first need, grown when a batch outgrows it), so two batches never share
  * a completion ring.  No global state and no per-thread state: the
- * engine owns every context and frees them in pool_aio_free.
+ * engine owns every context and frees them in pool_aio_free.  Batches of
+ * O_DIRECT I/Os use an io_uring instead of an io_context_t when the
+ * kernel allows it (one system call per batch instead of two; aio.c).
  */
 #ifndef SPACEFS_POOL_AIO_H
 #define SPACEFS_POOL_AIO_H
@@ -42,6 +44,11 @@ struct pool_aio_req {
 	 * kernel's I/O does.  Otherwise not before the disk model says a
 	 * drive of that kind would have finished it. */
 	struct pool_diskq *dq;
+	/* fd is O_DIRECT: a batch whose kernel I/Os all are goes through
+	 * io_uring (submit and wait in one system call) where the kernel
+	 * has it.  A buffered one would be handed to io_uring's worker
+	 * threads, where libaio runs it inside io_submit: 0 keeps libaio. */
+	int direct;
 };
 
 int pool_aio_new(struct pool_aio **out);
@@ -55,5 +62,9 @@ void pool_aio_free(struct pool_aio *e);
  * (then every result is that errno).  With modelled requests it returns
  * at the latest of their model deadlines (sleeping, not spinning). */
 int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n);
+
+/* "io_uring" once a batch went through an io_uring (and the kernel has
+ * not refused one since), else "libaio". */
+const char *pool_aio_engine(struct pool_aio *e);
 
 #endif /* SPACEFS_POOL_AIO_H */

@@ -575,8 +575,8 @@ static int check_batch(struct pool_store *s, struct scratch *t, const struct poo
 	k->first = first;
 	k->span = n * k->nblk;
 	store_rq_init(&q, s, t, f);
-	stripelock_lock(s->locks, f->id, first, first + n - 1,
-			(k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
+	store_lock_stripes(s, f->id, first, first + n - 1, (k->flags & POOL_CHECK_REPAIR) ? 1 : 0,
+			   &set);
 	check_masks(&q, k, targets, first + n - 1);
 	rc = check_read(&q, k);
 	if (rc == 0 && k->exists) { /* else nothing anywhere: holes stay holes */
@@ -607,7 +607,7 @@ static int check_batch(struct pool_store *s, struct scratch *t, const struct poo
 		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == first)
 			pool_store_rebuild_cursor(s, f->disk[p], f->id, first + n);
 	}
-	stripelock_unlock(s->locks, &set);
+	store_unlock(s, &set);
 	store_rq_end(&q);
 	return rc;
 }

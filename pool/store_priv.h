@@ -95,6 +95,7 @@ struct pool_store {
 	struct layout_codec *codec; /* parity only */
 	struct pool_aio *aio;
 	struct stripelock *locks;
+	uint64_t lock_unit; /* file bytes per lock-table key (store_lock_bytes) */
 	uint8_t *zeros; /* stripe_bytes of zeros (untouched anonymous memory) */
 	size_t zeros_len;
 	uint32_t ndisks;
@@ -221,6 +222,18 @@ void store_scratch_put(struct pool_store *s, struct scratch *t);
  * phase submits every chunk I/O of c[0..n) (and their checksums) at once;
  * it returns 0 or a negative errno, and marks the positions that failed
  * in q->bad / q->csum_bad. */
+/* The stripe lock table (pool/stripelock.c) is keyed by lock units of a
+ * file: a whole stripe on parity, whose writes read and rewrite the
+ * stripe's parity; a smaller piece on simple and mirror, whose writes
+ * touch only the blocks they name (see store_lock_bytes).  Locking stripes
+ * [first, last] takes every unit of them, so a stripe lock (check,
+ * rebuild, punch, truncate) excludes any request on any part of them. */
+void store_lock_stripes(struct pool_store *s, uint64_t id, uint64_t first, uint64_t last, int excl,
+			struct stripelock_set *set);
+void store_lock_bytes(struct pool_store *s, uint64_t id, uint64_t off, uint64_t end, int excl,
+		      struct stripelock_set *set);
+void store_unlock(struct pool_store *s, const struct stripelock_set *set);
+
 void store_rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 		   const struct pool_file_map *f);
 uint64_t store_rq_mask(const struct rq *q, uint64_t stripe);
