@@ -1160,7 +1160,8 @@ static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t
 		memset(buf, 0, G);
 		for (unsigned b = 0; b < POOL_CKPT_BLOCKS; b++)
 			if ((mask >> b & 1) &&
-			    (n = pool_store_read(v->store, &L->map, g * G + b * B, B, buf + b * B)) < 0)
+			    (n = pool_store_read(v->store, &L->map, g * G + b * B, B,
+						 buf + b * B)) < 0)
 				return (int)n;
 		n = pool_store_write(v->store, &D->map, g * G, G, buf);
 		if (n < 0)
