@@ -11,17 +11,27 @@
  * pool file data: the volume's layout, redundancy, checksums, repair and
  * scrub apply to it unchanged, and pool/store.c knows nothing of this.
  *
- * Granule 64 KiB (POOL_CKPT_GRANULE).  The first write to a granule after
- * a checkpoint copies the rest of it up from the layers below: smaller
- * granules copy less but log more records and make larger maps; 64 KiB is
- * the default interleave's column chunk at which a parity layout writes a
- * whole column at once, a typical guest cluster (VHDX blocks are larger,
- * their sectors 4 KiB), and keeps the map of a 1 TiB file at 4 MiB.
+ * Granule 64 KiB (POOL_CKPT_GRANULE), redirected by 4 KiB blocks.  The
+ * map says per granule whether it is in a layer and, for a granule only
+ * partly there (PART), which of its sixteen 4 KiB blocks are: a first
+ * write writes only the blocks it touches into the layer (a block it
+ * covers only in part is read from below first) and marks them; reads
+ * take marked blocks from the layer and the rest from below.  Copying the
+ * whole granule up instead cost a 64 KiB read and a 64 KiB write per 4 KiB
+ * first write (measured: 0.34x of a plain random write; docs/BENCHMARKS.md).
+ * A write covering a whole granule, or one into a ZERO granule, still
+ * makes it DATA at once, and a granule whose blocks are all marked is
+ * DATA as well.  64 KiB stays the unit of the map (2 bits per granule
+ * plus a 16-bit mask only where first writes were partial: a 1 TiB file's
+ * map is 4 MiB, its masks at most 32 MiB more) and of the log's records.
  *
- * Durability.  A granule's map entry (pool/ckpt.c log record) is appended
- * after its data is written and before the write is answered, so an
- * acknowledged write survives kill -9, and a write cut before its record
- * leaves the lower layers (the checkpoint's view) untouched.
+ * Durability.  A granule's map entry (pool/ckpt.c log record: MAP for
+ * whole granules, BLKS for blocks) is appended after its data is written
+ * and before the write is answered, so an acknowledged write survives
+ * kill -9, and a write cut before its record leaves the lower layers (the
+ * checkpoint's view) untouched: its blocks in the layer stay unmarked,
+ * are never read, and are rewritten whole (edges from below) by the next
+ * write that marks them.
  *
  * The instant.  Create takes every named file's io_lock exclusive (new
  * writes wait, in-flight ones drain), records sizes and times, appends the
@@ -35,10 +45,12 @@
  * Folding is idempotent, so after a crash the merge simply restarts.
  * One merge worker per volume, in request order.
  *
- * First writes.  A copy-up runs under the chain's shared lock with the
- * granule claimed (busy[]): copy-ups of different granules go in
- * parallel, a second writer of a granule waits for its copy-up, and the
- * granule turns DATA in the map only after its data and record are down.
+ * First writes.  A first write (copy-up or blocks) runs under the chain's
+ * shared lock with the granule claimed (busy[]): those of different
+ * granules go in parallel, a second one into the same granule waits, and
+ * the granule's map entry changes only after its data and record are
+ * down.  Writes into blocks already marked need no claim: they are
+ * written in place, like writes into DATA granules.
  *
  * The log grows by a record per copy-up and per fold into an older layer;
  * past a bound the merge worker rewrites it from memory (compact_live),
@@ -76,7 +88,11 @@
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
-enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE };
+enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS };
+/* Log format: 1 had no FORMAT or BLKS records (whole granules only); a
+ * version 1 log is read as it is and rewritten as 2 at mount. */
+#define CK_FORMAT 2u
+#define B	  ((uint64_t)POOL_CKPT_BLOCK)
 enum { CK_CREATING, CK_READY, CK_MERGING };
 
 struct rec_ckpt {
@@ -95,6 +111,13 @@ struct rec_node {
 struct rec_map {
 	uint64_t delta, first, count;
 	uint32_t state, pad;
+};
+struct rec_blks { /* blocks (mask bit b: block b) of granule `granule` of a layer */
+	uint64_t delta, granule;
+	uint32_t mask, pad;
+};
+struct rec_format {
+	uint32_t version, pad;
 };
 struct rec_id {
 	uint32_t ckpt, pad;
@@ -251,18 +274,57 @@ static int log_map(struct fs_ckpt *c, uint64_t delta, uint64_t first, uint64_t n
 	return rc;
 }
 
+static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask)
+{
+	struct rec_blks r = {.delta = delta, .granule = g, .mask = mask};
+
+	pthread_mutex_lock(&c->lock);
+	int rc = log_rec(c, R_BLKS, &r, sizeof(r));
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 /* ---- the layered data path ---- */
 
-/* The layer granule g of a view with layers [0, top] comes from, and its
- * state there (DATA for layer 0). */
+/* The topmost layer of [1, top] holding any of granule g, and its state
+ * there (PART counts as DATA: SEEK_DATA treats such a granule as data);
+ * layer 0 (DATA) if none. */
 static uint32_t source(const struct chain *ch, uint32_t top, uint64_t g, int *state)
 {
 	for (uint32_t k = top; k >= 1; k--) {
 		int s = pool_ckpt_map_get(&ch->l[k].g, g);
 		if (s != POOL_CKPT_NONE) {
-			*state = s;
+			*state = s == POOL_CKPT_PART ? POOL_CKPT_DATA : s;
 			return k;
 		}
+	}
+	*state = POOL_CKPT_DATA;
+	return 0;
+}
+
+/* The layer the 4 KiB block at pos comes from in a view with layers
+ * [0, top], its state (DATA or ZERO), and in *fine whether a PART granule
+ * was met (the rest of the granule may come from elsewhere: step by
+ * blocks). */
+static uint32_t source_at(const struct chain *ch, uint32_t top, uint64_t pos, int *state,
+			  bool *fine)
+{
+	uint64_t g = pos / G;
+	unsigned bit = 1u << ((pos % G) / B);
+
+	*fine = false;
+	for (uint32_t k = top; k >= 1; k--) {
+		int s = pool_ckpt_map_get(&ch->l[k].g, g);
+		if (s == POOL_CKPT_NONE)
+			continue;
+		if (s == POOL_CKPT_PART) {
+			*fine = true;
+			if (!(pool_ckpt_map_blocks(&ch->l[k].g, g) & bit))
+				continue;
+			s = POOL_CKPT_DATA;
+		}
+		*state = s;
+		return k;
 	}
 	*state = POOL_CKPT_DATA;
 	return 0;
@@ -275,10 +337,13 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 
 	while (pos < end) {
 		int st, st2;
-		uint32_t src = source(ch, top, pos / G, &st);
-		uint64_t run = (pos / G + 1) * G;
-		while (run < end && source(ch, top, run / G, &st2) == src && st2 == st)
-			run += G;
+		bool fine;
+		uint32_t src = source_at(ch, top, pos, &st, &fine);
+		uint64_t unit = fine ? B : G, run = (pos / unit + 1) * unit;
+		while (run < end && source_at(ch, top, run, &st2, &fine) == src && st2 == st) {
+			unit = fine ? B : G;
+			run = (run / unit + 1) * unit;
+		}
 		if (run > end)
 			run = end;
 		if (st == POOL_CKPT_ZERO) {
@@ -343,16 +408,20 @@ static bool cu_claim(struct chain *ch, const struct layer *L, uint64_t g)
 	return true;
 }
 
-/* End granule g's copy-up; on success (ok) it is DATA in layer k. */
-static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok)
+/* End granule g's claim: after a copy-up (mask POOL_CKPT_FULL) it is
+ * DATA in layer k, after a write of blocks those blocks (mask) are added;
+ * after a failure (!ok) nothing changes. */
+static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok, unsigned mask)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&ch->mu);
-	if (ok) {
+	if (ok && mask == POOL_CKPT_FULL)
 		rc = pool_ckpt_map_set(&ch->l[k].g, g, 1, POOL_CKPT_DATA);
+	else if (ok && mask)
+		rc = pool_ckpt_map_mark(&ch->l[k].g, g, mask);
+	if (ok)
 		note_redo_locked(ch, k, g, 1);
-	}
 	for (uint32_t i = 0; i < ch->nbusy; i++)
 		if (ch->busy[i] == g) {
 			ch->busy[i] = ch->busy[--ch->nbusy];
@@ -387,11 +456,66 @@ static ssize_t copy_up(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch,
 	return n;
 }
 
-/* Write into layer k (>= 1) of the chain, copying up what the granules
- * it starts lack from the layers below.  The chain is held shared (the
- * granules below ch->l[k].g's reserved end) or exclusive: copy-ups of
- * distinct granules run in parallel, each granule's under its claim, and
- * no file-wide lock is held exclusive across their I/O. */
+/* Mask of the blocks [pos, stop) of granule g touches. */
+static unsigned blocks_of(uint64_t g, uint64_t pos, uint64_t stop)
+{
+	unsigned a = (unsigned)((pos - g * G) / B), z = (unsigned)((stop - 1 - g * G) / B);
+	return (unsigned)(((1u << (z + 1)) - 1) & ~((1u << a) - 1));
+}
+
+/* Write [pos, stop) of granule g (NONE or PART, claimed by the caller)
+ * into layer k by blocks: blocks already marked in place, the others
+ * whole (a block the write covers in part is read from below first),
+ * then one BLKS record for the blocks newly there.  *added: those. */
+static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
+			    uint64_t g, uint64_t pos, uint64_t stop, const char *src, char *gbuf,
+			    unsigned *added)
+{
+	struct layer *L = &ch->l[k];
+	unsigned have = pool_ckpt_map_blocks(&L->g, g), want = blocks_of(g, pos, stop);
+	uint64_t gs = g * G;
+
+	*added = 0;
+	for (unsigned b = (unsigned)((pos - gs) / B); b < POOL_CKPT_BLOCKS && (want >> b & 1);) {
+		bool in = have >> b & 1;
+		unsigned e = b + 1;
+		while (e < POOL_CKPT_BLOCKS && (want >> e & 1) && (bool)(have >> e & 1) == in)
+			e++;
+		uint64_t a = gs + b * B, z = gs + e * B;
+		uint64_t lo = pos > a ? pos : a, hi = stop < z ? stop : z;
+		ssize_t n;
+		if (in) { /* marked: only the claim holder marks, so it stays */
+			n = pool_store_write(v->store, &L->map, lo, hi - lo, src + (lo - pos));
+		} else {
+			n = 0;
+			if (lo > a)
+				n = view_read(v, ch, k - 1, a, B, gbuf);
+			if (n >= 0 && hi < z && !(lo > a && e - b == 1))
+				n = view_read(v, ch, k - 1, z - B, B, gbuf + (z - B - a));
+			if (n >= 0) {
+				memcpy(gbuf + (lo - a), src + (lo - pos), hi - lo);
+				n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
+			}
+			*added |= ((1u << e) - 1) & ~((1u << b) - 1);
+		}
+		if (n < 0)
+			return n;
+		b = e;
+	}
+	if (*added) {
+		int rc = log_blks(c, L->map.id, g, *added);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Write into layer k (>= 1) of the chain, redirecting the blocks the
+ * granules it touches lack (write_blocks), or copying a granule up whole
+ * when the write covers it or it is ZERO here.  The chain is held shared
+ * (the granules below ch->l[k].g's reserved end) or exclusive: first
+ * writes into distinct granules run in parallel, each granule's under its
+ * claim, and no file-wide lock is held exclusive across their I/O. */
 static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
 			   uint64_t off, size_t len, const char *data)
 {
@@ -401,6 +525,20 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 
 	while (pos < end) {
 		uint64_t g = pos / G, gend = (g + 1) * G, stop = gend < end ? gend : end;
+		unsigned want = blocks_of(g, pos, stop);
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_PART &&
+		    (pool_ckpt_map_blocks(&L->g, g) & want) == want) {
+			/* every block it touches is here already */
+			ssize_t n = pool_store_write(v->store, &L->map, pos, stop - pos,
+						     data + (pos - off));
+			if (n < 0) {
+				free(gbuf);
+				return n;
+			}
+			note_redo(ch, k, g, 1);
+			pos = stop;
+			continue;
+		}
 		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_DATA) {
 			/* whole run of granules already here: one store write */
 			while (stop < end && pool_ckpt_map_get(&L->g, stop / G) == POOL_CKPT_DATA)
@@ -419,8 +557,16 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 			return -ENOMEM;
 		if (!cu_claim(ch, L, g))
 			continue; /* copied up by another write meanwhile */
-		ssize_t n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
-		int rc = cu_release(ch, k, g, n >= 0);
+		/* whole granules and ZERO ones (whose unwritten blocks must read
+		 * as zeros, not from below) go up whole; the rest by blocks */
+		unsigned added = POOL_CKPT_FULL;
+		ssize_t n;
+		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO || (pos == g * G && stop == gend))
+			n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
+		else
+			n = write_blocks(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf,
+					 &added);
+		int rc = cu_release(ch, k, g, n >= 0, added);
 		if (n < 0 || rc < 0) {
 			free(gbuf);
 			return n < 0 ? n : rc;
@@ -974,6 +1120,65 @@ static void pace(struct ckpt *k, int64_t start, uint64_t bytes)
 	}
 }
 
+/* Copy the blocks `mask` of granule g from layer L into D at the same
+ * offsets, a run of blocks per store I/O; buf: one granule. */
+static ssize_t copy_blocks(struct fs_volume *v, const struct layer *L, const struct layer *D,
+			   uint64_t g, unsigned mask, char *buf)
+{
+	for (unsigned b = 0; b < POOL_CKPT_BLOCKS;) {
+		if (!(mask >> b & 1)) {
+			b++;
+			continue;
+		}
+		unsigned e = b + 1;
+		while (e < POOL_CKPT_BLOCKS && (mask >> e & 1))
+			e++;
+		uint64_t a = g * G + b * B, len = (e - b) * B;
+		ssize_t n = pool_store_read(v->store, &L->map, a, len, buf + b * B);
+		if (n >= 0)
+			n = pool_store_write(v->store, &D->map, a, len, buf + b * B);
+		if (n < 0)
+			return n;
+		b = e;
+	}
+	return 0;
+}
+
+/* Fold a PART granule g of layer k into layer k-1: its marked blocks go
+ * down; below the file itself they become marked there too (a ZERO
+ * granule there turns DATA: zeros around them).  Chain held exclusive. */
+static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, char *buf)
+{
+	struct fs_volume *v = c->v;
+	struct layer *L = &ch->l[k], *D = &ch->l[k - 1];
+	unsigned mask = pool_ckpt_map_blocks(&L->g, g);
+	int dst = k - 1 > 0 ? pool_ckpt_map_get(&D->g, g) : POOL_CKPT_DATA;
+	ssize_t n;
+	int rc = 0;
+
+	if (dst == POOL_CKPT_ZERO) {
+		memset(buf, 0, G);
+		for (unsigned b = 0; b < POOL_CKPT_BLOCKS; b++)
+			if ((mask >> b & 1) &&
+			    (n = pool_store_read(v->store, &L->map, g * G + b * B, B,
+						 buf + b * B)) < 0)
+				return (int)n;
+		n = pool_store_write(v->store, &D->map, g * G, G, buf);
+		if (n < 0)
+			return (int)n;
+		if ((rc = log_map(c, D->map.id, g, 1, POOL_CKPT_DATA)) == 0)
+			rc = pool_ckpt_map_set(&D->g, g, 1, POOL_CKPT_DATA);
+	} else {
+		if ((n = copy_blocks(v, L, D, g, mask, buf)) < 0)
+			return (int)n;
+		if (dst != POOL_CKPT_DATA && (rc = log_blks(c, D->map.id, g, mask)) == 0)
+			rc = pool_ckpt_map_mark(&D->g, g, mask);
+	}
+	if (rc == 0 && k - 1 > 0)
+		note_redo(ch, k - 1, g, 1);
+	return rc;
+}
+
 /* Fold granule g of layer k into layer k-1.  Chain held exclusive. */
 static int fold(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, char *buf)
 {
@@ -984,6 +1189,8 @@ static int fold(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, cha
 
 	if (st == POOL_CKPT_NONE)
 		return 0;
+	if (st == POOL_CKPT_PART)
+		return fold_blocks(c, ch, k, g, buf);
 	if (st == POOL_CKPT_DATA) {
 		n = pool_store_read(v->store, &L->map, g * G, G, buf);
 		if (n >= 0)
@@ -1210,6 +1417,8 @@ static int start_merge(struct fs_ckpt *c, struct ckpt *k, double rate)
 
 struct load {
 	struct fs_ckpt *c;
+	char *err; /* the reason a record refuses the log */
+	size_t errlen;
 	uint64_t *drop; /* delta files of dropped layers, removed after load */
 	size_t ndrop, cap;
 	int rc;
@@ -1302,10 +1511,50 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		if (len == 4 && (k = ck_by_id(c, *(const uint32_t *)p)))
 			k->state = CK_READY;
 		return 0;
+	case R_FORMAT: {
+		const struct rec_format *r = p;
+		if (len != sizeof(*r) || r->version > CK_FORMAT) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log format %u is newer than this "
+				 "build's (%u): refusing to read it (use a newer spacefs)",
+				 c->v->name, len == sizeof(*r) ? r->version : 0, CK_FORMAT);
+			return -EPROTO;
+		}
+		return 0;
+	}
 	case R_MAP: {
 		const struct rec_map *r = p;
 		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
-		if (L && pool_ckpt_map_set(&L->g, r->first, r->count, (int)r->state) < 0)
+		if (!L)
+			return 0;
+		if ((r->state != POOL_CKPT_DATA && r->state != POOL_CKPT_ZERO) ||
+		    r->count > UINT64_MAX / G - r->first) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: impossible MAP record (layer %" PRIu64
+				 ", granules %" PRIu64 "+%" PRIu64 ", state %u)",
+				 c->v->name, r->delta, r->first, r->count, r->state);
+			return -EIO;
+		}
+		int st = (int)r->state;
+		if (pool_ckpt_map_set(&L->g, r->first, r->count, st) < 0)
+			return -ENOMEM;
+		return 0;
+	}
+	case R_BLKS: {
+		const struct rec_blks *r = p;
+		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
+		if (!L)
+			return 0;
+		int st = pool_ckpt_map_get(&L->g, r->granule);
+		if (r->mask == 0 || r->mask > POOL_CKPT_FULL || r->granule >= UINT64_MAX / G ||
+		    st == POOL_CKPT_ZERO) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: impossible BLKS record (layer %" PRIu64
+				 ", granule %" PRIu64 ", mask 0x%x, state %d)",
+				 c->v->name, r->delta, r->granule, r->mask, st);
+			return -EIO;
+		}
+		if (st != POOL_CKPT_DATA && pool_ckpt_map_mark(&L->g, r->granule, r->mask) < 0)
 			return -ENOMEM;
 		return 0;
 	}
@@ -1412,8 +1661,11 @@ static int compact(struct fs_ckpt *c)
 	uint64_t seq0 = pool_ckpt_log_seq(c->log), seq = seq0;
 	int rc;
 
+	struct rec_format f = {.version = CK_FORMAT};
+	rc = enc(&b, &n, &cap, &seq, R_FORMAT, &f, sizeof(f));
 	/* ids are never reused: they make inode numbers the kernel may cache */
-	rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
+	if (rc == 0)
+		rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
 	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
 		struct ckpt *k = c->ck[i];
 		if (!k)
@@ -1442,6 +1694,15 @@ static int compact(struct fs_ckpt *c)
 				     rc == 0 && s != UINT64_MAX;) {
 					int st = pool_ckpt_map_get(g, s);
 					uint64_t e = s + 1;
+					if (st == POOL_CKPT_PART) {
+						struct rec_blks r = {
+						    .delta = ch->l[i].map.id,
+						    .granule = s,
+						    .mask = pool_ckpt_map_blocks(g, s)};
+						rc = enc(&b, &n, &cap, &seq, R_BLKS, &r, sizeof(r));
+						s = pool_ckpt_map_next(g, e);
+						continue;
+					}
 					while (e < g->ngran && pool_ckpt_map_get(g, e) == st)
 						e++;
 					struct rec_map r = {.delta = ch->l[i].map.id,
@@ -1536,7 +1797,7 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 		   size_t errlen)
 {
 	struct fs_ckpt *c = calloc(1, sizeof(*c));
-	struct load ld = {.c = c};
+	struct load ld = {.c = c, .err = err, .errlen = errlen};
 	int rc;
 
 	if (!c)

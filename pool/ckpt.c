@@ -48,7 +48,7 @@ static int grow(struct pool_ckpt_map *m, uint64_t want)
 {
 	if (want <= m->ngran)
 		return 0;
-	uint64_t n = m->ngran ? m->ngran : 1024;
+	uint64_t n = m->ngran ? m->ngran : POOL_CKPT_LEAF;
 	while (n < want)
 		n *= 2;
 	uint8_t *b = realloc(m->bits, (size_t)(n / 4));
@@ -56,12 +56,35 @@ static int grow(struct pool_ckpt_map *m, uint64_t want)
 		return -ENOMEM;
 	memset(b + m->ngran / 4, 0, (size_t)((n - m->ngran) / 4));
 	m->bits = b;
+	/* n and ngran are multiples of the leaf (powers of two from it) */
+	uint16_t **l = realloc(m->masks, (size_t)(n / POOL_CKPT_LEAF) * sizeof(*l));
+	if (!l)
+		return -ENOMEM; /* bits grown, ngran not: the next grow redoes it */
+	memset(l + m->ngran / POOL_CKPT_LEAF, 0,
+	       (size_t)((n - m->ngran) / POOL_CKPT_LEAF) * sizeof(*l));
+	m->masks = l;
 	m->ngran = n;
 	return 0;
 }
 
+static void put_state(struct pool_ckpt_map *m, uint64_t i, int state)
+{
+	unsigned sh = (unsigned)(i % 4) * 2;
+	__atomic_store_n(&m->bits[i / 4],
+			 (uint8_t)((m->bits[i / 4] & ~(3u << sh)) | ((unsigned)state << sh)),
+			 __ATOMIC_RELEASE);
+}
+
+static uint16_t *mask_of(const struct pool_ckpt_map *m, uint64_t g)
+{
+	uint16_t *leaf = __atomic_load_n(&m->masks[g / POOL_CKPT_LEAF], __ATOMIC_ACQUIRE);
+	return leaf ? &leaf[g % POOL_CKPT_LEAF] : NULL;
+}
+
 int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state)
 {
+	if (state < POOL_CKPT_NONE || state > POOL_CKPT_ZERO)
+		return -EINVAL;
 	if (state != POOL_CKPT_NONE) {
 		int rc = grow(m, g + n);
 		if (rc)
@@ -69,16 +92,57 @@ int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state
 	}
 	for (uint64_t i = g; i < g + n && i < m->ngran; i++) {
 		int old = pool_ckpt_map_get(m, i);
-		unsigned sh = (unsigned)(i % 4) * 2;
-		__atomic_store_n(
-		    &m->bits[i / 4],
-		    (uint8_t)((m->bits[i / 4] & ~(3u << sh)) | ((unsigned)state << sh)),
-		    __ATOMIC_RELEASE);
+		put_state(m, i, state);
+		/* a PART granule turned DATA keeps its mask (a getter that saw
+		 * PART may read it still); NONE and ZERO start the next PART
+		 * from no blocks.  Those two come under the file's exclusive
+		 * lock, or at load. */
+		uint16_t *mk = state != POOL_CKPT_DATA ? mask_of(m, i) : NULL;
+		if (mk)
+			__atomic_store_n(mk, 0, __ATOMIC_RELEASE);
 		if (old == POOL_CKPT_NONE && state != POOL_CKPT_NONE)
 			m->ndata++;
 		else if (old != POOL_CKPT_NONE && state == POOL_CKPT_NONE)
 			m->ndata--;
 	}
+	return 0;
+}
+
+unsigned pool_ckpt_map_blocks(const struct pool_ckpt_map *m, uint64_t g)
+{
+	int st = pool_ckpt_map_get(m, g);
+
+	if (st == POOL_CKPT_DATA)
+		return POOL_CKPT_FULL;
+	if (st != POOL_CKPT_PART)
+		return 0;
+	const uint16_t *mk = mask_of(m, g);
+	return mk ? __atomic_load_n(mk, __ATOMIC_ACQUIRE) : 0;
+}
+
+int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask)
+{
+	mask &= POOL_CKPT_FULL;
+	int rc = mask ? grow(m, g + 1) : -EINVAL;
+	if (rc)
+		return rc;
+	int old = pool_ckpt_map_get(m, g);
+	if (old != POOL_CKPT_NONE && old != POOL_CKPT_PART)
+		return -EINVAL;
+	uint16_t **slot = &m->masks[g / POOL_CKPT_LEAF];
+	if (!*slot) {
+		uint16_t *leaf = calloc(POOL_CKPT_LEAF, sizeof(*leaf));
+		if (!leaf)
+			return -ENOMEM;
+		__atomic_store_n(slot, leaf, __ATOMIC_RELEASE);
+	}
+	uint16_t *mk = &(*slot)[g % POOL_CKPT_LEAF];
+	unsigned now = (old == POOL_CKPT_PART ? *mk : 0u) | mask;
+	/* the mask first: a getter that sees PART finds its blocks */
+	__atomic_store_n(mk, (uint16_t)now, __ATOMIC_RELEASE);
+	put_state(m, g, now == POOL_CKPT_FULL ? POOL_CKPT_DATA : POOL_CKPT_PART);
+	if (old == POOL_CKPT_NONE)
+		m->ndata++;
 	return 0;
 }
 
@@ -97,6 +161,9 @@ uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g)
 
 void pool_ckpt_map_free(struct pool_ckpt_map *m)
 {
+	for (uint64_t i = 0; m->masks && i < m->ngran / POOL_CKPT_LEAF; i++)
+		free(m->masks[i]);
+	free(m->masks);
 	free(m->bits);
 	memset(m, 0, sizeof(*m));
 }

@@ -5,10 +5,18 @@
  *
  * A layer map holds 2 bits per 64 KiB granule of a file: NONE (look in
  * the layer below), DATA (the whole granule is in this layer's hidden
- * file, at the same offset) or ZERO (the granule reads as zeros here:
- * cut by a truncate or punched).  Gets are atomic loads and sets atomic
- * stores of the byte: one setter at a time (the caller's lock) may run
- * beside any number of getters, within the reserved range.
+ * file, at the same offset), ZERO (the granule reads as zeros here:
+ * cut by a truncate or punched) or PART (some of its sixteen 4 KiB
+ * blocks are in this layer, the others below).  A PART granule's blocks
+ * are a 16-bit mask (bit b: block b is here), kept in leaves of
+ * POOL_CKPT_LEAF granules allocated on the first PART granule they
+ * hold, so a map costs 2 bits per granule plus 2 bytes per granule only
+ * where first writes were partial.  Gets are atomic loads and sets
+ * atomic stores: one setter at a time (the caller's lock) may run beside
+ * any number of getters, within the reserved range.  A mask only grows
+ * while its granule is PART (a full one turns the granule DATA and stays
+ * as it is), so a getter that saw PART and then reads the mask sees at
+ * least the blocks that were marked when it looked.
  *
  * The log (vol/<volume>/ckpt on each metadata disk in service) is a
  * sequence of records, each
@@ -28,19 +36,32 @@
 #include <stdint.h>
 
 #define POOL_CKPT_GRANULE     (64u << 10)
+#define POOL_CKPT_BLOCK	      4096u
+#define POOL_CKPT_BLOCKS      (POOL_CKPT_GRANULE / POOL_CKPT_BLOCK) /* 16 per granule */
+#define POOL_CKPT_FULL	      0xffffu				    /* every block */
+#define POOL_CKPT_LEAF	      1024u /* granules per mask leaf (64 MiB of file) */
 #define POOL_CKPT_MAX_REPLICA 8
 
-enum { POOL_CKPT_NONE = 0, POOL_CKPT_DATA = 1, POOL_CKPT_ZERO = 2 };
+enum { POOL_CKPT_NONE = 0, POOL_CKPT_DATA = 1, POOL_CKPT_ZERO = 2, POOL_CKPT_PART = 3 };
 
 struct pool_ckpt_map {
-	uint8_t *bits;	/* 2 bits per granule */
-	uint64_t ngran; /* granules the array covers (beyond: NONE) */
-	uint64_t ndata; /* granules not NONE */
+	uint8_t *bits;	  /* 2 bits per granule */
+	uint16_t **masks; /* ngran / POOL_CKPT_LEAF leaves, NULL until one is PART */
+	uint64_t ngran;	  /* granules the array covers (beyond: NONE) */
+	uint64_t ndata;	  /* granules not NONE */
 };
 
 int pool_ckpt_map_get(const struct pool_ckpt_map *m, uint64_t g);
-/* Set granules [g, g+n) to state; -ENOMEM. */
+/* Set granules [g, g+n) to state NONE, DATA or ZERO (-EINVAL for PART:
+ * use pool_ckpt_map_mark); NONE and ZERO clear their masks; -ENOMEM. */
 int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state);
+/* The blocks of granule g in this layer: POOL_CKPT_FULL for DATA, its
+ * mask for PART, 0 for NONE and ZERO. */
+unsigned pool_ckpt_map_blocks(const struct pool_ckpt_map *m, uint64_t g);
+/* Add blocks (a mask) to granule g, which is NONE or PART: it becomes
+ * PART, or DATA once every block is in (-EINVAL if it is DATA or ZERO,
+ * or mask is 0); -ENOMEM. */
+int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask);
 /* Cover granules [0, n) without growing later (a set within them never
  * reallocates, so readers may look while one setter writes); -ENOMEM. */
 int pool_ckpt_map_reserve(struct pool_ckpt_map *m, uint64_t n);

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Checkpoints: first writes redirected by 4 KiB blocks inside a 64 KiB
+granule (PART granules, docs/FORMAT.md), with real data end to end.
+
+On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
+1. A 4 MiB file and checkpoint c1; then first writes of every shape into
+   its granules: one aligned block, 100 bytes inside a block, a write over
+   three blocks cut at both ends, one across a granule boundary, a granule
+   filled block by block (turns whole), a partial then a whole-granule
+   write, overlapping partial writes, a write into a granule cut by a
+   truncate (ZERO: the rest must read zeros, not the old bytes), and 300
+   random writes of 1..9000 bytes.  The live file reads what was written,
+   the checkpoint reads the instant, SEEK_DATA/SEEK_HOLE of a sparse file
+   in the checkpoint are the instant's.
+2. Checkpoint c2 over those partly redirected granules, more partial
+   writes (some into blocks c1's layer has, some beside them, some into
+   the ZERO granule): live, c1 and c2 each read their own bytes.
+3. The same after an unmount and remount, and after kill -9 (writes
+   fsynced before it) and a remount; the log then starts with the
+   FORMAT record, version 2.
+4. Merge c2 first (its partial granules fold into c1's layer: into
+   partial, whole, ZERO and absent granules there), check live and c1;
+   then c1: the file is exact and no differencing chunk file is left.
+5. A version 1 log (the FORMAT record removed; what older builds wrote)
+   is read as it is and rewritten as version 2; a log claiming version 3
+   is refused with one clear line and the volume's data left alone (the
+   next mount with the log put back reads everything).
+"""
+import glob
+import hashlib
+import os
+import random
+import struct
+
+from harness import Pool, Tap, log_tail
+
+KiB, MiB, G = 1 << 10, 1 << 20, 64 << 10
+FILE = 4 * MiB
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def extents(path):
+    out, off = [], 0
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    try:
+        while off < size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, h))
+            off = h
+    finally:
+        os.close(fd)
+    return out
+
+
+class File:
+    """A file of the mount and the bytes it should hold."""
+
+    def __init__(self, path, model):
+        self.path, self.model = path, bytearray(model)
+        with open(path, "wb") as f:
+            f.write(model)
+            os.fsync(f.fileno())
+
+    def write(self, off, data):
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, off)
+        finally:
+            os.close(fd)
+        end = off + len(data)
+        if end > len(self.model):
+            self.model.extend(bytes(end - len(self.model)))
+        self.model[off:end] = data
+
+    def truncate(self, n):
+        os.truncate(self.path, n)
+        if n < len(self.model):
+            del self.model[n:]
+        else:
+            self.model.extend(bytes(n - len(self.model)))
+
+    def sync(self):
+        fd = os.open(self.path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def shapes(f, rng, base):
+    """First writes of every shape into granules base.. of f."""
+    g = lambda i: (base + i) * G
+    f.write(g(0) + 2 * 4096, rng.randbytes(4096))            # one aligned block
+    f.write(g(1) + 5000, rng.randbytes(100))                 # inside one block
+    f.write(g(2) + 3 * 4096 + 7, rng.randbytes(2 * 4096 + 100))  # 3 blocks, cut ends
+    f.write(g(4) - 3000, rng.randbytes(6000))                # across granules 3|4
+    for b in rng.sample(range(16), 16):                      # block by block: whole
+        f.write(g(5) + b * 4096, rng.randbytes(4096))
+    f.write(g(6) + 777, rng.randbytes(3000))                 # partial, then whole
+    f.write(g(6), rng.randbytes(G))
+    f.write(g(7) + 4096, rng.randbytes(8192))                # overlapping partials
+    f.write(g(7) + 10000, rng.randbytes(9000))
+    f.write(g(7) + 100, rng.randbytes(4000))
+
+
+def random_writes(f, rng, n, lo, hi):
+    for _ in range(n):
+        size = rng.randrange(1, 9000)
+        f.write(rng.randrange(lo, hi - size), rng.randbytes(size))
+
+
+def log_paths(p, vol):
+    return sorted(glob.glob(os.path.join(p.dir, "d*", "vol", vol, "ckpt")))
+
+
+def records(path):
+    """(type, payload, raw bytes) of each record of a checkpoint log."""
+    return records_of(read(path))
+
+
+def records_of(b):
+    """(type, payload, raw bytes) of each record in b."""
+    off, out = 0, []
+    while off + 24 <= len(b):
+        magic, typ, plen = struct.unpack_from("<III", b, off)
+        if magic != 0x4B435053:
+            break
+        end = off + 20 + plen + 4
+        out.append((typ, b[off + 20:off + 20 + plen], b[off:end]))
+        off = end
+    return out
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def record(typ, payload, seq):
+    r = struct.pack("<IIIQ", 0x4B435053, typ, len(payload), seq) + payload
+    return r + struct.pack("<I", crc32c(r))
+
+
+def differencing_left(p, vol, live):
+    ids = set()
+    for c in glob.glob(os.path.join(p.dir, "d*", "vol", vol, "data", "*", "*")):
+        ids.add(int(os.path.basename(c).split(".")[0], 16))
+    return sorted(ids - live)
+
+
+def one(t, p, vol, seed):
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    f = File(os.path.join(root, "f.bin"), rng.randbytes(FILE))
+    sp = File(os.path.join(root, "sparse.bin"), b"")
+    sp.write(0, rng.randbytes(G))
+    sp.write(MiB + 4096, rng.randbytes(4096))
+    sp.truncate(2 * MiB)
+    sp.sync()
+    live_ids = {os.stat(x.path).st_ino & ((1 << 48) - 1) for x in (f, sp)}
+
+    p.spacectl("checkpoint", "create", p.source, vol, "c1", "f.bin", "sparse.bin")
+    m1, s1, ext1 = bytes(f.model), bytes(sp.model), extents(sp.path)
+    shapes(f, rng, 0)
+    f.truncate(FILE - 5 * G - 1000)                  # granules past it: ZERO in c1's layer
+    f.truncate(FILE)
+    f.write(FILE - 3 * G + 4096 + 10, rng.randbytes(500))  # a block into a ZERO granule
+    random_writes(f, rng, 300, 16 * G, FILE - 6 * G)
+    sp.write(MiB // 2 + 100, rng.randbytes(300))     # into the hole
+    c1 = lambda n: os.path.join(root, ".checkpoints", "c1", n)
+    c2 = lambda n: os.path.join(root, ".checkpoints", "c2", n)
+
+    def check(when, views):
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file reads what was written "
+                                                     f"({when})")
+        t.eq(sha(read(sp.path)), sha(bytes(sp.model)), f"{vol}: live sparse file ({when})")
+        for name, fn, want, swant in views:
+            t.eq(sha(read(fn("f.bin"))), sha(want), f"{vol}: {name} reads its instant ({when})")
+            t.eq(sha(read(fn("sparse.bin"))), sha(swant),
+                 f"{vol}: {name} sparse file reads its instant ({when})")
+        t.eq(extents(c1("sparse.bin")), ext1, f"{vol}: c1's holes are the instant's ({when})")
+
+    v1 = ("c1", c1, m1, s1)
+    check("c1, partial first writes", [v1])
+
+    p.spacectl("checkpoint", "create", p.source, vol, "c2", "f.bin", "sparse.bin")
+    m2, s2 = bytes(f.model), bytes(sp.model)
+    v2 = ("c2", c2, m2, s2)
+    f.write(0 * G + 5 * 4096, rng.randbytes(4096))   # beside c1's block in granule 0
+    f.write(0 * G + 2 * 4096 + 50, rng.randbytes(100))  # over c1's block
+    f.write(2 * G + 2 * 4096, rng.randbytes(3 * 4096))  # half over c1's blocks
+    f.write(20 * G + 300, rng.randbytes(5000))       # where c1's layer has nothing
+    f.write(FILE - 2 * G + 8192, rng.randbytes(4096))  # ZERO in c1's layer
+    f.write(6 * G + 4096, rng.randbytes(4096))       # whole in c1's layer
+    random_writes(f, rng, 200, 0, FILE)
+    sp.write(MiB + 4096 + 1000, rng.randbytes(10))
+    check("c1 and c2", [v1, v2])
+
+    p.mounts[-1].stop()
+    p.mount()
+    check("after unmount and remount", [v1, v2])
+
+    random_writes(f, rng, 100, 0, FILE)
+    f.sync()
+    p.mounts[-1].kill9()
+    p.mount()
+    check("after kill -9 and remount", [v1, v2])
+    recs = [records(x) for x in log_paths(p, vol)]
+    t.ok(recs and all(r and r[0][0] == 9 and struct.unpack_from("<I", r[0][1])[0] == 2
+                      for r in recs), f"{vol}: every log replica starts with FORMAT 2")
+    t.ok(any(typ == 10 for r in recs for typ, _, _ in r),
+         f"{vol}: the log holds BLKS records (partial granules)")
+
+    random_writes(f, rng, 50, 0, FILE)
+    p.spacectl("checkpoint", "merge", p.source, vol, "c2", "--wait")
+    check("after merging c2 (into c1's layer)", [v1])
+    random_writes(f, rng, 50, 0, FILE)
+    p.spacectl("checkpoint", "merge", p.source, vol, "c1", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after both merges")
+    t.eq(sha(read(sp.path)), sha(bytes(sp.model)), f"{vol}: sparse file exact after merges")
+    t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no differencing data left")
+    p.mounts[-1].stop()
+    p.mount()
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after a remount")
+    os.unlink(f.path)
+    os.unlink(sp.path)
+
+
+def formats(t, p, vol):
+    """A version 1 log is read; a version 3 one is refused."""
+    rng = random.Random(9)
+    root = os.path.join(p.mnt, vol)
+    f = File(os.path.join(root, "old.bin"), rng.randbytes(MiB))
+    p.spacectl("checkpoint", "create", p.source, vol, "old", "old.bin")
+    m = bytes(f.model)
+    f.write(3 * G, rng.randbytes(G))                 # whole granule: a MAP record
+    f.write(5 * G + 4096, rng.randbytes(4096))       # one block: BLKS
+    p.mounts[-1].stop()
+    logs = log_paths(p, vol)
+    saved = {x: read(x) for x in logs}
+    for x in logs:  # version 1: no FORMAT record, whole granules only
+        rs = [r for r in records(x) if r[0] not in (9, 10)]
+        with open(x, "wb") as fh:
+            fh.write(b"".join(raw for _, _, raw in rs))
+    # the v1 log knows nothing of the block: the file reads it from below
+    want_v1 = bytearray(f.model)
+    want_v1[5 * G + 4096:5 * G + 8192] = m[5 * G + 4096:5 * G + 8192]
+    p.mount()
+    ck = os.path.join(root, ".checkpoints", "old", "old.bin")
+    t.eq(sha(read(ck)), sha(m), f"{vol}: a version 1 log is read (the checkpoint)")
+    t.eq(sha(read(f.path)), sha(bytes(want_v1)), f"{vol}: and the file's whole granules")
+    t.ok(all(records(x)[0][0] == 9 for x in logs), f"{vol}: it is rewritten as version 2")
+    p.mounts[-1].stop()
+    for x in logs:  # version 3, ahead of this build
+        seq = struct.unpack_from("<Q", records(x)[0][2], 12)[0]
+        with open(x, "wb") as fh:
+            fh.write(record(9, struct.pack("<II", 3, 0), seq) +
+                     b"".join(raw for _, _, raw in records_of(saved[x])[1:]))
+    before = len(log_tail(p, 1 << 22))
+    try:
+        p.mount()
+        ok = not os.path.exists(f.path)
+    except RuntimeError:
+        ok = True
+    t.ok(ok, f"{vol}: a version 3 log is refused (volume not served)")
+    t.ok("checkpoint log format 3 is newer than this build's (2)" in log_tail(p, 1 << 22)[before:],
+         f"{vol}: with one clear line")
+    if p.mounts[-1].proc is not None:
+        p.mounts[-1].stop()
+    for x, b in saved.items():
+        with open(x, "wb") as fh:
+            fh.write(b)
+    p.mount()
+    t.eq(sha(read(ck)), sha(m), f"{vol}: the refused log put back: checkpoint read")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and the file as written")
+    p.spacectl("checkpoint", "merge", p.source, vol, "old", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after the merge")
+
+
+def main():
+    t = Tap()
+    p = Pool(ndisks=4)
+    try:
+        p.volume("m2", "mirror", "--copies", "2", "--interleave", "64K")
+        p.volume("p1", "parity", "--parity", "1", "--interleave", "64K")
+        p.mount()
+        one(t, p, "m2", 1)
+        one(t, p, "p1", 2)
+        formats(t, p, "m2")
+        m = p.mounts[-1]
+        rc = m.stop()
+        t.eq(rc, 0, "daemon exits cleanly")
+        rep = m.sanitizer_report()
+        t.ok(rep is None, "no sanitizer report")
+        if rep:
+            t.diag(rep[-3000:])
+    except Exception as e:
+        t.ok(False, f"exception: {e!r}")
+        t.diag(log_tail(p))
+    finally:
+        p.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
