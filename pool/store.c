@@ -1693,8 +1693,8 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 	if (!t)
 		return -ENOMEM;
 	store_rq_init(&q, s, t, f);
-	store_lock_stripes(s, f->id, keep, (old_size - 1) / sb > keep ? (old_size - 1) / sb : keep, 1,
-			   &set);
+	store_lock_stripes(s, f->id, keep, (old_size - 1) / sb > keep ? (old_size - 1) / sb : keep,
+			   1, &set);
 	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
 		if (!pos_live(&q, p))
 			continue; /* a rebuild or resync cuts it later */
