@@ -75,6 +75,13 @@ bool pool_meta_fenced(struct pool_meta *m);
  * open (SQLite's EXCLUSIVE locking mode), saving the lock calls of every
  * transaction.  Nothing else can open the replicas until pool_meta_close. */
 int pool_meta_exclusive(struct pool_meta *m);
+/* Also one node only, from pool_meta_exclusive on: creates are committed
+ * in windows (several creates per transaction, each acknowledged once its
+ * record is in every replica's meta.log, so kill -9 loses none; the next
+ * open replays them).  A window commits after `ns` nanoseconds or
+ * `max_creates` creates (defaults 10 ms and 1024), before any other change,
+ * sync or close.  Tests only: other bounds; max_creates 0 turns windows off. */
+void pool_meta_set_window(struct pool_meta *m, int64_t ns, uint32_t max_creates);
 /* False when no inode of the store has an extended attribute: getxattr of
  * any inode is -ENODATA and listxattr empty, answered without a query (ls -l
  * asks every file for security.selinux).  Read without the lock; turns
