@@ -55,6 +55,11 @@
  * alone and the others commit.  Everyone is answered after the COMMIT, so
  * "acknowledged" still means "in every live replica's WAL".  A batch of
  * one runs exactly as a lone call (BEGIN at its first write).
+ *
+ * Create windows (one node): creates are also batched over time -- the
+ * transaction stays open across them for up to 10 ms, each acknowledged
+ * once its record is in every live replica's meta.log, which the next
+ * open replays if the window never committed; see "create windows".
  */
 #include "pool/meta.h"
 

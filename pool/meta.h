@@ -23,7 +23,10 @@
  * Concurrency: every function is thread-safe (one internal mutex; SQLite
  * is fast enough for metadata at FUSE rates, and fs/ caches attributes).
  * Calls that arrive while others run are batched into one transaction
- * (group commit); each is answered once that transaction committed.
+ * (group commit); each is answered once that transaction committed --
+ * or, with one node, a create once its record is in every replica's
+ * meta.log (create windows, pool_meta_set_window): the next open replays
+ * a window that never committed, so kill -9 loses no answered create.
  */
 #ifndef SPACEFS_POOL_META_H
 #define SPACEFS_POOL_META_H
