@@ -1306,14 +1306,14 @@ static void run_batch(struct pool_meta *m, struct call *list)
 		}
 		if (m->in_txn)
 			rollback_all(m);
-		if (rc == META_RETRY) { /* the held creates are replayed, the batch's run again */
+		if (m->failover && failover(m) > 0)
+			rc = META_RETRY; /* on the mirrors, now connections */
+		if (rc == META_RETRY) {	 /* the held creates are replayed, the batch's run again */
 			m->win.len = m->win.batch_len;
 			m->win.nrec = m->win.batch_nrec;
 		} else {
 			window_reset(m);
 		}
-		if (m->failover && failover(m) > 0)
-			rc = META_RETRY; /* on the mirrors, now connections */
 	} while (rc == META_RETRY);
 }
 

@@ -1805,6 +1805,38 @@ static void test_window_damaged_record(void **state)
 	munmap(ino, 4096);
 }
 
+/* The mirrors' source fails at the commit of a batch that ends a held
+ * window (an unlink after creates): the batch runs again on the mirrors,
+ * now connections, with the held creates replayed first -- every create
+ * answered before the failure is there after a reopen, and the unlink. */
+static void test_window_failover(void **state)
+{
+	struct fix *f = *state;
+	struct pool_inode out;
+	uint64_t ino[40];
+
+	open_n(f, NREP);
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	uint64_t txn = pool_meta_txn(f->m);
+	mk_many(f, "h", 40, ino);
+	assert_int_equal(pool_meta_txn(f->m), txn); /* all held */
+	break_wal(f->dir[0]);
+	assert_int_equal(pool_meta_unlink(f->m, ROOT, "h7", NOW(20), &out), 0);
+	assert_int_equal(out.ino, ino[7]);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP - 1);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1); /* the creates and the unlink */
+	close_m(f);
+	open_n(f, NREP);
+	for (int i = 0; i < 40; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "h%d", i);
+		assert_int_equal(look(f->m, ROOT, name), i == 7 ? 0 : ino[i]);
+	}
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+}
+
 /* A window ends on time without any later call (the timer), before a
  * write that is not a create, and reads inside it see the held creates. */
 static void test_window_ends(void **state)
@@ -2105,6 +2137,7 @@ int main(void)
 	    T(test_window_replayed_after_crash),
 	    T(test_window_damaged_record),
 	    T(test_window_ends),
+	    T(test_window_failover),
 	    T(test_busy_read_keeps_replica),
 	    T(test_busy_begin_keeps_replica),
 	    T(test_concurrency),
