@@ -473,11 +473,25 @@ static void tee_sync(struct walbuf_file *f)
 	}
 }
 
-/* A write to the real file, then the same to every mirror. */
+/* The largest write handed to the real file at once.  SQLite's unix VFS
+ * never expects more than a page (64 KiB at most): its seekAndWrite masks
+ * the length to 17 bits, so a coalesced write of 128 KiB or more came back
+ * short and the COMMIT failed with SQLITE_FULL ("database or disk is
+ * full"), dropping every replica -- seen with create windows, whose
+ * commits can be hundreds of KiB. */
+#define WALBUF_CHUNK 65536
+
+/* A write to the real file (in chunks it accepts), then the same to every
+ * mirror. */
 static int write_real(struct walbuf_file *f, const void *buf, int n, sqlite3_int64 off)
 {
-	int rc = f->real->pMethods->xWrite(f->real, buf, n, off);
+	int rc = SQLITE_OK;
 
+	for (int done = 0; rc == SQLITE_OK && done < n;) {
+		int k = n - done < WALBUF_CHUNK ? n - done : WALBUF_CHUNK;
+		rc = f->real->pMethods->xWrite(f->real, (const char *)buf + done, k, off + done);
+		done += k;
+	}
 	if (rc == SQLITE_OK)
 		tee_write(f, buf, (size_t)n, off);
 	return rc;
@@ -706,9 +720,11 @@ static int walbuf_flush(struct replica *r)
 	if (sqlite3_file_control(r->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
 	    !file || file->pMethods != &walbuf_methods)
 		return 0;
-	if (walbuf_flush_file(WB(file)) == SQLITE_OK)
+	int rc = walbuf_flush_file(WB(file));
+	if (rc == SQLITE_OK)
 		return 0;
-	snprintf(r->why, sizeof(r->why), "writing the WAL: %s", strerror(errno));
+	/* SQLite's code, not errno: errno may be anything by now */
+	snprintf(r->why, sizeof(r->why), "writing the WAL: %s", sqlite3_errstr(rc));
 	return -EIO;
 }
 

@@ -1837,6 +1837,33 @@ static void test_window_failover(void **state)
 	assert_replicas_equal(f, NREP);
 }
 
+/* A window of creates with long names commits hundreds of KiB of WAL at
+ * once.  The VFS layer's coalesced write was handed to SQLite's unix VFS
+ * whole, which writes at most 128 KiB - 1 per call: the COMMIT failed with
+ * "database or disk is full" and every replica was dropped. */
+static void test_window_big_commit(void **state)
+{
+	struct fix *f = *state;
+	char name[POOL_META_NAME_MAX + 1];
+
+	open_n(f, NREP);
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	uint64_t txn = pool_meta_txn(f->m);
+	for (int i = 0; i < 400; i++) {
+		snprintf(name, sizeof(name), "%04d", i);
+		memset(name + 4, 'a' + i % 26, POOL_META_NAME_MAX - 4);
+		name[POOL_META_NAME_MAX] = '\0';
+		mk(f->m, ROOT, name, S_IFREG | 0644);
+	}
+	assert_int_equal(pool_meta_sync(f->m), 0);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+	assert_int_equal(sql_int(f->db[0], "SELECT count(*) FROM dentries"), 400);
+}
+
 /* A window ends on time without any later call (the timer), before a
  * write that is not a create, and reads inside it see the held creates. */
 static void test_window_ends(void **state)
@@ -2138,6 +2165,7 @@ int main(void)
 	    T(test_window_damaged_record),
 	    T(test_window_ends),
 	    T(test_window_failover),
+	    T(test_window_big_commit),
 	    T(test_busy_read_keeps_replica),
 	    T(test_busy_begin_keeps_replica),
 	    T(test_concurrency),
