@@ -2080,7 +2080,10 @@ static void windows_on(struct pool_meta *m)
 		if (!r->live || r->logfd >= 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/meta.log", r->dir);
-		r->logfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		/* Emptied: no window is held now (the callers ended it, and the
+		 * open replayed the last session's), and records left by an
+		 * older volume of the same name must never meet a matching txn. */
+		r->logfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (r->logfd < 0) {
 			say("metadata replica %s: cannot open meta.log (%s); creates commit one "
 			    "by one",
