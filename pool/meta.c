@@ -55,6 +55,11 @@
  * alone and the others commit.  Everyone is answered after the COMMIT, so
  * "acknowledged" still means "in every live replica's WAL".  A batch of
  * one runs exactly as a lone call (BEGIN at its first write).
+ *
+ * Create windows (one node): creates are also batched over time -- the
+ * transaction stays open across them for up to 10 ms, each acknowledged
+ * once its record is in every live replica's meta.log, which the next
+ * open replays if the window never committed; see "create windows".
  */
 #include "pool/meta.h"
 
@@ -91,11 +96,16 @@
 #define META_XATTR_SIZE_MAX 65536
 #define META_XATTR_LIST_MAX 65536
 #define META_SYMLINK_MAX    4095
-#define META_BATCH	    64		    /* rows copied out per lock hold in listings */
-#define META_MAX_DEPTH	    1000000	    /* bound on parent walks of a damaged tree */
-#define META_RETRY	    (-100000)	    /* internal: reader dropped, run the call again */
-#define META_PATH_MAX	    (PATH_MAX + 64) /* a replica path plus our suffixes */
-#define META_WAL_BYTES	    (8 << 20)	    /* WAL size that triggers a checkpoint */
+#define META_BATCH	    64		     /* rows copied out per lock hold in listings */
+#define META_MAX_DEPTH	    1000000	     /* bound on parent walks of a damaged tree */
+#define META_RETRY	    (-100000)	     /* internal: reader dropped, run the call again */
+#define META_PATH_MAX	    (PATH_MAX + 64)  /* a replica path plus our suffixes */
+#define META_WAL_BYTES	    (8 << 20)	     /* WAL size that triggers a checkpoint */
+#define META_WINDOW_NS	    (10 * 1000000LL) /* a held window commits after this long */
+#define META_WINDOW_RECS    1024u	     /* ... or after this many creates */
+#define META_LOG_MAGIC	    0x4c4d5053u	     /* "SPML": a record of meta.log */
+#define META_LOG_VERSION    1
+#define META_LOG_HDR	    104 /* bytes before the name (docs/FORMAT.md, meta.log) */
 
 /* ---- schema and statements ------------------------------------------------ */
 
@@ -243,6 +253,7 @@ struct replica {
 	sqlite3_stmt *st[ST_COUNT];
 	bool live;
 	bool mirror;		  /* no connection: gets the first replica's bytes (mirror_all) */
+	int logfd;		  /* <dir>/meta.log while windows are on, else -1 */
 	enum replica_state state; /* as found by pool_meta_open */
 	uint64_t txn, next_ino;	  /* as found by pool_meta_open */
 	char why[256];		  /* why it is bad or was dropped */
@@ -287,7 +298,29 @@ struct pool_meta {
 	struct {
 		uint64_t next_ino;
 		int64_t dinodes;
-	} pending; /* effects of the running call, applied to the fields above on commit */
+	} pending;	  /* effects of the running call, applied to the fields above on commit */
+	uint64_t nwrites; /* successful wr() calls, to tell which calls wrote */
+	/* The create window (one node, see "Create windows" below): creates
+	 * held in the open transaction, each one also a record in buf, which
+	 * is what every live replica's meta.log holds from offset 0. */
+	bool window_ok;	   /* exclusive, and every live replica has its log open */
+	int64_t window_ns; /* bounds of a window (pool_meta_set_window) */
+	uint32_t window_recs;
+	bool replaying; /* creates run from records: do not record them again */
+	struct {
+		char *buf;
+		size_t len, cap;
+		size_t batch_len; /* len before the running batch */
+		uint32_t nrec, batch_nrec;
+		int64_t since;	  /* CLOCK_MONOTONIC ns of the first held create */
+		bool must_commit; /* a record could not be kept: commit at the end */
+	} win;
+	/* The thread that commits a window nobody else ends in time. */
+	pthread_t timer;
+	bool timer_on, timer_stop;
+	pthread_mutex_t tlock;
+	pthread_cond_t tcond;
+	atomic_llong win_since; /* win.since, for the timer; 0: no window held */
 	struct replica r[POOL_META_MAX_REPLICAS];
 };
 
@@ -440,11 +473,25 @@ static void tee_sync(struct walbuf_file *f)
 	}
 }
 
-/* A write to the real file, then the same to every mirror. */
+/* The largest write handed to the real file at once.  SQLite's unix VFS
+ * never expects more than a page (64 KiB at most): its seekAndWrite masks
+ * the length to 17 bits, so a coalesced write of 128 KiB or more came back
+ * short and the COMMIT failed with SQLITE_FULL ("database or disk is
+ * full"), dropping every replica -- seen with create windows, whose
+ * commits can be hundreds of KiB. */
+#define WALBUF_CHUNK 65536
+
+/* A write to the real file (in chunks it accepts), then the same to every
+ * mirror. */
 static int write_real(struct walbuf_file *f, const void *buf, int n, sqlite3_int64 off)
 {
-	int rc = f->real->pMethods->xWrite(f->real, buf, n, off);
+	int rc = SQLITE_OK;
 
+	for (int done = 0; rc == SQLITE_OK && done < n;) {
+		int k = n - done < WALBUF_CHUNK ? n - done : WALBUF_CHUNK;
+		rc = f->real->pMethods->xWrite(f->real, (const char *)buf + done, k, off + done);
+		done += k;
+	}
 	if (rc == SQLITE_OK)
 		tee_write(f, buf, (size_t)n, off);
 	return rc;
@@ -673,9 +720,11 @@ static int walbuf_flush(struct replica *r)
 	if (sqlite3_file_control(r->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
 	    !file || file->pMethods != &walbuf_methods)
 		return 0;
-	if (walbuf_flush_file(WB(file)) == SQLITE_OK)
+	int rc = walbuf_flush_file(WB(file));
+	if (rc == SQLITE_OK)
 		return 0;
-	snprintf(r->why, sizeof(r->why), "writing the WAL: %s", strerror(errno));
+	/* SQLite's code, not errno: errno may be anything by now */
+	snprintf(r->why, sizeof(r->why), "writing the WAL: %s", sqlite3_errstr(rc));
 	return -EIO;
 }
 
@@ -986,6 +1035,7 @@ static int wr(struct pool_meta *m, enum stmt s, int expect, const struct arg *a,
 		have_ref = true;
 		m->wrote = true;
 	}
+	m->nwrites++;
 	return nsql(m) ? 0 : -EIO;
 }
 
@@ -1070,6 +1120,8 @@ static int run_saved(struct pool_meta *m, struct call *c)
 
 static void run_batch(struct pool_meta *m, struct call *list);
 static int failover(struct pool_meta *m);
+static int op_create(struct pool_meta *m, void *arg);
+static int replay_held(struct pool_meta *m);
 
 static void run_alone(struct pool_meta *m, struct call *list)
 {
@@ -1081,37 +1133,182 @@ static void run_alone(struct pool_meta *m, struct call *list)
 	}
 }
 
+/* ---- create windows (one node) ------------------------------------------------
+ *
+ * Why.  With one creator nothing overlaps, so group commit has nothing to
+ * batch: every create paid a COMMIT of its own (eight WAL frames, their
+ * checksums, one WAL append per replica), about half of the daemon's CPU
+ * per create (docs/BENCHMARKS.md, fourth round).  So, as ext4's journal
+ * does, creates are batched over time instead: the write transaction stays
+ * open across creates (a "window") and commits after META_WINDOW_NS or
+ * META_WINDOW_RECS creates, before any call that writes something else,
+ * before every sync, checkpoint, replica copy or close.  Reads run on the
+ * same connection, inside the transaction, so they see every held create.
+ *
+ * The guarantee stays: an acknowledged create survives kill -9.  Before a
+ * held create is answered, a small record of it (its arguments and inode
+ * number, CRC32C) is written to <dir>/meta.log on every live replica --
+ * one pwrite of about 150 bytes each instead of a COMMIT.  The records of
+ * the window in flight start at offset 0 and carry the txn the window will
+ * commit as; the next open replays those whose txn is the database's + 1
+ * (pool_meta_open -> replay_logs) and commits them, so the store comes
+ * back exactly as acknowledged.  Power loss is unchanged: neither a
+ * commit (synchronous=NORMAL) nor a record is on stable storage before a
+ * sync, and a sync commits the window first.
+ *
+ * Only with one node (pool_meta_exclusive): several nodes must see each
+ * other's commits in the files.  Anything else that writes commits the
+ * window together with its own change, so only creates are recorded. */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void window_reset(struct pool_meta *m)
+{
+	m->win.len = m->win.batch_len = 0;
+	m->win.nrec = m->win.batch_nrec = 0;
+	m->win.since = 0;
+	m->win.must_commit = false;
+	atomic_store(&m->win_since, 0);
+}
+
+/* The records added by the running batch, on every live replica's log.
+ * 0, or -1 if one could not be written (then the window commits now). */
+static int log_append(struct pool_meta *m)
+{
+	size_t off = m->win.batch_len, n = m->win.len - off;
+
+	for (uint32_t i = 0; n && i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		if (r->logfd < 0)
+			return -1;
+		for (size_t done = 0; done < n;) {
+			ssize_t w = pwrite(r->logfd, m->win.buf + off + done, n - done,
+					   (off_t)(off + done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				say("metadata replica %s: writing meta.log: %s; committing instead",
+				    r->path, w < 0 ? strerror(errno) : "short write");
+				return -1;
+			}
+			done += (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* After a batch: keep its transaction open (true), or have it committed
+ * now (false).  `other`: a call of the batch changed something that is not
+ * a create, which no record describes. */
+static bool hold_window(struct pool_meta *m, bool other)
+{
+	if (!m->window_ok || !m->in_txn || !m->wrote || other || m->win.must_commit ||
+	    m->win.nrec == 0 || m->win.nrec >= m->window_recs)
+		return false;
+	int64_t now = now_ns();
+	if (m->win.since && now - m->win.since >= m->window_ns)
+		return false;
+	if (log_append(m) < 0)
+		return false;
+	if (!m->win.since) {
+		m->win.since = now;
+		pthread_mutex_lock(&m->tlock);
+		atomic_store(&m->win_since, now);
+		pthread_cond_signal(&m->tcond);
+		pthread_mutex_unlock(&m->tlock);
+	}
+	return true;
+}
+
+/* Commit the transaction a window holds (under the store lock).  If the
+ * mirrors' source fails on the way, the held creates run again on the
+ * mirrors, now connections (as run_batch does for a batch).  The creates
+ * were answered: a commit that fails everywhere loses them from this
+ * session (the volume has no live replica left then), but their records
+ * stay in the logs for the next open. */
+static void end_window(struct pool_meta *m)
+{
+	while (m->in_txn) {
+		int rc = m->wrote ? commit_all(m) : 0;
+		if (rc == 0 && m->wrote) {
+			m->txn++;
+			m->next_ino = m->pending.next_ino;
+			m->ninodes += m->pending.dinodes;
+		}
+		if (m->in_txn)
+			rollback_all(m);
+		if (rc && m->failover && failover(m) > 0 && nsql(m)) {
+			m->pending.next_ino = m->next_ino;
+			m->pending.dinodes = 0;
+			m->wrote = false;
+			if (replay_held(m) == 0)
+				continue;
+			if (m->in_txn)
+				rollback_all(m);
+		}
+		if (rc)
+			say("metadata: committing %u held creates failed: %s", m->win.nrec,
+			    strerror(-rc));
+		break;
+	}
+	window_reset(m);
+}
+
 /* Run a batch of calls (under the store lock) as one transaction: reads on
  * the reader, writes (if any) committed on all replicas with one COMMIT
  * each, everything undone on error, and the batch run again if the reader
- * was lost half-way.  A batch of one is run exactly as a lone call: the
- * transaction begins at its first write. */
+ * was lost half-way.  A batch of one with no window held is run exactly as
+ * a lone call: the transaction begins at its first write.  With a window
+ * held, every call runs under a savepoint, so one that fails leaves the
+ * held creates alone; and the batch may leave the transaction open
+ * (hold_window). */
 static void run_batch(struct pool_meta *m, struct call *list)
 {
 	bool many = list->next != NULL;
 	int rc;
 
 	do {
-		assert(!m->in_txn);
-		m->pending.next_ino = m->next_ino;
-		m->pending.dinodes = 0;
-		m->wrote = false;
+		if (!m->in_txn) {
+			m->pending.next_ino = m->next_ino;
+			m->pending.dinodes = 0;
+			m->wrote = false;
+		}
 		rc = nsql(m) ? 0 : -EIO;
+		if (rc == 0 && !m->in_txn && m->win.nrec)
+			rc = replay_held(m); /* rolled back by a retry: the held creates again */
+		bool saved = many || m->in_txn;
+		m->win.batch_len = m->win.len;
+		m->win.batch_nrec = m->win.nrec;
 		if (rc == 0 && many && begin_all(m) != 0) {
 			/* fenced or no replica left: reads may still succeed, so
 			 * every call runs alone and meets the failure itself */
 			if (m->in_txn)
 				rollback_all(m);
+			window_reset(m);
 			run_alone(m, list);
 			return;
 		}
+		bool other = false;
 		for (struct call *c = list; c; c = c->next) {
-			c->rc = rc ? rc : many ? run_saved(m, c) : c->fn(m, c->arg);
+			uint64_t w0 = m->nwrites;
+			c->rc = rc ? rc : saved ? run_saved(m, c) : c->fn(m, c->arg);
 			if (c->rc == META_RETRY)
 				rc = META_RETRY;
-			else if (!many)
+			else if (!saved)
 				rc = c->rc;
+			if (c->rc == 0 && m->nwrites != w0 && c->fn != op_create)
+				other = true;
 		}
+		if (rc != META_RETRY && hold_window(m, other))
+			return;
 		if (rc == 0 && m->in_txn && m->wrote) {
 			rc = commit_all(m);
 			if (rc == 0) {
@@ -1127,6 +1324,12 @@ static void run_batch(struct pool_meta *m, struct call *list)
 			rollback_all(m);
 		if (m->failover && failover(m) > 0)
 			rc = META_RETRY; /* on the mirrors, now connections */
+		if (rc == META_RETRY) {	 /* the held creates are replayed, the batch's run again */
+			m->win.len = m->win.batch_len;
+			m->win.nrec = m->win.batch_nrec;
+		} else {
+			window_reset(m);
+		}
 	} while (rc == META_RETRY);
 }
 
@@ -1185,8 +1388,10 @@ static int run_call(struct pool_meta *m, op_fn fn, void *arg, bool alone)
 	pthread_mutex_lock(&m->lock);
 	if (list)
 		run_batch(m, list);
-	if (later)
+	if (later) {
+		end_window(m); /* a sync or a mode switch needs no transaction open */
 		run_alone(m, later);
+	}
 	reap_dropped(m);
 	pthread_mutex_unlock(&m->lock);
 
@@ -1548,10 +1753,13 @@ static int check_new_entry(struct pool_meta *m, uint64_t parent, const char *nam
 	return rc == -ENOENT ? 0 : rc;
 }
 
+static void win_record(struct pool_meta *m, const struct create_args *a,
+		       const struct pool_inode *given, uint64_t ino);
+
 static int op_create(struct pool_meta *m, void *arg)
 {
 	struct create_args *a = arg;
-	struct pool_inode *in = &a->in, dir;
+	struct pool_inode *in = &a->in, dir, given = a->in;
 	bool isdir = S_ISDIR(in->mode);
 	int rc = check_attrs(in);
 
@@ -1587,7 +1795,305 @@ static int op_create(struct pool_meta *m, void *arg)
 		rc = touch_dir(m, &dir, isdir ? 1 : 0, in->ctime_ns);
 	if (rc == 0) /* meta.next_ino is written once per transaction (commit_all) */
 		m->pending.dinodes++;
+	if (rc == 0 && m->window_ok && !m->replaying)
+		win_record(m, a, &given, in->ino);
 	return rc;
+}
+
+/* ---- meta.log: the records of a held window --------------------------------------- */
+
+static void put_le(char *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const char *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < n; i++)
+		v |= (uint64_t)(unsigned char)p[i] << (8 * i);
+	return v;
+}
+
+/* Append the record of a create that just succeeded to the window's
+ * buffer (written to the logs at the end of the batch, hold_window).  The
+ * arguments as the caller gave them: replaying them on the same state
+ * gives the same result, which the inode number checks. */
+static void win_record(struct pool_meta *m, const struct create_args *a,
+		       const struct pool_inode *given, uint64_t ino)
+{
+	size_t nlen = strlen(a->name), tlen = a->target ? strlen(a->target) : 0;
+	size_t len = (META_LOG_HDR + nlen + tlen + given->npos + 7) & ~(size_t)7;
+
+	if (m->win.len + len > m->win.cap) {
+		size_t cap = m->win.cap ? m->win.cap * 2 : 65536;
+		while (cap < m->win.len + len)
+			cap *= 2;
+		char *b = realloc(m->win.buf, cap);
+		if (!b) {
+			m->win.must_commit = true; /* no record: commit instead */
+			return;
+		}
+		m->win.buf = b;
+		m->win.cap = cap;
+	}
+	char *p = m->win.buf + m->win.len;
+	memset(p, 0, len);
+	put_le(p + 0, META_LOG_MAGIC, 4);
+	put_le(p + 4, META_LOG_VERSION, 2);
+	put_le(p + 8, len, 4);
+	/* 12: CRC32C of bytes 16..len, below */
+	put_le(p + 16, m->txn + 1, 8);
+	put_le(p + 24, m->win.nrec, 4);
+	put_le(p + 28, nlen, 2);
+	put_le(p + 30, tlen, 2);
+	put_le(p + 32, a->parent, 8);
+	put_le(p + 40, ino, 8);
+	put_le(p + 48, given->mode, 4);
+	put_le(p + 52, given->uid, 4);
+	put_le(p + 56, given->gid, 4);
+	put_le(p + 60, given->npos, 4);
+	put_le(p + 64, given->rdev, 8);
+	put_le(p + 72, (uint64_t)given->atime_ns, 8);
+	put_le(p + 80, (uint64_t)given->mtime_ns, 8);
+	put_le(p + 88, (uint64_t)given->ctime_ns, 8);
+	put_le(p + 96, given->size, 8);
+	memcpy(p + META_LOG_HDR, a->name, nlen);
+	if (tlen)
+		memcpy(p + META_LOG_HDR + nlen, a->target, tlen);
+	memcpy(p + META_LOG_HDR + nlen + tlen, given->disk, given->npos);
+	put_le(p + 12, layout_crc32c(p + 16, len - 16), 4);
+	m->win.len += len;
+	m->win.nrec++;
+}
+
+/* The length of the valid record at buf[off..end) that is number `seq` of
+ * the window committing as `txn`, or 0 (the end of the window's records:
+ * an older window's, a torn or damaged one, or nothing). */
+static size_t log_record_at(const char *buf, size_t off, size_t end, uint64_t txn, uint32_t seq)
+{
+	if (end - off < META_LOG_HDR || get_le(buf + off, 4) != META_LOG_MAGIC ||
+	    get_le(buf + off + 4, 2) != META_LOG_VERSION)
+		return 0;
+	const char *p = buf + off;
+	size_t len = get_le(p + 8, 4);
+	if (len < META_LOG_HDR || len > end - off || len % 8 ||
+	    META_LOG_HDR + get_le(p + 28, 2) + get_le(p + 30, 2) + get_le(p + 60, 4) > len ||
+	    get_le(p + 60, 4) > LAYOUT_MAX_POSITIONS || get_le(p + 28, 2) > POOL_META_NAME_MAX)
+		return 0;
+	if (layout_crc32c(p + 16, len - 16) != (uint32_t)get_le(p + 12, 4) ||
+	    get_le(p + 16, 8) != txn || get_le(p + 24, 4) != seq)
+		return 0;
+	return len;
+}
+
+/* Run the creates recorded in buf[0..len) (records of the window that
+ * commits as m->txn + 1) inside the open transaction.  The number run, or
+ * negative: a record that does not give the same inode as when it was
+ * acknowledged (-EIO, one line), or the call's error. */
+static int replay_records(struct pool_meta *m, const char *buf, size_t len, const char *from)
+{
+	uint32_t n = 0;
+	int rc = 0;
+
+	m->replaying = true;
+	for (size_t off = 0, rl; rc == 0 && off < len; off += rl, n++) {
+		rl = log_record_at(buf, off, len, m->txn + 1, n);
+		if (!rl)
+			break;
+		const char *p = buf + off;
+		char name[POOL_META_NAME_MAX + 1], target[4096];
+		size_t nlen = get_le(p + 28, 2), tlen = get_le(p + 30, 2);
+		struct create_args a = {.parent = get_le(p + 32, 8), .name = name};
+		uint64_t ino = get_le(p + 40, 8);
+		memcpy(name, p + META_LOG_HDR, nlen);
+		name[nlen] = 0;
+		if (tlen) {
+			if (tlen >= sizeof(target)) {
+				rc = -EIO;
+				break;
+			}
+			memcpy(target, p + META_LOG_HDR + nlen, tlen);
+			target[tlen] = 0;
+			a.target = target;
+		}
+		a.in.mode = (uint32_t)get_le(p + 48, 4);
+		a.in.uid = (uint32_t)get_le(p + 52, 4);
+		a.in.gid = (uint32_t)get_le(p + 56, 4);
+		a.in.npos = (uint32_t)get_le(p + 60, 4);
+		a.in.rdev = get_le(p + 64, 8);
+		a.in.atime_ns = (int64_t)get_le(p + 72, 8);
+		a.in.mtime_ns = (int64_t)get_le(p + 80, 8);
+		a.in.ctime_ns = (int64_t)get_le(p + 88, 8);
+		a.in.size = get_le(p + 96, 8);
+		memcpy(a.in.disk, p + META_LOG_HDR + nlen + tlen, a.in.npos);
+		m->pending.next_ino = ino;
+		rc = ino >= m->next_ino ? op_create(m, &a) : -EIO;
+		if (rc == 0 && a.in.ino != ino)
+			rc = -EIO;
+		if (rc)
+			say("metadata: %s: record %u (\"%s\" in directory %" PRIu64
+			    ", inode %" PRIu64 ") cannot be replayed: %s",
+			    from, n, name, a.parent, ino, strerror(-rc));
+	}
+	m->replaying = false;
+	return rc ? rc : (int)n;
+}
+
+/* A retry rolled the held window back: run its creates again. */
+static int replay_held(struct pool_meta *m)
+{
+	int rc = begin_all(m);
+
+	if (rc == 0)
+		rc = replay_records(m, m->win.buf, m->win.len, "held window");
+	return rc < 0 ? rc : 0;
+}
+
+/* At open: the creates a window held when the last session ended without
+ * committing them (kill -9, a crash), from the live replica whose log has
+ * the most, committed as one transaction.  0 also when there are none. */
+static int replay_logs(struct pool_meta *m, char *err, size_t errlen)
+{
+	char *best = NULL, path[META_PATH_MAX], from[META_PATH_MAX] = "";
+	size_t best_len = 0;
+	uint32_t best_n = 0;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live)
+			continue;
+		snprintf(path, sizeof(path), "%s/meta.log", r->dir);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat sb;
+		if (fd < 0 || fstat(fd, &sb) < 0 || sb.st_size <= 0 ||
+		    sb.st_size > (off_t)64 << 20) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		char *buf = malloc((size_t)sb.st_size);
+		ssize_t got = buf ? pread(fd, buf, (size_t)sb.st_size, 0) : -1;
+		close(fd);
+		size_t len = 0;
+		uint32_t n = 0;
+		for (size_t rl;
+		     got > 0 && (rl = log_record_at(buf, len, (size_t)got, m->txn + 1, n));
+		     len += rl)
+			n++;
+		if (n > best_n) {
+			free(best);
+			best = buf;
+			best_len = len;
+			best_n = n;
+			snprintf(from, sizeof(from), "%s", path);
+		} else {
+			free(buf);
+		}
+	}
+	if (!best_n)
+		return 0;
+	m->pending.next_ino = m->next_ino;
+	m->pending.dinodes = 0;
+	m->wrote = false;
+	rc = begin_all(m);
+	if (rc == 0)
+		rc = replay_records(m, best, best_len, from);
+	if (rc >= 0)
+		rc = commit_all(m);
+	if (rc == 0) {
+		m->txn++;
+		m->next_ino = m->pending.next_ino;
+		m->ninodes += m->pending.dinodes;
+		say("metadata: %u creates acknowledged but not committed when the last session "
+		    "ended replayed from %s (txn %" PRIu64 ")",
+		    best_n, from, m->txn);
+	}
+	if (m->in_txn)
+		rollback_all(m);
+	if (rc < 0)
+		snprintf(err, errlen,
+			 "metadata: cannot replay the creates recorded in %s (%s); the database is "
+			 "unchanged, moving that file aside mounts without them",
+			 from, strerror(-rc));
+	free(best);
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- the window timer ------------------------------------------------------------- */
+
+void pool_meta_set_window(struct pool_meta *m, int64_t ns, uint32_t max_creates)
+{
+	pthread_mutex_lock(&m->lock);
+	end_window(m);
+	m->window_ns = ns > 0 ? ns : META_WINDOW_NS;
+	m->window_recs = max_creates;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static int op_nothing(struct pool_meta *m, void *arg)
+{
+	(void)m;
+	(void)arg;
+	return 0;
+}
+
+/* Ends a window that no later call ended within META_WINDOW_NS. */
+static void *window_main(void *arg)
+{
+	struct pool_meta *m = arg;
+
+	pthread_mutex_lock(&m->tlock);
+	while (!m->timer_stop) {
+		int64_t since = atomic_load(&m->win_since);
+		if (!since) {
+			pthread_cond_wait(&m->tcond, &m->tlock);
+			continue;
+		}
+		int64_t due = since + m->window_ns;
+		if (now_ns() < due) {
+			struct timespec ts = {.tv_sec = due / 1000000000LL,
+					      .tv_nsec = due % 1000000000LL};
+			pthread_cond_timedwait(&m->tcond, &m->tlock, &ts);
+			continue;
+		}
+		pthread_mutex_unlock(&m->tlock);
+		run_call(m, op_nothing, NULL, true); /* an `alone` call ends the window */
+		pthread_mutex_lock(&m->tlock);
+	}
+	pthread_mutex_unlock(&m->tlock);
+	return NULL;
+}
+
+/* Windows on (one node, under the store lock): every live replica's log
+ * open, and the timer running.  Without either, creates commit as before. */
+static void windows_on(struct pool_meta *m)
+{
+	char path[META_PATH_MAX];
+
+	m->window_ok = false;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct replica *r = &m->r[i];
+		if (!r->live || r->logfd >= 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/meta.log", r->dir);
+		/* Emptied: no window is held now (the callers ended it, and the
+		 * open replayed the last session's), and records left by an
+		 * older volume of the same name must never meet a matching txn. */
+		r->logfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (r->logfd < 0) {
+			say("metadata replica %s: cannot open meta.log (%s); creates commit one "
+			    "by one",
+			    r->path, strerror(errno));
+			return;
+		}
+	}
+	if (!m->timer_on)
+		m->timer_on = pthread_create(&m->timer, NULL, window_main, m) == 0;
+	m->window_ok = m->timer_on;
 }
 
 int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,
@@ -2470,6 +2976,8 @@ static int op_exclusive(struct pool_meta *m, void *arg)
 	m->exclusive = nsql(m) > 0;
 	if (m->exclusive)
 		mirror_all(m);
+	if (m->exclusive)
+		windows_on(m);
 	return nsql(m) ? 0 : -EIO;
 }
 
@@ -3103,6 +3611,16 @@ int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->qlock, NULL);
 	pthread_cond_init(&m->qcond, NULL);
+	pthread_mutex_init(&m->tlock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* as now_ns() */
+	pthread_cond_init(&m->tcond, &ca);
+	pthread_condattr_destroy(&ca);
+	for (uint32_t i = 0; i < POOL_META_MAX_REPLICAS; i++)
+		m->r[i].logfd = -1;
+	m->window_ns = META_WINDOW_NS;
+	m->window_recs = META_WINDOW_RECS;
 	m->qtail = &m->queue;
 	m->n = ndirs;
 	rc = setup_replicas(m, dirs, err, errlen);
@@ -3113,6 +3631,9 @@ int pool_meta_open(const char *const *dirs, uint32_t ndirs, uint32_t uid, uint32
 		if (rc)
 			snprintf(err, errlen, "metadata: cannot read %s",
 				 newest(m) ? newest(m)->path : m->r[0].path);
+	}
+	if (rc == 0) {
+		rc = replay_logs(m, err, errlen);
 	}
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "metadata: out of memory");
@@ -3128,6 +3649,16 @@ void pool_meta_close(struct pool_meta *m)
 {
 	if (!m)
 		return;
+	if (m->timer_on) {
+		pthread_mutex_lock(&m->tlock);
+		m->timer_stop = true;
+		pthread_cond_signal(&m->tcond);
+		pthread_mutex_unlock(&m->tlock);
+		pthread_join(m->timer, NULL);
+	}
+	pthread_mutex_lock(&m->lock);
+	end_window(m);
+	pthread_mutex_unlock(&m->lock);
 	/* An empty WAL everywhere (the truncate reaches the mirrors), then the
 	 * reader closes first: its last writes go to the mirrors too. */
 	struct replica *p = m->teeing ? reader(m) : NULL;
@@ -3141,12 +3672,17 @@ void pool_meta_close(struct pool_meta *m)
 			close_conn(r);
 		if (r->mirror)
 			unmirror_one(m, i);
+		if (r->logfd >= 0)
+			close(r->logfd);
 		free(r->dir);
 		free(r->path);
 	}
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->qlock);
 	pthread_cond_destroy(&m->qcond);
+	pthread_mutex_destroy(&m->tlock);
+	pthread_cond_destroy(&m->tcond);
+	free(m->win.buf);
 	free(m);
 }
 
@@ -3383,6 +3919,7 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 	int rc = -ENOSPC;
 
 	pthread_mutex_lock(&m->lock);
+	end_window(m); /* the copy is of committed state */
 	if (m->teeing) /* copied from a connection, kept by statements, mirrored again below */
 		reconnect_mirrors(m, reader(m));
 	for (uint32_t i = 0; i < m->n && !src; i++)
@@ -3396,6 +3933,9 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 			m->nlive--;
 		}
 		close_conn(r);
+		if (r->logfd >= 0)
+			close(r->logfd);
+		r->logfd = -1;
 		free(r->dir);
 		free(r->path);
 		r->path = NULL;
@@ -3418,6 +3958,8 @@ int pool_meta_add_replica(struct pool_meta *m, const char *dir, char *err, size_
 	}
 	if (m->exclusive)
 		mirror_all(m);
+	if (m->exclusive)
+		windows_on(m); /* the new replica's log */
 	pthread_mutex_unlock(&m->lock);
 	if (rc < 0)
 		snprintf(err, errlen, "metadata replica %s/meta.db: %s", dir,

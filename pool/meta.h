@@ -23,7 +23,10 @@
  * Concurrency: every function is thread-safe (one internal mutex; SQLite
  * is fast enough for metadata at FUSE rates, and fs/ caches attributes).
  * Calls that arrive while others run are batched into one transaction
- * (group commit); each is answered once that transaction committed.
+ * (group commit); each is answered once that transaction committed --
+ * or, with one node, a create once its record is in every replica's
+ * meta.log (create windows, pool_meta_set_window): the next open replays
+ * a window that never committed, so kill -9 loses no answered create.
  */
 #ifndef SPACEFS_POOL_META_H
 #define SPACEFS_POOL_META_H
@@ -75,6 +78,13 @@ bool pool_meta_fenced(struct pool_meta *m);
  * open (SQLite's EXCLUSIVE locking mode), saving the lock calls of every
  * transaction.  Nothing else can open the replicas until pool_meta_close. */
 int pool_meta_exclusive(struct pool_meta *m);
+/* Also one node only, from pool_meta_exclusive on: creates are committed
+ * in windows (several creates per transaction, each acknowledged once its
+ * record is in every replica's meta.log, so kill -9 loses none; the next
+ * open replays them).  A window commits after `ns` nanoseconds or
+ * `max_creates` creates (defaults 10 ms and 1024), before any other change,
+ * sync or close.  Tests only: other bounds; max_creates 0 turns windows off. */
+void pool_meta_set_window(struct pool_meta *m, int64_t ns, uint32_t max_creates);
 /* False when no inode of the store has an extended attribute: getxattr of
  * any inode is -ENODATA and listxattr empty, answered without a query (ls -l
  * asks every file for security.selinux).  Read without the lock; turns

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -1592,9 +1594,9 @@ static void test_mirrors_identical(void **state)
 }
 
 /* The mirrors' source fails (its WAL now answers ENOSPC): it is dropped,
- * the mirrors are opened as connections of their own, and the create that
- * met the failure is run again there -- acknowledged, so present after a
- * reopen, as is everything before. */
+ * the mirrors are opened as connections of their own, and the create
+ * window that met the failure at its commit (the sync) is run again there
+ * -- acknowledged, so present after a reopen, as is everything before. */
 static void test_mirror_source_fails(void **state)
 {
 	struct fix *f = *state;
@@ -1607,12 +1609,14 @@ static void test_mirror_source_fails(void **state)
 	break_wal(f->dir[0]);
 	capture_begin(&c);
 	uint64_t b = mk(f->m, ROOT, "b", S_IFREG | 0644);
+	assert_int_equal(pool_meta_sync(f->m), 0); /* commits the window: meets the failure */
 	char *log = capture_end(&c);
 	assert_non_null(strstr(log, f->db[0]));
 	assert_non_null(strstr(log, "dropped"));
 	free(log);
 	assert_int_equal(pool_meta_live_replicas(f->m), NREP - 1);
 	mk_many(f, "c", 20, NULL);
+	assert_int_equal(pool_meta_sync(f->m), 0); /* the last window committed */
 	uint64_t txn = pool_meta_txn(f->m);
 	close_m(f);
 	check_consistency(f->db[1]);
@@ -1639,6 +1643,7 @@ static void test_mirror_write_fails(void **state)
 	break_wal(f->dir[2]);
 	capture_begin(&c);
 	uint64_t b = mk(f->m, ROOT, "b", S_IFREG | 0644);
+	assert_int_equal(pool_meta_sync(f->m), 0); /* commits the window: meets the failure */
 	char *log = capture_end(&c);
 	assert_non_null(strstr(log, f->db[2]));
 	assert_non_null(strstr(log, "dropped: mirror write"));
@@ -1652,6 +1657,237 @@ static void test_mirror_write_fails(void **state)
 	assert_true(look(f->m, ROOT, "c9") > 0);
 	close_m(f);
 	assert_replicas_equal(f, NREP);
+}
+
+/* Create windows (one node): creates held in an open transaction, each
+ * with a record in meta.log.  A child process opens the store, creates,
+ * and ends with _exit -- like kill -9, no close, nothing committed after
+ * the last window began, the page cache keeps what it wrote.  The next
+ * open replays the records: every acknowledged create is there with its
+ * inode number, and every replica equal. */
+static void window_child(struct fix *f, int nfiles, uint64_t *ino, uint64_t *dir, uint64_t *lnk)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct pool_meta *m;
+		char err[512], name[32];
+		if (pool_meta_open(f->dirs, NREP, 1000, 100, &m, err, sizeof(err)) ||
+		    pool_meta_exclusive(m))
+			_exit(2);
+		pool_meta_set_window(m, 3600 * 1000000000LL, 100000); /* one window */
+		struct pool_inode in = {.mode = S_IFREG | 0644};
+		if (pool_meta_create(m, ROOT, "committed", &in, NULL))
+			_exit(3);
+		if (pool_meta_sync(m)) /* commits: from here on, a window */
+			_exit(4);
+		for (int i = 0; i < nfiles; i++) {
+			snprintf(name, sizeof(name), "w%d", i);
+			in = (struct pool_inode){.mode = S_IFREG | 0644, .uid = 7, .npos = 2};
+			in.disk[1] = 5;
+			if (pool_meta_create(m, ROOT, name, &in, NULL))
+				_exit(5);
+			ino[i] = in.ino;
+			in = (struct pool_inode){.mode = S_IFREG | 0644};
+			if (pool_meta_create(m, ROOT, name, &in, NULL) != -EEXIST) /* fails alone */
+				_exit(6);
+		}
+		in = (struct pool_inode){.mode = S_IFDIR | 0755};
+		if (pool_meta_create(m, ROOT, "wd", &in, NULL))
+			_exit(7);
+		*dir = in.ino;
+		in = (struct pool_inode){.mode = S_IFLNK | 0777};
+		if (pool_meta_create(m, *dir, "wl", &in, "../w0"))
+			_exit(8);
+		*lnk = in.ino;
+		_exit(0); /* no close: the window is never committed */
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void *shared_page(size_t n)
+{
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+static void test_window_replayed_after_crash(void **state)
+{
+	struct fix *f = *state;
+	struct capture c;
+	uint64_t *ino = shared_page(4096), *dir = ino + 400, *lnk = ino + 401;
+	char name[32], buf[64];
+
+	open_n(f, NREP);
+	uint64_t txn = pool_meta_txn(f->m);
+	close_m(f);
+	window_child(f, 300, ino, dir, lnk);
+	for (int i = 0; i < NREP; i++) /* the window never reached the databases */
+		assert_int_equal(sql_int(f->db[i], "SELECT count(*) FROM dentries"), 1);
+	capture_begin(&c);
+	open_n(f, NREP);
+	char *log = capture_end(&c);
+	assert_non_null(strstr(log, "302 creates acknowledged but not committed"));
+	free(log);
+	assert_int_equal(pool_meta_txn(f->m), txn + 2); /* "committed", then the replay */
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "w%d", i);
+		assert_int_equal(look(f->m, ROOT, name), ino[i]);
+		struct pool_inode in = get(f->m, ino[i]);
+		assert_int_equal(in.uid, 7);
+		assert_int_equal(in.npos, 2);
+		assert_int_equal(in.disk[1], 5);
+	}
+	assert_int_equal(look(f->m, ROOT, "wd"), *dir);
+	assert_int_equal(look(f->m, *dir, "wl"), *lnk);
+	assert_int_equal(pool_meta_readlink(f->m, *lnk, buf, sizeof(buf)), 5);
+	assert_int_equal(get(f->m, *dir).nlink, 2);
+	assert_int_equal(get(f->m, ROOT).nlink, 3);
+	/* new inodes continue after the replayed ones */
+	uint64_t after = mk(f->m, ROOT, "after", S_IFREG | 0644);
+	assert_true(after > *lnk);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+	for (int i = 0; i < NREP; i++)
+		check_consistency(f->db[i]);
+	/* replayed once: a second open finds nothing left to replay */
+	capture_begin(&c);
+	open_n(f, NREP);
+	log = capture_end(&c);
+	assert_null(strstr(log, "replayed"));
+	free(log);
+	assert_int_equal(look(f->m, ROOT, "after"), after);
+	munmap(ino, 4096);
+}
+
+/* A damaged record ends the replay there, on every replica alike (the
+ * longest valid run of records wins): the creates before it come back,
+ * none after it, and the store stays consistent. */
+static void test_window_damaged_record(void **state)
+{
+	struct fix *f = *state;
+	uint64_t *ino = shared_page(4096), *dir = ino + 400, *lnk = ino + 401;
+	char path[PATH_MAX + 16], name[32];
+
+	window_child(f, 20, ino, dir, lnk);
+	/* record 10 (w10) of each log: flip a byte of its name */
+	for (int i = 0; i < NREP; i++) {
+		snprintf(path, sizeof(path), "%s/meta.log", f->dir[i]);
+		FILE *fp = fopen(path, "r+b");
+		assert_non_null(fp);
+		char rec[65536];
+		size_t n = fread(rec, 1, sizeof(rec), fp), off = 0;
+		for (int k = 0; k < 10; k++) {
+			uint32_t len;
+			memcpy(&len, rec + off + 8, 4);
+			off += len;
+		}
+		assert_true(off + 110 < n);
+		rec[off + 105] ^= 0x20;
+		fseek(fp, 0, SEEK_SET);
+		assert_int_equal(fwrite(rec, 1, n, fp), n);
+		fclose(fp);
+	}
+	open_n(f, NREP);
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "w%d", i);
+		assert_int_equal(look(f->m, ROOT, name), i < 10 ? ino[i] : 0);
+	}
+	assert_int_equal(look(f->m, ROOT, "wd"), 0);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+	check_consistency(f->db[0]);
+	munmap(ino, 4096);
+}
+
+/* The mirrors' source fails at the commit of a batch that ends a held
+ * window (an unlink after creates): the batch runs again on the mirrors,
+ * now connections, with the held creates replayed first -- every create
+ * answered before the failure is there after a reopen, and the unlink. */
+static void test_window_failover(void **state)
+{
+	struct fix *f = *state;
+	struct pool_inode out;
+	uint64_t ino[40];
+
+	open_n(f, NREP);
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	uint64_t txn = pool_meta_txn(f->m);
+	mk_many(f, "h", 40, ino);
+	assert_int_equal(pool_meta_txn(f->m), txn); /* all held */
+	break_wal(f->dir[0]);
+	assert_int_equal(pool_meta_unlink(f->m, ROOT, "h7", NOW(20), &out), 0);
+	assert_int_equal(out.ino, ino[7]);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP - 1);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1); /* the creates and the unlink */
+	close_m(f);
+	open_n(f, NREP);
+	for (int i = 0; i < 40; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "h%d", i);
+		assert_int_equal(look(f->m, ROOT, name), i == 7 ? 0 : ino[i]);
+	}
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+}
+
+/* A window of creates with long names commits hundreds of KiB of WAL at
+ * once.  The VFS layer's coalesced write was handed to SQLite's unix VFS
+ * whole, which writes at most 128 KiB - 1 per call: the COMMIT failed with
+ * "database or disk is full" and every replica was dropped. */
+static void test_window_big_commit(void **state)
+{
+	struct fix *f = *state;
+	char name[POOL_META_NAME_MAX + 1];
+
+	open_n(f, NREP);
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	uint64_t txn = pool_meta_txn(f->m);
+	for (int i = 0; i < 400; i++) {
+		snprintf(name, sizeof(name), "%04d", i);
+		memset(name + 4, 'a' + i % 26, POOL_META_NAME_MAX - 4);
+		name[POOL_META_NAME_MAX] = '\0';
+		mk(f->m, ROOT, name, S_IFREG | 0644);
+	}
+	assert_int_equal(pool_meta_sync(f->m), 0);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1);
+	assert_int_equal(pool_meta_live_replicas(f->m), NREP);
+	close_m(f);
+	assert_replicas_equal(f, NREP);
+	assert_int_equal(sql_int(f->db[0], "SELECT count(*) FROM dentries"), 400);
+}
+
+/* A window ends on time without any later call (the timer), before a
+ * write that is not a create, and reads inside it see the held creates. */
+static void test_window_ends(void **state)
+{
+	struct fix *f = *state;
+	struct pool_inode out;
+
+	open_n(f, NREP);
+	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	uint64_t txn = pool_meta_txn(f->m);
+	uint64_t a = mk(f->m, ROOT, "a", S_IFREG | 0644);
+	assert_int_equal(look(f->m, ROOT, "a"), a); /* read inside the window */
+	assert_int_equal(pool_meta_txn(f->m), txn); /* held */
+	for (int i = 0; i < 100 && pool_meta_txn(f->m) == txn; i++)
+		usleep(10000);
+	assert_int_equal(pool_meta_txn(f->m), txn + 1); /* the timer committed it */
+	uint64_t b = mk(f->m, ROOT, "b", S_IFREG | 0644);
+	assert_int_equal(pool_meta_unlink(f->m, ROOT, "a", NOW(20), &out), 0);
+	assert_int_equal(pool_meta_txn(f->m), txn + 2); /* "b" and the unlink, together */
+	assert_int_equal(out.ino, a);
+	close_m(f);
+	open_n(f, NREP);
+	assert_int_equal(look(f->m, ROOT, "a"), 0);
+	assert_int_equal(look(f->m, ROOT, "b"), b);
 }
 
 /* A replica that is only busy (another connection held a lock past the
@@ -1925,6 +2161,11 @@ int main(void)
 	    T(test_mirrors_identical),
 	    T(test_mirror_source_fails),
 	    T(test_mirror_write_fails),
+	    T(test_window_replayed_after_crash),
+	    T(test_window_damaged_record),
+	    T(test_window_ends),
+	    T(test_window_failover),
+	    T(test_window_big_commit),
 	    T(test_busy_read_keeps_replica),
 	    T(test_busy_begin_keeps_replica),
 	    T(test_concurrency),
