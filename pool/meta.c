@@ -1205,6 +1205,20 @@ static int log_append(struct pool_meta *m)
 	return 0;
 }
 
+static void *window_main(void *arg);
+
+/* The window timer runs from the first window held, not from windows_on:
+ * the daemon opens its volumes before fuse_daemonize forks, and a thread
+ * started then does not exist in the child (which would hold windows no
+ * timer ends, then hang at close joining it and destroying a condition
+ * variable the lost thread was waiting on).  Under the store lock. */
+static bool timer_start(struct pool_meta *m)
+{
+	if (!m->timer_on)
+		m->timer_on = pthread_create(&m->timer, NULL, window_main, m) == 0;
+	return m->timer_on;
+}
+
 /* After a batch: keep its transaction open (true), or have it committed
  * now (false).  `other`: a call of the batch changed something that is not
  * a create, which no record describes. */
@@ -1215,6 +1229,8 @@ static bool hold_window(struct pool_meta *m, bool other)
 		return false;
 	int64_t now = now_ns();
 	if (m->win.since && now - m->win.since >= m->window_ns)
+		return false;
+	if (!timer_start(m))
 		return false;
 	if (log_append(m) < 0)
 		return false;
@@ -2017,7 +2033,8 @@ static int replay_logs(struct pool_meta *m, char *err, size_t errlen)
 	if (rc < 0)
 		snprintf(err, errlen,
 			 "metadata: cannot replay the creates recorded in %s (%s); the database is "
-			 "unchanged, moving that file aside mounts without them",
+			 "unchanged, moving meta.log aside in every metadata replica's directory "
+			 "mounts without them",
 			 from, strerror(-rc));
 	free(best);
 	return rc < 0 ? rc : 0;
@@ -2069,7 +2086,8 @@ static void *window_main(void *arg)
 }
 
 /* Windows on (one node, under the store lock): every live replica's log
- * open, and the timer running.  Without either, creates commit as before. */
+ * open.  Without them (or without a timer thread, timer_start), creates
+ * commit as before. */
 static void windows_on(struct pool_meta *m)
 {
 	char path[META_PATH_MAX];
@@ -2091,9 +2109,7 @@ static void windows_on(struct pool_meta *m)
 			return;
 		}
 	}
-	if (!m->timer_on)
-		m->timer_on = pthread_create(&m->timer, NULL, window_main, m) == 0;
-	m->window_ok = m->timer_on;
+	m->window_ok = true; /* the timer starts with the first window (timer_start) */
 }
 
 int pool_meta_create(struct pool_meta *m, uint64_t parent, const char *name, struct pool_inode *in,

@@ -1864,6 +1864,50 @@ static void test_window_big_commit(void **state)
 	assert_int_equal(sql_int(f->db[0], "SELECT count(*) FROM dentries"), 400);
 }
 
+/* spacefs opens its volumes (and turns windows on) before fuse_daemonize
+ * forks and the parent exits.  In the child a held window must still end
+ * on time and close must return (the timer thread started before the fork
+ * did not exist there: windows never ended by time, and close hung). */
+static void test_window_after_daemonize(void **state)
+{
+	struct fix *f = *state;
+	int *res = shared_page(4096);
+
+	res[0] = res[1] = res[2] = -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct pool_meta *m;
+		char err[512];
+		if (pool_meta_open(f->dirs, NREP, 1000, 100, &m, err, sizeof(err)) ||
+		    pool_meta_exclusive(m))
+			_exit(2);
+		uint64_t txn = pool_meta_txn(m);
+		pid_t d = fork(); /* as fuse_daemonize: the parent exits */
+		if (d != 0)
+			_exit(d > 0 ? 0 : 3);
+		struct pool_inode in = {.mode = S_IFREG | 0644};
+		res[2] = pool_meta_create(m, ROOT, "a", &in, NULL);
+		for (int i = 0; i < 100 && pool_meta_txn(m) == txn; i++)
+			usleep(10000);
+		res[0] = pool_meta_txn(m) == txn + 1; /* the timer committed it */
+		alarm(20);			      /* a hung close ends the child */
+		pool_meta_close(m);
+		res[1] = 1;
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	for (int i = 0; i < 2500 && res[1] == -1; i++) /* the grandchild */
+		usleep(10000);
+	assert_int_equal(res[2], 0);
+	assert_int_equal(res[0], 1);
+	assert_int_equal(res[1], 1);
+	munmap(res, 4096);
+}
+
 /* A window ends on time without any later call (the timer), before a
  * write that is not a create, and reads inside it see the held creates. */
 static void test_window_ends(void **state)
@@ -2166,6 +2210,7 @@ int main(void)
 	    T(test_window_ends),
 	    T(test_window_failover),
 	    T(test_window_big_commit),
+	    T(test_window_after_daemonize),
 	    T(test_busy_read_keeps_replica),
 	    T(test_busy_begin_keeps_replica),
 	    T(test_concurrency),
