@@ -60,6 +60,7 @@
  * sends control requests (W_CTL) and the namespace's operations (W_CKPT)
  * to it, answered by the same code as the owner's own.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -912,6 +913,20 @@ static int new_delta(struct fs_volume *v, const struct pool_inode *base, struct 
 	return rc;
 }
 
+/* Take layer li (not the base) out of ch: its maps freed, the layers above
+ * moved down.  The slot left past the new top is zeroed: ckpt_free frees
+ * every slot's maps, and a stale copy of the moved layer's pointers there
+ * was freed twice (unmount after merging a checkpoint below another). */
+static void chain_remove(struct chain *ch, uint32_t li)
+{
+	assert(li > 0 && li < ch->n);
+	pool_ckpt_map_free(&ch->l[li].g);
+	pool_ckpt_map_free(&ch->l[li].redo);
+	memmove(&ch->l[li], &ch->l[li + 1], (ch->n - li - 1) * sizeof(ch->l[0]));
+	ch->n--;
+	memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
+}
+
 static void drop_delta(struct fs_volume *v, const struct pool_file_map *m)
 {
 	pool_store_remove(v->store, m);
@@ -1262,11 +1277,7 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 			}
 			if (rc == 0) {
 				struct pool_file_map m = L->map;
-				pool_ckpt_map_free(&L->g);
-				pool_ckpt_map_free(&L->redo);
-				memmove(&ch->l[li], &ch->l[li + 1],
-					(ch->n - (uint32_t)li - 1) * sizeof(*L));
-				ch->n--;
+				chain_remove(ch, (uint32_t)li);
 				drop_delta(v, &m);
 				li = 0;
 			}
@@ -1454,9 +1465,7 @@ static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
 	if (li <= 0)
 		return;
 	load_drop(ld, ch->l[li].map.id);
-	pool_ckpt_map_free(&ch->l[li].g);
-	memmove(&ch->l[li], &ch->l[li + 1], (ch->n - (uint32_t)li - 1) * sizeof(ch->l[0]));
-	ch->n--;
+	chain_remove(ch, (uint32_t)li);
 }
 
 static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)

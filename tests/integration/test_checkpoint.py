@@ -246,7 +246,7 @@ def one_layout(t, p, vol, seed):
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: live file reads the newest data")
     w.stop()
     t.ok(w.error is None, f"{vol}: writer ran without error ({w.error})")
-    p.mounts[-1].stop()
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount with checkpoints")
     p.mount()
     check_ckpt("after remount")
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: live file exact after remount")
@@ -272,7 +272,7 @@ def one_layout(t, p, vol, seed):
     logs = glob.glob(os.path.join(p.dir, "d*", "vol", vol, "ckpt"))
     t.ok(logs and all(os.path.getsize(l) < 64 for l in logs),
          f"{vol}: checkpoint log compacted to one record on {len(logs)} metadata disks")
-    p.mounts[-1].stop()
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount after the merges")
     p.mount()
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: file exact after merge and remount")
     t.eq([(j["state"], j["checkpoint"]) for j in merge_jobs(p, vol)], [("done", "c1")],

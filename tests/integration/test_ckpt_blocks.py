@@ -21,7 +21,11 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
 4. Merge c2 first (its partial granules fold into c1's layer: into
    partial, whole, ZERO and absent granules there), check live and c1;
    then c1: the file is exact and no differencing chunk file is left.
-5. A version 1 log (the FORMAT record removed; what older builds wrote)
+5. Two checkpoints l1 < l2 of another file, the older one (l1) merged
+   first: l2 still reads its instant, and the daemon exits 0 on unmount
+   (it freed the merged layer's maps twice and died of it) and after a
+   remount l2 and the live file still read right.
+6. A version 1 log (the FORMAT record removed; what older builds wrote)
    is read as it is and rewritten as version 2; a log claiming version 3
    is refused with one clear line and the volume's data left alone (the
    next mount with the log put back reads everything).
@@ -211,7 +215,7 @@ def one(t, p, vol, seed):
     sp.write(MiB + 4096 + 1000, rng.randbytes(10))
     check("c1 and c2", [v1, v2])
 
-    p.mounts[-1].stop()
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount with two checkpoints")
     p.mount()
     check("after unmount and remount", [v1, v2])
 
@@ -234,7 +238,7 @@ def one(t, p, vol, seed):
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after both merges")
     t.eq(sha(read(sp.path)), sha(bytes(sp.model)), f"{vol}: sparse file exact after merges")
     t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no differencing data left")
-    p.mounts[-1].stop()
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount after the merges")
     p.mount()
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after a remount")
     os.unlink(f.path)
@@ -292,6 +296,30 @@ def formats(t, p, vol):
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after the merge")
 
 
+def merge_lower(t, p, vol, seed):
+    """The older of two checkpoints merged first, then unmount: the daemon
+    freed the merged layer's maps twice at exit (a stale copy of the
+    moved-down layer's pointers left in the slot past the top)."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    f = File(os.path.join(root, "lower.bin"), rng.randbytes(MiB))
+    p.spacectl("checkpoint", "create", p.source, vol, "l1", "lower.bin")
+    random_writes(f, rng, 20, 0, MiB)
+    p.spacectl("checkpoint", "create", p.source, vol, "l2", "lower.bin")
+    m2 = bytes(f.model)
+    random_writes(f, rng, 20, 0, MiB)
+    p.spacectl("checkpoint", "merge", p.source, vol, "l1", "--wait")
+    l2 = os.path.join(root, ".checkpoints", "l2", "lower.bin")
+    t.eq(sha(read(l2)), sha(m2), f"{vol}: l2 reads its instant after l1 (below it) merged")
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount after merging the lower one")
+    p.mount()
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact after the remount")
+    t.eq(sha(read(l2)), sha(m2), f"{vol}: l2 still reads its instant after the remount")
+    p.spacectl("checkpoint", "merge", p.source, vol, "l2", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact after both merges")
+    os.unlink(f.path)
+
+
 def main():
     t = Tap()
     p = Pool(ndisks=4)
@@ -301,6 +329,8 @@ def main():
         p.mount()
         one(t, p, "m2", 1)
         one(t, p, "p1", 2)
+        merge_lower(t, p, "m2", 3)
+        merge_lower(t, p, "p1", 4)
         formats(t, p, "m2")
         m = p.mounts[-1]
         rc = m.stop()
