@@ -8,6 +8,7 @@ import mmap
 import os
 import random
 import subprocess
+import time
 
 from harness import SPACECTL, SPACEFS, LAYOUTS, Pool, Tap, log_tail, make_layout_volumes, run
 
@@ -18,6 +19,22 @@ def errno_of(fn):
         return 0
     except OSError as e:
         return e.errno
+
+
+def helper_daemons(mnt):
+    """Pids of spacefs processes serving mnt (started by the mount helper)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == "spacefs" and mnt in argv[1:]:
+            pids.append(int(d))
+    return pids
 
 
 def main():
@@ -125,8 +142,19 @@ def main():
              f"mount -t fuse.spacefs works {p.stderr.strip()}")
         with open(op, "rb") as f:
             t.eq(f.read(), data, "files read through the helper-made mount")
+        helper = helper_daemons(pool.mnt)
+        t.eq(len(helper), 1, "the helper-made mount is served by one daemon in the background")
         subprocess.run(["umount", pool.mnt], check=False)
         t.ok(not os.path.ismount(pool.mnt), "umount detaches it")
+        # the background daemon (forked by fuse_daemonize) must finish: it
+        # once hung joining a thread started before the fork
+        deadline = time.monotonic() + 30
+        while helper_daemons(pool.mnt) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = helper_daemons(pool.mnt)
+        t.eq(left, [], "the background daemon exits after umount")
+        for pid in left:
+            os.kill(pid, 9)
         t.ok(m.sanitizer_report() is None, "no sanitizer report")
     except Exception as e:
         t.ok(False, f"unexpected error: {e}")
