@@ -251,6 +251,16 @@ LAYOUTS = {
 }
 
 
+def stop_clean(t, m, what="daemon exits cleanly"):
+    """Unmount m and check what every test ends with: exit status 0 and no
+    sanitizer report (the report, if any, goes to the TAP diagnostics)."""
+    t.eq(m.stop(), 0, what)
+    rep = m.sanitizer_report()
+    t.ok(rep is None, "no sanitizer report")
+    if rep:
+        t.diag(rep[-3000:])
+
+
 def make_layout_volumes(pool, interleave="64K", integrity="on", layouts=LAYOUTS):
     for name, args in layouts.items():
         pool.volume(name, args[0], *args[1:], "--interleave", interleave, "--integrity", integrity)

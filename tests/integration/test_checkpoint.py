@@ -43,7 +43,7 @@ import threading
 import time
 
 import harness
-from harness import Pool, Tap, log_tail
+from harness import Pool, Tap, log_tail, stop_clean
 
 MiB = 1 << 20
 FILE = 8 * MiB
@@ -482,13 +482,7 @@ def main():
         unmount_during_merge(t, p, "mirror2")
         backups(t, p, "mirror2")
         vhdx(t, p, "parity1")
-        m = p.mounts[-1]
-        rc = m.stop()
-        t.eq(rc, 0, "daemon exits cleanly")
-        rep = m.sanitizer_report()
-        t.ok(rep is None, "no sanitizer report")
-        if rep:
-            t.diag(rep[-3000:])
+        stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")
         t.diag(log_tail(p))

@@ -36,7 +36,7 @@ import os
 import random
 import struct
 
-from harness import Pool, Tap, log_tail
+from harness import Pool, Tap, log_tail, stop_clean
 
 KiB, MiB, G = 1 << 10, 1 << 20, 64 << 10
 FILE = 4 * MiB
@@ -332,13 +332,7 @@ def main():
         merge_lower(t, p, "m2", 3)
         merge_lower(t, p, "p1", 4)
         formats(t, p, "m2")
-        m = p.mounts[-1]
-        rc = m.stop()
-        t.eq(rc, 0, "daemon exits cleanly")
-        rep = m.sanitizer_report()
-        t.ok(rep is None, "no sanitizer report")
-        if rep:
-            t.diag(rep[-3000:])
+        stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")
         t.diag(log_tail(p))

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import time
 
-from harness import Pool, Tap, log_tail
+from harness import Pool, Tap, log_tail, stop_clean
 from nodes import wait_for
 
 SIZE = os.environ.get("SPACEFS_CKPT_FIO_SIZE", "256m")
@@ -163,12 +163,7 @@ def main():
         for vol, h in final.items():
             t.eq(sha_path(os.path.join(p.mnt, vol, "vm.img")), h,
                  f"{vol}: file unchanged after unmount and remount")
-        m = p.mounts[-1]
-        t.eq(m.stop(), 0, "daemon exits cleanly after the remount")
-        rep = m.sanitizer_report()
-        t.ok(rep is None, "no sanitizer report")
-        if rep:
-            t.diag(rep[-3000:])
+        stop_clean(t, p.mounts[-1], "daemon exits cleanly after the remount")
     except Exception as e:  # noqa: BLE001 -- report, then clean up
         t.ok(False, f"exception: {e!r}")
         t.diag(log_tail(p))
