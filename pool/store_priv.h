@@ -96,7 +96,7 @@ struct pool_store {
 	struct pool_aio *aio;
 	struct stripelock *locks;
 	uint64_t lock_unit; /* file bytes per lock-table key (store_lock_bytes) */
-	uint8_t *zeros; /* stripe_bytes of zeros (untouched anonymous memory) */
+	uint8_t *zeros;	    /* stripe_bytes of zeros (untouched anonymous memory) */
 	size_t zeros_len;
 	uint32_t ndisks;
 	struct store_disk *disk;

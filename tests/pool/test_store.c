@@ -1306,22 +1306,33 @@ static void aio_case(int direct)
 	assert_int_equal(pool_aio_new(&e), 0);
 	memset(b[0], 'a', BLOCK);
 	struct pool_aio_req w = {.direct = direct,
-				     .fd = fd,
-				     .op = POOL_AIO_WRITE,
-				     .buf = b[0],
-				     .len = BLOCK,
-				     .off = BLOCK};
+				 .fd = fd,
+				 .op = POOL_AIO_WRITE,
+				 .buf = b[0],
+				 .len = BLOCK,
+				 .off = BLOCK};
 	assert_int_equal(pool_aio_run(e, &w, 1), 0);
 	assert_int_equal(w.result, BLOCK);
 
 	struct pool_aio_req r[3] = {
-	    {.direct = direct, .fd = fd,
+	    {.direct = direct,
+	     .fd = fd,
 	     .op = POOL_AIO_READ,
 	     .buf = b[1],
 	     .len = 2 * BLOCK,
-	     .off = BLOCK},							      /* short */
-	    {.direct = direct, .fd = -1, .op = POOL_AIO_READ, .buf = b[2], .len = 2 * BLOCK, .off = 0}, /* none */
-	    {.direct = direct, .fd = fd, .op = POOL_AIO_READ, .buf = b[3], .len = BLOCK, .off = 0},     /* hole */
+	     .off = BLOCK}, /* short */
+	    {.direct = direct,
+	     .fd = -1,
+	     .op = POOL_AIO_READ,
+	     .buf = b[2],
+	     .len = 2 * BLOCK,
+	     .off = 0}, /* none */
+	    {.direct = direct,
+	     .fd = fd,
+	     .op = POOL_AIO_READ,
+	     .buf = b[3],
+	     .len = BLOCK,
+	     .off = 0}, /* hole */
 	};
 	assert_int_equal(pool_aio_run(e, r, 3), 0);
 	assert_int_equal(r[0].result, BLOCK);
@@ -1340,7 +1351,12 @@ static void aio_case(int direct)
 	memset(b[2], 'x', BLOCK);
 	struct pool_aio_req one[2] = {
 	    {.direct = direct, .fd = -1, .op = POOL_AIO_READ, .buf = b[2], .len = BLOCK, .off = 0},
-	    {.direct = direct, .fd = fd, .op = POOL_AIO_READ, .buf = b[1], .len = 2 * BLOCK, .off = BLOCK},
+	    {.direct = direct,
+	     .fd = fd,
+	     .op = POOL_AIO_READ,
+	     .buf = b[1],
+	     .len = 2 * BLOCK,
+	     .off = BLOCK},
 	};
 	assert_int_equal(pool_aio_run(e, one, 2), 0);
 	assert_int_equal(one[0].result, 0);
@@ -1350,7 +1366,8 @@ static void aio_case(int direct)
 		assert_int_equal(b[1][BLOCK + i], 0);
 		assert_int_equal(b[2][i], 0);
 	}
-	struct pool_aio_req badfd = {.direct = direct, .fd = 9999, .op = POOL_AIO_READ, .buf = b[1], .len = BLOCK};
+	struct pool_aio_req badfd = {
+	    .direct = direct, .fd = 9999, .op = POOL_AIO_READ, .buf = b[1], .len = BLOCK};
 	assert_int_equal(pool_aio_run(e, &badfd, 1), 0);
 	assert_int_equal(badfd.result, -EBADF);
 	/* Two writes (a plugged batch with a zero-byte read added): both land,
@@ -1358,8 +1375,18 @@ static void aio_case(int direct)
 	memset(b[0], 'b', BLOCK);
 	memset(b[3], 'c', BLOCK);
 	struct pool_aio_req two[2] = {
-	    {.direct = direct, .fd = fd, .op = POOL_AIO_WRITE, .buf = b[0], .len = BLOCK, .off = 2 * BLOCK},
-	    {.direct = direct, .fd = fd, .op = POOL_AIO_WRITE, .buf = b[3], .len = BLOCK, .off = 4 * BLOCK},
+	    {.direct = direct,
+	     .fd = fd,
+	     .op = POOL_AIO_WRITE,
+	     .buf = b[0],
+	     .len = BLOCK,
+	     .off = 2 * BLOCK},
+	    {.direct = direct,
+	     .fd = fd,
+	     .op = POOL_AIO_WRITE,
+	     .buf = b[3],
+	     .len = BLOCK,
+	     .off = 4 * BLOCK},
 	};
 	assert_int_equal(pool_aio_run(e, two, 2), 0);
 	assert_int_equal(two[0].result, BLOCK);
@@ -1382,7 +1409,8 @@ static void aio_case(int direct)
 	enum { N = 3000 };
 	struct pool_aio_req *many = calloc(N, sizeof(*many));
 	for (int i = 0; i < N; i++)
-		many[i] = (struct pool_aio_req){.direct = direct, .fd = i == 7 ? 9999 : fd,
+		many[i] = (struct pool_aio_req){.direct = direct,
+						.fd = i == 7 ? 9999 : fd,
 						.op = POOL_AIO_READ,
 						.buf = b[3],
 						.len = 512,
@@ -1390,7 +1418,8 @@ static void aio_case(int direct)
 	assert_int_equal(pool_aio_run(e, many, N), 0);
 	for (int i = 0; i < N; i++)
 		assert_int_equal(many[i].result, i == 7 ? -EBADF : 512);
-	struct pool_aio_req bad = {.direct = direct, .fd = -1, .op = POOL_AIO_WRITE, .buf = b[0], .len = BLOCK};
+	struct pool_aio_req bad = {
+	    .direct = direct, .fd = -1, .op = POOL_AIO_WRITE, .buf = b[0], .len = BLOCK};
 	assert_int_equal(pool_aio_run(e, &bad, 1), 0);
 	assert_int_equal(bad.result, -EBADF);
 	free(many);
