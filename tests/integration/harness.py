@@ -91,22 +91,37 @@ def remove_later(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def data_extents(path):
+    """[(start, end)] of a file's data, as SEEK_DATA and SEEK_HOLE find it."""
+    out, off = [], 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        while off < size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:  # ENXIO: a hole to the end
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, h))
+            off = h
+    finally:
+        os.close(fd)
+    return out
+
+
 def sparse_digest(path, bufsize=1 << 20):
-    """sha256 of a sparse file's data extents and hole map (SEEK_DATA and
-    SEEK_HOLE), reading the first 64 KiB of every hole, which must be
-    zeros.  Equal digests mean equal content and equal layout, at a
-    fraction of the reads sha256_file needs for a big, mostly-hole file
-    (the holes' reads are what test_sparse checks in full)."""
+    """sha256 of a sparse file's data extents and hole map (data_extents),
+    reading the first 64 KiB of every hole, which must be zeros.  Equal
+    digests mean equal content and equal layout, at a fraction of the
+    reads sha256_file needs for a big, mostly-hole file (the holes' reads
+    are what test_sparse checks in full)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size
         off = 0
-        while off < size:
-            try:
-                data = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:  # ENXIO: a hole to the end
-                data = size
+        for data, end in data_extents(path) + [(size, size)]:
             if data > off:
                 head = os.pread(fd, min(data - off, 64 << 10), off)
                 if head.count(0) != len(head):
@@ -114,7 +129,6 @@ def sparse_digest(path, bufsize=1 << 20):
                 h.update(f"hole {off} {data - off}\n".encode())
             if data >= size:
                 break
-            end = os.lseek(fd, data, os.SEEK_HOLE)
             h.update(f"data {data} {end - data}\n".encode())
             pos = data
             while pos < end:

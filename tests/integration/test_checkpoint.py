@@ -43,7 +43,7 @@ import threading
 import time
 
 import harness
-from harness import Pool, Tap, log_tail, stop_clean
+from harness import Pool, Tap, data_extents, log_tail, stop_clean
 
 MiB = 1 << 20
 FILE = 8 * MiB
@@ -151,24 +151,6 @@ def live_ids(root):
     return ids
 
 
-def extents(path):
-    out, off = [], 0
-    fd = os.open(path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
-    try:
-        while off < size:
-            try:
-                d = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            h = os.lseek(fd, d, os.SEEK_HOLE)
-            out.append((d, h))
-            off = h
-    finally:
-        os.close(fd)
-    return out
-
-
 def write_at(path, off, data, mode="r+b", sync=False):
     with open(path, mode) as f:
         f.seek(off)
@@ -205,7 +187,7 @@ def one_layout(t, p, vol, seed):
     w.resume()
     t.ok(w.writes > 0, f"{vol}: writes before the instant ({w.writes})")
     t.diag(f"{vol}: checkpoint create took {took:.3f} s (spacectl round trip)")
-    sparse_ext = extents(sparse)
+    sparse_ext = data_extents(sparse)
     write_at(sparse, 2 * MiB, b"c" * 4096)  # into the hole, after the instant
     os.unlink(os.path.join(root, "d", "unlinked"))
     os.rename(os.path.join(root, "d", "renamed"), os.path.join(root, "moved"))
@@ -221,7 +203,7 @@ def one_layout(t, p, vol, seed):
         cst = os.stat(cf)
         t.eq((cst.st_size, cst.st_mtime_ns), (st.st_size, st.st_mtime_ns),
              f"{vol}: checkpoint size and mtime are the instant's ({when})")
-        t.eq(extents(os.path.join(cdir, "sparse.bin")), sparse_ext,
+        t.eq(data_extents(os.path.join(cdir, "sparse.bin")), sparse_ext,
              f"{vol}: checkpoint holes are the instant's ({when})")
         t.eq(open(os.path.join(cdir, "sparse.bin"), "rb").read(2 * MiB + 4096)[2 * MiB:],
              bytes(4096), f"{vol}: checkpoint reads the old hole as zeros ({when})")

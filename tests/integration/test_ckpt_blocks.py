@@ -36,7 +36,7 @@ import os
 import random
 import struct
 
-from harness import Pool, Tap, log_tail, stop_clean
+from harness import Pool, Tap, data_extents, log_tail, stop_clean
 
 KiB, MiB, G = 1 << 10, 1 << 20, 64 << 10
 FILE = 4 * MiB
@@ -49,24 +49,6 @@ def sha(b):
 def read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def extents(path):
-    out, off = [], 0
-    fd = os.open(path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
-    try:
-        while off < size:
-            try:
-                d = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            h = os.lseek(fd, d, os.SEEK_HOLE)
-            out.append((d, h))
-            off = h
-    finally:
-        os.close(fd)
-    return out
 
 
 class File:
@@ -179,7 +161,7 @@ def one(t, p, vol, seed):
     live_ids = {os.stat(x.path).st_ino & ((1 << 48) - 1) for x in (f, sp)}
 
     p.spacectl("checkpoint", "create", p.source, vol, "c1", "f.bin", "sparse.bin")
-    m1, s1, ext1 = bytes(f.model), bytes(sp.model), extents(sp.path)
+    m1, s1, ext1 = bytes(f.model), bytes(sp.model), data_extents(sp.path)
     shapes(f, rng, 0)
     f.truncate(FILE - 5 * G - 1000)                  # granules past it: ZERO in c1's layer
     f.truncate(FILE)
@@ -197,7 +179,7 @@ def one(t, p, vol, seed):
             t.eq(sha(read(fn("f.bin"))), sha(want), f"{vol}: {name} reads its instant ({when})")
             t.eq(sha(read(fn("sparse.bin"))), sha(swant),
                  f"{vol}: {name} sparse file reads its instant ({when})")
-        t.eq(extents(c1("sparse.bin")), ext1, f"{vol}: c1's holes are the instant's ({when})")
+        t.eq(data_extents(c1("sparse.bin")), ext1, f"{vol}: c1's holes are the instant's ({when})")
 
     v1 = ("c1", c1, m1, s1)
     check("c1, partial first writes", [v1])

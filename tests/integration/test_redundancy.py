@@ -32,7 +32,7 @@ import threading
 import time
 
 from failures import FailPool, log_mark, log_since
-from harness import Tap, log_tail
+from harness import Tap, data_extents, log_tail
 
 ALL4 = {"mirror2": ["mirror", "--copies", "2"], "mirror3": ["mirror", "--copies", "3"],
         "parity1": ["parity", "--parity", "1"], "parity2": ["parity", "--parity", "2"]}
@@ -96,22 +96,7 @@ def past_redundancy(t):
 
 def data_blocks(path):
     """4 KiB block offsets of a chunk file that hold data (not holes)."""
-    out = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                d = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            h = os.lseek(fd, d, os.SEEK_HOLE)
-            out.extend(range(d // 4096, (h + 4095) // 4096))
-            off = h
-    finally:
-        os.close(fd)
-    return out
+    return [b for d, h in data_extents(path) for b in range(d // 4096, (h + 4095) // 4096)]
 
 
 def flip_bits(pool, vols, n, rng):
