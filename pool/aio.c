@@ -17,14 +17,17 @@
  * idle ones on a free list under a mutex: a batch takes one at its start
  * and puts it back at its end, so a context is never shared by two
  * batches and the engine alone decides when it dies -- no global state,
- * several engines can coexist.  There are deliberately no per-thread
+ * several engines can coexist.  There are deliberately no thread-local
  * contexts: a thread-exit destructor could run at the same moment as
  * pool_aio_free on a context that the engine had already freed (a store
  * closed on an owner move while a redirect-serving thread exits), and
  * pthread keys are a finite resource that a store opened on every owner
- * move would use up.  The list holds as many contexts as batches ever ran
- * at once, and the two lock round-trips per batch cost nothing beside an
- * io_submit.  A context starts small and is rebuilt larger when a batch
+ * move would use up.  But a context remembers the thread that made its
+ * io_uring (below), and a thread takes its own one back from the list;
+ * a thread new to the engine takes one nobody owns, or one whose thread
+ * has exited (a tgkill probe, only then), so the list holds about as many
+ * contexts as threads that did I/O and still live.  The two lock
+ * round-trips per batch cost nothing beside the system call.  A context starts small and is rebuilt larger when a batch
  * needs more slots, up to AIO_MAX_DEPTH; beyond that the batch goes
  * through a sliding window (submit what fits, reap, submit the rest),
  * which is the only case where one phase takes more than one io_submit.
@@ -38,9 +41,13 @@
  * io_getevents: two system calls, each several microseconds on a
  * virtual machine (about 2 us for an empty one on the PVM guests these
  * figures come from), per mirror 2 write.  An io_uring takes the whole
- * batch and waits for its completions in one io_uring_enter, and wakes
- * the waiter once, when the last one is in (libaio's wait wakes it at
- * every completion to count).  So a batch whose I/Os are all on O_DIRECT
+ * batch and waits for its completions in one io_uring_enter.  Rings are
+ * single-issuer with deferred task work where the kernel has it (6.1):
+ * the kernel then wakes the waiter once, when the last completion is in
+ * (otherwise each completion arriving alone wakes it, as libaio's wait
+ * does), and a thread submitting to the ring it always uses skips the
+ * kernel's per-submitter bookkeeping; such a ring takes submissions from
+ * the thread that made it only, hence the owner above.  So a batch whose I/Os are all on O_DIRECT
  * descriptors (pool_aio_req.direct) goes through an io_uring of the same
  * context; anything buffered stays on libaio, which runs it inside
  * io_submit where io_uring would hand it to a worker thread.  The rings
@@ -90,6 +97,7 @@
 /* An io_uring: its descriptor and the three shared mappings. */
 struct uring {
 	int fd; /* -1: none yet */
+	pid_t owner; /* single-issuer ring: the thread that made it (only it submits); 0: any */
 	unsigned entries;
 	_Atomic unsigned *sq_head, *sq_tail, *cq_head, *cq_tail;
 	unsigned sq_mask, cq_mask;
@@ -220,15 +228,68 @@ static int ctx_fit(struct aio_ctx *c, size_t n)
 	return 0;
 }
 
-/* Take an idle context, or make a new empty one; NULL: no memory. */
-static struct aio_ctx *ctx_take(struct pool_aio *e)
+/* The calling thread's id, without a system call after the first. */
+static pid_t self_tid(void)
+{
+	static _Thread_local pid_t tid;
+
+	if (!tid)
+		tid = gettid();
+	return tid;
+}
+
+/* Whether thread tid of this process has exited (its ring can go). */
+static int tid_gone(pid_t tid)
+{
+	return syscall(SYS_tgkill, getpid(), tid, 0) < 0 && errno == ESRCH;
+}
+
+/* Unlink and return the idle context after *pp. */
+static struct aio_ctx *unlink_at(struct aio_ctx **pp)
+{
+	struct aio_ctx *c = *pp;
+
+	*pp = c->next;
+	return c;
+}
+
+/*
+ * An idle context for a batch of the calling thread: the one whose ring
+ * it made, else one whose ring any thread may use (or none yet).  Past
+ * that, a libaio batch (ring == 0) takes the last one used, and an
+ * io_uring batch one whose ring's thread has exited; NULL: make a new
+ * one.  So each thread keeps one context, and there are about as many
+ * as threads that did I/O and still live.  Called under e->mu.
+ */
+static struct aio_ctx *idle_pick(struct pool_aio *e, int ring)
+{
+	struct aio_ctx **pp, **shared = NULL;
+	pid_t tid = self_tid();
+
+	for (pp = &e->idle; *pp; pp = &(*pp)->next) {
+		if ((*pp)->u.owner == tid)
+			return unlink_at(pp);
+		if (!shared && (*pp)->u.owner == 0)
+			shared = pp;
+	}
+	if (shared)
+		return unlink_at(shared);
+	if (!ring)
+		return e->idle ? unlink_at(&e->idle) : NULL;
+	for (pp = &e->idle; *pp; pp = &(*pp)->next)
+		if (tid_gone((*pp)->u.owner))
+			return unlink_at(pp);
+	return NULL;
+}
+
+/* Take an idle context (idle_pick), or make a new empty one; NULL: no
+ * memory. */
+static struct aio_ctx *ctx_take(struct pool_aio *e, int ring)
 {
 	struct aio_ctx *c;
 
 	pthread_mutex_lock(&e->mu);
-	c = e->idle;
-	if (c)
-		e->idle = c->next;
+	c = idle_pick(e, ring);
 	e->busy++;
 	pthread_mutex_unlock(&e->mu);
 	if (!c && (c = calloc(1, sizeof(*c))))
@@ -395,19 +456,31 @@ static int uring_setup(struct uring *u, unsigned entries)
 	int rc;
 
 	/* SUBMIT_ALL: a bad request fails alone, as with libaio's window
-	 * below.  COOP_TASKRUN: a completion does not interrupt the waiting
-	 * thread to run its task work; it runs when the thread wakes. */
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
-	int fd = (int)syscall(__NR_io_uring_setup, entries, &p);
-	if (fd < 0 && errno == EINVAL) { /* older kernel: plain ring */
+	 * below.  SINGLE_ISSUER + DEFER_TASKRUN: only this thread submits
+	 * (the ring is its own, see idle_pick), and the kernel keeps the
+	 * completions until it waits for them, waking it once, when as many
+	 * as it waits for are in; without it every completion that comes in
+	 * alone wakes the waiter to post it (a mirror 2 write's two chunk
+	 * writes often complete apart).  Older kernels: COOP_TASKRUN (a
+	 * completion does not interrupt the thread to run its task work),
+	 * then a plain ring. */
+	static const unsigned flags[] = {
+	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
+	int fd = -1;
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
 		memset(&p, 0, sizeof(p));
+		p.flags = flags[i];
 		fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+		if (fd >= 0 || errno != EINVAL)
+			break;
 	}
 	if (fd < 0)
 		return -errno;
 
-	struct uring n = {.fd = fd, .entries = p.sq_entries};
+	struct uring n = {.fd = fd,
+			  .owner = (p.flags & IORING_SETUP_SINGLE_ISSUER) ? self_tid() : 0,
+			  .entries = p.sq_entries};
 	n.sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
 	n.cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
 	int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
@@ -457,11 +530,14 @@ static int uring_fit(struct pool_aio *e, struct uring *u, size_t n)
 	unsigned want = depth_for(n);
 	struct uring nu;
 
-	if (u->fd >= 0 && u->entries >= want)
+	/* a ring left by a thread that has exited: only that thread could
+	 * submit to it */
+	int mine = u->fd >= 0 && (u->owner == 0 || u->owner == self_tid());
+	if (mine && u->entries >= want)
 		return 0;
 	int rc = uring_setup(&nu, want);
 	if (rc < 0) {
-		if (u->fd >= 0)
+		if (mine)
 			return 0;
 		if (rc != -ENOMEM && rc != -EMFILE && rc != -ENFILE)
 			atomic_store(&e->no_uring, 1); /* refused: libaio from now on */
@@ -527,7 +603,9 @@ static size_t uring_reap(struct uring *u)
  * submits it and (once everything is queued) sleeps until all of it has
  * completed.  A batch of exactly two gets a no-op third entry for the
  * same reason as add_plug below: io_uring plugs a submission of more
- * than two entries only.
+ * than two entries only.  Returns 0 or a negative errno as pool_aio_run,
+ * or 1 when the ring refused this thread and took nothing (libaio runs
+ * the batch then).
  */
 static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *reqs, size_t n,
 		     uint64_t *due)
@@ -549,6 +627,7 @@ static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *r
 	}
 	size_t total = m + (m == AIO_PLUG_THRESHOLD);
 	unsigned tail = atomic_load_explicit(u->sq_tail, memory_order_relaxed);
+	unsigned head0 = atomic_load_explicit(u->sq_head, memory_order_acquire);
 
 	while (done < total) {
 		unsigned head = atomic_load_explicit(u->sq_head, memory_order_acquire);
@@ -569,6 +648,13 @@ static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *r
 		int rc = (int)syscall(__NR_io_uring_enter, u->fd, to_submit, wait,
 				      IORING_ENTER_GETEVENTS, NULL, 0);
 		int err = rc < 0 ? errno : 0;
+		if (err == EEXIST && head == head0) {
+			/* Not the ring's thread after all (a thread id
+			 * reused): the kernel took nothing from it; drop the
+			 * ring and let libaio run the batch. */
+			uring_release(u);
+			return 1;
+		}
 		done += uring_reap(u);
 		if (err && err != EINTR && err != EAGAIN && err != EBUSY) {
 			/* The ring is broken (should not happen): fail what is
@@ -592,17 +678,18 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 
 	if (n == 0 || run_one(reqs, n) == 0)
 		return 0;
-	c = ctx_take(e);
+	int ring = !atomic_load_explicit(&e->no_uring, memory_order_relaxed) && all_direct(reqs, n);
+	c = ctx_take(e, ring);
 	rc = c ? 0 : -ENOMEM;
 	uint64_t due = 0;
-	if (c && !atomic_load_explicit(&e->no_uring, memory_order_relaxed) && all_direct(reqs, n) &&
-	    uring_fit(e, &c->u, n + 1) == 0) {
-		rc = uring_run(e, &c->u, reqs, n, &due);
+	if (c && ring && uring_fit(e, &c->u, n + 1) == 0 &&
+	    (rc = uring_run(e, &c->u, reqs, n, &due)) <= 0) {
 		ctx_put(e, c);
 		if (__builtin_expect(due != 0, 0))
 			model_wait(due);
 		return rc;
 	}
+	rc = c ? 0 : -ENOMEM; /* uring_run returned 1: nothing submitted, libaio runs it */
 	if (c)
 		rc = ctx_fit(c, n + 1);
 	if (rc < 0) {
@@ -659,6 +746,18 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 	if (__builtin_expect(due != 0, 0))
 		model_wait(due);
 	return 0;
+}
+
+size_t pool_aio_contexts(struct pool_aio *e)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&e->mu);
+	for (const struct aio_ctx *c = e->idle; c; c = c->next)
+		n++;
+	n += e->busy;
+	pthread_mutex_unlock(&e->mu);
+	return n;
 }
 
 const char *pool_aio_engine(struct pool_aio *e)

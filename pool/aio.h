@@ -63,6 +63,10 @@ void pool_aio_free(struct pool_aio *e);
  * at the latest of their model deadlines (sleeping, not spinning). */
 int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n);
 
+/* How many contexts (completion rings) the engine holds: about one per
+ * thread that ran a batch and still lives (tests). */
+size_t pool_aio_contexts(struct pool_aio *e);
+
 /* "io_uring" once a batch went through an io_uring (and the kernel has
  * not refused one since), else "libaio". */
 const char *pool_aio_engine(struct pool_aio *e);
