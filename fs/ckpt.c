@@ -31,7 +31,8 @@
  * kill -9, and a write cut before its record leaves the lower layers (the
  * checkpoint's view) untouched: its blocks in the layer stay unmarked,
  * are never read, and are rewritten whole (edges from below) by the next
- * write that marks them.
+ * write that marks them.  BLKS records of concurrent first writes share
+ * appends (group commit, log_blks): each writer still waits for its own.
  *
  * The instant.  Create takes every named file's io_lock exclusive (new
  * writes wait, in-flight ones drain), records sizes and times, appends the
@@ -166,6 +167,23 @@ struct ckpt {
 	_Atomic int64_t copy_start_ns, copy_seen_ns;
 };
 
+/* Group commit of BLKS records (log_blks): writers queue theirs; one of
+ * them, the leader, appends everything queued in one write per replica
+ * while the next ones queue behind it. */
+#define GC_MAX 64
+struct gc_ent {
+	struct rec_blks r;
+	int rc;
+	bool done;
+};
+struct gcommit {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct gc_ent *q[GC_MAX];
+	uint32_t n;
+	bool busy; /* a leader is writing */
+};
+
 struct fs_ckpt {
 	struct fs_volume *v;
 	struct pool_ckpt_log *log;
@@ -187,6 +205,7 @@ struct fs_ckpt {
 	pthread_t worker;
 	bool worker_on, stopping;
 	pthread_cond_t wake;
+	struct gcommit gc;
 };
 
 /* ---- small helpers ---- */
@@ -251,10 +270,10 @@ static void map_from_inode(const struct pool_inode *a, struct pool_file_map *m)
 	memcpy(m->disk, a->disk, sizeof(m->disk));
 }
 
-static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len)
+/* After an append (c->lock held): say a failure, or call for compaction
+ * once the log has grown past its bound. */
+static int log_appended(struct fs_ckpt *c, int rc)
 {
-	int rc = pool_ckpt_log_append(c->log, type, p, len);
-
 	if (rc < 0)
 		fs_log("volume %s: checkpoint log append failed: %s", c->v->name, strerror(-rc));
 	else if (!c->compact_due &&
@@ -263,6 +282,11 @@ static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len
 		pthread_cond_broadcast(&c->wake);
 	}
 	return rc;
+}
+
+static int log_rec(struct fs_ckpt *c, uint32_t type, const void *p, uint32_t len)
+{
+	return log_appended(c, pool_ckpt_log_append(c->log, type, p, len));
 }
 
 static int log_map(struct fs_ckpt *c, uint64_t delta, uint64_t first, uint64_t n, int state)
@@ -275,14 +299,68 @@ static int log_map(struct fs_ckpt *c, uint64_t delta, uint64_t first, uint64_t n
 	return rc;
 }
 
+/* Lead one group commit (gc->mu held, and held again on return): take
+ * every queued record, append them together under the log's lock, answer
+ * their writers.  The leader's own record is among them: it is queued
+ * and not done, and only a leader dequeues. */
+static void gc_lead(struct fs_ckpt *c)
+{
+	struct gcommit *gc = &c->gc;
+	struct gc_ent *batch[GC_MAX];
+	struct rec_blks recs[GC_MAX];
+	uint32_t n = gc->n;
+
+	gc->busy = true;
+	memcpy(batch, gc->q, n * sizeof(batch[0]));
+	gc->n = 0;
+	pthread_cond_broadcast(&gc->cv); /* room in the queue again */
+	pthread_mutex_unlock(&gc->mu);
+	for (uint32_t i = 0; i < n; i++)
+		recs[i] = batch[i]->r;
+	pthread_mutex_lock(&c->lock);
+	int rc = log_appended(c, pool_ckpt_log_append_n(c->log, R_BLKS, recs, sizeof(recs[0]), n));
+	pthread_mutex_unlock(&c->lock);
+	atomic_fetch_add(&c->v->ckpt_recs, n);
+	atomic_fetch_add(&c->v->ckpt_appends, 1);
+	pthread_mutex_lock(&gc->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		batch[i]->rc = rc;
+		batch[i]->done = true;
+	}
+	gc->busy = false;
+	pthread_cond_broadcast(&gc->cv);
+}
+
+/* Append a BLKS record and return once it is in the log (or failed).
+ * Concurrent first writes share appends (group commit): while one writer
+ * writes a batch, the others queue, and the first of them to wake after
+ * it writes all that queued meanwhile.  A writer alone appends at once, as
+ * before.  Locks: the caller holds its chain (shared for a first write,
+ * exclusive for a fold), never c->lock; a leader takes c->lock as every
+ * writer did before, and whoever holds c->lock never waits on gc->mu's
+ * queue, so no wait cycle is added. */
 static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask)
 {
-	struct rec_blks r = {.delta = delta, .granule = g, .mask = mask};
+	struct gcommit *gc = &c->gc;
+	struct gc_ent me = {.r = {.delta = delta, .granule = g, .mask = mask}};
+	struct timespec t0, t1;
 
-	pthread_mutex_lock(&c->lock);
-	int rc = log_rec(c, R_BLKS, &r, sizeof(r));
-	pthread_mutex_unlock(&c->lock);
-	return rc;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_mutex_lock(&gc->mu);
+	while (gc->n == GC_MAX)
+		pthread_cond_wait(&gc->cv, &gc->mu);
+	gc->q[gc->n++] = &me;
+	while (!me.done) {
+		if (!gc->busy)
+			gc_lead(c);
+		else
+			pthread_cond_wait(&gc->cv, &gc->mu);
+	}
+	pthread_mutex_unlock(&gc->mu);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	atomic_fetch_add(&c->v->ckpt_wait_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+							 (t1.tv_nsec - t0.tv_nsec)));
+	return me.rc;
 }
 
 /* ---- the layered data path ---- */
@@ -1788,6 +1866,8 @@ static void ckpt_free(struct fs_ckpt *c)
 	pthread_mutex_destroy(&c->cmu);
 	pthread_rwlock_destroy(&c->hlock);
 	pthread_cond_destroy(&c->wake);
+	pthread_mutex_destroy(&c->gc.mu);
+	pthread_cond_destroy(&c->gc.cv);
 	free(c);
 }
 
@@ -1818,6 +1898,8 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	pthread_rwlock_init(&c->hlock, NULL);
 	c->bound = log_bound();
 	pthread_cond_init(&c->wake, NULL);
+	pthread_mutex_init(&c->gc.mu, NULL);
+	pthread_cond_init(&c->gc.cv, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
 		rc = pool_ckpt_log_replay(c->log, load_rec, &ld);

@@ -77,6 +77,9 @@ struct fs_volume {
 	struct pool_meta *meta;
 	struct pool_store *store;
 	atomic_uint_fast64_t ops, read_bytes, write_bytes;
+	/* checkpoint log BLKS records (fs/ckpt.c): appended, in how many
+	 * write batches, and the writers' total wait for them, ns */
+	atomic_uint_fast64_t ckpt_recs, ckpt_appends, ckpt_wait_ns;
 	struct fs_vnode *vn;	      /* ownership state; NULL with one node (fs/node.c) */
 	pthread_mutex_t wb_lock;      /* orders attribute write-backs (fs/inode.c) */
 	struct fs *fs;		      /* back pointer, for the store's hooks */

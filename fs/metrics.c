@@ -172,6 +172,23 @@ static void volumes(struct fs *fs, const struct snap *sn, struct fs_text *t)
 	for (uint32_t i = 0; i < sn->nvol; i++)
 		fs_textf(t, "spacefs_volume_write_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
 			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->write_bytes));
+	fs_textf(t, "# HELP spacefs_ckpt_log_records_total Checkpoint log block records "
+		    "(first writes after a checkpoint, merges).\n"
+		    "# TYPE spacefs_ckpt_log_records_total counter\n");
+	for (uint32_t i = 0; i < sn->nvol; i++)
+		fs_textf(t, "spacefs_ckpt_log_records_total{volume=\"%s\"} %" PRIu64 "\n",
+			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->ckpt_recs));
+	fs_textf(t, "# HELP spacefs_ckpt_log_appends_total Appends (one write per log replica) "
+		    "that carried them.\n# TYPE spacefs_ckpt_log_appends_total counter\n");
+	for (uint32_t i = 0; i < sn->nvol; i++)
+		fs_textf(t, "spacefs_ckpt_log_appends_total{volume=\"%s\"} %" PRIu64 "\n",
+			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->ckpt_appends));
+	fs_textf(t, "# HELP spacefs_ckpt_log_wait_seconds_total Time writers waited for their "
+		    "block records to be in the log.\n"
+		    "# TYPE spacefs_ckpt_log_wait_seconds_total counter\n");
+	for (uint32_t i = 0; i < sn->nvol; i++)
+		fs_textf(t, "spacefs_ckpt_log_wait_seconds_total{volume=\"%s\"} %.6f\n",
+			 fs->vol[i]->name, (double)atomic_load(&fs->vol[i]->ckpt_wait_ns) * 1e-9);
 	fs_textf(t, "# HELP spacefs_volume_owner Owner of the volume (1) as this node sees it; "
 		    "access is direct, redirected or read-only.\n"
 		    "# TYPE spacefs_volume_owner gauge\n");

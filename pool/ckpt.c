@@ -431,6 +431,32 @@ int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, 
 	return rc;
 }
 
+/* n records of one type and length (recs: n payloads back to back) in
+ * one write(2) per replica, with consecutive sequence numbers: the group
+ * commit of fs/ckpt.c.  A crash tearing it leaves a valid prefix of them
+ * (each record has its own CRC), as n separate appends would. */
+int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *recs, uint32_t len,
+			   uint32_t n)
+{
+	char stack[4096], *buf = stack;
+	size_t used = 0, cap = sizeof(stack);
+	int rc = 0;
+
+	if ((size_t)n * (HDR_LEN + len + 4) > cap)
+		buf = NULL, cap = 0;
+	for (uint32_t i = 0; i < n && rc == 0; i++)
+		rc =
+		    pool_ckpt_log_encode(&buf, &used, &cap, type,
+					 (const char *)recs + (size_t)i * len, len, l->seq + 1 + i);
+	if (rc == 0 && n > 0)
+		rc = write_everywhere(l, buf, used);
+	if (rc == 0)
+		l->seq += n;
+	if (buf != stack)
+		free(buf);
+	return rc;
+}
+
 int pool_ckpt_log_sync(struct pool_ckpt_log *l)
 {
 	int rc = 0;

@@ -80,6 +80,10 @@ int pool_ckpt_log_replay(struct pool_ckpt_log *l,
 			 int (*fn)(void *arg, uint32_t type, const void *p, uint32_t len),
 			 void *arg);
 int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, uint32_t len);
+/* n records of one type and payload length, back to back in recs, in one
+ * write per replica. */
+int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *recs, uint32_t len,
+			   uint32_t n);
 int pool_ckpt_log_sync(struct pool_ckpt_log *l);
 /* Encode one record at the end of *buf (grown with realloc). */
 int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, const void *p,
