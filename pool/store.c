@@ -1022,7 +1022,23 @@ static _Noreturn void tear(struct rq *q, const struct cio *c, size_t n, uint64_t
  * flusher cannot make after the acknowledgement.  Creates the chunk files
  * of the pieces of rec[0..nrec) and allocates their blocks (the size is
  * left to the write).  0, -ENOSPC, or another negative errno.
+ *
+ * Most pieces land on blocks that are already allocated (a VM disk is
+ * rewritten far more than it grows), and fallocate is no cheap way to
+ * find that out: ext4 takes the chunk file's inode lock exclusively and
+ * waits for every direct I/O in flight on it (inode_dio_wait), so 32
+ * writers each calling it queued behind one another and behind the
+ * flusher's writes.  One SEEK_HOLE (shared lock, the extent cache) says
+ * whether the piece has a hole; only then is it allocated.  Ranges that
+ * fallocate reserved but nothing wrote yet count as holes here (unwritten
+ * extents), so they are allocated again: slower, still right.
  */
+static int piece_allocated(int fd, uint64_t off, uint32_t len)
+{
+	off_t hole = lseek(fd, (off_t)off, SEEK_HOLE);
+	return hole >= 0 && (uint64_t)hole >= off + len;
+}
+
 static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t nrec)
 {
 	for (size_t x = 0; x < nrec; x++) {
@@ -1034,6 +1050,8 @@ static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t n
 			int rc = store_rq_ref(q, p->pos, 1);
 			if (rc < 0)
 				return rc;
+			if (piece_allocated(q->ref[p->pos].fd, p->off, p->len))
+				continue;
 			if (fallocate(q->ref[p->pos].fd, FALLOC_FL_KEEP_SIZE, (off_t)p->off,
 				      (off_t)p->len) < 0 &&
 			    (errno == ENOSPC || errno == EDQUOT))
