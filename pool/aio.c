@@ -228,14 +228,31 @@ static int ctx_fit(struct aio_ctx *c, size_t n)
 	return 0;
 }
 
-/* The calling thread's id, without a system call after the first. */
+/* The calling thread's id, without a system call after the first.  The
+ * cache is forgotten in a fork's child: the daemon forks in
+ * fuse_daemonize after volumes opened, and its main thread would go on
+ * naming the parent's id (then another thread's tid_gone would take the
+ * main thread's ring for a dead one's). */
+static _Thread_local pid_t cached_tid;
+static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
+
+static void tid_forget(void)
+{
+	cached_tid = 0;
+}
+
+static void tid_atfork(void)
+{
+	pthread_atfork(NULL, NULL, tid_forget);
+}
+
 static pid_t self_tid(void)
 {
-	static _Thread_local pid_t tid;
-
-	if (!tid)
-		tid = gettid();
-	return tid;
+	if (!cached_tid) {
+		pthread_once(&tid_once, tid_atfork);
+		cached_tid = gettid();
+	}
+	return cached_tid;
 }
 
 /* Whether thread tid of this process has exited (its ring can go). */

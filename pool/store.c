@@ -1031,7 +1031,8 @@ static _Noreturn void tear(struct rq *q, const struct cio *c, size_t n, uint64_t
  * flusher's writes.  One SEEK_HOLE (shared lock, the extent cache) says
  * whether the piece has a hole; only then is it allocated.  Ranges that
  * fallocate reserved but nothing wrote yet count as holes here (unwritten
- * extents), so they are allocated again: slower, still right.
+ * extents), so they are allocated again: slower, still right.  Only on
+ * disks whose SEEK_HOLE was seen to find a hole (probe_holes).
  */
 static int piece_allocated(int fd, uint64_t off, uint32_t len)
 {
@@ -1050,7 +1051,8 @@ static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t n
 			int rc = store_rq_ref(q, p->pos, 1);
 			if (rc < 0)
 				return rc;
-			if (piece_allocated(q->ref[p->pos].fd, p->off, p->len))
+			if (pos_disk(q, p->pos)->holes &&
+			    piece_allocated(q->ref[p->pos].fd, p->off, p->len))
 				continue;
 			if (fallocate(q->ref[p->pos].fd, FALLOC_FL_KEEP_SIZE, (off_t)p->off,
 				      (off_t)p->len) < 0 &&
@@ -2020,6 +2022,33 @@ out:
 	return ok;
 }
 
+/* Does SEEK_HOLE in dir see holes?  A filesystem without it (the
+ * kernel's generic lseek, some FUSE ones) calls everything below the end
+ * of a file data, which would let write-back skip reserving a hole
+ * (wb_reserve).  A probe file with data at 0 and 64 KiB and a hole
+ * between, made durable (delayed allocation must not blur it). */
+static int probe_holes(const char *dir)
+{
+	char path[PATH_MAX];
+	uint8_t buf[BLK];
+	int ok = 0;
+
+	int n = snprintf(path, sizeof(path), "%s/.hole-probe.%d.%d", dir, (int)getpid(),
+			 (int)gettid());
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return 0;
+	int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return 0;
+	memset(buf, 0x5a, sizeof(buf));
+	if (pwrite(fd, buf, BLK, 0) == (ssize_t)BLK &&
+	    pwrite(fd, buf, BLK, 16 * BLK) == (ssize_t)BLK && fdatasync(fd) == 0)
+		ok = lseek(fd, 0, SEEK_HOLE) == (off_t)BLK;
+	close(fd);
+	unlink(path);
+	return ok;
+}
+
 /* Make <disk>/vol/<volume>/data and decide O_DIRECT for one disk. */
 static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, uint32_t i,
 		     char *err, size_t errlen)
@@ -2065,6 +2094,7 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 				  d->path, why);
 	}
 	s->any_direct |= d->direct;
+	d->holes = probe_holes(vol);
 	return 0;
 }
 

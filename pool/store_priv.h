@@ -51,6 +51,7 @@ struct store_disk {
 	char *path; /* the disk directory as configured, for messages */
 	char *dir;  /* <disk>/vol/<volume>/data; NULL if the disk is absent */
 	int direct; /* chunk files opened with O_DIRECT */
+	int holes;  /* SEEK_HOLE finds holes here (probe_holes) */
 	dev_t dev;  /* of dir, to tell a directory replaced under us */
 	ino_t ino;
 	/* enum pool_store_disk_state; requests turn it into the planner's

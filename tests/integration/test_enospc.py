@@ -20,8 +20,8 @@ directory, unmounted at the end).  Volume "wide" is simple over 3 columns
    out, then disk 1 filled from outside spacefs (another user of the
    disk).  4 KiB O_DIRECT overwrites of the laid-out file still succeed
    (their blocks are allocated: nothing to reserve); writes into a new
-   file fail with ENOSPC at once instead of being acknowledged and then
-   unwritable; after freeing the space and a remount every acknowledged
+   file, or into a hole between data of another file, fail with ENOSPC
+   at once instead of being acknowledged and then unwritable; after freeing the space and a remount every acknowledged
    overwrite reads back.
 """
 import errno
@@ -198,6 +198,12 @@ def wb_full(t):
         path = os.path.join(pool.mnt, "par", "vm.img")
         size = 6 << 20
         want = bytearray(write_check(path, size))
+        # a file with data at both ends and holes between: its chunk
+        # files end past the holes, so a write into one is inside EOF
+        holey = os.path.join(pool.mnt, "par", "holey.img")
+        t.eq(odirect_write(holey, 0, os.urandom(128 << 10), create=True) +
+             odirect_write(holey, 4 << 20, os.urandom(128 << 10)), 0,
+             "write-back full: a file with data at both ends, holes between")
         filler = os.path.join(small, "filler")
         err = fill(filler, 64 << 20)
         t.eq(err, errno.ENOSPC, "write-back full: disk 1 filled from outside spacefs")
@@ -214,6 +220,8 @@ def wb_full(t):
         rc = odirect_write(os.path.join(pool.mnt, "par", "new.img"), 0, rng.randbytes(64 << 10),
                            create=True)
         t.eq(rc, errno.ENOSPC, "write-back full: a write into a new file fails with ENOSPC")
+        rc = odirect_write(holey, 2 << 20, rng.randbytes(64 << 10))
+        t.eq(rc, errno.ENOSPC, "write-back full: a write into a hole of a file fails with ENOSPC")
         t.ok(open(path, "rb").read() == want, "write-back full: the overwrites read back")
         os.unlink(filler)
         t.eq(m.stop(), 0, "write-back full: clean unmount (the flusher wrote everything)")

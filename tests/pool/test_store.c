@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1445,6 +1446,7 @@ static void test_aio(void **state)
 struct aio_thr {
 	struct pool_aio *e;
 	int fd, id, rounds, ok;
+	pid_t tid;
 };
 
 static void *aio_thr_run(void *arg)
@@ -1454,6 +1456,7 @@ static void *aio_thr_run(void *arg)
 	uint64_t off = (uint64_t)a->id * 2 * BLOCK;
 
 	a->ok = 1;
+	a->tid = gettid();
 	for (int n = 0; n < a->rounds && a->ok; n++) {
 		memset(w, 'A' + (a->id + n) % 26, BLOCK);
 		memset(w + BLOCK, 'a' + (a->id + n) % 26, BLOCK);
@@ -1490,6 +1493,11 @@ static void aio_threads(struct aio_thr *a, int n)
 	for (int i = 0; i < n; i++) {
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 		assert_true(a[i].ok);
+		/* pthread_join returns once the kernel cleared the thread's id
+		 * word, a moment before the thread leaves its group: wait for
+		 * that, as the engine's probe (tgkill) sees it */
+		for (int w = 0; w < 2000 && syscall(SYS_tgkill, getpid(), a[i].tid, 0) == 0; w++)
+			usleep(1000);
 	}
 }
 
