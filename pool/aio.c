@@ -27,10 +27,11 @@
  * a thread new to the engine takes one nobody owns, or one whose thread
  * has exited (a tgkill probe, only then), so the list holds about as many
  * contexts as threads that did I/O and still live.  The two lock
- * round-trips per batch cost nothing beside the system call.  A context starts small and is rebuilt larger when a batch
- * needs more slots, up to AIO_MAX_DEPTH; beyond that the batch goes
- * through a sliding window (submit what fits, reap, submit the rest),
- * which is the only case where one phase takes more than one io_submit.
+ * round-trips per batch cost nothing beside the system call.  A context
+ * starts small and is rebuilt larger when a batch needs more slots, up
+ * to AIO_MAX_DEPTH; beyond that the batch goes through a sliding window
+ * (submit what fits, reap, submit the rest), which is the only case
+ * where one phase takes more than one io_submit.
  *
  * Chunk files are often opened with O_DIRECT, where libaio is truly
  * asynchronous.  Buffered descriptors work too: the kernel performs the
@@ -96,7 +97,7 @@
 
 /* An io_uring: its descriptor and the three shared mappings. */
 struct uring {
-	int fd; /* -1: none yet */
+	int fd;	     /* -1: none yet */
 	pid_t owner; /* single-issuer ring: the thread that made it (only it submits); 0: any */
 	unsigned entries;
 	_Atomic unsigned *sq_head, *sq_tail, *cq_head, *cq_tail;
@@ -481,9 +482,9 @@ static int uring_setup(struct uring *u, unsigned entries)
 	 * writes often complete apart).  Older kernels: COOP_TASKRUN (a
 	 * completion does not interrupt the thread to run its task work),
 	 * then a plain ring. */
-	static const unsigned flags[] = {
-	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
+	static const unsigned flags[] = {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+					     IORING_SETUP_DEFER_TASKRUN,
+					 IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, 0};
 	int fd = -1;
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
 		memset(&p, 0, sizeof(p));

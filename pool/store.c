@@ -2033,8 +2033,8 @@ static int probe_holes(const char *dir)
 	uint8_t buf[BLK];
 	int ok = 0;
 
-	int n = snprintf(path, sizeof(path), "%s/.hole-probe.%d.%d", dir, (int)getpid(),
-			 (int)gettid());
+	int n =
+	    snprintf(path, sizeof(path), "%s/.hole-probe.%d.%d", dir, (int)getpid(), (int)gettid());
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return 0;
 	int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);

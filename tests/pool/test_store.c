@@ -1469,8 +1469,8 @@ static void *aio_thr_run(void *arg)
 						     .buf = w + i * BLOCK,
 						     .len = BLOCK,
 						     .off = off + (uint64_t)i * BLOCK};
-		a->ok = pool_aio_run(a->e, q, 2) == 0 && q[0].result == BLOCK &&
-			q[1].result == BLOCK;
+		a->ok =
+		    pool_aio_run(a->e, q, 2) == 0 && q[0].result == BLOCK && q[1].result == BLOCK;
 		for (int i = 0; i < 2; i++) {
 			q[i].op = POOL_AIO_READ;
 			q[i].buf = r + i * BLOCK;
