@@ -48,9 +48,9 @@
  * (otherwise each completion arriving alone wakes it, as libaio's wait
  * does), and a thread submitting to the ring it always uses skips the
  * kernel's per-submitter bookkeeping; such a ring takes submissions from
- * the thread that made it only, hence the owner above.  So a batch whose I/Os are all on O_DIRECT
- * descriptors (pool_aio_req.direct) goes through an io_uring of the same
- * context; anything buffered stays on libaio, which runs it inside
+ * the thread that made it only, hence the owner above.  So a batch whose
+ * I/Os are all on O_DIRECT descriptors (pool_aio_req.direct) goes
+ * through an io_uring of the same context; anything buffered stays on libaio, which runs it inside
  * io_submit where io_uring would hand it to a worker thread.  The rings
  * are used through the raw system calls (<linux/io_uring.h>), no
  * library.  If the kernel refuses io_uring (too old, disabled by
