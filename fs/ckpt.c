@@ -1546,6 +1546,20 @@ static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
 	chain_remove(ch, (uint32_t)li);
 }
 
+/* A MAP or BLKS record whose layer map cannot grow to `ngran` granules:
+ * a map of that size needs ngran / 4 bytes, so a record naming a granule
+ * far past any file (a damaged record whose CRC still matched, or a bug)
+ * ends here; say which one instead of a bare "out of memory". */
+static int map_nomem(struct load *ld, const struct fs_ckpt *c, const char *what, uint64_t delta,
+		     uint64_t ngran)
+{
+	snprintf(ld->err, ld->errlen,
+		 "volume %s: checkpoint log: %s record of layer %" PRIu64 " needs a map of %" PRIu64
+		 " granules (%" PRIu64 " GiB of file): out of memory; damaged record?",
+		 c->v->name, what, delta, ngran, ngran / (1u << 14));
+	return -ENOMEM;
+}
+
 static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 {
 	struct load *ld = arg;
@@ -1615,7 +1629,7 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		if (!L)
 			return 0;
 		if ((r->state != POOL_CKPT_DATA && r->state != POOL_CKPT_ZERO) ||
-		    r->count > UINT64_MAX / G - r->first) {
+		    r->first > POOL_CKPT_MAX_GRANULES || r->count > POOL_CKPT_MAX_GRANULES - r->first) {
 			snprintf(ld->err, ld->errlen,
 				 "volume %s: checkpoint log: impossible MAP record (layer %" PRIu64
 				 ", granules %" PRIu64 "+%" PRIu64 ", state %u)",
@@ -1624,7 +1638,7 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		}
 		int st = (int)r->state;
 		if (pool_ckpt_map_set(&L->g, r->first, r->count, st) < 0)
-			return -ENOMEM;
+			return map_nomem(ld, c, "MAP", r->delta, r->first + r->count);
 		return 0;
 	}
 	case R_BLKS: {
@@ -1633,7 +1647,7 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		if (!L)
 			return 0;
 		int st = pool_ckpt_map_get(&L->g, r->granule);
-		if (r->mask == 0 || r->mask > POOL_CKPT_FULL || r->granule >= UINT64_MAX / G ||
+		if (r->mask == 0 || r->mask > POOL_CKPT_FULL || r->granule >= POOL_CKPT_MAX_GRANULES ||
 		    st == POOL_CKPT_ZERO) {
 			snprintf(ld->err, ld->errlen,
 				 "volume %s: checkpoint log: impossible BLKS record (layer %" PRIu64
@@ -1642,7 +1656,7 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 			return -EIO;
 		}
 		if (st != POOL_CKPT_DATA && pool_ckpt_map_mark(&L->g, r->granule, r->mask) < 0)
-			return -ENOMEM;
+			return map_nomem(ld, c, "BLKS", r->delta, r->granule + 1);
 		return 0;
 	}
 	case R_MERGE: {

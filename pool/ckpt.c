@@ -48,6 +48,8 @@ static int grow(struct pool_ckpt_map *m, uint64_t want)
 {
 	if (want <= m->ngran)
 		return 0;
+	if (want > POOL_CKPT_MAX_GRANULES)
+		return -EFBIG;
 	uint64_t n = m->ngran ? m->ngran : POOL_CKPT_LEAF;
 	while (n < want)
 		n *= 2;

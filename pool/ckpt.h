@@ -40,6 +40,10 @@
 #define POOL_CKPT_BLOCKS      (POOL_CKPT_GRANULE / POOL_CKPT_BLOCK) /* 16 per granule */
 #define POOL_CKPT_FULL	      0xffffu				    /* every block */
 #define POOL_CKPT_LEAF	      1024u /* granules per mask leaf (64 MiB of file) */
+/* Granules a map covers at most: 2^32, 256 TiB of file (its state bits
+ * alone take 1 GiB then).  A write past it is EFBIG; a log record naming
+ * a granule past it is damaged. */
+#define POOL_CKPT_MAX_GRANULES (1ull << 32)
 #define POOL_CKPT_MAX_REPLICA 8
 
 enum { POOL_CKPT_NONE = 0, POOL_CKPT_DATA = 1, POOL_CKPT_ZERO = 2, POOL_CKPT_PART = 3 };
@@ -53,17 +57,19 @@ struct pool_ckpt_map {
 
 int pool_ckpt_map_get(const struct pool_ckpt_map *m, uint64_t g);
 /* Set granules [g, g+n) to state NONE, DATA or ZERO (-EINVAL for PART:
- * use pool_ckpt_map_mark); NONE and ZERO clear their masks; -ENOMEM. */
+ * use pool_ckpt_map_mark); NONE and ZERO clear their masks; -ENOMEM,
+ * -EFBIG past POOL_CKPT_MAX_GRANULES. */
 int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state);
 /* The blocks of granule g in this layer: POOL_CKPT_FULL for DATA, its
  * mask for PART, 0 for NONE and ZERO. */
 unsigned pool_ckpt_map_blocks(const struct pool_ckpt_map *m, uint64_t g);
 /* Add blocks (a mask) to granule g, which is NONE or PART: it becomes
  * PART, or DATA once every block is in (-EINVAL if it is DATA or ZERO,
- * or mask is 0); -ENOMEM. */
+ * or mask is 0); -ENOMEM, -EFBIG past POOL_CKPT_MAX_GRANULES. */
 int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask);
 /* Cover granules [0, n) without growing later (a set within them never
- * reallocates, so readers may look while one setter writes); -ENOMEM. */
+ * reallocates, so readers may look while one setter writes); -ENOMEM,
+ * -EFBIG past POOL_CKPT_MAX_GRANULES. */
 int pool_ckpt_map_reserve(struct pool_ckpt_map *m, uint64_t n);
 /* First granule >= g whose state is not NONE, or UINT64_MAX. */
 uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g);

@@ -268,6 +268,29 @@ def formats(t, p, vol):
          f"{vol}: with one clear line")
     if p.mounts[-1].proc is not None:
         p.mounts[-1].stop()
+    # a BLKS record naming a granule 2^40 (64 EiB into the file), its CRC
+    # right: refused by name, not an attempt at a map of 2^40 granules
+    for x in logs:
+        out = []
+        for typ, pay, raw in records_of(saved[x]):
+            if typ == 10:
+                seq = struct.unpack_from("<Q", raw, 12)[0]
+                pay = pay[:8] + struct.pack("<Q", 1 << 40) + pay[16:]
+                raw = record(10, pay, seq)
+            out.append(raw)
+        with open(x, "wb") as fh:
+            fh.write(b"".join(out))
+    before = len(log_tail(p, 1 << 22))
+    try:
+        p.mount()
+        ok = not os.path.exists(f.path)
+    except RuntimeError:
+        ok = True
+    t.ok(ok, f"{vol}: a BLKS record past any file is refused (volume not served)")
+    t.ok("impossible BLKS record" in log_tail(p, 1 << 22)[before:],
+         f"{vol}: with one line naming the record")
+    if p.mounts[-1].proc is not None:
+        p.mounts[-1].stop()
     for x, b in saved.items():
         with open(x, "wb") as fh:
             fh.write(b)
