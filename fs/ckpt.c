@@ -1629,7 +1629,8 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		if (!L)
 			return 0;
 		if ((r->state != POOL_CKPT_DATA && r->state != POOL_CKPT_ZERO) ||
-		    r->first > POOL_CKPT_MAX_GRANULES || r->count > POOL_CKPT_MAX_GRANULES - r->first) {
+		    r->first > POOL_CKPT_MAX_GRANULES ||
+		    r->count > POOL_CKPT_MAX_GRANULES - r->first) {
 			snprintf(ld->err, ld->errlen,
 				 "volume %s: checkpoint log: impossible MAP record (layer %" PRIu64
 				 ", granules %" PRIu64 "+%" PRIu64 ", state %u)",
@@ -1647,8 +1648,8 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		if (!L)
 			return 0;
 		int st = pool_ckpt_map_get(&L->g, r->granule);
-		if (r->mask == 0 || r->mask > POOL_CKPT_FULL || r->granule >= POOL_CKPT_MAX_GRANULES ||
-		    st == POOL_CKPT_ZERO) {
+		if (r->mask == 0 || r->mask > POOL_CKPT_FULL ||
+		    r->granule >= POOL_CKPT_MAX_GRANULES || st == POOL_CKPT_ZERO) {
 			snprintf(ld->err, ld->errlen,
 				 "volume %s: checkpoint log: impossible BLKS record (layer %" PRIu64
 				 ", granule %" PRIu64 ", mask 0x%x, state %d)",

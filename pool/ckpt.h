@@ -40,11 +40,12 @@
 #define POOL_CKPT_BLOCKS      (POOL_CKPT_GRANULE / POOL_CKPT_BLOCK) /* 16 per granule */
 #define POOL_CKPT_FULL	      0xffffu				    /* every block */
 #define POOL_CKPT_LEAF	      1024u /* granules per mask leaf (64 MiB of file) */
+#define POOL_CKPT_MAX_REPLICA 8
+
 /* Granules a map covers at most: 2^32, 256 TiB of file (its state bits
  * alone take 1 GiB then).  A write past it is EFBIG; a log record naming
  * a granule past it is damaged. */
 #define POOL_CKPT_MAX_GRANULES (1ull << 32)
-#define POOL_CKPT_MAX_REPLICA 8
 
 enum { POOL_CKPT_NONE = 0, POOL_CKPT_DATA = 1, POOL_CKPT_ZERO = 2, POOL_CKPT_PART = 3 };
 
