@@ -252,45 +252,17 @@ def formats(t, p, vol):
     t.eq(sha(read(f.path)), sha(bytes(want_v1)), f"{vol}: and the file's whole granules")
     t.ok(all(records(x)[0][0] == 9 for x in logs), f"{vol}: it is rewritten as version 2")
     p.mounts[-1].stop()
-    for x in logs:  # version 3, ahead of this build
-        seq = struct.unpack_from("<Q", records(x)[0][2], 12)[0]
-        with open(x, "wb") as fh:
-            fh.write(record(9, struct.pack("<II", 3, 0), seq) +
-                     b"".join(raw for _, _, raw in records_of(saved[x])[1:]))
-    before = len(log_tail(p, 1 << 22))
-    try:
-        p.mount()
-        ok = not os.path.exists(f.path)
-    except RuntimeError:
-        ok = True
-    t.ok(ok, f"{vol}: a version 3 log is refused (volume not served)")
-    t.ok("checkpoint log format 3 is newer than this build's (2)" in log_tail(p, 1 << 22)[before:],
-         f"{vol}: with one clear line")
-    if p.mounts[-1].proc is not None:
-        p.mounts[-1].stop()
-    # a BLKS record naming a granule 2^40 (64 EiB into the file), its CRC
+    # version 3, ahead of this build
+    v3 = {x: record(9, struct.pack("<II", 3, 0), struct.unpack_from("<Q", records(x)[0][2], 12)[0])
+          + b"".join(raw for _, _, raw in records_of(saved[x])[1:]) for x in logs}
+    refused(t, p, f.path, v3, f"{vol}: a version 3 log",
+            "checkpoint log format 3 is newer than this build's (2)")
+    # a BLKS record naming granule 2^40 (64 PiB into the file), its CRC
     # right: refused by name, not an attempt at a map of 2^40 granules
-    for x in logs:
-        out = []
-        for typ, pay, raw in records_of(saved[x]):
-            if typ == 10:
-                seq = struct.unpack_from("<Q", raw, 12)[0]
-                pay = pay[:8] + struct.pack("<Q", 1 << 40) + pay[16:]
-                raw = record(10, pay, seq)
-            out.append(raw)
-        with open(x, "wb") as fh:
-            fh.write(b"".join(out))
-    before = len(log_tail(p, 1 << 22))
-    try:
-        p.mount()
-        ok = not os.path.exists(f.path)
-    except RuntimeError:
-        ok = True
-    t.ok(ok, f"{vol}: a BLKS record past any file is refused (volume not served)")
-    t.ok("impossible BLKS record" in log_tail(p, 1 << 22)[before:],
-         f"{vol}: with one line naming the record")
-    if p.mounts[-1].proc is not None:
-        p.mounts[-1].stop()
+    far = {x: b"".join(record(10, pay[:8] + struct.pack("<Q", 1 << 40) + pay[16:],
+                              struct.unpack_from("<Q", raw, 12)[0]) if typ == 10 else raw
+                       for typ, pay, raw in records_of(saved[x])) for x in logs}
+    refused(t, p, f.path, far, f"{vol}: a BLKS record past any file", "impossible BLKS record")
     for x, b in saved.items():
         with open(x, "wb") as fh:
             fh.write(b)
@@ -299,6 +271,24 @@ def formats(t, p, vol):
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and the file as written")
     p.spacectl("checkpoint", "merge", p.source, vol, "old", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after the merge")
+
+
+def refused(t, p, path, logs, what, line):
+    """Write logs ({path: bytes}) and mount: the volume is not served
+    (path absent) and the daemon says `line`; then unmount."""
+    for x, b in logs.items():
+        with open(x, "wb") as fh:
+            fh.write(b)
+    before = len(log_tail(p, 1 << 22))
+    try:
+        p.mount()
+        ok = not os.path.exists(path)
+    except RuntimeError:
+        ok = True
+    t.ok(ok, f"{what} is refused (volume not served)")
+    t.ok(line in log_tail(p, 1 << 22)[before:], f"{what}: refused with one clear line")
+    if p.mounts[-1].proc is not None:
+        p.mounts[-1].stop()
 
 
 def merge_lower(t, p, vol, seed):

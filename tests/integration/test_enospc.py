@@ -63,6 +63,16 @@ def fill(path, total):
     return 0
 
 
+def teardown(pool, small):
+    """Stop what still runs, unmount the tmpfs disk, remove the pool."""
+    for mt in pool.mounts:
+        if mt.proc is not None:
+            mt.stop()
+    if small:
+        run(["umount", small], check=False)
+    pool.cleanup()
+
+
 def status(pool):
     text = pool.spacectl("status", pool.source).stdout
     j = json.loads(pool.spacectl("status", pool.source, "--json").stdout)
@@ -160,12 +170,7 @@ def main():
         t.ok(False, f"unexpected error: {e}")
         t.diag(log_tail(pool))
     finally:
-        for mt in pool.mounts:
-            if mt.proc is not None:
-                mt.stop()
-        if small:
-            run(["umount", small], check=False)
-        pool.cleanup()
+        teardown(pool, small)
     wb_full(t)
     t.done()
 
@@ -234,12 +239,7 @@ def wb_full(t):
         t.ok(False, f"write-back full: unexpected error: {e}")
         t.diag(log_tail(pool))
     finally:
-        for mt in pool.mounts:
-            if mt.proc is not None:
-                mt.stop()
-        if small:
-            run(["umount", small], check=False)
-        pool.cleanup()
+        teardown(pool, small)
 
 
 if __name__ == "__main__":
