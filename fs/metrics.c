@@ -29,6 +29,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,36 +160,42 @@ static void latency(struct fs *fs, const struct snap *sn, struct fs_text *t)
 	}
 }
 
+/* One counter per volume: its HELP and TYPE lines, then the value of the
+ * volume's atomic counter at byte offset `field` of struct fs_volume for
+ * each volume (times `scale`, as seconds, when scale is not 0). */
+static void volume_counter(struct fs *fs, const struct snap *sn, struct fs_text *t,
+			   const char *name, const char *help, size_t field, double scale)
+{
+	fs_textf(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (uint32_t i = 0; i < sn->nvol; i++) {
+		const atomic_uint_fast64_t *c =
+		    (const atomic_uint_fast64_t *)((const char *)fs->vol[i] + field);
+		uint64_t v = (uint64_t)atomic_load(c);
+		if (scale == 0)
+			fs_textf(t, "%s{volume=\"%s\"} %" PRIu64 "\n", name, fs->vol[i]->name, v);
+		else
+			fs_textf(t, "%s{volume=\"%s\"} %.6f\n", name, fs->vol[i]->name,
+				 (double)v * scale);
+	}
+}
+
 static void volumes(struct fs *fs, const struct snap *sn, struct fs_text *t)
 {
-	fs_textf(t,
-		 "# HELP spacefs_volume_read_bytes_total Bytes applications read from the volume.\n"
-		 "# TYPE spacefs_volume_read_bytes_total counter\n");
-	for (uint32_t i = 0; i < sn->nvol; i++)
-		fs_textf(t, "spacefs_volume_read_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
-			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->read_bytes));
-	fs_textf(t, "# HELP spacefs_volume_write_bytes_total Bytes applications wrote to the "
-		    "volume.\n# TYPE spacefs_volume_write_bytes_total counter\n");
-	for (uint32_t i = 0; i < sn->nvol; i++)
-		fs_textf(t, "spacefs_volume_write_bytes_total{volume=\"%s\"} %" PRIu64 "\n",
-			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->write_bytes));
-	fs_textf(t, "# HELP spacefs_ckpt_log_records_total Checkpoint log block records "
-		    "(first writes after a checkpoint, merges).\n"
-		    "# TYPE spacefs_ckpt_log_records_total counter\n");
-	for (uint32_t i = 0; i < sn->nvol; i++)
-		fs_textf(t, "spacefs_ckpt_log_records_total{volume=\"%s\"} %" PRIu64 "\n",
-			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->ckpt_recs));
-	fs_textf(t, "# HELP spacefs_ckpt_log_appends_total Appends (one write per log replica) "
-		    "that carried them.\n# TYPE spacefs_ckpt_log_appends_total counter\n");
-	for (uint32_t i = 0; i < sn->nvol; i++)
-		fs_textf(t, "spacefs_ckpt_log_appends_total{volume=\"%s\"} %" PRIu64 "\n",
-			 fs->vol[i]->name, (uint64_t)atomic_load(&fs->vol[i]->ckpt_appends));
-	fs_textf(t, "# HELP spacefs_ckpt_log_wait_seconds_total Time writers waited for their "
-		    "block records to be in the log.\n"
-		    "# TYPE spacefs_ckpt_log_wait_seconds_total counter\n");
-	for (uint32_t i = 0; i < sn->nvol; i++)
-		fs_textf(t, "spacefs_ckpt_log_wait_seconds_total{volume=\"%s\"} %.6f\n",
-			 fs->vol[i]->name, (double)atomic_load(&fs->vol[i]->ckpt_wait_ns) * 1e-9);
+	volume_counter(fs, sn, t, "spacefs_volume_read_bytes_total",
+		       "Bytes applications read from the volume.",
+		       offsetof(struct fs_volume, read_bytes), 0);
+	volume_counter(fs, sn, t, "spacefs_volume_write_bytes_total",
+		       "Bytes applications wrote to the volume.",
+		       offsetof(struct fs_volume, write_bytes), 0);
+	volume_counter(fs, sn, t, "spacefs_ckpt_log_records_total",
+		       "Checkpoint log block records (first writes after a checkpoint, merges).",
+		       offsetof(struct fs_volume, ckpt_recs), 0);
+	volume_counter(fs, sn, t, "spacefs_ckpt_log_appends_total",
+		       "Appends (one write per log replica) that carried them.",
+		       offsetof(struct fs_volume, ckpt_appends), 0);
+	volume_counter(fs, sn, t, "spacefs_ckpt_log_wait_seconds_total",
+		       "Time writers waited for their block records to be in the log.",
+		       offsetof(struct fs_volume, ckpt_wait_ns), 1e-9);
 	fs_textf(t, "# HELP spacefs_volume_owner Owner of the volume (1) as this node sees it; "
 		    "access is direct, redirected or read-only.\n"
 		    "# TYPE spacefs_volume_owner gauge\n");
