@@ -2096,7 +2096,8 @@ static int disk_open(struct pool_store *s, const struct pool_store_config *cfg, 
 				  d->path, why);
 	}
 	s->any_direct |= d->direct;
-	d->holes = probe_holes(vol);
+	/* only write-back (parity volumes) asks (wb_reserve) */
+	d->holes = s->g.kind == LAYOUT_PARITY && probe_holes(vol);
 	return 0;
 }
 
