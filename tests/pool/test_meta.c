@@ -1551,6 +1551,15 @@ static void mk_many(struct fix *f, const char *prefix, int n, uint64_t *ino)
 	}
 }
 
+/* Hold every create window until a sync ends it.  Otherwise the window
+ * timer may commit the creates before the failure is set up, or meet the
+ * failure before the test captures what the store says of it (seen under
+ * valgrind on a loaded machine). */
+static void hold_windows(struct fix *f)
+{
+	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+}
+
 /* One node: the statements run on the first replica only and the others
  * get its file writes (mirrors).  Every change still reaches every
  * replica, the files end byte for byte the same, and a second open starts
@@ -1605,6 +1614,7 @@ static void test_mirror_source_fails(void **state)
 
 	open_n(f, NREP);
 	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	hold_windows(f);
 	mk_many(f, "a", 50, ino);
 	break_wal(f->dir[0]);
 	capture_begin(&c);
@@ -1639,6 +1649,7 @@ static void test_mirror_write_fails(void **state)
 
 	open_n(f, NREP);
 	assert_int_equal(pool_meta_exclusive(f->m), 0);
+	hold_windows(f);
 	mk_many(f, "a", 10, NULL);
 	break_wal(f->dir[2]);
 	capture_begin(&c);
@@ -1817,7 +1828,7 @@ static void test_window_failover(void **state)
 
 	open_n(f, NREP);
 	assert_int_equal(pool_meta_exclusive(f->m), 0);
-	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	hold_windows(f);
 	uint64_t txn = pool_meta_txn(f->m);
 	mk_many(f, "h", 40, ino);
 	assert_int_equal(pool_meta_txn(f->m), txn); /* all held */
@@ -1848,7 +1859,7 @@ static void test_window_big_commit(void **state)
 
 	open_n(f, NREP);
 	assert_int_equal(pool_meta_exclusive(f->m), 0);
-	pool_meta_set_window(f->m, 3600 * 1000000000LL, 100000);
+	hold_windows(f);
 	uint64_t txn = pool_meta_txn(f->m);
 	for (int i = 0; i < 400; i++) {
 		snprintf(name, sizeof(name), "%04d", i);
