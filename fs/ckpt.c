@@ -318,7 +318,10 @@ static void gc_lead(struct fs_ckpt *c)
 	for (uint32_t i = 0; i < n; i++)
 		recs[i] = batch[i]->r;
 	pthread_mutex_lock(&c->lock);
-	int rc = log_appended(c, pool_ckpt_log_append_n(c->log, R_BLKS, recs, sizeof(recs[0]), n));
+	int rc = pool_fault_from(&c->v->fault, POOL_FAULT_CKLOG)
+		     ? -EIO
+		     : pool_ckpt_log_append_n(c->log, R_BLKS, recs, sizeof(recs[0]), n);
+	rc = log_appended(c, rc);
 	pthread_mutex_unlock(&c->lock);
 	atomic_fetch_add(&c->v->ckpt_recs, n);
 	atomic_fetch_add(&c->v->ckpt_appends, 1);
