@@ -321,7 +321,7 @@ static void test_failed_apply(void **state)
 	assert_int_equal(pool_wb_drain(e->wb), 0);
 	assert_int_equal(e->held, 0);
 	assert_int_equal(e->holds, 3); /* on at each failed try, off once */
-	assert_int_equal(e->done, 2); /* the retried record is not reported twice */
+	assert_int_equal(e->done, 2);  /* the retried record is not reported twice */
 	assert_int_equal(e->chunk[1][4 * IL + 2 * B], 0x44);
 	assert_int_equal(e->chunk[3][5 * IL + 2 * B], 0x55);
 	env_free(e);
