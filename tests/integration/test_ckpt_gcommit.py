@@ -128,17 +128,24 @@ def shas(models):
     return [sha(bytes(m)) for m in models]
 
 
-def one(t, p, vol, seed):
-    rng = random.Random(seed)
-    root = os.path.join(p.mnt, vol)
-    names = [f"vm/f{i:02d}.bin" for i in range(THREADS)]  # a directory's files
-    os.mkdir(os.path.join(root, "vm"))
+def lay_out(root, d, size, rng):
+    """THREADS files of `size` random bytes in directory d of root: their
+    names (relative to root), paths and contents."""
+    names = [f"{d}/f{i:02d}.bin" for i in range(THREADS)]
+    os.mkdir(os.path.join(root, d))
     paths = [os.path.join(root, n) for n in names]
-    base = [rng.randbytes(FILE) for _ in names]
+    base = [rng.randbytes(size) for _ in names]
     for path, data in zip(paths, base):
         with open(path, "wb") as f:
             f.write(data)
             os.fsync(f.fileno())
+    return names, paths, base
+
+
+def one(t, p, vol, seed):
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    names, paths, base = lay_out(root, "vm", FILE, rng)  # a directory's files
     cp = lambda ck: [os.path.join(root, ".checkpoints", ck, n) for n in names]
 
     p.spacectl("checkpoint", "create", p.source, vol, "c1", "vm")
@@ -215,13 +222,7 @@ def log_lost(t, p, vol, seed):
     size, ok_appends = 256 * 1024, 3
     rng = random.Random(seed)
     root = os.path.join(p.mnt, vol)
-    names = [f"lost/f{i:02d}.bin" for i in range(THREADS)]
-    os.mkdir(os.path.join(root, "lost"))
-    paths = [os.path.join(root, n) for n in names]
-    base = [rng.randbytes(size) for _ in names]
-    for path, data in zip(paths, base):
-        with open(path, "wb") as f:
-            f.write(data)
+    names, paths, base = lay_out(root, "lost", size, rng)
     t.eq(p.mounts[-1].stop(), 0, f"{vol}: clean unmount before the lost-log mount")
     os.environ["SPACEFS_FAULT"] = f"cklog:{ok_appends + 1}"
     try:
