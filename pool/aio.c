@@ -65,7 +65,10 @@
  * waited on until everything the kernel took has completed (uring_drain);
  * what it never took fails with the error, and libaio takes over.  If
  * even the wait fails, the process ends (abort) rather than return.
- * libaio's io_destroy does wait for a context's I/Os (ctx_abandon).
+ * libaio's io_destroy does wait for a context's I/Os (ctx_abandon).  A
+ * ring that refuses the thread (EEXIST: a thread id reused) takes
+ * nothing, and libaio runs the batch, which stays admitted once to the
+ * emulated disks below.
  *
  * Emulated disks (pool/diskmodel.c): a request naming a disk queue whose
  * model is not none is admitted to that queue as it is prepared, which
@@ -378,8 +381,12 @@ static void model_wait(uint64_t due)
 }
 
 /* Fill the iocbs; requests that need no kernel I/O complete right here.
- * Returns how many iocbs were prepared; *due as in model_admit. */
-static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, uint64_t *due)
+ * Returns how many iocbs were prepared; *due as in model_admit.  admitted:
+ * the modelled requests are already in their disks' queues (uring_run
+ * admitted them before the ring refused the thread), so admitting them
+ * again would make the emulated disks serve the batch twice. */
+static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, uint64_t *due,
+		      int admitted)
 {
 	size_t m = 0;
 	uint64_t now = 0;
@@ -396,7 +403,7 @@ static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, ui
 			io_prep_pread(cb, r->fd, r->buf, r->len, (long long)r->off);
 		else
 			io_prep_pwrite(cb, r->fd, r->buf, r->len, (long long)r->off);
-		if (__builtin_expect(pool_diskq_on(r->dq), 0))
+		if (__builtin_expect(pool_diskq_on(r->dq), 0) && !admitted)
 			model_admit(r, &now, due);
 		cb->data = r;
 		r->result = AIO_PENDING;
@@ -782,14 +789,18 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 	c = ctx_take(e, ring);
 	rc = c ? 0 : -ENOMEM;
 	uint64_t due = 0;
-	if (c && ring && uring_fit(e, &c->u, n + 1) == 0 &&
-	    (rc = uring_run(e, &c->u, reqs, n, &due)) <= 0) {
-		ctx_put(e, c);
-		if (__builtin_expect(due != 0, 0))
-			model_wait(due);
-		return rc;
+	int admitted = 0; /* uring_run admitted the batch to the disk models */
+	if (c && ring && uring_fit(e, &c->u, n + 1) == 0) {
+		rc = uring_run(e, &c->u, reqs, n, &due);
+		if (rc <= 0) {
+			ctx_put(e, c);
+			if (__builtin_expect(due != 0, 0))
+				model_wait(due);
+			return rc;
+		}
+		admitted = 1; /* the ring refused the thread, took nothing: libaio runs it */
 	}
-	rc = c ? 0 : -ENOMEM; /* uring_run returned 1: nothing submitted, libaio runs it */
+	rc = c ? 0 : -ENOMEM;
 	if (c)
 		rc = ctx_fit(c, n + 1);
 	if (rc < 0) {
@@ -800,7 +811,7 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 		return rc;
 	}
 
-	size_t m = prepare(c, reqs, n, &due);
+	size_t m = prepare(c, reqs, n, &due, admitted);
 	size_t sub = 0, done = 0;
 	struct pool_aio_req plug;
 	if (m == AIO_PLUG_THRESHOLD)
