@@ -718,6 +718,32 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 	return NULL;
 }
 
+uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
+{
+	struct fs_ckpt *c = v->ckpt;
+	uint64_t end = 0;
+
+	if (!c || atomic_load(&c->nchains) == 0)
+		return 0;
+	/* bucket heads under hlock; a chain's next never changes once it is
+	 * in a bucket (new chains go in front) and chains are freed only at
+	 * detach, so the rest is walked without it, each chain's layers
+	 * under its own lock (taken after hlock is let go, as chain_enter) */
+	for (int h = 0; h < CK_HASH && end == 0; h++) {
+		pthread_rwlock_rdlock(&c->hlock);
+		struct chain *ch = c->hash[h];
+		pthread_rwlock_unlock(&c->hlock);
+		for (; ch && end == 0; ch = ch->next) {
+			pthread_rwlock_rdlock(&ch->rw);
+			for (uint32_t k = 1; k < ch->n; k++)
+				if (ch->l[k].map.id == ino)
+					end = pool_ckpt_map_end(&ch->l[k].g) * G;
+			pthread_rwlock_unlock(&ch->rw);
+		}
+	}
+	return end;
+}
+
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
 {
 	struct chain *ch = chain_enter(in->vol, in->attr.ino, false);

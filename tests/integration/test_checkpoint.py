@@ -450,6 +450,50 @@ def vhdx(t, p, vol):
     t.eq(listed(p, vol), [], f"{vol}: no checkpoint left after the VHDX backup")
 
 
+def grown_scrub(t, p, vol):
+    """A file that grows after its checkpoint writes its new end into the
+    checkpoint's layer, past the layer's recorded size (the file's size at
+    the checkpoint): a scrub (and a repair, same walk) must still cover it.
+    A byte flipped there in one mirror copy is found and repaired."""
+    rng = random.Random(7)
+    root = os.path.join(p.mnt, vol)
+    path = os.path.join(root, "grown.bin")
+    model = bytearray(rng.randbytes(256 * 1024))
+    write_at(path, 0, model, mode="wb", sync=True)
+    before = chunk_ids(p, vol)
+    ckpt(p, vol, "grow", "grown.bin")
+    more = rng.randbytes(1 << 20)
+    write_at(path, len(model), more, sync=True)
+    model += more
+    layer = chunk_ids(p, vol) - before
+    t.eq(len(layer), 1, f"{vol}: the grown file's layer has chunk files ({sorted(layer)})")
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: clean unmount before the damage")
+    hit = None
+    for f in sorted(glob.glob(os.path.join(p.dir, "d*", "vol", vol, "data", "*",
+                                           f"{min(layer or {0}):016x}.*"))):
+        if f.endswith(".crc"):
+            continue
+        with open(f, "r+b") as fh:  # past the chunk bytes the recorded size maps to
+            fh.seek(300 * 1024 + 123)
+            b = fh.read(1)
+            if b and b != b"\0":
+                fh.seek(-1, 1)
+                fh.write(bytes([b[0] ^ 0xFF]))
+                hit = f
+                break
+    t.ok(hit is not None, f"{vol}: a byte of the layer's grown part flipped on one copy ({hit})")
+    p.mount()
+    out = p.spacectl("scrub", p.source, vol, "--wait").stdout
+    t.ok("bad 1, repaired 1," in out, f"{vol}: scrub finds and repairs it "
+                                       f"({out.strip().splitlines()[-1:]})")
+    t.eq(sha_path(path), sha(bytes(model)), f"{vol}: the grown file reads exact")
+    t.eq(sha_path(os.path.join(root, ".checkpoints", "grow", "grown.bin")),
+         sha(bytes(model[:256 * 1024])), f"{vol}: the checkpoint reads its instant")
+    merge(p, vol, "grow")
+    t.eq(sha_path(path), sha(bytes(model)), f"{vol}: exact after the merge")
+    os.unlink(path)
+
+
 def main():
     t = Tap()
     p = Pool(ndisks=4)
@@ -464,6 +508,7 @@ def main():
         unmount_during_merge(t, p, "mirror2")
         backups(t, p, "mirror2")
         vhdx(t, p, "parity1")
+        grown_scrub(t, p, "mirror2")
         stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")
