@@ -744,6 +744,24 @@ uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
 	return end;
 }
 
+int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
+{
+	struct chain *ch = chain_enter(v, vino, false);
+	int rc = 0;
+
+	if (!ch)
+		return 0;
+	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
+		rc = pool_store_sync(v->store, &ch->l[k].map);
+	pthread_rwlock_unlock(&ch->rw);
+	if (rc == 0) {
+		pthread_mutex_lock(&v->ckpt->lock);
+		rc = pool_ckpt_log_sync(v->ckpt->log);
+		pthread_mutex_unlock(&v->ckpt->lock);
+	}
+	return rc;
+}
+
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
 {
 	struct chain *ch = chain_enter(in->vol, in->attr.ino, false);

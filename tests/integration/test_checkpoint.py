@@ -489,9 +489,42 @@ def grown_scrub(t, p, vol):
     t.eq(sha_path(path), sha(bytes(model)), f"{vol}: the grown file reads exact")
     t.eq(sha_path(os.path.join(root, ".checkpoints", "grow", "grown.bin")),
          sha(bytes(model[:256 * 1024])), f"{vol}: the checkpoint reads its instant")
+    fsync_layers(t, p, vol, path, model, min(layer or {0}))
     merge(p, vol, "grow")
     t.eq(sha_path(path), sha(bytes(model)), f"{vol}: exact after the merge")
     os.unlink(path)
+
+
+def fsync_layers(t, p, vol, path, model, layer):
+    """fsync of a checkpointed file makes its layer's chunk files and the
+    checkpoint log durable too (fdatasync of each, seen with strace -y on
+    the daemon), not only the file's own chunk files: a power cut must not
+    take writes made since the checkpoint that fsync answered."""
+    if not shutil.which("strace"):
+        t.ok(True, f"{vol}: fsync syncs the layers # SKIP no strace")
+        return
+    trace = os.path.join(p.dir, "fsync.strace")
+    tr = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fdatasync,fsync", "-o", trace,
+                           "-p", str(p.mounts[-1].proc.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # attached to every thread
+    if tr.poll() is not None:
+        why = tr.stderr.read().decode(errors="replace").strip()[-120:]
+        t.ok(True, f"{vol}: fsync syncs the layers # SKIP strace cannot attach: {why}")
+        return
+    data = random.Random(8).randbytes(4096)
+    write_at(path, 8192, data, sync=True)  # a first write since the checkpoint, and fsync
+    model[8192:8192 + 4096] = data
+    time.sleep(0.5)
+    tr.terminate()
+    tr.wait()
+    with open(trace) as f:
+        text = f.read()
+    synced = [ln for ln in text.splitlines() if "sync(" in ln]
+    t.ok(any(f"{layer:016x}." in ln for ln in synced),
+         f"{vol}: fsync synced the layer's chunk files ({len(synced)} syncs)")
+    t.ok(any("/ckpt>" in ln for ln in synced), f"{vol}: fsync synced the checkpoint log")
+    t.eq(sha_path(path), sha(bytes(model)), f"{vol}: the file reads its fsynced write")
 
 
 def main():
