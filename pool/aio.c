@@ -648,6 +648,13 @@ void pool_aio_test_enter(struct pool_aio *e, pool_aio_enter_fn fn)
 	e->enter = fn;
 }
 
+/* An io_uring_enter error that only asks to call again (interrupted,
+ * or the completion queue is full for now), not a broken ring. */
+static int enter_retry(int err)
+{
+	return err == EINTR || err == EAGAIN || err == EBUSY;
+}
+
 /* Take every completion the ring holds; returns how many. */
 static size_t uring_reap(struct uring *u)
 {
@@ -695,7 +702,7 @@ static void uring_drain(const struct pool_aio *e, struct uring *u, unsigned head
 			return;
 		int rc =
 		    uring_enter(e, u->fd, 0, (unsigned)(taken - *done), IORING_ENTER_GETEVENTS);
-		if (rc < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) {
+		if (rc < 0 && !enter_retry(errno)) {
 			fprintf(stderr,
 				"spacefs: pool/aio.c: cannot wait for %zu io_uring I/Os in flight "
 				"(%s): their buffers cannot be handed back; aborting\n",
@@ -762,7 +769,7 @@ static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *r
 			return 1;
 		}
 		done += uring_reap(u);
-		if (err && err != EINTR && err != EAGAIN && err != EBUSY) {
+		if (err && !enter_retry(err)) {
 			/* The ring is broken (should not happen): wait out
 			 * what the kernel took, fail what it did not take, and
 			 * use libaio from now on. */
