@@ -199,6 +199,9 @@ static inline uint32_t fs_ino_volid(uint64_t ino)
 /* ---- volumes (fs/volume.c) ---- */
 int fs_volume_open(struct fs *fs, const struct pool_sb_volume *pv, char *err, size_t errlen);
 void fs_volume_close(struct fs_volume *v);
+/* Move the volume's journal copies where they belong now, if they are not
+ * there (fs/volume.c; the health watcher's tick). */
+void fs_volume_journal_place(struct fs *fs, struct fs_volume *v);
 int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_volume *pv, char *err,
 		     size_t errlen);
 void fs_volume_detach(struct fs_volume *v);

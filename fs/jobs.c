@@ -1453,6 +1453,8 @@ void fs_jobs_tick(struct fs *fs)
 			pool_journal_stats(v->journal, &js);
 			if (js.used >= js.size / 4)
 				pool_journal_checkpoint(v->journal, js.size / 4);
+			/* a copy out of service, or a disk back: copies moved */
+			fs_volume_journal_place(fs, v);
 		}
 		fs_vol_leave(v);
 	}

@@ -291,53 +291,65 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
 	return 0;
 }
 
-/* Where the journal of volume pv keeps its copies (docs/ARCHITECTURE.md,
- * "Journal disks"): parity + 1 copies on distinct disks, so it survives as
- * many lost disks as the volume.  The pool's journal disks in service come
- * first (from the one the volume id picks, so volumes spread over them),
- * then the volume's metadata disks fill what is missing: one journal disk
- * takes one copy off the data disks, parity + 1 of them take all.  A
- * failed or retired journal disk is passed over: its copy falls back to a
- * data disk at the next open.  Every other disk that may hold an older
- * copy (a journal disk added, back, or not picked; a metadata disk no
- * longer needed) and still has one is listed after the copies, read only
- * by the replay, so records are found wherever they were written.
- * Returns the number of copies; *n the number of paths. */
 /* <disk>/vol/<volume>: a journal disk added after the volume was created
  * has none yet (an error shows when the copy cannot be opened). */
 static void journal_dir(const char *disk, const char *volume)
 {
 	char dir[POOL_PATH_MAX + 96];
 
-	snprintf(dir, sizeof(dir), "%s/vol", disk);
+	snprintf(dir, sizeof(dir), "%.*s/vol", POOL_PATH_MAX, disk);
 	mkdir(dir, 0755);
-	snprintf(dir, sizeof(dir), "%s/vol/%s", disk, volume);
+	snprintf(dir, sizeof(dir), "%.*s/vol/%.64s", POOL_PATH_MAX, disk, volume);
 	mkdir(dir, 0755);
 }
 
-static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
-			      char (*buf)[POOL_PATH_MAX + 96], const char **paths, uint32_t *disks,
-			      uint32_t *n)
+/* Every disk that may hold a copy of pv's journal, in order of
+ * preference: the pool's journal disks (from the one the volume id picks,
+ * so volumes spread over them), the volume's metadata disks, then the
+ * other data disks (from the one the id picks).  Returns how many. */
+static uint32_t journal_candidates(const struct pool *p, const struct pool_sb_volume *pv,
+				   uint32_t *cand)
 {
-	struct pool *p = fs->pool;
-	uint32_t want = pv->geom.parity + 1, nw = 0, cand[POOL_MAX_DISKS], nc = 0, nj = 0;
+	uint32_t nc = 0;
+	uint64_t seen = 0;
+
+	for (uint32_t k = 0; k < p->ndisks; k++) { /* journal disks, rotated */
+		uint32_t i = (uint32_t)((pv->id + k) % p->ndisks);
+		if (pool_disk_is_journal(p, i))
+			cand[nc++] = i, seen |= 1ull << i;
+	}
+	for (uint32_t i = 0; i < pv->nmeta; i++)
+		if (pv->meta[i] < p->ndisks && !(seen >> pv->meta[i] & 1))
+			cand[nc++] = pv->meta[i], seen |= 1ull << pv->meta[i];
+	for (uint32_t k = 0; k < p->ndisks; k++) { /* the other data disks */
+		uint32_t i = (uint32_t)((pv->id + k) % p->ndisks);
+		if (!(seen >> i & 1))
+			cand[nc++] = i, seen |= 1ull << i;
+	}
+	return nc;
+}
+
+/* Where the journal of volume pv keeps its copies (docs/ARCHITECTURE.md,
+ * "Journal disks"), as the pool is now: parity + 1 copies on distinct
+ * disks, so it survives as many lost disks as the volume.  The journal
+ * disks in service come first, then the volume's metadata disks fill what
+ * is missing (one journal disk takes one copy off the data disks, parity
+ * + 1 of them take all), then, if too few of those are in service, other
+ * data disks.  A failed or retired journal disk is passed over.  The same
+ * rule at open (journal_paths) and while open (fs_volume_journal_place),
+ * so a volume's copies go where its next open looks first.  Fills
+ * disks[0..) and returns the number of copies. */
+static uint32_t journal_place(const struct pool *p, const struct pool_sb_volume *pv,
+			      uint32_t *disks)
+{
+	uint32_t want = pv->geom.parity + 1, nw = 0, cand[POOL_MAX_DISKS];
+	uint32_t nc = journal_candidates(p, pv, cand);
 	uint64_t taken = 0;
-	struct stat st;
 
 	if (want > POOL_JOURNAL_MAX_COPIES)
 		want = POOL_JOURNAL_MAX_COPIES;
-	for (uint32_t i = 0; i < p->ndisks; i++)
-		nj += pool_disk_is_journal(p, i);
-	for (uint32_t k = 0; k < p->ndisks && nj; k++) { /* journal disks, rotated */
-		uint32_t i = (uint32_t)((pv->id + k) % p->ndisks);
-		if (pool_disk_is_journal(p, i))
-			cand[nc++] = i;
-	}
-	for (uint32_t i = 0; i < pv->nmeta; i++)
-		if (pv->meta[i] < p->ndisks)
-			cand[nc++] = pv->meta[i];
-	*n = 0;
-	/* the copies: journal disks healthy (not failed, retired, repairing) */
+	/* journal disks healthy (not failed, retired, repairing), then data
+	 * disks in service */
 	for (uint32_t pass = 0; pass < 2; pass++) {
 		for (uint32_t c = 0; c < nc && nw < want; c++) {
 			uint32_t d = cand[c];
@@ -350,6 +362,27 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 			disks[nw++] = d;
 		}
 	}
+	return nw;
+}
+
+/* The journal files of pv at open: the copies (journal_place), then every
+ * other disk in service that still has one (a journal disk added, back or
+ * not picked; a disk no longer needed; a copy moved while open and not
+ * removed before a crash), read only by the replay, so records are found
+ * wherever they were written.  Returns the number of copies; *n the
+ * number of paths. */
+static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
+			      char (*buf)[POOL_PATH_MAX + 96], const char **paths, uint32_t *disks,
+			      uint32_t *n)
+{
+	struct pool *p = fs->pool;
+	uint32_t nw = journal_place(p, pv, disks), cand[POOL_MAX_DISKS];
+	uint32_t nc = journal_candidates(p, pv, cand);
+	uint64_t taken = 0;
+	struct stat st;
+
+	for (uint32_t i = 0; i < nw; i++)
+		taken |= 1ull << disks[i];
 	/* older copies elsewhere, read by the replay only */
 	uint32_t no = nw;
 	for (uint32_t c = 0; c < nc && no < POOL_JOURNAL_MAX_FILES; c++) {
@@ -362,7 +395,7 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 			disks[no++] = d;
 	}
 	for (uint32_t i = 0; i < no; i++) {
-		if (i < nw && pool_disk_is_journal(p, disks[i]))
+		if (i < nw)
 			journal_dir(p->disk[disks[i]].path, pv->name);
 		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", p->disk[disks[i]].path,
 			 pv->name);
@@ -370,6 +403,42 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 	}
 	*n = no;
 	return nw;
+}
+
+/* While the volume is open (the health watcher's tick, every second): if
+ * its journal's copies are not where journal_place says -- a copy's disk
+ * failed, or a disk came back, was replaced or added -- move them at a
+ * checkpoint (pool_journal_set_copies), so the journal is back at parity +
+ * 1 copies without a remount.  Appends wait at most 200 ms for the
+ * checkpoint; records still in flight then (write-back not applied yet)
+ * leave the move to the next tick or checkpoint. */
+void fs_volume_journal_place(struct fs *fs, struct fs_volume *v)
+{
+	char buf[POOL_JOURNAL_MAX_COPIES][POOL_PATH_MAX + 96];
+	char dpath[POOL_JOURNAL_MAX_COPIES][POOL_PATH_MAX];
+	const char *paths[POOL_JOURNAL_MAX_COPIES];
+	uint32_t disks[POOL_MAX_DISKS], nw = 0;
+
+	if (!v->journal)
+		return;
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	const struct pool_sb_volume *pv = pool_volume_find(fs->pool, v->name);
+	if (pv)
+		nw = journal_place(fs->pool, pv, disks);
+	for (uint32_t i = 0; i < nw; i++) {
+		snprintf(dpath[i], sizeof(dpath[i]), "%s", fs->pool->disk[disks[i]].path);
+		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", dpath[i], v->name);
+		paths[i] = buf[i];
+	}
+	pthread_rwlock_unlock(&fs->pool_lock);
+	/* no disk in service: the copy kept is all there is */
+	if (nw == 0 || pool_journal_placed(v->journal, paths, disks, nw))
+		return;
+	for (uint32_t i = 0; i < nw; i++) /* <disk>/vol/<volume> for a new copy */
+		journal_dir(dpath[i], v->name);
+	int rc = pool_journal_set_copies(v->journal, paths, disks, nw, 200);
+	if (rc < 0 && rc != -EAGAIN)
+		fs_log("volume %s: journal copies cannot be moved: %s", v->name, strerror(-rc));
 }
 
 /* The parity journal (docs/FORMAT.md, "Parity journal"), its copies where

@@ -130,6 +130,23 @@ struct pool_journal {
 	int set_lost; /* an entry could not be added: every barrier checkpoints */
 
 	struct pool_journal_stats st;
+
+	/* pool_journal_set_copies: where the copies go at the next
+	 * checkpoint (set: not applied yet; gen: bumped by every new
+	 * placement, so an apply that raced a newer one leaves it set) */
+	struct {
+		int set;
+		uint32_t gen, n;
+		int64_t disk[POOL_JOURNAL_MAX_COPIES];
+		char path[POOL_JOURNAL_MAX_COPIES][4096];
+		uint64_t failed_ms; /* a copy of it could not be opened then */
+		uint32_t failed_gen;
+	} want;
+	/* The copy list: pool_journal_sync reads it with no mutex held (an
+	 * fdatasync must not stall appends); a move replaces it under the
+	 * write lock, so no fd is closed under a sync.  Leaders need not take
+	 * it: a move happens inside a checkpoint, when none runs. */
+	pthread_rwlock_t cl;
 };
 
 static void put32(uint8_t *p, uint32_t v)
@@ -394,11 +411,13 @@ int pool_journal_sync(struct pool_journal *j)
 {
 	if (j->cfg.flush)
 		return 0; /* every append was durable already */
+	pthread_rwlock_rdlock(&j->cl);
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (usable(c) && fdatasync(c->fd) < 0)
 			copy_fail(j, c, "fdatasync", errno);
 	}
+	pthread_rwlock_unlock(&j->cl);
 	return j->ncopy > 0 ? 0 : -EIO;
 }
 
@@ -487,10 +506,27 @@ static int open_readonly(struct copy *c, const char *path)
 	return 0;
 }
 
+/* fsync the directory holding path: a file just created must not vanish
+ * in a power cut after records were written to it. */
+static void fsync_dir(const char *path)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	int fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
 static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 {
 	struct stat st;
-	int fd = -1;
+	int fd = -1, existed = stat(path, &st) == 0;
 
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (!j->cfg.no_direct)
@@ -510,6 +546,8 @@ static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 	}
 	c->fd = fd;
 	c->fsize = (uint64_t)st.st_size > j->cfg.size ? (uint64_t)st.st_size : j->cfg.size;
+	if (!existed)
+		fsync_dir(path);
 	/* Allocate the whole journal now, so an append never meets a full
 	 * disk: a pool whose disks fill up (or a file's fallocate
 	 * reservation, which promises writes that cannot fail) must not
@@ -538,6 +576,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	snprintf(j->volume, sizeof(j->volume), "%s", cfg->volume);
 	j->cfg.volume = j->volume;
 	pthread_mutex_init(&j->mu, NULL);
+	pthread_rwlock_init(&j->cl, NULL);
 	pthread_cond_init(&j->cv, NULL);
 	if (pool_aio_new(&j->aio) < 0)
 		j->aio = NULL; /* then every copy is written with pwrite + fdatasync */
@@ -601,9 +640,156 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 
 /* ---- checkpoint ------------------------------------------------------------ */
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* With j->mu held: are the copies in service exactly path[0..n) on
+ * disk[0..n)?  Older copies (read-only) do not count. */
+static int placed_locked(const struct pool_journal *j, const char *const *path,
+			 const int64_t *disk, uint32_t n)
+{
+	uint32_t live = 0;
+
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+		live += usable(&j->copy[i]) && !j->copy[i].readonly;
+	if (live != n)
+		return 0;
+	for (uint32_t k = 0; k < n; k++) {
+		int found = 0;
+		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES && !found; i++) {
+			const struct copy *c = &j->copy[i];
+			found = usable(c) && !c->readonly && c->disk == disk[k] &&
+				strcmp(c->path, path[k]) == 0;
+		}
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/* Inside a checkpoint (every record of the ending epoch in place and
+ * durable, nothing in flight, j->mu not held): replace the copies by the
+ * placement pool_journal_set_copies asked for.  A copy already where it
+ * should be is kept as it is; the others are opened (created) now and
+ * get the new epoch's header from write_headers, so they need nothing
+ * copied.  Copies no longer wanted are closed; the paths of those that
+ * were in service go to gone[] (*ngone), removed by the caller once the
+ * new header is durable.  0, or -EIO when no wanted copy could be opened
+ * (then nothing changes). */
+static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t *ngone)
+{
+	struct copy *nc = calloc(POOL_JOURNAL_MAX_FILES, sizeof(*nc));
+	int kept[POOL_JOURNAL_MAX_FILES] = {0}, oldfd[POOL_JOURNAL_MAX_FILES];
+	int from[POOL_JOURNAL_MAX_FILES]; /* nc[i] is copy[from[i]] kept, -1: new */
+	char (*path)[4096] = malloc(POOL_JOURNAL_MAX_COPIES * sizeof(*path));
+	int64_t disk[POOL_JOURNAL_MAX_COPIES];
+	uint32_t n, k = 0, gen, nold = 0;
+	char was[64] = "", now[64] = "";
+
+	*ngone = 0;
+	if (!nc || !path) {
+		free(nc);
+		free(path);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&j->mu);
+	n = j->want.n;
+	gen = j->want.gen;
+	memcpy(disk, j->want.disk, sizeof(disk));
+	memcpy(path, j->want.path, POOL_JOURNAL_MAX_COPIES * sizeof(*path));
+	pthread_mutex_unlock(&j->mu);
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+		nc[i].fd = -1;
+	for (uint32_t w = 0; w < n; w++) {
+		uint32_t s = 0;
+		while (s < POOL_JOURNAL_MAX_FILES &&
+		       !(usable(&j->copy[s]) && !j->copy[s].readonly && j->copy[s].disk == disk[w] &&
+			 strcmp(j->copy[s].path, path[w]) == 0))
+			s++;
+		if (s < POOL_JOURNAL_MAX_FILES) { /* already there: kept as it is */
+			nc[k].disk = disk[w];
+			from[k++] = (int)s; /* taken below, under the lock */
+			kept[s] = 1;
+			continue;
+		}
+		from[k] = -1;
+		nc[k].disk = disk[w];
+		int rc = open_copy(j, &nc[k], path[w]);
+		if (rc < 0) {
+			nc[k].fd = -1;
+			jlog(j, "cannot open copy %s on disk %" PRId64 ": %s (tried again later)",
+			     path[w], disk[w], strerror(-rc));
+			continue;
+		}
+		k++;
+	}
+	for (uint32_t i = 0; i < k; i++)
+		snprintf(now + strlen(now), sizeof(now) - strlen(now), "%s%" PRId64, i ? "," : "",
+			 nc[i].disk);
+	for (uint32_t i = 0; i < k; i++)
+		if (from[i] >= 0)
+			snprintf(nc[i].path, sizeof(nc[i].path), "%s", j->copy[from[i]].path);
+	pthread_mutex_lock(&j->mu);
+	if (j->want.gen == gen && k < n) {
+		j->want.failed_ms = mono_ms();
+		j->want.failed_gen = gen;
+	}
+	if (k == 0) {
+		pthread_mutex_unlock(&j->mu);
+		free(nc);
+		free(path);
+		return -EIO;
+	}
+	if (j->want.gen == gen)
+		j->want.set = 0; /* applied (what could not be opened: tried again later) */
+	pthread_mutex_unlock(&j->mu);
+
+	pthread_rwlock_wrlock(&j->cl);
+	pthread_mutex_lock(&j->mu);
+	for (uint32_t s = 0; s < POOL_JOURNAL_MAX_FILES; s++) {
+		struct copy *c = &j->copy[s];
+		if (c->fd < 0 || kept[s])
+			continue;
+		if (!c->readonly && strlen(was) + 24 < sizeof(was))
+			snprintf(was + strlen(was), sizeof(was) - strlen(was), "%s%" PRId64 "%s",
+				 was[0] ? "," : "", c->disk, usable(c) ? "" : "(out)");
+		int same = 0; /* a path reopened in place is not removed */
+		for (uint32_t i = 0; i < k; i++)
+			same |= strcmp(nc[i].path, c->path) == 0;
+		if (usable(c) && !c->readonly && !same)
+			snprintf(gone[(*ngone)++], 4096, "%s", c->path);
+		oldfd[nold++] = c->fd;
+	}
+	/* kept copies taken now: pool_journal_disk_failed (under j->mu) may
+	 * have dropped one meanwhile */
+	uint32_t live = 0;
+	for (uint32_t i = 0; i < k; i++) {
+		if (from[i] >= 0)
+			memcpy(&nc[i], &j->copy[from[i]], sizeof(*nc));
+		live += usable(&nc[i]);
+	}
+	memcpy(j->copy, nc, POOL_JOURNAL_MAX_FILES * sizeof(*nc));
+	atomic_store(&j->ncopy, live);
+	pthread_mutex_unlock(&j->mu);
+	pthread_rwlock_unlock(&j->cl);
+	for (uint32_t i = 0; i < nold; i++)
+		close(oldfd[i]);
+	jlog(j, "copies moved at a checkpoint: now on disk%s %s (%u of %u wanted)%s%s",
+	     k > 1 ? "s" : "", now, k, n, was[0] ? "; no longer on " : "", was);
+	free(nc);
+	free(path);
+	return 0;
+}
+
 /* With j->mu held; returns with it held.  Waits out a checkpoint in
- * progress instead of starting a second one. */
-static int checkpoint_locked(struct pool_journal *j)
+ * progress instead of starting a second one.  wait_ms > 0: give up
+ * (-EAGAIN) if the records in flight are not all in place by then, so
+ * appends are held up that long at most. */
+static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 {
 	if (j->ckpt) {
 		while (j->ckpt)
@@ -613,17 +799,49 @@ static int checkpoint_locked(struct pool_journal *j)
 	if (j->hold)
 		return -EAGAIN; /* records not in place must stay */
 	j->ckpt = 1;
-	while (j->nflight || j->batch_len || j->inflight)
-		pthread_cond_wait(&j->cv, &j->mu);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (j->nflight || j->batch_len || j->inflight) {
+		if (!wait_ms) {
+			pthread_cond_wait(&j->cv, &j->mu);
+		} else if (pthread_cond_timedwait(&j->cv, &j->mu, &until) == ETIMEDOUT &&
+			   (j->nflight || j->batch_len || j->inflight)) {
+			j->ckpt = 0;
+			pthread_cond_broadcast(&j->cv);
+			return -EAGAIN;
+		}
+	}
 	uint64_t base = j->next_seq;
+	int move = j->want.set;
 	pthread_mutex_unlock(&j->mu);
+	char(*gone)[4096] = NULL;
+	uint32_t ngone = 0;
 	int rc = j->cfg.sync ? j->cfg.sync(j->cfg.arg) : 0;
 	if (rc < 0)
 		jlog(j, "checkpoint: syncing the volume's disks failed: %s", strerror(-rc));
 	if (rc == 0 && j->cfg.may_write && (rc = j->cfg.may_write(j->cfg.fence_arg)) < 0)
 		jlog(j, "checkpoint refused by the fence: %s", strerror(-rc));
+	/* A move: the ending epoch is in place and durable, so the new
+	 * copies start empty with the new header, like the others. */
+	if (rc == 0 && move && (gone = malloc(POOL_JOURNAL_MAX_FILES * sizeof(*gone))) &&
+	    placement_apply(j, gone, &ngone) < 0)
+		ngone = 0; /* the old copies stay; the move is tried again */
 	if (rc == 0)
 		rc = write_headers(j, base);
+	/* The copies a move left: their records are in place and the new
+	 * epoch's header is durable on the copies that replace them, so
+	 * nothing can need them; removed so a later open never takes one
+	 * for the journal (as it removes older copies after its replay). */
+	for (uint32_t i = 0; rc == 0 && i < ngone; i++)
+		if (unlink(gone[i]) == 0)
+			jlog(j, "copy %s no longer needed: removed", gone[i]);
+	free(gone);
 	pthread_mutex_lock(&j->mu);
 	if (rc == 0) {
 		j->base = base;
@@ -638,6 +856,70 @@ static int checkpoint_locked(struct pool_journal *j)
 	return rc;
 }
 
+int pool_journal_placed(struct pool_journal *j, const char *const *path, const uint32_t *disk,
+			uint32_t n)
+{
+	int64_t d[POOL_JOURNAL_MAX_COPIES];
+
+	if (n > POOL_JOURNAL_MAX_COPIES)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		d[i] = disk[i];
+	pthread_mutex_lock(&j->mu);
+	int r = placed_locked(j, path, d, n);
+	pthread_mutex_unlock(&j->mu);
+	return r;
+}
+
+int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
+			    const uint32_t *disk, uint32_t n, uint32_t wait_ms)
+{
+	int64_t d[POOL_JOURNAL_MAX_COPIES];
+	int rc;
+
+	if (n == 0 || n > POOL_JOURNAL_MAX_COPIES)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!path[i] || strlen(path[i]) >= sizeof(j->want.path[i]))
+			return -EINVAL;
+		d[i] = disk[i];
+		for (uint32_t k = 0; k < i; k++)
+			if (d[k] == d[i])
+				return -EINVAL; /* copies on distinct disks */
+	}
+	pthread_mutex_lock(&j->mu);
+	if (placed_locked(j, path, d, n)) {
+		j->want.set = 0;
+		pthread_mutex_unlock(&j->mu);
+		return 0;
+	}
+	int same = j->want.n == n;
+	for (uint32_t i = 0; same && i < n; i++)
+		same = j->want.disk[i] == d[i] && strcmp(j->want.path[i], path[i]) == 0;
+	if (!same) {
+		j->want.n = n;
+		j->want.gen++;
+		for (uint32_t i = 0; i < n; i++) {
+			j->want.disk[i] = d[i];
+			snprintf(j->want.path[i], sizeof(j->want.path[i]), "%s", path[i]);
+		}
+	}
+	j->want.set = 1;
+	/* a copy of this placement could not be opened lately: the next
+	 * natural checkpoint tries again, but no forced one for a while */
+	if (j->dead || (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
+			mono_ms() - j->want.failed_ms < 30000)) {
+		rc = j->dead ? -EIO : -EAGAIN;
+		pthread_mutex_unlock(&j->mu);
+		return rc;
+	}
+	rc = checkpoint_locked(j, wait_ms);
+	if (rc == 0 || rc == -EAGAIN)
+		rc = placed_locked(j, path, d, n) ? 0 : -EAGAIN;
+	pthread_mutex_unlock(&j->mu);
+	return rc;
+}
+
 int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used)
 {
 	int rc = 0;
@@ -645,7 +927,7 @@ int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used)
 	pthread_mutex_lock(&j->mu);
 	uint64_t used = j->head - BLK + j->batch_len;
 	if (used > 0 && used >= min_used && !j->dead)
-		rc = checkpoint_locked(j);
+		rc = checkpoint_locked(j, 0);
 	pthread_mutex_unlock(&j->mu);
 	return rc;
 }
@@ -656,7 +938,7 @@ int pool_journal_barrier(struct pool_journal *j, uint64_t file_id, uint64_t firs
 
 	pthread_mutex_lock(&j->mu);
 	if (set_any(j, file_id, first, last))
-		rc = checkpoint_locked(j);
+		rc = checkpoint_locked(j, 0);
 	pthread_mutex_unlock(&j->mu);
 	return rc;
 }
@@ -781,7 +1063,7 @@ int pool_journal_log(struct pool_journal *j, struct pool_journal_rec *r, size_t 
 		}
 		if (j->head + j->batch_len + need <= j->cfg.size)
 			break;
-		rc = checkpoint_locked(j); /* full: back-pressure, not an error */
+		rc = checkpoint_locked(j, 0); /* full: back-pressure, not an error */
 		if (rc < 0) {
 			pthread_mutex_unlock(&j->mu);
 			return rc;
@@ -1025,7 +1307,7 @@ int pool_journal_replay(struct pool_journal *j, pool_journal_apply_fn apply, voi
 	j->durable = j->next_seq - 1;
 	j->sent = j->durable;
 	j->head = off; /* the checkpoint below starts a new epoch */
-	rc = checkpoint_locked(j);
+	rc = checkpoint_locked(j, 0);
 	pthread_mutex_unlock(&j->mu);
 	return rc;
 }
@@ -1045,6 +1327,7 @@ void pool_journal_close(struct pool_journal *j, int clean)
 	free(j->spare);
 	free(j->set);
 	pthread_mutex_destroy(&j->mu);
+	pthread_rwlock_destroy(&j->cl);
 	pthread_cond_destroy(&j->cv);
 	free(j);
 }

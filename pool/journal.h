@@ -34,6 +34,11 @@
  * record of its own (pool_journal_barrier): otherwise replaying the old
  * record would undo that newer write.
  *
+ * A copy whose disk fails is dropped (pool_journal_disk_failed); the
+ * owner then moves the copies to where they belong now at a checkpoint
+ * (pool_journal_set_copies), and again when a disk comes back, so the
+ * journal is back at `ncopies` without a remount.
+ *
  * On disk: docs/FORMAT.md, "Parity journal".  Thread-safe.
  */
 #ifndef SPACEFS_POOL_JOURNAL_H
@@ -178,9 +183,35 @@ int pool_journal_barrier(struct pool_journal *j, uint64_t file_id, uint64_t firs
 int pool_journal_checkpoint(struct pool_journal *j, uint64_t min_used);
 void pool_journal_stats(struct pool_journal *j, struct pool_journal_stats *out);
 /* Pool disk `disk` failed: stop writing the copy on it (the others carry
- * the redundancy).  The last copy is kept: without one, nothing could be
- * journaled and every partial-stripe write would fail. */
+ * the redundancy until pool_journal_set_copies places it again).  The
+ * last copy is kept: without one, nothing could be journaled and every
+ * partial-stripe write would fail. */
 void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk);
+/* Move the copies, while open, to path[0..n) on pool disks disk[0..n)
+ * (distinct, n <= POOL_JOURNAL_MAX_COPIES): the placement the next open
+ * would compute, after a disk failed or came back.  Applied at a
+ * checkpoint -- every record of the ending epoch in place and durable,
+ * none in flight -- so a new copy needs no record copied: it is created
+ * (its directory fsynced), and gets the new epoch's header with the copies
+ * kept; then the copies no longer wanted are closed, and the files of
+ * those that were in service removed (their records are in place; a copy
+ * whose disk failed is left alone, a later open removes it if it is
+ * back).  A kill -9 at any point leaves the current epoch's header on
+ * every copy that can hold its records, old or new, and the next open
+ * reads every journal file on the disks in service, so it replays all.
+ *
+ * Forces that checkpoint now, waiting at most wait_ms (0: as long as it
+ * takes) for the records in flight to be put in place (appends wait
+ * meanwhile).  0: the copies are there (also when they already were);
+ * -EAGAIN: not yet (records still in flight, held ones, or a copy that
+ * cannot be opened -- then not forced again for 30 s): the next
+ * checkpoint of any kind applies it, or call again; -EINVAL, -EIO (no
+ * copy works). */
+int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
+			    const uint32_t *disk, uint32_t n, uint32_t wait_ms);
+/* 1 if the copies in service are exactly path[0..n) on disk[0..n). */
+int pool_journal_placed(struct pool_journal *j, const char *const *path, const uint32_t *disk,
+			uint32_t n);
 
 /* Record bytes of an update with pieces p[0..n) (header block + data). */
 uint64_t pool_journal_rec_bytes(const struct pool_journal_piece *p, uint32_t n);

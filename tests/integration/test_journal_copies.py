@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""A parity journal gets its copies back while mounted (issue 12: the
+journal is kept with at least the volume's redundancy).
+
+A parity volume's journal keeps parity + 1 copies on distinct disks.  When
+the disk of one fails while the volume is open, the copy is dropped at
+once, and the volume moves its copies, at a journal checkpoint, to where
+its next open would put them (docs/ARCHITECTURE.md, "Journal disks"): the
+journal is back at parity + 1 copies without a remount.  Before, it stayed
+one copy short until the next mount: write-back keeps acknowledged writes
+only in the journal, so a second disk lost then lost them.
+
+For parity 1 and parity 2, each in a pool of 5 (parity 2: 6) data disks
+and one journal disk, one write-back volume with one file whose every 4 KiB
+block holds known content:
+
+  1. mounted with write-back held (wbhold): the first copy on the journal
+     disk, parity + 1 copies;
+  2. the journal disk's directory renamed away: `spacectl status` (json
+     and text) shows parity + 1 copies in service again, none on it,
+     no copy "(out)", without a remount;
+  3. random writes, acknowledged and held in the journal only; kill -9;
+     every disk that held one of the original copies on a data disk
+     removed (1 for parity 1, 2 for parity 2: as many as the volume
+     survives, with the journal disk already gone); remount degraded: the
+     journal replayed from the copies made in step 2, every block holds
+     its last acknowledged content;
+  4. (parity 1) the failed journal disk replaced while mounted (disk
+     replace --wait): the first copy is back on the journal disk without a remount,
+     the copy on the data disk it replaces removed; more held writes, kill
+     -9, remount: every block exact.
+
+On main before this change, step 2 finds parity copies (one short) and
+step 3 loses the held writes.
+"""
+import json
+import os
+import random
+import re
+import struct
+import time
+
+from harness import Pool, Tap, log_tail
+
+BLK = 4096
+NBLK = 240
+
+
+def block(b, g):
+    head = struct.pack("<QQ", b, g)
+    return head + random.Random(b << 24 | g).randbytes(BLK - len(head))
+
+
+class SrcPool(Pool):
+    """A pool whose daemon and spacectl are pointed at a disk we keep."""
+    src = None
+
+    @property
+    def source(self):
+        return self.src or self.disks[0]
+
+
+class Case:
+    def __init__(self, t, parity, seed):
+        self.t, self.par = t, parity
+        self.rng = random.Random(seed)
+        # a majority of the pool's disks must stay for the degraded mount
+        self.jd = 5 if parity == 1 else 6
+        self.pool = SrcPool(self.jd, prefix=f"spacefs-jc{parity}-")
+        self.acked = {b: 0 for b in range(NBLK)}
+        self.v = f"p{parity}wb"
+
+    def status(self):
+        return json.loads(self.pool.spacectl("status", self.pool.source, "--json").stdout)
+
+    def journal(self):
+        for v in self.status()["volumes"]:
+            if v["name"] == self.v:
+                return v.get("journal_live") or {}
+        return {}
+
+    def mount(self, fault=None):
+        if fault:
+            os.environ["SPACEFS_FAULT"] = fault
+        try:
+            return self.pool.mount()
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+
+    def path(self):
+        return os.path.join(self.pool.mnt, self.v, "f")
+
+    def write_random(self, n):
+        fd = os.open(self.path(), os.O_WRONLY)
+        failed = []
+        try:
+            for _ in range(n):
+                b = self.rng.randrange(NBLK)
+                g = self.acked[b] + 1
+                try:
+                    os.pwrite(fd, block(b, g), b * BLK)
+                    self.acked[b] = g
+                except OSError as e:
+                    failed.append((b, str(e)))
+        finally:
+            os.close(fd)
+        return failed
+
+    def check(self, what):
+        bad = []
+        fd = os.open(self.path(), os.O_RDONLY)
+        try:
+            for b in range(NBLK):
+                try:
+                    data = os.pread(fd, BLK, b * BLK)
+                except OSError:
+                    data = b""
+                if data != block(b, self.acked[b]):
+                    bad.append(b)
+        finally:
+            os.close(fd)
+        if not self.t.eq(len(bad), 0, f"parity {self.par}: {what}: every block holds its "
+                         f"last acknowledged write (bad: {bad[:10]})"):
+            self.t.diag(log_tail(self.pool))
+
+    def wait_copies(self, cond, what, timeout=20):
+        """Poll the live journal until cond(journal) holds (no remount)."""
+        deadline = time.time() + timeout
+        j = {}
+        while time.time() < deadline:
+            j = self.journal()
+            if cond(j):
+                break
+            time.sleep(0.25)
+        disks = j.get("copy_disk", [])
+        live = j.get("copy_in_service", [])
+        self.t.ok(cond(j), f"parity {self.par}: {what}: copies {disks} in service {live}")
+        return j
+
+    def full(self, j, jdisk):
+        disks, live = j.get("copy_disk", []), j.get("copy_in_service", [])
+        return (j.get("copies") == self.par + 1 and len(disks) == self.par + 1
+                and len(set(disks)) == self.par + 1 and all(live)
+                and (disks[:1] == [self.jd]) == jdisk and (jdisk or self.jd not in disks))
+
+    def files(self):
+        return [i for i, d in enumerate(self.pool.disks)
+                if os.path.exists(os.path.join(d, "vol", self.v, "journal"))]
+
+    def run(self):
+        try:
+            self._run()
+        finally:
+            os.environ.pop("SPACEFS_FAULT", None)
+            self.pool.cleanup()
+
+    def _run(self):
+        t, pool, par = self.t, self.pool, self.par
+        pool.volume(self.v, "parity", "--parity", str(par), "--columns", "4", "--interleave",
+                    "16K", "--journal-mode", "write-back", "--journal-size", "16M")
+        jdir = os.path.join(pool.dir, "j0")
+        os.makedirs(jdir)
+        pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
+        pool.disks.append(jdir)
+        m = pool.mount()
+        with open(self.path(), "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        t.eq(m.stop(), 0, f"parity {par}: file laid out, clean unmount")
+
+        # 1
+        m = self.mount("wbhold:600000")
+        j = self.journal()
+        orig = j.get("copy_disk", [])
+        t.ok(self.full(j, True), f"parity {par}: {par + 1} copies, the first on the journal "
+             f"disk {orig}")
+        data_copies = [d for d in orig if d != self.jd]
+        keep = next(i for i in range(self.jd) if i not in data_copies)
+        pool.src = pool.disks[keep]
+
+        # 2
+        os.rename(jdir, jdir + ".gone")
+        j = self.wait_copies(lambda j: self.full(j, False),
+                             f"journal disk {self.jd} failed: {par + 1} copies in service "
+                             "again, none on it, no remount")
+        moved = j.get("copy_disk", [])
+        text = pool.spacectl("status", pool.source).stdout
+        row = next((ln for ln in text.splitlines() if ln.startswith(self.v + " ")
+                    and ("write-back" in ln)), "")
+        t.ok(row and "(out)" not in row and "out of service" not in text,
+             f"parity {par}: spacectl status shows the copies live, none out: {row.strip()}")
+        t.ok(set(data_copies) <= set(moved),
+             f"parity {par}: the copies on data disks stay where they were {moved}")
+
+        # 3
+        t.eq(self.write_random(150), [], f"parity {par}: 150 random 4 KiB writes acknowledged")
+        j = self.journal()
+        t.ok(j.get("unapplied", 0) > 0 and j.get("copies") == par + 1,
+             f"parity {par}: {j.get('unapplied')} records held in the journal only, "
+             f"{j.get('copies')} copies")
+        m.kill9()
+        for d in data_copies:
+            os.rename(pool.disks[d], pool.disks[d] + ".gone")
+        mark = len(log_tail(pool, 10**9))
+        m = self.mount("wbhold:600000")
+        log = log_tail(pool, 10**9)[mark:]
+        hit = re.search(rf"volume {self.v}: journal: replayed ([0-9]+)", log)
+        t.ok(hit is not None and int(hit.group(1)) > 0,
+             f"parity {par}: killed -9, disks {data_copies} (original copies) and the journal "
+             f"disk gone: {hit.group(0) if hit else 'no replay'}")
+        self.check("degraded remount after kill -9")
+
+        if par == 1:
+            m = self.replace(m)
+        t.eq(m.stop(), 0, f"parity {par}: clean unmount")
+        for mm in pool.mounts:
+            rep = mm.sanitizer_report()
+            if rep:
+                t.ok(False, "no sanitizer report")
+                t.diag(rep[-3000:])
+                break
+
+    def replace(self, m):
+        t, pool, par = self.t, self.pool, self.par
+        # 4: the failed journal disk replaced while mounted
+        newj = os.path.join(pool.dir, "j1")
+        os.makedirs(newj)
+        before = self.journal().get("copy_disk", [])
+        r = pool.spacectl("disk", "replace", pool.source, str(self.jd), newj, "--wait",
+                          check=False)
+        t.eq(r.returncode, 0, f"failed journal disk replaced ({r.stderr.strip()[-200:]})")
+        pool.disks[self.jd] = newj
+        self.wait_copies(lambda j: self.full(j, True),
+                         f"replaced: the first copy back on disk {self.jd} (was {before}), "
+                         "no remount")
+        files = self.files()
+        t.eq(len(files), par + 1,
+             f"parity {par}: journal files only where the copies are {files}")
+        t.eq(self.write_random(100), [], f"parity {par}: 100 more writes, held")
+        j = self.journal()
+        t.ok(j.get("copy_bytes", [0])[0] > 0,
+             f"parity {par}: records land on the replacement ({j.get('copy_bytes')})")
+        m.kill9()
+        m = self.mount()
+        self.check("replaced journal disk, kill -9, remount")
+        return m
+
+
+def main():
+    t = Tap()
+    seed = int(os.environ.get("SPACEFS_SEED", time.time()))
+    t.diag(f"seed {seed}")
+    for par in (1, 2):
+        Case(t, par, seed + par).run()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
