@@ -30,8 +30,14 @@ block holds known content:
      the copy on the data disk it replaces removed; more held writes, kill
      -9, remount: every block exact.
 
+Then parity 1 without a journal disk, the copies on the volume's own
+disks: the disk of one copy fails (the copies move to another of its
+disks), is replaced with disk replace --wait (they move back), held
+writes, kill -9, the disk of the other original copy lost: the degraded
+remount replays the journal from the replacement, every block exact.
+
 On main before this change, step 2 finds parity copies (one short) and
-step 3 loses the held writes.
+step 3 loses the held writes; so does the last case.
 """
 import json
 import os
@@ -248,12 +254,74 @@ class Case:
         return m
 
 
+class DataCase(Case):
+    """Parity 1, no journal disk: the copies on the volume's own disks.  The
+    disk of one fails, is replaced (disk replace --wait rebuilds it), then
+    the disk of the other original copy is lost: the journal must have
+    come back to the replacement meanwhile."""
+
+    def __init__(self, t, seed):
+        super().__init__(t, 1, seed)
+        self.jd = -1
+        self.v = "p1data"
+
+    def _run(self):
+        t, pool = self.t, self.pool
+        pool.volume(self.v, "parity", "--parity", "1", "--columns", "3", "--interleave",
+                    "16K", "--journal-mode", "write-back", "--journal-size", "16M")
+        m = pool.mount()
+        with open(self.path(), "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        t.eq(m.stop(), 0, "data disks: file laid out, clean unmount")
+        m = self.mount("wbhold:600000")
+        orig = self.journal().get("copy_disk", [])
+        t.ok(self.full(self.journal(), False), f"data disks: 2 copies {orig}")
+        first, second = orig[0], orig[1]
+        pool.src = pool.disks[next(i for i in range(5) if i not in orig)]
+        os.rename(pool.disks[first], pool.disks[first] + ".gone")
+        self.wait_copies(lambda j: self.full(j, False) and first not in j["copy_disk"],
+                         f"data disks: disk {first} failed: 2 copies in service again")
+        newd = os.path.join(pool.dir, "r0")
+        os.makedirs(newd)
+        r = pool.spacectl("disk", "replace", pool.source, str(first), newd, "--wait",
+                          check=False)
+        t.eq(r.returncode, 0, f"data disks: disk {first} replaced and rebuilt "
+             f"({r.stderr.strip()[-200:]})")
+        pool.disks[first] = newd
+        self.wait_copies(lambda j: self.full(j, False) and sorted(j["copy_disk"]) == sorted(orig),
+                         f"data disks: the copies back on disks {orig} after the replace")
+        files = self.files()
+        t.eq(sorted(files), sorted(orig), f"data disks: journal files only on {orig}: {files}")
+        t.eq(self.write_random(150), [], "data disks: 150 writes acknowledged, held")
+        m.kill9()
+        os.rename(pool.disks[second], pool.disks[second] + ".gone")
+        mark = len(log_tail(pool, 10**9))
+        m = self.mount()
+        log = log_tail(pool, 10**9)[mark:]
+        hit = re.search(rf"volume {self.v}: journal: replayed ([0-9]+)", log)
+        t.ok(hit is not None and int(hit.group(1)) > 0,
+             f"data disks: killed -9, disk {second} lost after the repair: "
+             f"{hit.group(0) if hit else 'no replay'}")
+        self.check("a second disk lost after the repair, degraded remount")
+        t.eq(m.stop(), 0, "data disks: clean unmount")
+        for mm in pool.mounts:
+            rep = mm.sanitizer_report()
+            if rep:
+                t.ok(False, "no sanitizer report")
+                t.diag(rep[-3000:])
+                break
+
+
 def main():
     t = Tap()
     seed = int(os.environ.get("SPACEFS_SEED", time.time()))
     t.diag(f"seed {seed}")
     for par in (1, 2):
         Case(t, par, seed + par).run()
+    DataCase(t, seed).run()
     t.done()
 
 
