@@ -142,6 +142,10 @@ struct pool_journal {
 		uint64_t failed_ms; /* a copy of it could not be opened then */
 		uint32_t failed_gen;
 	} want;
+	/* Disks whose copy failed a write (copy_fail) at err_ms: a move back
+	 * onto one is not forced for a while (a full disk would fail the
+	 * reopened copy again, a forced checkpoint every second). */
+	_Atomic uint64_t err_mask, err_ms;
 	/* The copy list: pool_journal_sync reads it with no mutex held (an
 	 * fdatasync must not stall appends); a move replaces it under the
 	 * write lock, so no fd is closed under a sync.  Leaders need not take
@@ -315,8 +319,14 @@ static int copy_drop(struct pool_journal *j, struct copy *c)
 	return 1;
 }
 
+static uint64_t mono_ms(void);
+
 static void copy_fail(struct pool_journal *j, struct copy *c, const char *what, int err)
 {
+	if (c->disk >= 0 && c->disk < 64) {
+		atomic_fetch_or(&j->err_mask, 1ull << c->disk);
+		atomic_store(&j->err_ms, mono_ms());
+	}
 	if (copy_drop(j, c))
 		jlog(j, "copy %s failed (%s: %s); %u cop%s left in service", c->path, what,
 		     strerror(err), (unsigned)j->ncopy, j->ncopy == 1 ? "y" : "ies");
@@ -905,10 +915,16 @@ int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
 		}
 	}
 	j->want.set = 1;
-	/* a copy of this placement could not be opened lately: the next
-	 * natural checkpoint tries again, but no forced one for a while */
-	if (j->dead || (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
-			mono_ms() - j->want.failed_ms < 30000)) {
+	/* a copy of this placement could not be opened lately, or a wanted
+	 * disk's copy failed a write: the next natural checkpoint tries
+	 * again, but no forced one for a while */
+	uint64_t now = mono_ms(), wanted = 0;
+	for (uint32_t i = 0; i < n; i++)
+		wanted |= d[i] < 64 ? 1ull << d[i] : 0;
+	int backoff = (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
+		       now - j->want.failed_ms < 30000) ||
+		      ((atomic_load(&j->err_mask) & wanted) && now - atomic_load(&j->err_ms) < 30000);
+	if (j->dead || backoff) {
 		rc = j->dead ? -EIO : -EAGAIN;
 		pthread_mutex_unlock(&j->mu);
 		return rc;

@@ -17,17 +17,20 @@ metadata disks (docs/ARCHITECTURE.md, "Journal disks").
      copies on the data disks deleted, remount: the replay can only read
      the journal disk, and every block holds its last written content;
   3. the journal disk removed mid-write: every write still succeeds, the
-     copy on disk 6 is out of service (status --json and the status text
-     say so), the volumes stay healthy; kill -9, remount without it: the
-     journals fall back to the data disks (parity + 1 copies, none on disk
-     6), replayed, data exact;
+     volumes stay healthy; the write-through journals are back at parity
+     + 1 copies on data disks without a remount (moved at a checkpoint,
+     test_journal_copies); the write-back ones, whose records wbhold keeps
+     unapplied, cannot checkpoint, so their copy on disk 6 stays out of
+     service (status --json and the status text say so); kill -9,
+     remount without it: the journals fall back to the data disks (parity
+     + 1 copies, none on disk 6), replayed, data exact;
   4. the failed journal disk replaced (disk replace --wait): after the
      next mount the first copy is on disk 6 again, records land there,
      the older copy a data disk no longer needs is removed, data exact
      after a kill -9 and a remount;
   5. the journal disk retired: after the next mount no copy is on it;
   6. a journal disk added through the mounted daemon: the copies move
-     there at the next mount.
+     there without a remount, and stay there after one.
 """
 import json
 import os
@@ -221,11 +224,23 @@ class JournalDisk:
              "journal disk removed mid-write: every write acknowledged")
         jl, st = self.journals()
         t.eq(st["disks"][JDISK]["state"], "failed", "the journal disk is marked failed")
-        for v, (par, _) in VOLS.items():
+        for _ in range(40):  # the write-through journals move at a checkpoint
+            if all(jl.get(v, {}).get("copies") == par + 1
+                   for v, (par, mode) in VOLS.items() if mode == "write-through"):
+                break
+            time.sleep(0.25)
+            jl, st = self.journals()
+        for v, (par, mode) in VOLS.items():
             j = jl.get(v, {})
             live = dict(zip(j.get("copy_disk", []), j.get("copy_in_service", [])))
-            t.ok(live.get(JDISK) == 0 and j.get("copies") == par,
-                 f"{v}: the copy on disk {JDISK} out of service, {j.get('copies')} carry the journal")
+            if mode == "write-back":
+                t.ok(live.get(JDISK) == 0 and j.get("copies") == par,
+                     f"{v}: records held unapplied, no checkpoint: the copy on disk {JDISK} "
+                     f"out of service, {j.get('copies')} carry the journal")
+            else:
+                t.ok(JDISK not in live and j.get("copies") == par + 1 and all(live.values()),
+                     f"{v}: {j.get('copies')} copies in service again, none on disk {JDISK}: "
+                     f"{live}")
         vstate = {v["name"]: v["state"] for v in st["volumes"]}
         t.eq(set(vstate.values()), {"healthy"}, "the volumes stay healthy (no data on the journal disk)")
         text = pool.spacectl("status", pool.source).stdout
@@ -270,15 +285,22 @@ class JournalDisk:
         self.check("retired journal disk, remount")
 
         # 6: another journal disk added through the mounted daemon: the
-        # journals move there at the next open, not while open
+        # journals move there while open (at a checkpoint)
         j2 = os.path.join(pool.dir, "j2")
         os.makedirs(j2)
         r = pool.spacectl("disk", "add", pool.source, j2, "--usage", "journal", check=False)
         t.ok(r.returncode == 0 and "disk 7 added as a journal disk" in r.stdout,
              f"journal disk added through the daemon: {(r.stdout + r.stderr).strip()}")
-        jl, _ = self.journals()
-        t.ok(all(7 not in j.get("copy_disk", []) for j in jl.values()),
-             "no copy moves while the volumes are open")
+        for _ in range(40):
+            jl, _ = self.journals()
+            if all(j.get("copy_disk", [None])[0] == 7 for j in jl.values()):
+                break
+            time.sleep(0.25)
+        t.ok(all(j.get("copy_disk", [None])[0] == 7 and all(j.get("copy_in_service", [0]))
+                 for j in jl.values()),
+             f"without a remount every journal's first copy moved to disk 7 "
+             f"{[j.get('copy_disk') for j in jl.values()]}")
+        self.check("journal disk added live, copies moved")
         t.eq(m.stop(), 0, "clean unmount")
         m = self.mount()
         jl, _ = self.journals()

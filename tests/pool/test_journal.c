@@ -13,7 +13,11 @@
  * replayed again; a barrier on a journaled stripe checkpoints and on
  * another stripe does not; concurrent writers share commits; an append
  * the fence refuses (the node lost the volume) never reaches the copies;
- * a held journal (write-back records not in place) never checkpoints.
+ * a held journal (write-back records not in place) never checkpoints;
+ * copies moved while open (pool_journal_set_copies) wait for the records
+ * in flight, start the new epoch on the new copy, remove the copy no
+ * longer needed only if it was in service, and a crash after the move
+ * replays from the new copies, also from the new one alone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -425,6 +429,125 @@ static void test_copy_lost(void **state)
 	e->paths[0] = e->path[0];
 }
 
+/* Open copies paths[0..n) on disks[0..n). */
+static struct pool_journal *jopen_at(struct env *e, const char *const *paths,
+				     const uint32_t *disks, uint32_t n)
+{
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = paths,
+					  .disk = disks,
+					  .npath = n,
+					  .size = 1 << 20,
+					  .sync = count_sync,
+					  .arg = e};
+	struct pool_journal *j = NULL;
+	char err[256] = "";
+
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	return j;
+}
+
+static void test_move_copies(void **state)
+{
+	struct env *e = *state;
+	char p2[160];
+	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
+	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
+	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
+	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	struct pool_journal_stats js;
+	struct stat st;
+	static uint8_t buf[B];
+	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
+
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
+	assert_int_equal(pool_journal_placed(j, to, dto, 2), 0);
+	log_one(j, 100, 1, 1, 0x10);
+	/* a record whose in-place write has not completed: no move yet */
+	memset(buf, 0x20, B);
+	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
+	assert_int_equal(pool_journal_log(j, &r, 1), 0);
+	int syncs = e->syncs;
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 50), -EAGAIN);
+	assert_int_equal(e->syncs, syncs);
+	assert_int_equal(stat(p2, &st), -1);
+	pool_journal_done(j, 1);
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
+	assert_true(e->syncs > syncs); /* the old epoch in place first */
+	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1);
+	assert_int_equal(stat(e->path[0], &st), -1); /* in service, not needed: removed */
+	assert_int_equal(stat(p2, &st), 0);
+	pool_journal_stats(j, &js);
+	assert_int_equal(js.copies, 2);
+	assert_int_equal(js.ncopyslot, 2);
+	assert_int_equal(js.copy[0].disk, 1);
+	assert_int_equal(js.copy[1].disk, 2);
+	assert_true(js.copy[0].in_service && js.copy[1].in_service);
+	/* again: nothing to do */
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
+	assert_int_equal(pool_journal_set_copies(j, to, (const uint32_t[]){1, 1}, 2, 0), -EINVAL);
+	log_one(j, 102, 3, 2, 0x30);
+	pool_journal_close(j, 0); /* as a crash leaves it */
+
+	/* the disk of the kept copy lost too: the new copy alone has it */
+	e->napplied = 0;
+	j = jopen_at(e, (const char *const[]){p2}, (const uint32_t[]){2}, 1);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->file[0], 102);
+	assert_int_equal(e->first[0], 0x30);
+}
+
+/* The copy whose disk failed is dropped; moving away from it leaves its
+ * file alone (the disk may come back with it, or not be the same disk);
+ * records after the move come back from the new copies. */
+static void test_move_after_disk_failed(void **state)
+{
+	struct env *e = *state;
+	char p2[160];
+	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
+	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
+	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
+	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	struct pool_journal_stats js;
+	struct stat st;
+
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	log_one(j, 100, 1, 1, 0x10);
+	pool_journal_disk_failed(j, 0);
+	pool_journal_stats(j, &js);
+	assert_int_equal(js.copies, 1);
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
+	pool_journal_stats(j, &js);
+	assert_int_equal(js.copies, 2);
+	assert_int_equal(stat(e->path[0], &st), 0); /* out of service: left alone */
+	log_one(j, 101, 1, 2, 0x40);
+	pool_journal_close(j, 0);
+	/* the next open: the copies where they moved, the old file read too */
+	e->napplied = 0;
+	const char *next[3] = {e->path[1], p2, e->path[0]};
+	const uint32_t dnext[3] = {1, 2, 0};
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = next,
+					  .disk = dnext,
+					  .npath = 3,
+					  .nwrite = 2,
+					  .size = 1 << 20,
+					  .sync = count_sync,
+					  .arg = e};
+	char err[256] = "";
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 1);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->file[0], 101);
+	assert_int_equal(e->first[0], 0x40);
+}
+
 static void test_fault_parse(void **state)
 {
 	(void)state;
@@ -548,6 +671,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fenced_append, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_lost, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_move_copies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_move_after_disk_failed, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
