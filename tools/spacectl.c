@@ -1289,8 +1289,9 @@ static void journal_copies(const struct pool *p, const char *jr, char *out, size
 		if (out_of && !note[0])
 			snprintf(note, nsize,
 				 "journal copy on disk %" PRId64
-				 " out of service: the other copies carry the journal; its "
-				 "next open puts the copy back on a disk in service",
+				 " out of service: the other copies carry the journal; the "
+				 "copy is placed on a disk in service at the journal's next "
+				 "checkpoint (write-back: once its records are applied)",
 				 disk[i]);
 	}
 	if (!n)
@@ -1305,14 +1306,14 @@ static void journals_table(struct pool *p, const char *live)
 	static const char *const head[] = {"VOLUME",	 "MODE",     ">SIZE",	 ">FILL",
 					   ">UNAPPLIED", ">APPLY/S", ">RECORDS", ">CHECKPOINTS",
 					   "REPLAY",	 "COPIES"};
-	char notes[POOL_MAX_VOLUMES][256];
+	char notes[POOL_MAX_VOLUMES][320];
 	uint32_t nnotes = 0;
 	struct table *t = NULL;
 
 	for (uint32_t i = 0; i < p->sb->nvolumes; i++) {
 		const struct pool_sb_volume *v = &p->sb->volume[i];
 		char jr[2048], size[32], fill[32], un[32], rate[32], recs[32], ck[32], rp[64];
-		char copies[96], note[200];
+		char copies[96], note[256];
 		if (v->geom.kind != LAYOUT_PARITY)
 			continue;
 		live_journal(live, v->name, jr, sizeof(jr));

@@ -61,9 +61,11 @@ const char spacectl_help_disk[] =
     "\n"
     "Journal disks (-u journal, like Storage Spaces' -Usage Journal): each\n"
     "parity volume keeps parity+1 journal copies on distinct disks, the journal\n"
-    "disks first, its own disks for the rest, from the volume's next mount.  One\n"
-    "journal disk takes one copy off the data disks; parity+1 of them take all.\n"
-    "A failed or retired journal disk's copy falls back to the volume's disks.\n";
+    "disks first, its own disks for the rest.  One journal disk takes one copy\n"
+    "off the data disks; parity+1 of them take all.  A failed or retired journal\n"
+    "disk's copy falls back to the volume's disks, and comes back when it is\n"
+    "replaced or added: an open volume moves its copies within seconds (at a\n"
+    "journal checkpoint), without a remount.\n";
 
 static const char help_disk_add[] =
     "usage: spacectl disk add SOURCE DIR [--usage data|journal]\n"
@@ -76,9 +78,10 @@ static const char help_disk_add[] =
     "                  journal: a journal disk (Storage Spaces' -Usage Journal,\n"
     "                  for a fast device), holding only the journals of parity\n"
     "                  volumes, never data.  Each parity volume keeps parity+1\n"
-    "                  journal copies on distinct disks, journal disks first,\n"
-    "                  from its next mount; one failed or retired falls back to\n"
-    "                  the volume's own disks.  Fine without parity volumes.\n"
+    "                  journal copies on distinct disks, journal disks first\n"
+    "                  (an open volume moves its copies there within seconds);\n"
+    "                  one failed or retired falls back to the volume's own\n"
+    "                  disks.  Fine without parity volumes.\n"
     "  -h, --help      show this help\n";
 
 static const char help_job[] =
@@ -554,8 +557,8 @@ static int add_live(struct pool *p, const char *what, const char *req)
 	else if (!q || sscanf(q, "%u", &idx) != 1)
 		rc = cli_err(1, what, "unexpected reply from the daemon: %.80s", reply);
 	else if (strstr(req, " journal"))
-		printf("disk %u added as a journal disk; each parity volume moves its journal "
-		       "there at its next open\n",
+		printf("disk %u added as a journal disk; each open parity volume moves its "
+		       "journal there at its next checkpoint (within seconds)\n",
 		       idx);
 	else
 		printf("disk %u added; new files are placed on it now\n", idx);
