@@ -437,7 +437,9 @@ void fs_volume_journal_place(struct fs *fs, struct fs_volume *v)
 	for (uint32_t i = 0; i < nw; i++) /* <disk>/vol/<volume> for a new copy */
 		journal_dir(dpath[i], v->name);
 	int rc = pool_journal_set_copies(v->journal, paths, disks, nw, 200);
-	if (rc < 0 && rc != -EAGAIN)
+	/* -EAGAIN: the next tick; -EIO: every copy failed, which the journal
+	 * said once already (a line a second would drown the log) */
+	if (rc < 0 && rc != -EAGAIN && rc != -EIO)
 		fs_log("volume %s: journal copies cannot be moved: %s", v->name, strerror(-rc));
 }
 
