@@ -23,6 +23,11 @@
  *   jtear:N   the Nth journal append writes the first half of its batch to
  *             the first journal copy only, then _exit(99).
  *   replay:N  journal replay ends the process after N records applied.
+ *   jmove:N   moving journal copies while open (pool_journal_set_copies)
+ *             passes 4 points per move: 1 the new copy files created, no
+ *             header yet; 2 the new epoch's header durable on the first
+ *             copy only; 3 on every copy, the copies left not removed
+ *             yet; 4 removed.  _exit(99) at the Nth point.
  *   wbhold:MS not a crash: the write-back flusher (pool/wback.h) waits MS
  *             ms before each batch, so tests can read and kill -9 with
  *             records acknowledged but not yet in place.
@@ -45,6 +50,7 @@ enum pool_fault_kind {
 	POOL_FAULT_REPLAY,
 	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
 	POOL_FAULT_CKLOG, /* not a crash: checkpoint block-record appends fail from the `at`th on */
+	POOL_FAULT_JMOVE,
 };
 
 struct pool_fault {

@@ -431,14 +431,19 @@ int pool_journal_sync(struct pool_journal *j)
 	return j->ncopy > 0 ? 0 : -EIO;
 }
 
-static int write_headers(struct pool_journal *j, uint64_t base)
+static void move_point(struct pool_journal *j, const char *what)
+{
+	if (pool_fault_hit(j->cfg.fault, POOL_FAULT_JMOVE))
+		pool_fault_die(j->volume, what);
+}
+
+/* moving: a move is under way (fault point 2 after the first copy) */
+static int write_headers(struct pool_journal *j, uint64_t base, int moving)
 {
 	uint8_t *h;
-	int rc;
 
 	if (posix_memalign((void **)&h, BLK, BLK))
 		return -ENOMEM;
-	rc = 0;
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		struct copy *c = &j->copy[i];
 		if (!usable(c))
@@ -458,11 +463,13 @@ static int write_headers(struct pool_journal *j, uint64_t base)
 			copy_fail(j, c, "header write", -w);
 		else
 			c->base = base;
+		if (w == 0 && moving) {
+			moving = 0; /* the first copy written */
+			move_point(j, "journal move: new epoch header on the first copy only");
+		}
 	}
 	free(h);
-	if (j->ncopy == 0)
-		rc = -EIO;
-	return rc;
+	return j->ncopy == 0 ? -EIO : 0;
 }
 
 /* The copy's header: its base sequence number, or 0 (damaged, foreign,
@@ -632,7 +639,7 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	j->st.size = cfg->size;
 	if (j->base == 0) { /* a new journal (or no readable header: nothing to replay) */
 		j->base = 1;
-		int rc = write_headers(j, 1);
+		int rc = write_headers(j, 1, 0);
 		if (rc < 0) {
 			snprintf(err, errlen, "volume %s: journal: cannot write headers: %s",
 				 cfg->volume, strerror(-rc));
@@ -743,6 +750,7 @@ static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t 
 	for (uint32_t i = 0; i < k; i++)
 		if (from[i] >= 0)
 			snprintf(nc[i].path, sizeof(nc[i].path), "%s", j->copy[from[i]].path);
+	move_point(j, "journal move: new copies created, no header yet");
 	pthread_mutex_lock(&j->mu);
 	if (j->want.gen == gen && k < n) {
 		j->want.failed_ms = mono_ms();
@@ -843,7 +851,9 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 	    placement_apply(j, gone, &ngone) < 0)
 		ngone = 0; /* the old copies stay; the move is tried again */
 	if (rc == 0)
-		rc = write_headers(j, base);
+		rc = write_headers(j, base, move);
+	if (rc == 0 && move)
+		move_point(j, "journal move: headers written, old copies not removed");
 	/* The copies a move left: their records are in place and the new
 	 * epoch's header is durable on the copies that replace them, so
 	 * nothing can need them; removed so a later open never takes one
@@ -851,6 +861,8 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 	for (uint32_t i = 0; rc == 0 && i < ngone; i++)
 		if (unlink(gone[i]) == 0)
 			jlog(j, "copy %s no longer needed: removed", gone[i]);
+	if (rc == 0 && move)
+		move_point(j, "journal move: done");
 	free(gone);
 	pthread_mutex_lock(&j->mu);
 	if (rc == 0) {

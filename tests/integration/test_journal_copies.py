@@ -315,6 +315,89 @@ class DataCase(Case):
                 break
 
 
+class MoveCrash(Case):
+    """The daemon ends (SPACEFS_FAULT=jmove:N, _exit as a power cut leaves
+    the disks) at point N of a move of the copies: 1 new copy files
+    created, 2 the new epoch's header on the first copy only, 3 on every
+    copy with the copy left behind not removed yet, 4 done.  The move is
+    either away from a failed journal disk ("fail") or onto a journal disk
+    added through the daemon, which also removes the copy a data disk no
+    longer needs ("add").  The next mount replays and places the copies
+    as the move meant; then held writes, kill -9, the disk of a data copy
+    lost: every block exact."""
+
+    def __init__(self, t, seed, how, point):
+        super().__init__(t, 1, seed)
+        self.how, self.point = how, point
+        self.v = f"mv{how}{point}"
+
+    def lay_out(self):
+        m = self.pool.mount()
+        with open(self.path(), "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        self.t.eq(m.stop(), 0, f"{self.v}: file laid out, clean unmount")
+
+    def died(self, m, what):
+        """Wait for the daemon to end itself at the fault; detach its mount."""
+        try:
+            rc = m.proc.wait(timeout=30)
+        except Exception:
+            m.proc.kill()
+            rc = m.proc.wait()
+        m.proc = None
+        m.logf.close()
+        os.system(f"fusermount3 -u -z {self.pool.mnt} 2>/dev/null")
+        log = log_tail(self.pool, 4000)
+        self.t.ok(rc == 99 and "journal move" in log,
+                  f"{self.v}: {what}: the daemon ended at move point {self.point} (exit {rc})")
+
+    def _run(self):
+        t, pool, k = self.t, self.pool, self.point
+        pool.volume(self.v, "parity", "--parity", "1", "--columns", "3", "--interleave",
+                    "16K", "--journal-mode", "write-back", "--journal-size", "16M")
+        jdir = os.path.join(pool.dir, "j0")
+        os.makedirs(jdir)
+        if self.how == "fail":
+            pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
+        self.lay_out()
+        m = self.mount(f"jmove:{k}")
+        orig = self.journal().get("copy_disk", [])
+        data = [d for d in orig if d != 5]
+        pool.src = pool.disks[next(i for i in range(5) if i not in orig)]
+        t.eq(self.write_random(60), [], f"{self.v}: 60 writes acknowledged (copies {orig})")
+        if self.how == "fail":
+            os.rename(jdir, jdir + ".gone")
+            self.died(m, "journal disk failed")
+        else:
+            pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
+            self.died(m, "journal disk added")
+        m = self.mount("wbhold:600000")
+        self.check(f"jmove:{k} ({self.how}), remount")
+        j = self.wait_copies(lambda j: self.full(j, self.how == "add"),
+                             f"{self.v}: after the crash, 2 copies as the move meant")
+        now = j.get("copy_disk", [])
+        files = self.files() + ([5] if os.path.exists(os.path.join(jdir, "vol", self.v,
+                                                                    "journal")) else [])
+        t.eq(sorted(files), sorted(now), f"{self.v}: journal files only where the copies "
+             f"are {now}: {files}")
+        t.eq(self.write_random(60), [], f"{self.v}: 60 more writes, held")
+        m.kill9()
+        lose = next(d for d in now if d != 5)
+        os.rename(pool.disks[lose], pool.disks[lose] + ".gone")
+        m = self.mount()
+        self.check(f"jmove:{k} ({self.how}), kill -9, disk {lose} lost")
+        t.eq(m.stop(), 0, f"{self.v}: clean unmount")
+        for mm in pool.mounts:
+            rep = mm.sanitizer_report()
+            if rep:
+                t.ok(False, "no sanitizer report")
+                t.diag(rep[-3000:])
+                break
+
+
 def main():
     t = Tap()
     seed = int(os.environ.get("SPACEFS_SEED", time.time()))
@@ -322,6 +405,9 @@ def main():
     for par in (1, 2):
         Case(t, par, seed + par).run()
     DataCase(t, seed).run()
+    for how in ("fail", "add"):
+        for point in (1, 2, 3, 4):
+            MoveCrash(t, seed + point, how, point).run()
     t.done()
 
 

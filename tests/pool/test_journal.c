@@ -568,6 +568,9 @@ static void test_fault_parse(void **state)
 	assert_int_equal(pool_fault_parse("jtear:12", &f, err, sizeof(err)), 0);
 	assert_int_equal(f.kind, POOL_FAULT_JTEAR);
 	assert_int_equal(f.at, 12);
+	assert_int_equal(pool_fault_parse("jmove:3", &f, err, sizeof(err)), 0);
+	assert_int_equal(f.kind, POOL_FAULT_JMOVE);
+	assert_int_equal(f.at, 3);
 	const char *bad[] = {"tear", "tear:", "tear:0", "tear:-1", "tear:2x", "rip:3", "tear3"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = 0;
