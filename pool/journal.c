@@ -847,9 +847,10 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 		jlog(j, "checkpoint refused by the fence: %s", strerror(-rc));
 	/* A move: the ending epoch is in place and durable, so the new
 	 * copies start empty with the new header, like the others. */
-	if (rc == 0 && move && (gone = malloc(POOL_JOURNAL_MAX_FILES * sizeof(*gone))) &&
-	    placement_apply(j, gone, &ngone) < 0)
-		ngone = 0; /* the old copies stay; the move is tried again */
+	if (rc == 0 && move &&
+	    (!(gone = malloc(POOL_JOURNAL_MAX_FILES * sizeof(*gone))) ||
+	     placement_apply(j, gone, &ngone) < 0))
+		move = 0; /* the old copies stay; the move is tried again */
 	if (rc == 0)
 		rc = write_headers(j, base, move);
 	if (rc == 0 && move)
