@@ -593,8 +593,19 @@ int pool_journal_open(const struct pool_journal_config *cfg, struct pool_journal
 	snprintf(j->volume, sizeof(j->volume), "%s", cfg->volume);
 	j->cfg.volume = j->volume;
 	pthread_mutex_init(&j->mu, NULL);
-	pthread_rwlock_init(&j->cl, NULL);
-	pthread_cond_init(&j->cv, NULL);
+	/* writers first: a steady stream of syncs (readers) must not hold
+	 * off a move forever */
+	pthread_rwlockattr_t rwa;
+	pthread_rwlockattr_init(&rwa);
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&j->cl, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
+	/* timed waits (a forced checkpoint) must not move with the wall clock */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&j->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (pool_aio_new(&j->aio) < 0)
 		j->aio = NULL; /* then every copy is written with pwrite + fdatasync */
 	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
@@ -809,16 +820,26 @@ static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t 
  * appends are held up that long at most. */
 static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 {
-	if (j->ckpt) {
+	while (j->ckpt) {
+		/* A checkpoint that gave up (a forced one timing out, a failed
+		 * sync, the fence refusing) starts no epoch: a barrier that
+		 * took it as done would write a full stripe unjournaled with
+		 * the stripe's old record still in the epoch, and a crash would
+		 * replay that record over the newer data.  So only one that
+		 * completed counts; else this caller runs its own. */
+		uint64_t done = j->st.checkpoints;
 		while (j->ckpt)
 			pthread_cond_wait(&j->cv, &j->mu);
-		return j->dead ? -EIO : 0;
+		if (j->dead)
+			return -EIO;
+		if (j->st.checkpoints != done)
+			return 0;
 	}
 	if (j->hold)
 		return -EAGAIN; /* records not in place must stay */
 	j->ckpt = 1;
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until); /* j->cv waits on it */
 	until.tv_sec += wait_ms / 1000;
 	until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {

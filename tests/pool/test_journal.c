@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +549,130 @@ static void test_move_after_disk_failed(void **state)
 	assert_int_equal(e->first[0], 0x40);
 }
 
+struct barrier_arg {
+	struct pool_journal *j;
+	uint64_t file, stripe;
+	int rc;
+	_Atomic int done;
+};
+
+static void *barrier_main(void *arg)
+{
+	struct barrier_arg *b = arg;
+	b->rc = pool_journal_barrier(b->j, b->file, b->stripe, b->stripe);
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+struct move_arg {
+	struct pool_journal *j;
+	const char *const *path;
+	const uint32_t *disk;
+	int rc;
+};
+
+static void *move_main(void *arg)
+{
+	struct move_arg *m = arg;
+	m->rc = pool_journal_set_copies(m->j, m->path, m->disk, 2, 300);
+	return NULL;
+}
+
+static uint64_t checkpoints(struct pool_journal *j)
+{
+	struct pool_journal_stats st;
+	pool_journal_stats(j, &st);
+	return st.checkpoints;
+}
+
+/* A barrier that waited on a checkpoint which gave up -- a forced move
+ * timing out on a record in flight -- must not return as if a new epoch
+ * had begun: its caller then writes the stripe unjournaled while the
+ * stripe's old record is still in the epoch.  It runs a checkpoint of its
+ * own, which waits for the record. */
+static void test_barrier_after_forced_timeout(void **state)
+{
+	struct env *e = *state;
+	char p2[160];
+	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
+	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
+	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
+	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	static uint8_t buf[B];
+	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
+	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
+	pthread_t tm, tb;
+
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	uint64_t ck = checkpoints(j);
+	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
+	struct move_arg m = {j, to, dto, 0};
+	struct barrier_arg b = {.j = j, .file = 101, .stripe = 2};
+	assert_int_equal(pthread_create(&tm, NULL, move_main, &m), 0);
+	usleep(50 * 1000); /* the forced checkpoint is waiting for the record */
+	assert_int_equal(pthread_create(&tb, NULL, barrier_main, &b), 0);
+	pthread_join(tm, NULL);
+	assert_int_equal(m.rc, -EAGAIN);
+	usleep(100 * 1000);
+	assert_int_equal(atomic_load(&b.done), 0); /* still waiting for the record */
+	assert_int_equal(checkpoints(j), ck);
+	pool_journal_done(j, 1);
+	pthread_join(tb, NULL);
+	assert_int_equal(b.rc, 0);
+	assert_int_equal(checkpoints(j), ck + 1);
+	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1); /* it moved them too */
+	pool_journal_close(j, 0);
+}
+
+static _Atomic int sync_calls;
+
+/* the first call fails after a while (a disk error), the later ones work */
+static int slow_failing_sync(void *arg)
+{
+	(void)arg;
+	if (atomic_fetch_add(&sync_calls, 1) == 0) {
+		usleep(200 * 1000);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* The same for a checkpoint whose sync failed: a barrier waiting on it
+ * gets a checkpoint that completed, not the failed one. */
+static void test_barrier_after_failed_sync(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = e->paths,
+					  .npath = 2,
+					  .size = 1 << 20,
+					  .sync = slow_failing_sync,
+					  .arg = e};
+	struct pool_journal *j = NULL;
+	char err[256] = "";
+	pthread_t tb;
+
+	atomic_store(&sync_calls, 0);
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	log_one(j, 100, 5, 1, 0x10);
+	uint64_t ck = checkpoints(j);
+	struct barrier_arg b = {.j = j, .file = 100, .stripe = 5};
+	assert_int_equal(pthread_create(&tb, NULL, barrier_main, &b), 0);
+	usleep(50 * 1000); /* the barrier's checkpoint is in the failing sync */
+	struct barrier_arg b2 = {.j = j, .file = 100, .stripe = 5};
+	barrier_main(&b2); /* waits on it, then runs its own */
+	pthread_join(tb, NULL);
+	assert_int_equal(b.rc, -EIO);
+	assert_int_equal(b2.rc, 0);
+	assert_int_equal(checkpoints(j), ck + 1);
+	assert_int_equal(atomic_load(&sync_calls), 2);
+	pool_journal_close(j, 0);
+	e->napplied = 0;
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 0); /* the epoch did end */
+}
+
 static void test_fault_parse(void **state)
 {
 	(void)state;
@@ -676,6 +801,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_copy_lost, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_copies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_after_disk_failed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_barrier_after_forced_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_barrier_after_failed_sync, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
