@@ -141,6 +141,7 @@ struct pool_journal {
 		char path[POOL_JOURNAL_MAX_COPIES][4096];
 		uint64_t failed_ms; /* a copy of it could not be opened then */
 		uint32_t failed_gen;
+		uint64_t gaveup_ms; /* a move of failed_gen was given up then */
 	} want;
 	/* Disks whose copy failed a write (copy_fail) at err_ms: a move back
 	 * onto one is not forced for a while (a full disk would fail the
@@ -699,26 +700,36 @@ static int placed_locked(const struct pool_journal *j, const char *const *path,
 	return 1;
 }
 
+/* A move under way (placement_apply .. placement_finish): the copy
+ * table as it was, and where each entry of the staged one came from. */
+struct move {
+	struct copy old[POOL_JOURNAL_MAX_FILES]; /* j->copy before the move */
+	int from[POOL_JOURNAL_MAX_FILES];	 /* staged i is old[from[i]]; -1: new */
+	int created[POOL_JOURNAL_MAX_FILES];	 /* staged i: its file did not exist */
+	uint32_t k, n, gen;	 /* staged 0..k: the new set (of n wanted); then old ones */
+	uint32_t live_before;	 /* copies in service before the move */
+	char gone[POOL_JOURNAL_MAX_FILES][4096]; /* files to remove once it is done */
+	uint32_t ngone;
+};
+
 /* Inside a checkpoint (every record of the ending epoch in place and
- * durable, nothing in flight, j->mu not held): replace the copies by the
- * placement pool_journal_set_copies asked for.  A copy already where it
- * should be is kept as it is; the others are opened (created) now and
- * get the new epoch's header from write_headers, so they need nothing
- * copied.  Copies no longer wanted are closed; the paths of those that
- * were in service go to gone[] (*ngone), removed by the caller once the
- * new header is durable.  0, or -EIO when no wanted copy could be opened
- * (then nothing changes). */
-static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t *ngone)
+ * durable, nothing in flight, j->mu not held): stage the placement
+ * pool_journal_set_copies asked for.  A copy already where it should be
+ * is kept as it is; the others are opened (created) now and get the new
+ * epoch's header from write_headers, so they need nothing copied.  The
+ * old copies in service stay in the staged table (after the new set),
+ * written too, so that a new set that takes the header on fewer copies
+ * than the journal has now can be given up without losing redundancy
+ * (placement_finish).  0, or -EIO / -ENOMEM when no wanted copy could
+ * be opened (then nothing changes). */
+static int placement_apply(struct pool_journal *j, struct move *mv)
 {
 	struct copy *nc = calloc(POOL_JOURNAL_MAX_FILES, sizeof(*nc));
-	int kept[POOL_JOURNAL_MAX_FILES] = {0}, oldfd[POOL_JOURNAL_MAX_FILES];
-	int from[POOL_JOURNAL_MAX_FILES]; /* nc[i] is copy[from[i]] kept, -1: new */
+	int kept[POOL_JOURNAL_MAX_FILES] = {0};
 	char (*path)[4096] = malloc(POOL_JOURNAL_MAX_COPIES * sizeof(*path));
 	int64_t disk[POOL_JOURNAL_MAX_COPIES];
-	uint32_t n, k = 0, gen, nold = 0;
-	char was[64] = "", now[64] = "";
+	uint32_t n, k = 0;
 
-	*ngone = 0;
 	if (!nc || !path) {
 		free(nc);
 		free(path);
@@ -726,25 +737,29 @@ static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t 
 	}
 	pthread_mutex_lock(&j->mu);
 	n = j->want.n;
-	gen = j->want.gen;
+	mv->gen = j->want.gen;
 	memcpy(disk, j->want.disk, sizeof(disk));
 	memcpy(path, j->want.path, POOL_JOURNAL_MAX_COPIES * sizeof(*path));
 	pthread_mutex_unlock(&j->mu);
-	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
 		nc[i].fd = -1;
+		mv->from[i] = -1;
+	}
 	for (uint32_t w = 0; w < n; w++) {
 		uint32_t s = 0;
+		struct stat st;
 		while (s < POOL_JOURNAL_MAX_FILES &&
 		       !(usable(&j->copy[s]) && !j->copy[s].readonly && j->copy[s].disk == disk[w] &&
 			 strcmp(j->copy[s].path, path[w]) == 0))
 			s++;
 		if (s < POOL_JOURNAL_MAX_FILES) { /* already there: kept as it is */
-			nc[k].disk = disk[w];
-			from[k++] = (int)s; /* taken below, under the lock */
+			mv->created[k] = 0;
+			mv->from[k++] = (int)s; /* taken below, under the lock */
 			kept[s] = 1;
 			continue;
 		}
-		from[k] = -1;
+		mv->from[k] = -1;
+		mv->created[k] = stat(path[w], &st) < 0;
 		nc[k].disk = disk[w];
 		int rc = open_copy(j, &nc[k], path[w]);
 		if (rc < 0) {
@@ -755,63 +770,153 @@ static int placement_apply(struct pool_journal *j, char (*gone)[4096], uint32_t 
 		}
 		k++;
 	}
-	for (uint32_t i = 0; i < k; i++)
-		snprintf(now + strlen(now), sizeof(now) - strlen(now), "%s%" PRId64, i ? "," : "",
-			 nc[i].disk);
-	for (uint32_t i = 0; i < k; i++)
-		if (from[i] >= 0)
-			snprintf(nc[i].path, sizeof(nc[i].path), "%s", j->copy[from[i]].path);
+	free(path);
 	move_point(j, "journal move: new copies created, no header yet");
 	pthread_mutex_lock(&j->mu);
-	if (j->want.gen == gen && k < n) {
+	if (j->want.gen == mv->gen && k < n) {
 		j->want.failed_ms = mono_ms();
-		j->want.failed_gen = gen;
+		j->want.failed_gen = mv->gen;
 	}
+	pthread_mutex_unlock(&j->mu);
 	if (k == 0) {
-		pthread_mutex_unlock(&j->mu);
 		free(nc);
-		free(path);
 		return -EIO;
 	}
-	if (j->want.gen == gen)
-		j->want.set = 0; /* applied (what could not be opened: tried again later) */
-	pthread_mutex_unlock(&j->mu);
 
 	pthread_rwlock_wrlock(&j->cl);
 	pthread_mutex_lock(&j->mu);
+	memcpy(mv->old, j->copy, sizeof(mv->old));
+	mv->live_before = 0;
+	uint32_t m = k;
 	for (uint32_t s = 0; s < POOL_JOURNAL_MAX_FILES; s++) {
-		struct copy *c = &j->copy[s];
-		if (c->fd < 0 || kept[s])
-			continue;
-		if (!c->readonly && strlen(was) + 24 < sizeof(was))
-			snprintf(was + strlen(was), sizeof(was) - strlen(was), "%s%" PRId64 "%s",
-				 was[0] ? "," : "", c->disk, usable(c) ? "" : "(out)");
-		int same = 0; /* a path reopened in place is not removed */
-		for (uint32_t i = 0; i < k; i++)
-			same |= strcmp(nc[i].path, c->path) == 0;
-		if (usable(c) && !c->readonly && !same)
-			snprintf(gone[(*ngone)++], 4096, "%s", c->path);
-		oldfd[nold++] = c->fd;
+		const struct copy *c = &j->copy[s];
+		mv->live_before += usable(c) && !c->readonly;
+		if (!kept[s] && usable(c) && !c->readonly && m < POOL_JOURNAL_MAX_FILES) {
+			mv->from[m] = (int)s;
+			mv->created[m++] = 0;
+		}
 	}
-	/* kept copies taken now: pool_journal_disk_failed (under j->mu) may
-	 * have dropped one meanwhile */
+	/* taken now: pool_journal_disk_failed (under j->mu) may have dropped
+	 * one meanwhile */
 	uint32_t live = 0;
-	for (uint32_t i = 0; i < k; i++) {
-		if (from[i] >= 0)
-			memcpy(&nc[i], &j->copy[from[i]], sizeof(*nc));
+	for (uint32_t i = 0; i < m; i++) {
+		if (mv->from[i] >= 0)
+			memcpy(&nc[i], &j->copy[mv->from[i]], sizeof(*nc));
 		live += usable(&nc[i]);
 	}
 	memcpy(j->copy, nc, POOL_JOURNAL_MAX_FILES * sizeof(*nc));
 	atomic_store(&j->ncopy, live);
 	pthread_mutex_unlock(&j->mu);
 	pthread_rwlock_unlock(&j->cl);
-	for (uint32_t i = 0; i < nold; i++)
-		close(oldfd[i]);
-	jlog(j, "copies moved at a checkpoint: now on disk%s %s (%u of %u wanted)%s%s",
-	     k > 1 ? "s" : "", now, k, n, was[0] ? "; no longer on " : "", was);
+	mv->k = k;
+	mv->n = n;
 	free(nc);
-	free(path);
 	return 0;
+}
+
+/* After write_headers on the staged table (or without it: headers < 0,
+ * the fence refused): keep the new set if at least min(n, copies in
+ * service before) of it took the new header -- or no fewer than the old
+ * set did -- then close the old copies and list the files of those that
+ * were in service in mv->gone; else give the move up: the new copies
+ * are closed (and removed if this move created them, unless unlink is 0),
+ * the old ones stay, and the move is tried again later.  1: moved. */
+static int placement_finish(struct pool_journal *j, struct move *mv, int headers, int may_unlink)
+{
+	uint32_t newok = 0, oldok = 0, n = mv->n, k = mv->k;
+	struct copy *c = j->copy;
+	uint32_t need = n < mv->live_before ? n : mv->live_before;
+	int closefd[2 * POOL_JOURNAL_MAX_FILES], nclose = 0;
+	char was[64] = "", now[64] = "";
+
+	pthread_rwlock_wrlock(&j->cl);
+	pthread_mutex_lock(&j->mu);
+	/* the old set's entries learn what the staged ones went through (a
+	 * header written, a copy dropped); new[i] = the staged entry i */
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++) {
+		if (c[i].fd < 0)
+			continue;
+		if (i < k)
+			newok += usable(&c[i]);
+		if (mv->from[i] >= 0) {
+			oldok += usable(&c[i]);
+			memcpy(&mv->old[mv->from[i]], &c[i], sizeof(c[i]));
+		}
+	}
+	/* the new set is kept if it carries the journal as well as the old
+	 * one did (or the old one fared no better) */
+	int keep = headers == 0 && newok > 0 && (newok >= need || newok >= oldok);
+	mv->ngone = 0;
+	if (keep) {
+		for (uint32_t i = 0; i < k; i++)
+			snprintf(now + strlen(now), sizeof(now) - strlen(now), "%s%" PRId64,
+				 i ? "," : "", j->copy[i].disk);
+		int staged_old[POOL_JOURNAL_MAX_FILES] = {0};
+		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+			if (i < k && mv->from[i] >= 0)
+				staged_old[mv->from[i]] = 1; /* kept: stays open */
+		for (uint32_t s = 0; s < POOL_JOURNAL_MAX_FILES; s++) {
+			const struct copy *o = &mv->old[s];
+			if (o->fd < 0 || staged_old[s])
+				continue;
+			if (!o->readonly && strlen(was) + 24 < sizeof(was))
+				snprintf(was + strlen(was), sizeof(was) - strlen(was),
+					 "%s%" PRId64 "%s", was[0] ? "," : "", o->disk,
+					 usable(o) ? "" : "(out)");
+			int same = 0; /* a path reopened in place is not removed */
+			for (uint32_t i = 0; i < k; i++)
+				same |= strcmp(c[i].path, o->path) == 0;
+			if (usable(o) && !o->readonly && !same)
+				snprintf(mv->gone[mv->ngone++], 4096, "%s", o->path);
+			closefd[nclose++] = o->fd;
+		}
+		for (uint32_t i = k; i < POOL_JOURNAL_MAX_FILES; i++) {
+			memset(&j->copy[i], 0, sizeof(j->copy[i]));
+			j->copy[i].fd = -1;
+		}
+		if (j->want.gen == mv->gen)
+			j->want.set = 0; /* applied (what could not be opened: tried again later) */
+	} else {
+		/* the old table back */
+		for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+			if (c[i].fd >= 0 && mv->from[i] < 0)
+				closefd[nclose++] = c[i].fd;
+		for (uint32_t i = 0; i < k; i++)
+			if (mv->from[i] < 0 && mv->created[i] && may_unlink)
+				snprintf(mv->gone[mv->ngone++], 4096, "%s", c[i].path);
+		memcpy(j->copy, mv->old, sizeof(mv->old));
+		/* not tried again for a while, not even at a natural
+		 * checkpoint: each try creates and removes whole journals */
+		j->want.failed_ms = j->want.gaveup_ms = mono_ms();
+		j->want.failed_gen = mv->gen;
+	}
+	uint32_t live = 0;
+	for (uint32_t i = 0; i < POOL_JOURNAL_MAX_FILES; i++)
+		live += usable(&j->copy[i]);
+	atomic_store(&j->ncopy, live);
+	pthread_mutex_unlock(&j->mu);
+	pthread_rwlock_unlock(&j->cl);
+	for (int i = 0; i < nclose; i++)
+		close(closefd[i]);
+	if (keep)
+		jlog(j, "copies moved at a checkpoint: now on disk%s %s (%u of %u wanted)%s%s",
+		     k > 1 ? "s" : "", now, newok, n, was[0] ? "; no longer on " : "", was);
+	else if (headers == 0)
+		jlog(j,
+		     "copies not moved: %u of %u new copies took the header, %u needed; the "
+		     "%u in service stay (tried again later)",
+		     newok, k, need, live);
+	return keep;
+}
+
+/* 0 if this node may still write to the volume's disks (the fence), else
+ * the refusal, logged naming what it stopped. */
+static int fence_ok(struct pool_journal *j, const char *what)
+{
+	int rc = j->cfg.may_write ? j->cfg.may_write(j->cfg.fence_arg) : 0;
+	if (rc < 0)
+		jlog(j, "%s refused by the fence: %s", what, strerror(-rc));
+	return rc;
 }
 
 /* With j->mu held; returns with it held.  Waits out a checkpoint in
@@ -857,35 +962,47 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 		}
 	}
 	uint64_t base = j->next_seq;
-	int move = j->want.set;
+	int move = j->want.set && !(j->want.failed_gen == j->want.gen && j->want.gaveup_ms &&
+				    mono_ms() - j->want.gaveup_ms < 30000);
 	pthread_mutex_unlock(&j->mu);
-	char(*gone)[4096] = NULL;
-	uint32_t ngone = 0;
+	struct move *mv = NULL;
 	int rc = j->cfg.sync ? j->cfg.sync(j->cfg.arg) : 0;
 	if (rc < 0)
 		jlog(j, "checkpoint: syncing the volume's disks failed: %s", strerror(-rc));
-	if (rc == 0 && j->cfg.may_write && (rc = j->cfg.may_write(j->cfg.fence_arg)) < 0)
-		jlog(j, "checkpoint refused by the fence: %s", strerror(-rc));
+	if (rc == 0 && (rc = fence_ok(j, "checkpoint")) < 0)
+		move = 0;
 	/* A move: the ending epoch is in place and durable, so the new
 	 * copies start empty with the new header, like the others. */
 	if (rc == 0 && move &&
-	    (!(gone = malloc(POOL_JOURNAL_MAX_FILES * sizeof(*gone))) ||
-	     placement_apply(j, gone, &ngone) < 0))
+	    (!(mv = malloc(sizeof(*mv))) || placement_apply(j, mv) < 0))
 		move = 0; /* the old copies stay; the move is tried again */
+	/* the fence again: opening the copies took a while */
+	if (rc == 0 && move && (rc = fence_ok(j, "journal move")) < 0) {
+		placement_finish(j, mv, rc, 0);
+		move = 0;
+	}
 	if (rc == 0)
 		rc = write_headers(j, base, move);
-	if (rc == 0 && move)
+	if (move && rc == 0) {
 		move_point(j, "journal move: headers written, old copies not removed");
-	/* The copies a move left: their records are in place and the new
-	 * epoch's header is durable on the copies that replace them, so
-	 * nothing can need them; removed so a later open never takes one
-	 * for the journal (as it removes older copies after its replay). */
-	for (uint32_t i = 0; rc == 0 && i < ngone; i++)
-		if (unlink(gone[i]) == 0)
-			jlog(j, "copy %s no longer needed: removed", gone[i]);
-	if (rc == 0 && move)
-		move_point(j, "journal move: done");
-	free(gone);
+		int moved = placement_finish(j, mv, rc, 1);
+		/* The copies a move left: their records are in place and the
+		 * new epoch's header is durable on the copies that replace
+		 * them, so nothing can need them; removed so a later open
+		 * never takes one for the journal (as it removes older copies
+		 * after its replay).  A move given up removes the files it
+		 * created.  Not once the fence refuses: this node may no
+		 * longer write to the volume's disks. */
+		if (mv->ngone && fence_ok(j, "removing old journal copies") == 0)
+			for (uint32_t i = 0; i < mv->ngone; i++)
+				if (unlink(mv->gone[i]) == 0 && moved)
+					jlog(j, "copy %s no longer needed: removed", mv->gone[i]);
+		if (moved)
+			move_point(j, "journal move: done");
+	} else if (move) {
+		placement_finish(j, mv, rc, 0); /* no header anywhere: the old copies stay */
+	}
+	free(mv);
 	pthread_mutex_lock(&j->mu);
 	if (rc == 0) {
 		j->base = base;

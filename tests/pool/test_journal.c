@@ -783,6 +783,101 @@ static void test_hold(void **state)
 	pool_journal_close(j, 1);
 }
 
+static struct pool_journal *move_j;
+static int move_fence_calls, move_fence_mode; /* 1: disk 2 fails, 2: refuse at the 2nd call */
+
+static int move_fence(void *arg)
+{
+	(void)arg;
+	if (!move_fence_mode || ++move_fence_calls != 2)
+		return 0;
+	if (move_fence_mode == 2)
+		return -ESTALE; /* another node took the volume over meanwhile */
+	pool_journal_disk_failed(move_j, 2); /* the new copy's disk fails */
+	return 0;
+}
+
+/* A move whose new set takes the new header on fewer copies than the
+ * journal has now is given up: the old copies stay in service and on
+ * disk (they took the header too), the file the move created is removed,
+ * and records logged after it come back from the old copy alone.  A
+ * fence that refuses during the move leaves every old copy alone. */
+static void test_move_partial(void **state)
+{
+	struct env *e = *state;
+	char p2[160];
+	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
+	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
+	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
+	struct pool_journal_config cfg = {.volume = "v",
+					  .volume_id = 7,
+					  .path = from,
+					  .disk = dfrom,
+					  .npath = 2,
+					  .size = 1 << 20,
+					  .sync = count_sync,
+					  .arg = e,
+					  .may_write = move_fence};
+	struct pool_journal *j = NULL;
+	struct pool_journal_stats js;
+	struct stat st;
+	char err[256] = "";
+
+	move_fence_mode = 0;
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	move_j = j;
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	log_one(j, 100, 1, 1, 0x10);
+	uint64_t ck = checkpoints(j);
+	move_fence_calls = 0;
+	move_fence_mode = 1;
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -EAGAIN);
+	move_fence_mode = 0;
+	assert_int_equal(checkpoints(j), ck + 1); /* the checkpoint itself is done */
+	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
+	pool_journal_stats(j, &js);
+	assert_int_equal(js.copies, 2);
+	assert_int_equal(stat(e->path[0], &st), 0); /* still in service: kept */
+	assert_int_equal(stat(p2, &st), -1);	     /* created by the move: removed */
+	/* not retried at once, not even by a natural checkpoint */
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -EAGAIN);
+	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
+	assert_int_equal(stat(p2, &st), -1);
+	log_one(j, 101, 2, 1, 0x50);
+	pool_journal_close(j, 0); /* as a crash leaves it */
+
+	/* the disk of journal1 lost: journal0 alone has the record */
+	e->napplied = 0;
+	j = jopen_at(e, (const char *const[]){e->path[0]}, (const uint32_t[]){0}, 1);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 0);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->file[0], 101);
+	assert_int_equal(e->first[0], 0x50);
+
+	/* the fence refuses once the new copy is open: nothing written or
+	 * removed, the old copies stay */
+	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
+	move_j = j;
+	e->napplied = 0;
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	log_one(j, 102, 3, 1, 0x60);
+	move_fence_calls = 0;
+	move_fence_mode = 2;
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -ESTALE);
+	move_fence_mode = 0;
+	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
+	assert_int_equal(stat(e->path[0], &st), 0);
+	assert_int_equal(stat(e->path[1], &st), 0);
+	pool_journal_close(j, 0);
+	e->napplied = 0;
+	j = jopen_at(e, (const char *const[]){e->path[0]}, (const uint32_t[]){0}, 1);
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	pool_journal_close(j, 0);
+	assert_int_equal(e->napplied, 1); /* the epoch did not end */
+	assert_int_equal(e->file[0], 102);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +898,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_move_after_disk_failed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_barrier_after_forced_timeout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_barrier_after_failed_sync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_move_partial, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
