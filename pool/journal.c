@@ -1075,6 +1075,11 @@ int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
 	int backoff = (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
 		       now - j->want.failed_ms < 30000) ||
 		      ((atomic_load(&j->err_mask) & wanted) && now - atomic_load(&j->err_ms) < 30000);
+	/* a forced attempt only when nothing is in flight: under load it
+	 * would hold appends up wait_ms each tick; the next natural
+	 * checkpoint (journal a quarter full, a barrier) applies it then */
+	if (wait_ms && (j->nflight || j->batch_len || j->inflight || j->ckpt))
+		backoff = 1;
 	if (j->dead || backoff) {
 		rc = j->dead ? -EIO : -EAGAIN;
 		pthread_mutex_unlock(&j->mu);

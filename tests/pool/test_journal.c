@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -589,7 +590,9 @@ static uint64_t checkpoints(struct pool_journal *j)
  * timing out on a record in flight -- must not return as if a new epoch
  * had begun: its caller then writes the stripe unjournaled while the
  * stripe's old record is still in the epoch.  It runs a checkpoint of its
- * own, which waits for the record. */
+ * own, which waits for the record.  (A forced move is no longer even
+ * tried with a record in flight; the barrier must wait all the same, and
+ * its checkpoint applies the move.) */
 static void test_barrier_after_forced_timeout(void **state)
 {
 	struct env *e = *state;
@@ -622,6 +625,41 @@ static void test_barrier_after_forced_timeout(void **state)
 	assert_int_equal(checkpoints(j), ck + 1);
 	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1); /* it moved them too */
 	pool_journal_close(j, 0);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Under load (a record in flight) a forced move does not hold appends up
+ * waiting for it: -EAGAIN at once, no sync; the next natural checkpoint
+ * applies the move. */
+static void test_move_not_forced_under_load(void **state)
+{
+	struct env *e = *state;
+	char p2[160];
+	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
+	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
+	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
+	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	static uint8_t buf[B];
+	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
+	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
+
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
+	int syncs = e->syncs;
+	uint64_t t0 = now_ms();
+	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 5000), -EAGAIN);
+	assert_true(now_ms() - t0 < 2500); /* it did not wait the 5 s */
+	assert_int_equal(e->syncs, syncs);
+	pool_journal_done(j, 1);
+	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
+	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1);
+	pool_journal_close(j, 1);
 }
 
 static _Atomic int sync_calls;
@@ -899,6 +937,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_barrier_after_forced_timeout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_barrier_after_failed_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_partial, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_move_not_forced_under_load, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
