@@ -13,6 +13,7 @@
  * gone volumes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,16 +292,41 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
 	return 0;
 }
 
-/* <disk>/vol/<volume>: a journal disk added after the volume was created
- * has none yet (an error shows when the copy cannot be opened). */
-static void journal_dir(const char *disk, const char *volume)
+/* mkdir dir; if this created it, fsync its parent, so the directory (and
+ * the journal about to be created in it) survives a power cut.  0 (also
+ * when it existed) or -errno; a directory whose parent cannot be synced is
+ * removed again, so that the next try creates and syncs it again. */
+static int mkdir_durable(const char *dir)
 {
-	char dir[POOL_PATH_MAX + 96];
+	char parent[POOL_PATH_MAX + 96];
 
-	snprintf(dir, sizeof(dir), "%.*s/vol", POOL_PATH_MAX, disk);
-	mkdir(dir, 0755);
-	snprintf(dir, sizeof(dir), "%.*s/vol/%.64s", POOL_PATH_MAX, disk, volume);
-	mkdir(dir, 0755);
+	if (mkdir(dir, 0755) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	snprintf(parent, sizeof(parent), "%s", dir);
+	char *slash = strrchr(parent, '/');
+	if (slash)
+		*slash = '\0';
+	int fd = open(slash && parent[0] ? parent : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = fd < 0 ? -errno : fsync(fd) < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		rmdir(dir);
+	return rc;
+}
+
+/* <disk>/vol/<volume>: a journal disk added after the volume was created
+ * has none yet.  0, or -errno with the directory that failed in what:
+ * the copy cannot be opened there. */
+static int journal_dir(const char *disk, const char *volume, char *what, size_t len)
+{
+	snprintf(what, len, "%.*s/vol", POOL_PATH_MAX, disk);
+	int rc = mkdir_durable(what);
+	if (rc == 0) {
+		snprintf(what, len, "%.*s/vol/%.64s", POOL_PATH_MAX, disk, volume);
+		rc = mkdir_durable(what);
+	}
+	return rc;
 }
 
 /* Every disk that may hold a copy of pv's journal, in order of
@@ -335,7 +361,8 @@ static uint32_t journal_candidates(const struct pool *p, const struct pool_sb_vo
  * disks in service come first, then the volume's metadata disks fill what
  * is missing (one journal disk takes one copy off the data disks, parity
  * + 1 of them take all), then, if too few of those are in service, other
- * data disks.  A failed or retired journal disk is passed over.  The same
+ * data disks, healthy ones before retired or repairing ones.  A failed or
+ * retired journal disk is passed over.  The same
  * rule at open (journal_paths) and while open (fs_volume_journal_place),
  * so a volume's copies go where its next open looks first.  Fills
  * disks[0..) and returns the number of copies. */
@@ -348,15 +375,24 @@ static uint32_t journal_place(const struct pool *p, const struct pool_sb_volume 
 
 	if (want > POOL_JOURNAL_MAX_COPIES)
 		want = POOL_JOURNAL_MAX_COPIES;
-	/* journal disks healthy (not failed, retired, repairing), then data
-	 * disks in service */
-	for (uint32_t pass = 0; pass < 2; pass++) {
+	uint64_t meta = 0;
+	for (uint32_t i = 0; i < pv->nmeta; i++)
+		if (pv->meta[i] < p->ndisks)
+			meta |= 1ull << pv->meta[i];
+	/* pass 0: journal disks healthy (not failed, retired, repairing);
+	 * 1: the metadata disks in service (as ever); 2: other data disks
+	 * healthy; 3: only then a retired or repairing one (a copy there
+	 * moves again once it is out or rebuilt) */
+	for (uint32_t pass = 0; pass < 4; pass++) {
 		for (uint32_t c = 0; c < nc && nw < want; c++) {
 			uint32_t d = cand[c];
-			int jd = pool_disk_is_journal(p, d);
-			if ((taken >> d & 1) || jd != (pass == 0) ||
-			    (jd ? p->disk[d].state != POOL_DISK_HEALTHY
-				: !pool_disk_in_service(p, d)))
+			int jd = pool_disk_is_journal(p, d), md = !jd && (meta >> d & 1);
+			int ok = pass == 0   ? jd && p->disk[d].state == POOL_DISK_HEALTHY
+				 : pass == 1 ? md && pool_disk_in_service(p, d)
+				 : pass == 2 ? !jd && !md && p->disk[d].state == POOL_DISK_HEALTHY &&
+						   pool_disk_in_service(p, d)
+					     : !jd && !md && pool_disk_in_service(p, d);
+			if ((taken >> d & 1) || !ok)
 				continue;
 			taken |= 1ull << d;
 			disks[nw++] = d;
@@ -395,11 +431,16 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 			disks[no++] = d;
 	}
 	for (uint32_t i = 0; i < no; i++) {
-		if (i < nw)
-			journal_dir(p->disk[disks[i]].path, pv->name);
+		char dir[POOL_PATH_MAX + 96];
+		int rc = i < nw ? journal_dir(p->disk[disks[i]].path, pv->name, dir, sizeof(dir)) : 0;
 		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", p->disk[disks[i]].path,
 			 pv->name);
 		paths[i] = buf[i];
+		if (rc < 0) { /* as a copy that cannot be opened: skipped */
+			fs_log("volume %s: journal copy on disk %u not opened: directory %s: %s",
+			       pv->name, disks[i], dir, strerror(-rc));
+			paths[i] = NULL;
+		}
 	}
 	*n = no;
 	return nw;
@@ -434,13 +475,25 @@ void fs_volume_journal_place(struct fs *fs, struct fs_volume *v)
 	/* no disk in service: the copy kept is all there is */
 	if (nw == 0 || pool_journal_placed(v->journal, paths, disks, nw))
 		return;
-	for (uint32_t i = 0; i < nw; i++) /* <disk>/vol/<volume> for a new copy */
-		journal_dir(dpath[i], v->name);
-	int rc = pool_journal_set_copies(v->journal, paths, disks, nw, 200);
+	int rc = 0;
+	char dir[POOL_PATH_MAX + 96];
+	for (uint32_t i = 0; i < nw && rc == 0; i++) /* <disk>/vol/<volume> for a new copy */
+		rc = journal_dir(dpath[i], v->name, dir, sizeof(dir));
+	if (rc < 0) { /* the next tick tries again */
+		if (v->journal_place_err != rc)
+			fs_log("volume %s: journal copies not moved: directory %s: %s (tried again "
+			       "every second)",
+			       v->name, dir, strerror(-rc));
+		v->journal_place_err = rc;
+		return;
+	}
+	rc = pool_journal_set_copies(v->journal, paths, disks, nw, 200);
 	/* -EAGAIN: the next tick; -EIO: every copy failed, which the journal
-	 * said once already (a line a second would drown the log) */
-	if (rc < 0 && rc != -EAGAIN && rc != -EIO)
+	 * said once already.  Anything else once, not a line a second. */
+	if (rc < 0 && rc != -EAGAIN && rc != -EIO && v->journal_place_err != rc)
 		fs_log("volume %s: journal copies cannot be moved: %s", v->name, strerror(-rc));
+	if (rc != -EAGAIN)
+		v->journal_place_err = rc;
 }
 
 /* The parity journal (docs/FORMAT.md, "Parity journal"), its copies where
@@ -462,7 +515,7 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	uint32_t nw = journal_paths(fs, pv, buf, paths, disks, &n);
 	int exists = 0;
 	for (uint32_t i = 0; i < n; i++)
-		exists |= stat(paths[i], &st) == 0;
+		exists |= paths[i] && stat(paths[i], &st) == 0;
 	if (pv->journal == POOL_VOLUME_JOURNAL_OFF && !exists)
 		return 0;
 	if (nw == 0) {
@@ -496,7 +549,8 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 		pool_journal_close(v->journal, 1);
 		v->journal = NULL;
 		for (uint32_t i = 0; i < n; i++)
-			unlink(paths[i]); /* replayed: nothing left to keep */
+			if (paths[i])
+				unlink(paths[i]); /* replayed: nothing left to keep */
 	}
 	/* Older copies: replayed and superseded by the new epoch.  Removed, so
 	 * that one can never be taken for the journal if the copies are lost. */
