@@ -129,8 +129,10 @@ class Case:
                          f"last acknowledged write (bad: {bad[:10]})"):
             self.t.diag(log_tail(self.pool))
 
-    def wait_copies(self, cond, what, timeout=20):
-        """Poll the live journal until cond(journal) holds (no remount)."""
+    def wait_copies(self, cond, what, timeout=45):
+        """Poll the live journal until cond(journal) holds (no remount).
+        Longer than the 30 s a move that could not be made waits before it
+        is forced again; it returns as soon as cond holds."""
         deadline = time.time() + timeout
         j = {}
         while time.time() < deadline:
@@ -383,9 +385,14 @@ class MoveCrash(Case):
                                                                     "journal")) else [])
         t.eq(sorted(files), sorted(now), f"{self.v}: journal files only where the copies "
              f"are {now}: {files}")
+        # the copy kept through the move is lost: the replay must come
+        # from the copy the move created
+        kept = [d for d in now if d in orig and d != 5]
+        t.ok(len(kept) == 1 and len(set(now) - set(orig)) == 1,
+             f"{self.v}: one copy kept {kept}, one made by the move (copies {orig} -> {now})")
         t.eq(self.write_random(60), [], f"{self.v}: 60 more writes, held")
         m.kill9()
-        lose = next(d for d in now if d != 5)
+        lose = kept[0] if kept else next(d for d in now if d != 5)
         os.rename(pool.disks[lose], pool.disks[lose] + ".gone")
         m = self.mount()
         self.check(f"jmove:{k} ({self.how}), kill -9, disk {lose} lost")

@@ -224,7 +224,10 @@ class JournalDisk:
              "journal disk removed mid-write: every write acknowledged")
         jl, st = self.journals()
         t.eq(st["disks"][JDISK]["state"], "failed", "the journal disk is marked failed")
-        for _ in range(40):  # the write-through journals move at a checkpoint
+        # the write-through journals move at a checkpoint; up to 45 s: a
+        # move that could not be made is forced again after 30 s
+        deadline = time.time() + 45
+        while time.time() < deadline:
             if all(jl.get(v, {}).get("copies") == par + 1
                    for v, (par, mode) in VOLS.items() if mode == "write-through"):
                 break
@@ -291,7 +294,8 @@ class JournalDisk:
         r = pool.spacectl("disk", "add", pool.source, j2, "--usage", "journal", check=False)
         t.ok(r.returncode == 0 and "disk 7 added as a journal disk" in r.stdout,
              f"journal disk added through the daemon: {(r.stdout + r.stderr).strip()}")
-        for _ in range(40):
+        deadline = time.time() + 45  # past the 30 s before a move is forced again
+        while time.time() < deadline:
             jl, _ = self.journals()
             if all(j.get("copy_disk", [None])[0] == 7 for j in jl.values()):
                 break
