@@ -420,16 +420,26 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 	for (uint32_t i = 0; i < nw; i++)
 		taken |= 1ull << disks[i];
 	/* older copies elsewhere, read by the replay only */
-	uint32_t no = nw;
-	for (uint32_t c = 0; c < nc && no < POOL_JOURNAL_MAX_FILES; c++) {
+	uint32_t no = nw, skipped = 0;
+	char extra[POOL_PATH_MAX + 96];
+	for (uint32_t c = 0; c < nc; c++) {
 		uint32_t d = cand[c];
 		if ((taken >> d & 1) || !pool_disk_in_service(p, d))
 			continue;
 		taken |= 1ull << d;
-		snprintf(buf[no], sizeof(buf[no]), "%s/vol/%s/journal", p->disk[d].path, pv->name);
-		if (stat(buf[no], &st) == 0)
+		char *f = no < POOL_JOURNAL_MAX_FILES ? buf[no] : extra;
+		snprintf(f, sizeof(extra), "%s/vol/%s/journal", p->disk[d].path, pv->name);
+		if (stat(f, &st) < 0)
+			continue;
+		if (no < POOL_JOURNAL_MAX_FILES)
 			disks[no++] = d;
+		else
+			skipped++;
 	}
+	if (skipped) /* past the slots: neither read nor removed, so named */
+		fs_log("volume %s: %u journal file%s on other disks beyond the %u read "
+		       "(neither replayed nor removed)",
+		       pv->name, skipped, skipped == 1 ? "" : "s", POOL_JOURNAL_MAX_FILES);
 	for (uint32_t i = 0; i < no; i++) {
 		char dir[POOL_PATH_MAX + 96];
 		int rc = i < nw ? journal_dir(p->disk[disks[i]].path, pv->name, dir, sizeof(dir)) : 0;
