@@ -85,7 +85,7 @@ struct fs_volume {
 	struct fs *fs;		      /* back pointer, for the store's hooks */
 	struct pool_drl *drl;	      /* dirty-region log (pool/drl.h); NULL if none */
 	struct pool_journal *journal; /* parity journal (pool/journal.h); NULL if none */
-	int journal_place_err; /* fs_volume_journal_place: the error it logged last, 0: none */
+	int journal_place_err;	      /* fs_volume_journal_place: the error it logged last */
 	struct pool_wb *wb;	      /* its write-back flusher (pool/wback.h); NULL if none */
 	struct pool_fault fault;      /* SPACEFS_FAULT, for crash tests (pool/fault.h) */
 	struct fs_ckpt *ckpt;	      /* checkpoints (fs/ckpt.c); NULL if none */

@@ -203,11 +203,12 @@ void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk);
  * Forces that checkpoint now, waiting at most wait_ms (0: as long as it
  * takes) for the records in flight to be put in place (appends wait
  * meanwhile); with wait_ms > 0, only if no record is in flight at all
- * (else -EAGAIN: the next checkpoint of any kind applies it).  0: the copies are there (also when they already were);
- * -EAGAIN: not yet (records still in flight, held ones, or a copy that
- * cannot be opened -- then not forced again for 30 s): the next
- * checkpoint of any kind applies it, or call again; -EINVAL, -EIO (no
- * copy works). */
+ * (else -EAGAIN: the next checkpoint of any kind applies it).  0: the
+ * copies are there (also when they already were); -EAGAIN: not yet
+ * (records still in flight, held ones, a copy that cannot be opened, or
+ * a new set that took the header on too few copies -- then not tried
+ * again for 30 s): the next checkpoint of any kind applies it, or call
+ * again; -EINVAL, -EIO (no copy works), or the fence's refusal. */
 int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
 			    const uint32_t *disk, uint32_t n, uint32_t wait_ms);
 /* 1 if the copies in service are exactly path[0..n) on disk[0..n). */
