@@ -25,6 +25,25 @@
  * plus a 16-bit mask only where first writes were partial: a 1 TiB file's
  * map is 4 MiB, its masks at most 32 MiB more) and of the log's records.
  *
+ * Slots.  A first write by blocks into a hole of the layer file costs
+ * the disks' file system an allocation (ext4 punts such O_DIRECT writes
+ * off io_uring's fast path, takes the inode lock exclusive and converts
+ * the extent at completion): 0.6x of a plain write, where an overwrite
+ * of blocks written before runs about 1.7x faster (docs/BENCHMARKS.md).
+ * So each layer taking first writes gets a fill file (a second hidden
+ * file, made on the first such write) that a thread of its own, the
+ * zeroer, writes with zeros FILL_STEP at a time up to FILL_WINDOW ahead
+ * of its next free slot (4 KiB each).  A first write takes the next free
+ * slots (an atomic cursor, consecutive ones for the blocks of one write)
+ * and writes there: an overwrite.  Its BLKS record names the first
+ * slot; the map keeps a slot per marked block of a PART granule (a
+ * granule with slots stays PART when all its blocks are in).  Reads,
+ * in-place rewrites and folds translate (layer_io); SEEK_DATA/HOLE go
+ * by the map only.  When no zeroed slot is ready the write goes to its
+ * offsets as before: nobody waits for the zeroer.  Whole-granule writes
+ * (copy-ups) stay at their offsets and clear the granule's slots.  A
+ * format 2 log has no slots: every block at its offset.
+ *
  * Durability.  A granule's map entry (pool/ckpt.c log record: MAP for
  * whole granules, BLKS for blocks) is appended after its data is written
  * and before the write is answered, so an acknowledged write survives
@@ -90,10 +109,17 @@
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
-enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS };
-/* Log format: 1 had no FORMAT or BLKS records (whole granules only); a
- * version 1 log is read as it is and rewritten as 2 at mount. */
-#define CK_FORMAT 2u
+enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS,
+       R_FILL };
+/* Log format: 1 had no FORMAT or BLKS records (whole granules only); 2
+ * no FILL records and no slots in BLKS ones (every block at its offset).
+ * An older log is read as it is and rewritten as 3 at mount. */
+#define CK_FORMAT 3u
+/* Fill files (see "Slots" above): zeroed this far ahead of a layer's
+ * next free slot, in steps of FILL_STEP; the zeroer is woken when less
+ * than half of it is left. */
+#define FILL_WINDOW (32u << 20)
+#define FILL_STEP   (1u << 20)
 #define B	  ((uint64_t)POOL_CKPT_BLOCK)
 enum { CK_CREATING, CK_READY, CK_MERGING };
 
@@ -116,7 +142,11 @@ struct rec_map {
 };
 struct rec_blks { /* blocks (mask bit b: block b) of granule `granule` of a layer */
 	uint64_t delta, granule;
-	uint32_t mask, pad;
+	uint32_t mask;
+	uint32_t slot1; /* 0: at their offsets; else slot + 1 of the first (format 3) */
+};
+struct rec_fill { /* layer `delta`'s fill file */
+	uint64_t delta, fill;
 };
 struct rec_format {
 	uint32_t version, pad;
@@ -133,6 +163,11 @@ struct layer {
 	struct pool_ckpt_map g;
 	struct pool_ckpt_map redo; /* granules changed while being merged */
 	bool merging;
+	/* slots: the fill file (fill.id 0: none yet), its next free slot
+	 * and the slots zeroed ahead ([0, ready) written) */
+	struct pool_file_map fill;
+	_Atomic uint32_t next, ready;
+	_Atomic bool fill_wanted; /* a first write found no zeroed slot */
 };
 
 struct chain {
@@ -206,6 +241,12 @@ struct fs_ckpt {
 	bool worker_on, stopping;
 	pthread_cond_t wake;
 	struct gcommit gc;
+	/* the zeroer: fills layers' fill files ahead of their first writes */
+	pthread_t zeroer;
+	bool zeroer_on, zwork, zstop;
+	uint64_t window, step; /* FILL_WINDOW and FILL_STEP, or less (tests); 0: no slots */
+	pthread_mutex_t zmu;
+	pthread_cond_t zcv;
 };
 
 /* ---- small helpers ---- */
@@ -339,10 +380,13 @@ static void gc_lead(struct fs_ckpt *c)
  * exclusive for a fold), never c->lock; a leader takes c->lock as every
  * writer did before, and whoever holds c->lock never waits on gc->mu's
  * queue, so no wait cycle is added. */
-static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask)
+static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask, uint32_t slot)
 {
 	struct gcommit *gc = &c->gc;
-	struct gc_ent me = {.r = {.delta = delta, .granule = g, .mask = mask}};
+	struct gc_ent me = {.r = {.delta = delta,
+				  .granule = g,
+				  .mask = mask,
+				  .slot1 = slot == POOL_CKPT_NOSLOT ? 0 : slot + 1}};
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -361,6 +405,80 @@ static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask
 	atomic_fetch_add(&c->v->ckpt_wait_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
 							 (t1.tv_nsec - t0.tv_nsec)));
 	return me.rc;
+}
+
+/* ---- slots ---- */
+
+static void zeroer_wake(struct fs_ckpt *c)
+{
+	pthread_mutex_lock(&c->zmu);
+	c->zwork = true;
+	pthread_cond_signal(&c->zcv);
+	pthread_mutex_unlock(&c->zmu);
+}
+
+/* Take n consecutive zeroed slots of layer L for a first write, or
+ * NOSLOT if not that many are ready (the write then goes to its own
+ * offsets: nobody waits for the zeroer).  Chain held. */
+static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
+{
+	uint32_t cur = atomic_load(&L->next), ready;
+
+	do {
+		ready = atomic_load(&L->ready);
+		if (L->fill.id == 0 || cur + n > ready) {
+			if (c->window && !atomic_exchange(&L->fill_wanted, true))
+				zeroer_wake(c);
+			return POOL_CKPT_NOSLOT;
+		}
+	} while (!atomic_compare_exchange_weak(&L->next, &cur, cur + n));
+	if ((ready - cur - n) * (uint64_t)B < c->window / 2 &&
+	    !atomic_exchange(&L->fill_wanted, true))
+		zeroer_wake(c);
+	return cur;
+}
+
+/* Read [pos, pos+len) of layer L's data into rbuf, or write it from wbuf
+ * (the other NULL): blocks in slots in its fill file, the rest at their
+ * offsets in the layer file, a run of consecutive places per store I/O.
+ * Chain held. */
+static ssize_t layer_io(struct fs_volume *v, const struct layer *L, uint64_t pos, size_t len,
+			char *rbuf, const char *wbuf)
+{
+	uint64_t off = pos, end = pos + len;
+
+	while (pos < end) {
+		uint64_t g = pos / G, stop = (g + 1) * G < end ? (g + 1) * G : end;
+		const struct pool_file_map *f = &L->map;
+		uint64_t at = pos;
+		if (pool_ckpt_map_slotted(&L->g, g)) {
+			unsigned b = (unsigned)(pos % G / B), e = b + 1;
+			uint32_t s = pool_ckpt_map_slot(&L->g, g, b);
+			while (e < POOL_CKPT_BLOCKS && g * G + e * B < stop) {
+				uint32_t t = pool_ckpt_map_slot(&L->g, g, e);
+				if (s == POOL_CKPT_NOSLOT ? t != s : t != s + (e - b))
+					break;
+				e++;
+			}
+			if (g * G + e * B < stop)
+				stop = g * G + e * B;
+			if (s != POOL_CKPT_NOSLOT) {
+				if (L->fill.id == 0)
+					return -EIO; /* a slot without its fill file */
+				f = &L->fill;
+				at = (uint64_t)s * B + pos % B;
+			}
+		} else { /* a run of granules without slots: one I/O */
+			while (stop < end && !pool_ckpt_map_slotted(&L->g, stop / G))
+				stop = stop + G < end ? stop + G : end;
+		}
+		ssize_t n = wbuf ? pool_store_write(v->store, f, at, stop - pos, wbuf + (pos - off))
+				 : pool_store_read(v->store, f, at, stop - pos, rbuf + (pos - off));
+		if (n < 0)
+			return n;
+		pos = stop;
+	}
+	return (ssize_t)len;
 }
 
 /* ---- the layered data path ---- */
@@ -428,8 +546,8 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 		if (st == POOL_CKPT_ZERO) {
 			memset(buf + (pos - off), 0, run - pos);
 		} else {
-			ssize_t n = pool_store_read(v->store, &ch->l[src].map, pos, run - pos,
-						    buf + (pos - off));
+			ssize_t n = layer_io(v, &ch->l[src], pos, run - pos, buf + (pos - off),
+					     NULL);
 			if (n < 0)
 				return n;
 		}
@@ -490,15 +608,16 @@ static bool cu_claim(struct chain *ch, const struct layer *L, uint64_t g)
 /* End granule g's claim: after a copy-up (mask POOL_CKPT_FULL) it is
  * DATA in layer k, after a write of blocks those blocks (mask) are added;
  * after a failure (!ok) nothing changes. */
-static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok, unsigned mask)
+static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok, unsigned mask,
+		      uint32_t slot)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&ch->mu);
-	if (ok && mask == POOL_CKPT_FULL)
+	if (ok && mask == POOL_CKPT_FULL && slot == POOL_CKPT_NOSLOT)
 		rc = pool_ckpt_map_set(&ch->l[k].g, g, 1, POOL_CKPT_DATA);
 	else if (ok && mask)
-		rc = pool_ckpt_map_mark(&ch->l[k].g, g, mask);
+		rc = pool_ckpt_map_mark_slots(&ch->l[k].g, g, mask, slot);
 	if (ok)
 		note_redo_locked(ch, k, g, 1);
 	for (uint32_t i = 0; i < ch->nbusy; i++)
@@ -543,18 +662,27 @@ static unsigned blocks_of(uint64_t g, uint64_t pos, uint64_t stop)
 }
 
 /* Write [pos, stop) of granule g (NONE or PART, claimed by the caller)
- * into layer k by blocks: blocks already marked in place, the others
- * whole (a block the write covers in part is read from below first),
- * then one BLKS record for the blocks newly there.  *added: those. */
+ * into layer k by blocks: blocks already marked in place (their slots or
+ * offsets), the others whole (a block the write covers in part is read
+ * from below first) into consecutive zeroed slots if the fill file has
+ * them ready, else at their offsets, then one BLKS record for the blocks
+ * newly there.  *added: those; *slot: the first one's slot or NOSLOT. */
 static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
 			    uint64_t g, uint64_t pos, uint64_t stop, const char *src, char *gbuf,
-			    unsigned *added)
+			    unsigned *added, uint32_t *slot)
 {
 	struct layer *L = &ch->l[k];
 	unsigned have = pool_ckpt_map_blocks(&L->g, g), want = blocks_of(g, pos, stop);
 	uint64_t gs = g * G;
+	uint32_t next;
 
 	*added = 0;
+	*slot = POOL_CKPT_NOSLOT;
+	/* the first write of a block into a layer file's hole costs ext4 an
+	 * allocation (docs/BENCHMARKS.md); a zeroed slot is an overwrite */
+	if (want & ~have)
+		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have));
+	next = *slot;
 	for (unsigned b = (unsigned)((pos - gs) / B); b < POOL_CKPT_BLOCKS && (want >> b & 1);) {
 		bool in = have >> b & 1;
 		unsigned e = b + 1;
@@ -564,7 +692,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 		uint64_t lo = pos > a ? pos : a, hi = stop < z ? stop : z;
 		ssize_t n;
 		if (in) { /* marked: only the claim holder marks, so it stays */
-			n = pool_store_write(v->store, &L->map, lo, hi - lo, src + (lo - pos));
+			n = layer_io(v, L, lo, hi - lo, NULL, src + (lo - pos));
 		} else {
 			n = 0;
 			if (lo > a)
@@ -573,7 +701,13 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 				n = view_read(v, ch, k - 1, z - B, B, gbuf + (z - B - a));
 			if (n >= 0) {
 				memcpy(gbuf + (lo - a), src + (lo - pos), hi - lo);
-				n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
+				if (next == POOL_CKPT_NOSLOT)
+					n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
+				else
+					n = pool_store_write(v->store, &L->fill,
+							     (uint64_t)next * B, z - a, gbuf);
+				if (next != POOL_CKPT_NOSLOT)
+					next += e - b;
 			}
 			*added |= ((1u << e) - 1) & ~((1u << b) - 1);
 		}
@@ -582,7 +716,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 		b = e;
 	}
 	if (*added) {
-		int rc = log_blks(c, L->map.id, g, *added);
+		int rc = log_blks(c, L->map.id, g, *added, *slot);
 		if (rc < 0)
 			return rc;
 	}
@@ -608,8 +742,7 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_PART &&
 		    (pool_ckpt_map_blocks(&L->g, g) & want) == want) {
 			/* every block it touches is here already */
-			ssize_t n = pool_store_write(v->store, &L->map, pos, stop - pos,
-						     data + (pos - off));
+			ssize_t n = layer_io(v, L, pos, stop - pos, NULL, data + (pos - off));
 			if (n < 0) {
 				free(gbuf);
 				return n;
@@ -639,13 +772,14 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		/* whole granules and ZERO ones (whose unwritten blocks must read
 		 * as zeros, not from below) go up whole; the rest by blocks */
 		unsigned added = POOL_CKPT_FULL;
+		uint32_t slot = POOL_CKPT_NOSLOT;
 		ssize_t n;
 		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO || (pos == g * G && stop == gend))
 			n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
 		else
 			n = write_blocks(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf,
-					 &added);
-		int rc = cu_release(ch, k, g, n >= 0, added);
+					 &added, &slot);
+		int rc = cu_release(ch, k, g, n >= 0, added, slot);
 		if (n < 0 || rc < 0) {
 			free(gbuf);
 			return n < 0 ? n : rc;
@@ -1213,8 +1347,9 @@ static void pace(struct ckpt *k, int64_t start, uint64_t bytes)
 	}
 }
 
-/* Copy the blocks `mask` of granule g from layer L into D at the same
- * offsets, a run of blocks per store I/O; buf: one granule. */
+/* Copy the blocks `mask` of granule g from layer L into D, a run of
+ * blocks per store I/O (either side in its slots or at the blocks'
+ * offsets); buf: one granule. */
 static ssize_t copy_blocks(struct fs_volume *v, const struct layer *L, const struct layer *D,
 			   uint64_t g, unsigned mask, char *buf)
 {
@@ -1227,9 +1362,9 @@ static ssize_t copy_blocks(struct fs_volume *v, const struct layer *L, const str
 		while (e < POOL_CKPT_BLOCKS && (mask >> e & 1))
 			e++;
 		uint64_t a = g * G + b * B, len = (e - b) * B;
-		ssize_t n = pool_store_read(v->store, &L->map, a, len, buf + b * B);
-		if (n >= 0)
-			n = pool_store_write(v->store, &D->map, a, len, buf + b * B);
+		ssize_t n = layer_io(v, L, a, len, buf + b * B, NULL);
+		if (n >= 0) /* blocks D has in slots there, the others at a */
+			n = layer_io(v, D, a, len, NULL, buf + b * B);
 		if (n < 0)
 			return n;
 		b = e;
@@ -1253,8 +1388,7 @@ static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t
 		memset(buf, 0, G);
 		for (unsigned b = 0; b < POOL_CKPT_BLOCKS; b++)
 			if ((mask >> b & 1) &&
-			    (n = pool_store_read(v->store, &L->map, g * G + b * B, B,
-						 buf + b * B)) < 0)
+			    (n = layer_io(v, L, g * G + b * B, B, buf + b * B, NULL)) < 0)
 				return (int)n;
 		n = pool_store_write(v->store, &D->map, g * G, G, buf);
 		if (n < 0)
@@ -1264,7 +1398,8 @@ static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t
 	} else {
 		if ((n = copy_blocks(v, L, D, g, mask, buf)) < 0)
 			return (int)n;
-		if (dst != POOL_CKPT_DATA && (rc = log_blks(c, D->map.id, g, mask)) == 0)
+		if (dst != POOL_CKPT_DATA &&
+		    (rc = log_blks(c, D->map.id, g, mask, POOL_CKPT_NOSLOT)) == 0)
 			rc = pool_ckpt_map_mark(&D->g, g, mask);
 	}
 	if (rc == 0 && k - 1 > 0)
@@ -1354,9 +1489,11 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 				pthread_mutex_unlock(&c->lock);
 			}
 			if (rc == 0) {
-				struct pool_file_map m = L->map;
+				struct pool_file_map m = L->map, f = L->fill;
 				chain_remove(ch, (uint32_t)li);
 				drop_delta(v, &m);
+				if (f.id)
+					drop_delta(v, &f);
 				li = 0;
 			}
 		}
@@ -1384,6 +1521,139 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 
 static int compact(struct fs_ckpt *c);
 static void compact_live(struct fs_ckpt *c);
+
+/* ---- the zeroer ---- */
+
+/* Give the top layer `owner` (file `delta`) of ch a fill file: a hidden
+ * file, installed and logged under the chain's exclusive lock (so a live
+ * compaction has both or neither), dropped again if the layer went or
+ * got one meanwhile. */
+static void fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta)
+{
+	struct fs_volume *v = c->v;
+	struct pool_inode d;
+	struct pool_file_map m;
+	int rc = fs_new_inode(v->fs, v, ROOT_VINO, S_IFREG | 0600, 0, 0, 0, &d);
+
+	if (rc == 0)
+		rc = pool_meta_create_hidden(v->meta, &d);
+	if (rc < 0) { /* fill_wanted stays: first writes go on at their offsets */
+		fs_log("volume %s: checkpointed file %" PRIu64 ": cannot create a fill file: %s",
+		       v->name, ch->ino, strerror(-rc));
+		return;
+	}
+	map_from_inode(&d, &m);
+	pthread_rwlock_wrlock(&ch->rw);
+	int li = layer_of(ch, owner);
+	bool keep = li > 0 && (uint32_t)li == ch->n - 1 && ch->l[li].map.id == delta &&
+		    ch->l[li].fill.id == 0;
+	if (keep) {
+		struct rec_fill r = {.delta = delta, .fill = m.id};
+		pthread_mutex_lock(&c->lock);
+		rc = log_rec(c, R_FILL, &r, sizeof(r));
+		pthread_mutex_unlock(&c->lock);
+		keep = rc == 0;
+		if (keep)
+			ch->l[li].fill = m;
+	}
+	pthread_rwlock_unlock(&ch->rw);
+	if (!keep)
+		drop_delta(v, &m);
+}
+
+/* One step for chain ch: its top layer's fill file created, or FILL_STEP
+ * more of it zeroed, if a first write wants it and the window is not
+ * full.  True if there may be more to do. */
+static bool zero_step(struct fs_ckpt *c, struct chain *ch, const char *zeros)
+{
+	struct fs_volume *v = c->v;
+
+	pthread_rwlock_rdlock(&ch->rw);
+	struct layer *L = ch->n > 1 ? &ch->l[ch->n - 1] : NULL;
+	if (!L || !atomic_load(&L->fill_wanted)) {
+		pthread_rwlock_unlock(&ch->rw);
+		return false;
+	}
+	if (L->fill.id == 0) {
+		uint32_t owner = L->owner;
+		uint64_t delta = L->map.id;
+		pthread_rwlock_unlock(&ch->rw);
+		fill_create(c, ch, owner, delta);
+		return true;
+	}
+	uint32_t ready = atomic_load(&L->ready), next = atomic_load(&L->next);
+	if ((uint64_t)(ready - next) * B >= c->window || (uint64_t)ready + c->step / B >= UINT32_MAX) {
+		atomic_store(&L->fill_wanted, false); /* woken again at half */
+		pthread_rwlock_unlock(&ch->rw);
+		return false;
+	}
+	ssize_t n = pool_store_write(v->store, &L->fill, (uint64_t)ready * B, c->step, zeros);
+	if (n >= 0)
+		atomic_store(&L->ready, ready + (uint32_t)(c->step / B));
+	else /* fill_wanted stays set: no more wakes; writes go to their offsets */
+		fs_log("volume %s: checkpointed file %" PRIu64 ": zeroing its fill file: %s",
+		       v->name, ch->ino, strerror((int)-n));
+	pthread_rwlock_unlock(&ch->rw);
+	return n >= 0;
+}
+
+/* Chains to look at: a snapshot of the hash (chains are freed only at
+ * detach, after this thread is gone). */
+static struct chain **zero_chains(struct fs_ckpt *c, size_t *n)
+{
+	struct chain **a = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	pthread_rwlock_rdlock(&c->hlock);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next) {
+			if (*n == cap) {
+				size_t nc = cap ? 2 * cap : 64;
+				struct chain **b = realloc(a, nc * sizeof(*b));
+				if (!b)
+					goto out;
+				a = b;
+				cap = nc;
+			}
+			a[(*n)++] = ch;
+		}
+out:
+	pthread_rwlock_unlock(&c->hlock);
+	return a;
+}
+
+/* The zeroer: writes zeros ahead into the fill files of layers taking
+ * first writes by blocks, so that those are overwrites (see "Slots"). */
+static void *zero_main(void *arg)
+{
+	struct fs_ckpt *c = arg;
+	char *zeros;
+
+	if (posix_memalign((void **)&zeros, 4096, FILL_STEP) != 0)
+		return NULL; /* no slots ever: first writes at their offsets */
+	memset(zeros, 0, FILL_STEP);
+	pthread_mutex_lock(&c->zmu);
+	while (!c->zstop) {
+		if (!c->zwork) {
+			pthread_cond_wait(&c->zcv, &c->zmu);
+			continue;
+		}
+		c->zwork = false;
+		pthread_mutex_unlock(&c->zmu);
+		size_t n;
+		struct chain **a = zero_chains(c, &n);
+		bool more = false;
+		for (size_t i = 0; i < n && !__atomic_load_n(&c->zstop, __ATOMIC_RELAXED); i++)
+			more |= zero_step(c, a[i], zeros);
+		free(a);
+		pthread_mutex_lock(&c->zmu);
+		c->zwork |= more;
+	}
+	pthread_mutex_unlock(&c->zmu);
+	free(zeros);
+	return NULL;
+}
 
 static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 {
@@ -1543,6 +1813,8 @@ static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
 	if (li <= 0)
 		return;
 	load_drop(ld, ch->l[li].map.id);
+	if (ch->l[li].fill.id)
+		load_drop(ld, ch->l[li].fill.id);
 	chain_remove(ch, (uint32_t)li);
 }
 
@@ -1656,8 +1928,31 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 				 c->v->name, r->delta, r->granule, r->mask, st);
 			return -EIO;
 		}
-		if (st != POOL_CKPT_DATA && pool_ckpt_map_mark(&L->g, r->granule, r->mask) < 0)
+		uint32_t slot = r->slot1 ? r->slot1 - 1 : POOL_CKPT_NOSLOT;
+		unsigned nb = (unsigned)__builtin_popcount(r->mask);
+		if (slot != POOL_CKPT_NOSLOT && (!L->fill.id || (uint64_t)slot + nb >= UINT32_MAX)) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: BLKS record of layer %" PRIu64
+				 ", granule %" PRIu64 " names slot %u %s",
+				 c->v->name, r->delta, r->granule, slot,
+				 L->fill.id ? "past any fill file" : "but the layer has no fill file");
+			return -EIO;
+		}
+		if (st != POOL_CKPT_DATA &&
+		    pool_ckpt_map_mark_slots(&L->g, r->granule, r->mask, slot) < 0)
 			return map_nomem(ld, c, "BLKS", r->delta, r->granule + 1);
+		if (slot != POOL_CKPT_NOSLOT && slot + nb > atomic_load(&L->next))
+			atomic_store(&L->next, slot + nb); /* slots before are taken */
+		return 0;
+	}
+	case R_FILL: {
+		const struct rec_fill *r = p;
+		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
+		if (L) {
+			if (L->fill.id && L->fill.id != r->fill)
+				load_drop(ld, L->fill.id); /* never: one fill per layer */
+			L->fill.id = r->fill;
+		}
 		return 0;
 	}
 	case R_MERGE: {
@@ -1734,6 +2029,20 @@ static int settle(struct load *ld)
 					ch->live_gone = a.nlink == 0;
 				else /* first writes copy up under the shared lock */
 					pool_ckpt_map_reserve(&ch->l[i].g, a.size / G + 1);
+				struct layer *L = &ch->l[i];
+				if (i == 0 || !L->fill.id)
+					continue;
+				/* slots past the last one taken are zeroed again */
+				atomic_store(&L->ready, atomic_load(&L->next));
+				if ((rc = pool_meta_get(v->meta, L->fill.id, &a)) < 0) {
+					fs_log("volume %s: checkpointed file %" PRIu64
+					       ": fill file %" PRIu64 " missing (%s); its "
+					       "checkpoint data is lost",
+					       v->name, ch->ino, L->fill.id, strerror(-rc));
+					ch->n = 1;
+					break;
+				}
+				map_from_inode(&a, &L->fill);
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
@@ -1753,6 +2062,47 @@ static int enc(char **b, size_t *n, size_t *cap, uint64_t *seq, uint32_t t, cons
 	       uint32_t len)
 {
 	return pool_ckpt_log_encode(b, n, cap, t, p, len, ++*seq);
+}
+
+/* BLKS records for PART granule g of layer L: one for its blocks at
+ * their offsets, one per run of blocks in consecutive slots. */
+static int enc_blks(char **b, size_t *n, size_t *cap, uint64_t *seq, const struct layer *L,
+		    uint64_t g)
+{
+	unsigned mask = pool_ckpt_map_blocks(&L->g, g), at = 0;
+	struct rec_blks r = {.delta = L->map.id, .granule = g};
+	int rc = 0;
+
+	for (unsigned i = 0; i < POOL_CKPT_BLOCKS; i++)
+		if ((mask >> i & 1) && pool_ckpt_map_slot(&L->g, g, i) == POOL_CKPT_NOSLOT)
+			at |= 1u << i;
+	if (at) {
+		r.mask = at;
+		rc = enc(b, n, cap, seq, R_BLKS, &r, sizeof(r));
+	}
+	mask &= ~at;
+	for (unsigned i = 0; rc == 0 && i < POOL_CKPT_BLOCKS;) {
+		if (!(mask >> i & 1)) {
+			i++;
+			continue;
+		}
+		uint32_t s0 = pool_ckpt_map_slot(&L->g, g, i), k = 1;
+		r.mask = 1u << i;
+		r.slot1 = s0 + 1;
+		unsigned j = i + 1;
+		for (; j < POOL_CKPT_BLOCKS; j++) {
+			if (!(mask >> j & 1))
+				continue; /* blocks between may come in any later run */
+			if (pool_ckpt_map_slot(&L->g, g, j) != s0 + k)
+				break;
+			r.mask |= 1u << j;
+			k++;
+		}
+		mask &= ~r.mask;
+		rc = enc(b, n, cap, seq, R_BLKS, &r, sizeof(r));
+		i = 0; /* the rest of the mask, from its lowest block */
+	}
+	return rc;
 }
 
 /* Rewrite the log as the state it holds now. */
@@ -1792,16 +2142,15 @@ static int compact(struct fs_ckpt *c)
 		for (struct chain *ch = c->hash[h]; rc == 0 && ch; ch = ch->next)
 			for (uint32_t i = 1; rc == 0 && i < ch->n; i++) {
 				const struct pool_ckpt_map *g = &ch->l[i].g;
+				struct rec_fill fr = {.delta = ch->l[i].map.id, .fill = ch->l[i].fill.id};
+				if (fr.fill)
+					rc = enc(&b, &n, &cap, &seq, R_FILL, &fr, sizeof(fr));
 				for (uint64_t s = pool_ckpt_map_next(g, 0);
 				     rc == 0 && s != UINT64_MAX;) {
 					int st = pool_ckpt_map_get(g, s);
 					uint64_t e = s + 1;
 					if (st == POOL_CKPT_PART) {
-						struct rec_blks r = {
-						    .delta = ch->l[i].map.id,
-						    .granule = s,
-						    .mask = pool_ckpt_map_blocks(g, s)};
-						rc = enc(&b, &n, &cap, &seq, R_BLKS, &r, sizeof(r));
+						rc = enc_blks(&b, &n, &cap, &seq, &ch->l[i], s);
 						s = pool_ckpt_map_next(g, e);
 						continue;
 					}
@@ -1883,7 +2232,23 @@ static void ckpt_free(struct fs_ckpt *c)
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->gc.mu);
 	pthread_cond_destroy(&c->gc.cv);
+	pthread_mutex_destroy(&c->zmu);
+	pthread_cond_destroy(&c->zcv);
 	free(c);
+}
+
+/* The fill window: FILL_WINDOW, or SPACEFS_CKPT_FILL_KIB (tests: a small
+ * one runs out, and 0 turns slots off, first writes at their offsets as
+ * in format 2), in whole 4 KiB slots. */
+static uint64_t fill_window(void)
+{
+	const char *e = getenv("SPACEFS_CKPT_FILL_KIB");
+	char *end;
+	unsigned long long k = e ? strtoull(e, &end, 10) : 0;
+
+	if (!e || !*e || *end || k > FILL_WINDOW / 1024)
+		return FILL_WINDOW;
+	return k * 1024 / B * B;
 }
 
 /* Records past the last compaction (beyond twice what it wrote) before the
@@ -1912,9 +2277,13 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	pthread_mutex_init(&c->cmu, NULL);
 	pthread_rwlock_init(&c->hlock, NULL);
 	c->bound = log_bound();
+	c->window = fill_window();
+	c->step = c->window < FILL_STEP ? c->window : FILL_STEP;
 	pthread_cond_init(&c->wake, NULL);
 	pthread_mutex_init(&c->gc.mu, NULL);
 	pthread_cond_init(&c->gc.cv, NULL);
+	pthread_mutex_init(&c->zmu, NULL);
+	pthread_cond_init(&c->zcv, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
 		rc = pool_ckpt_log_replay(c->log, load_rec, &ld);
@@ -1956,6 +2325,8 @@ int fs_ckpt_start(struct fs_volume *v)
 	if (pthread_create(&c->worker, NULL, merge_main, c) != 0)
 		return -EAGAIN;
 	c->worker_on = true;
+	/* without the zeroer first writes take no slots: at their offsets */
+	c->zeroer_on = c->window && pthread_create(&c->zeroer, NULL, zero_main, c) == 0;
 	return 0;
 }
 
@@ -1971,6 +2342,12 @@ void fs_ckpt_detach(struct fs_volume *v)
 	pthread_mutex_unlock(&c->lock);
 	if (c->worker_on)
 		pthread_join(c->worker, NULL);
+	pthread_mutex_lock(&c->zmu);
+	c->zstop = true;
+	pthread_cond_signal(&c->zcv);
+	pthread_mutex_unlock(&c->zmu);
+	if (c->zeroer_on)
+		pthread_join(c->zeroer, NULL);
 	pool_ckpt_log_sync(c->log);
 	v->ckpt = NULL;
 	ckpt_free(c);

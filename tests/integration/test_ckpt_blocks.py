@@ -17,7 +17,7 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
    the ZERO granule): live, c1 and c2 each read their own bytes.
 3. The same after an unmount and remount, and after kill -9 (writes
    fsynced before it) and a remount; the log then starts with the
-   FORMAT record, version 2.
+   FORMAT record, version 3.
 4. Merge c2 first (its partial granules fold into c1's layer: into
    partial, whole, ZERO and absent granules there), check live and c1;
    then c1: the file is exact and no differencing chunk file is left.
@@ -26,15 +26,26 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
    (it freed the merged layer's maps twice and died of it) and after a
    remount l2 and the live file still read right.
 6. A version 1 log (the FORMAT record removed; what older builds wrote)
-   is read as it is and rewritten as version 2; a log claiming version 3
+   is read as it is and rewritten as version 3; a log claiming version 4
    is refused with one clear line and the volume's data left alone (the
    next mount with the log put back reads everything).
+7. Slots (fs/ckpt.c): first writes once the layer's fill file is zeroed
+   ahead go to slots there (the log's BLKS records name them; the very
+   first write, before the fill file exists, goes to its offsets): every
+   shape of write, rewrites of slotted blocks, fsync, kill -9, remount:
+   live file and checkpoint exact; a second checkpoint's layer merged
+   into the slotted one, then that one: exact, no layer data left.
+8. A format 2 log (first writes made with slots off,
+   SPACEFS_CKPT_FILL_KIB=0, its FORMAT record set back to 2) mounts,
+   reads exactly, is rewritten as 3, and takes slotted first writes
+   beside its blocks at offsets; merged: exact.
 """
 import glob
 import hashlib
 import os
 import random
 import struct
+import time
 
 from harness import Pool, Tap, data_extents, log_tail, stop_clean
 
@@ -207,8 +218,8 @@ def one(t, p, vol, seed):
     p.mount()
     check("after kill -9 and remount", [v1, v2])
     recs = [records(x) for x in log_paths(p, vol)]
-    t.ok(recs and all(r and r[0][0] == 9 and struct.unpack_from("<I", r[0][1])[0] == 2
-                      for r in recs), f"{vol}: every log replica starts with FORMAT 2")
+    t.ok(recs and all(r and r[0][0] == 9 and struct.unpack_from("<I", r[0][1])[0] == 3
+                      for r in recs), f"{vol}: every log replica starts with FORMAT 3")
     t.ok(any(typ == 10 for r in recs for typ, _, _ in r),
          f"{vol}: the log holds BLKS records (partial granules)")
 
@@ -250,13 +261,13 @@ def formats(t, p, vol):
     ck = os.path.join(root, ".checkpoints", "old", "old.bin")
     t.eq(sha(read(ck)), sha(m), f"{vol}: a version 1 log is read (the checkpoint)")
     t.eq(sha(read(f.path)), sha(bytes(want_v1)), f"{vol}: and the file's whole granules")
-    t.ok(all(records(x)[0][0] == 9 for x in logs), f"{vol}: it is rewritten as version 2")
+    t.ok(all(records(x)[0][0] == 9 for x in logs), f"{vol}: it is rewritten as version 3")
     p.mounts[-1].stop()
-    # version 3, ahead of this build
-    v3 = {x: record(9, struct.pack("<II", 3, 0), struct.unpack_from("<Q", records(x)[0][2], 12)[0])
+    # version 4, ahead of this build
+    v4 = {x: record(9, struct.pack("<II", 4, 0), struct.unpack_from("<Q", records(x)[0][2], 12)[0])
           + b"".join(raw for _, _, raw in records_of(saved[x])[1:]) for x in logs}
-    refused(t, p, f.path, v3, f"{vol}: a version 3 log",
-            "checkpoint log format 3 is newer than this build's (2)")
+    refused(t, p, f.path, v4, f"{vol}: a version 4 log",
+            "checkpoint log format 4 is newer than this build's (3)")
     # a BLKS record naming granule 2^40 (64 PiB into the file), its CRC
     # right: refused by name, not an attempt at a map of 2^40 granules
     far = {x: b"".join(record(10, pay[:8] + struct.pack("<Q", 1 << 40) + pay[16:],
@@ -271,6 +282,119 @@ def formats(t, p, vol):
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and the file as written")
     p.spacectl("checkpoint", "merge", p.source, vol, "old", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: file exact after the merge")
+
+
+def blks_slots(p, vol):
+    """(BLKS records at offsets, BLKS records naming a slot, FILL records)
+    over the log replicas."""
+    at = slot = fill = 0
+    for x in log_paths(p, vol):
+        for typ, pay, _ in records(x):
+            if typ == 10:
+                if struct.unpack_from("<QQII", pay)[3]:
+                    slot += 1
+                else:
+                    at += 1
+            fill += typ == 11
+    return at, slot, fill
+
+
+def wait_fill(t, p, vol, what, before):
+    """Wait for a new FILL record (the zeroer made a fill file; `before`:
+    FILL records until then), then a moment for it to zero ahead."""
+    for _ in range(100):
+        if blks_slots(p, vol)[2] > before:
+            break
+        time.sleep(0.1)
+    t.ok(blks_slots(p, vol)[2] > before, f"{vol}: {what}: the layer got a fill file")
+    time.sleep(0.5)
+
+
+def slots(t, p, vol, seed):
+    """First writes into slots of a fill file; kill -9; merges."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    f = File(os.path.join(root, "slots.bin"), rng.randbytes(FILE))
+    p.spacectl("checkpoint", "create", p.source, vol, "s1", "slots.bin")
+    m1 = bytes(f.model)
+    s1 = lambda: read(os.path.join(root, ".checkpoints", "s1", "slots.bin"))
+    s2 = lambda: read(os.path.join(root, ".checkpoints", "s2", "slots.bin"))
+    nfill = blks_slots(p, vol)[2]
+    f.write(G + 3 * 4096, rng.randbytes(4096))  # before any fill file: at its offset
+    wait_fill(t, p, vol, "s1", nfill)
+    shapes(f, rng, 8)
+    blocks = rng.sample(range(16 * 16, FILE // 4096), 120)
+    for b in blocks:                             # 4 KiB first writes
+        f.write(b * 4096, rng.randbytes(4096))
+    for b in blocks[:30]:                        # rewrites of slotted blocks
+        f.write(b * 4096 + rng.randrange(4000), rng.randbytes(90))
+    random_writes(f, rng, 60, 16 * G, FILE)
+    f.sync()
+    at, sl, _ = blks_slots(p, vol)
+    t.ok(at > 0 and sl > 0, f"{vol}: first writes at offsets ({at}) and in slots ({sl})")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact (slots)")
+    t.eq(sha(s1()), sha(m1), f"{vol}: s1 reads its instant (slots)")
+    p.mounts[-1].kill9()
+    p.mount()
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact after kill -9 (slots)")
+    t.eq(sha(s1()), sha(m1), f"{vol}: s1 reads its instant after kill -9 (slots)")
+    t.ok(blks_slots(p, vol)[1] > 0, f"{vol}: the compacted log still names slots")
+    p.spacectl("checkpoint", "create", p.source, vol, "s2", "slots.bin")
+    m2 = bytes(f.model)
+    nfill = blks_slots(p, vol)[2]
+    f.write(blocks[40] * 4096, rng.randbytes(4096))
+    wait_fill(t, p, vol, "s2", nfill)
+    for b in blocks[30:90]:                      # over s1's slotted blocks
+        f.write(b * 4096 + 512, rng.randbytes(5000))
+    random_writes(f, rng, 40, 0, FILE)
+    t.eq(sha(s2()), sha(m2), f"{vol}: s2 reads its instant (slots)")
+    p.spacectl("checkpoint", "merge", p.source, vol, "s2", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after merging s2 into s1's slots")
+    t.eq(sha(s1()), sha(m1), f"{vol}: s1 still reads its instant")
+    p.spacectl("checkpoint", "merge", p.source, vol, "s1", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after merging s1 (slots)")
+    live_ids = {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
+    t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no layer or fill data left")
+    os.unlink(f.path)
+
+
+def format2(t, p, vol, seed):
+    """A format 2 log: every block at its offset."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    p.mounts[-1].stop()
+    os.environ["SPACEFS_CKPT_FILL_KIB"] = "0"
+    try:
+        p.mount()
+        f = File(os.path.join(root, "v2.bin"), rng.randbytes(MiB))
+        p.spacectl("checkpoint", "create", p.source, vol, "v2", "v2.bin")
+        m = bytes(f.model)
+        random_writes(f, rng, 60, 0, MiB)
+        f.sync()
+        p.mounts[-1].stop()
+    finally:
+        del os.environ["SPACEFS_CKPT_FILL_KIB"]
+    t.eq(blks_slots(p, vol)[1:], (0, 0), f"{vol}: slots off: no slot and no fill file logged")
+    for x in log_paths(p, vol):
+        rs = records(x)
+        seq = struct.unpack_from("<Q", rs[0][2], 12)[0]
+        with open(x, "wb") as fh:
+            fh.write(record(9, struct.pack("<II", 2, 0), seq) + b"".join(r[2] for r in rs[1:]))
+    p.mount()
+    ck = lambda: read(os.path.join(root, ".checkpoints", "v2", "v2.bin"))
+    t.eq(sha(ck()), sha(m), f"{vol}: a format 2 log: the checkpoint reads its instant")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: a format 2 log: the file")
+    t.ok(all(struct.unpack_from("<I", records(x)[0][1])[0] == 3 for x in log_paths(p, vol)),
+         f"{vol}: a format 2 log is rewritten as 3")
+    f.write(100, rng.randbytes(10))
+    wait_fill(t, p, vol, "format 2 log", 0)
+    random_writes(f, rng, 60, 0, MiB)
+    t.ok(blks_slots(p, vol)[1] > 0, f"{vol}: then first writes take slots")
+    t.eq(sha(ck()), sha(m), f"{vol}: format 2 and 3 blocks: the checkpoint")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: format 2 and 3 blocks: the file")
+    p.spacectl("checkpoint", "merge", p.source, vol, "v2", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (format 2)")
+    os.unlink(f.path)
 
 
 def refused(t, p, path, logs, what, line):
@@ -327,6 +451,9 @@ def main():
         merge_lower(t, p, "m2", 3)
         merge_lower(t, p, "p1", 4)
         formats(t, p, "m2")
+        slots(t, p, "m2", 5)
+        slots(t, p, "p1", 6)
+        format2(t, p, "m2", 7)
         stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")
