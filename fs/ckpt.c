@@ -120,6 +120,15 @@ enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_F
  * than half of it is left. */
 #define FILL_WINDOW (32u << 20)
 #define FILL_STEP   (1u << 20)
+/* A step is cut in lanes of FILL_LANE (the store's lock unit of a mirror
+ * or simple volume at the 64 KiB interleave): a first write takes its
+ * slots in lane (granule % lanes) of the lowest step that lane has room
+ * in, so concurrent first writes land in different lock units instead of
+ * queueing on one stripe lock (consecutive slots did: measured).  A
+ * lane's unit holds 16 slots, the blocks of one granule, so the slots of
+ * one write are always consecutive. */
+#define FILL_LANE (64u << 10)
+#define LANE_SLOTS (FILL_LANE / POOL_CKPT_BLOCK)
 #define B	  ((uint64_t)POOL_CKPT_BLOCK)
 enum { CK_CREATING, CK_READY, CK_MERGING };
 
@@ -166,7 +175,8 @@ struct layer {
 	/* slots: the fill file (fill.id 0: none yet), its next free slot
 	 * and the slots zeroed ahead ([0, ready) written) */
 	struct pool_file_map fill;
-	_Atomic uint32_t next, ready;
+	_Atomic uint32_t next, ready; /* next: the end of the highest step in use */
+	_Atomic uint32_t *lanes;      /* per lane: its next slot, counted in the lane */
 	_Atomic bool fill_wanted; /* a first write found no zeroed slot */
 };
 
@@ -245,6 +255,7 @@ struct fs_ckpt {
 	pthread_t zeroer;
 	bool zeroer_on, zwork, zstop;
 	uint64_t window, step; /* FILL_WINDOW and FILL_STEP, or less (tests); 0: no slots */
+	uint32_t nlanes;       /* step / FILL_LANE */
 	pthread_mutex_t zmu;
 	pthread_cond_t zcv;
 };
@@ -420,22 +431,57 @@ static void zeroer_wake(struct fs_ckpt *c)
 /* Take n consecutive zeroed slots of layer L for a first write, or
  * NOSLOT if not that many are ready (the write then goes to its own
  * offsets: nobody waits for the zeroer).  Chain held. */
-static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
+static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n, uint64_t g)
 {
-	uint32_t cur = atomic_load(&L->next), ready;
+	uint32_t sps = (uint32_t)(c->step / B), l = (uint32_t)(g % (c->nlanes ? c->nlanes : 1));
+	uint32_t ready = atomic_load(&L->ready), p, q, step;
 
+	if (L->fill.id == 0 || !L->lanes || n > LANE_SLOTS) {
+		if (c->window && !atomic_exchange(&L->fill_wanted, true))
+			zeroer_wake(c);
+		return POOL_CKPT_NOSLOT;
+	}
+	p = atomic_load(&L->lanes[l]);
 	do {
-		ready = atomic_load(&L->ready);
-		if (L->fill.id == 0 || cur + n > ready) {
-			if (c->window && !atomic_exchange(&L->fill_wanted, true))
+		/* n slots in one unit of the lane: else from the next unit */
+		q = p % LANE_SLOTS + n > LANE_SLOTS ? (p / LANE_SLOTS + 1) * LANE_SLOTS : p;
+		step = q / LANE_SLOTS;
+		if ((uint64_t)(step + 1) * sps > ready) {
+			if (!atomic_exchange(&L->fill_wanted, true))
 				zeroer_wake(c);
 			return POOL_CKPT_NOSLOT;
 		}
-	} while (!atomic_compare_exchange_weak(&L->next, &cur, cur + n));
-	if ((ready - cur - n) * (uint64_t)B < c->window / 2 &&
+	} while (!atomic_compare_exchange_weak(&L->lanes[l], &p, q + n));
+	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next);
+	while (hi < end && !atomic_compare_exchange_weak(&L->next, &hi, end))
+		;
+	if (hi < end)
+		hi = end;
+	if ((uint64_t)(ready - hi) * B < c->window / 2 &&
 	    !atomic_exchange(&L->fill_wanted, true))
 		zeroer_wake(c);
-	return cur;
+	return step * sps + l * LANE_SLOTS + q % LANE_SLOTS;
+}
+
+/* Lane cursors for layer L, all starting at the step where its slots in
+ * use end (L->next, rounded up to a step); ready and next there too. */
+static _Atomic uint32_t *lanes_new(const struct fs_ckpt *c, struct layer *L)
+{
+	uint32_t sps = (uint32_t)(c->step / B);
+	_Atomic uint32_t *a = c->nlanes ? calloc(c->nlanes, sizeof(*a)) : NULL;
+
+	if (!a)
+		return NULL;
+	uint64_t step0 = sps ? (atomic_load(&L->next) + (uint64_t)sps - 1) / sps : 0;
+	if ((step0 + 1) * sps >= UINT32_MAX) {
+		free(a);
+		return NULL; /* the fill file is full: first writes at offsets */
+	}
+	for (uint32_t i = 0; i < c->nlanes; i++)
+		atomic_store(&a[i], (uint32_t)step0 * LANE_SLOTS);
+	atomic_store(&L->next, (uint32_t)(step0 * sps));
+	atomic_store(&L->ready, (uint32_t)(step0 * sps));
+	return a;
 }
 
 /* Read [pos, pos+len) of layer L's data into rbuf, or write it from wbuf
@@ -681,7 +727,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 	/* the first write of a block into a layer file's hole costs ext4 an
 	 * allocation (docs/BENCHMARKS.md); a zeroed slot is an overwrite */
 	if (want & ~have)
-		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have));
+		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have), g);
 	next = *slot;
 	for (unsigned b = (unsigned)((pos - gs) / B); b < POOL_CKPT_BLOCKS && (want >> b & 1);) {
 		bool in = have >> b & 1;
@@ -1134,6 +1180,7 @@ static void chain_remove(struct chain *ch, uint32_t li)
 	assert(li > 0 && li < ch->n);
 	pool_ckpt_map_free(&ch->l[li].g);
 	pool_ckpt_map_free(&ch->l[li].redo);
+	free(ch->l[li].lanes);
 	memmove(&ch->l[li], &ch->l[li + 1], (ch->n - li - 1) * sizeof(ch->l[0]));
 	ch->n--;
 	memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
@@ -1553,8 +1600,10 @@ static void fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uin
 		rc = log_rec(c, R_FILL, &r, sizeof(r));
 		pthread_mutex_unlock(&c->lock);
 		keep = rc == 0;
-		if (keep)
+		if (keep) {
 			ch->l[li].fill = m;
+			ch->l[li].lanes = lanes_new(c, &ch->l[li]); /* NULL: no slots */
+		}
 	}
 	pthread_rwlock_unlock(&ch->rw);
 	if (!keep)
@@ -2032,8 +2081,9 @@ static int settle(struct load *ld)
 				struct layer *L = &ch->l[i];
 				if (i == 0 || !L->fill.id)
 					continue;
-				/* slots past the last one taken are zeroed again */
-				atomic_store(&L->ready, atomic_load(&L->next));
+				/* slots from the step after the last one taken on,
+				 * zeroed again */
+				L->lanes = lanes_new(c, L);
 				if ((rc = pool_meta_get(v->meta, L->fill.id, &a)) < 0) {
 					fs_log("volume %s: checkpointed file %" PRIu64
 					       ": fill file %" PRIu64 " missing (%s); its "
@@ -2219,6 +2269,7 @@ static void ckpt_free(struct fs_ckpt *c)
 			for (uint32_t i = 0; i <= CK_MAX; i++) {
 				pool_ckpt_map_free(&ch->l[i].g);
 				pool_ckpt_map_free(&ch->l[i].redo);
+				free(ch->l[i].lanes);
 			}
 			pthread_rwlock_destroy(&ch->rw);
 			pthread_mutex_destroy(&ch->mu);
@@ -2239,7 +2290,7 @@ static void ckpt_free(struct fs_ckpt *c)
 
 /* The fill window: FILL_WINDOW, or SPACEFS_CKPT_FILL_KIB (tests: a small
  * one runs out, and 0 turns slots off, first writes at their offsets as
- * in format 2), in whole 4 KiB slots. */
+ * in format 2), in whole lanes. */
 static uint64_t fill_window(void)
 {
 	const char *e = getenv("SPACEFS_CKPT_FILL_KIB");
@@ -2248,7 +2299,7 @@ static uint64_t fill_window(void)
 
 	if (!e || !*e || *end || k > FILL_WINDOW / 1024)
 		return FILL_WINDOW;
-	return k * 1024 / B * B;
+	return k * 1024 / FILL_LANE * FILL_LANE; /* whole lanes */
 }
 
 /* Records past the last compaction (beyond twice what it wrote) before the
@@ -2279,6 +2330,7 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	c->bound = log_bound();
 	c->window = fill_window();
 	c->step = c->window < FILL_STEP ? c->window : FILL_STEP;
+	c->nlanes = (uint32_t)(c->step / FILL_LANE);
 	pthread_cond_init(&c->wake, NULL);
 	pthread_mutex_init(&c->gc.mu, NULL);
 	pthread_cond_init(&c->gc.cv, NULL);
