@@ -124,7 +124,8 @@ enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_F
  * or simple volume at the 64 KiB interleave): a first write takes its
  * slots in lane (granule % lanes) of the lowest step that lane has room
  * in, so concurrent first writes land in different lock units instead of
- * queueing on one stripe lock (consecutive slots did: measured).  A
+ * queueing on one stripe lock (handed out in order, the 16 slots of one
+ * 64 KiB unit went to 16 writes in flight at once).  A
  * lane's unit holds 16 slots, the blocks of one granule, so the slots of
  * one write are always consecutive. */
 #define FILL_LANE (64u << 10)
