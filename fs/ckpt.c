@@ -179,6 +179,7 @@ struct layer {
 	_Atomic uint32_t next, ready; /* next: the end of the highest step in use */
 	_Atomic uint32_t *lanes;      /* per lane: its next slot, counted in the lane */
 	_Atomic bool fill_wanted; /* a first write found no zeroed slot */
+	uint64_t fill_size;	  /* the fill file's recorded size (the zeroer's) */
 };
 
 struct chain {
@@ -1611,6 +1612,22 @@ static void fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uin
 		drop_delta(v, &m);
 }
 
+/* Record size `size` for fill file `fill` (the zeroer's thread only). */
+static void fill_set_size(struct fs_volume *v, uint64_t fill, uint64_t size)
+{
+	struct pool_inode a;
+	int rc = pool_meta_get(v->meta, fill, &a);
+
+	if (rc == 0 && a.size < size) {
+		a.size = size;
+		rc = pool_meta_setattr(v->meta, &a);
+	}
+	if (rc < 0)
+		fs_log("volume %s: fill file %" PRIu64 ": recording its size: %s (repair and "
+		       "scrub may miss its end)",
+		       v->name, fill, strerror(-rc));
+}
+
 /* One step for chain ch: its top layer's fill file created, or FILL_STEP
  * more of it zeroed, if a first write wants it and the window is not
  * full.  True if there may be more to do. */
@@ -1643,7 +1660,17 @@ static bool zero_step(struct fs_ckpt *c, struct chain *ch, const char *zeros)
 	else /* fill_wanted stays set: no more wakes; writes go to their offsets */
 		fs_log("volume %s: checkpointed file %" PRIu64 ": zeroing its fill file: %s",
 		       v->name, ch->ino, strerror((int)-n));
+	/* repair and scrub walk a file up to its recorded size: keep the fill
+	 * file's ahead of its zeroed end (a window at a time, so one metadata
+	 * write per window, not per step) */
+	uint64_t want = (uint64_t)atomic_load(&L->ready) * B, fill = L->fill.id;
+	bool grow = n >= 0 && want > L->fill_size;
+	if (grow)
+		L->fill_size = want + c->window;
+	want = L->fill_size;
 	pthread_rwlock_unlock(&ch->rw);
+	if (grow)
+		fill_set_size(v, fill, want);
 	return n >= 0;
 }
 
@@ -2094,6 +2121,7 @@ static int settle(struct load *ld)
 					break;
 				}
 				map_from_inode(&a, &L->fill);
+				L->fill_size = a.size;
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
