@@ -372,7 +372,10 @@ static void gc_lead(struct fs_ckpt *c)
 	for (uint32_t i = 0; i < n; i++)
 		recs[i] = batch[i]->r;
 	pthread_mutex_lock(&c->lock);
-	int rc = log_appended(c, pool_ckpt_log_append_n(c->log, R_BLKS, recs, sizeof(recs[0]), n));
+	int rc = pool_fault_from(&c->v->fault, POOL_FAULT_CKLOG)
+		     ? -EIO
+		     : pool_ckpt_log_append_n(c->log, R_BLKS, recs, sizeof(recs[0]), n);
+	rc = log_appended(c, rc);
 	pthread_mutex_unlock(&c->lock);
 	atomic_fetch_add(&c->v->ckpt_recs, n);
 	atomic_fetch_add(&c->v->ckpt_appends, 1);
@@ -895,6 +898,50 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 		return ch;
 	pthread_rwlock_unlock(&ch->rw);
 	return NULL;
+}
+
+uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
+{
+	struct fs_ckpt *c = v->ckpt;
+	uint64_t end = 0;
+
+	if (!c || atomic_load(&c->nchains) == 0)
+		return 0;
+	/* bucket heads under hlock; a chain's next never changes once it is
+	 * in a bucket (new chains go in front) and chains are freed only at
+	 * detach, so the rest is walked without it, each chain's layers
+	 * under its own lock (taken after hlock is let go, as chain_enter) */
+	for (int h = 0; h < CK_HASH && end == 0; h++) {
+		pthread_rwlock_rdlock(&c->hlock);
+		struct chain *ch = c->hash[h];
+		pthread_rwlock_unlock(&c->hlock);
+		for (; ch && end == 0; ch = ch->next) {
+			pthread_rwlock_rdlock(&ch->rw);
+			for (uint32_t k = 1; k < ch->n; k++)
+				if (ch->l[k].map.id == ino)
+					end = pool_ckpt_map_end(&ch->l[k].g) * G;
+			pthread_rwlock_unlock(&ch->rw);
+		}
+	}
+	return end;
+}
+
+int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
+{
+	struct chain *ch = chain_enter(v, vino, false);
+	int rc = 0;
+
+	if (!ch)
+		return 0;
+	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
+		rc = pool_store_sync(v->store, &ch->l[k].map);
+	pthread_rwlock_unlock(&ch->rw);
+	if (rc == 0) {
+		pthread_mutex_lock(&v->ckpt->lock);
+		rc = pool_ckpt_log_sync(v->ckpt->log);
+		pthread_mutex_unlock(&v->ckpt->lock);
+	}
+	return rc;
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)

@@ -23,6 +23,17 @@ void fs_ckpt_detach(struct fs_volume *v);
  * fork).  0 (also with no checkpoints or a worker running) or -EAGAIN. */
 int fs_ckpt_start(struct fs_volume *v);
 
+/* How far a scrub or repair must walk file ino if it is a checkpoint's
+ * layer (a hidden file of differencing data): its recorded size is the
+ * checkpointed file's size at the checkpoint, but a file that grew since
+ * wrote its new end into the layer, past that size.  The end of the last
+ * granule the layer holds, in bytes; 0 if ino is no layer. */
+uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino);
+/* fsync of a checkpointed file: its layers' chunk files and the
+ * checkpoint log (the records saying which blocks are in which layer), so
+ * what was written since the checkpoint survives a power cut as the file's
+ * own chunk files do.  0 (also for a file with no layers) or -errno. */
+int fs_ckpt_sync(struct fs_volume *v, uint64_t vino);
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res);
 bool fs_ckpt_write(struct fs_inode *in, uint64_t off, size_t len, const void *buf, ssize_t *res);
 /* [off, end) of the live file reads as zeros (truncate, punch). */

@@ -928,6 +928,8 @@ int fs_sync_inode(struct fs *fs, struct fs_inode *in)
 	if (S_ISREG(in->attr.mode)) {
 		fs_file_map(in, &map);
 		rc = pool_store_sync(in->vol->store, &map);
+		if (rc == 0)
+			rc = fs_ckpt_sync(in->vol, in->attr.ino);
 	}
 	if (rc == 0)
 		rc = fs_inode_flush(fs, in);

@@ -57,6 +57,19 @@
  * kernel.io_uring_disabled or a seccomp filter), or SPACEFS_AIO=libaio is
  * set, the engine stays on libaio for good.
  *
+ * No batch returns while the kernel may still use one of its buffers:
+ * its caller frees or reuses them at once (a read landing late would
+ * overwrite freed memory, a write reading late would put wrong data on
+ * disk).  Closing an io_uring does not wait for its requests, so a ring
+ * whose io_uring_enter fails mid-batch (should not happen) is first
+ * waited on until everything the kernel took has completed (uring_drain);
+ * what it never took fails with the error, and libaio takes over.  If
+ * even the wait fails, the process ends (abort) rather than return.
+ * libaio's io_destroy does wait for a context's I/Os (ctx_abandon).  A
+ * ring that refuses the thread (EEXIST: a thread id reused) takes
+ * nothing, and libaio runs the batch, which stays admitted once to the
+ * emulated disks below.
+ *
  * Emulated disks (pool/diskmodel.c): a request naming a disk queue whose
  * model is not none is admitted to that queue as it is prepared, which
  * gives the time a drive of the model would complete it; the batch, once
@@ -76,6 +89,7 @@
 #include <linux/io_uring.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -122,11 +136,12 @@ struct aio_ctx {
 };
 
 struct pool_aio {
-	pthread_mutex_t mu;   /* guards the fields below */
-	struct aio_ctx *idle; /* contexts no batch uses, last used first */
-	size_t busy;	      /* contexts taken by batches running now */
-	atomic_int no_uring;  /* the kernel refused io_uring, or SPACEFS_AIO=libaio */
-	atomic_int uring;     /* some batch set up an io_uring */
+	pthread_mutex_t mu;	 /* guards the fields below */
+	struct aio_ctx *idle;	 /* contexts no batch uses, last used first */
+	size_t busy;		 /* contexts taken by batches running now */
+	atomic_int no_uring;	 /* the kernel refused io_uring, or SPACEFS_AIO=libaio */
+	atomic_int uring;	 /* some batch set up an io_uring */
+	pool_aio_enter_fn enter; /* tests only (pool_aio_test_enter); NULL: the system call */
 };
 
 static void uring_release(struct uring *u)
@@ -137,8 +152,13 @@ static void uring_release(struct uring *u)
 		munmap(u->cq_map, u->cq_len);
 	if (u->sq_map)
 		munmap(u->sq_map, u->sq_len);
+	/* Nothing may be in flight: close() does not wait for the ring's
+	 * requests (the kernel cancels what it can and finishes the rest
+	 * from a work queue after close returns), so a request still in
+	 * flight could write into, or read from, a buffer its caller has
+	 * freed.  Every caller has reaped all it submitted (uring_drain). */
 	if (u->fd >= 0)
-		close(u->fd); /* the kernel waits out anything in flight */
+		close(u->fd);
 	*u = (struct uring){.fd = -1};
 }
 
@@ -361,8 +381,12 @@ static void model_wait(uint64_t due)
 }
 
 /* Fill the iocbs; requests that need no kernel I/O complete right here.
- * Returns how many iocbs were prepared; *due as in model_admit. */
-static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, uint64_t *due)
+ * Returns how many iocbs were prepared; *due as in model_admit.  admitted:
+ * the modelled requests are already in their disks' queues (uring_run
+ * admitted them before the ring refused the thread), so admitting them
+ * again would make the emulated disks serve the batch twice. */
+static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, uint64_t *due,
+		      int admitted)
 {
 	size_t m = 0;
 	uint64_t now = 0;
@@ -379,7 +403,7 @@ static size_t prepare(struct aio_ctx *c, struct pool_aio_req *reqs, size_t n, ui
 			io_prep_pread(cb, r->fd, r->buf, r->len, (long long)r->off);
 		else
 			io_prep_pwrite(cb, r->fd, r->buf, r->len, (long long)r->off);
-		if (__builtin_expect(pool_diskq_on(r->dq), 0))
+		if (__builtin_expect(pool_diskq_on(r->dq), 0) && !admitted)
 			model_admit(r, &now, due);
 		cb->data = r;
 		r->result = AIO_PENDING;
@@ -419,10 +443,25 @@ static size_t add_plug(struct aio_ctx *c, size_t m, struct pool_aio_req *plug)
 }
 
 /* The ring is broken (should not happen): wait out whatever is in flight
- * by destroying it, fail what did not complete, start afresh next time. */
+ * by destroying it (io_destroy returns only once every I/O of the context
+ * has completed, so no buffer is touched after it), fail what did not
+ * complete, start afresh next time. */
 static int ctx_abandon(struct pool_aio *e, struct aio_ctx *c, struct pool_aio_req *reqs, size_t n,
 		       int err)
 {
+	int rc = io_destroy(c->ctx);
+	if (rc < 0) {
+		/* The kernel does not know the context: nothing says its I/Os
+		 * are over, and returning would hand their buffers back to
+		 * callers that free or reuse them while the kernel may still
+		 * write into them or read them.  There is no safe way on. */
+		fprintf(stderr,
+			"spacefs: pool/aio.c: io_getevents failed (%s), then io_destroy failed too "
+			"(%s): chunk I/Os may still be in flight; aborting\n",
+			strerror(-err), strerror(-rc));
+		abort();
+	}
+	c->ctx = 0;
 	ctx_release(c);
 	ctx_put(e, NULL);
 	for (size_t i = 0; i < n; i++)
@@ -595,6 +634,27 @@ static void uring_queue(struct uring *u, unsigned tail, struct pool_aio_req *r, 
 	u->sq_array[i] = i;
 }
 
+/* io_uring_enter, or the engine's test stand-in (pool_aio_test_enter). */
+static int uring_enter(const struct pool_aio *e, int fd, unsigned to_submit, unsigned wait,
+		       unsigned flags)
+{
+	if (__builtin_expect(e->enter != NULL, 0))
+		return e->enter(fd, to_submit, wait, flags);
+	return (int)syscall(__NR_io_uring_enter, fd, to_submit, wait, flags, NULL, 0);
+}
+
+void pool_aio_test_enter(struct pool_aio *e, pool_aio_enter_fn fn)
+{
+	e->enter = fn;
+}
+
+/* An io_uring_enter error that only asks to call again (interrupted,
+ * or the completion queue is full for now), not a broken ring. */
+static int enter_retry(int err)
+{
+	return err == EINTR || err == EAGAIN || err == EBUSY;
+}
+
 /* Take every completion the ring holds; returns how many. */
 static size_t uring_reap(struct uring *u)
 {
@@ -614,6 +674,42 @@ static size_t uring_reap(struct uring *u)
 	}
 	atomic_store_explicit(u->cq_head, h, memory_order_release);
 	return got;
+}
+
+/*
+ * The ring failed in the middle of a batch (err: io_uring_enter's errno).
+ * Every entry the kernel took since head0 (its submission head moved past
+ * it) is an I/O that may still be in flight: closing the ring would not
+ * wait for it, so wait here, with the call that only waits (and, on a
+ * DEFER_TASKRUN ring, is what posts the completions), until each has
+ * completed; *done counts the batch's completions.  What the kernel never
+ * took stays in the ring, which is closed next, and is failed by the
+ * caller.  If even waiting fails, no return is safe: the caller would free
+ * or reuse buffers the kernel may still write into (a read) or read from
+ * (a write, putting wrong data on disk), so the process ends.
+ */
+static void uring_drain(const struct pool_aio *e, struct uring *u, unsigned head0, size_t *done,
+			int err)
+{
+	fprintf(stderr,
+		"spacefs: pool/aio.c: io_uring_enter failed (%s); waiting for the batch's "
+		"I/Os in flight, then chunk I/O uses libaio\n",
+		strerror(err));
+	for (;;) {
+		unsigned taken = atomic_load_explicit(u->sq_head, memory_order_acquire) - head0;
+		*done += uring_reap(u);
+		if (*done >= taken)
+			return;
+		int rc =
+		    uring_enter(e, u->fd, 0, (unsigned)(taken - *done), IORING_ENTER_GETEVENTS);
+		if (rc < 0 && !enter_retry(errno)) {
+			fprintf(stderr,
+				"spacefs: pool/aio.c: cannot wait for %zu io_uring I/Os in flight "
+				"(%s): their buffers cannot be handed back; aborting\n",
+				(size_t)taken - *done, strerror(errno));
+			abort();
+		}
+	}
 }
 
 /*
@@ -663,8 +759,7 @@ static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *r
 		atomic_store_explicit(u->sq_tail, tail, memory_order_release);
 		unsigned to_submit = tail - head;
 		unsigned wait = queued == total ? (unsigned)(total - done) : 1;
-		int rc = (int)syscall(__NR_io_uring_enter, u->fd, to_submit, wait,
-				      IORING_ENTER_GETEVENTS, NULL, 0);
+		int rc = uring_enter(e, u->fd, to_submit, wait, IORING_ENTER_GETEVENTS);
 		int err = rc < 0 ? errno : 0;
 		if (err == EEXIST && head == head0) {
 			/* Not the ring's thread after all (a thread id
@@ -674,10 +769,11 @@ static int uring_run(struct pool_aio *e, struct uring *u, struct pool_aio_req *r
 			return 1;
 		}
 		done += uring_reap(u);
-		if (err && err != EINTR && err != EAGAIN && err != EBUSY) {
-			/* The ring is broken (should not happen): fail what is
-			 * left, and use libaio from now on.  Closing the ring
-			 * cancels what it still holds. */
+		if (err && !enter_retry(err)) {
+			/* The ring is broken (should not happen): wait out
+			 * what the kernel took, fail what it did not take, and
+			 * use libaio from now on. */
+			uring_drain(e, u, head0, &done, err);
 			for (size_t i = 0; i < n; i++)
 				if (reqs[i].result == AIO_PENDING)
 					reqs[i].result = -err;
@@ -700,14 +796,18 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 	c = ctx_take(e, ring);
 	rc = c ? 0 : -ENOMEM;
 	uint64_t due = 0;
-	if (c && ring && uring_fit(e, &c->u, n + 1) == 0 &&
-	    (rc = uring_run(e, &c->u, reqs, n, &due)) <= 0) {
-		ctx_put(e, c);
-		if (__builtin_expect(due != 0, 0))
-			model_wait(due);
-		return rc;
+	int admitted = 0; /* uring_run admitted the batch to the disk models */
+	if (c && ring && uring_fit(e, &c->u, n + 1) == 0) {
+		rc = uring_run(e, &c->u, reqs, n, &due);
+		if (rc <= 0) {
+			ctx_put(e, c);
+			if (__builtin_expect(due != 0, 0))
+				model_wait(due);
+			return rc;
+		}
+		admitted = 1; /* the ring refused the thread, took nothing: libaio runs it */
 	}
-	rc = c ? 0 : -ENOMEM; /* uring_run returned 1: nothing submitted, libaio runs it */
+	rc = c ? 0 : -ENOMEM;
 	if (c)
 		rc = ctx_fit(c, n + 1);
 	if (rc < 0) {
@@ -718,7 +818,7 @@ int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n)
 		return rc;
 	}
 
-	size_t m = prepare(c, reqs, n, &due);
+	size_t m = prepare(c, reqs, n, &due, admitted);
 	size_t sub = 0, done = 0;
 	struct pool_aio_req plug;
 	if (m == AIO_PLUG_THRESHOLD)

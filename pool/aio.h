@@ -59,9 +59,18 @@ void pool_aio_free(struct pool_aio *e);
 /* Submit reqs[0..n) at once and wait for all of them.  Returns 0 when
  * every request was handed to the kernel (each one's own outcome is in its
  * result), or a negative errno if the thread's context cannot be set up
- * (then every result is that errno).  With modelled requests it returns
- * at the latest of their model deadlines (sleeping, not spinning). */
+ * (then every result is that errno) or the engine failed mid-batch (then
+ * that errno is the result of each request the kernel did not complete).
+ * Either way it returns only once the kernel is done with every buffer.
+ * With modelled requests it returns at the latest of their model
+ * deadlines (sleeping, not spinning). */
 int pool_aio_run(struct pool_aio *e, struct pool_aio_req *reqs, size_t n);
+
+/* Tests only: this engine calls fn instead of the io_uring_enter system
+ * call (same arguments, less the signal mask; same return and errno), to
+ * make a ring fail; NULL restores the system call. */
+typedef int (*pool_aio_enter_fn)(int fd, unsigned to_submit, unsigned min_complete, unsigned flags);
+void pool_aio_test_enter(struct pool_aio *e, pool_aio_enter_fn fn);
 
 /* How many contexts (completion rings) the engine holds: about one per
  * thread that ran a batch and still lives (tests). */

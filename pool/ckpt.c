@@ -236,6 +236,20 @@ int pool_ckpt_map_mark_slots(struct pool_ckpt_map *m, uint64_t g, unsigned mask,
 	return 0;
 }
 
+uint64_t pool_ckpt_map_end(const struct pool_ckpt_map *m)
+{
+	for (uint64_t b = (m->ngran + 3) / 4; b > 0; b--) {
+		uint8_t x = __atomic_load_n(&m->bits[b - 1], __ATOMIC_ACQUIRE);
+		if (x == 0)
+			continue;
+		uint64_t g = (b - 1) * 4 + 3 < m->ngran ? (b - 1) * 4 + 3 : m->ngran - 1;
+		while (pool_ckpt_map_get(m, g) == POOL_CKPT_NONE)
+			g--;
+		return g + 1;
+	}
+	return 0;
+}
+
 uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g)
 {
 	for (; g < m->ngran; g++) {

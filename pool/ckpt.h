@@ -95,6 +95,8 @@ bool pool_ckpt_map_slotted(const struct pool_ckpt_map *m, uint64_t g);
 int pool_ckpt_map_reserve(struct pool_ckpt_map *m, uint64_t n);
 /* First granule >= g whose state is not NONE, or UINT64_MAX. */
 uint64_t pool_ckpt_map_next(const struct pool_ckpt_map *m, uint64_t g);
+/* One past the last granule whose state is not NONE; 0 if none is. */
+uint64_t pool_ckpt_map_end(const struct pool_ckpt_map *m);
 void pool_ckpt_map_free(struct pool_ckpt_map *m);
 
 struct pool_ckpt_log;

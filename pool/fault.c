@@ -1,9 +1,10 @@
 /*
  * fault.c -- fault injection for crash tests (see fault.h for why it is
- * in every build).  A fault fires once: the Nth event of its kind ends
- * the process with _exit, so no atexit handler, no flush of anything the
- * daemon buffers, no unmount -- what is on the disks is what a power cut
- * at that instant would leave.
+ * in every build).  A crash fault fires once: the Nth event of its kind
+ * ends the process with _exit, so no atexit handler, no flush of anything
+ * the daemon buffers, no unmount -- what is on the disks is what a power
+ * cut at that instant would leave.  The other kinds (wbhold, cklog) only
+ * delay or fail what the daemon does, and it goes on.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,10 +19,8 @@ static const struct {
 	const char *name;
 	enum pool_fault_kind kind;
 } kinds[] = {
-    {"tear", POOL_FAULT_TEAR},
-    {"jtear", POOL_FAULT_JTEAR},
-    {"replay", POOL_FAULT_REPLAY},
-    {"wbhold", POOL_FAULT_WBHOLD},
+    {"tear", POOL_FAULT_TEAR},	   {"jtear", POOL_FAULT_JTEAR}, {"replay", POOL_FAULT_REPLAY},
+    {"wbhold", POOL_FAULT_WBHOLD}, {"cklog", POOL_FAULT_CKLOG},
 };
 
 int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t errlen)
@@ -47,7 +46,8 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 	}
 	snprintf(
 	    err, errlen,
-	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N or wbhold:MS with N, MS >= 1",
+	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, cklog:N or wbhold:MS with "
+	    "N, MS >= 1",
 	    spec);
 	return -EINVAL;
 }
@@ -57,6 +57,13 @@ int pool_fault_hit(struct pool_fault *f, enum pool_fault_kind kind)
 	if (!f || f->kind != kind)
 		return 0;
 	return ++f->seen == f->at;
+}
+
+int pool_fault_from(struct pool_fault *f, enum pool_fault_kind kind)
+{
+	if (!f || f->kind != kind)
+		return 0;
+	return ++f->seen >= f->at;
 }
 
 _Noreturn void pool_fault_die(const char *volume, const char *what)

@@ -26,6 +26,11 @@
  *   wbhold:MS not a crash: the write-back flusher (pool/wback.h) waits MS
  *             ms before each batch, so tests can read and kill -9 with
  *             records acknowledged but not yet in place.
+ *   cklog:N   not a crash: from the Nth group append of checkpoint block
+ *             records (fs/ckpt.c) on, every one fails with EIO before
+ *             writing anything, as if every replica of the checkpoint
+ *             log were lost, so tests see what each waiting writer is
+ *             answered and what a remount finds.
  */
 #ifndef SPACEFS_POOL_FAULT_H
 #define SPACEFS_POOL_FAULT_H
@@ -39,6 +44,7 @@ enum pool_fault_kind {
 	POOL_FAULT_JTEAR,
 	POOL_FAULT_REPLAY,
 	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
+	POOL_FAULT_CKLOG, /* not a crash: checkpoint block-record appends fail from the `at`th on */
 };
 
 struct pool_fault {
@@ -53,6 +59,9 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 /* One event of `kind` happens: 1 if it is the one the fault is armed for
  * (once), else 0.  f may be NULL. */
 int pool_fault_hit(struct pool_fault *f, enum pool_fault_kind kind);
+/* One event of `kind` happens: 1 if it is the one the fault is armed for
+ * or a later one, else 0.  f may be NULL. */
+int pool_fault_from(struct pool_fault *f, enum pool_fault_kind kind);
 /* End the process now, after one log line naming `what`. */
 _Noreturn void pool_fault_die(const char *volume, const char *what);
 

@@ -20,9 +20,19 @@ to end, ASan daemon, on a mirror 2 and a parity 1 volume (interleave 64K).
    either its old or its new bytes, nothing else.
 4. Merge c2 then c1: the files are what the remounted live files read,
    and stay so after a remount.
+5. (mirror 2) The log lost: remounted with SPACEFS_FAULT=cklog:N, every
+   group append from the Nth on fails.  The threads write first writes
+   again under a checkpoint c3 until a failed append carried several
+   writers' records: each of those writers is answered EIO (none 0), and
+   the daemon's log names the failure.  Live files and c3 read: answered
+   blocks new, failed and untouched blocks old -- before and after a
+   clean remount without the fault (a failed write's record was never
+   written, so it must not have been answered as written).
 Checked to fail: with the leader appending only its own record of a
-batch (and answering all), steps 2 and 3 fail.
+batch (and answering all), steps 2 and 3 fail; with a failed append
+answering 0 to every writer but one, step 5 fails.
 """
+import errno
 import hashlib
 import mmap
 import os
@@ -118,17 +128,24 @@ def shas(models):
     return [sha(bytes(m)) for m in models]
 
 
-def one(t, p, vol, seed):
-    rng = random.Random(seed)
-    root = os.path.join(p.mnt, vol)
-    names = [f"vm/f{i:02d}.bin" for i in range(THREADS)]  # a directory's files
-    os.mkdir(os.path.join(root, "vm"))
+def lay_out(root, d, size, rng):
+    """THREADS files of `size` random bytes in directory d of root: their
+    names (relative to root), paths and contents."""
+    names = [f"{d}/f{i:02d}.bin" for i in range(THREADS)]
+    os.mkdir(os.path.join(root, d))
     paths = [os.path.join(root, n) for n in names]
-    base = [rng.randbytes(FILE) for _ in names]
+    base = [rng.randbytes(size) for _ in names]
     for path, data in zip(paths, base):
         with open(path, "wb") as f:
             f.write(data)
             os.fsync(f.fileno())
+    return names, paths, base
+
+
+def one(t, p, vol, seed):
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    names, paths, base = lay_out(root, "vm", FILE, rng)  # a directory's files
     cp = lambda ck: [os.path.join(root, ".checkpoints", ck, n) for n in names]
 
     p.spacectl("checkpoint", "create", p.source, vol, "c1", "vm")
@@ -200,6 +217,82 @@ def one(t, p, vol, seed):
     os.rmdir(os.path.join(root, "vm"))
 
 
+def log_lost(t, p, vol, seed):
+    """Step 5: first writes whose group appends fail (SPACEFS_FAULT=cklog)."""
+    size, ok_appends = 256 * 1024, 3
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    names, paths, base = lay_out(root, "lost", size, rng)
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: clean unmount before the lost-log mount")
+    os.environ["SPACEFS_FAULT"] = f"cklog:{ok_appends + 1}"
+    try:
+        p.mount()
+    finally:
+        os.environ.pop("SPACEFS_FAULT", None)
+    p.spacectl("checkpoint", "create", p.source, vol, "c3", "lost")
+    cp = [os.path.join(root, ".checkpoints", "c3", n) for n in names]
+    before = counters(p, vol)
+    plans = [rng.sample(range(size // B), size // B) for _ in names]
+    acked, failed, other = {}, {}, []
+    lock = threading.Lock()
+
+    def work(i, count):
+        fd = os.open(paths[i], os.O_WRONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, B)
+        wr = random.Random(seed * 1000 + i + len(plans[i]))
+        try:
+            for _ in range(count):
+                if not plans[i]:
+                    return
+                blk = plans[i].pop()
+                data = wr.randbytes(B)
+                buf[:] = data
+                try:
+                    os.pwrite(fd, buf, blk * B)
+                    with lock:
+                        acked[(i, blk)] = data
+                except OSError as e:
+                    with lock:
+                        if e.errno == errno.EIO:
+                            failed[(i, blk)] = data
+                        else:
+                            other.append(e.errno)
+        finally:
+            buf.close()
+            os.close(fd)
+
+    shared, rounds = False, 0
+    while not shared and rounds < 20:
+        ths = [threading.Thread(target=work, args=(i, 4)) for i in range(THREADS)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        rounds += 1
+        now = counters(p, vol)
+        apps = now["appends"] - before["appends"]
+        # failed appends = apps - ok_appends; more failed writes than
+        # failed appends: some failed append carried several writers
+        shared = len(failed) > apps - ok_appends > 0
+    t.ok(shared, f"{vol}: failed appends carried several writers' records "
+                 f"({len(failed)} writes failed in {apps - ok_appends} failed appends, "
+                 f"{rounds} round(s))")
+    t.ok(len(acked) > 0, f"{vol}: writes before the log was lost were answered ({len(acked)})")
+    t.eq(other, [], f"{vol}: every failed first write was answered EIO")
+    t.ok("checkpoint log append failed" in p.mounts[-1].log_text(),
+         f"{vol}: the daemon's log names the failed append")
+    live = [bytearray(b) for b in base]
+    apply(live, acked)
+    t.eq(digests(paths), shas(live), f"{vol}: live files: answered blocks new, failed ones old")
+    t.eq(digests(cp), shas(base), f"{vol}: c3 reads its instant with the log lost")
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: daemon exits 0 on unmount with the log lost")
+    p.mount()
+    t.eq(digests(paths), shas(live), f"{vol}: after a remount: answered blocks new, failed old")
+    t.eq(digests(cp), shas(base), f"{vol}: c3 exact after the remount")
+    p.spacectl("checkpoint", "merge", p.source, vol, "c3", "--wait")
+    t.eq(digests(paths), shas(live), f"{vol}: files exact after merging c3")
+
+
 def main():
     t = Tap()
     p = Pool(ndisks=4)
@@ -209,6 +302,7 @@ def main():
         p.mount()
         one(t, p, "m2", 1)
         one(t, p, "p1", 2)
+        log_lost(t, p, "m2", 3)
         stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")

@@ -76,6 +76,28 @@ static void test_set_clears(void **state)
 	pool_ckpt_map_free(&m);
 }
 
+/* The end scrub and repair walk a layer to: one past its last granule
+ * that is not NONE, whatever the state, in any of a byte's 4 granules. */
+static void test_end(void **state)
+{
+	struct pool_ckpt_map m = {0};
+
+	(void)state;
+	assert_int_equal(pool_ckpt_map_end(&m), 0);
+	assert_int_equal(pool_ckpt_map_reserve(&m, 5000), 0);
+	assert_int_equal(pool_ckpt_map_end(&m), 0); /* room is not data */
+	for (uint64_t g = 0; g < 8; g++) {
+		assert_int_equal(pool_ckpt_map_set(&m, 3, 1, POOL_CKPT_DATA), 0);
+		assert_int_equal(pool_ckpt_map_mark(&m, 100 + g, 1), 0);
+		assert_int_equal(pool_ckpt_map_end(&m), 101 + g);
+		assert_int_equal(pool_ckpt_map_set(&m, 100 + g, 1, POOL_CKPT_NONE), 0);
+		assert_int_equal(pool_ckpt_map_end(&m), 4);
+	}
+	assert_int_equal(pool_ckpt_map_set(&m, 4999, 1, POOL_CKPT_ZERO), 0);
+	assert_int_equal(pool_ckpt_map_end(&m), 5000);
+	pool_ckpt_map_free(&m);
+}
+
 static void test_leaves(void **state)
 {
 	struct pool_ckpt_map m = {0};
@@ -230,6 +252,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mark),
 	    cmocka_unit_test(test_set_clears),
+	    cmocka_unit_test(test_end),
 	    cmocka_unit_test(test_leaves),
 	    cmocka_unit_test(test_slots),
 	    cmocka_unit_test(test_log_batch),
