@@ -112,22 +112,26 @@
 enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS,
        R_FILL };
 /* Log format: 1 had no FORMAT or BLKS records (whole granules only); 2
- * no FILL records and no slots in BLKS ones (every block at its offset).
- * An older log is read as it is and rewritten as 3 at mount. */
-#define CK_FORMAT 3u
-/* Fill files (see "Slots" above): zeroed this far ahead of a layer's
- * next free slot, in steps of FILL_STEP; the zeroer is woken when less
- * than half of it is left. */
-#define FILL_WINDOW (32u << 20)
-#define FILL_STEP   (1u << 20)
+ * no FILL records and no slots in BLKS ones (every block at its offset);
+ * 3 has them.  A log is written as 3 only while some layer has a fill
+ * file (so builds that know only 2 still open volumes without slots),
+ * else as 2; an older log is read as it is and rewritten at mount. */
+#define CK_FORMAT    3u
+#define CK_FORMAT_NO 2u /* what a log without fill files is written as */
+/* Fill files (see "Slots" above): a generation is FILL_GEN bytes of
+ * slots, zeroed FILL_STEP at a time; a layer holds at most FILL_CAP of
+ * fill (both files), past which its first writes go to their offsets. */
+#define FILL_GEN  (16u << 20)
+#define FILL_STEP (1u << 20)
+#define FILL_CAP  (1ull << 30)
 /* A step is cut in lanes of FILL_LANE (the store's lock unit of a mirror
- * or simple volume at the 64 KiB interleave): a first write takes its
- * slots in lane (granule % lanes) of the lowest step that lane has room
- * in, so concurrent first writes land in different lock units instead of
+ * or simple volume at the 64 KiB interleave): first writes take lanes in
+ * turn, each its slots in the lowest step its lane has room in, so
+ * concurrent first writes land in different lock units instead of
  * queueing on one stripe lock (handed out in order, the 16 slots of one
- * 64 KiB unit went to 16 writes in flight at once).  A
- * lane's unit holds 16 slots, the blocks of one granule, so the slots of
- * one write are always consecutive. */
+ * 64 KiB unit went to 16 writes in flight at once), and the lanes reach
+ * a generation's end together.  A lane's unit holds 16 slots, the blocks
+ * of one granule, so the slots of one write are always consecutive. */
 #define FILL_LANE (64u << 10)
 #define LANE_SLOTS (FILL_LANE / POOL_CKPT_BLOCK)
 #define B	  ((uint64_t)POOL_CKPT_BLOCK)
@@ -155,8 +159,9 @@ struct rec_blks { /* blocks (mask bit b: block b) of granule `granule` of a laye
 	uint32_t mask;
 	uint32_t slot1; /* 0: at their offsets; else slot + 1 of the first (format 3) */
 };
-struct rec_fill { /* layer `delta`'s fill file */
+struct rec_fill { /* layer `delta`'s fill file `which` (0 or 1), generations of gen_kib */
 	uint64_t delta, fill;
+	uint32_t which, gen_kib;
 };
 struct rec_format {
 	uint32_t version, pad;
@@ -173,14 +178,36 @@ struct layer {
 	struct pool_ckpt_map g;
 	struct pool_ckpt_map redo; /* granules changed while being merged */
 	bool merging;
-	/* slots: the fill file (fill.id 0: none yet), its next free slot
-	 * and the slots zeroed ahead ([0, ready) written) */
-	struct pool_file_map fill;
-	_Atomic uint32_t next, ready; /* next: the end of the highest step in use */
-	_Atomic uint32_t *lanes;      /* per lane: its next slot, counted in the lane */
-	_Atomic bool fill_wanted; /* a first write found no zeroed slot */
-	uint64_t fill_size;	  /* the fill file's recorded size (the zeroer's) */
+	/* slots: the two fill files (id 0: none yet), generation gs slots
+	 * (0: no FILL record yet), the generation first writes take slots
+	 * in, slots zeroed up to `ready` (whole generations) and taken up to
+	 * `next` (the end of the highest step in use) */
+	struct pool_file_map fill[2];
+	uint32_t gs;
+	_Atomic uint32_t use, next, ready;
+	_Atomic uint32_t *lanes;  /* per lane: its next slot, counted in the lane */
+	_Atomic uint32_t rr;	  /* the lane the next first write starts in */
+	_Atomic bool fill_wanted; /* the zeroer has work: a first write found none ready */
+	_Atomic bool fill_off;	  /* no more slots: cap reached, or a fill file failed */
+	uint32_t zeroed;	  /* the zeroer: slots of generation ready / gs zeroed */
+	uint64_t fill_size[2];	  /* the fill files' recorded sizes */
+	uint64_t fill_used[2];	  /* replay: bytes of each the BLKS records reach */
 };
+
+/* Slot s of a layer with generations of gs slots: generation s / gs, in
+ * fill file (s / gs) & 1, where generations take turns, so that the
+ * zeroer writes the next generation into the file first writes are not
+ * overwriting (ext4 holds a file's inode lock exclusive across an
+ * allocating write; docs/BENCHMARKS.md). */
+static inline unsigned slot_file(uint32_t gs, uint32_t s)
+{
+	return (s / gs) & 1;
+}
+
+static inline uint64_t slot_off(uint32_t gs, uint32_t s)
+{
+	return ((uint64_t)(s / gs >> 1) * gs + s % gs) * POOL_CKPT_BLOCK;
+}
 
 struct chain {
 	uint64_t ino;		/* volume inode of the file */
@@ -256,8 +283,9 @@ struct fs_ckpt {
 	/* the zeroer: fills layers' fill files ahead of their first writes */
 	pthread_t zeroer;
 	bool zeroer_on, zwork, zstop;
-	uint64_t window, step; /* FILL_WINDOW and FILL_STEP, or less (tests); 0: no slots */
-	uint32_t nlanes;       /* step / FILL_LANE */
+	uint64_t gen, step, cap; /* FILL_GEN, FILL_STEP, FILL_CAP, or less (tests); gen 0: no slots */
+	uint32_t nlanes;	 /* step / FILL_LANE */
+	uint32_t format;	 /* the log's format as written: CK_FORMAT_NO until a fill file */
 	pthread_mutex_t zmu;
 	pthread_cond_t zcv;
 };
@@ -435,62 +463,89 @@ static void zeroer_wake(struct fs_ckpt *c)
 
 /* Take n consecutive zeroed slots of layer L for a first write, or
  * NOSLOT if not that many are ready (the write then goes to its own
- * offsets: nobody waits for the zeroer).  Chain held. */
-static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n, uint64_t g)
+ * offsets: nobody waits for the zeroer).  Slots come from generation
+ * L->use only (a lane still in an older one jumps to it), or from the
+ * next one once that is zeroed and the lane has no room left in `use`,
+ * which then becomes the one in use.  Chain held. */
+static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
 {
-	uint32_t sps = (uint32_t)(c->step / B), l = (uint32_t)(g % (c->nlanes ? c->nlanes : 1));
-	uint32_t ready = atomic_load(&L->ready), p, q, step;
+	uint32_t sps = (uint32_t)(c->step / B), p, q, step, spg, l;
 
-	if (L->fill.id == 0 || !L->lanes || n > LANE_SLOTS) {
-		if (c->window && !atomic_exchange(&L->fill_wanted, true))
+	if (atomic_load(&L->fill_off) || n > LANE_SLOTS)
+		return POOL_CKPT_NOSLOT;
+	if (!L->lanes || !L->gs) {
+		if (c->gen && !atomic_exchange(&L->fill_wanted, true))
 			zeroer_wake(c);
 		return POOL_CKPT_NOSLOT;
 	}
+	spg = L->gs / sps;
+	/* lanes in turn: concurrent writes in different lanes, and every lane
+	 * about as far as the others when the generation runs out */
+	l = atomic_fetch_add(&L->rr, 1) % c->nlanes;
+	uint32_t use = atomic_load(&L->use), ready = atomic_load(&L->ready);
 	p = atomic_load(&L->lanes[l]);
 	do {
 		/* n slots in one unit of the lane: else from the next unit */
 		q = p % LANE_SLOTS + n > LANE_SLOTS ? (p / LANE_SLOTS + 1) * LANE_SLOTS : p;
 		step = q / LANE_SLOTS;
+		if (step / spg < use) { /* behind: the generation in use only */
+			step = use * spg;
+			q = step * LANE_SLOTS;
+		}
 		if ((uint64_t)(step + 1) * sps > ready) {
-			if (!atomic_exchange(&L->fill_wanted, true))
+			if ((uint64_t)(step / spg + 1) * L->gs * B > c->cap) {
+				/* the zeroer may not go there: no more slots */
+				if (!atomic_exchange(&L->fill_off, true))
+					fs_log("volume %s: checkpoint layer %" PRIu64
+					       ": fill files at their cap (%" PRIu64
+					       " KiB); its first writes go to their "
+					       "offsets from now on",
+					       c->v->name, L->map.id, c->cap >> 10);
+			} else if (!atomic_exchange(&L->fill_wanted, true)) {
 				zeroer_wake(c);
+			}
 			return POOL_CKPT_NOSLOT;
 		}
 	} while (!atomic_compare_exchange_weak(&L->lanes[l], &p, q + n));
-	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next);
+	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next), gen = step / spg;
 	while (hi < end && !atomic_compare_exchange_weak(&L->next, &hi, end))
 		;
-	if (hi < end)
-		hi = end;
-	if ((uint64_t)(ready - hi) * B < c->window / 2 &&
-	    !atomic_exchange(&L->fill_wanted, true))
-		zeroer_wake(c);
+	while (use < gen && !atomic_compare_exchange_weak(&L->use, &use, gen))
+		;
+	if (use < gen && !atomic_exchange(&L->fill_wanted, true))
+		zeroer_wake(c); /* a new generation in use: the one after it is next */
 	return step * sps + l * LANE_SLOTS + q % LANE_SLOTS;
 }
 
-/* Lane cursors for layer L, all starting at the step where its slots in
- * use end (L->next, rounded up to a step); ready and next there too. */
+/* Lane cursors for layer L (generations of L->gs slots), all starting
+ * at the generation after the last slot taken (L->next); use, ready and
+ * next there too: the zeroer zeroes from there.  NULL (no more slots for
+ * this layer) when out of memory or the generation is not one this
+ * mount's steps fit (SPACEFS_CKPT_FILL_KIB changed since), or past the
+ * cap. */
 static _Atomic uint32_t *lanes_new(const struct fs_ckpt *c, struct layer *L)
 {
 	uint32_t sps = (uint32_t)(c->step / B);
-	_Atomic uint32_t *a = c->nlanes ? calloc(c->nlanes, sizeof(*a)) : NULL;
 
+	if (!c->nlanes || !L->gs || L->gs % sps)
+		return NULL;
+	uint64_t gen0 = (atomic_load(&L->next) + (uint64_t)L->gs - 1) / L->gs;
+	if ((gen0 + 1) * L->gs * B > c->cap || (gen0 + 2) * L->gs >= UINT32_MAX)
+		return NULL; /* the fill is at its cap: first writes at offsets */
+	_Atomic uint32_t *a = calloc(c->nlanes, sizeof(*a));
 	if (!a)
 		return NULL;
-	uint64_t step0 = sps ? (atomic_load(&L->next) + (uint64_t)sps - 1) / sps : 0;
-	if ((step0 + 1) * sps >= UINT32_MAX) {
-		free(a);
-		return NULL; /* the fill file is full: first writes at offsets */
-	}
 	for (uint32_t i = 0; i < c->nlanes; i++)
-		atomic_store(&a[i], (uint32_t)step0 * LANE_SLOTS);
-	atomic_store(&L->next, (uint32_t)(step0 * sps));
-	atomic_store(&L->ready, (uint32_t)(step0 * sps));
+		atomic_store(&a[i], (uint32_t)(gen0 * (L->gs / sps) * LANE_SLOTS));
+	atomic_store(&L->use, (uint32_t)gen0);
+	atomic_store(&L->next, (uint32_t)(gen0 * L->gs));
+	atomic_store(&L->ready, (uint32_t)(gen0 * L->gs));
+	L->zeroed = 0;
 	return a;
 }
 
 /* Read [pos, pos+len) of layer L's data into rbuf, or write it from wbuf
- * (the other NULL): blocks in slots in its fill file, the rest at their
+ * (the other NULL): blocks in slots in its fill files, the rest at their
  * offsets in the layer file, a run of consecutive places per store I/O.
  * Chain held. */
 static ssize_t layer_io(struct fs_volume *v, const struct layer *L, uint64_t pos, size_t len,
@@ -505,19 +560,22 @@ static ssize_t layer_io(struct fs_volume *v, const struct layer *L, uint64_t pos
 		if (pool_ckpt_map_slotted(&L->g, g)) {
 			unsigned b = (unsigned)(pos % G / B), e = b + 1;
 			uint32_t s = pool_ckpt_map_slot(&L->g, g, b);
+			if (s != POOL_CKPT_NOSLOT && !L->gs)
+				return -EIO; /* a slot without its fill file */
 			while (e < POOL_CKPT_BLOCKS && g * G + e * B < stop) {
 				uint32_t t = pool_ckpt_map_slot(&L->g, g, e);
-				if (s == POOL_CKPT_NOSLOT ? t != s : t != s + (e - b))
-					break;
+				if (s == POOL_CKPT_NOSLOT ? t != s
+							  : t != s + (e - b) || t % L->gs == 0)
+					break; /* not the next slot, or in the next generation */
 				e++;
 			}
 			if (g * G + e * B < stop)
 				stop = g * G + e * B;
 			if (s != POOL_CKPT_NOSLOT) {
-				if (L->fill.id == 0)
+				f = &L->fill[slot_file(L->gs, s)];
+				if (f->id == 0)
 					return -EIO; /* a slot without its fill file */
-				f = &L->fill;
-				at = (uint64_t)s * B + pos % B;
+				at = slot_off(L->gs, s) + pos % B;
 			}
 		} else { /* a run of granules without slots: one I/O */
 			while (stop < end && !pool_ckpt_map_slotted(&L->g, stop / G))
@@ -732,7 +790,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 	/* the first write of a block into a layer file's hole costs ext4 an
 	 * allocation (docs/BENCHMARKS.md); a zeroed slot is an overwrite */
 	if (want & ~have)
-		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have), g);
+		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have));
 	next = *slot;
 	for (unsigned b = (unsigned)((pos - gs) / B); b < POOL_CKPT_BLOCKS && (want >> b & 1);) {
 		bool in = have >> b & 1;
@@ -754,9 +812,10 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 				memcpy(gbuf + (lo - a), src + (lo - pos), hi - lo);
 				if (next == POOL_CKPT_NOSLOT)
 					n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
-				else
-					n = pool_store_write(v->store, &L->fill,
-							     (uint64_t)next * B, z - a, gbuf);
+				else /* one take's slots: one unit, one generation */
+					n = pool_store_write(v->store,
+							     &L->fill[slot_file(L->gs, next)],
+							     slot_off(L->gs, next), z - a, gbuf);
 				if (next != POOL_CKPT_NOSLOT)
 					next += e - b;
 			}
@@ -917,13 +976,31 @@ uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
 		pthread_rwlock_unlock(&c->hlock);
 		for (; ch && end == 0; ch = ch->next) {
 			pthread_rwlock_rdlock(&ch->rw);
-			for (uint32_t k = 1; k < ch->n; k++)
-				if (ch->l[k].map.id == ino)
-					end = pool_ckpt_map_end(&ch->l[k].g) * G;
+			for (uint32_t k = 1; k < ch->n; k++) {
+				const struct layer *L = &ch->l[k];
+				if (L->map.id == ino)
+					end = pool_ckpt_map_end(&L->g) * G;
+				for (int i = 0; i < 2; i++) /* the zeroed and used end */
+					if (L->fill[i].id == ino)
+						end = __atomic_load_n(&L->fill_size[i],
+								      __ATOMIC_RELAXED);
+			}
 			pthread_rwlock_unlock(&ch->rw);
 		}
 	}
 	return end;
+}
+
+/* Make layer L's data durable: its layer file and its fill files (a
+ * layer 0 has none). */
+static int layer_sync(struct fs_volume *v, const struct layer *L)
+{
+	int rc = pool_store_sync(v->store, &L->map);
+
+	for (int i = 0; rc == 0 && i < 2; i++)
+		if (L->fill[i].id)
+			rc = pool_store_sync(v->store, &L->fill[i]);
+	return rc;
 }
 
 int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
@@ -934,7 +1011,7 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	if (!ch)
 		return 0;
 	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
-		rc = pool_store_sync(v->store, &ch->l[k].map);
+		rc = layer_sync(v, &ch->l[k]);
 	pthread_rwlock_unlock(&ch->rw);
 	if (rc == 0) {
 		pthread_mutex_lock(&v->ckpt->lock);
@@ -1578,18 +1655,23 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 			     r = pool_ckpt_map_next(&redo, r + 1))
 				rc = fold(c, ch, (uint32_t)li, r, buf);
 			pool_ckpt_map_free(&redo);
-			if (rc == 0 && (rc = pool_store_sync(v->store, &ch->l[li - 1].map)) == 0) {
+			/* the layer below durable (its fill files too: folds
+			 * rewrite blocks it has in slots) before the record that
+			 * drops this one's data */
+			if (rc == 0 && (rc = layer_sync(v, &ch->l[li - 1])) == 0) {
 				struct rec_id d = {.ckpt = k->id, .base = ch->ino};
 				pthread_mutex_lock(&c->lock);
 				rc = log_rec(c, R_DROP, &d, sizeof(d));
 				pthread_mutex_unlock(&c->lock);
 			}
 			if (rc == 0) {
-				struct pool_file_map m = L->map, f = L->fill;
+				struct pool_file_map m = L->map, f0 = L->fill[0], f1 = L->fill[1];
 				chain_remove(ch, (uint32_t)li);
 				drop_delta(v, &m);
-				if (f.id)
-					drop_delta(v, &f);
+				if (f0.id)
+					drop_delta(v, &f0);
+				if (f1.id)
+					drop_delta(v, &f1);
 				li = 0;
 			}
 		}
@@ -1620,47 +1702,84 @@ static void compact_live(struct fs_ckpt *c);
 
 /* ---- the zeroer ---- */
 
-/* Give the top layer `owner` (file `delta`) of ch a fill file: a hidden
- * file, installed and logged under the chain's exclusive lock (so a live
- * compaction has both or neither), dropped again if the layer went or
- * got one meanwhile. */
-static void fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta)
+/* Layer `owner` (file `delta`) of ch takes no more slots: one line
+ * saying why (`what`, rc), once; first writes go on at their offsets. */
+static void fill_give_up(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta,
+			 const char *what, int rc)
+{
+	pthread_rwlock_rdlock(&ch->rw);
+	int li = layer_of(ch, owner);
+	bool first = li > 0 && ch->l[li].map.id == delta &&
+		     !atomic_exchange(&ch->l[li].fill_off, true);
+	pthread_rwlock_unlock(&ch->rw);
+	if (first)
+		fs_log("volume %s: checkpointed file %" PRIu64 ": %s: %s; its first writes go to "
+		       "their offsets from now on (slower, nothing lost)",
+		       c->v->name, ch->ino, what, strerror(-rc));
+}
+
+/* Give the top layer `owner` (file `delta`) of ch its fill file `which`:
+ * a hidden file, installed and logged under the chain's exclusive lock
+ * (so a live compaction has both or neither), dropped again if the layer
+ * went or got one meanwhile.  The first fill file of a layer fixes its
+ * generation (this mount's) and starts its lanes; the first of the
+ * volume's log turns it to format 3.  0, or -errno (the layer then takes
+ * no more slots). */
+static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta,
+		       unsigned which)
 {
 	struct fs_volume *v = c->v;
 	struct pool_inode d;
 	struct pool_file_map m;
-	int rc = fs_new_inode(v->fs, v, ROOT_VINO, S_IFREG | 0600, 0, 0, 0, &d);
+	int rc = pool_fault_from(&v->fault, POOL_FAULT_FILL)
+		     ? -EIO
+		     : fs_new_inode(v->fs, v, ROOT_VINO, S_IFREG | 0600, 0, 0, 0, &d);
 
 	if (rc == 0)
 		rc = pool_meta_create_hidden(v->meta, &d);
-	if (rc < 0) { /* fill_wanted stays: first writes go on at their offsets */
-		fs_log("volume %s: checkpointed file %" PRIu64 ": cannot create a fill file: %s",
-		       v->name, ch->ino, strerror(-rc));
-		return;
+	if (rc < 0) {
+		fill_give_up(c, ch, owner, delta, "cannot create a fill file", rc);
+		return rc;
 	}
 	map_from_inode(&d, &m);
 	pthread_rwlock_wrlock(&ch->rw);
 	int li = layer_of(ch, owner);
-	bool keep = li > 0 && (uint32_t)li == ch->n - 1 && ch->l[li].map.id == delta &&
-		    ch->l[li].fill.id == 0;
+	struct layer *L = li > 0 ? &ch->l[li] : NULL;
+	bool keep = L && (uint32_t)li == ch->n - 1 && L->map.id == delta && L->fill[which].id == 0;
 	if (keep) {
-		struct rec_fill r = {.delta = delta, .fill = m.id};
+		uint32_t gs = L->gs ? L->gs : (uint32_t)(c->gen / B);
+		struct rec_fill r = {.delta = delta, .fill = m.id, .which = which, .gen_kib = gs * 4};
+		struct rec_format f = {.version = CK_FORMAT};
 		pthread_mutex_lock(&c->lock);
-		rc = log_rec(c, R_FILL, &r, sizeof(r));
+		rc = c->format < CK_FORMAT ? log_rec(c, R_FORMAT, &f, sizeof(f)) : 0;
+		if (rc == 0)
+			c->format = CK_FORMAT;
+		if (rc == 0)
+			rc = log_rec(c, R_FILL, &r, sizeof(r));
 		pthread_mutex_unlock(&c->lock);
 		keep = rc == 0;
 		if (keep) {
-			ch->l[li].fill = m;
-			ch->l[li].lanes = lanes_new(c, &ch->l[li]); /* NULL: no slots */
+			L->fill[which] = m;
+			if (!L->gs) {
+				L->gs = gs;
+				L->lanes = lanes_new(c, L);
+				if (!L->lanes)
+					atomic_store(&L->fill_off, true);
+			}
 		}
 	}
 	pthread_rwlock_unlock(&ch->rw);
 	if (!keep)
 		drop_delta(v, &m);
+	if (rc < 0)
+		fill_give_up(c, ch, owner, delta, "cannot log its fill file", rc);
+	return rc;
 }
 
-/* Record size `size` for fill file `fill` (the zeroer's thread only). */
-static void fill_set_size(struct fs_volume *v, uint64_t fill, uint64_t size)
+/* Record size `size` for fill file `fill` and make it durable: a BLKS
+ * record may name a slot below it once the generation is handed out, and
+ * replay refuses a slot past its fill file's recorded size. */
+static int fill_set_size(struct fs_volume *v, uint64_t fill, uint64_t size)
 {
 	struct pool_inode a;
 	int rc = pool_meta_get(v->meta, fill, &a);
@@ -1668,57 +1787,72 @@ static void fill_set_size(struct fs_volume *v, uint64_t fill, uint64_t size)
 	if (rc == 0 && a.size < size) {
 		a.size = size;
 		rc = pool_meta_setattr(v->meta, &a);
+		if (rc == 0)
+			rc = pool_meta_sync(v->meta);
 	}
-	if (rc < 0)
-		fs_log("volume %s: fill file %" PRIu64 ": recording its size: %s (repair and "
-		       "scrub may miss its end)",
-		       v->name, fill, strerror(-rc));
+	return rc;
 }
 
-/* One step for chain ch: its top layer's fill file created, or FILL_STEP
- * more of it zeroed, if a first write wants it and the window is not
- * full.  True if there may be more to do. */
+/* One step for chain ch's top layer, if a first write wants it: its fill
+ * file for the next generation created, or that generation's recorded
+ * size set, or FILL_STEP more of it zeroed (the generation handed out to
+ * first writes when all of it is).  The zeroer keeps at most one
+ * generation zeroed beyond the one in use, in the other fill file.  True
+ * if it did something (there may be more). */
 static bool zero_step(struct fs_ckpt *c, struct chain *ch, const char *zeros)
 {
 	struct fs_volume *v = c->v;
 
 	pthread_rwlock_rdlock(&ch->rw);
 	struct layer *L = ch->n > 1 ? &ch->l[ch->n - 1] : NULL;
-	if (!L || !atomic_load(&L->fill_wanted)) {
+	if (!L || atomic_load(&L->fill_off) || !atomic_load(&L->fill_wanted)) {
 		pthread_rwlock_unlock(&ch->rw);
 		return false;
 	}
-	if (L->fill.id == 0) {
-		uint32_t owner = L->owner;
-		uint64_t delta = L->map.id;
+	uint32_t owner = L->owner, gs = L->gs;
+	uint64_t delta = L->map.id;
+	if (!gs) { /* no fill file yet: generation `use` goes in file use & 1 */
 		pthread_rwlock_unlock(&ch->rw);
-		fill_create(c, ch, owner, delta);
-		return true;
+		return fill_create(c, ch, owner, delta, atomic_load(&L->use) & 1) == 0;
 	}
-	uint32_t ready = atomic_load(&L->ready), next = atomic_load(&L->next);
-	if ((uint64_t)(ready - next) * B >= c->window || (uint64_t)ready + c->step / B >= UINT32_MAX) {
-		atomic_store(&L->fill_wanted, false); /* woken again at half */
+	uint32_t z = atomic_load(&L->ready) / gs, sps = (uint32_t)(c->step / B);
+	if (z > atomic_load(&L->use) + 1 || (uint64_t)(z + 1) * gs * B > c->cap) {
+		/* enough zeroed ahead, or the cap: idle until a first write
+		 * moves on (it sets fill_wanted again; look once more after
+		 * clearing it, in case one did just now) */
+		atomic_store(&L->fill_wanted, false);
+		if (z > atomic_load(&L->use) + 1 || (uint64_t)(z + 1) * gs * B > c->cap) {
+			pthread_rwlock_unlock(&ch->rw);
+			return false;
+		}
+		atomic_store(&L->fill_wanted, true);
+	}
+	unsigned f = z & 1;
+	if (L->fill[f].id == 0) {
 		pthread_rwlock_unlock(&ch->rw);
-		return false;
+		return fill_create(c, ch, owner, delta, f) == 0;
 	}
-	ssize_t n = pool_store_write(v->store, &L->fill, (uint64_t)ready * B, c->step, zeros);
-	if (n >= 0)
-		atomic_store(&L->ready, ready + (uint32_t)(c->step / B));
-	else /* fill_wanted stays set: no more wakes; writes go to their offsets */
-		fs_log("volume %s: checkpointed file %" PRIu64 ": zeroing its fill file: %s",
-		       v->name, ch->ino, strerror((int)-n));
-	/* repair and scrub walk a file up to its recorded size: keep the fill
-	 * file's ahead of its zeroed end (a window at a time, so one metadata
-	 * write per window, not per step) */
-	uint64_t want = (uint64_t)atomic_load(&L->ready) * B, fill = L->fill.id;
-	bool grow = n >= 0 && want > L->fill_size;
-	if (grow)
-		L->fill_size = want + c->window;
-	want = L->fill_size;
+	int rc = 0;
+	uint64_t end = slot_off(gs, z * gs) + (uint64_t)gs * B;
+	if (L->zeroed == 0 && end > L->fill_size[f]) {
+		/* repair and scrub walk a file up to its recorded size */
+		rc = fill_set_size(v, L->fill[f].id, end);
+		if (rc == 0)
+			__atomic_store_n(&L->fill_size[f], end, __ATOMIC_RELAXED);
+	}
+	if (rc == 0) {
+		ssize_t n = pool_store_write(v->store, &L->fill[f],
+					     slot_off(gs, z * gs + L->zeroed), c->step, zeros);
+		rc = n < 0 ? (int)n : 0;
+	}
+	if (rc == 0 && (L->zeroed += sps) >= gs) {
+		L->zeroed = 0;
+		atomic_store(&L->ready, (z + 1) * gs); /* the generation is ready */
+	}
 	pthread_rwlock_unlock(&ch->rw);
-	if (grow)
-		fill_set_size(v, fill, want);
-	return n >= 0;
+	if (rc < 0)
+		fill_give_up(c, ch, owner, delta, "zeroing its fill file", rc);
+	return rc == 0;
 }
 
 /* Chains to look at: a snapshot of the hash (chains are freed only at
@@ -1937,8 +2071,9 @@ static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
 	if (li <= 0)
 		return;
 	load_drop(ld, ch->l[li].map.id);
-	if (ch->l[li].fill.id)
-		load_drop(ld, ch->l[li].fill.id);
+	for (int i = 0; i < 2; i++)
+		if (ch->l[li].fill[i].id)
+			load_drop(ld, ch->l[li].fill[i].id);
 	chain_remove(ch, (uint32_t)li);
 }
 
@@ -2054,29 +2189,58 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		}
 		uint32_t slot = r->slot1 ? r->slot1 - 1 : POOL_CKPT_NOSLOT;
 		unsigned nb = (unsigned)__builtin_popcount(r->mask);
-		if (slot != POOL_CKPT_NOSLOT && (!L->fill.id || (uint64_t)slot + nb >= UINT32_MAX)) {
+		const char *why = NULL;
+		if (slot == POOL_CKPT_NOSLOT)
+			;
+		else if (!L->gs || !L->fill[slot_file(L->gs, slot)].id)
+			why = "but the layer has no fill file there";
+		else if ((uint64_t)slot + nb >= UINT32_MAX ||
+			 (slot + nb - 1) / L->gs != slot / L->gs)
+			why = "past the end of its generation";
+		if (why) {
 			snprintf(ld->err, ld->errlen,
-				 "volume %s: checkpoint log: BLKS record of layer %" PRIu64
-				 ", granule %" PRIu64 " names slot %u %s",
-				 c->v->name, r->delta, r->granule, slot,
-				 L->fill.id ? "past any fill file" : "but the layer has no fill file");
+				 "volume %s: checkpoint log: impossible BLKS record (layer %" PRIu64
+				 ", granule %" PRIu64 ", mask 0x%x) names slot %u %s",
+				 c->v->name, r->delta, r->granule, r->mask, slot, why);
 			return -EIO;
 		}
 		if (st != POOL_CKPT_DATA &&
 		    pool_ckpt_map_mark_slots(&L->g, r->granule, r->mask, slot) < 0)
 			return map_nomem(ld, c, "BLKS", r->delta, r->granule + 1);
-		if (slot != POOL_CKPT_NOSLOT && slot + nb > atomic_load(&L->next))
-			atomic_store(&L->next, slot + nb); /* slots before are taken */
+		if (slot != POOL_CKPT_NOSLOT) {
+			uint64_t e = slot_off(L->gs, slot + nb - 1) + B;
+			unsigned f = slot_file(L->gs, slot);
+			if (e > L->fill_used[f]) /* checked against its size at settle */
+				L->fill_used[f] = e;
+			if (slot + nb > atomic_load(&L->next))
+				atomic_store(&L->next, slot + nb); /* slots before are taken */
+		}
 		return 0;
 	}
 	case R_FILL: {
 		const struct rec_fill *r = p;
 		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
-		if (L) {
-			if (L->fill.id && L->fill.id != r->fill)
-				load_drop(ld, L->fill.id); /* never: one fill per layer */
-			L->fill.id = r->fill;
+		const char *why = NULL;
+		if (len != sizeof(*r) || r->which > 1 || !r->fill || !r->gen_kib ||
+		    r->gen_kib % (FILL_LANE / 1024) || r->gen_kib > (1u << 30))
+			why = "impossible";
+		else if (!L)
+			return 0; /* as MAP and BLKS records of layers not here */
+		else if (L->gs && L->gs != r->gen_kib / 4)
+			why = "another generation size than the layer's other fill file";
+		else if (L->fill[r->which].id && L->fill[r->which].id != r->fill)
+			why = "a second fill file in the same place";
+		if (why) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: FILL record (layer %" PRIu64
+				 ", file %" PRIu64 ", place %u, generation %u KiB): %s",
+				 c->v->name, len == sizeof(*r) ? r->delta : 0,
+				 len == sizeof(*r) ? r->fill : 0, len == sizeof(*r) ? r->which : 0,
+				 len == sizeof(*r) ? r->gen_kib : 0, why);
+			return -EIO;
 		}
+		L->fill[r->which].id = r->fill;
+		L->gs = r->gen_kib / 4;
 		return 0;
 	}
 	case R_MERGE: {
@@ -2154,21 +2318,31 @@ static int settle(struct load *ld)
 				else /* first writes copy up under the shared lock */
 					pool_ckpt_map_reserve(&ch->l[i].g, a.size / G + 1);
 				struct layer *L = &ch->l[i];
-				if (i == 0 || !L->fill.id)
-					continue;
-				/* slots from the step after the last one taken on,
-				 * zeroed again */
-				L->lanes = lanes_new(c, L);
-				if ((rc = pool_meta_get(v->meta, L->fill.id, &a)) < 0) {
-					fs_log("volume %s: checkpointed file %" PRIu64
-					       ": fill file %" PRIu64 " missing (%s); its "
-					       "checkpoint data is lost",
-					       v->name, ch->ino, L->fill.id, strerror(-rc));
-					ch->n = 1;
-					break;
+				for (int f = 0; i > 0 && f < 2; f++) {
+					if (!L->fill[f].id)
+						continue;
+					rc = pool_meta_get(v->meta, L->fill[f].id, &a);
+					if (rc == 0 && a.size < L->fill_used[f])
+						rc = -ERANGE;
+					if (rc < 0) { /* its slots' data would be lost */
+						snprintf(ld->err, ld->errlen,
+							 "volume %s: checkpoint log: layer %" PRIu64
+							 " of file %" PRIu64 ": fill file %" PRIu64
+							 " %s",
+							 v->name, L->map.id, ch->ino, L->fill[f].id,
+							 rc == -ERANGE
+							     ? "is shorter than its slots in BLKS "
+							       "records reach"
+							     : "named by a FILL record is missing");
+						return -EIO;
+					}
+					map_from_inode(&a, &L->fill[f]);
+					L->fill_size[f] = a.size;
 				}
-				map_from_inode(&a, &L->fill);
-				L->fill_size = a.size;
+				/* slots from the generation after the last one taken
+				 * on, zeroed again; none if this mount cannot */
+				if (i > 0 && L->gs && !(L->lanes = lanes_new(c, L)))
+					atomic_store(&L->fill_off, true);
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
@@ -2219,8 +2393,8 @@ static int enc_blks(char **b, size_t *n, size_t *cap, uint64_t *seq, const struc
 		for (; j < POOL_CKPT_BLOCKS; j++) {
 			if (!(mask >> j & 1))
 				continue; /* blocks between may come in any later run */
-			if (pool_ckpt_map_slot(&L->g, g, j) != s0 + k)
-				break;
+			if (pool_ckpt_map_slot(&L->g, g, j) != s0 + k || (s0 + k) % L->gs == 0)
+				break; /* not the next slot, or in the next generation */
 			r.mask |= 1u << j;
 			k++;
 		}
@@ -2239,7 +2413,13 @@ static int compact(struct fs_ckpt *c)
 	uint64_t seq0 = pool_ckpt_log_seq(c->log), seq = seq0;
 	int rc;
 
-	struct rec_format f = {.version = CK_FORMAT};
+	/* format 3 only if a layer has a fill file: older builds read 2 */
+	struct rec_format f = {.version = CK_FORMAT_NO};
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			for (uint32_t i = 1; i < ch->n; i++)
+				if (ch->l[i].fill[0].id || ch->l[i].fill[1].id)
+					f.version = CK_FORMAT;
 	rc = enc(&b, &n, &cap, &seq, R_FORMAT, &f, sizeof(f));
 	/* ids are never reused: they make inode numbers the kernel may cache */
 	if (rc == 0)
@@ -2268,9 +2448,14 @@ static int compact(struct fs_ckpt *c)
 		for (struct chain *ch = c->hash[h]; rc == 0 && ch; ch = ch->next)
 			for (uint32_t i = 1; rc == 0 && i < ch->n; i++) {
 				const struct pool_ckpt_map *g = &ch->l[i].g;
-				struct rec_fill fr = {.delta = ch->l[i].map.id, .fill = ch->l[i].fill.id};
-				if (fr.fill)
-					rc = enc(&b, &n, &cap, &seq, R_FILL, &fr, sizeof(fr));
+				for (unsigned w = 0; rc == 0 && w < 2; w++) {
+					struct rec_fill fr = {.delta = ch->l[i].map.id,
+							      .fill = ch->l[i].fill[w].id,
+							      .which = w,
+							      .gen_kib = ch->l[i].gs * 4};
+					if (fr.fill)
+						rc = enc(&b, &n, &cap, &seq, R_FILL, &fr, sizeof(fr));
+				}
 				for (uint64_t s = pool_ckpt_map_next(g, 0);
 				     rc == 0 && s != UINT64_MAX;) {
 					int st = pool_ckpt_map_get(g, s);
@@ -2295,6 +2480,7 @@ static int compact(struct fs_ckpt *c)
 	if (rc == 0) {
 		c->compact_recs = seq - seq0;
 		c->compact_seq = pool_ckpt_log_seq(c->log);
+		c->format = f.version;
 	}
 	free(b);
 	return rc;
@@ -2364,18 +2550,17 @@ static void ckpt_free(struct fs_ckpt *c)
 	free(c);
 }
 
-/* The fill window: FILL_WINDOW, or SPACEFS_CKPT_FILL_KIB (tests: a small
- * one runs out, and 0 turns slots off, first writes at their offsets as
- * in format 2), in whole lanes. */
-static uint64_t fill_window(void)
+/* A size in KiB from environment variable `name` (tests), in whole
+ * lanes; `dflt` when unset or malformed, at most `max`. */
+static uint64_t env_kib(const char *name, uint64_t dflt, uint64_t max)
 {
-	const char *e = getenv("SPACEFS_CKPT_FILL_KIB");
+	const char *e = getenv(name);
 	char *end;
 	unsigned long long k = e ? strtoull(e, &end, 10) : 0;
 
-	if (!e || !*e || *end || k > FILL_WINDOW / 1024)
-		return FILL_WINDOW;
-	return k * 1024 / FILL_LANE * FILL_LANE; /* whole lanes */
+	if (!e || !*e || *end || k > max / 1024)
+		return dflt;
+	return k * 1024 / FILL_LANE * FILL_LANE;
 }
 
 /* Records past the last compaction (beyond twice what it wrote) before the
@@ -2404,9 +2589,17 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	pthread_mutex_init(&c->cmu, NULL);
 	pthread_rwlock_init(&c->hlock, NULL);
 	c->bound = log_bound();
-	c->window = fill_window();
-	c->step = c->window < FILL_STEP ? c->window : FILL_STEP;
+	/* the generation: SPACEFS_CKPT_FILL_KIB (tests: a small one runs out
+	 * and turns often; 0 turns slots off, first writes at their offsets
+	 * as in format 2), whole steps past one; the cap on a layer's fill
+	 * files: SPACEFS_CKPT_FILL_MAX_KIB */
+	c->gen = env_kib("SPACEFS_CKPT_FILL_KIB", FILL_GEN, 1ull << 30);
+	c->step = c->gen < FILL_STEP ? c->gen : FILL_STEP;
+	if (c->step)
+		c->gen = c->gen / c->step * c->step;
 	c->nlanes = (uint32_t)(c->step / FILL_LANE);
+	c->cap = env_kib("SPACEFS_CKPT_FILL_MAX_KIB", FILL_CAP, 1ull << 42);
+	c->format = CK_FORMAT_NO;
 	pthread_cond_init(&c->wake, NULL);
 	pthread_mutex_init(&c->gc.mu, NULL);
 	pthread_cond_init(&c->gc.cv, NULL);
@@ -2454,7 +2647,7 @@ int fs_ckpt_start(struct fs_volume *v)
 		return -EAGAIN;
 	c->worker_on = true;
 	/* without the zeroer first writes take no slots: at their offsets */
-	c->zeroer_on = c->window && pthread_create(&c->zeroer, NULL, zero_main, c) == 0;
+	c->zeroer_on = c->gen && pthread_create(&c->zeroer, NULL, zero_main, c) == 0;
 	return 0;
 }
 

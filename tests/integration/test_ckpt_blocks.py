@@ -44,7 +44,9 @@ import glob
 import hashlib
 import os
 import random
+import shutil
 import struct
+import subprocess
 import time
 
 from harness import Pool, Tap, data_extents, log_tail, stop_clean
@@ -375,6 +377,8 @@ def format2(t, p, vol, seed):
     finally:
         del os.environ["SPACEFS_CKPT_FILL_KIB"]
     t.eq(blks_slots(p, vol)[1:], (0, 0), f"{vol}: slots off: no slot and no fill file logged")
+    t.ok(all(log_format(x) == [2] for x in log_paths(p, vol)),
+         f"{vol}: slots off: the log is written as format 2 ({log_format(log_paths(p, vol)[0])})")
     for x in log_paths(p, vol):
         rs = records(x)
         seq = struct.unpack_from("<Q", rs[0][2], 12)[0]
@@ -384,16 +388,362 @@ def format2(t, p, vol, seed):
     ck = lambda: read(os.path.join(root, ".checkpoints", "v2", "v2.bin"))
     t.eq(sha(ck()), sha(m), f"{vol}: a format 2 log: the checkpoint reads its instant")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: a format 2 log: the file")
-    t.ok(all(struct.unpack_from("<I", records(x)[0][1])[0] == 3 for x in log_paths(p, vol)),
-         f"{vol}: a format 2 log is rewritten as 3")
+    t.ok(all(log_format(x) == [2] for x in log_paths(p, vol)),
+         f"{vol}: a format 2 log without fill files is rewritten as 2")
     f.write(100, rng.randbytes(10))
     wait_fill(t, p, vol, "format 2 log", 0)
     random_writes(f, rng, 60, 0, MiB)
     t.ok(blks_slots(p, vol)[1] > 0, f"{vol}: then first writes take slots")
+    t.ok(all(log_format(x) == [2, 3] for x in log_paths(p, vol)),
+         f"{vol}: the first fill file turns the log to format 3 "
+         f"({log_format(log_paths(p, vol)[0])})")
     t.eq(sha(ck()), sha(m), f"{vol}: format 2 and 3 blocks: the checkpoint")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: format 2 and 3 blocks: the file")
     p.spacectl("checkpoint", "merge", p.source, vol, "v2", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (format 2)")
+    os.unlink(f.path)
+    p.mounts[-1].stop()
+    p.mount()
+    t.ok(all(log_format(x) == [2] for x in log_paths(p, vol)),
+         f"{vol}: the merge removed every fill file: the log is format 2 again")
+
+
+def log_format(path):
+    """The versions of the FORMAT records of a log, in order."""
+    return [struct.unpack_from("<I", pay)[0] for typ, pay, _ in records(path) if typ == 9]
+
+
+def fill_recs(path):
+    """(delta, fill, which, gen_kib) of each FILL record of a log."""
+    return [struct.unpack_from("<QQII", pay) for typ, pay, _ in records(path) if typ == 11]
+
+
+def slot_list(path):
+    """(delta, first slot, blocks) of each BLKS record naming a slot."""
+    out = []
+    for typ, pay, _ in records(path):
+        if typ == 10:
+            delta, _, mask, slot1 = struct.unpack_from("<QQII", pay)
+            if slot1:
+                out.append((delta, slot1 - 1, bin(mask).count("1")))
+    return out
+
+
+def with_env(p, env, fn):
+    """Unmount, mount with the environment variables env set, run fn(),
+    unmount, mount again without them."""
+    p.mounts[-1].stop()
+    os.environ.update(env)
+    try:
+        p.mount()
+        fn()
+    finally:
+        for k in env:
+            del os.environ[k]
+        if p.mounts[-1].proc is not None:
+            p.mounts[-1].stop()
+    p.mount()
+
+
+def first_writes(f, rng, n, pause_every=0, lo=16):
+    """n 4 KiB first writes into distinct blocks from block lo on, a pause
+    of 0.3 s every pause_every (the zeroer turns a generation meanwhile)."""
+    blocks = rng.sample(range(lo, len(f.model) // 4096), n)
+    for i, b in enumerate(blocks):
+        f.write(b * 4096, rng.randbytes(4096))
+        if pause_every and i % pause_every == pause_every - 1:
+            time.sleep(0.3)
+    return blocks
+
+
+def generations(t, p, vol, seed):
+    """Generations of 256 KiB (SPACEFS_CKPT_FILL_KIB) in turns in the two
+    fill files; kill -9; then a mount with the default generation (that
+    layer takes no more slots but reads its own)."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    ck = lambda: read(os.path.join(root, ".checkpoints", "gen", "gens.bin"))
+    st = {}
+
+    def run():
+        f = File(os.path.join(root, "gens.bin"), rng.randbytes(FILE))
+        st["f"] = f
+        p.spacectl("checkpoint", "create", p.source, vol, "gen", "gens.bin")
+        st["m"] = bytes(f.model)
+        nfill = blks_slots(p, vol)[2]
+        f.write(4096, rng.randbytes(4096))
+        wait_fill(t, p, vol, "generations", nfill)
+        first_writes(f, rng, 400, pause_every=30)
+        f.sync()
+        x = log_paths(p, vol)[0]
+        fills = fill_recs(x)
+        t.eq(sorted({w for _, _, w, _ in fills}), [0, 1],
+             f"{vol}: fill files in both places ({len(fills)} FILL records)")
+        t.ok(all(k == 256 for _, _, _, k in fills), f"{vol}: FILL records say 256 KiB generations")
+        gens = {s // 64 for _, s, _ in slot_list(x)}
+        t.ok(len(gens) >= 4, f"{vol}: slots from {len(gens)} generations ({sorted(gens)[:12]})")
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact (generations)")
+        t.eq(sha(ck()), sha(st["m"]), f"{vol}: checkpoint exact (generations)")
+        p.mounts[-1].kill9()
+        p.mount()
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact after kill -9 (gen)")
+        before = {s for _, s, _ in slot_list(log_paths(p, vol)[0])}
+        f.write(8192, rng.randbytes(100))
+        time.sleep(1.0)
+        first_writes(f, rng, 60, pause_every=30)
+        after = {s for _, s, _ in slot_list(log_paths(p, vol)[0])} - before
+        t.ok(after and min(after) // 64 > max(before) // 64,
+             f"{vol}: after the remount slots from the next generation on "
+             f"({max(before) // 64} -> {min(after or {0}) // 64})")
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the remount (gen)")
+
+    with_env(p, {"SPACEFS_CKPT_FILL_KIB": "256"}, run)
+    f = st["f"]
+    n0 = len(slot_list(log_paths(p, vol)[0]))
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: default generation: the file reads")
+    t.eq(sha(ck()), sha(st["m"]), f"{vol}: default generation: the checkpoint reads")
+    random_writes(f, rng, 40, 0, FILE)
+    t.eq(len(slot_list(log_paths(p, vol)[0])), n0,
+         f"{vol}: a layer with another generation size takes no more slots")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and its first writes read back")
+    p.spacectl("checkpoint", "merge", p.source, vol, "gen", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (generations)")
+    live_ids = {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
+    t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no layer or fill data left (gen)")
+    os.unlink(f.path)
+
+
+def daemon_cpu(p):
+    """CPU seconds the daemon has used."""
+    with open(f"/proc/{p.mounts[-1].proc.pid}/stat") as fh:
+        v = fh.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cap_and_fault(t, p, vol, seed):
+    """The fill cap (SPACEFS_CKPT_FILL_MAX_KIB): past it first writes go
+    to their offsets; a fill file that cannot be made (SPACEFS_FAULT=
+    fill:1): one line, no spinning zeroer, first writes at offsets."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    st = {}
+
+    def capped():
+        f = File(os.path.join(root, "cap.bin"), rng.randbytes(FILE))
+        st["f"] = f
+        p.spacectl("checkpoint", "create", p.source, vol, "cap", "cap.bin")
+        st["m"] = bytes(f.model)
+        nfill = blks_slots(p, vol)[2]
+        before = len(log_tail(p, 1 << 22))
+        f.write(4096, rng.randbytes(4096))
+        wait_fill(t, p, vol, "cap", nfill)
+        first_writes(f, rng, 300, pause_every=30)
+        f.sync()
+        sl = [s for _, s, _ in slot_list(log_paths(p, vol)[0])]
+        t.ok(sl and max(sl) < 128, f"{vol}: slots only within the cap ({len(sl)}, "
+                                   f"highest {max(sl or [0])})")
+        t.ok("fill files at their cap (512 KiB)" in log_tail(p, 1 << 22)[before:],
+             f"{vol}: the cap is said in the log")
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact (cap)")
+
+    with_env(p, {"SPACEFS_CKPT_FILL_KIB": "256", "SPACEFS_CKPT_FILL_MAX_KIB": "512"}, capped)
+    f = st["f"]
+    ck = os.path.join(root, ".checkpoints", "cap", "cap.bin")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: remounted: live file exact (cap)")
+    t.eq(sha(read(ck)), sha(st["m"]), f"{vol}: remounted: checkpoint exact (cap)")
+    p.spacectl("checkpoint", "merge", p.source, vol, "cap", "--wait")
+
+    def fault():
+        f = File(os.path.join(root, "nofill.bin"), rng.randbytes(FILE))
+        st["f"] = f
+        p.spacectl("checkpoint", "create", p.source, vol, "nf", "nofill.bin")
+        st["m"] = bytes(f.model)
+        before = len(log_tail(p, 1 << 22))
+        f.write(4096, rng.randbytes(4096))
+        time.sleep(0.5)
+        first_writes(f, rng, 100)
+        cpu0 = daemon_cpu(p)
+        time.sleep(2.0)
+        cpu = daemon_cpu(p) - cpu0
+        t.ok(cpu < 0.5, f"{vol}: idle daemon after the failed fill file ({cpu:.2f} s CPU in 2 s)")
+        lines = [ln for ln in log_tail(p, 1 << 22)[before:].splitlines()
+                 if "cannot create a fill file" in ln]
+        t.eq(len(lines), 1, f"{vol}: one line says so ({lines[:1]})")
+        t.eq(blks_slots(p, vol)[1:], (0, 0), f"{vol}: no slots, no fill file logged")
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact (no fill)")
+
+    with_env(p, {"SPACEFS_FAULT": "fill:1"}, fault)
+    f = st["f"]
+    ck = os.path.join(root, ".checkpoints", "nf", "nofill.bin")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: remounted: live file exact (no fill)")
+    t.eq(sha(read(ck)), sha(st["m"]), f"{vol}: remounted: checkpoint exact (no fill)")
+    p.spacectl("checkpoint", "merge", p.source, vol, "nf", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (no fill)")
+    os.unlink(f.path)
+    os.unlink(os.path.join(root, "cap.bin"))
+
+
+def bad_fills(t, p, vol, seed):
+    """Replay refuses impossible slots and FILL records, each with one
+    line; the log put back, everything reads."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    f = File(os.path.join(root, "bad.bin"), rng.randbytes(FILE))
+    p.spacectl("checkpoint", "create", p.source, vol, "bad", "bad.bin")
+    m = bytes(f.model)
+    nfill = blks_slots(p, vol)[2]
+    f.write(4096, rng.randbytes(4096))
+    wait_fill(t, p, vol, "bad", nfill)
+    for _ in range(20):  # the second fill file: zeroed right after the first
+        if len(fill_recs(log_paths(p, vol)[0])) >= 2:
+            break
+        time.sleep(0.2)
+    first_writes(f, rng, 40)
+    f.sync()
+    p.mounts[-1].stop()
+    logs = log_paths(p, vol)
+    saved = {x: read(x) for x in logs}
+    fills = fill_recs(logs[0])
+    t.eq(len(fills), 2, f"{vol}: the layer has two fill files ({fills})")
+    gs = fills[0][3] // 4
+
+    def edit(fn):
+        out = {}
+        for x in logs:
+            parts = []
+            for typ, pay, raw in records_of(saved[x]):
+                seq = struct.unpack_from("<Q", raw, 12)[0]
+                new = fn(typ, pay)
+                if new is not None:
+                    parts.append(record(typ, new, seq) if new != pay else raw)
+            out[x] = b"".join(parts)
+        return out
+
+    def drop_fill(typ, pay):
+        return None if typ == 11 else pay
+
+    def far_slot(typ, pay):
+        if typ == 10 and struct.unpack_from("<QQII", pay)[3]:
+            d, g, mk, s1 = struct.unpack_from("<QQII", pay)
+            return struct.pack("<QQII", d, g, mk, s1 + 2 * gs * 100)
+        return pay
+
+    def same_place(typ, pay):
+        if typ == 11 and struct.unpack_from("<QQII", pay)[2] == 1:
+            d, fl, w, k = struct.unpack_from("<QQII", pay)
+            return struct.pack("<QQII", d, fl, 0, k)
+        return pay
+
+    def missing(typ, pay):
+        if typ == 11:
+            d, fl, w, k = struct.unpack_from("<QQII", pay)
+            return struct.pack("<QQII", d, fl + (1 << 40), w, k)
+        return pay
+
+    refused(t, p, f.path, edit(drop_fill), f"{vol}: a BLKS slot without a fill file",
+            "has no fill file there")
+    refused(t, p, f.path, edit(far_slot), f"{vol}: a slot past its fill file's size",
+            "is shorter than its slots in BLKS records reach")
+    refused(t, p, f.path, edit(same_place), f"{vol}: a second fill file in one place",
+            "a second fill file in the same place")
+    refused(t, p, f.path, edit(missing), f"{vol}: a FILL record naming no file",
+            "named by a FILL record is missing")
+    for x, b in saved.items():
+        with open(x, "wb") as fh:
+            fh.write(b)
+    p.mount()
+    ck = os.path.join(root, ".checkpoints", "bad", "bad.bin")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: the logs put back: the file reads")
+    t.eq(sha(read(ck)), sha(m), f"{vol}: the logs put back: the checkpoint reads")
+    p.spacectl("checkpoint", "merge", p.source, vol, "bad", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (bad)")
+    os.unlink(f.path)
+
+
+def synced_during(p, action):
+    """The fdatasync/fsync calls (strace -y lines) the daemon makes while
+    action() runs, or None without a working strace."""
+    if not shutil.which("strace"):
+        return None
+    trace = os.path.join(p.dir, "sync.strace")
+    tr = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fdatasync,fsync", "-o", trace,
+                           "-p", str(p.mounts[-1].proc.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # attached to every thread
+    if tr.poll() is not None:
+        return None
+    try:
+        action()
+        time.sleep(0.5)
+    finally:
+        tr.terminate()
+        tr.wait()
+    with open(trace) as fh:
+        return [ln for ln in fh.read().splitlines() if "sync(" in ln]
+
+
+def fill_scrub(t, p, vol, seed):
+    """fsync of a checkpointed file syncs its fill files; a merge into a
+    layer with slots syncs that layer's fill files before dropping the
+    merged one; scrub finds and repairs a byte flipped in a slotted block
+    on one mirror copy."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    known = {fl for _, fl, _, _ in fill_recs(log_paths(p, vol)[0])}
+    f = File(os.path.join(root, "scrub.bin"), rng.randbytes(FILE))
+    p.spacectl("checkpoint", "create", p.source, vol, "sc1", "scrub.bin")
+    m1 = bytes(f.model)
+    ck = os.path.join(root, ".checkpoints", "sc1", "scrub.bin")
+    nfill = blks_slots(p, vol)[2]
+    f.write(4096, rng.randbytes(4096))
+    wait_fill(t, p, vol, "scrub", nfill)
+    blocks = first_writes(f, rng, 60)
+    f.sync()
+    fills = {fl for _, fl, _, _ in fill_recs(log_paths(p, vol)[0])} - known
+    names = lambda lines: any(f"{fl:016x}." in ln for fl in fills for ln in lines)
+
+    def one_fsynced_write():
+        b = first_writes(f, rng, 1)
+        f.sync()
+        blocks.extend(b)
+
+    lines = synced_during(p, one_fsynced_write)
+    if lines is None:
+        t.ok(True, f"{vol}: fsync syncs fill files # SKIP no working strace")
+    else:
+        t.ok(names(lines), f"{vol}: fsync synced the layer's fill files ({len(lines)} syncs)")
+    p.spacectl("checkpoint", "create", p.source, vol, "sc2", "scrub.bin")
+    for b in blocks[:30]:  # over sc1's slotted blocks: the fold rewrites those slots
+        f.write(b * 4096 + 512, rng.randbytes(3000))
+    lines = synced_during(p, lambda: p.spacectl("checkpoint", "merge", p.source, vol, "sc2",
+                                                "--wait"))
+    if lines is not None:
+        t.ok(names(lines), f"{vol}: a merge into the slotted layer synced its fill files")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after merging sc2 (scrub)")
+    t.eq(p.mounts[-1].stop(), 0, f"{vol}: clean unmount before the damage")
+    hit = None
+    for fl in sorted(fills):
+        for c in sorted(glob.glob(os.path.join(p.dir, "d*", "vol", vol, "data", "*",
+                                               f"{fl:016x}.*"))):
+            if c.endswith(".crc") or hit:
+                continue
+            b = bytearray(read(c))
+            i = next((k for k in range(0, len(b), 61) if b[k]), None)
+            if i is not None:
+                b[i] ^= 0xFF
+                with open(c, "r+b") as fh:
+                    fh.seek(i)
+                    fh.write(bytes([b[i]]))
+                hit = (c, i)
+    t.ok(hit is not None, f"{vol}: a byte of a slotted block flipped on one copy ({hit})")
+    p.mount()
+    out = p.spacectl("scrub", p.source, vol, "--wait").stdout
+    t.ok("bad 1, repaired 1," in out, f"{vol}: scrub finds and repairs it in the fill file "
+                                       f"({out.strip().splitlines()[-1:]})")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: the file reads exact (scrub)")
+    t.eq(sha(read(ck)), sha(m1), f"{vol}: the checkpoint reads its instant (scrub)")
+    p.spacectl("checkpoint", "merge", p.source, vol, "sc1", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (scrub)")
     os.unlink(f.path)
 
 
@@ -454,6 +804,11 @@ def main():
         slots(t, p, "m2", 5)
         slots(t, p, "p1", 6)
         format2(t, p, "m2", 7)
+        generations(t, p, "m2", 8)
+        generations(t, p, "p1", 9)
+        cap_and_fault(t, p, "m2", 10)
+        bad_fills(t, p, "m2", 11)
+        fill_scrub(t, p, "m2", 12)
         stop_clean(t, p.mounts[-1])
     except Exception as e:
         t.ok(False, f"exception: {e!r}")
