@@ -30,19 +30,40 @@
  * off io_uring's fast path, takes the inode lock exclusive and converts
  * the extent at completion): 0.6x of a plain write, where an overwrite
  * of blocks written before runs about 1.7x faster (docs/BENCHMARKS.md).
- * So each layer taking first writes gets a fill file (a second hidden
- * file, made on the first such write) that a thread of its own, the
- * zeroer, writes with zeros FILL_STEP at a time up to FILL_WINDOW ahead
- * of its next free slot (4 KiB each).  A first write takes the next free
- * slots (an atomic cursor, consecutive ones for the blocks of one write)
- * and writes there: an overwrite.  Its BLKS record names the first
- * slot; the map keeps a slot per marked block of a PART granule (a
- * granule with slots stays PART when all its blocks are in).  Reads,
- * in-place rewrites and folds translate (layer_io); SEEK_DATA/HOLE go
- * by the map only.  When no zeroed slot is ready the write goes to its
- * offsets as before: nobody waits for the zeroer.  Whole-granule writes
- * (copy-ups) stay at their offsets and clear the granule's slots.  A
- * format 2 log has no slots: every block at its offset.
+ * So each layer taking first writes gets two fill files (hidden files,
+ * made as needed) that a thread per volume, the zeroer, writes with
+ * zeros ahead of use; a first write takes 4 KiB slots there and
+ * overwrites them.  Slots come in generations of FILL_GEN (16 MiB):
+ * generation z lives in fill file z & 1, so slot s is at a pure function
+ * of s (slot_off) and a BLKS record names just the first slot of its
+ * blocks.  First writes take slots only from a generation zeroed whole,
+ * the one in use; the zeroer zeroes at most one generation beyond it,
+ * which is in the other file.  That is the point of two files: zeros
+ * written into a file allocate, and ext4 holds the file's inode lock
+ * exclusive across an allocating write, so a zeroer writing the file the
+ * first writes overwrite took the whole gain back (0.45-0.50x, measured);
+ * beside an allocating writer in another inode, overwrites kept it.
+ * Within a generation, slots are taken in lanes (FILL_LANE below) with an
+ * atomic cursor each, consecutive ones for the blocks of one write.  The
+ * map keeps a slot per marked block of a PART granule (a granule with
+ * slots stays PART when all its blocks are in).  Reads, in-place
+ * rewrites and folds translate (layer_io); SEEK_DATA/HOLE go by the map
+ * only.  When no zeroed slot is ready the write goes to its offsets as
+ * before: nobody waits for the zeroer.  Whole-granule writes (copy-ups)
+ * stay at their offsets and clear the granule's slots.  Bounds: a layer's
+ * fill files hold at most FILL_CAP (1 GiB, both together; then first
+ * writes go to their offsets), of which at most two generations (32 MiB)
+ * are zeroed and not yet used; the slot tables (pool/ckpt.h) are 64
+ * bytes per granule with any slot plus an 8 KiB table per 64 MiB of file
+ * holding one: at the cap, at worst (every slot in its own granule),
+ * 18 MiB per layer, plus up to 128 MiB of tables for a 1 TiB file
+ * written all over (the masks take 32 MiB there).  A fill file's
+ * recorded size is set (and made durable) before its generation is
+ * handed out, so scrub and repair walk every slot, and replay refuses a
+ * slot past it.  When the zeroer cannot make or zero a fill file it
+ * gives that layer up (one log line; its writes go to their offsets)
+ * rather than retrying.  A log is written as format 3 only while a layer
+ * has a fill file; a format 2 log has no slots: every block at its offset.
  *
  * Durability.  A granule's map entry (pool/ckpt.c log record: MAP for
  * whole granules, BLKS for blocks) is appended after its data is written
