@@ -531,9 +531,10 @@ static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
 	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next), gen = step / spg;
 	while (hi < end && !atomic_compare_exchange_weak(&L->next, &hi, end))
 		;
-	while (use < gen && !atomic_compare_exchange_weak(&L->use, &use, gen))
+	bool moved = false;
+	while (use < gen && !(moved = atomic_compare_exchange_weak(&L->use, &use, gen)))
 		;
-	if (use < gen && !atomic_exchange(&L->fill_wanted, true))
+	if (moved && !atomic_exchange(&L->fill_wanted, true))
 		zeroer_wake(c); /* a new generation in use: the one after it is next */
 	return step * sps + l * LANE_SLOTS + q % LANE_SLOTS;
 }
