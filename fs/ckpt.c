@@ -494,7 +494,8 @@ static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
 
 	if (atomic_load(&L->fill_off) || n > LANE_SLOTS)
 		return POOL_CKPT_NOSLOT;
-	if (!L->lanes || !L->gs) {
+	_Atomic uint32_t *lanes = __atomic_load_n(&L->lanes, __ATOMIC_ACQUIRE);
+	if (!lanes) { /* no fill file yet (gs is set before lanes are) */
 		if (c->gen && !atomic_exchange(&L->fill_wanted, true))
 			zeroer_wake(c);
 		return POOL_CKPT_NOSLOT;
@@ -504,7 +505,7 @@ static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
 	 * about as far as the others when the generation runs out */
 	l = atomic_fetch_add(&L->rr, 1) % c->nlanes;
 	uint32_t use = atomic_load(&L->use), ready = atomic_load(&L->ready);
-	p = atomic_load(&L->lanes[l]);
+	p = atomic_load(&lanes[l]);
 	do {
 		/* n slots in one unit of the lane: else from the next unit */
 		q = p % LANE_SLOTS + n > LANE_SLOTS ? (p / LANE_SLOTS + 1) * LANE_SLOTS : p;
@@ -527,7 +528,7 @@ static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
 			}
 			return POOL_CKPT_NOSLOT;
 		}
-	} while (!atomic_compare_exchange_weak(&L->lanes[l], &p, q + n));
+	} while (!atomic_compare_exchange_weak(&lanes[l], &p, q + n));
 	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next), gen = step / spg;
 	while (hi < end && !atomic_compare_exchange_weak(&L->next, &hi, end))
 		;
@@ -1003,7 +1004,7 @@ uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
 				if (L->map.id == ino)
 					end = pool_ckpt_map_end(&L->g) * G;
 				for (int i = 0; i < 2; i++) /* the zeroed and used end */
-					if (L->fill[i].id == ino)
+					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino)
 						end = __atomic_load_n(&L->fill_size[i],
 								      __ATOMIC_RELAXED);
 			}
@@ -1019,8 +1020,8 @@ static int layer_sync(struct fs_volume *v, const struct layer *L)
 {
 	int rc = pool_store_sync(v->store, &L->map);
 
-	for (int i = 0; rc == 0 && i < 2; i++)
-		if (L->fill[i].id)
+	for (int i = 0; rc == 0 && i < 2; i++) /* installed under a shared lock */
+		if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE))
 			rc = pool_store_sync(v->store, &L->fill[i]);
 	return rc;
 }
@@ -1741,12 +1742,18 @@ static void fill_give_up(struct fs_ckpt *c, struct chain *ch, uint32_t owner, ui
 }
 
 /* Give the top layer `owner` (file `delta`) of ch its fill file `which`:
- * a hidden file, installed and logged under the chain's exclusive lock
- * (so a live compaction has both or neither), dropped again if the layer
- * went or got one meanwhile.  The first fill file of a layer fixes its
- * generation (this mount's) and starts its lanes; the first of the
- * volume's log turns it to format 3.  0, or -errno (the layer then takes
- * no more slots). */
+ * a hidden file, logged and installed under the chain's shared lock, and
+ * dropped again if the layer went, is no longer the top, or got one
+ * meanwhile.  Shared, not exclusive: first writes hold the chain shared
+ * back to back, and an exclusive waiter starved behind them for the
+ * whole of a fio run.  That is enough: only this thread installs fill
+ * files, a compaction (which logs them) holds every chain exclusive, and
+ * a first write reads a fill file only through a slot of a generation
+ * handed out after it was installed (the release store of `ready`), or,
+ * like fsync, after an acquire load of its id, published last.  The first
+ * fill file of a layer fixes its generation (this mount's) and publishes
+ * its lanes; the first of the volume's log turns it to format 3.  0, or
+ * -errno (the layer then takes no more slots). */
 static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta,
 		       unsigned which)
 {
@@ -1764,7 +1771,7 @@ static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint
 		return rc;
 	}
 	map_from_inode(&d, &m);
-	pthread_rwlock_wrlock(&ch->rw);
+	pthread_rwlock_rdlock(&ch->rw);
 	int li = layer_of(ch, owner);
 	struct layer *L = li > 0 ? &ch->l[li] : NULL;
 	bool keep = L && (uint32_t)li == ch->n - 1 && L->map.id == delta && L->fill[which].id == 0;
@@ -1781,13 +1788,19 @@ static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint
 		pthread_mutex_unlock(&c->lock);
 		keep = rc == 0;
 		if (keep) {
+			uint64_t id = m.id;
+			m.id = 0;
 			L->fill[which] = m;
+			__atomic_store_n(&L->fill[which].id, id, __ATOMIC_RELEASE);
 			if (!L->gs) {
 				L->gs = gs;
-				L->lanes = lanes_new(c, L);
-				if (!L->lanes)
+				_Atomic uint32_t *lanes = lanes_new(c, L);
+				if (lanes)
+					__atomic_store_n(&L->lanes, lanes, __ATOMIC_RELEASE);
+				else
 					atomic_store(&L->fill_off, true);
 			}
+			m.id = id;
 		}
 	}
 	pthread_rwlock_unlock(&ch->rw);
