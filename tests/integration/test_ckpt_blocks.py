@@ -36,9 +36,24 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
    live file and checkpoint exact; a second checkpoint's layer merged
    into the slotted one, then that one: exact, no layer data left.
 8. A format 2 log (first writes made with slots off,
-   SPACEFS_CKPT_FILL_KIB=0, its FORMAT record set back to 2) mounts,
-   reads exactly, is rewritten as 3, and takes slotted first writes
-   beside its blocks at offsets; merged: exact.
+   SPACEFS_CKPT_FILL_KIB=0: the log is written as format 2) mounts,
+   reads exactly, stays format 2 until the first fill file appends a
+   FORMAT 3 record, takes slotted first writes beside its blocks at
+   offsets; merged: exact, and the next mount writes format 2 again.
+9. Generations of 256 KiB (SPACEFS_CKPT_FILL_KIB) in turns in the two
+   fill files (FILL records in both places, slots from several
+   generations), kill -9, slots from the next generation on after the
+   remount, then a mount with the default generation: that layer takes
+   no more slots and reads exactly; merged: no fill data left.
+10. The fill cap (SPACEFS_CKPT_FILL_MAX_KIB): no slot past it, one log
+   line; SPACEFS_FAULT=fill:1 (no fill file can be made): one log line,
+   an idle daemon (no spinning zeroer), first writes at offsets; exact.
+11. Replay refuses, each with one line: a BLKS slot with no fill file, a
+   slot past its fill file's recorded size, a second fill file in one
+   place, a FILL record naming a missing file; the log put back reads.
+12. fsync syncs the fill files, a merge into a layer with slots syncs
+   them (strace -y), and scrub finds and repairs a byte flipped in a
+   slotted block on one mirror copy.
 """
 import glob
 import hashlib
