@@ -1927,7 +1927,7 @@ static void *zero_main(void *arg)
 		return NULL; /* no slots ever: first writes at their offsets */
 	memset(zeros, 0, FILL_STEP);
 	pthread_mutex_lock(&c->zmu);
-	while (!c->zstop) {
+	while (!__atomic_load_n(&c->zstop, __ATOMIC_RELAXED)) {
 		if (!c->zwork) {
 			pthread_cond_wait(&c->zcv, &c->zmu);
 			continue;
@@ -2699,7 +2699,7 @@ void fs_ckpt_detach(struct fs_volume *v)
 	if (c->worker_on)
 		pthread_join(c->worker, NULL);
 	pthread_mutex_lock(&c->zmu);
-	c->zstop = true;
+	__atomic_store_n(&c->zstop, true, __ATOMIC_RELAXED);
 	pthread_cond_signal(&c->zcv);
 	pthread_mutex_unlock(&c->zmu);
 	if (c->zeroer_on)
