@@ -2357,6 +2357,20 @@ static int settle(struct load *ld)
 					if (!L->fill[f].id)
 						continue;
 					rc = pool_meta_get(v->meta, L->fill[f].id, &a);
+					if (rc == -ENOENT && L->fill_used[f] == 0) {
+						/* every BLKS record naming a slot follows a
+						 * metadata commit, so this file's create was
+						 * lost (power loss: its FILL record written,
+						 * the commit not) before any slot in it was
+						 * used: nothing is lost; made again as needed */
+						fs_log("volume %s: checkpoint layer %" PRIu64
+						       " of file %" PRIu64 ": fill file %" PRIu64
+						       " named by a FILL record is missing and "
+						       "holds no slot; dropped",
+						       v->name, L->map.id, ch->ino, L->fill[f].id);
+						memset(&L->fill[f], 0, sizeof(L->fill[f]));
+						continue;
+					}
 					if (rc == 0 && a.size < L->fill_used[f])
 						rc = -ERANGE;
 					if (rc < 0) { /* its slots' data would be lost */

@@ -50,7 +50,9 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
    an idle daemon (no spinning zeroer), first writes at offsets; exact.
 11. Replay refuses, each with one line: a BLKS slot with no fill file, a
    slot past its fill file's recorded size, a second fill file in one
-   place, a FILL record naming a missing file; the log put back reads.
+   place, a FILL record naming a missing file its BLKS records use; the
+   log put back reads.  A FILL record naming a missing file no slot is in
+   (a create lost to power loss) is dropped with one line: exact.
 12. fsync syncs the fill files, a merge into a layer with slots syncs
    them (strace -y), and scrub finds and repairs a byte flipped in a
    slotted block on one mirror copy.
@@ -670,6 +672,36 @@ def bad_fills(t, p, vol, seed):
     ck = os.path.join(root, ".checkpoints", "bad", "bad.bin")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: the logs put back: the file reads")
     t.eq(sha(read(ck)), sha(m), f"{vol}: the logs put back: the checkpoint reads")
+    p.mounts[-1].stop()
+    # a FILL record naming a missing file no slot is in: a create lost to
+    # power loss (its record written, the metadata commit not; a slot is
+    # named only after a commit): the mount drops it with one line
+    used = {(s // gs) & 1 for _, s, _ in slot_list(logs[0])}
+    w = next((k for k in (1, 0) if k not in used), None)
+    t.ok(w is not None, f"{vol}: a fill file holds no slot yet (slots in {sorted(used)})")
+
+    def lost(typ, pay):
+        if typ == 11 and struct.unpack_from("<QQII", pay)[2] == w:
+            d, fl, wh, k = struct.unpack_from("<QQII", pay)
+            return struct.pack("<QQII", d, fl + (1 << 40), wh, k)
+        return pay
+
+    for x, b in edit(lost).items():
+        with open(x, "wb") as fh:
+            fh.write(b)
+    before = len(log_tail(p, 1 << 22))
+    p.mount()
+    said = [ln for ln in log_tail(p, 1 << 22)[before:].splitlines()
+            if "named by a FILL record is missing and holds no slot" in ln]
+    t.eq(len(said), 1, f"{vol}: a lost unused fill file: mounted, one line ({said[:1]})")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: a lost unused fill file: the file")
+    t.eq(sha(read(ck)), sha(m), f"{vol}: a lost unused fill file: the checkpoint")
+    first_writes(f, rng, 40)
+    f.sync()
+    p.mounts[-1].stop()
+    p.mount()
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and after more writes and a remount")
+    t.eq(sha(read(ck)), sha(m), f"{vol}: and its checkpoint")
     p.spacectl("checkpoint", "merge", p.source, vol, "bad", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (bad)")
     os.unlink(f.path)
