@@ -25,10 +25,11 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
    first: l2 still reads its instant, and the daemon exits 0 on unmount
    (it freed the merged layer's maps twice and died of it) and after a
    remount l2 and the live file still read right.
-6. A version 1 log (the FORMAT record removed; what older builds wrote)
-   is read as it is and rewritten as version 3; a log claiming version 4
-   is refused with one clear line and the volume's data left alone (the
-   next mount with the log put back reads everything).
+6. A version 1 log (FORMAT, BLKS and FILL records removed; what older
+   builds wrote) is read as it is and rewritten as version 2 (no fill
+   file); a log claiming version 4 is refused with one clear line and
+   the volume's data left alone (the next mount with the log put back
+   reads everything).
 7. Slots (fs/ckpt.c): first writes once the layer's fill file is zeroed
    ahead go to slots there (the log's BLKS records name them; the very
    first write, before the fill file exists, goes to its offsets): every
@@ -269,8 +270,8 @@ def formats(t, p, vol):
     p.mounts[-1].stop()
     logs = log_paths(p, vol)
     saved = {x: read(x) for x in logs}
-    for x in logs:  # version 1: no FORMAT record, whole granules only
-        rs = [r for r in records(x) if r[0] not in (9, 10)]
+    for x in logs:  # version 1: no FORMAT record, whole granules only (no BLKS, no FILL)
+        rs = [r for r in records(x) if r[0] not in (9, 10, 11)]
         with open(x, "wb") as fh:
             fh.write(b"".join(raw for _, _, raw in rs))
     # the v1 log knows nothing of the block: the file reads it from below
@@ -280,7 +281,8 @@ def formats(t, p, vol):
     ck = os.path.join(root, ".checkpoints", "old", "old.bin")
     t.eq(sha(read(ck)), sha(m), f"{vol}: a version 1 log is read (the checkpoint)")
     t.eq(sha(read(f.path)), sha(bytes(want_v1)), f"{vol}: and the file's whole granules")
-    t.ok(all(records(x)[0][0] == 9 for x in logs), f"{vol}: it is rewritten as version 3")
+    t.ok(all(log_format(x) == [2] for x in logs),
+         f"{vol}: it is rewritten as version 2 (no fill file: {log_format(logs[0])})")
     p.mounts[-1].stop()
     # version 4, ahead of this build
     v4 = {x: record(9, struct.pack("<II", 4, 0), struct.unpack_from("<Q", records(x)[0][2], 12)[0])
@@ -764,7 +766,9 @@ def fill_scrub(t, p, vol, seed):
         f.write(b * 4096 + 512, rng.randbytes(3000))
     lines = synced_during(p, lambda: p.spacectl("checkpoint", "merge", p.source, vol, "sc2",
                                                 "--wait"))
-    if lines is not None:
+    if lines is None:
+        t.ok(True, f"{vol}: a merge syncs fill files # SKIP no working strace")
+    else:
         t.ok(names(lines), f"{vol}: a merge into the slotted layer synced its fill files")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after merging sc2 (scrub)")
     t.eq(p.mounts[-1].stop(), 0, f"{vol}: clean unmount before the damage")
