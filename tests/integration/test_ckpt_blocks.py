@@ -320,15 +320,51 @@ def blks_slots(p, vol):
     return at, slot, fill
 
 
-def wait_fill(t, p, vol, what, before):
-    """Wait for a new FILL record (the zeroer made a fill file; `before`:
-    FILL records until then), then a moment for it to zero ahead."""
-    for _ in range(100):
-        if blks_slots(p, vol)[2] > before:
-            break
-        time.sleep(0.1)
-    t.ok(blks_slots(p, vol)[2] > before, f"{vol}: {what}: the layer got a fill file")
-    time.sleep(0.5)
+DEADLINE = 25.0  # s: a loaded 2-core CI box runs the ASan daemon
+
+
+def fill_ids(p, vol):
+    """(delta, fill file) of every FILL record over the log replicas."""
+    return {(d, fl) for x in log_paths(p, vol) for d, fl, _, _ in fill_recs(x)}
+
+
+def probes():
+    """Blocks 2..127 of a file (granules 0-7): the sections leave them to
+    probe first writes (first_writes starts past them)."""
+    return list(range(2, 128))
+
+
+def probe_until(f, rng, free, cond, deadline=DEADLINE):
+    """First writes of 4 KiB into blocks taken from free, one at a time
+    (a first write is what asks the zeroer for slots), until cond() holds;
+    every 0.1 s, every 0.25 s after 2 s.  True if it did in time."""
+    t0 = time.monotonic()
+    while not cond():
+        now = time.monotonic() - t0
+        if now > deadline or not free:
+            return cond()
+        f.write(free.pop(0) * 4096, rng.randbytes(4096))
+        time.sleep(0.1 if now < 2 else 0.25)
+    return True
+
+
+def wait_fill(t, p, vol, what, known, f, rng, free):
+    """Wait until the layer taking f's first writes has a new fill file
+    (FILL records not in known) and a first write took a slot there: a
+    generation is zeroed.  Probe first writes take blocks from free."""
+    layer = []
+
+    def ready():
+        if not layer:
+            new = fill_ids(p, vol) - known
+            if not new:
+                return False
+            layer.append(min(new)[0])
+        return any(d == layer[0] for x in log_paths(p, vol) for d, _, _ in slot_list(x))
+
+    ok = probe_until(f, rng, free, ready)
+    t.ok(layer, f"{vol}: {what}: the layer got a fill file")
+    t.ok(ok, f"{vol}: {what}: a first write took a slot (a generation zeroed)")
 
 
 def slots(t, p, vol, seed):
@@ -340,9 +376,9 @@ def slots(t, p, vol, seed):
     m1 = bytes(f.model)
     s1 = lambda: read(os.path.join(root, ".checkpoints", "s1", "slots.bin"))
     s2 = lambda: read(os.path.join(root, ".checkpoints", "s2", "slots.bin"))
-    nfill = blks_slots(p, vol)[2]
+    known, free = fill_ids(p, vol), [b for b in probes() if b != 19]
     f.write(G + 3 * 4096, rng.randbytes(4096))  # before any fill file: at its offset
-    wait_fill(t, p, vol, "s1", nfill)
+    wait_fill(t, p, vol, "s1", known, f, rng, free)
     shapes(f, rng, 8)
     blocks = rng.sample(range(16 * 16, FILE // 4096), 120)
     for b in blocks:                             # 4 KiB first writes
@@ -362,9 +398,9 @@ def slots(t, p, vol, seed):
     t.ok(blks_slots(p, vol)[1] > 0, f"{vol}: the compacted log still names slots")
     p.spacectl("checkpoint", "create", p.source, vol, "s2", "slots.bin")
     m2 = bytes(f.model)
-    nfill = blks_slots(p, vol)[2]
+    known, free = fill_ids(p, vol), probes()
     f.write(blocks[40] * 4096, rng.randbytes(4096))
-    wait_fill(t, p, vol, "s2", nfill)
+    wait_fill(t, p, vol, "s2", known, f, rng, free)
     for b in blocks[30:90]:                      # over s1's slotted blocks
         f.write(b * 4096 + 512, rng.randbytes(5000))
     random_writes(f, rng, 40, 0, FILE)
@@ -410,7 +446,7 @@ def format2(t, p, vol, seed):
     t.ok(all(log_format(x) == [2] for x in log_paths(p, vol)),
          f"{vol}: a format 2 log without fill files is rewritten as 2")
     f.write(100, rng.randbytes(10))
-    wait_fill(t, p, vol, "format 2 log", 0)
+    wait_fill(t, p, vol, "format 2 log", set(), f, rng, probes())
     random_writes(f, rng, 60, 0, MiB)
     t.ok(blks_slots(p, vol)[1] > 0, f"{vol}: then first writes take slots")
     t.ok(all(log_format(x) == [2, 3] for x in log_paths(p, vol)),
@@ -464,15 +500,26 @@ def with_env(p, env, fn):
     p.mount()
 
 
-def first_writes(f, rng, n, pause_every=0, lo=16):
-    """n 4 KiB first writes into distinct blocks from block lo on, a pause
-    of 0.3 s every pause_every (the zeroer turns a generation meanwhile)."""
+def first_writes(f, rng, n, lo=128):
+    """n 4 KiB first writes into distinct blocks from block lo on (the
+    blocks before are probes', see probes())."""
     blocks = rng.sample(range(lo, len(f.model) // 4096), n)
-    for i, b in enumerate(blocks):
+    for b in blocks:
         f.write(b * 4096, rng.randbytes(4096))
-        if pause_every and i % pause_every == pause_every - 1:
-            time.sleep(0.3)
     return blocks
+
+
+def bursts(f, rng, todo, cond, deadline=2 * DEADLINE):
+    """4 KiB first writes into blocks taken from todo, 30 at a time with a
+    pause of 0.3 s after each burst (the zeroer turns a generation
+    meanwhile), until cond() holds: as many bursts as a loaded box needs."""
+    t0 = time.monotonic()
+    while todo and not cond() and time.monotonic() - t0 < deadline:
+        for b in todo[:30]:
+            f.write(b * 4096, rng.randbytes(4096))
+        del todo[:30]
+        if not cond():
+            time.sleep(0.3)
 
 
 def generations(t, p, vol, seed):
@@ -489,10 +536,14 @@ def generations(t, p, vol, seed):
         st["f"] = f
         p.spacectl("checkpoint", "create", p.source, vol, "gen", "gens.bin")
         st["m"] = bytes(f.model)
-        nfill = blks_slots(p, vol)[2]
+        known, free = fill_ids(p, vol), probes()
+        st["free"] = free
         f.write(4096, rng.randbytes(4096))
-        wait_fill(t, p, vol, "generations", nfill)
-        first_writes(f, rng, 400, pause_every=30)
+        wait_fill(t, p, vol, "generations", known, f, rng, free)
+        todo = rng.sample(range(128, FILE // 4096), FILE // 4096 - 128)
+        bursts(f, rng, todo, lambda: len({s // 64 for _, s, _ in
+                                          slot_list(log_paths(p, vol)[0])}) >= 4)
+        st["todo"] = todo
         f.sync()
         x = log_paths(p, vol)[0]
         fills = fill_recs(x)
@@ -507,10 +558,12 @@ def generations(t, p, vol, seed):
         p.mount()
         t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact after kill -9 (gen)")
         before = {s for _, s, _ in slot_list(log_paths(p, vol)[0])}
-        f.write(8192, rng.randbytes(100))
-        time.sleep(1.0)
-        first_writes(f, rng, 60, pause_every=30)
-        after = {s for _, s, _ in slot_list(log_paths(p, vol)[0])} - before
+        past = lambda: {s for _, s, _ in slot_list(log_paths(p, vol)[0])} - before
+        t.ok(probe_until(f, rng, st["free"], past),
+             f"{vol}: after the remount a first write took a slot")
+        for b in st["todo"][:60]:
+            f.write(b * 4096, rng.randbytes(4096))
+        after = past()
         t.ok(after and min(after) // 64 > max(before) // 64,
              f"{vol}: after the remount slots from the next generation on "
              f"({max(before) // 64} -> {min(after or {0}) // 64})")
@@ -552,11 +605,12 @@ def cap_and_fault(t, p, vol, seed):
         st["f"] = f
         p.spacectl("checkpoint", "create", p.source, vol, "cap", "cap.bin")
         st["m"] = bytes(f.model)
-        nfill = blks_slots(p, vol)[2]
+        known = fill_ids(p, vol)
         before = len(log_tail(p, 1 << 22))
         f.write(4096, rng.randbytes(4096))
-        wait_fill(t, p, vol, "cap", nfill)
-        first_writes(f, rng, 300, pause_every=30)
+        wait_fill(t, p, vol, "cap", known, f, rng, probes())
+        bursts(f, rng, rng.sample(range(128, FILE // 4096), FILE // 4096 - 128),
+               lambda: "fill files at their cap" in log_tail(p, 1 << 22)[before:])
         f.sync()
         sl = [s for _, s, _ in slot_list(log_paths(p, vol)[0])]
         t.ok(sl and max(sl) < 128, f"{vol}: slots only within the cap ({len(sl)}, "
@@ -579,7 +633,10 @@ def cap_and_fault(t, p, vol, seed):
         st["m"] = bytes(f.model)
         before = len(log_tail(p, 1 << 22))
         f.write(4096, rng.randbytes(4096))
-        time.sleep(0.5)
+        said = lambda: "cannot create a fill file" in log_tail(p, 1 << 22)[before:]
+        t0 = time.monotonic()
+        while not said() and time.monotonic() - t0 < DEADLINE:
+            time.sleep(0.1)
         first_writes(f, rng, 100)
         cpu0 = daemon_cpu(p)
         time.sleep(2.0)
@@ -610,13 +667,12 @@ def bad_fills(t, p, vol, seed):
     f = File(os.path.join(root, "bad.bin"), rng.randbytes(FILE))
     p.spacectl("checkpoint", "create", p.source, vol, "bad", "bad.bin")
     m = bytes(f.model)
-    nfill = blks_slots(p, vol)[2]
+    known = fill_ids(p, vol)
     f.write(4096, rng.randbytes(4096))
-    wait_fill(t, p, vol, "bad", nfill)
-    for _ in range(20):  # the second fill file: zeroed right after the first
-        if len(fill_recs(log_paths(p, vol)[0])) >= 2:
-            break
-        time.sleep(0.2)
+    wait_fill(t, p, vol, "bad", known, f, rng, probes())
+    t0 = time.monotonic()  # the second fill file: made right after the first is zeroed
+    while len(fill_recs(log_paths(p, vol)[0])) < 2 and time.monotonic() - t0 < DEADLINE:
+        time.sleep(0.1)
     first_writes(f, rng, 40)
     f.sync()
     p.mounts[-1].stop()
@@ -709,6 +765,20 @@ def bad_fills(t, p, vol, seed):
     os.unlink(f.path)
 
 
+def traced(pid):
+    """True once every thread of pid has a tracer (strace attached)."""
+    tids = os.listdir(f"/proc/{pid}/task")
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                tp = [ln for ln in fh if ln.startswith("TracerPid:")]
+        except FileNotFoundError:
+            continue  # a thread that ended
+        if not tp or tp[0].split()[1] == "0":
+            return False
+    return bool(tids)
+
+
 def synced_during(p, action):
     """The fdatasync/fsync calls (strace -y lines) the daemon makes while
     action() runs, or None without a working strace."""
@@ -718,8 +788,13 @@ def synced_during(p, action):
     tr = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fdatasync,fsync", "-o", trace,
                            "-p", str(p.mounts[-1].proc.pid)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # attached to every thread
-    if tr.poll() is not None:
+    pid = p.mounts[-1].proc.pid
+    t0 = time.monotonic()
+    while tr.poll() is None and not traced(pid) and time.monotonic() - t0 < DEADLINE:
+        time.sleep(0.05)
+    if tr.poll() is not None or not traced(pid):
+        tr.terminate()
+        tr.wait()
         return None
     try:
         action()
@@ -743,9 +818,9 @@ def fill_scrub(t, p, vol, seed):
     p.spacectl("checkpoint", "create", p.source, vol, "sc1", "scrub.bin")
     m1 = bytes(f.model)
     ck = os.path.join(root, ".checkpoints", "sc1", "scrub.bin")
-    nfill = blks_slots(p, vol)[2]
+    known = fill_ids(p, vol)
     f.write(4096, rng.randbytes(4096))
-    wait_fill(t, p, vol, "scrub", nfill)
+    wait_fill(t, p, vol, "scrub", known, f, rng, probes())
     blocks = first_writes(f, rng, 60)
     f.sync()
     fills = {fl for _, fl, _, _ in fill_recs(log_paths(p, vol)[0])} - known
