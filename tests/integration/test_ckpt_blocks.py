@@ -57,6 +57,10 @@ On a mirror 2 and a parity 1 volume (interleave 64K, ASan daemon):
 12. fsync syncs the fill files, a merge into a layer with slots syncs
    them (strace -y), and scrub finds and repairs a byte flipped in a
    slotted block on one mirror copy.
+13. Generations of 64 KiB (one lane, slots in order): neighbouring
+   blocks in slots across a generation's end (the other fill file):
+   live file, checkpoint, a read over the two blocks, a fold, a merge:
+   exact.
 """
 import glob
 import hashlib
@@ -585,6 +589,75 @@ def generations(t, p, vol, seed):
     os.unlink(f.path)
 
 
+def gen_boundary(t, p, vol, seed):
+    """Generations of 64 KiB (16 slots, one lane: slots are taken in
+    order): 4 KiB first writes block after block give neighbouring blocks
+    slots k and k + 1 across a generation's end (k + 1 in the other fill
+    file), which a read or a fold must split (layer_io's t % gs == 0)."""
+    rng = random.Random(seed)
+    root = os.path.join(p.mnt, vol)
+    ck = lambda: read(os.path.join(root, ".checkpoints", "gb", "gb.bin"))
+    st = {}
+
+    def crossing():
+        """(granule, block) of a block whose slot ends a generation and
+        whose next block has the next slot, in the layer's BLKS records."""
+        at = {}
+        for x in log_paths(p, vol)[:1]:
+            for typ, pay, _ in records(x):
+                if typ == 10:
+                    d, g, mask, s1 = struct.unpack_from("<QQII", pay)
+                    if d == st["delta"] and s1:
+                        bs = [b for b in range(16) if mask >> b & 1]
+                        for i, b in enumerate(bs):
+                            at[(g, b)] = s1 - 1 + i
+        return [(g, b) for (g, b), k in at.items()
+                if k % 16 == 15 and at.get((g, b + 1)) == k + 1]
+
+    def run():
+        f = File(os.path.join(root, "gb.bin"), rng.randbytes(FILE))
+        st["f"] = f
+        p.spacectl("checkpoint", "create", p.source, vol, "gb", "gb.bin")
+        st["m"] = bytes(f.model)
+        known = fill_ids(p, vol)
+        f.write(4096, rng.randbytes(4096))
+        wait_fill(t, p, vol, "64 KiB generations", known, f, rng, probes())
+        new = fill_ids(p, vol) - known
+        st["delta"] = min(new)[0] if new else None
+        t0, g = time.monotonic(), 8
+        # granules 8.. block by block, a pause between granules (the
+        # zeroer zeroes the next generation), until a run crosses
+        while not crossing() and g < FILE // G and time.monotonic() - t0 < DEADLINE:
+            f.write(g * G + 4096 * rng.randrange(16), rng.randbytes(4096))  # shifts the phase
+            for b in range(16):
+                f.write(g * G + 4096 * b, rng.randbytes(4096))
+            g += 2
+            time.sleep(0.1)
+        f.sync()
+        where = crossing()
+        t.ok(where, f"{vol}: neighbouring blocks in slots across a generation's end ({where[:3]})")
+        t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: live file exact (gen boundary)")
+        t.eq(sha(ck()), sha(st["m"]), f"{vol}: checkpoint exact (gen boundary)")
+        for g, b in where[:4]:  # a read of just the two blocks, and across them
+            with open(f.path, "rb") as fh:
+                fh.seek(g * G + b * 4096 + 100)
+                got = fh.read(8192)
+            t.eq(got, bytes(f.model[g * G + b * 4096 + 100:g * G + b * 4096 + 8292]),
+                 f"{vol}: a read over the two blocks (granule {g}, block {b})")
+
+    with_env(p, {"SPACEFS_CKPT_FILL_KIB": "64"}, run)
+    f = st["f"]
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: remounted: exact (gen boundary)")
+    p.spacectl("checkpoint", "create", p.source, vol, "gb2", "gb.bin")
+    random_writes(f, rng, 60, 0, FILE)
+    p.spacectl("checkpoint", "merge", p.source, vol, "gb2", "--wait")  # folds into the slots
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after a fold (gen boundary)")
+    t.eq(sha(ck()), sha(st["m"]), f"{vol}: checkpoint exact after the fold (gen boundary)")
+    p.spacectl("checkpoint", "merge", p.source, vol, "gb", "--wait")
+    t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (gen boundary)")
+    os.unlink(f.path)
+
+
 def daemon_cpu(p):
     """CPU seconds the daemon has used."""
     with open(f"/proc/{p.mounts[-1].proc.pid}/stat") as fh:
@@ -932,6 +1005,8 @@ def main():
         format2(t, p, "m2", 7)
         generations(t, p, "m2", 8)
         generations(t, p, "p1", 9)
+        gen_boundary(t, p, "m2", 13)
+        gen_boundary(t, p, "p1", 14)
         cap_and_fault(t, p, "m2", 10)
         bad_fills(t, p, "m2", 11)
         fill_scrub(t, p, "m2", 12)
