@@ -25,6 +25,46 @@
  * plus a 16-bit mask only where first writes were partial: a 1 TiB file's
  * map is 4 MiB, its masks at most 32 MiB more) and of the log's records.
  *
+ * Slots.  A first write by blocks into a hole of the layer file costs
+ * the disks' file system an allocation (ext4 punts such O_DIRECT writes
+ * off io_uring's fast path, takes the inode lock exclusive and converts
+ * the extent at completion): 0.6x of a plain write, where an overwrite
+ * of blocks written before runs about 1.7x faster (docs/BENCHMARKS.md).
+ * So each layer taking first writes gets two fill files (hidden files,
+ * made as needed) that a thread per volume, the zeroer, writes with
+ * zeros ahead of use; a first write takes 4 KiB slots there and
+ * overwrites them.  Slots come in generations of FILL_GEN (16 MiB):
+ * generation z lives in fill file z & 1, so slot s is at a pure function
+ * of s (slot_off) and a BLKS record names just the first slot of its
+ * blocks.  First writes take slots only from a generation zeroed whole,
+ * the one in use; the zeroer zeroes at most one generation beyond it,
+ * which is in the other file.  That is the point of two files: zeros
+ * written into a file allocate, and ext4 holds the file's inode lock
+ * exclusive across an allocating write, so a zeroer writing the file the
+ * first writes overwrite took the whole gain back (0.45-0.50x, measured);
+ * beside an allocating writer in another inode, overwrites kept it.
+ * Within a generation, slots are taken in lanes (FILL_LANE below) with an
+ * atomic cursor each, consecutive ones for the blocks of one write.  The
+ * map keeps a slot per marked block of a PART granule (a granule with
+ * slots stays PART when all its blocks are in).  Reads, in-place
+ * rewrites and folds translate (layer_io); SEEK_DATA/HOLE go by the map
+ * only.  When no zeroed slot is ready the write goes to its offsets as
+ * before: nobody waits for the zeroer.  Whole-granule writes (copy-ups)
+ * stay at their offsets and clear the granule's slots.  Bounds: a layer's
+ * fill files hold at most FILL_CAP (1 GiB, both together; then first
+ * writes go to their offsets), of which at most two generations (32 MiB)
+ * are zeroed and not yet used; the slot tables (pool/ckpt.h) are 64
+ * bytes per granule with any slot plus an 8 KiB table per 64 MiB of file
+ * holding one: at the cap, at worst (every slot in its own granule),
+ * 18 MiB per layer, plus up to 128 MiB of tables for a 1 TiB file
+ * written all over (the masks take 32 MiB there).  A fill file's
+ * recorded size is set (and made durable) before its generation is
+ * handed out, so scrub and repair walk every slot, and replay refuses a
+ * slot past it.  When the zeroer cannot make or zero a fill file it
+ * gives that layer up (one log line; its writes go to their offsets)
+ * rather than retrying.  A log is written as format 3 only while a layer
+ * has a fill file; a format 2 log has no slots: every block at its offset.
+ *
  * Durability.  A granule's map entry (pool/ckpt.c log record: MAP for
  * whole granules, BLKS for blocks) is appended after its data is written
  * and before the write is answered, so an acknowledged write survives
@@ -90,10 +130,31 @@
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
-enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS };
-/* Log format: 1 had no FORMAT or BLKS records (whole granules only); a
- * version 1 log is read as it is and rewritten as 2 at mount. */
-#define CK_FORMAT 2u
+enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS,
+       R_FILL };
+/* Log format: 1 had no FORMAT or BLKS records (whole granules only); 2
+ * no FILL records and no slots in BLKS ones (every block at its offset);
+ * 3 has them.  A log is written as 3 only while some layer has a fill
+ * file (so builds that know only 2 still open volumes without slots),
+ * else as 2; an older log is read as it is and rewritten at mount. */
+#define CK_FORMAT    3u
+#define CK_FORMAT_NO 2u /* what a log without fill files is written as */
+/* Fill files (see "Slots" above): a generation is FILL_GEN bytes of
+ * slots, zeroed FILL_STEP at a time; a layer holds at most FILL_CAP of
+ * fill (both files), past which its first writes go to their offsets. */
+#define FILL_GEN  (16u << 20)
+#define FILL_STEP (1u << 20)
+#define FILL_CAP  (1ull << 30)
+/* A step is cut in lanes of FILL_LANE (the store's lock unit of a mirror
+ * or simple volume at the 64 KiB interleave): first writes take lanes in
+ * turn, each its slots in the lowest step its lane has room in, so
+ * concurrent first writes land in different lock units instead of
+ * queueing on one stripe lock (handed out in order, the 16 slots of one
+ * 64 KiB unit went to 16 writes in flight at once), and the lanes reach
+ * a generation's end together.  A lane's unit holds 16 slots, the blocks
+ * of one granule, so the slots of one write are always consecutive. */
+#define FILL_LANE (64u << 10)
+#define LANE_SLOTS (FILL_LANE / POOL_CKPT_BLOCK)
 #define B	  ((uint64_t)POOL_CKPT_BLOCK)
 enum { CK_CREATING, CK_READY, CK_MERGING };
 
@@ -116,7 +177,12 @@ struct rec_map {
 };
 struct rec_blks { /* blocks (mask bit b: block b) of granule `granule` of a layer */
 	uint64_t delta, granule;
-	uint32_t mask, pad;
+	uint32_t mask;
+	uint32_t slot1; /* 0: at their offsets; else slot + 1 of the first (format 3) */
+};
+struct rec_fill { /* layer `delta`'s fill file `which` (0 or 1), generations of gen_kib */
+	uint64_t delta, fill;
+	uint32_t which, gen_kib;
 };
 struct rec_format {
 	uint32_t version, pad;
@@ -133,7 +199,36 @@ struct layer {
 	struct pool_ckpt_map g;
 	struct pool_ckpt_map redo; /* granules changed while being merged */
 	bool merging;
+	/* slots: the two fill files (id 0: none yet), generation gs slots
+	 * (0: no FILL record yet), the generation first writes take slots
+	 * in, slots zeroed up to `ready` (whole generations) and taken up to
+	 * `next` (the end of the highest step in use) */
+	struct pool_file_map fill[2];
+	uint32_t gs;
+	_Atomic uint32_t use, next, ready;
+	_Atomic uint32_t *lanes;  /* per lane: its next slot, counted in the lane */
+	_Atomic uint32_t rr;	  /* the lane the next first write starts in */
+	_Atomic bool fill_wanted; /* the zeroer has work: a first write found none ready */
+	_Atomic bool fill_off;	  /* no more slots: cap reached, or a fill file failed */
+	uint32_t zeroed;	  /* the zeroer: slots of generation ready / gs zeroed */
+	uint64_t fill_size[2];	  /* the fill files' recorded sizes */
+	uint64_t fill_used[2];	  /* replay: bytes of each the BLKS records reach */
 };
+
+/* Slot s of a layer with generations of gs slots: generation s / gs, in
+ * fill file (s / gs) & 1, where generations take turns, so that the
+ * zeroer writes the next generation into the file first writes are not
+ * overwriting (ext4 holds a file's inode lock exclusive across an
+ * allocating write; docs/BENCHMARKS.md). */
+static inline unsigned slot_file(uint32_t gs, uint32_t s)
+{
+	return (s / gs) & 1;
+}
+
+static inline uint64_t slot_off(uint32_t gs, uint32_t s)
+{
+	return ((uint64_t)(s / gs >> 1) * gs + s % gs) * POOL_CKPT_BLOCK;
+}
 
 struct chain {
 	uint64_t ino;		/* volume inode of the file */
@@ -206,6 +301,14 @@ struct fs_ckpt {
 	bool worker_on, stopping;
 	pthread_cond_t wake;
 	struct gcommit gc;
+	/* the zeroer: fills layers' fill files ahead of their first writes */
+	pthread_t zeroer;
+	bool zeroer_on, zwork, zstop;
+	uint64_t gen, step, cap; /* FILL_GEN, FILL_STEP, FILL_CAP, or less (tests); gen 0: no slots */
+	uint32_t nlanes;	 /* step / FILL_LANE */
+	uint32_t format;	 /* the log's format as written: CK_FORMAT_NO until a fill file */
+	pthread_mutex_t zmu;
+	pthread_cond_t zcv;
 };
 
 /* ---- small helpers ---- */
@@ -342,10 +445,13 @@ static void gc_lead(struct fs_ckpt *c)
  * exclusive for a fold), never c->lock; a leader takes c->lock as every
  * writer did before, and whoever holds c->lock never waits on gc->mu's
  * queue, so no wait cycle is added. */
-static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask)
+static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask, uint32_t slot)
 {
 	struct gcommit *gc = &c->gc;
-	struct gc_ent me = {.r = {.delta = delta, .granule = g, .mask = mask}};
+	struct gc_ent me = {.r = {.delta = delta,
+				  .granule = g,
+				  .mask = mask,
+				  .slot1 = slot == POOL_CKPT_NOSLOT ? 0 : slot + 1}};
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -364,6 +470,147 @@ static int log_blks(struct fs_ckpt *c, uint64_t delta, uint64_t g, unsigned mask
 	atomic_fetch_add(&c->v->ckpt_wait_ns, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
 							 (t1.tv_nsec - t0.tv_nsec)));
 	return me.rc;
+}
+
+/* ---- slots ---- */
+
+static void zeroer_wake(struct fs_ckpt *c)
+{
+	pthread_mutex_lock(&c->zmu);
+	c->zwork = true;
+	pthread_cond_signal(&c->zcv);
+	pthread_mutex_unlock(&c->zmu);
+}
+
+/* Take n consecutive zeroed slots of layer L for a first write, or
+ * NOSLOT if not that many are ready (the write then goes to its own
+ * offsets: nobody waits for the zeroer).  Slots come from generation
+ * L->use only (a lane still in an older one jumps to it), or from the
+ * next one once that is zeroed and the lane has no room left in `use`,
+ * which then becomes the one in use.  Chain held. */
+static uint32_t slot_take(struct fs_ckpt *c, struct layer *L, unsigned n)
+{
+	uint32_t sps = (uint32_t)(c->step / B), p, q, step, spg, l;
+
+	if (atomic_load(&L->fill_off) || n > LANE_SLOTS)
+		return POOL_CKPT_NOSLOT;
+	_Atomic uint32_t *lanes = __atomic_load_n(&L->lanes, __ATOMIC_ACQUIRE);
+	if (!lanes) { /* no fill file yet (gs is set before lanes are) */
+		if (c->gen && !atomic_exchange(&L->fill_wanted, true))
+			zeroer_wake(c);
+		return POOL_CKPT_NOSLOT;
+	}
+	spg = L->gs / sps;
+	/* lanes in turn: concurrent writes in different lanes, and every lane
+	 * about as far as the others when the generation runs out */
+	l = atomic_fetch_add(&L->rr, 1) % c->nlanes;
+	uint32_t use = atomic_load(&L->use), ready = atomic_load(&L->ready);
+	p = atomic_load(&lanes[l]);
+	do {
+		/* n slots in one unit of the lane: else from the next unit */
+		q = p % LANE_SLOTS + n > LANE_SLOTS ? (p / LANE_SLOTS + 1) * LANE_SLOTS : p;
+		step = q / LANE_SLOTS;
+		if (step / spg < use) { /* behind: the generation in use only */
+			step = use * spg;
+			q = step * LANE_SLOTS;
+		}
+		if ((uint64_t)(step + 1) * sps > ready) {
+			if ((uint64_t)(step / spg + 1) * L->gs * B > c->cap) {
+				/* the zeroer may not go there: no more slots */
+				if (!atomic_exchange(&L->fill_off, true))
+					fs_log("volume %s: checkpoint layer %" PRIu64
+					       ": fill files at their cap (%" PRIu64
+					       " KiB); its first writes go to their "
+					       "offsets from now on",
+					       c->v->name, L->map.id, c->cap >> 10);
+			} else if (!atomic_exchange(&L->fill_wanted, true)) {
+				zeroer_wake(c);
+			}
+			return POOL_CKPT_NOSLOT;
+		}
+	} while (!atomic_compare_exchange_weak(&lanes[l], &p, q + n));
+	uint32_t end = (step + 1) * sps, hi = atomic_load(&L->next), gen = step / spg;
+	while (hi < end && !atomic_compare_exchange_weak(&L->next, &hi, end))
+		;
+	bool moved = false;
+	while (use < gen && !(moved = atomic_compare_exchange_weak(&L->use, &use, gen)))
+		;
+	if (moved && !atomic_exchange(&L->fill_wanted, true))
+		zeroer_wake(c); /* a new generation in use: the one after it is next */
+	return step * sps + l * LANE_SLOTS + q % LANE_SLOTS;
+}
+
+/* Lane cursors for layer L (generations of L->gs slots), all starting
+ * at the generation after the last slot taken (L->next); use, ready and
+ * next there too: the zeroer zeroes from there.  NULL (no more slots for
+ * this layer) when out of memory or the generation is not one this
+ * mount's steps fit (SPACEFS_CKPT_FILL_KIB changed since), or past the
+ * cap. */
+static _Atomic uint32_t *lanes_new(const struct fs_ckpt *c, struct layer *L)
+{
+	uint32_t sps = (uint32_t)(c->step / B);
+
+	if (!c->nlanes || !L->gs || L->gs % sps)
+		return NULL;
+	uint64_t gen0 = (atomic_load(&L->next) + (uint64_t)L->gs - 1) / L->gs;
+	if ((gen0 + 1) * L->gs * B > c->cap || (gen0 + 2) * L->gs >= UINT32_MAX)
+		return NULL; /* the fill is at its cap: first writes at offsets */
+	_Atomic uint32_t *a = calloc(c->nlanes, sizeof(*a));
+	if (!a)
+		return NULL;
+	for (uint32_t i = 0; i < c->nlanes; i++)
+		atomic_store(&a[i], (uint32_t)(gen0 * (L->gs / sps) * LANE_SLOTS));
+	atomic_store(&L->use, (uint32_t)gen0);
+	atomic_store(&L->next, (uint32_t)(gen0 * L->gs));
+	atomic_store(&L->ready, (uint32_t)(gen0 * L->gs));
+	L->zeroed = 0;
+	return a;
+}
+
+/* Read [pos, pos+len) of layer L's data into rbuf, or write it from wbuf
+ * (the other NULL): blocks in slots in its fill files, the rest at their
+ * offsets in the layer file, a run of consecutive places per store I/O.
+ * Chain held. */
+static ssize_t layer_io(struct fs_volume *v, const struct layer *L, uint64_t pos, size_t len,
+			char *rbuf, const char *wbuf)
+{
+	uint64_t off = pos, end = pos + len;
+
+	while (pos < end) {
+		uint64_t g = pos / G, stop = (g + 1) * G < end ? (g + 1) * G : end;
+		const struct pool_file_map *f = &L->map;
+		uint64_t at = pos;
+		if (pool_ckpt_map_slotted(&L->g, g)) {
+			unsigned b = (unsigned)(pos % G / B), e = b + 1;
+			uint32_t s = pool_ckpt_map_slot(&L->g, g, b);
+			if (s != POOL_CKPT_NOSLOT && !L->gs)
+				return -EIO; /* a slot without its fill file */
+			while (e < POOL_CKPT_BLOCKS && g * G + e * B < stop) {
+				uint32_t t = pool_ckpt_map_slot(&L->g, g, e);
+				if (s == POOL_CKPT_NOSLOT ? t != s
+							  : t != s + (e - b) || t % L->gs == 0)
+					break; /* not the next slot, or in the next generation */
+				e++;
+			}
+			if (g * G + e * B < stop)
+				stop = g * G + e * B;
+			if (s != POOL_CKPT_NOSLOT) {
+				f = &L->fill[slot_file(L->gs, s)];
+				if (f->id == 0)
+					return -EIO; /* a slot without its fill file */
+				at = slot_off(L->gs, s) + pos % B;
+			}
+		} else { /* a run of granules without slots: one I/O */
+			while (stop < end && !pool_ckpt_map_slotted(&L->g, stop / G))
+				stop = stop + G < end ? stop + G : end;
+		}
+		ssize_t n = wbuf ? pool_store_write(v->store, f, at, stop - pos, wbuf + (pos - off))
+				 : pool_store_read(v->store, f, at, stop - pos, rbuf + (pos - off));
+		if (n < 0)
+			return n;
+		pos = stop;
+	}
+	return (ssize_t)len;
 }
 
 /* ---- the layered data path ---- */
@@ -431,8 +678,8 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 		if (st == POOL_CKPT_ZERO) {
 			memset(buf + (pos - off), 0, run - pos);
 		} else {
-			ssize_t n = pool_store_read(v->store, &ch->l[src].map, pos, run - pos,
-						    buf + (pos - off));
+			ssize_t n = layer_io(v, &ch->l[src], pos, run - pos, buf + (pos - off),
+					     NULL);
 			if (n < 0)
 				return n;
 		}
@@ -493,15 +740,16 @@ static bool cu_claim(struct chain *ch, const struct layer *L, uint64_t g)
 /* End granule g's claim: after a copy-up (mask POOL_CKPT_FULL) it is
  * DATA in layer k, after a write of blocks those blocks (mask) are added;
  * after a failure (!ok) nothing changes. */
-static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok, unsigned mask)
+static int cu_release(struct chain *ch, uint32_t k, uint64_t g, bool ok, unsigned mask,
+		      uint32_t slot)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&ch->mu);
-	if (ok && mask == POOL_CKPT_FULL)
+	if (ok && mask == POOL_CKPT_FULL && slot == POOL_CKPT_NOSLOT)
 		rc = pool_ckpt_map_set(&ch->l[k].g, g, 1, POOL_CKPT_DATA);
 	else if (ok && mask)
-		rc = pool_ckpt_map_mark(&ch->l[k].g, g, mask);
+		rc = pool_ckpt_map_mark_slots(&ch->l[k].g, g, mask, slot);
 	if (ok)
 		note_redo_locked(ch, k, g, 1);
 	for (uint32_t i = 0; i < ch->nbusy; i++)
@@ -546,18 +794,27 @@ static unsigned blocks_of(uint64_t g, uint64_t pos, uint64_t stop)
 }
 
 /* Write [pos, stop) of granule g (NONE or PART, claimed by the caller)
- * into layer k by blocks: blocks already marked in place, the others
- * whole (a block the write covers in part is read from below first),
- * then one BLKS record for the blocks newly there.  *added: those. */
+ * into layer k by blocks: blocks already marked in place (their slots or
+ * offsets), the others whole (a block the write covers in part is read
+ * from below first) into consecutive zeroed slots if the fill file has
+ * them ready, else at their offsets, then one BLKS record for the blocks
+ * newly there.  *added: those; *slot: the first one's slot or NOSLOT. */
 static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain *ch, uint32_t k,
 			    uint64_t g, uint64_t pos, uint64_t stop, const char *src, char *gbuf,
-			    unsigned *added)
+			    unsigned *added, uint32_t *slot)
 {
 	struct layer *L = &ch->l[k];
 	unsigned have = pool_ckpt_map_blocks(&L->g, g), want = blocks_of(g, pos, stop);
 	uint64_t gs = g * G;
+	uint32_t next;
 
 	*added = 0;
+	*slot = POOL_CKPT_NOSLOT;
+	/* the first write of a block into a layer file's hole costs ext4 an
+	 * allocation (docs/BENCHMARKS.md); a zeroed slot is an overwrite */
+	if (want & ~have)
+		*slot = slot_take(c, L, (unsigned)__builtin_popcount(want & ~have));
+	next = *slot;
 	for (unsigned b = (unsigned)((pos - gs) / B); b < POOL_CKPT_BLOCKS && (want >> b & 1);) {
 		bool in = have >> b & 1;
 		unsigned e = b + 1;
@@ -567,7 +824,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 		uint64_t lo = pos > a ? pos : a, hi = stop < z ? stop : z;
 		ssize_t n;
 		if (in) { /* marked: only the claim holder marks, so it stays */
-			n = pool_store_write(v->store, &L->map, lo, hi - lo, src + (lo - pos));
+			n = layer_io(v, L, lo, hi - lo, NULL, src + (lo - pos));
 		} else {
 			n = 0;
 			if (lo > a)
@@ -576,7 +833,14 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 				n = view_read(v, ch, k - 1, z - B, B, gbuf + (z - B - a));
 			if (n >= 0) {
 				memcpy(gbuf + (lo - a), src + (lo - pos), hi - lo);
-				n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
+				if (next == POOL_CKPT_NOSLOT)
+					n = pool_store_write(v->store, &L->map, a, z - a, gbuf);
+				else /* one take's slots: one unit, one generation */
+					n = pool_store_write(v->store,
+							     &L->fill[slot_file(L->gs, next)],
+							     slot_off(L->gs, next), z - a, gbuf);
+				if (next != POOL_CKPT_NOSLOT)
+					next += e - b;
 			}
 			*added |= ((1u << e) - 1) & ~((1u << b) - 1);
 		}
@@ -585,7 +849,7 @@ static ssize_t write_blocks(struct fs_volume *v, struct fs_ckpt *c, struct chain
 		b = e;
 	}
 	if (*added) {
-		int rc = log_blks(c, L->map.id, g, *added);
+		int rc = log_blks(c, L->map.id, g, *added, *slot);
 		if (rc < 0)
 			return rc;
 	}
@@ -611,8 +875,7 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_PART &&
 		    (pool_ckpt_map_blocks(&L->g, g) & want) == want) {
 			/* every block it touches is here already */
-			ssize_t n = pool_store_write(v->store, &L->map, pos, stop - pos,
-						     data + (pos - off));
+			ssize_t n = layer_io(v, L, pos, stop - pos, NULL, data + (pos - off));
 			if (n < 0) {
 				free(gbuf);
 				return n;
@@ -642,13 +905,14 @@ static ssize_t layer_write(struct fs_volume *v, struct fs_ckpt *c, struct chain 
 		/* whole granules and ZERO ones (whose unwritten blocks must read
 		 * as zeros, not from below) go up whole; the rest by blocks */
 		unsigned added = POOL_CKPT_FULL;
+		uint32_t slot = POOL_CKPT_NOSLOT;
 		ssize_t n;
 		if (pool_ckpt_map_get(&L->g, g) == POOL_CKPT_ZERO || (pos == g * G && stop == gend))
 			n = copy_up(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf);
 		else
 			n = write_blocks(v, c, ch, k, g, pos, stop, data + (pos - off), gbuf,
-					 &added);
-		int rc = cu_release(ch, k, g, n >= 0, added);
+					 &added, &slot);
+		int rc = cu_release(ch, k, g, n >= 0, added, slot);
 		if (n < 0 || rc < 0) {
 			free(gbuf);
 			return n < 0 ? n : rc;
@@ -735,13 +999,31 @@ uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
 		pthread_rwlock_unlock(&c->hlock);
 		for (; ch && end == 0; ch = ch->next) {
 			pthread_rwlock_rdlock(&ch->rw);
-			for (uint32_t k = 1; k < ch->n; k++)
-				if (ch->l[k].map.id == ino)
-					end = pool_ckpt_map_end(&ch->l[k].g) * G;
+			for (uint32_t k = 1; k < ch->n; k++) {
+				const struct layer *L = &ch->l[k];
+				if (L->map.id == ino)
+					end = pool_ckpt_map_end(&L->g) * G;
+				for (int i = 0; i < 2; i++) /* the zeroed and used end */
+					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino)
+						end = __atomic_load_n(&L->fill_size[i],
+								      __ATOMIC_RELAXED);
+			}
 			pthread_rwlock_unlock(&ch->rw);
 		}
 	}
 	return end;
+}
+
+/* Make layer L's data durable: its layer file and its fill files (a
+ * layer 0 has none). */
+static int layer_sync(struct fs_volume *v, const struct layer *L)
+{
+	int rc = pool_store_sync(v->store, &L->map);
+
+	for (int i = 0; rc == 0 && i < 2; i++) /* installed under a shared lock */
+		if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE))
+			rc = pool_store_sync(v->store, &L->fill[i]);
+	return rc;
 }
 
 int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
@@ -752,7 +1034,7 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	if (!ch)
 		return 0;
 	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
-		rc = pool_store_sync(v->store, &ch->l[k].map);
+		rc = layer_sync(v, &ch->l[k]);
 	pthread_rwlock_unlock(&ch->rw);
 	if (rc == 0) {
 		pthread_mutex_lock(&v->ckpt->lock);
@@ -1047,6 +1329,7 @@ static void chain_remove(struct chain *ch, uint32_t li)
 	assert(li > 0 && li < ch->n);
 	pool_ckpt_map_free(&ch->l[li].g);
 	pool_ckpt_map_free(&ch->l[li].redo);
+	free(ch->l[li].lanes);
 	memmove(&ch->l[li], &ch->l[li + 1], (ch->n - li - 1) * sizeof(ch->l[0]));
 	ch->n--;
 	memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
@@ -1260,8 +1543,9 @@ static void pace(struct ckpt *k, int64_t start, uint64_t bytes)
 	}
 }
 
-/* Copy the blocks `mask` of granule g from layer L into D at the same
- * offsets, a run of blocks per store I/O; buf: one granule. */
+/* Copy the blocks `mask` of granule g from layer L into D, a run of
+ * blocks per store I/O (either side in its slots or at the blocks'
+ * offsets); buf: one granule. */
 static ssize_t copy_blocks(struct fs_volume *v, const struct layer *L, const struct layer *D,
 			   uint64_t g, unsigned mask, char *buf)
 {
@@ -1274,9 +1558,9 @@ static ssize_t copy_blocks(struct fs_volume *v, const struct layer *L, const str
 		while (e < POOL_CKPT_BLOCKS && (mask >> e & 1))
 			e++;
 		uint64_t a = g * G + b * B, len = (e - b) * B;
-		ssize_t n = pool_store_read(v->store, &L->map, a, len, buf + b * B);
-		if (n >= 0)
-			n = pool_store_write(v->store, &D->map, a, len, buf + b * B);
+		ssize_t n = layer_io(v, L, a, len, buf + b * B, NULL);
+		if (n >= 0) /* blocks D has in slots there, the others at a */
+			n = layer_io(v, D, a, len, NULL, buf + b * B);
 		if (n < 0)
 			return n;
 		b = e;
@@ -1300,8 +1584,7 @@ static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t
 		memset(buf, 0, G);
 		for (unsigned b = 0; b < POOL_CKPT_BLOCKS; b++)
 			if ((mask >> b & 1) &&
-			    (n = pool_store_read(v->store, &L->map, g * G + b * B, B,
-						 buf + b * B)) < 0)
+			    (n = layer_io(v, L, g * G + b * B, B, buf + b * B, NULL)) < 0)
 				return (int)n;
 		n = pool_store_write(v->store, &D->map, g * G, G, buf);
 		if (n < 0)
@@ -1311,7 +1594,8 @@ static int fold_blocks(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t
 	} else {
 		if ((n = copy_blocks(v, L, D, g, mask, buf)) < 0)
 			return (int)n;
-		if (dst != POOL_CKPT_DATA && (rc = log_blks(c, D->map.id, g, mask)) == 0)
+		if (dst != POOL_CKPT_DATA &&
+		    (rc = log_blks(c, D->map.id, g, mask, POOL_CKPT_NOSLOT)) == 0)
 			rc = pool_ckpt_map_mark(&D->g, g, mask);
 	}
 	if (rc == 0 && k - 1 > 0)
@@ -1394,16 +1678,23 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 			     r = pool_ckpt_map_next(&redo, r + 1))
 				rc = fold(c, ch, (uint32_t)li, r, buf);
 			pool_ckpt_map_free(&redo);
-			if (rc == 0 && (rc = pool_store_sync(v->store, &ch->l[li - 1].map)) == 0) {
+			/* the layer below durable (its fill files too: folds
+			 * rewrite blocks it has in slots) before the record that
+			 * drops this one's data */
+			if (rc == 0 && (rc = layer_sync(v, &ch->l[li - 1])) == 0) {
 				struct rec_id d = {.ckpt = k->id, .base = ch->ino};
 				pthread_mutex_lock(&c->lock);
 				rc = log_rec(c, R_DROP, &d, sizeof(d));
 				pthread_mutex_unlock(&c->lock);
 			}
 			if (rc == 0) {
-				struct pool_file_map m = L->map;
+				struct pool_file_map m = L->map, f0 = L->fill[0], f1 = L->fill[1];
 				chain_remove(ch, (uint32_t)li);
 				drop_delta(v, &m);
+				if (f0.id)
+					drop_delta(v, &f0);
+				if (f1.id)
+					drop_delta(v, &f1);
 				li = 0;
 			}
 		}
@@ -1431,6 +1722,231 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 
 static int compact(struct fs_ckpt *c);
 static void compact_live(struct fs_ckpt *c);
+
+/* ---- the zeroer ---- */
+
+/* Layer `owner` (file `delta`) of ch takes no more slots: one line
+ * saying why (`what`, rc), once; first writes go on at their offsets. */
+static void fill_give_up(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta,
+			 const char *what, int rc)
+{
+	pthread_rwlock_rdlock(&ch->rw);
+	int li = layer_of(ch, owner);
+	bool first = li > 0 && ch->l[li].map.id == delta &&
+		     !atomic_exchange(&ch->l[li].fill_off, true);
+	pthread_rwlock_unlock(&ch->rw);
+	if (first)
+		fs_log("volume %s: checkpointed file %" PRIu64 ": %s: %s; its first writes go to "
+		       "their offsets from now on (slower, nothing lost)",
+		       c->v->name, ch->ino, what, strerror(-rc));
+}
+
+/* Give the top layer `owner` (file `delta`) of ch its fill file `which`:
+ * a hidden file, logged and installed under the chain's shared lock, and
+ * dropped again if the layer went, is no longer the top, or got one
+ * meanwhile.  Shared, not exclusive: first writes hold the chain shared
+ * back to back, and an exclusive waiter starved behind them for the
+ * whole of a fio run.  That is enough: only this thread installs fill
+ * files, a compaction (which logs them) holds every chain exclusive, and
+ * a first write reads a fill file only through a slot of a generation
+ * handed out after it was installed (the release store of `ready`), or,
+ * like fsync, after an acquire load of its id, published last.  The first
+ * fill file of a layer fixes its generation (this mount's) and publishes
+ * its lanes; the first of the volume's log turns it to format 3.  0, or
+ * -errno (the layer then takes no more slots). */
+static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint64_t delta,
+		       unsigned which)
+{
+	struct fs_volume *v = c->v;
+	struct pool_inode d;
+	struct pool_file_map m;
+	int rc = pool_fault_from(&v->fault, POOL_FAULT_FILL)
+		     ? -EIO
+		     : fs_new_inode(v->fs, v, ROOT_VINO, S_IFREG | 0600, 0, 0, 0, &d);
+
+	if (rc == 0)
+		rc = pool_meta_create_hidden(v->meta, &d);
+	if (rc < 0) {
+		fill_give_up(c, ch, owner, delta, "cannot create a fill file", rc);
+		return rc;
+	}
+	map_from_inode(&d, &m);
+	pthread_rwlock_rdlock(&ch->rw);
+	int li = layer_of(ch, owner);
+	struct layer *L = li > 0 ? &ch->l[li] : NULL;
+	bool keep = L && (uint32_t)li == ch->n - 1 && L->map.id == delta && L->fill[which].id == 0;
+	if (keep) {
+		uint32_t gs = L->gs ? L->gs : (uint32_t)(c->gen / B);
+		struct rec_fill r = {.delta = delta, .fill = m.id, .which = which, .gen_kib = gs * 4};
+		struct rec_format f = {.version = CK_FORMAT};
+		pthread_mutex_lock(&c->lock);
+		rc = c->format < CK_FORMAT ? log_rec(c, R_FORMAT, &f, sizeof(f)) : 0;
+		if (rc == 0)
+			c->format = CK_FORMAT;
+		if (rc == 0)
+			rc = log_rec(c, R_FILL, &r, sizeof(r));
+		pthread_mutex_unlock(&c->lock);
+		keep = rc == 0;
+		if (keep) {
+			uint64_t id = m.id;
+			m.id = 0;
+			L->fill[which] = m;
+			__atomic_store_n(&L->fill[which].id, id, __ATOMIC_RELEASE);
+			if (!L->gs) {
+				L->gs = gs;
+				_Atomic uint32_t *lanes = lanes_new(c, L);
+				if (lanes)
+					__atomic_store_n(&L->lanes, lanes, __ATOMIC_RELEASE);
+				else
+					atomic_store(&L->fill_off, true);
+			}
+			m.id = id;
+		}
+	}
+	pthread_rwlock_unlock(&ch->rw);
+	if (!keep)
+		drop_delta(v, &m);
+	if (rc < 0)
+		fill_give_up(c, ch, owner, delta, "cannot log its fill file", rc);
+	return rc;
+}
+
+/* Record size `size` for fill file `fill` and make it durable: a BLKS
+ * record may name a slot below it once the generation is handed out, and
+ * replay refuses a slot past its fill file's recorded size. */
+static int fill_set_size(struct fs_volume *v, uint64_t fill, uint64_t size)
+{
+	struct pool_inode a;
+	int rc = pool_meta_get(v->meta, fill, &a);
+
+	if (rc == 0 && a.size < size) {
+		a.size = size;
+		rc = pool_meta_setattr(v->meta, &a);
+		if (rc == 0)
+			rc = pool_meta_sync(v->meta);
+	}
+	return rc;
+}
+
+/* One step for chain ch's top layer, if a first write wants it: its fill
+ * file for the next generation created, or that generation's recorded
+ * size set, or FILL_STEP more of it zeroed (the generation handed out to
+ * first writes when all of it is).  The zeroer keeps at most one
+ * generation zeroed beyond the one in use, in the other fill file.  True
+ * if it did something (there may be more). */
+static bool zero_step(struct fs_ckpt *c, struct chain *ch, const char *zeros)
+{
+	struct fs_volume *v = c->v;
+
+	pthread_rwlock_rdlock(&ch->rw);
+	struct layer *L = ch->n > 1 ? &ch->l[ch->n - 1] : NULL;
+	if (!L || atomic_load(&L->fill_off) || !atomic_load(&L->fill_wanted)) {
+		pthread_rwlock_unlock(&ch->rw);
+		return false;
+	}
+	uint32_t owner = L->owner, gs = L->gs;
+	uint64_t delta = L->map.id;
+	if (!gs) { /* no fill file yet: generation `use` goes in file use & 1 */
+		pthread_rwlock_unlock(&ch->rw);
+		return fill_create(c, ch, owner, delta, atomic_load(&L->use) & 1) == 0;
+	}
+	uint32_t z = atomic_load(&L->ready) / gs, sps = (uint32_t)(c->step / B);
+	if (z > atomic_load(&L->use) + 1 || (uint64_t)(z + 1) * gs * B > c->cap) {
+		/* enough zeroed ahead, or the cap: idle until a first write
+		 * moves on (it sets fill_wanted again; look once more after
+		 * clearing it, in case one did just now) */
+		atomic_store(&L->fill_wanted, false);
+		if (z > atomic_load(&L->use) + 1 || (uint64_t)(z + 1) * gs * B > c->cap) {
+			pthread_rwlock_unlock(&ch->rw);
+			return false;
+		}
+		atomic_store(&L->fill_wanted, true);
+	}
+	unsigned f = z & 1;
+	if (L->fill[f].id == 0) {
+		pthread_rwlock_unlock(&ch->rw);
+		return fill_create(c, ch, owner, delta, f) == 0;
+	}
+	int rc = 0;
+	uint64_t end = slot_off(gs, z * gs) + (uint64_t)gs * B;
+	if (L->zeroed == 0 && end > L->fill_size[f]) {
+		/* repair and scrub walk a file up to its recorded size */
+		rc = fill_set_size(v, L->fill[f].id, end);
+		if (rc == 0)
+			__atomic_store_n(&L->fill_size[f], end, __ATOMIC_RELAXED);
+	}
+	if (rc == 0) {
+		ssize_t n = pool_store_write(v->store, &L->fill[f],
+					     slot_off(gs, z * gs + L->zeroed), c->step, zeros);
+		rc = n < 0 ? (int)n : 0;
+	}
+	if (rc == 0 && (L->zeroed += sps) >= gs) {
+		L->zeroed = 0;
+		atomic_store(&L->ready, (z + 1) * gs); /* the generation is ready */
+	}
+	pthread_rwlock_unlock(&ch->rw);
+	if (rc < 0)
+		fill_give_up(c, ch, owner, delta, "zeroing its fill file", rc);
+	return rc == 0;
+}
+
+/* Chains to look at: a snapshot of the hash (chains are freed only at
+ * detach, after this thread is gone). */
+static struct chain **zero_chains(struct fs_ckpt *c, size_t *n)
+{
+	struct chain **a = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	pthread_rwlock_rdlock(&c->hlock);
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next) {
+			if (*n == cap) {
+				size_t nc = cap ? 2 * cap : 64;
+				struct chain **b = realloc(a, nc * sizeof(*b));
+				if (!b)
+					goto out;
+				a = b;
+				cap = nc;
+			}
+			a[(*n)++] = ch;
+		}
+out:
+	pthread_rwlock_unlock(&c->hlock);
+	return a;
+}
+
+/* The zeroer: writes zeros ahead into the fill files of layers taking
+ * first writes by blocks, so that those are overwrites (see "Slots"). */
+static void *zero_main(void *arg)
+{
+	struct fs_ckpt *c = arg;
+	char *zeros;
+
+	if (posix_memalign((void **)&zeros, 4096, FILL_STEP) != 0)
+		return NULL; /* no slots ever: first writes at their offsets */
+	memset(zeros, 0, FILL_STEP);
+	pthread_mutex_lock(&c->zmu);
+	while (!__atomic_load_n(&c->zstop, __ATOMIC_RELAXED)) {
+		if (!c->zwork) {
+			pthread_cond_wait(&c->zcv, &c->zmu);
+			continue;
+		}
+		c->zwork = false;
+		pthread_mutex_unlock(&c->zmu);
+		size_t n;
+		struct chain **a = zero_chains(c, &n);
+		bool more = false;
+		for (size_t i = 0; i < n && !__atomic_load_n(&c->zstop, __ATOMIC_RELAXED); i++)
+			more |= zero_step(c, a[i], zeros);
+		free(a);
+		pthread_mutex_lock(&c->zmu);
+		c->zwork |= more;
+	}
+	pthread_mutex_unlock(&c->zmu);
+	free(zeros);
+	return NULL;
+}
 
 static int merge_ckpt(struct fs_ckpt *c, struct ckpt *k)
 {
@@ -1590,6 +2106,9 @@ static void remove_layer(struct load *ld, struct chain *ch, uint32_t owner)
 	if (li <= 0)
 		return;
 	load_drop(ld, ch->l[li].map.id);
+	for (int i = 0; i < 2; i++)
+		if (ch->l[li].fill[i].id)
+			load_drop(ld, ch->l[li].fill[i].id);
 	chain_remove(ch, (uint32_t)li);
 }
 
@@ -1703,8 +2222,60 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 				 c->v->name, r->delta, r->granule, r->mask, st);
 			return -EIO;
 		}
-		if (st != POOL_CKPT_DATA && pool_ckpt_map_mark(&L->g, r->granule, r->mask) < 0)
+		uint32_t slot = r->slot1 ? r->slot1 - 1 : POOL_CKPT_NOSLOT;
+		unsigned nb = (unsigned)__builtin_popcount(r->mask);
+		const char *why = NULL;
+		if (slot == POOL_CKPT_NOSLOT)
+			;
+		else if (!L->gs || !L->fill[slot_file(L->gs, slot)].id)
+			why = "but the layer has no fill file there";
+		else if ((uint64_t)slot + nb >= UINT32_MAX ||
+			 (slot + nb - 1) / L->gs != slot / L->gs)
+			why = "past the end of its generation";
+		if (why) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: impossible BLKS record (layer %" PRIu64
+				 ", granule %" PRIu64 ", mask 0x%x) names slot %u %s",
+				 c->v->name, r->delta, r->granule, r->mask, slot, why);
+			return -EIO;
+		}
+		if (st != POOL_CKPT_DATA &&
+		    pool_ckpt_map_mark_slots(&L->g, r->granule, r->mask, slot) < 0)
 			return map_nomem(ld, c, "BLKS", r->delta, r->granule + 1);
+		if (slot != POOL_CKPT_NOSLOT) {
+			uint64_t e = slot_off(L->gs, slot + nb - 1) + B;
+			unsigned f = slot_file(L->gs, slot);
+			if (e > L->fill_used[f]) /* checked against its size at settle */
+				L->fill_used[f] = e;
+			if (slot + nb > atomic_load(&L->next))
+				atomic_store(&L->next, slot + nb); /* slots before are taken */
+		}
+		return 0;
+	}
+	case R_FILL: {
+		const struct rec_fill *r = p;
+		struct layer *L = len == sizeof(*r) ? layer_by_delta(c, r->delta) : NULL;
+		const char *why = NULL;
+		if (len != sizeof(*r) || r->which > 1 || !r->fill || !r->gen_kib ||
+		    r->gen_kib % (FILL_LANE / 1024) || r->gen_kib > (1u << 30))
+			why = "impossible";
+		else if (!L)
+			return 0; /* as MAP and BLKS records of layers not here */
+		else if (L->gs && L->gs != r->gen_kib / 4)
+			why = "another generation size than the layer's other fill file";
+		else if (L->fill[r->which].id && L->fill[r->which].id != r->fill)
+			why = "a second fill file in the same place";
+		if (why) {
+			snprintf(ld->err, ld->errlen,
+				 "volume %s: checkpoint log: FILL record (layer %" PRIu64
+				 ", file %" PRIu64 ", place %u, generation %u KiB): %s",
+				 c->v->name, len == sizeof(*r) ? r->delta : 0,
+				 len == sizeof(*r) ? r->fill : 0, len == sizeof(*r) ? r->which : 0,
+				 len == sizeof(*r) ? r->gen_kib : 0, why);
+			return -EIO;
+		}
+		L->fill[r->which].id = r->fill;
+		L->gs = r->gen_kib / 4;
 		return 0;
 	}
 	case R_MERGE: {
@@ -1781,6 +2352,46 @@ static int settle(struct load *ld)
 					ch->live_gone = a.nlink == 0;
 				else /* first writes copy up under the shared lock */
 					pool_ckpt_map_reserve(&ch->l[i].g, a.size / G + 1);
+				struct layer *L = &ch->l[i];
+				for (int f = 0; i > 0 && f < 2; f++) {
+					if (!L->fill[f].id)
+						continue;
+					rc = pool_meta_get(v->meta, L->fill[f].id, &a);
+					if (rc == -ENOENT && L->fill_used[f] == 0) {
+						/* every BLKS record naming a slot follows a
+						 * metadata commit, so this file's create was
+						 * lost (power loss: its FILL record written,
+						 * the commit not) before any slot in it was
+						 * used: nothing is lost; made again as needed */
+						fs_log("volume %s: checkpoint layer %" PRIu64
+						       " of file %" PRIu64 ": fill file %" PRIu64
+						       " named by a FILL record is missing and "
+						       "holds no slot; dropped",
+						       v->name, L->map.id, ch->ino, L->fill[f].id);
+						memset(&L->fill[f], 0, sizeof(L->fill[f]));
+						continue;
+					}
+					if (rc == 0 && a.size < L->fill_used[f])
+						rc = -ERANGE;
+					if (rc < 0) { /* its slots' data would be lost */
+						snprintf(ld->err, ld->errlen,
+							 "volume %s: checkpoint log: layer %" PRIu64
+							 " of file %" PRIu64 ": fill file %" PRIu64
+							 " %s",
+							 v->name, L->map.id, ch->ino, L->fill[f].id,
+							 rc == -ERANGE
+							     ? "is shorter than its slots in BLKS "
+							       "records reach"
+							     : "named by a FILL record is missing");
+						return -EIO;
+					}
+					map_from_inode(&a, &L->fill[f]);
+					L->fill_size[f] = a.size;
+				}
+				/* slots from the generation after the last one taken
+				 * on, zeroed again; none if this mount cannot */
+				if (i > 0 && L->gs && !(L->lanes = lanes_new(c, L)))
+					atomic_store(&L->fill_off, true);
 			}
 			if (ch->n > 1)
 				atomic_fetch_add(&c->nchains, 1);
@@ -1802,6 +2413,47 @@ static int enc(char **b, size_t *n, size_t *cap, uint64_t *seq, uint32_t t, cons
 	return pool_ckpt_log_encode(b, n, cap, t, p, len, ++*seq);
 }
 
+/* BLKS records for PART granule g of layer L: one for its blocks at
+ * their offsets, one per run of blocks in consecutive slots. */
+static int enc_blks(char **b, size_t *n, size_t *cap, uint64_t *seq, const struct layer *L,
+		    uint64_t g)
+{
+	unsigned mask = pool_ckpt_map_blocks(&L->g, g), at = 0;
+	struct rec_blks r = {.delta = L->map.id, .granule = g};
+	int rc = 0;
+
+	for (unsigned i = 0; i < POOL_CKPT_BLOCKS; i++)
+		if ((mask >> i & 1) && pool_ckpt_map_slot(&L->g, g, i) == POOL_CKPT_NOSLOT)
+			at |= 1u << i;
+	if (at) {
+		r.mask = at;
+		rc = enc(b, n, cap, seq, R_BLKS, &r, sizeof(r));
+	}
+	mask &= ~at;
+	for (unsigned i = 0; rc == 0 && i < POOL_CKPT_BLOCKS;) {
+		if (!(mask >> i & 1)) {
+			i++;
+			continue;
+		}
+		uint32_t s0 = pool_ckpt_map_slot(&L->g, g, i), k = 1;
+		r.mask = 1u << i;
+		r.slot1 = s0 + 1;
+		unsigned j = i + 1;
+		for (; j < POOL_CKPT_BLOCKS; j++) {
+			if (!(mask >> j & 1))
+				continue; /* blocks between may come in any later run */
+			if (pool_ckpt_map_slot(&L->g, g, j) != s0 + k || (s0 + k) % L->gs == 0)
+				break; /* not the next slot, or in the next generation */
+			r.mask |= 1u << j;
+			k++;
+		}
+		mask &= ~r.mask;
+		rc = enc(b, n, cap, seq, R_BLKS, &r, sizeof(r));
+		i = 0; /* the rest of the mask, from its lowest block */
+	}
+	return rc;
+}
+
 /* Rewrite the log as the state it holds now. */
 static int compact(struct fs_ckpt *c)
 {
@@ -1810,7 +2462,13 @@ static int compact(struct fs_ckpt *c)
 	uint64_t seq0 = pool_ckpt_log_seq(c->log), seq = seq0;
 	int rc;
 
-	struct rec_format f = {.version = CK_FORMAT};
+	/* format 3 only if a layer has a fill file: older builds read 2 */
+	struct rec_format f = {.version = CK_FORMAT_NO};
+	for (int h = 0; h < CK_HASH; h++)
+		for (struct chain *ch = c->hash[h]; ch; ch = ch->next)
+			for (uint32_t i = 1; i < ch->n; i++)
+				if (ch->l[i].fill[0].id || ch->l[i].fill[1].id)
+					f.version = CK_FORMAT;
 	rc = enc(&b, &n, &cap, &seq, R_FORMAT, &f, sizeof(f));
 	/* ids are never reused: they make inode numbers the kernel may cache */
 	if (rc == 0)
@@ -1839,16 +2497,20 @@ static int compact(struct fs_ckpt *c)
 		for (struct chain *ch = c->hash[h]; rc == 0 && ch; ch = ch->next)
 			for (uint32_t i = 1; rc == 0 && i < ch->n; i++) {
 				const struct pool_ckpt_map *g = &ch->l[i].g;
+				for (unsigned w = 0; rc == 0 && w < 2; w++) {
+					struct rec_fill fr = {.delta = ch->l[i].map.id,
+							      .fill = ch->l[i].fill[w].id,
+							      .which = w,
+							      .gen_kib = ch->l[i].gs * 4};
+					if (fr.fill)
+						rc = enc(&b, &n, &cap, &seq, R_FILL, &fr, sizeof(fr));
+				}
 				for (uint64_t s = pool_ckpt_map_next(g, 0);
 				     rc == 0 && s != UINT64_MAX;) {
 					int st = pool_ckpt_map_get(g, s);
 					uint64_t e = s + 1;
 					if (st == POOL_CKPT_PART) {
-						struct rec_blks r = {
-						    .delta = ch->l[i].map.id,
-						    .granule = s,
-						    .mask = pool_ckpt_map_blocks(g, s)};
-						rc = enc(&b, &n, &cap, &seq, R_BLKS, &r, sizeof(r));
+						rc = enc_blks(&b, &n, &cap, &seq, &ch->l[i], s);
 						s = pool_ckpt_map_next(g, e);
 						continue;
 					}
@@ -1867,6 +2529,7 @@ static int compact(struct fs_ckpt *c)
 	if (rc == 0) {
 		c->compact_recs = seq - seq0;
 		c->compact_seq = pool_ckpt_log_seq(c->log);
+		c->format = f.version;
 	}
 	free(b);
 	return rc;
@@ -1917,6 +2580,7 @@ static void ckpt_free(struct fs_ckpt *c)
 			for (uint32_t i = 0; i <= CK_MAX; i++) {
 				pool_ckpt_map_free(&ch->l[i].g);
 				pool_ckpt_map_free(&ch->l[i].redo);
+				free(ch->l[i].lanes);
 			}
 			pthread_rwlock_destroy(&ch->rw);
 			pthread_mutex_destroy(&ch->mu);
@@ -1930,7 +2594,22 @@ static void ckpt_free(struct fs_ckpt *c)
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->gc.mu);
 	pthread_cond_destroy(&c->gc.cv);
+	pthread_mutex_destroy(&c->zmu);
+	pthread_cond_destroy(&c->zcv);
 	free(c);
+}
+
+/* A size in KiB from environment variable `name` (tests), in whole
+ * lanes; `dflt` when unset or malformed, at most `max`. */
+static uint64_t env_kib(const char *name, uint64_t dflt, uint64_t max)
+{
+	const char *e = getenv(name);
+	char *end;
+	unsigned long long k = e ? strtoull(e, &end, 10) : 0;
+
+	if (!e || !*e || *end || k > max / 1024)
+		return dflt;
+	return k * 1024 / FILL_LANE * FILL_LANE;
 }
 
 /* Records past the last compaction (beyond twice what it wrote) before the
@@ -1959,9 +2638,22 @@ int fs_ckpt_attach(struct fs_volume *v, const char *const *dirs, uint32_t ndirs,
 	pthread_mutex_init(&c->cmu, NULL);
 	pthread_rwlock_init(&c->hlock, NULL);
 	c->bound = log_bound();
+	/* the generation: SPACEFS_CKPT_FILL_KIB (tests: a small one runs out
+	 * and turns often; 0 turns slots off, first writes at their offsets
+	 * as in format 2), whole steps past one; the cap on a layer's fill
+	 * files: SPACEFS_CKPT_FILL_MAX_KIB */
+	c->gen = env_kib("SPACEFS_CKPT_FILL_KIB", FILL_GEN, 1ull << 30);
+	c->step = c->gen < FILL_STEP ? c->gen : FILL_STEP;
+	if (c->step)
+		c->gen = c->gen / c->step * c->step;
+	c->nlanes = (uint32_t)(c->step / FILL_LANE);
+	c->cap = env_kib("SPACEFS_CKPT_FILL_MAX_KIB", FILL_CAP, 1ull << 42);
+	c->format = CK_FORMAT_NO;
 	pthread_cond_init(&c->wake, NULL);
 	pthread_mutex_init(&c->gc.mu, NULL);
 	pthread_cond_init(&c->gc.cv, NULL);
+	pthread_mutex_init(&c->zmu, NULL);
+	pthread_cond_init(&c->zcv, NULL);
 	rc = pool_ckpt_log_open(dirs, ndirs, &c->log, err, errlen);
 	if (rc == 0)
 		rc = pool_ckpt_log_replay(c->log, load_rec, &ld);
@@ -2003,6 +2695,8 @@ int fs_ckpt_start(struct fs_volume *v)
 	if (pthread_create(&c->worker, NULL, merge_main, c) != 0)
 		return -EAGAIN;
 	c->worker_on = true;
+	/* without the zeroer first writes take no slots: at their offsets */
+	c->zeroer_on = c->gen && pthread_create(&c->zeroer, NULL, zero_main, c) == 0;
 	return 0;
 }
 
@@ -2018,6 +2712,12 @@ void fs_ckpt_detach(struct fs_volume *v)
 	pthread_mutex_unlock(&c->lock);
 	if (c->worker_on)
 		pthread_join(c->worker, NULL);
+	pthread_mutex_lock(&c->zmu);
+	__atomic_store_n(&c->zstop, true, __ATOMIC_RELAXED);
+	pthread_cond_signal(&c->zcv);
+	pthread_mutex_unlock(&c->zmu);
+	if (c->zeroer_on)
+		pthread_join(c->zeroer, NULL);
 	pool_ckpt_log_sync(c->log);
 	v->ckpt = NULL;
 	ckpt_free(c);

@@ -65,8 +65,33 @@ static int grow(struct pool_ckpt_map *m, uint64_t want)
 	memset(l + m->ngran / POOL_CKPT_LEAF, 0,
 	       (size_t)((n - m->ngran) / POOL_CKPT_LEAF) * sizeof(*l));
 	m->masks = l;
+	uint32_t ***sl = realloc(m->slots, (size_t)(n / POOL_CKPT_LEAF) * sizeof(*sl));
+	if (!sl)
+		return -ENOMEM;
+	memset(sl + m->ngran / POOL_CKPT_LEAF, 0,
+	       (size_t)((n - m->ngran) / POOL_CKPT_LEAF) * sizeof(*sl));
+	m->slots = sl;
 	m->ngran = n;
 	return 0;
+}
+
+/* Granule g's slot entries, or NULL if none of its blocks has had one. */
+static uint32_t *slots_of(const struct pool_ckpt_map *m, uint64_t g)
+{
+	if (g >= m->ngran)
+		return NULL;
+	uint32_t **leaf = __atomic_load_n(&m->slots[g / POOL_CKPT_LEAF], __ATOMIC_ACQUIRE);
+	return leaf ? __atomic_load_n(&leaf[g % POOL_CKPT_LEAF], __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* Clear granule g's slots (its blocks are at their offsets, or gone).
+ * The entries stay allocated: a getter may be reading them. */
+static void clear_slots(struct pool_ckpt_map *m, uint64_t g)
+{
+	uint32_t *e = slots_of(m, g);
+
+	for (unsigned b = 0; e && b < POOL_CKPT_BLOCKS; b++)
+		__atomic_store_n(&e[b], 0u, __ATOMIC_RELEASE);
 }
 
 static void put_state(struct pool_ckpt_map *m, uint64_t i, int state)
@@ -102,6 +127,10 @@ int pool_ckpt_map_set(struct pool_ckpt_map *m, uint64_t g, uint64_t n, int state
 		uint16_t *mk = state != POOL_CKPT_DATA ? mask_of(m, i) : NULL;
 		if (mk)
 			__atomic_store_n(mk, 0, __ATOMIC_RELEASE);
+		/* DATA, ZERO, NONE: every block at its offset or gone.  After
+		 * the state: a getter that still sees PART reads the slot or,
+		 * cleared, the offset, both holding the granule's data then. */
+		clear_slots(m, i);
 		if (old == POOL_CKPT_NONE && state != POOL_CKPT_NONE)
 			m->ndata++;
 		else if (old != POOL_CKPT_NONE && state == POOL_CKPT_NONE)
@@ -124,6 +153,52 @@ unsigned pool_ckpt_map_blocks(const struct pool_ckpt_map *m, uint64_t g)
 
 int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask)
 {
+	return pool_ckpt_map_mark_slots(m, g, mask, POOL_CKPT_NOSLOT);
+}
+
+uint32_t pool_ckpt_map_slot(const struct pool_ckpt_map *m, uint64_t g, unsigned b)
+{
+	const uint32_t *e = slots_of(m, g);
+	uint32_t v = e && b < POOL_CKPT_BLOCKS ? __atomic_load_n(&e[b], __ATOMIC_ACQUIRE) : 0;
+
+	return v ? v - 1 : POOL_CKPT_NOSLOT;
+}
+
+bool pool_ckpt_map_slotted(const struct pool_ckpt_map *m, uint64_t g)
+{
+	const uint32_t *e = slots_of(m, g);
+
+	for (unsigned b = 0; e && b < POOL_CKPT_BLOCKS; b++)
+		if (__atomic_load_n(&e[b], __ATOMIC_ACQUIRE))
+			return true;
+	return false;
+}
+
+/* Give the blocks `mask` of granule g consecutive slots from `slot`. */
+static int put_slots(struct pool_ckpt_map *m, uint64_t g, unsigned mask, uint32_t slot)
+{
+	uint32_t ***leafp = &m->slots[g / POOL_CKPT_LEAF];
+	if (!*leafp) {
+		uint32_t **leaf = calloc(POOL_CKPT_LEAF, sizeof(*leaf));
+		if (!leaf)
+			return -ENOMEM;
+		__atomic_store_n(leafp, leaf, __ATOMIC_RELEASE);
+	}
+	uint32_t **ep = &(*leafp)[g % POOL_CKPT_LEAF];
+	if (!*ep) {
+		uint32_t *e = calloc(POOL_CKPT_BLOCKS, sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		__atomic_store_n(ep, e, __ATOMIC_RELEASE);
+	}
+	for (unsigned b = 0; b < POOL_CKPT_BLOCKS; b++)
+		if (mask >> b & 1)
+			__atomic_store_n(&(*ep)[b], slot++ + 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int pool_ckpt_map_mark_slots(struct pool_ckpt_map *m, uint64_t g, unsigned mask, uint32_t slot)
+{
 	mask &= POOL_CKPT_FULL;
 	int rc = mask ? grow(m, g + 1) : -EINVAL;
 	if (rc)
@@ -131,18 +206,31 @@ int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask)
 	int old = pool_ckpt_map_get(m, g);
 	if (old != POOL_CKPT_NONE && old != POOL_CKPT_PART)
 		return -EINVAL;
-	uint16_t **slot = &m->masks[g / POOL_CKPT_LEAF];
-	if (!*slot) {
+	if (slot != POOL_CKPT_NOSLOT &&
+	    (uint64_t)slot + (unsigned)__builtin_popcount(mask) >= POOL_CKPT_NOSLOT)
+		return -EFBIG;
+	uint16_t **leafp = &m->masks[g / POOL_CKPT_LEAF];
+	if (!*leafp) {
 		uint16_t *leaf = calloc(POOL_CKPT_LEAF, sizeof(*leaf));
 		if (!leaf)
 			return -ENOMEM;
-		__atomic_store_n(slot, leaf, __ATOMIC_RELEASE);
+		__atomic_store_n(leafp, leaf, __ATOMIC_RELEASE);
 	}
-	uint16_t *mk = &(*slot)[g % POOL_CKPT_LEAF];
+	if (old == POOL_CKPT_NONE)
+		clear_slots(m, g); /* left by an earlier life of the granule */
+	/* the slots, then the mask: a getter that sees a block finds its slot */
+	if (slot != POOL_CKPT_NOSLOT) {
+		int rc2 = put_slots(m, g, mask, slot);
+		if (rc2)
+			return rc2;
+	}
+	uint16_t *mk = &(*leafp)[g % POOL_CKPT_LEAF];
 	unsigned now = (old == POOL_CKPT_PART ? *mk : 0u) | mask;
 	/* the mask first: a getter that sees PART finds its blocks */
 	__atomic_store_n(mk, (uint16_t)now, __ATOMIC_RELEASE);
-	put_state(m, g, now == POOL_CKPT_FULL ? POOL_CKPT_DATA : POOL_CKPT_PART);
+	put_state(m, g,
+		  now == POOL_CKPT_FULL && !pool_ckpt_map_slotted(m, g) ? POOL_CKPT_DATA
+									 : POOL_CKPT_PART);
 	if (old == POOL_CKPT_NONE)
 		m->ndata++;
 	return 0;
@@ -180,6 +268,12 @@ void pool_ckpt_map_free(struct pool_ckpt_map *m)
 	for (uint64_t i = 0; m->masks && i < m->ngran / POOL_CKPT_LEAF; i++)
 		free(m->masks[i]);
 	free(m->masks);
+	for (uint64_t i = 0; m->slots && i < m->ngran / POOL_CKPT_LEAF; i++) {
+		for (uint32_t j = 0; m->slots[i] && j < POOL_CKPT_LEAF; j++)
+			free(m->slots[i][j]);
+		free(m->slots[i]);
+	}
+	free(m->slots);
 	free(m->bits);
 	memset(m, 0, sizeof(*m));
 }

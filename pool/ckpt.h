@@ -32,6 +32,7 @@
 #ifndef SPACEFS_POOL_CKPT_H
 #define SPACEFS_POOL_CKPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,9 +50,17 @@
 
 enum { POOL_CKPT_NONE = 0, POOL_CKPT_DATA = 1, POOL_CKPT_ZERO = 2, POOL_CKPT_PART = 3 };
 
+/* A marked block's slot: where in its layer's fill file (fs/ckpt.c) the
+ * block is, in 4 KiB blocks; NOSLOT: at its own offset in the layer file. */
+#define POOL_CKPT_NOSLOT UINT32_MAX
+
 struct pool_ckpt_map {
 	uint8_t *bits;	  /* 2 bits per granule */
 	uint16_t **masks; /* ngran / POOL_CKPT_LEAF leaves, NULL until one is PART */
+	/* per leaf, NULL until a block of it has a slot: per granule, NULL
+	 * until one of its blocks has one, else 16 entries (slot + 1; 0 is
+	 * NOSLOT) */
+	uint32_t ***slots;
 	uint64_t ngran;	  /* granules the array covers (beyond: NONE) */
 	uint64_t ndata;	  /* granules not NONE */
 };
@@ -68,6 +77,18 @@ unsigned pool_ckpt_map_blocks(const struct pool_ckpt_map *m, uint64_t g);
  * PART, or DATA once every block is in (-EINVAL if it is DATA or ZERO,
  * or mask is 0); -ENOMEM, -EFBIG past POOL_CKPT_MAX_GRANULES. */
 int pool_ckpt_map_mark(struct pool_ckpt_map *m, uint64_t g, unsigned mask);
+/* Mark blocks `mask` of granule g (NONE or PART) as in their slots:
+ * consecutive slots from `slot`, in block order (NOSLOT: at their
+ * offsets, and slots of blocks marked before are kept).  The slots are
+ * set before the mask, so a getter that sees a block marked finds its
+ * slot.  A granule with any slot stays PART when every block is in (its
+ * blocks are not at the granule's offsets).  Errors as map_mark. */
+int pool_ckpt_map_mark_slots(struct pool_ckpt_map *m, uint64_t g, unsigned mask, uint32_t slot);
+/* Block b of granule g: its slot, or NOSLOT (at its offset, or not here).
+ * Set to DATA, ZERO or NONE, a granule's slots are cleared. */
+uint32_t pool_ckpt_map_slot(const struct pool_ckpt_map *m, uint64_t g, unsigned b);
+/* Whether any block of granule g has a slot. */
+bool pool_ckpt_map_slotted(const struct pool_ckpt_map *m, uint64_t g);
 /* Cover granules [0, n) without growing later (a set within them never
  * reallocates, so readers may look while one setter writes); -ENOMEM,
  * -EFBIG past POOL_CKPT_MAX_GRANULES. */

@@ -20,7 +20,8 @@ static const struct {
 	enum pool_fault_kind kind;
 } kinds[] = {
     {"tear", POOL_FAULT_TEAR},	   {"jtear", POOL_FAULT_JTEAR}, {"replay", POOL_FAULT_REPLAY},
-    {"wbhold", POOL_FAULT_WBHOLD}, {"cklog", POOL_FAULT_CKLOG},	{"jmove", POOL_FAULT_JMOVE},
+    {"wbhold", POOL_FAULT_WBHOLD}, {"cklog", POOL_FAULT_CKLOG}, {"jmove", POOL_FAULT_JMOVE},
+    {"fill", POOL_FAULT_FILL},
 };
 
 int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t errlen)
@@ -46,7 +47,8 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 	}
 	snprintf(
 	    err, errlen,
-	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, jmove:N, cklog:N or wbhold:MS with "
+	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, jmove:N, cklog:N, fill:N or "
+	    "wbhold:MS with "
 	    "N, MS >= 1",
 	    spec);
 	return -EINVAL;

@@ -36,6 +36,9 @@
  *             writing anything, as if every replica of the checkpoint
  *             log were lost, so tests see what each waiting writer is
  *             answered and what a remount finds.
+ *   fill:N    not a crash: from the Nth creation of a checkpoint layer's
+ *             fill file (fs/ckpt.c, "Slots") on, every one fails with
+ *             EIO, so tests see first writes go on at their offsets.
  */
 #ifndef SPACEFS_POOL_FAULT_H
 #define SPACEFS_POOL_FAULT_H
@@ -51,6 +54,7 @@ enum pool_fault_kind {
 	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
 	POOL_FAULT_CKLOG, /* not a crash: checkpoint block-record appends fail from the `at`th on */
 	POOL_FAULT_JMOVE,
+	POOL_FAULT_FILL,  /* not a crash: fill file creations fail from the `at`th on */
 };
 
 struct pool_fault {

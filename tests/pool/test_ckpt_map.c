@@ -6,7 +6,10 @@
  * and the log's batched append (pool_ckpt_log_append_n, the group commit
  * of block records): records in order with consecutive sequence numbers on
  * every replica, appends after it, a torn batch read back as its valid
- * prefix.
+ * prefix.  Slots: marks with slots give the blocks consecutive ones in
+ * block order, marks without keep those set before, a granule with slots
+ * stays PART when full, DATA/ZERO/NONE clear them and a granule made
+ * PART again starts without.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -203,11 +206,55 @@ static void test_log_batch(void **state)
 	rmdir(base);
 }
 
+static void test_slots(void **state)
+{
+	struct pool_ckpt_map m = {0};
+
+	(void)state;
+	assert_false(pool_ckpt_map_slotted(&m, 3));
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 0), POOL_CKPT_NOSLOT);
+	assert_int_equal(pool_ckpt_map_mark_slots(&m, 3, 0x0014, 100), 0); /* blocks 2, 4 */
+	assert_true(pool_ckpt_map_slotted(&m, 3));
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 2), 100);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 4), 101);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 3), POOL_CKPT_NOSLOT);
+	assert_int_equal(pool_ckpt_map_mark(&m, 3, 0x0008), 0); /* block 3 at its offset */
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 3), POOL_CKPT_NOSLOT);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 2), 100);
+	/* every block in: still PART, its slots kept */
+	assert_int_equal(pool_ckpt_map_mark_slots(&m, 3, 0xffe3, 7), 0);
+	assert_int_equal(pool_ckpt_map_get(&m, 3), POOL_CKPT_PART);
+	assert_int_equal(pool_ckpt_map_blocks(&m, 3), POOL_CKPT_FULL);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 0), 7);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 5), 9);
+	assert_int_equal(pool_ckpt_map_slot(&m, 3, 15), 19);
+	/* without slots a full mask still turns DATA */
+	assert_int_equal(pool_ckpt_map_mark(&m, 4, POOL_CKPT_FULL), 0);
+	assert_int_equal(pool_ckpt_map_get(&m, 4), POOL_CKPT_DATA);
+	/* a whole-granule write: DATA, slots gone; then PART anew: none */
+	assert_int_equal(pool_ckpt_map_set(&m, 3, 1, POOL_CKPT_DATA), 0);
+	assert_false(pool_ckpt_map_slotted(&m, 3));
+	assert_int_equal(pool_ckpt_map_set(&m, 3, 1, POOL_CKPT_NONE), 0);
+	assert_int_equal(pool_ckpt_map_mark(&m, 3, 1), 0);
+	assert_false(pool_ckpt_map_slotted(&m, 3));
+	assert_int_equal(pool_ckpt_map_mark_slots(&m, 3, 2, 5), 0);
+	assert_int_equal(pool_ckpt_map_set(&m, 3, 1, POOL_CKPT_ZERO), 0);
+	assert_false(pool_ckpt_map_slotted(&m, 3));
+	/* far granule (another leaf), and slots past the 32-bit range */
+	assert_int_equal(pool_ckpt_map_mark_slots(&m, 5000, 1, 42), 0);
+	assert_int_equal(pool_ckpt_map_slot(&m, 5000, 0), 42);
+	assert_int_equal(pool_ckpt_map_mark_slots(&m, 6, 3, POOL_CKPT_NOSLOT - 1), -EFBIG);
+	pool_ckpt_map_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mark),      cmocka_unit_test(test_set_clears),
-	    cmocka_unit_test(test_end),	      cmocka_unit_test(test_leaves),
+	    cmocka_unit_test(test_mark),
+	    cmocka_unit_test(test_set_clears),
+	    cmocka_unit_test(test_end),
+	    cmocka_unit_test(test_leaves),
+	    cmocka_unit_test(test_slots),
 	    cmocka_unit_test(test_log_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
