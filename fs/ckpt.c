@@ -130,8 +130,19 @@
 #define ROOT_VINO      POOL_META_ROOT
 #define CK_FLAG_BACKUP 1u
 
-enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_FORMAT, R_BLKS,
-       R_FILL };
+enum {
+	R_NEXT = 1,
+	R_CKPT,
+	R_NODE,
+	R_COMMIT,
+	R_MAP,
+	R_MERGE,
+	R_DROP,
+	R_GONE,
+	R_FORMAT,
+	R_BLKS,
+	R_FILL
+};
 /* Log format: 1 had no FORMAT or BLKS records (whole granules only); 2
  * no FILL records and no slots in BLKS ones (every block at its offset);
  * 3 has them.  A log is written as 3 only while some layer has a fill
@@ -153,7 +164,7 @@ enum { R_NEXT = 1, R_CKPT, R_NODE, R_COMMIT, R_MAP, R_MERGE, R_DROP, R_GONE, R_F
  * 64 KiB unit went to 16 writes in flight at once), and the lanes reach
  * a generation's end together.  A lane's unit holds 16 slots, the blocks
  * of one granule, so the slots of one write are always consecutive. */
-#define FILL_LANE (64u << 10)
+#define FILL_LANE  (64u << 10)
 #define LANE_SLOTS (FILL_LANE / POOL_CKPT_BLOCK)
 #define B	  ((uint64_t)POOL_CKPT_BLOCK)
 enum { CK_CREATING, CK_READY, CK_MERGING };
@@ -304,9 +315,10 @@ struct fs_ckpt {
 	/* the zeroer: fills layers' fill files ahead of their first writes */
 	pthread_t zeroer;
 	bool zeroer_on, zwork, zstop;
-	uint64_t gen, step, cap; /* FILL_GEN, FILL_STEP, FILL_CAP, or less (tests); gen 0: no slots */
-	uint32_t nlanes;	 /* step / FILL_LANE */
-	uint32_t format;	 /* the log's format as written: CK_FORMAT_NO until a fill file */
+	/* FILL_GEN, FILL_STEP, FILL_CAP, or less (tests); gen 0: no slots */
+	uint64_t gen, step, cap;
+	uint32_t nlanes; /* step / FILL_LANE */
+	uint32_t format; /* the log's format as written: CK_FORMAT_NO until a fill file */
 	pthread_mutex_t zmu;
 	pthread_cond_t zcv;
 };
@@ -678,8 +690,8 @@ static ssize_t view_read(struct fs_volume *v, const struct chain *ch, uint32_t t
 		if (st == POOL_CKPT_ZERO) {
 			memset(buf + (pos - off), 0, run - pos);
 		} else {
-			ssize_t n = layer_io(v, &ch->l[src], pos, run - pos, buf + (pos - off),
-					     NULL);
+			ssize_t n =
+			    layer_io(v, &ch->l[src], pos, run - pos, buf + (pos - off), NULL);
 			if (n < 0)
 				return n;
 		}
@@ -1004,7 +1016,8 @@ uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
 				if (L->map.id == ino)
 					end = pool_ckpt_map_end(&L->g) * G;
 				for (int i = 0; i < 2; i++) /* the zeroed and used end */
-					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino)
+					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) ==
+					    ino)
 						end = __atomic_load_n(&L->fill_size[i],
 								      __ATOMIC_RELAXED);
 			}
@@ -1732,8 +1745,8 @@ static void fill_give_up(struct fs_ckpt *c, struct chain *ch, uint32_t owner, ui
 {
 	pthread_rwlock_rdlock(&ch->rw);
 	int li = layer_of(ch, owner);
-	bool first = li > 0 && ch->l[li].map.id == delta &&
-		     !atomic_exchange(&ch->l[li].fill_off, true);
+	bool first =
+	    li > 0 && ch->l[li].map.id == delta && !atomic_exchange(&ch->l[li].fill_off, true);
 	pthread_rwlock_unlock(&ch->rw);
 	if (first)
 		fs_log("volume %s: checkpointed file %" PRIu64 ": %s: %s; its first writes go to "
@@ -1777,7 +1790,8 @@ static int fill_create(struct fs_ckpt *c, struct chain *ch, uint32_t owner, uint
 	bool keep = L && (uint32_t)li == ch->n - 1 && L->map.id == delta && L->fill[which].id == 0;
 	if (keep) {
 		uint32_t gs = L->gs ? L->gs : (uint32_t)(c->gen / B);
-		struct rec_fill r = {.delta = delta, .fill = m.id, .which = which, .gen_kib = gs * 4};
+		struct rec_fill r = {
+		    .delta = delta, .fill = m.id, .which = which, .gen_kib = gs * 4};
 		struct rec_format f = {.version = CK_FORMAT};
 		pthread_mutex_lock(&c->lock);
 		rc = c->format < CK_FORMAT ? log_rec(c, R_FORMAT, &f, sizeof(f)) : 0;
@@ -2503,7 +2517,8 @@ static int compact(struct fs_ckpt *c)
 							      .which = w,
 							      .gen_kib = ch->l[i].gs * 4};
 					if (fr.fill)
-						rc = enc(&b, &n, &cap, &seq, R_FILL, &fr, sizeof(fr));
+						rc = enc(&b, &n, &cap, &seq, R_FILL, &fr,
+							 sizeof(fr));
 				}
 				for (uint64_t s = pool_ckpt_map_next(g, 0);
 				     rc == 0 && s != UINT64_MAX;) {

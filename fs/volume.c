@@ -389,9 +389,10 @@ static uint32_t journal_place(const struct pool *p, const struct pool_sb_volume 
 			int jd = pool_disk_is_journal(p, d), md = !jd && (meta >> d & 1);
 			int ok = pass == 0   ? jd && p->disk[d].state == POOL_DISK_HEALTHY
 				 : pass == 1 ? md && pool_disk_in_service(p, d)
-				 : pass == 2 ? !jd && !md && p->disk[d].state == POOL_DISK_HEALTHY &&
-						   pool_disk_in_service(p, d)
-					     : !jd && !md && pool_disk_in_service(p, d);
+				 : pass == 2
+				     ? !jd && !md && p->disk[d].state == POOL_DISK_HEALTHY &&
+					   pool_disk_in_service(p, d)
+				     : !jd && !md && pool_disk_in_service(p, d);
 			if ((taken >> d & 1) || !ok)
 				continue;
 			taken |= 1ull << d;
@@ -442,7 +443,8 @@ static uint32_t journal_paths(struct fs *fs, const struct pool_sb_volume *pv,
 		       pv->name, skipped, skipped == 1 ? "" : "s", POOL_JOURNAL_MAX_FILES);
 	for (uint32_t i = 0; i < no; i++) {
 		char dir[POOL_PATH_MAX + 96];
-		int rc = i < nw ? journal_dir(p->disk[disks[i]].path, pv->name, dir, sizeof(dir)) : 0;
+		int rc =
+		    i < nw ? journal_dir(p->disk[disks[i]].path, pv->name, dir, sizeof(dir)) : 0;
 		snprintf(buf[i], sizeof(buf[i]), "%s/vol/%s/journal", p->disk[disks[i]].path,
 			 pv->name);
 		paths[i] = buf[i];

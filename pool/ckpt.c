@@ -230,7 +230,7 @@ int pool_ckpt_map_mark_slots(struct pool_ckpt_map *m, uint64_t g, unsigned mask,
 	__atomic_store_n(mk, (uint16_t)now, __ATOMIC_RELEASE);
 	put_state(m, g,
 		  now == POOL_CKPT_FULL && !pool_ckpt_map_slotted(m, g) ? POOL_CKPT_DATA
-									 : POOL_CKPT_PART);
+									: POOL_CKPT_PART);
 	if (old == POOL_CKPT_NONE)
 		m->ndata++;
 	return 0;

@@ -54,7 +54,7 @@ enum pool_fault_kind {
 	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
 	POOL_FAULT_CKLOG, /* not a crash: checkpoint block-record appends fail from the `at`th on */
 	POOL_FAULT_JMOVE,
-	POOL_FAULT_FILL,  /* not a crash: fill file creations fail from the `at`th on */
+	POOL_FAULT_FILL, /* not a crash: fill file creations fail from the `at`th on */
 };
 
 struct pool_fault {

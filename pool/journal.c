@@ -678,8 +678,8 @@ static uint64_t mono_ms(void)
 
 /* With j->mu held: are the copies in service exactly path[0..n) on
  * disk[0..n)?  Older copies (read-only) do not count. */
-static int placed_locked(const struct pool_journal *j, const char *const *path,
-			 const int64_t *disk, uint32_t n)
+static int placed_locked(const struct pool_journal *j, const char *const *path, const int64_t *disk,
+			 uint32_t n)
 {
 	uint32_t live = 0;
 
@@ -706,8 +706,8 @@ struct move {
 	struct copy old[POOL_JOURNAL_MAX_FILES]; /* j->copy before the move */
 	int from[POOL_JOURNAL_MAX_FILES];	 /* staged i is old[from[i]]; -1: new */
 	int created[POOL_JOURNAL_MAX_FILES];	 /* staged i: its file did not exist */
-	uint32_t k, n, gen;	 /* staged 0..k: the new set (of n wanted); then old ones */
-	uint32_t live_before;	 /* copies in service before the move */
+	uint32_t k, n, gen;   /* staged 0..k: the new set (of n wanted); then old ones */
+	uint32_t live_before; /* copies in service before the move */
 	char gone[POOL_JOURNAL_MAX_FILES][4096]; /* files to remove once it is done */
 	uint32_t ngone;
 };
@@ -726,7 +726,7 @@ static int placement_apply(struct pool_journal *j, struct move *mv)
 {
 	struct copy *nc = calloc(POOL_JOURNAL_MAX_FILES, sizeof(*nc));
 	int kept[POOL_JOURNAL_MAX_FILES] = {0};
-	char (*path)[4096] = malloc(POOL_JOURNAL_MAX_COPIES * sizeof(*path));
+	char(*path)[4096] = malloc(POOL_JOURNAL_MAX_COPIES * sizeof(*path));
 	int64_t disk[POOL_JOURNAL_MAX_COPIES];
 	uint32_t n, k = 0;
 
@@ -749,8 +749,8 @@ static int placement_apply(struct pool_journal *j, struct move *mv)
 		uint32_t s = 0;
 		struct stat st;
 		while (s < POOL_JOURNAL_MAX_FILES &&
-		       !(usable(&j->copy[s]) && !j->copy[s].readonly && j->copy[s].disk == disk[w] &&
-			 strcmp(j->copy[s].path, path[w]) == 0))
+		       !(usable(&j->copy[s]) && !j->copy[s].readonly &&
+			 j->copy[s].disk == disk[w] && strcmp(j->copy[s].path, path[w]) == 0))
 			s++;
 		if (s < POOL_JOURNAL_MAX_FILES) { /* already there: kept as it is */
 			mv->created[k] = 0;
@@ -973,8 +973,7 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 		move = 0;
 	/* A move: the ending epoch is in place and durable, so the new
 	 * copies start empty with the new header, like the others. */
-	if (rc == 0 && move &&
-	    (!(mv = malloc(sizeof(*mv))) || placement_apply(j, mv) < 0))
+	if (rc == 0 && move && (!(mv = malloc(sizeof(*mv))) || placement_apply(j, mv) < 0))
 		move = 0; /* the old copies stay; the move is tried again */
 	/* the fence again: opening the copies took a while */
 	if (rc == 0 && move && (rc = fence_ok(j, "journal move")) < 0) {
@@ -1032,8 +1031,8 @@ int pool_journal_placed(struct pool_journal *j, const char *const *path, const u
 	return r;
 }
 
-int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
-			    const uint32_t *disk, uint32_t n, uint32_t wait_ms)
+int pool_journal_set_copies(struct pool_journal *j, const char *const *path, const uint32_t *disk,
+			    uint32_t n, uint32_t wait_ms)
 {
 	int64_t d[POOL_JOURNAL_MAX_COPIES];
 	int rc;
@@ -1072,9 +1071,10 @@ int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
 	uint64_t now = mono_ms(), wanted = 0;
 	for (uint32_t i = 0; i < n; i++)
 		wanted |= d[i] < 64 ? 1ull << d[i] : 0;
-	int backoff = (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
-		       now - j->want.failed_ms < 30000) ||
-		      ((atomic_load(&j->err_mask) & wanted) && now - atomic_load(&j->err_ms) < 30000);
+	int backoff =
+	    (j->want.failed_gen == j->want.gen && j->want.failed_ms &&
+	     now - j->want.failed_ms < 30000) ||
+	    ((atomic_load(&j->err_mask) & wanted) && now - atomic_load(&j->err_ms) < 30000);
 	/* a forced attempt only when nothing is in flight: under load it
 	 * would hold appends up wait_ms each tick; the next natural
 	 * checkpoint (journal a quarter full, a barrier) applies it then */

@@ -209,8 +209,8 @@ void pool_journal_disk_failed(struct pool_journal *j, uint32_t disk);
  * a new set that took the header on too few copies -- then not tried
  * again for 30 s): the next checkpoint of any kind applies it, or call
  * again; -EINVAL, -EIO (no copy works), or the fence's refusal. */
-int pool_journal_set_copies(struct pool_journal *j, const char *const *path,
-			    const uint32_t *disk, uint32_t n, uint32_t wait_ms);
+int pool_journal_set_copies(struct pool_journal *j, const char *const *path, const uint32_t *disk,
+			    uint32_t n, uint32_t wait_ms);
 /* 1 if the copies in service are exactly path[0..n) on disk[0..n). */
 int pool_journal_placed(struct pool_journal *j, const char *const *path, const uint32_t *disk,
 			uint32_t n);

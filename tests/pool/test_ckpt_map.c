@@ -250,12 +250,9 @@ static void test_slots(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mark),
-	    cmocka_unit_test(test_set_clears),
-	    cmocka_unit_test(test_end),
-	    cmocka_unit_test(test_leaves),
-	    cmocka_unit_test(test_slots),
-	    cmocka_unit_test(test_log_batch),
+	    cmocka_unit_test(test_mark),  cmocka_unit_test(test_set_clears),
+	    cmocka_unit_test(test_end),	  cmocka_unit_test(test_leaves),
+	    cmocka_unit_test(test_slots), cmocka_unit_test(test_log_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -432,8 +432,8 @@ static void test_copy_lost(void **state)
 }
 
 /* Open copies paths[0..n) on disks[0..n). */
-static struct pool_journal *jopen_at(struct env *e, const char *const *paths,
-				     const uint32_t *disks, uint32_t n)
+static struct pool_journal *jopen_at(struct env *e, const char *const *paths, const uint32_t *disks,
+				     uint32_t n)
 {
 	struct pool_journal_config cfg = {.volume = "v",
 					  .volume_id = 7,
@@ -830,7 +830,7 @@ static int move_fence(void *arg)
 	if (!move_fence_mode || ++move_fence_calls != 2)
 		return 0;
 	if (move_fence_mode == 2)
-		return -ESTALE; /* another node took the volume over meanwhile */
+		return -ESTALE;		     /* another node took the volume over meanwhile */
 	pool_journal_disk_failed(move_j, 2); /* the new copy's disk fails */
 	return 0;
 }
@@ -876,7 +876,7 @@ static void test_move_partial(void **state)
 	pool_journal_stats(j, &js);
 	assert_int_equal(js.copies, 2);
 	assert_int_equal(stat(e->path[0], &st), 0); /* still in service: kept */
-	assert_int_equal(stat(p2, &st), -1);	     /* created by the move: removed */
+	assert_int_equal(stat(p2, &st), -1);	    /* created by the move: removed */
 	/* not retried at once, not even by a natural checkpoint */
 	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -EAGAIN);
 	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
