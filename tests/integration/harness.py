@@ -265,6 +265,18 @@ LAYOUTS = {
 }
 
 
+def no_sanitizer_reports(t, mounts):
+    """After the daemons of `mounts` stopped: one failed check, with the
+    first sanitizer report found in the TAP diagnostics, if any has one
+    (nothing is counted when none has)."""
+    for mm in mounts:
+        rep = mm.sanitizer_report()
+        if rep:
+            t.ok(False, "no sanitizer report")
+            t.diag(rep[-3000:])
+            return
+
+
 def stop_clean(t, m, what="daemon exits cleanly"):
     """Unmount m and check what every test ends with: exit status 0 and no
     sanitizer report (the report, if any, goes to the TAP diagnostics)."""

@@ -46,7 +46,7 @@ import re
 import struct
 import time
 
-from harness import Pool, Tap, log_tail
+from harness import Pool, Tap, log_tail, no_sanitizer_reports
 
 BLK = 4096
 NBLK = 240
@@ -223,12 +223,7 @@ class Case:
         if par == 1:
             m = self.replace(m)
         t.eq(m.stop(), 0, f"parity {par}: clean unmount")
-        for mm in pool.mounts:
-            rep = mm.sanitizer_report()
-            if rep:
-                t.ok(False, "no sanitizer report")
-                t.diag(rep[-3000:])
-                break
+        no_sanitizer_reports(t, pool.mounts)
 
     def replace(self, m):
         t, pool, par = self.t, self.pool, self.par
@@ -309,12 +304,7 @@ class DataCase(Case):
              f"{hit.group(0) if hit else 'no replay'}")
         self.check("a second disk lost after the repair, degraded remount")
         t.eq(m.stop(), 0, "data disks: clean unmount")
-        for mm in pool.mounts:
-            rep = mm.sanitizer_report()
-            if rep:
-                t.ok(False, "no sanitizer report")
-                t.diag(rep[-3000:])
-                break
+        no_sanitizer_reports(t, pool.mounts)
 
 
 class MoveCrash(Case):
@@ -397,12 +387,7 @@ class MoveCrash(Case):
         m = self.mount()
         self.check(f"jmove:{k} ({self.how}), kill -9, disk {lose} lost")
         t.eq(m.stop(), 0, f"{self.v}: clean unmount")
-        for mm in pool.mounts:
-            rep = mm.sanitizer_report()
-            if rep:
-                t.ok(False, "no sanitizer report")
-                t.diag(rep[-3000:])
-                break
+        no_sanitizer_reports(t, pool.mounts)
 
 
 def main():
