@@ -90,19 +90,30 @@ static int count_sync(void *arg)
 	return 0;
 }
 
+/* The tests' journal: volume "v", 1 MiB copies paths[0..n) on pool disks
+ * disks[0..n) (NULL: unknown), checkpoints counted in e->syncs.  Tests
+ * change what they need before opening. */
+static struct pool_journal_config jcfg(struct env *e, const char *const *paths,
+				       const uint32_t *disks, uint32_t n)
+{
+	return (struct pool_journal_config){.volume = "v",
+					    .volume_id = 7,
+					    .path = paths,
+					    .disk = disks,
+					    .npath = n,
+					    .size = 1 << 20,
+					    .sync = count_sync,
+					    .arg = e};
+}
+
 static struct pool_journal *jopen(struct env *e, uint64_t size, struct pool_fault *fault)
 {
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = e->paths,
-					  .npath = 2,
-					  .size = size,
-					  .sync = count_sync,
-					  .arg = e,
-					  .fault = fault};
+	struct pool_journal_config cfg = jcfg(e, e->paths, NULL, 2);
 	struct pool_journal *j = NULL;
 	char err[256] = "";
 
+	cfg.size = size;
+	cfg.fault = fault;
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
 	return j;
 }
@@ -212,16 +223,9 @@ static void test_older_copy(void **state)
 	assert_int_equal(stat(e->path[1], &st0), 0);
 	const char *paths[2] = {newer, e->path[1]};
 	const uint32_t disks[2] = {6, 2};
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = paths,
-					  .disk = disks,
-					  .npath = 2,
-					  .nwrite = 1,
-					  .size = 1 << 20,
-					  .sync = count_sync,
-					  .arg = e};
+	struct pool_journal_config cfg = jcfg(e, paths, disks, 2);
 	char err[256] = "";
+	cfg.nwrite = 1;
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
 	e->napplied = 0;
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
@@ -435,14 +439,7 @@ static void test_copy_lost(void **state)
 static struct pool_journal *jopen_at(struct env *e, const char *const *paths, const uint32_t *disks,
 				     uint32_t n)
 {
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = paths,
-					  .disk = disks,
-					  .npath = n,
-					  .size = 1 << 20,
-					  .sync = count_sync,
-					  .arg = e};
+	struct pool_journal_config cfg = jcfg(e, paths, disks, n);
 	struct pool_journal *j = NULL;
 	char err[256] = "";
 
@@ -532,16 +529,9 @@ static void test_move_after_disk_failed(void **state)
 	e->napplied = 0;
 	const char *next[3] = {e->path[1], p2, e->path[0]};
 	const uint32_t dnext[3] = {1, 2, 0};
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = next,
-					  .disk = dnext,
-					  .npath = 3,
-					  .nwrite = 2,
-					  .size = 1 << 20,
-					  .sync = count_sync,
-					  .arg = e};
+	struct pool_journal_config cfg = jcfg(e, next, dnext, 3);
 	char err[256] = "";
+	cfg.nwrite = 2;
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
 	pool_journal_close(j, 1);
@@ -680,17 +670,12 @@ static int slow_failing_sync(void *arg)
 static void test_barrier_after_failed_sync(void **state)
 {
 	struct env *e = *state;
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = e->paths,
-					  .npath = 2,
-					  .size = 1 << 20,
-					  .sync = slow_failing_sync,
-					  .arg = e};
+	struct pool_journal_config cfg = jcfg(e, e->paths, NULL, 2);
 	struct pool_journal *j = NULL;
 	char err[256] = "";
 	pthread_t tb;
 
+	cfg.sync = slow_failing_sync;
 	atomic_store(&sync_calls, 0);
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
 	log_one(j, 100, 5, 1, 0x10);
@@ -756,20 +741,15 @@ static int fence(void *arg)
 static void test_fenced_append(void **state)
 {
 	struct env *e = *state;
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = e->paths,
-					  .npath = 2,
-					  .size = 64 * B,
-					  .sync = count_sync,
-					  .arg = e,
-					  .may_write = fence};
+	struct pool_journal_config cfg = jcfg(e, e->paths, NULL, 2);
 	struct pool_journal *j = NULL;
 	char err[256] = "";
 	uint8_t buf[B];
 	struct pool_journal_piece p = {.pos = 0, .len = B, .off = 0, .buf = buf};
 	struct pool_journal_rec r = {.file_id = 3, .stripe = 0, .npiece = 1, .piece = &p};
 
+	cfg.size = 64 * B;
+	cfg.may_write = fence;
 	memset(buf, 0x5a, sizeof(buf));
 	fence_state = 0;
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
@@ -847,20 +827,13 @@ static void test_move_partial(void **state)
 	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
 	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
 	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal_config cfg = {.volume = "v",
-					  .volume_id = 7,
-					  .path = from,
-					  .disk = dfrom,
-					  .npath = 2,
-					  .size = 1 << 20,
-					  .sync = count_sync,
-					  .arg = e,
-					  .may_write = move_fence};
+	struct pool_journal_config cfg = jcfg(e, from, dfrom, 2);
 	struct pool_journal *j = NULL;
 	struct pool_journal_stats js;
 	struct stat st;
 	char err[256] = "";
 
+	cfg.may_write = move_fence;
 	move_fence_mode = 0;
 	assert_int_equal(pool_journal_open(&cfg, &j, err, sizeof(err)), 0);
 	move_j = j;
