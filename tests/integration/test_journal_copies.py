@@ -155,6 +155,16 @@ class Case:
         return [i for i, d in enumerate(self.pool.disks)
                 if os.path.exists(os.path.join(d, "vol", self.v, "journal"))]
 
+    def lay_out(self, who):
+        """Every block at generation 0, synced, then a clean unmount."""
+        m = self.pool.mount()
+        with open(self.path(), "wb") as f:
+            for b in range(NBLK):
+                f.write(block(b, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        self.t.eq(m.stop(), 0, f"{who}: file laid out, clean unmount")
+
     def run(self):
         try:
             self._run()
@@ -170,13 +180,7 @@ class Case:
         os.makedirs(jdir)
         pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
         pool.disks.append(jdir)
-        m = pool.mount()
-        with open(self.path(), "wb") as f:
-            for b in range(NBLK):
-                f.write(block(b, 0))
-            f.flush()
-            os.fsync(f.fileno())
-        t.eq(m.stop(), 0, f"parity {par}: file laid out, clean unmount")
+        self.lay_out(f"parity {par}")
 
         # 1
         m = self.mount("wbhold:600000")
@@ -266,13 +270,7 @@ class DataCase(Case):
         t, pool = self.t, self.pool
         pool.volume(self.v, "parity", "--parity", "1", "--columns", "3", "--interleave",
                     "16K", "--journal-mode", "write-back", "--journal-size", "16M")
-        m = pool.mount()
-        with open(self.path(), "wb") as f:
-            for b in range(NBLK):
-                f.write(block(b, 0))
-            f.flush()
-            os.fsync(f.fileno())
-        t.eq(m.stop(), 0, "data disks: file laid out, clean unmount")
+        self.lay_out("data disks")
         m = self.mount("wbhold:600000")
         orig = self.journal().get("copy_disk", [])
         t.ok(self.full(self.journal(), False), f"data disks: 2 copies {orig}")
@@ -323,15 +321,6 @@ class MoveCrash(Case):
         self.how, self.point = how, point
         self.v = f"mv{how}{point}"
 
-    def lay_out(self):
-        m = self.pool.mount()
-        with open(self.path(), "wb") as f:
-            for b in range(NBLK):
-                f.write(block(b, 0))
-            f.flush()
-            os.fsync(f.fileno())
-        self.t.eq(m.stop(), 0, f"{self.v}: file laid out, clean unmount")
-
     def died(self, m, what):
         """Wait for the daemon to end itself at the fault; detach its mount."""
         try:
@@ -354,7 +343,7 @@ class MoveCrash(Case):
         os.makedirs(jdir)
         if self.how == "fail":
             pool.spacectl("disk", "add", pool.source, jdir, "--usage", "journal")
-        self.lay_out()
+        self.lay_out(self.v)
         m = self.mount(f"jmove:{k}")
         orig = self.journal().get("copy_disk", [])
         data = [d for d in orig if d != 5]
