@@ -178,6 +178,11 @@ def record(typ, payload, seq):
     return r + struct.pack("<I", crc32c(r))
 
 
+def names_in(root):
+    """The pool inode numbers of the files named in directory root."""
+    return {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
+
+
 def differencing_left(p, vol, live):
     ids = set()
     for c in glob.glob(os.path.join(p.dir, "d*", "vol", vol, "data", "*", "*")):
@@ -415,8 +420,7 @@ def slots(t, p, vol, seed):
     t.eq(sha(s1()), sha(m1), f"{vol}: s1 still reads its instant")
     p.spacectl("checkpoint", "merge", p.source, vol, "s1", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after merging s1 (slots)")
-    live_ids = {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
-    t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no layer or fill data left")
+    t.eq(differencing_left(p, vol, names_in(root)), [], f"{vol}: no layer or fill data left")
     os.unlink(f.path)
 
 
@@ -585,8 +589,7 @@ def generations(t, p, vol, seed):
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: and its first writes read back")
     p.spacectl("checkpoint", "merge", p.source, vol, "gen", "--wait")
     t.eq(sha(read(f.path)), sha(bytes(f.model)), f"{vol}: exact after the merge (generations)")
-    live_ids = {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
-    t.eq(differencing_left(p, vol, live_ids), [], f"{vol}: no layer or fill data left (gen)")
+    t.eq(differencing_left(p, vol, names_in(root)), [], f"{vol}: no layer or fill data left (gen)")
     os.unlink(f.path)
 
 
