@@ -298,18 +298,9 @@ static int open_wb(struct fs_volume *v, const struct pool_sb_volume *pv, uint64_
  * removed again, so that the next try creates and syncs it again. */
 static int mkdir_durable(const char *dir)
 {
-	char parent[POOL_PATH_MAX + 96];
-
 	if (mkdir(dir, 0755) < 0)
 		return errno == EEXIST ? 0 : -errno;
-	snprintf(parent, sizeof(parent), "%s", dir);
-	char *slash = strrchr(parent, '/');
-	if (slash)
-		*slash = '\0';
-	int fd = open(slash && parent[0] ? parent : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = fd < 0 ? -errno : fsync(fd) < 0 ? -errno : 0;
-	if (fd >= 0)
-		close(fd);
+	int rc = pool_fsync_parent(dir);
 	if (rc < 0)
 		rmdir(dir);
 	return rc;

@@ -40,6 +40,7 @@
 #include "layout/layout.h"
 #include "pool/aio.h"
 #include "pool/journal.h"
+#include "pool/pool.h"
 
 #define BLK POOL_JOURNAL_BLOCK
 /* Group commits in flight at once: a writer whose records are not being
@@ -524,23 +525,6 @@ static int open_readonly(struct copy *c, const char *path)
 	return 0;
 }
 
-/* fsync the directory holding path: a file just created must not vanish
- * in a power cut after records were written to it. */
-static void fsync_dir(const char *path)
-{
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
-		return;
-	*slash = '\0';
-	int fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)fsync(fd);
-		close(fd);
-	}
-}
-
 static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 {
 	struct stat st;
@@ -565,7 +549,7 @@ static int open_copy(struct pool_journal *j, struct copy *c, const char *path)
 	c->fd = fd;
 	c->fsize = (uint64_t)st.st_size > j->cfg.size ? (uint64_t)st.st_size : j->cfg.size;
 	if (!existed)
-		fsync_dir(path);
+		(void)pool_fsync_parent(path); /* a new copy's name must survive a power cut */
 	/* Allocate the whole journal now, so an append never meets a full
 	 * disk: a pool whose disks fill up (or a file's fallocate
 	 * reservation, which promises writes that cannot fail) must not

@@ -1579,3 +1579,31 @@ int pool_place_degraded(struct pool *p, uint32_t npos, uint32_t tolerate, uint8_
 			disk_out[k++] = (uint8_t)i;
 	return 0;
 }
+
+/* ---- directory durability ------------------------------------------------- */
+
+int pool_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int pool_fsync_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return pool_fsync_dir(".");
+	if (slash == path)
+		return pool_fsync_dir("/");
+	if ((size_t)(slash - path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	return pool_fsync_dir(dir);
+}

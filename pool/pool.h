@@ -205,4 +205,12 @@ int pool_disk_find(const struct pool *p, const char *what, uint32_t *idx);
 int pool_disk_probe(const struct pool *p, uint32_t idx, dev_t dev, ino_t ino, char *err,
 		    size_t errlen);
 
+/* ---- directory durability (pool/pool.c) ---- */
+/* fsync directory dir, so the names created in it survive a power cut:
+ * 0 or -errno. */
+int pool_fsync_dir(const char *dir);
+/* fsync the directory that holds path ("." for a name without one):
+ * 0 or -errno. */
+int pool_fsync_parent(const char *path);
+
 #endif /* SPACEFS_POOL_POOL_H */

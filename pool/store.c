@@ -84,6 +84,7 @@
 #include <unistd.h>
 
 #include "pool/journal.h"
+#include "pool/pool.h"
 #include "pool/wback.h"
 #include "pool/store_int.h"
 #include "pool/store_priv.h"
@@ -1728,18 +1729,8 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 	return rc < 0 ? -EIO : 0;
 }
 
-/* fsync a directory: a chunk file created since the last sync is only
- * durable once its name is (and its hash subdirectory's, in data/). */
-static int sync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = fd < 0 || fsync(fd) < 0 ? -errno : 0;
-
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
+/* A chunk file created since the last sync is only durable once its name
+ * is (and its hash subdirectory's, in data/). */
 static int sync_chunk_dirs(const struct pool_store *s, uint32_t disk, uint64_t id)
 {
 	char dir[PATH_MAX];
@@ -1747,8 +1738,8 @@ static int sync_chunk_dirs(const struct pool_store *s, uint32_t disk, uint64_t i
 
 	if (n < 0 || (size_t)n >= sizeof(dir))
 		return -ENAMETOOLONG;
-	int rc = sync_dir(dir);
-	return rc == 0 ? sync_dir(s->disk[disk].dir) : rc;
+	int rc = pool_fsync_dir(dir);
+	return rc == 0 ? pool_fsync_dir(s->disk[disk].dir) : rc;
 }
 
 int pool_store_sync(struct pool_store *s, const struct pool_file_map *f)

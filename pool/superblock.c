@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "pool/journal.h"
+#include "pool/pool.h"
 #include "pool/superblock.h"
 
 static const uint8_t sb_magic[8] = {'S', 'P', 'A', 'C', 'E', 'F', 'S', 'P'};
@@ -782,19 +783,6 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
 	return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 /* Write buf to a fresh temp file in dir, durably; its name goes to tmp. */
 static int write_temp(const char *dir, const uint8_t *buf, size_t len, char *tmp, size_t tmpsize)
 {
@@ -839,7 +827,7 @@ int pool_sb_write(const char *dir, const struct pool_sb *sb, char *err, size_t e
 		return fail(err, errlen, rc, "%s: cannot replace: %s", path, strerror(-rc));
 	}
 	/* The rename is durable only once the directory is. */
-	rc = fsync_dir(dir);
+	rc = pool_fsync_dir(dir);
 	if (rc < 0)
 		return fail(err, errlen, rc, "%s: cannot sync directory: %s", dir, strerror(-rc));
 	return 0;
