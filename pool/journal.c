@@ -935,7 +935,7 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000;
 	}
-	while (j->nflight || j->batch_len || j->inflight) {
+	while ((j->nflight || j->batch_len || j->inflight) && !j->hold) {
 		if (!wait_ms) {
 			pthread_cond_wait(&j->cv, &j->mu);
 		} else if (pthread_cond_timedwait(&j->cv, &j->mu, &until) == ETIMEDOUT &&
@@ -944,6 +944,14 @@ static int checkpoint_locked(struct pool_journal *j, uint32_t wait_ms)
 			pthread_cond_broadcast(&j->cv);
 			return -EAGAIN;
 		}
+	}
+	/* Write-back records reported done but not in place after all (a disk
+	 * away): hold(1) comes before their done, so this is where a checkpoint
+	 * that began before it learns of them.  The epoch must keep them. */
+	if (j->hold) {
+		j->ckpt = 0;
+		pthread_cond_broadcast(&j->cv);
+		return -EAGAIN;
 	}
 	uint64_t base = j->next_seq;
 	int move = j->want.set && !(j->want.failed_gen == j->want.gen && j->want.gaveup_ms &&
@@ -1263,6 +1271,7 @@ void pool_journal_hold(struct pool_journal *j, int on)
 	else if (!on && j->hold)
 		jlog(j, "every held record is in place: checkpoints resume");
 	j->hold = on;
+	pthread_cond_broadcast(&j->cv); /* a checkpoint waiting must see it */
 	pthread_mutex_unlock(&j->mu);
 }
 

@@ -38,6 +38,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -1239,6 +1240,23 @@ int pool_volume_create(struct pool *p, const char *name, const struct layout_geo
 	return 0;
 }
 
+int pool_journal_fits(const struct layout_geom *g, uint32_t mib, char *err, size_t errlen)
+{
+	/* One append carries the records of one request: at most two, its
+	 * first and last partial stripes, each a header block and at most a
+	 * piece of every column; after the file header, both must fit, or
+	 * such a write fails (EFBIG from the journal, EIO to the writer). */
+	uint64_t need = 3 * (uint64_t)POOL_JOURNAL_BLOCK + 2 * (uint64_t)g->columns * g->interleave;
+	uint64_t have = (uint64_t)(mib ? mib : POOL_JOURNAL_DEFAULT_MIB) << 20;
+
+	if (g->kind != LAYOUT_PARITY || have >= need)
+		return 0;
+	return fail(err, errlen, -EINVAL,
+		    "a journal of %" PRIu64 " MiB is too small for %u columns of %u KiB: "
+		    "needs at least %" PRIu64 " MiB",
+		    have >> 20, g->columns, g->interleave >> 10, (need + (1 << 20) - 1) >> 20);
+}
+
 int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uint32_t mib,
 			    char *err, size_t errlen)
 {
@@ -1261,6 +1279,10 @@ int pool_volume_set_journal(struct pool *p, const char *name, uint32_t mode, uin
 		return fail(err, errlen, -EINVAL,
 			    "volume '%s': journal size %u MiB is outside %u MiB..%u MiB", name, mib,
 			    POOL_JOURNAL_MIN_MIB, POOL_JOURNAL_MAX_MIB);
+	char why[256];
+	if (mode != POOL_VOLUME_JOURNAL_OFF &&
+	    pool_journal_fits(&v->geom, mib, why, sizeof(why)) < 0)
+		return fail(err, errlen, -EINVAL, "volume '%s': %s", name, why);
 	uint32_t old_mode = v->journal, old_mib = v->journal_mib;
 	v->journal = mode;
 	v->journal_mib = mib;

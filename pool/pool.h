@@ -133,6 +133,10 @@ int pool_place(struct pool *p, uint32_t npos, uint8_t *disk_out);
  * disks (best effort: pool/meta and pool/store create it as needed). */
 int pool_volume_create(struct pool *p, const char *name, const struct layout_geom *g, int integrity,
 		       char *err, size_t errlen);
+/* 0 if a journal of `mib` MiB (0: the default) holds the largest append
+ * of a parity volume of geometry g (two partial-stripe records), else
+ * -EINVAL naming the size needed.  Other layouts: 0. */
+int pool_journal_fits(const struct layout_geom *g, uint32_t mib, char *err, size_t errlen);
 /* The parity journal settings of volume `name` (parity volumes only):
  * mode POOL_VOLUME_JOURNAL_*, size in MiB (0: the default).  Commits; a
  * mounted daemon applies them when it next opens the volume. */

@@ -204,7 +204,8 @@ static const char help_volume_create[] =
     "                       crash followed by a lost disk cannot return bytes\n"
     "                       nobody wrote (the write hole); off: no journal\n"
     "  -J, --journal-size S parity only: bytes per journal copy, with K, M or\n"
-    "                       G, 8M..64G in whole MiB; default 256M\n"
+    "                       G, 8M..64G in whole MiB; default 256M; at least\n"
+    "                       2 x columns x interleave (two partial stripes)\n"
     "  -M, --journal-mode M parity only: write-through (default): in place before\n"
     "                       the acknowledgement; write-back: a small write is\n"
     "                       acknowledged once it is in the journal, a flusher\n"
@@ -660,6 +661,9 @@ static int do_volume_create(const struct volume_create_args *a)
 	rc = volume_geom(p, a, &g);
 	/* Checked here too, so both paths refuse alike and before any change. */
 	if (rc == 0 && pool_geom_fit(p, &g, err, sizeof(err)) < 0)
+		rc = say_error(1, NULL, "volume '%s': %s", a->name, err);
+	if (rc == 0 && a->journal != POOL_VOLUME_JOURNAL_OFF &&
+	    pool_journal_fits(&g, a->journal_mib, err, sizeof(err)) < 0)
 		rc = say_error(1, NULL, "volume '%s': %s", a->name, err);
 	if (rc == 0 && (rc = create_via_daemon(p, a, &g)) == -ENOENT) {
 		rc = pool_runlock_offline_pool(&p, a->source, err, sizeof(err));

@@ -183,6 +183,7 @@ refuse "volume create: mirror too wide" "needs 8 disks; pool 'lab' has 6" volume
 refuse "volume create: 3 copies too wide" "needs 9 disks" volume create "$D/d0" v --layout mirror --copies 3 --columns 3
 refuse "volume create: parity too wide" "needs 7 disks" volume create "$D/d0" v --layout parity --columns 7
 refuse "volume create: parity k < 2" "needs at least 2" volume create "$D/d0" v --layout parity --parity 2 --columns 3
+refuse "volume create: journal smaller than two of its largest updates" "is too small for 5 columns of 1024 KiB: needs at least 11 MiB" volume create "$D/d0" v --layout parity --interleave 1M --journal-size 8M
 refuse "volume create: simple too wide" "needs 7 disks" volume create "$D/d0" v --layout simple --columns 7
 refuse "volume create: interleave not a power of two" "interleave 12288 is not a power of two" volume create "$D/d0" v --layout simple --interleave 12K
 refuse "volume create: interleave too small" "interleave 8192" volume create "$D/d0" v --layout simple --interleave 8K

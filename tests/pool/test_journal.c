@@ -696,6 +696,46 @@ static void test_barrier_after_failed_sync(void **state)
 	assert_int_equal(e->napplied, 0); /* the epoch did end */
 }
 
+static void *ckpt_main(void *arg)
+{
+	struct barrier_arg *b = arg;
+	b->rc = pool_journal_checkpoint(b->j, 0);
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+/* A checkpoint already waiting for a write-back record when the flusher
+ * finds it cannot put it in place (hold(1), then done, as pool/wback.c
+ * does) must not end the epoch: a crash before the retry would lose an
+ * acknowledged write. */
+static void test_hold_during_checkpoint(void **state)
+{
+	struct env *e = *state;
+	struct pool_journal *j = jopen(e, 1 << 20, NULL);
+	static uint8_t buf[B];
+	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
+	struct pool_journal_rec r = {.file_id = 100, .stripe = 3, .npiece = 1, .piece = &pc};
+	pthread_t tc;
+
+	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
+	uint64_t ck = checkpoints(j);
+	memset(buf, 0x33, B);
+	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
+	struct barrier_arg b = {.j = j};
+	assert_int_equal(pthread_create(&tc, NULL, ckpt_main, &b), 0);
+	usleep(50 * 1000); /* the checkpoint waits for the record */
+	assert_int_equal(atomic_load(&b.done), 0);
+	pool_journal_hold(j, 1);
+	pool_journal_done(j, 1);
+	pthread_join(tc, NULL);
+	assert_int_equal(b.rc, -EAGAIN);
+	assert_int_equal(checkpoints(j), ck);
+	pool_journal_close(j, 0); /* a crash: the record must still be there */
+	replay(e, 1 << 20);
+	assert_int_equal(e->napplied, 1);
+	assert_int_equal(e->first[0], 0x33);
+}
+
 static void test_fault_parse(void **state)
 {
 	(void)state;
@@ -911,6 +951,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_barrier_after_failed_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_partial, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_move_not_forced_under_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hold_during_checkpoint, setup, teardown),
 	    cmocka_unit_test(test_fault_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
