@@ -215,7 +215,10 @@ static int open_drl(struct fs *fs, struct fs_volume *v, const struct pool_sb_vol
 
 static int journal_sync(void *arg)
 {
-	return pool_store_syncfs(arg);
+	struct fs_volume *v = arg;
+	if (pool_fault_hit(&v->fault, POOL_FAULT_JSYNC))
+		return -EIO;
+	return pool_store_syncfs(v->store);
 }
 
 /* Replay one journal record: the file's map is taken from the metadata
@@ -539,15 +542,21 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	    .size = (uint64_t)mib << 20,
 	    .no_direct = fs->opt.no_odirect,
 	    .sync = journal_sync,
-	    .arg = v->store,
+	    .arg = v,
 	    .fault = &v->fault,
 	    .may_write = journal_may_write,
 	    .fence_arg = v,
 	};
 	int rc = pool_journal_open(&cfg, &v->journal, err, errlen);
-	if (rc == 0 && (rc = pool_journal_replay(v->journal, journal_apply, v)) < 0)
+	if (rc == 0 && (rc = pool_journal_replay(v->journal, journal_apply, v)) < 0) {
 		snprintf(err, errlen, "volume %s: journal replay failed: %s", pv->name,
 			 strerror(-rc));
+		/* As a crash would leave it: the next open replays it all again.
+		 * A clean close would checkpoint, and a sync that works now would
+		 * end the epoch with records whose replay did not finish. */
+		pool_journal_close(v->journal, 0);
+		v->journal = NULL;
+	}
 	if (rc == 0 && pv->journal == POOL_VOLUME_JOURNAL_OFF) {
 		pool_journal_close(v->journal, 1);
 		v->journal = NULL;

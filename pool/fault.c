@@ -21,7 +21,7 @@ static const struct {
 } kinds[] = {
     {"tear", POOL_FAULT_TEAR},	   {"jtear", POOL_FAULT_JTEAR}, {"replay", POOL_FAULT_REPLAY},
     {"wbhold", POOL_FAULT_WBHOLD}, {"cklog", POOL_FAULT_CKLOG}, {"jmove", POOL_FAULT_JMOVE},
-    {"fill", POOL_FAULT_FILL},
+    {"fill", POOL_FAULT_FILL},	   {"jsync", POOL_FAULT_JSYNC},
 };
 
 int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t errlen)
@@ -47,7 +47,8 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 	}
 	snprintf(
 	    err, errlen,
-	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, jmove:N, cklog:N, fill:N or "
+	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, jmove:N, cklog:N, fill:N, "
+	    "jsync:N or "
 	    "wbhold:MS with "
 	    "N, MS >= 1",
 	    spec);

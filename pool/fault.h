@@ -39,6 +39,10 @@
  *   fill:N    not a crash: from the Nth creation of a checkpoint layer's
  *             fill file (fs/ckpt.c, "Slots") on, every one fails with
  *             EIO, so tests see first writes go on at their offsets.
+ *   jsync:N   not a crash: the Nth sync of a parity journal's checkpoint
+ *             (fs/volume.c journal_sync) fails with EIO, once, as a disk's
+ *             cache flush that failed, so tests see what a replay whose
+ *             checkpoint cannot finish leaves.
  */
 #ifndef SPACEFS_POOL_FAULT_H
 #define SPACEFS_POOL_FAULT_H
@@ -54,7 +58,8 @@ enum pool_fault_kind {
 	POOL_FAULT_WBHOLD, /* not a crash: the write-back flusher waits `at` ms before each batch */
 	POOL_FAULT_CKLOG, /* not a crash: checkpoint block-record appends fail from the `at`th on */
 	POOL_FAULT_JMOVE,
-	POOL_FAULT_FILL, /* not a crash: fill file creations fail from the `at`th on */
+	POOL_FAULT_FILL,  /* not a crash: fill file creations fail from the `at`th on */
+	POOL_FAULT_JSYNC, /* not a crash: the `at`th journal checkpoint sync fails */
 };
 
 struct pool_fault {
