@@ -21,8 +21,26 @@ import time
 
 from harness import Pool, Tap, log_tail, run, sha256_file
 
-PORT = 4455
 ADDR = "127.0.0.1"
+
+
+def pick_port(addrs=("127.0.0.1", "127.0.0.2"), first=4455):
+    """An unprivileged port free on the loopback addresses the Samba tests
+    use: 4455 unless something holds it -- an smbd left by an interrupted
+    run answered in place of the test's own, and every transfer failed --
+    else the next free one."""
+    for port in range(first, first + 200):
+        try:
+            for a in addrs:
+                with socket.socket() as s:
+                    s.bind((a, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError(f"no free port for smbd in {first}..{first + 199}")
+
+
+PORT = pick_port()
 
 
 def port_open(addr, port):

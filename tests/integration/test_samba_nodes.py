@@ -18,9 +18,7 @@ import time
 
 from harness import Pool, Tap, log_tail, sha256_file
 from nodes import Node, free_port, owners, wait_for
-from test_samba import port_open, smb_conf, stop_group
-
-PORT = 4455
+from test_samba import PORT, port_open, smb_conf, stop_group
 
 
 def node_smb_conf(d, addr, shares):
