@@ -140,9 +140,10 @@ static int record_apply(void *arg, const struct pool_journal_rec *r)
 }
 
 /* Log one record of file `file`, stripe `stripe` with `np` pieces of
- * 4 KiB filled with fill, fill+1, ... */
-static void log_one(struct pool_journal *j, uint64_t file, uint64_t stripe, uint32_t np,
-		    uint8_t fill)
+ * 4 KiB filled with fill, fill+1, ..., and leave it in flight (its
+ * in-place writes not done: pool_journal_done(j, 1) is the caller's). */
+static void log_pending(struct pool_journal *j, uint64_t file, uint64_t stripe, uint32_t np,
+			uint8_t fill)
 {
 	static uint8_t buf[4][B];
 	struct pool_journal_piece p[4];
@@ -154,6 +155,13 @@ static void log_one(struct pool_journal *j, uint64_t file, uint64_t stripe, uint
 	}
 	struct pool_journal_rec r = {.file_id = file, .stripe = stripe, .npiece = np, .piece = p};
 	assert_int_equal(pool_journal_log(j, &r, 1), 0);
+}
+
+/* log_pending, and its in-place writes done at once. */
+static void log_one(struct pool_journal *j, uint64_t file, uint64_t stripe, uint32_t np,
+		    uint8_t fill)
+{
+	log_pending(j, file, stripe, np, fill);
 	pool_journal_done(j, 1);
 }
 
@@ -435,6 +443,23 @@ static void test_copy_lost(void **state)
 	e->paths[0] = e->path[0];
 }
 
+/* The move the tests make: copies on disks 0, 1 (paths 0, 1) to disks 1,
+ * 2 (path 1 and a new file journal2). */
+struct moves {
+	char p2[160];
+	const char *from[2], *to[2];
+	uint32_t dfrom[2], dto[2];
+};
+
+static void moves(const struct env *e, struct moves *m)
+{
+	*m = (struct moves){.from = {e->path[0], e->path[1]},
+			    .to = {e->path[1], m->p2},
+			    .dfrom = {0, 1},
+			    .dto = {1, 2}};
+	snprintf(m->p2, sizeof(m->p2), "%s/journal2", e->root);
+}
+
 /* Open copies paths[0..n) on disks[0..n). */
 static struct pool_journal *jopen_at(struct env *e, const char *const *paths, const uint32_t *disks,
 				     uint32_t n)
@@ -450,34 +475,28 @@ static struct pool_journal *jopen_at(struct env *e, const char *const *paths, co
 static void test_move_copies(void **state)
 {
 	struct env *e = *state;
-	char p2[160];
-	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
-	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
-	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	struct moves mv;
+	moves(e, &mv);
+	struct pool_journal *j = jopen_at(e, mv.from, mv.dfrom, 2);
 	struct pool_journal_stats js;
 	struct stat st;
-	static uint8_t buf[B];
-	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
 
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
-	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
-	assert_int_equal(pool_journal_placed(j, to, dto, 2), 0);
+	assert_int_equal(pool_journal_placed(j, mv.from, mv.dfrom, 2), 1);
+	assert_int_equal(pool_journal_placed(j, mv.to, mv.dto, 2), 0);
 	log_one(j, 100, 1, 1, 0x10);
 	/* a record whose in-place write has not completed: no move yet */
-	memset(buf, 0x20, B);
-	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
-	assert_int_equal(pool_journal_log(j, &r, 1), 0);
+	log_pending(j, 101, 2, 1, 0x20);
 	int syncs = e->syncs;
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 50), -EAGAIN);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 50), -EAGAIN);
 	assert_int_equal(e->syncs, syncs);
-	assert_int_equal(stat(p2, &st), -1);
+	assert_int_equal(stat(mv.p2, &st), -1);
 	pool_journal_done(j, 1);
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), 0);
 	assert_true(e->syncs > syncs); /* the old epoch in place first */
-	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1);
+	assert_int_equal(pool_journal_placed(j, mv.to, mv.dto, 2), 1);
 	assert_int_equal(stat(e->path[0], &st), -1); /* in service, not needed: removed */
-	assert_int_equal(stat(p2, &st), 0);
+	assert_int_equal(stat(mv.p2, &st), 0);
 	pool_journal_stats(j, &js);
 	assert_int_equal(js.copies, 2);
 	assert_int_equal(js.ncopyslot, 2);
@@ -485,14 +504,15 @@ static void test_move_copies(void **state)
 	assert_int_equal(js.copy[1].disk, 2);
 	assert_true(js.copy[0].in_service && js.copy[1].in_service);
 	/* again: nothing to do */
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
-	assert_int_equal(pool_journal_set_copies(j, to, (const uint32_t[]){1, 1}, 2, 0), -EINVAL);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), 0);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, (const uint32_t[]){1, 1}, 2, 0),
+			 -EINVAL);
 	log_one(j, 102, 3, 2, 0x30);
 	pool_journal_close(j, 0); /* as a crash leaves it */
 
 	/* the disk of the kept copy lost too: the new copy alone has it */
 	e->napplied = 0;
-	j = jopen_at(e, (const char *const[]){p2}, (const uint32_t[]){2}, 1);
+	j = jopen_at(e, (const char *const[]){mv.p2}, (const uint32_t[]){2}, 1);
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
 	pool_journal_close(j, 0);
 	assert_int_equal(e->napplied, 1);
@@ -506,11 +526,9 @@ static void test_move_copies(void **state)
 static void test_move_after_disk_failed(void **state)
 {
 	struct env *e = *state;
-	char p2[160];
-	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
-	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
-	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
+	struct moves mv;
+	moves(e, &mv);
+	struct pool_journal *j = jopen_at(e, mv.from, mv.dfrom, 2);
 	struct pool_journal_stats js;
 	struct stat st;
 
@@ -519,7 +537,7 @@ static void test_move_after_disk_failed(void **state)
 	pool_journal_disk_failed(j, 0);
 	pool_journal_stats(j, &js);
 	assert_int_equal(js.copies, 1);
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), 0);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), 0);
 	pool_journal_stats(j, &js);
 	assert_int_equal(js.copies, 2);
 	assert_int_equal(stat(e->path[0], &st), 0); /* out of service: left alone */
@@ -527,7 +545,7 @@ static void test_move_after_disk_failed(void **state)
 	pool_journal_close(j, 0);
 	/* the next open: the copies where they moved, the old file read too */
 	e->napplied = 0;
-	const char *next[3] = {e->path[1], p2, e->path[0]};
+	const char *next[3] = {e->path[1], mv.p2, e->path[0]};
 	const uint32_t dnext[3] = {1, 2, 0};
 	struct pool_journal_config cfg = jcfg(e, next, dnext, 3);
 	char err[256] = "";
@@ -586,20 +604,15 @@ static uint64_t checkpoints(struct pool_journal *j)
 static void test_barrier_after_forced_timeout(void **state)
 {
 	struct env *e = *state;
-	char p2[160];
-	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
-	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
-	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
-	static uint8_t buf[B];
-	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
-	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
+	struct moves mv;
+	moves(e, &mv);
+	struct pool_journal *j = jopen_at(e, mv.from, mv.dfrom, 2);
 	pthread_t tm, tb;
 
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
 	uint64_t ck = checkpoints(j);
-	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
-	struct move_arg m = {j, to, dto, 0};
+	log_pending(j, 101, 2, 1, 0); /* in flight until done */
+	struct move_arg m = {j, mv.to, mv.dto, 0};
 	struct barrier_arg b = {.j = j, .file = 101, .stripe = 2};
 	assert_int_equal(pthread_create(&tm, NULL, move_main, &m), 0);
 	usleep(50 * 1000); /* the forced checkpoint is waiting for the record */
@@ -613,7 +626,7 @@ static void test_barrier_after_forced_timeout(void **state)
 	pthread_join(tb, NULL);
 	assert_int_equal(b.rc, 0);
 	assert_int_equal(checkpoints(j), ck + 1);
-	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1); /* it moved them too */
+	assert_int_equal(pool_journal_placed(j, mv.to, mv.dto, 2), 1); /* it moved them too */
 	pool_journal_close(j, 0);
 }
 
@@ -630,25 +643,20 @@ static uint64_t now_ms(void)
 static void test_move_not_forced_under_load(void **state)
 {
 	struct env *e = *state;
-	char p2[160];
-	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
-	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
-	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal *j = jopen_at(e, from, dfrom, 2);
-	static uint8_t buf[B];
-	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
-	struct pool_journal_rec r = {.file_id = 101, .stripe = 2, .npiece = 1, .piece = &pc};
+	struct moves mv;
+	moves(e, &mv);
+	struct pool_journal *j = jopen_at(e, mv.from, mv.dfrom, 2);
 
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
-	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
+	log_pending(j, 101, 2, 1, 0); /* in flight until done */
 	int syncs = e->syncs;
 	uint64_t t0 = now_ms();
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 5000), -EAGAIN);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 5000), -EAGAIN);
 	assert_true(now_ms() - t0 < 2500); /* it did not wait the 5 s */
 	assert_int_equal(e->syncs, syncs);
 	pool_journal_done(j, 1);
 	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
-	assert_int_equal(pool_journal_placed(j, to, dto, 2), 1);
+	assert_int_equal(pool_journal_placed(j, mv.to, mv.dto, 2), 1);
 	pool_journal_close(j, 1);
 }
 
@@ -712,15 +720,11 @@ static void test_hold_during_checkpoint(void **state)
 {
 	struct env *e = *state;
 	struct pool_journal *j = jopen(e, 1 << 20, NULL);
-	static uint8_t buf[B];
-	struct pool_journal_piece pc = {.pos = 0, .len = B, .off = 0, .buf = buf};
-	struct pool_journal_rec r = {.file_id = 100, .stripe = 3, .npiece = 1, .piece = &pc};
 	pthread_t tc;
 
 	assert_int_equal(pool_journal_replay(j, record_apply, e), 0);
 	uint64_t ck = checkpoints(j);
-	memset(buf, 0x33, B);
-	assert_int_equal(pool_journal_log(j, &r, 1), 0); /* in flight until done */
+	log_pending(j, 100, 3, 1, 0x33); /* in flight until done */
 	struct barrier_arg b = {.j = j};
 	assert_int_equal(pthread_create(&tc, NULL, ckpt_main, &b), 0);
 	usleep(50 * 1000); /* the checkpoint waits for the record */
@@ -863,11 +867,9 @@ static int move_fence(void *arg)
 static void test_move_partial(void **state)
 {
 	struct env *e = *state;
-	char p2[160];
-	snprintf(p2, sizeof(p2), "%s/journal2", e->root);
-	const char *from[2] = {e->path[0], e->path[1]}, *to[2] = {e->path[1], p2};
-	const uint32_t dfrom[2] = {0, 1}, dto[2] = {1, 2};
-	struct pool_journal_config cfg = jcfg(e, from, dfrom, 2);
+	struct moves mv;
+	moves(e, &mv);
+	struct pool_journal_config cfg = jcfg(e, mv.from, mv.dfrom, 2);
 	struct pool_journal *j = NULL;
 	struct pool_journal_stats js;
 	struct stat st;
@@ -882,18 +884,18 @@ static void test_move_partial(void **state)
 	uint64_t ck = checkpoints(j);
 	move_fence_calls = 0;
 	move_fence_mode = 1;
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -EAGAIN);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), -EAGAIN);
 	move_fence_mode = 0;
 	assert_int_equal(checkpoints(j), ck + 1); /* the checkpoint itself is done */
-	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
+	assert_int_equal(pool_journal_placed(j, mv.from, mv.dfrom, 2), 1);
 	pool_journal_stats(j, &js);
 	assert_int_equal(js.copies, 2);
 	assert_int_equal(stat(e->path[0], &st), 0); /* still in service: kept */
-	assert_int_equal(stat(p2, &st), -1);	    /* created by the move: removed */
+	assert_int_equal(stat(mv.p2, &st), -1);	    /* created by the move: removed */
 	/* not retried at once, not even by a natural checkpoint */
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -EAGAIN);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), -EAGAIN);
 	assert_int_equal(pool_journal_checkpoint(j, 0), 0);
-	assert_int_equal(stat(p2, &st), -1);
+	assert_int_equal(stat(mv.p2, &st), -1);
 	log_one(j, 101, 2, 1, 0x50);
 	pool_journal_close(j, 0); /* as a crash leaves it */
 
@@ -915,9 +917,9 @@ static void test_move_partial(void **state)
 	log_one(j, 102, 3, 1, 0x60);
 	move_fence_calls = 0;
 	move_fence_mode = 2;
-	assert_int_equal(pool_journal_set_copies(j, to, dto, 2, 0), -ESTALE);
+	assert_int_equal(pool_journal_set_copies(j, mv.to, mv.dto, 2, 0), -ESTALE);
 	move_fence_mode = 0;
-	assert_int_equal(pool_journal_placed(j, from, dfrom, 2), 1);
+	assert_int_equal(pool_journal_placed(j, mv.from, mv.dfrom, 2), 1);
 	assert_int_equal(stat(e->path[0], &st), 0);
 	assert_int_equal(stat(e->path[1], &st), 0);
 	pool_journal_close(j, 0);
