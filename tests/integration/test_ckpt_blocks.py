@@ -178,6 +178,14 @@ def record(typ, payload, seq):
     return r + struct.pack("<I", crc32c(r))
 
 
+def checkpointed(p, vol, name, ck, rng, size=FILE):
+    """File `name` of volume vol, `size` random bytes, and checkpoint `ck`
+    of it taken: (the File, its content at the checkpoint)."""
+    f = File(os.path.join(p.mnt, vol, name), rng.randbytes(size))
+    p.spacectl("checkpoint", "create", p.source, vol, ck, name)
+    return f, bytes(f.model)
+
+
 def names_in(root):
     """The pool inode numbers of the files named in directory root."""
     return {os.stat(os.path.join(root, n)).st_ino & ((1 << 48) - 1) for n in os.listdir(root)}
@@ -272,9 +280,7 @@ def formats(t, p, vol):
     """A version 1 log is read; a version 3 one is refused."""
     rng = random.Random(9)
     root = os.path.join(p.mnt, vol)
-    f = File(os.path.join(root, "old.bin"), rng.randbytes(MiB))
-    p.spacectl("checkpoint", "create", p.source, vol, "old", "old.bin")
-    m = bytes(f.model)
+    f, m = checkpointed(p, vol, "old.bin", "old", rng, MiB)
     f.write(3 * G, rng.randbytes(G))                 # whole granule: a MAP record
     f.write(5 * G + 4096, rng.randbytes(4096))       # one block: BLKS
     p.mounts[-1].stop()
@@ -381,9 +387,7 @@ def slots(t, p, vol, seed):
     """First writes into slots of a fill file; kill -9; merges."""
     rng = random.Random(seed)
     root = os.path.join(p.mnt, vol)
-    f = File(os.path.join(root, "slots.bin"), rng.randbytes(FILE))
-    p.spacectl("checkpoint", "create", p.source, vol, "s1", "slots.bin")
-    m1 = bytes(f.model)
+    f, m1 = checkpointed(p, vol, "slots.bin", "s1", rng)
     s1 = lambda: read(os.path.join(root, ".checkpoints", "s1", "slots.bin"))
     s2 = lambda: read(os.path.join(root, ".checkpoints", "s2", "slots.bin"))
     known, free = fill_ids(p, vol), [b for b in probes() if b != 19]
@@ -432,9 +436,7 @@ def format2(t, p, vol, seed):
     os.environ["SPACEFS_CKPT_FILL_KIB"] = "0"
     try:
         p.mount()
-        f = File(os.path.join(root, "v2.bin"), rng.randbytes(MiB))
-        p.spacectl("checkpoint", "create", p.source, vol, "v2", "v2.bin")
-        m = bytes(f.model)
+        f, m = checkpointed(p, vol, "v2.bin", "v2", rng, MiB)
         random_writes(f, rng, 60, 0, MiB)
         f.sync()
         p.mounts[-1].stop()
@@ -541,10 +543,8 @@ def generations(t, p, vol, seed):
     st = {}
 
     def run():
-        f = File(os.path.join(root, "gens.bin"), rng.randbytes(FILE))
+        f, st["m"] = checkpointed(p, vol, "gens.bin", "gen", rng)
         st["f"] = f
-        p.spacectl("checkpoint", "create", p.source, vol, "gen", "gens.bin")
-        st["m"] = bytes(f.model)
         known, free = fill_ids(p, vol), probes()
         st["free"] = free
         f.write(4096, rng.randbytes(4096))
@@ -619,10 +619,8 @@ def gen_boundary(t, p, vol, seed):
                 if k % 16 == 15 and at.get((g, b + 1)) == k + 1]
 
     def run():
-        f = File(os.path.join(root, "gb.bin"), rng.randbytes(FILE))
+        f, st["m"] = checkpointed(p, vol, "gb.bin", "gb", rng)
         st["f"] = f
-        p.spacectl("checkpoint", "create", p.source, vol, "gb", "gb.bin")
-        st["m"] = bytes(f.model)
         known = fill_ids(p, vol)
         f.write(4096, rng.randbytes(4096))
         wait_fill(t, p, vol, "64 KiB generations", known, f, rng, probes())
@@ -679,10 +677,8 @@ def cap_and_fault(t, p, vol, seed):
     st = {}
 
     def capped():
-        f = File(os.path.join(root, "cap.bin"), rng.randbytes(FILE))
+        f, st["m"] = checkpointed(p, vol, "cap.bin", "cap", rng)
         st["f"] = f
-        p.spacectl("checkpoint", "create", p.source, vol, "cap", "cap.bin")
-        st["m"] = bytes(f.model)
         known = fill_ids(p, vol)
         before = len(log_tail(p, 1 << 22))
         f.write(4096, rng.randbytes(4096))
@@ -705,10 +701,8 @@ def cap_and_fault(t, p, vol, seed):
     p.spacectl("checkpoint", "merge", p.source, vol, "cap", "--wait")
 
     def fault():
-        f = File(os.path.join(root, "nofill.bin"), rng.randbytes(FILE))
+        f, st["m"] = checkpointed(p, vol, "nofill.bin", "nf", rng)
         st["f"] = f
-        p.spacectl("checkpoint", "create", p.source, vol, "nf", "nofill.bin")
-        st["m"] = bytes(f.model)
         before = len(log_tail(p, 1 << 22))
         f.write(4096, rng.randbytes(4096))
         said = lambda: "cannot create a fill file" in log_tail(p, 1 << 22)[before:]
@@ -742,9 +736,7 @@ def bad_fills(t, p, vol, seed):
     line; the log put back, everything reads."""
     rng = random.Random(seed)
     root = os.path.join(p.mnt, vol)
-    f = File(os.path.join(root, "bad.bin"), rng.randbytes(FILE))
-    p.spacectl("checkpoint", "create", p.source, vol, "bad", "bad.bin")
-    m = bytes(f.model)
+    f, m = checkpointed(p, vol, "bad.bin", "bad", rng)
     known = fill_ids(p, vol)
     f.write(4096, rng.randbytes(4096))
     wait_fill(t, p, vol, "bad", known, f, rng, probes())
@@ -892,9 +884,7 @@ def fill_scrub(t, p, vol, seed):
     rng = random.Random(seed)
     root = os.path.join(p.mnt, vol)
     known = {fl for _, fl, _, _ in fill_recs(log_paths(p, vol)[0])}
-    f = File(os.path.join(root, "scrub.bin"), rng.randbytes(FILE))
-    p.spacectl("checkpoint", "create", p.source, vol, "sc1", "scrub.bin")
-    m1 = bytes(f.model)
+    f, m1 = checkpointed(p, vol, "scrub.bin", "sc1", rng)
     ck = os.path.join(root, ".checkpoints", "sc1", "scrub.bin")
     known = fill_ids(p, vol)
     f.write(4096, rng.randbytes(4096))
