@@ -1049,12 +1049,17 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
 		rc = layer_sync(v, &ch->l[k]);
 	pthread_rwlock_unlock(&ch->rw);
-	if (rc == 0) {
-		pthread_mutex_lock(&v->ckpt->lock);
+	if (rc < 0)
+		return rc;
+	/* the device's cache flush can take tens of milliseconds here: not
+	 * under the log's lock, which every first write's append takes */
+	struct pool_ckpt_log_flush f;
+	pthread_mutex_lock(&v->ckpt->lock);
+	int b = pool_ckpt_log_sync_begin(v->ckpt->log, &f);
+	if (b < 0)
 		rc = pool_ckpt_log_sync(v->ckpt->log);
-		pthread_mutex_unlock(&v->ckpt->lock);
-	}
-	return rc;
+	pthread_mutex_unlock(&v->ckpt->lock);
+	return b < 0 ? rc : pool_ckpt_log_sync_end(&f);
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)

@@ -577,6 +577,37 @@ int pool_ckpt_log_sync(struct pool_ckpt_log *l)
 	return rc;
 }
 
+int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f)
+{
+	f->n = 0;
+	for (uint32_t i = 0; i < l->n; i++) {
+		if (l->fd[i] < 0)
+			continue;
+		int fd = fcntl(l->fd[i], F_DUPFD_CLOEXEC, 0);
+		if (fd < 0) {
+			int e = -errno;
+			while (f->n > 0)
+				close(f->fd[--f->n]);
+			return e;
+		}
+		f->fd[f->n++] = fd;
+	}
+	return 0;
+}
+
+int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < f->n; i++) {
+		if (fdatasync(f->fd[i]) < 0 && rc == 0)
+			rc = -errno;
+		close(f->fd[i]);
+	}
+	f->n = 0;
+	return rc;
+}
+
 uint64_t pool_ckpt_log_seq(struct pool_ckpt_log *l)
 {
 	return l->seq;

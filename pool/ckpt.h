@@ -115,6 +115,21 @@ int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, 
 int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *recs, uint32_t len,
 			   uint32_t n);
 int pool_ckpt_log_sync(struct pool_ckpt_log *l);
+/* The same flush in two halves, so that the caller's lock (the one its
+ * appends hold) is not held across the device's cache flush: _begin,
+ * under that lock, takes a descriptor of every replica open now; _end,
+ * without it, flushes those and closes them.  Every record appended
+ * before _begin is durable when _end returns 0: a replica that
+ * pool_ckpt_log_reset replaced meanwhile was written whole and fsynced
+ * there, and the one flushed here is the file those records went to.
+ * _begin returns 0 or -errno (nothing held: flush with
+ * pool_ckpt_log_sync under the lock instead). */
+struct pool_ckpt_log_flush {
+	uint32_t n;
+	int fd[POOL_CKPT_MAX_REPLICA];
+};
+int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f);
+int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f);
 /* Encode one record at the end of *buf (grown with realloc). */
 int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, const void *p,
 			 uint32_t plen, uint64_t seq);

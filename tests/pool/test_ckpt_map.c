@@ -9,7 +9,11 @@
  * prefix.  Slots: marks with slots give the blocks consecutive ones in
  * block order, marks without keep those set before, a granule with slots
  * stays PART when full, DATA/ZERO/NONE clear them and a granule made
- * PART again starts without.
+ * PART again starts without.  The log's flush in two halves
+ * (pool_ckpt_log_sync_begin/_end, so that fsync does not hold the log's
+ * lock across the device flush): a compaction between the halves, an
+ * append after _begin, no descriptor left open, and a _begin that cannot
+ * take descriptors failing with nothing held.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -206,6 +212,78 @@ static void test_log_batch(void **state)
 	rmdir(base);
 }
 
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+static void test_log_sync_halves(void **state)
+{
+	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], path[80], *img = NULL;
+	const char *dirs[2] = {d0, d1};
+	uint64_t a = 1, b = 2, c = 3;
+	struct pool_ckpt_log *l;
+	struct pool_ckpt_log_flush f;
+	struct rlimit lim, none;
+	size_t len = 0, cap = 0;
+	struct seen s;
+	char err[256];
+
+	(void)state;
+	assert_non_null(mkdtemp(base));
+	snprintf(d0, sizeof(d0), "%s/a", base);
+	snprintf(d1, sizeof(d1), "%s/b", base);
+	assert_int_equal(mkdir(d0, 0700), 0);
+	assert_int_equal(mkdir(d1, 0700), 0);
+	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
+	assert_int_equal(pool_ckpt_log_append(l, 3, &a, sizeof(a)), 0);
+	int fds = open_fds();
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(f.n, 2);
+	/* between the halves: an append, then a compaction replacing both
+	 * replicas with one record of its own sequence after them */
+	assert_int_equal(pool_ckpt_log_append(l, 4, &b, sizeof(b)), 0);
+	assert_int_equal(pool_ckpt_log_encode(&img, &len, &cap, 5, &c, sizeof(c), 3), 0);
+	assert_int_equal(pool_ckpt_log_reset(l, img, len), 0);
+	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
+	assert_int_equal(f.n, 0);
+	assert_int_equal(open_fds(), fds);
+	/* a second flush, of the new replicas */
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
+	assert_int_equal(open_fds(), fds);
+	/* no descriptor to be had: _begin fails and holds nothing */
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &lim), 0);
+	none = lim;
+	none.rlim_cur = 0;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &none), 0);
+	int rc = pool_ckpt_log_sync_begin(l, &f);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	assert_true(rc < 0);
+	assert_int_equal(f.n, 0);
+	assert_int_equal(open_fds(), fds);
+	assert_int_equal(pool_ckpt_log_sync(l), 0); /* the caller's fallback */
+	pool_ckpt_log_close(l);
+	free(img);
+	for (int r = 0; r < 2; r++) { /* each replica: the compaction's record */
+		replay_dir(dirs[r], &s);
+		assert_int_equal(s.n, 1);
+		assert_int_equal(s.type[0], 5);
+		assert_int_equal(s.val[0], 3);
+		snprintf(path, sizeof(path), "%s/ckpt", dirs[r]);
+		unlink(path);
+		rmdir(dirs[r]);
+	}
+	rmdir(base);
+}
+
 static void test_slots(void **state)
 {
 	struct pool_ckpt_map m = {0};
@@ -250,9 +328,13 @@ static void test_slots(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mark),  cmocka_unit_test(test_set_clears),
-	    cmocka_unit_test(test_end),	  cmocka_unit_test(test_leaves),
-	    cmocka_unit_test(test_slots), cmocka_unit_test(test_log_batch),
+	    cmocka_unit_test(test_mark),
+	    cmocka_unit_test(test_set_clears),
+	    cmocka_unit_test(test_end),
+	    cmocka_unit_test(test_leaves),
+	    cmocka_unit_test(test_slots),
+	    cmocka_unit_test(test_log_batch),
+	    cmocka_unit_test(test_log_sync_halves),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
