@@ -158,6 +158,28 @@ static void replay_dir(const char *dir, struct seen *s)
 	pool_ckpt_log_close(l);
 }
 
+/* Two log replica directories, a and b, in a new temporary directory. */
+static void replicas_make(char *base, char *d0, char *d1, size_t n)
+{
+	assert_non_null(mkdtemp(base));
+	snprintf(d0, n, "%s/a", base);
+	snprintf(d1, n, "%s/b", base);
+	assert_int_equal(mkdir(d0, 0700), 0);
+	assert_int_equal(mkdir(d1, 0700), 0);
+}
+
+static void replicas_remove(const char *base, const char *const *dirs)
+{
+	char path[80];
+
+	for (int r = 0; r < 2; r++) {
+		snprintf(path, sizeof(path), "%s/ckpt", dirs[r]);
+		unlink(path);
+		rmdir(dirs[r]);
+	}
+	rmdir(base);
+}
+
 static void test_log_batch(void **state)
 {
 	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], path[80];
@@ -169,11 +191,7 @@ static void test_log_batch(void **state)
 	struct stat st;
 
 	(void)state;
-	assert_non_null(mkdtemp(base));
-	snprintf(d0, sizeof(d0), "%s/a", base);
-	snprintf(d1, sizeof(d1), "%s/b", base);
-	assert_int_equal(mkdir(d0, 0700), 0);
-	assert_int_equal(mkdir(d1, 0700), 0);
+	replicas_make(base, d0, d1, sizeof(d0));
 	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
 	assert_int_equal(pool_ckpt_log_append(l, 3, &one, sizeof(one)), 0);
 	assert_int_equal(pool_ckpt_log_append_n(l, 10, five, sizeof(five[0]), 5), 0);
@@ -204,12 +222,7 @@ static void test_log_batch(void **state)
 	assert_int_equal(s.val[3], 12);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_size, 32 * 4); /* rewritten as the valid prefix */
-	for (int r = 0; r < 2; r++) {
-		snprintf(path, sizeof(path), "%s/ckpt", dirs[r]);
-		unlink(path);
-		rmdir(dirs[r]);
-	}
-	rmdir(base);
+	replicas_remove(base, dirs);
 }
 
 static int open_fds(void)
@@ -226,7 +239,7 @@ static int open_fds(void)
 
 static void test_log_sync_halves(void **state)
 {
-	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], path[80], *img = NULL;
+	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], *img = NULL;
 	const char *dirs[2] = {d0, d1};
 	uint64_t a = 1, b = 2, c = 3;
 	struct pool_ckpt_log *l;
@@ -237,11 +250,7 @@ static void test_log_sync_halves(void **state)
 	char err[256];
 
 	(void)state;
-	assert_non_null(mkdtemp(base));
-	snprintf(d0, sizeof(d0), "%s/a", base);
-	snprintf(d1, sizeof(d1), "%s/b", base);
-	assert_int_equal(mkdir(d0, 0700), 0);
-	assert_int_equal(mkdir(d1, 0700), 0);
+	replicas_make(base, d0, d1, sizeof(d0));
 	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
 	assert_int_equal(pool_ckpt_log_append(l, 3, &a, sizeof(a)), 0);
 	int fds = open_fds();
@@ -277,11 +286,8 @@ static void test_log_sync_halves(void **state)
 		assert_int_equal(s.n, 1);
 		assert_int_equal(s.type[0], 5);
 		assert_int_equal(s.val[0], 3);
-		snprintf(path, sizeof(path), "%s/ckpt", dirs[r]);
-		unlink(path);
-		rmdir(dirs[r]);
 	}
-	rmdir(base);
+	replicas_remove(base, dirs);
 }
 
 static void test_slots(void **state)
