@@ -1059,7 +1059,18 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	if (b < 0)
 		rc = pool_ckpt_log_sync(v->ckpt->log);
 	pthread_mutex_unlock(&v->ckpt->lock);
-	return b < 0 ? rc : pool_ckpt_log_sync_end(&f);
+	if (b < 0)
+		return rc;
+	rc = pool_ckpt_log_sync_end(&f);
+	bool failed = false;
+	for (uint32_t i = 0; i < f.n; i++)
+		failed |= f.err[i] < 0;
+	if (failed) {
+		pthread_mutex_lock(&v->ckpt->lock);
+		pool_ckpt_log_sync_drop(v->ckpt->log, &f);
+		pthread_mutex_unlock(&v->ckpt->lock);
+	}
+	return rc;
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)

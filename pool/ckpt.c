@@ -374,6 +374,29 @@ static int read_all(const char *path, char **out, size_t *len)
 	return 0;
 }
 
+/* Make a rename in path's directory durable: until then a power cut can
+ * leave the name on the old file, whose last appends were never
+ * flushed, while a flush of the new file reports success. */
+static int sync_dir_of(const char *path)
+{
+	char dir[4300];
+	const char *slash = strrchr(path, '/');
+	int rc = 0;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path) ? (int)(slash - path) : 1,
+			 path);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 static int write_replace(const char *path, const char *buf, size_t len)
 {
 	char tmp[4300];
@@ -397,7 +420,7 @@ static int write_replace(const char *path, const char *buf, size_t len)
 		unlink(tmp);
 		return -errno;
 	}
-	return 0;
+	return sync_dir_of(path);
 }
 
 static void reopen(struct pool_ckpt_log *l, uint32_t i)
@@ -567,45 +590,92 @@ int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *r
 	return rc;
 }
 
+/* A replica whose flush failed may have lost appends the kernel had
+ * accepted, and a later flush of it would report success: it is dropped
+ * as a failed write drops one (write_everywhere). */
+static void drop_unflushed(struct pool_ckpt_log *l, uint32_t i, int err)
+{
+	fprintf(stderr, "spacefs: checkpoint log %s: flush failed (%s); replica dropped\n",
+		l->path[i], strerror(-err));
+	close(l->fd[i]);
+	l->fd[i] = -1;
+}
+
 int pool_ckpt_log_sync(struct pool_ckpt_log *l)
 {
-	int rc = 0;
+	uint32_t ok = 0;
+	int rc = -EIO; /* no replica left */
 
-	for (uint32_t i = 0; i < l->n; i++)
-		if (l->fd[i] >= 0 && fdatasync(l->fd[i]) < 0)
+	for (uint32_t i = 0; i < l->n; i++) {
+		if (l->fd[i] < 0)
+			continue;
+		if (fdatasync(l->fd[i]) == 0) {
+			ok++;
+		} else {
 			rc = -errno;
-	return rc;
+			drop_unflushed(l, i, rc);
+		}
+	}
+	return ok || l->n == 0 ? 0 : rc;
 }
 
 int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f)
 {
 	f->n = 0;
 	for (uint32_t i = 0; i < l->n; i++) {
+		struct stat st;
 		if (l->fd[i] < 0)
 			continue;
 		int fd = fcntl(l->fd[i], F_DUPFD_CLOEXEC, 0);
+		if (fd >= 0 && fstat(fd, &st) < 0) {
+			int e = errno;
+			close(fd);
+			fd = -1;
+			errno = e;
+		}
 		if (fd < 0) {
 			int e = -errno;
 			while (f->n > 0)
 				close(f->fd[--f->n]);
 			return e;
 		}
-		f->fd[f->n++] = fd;
+		f->fd[f->n] = fd;
+		f->replica[f->n] = i;
+		f->dev[f->n] = st.st_dev;
+		f->ino[f->n] = st.st_ino;
+		f->err[f->n] = 0;
+		f->n++;
 	}
-	return 0;
+	return f->n || l->n == 0 ? 0 : -EIO; /* every replica dropped already */
 }
 
 int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f)
 {
+	uint32_t ok = 0;
 	int rc = 0;
 
 	for (uint32_t i = 0; i < f->n; i++) {
-		if (fdatasync(f->fd[i]) < 0 && rc == 0)
-			rc = -errno;
+		if (fdatasync(f->fd[i]) == 0)
+			ok++;
+		else
+			rc = f->err[i] = -errno;
 		close(f->fd[i]);
+		f->fd[i] = -1;
 	}
-	f->n = 0;
-	return rc;
+	return ok ? 0 : rc;
+}
+
+void pool_ckpt_log_sync_drop(struct pool_ckpt_log *l, const struct pool_ckpt_log_flush *f)
+{
+	for (uint32_t i = 0; i < f->n; i++) {
+		uint32_t r = f->replica[i];
+		struct stat st;
+		/* only the file that was flushed: a replica replaced since was
+		 * written whole and flushed by pool_ckpt_log_reset */
+		if (f->err[i] < 0 && r < l->n && l->fd[r] >= 0 && fstat(l->fd[r], &st) == 0 &&
+		    st.st_dev == f->dev[i] && st.st_ino == f->ino[i])
+			drop_unflushed(l, r, f->err[i]);
+	}
 }
 
 uint64_t pool_ckpt_log_seq(struct pool_ckpt_log *l)

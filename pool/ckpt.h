@@ -27,7 +27,8 @@
  * cannot lose them; pool_ckpt_log_sync for power loss).  Opening takes
  * the replica whose last valid record has the highest sequence, cuts a
  * torn tail, and pool_ckpt_log_reset replaces every replica atomically
- * (temp file, fsync, rename) with a compacted set of records.
+ * (temp file, fsync, rename, fsync of the directory) with a compacted
+ * set of records.
  */
 #ifndef SPACEFS_POOL_CKPT_H
 #define SPACEFS_POOL_CKPT_H
@@ -114,22 +115,33 @@ int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, 
  * write per replica. */
 int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *recs, uint32_t len,
 			   uint32_t n);
+/* Flush every replica (power loss).  A replica whose flush fails is
+ * dropped, as one whose write fails is: the kernel may have lost appends
+ * it had accepted, and a later flush of it would report success.  0 if
+ * at least one replica (or none was configured) is flushed, else the
+ * error (-EIO when none is left). */
 int pool_ckpt_log_sync(struct pool_ckpt_log *l);
-/* The same flush in two halves, so that the caller's lock (the one its
+/* The same flush in three steps, so that the caller's lock (the one its
  * appends hold) is not held across the device's cache flush: _begin,
  * under that lock, takes a descriptor of every replica open now; _end,
- * without it, flushes those and closes them.  Every record appended
- * before _begin is durable when _end returns 0: a replica that
- * pool_ckpt_log_reset replaced meanwhile was written whole and fsynced
- * there, and the one flushed here is the file those records went to.
- * _begin returns 0 or -errno (nothing held: flush with
- * pool_ckpt_log_sync under the lock instead). */
+ * without it, flushes those and closes them (0 if one flushed, else the
+ * error); _drop, under the lock again, drops the replicas whose flush
+ * failed, unless a reset replaced them meanwhile.  Every record appended
+ * before _begin is durable when _end returns 0: the file flushed is the
+ * one those records went to, and a reset between the steps wrote its
+ * replacement whole and made it and the rename durable.  _begin returns
+ * 0 or -errno with nothing held (then flush with pool_ckpt_log_sync
+ * under the lock instead; -EIO when every replica is dropped). */
 struct pool_ckpt_log_flush {
 	uint32_t n;
 	int fd[POOL_CKPT_MAX_REPLICA];
+	uint32_t replica[POOL_CKPT_MAX_REPLICA];
+	uint64_t dev[POOL_CKPT_MAX_REPLICA], ino[POOL_CKPT_MAX_REPLICA];
+	int err[POOL_CKPT_MAX_REPLICA]; /* set by _end: 0 or the flush's -errno */
 };
 int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f);
 int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f);
+void pool_ckpt_log_sync_drop(struct pool_ckpt_log *l, const struct pool_ckpt_log_flush *f);
 /* Encode one record at the end of *buf (grown with realloc). */
 int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, const void *p,
 			 uint32_t plen, uint64_t seq);

@@ -11,9 +11,11 @@
  * stays PART when full, DATA/ZERO/NONE clear them and a granule made
  * PART again starts without.  The log's flush in two halves
  * (pool_ckpt_log_sync_begin/_end, so that fsync does not hold the log's
- * lock across the device flush): a compaction between the halves, an
- * append after _begin, no descriptor left open, and a _begin that cannot
- * take descriptors failing with nothing held.
+ * lock across the device flush): the files flushed are those the
+ * records went to when a compaction replaces them between the steps, no
+ * descriptor left open, a failed flush drops its replica unless it was
+ * replaced meanwhile, and a _begin that gets one descriptor of two fails
+ * with nothing held.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,11 +23,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -237,6 +240,33 @@ static int open_fds(void)
 	return n;
 }
 
+/* Records of replica directory dir, replayed alone. */
+static uint32_t records_in(const char *dir)
+{
+	struct seen s;
+
+	replay_dir(dir, &s);
+	return s.n;
+}
+
+static ino_t ino_of_fd(int fd)
+{
+	struct stat st;
+
+	assert_int_equal(fstat(fd, &st), 0);
+	return st.st_ino;
+}
+
+static ino_t ino_of(const char *dir)
+{
+	char path[80];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/ckpt", dir);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_ino;
+}
+
 static void test_log_sync_halves(void **state)
 {
 	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], *img = NULL;
@@ -244,9 +274,8 @@ static void test_log_sync_halves(void **state)
 	uint64_t a = 1, b = 2, c = 3;
 	struct pool_ckpt_log *l;
 	struct pool_ckpt_log_flush f;
-	struct rlimit lim, none;
+	struct rlimit lim, low;
 	size_t len = 0, cap = 0;
-	struct seen s;
 	char err[256];
 
 	(void)state;
@@ -256,37 +285,50 @@ static void test_log_sync_halves(void **state)
 	int fds = open_fds();
 	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
 	assert_int_equal(f.n, 2);
-	/* between the halves: an append, then a compaction replacing both
-	 * replicas with one record of its own sequence after them */
+	/* between the steps: an append, then a compaction replacing both
+	 * replicas with one record; the flush still goes to the files the
+	 * records before it went to */
 	assert_int_equal(pool_ckpt_log_append(l, 4, &b, sizeof(b)), 0);
 	assert_int_equal(pool_ckpt_log_encode(&img, &len, &cap, 5, &c, sizeof(c), 3), 0);
 	assert_int_equal(pool_ckpt_log_reset(l, img, len), 0);
+	for (int r = 0; r < 2; r++)
+		assert_true(ino_of_fd(f.fd[r]) != ino_of(dirs[r]));
 	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
-	assert_int_equal(f.n, 0);
 	assert_int_equal(open_fds(), fds);
-	/* a second flush, of the new replicas */
+	/* a failed flush of a replica replaced since: the new one is kept */
+	f.err[1] = -EIO;
+	pool_ckpt_log_sync_drop(l, &f);
+	/* a failed flush of the file still in use: that replica is dropped,
+	 * and appends go on in the other */
 	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
 	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
-	assert_int_equal(open_fds(), fds);
-	/* no descriptor to be had: _begin fails and holds nothing */
+	f.err[0] = -EIO;
+	pool_ckpt_log_sync_drop(l, &f);
+	assert_int_equal(open_fds(), fds - 1);
+	assert_int_equal(pool_ckpt_log_append(l, 6, &a, sizeof(a)), 0);
+	assert_int_equal(pool_ckpt_log_sync(l), 0);
+	pool_ckpt_log_close(l);
+	free(img);
+	/* replica a was dropped after the compaction; b has what came after */
+	assert_int_equal(records_in(d0), 1);
+	assert_int_equal(records_in(d1), 2);
+	/* no descriptor to be had for the second replica: _begin fails and
+	 * holds nothing (the first one's, taken, is given back) */
+	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
+	fds = open_fds();
+	int k = fcntl(0, F_DUPFD_CLOEXEC, 0); /* the lowest free descriptor */
+	assert_true(k >= 0);
+	close(k);
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &lim), 0);
-	none = lim;
-	none.rlim_cur = 0;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &none), 0);
+	low = lim;
+	low.rlim_cur = (rlim_t)k + 1;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
 	int rc = pool_ckpt_log_sync_begin(l, &f);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
-	assert_true(rc < 0);
-	assert_int_equal(f.n, 0);
+	assert_int_equal(rc, -EMFILE);
 	assert_int_equal(open_fds(), fds);
 	assert_int_equal(pool_ckpt_log_sync(l), 0); /* the caller's fallback */
 	pool_ckpt_log_close(l);
-	free(img);
-	for (int r = 0; r < 2; r++) { /* each replica: the compaction's record */
-		replay_dir(dirs[r], &s);
-		assert_int_equal(s.n, 1);
-		assert_int_equal(s.type[0], 5);
-		assert_int_equal(s.val[0], 3);
-	}
 	replicas_remove(base, dirs);
 }
 
