@@ -1061,16 +1061,9 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	pthread_mutex_unlock(&v->ckpt->lock);
 	if (b < 0)
 		return rc;
-	rc = pool_ckpt_log_sync_end(&f);
-	bool failed = false;
-	for (uint32_t i = 0; i < f.n; i++)
-		failed |= f.err[i] < 0;
-	if (failed) {
-		pthread_mutex_lock(&v->ckpt->lock);
-		pool_ckpt_log_sync_drop(v->ckpt->log, &f);
-		pthread_mutex_unlock(&v->ckpt->lock);
-	}
-	return rc;
+	/* unlocked: the log outlives this request (the volume is held
+	 * shared by every request and detached only under it exclusively) */
+	return pool_ckpt_log_sync_end(v->ckpt->log, &f);
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
@@ -2582,7 +2575,13 @@ static void compact_live(struct fs_ckpt *c)
 	for (int i = 0; i < CK_MAX; i++)
 		live += c->ck[i] != NULL;
 	c->compact_due = false;
-	if (rc < 0)
+	if (rc < 0 && pool_ckpt_log_replicas(c->log) == 0)
+		fs_log(
+		    "volume %s: checkpoint log: compaction failed (%s) and no replica of the log "
+		    "is left: first writes after a checkpoint fail until the volume is mounted "
+		    "again",
+		    c->v->name, strerror(-rc));
+	else if (rc < 0)
 		fs_log("volume %s: checkpoint log: compaction failed (%s); kept as is", c->v->name,
 		       strerror(-rc));
 	else if (live > 0) /* past the bound: say so (not after the last merge) */

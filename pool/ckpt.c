@@ -13,6 +13,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +289,14 @@ struct pool_ckpt_log {
 	char *img;		       /* the chosen replica's valid records, at open */
 	size_t imglen;
 	uint64_t seq;
+	/* Flushes.  The kernel reports a writeback error once per open file,
+	 * to whichever flush looks first, so one flush at a time (flush_mu)
+	 * and a failure is remembered: bad[i] is gen[i] + 1 once a flush of
+	 * replica i's file of generation gen[i] failed (gen[i] counts
+	 * reopens, under the caller's lock; bad is written under flush_mu). */
+	pthread_mutex_t flush_mu;
+	uint32_t gen[POOL_CKPT_MAX_REPLICA];
+	_Atomic uint32_t bad[POOL_CKPT_MAX_REPLICA];
 };
 
 static void put32(char *p, uint32_t v)
@@ -386,12 +396,11 @@ static int sync_dir_of(const char *path)
 	if (!slash)
 		snprintf(dir, sizeof(dir), ".");
 	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path) ? (int)(slash - path) : 1,
-			 path);
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fsync(fd) < 0)
+	if (fsync(fd) < 0 && errno != EINVAL) /* EINVAL: a file system that has no such sync */
 		rc = -errno;
 	close(fd);
 	return rc;
@@ -425,6 +434,7 @@ static int write_replace(const char *path, const char *buf, size_t len)
 
 static void reopen(struct pool_ckpt_log *l, uint32_t i)
 {
+	l->gen[i]++; /* a new file: earlier flush failures were the old one's */
 	if (l->fd[i] >= 0)
 		close(l->fd[i]);
 	l->fd[i] = open(l->path[i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -445,6 +455,7 @@ int pool_ckpt_log_open(const char *const *dirs, uint32_t n, struct pool_ckpt_log
 	if (n > POOL_CKPT_MAX_REPLICA)
 		n = POOL_CKPT_MAX_REPLICA;
 	l->n = n;
+	pthread_mutex_init(&l->flush_mu, NULL);
 	for (uint32_t i = 0; i < n; i++) {
 		char *img;
 		size_t len;
@@ -503,6 +514,7 @@ void pool_ckpt_log_close(struct pool_ckpt_log *l)
 	for (uint32_t i = 0; i < l->n; i++)
 		if (l->fd[i] >= 0)
 			close(l->fd[i]);
+	pthread_mutex_destroy(&l->flush_mu);
 	free(l->img);
 	free(l);
 }
@@ -592,13 +604,30 @@ int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *r
 
 /* A replica whose flush failed may have lost appends the kernel had
  * accepted, and a later flush of it would report success: it is dropped
- * as a failed write drops one (write_everywhere). */
-static void drop_unflushed(struct pool_ckpt_log *l, uint32_t i, int err)
+ * as a failed write drops one (write_everywhere).  Caller's lock held. */
+static void drop_unflushed(struct pool_ckpt_log *l, uint32_t i)
 {
-	fprintf(stderr, "spacefs: checkpoint log %s: flush failed (%s); replica dropped\n",
-		l->path[i], strerror(-err));
+	fprintf(stderr, "spacefs: checkpoint log %s: a flush failed; replica dropped\n",
+		l->path[i]);
 	close(l->fd[i]);
 	l->fd[i] = -1;
+}
+
+static bool flush_failed(struct pool_ckpt_log *l, uint32_t i, uint32_t gen)
+{
+	return atomic_load(&l->bad[i]) == gen + 1;
+}
+
+/* Flush fd, replica i's file of generation gen: 0, or -errno if this
+ * flush or an earlier one of the same file failed.  flush_mu held. */
+static int flush_one(struct pool_ckpt_log *l, uint32_t i, uint32_t gen, int fd)
+{
+	if (fdatasync(fd) < 0) {
+		int e = -errno;
+		atomic_store(&l->bad[i], gen + 1);
+		return e;
+	}
+	return flush_failed(l, i, gen) ? -EIO : 0;
 }
 
 int pool_ckpt_log_sync(struct pool_ckpt_log *l)
@@ -606,16 +635,19 @@ int pool_ckpt_log_sync(struct pool_ckpt_log *l)
 	uint32_t ok = 0;
 	int rc = -EIO; /* no replica left */
 
+	pthread_mutex_lock(&l->flush_mu);
 	for (uint32_t i = 0; i < l->n; i++) {
 		if (l->fd[i] < 0)
 			continue;
-		if (fdatasync(l->fd[i]) == 0) {
+		int e = flush_one(l, i, l->gen[i], l->fd[i]);
+		if (e == 0) {
 			ok++;
 		} else {
-			rc = -errno;
-			drop_unflushed(l, i, rc);
+			rc = e;
+			drop_unflushed(l, i);
 		}
 	}
+	pthread_mutex_unlock(&l->flush_mu);
 	return ok || l->n == 0 ? 0 : rc;
 }
 
@@ -623,16 +655,11 @@ int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush
 {
 	f->n = 0;
 	for (uint32_t i = 0; i < l->n; i++) {
-		struct stat st;
+		if (l->fd[i] >= 0 && flush_failed(l, i, l->gen[i]))
+			drop_unflushed(l, i);
 		if (l->fd[i] < 0)
 			continue;
 		int fd = fcntl(l->fd[i], F_DUPFD_CLOEXEC, 0);
-		if (fd >= 0 && fstat(fd, &st) < 0) {
-			int e = errno;
-			close(fd);
-			fd = -1;
-			errno = e;
-		}
 		if (fd < 0) {
 			int e = -errno;
 			while (f->n > 0)
@@ -641,41 +668,39 @@ int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush
 		}
 		f->fd[f->n] = fd;
 		f->replica[f->n] = i;
-		f->dev[f->n] = st.st_dev;
-		f->ino[f->n] = st.st_ino;
-		f->err[f->n] = 0;
+		f->gen[f->n] = l->gen[i];
 		f->n++;
 	}
 	return f->n || l->n == 0 ? 0 : -EIO; /* every replica dropped already */
 }
 
-int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f)
+int pool_ckpt_log_sync_end(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f)
 {
 	uint32_t ok = 0;
 	int rc = 0;
 
+	pthread_mutex_lock(&l->flush_mu);
 	for (uint32_t i = 0; i < f->n; i++) {
-		if (fdatasync(f->fd[i]) == 0)
+		int e = flush_one(l, f->replica[i], f->gen[i], f->fd[i]);
+		if (e == 0)
 			ok++;
 		else
-			rc = f->err[i] = -errno;
-		close(f->fd[i]);
-		f->fd[i] = -1;
+			rc = e;
 	}
+	pthread_mutex_unlock(&l->flush_mu);
+	for (uint32_t i = 0; i < f->n; i++)
+		close(f->fd[i]);
+	f->n = 0;
 	return ok ? 0 : rc;
 }
 
-void pool_ckpt_log_sync_drop(struct pool_ckpt_log *l, const struct pool_ckpt_log_flush *f)
+uint32_t pool_ckpt_log_replicas(const struct pool_ckpt_log *l)
 {
-	for (uint32_t i = 0; i < f->n; i++) {
-		uint32_t r = f->replica[i];
-		struct stat st;
-		/* only the file that was flushed: a replica replaced since was
-		 * written whole and flushed by pool_ckpt_log_reset */
-		if (f->err[i] < 0 && r < l->n && l->fd[r] >= 0 && fstat(l->fd[r], &st) == 0 &&
-		    st.st_dev == f->dev[i] && st.st_ino == f->ino[i])
-			drop_unflushed(l, r, f->err[i]);
-	}
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < l->n; i++)
+		n += l->fd[i] >= 0;
+	return n;
 }
 
 uint64_t pool_ckpt_log_seq(struct pool_ckpt_log *l)

@@ -115,33 +115,34 @@ int pool_ckpt_log_append(struct pool_ckpt_log *l, uint32_t type, const void *p, 
  * write per replica. */
 int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *recs, uint32_t len,
 			   uint32_t n);
-/* Flush every replica (power loss).  A replica whose flush fails is
- * dropped, as one whose write fails is: the kernel may have lost appends
- * it had accepted, and a later flush of it would report success.  0 if
- * at least one replica (or none was configured) is flushed, else the
- * error (-EIO when none is left). */
+/* Flush every replica (power loss).  A replica whose flush fails, now
+ * or in an earlier flush of the same file, is dropped, as one whose
+ * write fails is: the kernel may have lost appends it had accepted, and
+ * it reports that once, to whichever flush looks first.  0 if at least
+ * one replica (or none was configured) is flushed, else the error (-EIO
+ * when none is left). */
 int pool_ckpt_log_sync(struct pool_ckpt_log *l);
-/* The same flush in three steps, so that the caller's lock (the one its
+/* The same flush in two steps, so that the caller's lock (the one its
  * appends hold) is not held across the device's cache flush: _begin,
- * under that lock, takes a descriptor of every replica open now; _end,
- * without it, flushes those and closes them (0 if one flushed, else the
- * error); _drop, under the lock again, drops the replicas whose flush
- * failed, unless a reset replaced them meanwhile.  Every record appended
- * before _begin is durable when _end returns 0: the file flushed is the
- * one those records went to, and a reset between the steps wrote its
- * replacement whole and made it and the rename durable.  _begin returns
- * 0 or -errno with nothing held (then flush with pool_ckpt_log_sync
- * under the lock instead; -EIO when every replica is dropped). */
+ * under that lock, drops replicas an earlier flush found failed and
+ * takes a descriptor of every other open one; _end, without it, flushes
+ * those and closes them: 0 if one replica flushed and no flush of that
+ * file has failed (flushes run one at a time and a failure is
+ * remembered, so a concurrent flush cannot report success after another
+ * saw the error), else the error; such a replica is dropped at the next
+ * _begin or pool_ckpt_log_sync.  Every record appended before _begin is
+ * durable when _end returns 0: the file flushed is the one those records
+ * went to, and a reset between the steps returned only once its
+ * replacement and the rename were durable.  _begin returns 0 or -errno
+ * with nothing held (then flush with pool_ckpt_log_sync under the lock
+ * instead; -EIO when every replica is dropped). */
 struct pool_ckpt_log_flush {
 	uint32_t n;
 	int fd[POOL_CKPT_MAX_REPLICA];
-	uint32_t replica[POOL_CKPT_MAX_REPLICA];
-	uint64_t dev[POOL_CKPT_MAX_REPLICA], ino[POOL_CKPT_MAX_REPLICA];
-	int err[POOL_CKPT_MAX_REPLICA]; /* set by _end: 0 or the flush's -errno */
+	uint32_t replica[POOL_CKPT_MAX_REPLICA], gen[POOL_CKPT_MAX_REPLICA];
 };
 int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f);
-int pool_ckpt_log_sync_end(struct pool_ckpt_log_flush *f);
-void pool_ckpt_log_sync_drop(struct pool_ckpt_log *l, const struct pool_ckpt_log_flush *f);
+int pool_ckpt_log_sync_end(struct pool_ckpt_log *l, struct pool_ckpt_log_flush *f);
 /* Encode one record at the end of *buf (grown with realloc). */
 int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, const void *p,
 			 uint32_t plen, uint64_t seq);
@@ -149,5 +150,7 @@ int pool_ckpt_log_encode(char **buf, size_t *len, size_t *cap, uint32_t type, co
  * sequences continue from the last one). */
 int pool_ckpt_log_reset(struct pool_ckpt_log *l, const char *buf, size_t len);
 uint64_t pool_ckpt_log_seq(struct pool_ckpt_log *l);
+/* Replicas still written (not dropped after an error). */
+uint32_t pool_ckpt_log_replicas(const struct pool_ckpt_log *l);
 
 #endif /* SPACEFS_POOL_CKPT_H */

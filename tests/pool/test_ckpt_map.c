@@ -13,9 +13,10 @@
  * (pool_ckpt_log_sync_begin/_end, so that fsync does not hold the log's
  * lock across the device flush): the files flushed are those the
  * records went to when a compaction replaces them between the steps, no
- * descriptor left open, a failed flush drops its replica unless it was
- * replaced meanwhile, and a _begin that gets one descriptor of two fails
- * with nothing held.
+ * descriptor left open, a failed flush drops its replica unless a reset
+ * replaced it meanwhile, a second flush in flight does not count a file
+ * whose flush failed in the first, and a _begin that gets one
+ * descriptor of two fails with nothing held.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -267,13 +268,24 @@ static ino_t ino_of(const char *dir)
 	return st.st_ino;
 }
 
+/* Make descriptor fd one that fdatasync refuses (a pipe's). */
+static void unflushable(int fd)
+{
+	int p[2];
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_int_equal(dup2(p[1], fd), fd);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_log_sync_halves(void **state)
 {
 	char base[] = "/tmp/test_ckpt_log.XXXXXX", d0[64], d1[64], *img = NULL;
 	const char *dirs[2] = {d0, d1};
 	uint64_t a = 1, b = 2, c = 3;
 	struct pool_ckpt_log *l;
-	struct pool_ckpt_log_flush f;
+	struct pool_ckpt_log_flush f, g;
 	struct rlimit lim, low;
 	size_t len = 0, cap = 0;
 	char err[256];
@@ -286,37 +298,51 @@ static void test_log_sync_halves(void **state)
 	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
 	assert_int_equal(f.n, 2);
 	/* between the steps: an append, then a compaction replacing both
-	 * replicas with one record; the flush still goes to the files the
-	 * records before it went to */
+	 * replicas with one record; the flush goes to the files the records
+	 * before it went to */
 	assert_int_equal(pool_ckpt_log_append(l, 4, &b, sizeof(b)), 0);
 	assert_int_equal(pool_ckpt_log_encode(&img, &len, &cap, 5, &c, sizeof(c), 3), 0);
 	assert_int_equal(pool_ckpt_log_reset(l, img, len), 0);
 	for (int r = 0; r < 2; r++)
 		assert_true(ino_of_fd(f.fd[r]) != ino_of(dirs[r]));
-	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
 	assert_int_equal(open_fds(), fds);
-	/* a failed flush of a replica replaced since: the new one is kept */
-	f.err[1] = -EIO;
-	pool_ckpt_log_sync_drop(l, &f);
-	/* a failed flush of the file still in use: that replica is dropped,
-	 * and appends go on in the other */
+	assert_int_equal(records_in(d0), 1);
+	/* a failed flush of a file a reset replaced since: the new file is
+	 * kept (one good replica is enough for success) */
 	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
-	assert_int_equal(pool_ckpt_log_sync_end(&f), 0);
-	f.err[0] = -EIO;
-	pool_ckpt_log_sync_drop(l, &f);
-	assert_int_equal(open_fds(), fds - 1);
-	assert_int_equal(pool_ckpt_log_append(l, 6, &a, sizeof(a)), 0);
-	assert_int_equal(pool_ckpt_log_sync(l), 0);
+	unflushable(f.fd[1]);
+	assert_int_equal(pool_ckpt_log_reset(l, img, len), 0);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(f.n, 2);
+	assert_int_equal(pool_ckpt_log_replicas(l), 2);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	/* two fsyncs in flight: the first one's flush of replica a fails,
+	 * the second one's of replica b; the second must not count a as
+	 * flushed although its own flush of that file now succeeds (the
+	 * kernel told the first one only) */
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &g), 0);
+	unflushable(f.fd[0]);
+	unflushable(g.fd[1]);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	assert_true(pool_ckpt_log_sync_end(l, &g) < 0);
+	assert_int_equal(open_fds(), fds);
+	/* both replicas failed a flush: dropped, nothing left to flush */
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), -EIO);
+	assert_int_equal(f.n, 0);
+	assert_int_equal(open_fds(), fds - 2);
+	assert_int_equal(pool_ckpt_log_replicas(l), 0);
+	assert_int_equal(pool_ckpt_log_sync(l), -EIO);
+	assert_int_equal(pool_ckpt_log_append(l, 6, &a, sizeof(a)), -EIO);
 	pool_ckpt_log_close(l);
 	free(img);
-	/* replica a was dropped after the compaction; b has what came after */
-	assert_int_equal(records_in(d0), 1);
-	assert_int_equal(records_in(d1), 2);
 	/* no descriptor to be had for the second replica: _begin fails and
 	 * holds nothing (the first one's, taken, is given back) */
 	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
 	fds = open_fds();
-	int k = fcntl(0, F_DUPFD_CLOEXEC, 0); /* the lowest free descriptor */
+	int k = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free descriptor */
 	assert_true(k >= 0);
 	close(k);
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &lim), 0);
