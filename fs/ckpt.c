@@ -1061,8 +1061,9 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	pthread_mutex_unlock(&v->ckpt->lock);
 	if (b < 0)
 		return rc;
-	/* unlocked: the log outlives this request (the volume is held
-	 * shared by every request and detached only under it exclusively) */
+	/* unlocked: the log outlives this request (with nodes, requests hold
+	 * the volume shared and release() detaches it exclusively; alone, it
+	 * is detached after the FUSE loop has joined its workers) */
 	return pool_ckpt_log_sync_end(v->ckpt->log, &f);
 }
 

@@ -400,7 +400,9 @@ static int sync_dir_of(const char *path)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fsync(fd) < 0 && errno != EINVAL) /* EINVAL: a file system that has no such sync */
+	/* EINVAL: a file system that cannot sync a directory; there the
+	 * rename's durability is the file system's own (best effort) */
+	if (fsync(fd) < 0 && errno != EINVAL)
 		rc = -errno;
 	close(fd);
 	return rc;
@@ -604,7 +606,8 @@ int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *r
 
 /* A replica whose flush failed may have lost appends the kernel had
  * accepted, and a later flush of it would report success: it is dropped
- * as a failed write drops one (write_everywhere).  Caller's lock held. */
+ * as a failed write drops one (write_everywhere).  Caller's lock held
+ * (or the log is the caller's alone: detach). */
 static void drop_unflushed(struct pool_ckpt_log *l, uint32_t i)
 {
 	fprintf(stderr, "spacefs: checkpoint log %s: a flush failed; replica dropped\n",
@@ -619,15 +622,24 @@ static bool flush_failed(struct pool_ckpt_log *l, uint32_t i, uint32_t gen)
 }
 
 /* Flush fd, replica i's file of generation gen: 0, or -errno if this
- * flush or an earlier one of the same file failed.  flush_mu held. */
+ * flush failed or one of the replica's current file did before.
+ * flush_mu held.  A failure is recorded unless a newer file's is: an
+ * older file's no longer matters (a newer generation exists only because
+ * a reset made its replacement and the rename durable), and letting it
+ * overwrite a newer one's would let the next flush of that newer file,
+ * which the kernel then answers with success, count as good. */
 static int flush_one(struct pool_ckpt_log *l, uint32_t i, uint32_t gen, int fd)
 {
+	if (flush_failed(l, i, gen))
+		return -EIO; /* known lost: no flush of it can tell otherwise */
 	if (fdatasync(fd) < 0) {
 		int e = -errno;
-		atomic_store(&l->bad[i], gen + 1);
+		uint32_t cur = atomic_load(&l->bad[i]);
+		if (cur == 0 || (int32_t)(gen + 1 - cur) > 0)
+			atomic_store(&l->bad[i], gen + 1);
 		return e;
 	}
-	return flush_failed(l, i, gen) ? -EIO : 0;
+	return 0;
 }
 
 int pool_ckpt_log_sync(struct pool_ckpt_log *l)

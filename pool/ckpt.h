@@ -126,11 +126,11 @@ int pool_ckpt_log_sync(struct pool_ckpt_log *l);
  * appends hold) is not held across the device's cache flush: _begin,
  * under that lock, drops replicas an earlier flush found failed and
  * takes a descriptor of every other open one; _end, without it, flushes
- * those and closes them: 0 if one replica flushed and no flush of that
- * file has failed (flushes run one at a time and a failure is
- * remembered, so a concurrent flush cannot report success after another
- * saw the error), else the error; such a replica is dropped at the next
- * _begin or pool_ckpt_log_sync.  Every record appended before _begin is
+ * those and closes them: 0 if one replica flushed and no flush of its
+ * current file has failed (flushes run one at a time and the latest
+ * file's failure is remembered, so a concurrent flush cannot report
+ * success after another saw the error), else the error; such a replica
+ * is dropped at the next _begin or pool_ckpt_log_sync.  Every record appended before _begin is
  * durable when _end returns 0: the file flushed is the one those records
  * went to, and a reset between the steps returned only once its
  * replacement and the rename were durable.  _begin returns 0 or -errno

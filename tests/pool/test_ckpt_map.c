@@ -318,6 +318,23 @@ static void test_log_sync_halves(void **state)
 	assert_int_equal(f.n, 2);
 	assert_int_equal(pool_ckpt_log_replicas(l), 2);
 	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	/* fsyncs on both sides of a compaction, both failing replica b, the
+	 * newer first: the older file's failure must not hide the newer
+	 * one's, whose next flush the kernel would answer with success */
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_reset(l, img, len), 0);
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &g), 0);
+	unflushable(f.fd[1]);
+	unflushable(g.fd[1]);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &g), 0);
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_sync_begin(l, &f), 0);
+	assert_int_equal(f.n, 1); /* b dropped */
+	assert_int_equal(pool_ckpt_log_sync_end(l, &f), 0);
+	assert_int_equal(pool_ckpt_log_replicas(l), 1);
+	pool_ckpt_log_close(l);
+	assert_int_equal(pool_ckpt_log_open(dirs, 2, &l, err, sizeof(err)), 0);
+	fds = open_fds();
 	/* two fsyncs in flight: the first one's flush of replica a fails,
 	 * the second one's of replica b; the second must not count a as
 	 * flushed although its own flush of that file now succeeds (the
