@@ -23,6 +23,7 @@
 
 #include "layout/layout.h"
 #include "pool/ckpt.h"
+#include "pool/pool.h"
 
 #define LOG_MAGIC 0x4b435053u /* "SPCK" */
 #define LOG_NAME  "ckpt"
@@ -384,30 +385,6 @@ static int read_all(const char *path, char **out, size_t *len)
 	return 0;
 }
 
-/* Make a rename in path's directory durable: until then a power cut can
- * leave the name on the old file, whose last appends were never
- * flushed, while a flush of the new file reports success. */
-static int sync_dir_of(const char *path)
-{
-	char dir[4300];
-	const char *slash = strrchr(path, '/');
-	int rc = 0;
-
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	/* EINVAL: a file system that cannot sync a directory; there the
-	 * rename's durability is the file system's own (best effort) */
-	if (fsync(fd) < 0 && errno != EINVAL)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 static int write_replace(const char *path, const char *buf, size_t len)
 {
 	char tmp[4300];
@@ -431,7 +408,9 @@ static int write_replace(const char *path, const char *buf, size_t len)
 		unlink(tmp);
 		return -errno;
 	}
-	return sync_dir_of(path);
+	/* until the directory is synced, a power cut can leave the name on
+	 * the old file, whose last appends no flush of the new one reached */
+	return pool_fsync_parent(path);
 }
 
 static void reopen(struct pool_ckpt_log *l, uint32_t i)
