@@ -38,6 +38,7 @@
 
 #include "layout/layout.h"
 #include "pool/drl.h"
+#include "pool/pool.h"
 
 #define DRL_MAGIC      "SPFSDRL1"
 #define DRL_VERSION    1u
@@ -340,6 +341,10 @@ static int rewrite_one(struct pool_drl *d, struct replica *r)
 	if (fd < 0 || pwrite(fd, buf, size, 0) != (ssize_t)size || fsync(fd) < 0 ||
 	    rename(tmp, r->path) < 0)
 		rc = -errno ? -errno : -EIO;
+	/* the marks of this mount go to the new file: until the directory is
+	 * synced, a power cut can bring the old name back without them */
+	if (rc == 0)
+		rc = pool_fsync_parent(r->path);
 	if (fd >= 0)
 		close(fd);
 	free(buf);
