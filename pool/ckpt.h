@@ -130,12 +130,13 @@ int pool_ckpt_log_sync(struct pool_ckpt_log *l);
  * current file has failed (flushes run one at a time and the latest
  * file's failure is remembered, so a concurrent flush cannot report
  * success after another saw the error), else the error; such a replica
- * is dropped at the next _begin or pool_ckpt_log_sync.  Every record appended before _begin is
- * durable when _end returns 0: the file flushed is the one those records
- * went to, and a reset between the steps returned only once its
- * replacement and the rename were durable.  _begin returns 0 or -errno
- * with nothing held (then flush with pool_ckpt_log_sync under the lock
- * instead; -EIO when every replica is dropped). */
+ * is dropped at the next _begin or pool_ckpt_log_sync.  Every record
+ * appended before _begin is durable when _end returns 0: the file
+ * flushed is the one those records went to, and a reset between the
+ * steps returned only once its replacement and the rename were durable.
+ * _begin returns 0 or -errno with nothing held (then flush with
+ * pool_ckpt_log_sync under the lock instead; -EIO when every replica is
+ * dropped). */
 struct pool_ckpt_log_flush {
 	uint32_t n;
 	int fd[POOL_CKPT_MAX_REPLICA];
