@@ -14,9 +14,10 @@
  * lock across the device flush): the files flushed are those the
  * records went to when a compaction replaces them between the steps, no
  * descriptor left open, a failed flush drops its replica unless a reset
- * replaced it meanwhile, a second flush in flight does not count a file
- * whose flush failed in the first, and a _begin that gets one
- * descriptor of two fails with nothing held.
+ * replaced it meanwhile, an older file's failed flush does not hide a
+ * newer one's, a second flush in flight does not count a file whose
+ * flush failed in the first, and a _begin that gets one descriptor of
+ * two fails with nothing held.
  */
 #include <setjmp.h>
 #include <stdarg.h>
