@@ -519,6 +519,15 @@ int pool_ckpt_log_replay(struct pool_ckpt_log *l,
 	return rc;
 }
 
+/* Stop writing replica i after a failed write or flush, saying why.
+ * Caller's lock held (or the log is the caller's alone: detach). */
+static void drop_replica(struct pool_ckpt_log *l, uint32_t i, const char *why)
+{
+	fprintf(stderr, "spacefs: checkpoint log %s: %s; replica dropped\n", l->path[i], why);
+	close(l->fd[i]);
+	l->fd[i] = -1;
+}
+
 static int write_everywhere(struct pool_ckpt_log *l, const char *buf, size_t len)
 {
 	uint32_t ok = 0;
@@ -531,10 +540,10 @@ static int write_everywhere(struct pool_ckpt_log *l, const char *buf, size_t len
 			ok++;
 			continue;
 		}
-		fprintf(stderr, "spacefs: checkpoint log %s: write failed (%s); replica dropped\n",
-			l->path[i], w < 0 ? strerror(errno) : "short write");
-		close(l->fd[i]);
-		l->fd[i] = -1;
+		char why[96];
+		snprintf(why, sizeof(why), "write failed (%s)",
+			 w < 0 ? strerror(errno) : "short write");
+		drop_replica(l, i, why);
 	}
 	return ok ? 0 : -EIO;
 }
@@ -583,26 +592,17 @@ int pool_ckpt_log_append_n(struct pool_ckpt_log *l, uint32_t type, const void *r
 	return rc;
 }
 
-/* A replica whose flush failed may have lost appends the kernel had
- * accepted, and a later flush of it would report success: it is dropped
- * as a failed write drops one (write_everywhere).  Caller's lock held
- * (or the log is the caller's alone: detach). */
-static void drop_unflushed(struct pool_ckpt_log *l, uint32_t i)
-{
-	fprintf(stderr, "spacefs: checkpoint log %s: a flush failed; replica dropped\n",
-		l->path[i]);
-	close(l->fd[i]);
-	l->fd[i] = -1;
-}
-
 static bool flush_failed(struct pool_ckpt_log *l, uint32_t i, uint32_t gen)
 {
 	return atomic_load(&l->bad[i]) == gen + 1;
 }
 
 /* Flush fd, replica i's file of generation gen: 0, or -errno if this
- * flush failed or one of the replica's current file did before.
- * flush_mu held.  A failure is recorded unless a newer file's is: an
+ * flush failed or one of the replica's current file did before.  Such a
+ * replica may have lost appends the kernel had accepted, and a later
+ * flush of it would report success: it is dropped as a failed write
+ * drops one (by pool_ckpt_log_sync at once, after _end by the next
+ * _begin).  flush_mu held.  A failure is recorded unless a newer file's is: an
  * older file's no longer matters (a newer generation exists only because
  * a reset made its replacement and the rename durable), and letting it
  * overwrite a newer one's would let the next flush of that newer file,
@@ -635,7 +635,7 @@ int pool_ckpt_log_sync(struct pool_ckpt_log *l)
 			ok++;
 		} else {
 			rc = e;
-			drop_unflushed(l, i);
+			drop_replica(l, i, "a flush failed");
 		}
 	}
 	pthread_mutex_unlock(&l->flush_mu);
@@ -647,7 +647,7 @@ int pool_ckpt_log_sync_begin(struct pool_ckpt_log *l, struct pool_ckpt_log_flush
 	f->n = 0;
 	for (uint32_t i = 0; i < l->n; i++) {
 		if (l->fd[i] >= 0 && flush_failed(l, i, l->gen[i]))
-			drop_unflushed(l, i);
+			drop_replica(l, i, "a flush failed");
 		if (l->fd[i] < 0)
 			continue;
 		int fd = fcntl(l->fd[i], F_DUPFD_CLOEXEC, 0);
