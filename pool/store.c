@@ -1077,8 +1077,12 @@ static int write_back(struct rq *q, struct cio *c, size_t nw, const struct pool_
 	size_t keep = 0;
 	int rc = pool_wb_add(atomic_load(&s->wb), q->f, rec, nrec);
 
-	if (rc < 0) { /* no memory for copies: write through instead */
-		rc = store_phase_write(q, c, nw);
+	if (rc < 0) {
+		/* No memory for the copies: the write fails, not applied (the
+		 * journal holds it; a replay would apply it, which a failed write
+		 * allows).  Writing it in place instead would go under older
+		 * records of the same blocks not applied yet: reads would still
+		 * see theirs, and the flusher would then write them over it. */
 		pool_journal_done(atomic_load(&s->journal), nrec);
 		return rc;
 	}

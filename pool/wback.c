@@ -17,6 +17,7 @@
  * harmless, that record will write them again or find nothing to do), in
  * runs of contiguous blocks per position.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -152,9 +153,21 @@ int pool_wb_start(struct pool_wb *wb)
 
 /* ---- adding ---------------------------------------------------------------- */
 
-/* Point block (id, pos, blk) at p of r (mu held); -ENOMEM. */
-static int index_put(struct pool_wb *wb, uint64_t id, uint32_t pos, uint64_t blk, struct wrec *r,
-		     const uint8_t *p)
+static void entries_free(struct entry *e)
+{
+	while (e) {
+		struct entry *next = e->next;
+		free(e);
+		e = next;
+	}
+}
+
+/* Point block (id, pos, blk) at p of r (mu held).  A new entry comes
+ * from *spare, allocated before the record was queued: once queued, a
+ * record must have every block in the index, or the flusher would not
+ * apply it and reads would not see it. */
+static void index_put(struct pool_wb *wb, uint64_t id, uint32_t pos, uint64_t blk, struct wrec *r,
+		      const uint8_t *p, struct entry **spare)
 {
 	struct entry **e = find(wb, id, pos, blk);
 	if (*e) {
@@ -164,16 +177,15 @@ static int index_put(struct pool_wb *wb, uint64_t id, uint32_t pos, uint64_t blk
 		r->live++;
 		old->live--;
 		rec_release(wb, old);
-		return 0;
+		return;
 	}
-	struct entry *n = malloc(sizeof(*n));
-	if (!n)
-		return -ENOMEM;
+	struct entry *n = *spare;
+	assert(n);
+	*spare = n->next;
 	*n = (struct entry){.id = id, .blk = blk, .pos = pos, .r = r, .p = p};
 	*e = n;
 	wb->nentry++;
 	r->live++;
-	return 0;
 }
 
 static struct wrec *rec_copy(const struct pool_file_map *f, const struct pool_journal_rec *r)
@@ -205,16 +217,28 @@ int pool_wb_add(struct pool_wb *wb, const struct pool_file_map *f, const struct 
 {
 	struct wrec *w[2 * LAYOUT_MAX_POSITIONS];
 	uint64_t bytes = 0;
-	int rc = 0;
+	struct entry *spare = NULL;
 
-	/* All copies first: either every record is queued or none. */
+	/* All copies and index entries first: either every record is queued
+	 * with every block in the index, or none is. */
 	if (n > sizeof(w) / sizeof(w[0]))
 		return -E2BIG;
 	for (size_t i = 0; i < n; i++) {
 		w[i] = r[i].npiece <= POOL_JOURNAL_MAX_PIECES ? rec_copy(f, &r[i]) : NULL;
+		for (uint64_t b = 0; w[i] && b < w[i]->bytes / BLK; b++) {
+			struct entry *e = malloc(sizeof(*e));
+			if (!e) {
+				free(w[i]);
+				w[i] = NULL;
+				break;
+			}
+			e->next = spare;
+			spare = e;
+		}
 		if (!w[i]) {
 			while (i-- > 0)
 				free(w[i]);
+			entries_free(spare);
 			return -ENOMEM;
 		}
 		bytes += w[i]->bytes;
@@ -231,12 +255,9 @@ int pool_wb_add(struct pool_wb *wb, const struct pool_file_map *f, const struct 
 		wb->st.held += w[i]->bytes;
 		for (uint32_t p = 0; p < w[i]->npiece; p++)
 			for (uint32_t b = 0; b < w[i]->piece[p].len / BLK; b++)
-				if (index_put(wb, f->id, w[i]->piece[p].pos,
-					      w[i]->piece[p].off / BLK + b, w[i],
-					      w[i]->piece[p].buf + (size_t)b * BLK) < 0)
-					rc = -ENOMEM;
-		/* queued even when an entry could not be made: the flusher
-		 * still applies it (and calls done for it) */
+				index_put(wb, f->id, w[i]->piece[p].pos,
+					  w[i]->piece[p].off / BLK + b, w[i],
+					  w[i]->piece[p].buf + (size_t)b * BLK, &spare);
 		*wb->tail = w[i];
 		wb->tail = &w[i]->next;
 		wb->nqueued++;
@@ -244,11 +265,7 @@ int pool_wb_add(struct pool_wb *wb, const struct pool_file_map *f, const struct 
 	wb->st.queued = wb->nqueued;
 	pthread_cond_broadcast(&wb->cv);
 	pthread_mutex_unlock(&wb->mu);
-	if (rc < 0) /* reads of those blocks may see older bytes until applied */
-		fprintf(stderr,
-			"spacefs: volume %s: write-back index: out of memory; reads of file "
-			"%016" PRIx64 " may lag until the flusher applies it\n",
-			wb->volume, f->id);
+	entries_free(spare); /* blocks already in the index needed none */
 	return 0;
 }
 

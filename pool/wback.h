@@ -92,8 +92,9 @@ int pool_wb_start(struct pool_wb *wb);
 void pool_wb_free(struct pool_wb *wb);
 
 /* Keep copies of the pieces of records r[0..n) (logged, durable) of file
- * f until they are applied.  Waits while the held bytes are at the limit.
- * 0 or -ENOMEM. */
+ * f until they are applied, every block of them in the read index.
+ * Waits while the held bytes are at the limit.  0, or -ENOMEM with
+ * nothing queued. */
 int pool_wb_add(struct pool_wb *wb, const struct pool_file_map *f, const struct pool_journal_rec *r,
 		size_t n);
 
