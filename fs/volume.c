@@ -549,8 +549,10 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	};
 	int rc = pool_journal_open(&cfg, &v->journal, err, errlen);
 	if (rc == 0 && (rc = pool_journal_replay(v->journal, journal_apply, v)) < 0) {
-		snprintf(err, errlen, "volume %s: journal replay failed: %s", pv->name,
-			 strerror(-rc));
+		snprintf(err, errlen,
+			 "volume %s: journal replay failed: %s (the journal keeps its records: "
+			 "mount again once the disks it needs are back)",
+			 pv->name, strerror(-rc));
 		/* As a crash would leave it: the next open replays it all again.
 		 * A clean close would checkpoint, and a sync that works now would
 		 * end the epoch with records whose replay did not finish. */

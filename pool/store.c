@@ -1187,16 +1187,21 @@ void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb)
  * whose disks are out of service are left out: the parity written covers
  * them. */
 /*
- * Write-back applies a write long after the writer marked its range dirty
- * (write_begin), with the disks out then.  Disks out now: past the
- * layout's redundancy in any stripe of p[0..np) nothing is written (-EIO:
- * the flusher holds the records and tries again); within it, the
- * dirty-region log must know which disks miss the range before the write
- * skips them (1: begun, the caller ends it), or a disk that returns
- * would not be resynced.  0: no disk out.
+ * Journal records are written in place long after their writer marked
+ * its range dirty (write_begin), with the disks out then: by the
+ * write-back flusher, and by the replay at mount or takeover, which may
+ * run with disks away that were in service at the crash.  Disks out now:
+ * past the layout's redundancy in any stripe of p[0..np) nothing is
+ * written (-EIO: the flusher holds the records and tries again; a replay
+ * fails, so the volume stays offline and the journal keeps them for a
+ * mount with the disks back); within it, the dirty-region log must know
+ * which disks miss the range before the write skips them (1: begun, the
+ * caller ends it), or a disk that returns would not be resynced and would
+ * serve the blocks it missed, with checksums that match them, and
+ * disagree with the parity written without it.  0: no disk out.
  */
-static int wb_mark(struct rq *q, const struct pool_journal_piece *p, uint32_t np, uint64_t *off,
-		   uint64_t *len)
+static int mark_absent(struct rq *q, const struct pool_journal_piece *p, uint32_t np, uint64_t *off,
+		       uint64_t *len)
 {
 	struct pool_store *s = q->s;
 	uint64_t skip = 0, lo = UINT64_MAX, hi = 0;
@@ -1236,7 +1241,7 @@ static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 		size_t n = 0, first_n = 0;
 		uint64_t moff = 0, mlen = 0;
 		store_rq_init(&q, s, t, f);
-		int marked = lock < 0 ? wb_mark(&q, p, np, &moff, &mlen) : 0;
+		int marked = mark_absent(&q, p, np, &moff, &mlen);
 		if (marked < 0) {
 			store_rq_end(&q);
 			rc = marked;
