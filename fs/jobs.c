@@ -1496,6 +1496,36 @@ static int resync_all(struct fs *fs, struct fs_volume *v)
 	return rc;
 }
 
+/* A resync at mount works with the disks in service; disks holding a
+ * position of file id that are out (away at this mount, failed) keep what
+ * they held: a mirror copy a write torn by the crash did not reach, a
+ * parity column the replayed journal could not write.  The log must say
+ * they missed the region before its dirty mark goes, or they would come
+ * back serving it, with checksums that match.  Not on a parity volume
+ * without journal: its torn stripes' parity is what is wrong there, and
+ * rebuilding the returning column from it would spread the write hole
+ * into blocks no write touched.  0 or -errno. */
+static int mark_missed_absent(struct fs *fs, struct fs_volume *v, uint64_t id, uint64_t region)
+{
+	struct pool_inode in;
+	uint64_t absent = 0;
+
+	if (v->geom.kind != LAYOUT_MIRROR && !(v->geom.kind == LAYOUT_PARITY && v->journal))
+		return 0;
+	int rc = pool_meta_get(v->meta, id, &in);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	for (uint32_t p = 0; p < in.npos; p++)
+		if (in.disk[p] < fs->pool->ndisks && !pool_disk_in_service(fs->pool, in.disk[p]))
+			absent |= 1ull << in.disk[p];
+	if (!absent)
+		return 0;
+	rc = pool_drl_begin(v->drl, id, region * POOL_DRL_REGION, POOL_DRL_REGION, absent);
+	if (rc == 0)
+		pool_drl_end(v->drl, id, region * POOL_DRL_REGION, POOL_DRL_REGION);
+	return rc;
+}
+
 int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 {
 	struct pool_drl_entry *e;
@@ -1526,6 +1556,8 @@ int fs_volume_resync(struct fs *fs, struct fs_volume *v)
 					rc = pool_drl_clear_missed(v->drl, e[i].id, e[i].region, d);
 			continue;
 		}
+		if (rc == 0 && e[i].dirty)
+			rc = mark_missed_absent(fs, v, e[i].id, e[i].region);
 		if (rc == 0)
 			rc = pool_drl_clear_dirty(v->drl, e[i].id, e[i].region);
 		for (uint32_t d = 0; rc == 0 && d < 64; d++)
