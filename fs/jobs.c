@@ -423,6 +423,30 @@ static uint64_t file_size(struct fs *fs, struct fs_volume *v, const struct pool_
 	return layer > size ? layer : size;
 }
 
+/* A disk that was out when the file was cut (pool_store_truncate) keeps
+ * its long chunks, with valid checksums: the old bytes would show again
+ * once the file grows back over them.  Cut its chunks to the file's size,
+ * read with the file's writes held off (io_lock, as fs_set_size), so the
+ * size cannot grow under the cut.  0 or -errno. */
+static int cut_stale(struct job *j, struct fs_volume *v, uint64_t id, uint64_t targets)
+{
+	struct pool_file_map map;
+	struct fs_inode *fi;
+	int rc = fs_inode_get(j->fs, fs_ino_make(v, id), 0, &fi); /* a hold */
+
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	pthread_rwlock_wrlock(&fi->io_lock);
+	pthread_mutex_lock(&fi->lock);
+	struct pool_inode in = fi->attr;
+	pthread_mutex_unlock(&fi->lock);
+	fs_file_map(fi, &map);
+	rc = pool_store_cut(v->store, &map, file_size(j->fs, v, &in), targets);
+	pthread_rwlock_unlock(&fi->io_lock);
+	fs_inode_put(j->fs, fi);
+	return rc;
+}
+
 static int on_disk(const struct pool_inode *in, uint32_t disk)
 {
 	for (uint32_t p = 0; p < in->npos; p++)
@@ -504,6 +528,8 @@ static int walk_one(void *arg, const struct pool_inode *in)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino, 0);
 	unsigned flags = POOL_CHECK_REPAIR | (rep ? POOL_CHECK_REBUILD : 0);
 	w->rc = do_stripes(j, v, &map, 0, nst, flags, rep ? 1ull << j->disk : 0, &fst);
+	if (rep && w->rc == 0) /* a returning disk may have missed cuts too */
+		w->rc = cut_stale(j, v, in->ino, 1ull << j->disk);
 	if (rep)
 		pool_store_rebuild_cursor(v->store, j->disk, in->ino + 1, 0);
 	if (fst.bad || fst.unrecoverable)
@@ -594,6 +620,11 @@ static int do_region(struct job *j, struct fs_volume *v, uint64_t id, uint64_t r
 	uint64_t ext = j ? 0 : pool_store_stripes_on_disk(v->store, &map);
 	if (ext > have)
 		have = ext;
+	if (j && targets && end > have) { /* past the end: a cut it missed? */
+		rc = cut_stale(j, v, id, targets);
+		if (rc < 0)
+			return rc;
+	}
 	if (end > have)
 		end = have;
 	if (end <= first)

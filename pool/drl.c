@@ -557,15 +557,25 @@ int pool_drl_list(struct pool_drl *d, struct pool_drl_entry **out, size_t *n)
 	return 0;
 }
 
-static int update(struct pool_drl *d, uint64_t id, uint64_t region, int dirty, uint64_t missed)
+/* Clear the dirty mark (`dirty`, unless a write is in flight) and the
+ * missed bits `bits` of a region, computing the new value from the entry
+ * as it is under the same hold of the mutex as the store: a write that
+ * marks the region meanwhile (begin_region) must not have its dirty mark
+ * or its missed bits written back over by an older snapshot, or a crash
+ * or a returning disk would skip the region. */
+static int clear(struct pool_drl *d, uint64_t id, uint64_t region, int dirty, uint64_t bits)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&d->mu);
 	struct slot *e = find(d, id, region);
-	if (e && (e->dirty != dirty || e->missed != missed)) {
-		e->dirty = (uint8_t)dirty;
-		e->missed = missed;
+	uint8_t nd = e ? e->dirty : 0;
+	if (e && dirty && !e->inflight)
+		nd = 0; /* with a write in flight it stays dirty */
+	uint64_t nm = e ? e->missed & ~bits : 0;
+	if (e && (e->dirty != nd || e->missed != nm)) {
+		e->dirty = nd;
+		e->missed = nm;
 		if (!e->dirty && !e->missed && !e->inflight)
 			remove_slot(d, e);
 		rc = persist(d, e);
@@ -576,22 +586,12 @@ static int update(struct pool_drl *d, uint64_t id, uint64_t region, int dirty, u
 
 int pool_drl_clear_dirty(struct pool_drl *d, uint64_t id, uint64_t region)
 {
-	pthread_mutex_lock(&d->mu);
-	struct slot *e = find(d, id, region);
-	int busy = e && e->inflight; /* a write is at it again: stays dirty */
-	uint64_t missed = e ? e->missed : 0;
-	pthread_mutex_unlock(&d->mu);
-	return e && !busy ? update(d, id, region, 0, missed) : 0;
+	return clear(d, id, region, 1, 0);
 }
 
 int pool_drl_clear_missed(struct pool_drl *d, uint64_t id, uint64_t region, uint32_t disk)
 {
-	pthread_mutex_lock(&d->mu);
-	struct slot *e = find(d, id, region);
-	int dirty = e ? e->dirty : 0;
-	uint64_t missed = e ? e->missed & ~(1ull << disk) : 0;
-	pthread_mutex_unlock(&d->mu);
-	return e ? update(d, id, region, dirty, missed) : 0;
+	return clear(d, id, region, 0, 1ull << disk);
 }
 
 int pool_drl_overflowed(struct pool_drl *d)

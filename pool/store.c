@@ -1690,6 +1690,46 @@ static int shorten_chunk(struct rq *q, uint32_t pos, uint64_t size)
 	return rc;
 }
 
+/* Shorten the chunks of positions in `pos` (a planner mask) that are in
+ * service to `keep` stripes, under the stripe locks [keep, last]. */
+static int cut_positions(struct pool_store *s, const struct pool_file_map *f, uint64_t keep,
+			 uint64_t last, uint64_t pos)
+{
+	struct scratch *t = store_scratch_get(s);
+	struct stripelock_set set;
+	struct rq q;
+	int rc = 0;
+
+	if (!t)
+		return -ENOMEM;
+	store_rq_init(&q, s, t, f);
+	store_lock_stripes(s, f->id, keep, last > keep ? last : keep, 1, &set);
+	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
+		if (!(pos & (1ull << p)) || !pos_live(&q, p))
+			continue;
+		rc = shorten_chunk(&q, p, keep * s->g.interleave);
+		if (rc < 0)
+			io_error(&q, "truncate", p, keep * s->g.interleave, rc);
+	}
+	store_unlock(s, &set);
+	store_rq_end(&q);
+	store_scratch_put(s, t);
+	return rc < 0 ? -EIO : 0;
+}
+
+/* Pool disks of the file's positions out of service now. */
+static uint64_t disks_out(struct pool_store *s, const struct pool_file_map *f)
+{
+	struct rq q;
+	uint64_t out = 0;
+
+	store_rq_init(&q, s, NULL, f);
+	for (uint32_t p = 0; p < f->npos; p++)
+		if (!pos_live(&q, p))
+			out |= 1ull << f->disk[p];
+	return out;
+}
+
 int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uint64_t old_size,
 			uint64_t new_size)
 {
@@ -1715,27 +1755,40 @@ int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uin
 			return rc;
 	}
 
-	struct scratch *t = store_scratch_get(s);
-	struct stripelock_set set;
-	struct rq q;
 	uint64_t keep = (new_size + sb - 1) / sb; /* stripes that stay */
-
-	if (!t)
-		return -ENOMEM;
-	store_rq_init(&q, s, t, f);
-	store_lock_stripes(s, f->id, keep, (old_size - 1) / sb > keep ? (old_size - 1) / sb : keep,
-			   1, &set);
-	for (uint32_t p = 0; p < f->npos && rc == 0; p++) {
-		if (!pos_live(&q, p))
-			continue; /* a rebuild or resync cuts it later */
-		rc = shorten_chunk(&q, p, keep * s->g.interleave);
+	uint64_t last = (old_size - 1) / sb, absent = disks_out(s, f);
+	/* A disk out of service keeps its long chunks, checksums valid: the
+	 * old bytes would show again once the file grows back over them.
+	 * Like a write, the cut tells the dirty-region log which disks miss
+	 * it, before it happens; their resync rewrites the regions inside
+	 * the file and cuts what lies past its end (pool_store_cut). */
+	if (keep <= last && absent && s->hooks.write_begin) {
+		rc = s->hooks.write_begin(s->hooks.arg, f->id, keep * sb, old_size - keep * sb,
+					  absent);
 		if (rc < 0)
-			io_error(&q, "truncate", p, keep * s->g.interleave, rc);
+			return rc;
 	}
-	store_unlock(s, &set);
-	store_rq_end(&q);
-	store_scratch_put(s, t);
-	return rc < 0 ? -EIO : 0;
+	rc = cut_positions(s, f, keep, last, UINT64_MAX);
+	if (keep <= last && absent && s->hooks.write_end)
+		s->hooks.write_end(s->hooks.arg, f->id, keep * sb, old_size - keep * sb);
+	return rc;
+}
+
+int pool_store_cut(struct pool_store *s, const struct pool_file_map *f, uint64_t size,
+		   uint64_t disks)
+{
+	uint64_t sb = s->stripe_bytes, keep = (size + sb - 1) / sb, pos = 0;
+	int rc = store_check_file(s, f);
+
+	if (rc < 0)
+		return rc;
+	struct pool_journal *j = atomic_load(&s->journal);
+	if (j && (rc = pool_journal_barrier(j, f->id, keep, UINT64_MAX)) < 0)
+		return rc; /* as in pool_store_truncate */
+	for (uint32_t p = 0; p < f->npos; p++)
+		if (disks & (1ull << f->disk[p]))
+			pos |= 1ull << p;
+	return pos ? cut_positions(s, f, keep, keep, pos) : 0;
 }
 
 /* A chunk file created since the last sync is only durable once its name

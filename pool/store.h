@@ -133,9 +133,17 @@ int pool_store_punch(struct pool_store *s, const struct pool_file_map *f, uint64
 		     uint64_t len);
 /* The file is cut from old_size to new_size (< old_size): zero the tail of
  * the last stripe past new_size and shorten the chunk files.  Growing needs
- * no call: unwritten space reads as zeros. */
+ * no call: unwritten space reads as zeros.  Positions on disks out of
+ * service are skipped, the cut range first recorded as missed by those
+ * disks (write_begin), as a write's is. */
 int pool_store_truncate(struct pool_store *s, const struct pool_file_map *f, uint64_t old_size,
 			uint64_t new_size);
+/* A disk back in service that missed a cut (a resync of a region that
+ * reaches past the file's end): shorten the chunks of the file's
+ * positions on `disks` (pool disk index mask) to those of a file of
+ * `size` bytes.  The caller keeps writes off the file meanwhile. */
+int pool_store_cut(struct pool_store *s, const struct pool_file_map *f, uint64_t size,
+		   uint64_t disks);
 /* fdatasync every chunk and checksum file of the file that exists. */
 int pool_store_sync(struct pool_store *s, const struct pool_file_map *f);
 /* Delete the file's chunk files (the file is gone from the namespace). */

@@ -15,7 +15,8 @@
   a scrub afterwards finds nothing inconsistent.
 - A stale disk that returns (while mounted, and while unmounted) resyncs
   only the regions written while it was away (logged bytes well below
-  the disk's data).
+  the disk's data).  Files cut while it was away are cut on it too: its
+  chunks end where the files do, and files grown again read zeros.
 - Repair and scrub jobs resume after a daemon restart (rate-limited so
   the restart lands mid-job).
 - A retired disk is emptied (every position moved to other disks while it
@@ -277,6 +278,56 @@ def stale(t, mounted):
         pool.cleanup()
 
 
+def chunk_sizes(path):
+    """Sizes of the chunk files (data and .crc) on one disk."""
+    out = []
+    for d, _, files in os.walk(os.path.join(path, "vol")):
+        out += [os.stat(os.path.join(d, f)).st_size for f in files
+                if re.search(r"\.\d+(\.crc)?$", f)]
+    return out
+
+
+def stale_cut(t):
+    """Files cut while a disk is away: its resync must cut them there too,
+    or growing a file again would bring the old bytes back."""
+    pool = FailPool(R1, seed=16)
+    try:
+        pool.mount()
+        pool.write_files(8, "c", maxsize=600000)
+        pool.away(3)
+        time.sleep(1.5)
+        for rel in pool.want:
+            os.truncate(os.path.join(pool.mnt, rel), 0)
+        pool.back(3)
+        st = pool.wait_state(lambda j: all(d["state"] == "healthy" for d in j["disks"]), 30)
+        t.ok(st and all(d["state"] == "healthy" for d in st["disks"]),
+             "stale cut: the returning disk is resynced and healthy")
+        sizes = chunk_sizes(pool.disks[3])
+        t.ok(sizes and max(sizes) == 0,
+             f"stale cut: the returned disk's chunks are cut ({len(sizes)} files, "
+             f"largest {max(sizes, default=0)} bytes)")
+        for i, rel in enumerate(sorted(pool.want)):
+            n = len(pool.want[rel])
+            path = os.path.join(pool.mnt, rel)
+            if i % 2:
+                os.truncate(path, n)  # grown back: zeros
+                pool.want[rel] = bytes(n)
+            else:
+                with open(path, "r+b") as f:  # a write further out: a hole before it
+                    f.seek(n)
+                    f.write(b"x")
+                pool.want[rel] = bytes(n) + b"x"
+        pool.away(0)  # reads of the copies on disks 0 and 3 go to disk 3
+        time.sleep(1.5)
+        t.eq(pool.check(), [], "stale cut: grown files read zeros, with disk 0 out")
+        t.eq(pool.m.stop(), 0, "stale cut: clean unmount")
+    except Exception as e:
+        t.ok(False, f"stale cut: unexpected error: {e}")
+        t.diag(log_tail(pool, 6000))
+    finally:
+        pool.cleanup()
+
+
 # ---- jobs resume after a restart -------------------------------------------------------
 
 def resume(t):
@@ -362,6 +413,7 @@ def main():
     crash(t)
     stale(t, True)
     stale(t, False)
+    stale_cut(t)
     resume(t)
     retire(t)
     t.done()

@@ -7,11 +7,16 @@
  * cleared only after the sync callback ran and only once idle; missed
  * masks grow and clear per disk; replicas merge; a torn slot or a damaged
  * header is handled (ignored, or everything assumed dirty); a full table
- * sets the overflow flag.
+ * sets the overflow flag; a clear never undoes a mark made while it ran.
+ *
+ * Linked with -Wl,--wrap=pthread_mutex_unlock (meson.build): the wrapper
+ * below runs a hook right after the log's next unlock, which puts a
+ * write exactly between two steps of a clear, deterministically.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -80,6 +85,22 @@ static size_t list(struct pool_drl *d, struct pool_drl_entry **out)
 
 	assert_int_equal(pool_drl_list(d, out, &n), 0);
 	return n;
+}
+
+int __real_pthread_mutex_unlock(pthread_mutex_t *m);
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m);
+
+static void (*after_unlock)(void); /* run once, after the next unlock */
+
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	int rc = __real_pthread_mutex_unlock(m);
+	void (*fn)(void) = after_unlock;
+
+	after_unlock = NULL;
+	if (fn)
+		fn();
+	return rc;
 }
 
 static int synced;
@@ -235,6 +256,56 @@ static void test_overflow(void **state)
 	pool_drl_close(d, 0);
 }
 
+static struct pool_drl *race_d;
+
+/* A write to region 0 of file 4 (5) skipping disk 2 (3) starts. */
+static void write_4(void)
+{
+	assert_int_equal(pool_drl_begin(race_d, 4, 0, 100, 1u << 2), 0);
+}
+
+static void write_5(void)
+{
+	assert_int_equal(pool_drl_begin(race_d, 5, 0, 100, 1u << 3), 0);
+}
+
+static void check_marks(struct pool_drl *d, int dirty)
+{
+	struct pool_drl_entry *v;
+
+	assert_int_equal(list(d, &v), 2);
+	assert_true(v[0].id == 4 && v[0].missed == 1u << 2 && v[0].dirty == dirty);
+	assert_true(v[1].id == 5 && v[1].missed == 1u << 3 && v[1].dirty == dirty);
+	free(v);
+}
+
+/* A resync clears disk 1's missed bit (or a dirty mark) while the volume
+ * serves; a write lands right after the clear has looked at the region:
+ * the write's missed bit and dirty mark must survive, in memory and on
+ * disk, or disk 2's return (a crash) would skip the region. */
+static void test_clear_keeps_new_marks(void **state)
+{
+	struct env *e = *state;
+	struct pool_drl *d = open_drl(e, 2);
+
+	assert_int_equal(pool_drl_begin(d, 4, 0, 100, 1u << 1), 0);
+	pool_drl_end(d, 4, 0, 100);
+	assert_int_equal(pool_drl_begin(d, 5, 0, 100, 0), 0);
+	pool_drl_end(d, 5, 0, 100);
+	race_d = d;
+	after_unlock = write_4;
+	assert_int_equal(pool_drl_clear_missed(d, 4, 0, 1), 0);
+	assert_null(after_unlock); /* the write ran */
+	after_unlock = write_5;
+	assert_int_equal(pool_drl_clear_dirty(d, 5, 0), 0);
+	assert_null(after_unlock);
+	check_marks(d, 1);
+	struct pool_drl *d2 = open_drl(e, 2); /* as after a crash now */
+	check_marks(d2, 1);
+	pool_drl_close(d2, 0);
+	pool_drl_close(d, 0); /* d2 rewrote the replicas: d writes nothing more */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -244,6 +315,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_overflow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clear_keeps_new_marks, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -783,6 +783,78 @@ static void test_truncate(void **state)
 	truncate_case(geom(LAYOUT_SIMPLE, 1, 0, 16384));
 }
 
+/* What the store told the dirty-region log: disks recorded as missing
+ * writes (and cuts) at or past file byte missed_from. */
+static uint64_t missed_disks, missed_from;
+
+static int note_begin(void *arg, uint64_t id, uint64_t off, uint64_t len, uint64_t absent)
+{
+	(void)arg;
+	(void)id;
+	(void)len;
+	if (absent && off < missed_from)
+		missed_from = off;
+	missed_disks |= absent;
+	return 0;
+}
+
+static const struct pool_store_hooks note_hooks = {.write_begin = note_begin};
+
+/* A truncate while a disk is failed: the disk must be recorded as having
+ * missed the cut, and its return (what fs/jobs.c's resync does: rebuild
+ * the region's stripes inside the file, pool_store_cut past its end) must
+ * leave no old bytes to show when the file grows again.  `grown`: the
+ * file grew back (truncate up, no store call) before the disk returned,
+ * so the rebuild covers it; else the cut does.  Reads then must use the
+ * returned disk: the other copy of its column (mirror), or another
+ * column (parity), is failed. */
+static void truncate_missed_case(struct layout_geom g, int grown)
+{
+	struct pool p;
+	struct pool_file_map f = file_map(&g, 0x5151);
+	uint64_t sb = layout_stripe_bytes(&g), size = 3 * sb;
+	uint8_t *ref = calloc(1, size);
+	uint32_t disk = f.disk[pos_of(&g, 0, 0, 0)];
+	uint32_t other =
+	    f.disk[g.kind == LAYOUT_MIRROR ? pos_of(&g, 0, 0, 1) : pos_of(&g, 0, 1, 0)];
+	struct pool_check_stats st = {0};
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	p.cfg.hooks = &note_hooks;
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, (size_t)size);
+	pool_store_disk_set(p.s, disk, POOL_STORE_DISK_FAILED);
+	missed_disks = 0;
+	missed_from = UINT64_MAX;
+	assert_int_equal(pool_store_truncate(p.s, &f, size, 0), 0);
+	assert_true(missed_disks == 1ull << disk && missed_from == 0);
+	memset(ref, 0, size);
+	/* The disk returns; its region is resynced. */
+	pool_store_disk_set(p.s, disk, POOL_STORE_DISK_REBUILDING);
+	if (grown)
+		assert_int_equal(pool_store_check(p.s, &f, 0, 3,
+						  POOL_CHECK_REPAIR | POOL_CHECK_REBUILD,
+						  1ull << disk, &st),
+				 0);
+	else
+		assert_int_equal(pool_store_cut(p.s, &f, 0, 1ull << disk), 0);
+	pool_store_disk_set(p.s, disk, POOL_STORE_DISK_OK);
+	pool_store_disk_set(p.s, other, POOL_STORE_DISK_FAILED);
+	do_write(&p, &f, ref, 2 * sb + 10, 100); /* grows the file past a hole */
+	check_read(&p, &f, ref, 0, (size_t)size);
+	pool_destroy(&p);
+	free(ref);
+}
+
+static void test_truncate_missed(void **state)
+{
+	(void)state;
+	for (int grown = 0; grown < 2; grown++) {
+		truncate_missed_case(geom(LAYOUT_MIRROR, 2, 0, 16384), grown);
+		truncate_missed_case(geom(LAYOUT_PARITY, 1, 1, 16384), grown);
+	}
+}
+
 static void test_remove_sync(void **state)
 {
 	(void)state;
@@ -1913,6 +1985,7 @@ int main(void)
 	    cmocka_unit_test(test_holes),
 	    cmocka_unit_test(test_punch),
 	    cmocka_unit_test(test_truncate),
+	    cmocka_unit_test(test_truncate_missed),
 	    cmocka_unit_test(test_remove_sync),
 	    cmocka_unit_test(test_many_files),
 	    cmocka_unit_test(test_concurrent),
