@@ -378,6 +378,19 @@ static struct ckpt *ck_by_name(struct fs_ckpt *c, const char *name)
 	return NULL;
 }
 
+/* The checkpoint with the lowest id above `after` (c->lock held), or
+ * NULL: ck[] is in no order (a create takes the first free entry), ids
+ * grow with creation and are never reused. */
+static struct ckpt *ck_next(struct fs_ckpt *c, uint32_t after)
+{
+	struct ckpt *k = NULL;
+
+	for (int i = 0; i < CK_MAX; i++)
+		if (c->ck[i] && c->ck[i]->id > after && (!k || c->ck[i]->id < k->id))
+			k = c->ck[i];
+	return k;
+}
+
 static void map_from_inode(const struct pool_inode *a, struct pool_file_map *m)
 {
 	m->id = a->ino;
@@ -2150,6 +2163,48 @@ static int map_nomem(struct load *ld, const struct fs_ckpt *c, const char *what,
 	return -ENOMEM;
 }
 
+/* Put layer `owner` (file `delta`) into ch in checkpoint-id order: the
+ * layers of a file are stacked oldest first, whatever order the log's
+ * NODE records come in (earlier builds compacted the log in table
+ * order, a newer checkpoint's records before an older one's). */
+static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta)
+{
+	uint32_t i = ch->n;
+
+	if (ch->n > CK_MAX)
+		return -ENOMEM;
+	while (i > 1 && ch->l[i - 1].owner > owner)
+		i--;
+	memmove(&ch->l[i + 1], &ch->l[i], (ch->n - i) * sizeof(ch->l[0]));
+	memset(&ch->l[i], 0, sizeof(ch->l[0]));
+	ch->l[i].owner = owner;
+	ch->l[i].map.id = delta;
+	ch->n++;
+	return 0;
+}
+
+/* A NODE record: the checkpoint's node and, for a file with a layer, the
+ * layer. */
+static int load_node(struct fs_ckpt *c, const void *p, uint32_t len)
+{
+	struct rec_node r;
+	struct ckpt *k;
+
+	if (len != sizeof(r))
+		return 0;
+	memcpy(&r, p, sizeof(r));
+	if (!(k = ck_by_id(c, r.ckpt)))
+		return 0;
+	struct pool_inode a = {.ino = r.base};
+	if (add_node(k, r.parent, r.name, &a) < 0)
+		return -ENOMEM;
+	k->node[k->nnode - 1].r = r;
+	if (!r.delta)
+		return 0;
+	struct chain *ch = chain_get(c, r.base);
+	return ch ? insert_layer(ch, r.ckpt, r.delta) : -ENOMEM;
+}
+
 static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 {
 	struct load *ld = arg;
@@ -2180,24 +2235,8 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		free(k);
 		return 0;
 	}
-	case R_NODE: {
-		const struct rec_node *r = p;
-		if (len != sizeof(*r) || !(k = ck_by_id(c, r->ckpt)))
-			return 0;
-		struct pool_inode a = {.ino = r->base};
-		if (add_node(k, r->parent, r->name, &a) < 0)
-			return -ENOMEM;
-		k->node[k->nnode - 1].r = *r;
-		if (r->delta) {
-			struct chain *ch = chain_get(c, r->base);
-			if (!ch || ch->n > CK_MAX)
-				return -ENOMEM;
-			memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
-			ch->l[ch->n].owner = r->ckpt;
-			ch->l[ch->n++].map.id = r->delta;
-		}
-		return 0;
-	}
+	case R_NODE:
+		return load_node(c, p, len);
 	case R_COMMIT:
 		if (len == 4 && (k = ck_by_id(c, *(const uint32_t *)p)))
 			k->state = CK_READY;
@@ -2497,10 +2536,8 @@ static int compact(struct fs_ckpt *c)
 	/* ids are never reused: they make inode numbers the kernel may cache */
 	if (rc == 0)
 		rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
-	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
-		struct ckpt *k = c->ck[i];
-		if (!k)
-			continue;
+	/* by id, the order of a file's layers (insert_layer) */
+	for (struct ckpt *k = ck_next(c, 0); rc == 0 && k; k = ck_next(c, k->id)) {
 		struct rec_ckpt r = {.id = k->id, .flags = k->flags, .created_ns = k->created_ns};
 		memcpy(r.name, k->name, sizeof(r.name));
 		rc = enc(&b, &n, &cap, &seq, R_CKPT, &r, sizeof(r));
