@@ -206,6 +206,7 @@ struct rec_id {
 
 struct layer {
 	uint32_t owner; /* checkpoint that created it; 0: the file itself */
+	uint64_t size;	/* the file's size at that checkpoint's instant */
 	struct pool_file_map map;
 	struct pool_ckpt_map g;
 	struct pool_ckpt_map redo; /* granules changed while being merged */
@@ -1007,37 +1008,61 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 	return NULL;
 }
 
-uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
+/* Whether ino is in chain ch (held): its file (with layers), a layer or a
+ * layer's fill file; *end raised to how far a scrub or repair must walk
+ * it (see fs_ckpt_walk_end). */
+static bool member_of(const struct chain *ch, uint64_t ino, uint64_t *end)
+{
+	bool in = ch->n > 1 && ch->ino == ino;
+
+	for (uint32_t k = 1; k < ch->n; k++) {
+		const struct layer *L = &ch->l[k];
+		if (ch->ino == ino && L->size > *end)
+			*end = L->size; /* checkpoint k reads the layers below up to it */
+		if (L->map.id == ino) {
+			in = true;
+			*end = pool_ckpt_map_end(&L->g) * G;
+		}
+		for (int i = 0; i < 2; i++) /* the zeroed and used end */
+			if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino) {
+				in = true;
+				*end = __atomic_load_n(&L->fill_size[i], __ATOMIC_RELAXED);
+			}
+	}
+	return in;
+}
+
+/* The chain ino is in, found as member_of; false if none. */
+static bool chain_member(struct fs_volume *v, uint64_t ino, uint64_t *end)
 {
 	struct fs_ckpt *c = v->ckpt;
-	uint64_t end = 0;
+	bool in = false;
 
+	*end = 0;
 	if (!c || atomic_load(&c->nchains) == 0)
-		return 0;
+		return false;
 	/* bucket heads under hlock; a chain's next never changes once it is
 	 * in a bucket (new chains go in front) and chains are freed only at
 	 * detach, so the rest is walked without it, each chain's layers
 	 * under its own lock (taken after hlock is let go, as chain_enter) */
-	for (int h = 0; h < CK_HASH && end == 0; h++) {
+	for (int h = 0; h < CK_HASH && !in; h++) {
 		pthread_rwlock_rdlock(&c->hlock);
 		struct chain *ch = c->hash[h];
 		pthread_rwlock_unlock(&c->hlock);
-		for (; ch && end == 0; ch = ch->next) {
+		for (; ch && !in; ch = ch->next) {
 			pthread_rwlock_rdlock(&ch->rw);
-			for (uint32_t k = 1; k < ch->n; k++) {
-				const struct layer *L = &ch->l[k];
-				if (L->map.id == ino)
-					end = pool_ckpt_map_end(&L->g) * G;
-				for (int i = 0; i < 2; i++) /* the zeroed and used end */
-					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) ==
-					    ino)
-						end = __atomic_load_n(&L->fill_size[i],
-								      __ATOMIC_RELAXED);
-			}
+			in = member_of(ch, ino, end);
 			pthread_rwlock_unlock(&ch->rw);
 		}
 	}
-	return end;
+	return in;
+}
+
+uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino)
+{
+	uint64_t end;
+
+	return chain_member(v, ino, &end) ? end : 0;
 }
 
 /* Make layer L's data durable: its layer file and its fill files (a
@@ -1460,6 +1485,7 @@ static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size
 		struct layer *L = &ch->l[ch->n++];
 		memset(L, 0, sizeof(*L));
 		L->owner = k->id;
+		L->size = f[j].in->attr.size;
 		map_from_inode(&f[j].delta, &L->map);
 		/* room for the file as it is: its first writes copy up under
 		 * the shared lock (a failure here only costs that) */
@@ -2167,7 +2193,7 @@ static int map_nomem(struct load *ld, const struct fs_ckpt *c, const char *what,
  * layers of a file are stacked oldest first, whatever order the log's
  * NODE records come in (earlier builds compacted the log in table
  * order, a newer checkpoint's records before an older one's). */
-static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta)
+static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta, uint64_t size)
 {
 	uint32_t i = ch->n;
 
@@ -2179,6 +2205,7 @@ static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta)
 	memset(&ch->l[i], 0, sizeof(ch->l[0]));
 	ch->l[i].owner = owner;
 	ch->l[i].map.id = delta;
+	ch->l[i].size = size;
 	ch->n++;
 	return 0;
 }
@@ -2202,7 +2229,7 @@ static int load_node(struct fs_ckpt *c, const void *p, uint32_t len)
 	if (!r.delta)
 		return 0;
 	struct chain *ch = chain_get(c, r.base);
-	return ch ? insert_layer(ch, r.ckpt, r.delta) : -ENOMEM;
+	return ch ? insert_layer(ch, r.ckpt, r.delta, r.size) : -ENOMEM;
 }
 
 static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)

@@ -413,10 +413,11 @@ static void note_file(struct job *j, struct fs_volume *v, uint64_t ino,
 /* ---- walking files ----------------------------------------------------------- */
 
 /* The bytes of a file a scrub or repair walks: its size, the open file's
- * if larger, and for a checkpoint's layer as far as its data reaches. */
+ * if larger, and for a file in a checkpoint chain as far as its
+ * checkpoints need (fs_ckpt_walk_end). */
 static uint64_t file_size(struct fs *fs, struct fs_volume *v, const struct pool_inode *in)
 {
-	uint64_t size = in->size, open_size, layer = fs_ckpt_layer_end(v, in->ino);
+	uint64_t size = in->size, open_size, layer = fs_ckpt_walk_end(v, in->ino);
 
 	if (fs_inode_cached_size(fs, fs_ino_make(v, in->ino), &open_size) == 0 && open_size > size)
 		size = open_size;
