@@ -1065,6 +1065,13 @@ uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino)
 	return chain_member(v, ino, &end) ? end : 0;
 }
 
+bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino)
+{
+	uint64_t end;
+
+	return chain_member(v, ino, &end);
+}
+
 /* Make layer L's data durable: its layer file and its fill files (a
  * layer 0 has none). */
 static int layer_sync(struct fs_volume *v, const struct layer *L)

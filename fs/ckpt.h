@@ -31,6 +31,11 @@ int fs_ckpt_start(struct fs_volume *v);
  * file that grew wrote its new end into the layer, past the layer's
  * recorded size); a fill file to its zeroed end.  0 if ino is in none. */
 uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino);
+/* ino is part of a checkpoint chain: a checkpointed file with layers, a
+ * layer or a layer's fill file.  The chain keeps copies of their
+ * placements and does I/O to the layers under the file's locks, so their
+ * positions must not move while it lasts (disk retire refuses them). */
+bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino);
 /* fsync of a checkpointed file: its layers' chunk files and the
  * checkpoint log (the records saying which blocks are in which layer), so
  * what was written since the checkpoint survives a power cut as the file's

@@ -1001,6 +1001,15 @@ static int retire_one(void *arg, const struct pool_inode *in)
 		return rc == -ENOENT ? 0 : rc;
 	pthread_rwlock_wrlock(&fi->io_lock); /* no I/O on the file meanwhile */
 	fs_file_map(fi, &map);
+	/* a checkpoint chain keeps its own copies of its files' placements
+	 * (held under io_lock: no checkpoint is created meanwhile) */
+	if (fs_ckpt_in_chain(w->v, in->ino)) {
+		put(j->msg, sizeof(j->msg),
+		    "retire of disk %u stopped: volume %s file %" PRIu64
+		    " on it is in a checkpoint; merge or delete the volume's checkpoints first",
+		    j->disk, w->v->name, in->ino);
+		rc = -EBUSY;
+	}
 	for (uint32_t p = 0; rc == 0 && p < map.npos; p++)
 		if (map.disk[p] == j->disk)
 			rc = move_position(j, w->v, fi, &map, p);

@@ -13,6 +13,12 @@
    by scrub; `disk replace` rebuilds the checkpoint's 1 MiB, not the live
    64 KiB, so losing the other copy then loses nothing (before the fix
    both walked the live 64 KiB only).
+3. `disk retire` of a disk holding a checkpointed file's own chunk file,
+   or only its layer's: the job stops with one line naming the volume
+   and the disk and saying to merge or delete the checkpoints first;
+   nothing of the file moved, live file and checkpoint read right (they
+   read zeros before the fix: the chain kept the old placement); after the
+   merge the retire empties the disk.
 """
 import glob
 import hashlib
@@ -253,9 +259,63 @@ def repair(t):
         p.cleanup()
 
 
+# ---- 3. retire -----------------------------------------------------------------------
+
+def retire(t):
+    p = Pool(ndisks=3)
+    try:
+        p.volume("v", "simple", "--interleave", "64K", "--columns", "1")
+        m = p.mount()
+        root = os.path.join(p.mnt, "v")
+        f, g = os.path.join(root, "f"), os.path.join(root, "g")
+        ck = os.path.join(root, ".checkpoints", "A", "f")
+        pwrite(f, 0, b"X" * (256 * KiB))
+        pwrite(g, 0, b"Y" * (256 * KiB))
+        p.spacectl("checkpoint", "create", p.source, "v", "A", "f")
+        pwrite(f, 0, b"a" * (64 * KiB))  # into A's layer
+        base = ino_of(f)
+        layer = deltas(p, "v", ckpt_ids(p, "v")["A"])[0]
+        bdisk, ldisk = list(chunks(p, "v", base))[0], list(chunks(p, "v", layer))[0]
+
+        def reads(when):
+            got = (pread(f)[:1], pread(f, 128 * KiB)[:1], pread(ck)[:1], pread(ck, 128 * KiB)[:1],
+                   pread(g, 128 * KiB)[:1])
+            t.eq(got, (b"a", b"X", b"X", b"X", b"Y"), f"retire: live, checkpoint, g {when}")
+
+        # each disk the chain is on: the file's own, its layer's (if another)
+        for d, what in sorted({(ldisk, "its layer's"), (bdisk, "its own")}):
+            idx = int(d[1:])
+            r = p.spacectl("disk", "retire", p.source, idx, "--wait", check=False)
+            out = (r.stdout + r.stderr).strip()
+            line = next((ln for ln in out.splitlines() if "merge or delete" in ln), out[-200:])
+            t.ok(r.returncode != 0 and "volume v" in line and f"disk {idx}" in line,
+                 f"retire: disk {idx} with {what} chunk refused: {line}")
+            t.eq((list(chunks(p, "v", base)), list(chunks(p, "v", layer))), ([bdisk], [ldisk]),
+                 f"retire: nothing of the chain moved off disk {idx}")
+            reads(f"after retiring disk {idx}")
+        m.stop()
+        m = p.mount()
+        reads("after a remount")
+        p.spacectl("checkpoint", "merge", p.source, "v", "A", "--wait")
+        for d in sorted({bdisk, ldisk}):
+            r = p.spacectl("disk", "retire", p.source, int(d[1:]), "--wait", check=False)
+            t.eq(r.returncode, 0, f"retire: disk {d} after the merge ({r.stdout.strip()[-200:]})")
+        left = [c for d in {bdisk, ldisk}
+                for c in glob.glob(os.path.join(p.dir, d, "vol", "v", "data", "*", "*"))]
+        t.eq(left, [], "retire: the retired disks hold no chunk file")
+        t.eq((pread(f)[:1], pread(f, 128 * KiB)[:1], pread(g)[:1]), (b"a", b"X", b"Y"),
+             "retire: the files read right after the retire")
+        stop_clean(t, m, "retire: daemon exits cleanly")
+    except Exception as e:
+        t.ok(False, f"retire: unexpected error: {e!r}")
+        t.diag(log_tail(p))
+    finally:
+        p.cleanup()
+
+
 def main():
     t = Tap()
-    only = os.environ.get("SPACEFS_CKPT_CHAIN", "order,repair")
+    only = os.environ.get("SPACEFS_CKPT_CHAIN", "order,repair,retire")
     for name in only.split(","):
         globals()[name](t)
     t.done()
