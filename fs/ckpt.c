@@ -1072,6 +1072,22 @@ bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino)
 	return chain_member(v, ino, &end);
 }
 
+/* Make every record appended so far durable.  The device's cache flush
+ * can take tens of milliseconds: not under the log's lock, which every
+ * first write's append takes. */
+static int log_flush(struct fs_ckpt *c)
+{
+	struct pool_ckpt_log_flush f;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	int b = pool_ckpt_log_sync_begin(c->log, &f);
+	if (b < 0)
+		rc = pool_ckpt_log_sync(c->log);
+	pthread_mutex_unlock(&c->lock);
+	return b < 0 ? rc : pool_ckpt_log_sync_end(c->log, &f);
+}
+
 /* Make layer L's data durable: its layer file and its fill files (a
  * layer 0 has none). */
 static int layer_sync(struct fs_volume *v, const struct layer *L)
@@ -1094,22 +1110,10 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
 		rc = layer_sync(v, &ch->l[k]);
 	pthread_rwlock_unlock(&ch->rw);
-	if (rc < 0)
-		return rc;
-	/* the device's cache flush can take tens of milliseconds here: not
-	 * under the log's lock, which every first write's append takes */
-	struct pool_ckpt_log_flush f;
-	pthread_mutex_lock(&v->ckpt->lock);
-	int b = pool_ckpt_log_sync_begin(v->ckpt->log, &f);
-	if (b < 0)
-		rc = pool_ckpt_log_sync(v->ckpt->log);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	if (b < 0)
-		return rc;
-	/* unlocked: the log outlives this request (with nodes, requests hold
-	 * the volume shared and release() detaches it exclusively; alone, it
-	 * is detached after the FUSE loop has joined its workers) */
-	return pool_ckpt_log_sync_end(v->ckpt->log, &f);
+	/* the log outlives this request (with nodes, requests hold the
+	 * volume shared and release() detaches it exclusively; alone, it is
+	 * detached after the FUSE loop has joined its workers) */
+	return rc < 0 ? rc : log_flush(v->ckpt);
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
@@ -1704,10 +1708,58 @@ static int fold(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, cha
 	return 0;
 }
 
+/* Layer li of ch (checkpoint k's), folded: the layer below made durable
+ * (its fill files too: folds rewrite blocks it has in slots) before the
+ * DROP record that drops this one's data, the layer taken out of the
+ * chain and its files (layer file, fill files; id 0: none) put in
+ * gone[] for drop_files.  Chain held exclusive. */
+static int drop_layer(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, uint32_t li,
+		      struct pool_file_map gone[3])
+{
+	struct rec_id d = {.ckpt = k->id, .base = ch->ino};
+	const struct layer *L = &ch->l[li];
+	int rc = layer_sync(c->v, &ch->l[li - 1]);
+
+	if (rc == 0) {
+		pthread_mutex_lock(&c->lock);
+		rc = log_rec(c, R_DROP, &d, sizeof(d));
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (rc < 0)
+		return rc;
+	gone[0] = L->map;
+	gone[1] = L->fill[0];
+	gone[2] = L->fill[1];
+	chain_remove(ch, li);
+	return 0;
+}
+
+/* Delete a dropped layer's files once the log is durable: the DROP record
+ * and, for a merge into an older layer, the MAP and BLKS records of the
+ * blocks folded there.  A power cut must not keep the deletes and lose
+ * those (the layer would read zeros).  If the flush fails the files stay:
+ * the next mount drops them if the record survived, else merges again. */
+static int drop_files(struct fs_ckpt *c, const struct pool_file_map gone[3])
+{
+	int rc = log_flush(c);
+
+	if (rc < 0) {
+		fs_log("volume %s: checkpoint log flush failed (%s); merged layer %" PRIu64
+		       " kept until the next mount",
+		       c->v->name, strerror(-rc), gone[0].id);
+		return rc;
+	}
+	for (int i = 0; i < 3; i++)
+		if (gone[i].id)
+			drop_delta(c->v, &gone[i]);
+	return 0;
+}
+
 /* Fold one file's layer of checkpoint k down and drop it. */
 static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int64_t start)
 {
 	struct fs_volume *v = c->v;
+	struct pool_file_map gone[3];
 	char *buf;
 	int rc = 0;
 
@@ -1747,27 +1799,12 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 			     r = pool_ckpt_map_next(&redo, r + 1))
 				rc = fold(c, ch, (uint32_t)li, r, buf);
 			pool_ckpt_map_free(&redo);
-			/* the layer below durable (its fill files too: folds
-			 * rewrite blocks it has in slots) before the record that
-			 * drops this one's data */
-			if (rc == 0 && (rc = layer_sync(v, &ch->l[li - 1])) == 0) {
-				struct rec_id d = {.ckpt = k->id, .base = ch->ino};
-				pthread_mutex_lock(&c->lock);
-				rc = log_rec(c, R_DROP, &d, sizeof(d));
-				pthread_mutex_unlock(&c->lock);
-			}
-			if (rc == 0) {
-				struct pool_file_map m = L->map, f0 = L->fill[0], f1 = L->fill[1];
-				chain_remove(ch, (uint32_t)li);
-				drop_delta(v, &m);
-				if (f0.id)
-					drop_delta(v, &f0);
-				if (f1.id)
-					drop_delta(v, &f1);
+			if (rc == 0 && (rc = drop_layer(c, k, ch, (uint32_t)li, gone)) == 0)
 				li = 0;
-			}
 		}
 		pthread_rwlock_unlock(&ch->rw);
+		if (li == 0 && rc == 0)
+			rc = drop_files(c, gone);
 		atomic_fetch_add(&k->done, (uint64_t)done * G);
 		pace(k, start, atomic_load(&k->done));
 	}
@@ -2408,6 +2445,18 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 	}
 }
 
+/* Layer i of ch has no inode: drop that layer alone.  A merge deletes a
+ * layer's files after its DROP record is durable, but logs of older
+ * builds could lose the record and keep the deletes (its data was folded
+ * below first); the file's other layers are whole and stay. */
+static void missing_layer(struct load *ld, struct chain *ch, uint32_t i, int rc)
+{
+	fs_log("volume %s: checkpointed file %" PRIu64 ": layer %" PRIu64
+	       " of checkpoint %u is missing (%s); that layer is dropped, the file's others kept",
+	       ld->c->v->name, ch->ino, ch->l[i].map.id, ch->l[i].owner, strerror(-rc));
+	remove_layer(ld, ch, ch->l[i].owner);
+}
+
 /* After replay: roll back checkpoints never committed, find each layer's
  * placement, note files whose name is gone. */
 static int settle(struct load *ld)
@@ -2435,12 +2484,15 @@ static int settle(struct load *ld)
 			for (uint32_t i = 0; i < ch->n && ch->n > 1; i++) {
 				uint64_t ino = i ? ch->l[i].map.id : ch->ino;
 				int rc = pool_meta_get(v->meta, ino, &a);
+				if (rc < 0 && i > 0) {
+					missing_layer(ld, ch, i--, rc);
+					continue;
+				}
 				if (rc < 0) {
 					/* the checkpoints of this file read ESTALE */
 					fs_log("volume %s: checkpointed file %" PRIu64
-					       ": inode %" PRIu64 " missing (%s); its checkpoint "
-					       "data is lost",
-					       v->name, ch->ino, ino, strerror(-rc));
+					       " missing (%s); its checkpoint data is lost",
+					       v->name, ch->ino, strerror(-rc));
 					ch->n = 1;
 					break;
 				}
