@@ -2255,7 +2255,8 @@ static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta, uint64
 }
 
 /* A NODE record: the checkpoint's node and, for a file with a layer, the
- * layer. */
+ * layer.  A name with no NUL in its field (a damaged record whose CRC
+ * matched) is cut, with one line, instead of being read past. */
 static int load_node(struct fs_ckpt *c, const void *p, uint32_t len)
 {
 	struct rec_node r;
@@ -2266,6 +2267,12 @@ static int load_node(struct fs_ckpt *c, const void *p, uint32_t len)
 	memcpy(&r, p, sizeof(r));
 	if (!(k = ck_by_id(c, r.ckpt)))
 		return 0;
+	if (!memchr(r.name, '\0', sizeof(r.name))) {
+		r.name[sizeof(r.name) - 1] = '\0';
+		fs_log("volume %s: checkpoint log: NODE record (checkpoint %u, file %" PRIu64
+		       ") has a name with no end; cut to %zu bytes",
+		       c->v->name, r.ckpt, r.base, sizeof(r.name) - 1);
+	}
 	struct pool_inode a = {.ino = r.base};
 	if (add_node(k, r.parent, r.name, &a) < 0)
 		return -ENOMEM;

@@ -24,6 +24,8 @@
    records were lost while the layer's files went (a power cut) mounts
    with just that layer dropped: the newer checkpoint and the live file
    read right (before the fix every layer of the file was dropped).
+5. A NODE record whose name has no NUL within the field: cut at load with
+   one log line naming the volume; the name lists as its 255 bytes.
 """
 import glob
 import hashlib
@@ -418,9 +420,45 @@ def lost_tail(t):
         p.cleanup()
 
 
+# ---- 5. a NODE name without its NUL ------------------------------------------------
+
+def node_name(t):
+    p = Pool(ndisks=3)
+    try:
+        p.volume("v", "simple", "--interleave", "64K")
+        m = p.mount()
+        f = os.path.join(p.mnt, "v", "f")
+        pwrite(f, 0, b"N" * (64 * KiB))
+        p.spacectl("checkpoint", "create", p.source, "v", "N", "f")
+        m.stop()
+
+        def unended(recs):
+            out = []
+            for typ, pay in recs:
+                if typ == R_NODE and NODE.unpack(pay)[-1].rstrip(b"\0") == b"f":
+                    pay = pay[:NODE.size - 256] + b"n" * 256
+                out.append((typ, pay))
+            return out
+
+        rewrite_logs(p, "v", unended)
+        m = p.mount()
+        names = os.listdir(os.path.join(p.mnt, "v", ".checkpoints", "N"))
+        t.eq(names, ["n" * 255], "node name: cut to its 255 bytes")
+        t.eq(pread(os.path.join(p.mnt, "v", ".checkpoints", "N", "n" * 255))[:4], b"NNNN",
+             "node name: the file reads")
+        t.ok("volume v: checkpoint log: NODE record" in log_text(p),
+             "node name: one log line names the volume")
+        stop_clean(t, m, "node name: daemon exits cleanly")
+    except Exception as e:
+        t.ok(False, f"node name: unexpected error: {e!r}")
+        t.diag(log_tail(p))
+    finally:
+        p.cleanup()
+
+
 def main():
     t = Tap()
-    only = os.environ.get("SPACEFS_CKPT_CHAIN", "order,repair,retire,lost_tail")
+    only = os.environ.get("SPACEFS_CKPT_CHAIN", "order,repair,retire,lost_tail,node_name")
     for name in only.split(","):
         globals()[name](t)
     t.done()
