@@ -206,6 +206,7 @@ struct rec_id {
 
 struct layer {
 	uint32_t owner; /* checkpoint that created it; 0: the file itself */
+	uint64_t size;	/* the file's size at that checkpoint's instant */
 	struct pool_file_map map;
 	struct pool_ckpt_map g;
 	struct pool_ckpt_map redo; /* granules changed while being merged */
@@ -376,6 +377,19 @@ static struct ckpt *ck_by_name(struct fs_ckpt *c, const char *name)
 		if (c->ck[i] && strcmp(c->ck[i]->name, name) == 0)
 			return c->ck[i];
 	return NULL;
+}
+
+/* The checkpoint with the lowest id above `after` (c->lock held), or
+ * NULL: ck[] is in no order (a create takes the first free entry), ids
+ * grow with creation and are never reused. */
+static struct ckpt *ck_next(struct fs_ckpt *c, uint32_t after)
+{
+	struct ckpt *k = NULL;
+
+	for (int i = 0; i < CK_MAX; i++)
+		if (c->ck[i] && c->ck[i]->id > after && (!k || c->ck[i]->id < k->id))
+			k = c->ck[i];
+	return k;
 }
 
 static void map_from_inode(const struct pool_inode *a, struct pool_file_map *m)
@@ -994,37 +1008,84 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 	return NULL;
 }
 
-uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino)
+/* Whether ino is in chain ch (held): its file (with layers), a layer or a
+ * layer's fill file; *end raised to how far a scrub or repair must walk
+ * it (see fs_ckpt_walk_end). */
+static bool member_of(const struct chain *ch, uint64_t ino, uint64_t *end)
+{
+	bool in = ch->n > 1 && ch->ino == ino;
+
+	for (uint32_t k = 1; k < ch->n; k++) {
+		const struct layer *L = &ch->l[k];
+		if (ch->ino == ino && L->size > *end)
+			*end = L->size; /* checkpoint k reads the layers below up to it */
+		if (L->map.id == ino) {
+			in = true;
+			*end = pool_ckpt_map_end(&L->g) * G;
+		}
+		for (int i = 0; i < 2; i++) /* the zeroed and used end */
+			if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino) {
+				in = true;
+				*end = __atomic_load_n(&L->fill_size[i], __ATOMIC_RELAXED);
+			}
+	}
+	return in;
+}
+
+/* The chain ino is in, found as member_of; false if none. */
+static bool chain_member(struct fs_volume *v, uint64_t ino, uint64_t *end)
 {
 	struct fs_ckpt *c = v->ckpt;
-	uint64_t end = 0;
+	bool in = false;
 
+	*end = 0;
 	if (!c || atomic_load(&c->nchains) == 0)
-		return 0;
+		return false;
 	/* bucket heads under hlock; a chain's next never changes once it is
 	 * in a bucket (new chains go in front) and chains are freed only at
 	 * detach, so the rest is walked without it, each chain's layers
 	 * under its own lock (taken after hlock is let go, as chain_enter) */
-	for (int h = 0; h < CK_HASH && end == 0; h++) {
+	for (int h = 0; h < CK_HASH && !in; h++) {
 		pthread_rwlock_rdlock(&c->hlock);
 		struct chain *ch = c->hash[h];
 		pthread_rwlock_unlock(&c->hlock);
-		for (; ch && end == 0; ch = ch->next) {
+		for (; ch && !in; ch = ch->next) {
 			pthread_rwlock_rdlock(&ch->rw);
-			for (uint32_t k = 1; k < ch->n; k++) {
-				const struct layer *L = &ch->l[k];
-				if (L->map.id == ino)
-					end = pool_ckpt_map_end(&L->g) * G;
-				for (int i = 0; i < 2; i++) /* the zeroed and used end */
-					if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) ==
-					    ino)
-						end = __atomic_load_n(&L->fill_size[i],
-								      __ATOMIC_RELAXED);
-			}
+			in = member_of(ch, ino, end);
 			pthread_rwlock_unlock(&ch->rw);
 		}
 	}
-	return end;
+	return in;
+}
+
+uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino)
+{
+	uint64_t end;
+
+	return chain_member(v, ino, &end) ? end : 0;
+}
+
+bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino)
+{
+	uint64_t end;
+
+	return chain_member(v, ino, &end);
+}
+
+/* Make every record appended so far durable.  The device's cache flush
+ * can take tens of milliseconds: not under the log's lock, which every
+ * first write's append takes. */
+static int log_flush(struct fs_ckpt *c)
+{
+	struct pool_ckpt_log_flush f;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	int b = pool_ckpt_log_sync_begin(c->log, &f);
+	if (b < 0)
+		rc = pool_ckpt_log_sync(c->log);
+	pthread_mutex_unlock(&c->lock);
+	return b < 0 ? rc : pool_ckpt_log_sync_end(c->log, &f);
 }
 
 /* Make layer L's data durable: its layer file and its fill files (a
@@ -1049,22 +1110,10 @@ int fs_ckpt_sync(struct fs_volume *v, uint64_t vino)
 	for (uint32_t k = 1; k < ch->n && rc == 0; k++)
 		rc = layer_sync(v, &ch->l[k]);
 	pthread_rwlock_unlock(&ch->rw);
-	if (rc < 0)
-		return rc;
-	/* the device's cache flush can take tens of milliseconds here: not
-	 * under the log's lock, which every first write's append takes */
-	struct pool_ckpt_log_flush f;
-	pthread_mutex_lock(&v->ckpt->lock);
-	int b = pool_ckpt_log_sync_begin(v->ckpt->log, &f);
-	if (b < 0)
-		rc = pool_ckpt_log_sync(v->ckpt->log);
-	pthread_mutex_unlock(&v->ckpt->lock);
-	if (b < 0)
-		return rc;
-	/* unlocked: the log outlives this request (with nodes, requests hold
-	 * the volume shared and release() detaches it exclusively; alone, it
-	 * is detached after the FUSE loop has joined its workers) */
-	return pool_ckpt_log_sync_end(v->ckpt->log, &f);
+	/* the log outlives this request (with nodes, requests hold the
+	 * volume shared and release() detaches it exclusively; alone, it is
+	 * detached after the FUSE loop has joined its workers) */
+	return rc < 0 ? rc : log_flush(v->ckpt);
 }
 
 bool fs_ckpt_read(struct fs_inode *in, uint64_t off, size_t len, void *buf, ssize_t *res)
@@ -1447,6 +1496,7 @@ static int commit_ckpt(struct fs_ckpt *c, struct ckpt *k, struct freeze *f, size
 		struct layer *L = &ch->l[ch->n++];
 		memset(L, 0, sizeof(*L));
 		L->owner = k->id;
+		L->size = f[j].in->attr.size;
 		map_from_inode(&f[j].delta, &L->map);
 		/* room for the file as it is: its first writes copy up under
 		 * the shared lock (a failure here only costs that) */
@@ -1658,10 +1708,58 @@ static int fold(struct fs_ckpt *c, struct chain *ch, uint32_t k, uint64_t g, cha
 	return 0;
 }
 
+/* Layer li of ch (checkpoint k's), folded: the layer below made durable
+ * (its fill files too: folds rewrite blocks it has in slots) before the
+ * DROP record that drops this one's data, the layer taken out of the
+ * chain and its files (layer file, fill files; id 0: none) put in
+ * gone[] for drop_files.  Chain held exclusive. */
+static int drop_layer(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, uint32_t li,
+		      struct pool_file_map gone[3])
+{
+	struct rec_id d = {.ckpt = k->id, .base = ch->ino};
+	const struct layer *L = &ch->l[li];
+	int rc = layer_sync(c->v, &ch->l[li - 1]);
+
+	if (rc == 0) {
+		pthread_mutex_lock(&c->lock);
+		rc = log_rec(c, R_DROP, &d, sizeof(d));
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (rc < 0)
+		return rc;
+	gone[0] = L->map;
+	gone[1] = L->fill[0];
+	gone[2] = L->fill[1];
+	chain_remove(ch, li);
+	return 0;
+}
+
+/* Delete a dropped layer's files once the log is durable: the DROP record
+ * and, for a merge into an older layer, the MAP and BLKS records of the
+ * blocks folded there.  A power cut must not keep the deletes and lose
+ * those (the layer would read zeros).  If the flush fails the files stay:
+ * the next mount drops them if the record survived, else merges again. */
+static int drop_files(struct fs_ckpt *c, const struct pool_file_map gone[3])
+{
+	int rc = log_flush(c);
+
+	if (rc < 0) {
+		fs_log("volume %s: checkpoint log flush failed (%s); merged layer %" PRIu64
+		       " kept until the next mount",
+		       c->v->name, strerror(-rc), gone[0].id);
+		return rc;
+	}
+	for (int i = 0; i < 3; i++)
+		if (gone[i].id)
+			drop_delta(c->v, &gone[i]);
+	return 0;
+}
+
 /* Fold one file's layer of checkpoint k down and drop it. */
 static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int64_t start)
 {
 	struct fs_volume *v = c->v;
+	struct pool_file_map gone[3];
 	char *buf;
 	int rc = 0;
 
@@ -1701,27 +1799,12 @@ static int merge_chain(struct fs_ckpt *c, struct ckpt *k, struct chain *ch, int6
 			     r = pool_ckpt_map_next(&redo, r + 1))
 				rc = fold(c, ch, (uint32_t)li, r, buf);
 			pool_ckpt_map_free(&redo);
-			/* the layer below durable (its fill files too: folds
-			 * rewrite blocks it has in slots) before the record that
-			 * drops this one's data */
-			if (rc == 0 && (rc = layer_sync(v, &ch->l[li - 1])) == 0) {
-				struct rec_id d = {.ckpt = k->id, .base = ch->ino};
-				pthread_mutex_lock(&c->lock);
-				rc = log_rec(c, R_DROP, &d, sizeof(d));
-				pthread_mutex_unlock(&c->lock);
-			}
-			if (rc == 0) {
-				struct pool_file_map m = L->map, f0 = L->fill[0], f1 = L->fill[1];
-				chain_remove(ch, (uint32_t)li);
-				drop_delta(v, &m);
-				if (f0.id)
-					drop_delta(v, &f0);
-				if (f1.id)
-					drop_delta(v, &f1);
+			if (rc == 0 && (rc = drop_layer(c, k, ch, (uint32_t)li, gone)) == 0)
 				li = 0;
-			}
 		}
 		pthread_rwlock_unlock(&ch->rw);
+		if (li == 0 && rc == 0)
+			rc = drop_files(c, gone);
 		atomic_fetch_add(&k->done, (uint64_t)done * G);
 		pace(k, start, atomic_load(&k->done));
 	}
@@ -2150,6 +2233,56 @@ static int map_nomem(struct load *ld, const struct fs_ckpt *c, const char *what,
 	return -ENOMEM;
 }
 
+/* Put layer `owner` (file `delta`) into ch in checkpoint-id order: the
+ * layers of a file are stacked oldest first, whatever order the log's
+ * NODE records come in (earlier builds compacted the log in table
+ * order, a newer checkpoint's records before an older one's). */
+static int insert_layer(struct chain *ch, uint32_t owner, uint64_t delta, uint64_t size)
+{
+	uint32_t i = ch->n;
+
+	if (ch->n > CK_MAX)
+		return -ENOMEM;
+	while (i > 1 && ch->l[i - 1].owner > owner)
+		i--;
+	memmove(&ch->l[i + 1], &ch->l[i], (ch->n - i) * sizeof(ch->l[0]));
+	memset(&ch->l[i], 0, sizeof(ch->l[0]));
+	ch->l[i].owner = owner;
+	ch->l[i].map.id = delta;
+	ch->l[i].size = size;
+	ch->n++;
+	return 0;
+}
+
+/* A NODE record: the checkpoint's node and, for a file with a layer, the
+ * layer.  A name with no NUL in its field (a damaged record whose CRC
+ * matched) is cut, with one line, instead of being read past. */
+static int load_node(struct fs_ckpt *c, const void *p, uint32_t len)
+{
+	struct rec_node r;
+	struct ckpt *k;
+
+	if (len != sizeof(r))
+		return 0;
+	memcpy(&r, p, sizeof(r));
+	if (!(k = ck_by_id(c, r.ckpt)))
+		return 0;
+	if (!memchr(r.name, '\0', sizeof(r.name))) {
+		r.name[sizeof(r.name) - 1] = '\0';
+		fs_log("volume %s: checkpoint log: NODE record (checkpoint %u, file %" PRIu64
+		       ") has a name with no end; cut to %zu bytes",
+		       c->v->name, r.ckpt, r.base, sizeof(r.name) - 1);
+	}
+	struct pool_inode a = {.ino = r.base};
+	if (add_node(k, r.parent, r.name, &a) < 0)
+		return -ENOMEM;
+	k->node[k->nnode - 1].r = r;
+	if (!r.delta)
+		return 0;
+	struct chain *ch = chain_get(c, r.base);
+	return ch ? insert_layer(ch, r.ckpt, r.delta, r.size) : -ENOMEM;
+}
+
 static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 {
 	struct load *ld = arg;
@@ -2180,24 +2313,8 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 		free(k);
 		return 0;
 	}
-	case R_NODE: {
-		const struct rec_node *r = p;
-		if (len != sizeof(*r) || !(k = ck_by_id(c, r->ckpt)))
-			return 0;
-		struct pool_inode a = {.ino = r->base};
-		if (add_node(k, r->parent, r->name, &a) < 0)
-			return -ENOMEM;
-		k->node[k->nnode - 1].r = *r;
-		if (r->delta) {
-			struct chain *ch = chain_get(c, r->base);
-			if (!ch || ch->n > CK_MAX)
-				return -ENOMEM;
-			memset(&ch->l[ch->n], 0, sizeof(ch->l[0]));
-			ch->l[ch->n].owner = r->ckpt;
-			ch->l[ch->n++].map.id = r->delta;
-		}
-		return 0;
-	}
+	case R_NODE:
+		return load_node(c, p, len);
 	case R_COMMIT:
 		if (len == 4 && (k = ck_by_id(c, *(const uint32_t *)p)))
 			k->state = CK_READY;
@@ -2335,6 +2452,18 @@ static int load_rec(void *arg, uint32_t type, const void *p, uint32_t len)
 	}
 }
 
+/* Layer i of ch has no inode: drop that layer alone.  A merge deletes a
+ * layer's files after its DROP record is durable, but logs of older
+ * builds could lose the record and keep the deletes (its data was folded
+ * below first); the file's other layers are whole and stay. */
+static void missing_layer(struct load *ld, struct chain *ch, uint32_t i, int rc)
+{
+	fs_log("volume %s: checkpointed file %" PRIu64 ": layer %" PRIu64
+	       " of checkpoint %u is missing (%s); that layer is dropped, the file's others kept",
+	       ld->c->v->name, ch->ino, ch->l[i].map.id, ch->l[i].owner, strerror(-rc));
+	remove_layer(ld, ch, ch->l[i].owner);
+}
+
 /* After replay: roll back checkpoints never committed, find each layer's
  * placement, note files whose name is gone. */
 static int settle(struct load *ld)
@@ -2362,12 +2491,15 @@ static int settle(struct load *ld)
 			for (uint32_t i = 0; i < ch->n && ch->n > 1; i++) {
 				uint64_t ino = i ? ch->l[i].map.id : ch->ino;
 				int rc = pool_meta_get(v->meta, ino, &a);
+				if (rc < 0 && i > 0) {
+					missing_layer(ld, ch, i--, rc);
+					continue;
+				}
 				if (rc < 0) {
 					/* the checkpoints of this file read ESTALE */
 					fs_log("volume %s: checkpointed file %" PRIu64
-					       ": inode %" PRIu64 " missing (%s); its checkpoint "
-					       "data is lost",
-					       v->name, ch->ino, ino, strerror(-rc));
+					       " missing (%s); its checkpoint data is lost",
+					       v->name, ch->ino, strerror(-rc));
 					ch->n = 1;
 					break;
 				}
@@ -2497,10 +2629,8 @@ static int compact(struct fs_ckpt *c)
 	/* ids are never reused: they make inode numbers the kernel may cache */
 	if (rc == 0)
 		rc = enc(&b, &n, &cap, &seq, R_NEXT, &c->next_id, sizeof(c->next_id));
-	for (int i = 0; rc == 0 && i < CK_MAX; i++) {
-		struct ckpt *k = c->ck[i];
-		if (!k)
-			continue;
+	/* by id, the order of a file's layers (insert_layer) */
+	for (struct ckpt *k = ck_next(c, 0); rc == 0 && k; k = ck_next(c, k->id)) {
 		struct rec_ckpt r = {.id = k->id, .flags = k->flags, .created_ns = k->created_ns};
 		memcpy(r.name, k->name, sizeof(r.name));
 		rc = enc(&b, &n, &cap, &seq, R_CKPT, &r, sizeof(r));

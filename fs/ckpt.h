@@ -23,12 +23,19 @@ void fs_ckpt_detach(struct fs_volume *v);
  * fork).  0 (also with no checkpoints or a worker running) or -EAGAIN. */
 int fs_ckpt_start(struct fs_volume *v);
 
-/* How far a scrub or repair must walk file ino if it is a checkpoint's
- * layer (a hidden file of differencing data): its recorded size is the
- * checkpointed file's size at the checkpoint, but a file that grew since
- * wrote its new end into the layer, past that size.  The end of the last
- * granule the layer holds, in bytes; 0 if ino is no layer. */
-uint64_t fs_ckpt_layer_end(struct fs_volume *v, uint64_t ino);
+/* How far a scrub or repair must walk file ino if it is in a checkpoint
+ * chain, past its own size: a checkpointed file as far as the largest
+ * size a checkpoint of it recorded (its checkpoints read its chunk files
+ * up to there after the live file was cut shorter); a layer (a hidden
+ * file of differencing data) to the end of the last granule it holds (a
+ * file that grew wrote its new end into the layer, past the layer's
+ * recorded size); a fill file to its zeroed end.  0 if ino is in none. */
+uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino);
+/* ino is part of a checkpoint chain: a checkpointed file with layers, a
+ * layer or a layer's fill file.  The chain keeps copies of their
+ * placements and does I/O to the layers under the file's locks, so their
+ * positions must not move while it lasts (disk retire refuses them). */
+bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino);
 /* fsync of a checkpointed file: its layers' chunk files and the
  * checkpoint log (the records saying which blocks are in which layer), so
  * what was written since the checkpoint survives a power cut as the file's

@@ -413,10 +413,11 @@ static void note_file(struct job *j, struct fs_volume *v, uint64_t ino,
 /* ---- walking files ----------------------------------------------------------- */
 
 /* The bytes of a file a scrub or repair walks: its size, the open file's
- * if larger, and for a checkpoint's layer as far as its data reaches. */
+ * if larger, and for a file in a checkpoint chain as far as its
+ * checkpoints need (fs_ckpt_walk_end). */
 static uint64_t file_size(struct fs *fs, struct fs_volume *v, const struct pool_inode *in)
 {
-	uint64_t size = in->size, open_size, layer = fs_ckpt_layer_end(v, in->ino);
+	uint64_t size = in->size, open_size, layer = fs_ckpt_walk_end(v, in->ino);
 
 	if (fs_inode_cached_size(fs, fs_ino_make(v, in->ino), &open_size) == 0 && open_size > size)
 		size = open_size;
@@ -1031,6 +1032,15 @@ static int retire_one(void *arg, const struct pool_inode *in)
 		return rc == -ENOENT ? 0 : rc;
 	pthread_rwlock_wrlock(&fi->io_lock); /* no I/O on the file meanwhile */
 	fs_file_map(fi, &map);
+	/* a checkpoint chain keeps its own copies of its files' placements
+	 * (held under io_lock: no checkpoint is created meanwhile) */
+	if (fs_ckpt_in_chain(w->v, in->ino)) {
+		put(j->msg, sizeof(j->msg),
+		    "retire of disk %u stopped: volume %s file %" PRIu64
+		    " on it is in a checkpoint; merge or delete the volume's checkpoints first",
+		    j->disk, w->v->name, in->ino);
+		rc = -EBUSY;
+	}
 	for (uint32_t p = 0; rc == 0 && p < map.npos; p++)
 		if (map.disk[p] == j->disk)
 			rc = move_position(j, w->v, fi, &map, p);
