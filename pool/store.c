@@ -1460,7 +1460,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	 * inside layout_plan_finish, without a bounce buffer. */
 	int bounce = !whole || (s->g.kind != LAYOUT_PARITY && !aligned_for_io(s, buf));
 	uint64_t last = (aend - 1) / s->stripe_bytes;
-	uint64_t extra = 0, csum = 0, absent = 0;
+	uint64_t extra = 0, healed = 0, absent = 0;
 	struct stripelock_set set;
 	struct rq q;
 	int rc = 0;
@@ -1468,8 +1468,9 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	for (int tries = 1;; tries++) {
 		store_rq_init(&q, s, t, f);
 		/* Disks this write may skip, recorded before it (store_rq_mask is
-		 * monotone in the stripe; see write_begin in store.h).  A
-		 * position left out for a bad checksum is healed right after. */
+		 * monotone in the stripe; see write_begin in store.h).  Only
+		 * failed disks are skipped: q.extra repeats positions whose
+		 * disks failed on an earlier try. */
 		uint64_t skip = disks_of(&q, store_rq_mask(&q, last));
 		q.extra = extra;
 		if (s->hooks.write_begin && (tries == 1 || (skip & ~absent))) {
@@ -1488,8 +1489,20 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 		store_rq_end(&q);
 		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
 			break;
-		extra |= q.bad;
-		csum |= q.csum_bad;
+		/* A position that gave an I/O error has a failed disk now: the
+		 * retry leaves it out.  One that gave a bad checksum in the
+		 * write's reads (an edge block, old data or parity) must still
+		 * be written, every block of it: left out, its other blocks
+		 * would keep old data under valid checksums, which reads and
+		 * the heal then trust.  So its stripes are healed from
+		 * redundancy first and the write tried again in full; if the
+		 * heal could not help, the block is lost: -EIO. */
+		if (q.csum_bad & healed)
+			break;
+		if (q.csum_bad)
+			store_heal(s, f, aoff, aend, q.csum_bad);
+		healed |= q.csum_bad;
+		extra |= q.bad & ~q.csum_bad;
 	}
 	/* A disk that failed during the write missed it: say so before the
 	 * write is acknowledged. */
@@ -1501,8 +1514,6 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	}
 	if (s->hooks.write_end)
 		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
-	if (rc == 0 && csum)
-		store_heal(s, f, aoff, aend, csum);
 	return rc;
 }
 

@@ -178,7 +178,7 @@ struct rq {
 	const struct pool_file_map *f;
 	uint64_t failed;   /* planner mask of positions on failed disks */
 	uint64_t rebuild;  /* positions on REBUILDING disks (see rq_mask) */
-	uint64_t extra;	   /* positions left out by the caller (bad on a first try) */
+	uint64_t extra;	   /* positions left out by the caller (failed on a first try) */
 	uint64_t bad;	   /* positions that gave an I/O error or a bad checksum */
 	uint64_t csum_bad; /* positions that gave a bad checksum */
 	uint8_t *badblk;   /* check mode: per-block verdicts of a read phase */

@@ -501,8 +501,8 @@ static void test_integrity_read(void **state)
 	assert_int_equal(total_csum_errors(&p), before);
 
 	/* A partial parity write of a rotten stripe must not compute parity
-	 * from the rotten block (RMW and RCW read it): the block is left out,
-	 * the write done degraded, then healed. */
+	 * from the rotten block (RMW and RCW read it): the stripe is healed
+	 * from parity first, then the write done in full. */
 	uint8_t small[BLOCK];
 	memset(small, 7, sizeof(small));
 	flip_byte(&p, &f, pos, BLOCK + 100);
@@ -640,6 +640,53 @@ static void test_resync_heals_rot(void **state)
 		pool_destroy(&p);
 		free(ref);
 	}
+}
+
+/* A write over a rotten block and good blocks of the same copy (mirror)
+ * or data column (parity) must land on every position.  Its reads (the
+ * edge block of an unaligned write, the old data of a read-modify-write)
+ * meet the rotten block; the retry used to leave the whole position out
+ * of the write, for every block and with nothing in the dirty-region
+ * log, so its good blocks kept old data under valid checksums: reads of
+ * that copy, and the self-healing after, brought the old data back. */
+static void rot_under_write(struct layout_geom g, uint64_t id)
+{
+	struct pool p;
+	struct pool_file_map f = file_map(&g, id);
+	uint64_t sb = layout_stripe_bytes(&g);
+	uint8_t *ref = calloc(1, 2 * sb), src[3 * BLOCK];
+	int mirror = g.kind == LAYOUT_MIRROR;
+	/* Mirror: unaligned over blocks 0-2 of column 0, block 0 rotten on
+	 * copy 0.  Parity: aligned over blocks 0-2 of column 1, block 1
+	 * rotten. */
+	uint64_t off = mirror ? 10 : g.interleave;
+	size_t len = mirror ? 2 * BLOCK + 100 : 3 * BLOCK;
+	uint32_t pos = mirror ? pos_of(&g, 0, 0, 0) : pos_of(&g, 0, 1, 0);
+
+	pool_make(&p, "/var/tmp", g, 1, 0);
+	pool_open(&p);
+	do_write(&p, &f, ref, 0, (size_t)(2 * sb));
+	/* A mirror read picks its copy round robin: one round per copy
+	 * makes the edge read meet copy 0 at least once. */
+	for (uint32_t i = 0; i < g.copies; i++) {
+		flip_byte(&p, &f, pos, mirror ? 100 : BLOCK + 100);
+		rnd_fill(src, sizeof(src));
+		assert_int_equal(pool_store_write(p.s, &f, off, len, src), (ssize_t)len);
+		memcpy(ref + off, src, len);
+		check_on_disk(&p, &f, ref, 2 * sb, 1);
+		check_read(&p, &f, ref, 0, (size_t)(2 * sb));
+	}
+	assert_true(total_csum_errors(&p) >= 1);
+	pool_destroy(&p);
+	free(ref);
+}
+
+static void test_write_over_rot(void **state)
+{
+	(void)state;
+	rot_under_write(geom(LAYOUT_PARITY, 1, 1, 16384), 77);
+	rot_under_write(geom(LAYOUT_MIRROR, 2, 0, 16384), 79);
+	rot_under_write(geom(LAYOUT_MIRROR, 3, 0, 16384), 80);
 }
 
 /* ---- holes, punch, truncate, remove ---------------------------------------- */
@@ -1910,6 +1957,7 @@ int main(void)
 	    cmocka_unit_test(test_integrity_read),
 	    cmocka_unit_test(test_integrity_mirror_sidecar),
 	    cmocka_unit_test(test_resync_heals_rot),
+	    cmocka_unit_test(test_write_over_rot),
 	    cmocka_unit_test(test_holes),
 	    cmocka_unit_test(test_punch),
 	    cmocka_unit_test(test_truncate),
