@@ -58,6 +58,13 @@ struct chk {
 	uint64_t live;	 /* positions read */
 	uint64_t tgt;	 /* positions rebuilt */
 	uint64_t exists; /* positions whose chunk file exists */
+	/* Settling a failed write (store_settle): the caller holds the
+	 * stripe locks; mirror copies of `prefer` win when they verify, and
+	 * only mirror blocks of file bytes [lo, hi) are judged (the caller's
+	 * locks cover no more); wfail collects positions whose repair writes
+	 * failed.  Otherwise settling 0, prefer 0, [0, UINT64_MAX). */
+	int settling;
+	uint64_t prefer, lo, hi, wfail;
 	unsigned flags;
 	struct pool_check_stats *st;
 };
@@ -119,7 +126,8 @@ static void cfix(struct pool_store *s, const struct pool_file_map *f, struct chk
 		k->st->bad++;
 		if (k->flags & POOL_CHECK_REPAIR) {
 			k->st->repaired++;
-			store_count(&s->disk[f->disk[pos]].c.healed, 1);
+			if (!k->settling) /* a failed write undone is no heal */
+				store_count(&s->disk[f->disk[pos]].c.healed, 1);
 		}
 	}
 }
@@ -149,6 +157,15 @@ static int resync_mirror_pick(struct pool_store *s, const struct pool_file_map *
 	return first;
 }
 
+/* The first copy of `prefer` that was read and verifies, or -1. */
+static int mirror_preferred(const struct chk *k, const uint32_t *pos, uint32_t nc, uint32_t b)
+{
+	for (uint32_t c = 0; c < nc; c++)
+		if ((k->prefer >> pos[c] & 1) && (k->live >> pos[c] & 1) && !cbad(k, pos[c], b))
+			return (int)c;
+	return -1;
+}
+
 /* One data column of one block of a mirror batch. */
 static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f, struct chk *k,
 			     uint32_t d, uint32_t b)
@@ -171,6 +188,10 @@ static void check_mirror_col(struct pool_store *s, const struct pool_file_map *f
 	    !memcmp(cbuf(s, k, pos[1], b), cbuf(s, k, pos[2], b), BLK))
 		pick =
 		    pick == 0 && !memcmp(cbuf(s, k, pos[0], b), cbuf(s, k, pos[1], b), BLK) ? 0 : 1;
+	/* Settling: the copy whose write failed may refuse writes again, and
+	 * holds a whole version; the others are rolled back to it. */
+	if (k->prefer && mirror_preferred(k, pos, nc, b) >= 0)
+		pick = mirror_preferred(k, pos, nc, b);
 	if (pick < 0 && (k->flags & POOL_CHECK_RESYNC))
 		pick = resync_mirror_pick(s, f, k, pos, nc, b);
 	k->st->blocks += nlive;
@@ -565,6 +586,19 @@ static void check_masks(struct rq *q, struct chk *k, uint64_t targets, uint64_t 
 		k->live &= mirror_sources(s, k->tgt, k->first);
 }
 
+/* Every column of every block of a mirror batch inside [k->lo, k->hi). */
+static void check_mirror(struct pool_store *s, const struct pool_file_map *f, struct chk *k)
+{
+	for (uint32_t b = 0; b < k->span; b++) {
+		uint64_t at = cstripe(k, b) * s->stripe_bytes + (uint64_t)(b % k->nblk) * BLK;
+		for (uint32_t d = 0; d < s->k; d++) {
+			uint64_t o = at + (uint64_t)d * s->g.interleave;
+			if (o >= k->lo && o < k->hi)
+				check_mirror_col(s, f, k, d, b);
+		}
+	}
+}
+
 static int check_batch(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
 		       uint64_t first, uint32_t n, uint64_t targets, struct chk *k)
 {
@@ -575,22 +609,22 @@ static int check_batch(struct pool_store *s, struct scratch *t, const struct poo
 	k->first = first;
 	k->span = n * k->nblk;
 	store_rq_init(&q, s, t, f);
-	store_lock_stripes(s, f->id, first, first + n - 1, (k->flags & POOL_CHECK_REPAIR) ? 1 : 0,
-			   &set);
+	if (!k->settling)
+		store_lock_stripes(s, f->id, first, first + n - 1,
+				   (k->flags & POOL_CHECK_REPAIR) ? 1 : 0, &set);
 	check_masks(&q, k, targets, first + n - 1);
 	rc = check_read(&q, k);
 	if (rc == 0 && k->exists) { /* else nothing anywhere: holes stay holes */
 		memset(k->wr, 0, (size_t)s->npos * k->maxn * k->nblk);
 		if (s->g.kind == LAYOUT_MIRROR)
-			for (uint32_t b = 0; b < k->span; b++)
-				for (uint32_t d = 0; d < s->k; d++)
-					check_mirror_col(s, f, k, d, b);
+			check_mirror(s, f, k);
 		else if (s->g.kind == LAYOUT_PARITY)
 			rc = check_parity(s, f, k);
 		else
 			check_simple(k, s->npos);
 		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR))
 			rc = check_write(&q, k);
+		k->wfail |= q.wfail;
 		if (rc == 0 && (k->flags & POOL_CHECK_REPAIR) && k->tgt)
 			carry_reserved(&q, k,
 				       s->g.kind == LAYOUT_MIRROR ? mirror_sources(s, k->tgt, first)
@@ -607,7 +641,8 @@ static int check_batch(struct pool_store *s, struct scratch *t, const struct poo
 		    atomic_load(&d->rb_id) == f->id && atomic_load(&d->rb_stripe) == first)
 			pool_store_rebuild_cursor(s, f->disk[p], f->id, first + n);
 	}
-	store_unlock(s, &set);
+	if (!k->settling)
+		store_unlock(s, &set);
 	store_rq_end(&q);
 	return rc;
 }
@@ -658,10 +693,9 @@ static int chk_alloc(struct pool_store *s, struct chk *k, uint64_t n)
 	return 0;
 }
 
-int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
-		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st)
+static int check_range(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
+		       uint64_t n, uint64_t targets, struct chk *k)
 {
-	struct chk k = {.flags = flags, .st = st};
 	int rc = store_check_file(s, f);
 
 	if (rc < 0 || n == 0)
@@ -669,15 +703,44 @@ int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64
 	struct scratch *t = store_scratch_get(s);
 	if (!t)
 		return -ENOMEM;
-	rc = chk_alloc(s, &k, n);
-	for (uint64_t i = 0; rc == 0 && i < n; i += k.maxn) {
-		uint32_t b = (uint32_t)(n - i < k.maxn ? n - i : k.maxn);
-		rc = check_batch(s, t, f, first + i, b, targets, &k);
+	rc = chk_alloc(s, k, n);
+	for (uint64_t i = 0; rc == 0 && i < n; i += k->maxn) {
+		uint32_t b = (uint32_t)(n - i < k->maxn ? n - i : k->maxn);
+		rc = check_batch(s, t, f, first + i, b, targets, k);
 	}
-	if (k.buf)
-		chk_free(&k);
+	if (k->buf)
+		chk_free(k);
 	store_scratch_put(s, t);
 	return rc;
+}
+
+int pool_store_check(struct pool_store *s, const struct pool_file_map *f, uint64_t first,
+		     uint64_t n, unsigned flags, uint64_t targets, struct pool_check_stats *st)
+{
+	struct chk k = {.flags = flags, .st = st, .hi = UINT64_MAX};
+
+	return check_range(s, f, first, n, targets, &k);
+}
+
+/* A write failed on the positions in *torn without failing their disks
+ * and may have landed on the others: resync the stripes of [aoff, aend)
+ * (the caller holds their locks) taking those positions as they are.
+ * *torn gains the positions whose repair writes failed. */
+int store_settle(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
+		 uint64_t *torn)
+{
+	struct pool_check_stats st = {0};
+	struct chk k = {.flags = POOL_CHECK_RESYNC | POOL_CHECK_REPAIR,
+			.st = &st,
+			.settling = 1,
+			.prefer = *torn,
+			.lo = aoff,
+			.hi = aend};
+	uint64_t first = aoff / s->stripe_bytes, last = (aend - 1) / s->stripe_bytes;
+	int rc = check_range(s, f, first, last - first + 1, 0, &k);
+
+	*torn |= k.wfail;
+	return rc < 0 ? rc : st.unrecoverable ? -EIO : 0;
 }
 
 /* Self-healing: a read or write found bad checksums on some positions

@@ -278,7 +278,7 @@ void store_rq_init(struct rq *q, struct pool_store *s, struct scratch *t,
 	q->t = t;
 	q->f = f;
 	q->have = 0;
-	q->failed = q->rebuild = q->extra = q->bad = q->csum_bad = 0;
+	q->failed = q->rebuild = q->extra = q->bad = q->csum_bad = q->wfail = 0;
 	q->badblk = NULL;
 	q->stored = NULL;
 	for (uint32_t p = 0; p < f->npos; p++) {
@@ -777,6 +777,7 @@ int store_phase_write(struct rq *q, struct cio *c, size_t n)
 		}
 		int err = r->result < 0 ? (int)r->result : -ENOSPC; /* short write */
 		io_error(q, i < n ? "write" : "checksum write", pos, r->off, err);
+		q->wfail |= 1ull << pos;
 		if (rc == 0) /* a full disk or a file too big is the caller's to know */
 			rc = err == -ENOSPC || err == -EFBIG ? err : -EIO;
 	}
@@ -1460,6 +1461,61 @@ static int widen(struct rq *q, uint64_t off, size_t len, const uint8_t *buf, uin
 	return 0;
 }
 
+/*
+ * A write that failed on some positions without failing their disks (a
+ * full disk, a file too big, a short write) may have landed on the
+ * others: new parity beside a column's old data, or mirror copies that
+ * differ.  Every block still matches its checksum, so nothing would
+ * notice until a disk is lost and the stale parity rebuilds wrong bytes
+ * in blocks the write never touched.  So before the stripe locks go, the
+ * stripes are resynced from what is on disk, the failed positions taken
+ * as they are (they may refuse writes still): the request fails with its
+ * errno, the stripes are consistent.  If even that fails, their disks are
+ * failed, so nothing trusts them; write_piece records the range for their
+ * return.
+ */
+static void settle(struct rq *q, uint64_t aoff, uint64_t aend)
+{
+	struct pool_store *s = q->s;
+	struct rq now;
+	char why[128];
+	int rc = -EIO;
+
+	store_rq_init(&now, s, q->t, q->f); /* disk states now; holds nothing */
+	uint64_t dead = store_rq_mask(&now, (aend - 1) / s->stripe_bytes);
+	uint64_t torn = q->wfail & ~dead;
+	if (!torn || s->g.kind == LAYOUT_SIMPLE)
+		return;
+	/* A degraded parity stripe cannot be settled: the missing columns
+	 * are known only through the parity the write just changed. */
+	if (s->g.kind == LAYOUT_MIRROR || !dead)
+		rc = store_settle(s, q->f, aoff, aend, &torn);
+	if (rc == 0)
+		return;
+	snprintf(why, sizeof(why), "a failed write left stripes that cannot be resynced: %s",
+		 strerror(-rc));
+	for (uint32_t p = 0; p < q->f->npos; p++)
+		if (torn >> p & 1)
+			disk_fail(s, q->f->disk[p], why);
+}
+
+/* One try of write_piece, under the stripe locks of [aoff, aend). */
+static int write_try(struct rq *q, uint64_t off, size_t len, const uint8_t *buf, uint64_t aoff,
+		     uint64_t aend, int bounce)
+{
+	struct stripelock_set set;
+	int rc;
+
+	store_lock_bytes(q->s, q->f->id, aoff, aend, 1, &set);
+	rc = bounce ? widen(q, off, len, buf, aoff, aend) : 0;
+	if (rc == 0)
+		rc = write_core(q, aoff, aend - aoff, bounce ? q->t->src : buf);
+	if (rc < 0 && q->wfail)
+		settle(q, aoff, aend);
+	store_unlock(q->s, &set);
+	return rc;
+}
+
 static int write_piece(struct pool_store *s, struct scratch *t, const struct pool_file_map *f,
 		       uint64_t off, size_t len, const uint8_t *buf)
 {
@@ -1469,16 +1525,16 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	 * inside layout_plan_finish, without a bounce buffer. */
 	int bounce = !whole || (s->g.kind != LAYOUT_PARITY && !aligned_for_io(s, buf));
 	uint64_t last = (aend - 1) / s->stripe_bytes;
-	uint64_t extra = 0, csum = 0, absent = 0;
-	struct stripelock_set set;
+	uint64_t extra = 0, healed = 0, absent = 0;
 	struct rq q;
 	int rc = 0;
 
 	for (int tries = 1;; tries++) {
 		store_rq_init(&q, s, t, f);
 		/* Disks this write may skip, recorded before it (store_rq_mask is
-		 * monotone in the stripe; see write_begin in store.h).  A
-		 * position left out for a bad checksum is healed right after. */
+		 * monotone in the stripe; see write_begin in store.h).  Only
+		 * failed disks are skipped: q.extra repeats positions whose
+		 * disks failed on an earlier try. */
 		uint64_t skip = disks_of(&q, store_rq_mask(&q, last));
 		q.extra = extra;
 		if (s->hooks.write_begin && (tries == 1 || (skip & ~absent))) {
@@ -1489,29 +1545,38 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 			}
 		}
 		absent |= skip;
-		store_lock_bytes(s, f->id, aoff, aend, 1, &set);
-		rc = bounce ? widen(&q, off, len, buf, aoff, aend) : 0;
-		if (rc == 0)
-			rc = write_core(&q, aoff, aend - aoff, bounce ? t->src : buf);
-		store_unlock(s, &set);
+		rc = write_try(&q, off, len, buf, aoff, aend, bounce);
 		store_rq_end(&q);
 		if (rc >= 0 || tries >= (int)MAX_TRIES || !(q.bad & ~extra))
 			break;
-		extra |= q.bad;
-		csum |= q.csum_bad;
+		/* A position that gave an I/O error has a failed disk now: the
+		 * retry leaves it out.  One that gave a bad checksum in the
+		 * write's reads (an edge block, old data or parity) must still
+		 * be written, every block of it: left out, its other blocks
+		 * would keep old data under valid checksums, which reads and
+		 * the heal then trust.  So its stripes are healed from
+		 * redundancy first and the write tried again in full; if the
+		 * heal could not help, the block is lost: -EIO. */
+		if (q.csum_bad & healed)
+			break;
+		if (q.csum_bad)
+			store_heal(s, f, aoff, aend, q.csum_bad);
+		healed |= q.csum_bad;
+		extra |= q.bad & ~q.csum_bad;
 	}
-	/* A disk that failed during the write missed it: say so before the
-	 * write is acknowledged. */
-	if (rc == 0 && s->hooks.write_begin) {
+	/* A disk that failed during the write missed it (or, after a failed
+	 * write, may not hold what its stripes now say): say so before the
+	 * write is acknowledged or its failure answered. */
+	if (s->hooks.write_begin) {
 		store_rq_init(&q, s, t, f);
 		uint64_t now = disks_of(&q, q.failed);
-		if (now & ~absent)
-			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now);
+		int e = now & ~absent
+			    ? s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now)
+			    : 0;
+		rc = rc == 0 ? e : rc;
 	}
 	if (s->hooks.write_end)
 		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
-	if (rc == 0 && csum)
-		store_heal(s, f, aoff, aend, csum);
 	return rc;
 }
 

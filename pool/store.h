@@ -123,7 +123,10 @@ void pool_store_close(struct pool_store *s);
  * Returns len or a negative errno; the caller clips to the file size. */
 ssize_t pool_store_read(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
 			size_t len, void *buf);
-/* Write buf to [off, off+len).  Returns len or a negative errno. */
+/* Write buf to [off, off+len).  Returns len or a negative errno.  After
+ * an error the range may read old or new data, but the same from every
+ * copy and rebuild: a write that failed on some positions only (ENOSPC,
+ * EFBIG, a short write) is settled before it returns (store.c settle). */
 ssize_t pool_store_write(struct pool_store *s, const struct pool_file_map *f, uint64_t off,
 			 size_t len, const void *buf);
 /* Make [off, off+len) read as zeros and release its space where a whole

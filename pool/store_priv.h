@@ -178,9 +178,10 @@ struct rq {
 	const struct pool_file_map *f;
 	uint64_t failed;   /* planner mask of positions on failed disks */
 	uint64_t rebuild;  /* positions on REBUILDING disks (see rq_mask) */
-	uint64_t extra;	   /* positions left out by the caller (bad on a first try) */
+	uint64_t extra;	   /* positions left out by the caller (failed on a first try) */
 	uint64_t bad;	   /* positions that gave an I/O error or a bad checksum */
 	uint64_t csum_bad; /* positions that gave a bad checksum */
+	uint64_t wfail;	   /* positions with a chunk or checksum write that failed */
 	uint8_t *badblk;   /* check mode: per-block verdicts of a read phase */
 	uint32_t *stored;  /* check mode: per-block stored checksums */
 	uint64_t have;	   /* positions with a ref */
@@ -268,5 +269,14 @@ void store_chunk_reserve(struct pool_store *s, struct chunk_ref *r, uint64_t end
  * blocks (a repair pass over them).  0 or a negative errno. */
 int store_heal(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
 	       uint64_t csum_bad);
+/* check.c: a write failed on the positions in *torn without failing
+ * their disks (ENOSPC, a short write...) and may have landed on the
+ * others.  With the stripe locks of [aoff, aend) held, resync its
+ * stripes from what is on disk, taking those positions as they are
+ * (mirror: the others are rolled back to them; parity: recomputed).
+ * *torn gains positions whose repair writes failed.  0 when the stripes
+ * are consistent again, else a negative errno. */
+int store_settle(struct pool_store *s, const struct pool_file_map *f, uint64_t aoff, uint64_t aend,
+		 uint64_t *torn);
 
 #endif /* SPACEFS_POOL_STORE_PRIV_H */
