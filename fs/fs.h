@@ -150,6 +150,13 @@ struct fs {
 
 	pthread_mutex_t itable_lock;
 	struct fs_inode *itable[FS_ITABLE_SIZE];
+	/* Retires that wrote attributes back, counted (under itable_lock):
+	 * the count after the latest retire of an inode hashing to each
+	 * slot.  A lookup that read the store before such a retire freed
+	 * the inode holds older attributes than the store now has
+	 * (fs_inode_install reads them again). */
+	uint64_t retired;
+	uint64_t retired_at[64];
 	struct fs_empty_set empty;
 
 	pthread_t flusher;
@@ -243,9 +250,17 @@ static inline bool fs_volume_gone(struct fs_volume *v)
 /* Find or load the inode, take `nlookup` kernel references on it, and a
  * hold.  -ENOENT if the volume or inode does not exist. */
 int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out);
-/* Same, from an inode the metadata store just returned (no reload). */
+/* Same, from attributes a that need no reload (a new inode, an owner's
+ * copy). */
 struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
 				  uint64_t nlookup);
+/* Same, from attributes a read from the metadata store after
+ * fs_inode_epoch returned `epoch`: if the inode is not cached and a retire
+ * wrote attributes back since, they are read again (a could be older). */
+uint64_t fs_inode_epoch(struct fs *fs);
+struct fs_inode *fs_inode_install_read(struct fs *fs, struct fs_volume *v,
+				       const struct pool_inode *a, uint64_t nlookup,
+				       uint64_t epoch);
 /* The inode if it is in the table, with a hold; NULL if not. */
 struct fs_inode *fs_inode_peek(struct fs *fs, uint64_t ino);
 /* Give back a hold taken by get, install or peek. */

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs/ckpt.h"
 #include "fs/fs.h"
@@ -79,15 +80,47 @@ static void inode_free(struct fs_inode *in)
 	free(in);
 }
 
-struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
-				  uint64_t nlookup)
-{
-	struct fs_inode *fresh = inode_new(v, a), *in;
+#define RETIRED_SLOTS (sizeof(((struct fs *)0)->retired_at) / sizeof(uint64_t))
 
-	if (!fresh)
-		return NULL;
+uint64_t fs_inode_epoch(struct fs *fs)
+{
 	pthread_mutex_lock(&fs->itable_lock);
-	in = table_find(fs, fresh->ino);
+	uint64_t e = fs->retired;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return e;
+}
+
+/* Under the table lock: a retire of an inode hashing like ino wrote the
+ * store back since `epoch` (so attributes read before may be older). */
+static bool retired_since(const struct fs *fs, uint64_t ino, uint64_t epoch)
+{
+	return fs->retired_at[ino % RETIRED_SLOTS] > epoch;
+}
+
+struct fs_inode *fs_inode_install_read(struct fs *fs, struct fs_volume *v,
+				       const struct pool_inode *a, uint64_t nlookup, uint64_t epoch)
+{
+	struct pool_inode cur = *a;
+	struct fs_inode *fresh, *in;
+
+	/* An inode not in the table was read from the store, perhaps before
+	 * a retire wrote newer attributes back and freed it: installed, the
+	 * older copy would be authoritative (a size gone back, then written
+	 * back for good).  So read again; a few tries (each needs another
+	 * such retire meanwhile), then the latest read. */
+	for (int tries = 0;; tries++) {
+		if (!(fresh = inode_new(v, &cur)))
+			return NULL;
+		pthread_mutex_lock(&fs->itable_lock);
+		in = table_find(fs, fresh->ino);
+		if (in || tries == 4 || !retired_since(fs, fresh->ino, epoch))
+			break;
+		epoch = fs->retired;
+		pthread_mutex_unlock(&fs->itable_lock);
+		inode_free(fresh);
+		if (pool_meta_get(v->meta, a->ino, &cur) < 0)
+			cur = *a; /* gone meanwhile: as it was (it is an orphan now) */
+	}
 	if (!in) {
 		size_t b = bucket_of(fresh->ino);
 		in = fresh;
@@ -101,6 +134,12 @@ struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const stru
 	if (fresh)
 		inode_free(fresh);
 	return in;
+}
+
+struct fs_inode *fs_inode_install(struct fs *fs, struct fs_volume *v, const struct pool_inode *a,
+				  uint64_t nlookup)
+{
+	return fs_inode_install_read(fs, v, a, nlookup, UINT64_MAX);
 }
 
 int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode **out)
@@ -122,10 +161,11 @@ int fs_inode_get(struct fs *fs, uint64_t ino, uint64_t nlookup, struct fs_inode 
 
 	if (!v)
 		return -ENOENT;
+	uint64_t epoch = fs_inode_epoch(fs);
 	rc = pool_meta_get(v->meta, fs_ino_vino(ino), &a);
 	if (rc < 0)
 		return rc;
-	*out = fs_inode_install(fs, v, &a, nlookup);
+	*out = fs_inode_install_read(fs, v, &a, nlookup, epoch);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -183,24 +223,43 @@ static void purge(struct fs_volume *v, const struct pool_inode *a)
 			(unsigned long long)a->ino, strerror(-rc));
 }
 
-/* Write back or purge an inode nobody references any more. */
-static void retire_work(struct fs *fs, struct fs_inode *in)
+static int flush_inode(struct fs *fs, struct fs_inode *in, bool retire);
+
+/* Write back or purge an inode nobody references any more: true if the
+ * store was written (and the write worked). */
+static bool retire_work(struct fs *fs, struct fs_inode *in)
 {
+	bool wrote = false;
+
 	/* Only the volume's owner writes it (several nodes, fs/node.c). */
 	if (!fs_vol_hold_local(in->vol))
-		return;
+		return false;
 	if (in->attr.nlink == 0 && !in->purged) {
 		purge(in->vol, &in->attr);
 		in->purged = true;
+		wrote = true;
 	} else if (in->dirty) {
-		int rc = fs_inode_flush(fs, in);
+		int rc = flush_inode(fs, in, true);
 		if (rc < 0)
 			fprintf(stderr,
 				"spacefs: volume %s: inode %llu: attribute write-back failed (%s); "
 				"its size and times may be lost\n",
 				in->vol->name, (unsigned long long)in->attr.ino, strerror(-rc));
+		wrote = rc == 0;
 	}
 	fs_vol_leave(in->vol);
+	return wrote;
+}
+
+/* Under the table lock: what retire_work did is out of date (a holder
+ * came and went while it ran: a write made the inode dirty again, an
+ * unlink took its last link after it looked). */
+static bool retire_again(struct fs_inode *in)
+{
+	pthread_mutex_lock(&in->lock);
+	bool again = in->dirty || (in->attr.nlink == 0 && !in->purged);
+	pthread_mutex_unlock(&in->lock);
+	return again;
 }
 
 static bool unused(const struct fs_inode *in)
@@ -222,18 +281,32 @@ static struct fs_inode *drop_if_unused(struct fs *fs, struct fs_inode *in)
 }
 
 /* Retire an inode claimed by drop_if_unused, then free it unless it was
- * revived meanwhile (its new holder retires it in turn). */
+ * revived meanwhile (its new holder retires it in turn).  A holder that
+ * came and went during the write-back found it retiring and left it to
+ * this one (drop_if_unused): so once unused again, it is written back
+ * again if that holder changed it, and only then freed. */
 static void inode_retire(struct fs *fs, struct fs_inode *in)
 {
-	retire_work(fs, in);
-	pthread_mutex_lock(&fs->itable_lock);
-	in->retiring = false;
-	bool gone = unused(in);
-	if (gone)
-		table_unlink(fs, in);
-	pthread_mutex_unlock(&fs->itable_lock);
-	if (gone)
-		inode_free(in);
+	for (;;) {
+		bool wrote = retire_work(fs, in);
+		pthread_mutex_lock(&fs->itable_lock);
+		if (wrote) {
+			fs->retired++;
+			fs->retired_at[in->ino % RETIRED_SLOTS] = fs->retired;
+		}
+		bool gone = unused(in);
+		if (gone && wrote && retire_again(in)) {
+			pthread_mutex_unlock(&fs->itable_lock);
+			continue; /* still ours: `retiring` stays set */
+		}
+		in->retiring = false;
+		if (gone)
+			table_unlink(fs, in);
+		pthread_mutex_unlock(&fs->itable_lock);
+		if (gone)
+			inode_free(in);
+		return;
+	}
 }
 
 void fs_inode_put(struct fs *fs, struct fs_inode *in)
@@ -380,7 +453,7 @@ int fs_inode_touch(struct fs *fs, struct fs_volume *v, uint64_t vino, bool mtime
  * commit: two write-backs of one inode (the flusher's and an fsync's) must
  * reach the store in the order they copied, or an older size could land
  * after a newer, fsync'd one. */
-int fs_inode_flush(struct fs *fs, struct fs_inode *in)
+static int flush_inode(struct fs *fs, struct fs_inode *in, bool retire)
 {
 	struct pool_inode a;
 	int rc = 0;
@@ -392,6 +465,8 @@ int fs_inode_flush(struct fs *fs, struct fs_inode *in)
 	a = in->attr;
 	in->dirty = false;
 	pthread_mutex_unlock(&in->lock);
+	if (todo && retire && in->vol->fault.kind == POOL_FAULT_IRETIRE)
+		usleep((useconds_t)(in->vol->fault.at * 1000)); /* tests: a slow store */
 	if (todo)
 		rc = pool_meta_setattr(in->vol->meta, &a);
 	if (rc < 0) {
@@ -403,18 +478,26 @@ int fs_inode_flush(struct fs *fs, struct fs_inode *in)
 	return rc;
 }
 
-/* A failed batch: mark its inodes dirty again (those still cached). */
+int fs_inode_flush(struct fs *fs, struct fs_inode *in)
+{
+	return flush_inode(fs, in, false);
+}
+
+/* A failed batch: mark its inodes dirty again (those still cached), with
+ * the volume's wb_lock still held, so that an fsync waiting for it cannot
+ * find them clean and answer without writing them. */
 static void redirty(struct fs *fs, struct fs_volume *v, const struct pool_inode *batch, size_t n)
 {
+	pthread_mutex_lock(&fs->itable_lock);
 	for (size_t i = 0; i < n; i++) {
-		struct fs_inode *in = fs_inode_peek(fs, fs_ino_make(v, batch[i].ino));
+		struct fs_inode *in = table_find(fs, fs_ino_make(v, batch[i].ino));
 		if (!in)
 			continue;
 		pthread_mutex_lock(&in->lock);
 		in->dirty = true;
 		pthread_mutex_unlock(&in->lock);
-		fs_inode_put(fs, in);
 	}
+	pthread_mutex_unlock(&fs->itable_lock);
 }
 
 /* Collect dirty inodes of one volume into a batch under the table lock,
@@ -457,16 +540,14 @@ out:
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (n > 0)
 		rc = pool_meta_setattr_many(v->meta, batch, n);
+	if (rc < 0)
+		redirty(fs, v, batch, n);
 	pthread_mutex_unlock(&v->wb_lock);
-	/* After the unlock: redirty's puts may retire an inode, whose own
-	 * write-back takes wb_lock. */
-	if (rc < 0) {
+	if (rc < 0)
 		fprintf(stderr,
 			"spacefs: volume %s: attribute write-back of %zu inodes: %s "
 			"(kept dirty, retried at the next write-back)\n",
 			v->name, n, strerror(-rc));
-		redirty(fs, v, batch, n);
-	}
 	free(batch);
 	return rc;
 }

@@ -337,6 +337,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (!(v = vol_of(req, parent)))
 		return;
+	uint64_t epoch = fs_inode_epoch(fs);
 	rc = pool_meta_lookup(v->meta, fs_ino_vino(parent), name, &a);
 	if (rc == -ENOENT && !fs->opt.listen && fs->opt.entry_timeout > 0) {
 		/* A negative entry the kernel may keep: with one node every
@@ -349,7 +350,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
+	struct fs_inode *in = fs_inode_install_read(fs, v, &a, 1, epoch);
 	if (!in) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -494,6 +495,7 @@ static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 	if (!(v = vol_of(req, ino)))
 		return;
 	rc = check_writable(fs);
+	uint64_t epoch = fs_inode_epoch(fs);
 	if (rc == 0)
 		rc = pool_meta_link(v->meta, fs_ino_vino(ino), fs_ino_vino(newparent), newname,
 				    fs_now_ns(), &a);
@@ -502,7 +504,7 @@ static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 		return;
 	}
 	fs_inode_refresh_links(fs, v, &a);
-	struct fs_inode *in = fs_inode_install(fs, v, &a, 1);
+	struct fs_inode *in = fs_inode_install_read(fs, v, &a, 1, epoch);
 	if (!in)
 		fuse_reply_err(req, ENOMEM);
 	else
@@ -1260,6 +1262,7 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 	used = fs_add_dots(req, buf, size, off, ino, parent, plus, &next);
 	uint64_t cookie = next >= DIR_OFF_BASE ? (uint64_t)(next - DIR_OFF_BASE) : 0;
 	b.budget = size - used;
+	uint64_t epoch = fs_inode_epoch(fs);
 	rc = next >= 2 || off >= 2
 		 ? pool_meta_readdir(v->meta, fs_ino_vino(ino), cookie, collect_dirent, &b)
 		 : 0;
@@ -1276,7 +1279,7 @@ static void readdir_vol(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t si
 
 		memset(&e, 0, sizeof(e));
 		if (plus) { /* one kernel reference per entry sent, taken now */
-			in = fs_inode_install(fs, v, &a, 1);
+			in = fs_inode_install_read(fs, v, &a, 1, epoch);
 			if (!in)
 				break;
 			if (fs_inode_attr(fs, in, &a) < 0) {

@@ -21,7 +21,7 @@ static const struct {
 } kinds[] = {
     {"tear", POOL_FAULT_TEAR},	   {"jtear", POOL_FAULT_JTEAR}, {"replay", POOL_FAULT_REPLAY},
     {"wbhold", POOL_FAULT_WBHOLD}, {"cklog", POOL_FAULT_CKLOG}, {"jmove", POOL_FAULT_JMOVE},
-    {"fill", POOL_FAULT_FILL},	   {"jsync", POOL_FAULT_JSYNC},
+    {"fill", POOL_FAULT_FILL},	   {"jsync", POOL_FAULT_JSYNC}, {"iretire", POOL_FAULT_IRETIRE},
 };
 
 int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t errlen)
@@ -48,9 +48,7 @@ int pool_fault_parse(const char *spec, struct pool_fault *f, char *err, size_t e
 	snprintf(
 	    err, errlen,
 	    "SPACEFS_FAULT='%s': expected tear:N, jtear:N, replay:N, jmove:N, cklog:N, fill:N, "
-	    "jsync:N or "
-	    "wbhold:MS with "
-	    "N, MS >= 1",
+	    "jsync:N, wbhold:MS or iretire:MS with N, MS >= 1",
 	    spec);
 	return -EINVAL;
 }
