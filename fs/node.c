@@ -479,8 +479,15 @@ static void take(struct fs_node *n, struct fs_volume *v, const struct seen *s, b
 	renew(n, v);
 	if (vn->state != VS_OWNED)
 		return;
+	/* Unblock this volume's requests sent to the old owner: it answers no
+	 * more for it (released, hung or gone), they route again to us.  Not
+	 * those for the volumes it still owns: they may have run there
+	 * already, and routed again they would run twice (a mkdir answering
+	 * EEXIST, a rename overwriting).  Unless its process is gone: then it
+	 * runs nothing more, and its connections break anyway (or hang, cut
+	 * off), so their requests route again now, not at a socket timeout. */
 	if (s->best.addr[0] && strcmp(s->best.addr, n->addr))
-		fs_rpc_reset(n->rpc, s->best.addr); /* unblock requests sent to the old owner */
+		fs_rpc_reset(n->rpc, s->best.addr, s->state == SEEN_DEAD ? FS_RPC_ALL : v->id);
 	fprintf(stderr, "spacefs: node %s: owner of volume %s now (epoch %llu; %s%s%s)\n", n->name,
 		v->name, (unsigned long long)c.epoch, why, s->best.node[0] ? ", was " : "",
 		s->best.node);
@@ -979,8 +986,9 @@ static void tick_volume(struct fs_node *n, uint32_t idx)
 	 * names in its W_TAKE (an `owner move`, which balancing here knows
 	 * nothing of).  Taking it meanwhile because this node's balancing
 	 * wants it stole the volume from the move's target, and the take's
-	 * fs_rpc_reset of the old owner broke the move request itself
-	 * ("Connection reset by peer", about one move in ten in the soak).
+	 * fs_rpc_reset of the old owner broke the move request itself (a
+	 * W_MOVE for this very volume, which the reset still breaks:
+	 * "Connection reset by peer", about one move in ten in the soak).
 	 * Only the asked node takes it for a lease; then anyone may. */
 	bool handing = vn->released_seen_ns && now - vn->released_seen_ns < n->lease_ms * 1000000ll;
 	if (handing && !asked)
@@ -1199,14 +1207,15 @@ static int move_remote(struct fs_node *n, struct fs_volume *v, const char *node,
 		reply_text(&p, rc, err, errlen);
 	free(raw);
 	look_again(n, v);
-	/* When this node is the target, taking the volume breaks every
-	 * connection to the old owner (fs_rpc_reset in take), this one too:
-	 * what counts is who owns the volume now. */
+	/* When this node is the target, taking the volume breaks this
+	 * node's requests for it to the old owner (fs_rpc_reset in take),
+	 * this one too: what counts is who owns the volume now. */
 	if (rc < 0 && rc != p.err && owned_here(n, v) && !strcmp(node, n->name))
 		rc = 0;
-	/* The same for a connection the move broke otherwise (a node taking
-	 * another volume from the owner resets its connections to it): the
-	 * move may have gone through; wait up to two leases to see. */
+	/* The same for a connection the move broke otherwise (this node
+	 * taking another volume from the owner no longer does; a socket
+	 * timeout or the owner dying may): the move may have gone through;
+	 * wait up to two leases to see. */
 	if (rc < 0 && rc != p.err && moved_to(n, v, owner, node))
 		rc = 0;
 	if (rc < 0 && rc != p.err)

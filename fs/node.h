@@ -162,8 +162,13 @@ void fs_rpc_free(struct fs_rpc *r);
  * p points into; free it).  -ECONNREFUSED etc. on transport errors. */
 int fs_rpc_call(struct fs_rpc *r, const char *addr, const struct wire_req *q, struct wire_rep *p,
 		uint8_t **raw);
-/* Break every connection to addr (its owner changed). */
-void fs_rpc_reset(struct fs_rpc *r, const char *addr);
+/* Volume `addr` no longer owns (this node took it): close the idle
+ * connections to addr and break the busy ones carrying a request for
+ * volid, whose callers route again (see redirect.c).  Requests for the
+ * volumes addr still owns are left to finish: they may have run there
+ * already.  FS_RPC_ALL breaks them all (addr's process is gone). */
+#define FS_RPC_ALL UINT32_MAX
+void fs_rpc_reset(struct fs_rpc *r, const char *addr, uint32_t volid);
 /* Listen (before daemonizing), then run the accept thread (after). */
 int fs_srv_start(struct fs_node *n, char *err, size_t errlen);
 int fs_srv_run(struct fs_node *n, char *err, size_t errlen);

@@ -151,7 +151,8 @@ static void proof(const uint8_t *key, const char *label, const char *uuid, const
 
 struct conn {
 	int fd;
-	bool dead; /* reset while busy: close instead of pooling */
+	bool dead;	/* reset while busy: close instead of pooling */
+	uint32_t volid; /* of the request in flight on it (busy; r->lock) */
 	char addr[POOL_ADDR_MAX];
 	struct conn *next;
 };
@@ -305,7 +306,10 @@ static bool conn_alive(const struct conn *c)
 	return poll(&p, 1, 0) == 0;
 }
 
-static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int *err, bool *reused)
+/* A connection to addr for a request for volume volid (0: none), busy
+ * until put_conn. */
+static struct conn *get_conn(struct fs_rpc *r, const char *addr, uint32_t volid, bool fresh,
+			     int *err, bool *reused)
 {
 	struct conn **pp, *c = NULL, *stale = NULL;
 
@@ -327,6 +331,7 @@ static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int
 		stale = x;
 	}
 	if (c) {
+		c->volid = volid;
 		c->next = r->busy;
 		r->busy = c;
 	}
@@ -366,6 +371,7 @@ static struct conn *get_conn(struct fs_rpc *r, const char *addr, bool fresh, int
 	c->fd = fd;
 	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 	pthread_mutex_lock(&r->lock);
+	c->volid = volid;
 	c->next = r->busy;
 	r->busy = c;
 	pthread_mutex_unlock(&r->lock);
@@ -380,6 +386,7 @@ static bool put_conn(struct fs_rpc *r, struct conn *c, bool ok)
 	while (*pp != c)
 		pp = &(*pp)->next;
 	*pp = c->next;
+	c->volid = 0;
 	bool dead = c->dead;
 	bool keep = ok && !dead && r->nidle < MAX_IDLE;
 	if (keep) {
@@ -397,9 +404,22 @@ static bool put_conn(struct fs_rpc *r, struct conn *c, bool ok)
  * request (the peer closing it that instant).  When a reused one fails
  * at the transport (reset, closed) and was not reset by us
  * (fs_rpc_reset: the owner changed, the caller routes again), the request
- * goes once more on a new connection.  Every request is safe to repeat:
- * file operations are replayed anyway when an owner changes (route.c),
- * and ownership requests (take, move, balance) are idempotent. */
+ * goes once more on a new connection.
+ *
+ * Repeats.  A request that fails at the transport may have run on the
+ * peer before the connection broke, and its caller sends it again (here,
+ * or route.c routing it again).  That is harmless for reads, writes at an
+ * offset, setattr and the ownership requests (take, move, balance are
+ * idempotent), but not for namespace requests: a mkdir, create or link
+ * run twice answers EEXIST, an unlink or rmdir ENOENT, and a rename run
+ * twice after someone recreated its source overwrites its target.  So a
+ * request is only broken on purpose when it must be: fs_rpc_reset breaks
+ * those for the volume that changed hands (whose old owner no longer
+ * answers for it), never those for a volume the peer still owns.  What
+ * still repeats: a request whose reply does not come within the socket
+ * timeout, one in flight when its peer's process dies or its connection
+ * is cut, and one for the volume changing hands that its old owner ran
+ * just before letting the volume go. */
 static bool retry_fresh(int rc)
 {
 	return rc == -ECONNRESET || rc == -EPIPE || rc == -ENOTCONN;
@@ -413,7 +433,7 @@ int fs_rpc_call(struct fs_rpc *r, const char *addr, const struct wire_req *q, st
 
 	*raw = NULL;
 	for (int attempt = 0; attempt < 2; attempt++) {
-		struct conn *c = get_conn(r, addr, attempt > 0, &rc, &reused);
+		struct conn *c = get_conn(r, addr, q->volid, attempt > 0, &rc, &reused);
 		if (!c)
 			return rc;
 		uint64_t id = atomic_fetch_add(&r->next_id, 1) + 16;
@@ -427,7 +447,7 @@ int fs_rpc_call(struct fs_rpc *r, const char *addr, const struct wire_req *q, st
 	return rc;
 }
 
-void fs_rpc_reset(struct fs_rpc *r, const char *addr)
+void fs_rpc_reset(struct fs_rpc *r, const char *addr, uint32_t volid)
 {
 	struct conn *drop = NULL;
 
@@ -444,7 +464,7 @@ void fs_rpc_reset(struct fs_rpc *r, const char *addr)
 		drop = c;
 	}
 	for (struct conn *c = r->busy; c; c = c->next)
-		if (!strcmp(c->addr, addr)) {
+		if (!strcmp(c->addr, addr) && (volid == FS_RPC_ALL || c->volid == volid)) {
 			c->dead = true;
 			shutdown(c->fd, SHUT_RDWR); /* wakes a thread blocked on it */
 		}

@@ -19,8 +19,17 @@ is owned, and one forwarded to the owner).  Checked:
     stores on every move while redirect-serving threads come and go once
     corrupted the heap (item 1);
  4. the data reads the same on both nodes, and after a single-node
-    remount.
+    remount;
+ 5. namespace operations with unique names (mkdir/rmdir, exclusive
+    create, rename, unlink) by NS_THREADS threads on the volume that is
+    NOT being moved, through the node that does not own it, never fail
+    with EEXIST or ENOENT (nor anything else): a request to an owner
+    that stays owner is never run twice.  The node taking the moved
+    volume once reset every connection to the old owner, and the
+    requests for the other volume on them ran again (a mkdir that
+    succeeded answered EEXIST, a rename run twice could overwrite).
 """
+import errno
 import os
 import subprocess
 import threading
@@ -33,6 +42,7 @@ MOVES = int(os.environ.get("SPACEFS_MOVES", "50"))
 GAP = 0.25  # seconds between moves
 OPTS = "heartbeat=0.5,lease=3"
 VOLS = {"M": ["mirror", "--copies", "2"], "P": ["parity", "--parity", "1"]}
+NS_THREADS = 4
 
 
 def fio_job(path, mnt, tag):
@@ -63,6 +73,76 @@ class FioLoop(threading.Thread):
                                text=True)
             self.results.append((p.returncode, (p.stdout + p.stderr)[-2000:]))
             i += 1
+
+
+class NsPhase:
+    """Where the namespace threads work: a directory on the volume not
+    being moved, through the node not owning it (None: pause).  set()
+    returns once every thread has finished the operations it began in the
+    previous phase, so none is in flight on a volume while it moves."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.gen, self.dir = 0, None
+        self.threads = []
+
+    def set(self, d, timeout=30):
+        with self.cond:
+            self.gen += 1
+            self.dir = d
+            return self.cond.wait_for(
+                lambda: all(th.gen == self.gen or not th.is_alive() for th in self.threads),
+                timeout)
+
+
+class NsLoop(threading.Thread):
+    """mkdir/rmdir, exclusive create, rename and unlink of unique names,
+    one after another, in the phase's directory.  Each succeeds once, so
+    EEXIST or ENOENT means a request ran twice (`repeated`); any other
+    error goes to `errors`."""
+
+    def __init__(self, phase, tid):
+        super().__init__(daemon=True)
+        self.phase, self.tid = phase, tid
+        self.gen = 0
+        self.stop = threading.Event()
+        self.ops = 0
+        self.repeated, self.errors = [], []
+
+    def run(self):
+        k = 0
+        while not self.stop.is_set():
+            with self.phase.cond:
+                self.gen, d = self.phase.gen, self.phase.dir
+                self.phase.cond.notify_all()
+            if d is None:
+                time.sleep(0.02)
+                continue
+            self.names(d, f"t{self.tid}-{k}", self.gen)
+            k += 1
+        with self.phase.cond:
+            self.phase.cond.notify_all()
+
+    def names(self, d, base, gen):
+        a, b = os.path.join(d, base + ".f"), os.path.join(d, base + ".r")
+        steps = [("mkdir", errno.EEXIST, lambda: os.mkdir(os.path.join(d, base + ".d"))),
+                 ("rmdir", errno.ENOENT, lambda: os.rmdir(os.path.join(d, base + ".d"))),
+                 ("create", errno.EEXIST,
+                  lambda: os.close(os.open(a, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))),
+                 ("rename", errno.ENOENT, lambda: os.rename(a, b)),
+                 ("unlink", errno.ENOENT, lambda: os.unlink(b))]
+        for what, twice, fn in steps:
+            try:
+                fn()
+                self.ops += 1
+            except OSError as e:
+                late = self.phase.gen != gen  # still running when the next move began
+                msg = f"{what} {base} in {d}: {e.strerror}{' (late)' if late else ''}"
+                if e.errno == twice and not late:
+                    self.repeated.append(msg)  # done once before: go on with the next step
+                else:
+                    self.errors.append(msg)
+                    return
 
 
 def owner_xattr(path):
@@ -108,6 +188,7 @@ def main():
     pool = Pool(4, prefix="spacefs-move-")
     nodes = []
     fio = None
+    phase = NsPhase()
     try:
         for v, args in VOLS.items():
             pool.volume(v, *args, "--interleave", "64K")
@@ -118,16 +199,31 @@ def main():
         t.ok(split, f"each node owns one volume: {owners(n1)}")
         for v in VOLS:
             os.makedirs(os.path.join(n2.mnt, v, "fio"), exist_ok=True)
+            os.makedirs(os.path.join(n2.mnt, v, "ns"), exist_ok=True)
         fio = FioLoop(pool, n2.mnt)
         fio.start()
+        phase.threads = [NsLoop(phase, k) for k in range(NS_THREADS)]
+        for th in phase.threads:
+            th.start()
         time.sleep(2)
         stats = {"failed": [], "silent": [], "time": [], "check": []}
         own = owners(n1)
         t0 = time.time()
+        slow = 0
         for i in range(MOVES):
+            # the namespace threads on the volume staying put, through its
+            # non-owner: half the moves take a volume away from the node
+            # owning the other one, the case that repeated requests
+            stay = "PM"[i % 2]
+            via = n1 if own.get(stay) == "n2" else n2
+            slow += not phase.set(os.path.join(via.mnt, stay, "ns"))
             one_move(pool, nodes, i, own, stats)
             time.sleep(GAP)
         span = time.time() - t0
+        phase.set(None)
+        for th in phase.threads:
+            th.stop.set()
+            th.join(timeout=60)
         fio.stop.set()
         fio.join(timeout=300)
         st = sorted(stats["time"])
@@ -140,6 +236,17 @@ def main():
         t.eq(len(stats["silent"]), 0, f"no move exited 0 without the target owning the volume "
                                       f"({len(stats['silent'])} of {MOVES})")
         t.eq(len(stats["failed"]), 0, f"every move succeeded ({len(stats['failed'])} failed)")
+        nops = sum(th.ops for th in phase.threads)
+        again = [m for th in phase.threads for m in th.repeated]
+        errs = [m for th in phase.threads for m in th.errors]
+        for line in (again + errs)[:10]:
+            t.diag(line)
+        if slow:
+            t.diag(f"{slow} phase changes waited 30 s for an operation to end")
+        t.ok(nops > 100, f"{nops} namespace operations on the volume not moving, through "
+                         f"its non-owner")
+        t.eq(len(again), 0, f"no namespace operation ran twice (EEXIST/ENOENT): {len(again)}")
+        t.eq(len(errs), 0, f"no namespace operation failed otherwise: {len(errs)}")
         bad = [out for rc, out in fio.results if rc != 0]
         for out in bad[:2]:
             t.diag(out)
@@ -165,6 +272,9 @@ def main():
         for n in nodes:
             t.diag(f"--- {n.name}.log ---\n" + n.m.log_text()[-3000:])
     finally:
+        for th in phase.threads:
+            th.stop.set()
+            th.join(timeout=60)
         if fio is not None:
             fio.stop.set()
             fio.join(timeout=300)
