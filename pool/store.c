@@ -1527,7 +1527,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	uint64_t last = (aend - 1) / s->stripe_bytes;
 	uint64_t extra = 0, healed = 0, absent = 0;
 	struct rq q;
-	int rc = 0;
+	int rc = 0, begun = 0; /* write_begin calls that worked: one write_end each */
 
 	for (int tries = 1;; tries++) {
 		store_rq_init(&q, s, t, f);
@@ -1541,8 +1541,9 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, skip);
 			if (rc < 0) {
 				store_rq_end(&q);
-				return rc;
+				break;
 			}
+			begun++;
 		}
 		absent |= skip;
 		rc = write_try(&q, off, len, buf, aoff, aend, bounce);
@@ -1567,15 +1568,16 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	/* A disk that failed during the write missed it (or, after a failed
 	 * write, may not hold what its stripes now say): say so before the
 	 * write is acknowledged or its failure answered. */
-	if (s->hooks.write_begin) {
+	if (s->hooks.write_begin && begun) {
 		store_rq_init(&q, s, t, f);
 		uint64_t now = disks_of(&q, q.failed);
 		int e = now & ~absent
 			    ? s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now)
 			    : 0;
+		begun += e == 0 && (now & ~absent);
 		rc = rc == 0 ? e : rc;
 	}
-	if (s->hooks.write_end)
+	for (; s->hooks.write_end && begun > 0; begun--)
 		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
 	return rc;
 }
