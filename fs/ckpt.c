@@ -1011,32 +1011,34 @@ static struct chain *chain_enter(struct fs_volume *v, uint64_t vino, bool excl)
 /* Whether ino is in chain ch (held): its file (with layers), a layer or a
  * layer's fill file; *end raised to how far a scrub or repair must walk
  * it (see fs_ckpt_walk_end). */
-static bool member_of(const struct chain *ch, uint64_t ino, uint64_t *end)
+enum { MEMBER_NONE, MEMBER_BASE, MEMBER_DELTA }; /* the file itself; a layer or fill file */
+
+static int member_of(const struct chain *ch, uint64_t ino, uint64_t *end)
 {
-	bool in = ch->n > 1 && ch->ino == ino;
+	int in = ch->n > 1 && ch->ino == ino ? MEMBER_BASE : MEMBER_NONE;
 
 	for (uint32_t k = 1; k < ch->n; k++) {
 		const struct layer *L = &ch->l[k];
 		if (ch->ino == ino && L->size > *end)
 			*end = L->size; /* checkpoint k reads the layers below up to it */
 		if (L->map.id == ino) {
-			in = true;
+			in = MEMBER_DELTA;
 			*end = pool_ckpt_map_end(&L->g) * G;
 		}
 		for (int i = 0; i < 2; i++) /* the zeroed and used end */
 			if (__atomic_load_n(&L->fill[i].id, __ATOMIC_ACQUIRE) == ino) {
-				in = true;
+				in = MEMBER_DELTA;
 				*end = __atomic_load_n(&L->fill_size[i], __ATOMIC_RELAXED);
 			}
 	}
 	return in;
 }
 
-/* The chain ino is in, found as member_of; false if none. */
-static bool chain_member(struct fs_volume *v, uint64_t ino, uint64_t *end)
+/* How ino is in a chain (member_of's answer); MEMBER_NONE if in none. */
+static int chain_member(struct fs_volume *v, uint64_t ino, uint64_t *end)
 {
 	struct fs_ckpt *c = v->ckpt;
-	bool in = false;
+	int in = MEMBER_NONE;
 
 	*end = 0;
 	if (!c || atomic_load(&c->nchains) == 0)
@@ -1069,7 +1071,14 @@ bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino)
 {
 	uint64_t end;
 
-	return chain_member(v, ino, &end);
+	return chain_member(v, ino, &end) != MEMBER_NONE;
+}
+
+bool fs_ckpt_is_delta(struct fs_volume *v, uint64_t ino)
+{
+	uint64_t end;
+
+	return chain_member(v, ino, &end) == MEMBER_DELTA;
 }
 
 /* Make every record appended so far durable.  The device's cache flush

@@ -36,6 +36,9 @@ uint64_t fs_ckpt_walk_end(struct fs_volume *v, uint64_t ino);
  * placements and does I/O to the layers under the file's locks, so their
  * positions must not move while it lasts (disk retire refuses them). */
 bool fs_ckpt_in_chain(struct fs_volume *v, uint64_t ino);
+/* ino is a layer or a fill file of a chain: written under the
+ * checkpointed file's locks, not its own. */
+bool fs_ckpt_is_delta(struct fs_volume *v, uint64_t ino);
 /* fsync of a checkpointed file: its layers' chunk files and the
  * checkpoint log (the records saying which blocks are in which layer), so
  * what was written since the checkpoint survives a power cut as the file's

@@ -347,9 +347,23 @@ static void probe_all(struct fs *fs)
 	}
 }
 
+/* The disk is full (ENOSPC seen, no space freed since). */
+static bool disk_full(struct fs *fs, uint32_t d)
+{
+	struct fs_health *h = fs->health;
+
+	pthread_mutex_lock(&h->mu);
+	bool full = d < POOL_MAX_DISKS && h->space[d].full;
+	pthread_mutex_unlock(&h->mu);
+	return full;
+}
+
 /* A failed or stale disk whose directory holds its own superblock again
  * has come back: resync it (only what it missed, when the dirty-region
- * logs know; everything otherwise). */
+ * logs know; everything otherwise).  Not while it is full: a disk failed
+ * because a write could not make its stripes consistent for want of
+ * space (pool/store.c settle) would fail the resync's writes the same
+ * way, again every second; it comes back once it has space again. */
 static void watch_returns(struct fs *fs)
 {
 	char why[POOL_MSG_MAX];
@@ -360,7 +374,7 @@ static void watch_returns(struct fs *fs)
 		enum pool_disk_state s = fs->pool->disk[d].state;
 		if (s != POOL_DISK_FAILED && s != POOL_DISK_STALE && s != POOL_DISK_MISSING)
 			continue;
-		if (fs_jobs_busy(fs, d))
+		if (fs_jobs_busy(fs, d) || disk_full(fs, d))
 			continue;
 		if (pool_disk_probe(fs->pool, d, 0, 0, why, sizeof(why)) == 0)
 			back |= 1ull << d;

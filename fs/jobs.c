@@ -433,8 +433,13 @@ static int cut_stale(struct job *j, struct fs_volume *v, uint64_t id, uint64_t t
 {
 	struct pool_file_map map;
 	struct fs_inode *fi;
-	int rc = fs_inode_get(j->fs, fs_ino_make(v, id), 0, &fi); /* a hold */
 
+	/* A checkpoint's layer or fill file is written under its file's
+	 * locks, not its own, and is never cut (a merge removes it whole):
+	 * a first write past its end could land under the cut. */
+	if (fs_ckpt_is_delta(v, id))
+		return 0;
+	int rc = fs_inode_get(j->fs, fs_ino_make(v, id), 0, &fi); /* a hold */
 	if (rc < 0)
 		return rc == -ENOENT ? 0 : rc;
 	pthread_rwlock_wrlock(&fi->io_lock);

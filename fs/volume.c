@@ -583,6 +583,8 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 	return rc;
 }
 
+static void detach(struct fs_volume *v, bool clean);
+
 /* Open the volume's stores (metadata replicas, chunk store, dirty-region
  * log, parity journal), replay the journal, reap orphans and resync what
  * an unclean stop left dirty: at mount, or when this node becomes the
@@ -611,13 +613,23 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 		snprintf(err, errlen, "volume %s: resync of dirty regions failed: %s", v->name,
 			 strerror(-rc));
 	if (rc < 0)
-		fs_volume_detach(v);
+		detach(v, false);
 	return rc;
 }
 
 /* Close the stores (unmount, or another node owns the volume now).  A
  * clean close: every chunk on disk, every dirty mark cleared. */
 void fs_volume_detach(struct fs_volume *v)
+{
+	detach(v, true);
+}
+
+/* With `clean` false (an open that failed half way: a replay that could
+ * not finish, a resync that failed) the dirty-region log keeps its dirty
+ * marks whatever the sync does: the regions a crash left torn were not
+ * resynced, and a sync that works (it skips disks that are out) proves
+ * nothing about them. */
+static void detach(struct fs_volume *v, bool clean)
 {
 	fs_ckpt_detach(v); /* stops the merge worker before the stores go */
 	if (v->wb) {	   /* everything acknowledged in place first */
@@ -632,7 +644,7 @@ void fs_volume_detach(struct fs_volume *v)
 	}
 	v->journal = NULL;
 	if (v->drl)
-		pool_drl_close(v->drl, v->store && pool_store_syncfs(v->store) == 0);
+		pool_drl_close(v->drl, clean && v->store && pool_store_syncfs(v->store) == 0);
 	if (v->store)
 		pool_store_close(v->store);
 	if (v->meta)

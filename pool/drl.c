@@ -446,19 +446,33 @@ static int begin_region(struct pool_drl *d, uint64_t id, uint64_t region, uint64
 		e->missed |= absent;
 		rc = persist(d, e);
 	}
-	e->inflight++;
-	e->seq++;
+	if (rc == 0) { /* a begin that failed has no end to come */
+		e->inflight++;
+		e->seq++;
+	}
 	return rc;
+}
+
+static void end_regions(struct pool_drl *d, uint64_t id, uint64_t r0, uint64_t r1)
+{
+	for (uint64_t r = r0; r <= r1; r++) {
+		struct slot *e = find(d, id, r);
+		if (e && e->inflight > 0)
+			e->inflight--;
+	}
 }
 
 int pool_drl_begin(struct pool_drl *d, uint64_t id, uint64_t off, uint64_t len, uint64_t absent)
 {
 	uint64_t r0 = off / POOL_DRL_REGION, r1 = (off + (len ? len : 1) - 1) / POOL_DRL_REGION;
+	uint64_t r = r0;
 	int rc = 0;
 
 	pthread_mutex_lock(&d->mu);
-	for (uint64_t r = r0; r <= r1 && rc == 0; r++)
+	for (; r <= r1 && rc == 0; r++)
 		rc = begin_region(d, id, r, absent);
+	if (rc < 0 && r - 1 > r0) /* the regions begun before the one that failed */
+		end_regions(d, id, r0, r - 2);
 	pthread_mutex_unlock(&d->mu);
 	return rc;
 }
@@ -468,11 +482,7 @@ void pool_drl_end(struct pool_drl *d, uint64_t id, uint64_t off, uint64_t len)
 	uint64_t r0 = off / POOL_DRL_REGION, r1 = (off + (len ? len : 1) - 1) / POOL_DRL_REGION;
 
 	pthread_mutex_lock(&d->mu);
-	for (uint64_t r = r0; r <= r1; r++) {
-		struct slot *e = find(d, id, r);
-		if (e && e->inflight > 0)
-			e->inflight--;
-	}
+	end_regions(d, id, r0, r1);
 	pthread_mutex_unlock(&d->mu);
 }
 

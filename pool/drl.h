@@ -53,7 +53,9 @@ void pool_drl_close(struct pool_drl *d, int clean);
 
 /* A write to [off, off+len) of file id skipping the disks in `absent`
  * is about to start: make its regions durably dirty (and missed by
- * `absent`).  0 or -EIO when no replica took it. */
+ * `absent`).  0 or -EIO when no replica took it.  Every begin that
+ * returned 0 is followed by one end; a failed one by none (the regions
+ * stay dirty, cleared once no write is in flight). */
 int pool_drl_begin(struct pool_drl *d, uint64_t id, uint64_t off, uint64_t len, uint64_t absent);
 /* That write is done. */
 void pool_drl_end(struct pool_drl *d, uint64_t id, uint64_t off, uint64_t len);

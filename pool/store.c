@@ -1071,6 +1071,28 @@ static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t n
  * write only the whole stripes of c[0..nw) in place (they skip the
  * journal, as in write-through).  The request is acknowledged now.
  */
+/*
+ * A write whose records are in the journal failed, and what it wrote in
+ * place was undone or settled (store.c settle): its records must not be
+ * replayed after a crash.  Replayed, a record would put back what the
+ * write did not do, beside later records of the same stripe computed
+ * without it: a stripe whose parity disagrees with its data, with no
+ * dirty mark left to resync it.  A journal checkpoint over its stripes
+ * (the barrier: only if one has a record in this epoch) ends them.
+ */
+static void journal_forget(struct rq *q, uint64_t first, uint64_t last)
+{
+	struct pool_journal *j = atomic_load(&q->s->journal);
+	int rc =
+	    j && q->s->g.kind == LAYOUT_PARITY ? pool_journal_barrier(j, q->f->id, first, last) : 0;
+
+	if (rc < 0)
+		store_log(q->s,
+			  "file %016" PRIx64 " stripes %" PRIu64 "-%" PRIu64
+			  ": journal checkpoint after a failed write: %s (a replay may apply it)",
+			  q->f->id, first, last, strerror(-rc));
+}
+
 static int write_back(struct rq *q, struct cio *c, size_t nw, const struct pool_journal_rec *rec,
 		      size_t nrec)
 {
@@ -1079,12 +1101,13 @@ static int write_back(struct rq *q, struct cio *c, size_t nw, const struct pool_
 	int rc = pool_wb_add(atomic_load(&s->wb), q->f, rec, nrec);
 
 	if (rc < 0) {
-		/* No memory for the copies: the write fails, not applied (the
-		 * journal holds it; a replay would apply it, which a failed write
-		 * allows).  Writing it in place instead would go under older
-		 * records of the same blocks not applied yet: reads would still
-		 * see theirs, and the flusher would then write them over it. */
+		/* No memory for the copies: the write fails, not applied.
+		 * Writing it in place instead would go under older records of
+		 * the same blocks not applied yet: reads would still see theirs,
+		 * and the flusher would then write them over it.  Its records
+		 * leave the journal (journal_forget). */
 		pool_journal_done(atomic_load(&s->journal), nrec);
+		journal_forget(q, rec[0].stripe, rec[nrec - 1].stripe);
 		return rc;
 	}
 	for (size_t i = 0; i < nw; i++) {
@@ -1510,8 +1533,10 @@ static int write_try(struct rq *q, uint64_t off, size_t len, const uint8_t *buf,
 	rc = bounce ? widen(q, off, len, buf, aoff, aend) : 0;
 	if (rc == 0)
 		rc = write_core(q, aoff, aend - aoff, bounce ? q->t->src : buf);
-	if (rc < 0 && q->wfail)
+	if (rc < 0 && q->wfail) {
 		settle(q, aoff, aend);
+		journal_forget(q, aoff / q->s->stripe_bytes, (aend - 1) / q->s->stripe_bytes);
+	}
 	store_unlock(q->s, &set);
 	return rc;
 }
@@ -1527,7 +1552,7 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	uint64_t last = (aend - 1) / s->stripe_bytes;
 	uint64_t extra = 0, healed = 0, absent = 0;
 	struct rq q;
-	int rc = 0;
+	int rc = 0, begun = 0; /* write_begin calls that worked: one write_end each */
 
 	for (int tries = 1;; tries++) {
 		store_rq_init(&q, s, t, f);
@@ -1541,8 +1566,9 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 			rc = s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, skip);
 			if (rc < 0) {
 				store_rq_end(&q);
-				return rc;
+				break;
 			}
+			begun++;
 		}
 		absent |= skip;
 		rc = write_try(&q, off, len, buf, aoff, aend, bounce);
@@ -1567,15 +1593,16 @@ static int write_piece(struct pool_store *s, struct scratch *t, const struct poo
 	/* A disk that failed during the write missed it (or, after a failed
 	 * write, may not hold what its stripes now say): say so before the
 	 * write is acknowledged or its failure answered. */
-	if (s->hooks.write_begin) {
+	if (s->hooks.write_begin && begun) {
 		store_rq_init(&q, s, t, f);
 		uint64_t now = disks_of(&q, q.failed);
 		int e = now & ~absent
 			    ? s->hooks.write_begin(s->hooks.arg, f->id, aoff, aend - aoff, now)
 			    : 0;
+		begun += e == 0 && (now & ~absent);
 		rc = rc == 0 ? e : rc;
 	}
-	if (s->hooks.write_end)
+	for (; s->hooks.write_end && begun > 0; begun--)
 		s->hooks.write_end(s->hooks.arg, f->id, aoff, aend - aoff);
 	return rc;
 }
