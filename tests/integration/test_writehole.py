@@ -487,27 +487,7 @@ def wback_disk_away(t, seed):
     try:
         pool.volume("v", "parity", "--parity", "1", "--columns", "6", "--interleave", "16K",
                     "--journal-mode", "write-back")
-        m = pool.mount()
-        path = os.path.join(pool.mnt, "v", "f")
-        with open(path, "wb") as f:
-            for b in range(NBLK):
-                f.write(block(b, 0))
-        t.eq(m.stop(), 0, f"{what}: file laid out, clean unmount")
-        os.environ["SPACEFS_FAULT"] = "wbhold:600000"
-        try:
-            m = pool.mount()
-        finally:
-            os.environ.pop("SPACEFS_FAULT", None)
-        gens = {b: {0} for b in range(NBLK)}
-        acked = {b: 0 for b in range(NBLK)}
-        fd = os.open(path, os.O_WRONLY)
-        for _ in range(300):
-            b = rng.randrange(NBLK)
-            g = acked[b] + 1
-            gens[b].add(g)
-            os.pwrite(fd, block(b, g), b * BLK)
-            acked[b] = g
-        os.close(fd)
+        m, path, gens, acked = held_writes(t, pool, rng, what)
         # a disk with no journal copy goes away (its data positions only)
         x = next(i for i, d in enumerate(pool.disks)
                  if not os.path.exists(os.path.join(d, "vol", "v", "journal")))
@@ -520,10 +500,7 @@ def wback_disk_away(t, seed):
         os.rename(pool.disks[x] + ".away", pool.disks[x])
         mark = len(log_tail(pool, 10**9))
         m = pool.mount()
-        deadline = time.time() + 60
-        while time.time() < deadline and not re.search(
-                rf"resync (of )?disk {x} done|resynced [1-9]", log_tail(pool, 10**9)[mark:]):
-            time.sleep(0.5)
+        wait_resync(pool, x, mark)
         t.eq(m.stop(), 0, f"{what}: disk {x} back and resynced, clean unmount")
         y = next(i for i in range(len(pool.disks)) if i != x)
         shutil.rmtree(pool.disks[y])
@@ -539,10 +516,10 @@ def wback_disk_away(t, seed):
         pool.cleanup()
 
 
-def held_records(t, pool, rng, what):
-    """Lay out the file, remount with the flusher held back (wbhold), make
-    300 acknowledged random writes and kill -9: every one is only in the
-    journal.  (path, gens, acked)."""
+def held_writes(t, pool, rng, what):
+    """Lay out the file, remount with the flusher held back (wbhold) and
+    make 300 acknowledged random writes: every one is only in the journal
+    and in memory.  (mount, path, gens, acked)."""
     m = pool.mount()
     path = os.path.join(pool.mnt, "v", "f")
     with open(path, "wb") as f:
@@ -564,6 +541,13 @@ def held_records(t, pool, rng, what):
         os.pwrite(fd, block(b, g), b * BLK)
         acked[b] = g
     os.close(fd)
+    return m, path, gens, acked
+
+
+def held_records(t, pool, rng, what):
+    """held_writes, then kill -9: the writes are only in the journal.
+    (path, gens, acked)."""
+    m, path, gens, acked = held_writes(t, pool, rng, what)
     m.kill9()
     return path, gens, acked
 
