@@ -150,13 +150,13 @@ struct fs {
 
 	pthread_mutex_t itable_lock;
 	struct fs_inode *itable[FS_ITABLE_SIZE];
-	/* Retires that wrote attributes back, counted (under itable_lock):
-	 * the count after the latest retire of an inode hashing to each
-	 * slot.  A lookup that read the store before such a retire freed
-	 * the inode holds older attributes than the store now has
-	 * (fs_inode_install reads them again). */
+	/* Inodes retired (freed after their write-back), counted under
+	 * itable_lock: the count after the latest retire of an inode hashing
+	 * to each slot.  A lookup that read the store before such a retire
+	 * may hold older attributes than the store now has
+	 * (fs_inode_install_read reads them again). */
 	uint64_t retired;
-	uint64_t retired_at[64];
+	uint64_t retired_at[256];
 	struct fs_empty_set empty;
 
 	pthread_t flusher;

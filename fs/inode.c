@@ -225,30 +225,38 @@ static void purge(struct fs_volume *v, const struct pool_inode *a)
 
 static int flush_inode(struct fs *fs, struct fs_inode *in, bool retire);
 
-/* Write back or purge an inode nobody references any more: true if the
- * store was written (and the write worked). */
-static bool retire_work(struct fs *fs, struct fs_inode *in)
+/* Write back or purge an inode nobody references any more: 0 (done, or
+ * nothing to do), 1 (not this node's to write: the volume's owner is
+ * elsewhere), or the write-back's -errno. */
+static int retire_work(struct fs *fs, struct fs_inode *in)
 {
-	bool wrote = false;
+	int rc = 0;
 
 	/* Only the volume's owner writes it (several nodes, fs/node.c). */
 	if (!fs_vol_hold_local(in->vol))
-		return false;
-	if (in->attr.nlink == 0 && !in->purged) {
+		return 1;
+	pthread_mutex_lock(&in->lock);
+	bool unlinked = in->attr.nlink == 0 && !in->purged;
+	pthread_mutex_unlock(&in->lock);
+	if (unlinked) {
 		purge(in->vol, &in->attr);
+		pthread_mutex_lock(&in->lock);
 		in->purged = true;
-		wrote = true;
-	} else if (in->dirty) {
-		int rc = flush_inode(fs, in, true);
+		pthread_mutex_unlock(&in->lock);
+	} else {
+		/* Through wb_lock even when clean: a flusher batch that took
+		 * this inode's copy may still be committing it, and freed
+		 * before it ends, the inode would leave a lookup the store's
+		 * older row. */
+		rc = flush_inode(fs, in, true);
 		if (rc < 0)
 			fprintf(stderr,
 				"spacefs: volume %s: inode %llu: attribute write-back failed (%s); "
-				"its size and times may be lost\n",
+				"kept for the next write-back\n",
 				in->vol->name, (unsigned long long)in->attr.ino, strerror(-rc));
-		wrote = rc == 0;
 	}
 	fs_vol_leave(in->vol);
-	return wrote;
+	return rc;
 }
 
 /* Under the table lock: what retire_work did is out of date (a holder
@@ -284,24 +292,27 @@ static struct fs_inode *drop_if_unused(struct fs *fs, struct fs_inode *in)
  * revived meanwhile (its new holder retires it in turn).  A holder that
  * came and went during the write-back found it retiring and left it to
  * this one (drop_if_unused): so once unused again, it is written back
- * again if that holder changed it, and only then freed. */
+ * again if that holder changed it, and only then freed.  One whose
+ * write-back failed stays in the table, dirty, for the flusher's next
+ * try.  Every free counts as a retire for fs_inode_install_read: a
+ * lookup that read the store before it re-reads. */
 static void inode_retire(struct fs *fs, struct fs_inode *in)
 {
 	for (;;) {
-		bool wrote = retire_work(fs, in);
+		int rc = retire_work(fs, in);
 		pthread_mutex_lock(&fs->itable_lock);
-		if (wrote) {
-			fs->retired++;
-			fs->retired_at[in->ino % RETIRED_SLOTS] = fs->retired;
-		}
 		bool gone = unused(in);
-		if (gone && wrote && retire_again(in)) {
+		if (gone && rc == 0 && retire_again(in)) {
 			pthread_mutex_unlock(&fs->itable_lock);
 			continue; /* still ours: `retiring` stays set */
 		}
 		in->retiring = false;
-		if (gone)
+		gone = gone && rc >= 0;
+		if (gone) {
 			table_unlink(fs, in);
+			fs->retired++;
+			fs->retired_at[in->ino % RETIRED_SLOTS] = fs->retired;
+		}
 		pthread_mutex_unlock(&fs->itable_lock);
 		if (gone)
 			inode_free(in);
@@ -538,6 +549,8 @@ int fs_inode_flush_volume(struct fs *fs, struct fs_volume *v)
 	}
 out:
 	pthread_mutex_unlock(&fs->itable_lock);
+	if (n > 0 && v->fault.kind == POOL_FAULT_IRETIRE)
+		usleep((useconds_t)(v->fault.at * 1000)); /* tests: a slow store */
 	if (n > 0)
 		rc = pool_meta_setattr_many(v->meta, batch, n);
 	if (rc < 0)

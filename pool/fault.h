@@ -43,11 +43,11 @@
  *             (fs/volume.c journal_sync) fails with EIO, once, as a disk's
  *             cache flush that failed, so tests see what a replay whose
  *             checkpoint cannot finish leaves.
- *   iretire:MS not a crash: when the kernel forgets an inode whose cached
- *             attributes are newer than the store's (fs/inode.c retire),
- *             their write-back waits MS ms between taking its copy and
- *             committing it, so tests can reopen, write and forget the
- *             file meanwhile.
+ *   iretire:MS not a crash: an attribute write-back (fs/inode.c: a
+ *             retire's, when the kernel forgets an inode whose cached
+ *             attributes are newer than the store's, or the flusher's
+ *             batch) waits MS ms between taking its copy and committing
+ *             it, so tests can use and forget the file meanwhile.
  */
 #ifndef SPACEFS_POOL_FAULT_H
 #define SPACEFS_POOL_FAULT_H
@@ -65,7 +65,7 @@ enum pool_fault_kind {
 	POOL_FAULT_JMOVE,
 	POOL_FAULT_FILL,    /* not a crash: fill file creations fail from the `at`th on */
 	POOL_FAULT_JSYNC,   /* not a crash: the `at`th journal checkpoint sync fails */
-	POOL_FAULT_IRETIRE, /* not a crash: a retire's attribute write-back waits `at` ms */
+	POOL_FAULT_IRETIRE, /* not a crash: attribute write-backs wait `at` ms */
 };
 
 struct pool_fault {

@@ -22,10 +22,18 @@ certain:
      fresh lookup, and again after unmount and mount, with the bytes;
   4. the same with an unlink in step 2 instead of the append: the
      file's chunk files are gone before the unmount (they were kept
-     until the next mount's orphan reap).
+     until the next mount's orphan reap);
+  5. the flusher's write-back, not a retire's: with flush_interval=1 the
+     flusher takes the copies of files just written and waits before its
+     commit; a forget in that wait found the inode clean and freed it at
+     once, and a stat then read the store's older row (size 0) and
+     cached it (found in the third review).  Six files, each forgotten
+     at another moment of the flusher's second: every stat must say
+     1 MiB, and so must the store after a remount.
 """
 import glob
 import os
+import random
 import time
 
 from harness import Pool, Tap, log_tail
@@ -44,6 +52,30 @@ def drop_caches():
 def chunks(pool):
     return [p for d in pool.disks for p in glob.glob(os.path.join(d, "vol", "v", "data", "*", "*"))
             if not p.endswith(".crc")]
+
+
+def flusher_case(t, pool):
+    os.environ["SPACEFS_FAULT"] = f"iretire:{DELAY_MS}"
+    try:
+        m = pool.mount("flush_interval=1")
+    finally:
+        os.environ.pop("SPACEFS_FAULT", None)
+    rng = random.Random(5)
+    sizes = {}
+    for i in range(6):
+        p = os.path.join(pool.mnt, "v", f"h{i}")
+        with open(p, "wb") as f:
+            f.write(os.urandom(MIB))
+        time.sleep(rng.uniform(0.2, 1.4))  # the flusher takes its copy meanwhile, or not
+        drop_caches()
+        sizes[p] = os.stat(p).st_size
+    t.eq(sorted(set(sizes.values())), [MIB],
+         "a forget while the flusher commits: every file's size is 1 MiB after it")
+    t.eq(m.stop(), 0, "flusher case: clean unmount")
+    m = pool.mount()
+    t.eq(sorted({os.stat(p).st_size for p in sizes}), [MIB],
+         "flusher case: after a remount, every size is in the store")
+    t.eq(m.stop(), 0, "flusher case: clean unmount")
 
 
 def main():
@@ -95,6 +127,7 @@ def main():
         t.eq(left, [], "an unlink while the inode's retire ran: its chunk files are removed "
              "at once, not at the next mount")
         t.eq(m.stop(), 0, "clean unmount")
+        flusher_case(t, pool)
     except Exception as e:  # a crash of the test itself is a failure, not a hang
         t.ok(False, f"exception: {e}")
         t.diag(log_tail(pool))
