@@ -52,6 +52,7 @@
 /* One disk's space, as ENOSPC answers and statvfs tell it. */
 struct disk_space {
 	bool full, logged;
+	bool failed_full;      /* failed for want of space (pool/store.c settle) */
 	uint64_t enospc, seen; /* answers so far; as of the last check */
 	int64_t last_enospc;
 	uint64_t free, free_at_full; /* FREE_UNKNOWN until measured */
@@ -103,6 +104,8 @@ void fs_health_disk_failed(struct fs *fs, uint32_t disk, const char *why)
 	pthread_mutex_lock(&h->mu);
 	if (!(h->pending & (1ull << disk)))
 		snprintf(h->why[disk], sizeof(h->why[disk]), "%s", why);
+	if (strstr(why, strerror(ENOSPC)))
+		h->space[disk].failed_full = true;
 	h->pending |= 1ull << disk;
 	pthread_cond_signal(&h->cv);
 	pthread_mutex_unlock(&h->mu);
@@ -347,22 +350,23 @@ static void probe_all(struct fs *fs)
 	}
 }
 
-/* The disk is full (ENOSPC seen, no space freed since). */
-static bool disk_full(struct fs *fs, uint32_t d)
+/* The disk was failed for want of space and is full still (ENOSPC seen,
+ * no space freed since). */
+static bool failed_full(struct fs *fs, uint32_t d)
 {
 	struct fs_health *h = fs->health;
 
 	pthread_mutex_lock(&h->mu);
-	bool full = d < POOL_MAX_DISKS && h->space[d].full;
+	bool full = d < POOL_MAX_DISKS && h->space[d].failed_full && h->space[d].full;
 	pthread_mutex_unlock(&h->mu);
 	return full;
 }
 
 /* A failed or stale disk whose directory holds its own superblock again
  * has come back: resync it (only what it missed, when the dirty-region
- * logs know; everything otherwise).  Not while it is full: a disk failed
- * because a write could not make its stripes consistent for want of
- * space (pool/store.c settle) would fail the resync's writes the same
+ * logs know; everything otherwise).  Not a disk failed because a write could
+ * not make its stripes consistent for want of space (pool/store.c
+ * settle) while it is still full: the resync's writes would fail the same
  * way, again every second; it comes back once it has space again. */
 static void watch_returns(struct fs *fs)
 {
@@ -374,7 +378,7 @@ static void watch_returns(struct fs *fs)
 		enum pool_disk_state s = fs->pool->disk[d].state;
 		if (s != POOL_DISK_FAILED && s != POOL_DISK_STALE && s != POOL_DISK_MISSING)
 			continue;
-		if (fs_jobs_busy(fs, d) || disk_full(fs, d))
+		if (fs_jobs_busy(fs, d) || failed_full(fs, d))
 			continue;
 		if (pool_disk_probe(fs->pool, d, 0, 0, why, sizeof(why)) == 0)
 			back |= 1ull << d;
@@ -382,6 +386,9 @@ static void watch_returns(struct fs *fs)
 	pthread_rwlock_unlock(&fs->pool_lock);
 	for (uint32_t d = 0; d < POOL_MAX_DISKS; d++)
 		if (back & (1ull << d)) {
+			pthread_mutex_lock(&fs->health->mu);
+			fs->health->space[d].failed_full = false;
+			pthread_mutex_unlock(&fs->health->mu);
 			fs_log("disk %u (%s) is back; resyncing what it missed", d,
 			       fs->pool->disk[d].path);
 			fs_jobs_start_resync(fs, d);

@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -174,6 +175,7 @@ def main():
         teardown(pool, small)
     wb_full(t)
     wt_failed_replay(t)
+    full_parity_disk(t)
     t.done()
 
 
@@ -315,6 +317,57 @@ def wt_failed_replay(t):
             xb = f.read(4096)
         t.ok(xa == xb, f"{what}: with disk 1 lost, X rebuilds as it read before "
              f"({'same' if xa == xb else 'different'}; zeros before: {xa == bytes(4096)})")
+        t.eq(m.stop(), 0, f"{what}: clean unmount")
+    except Exception as e:  # report, then fail the plan
+        t.ok(False, f"{what}: unexpected error: {e}")
+        t.diag(log_tail(pool))
+    finally:
+        teardown(pool, small)
+
+
+def full_parity_disk(t):
+    """Step 6: a write whose stripe's parity sits on a full disk: the data
+    lands, the parity cannot, nor can the settle's (pool/store.c): the
+    disk is failed, so its stale parity is never trusted.  While it is
+    full it must not be taken back (found in review: it was, its resync
+    failed for want of space, and again every second); once space comes
+    back it is, and resynced."""
+    pool = Pool(3)
+    small = None
+    what = "a full disk holding parity"
+    try:
+        pool.volume("par", "parity", "--parity", "1", "--columns", "3", "--interleave", "16K",
+                    "--journal-size", "8M")
+        small = put_tmpfs(pool, 1, "24m")
+        m = pool.mount()
+        path = os.path.join(pool.mnt, "par", "f")
+        t.eq(odirect_write(path, 0, os.urandom(64 << 10), create=True), 0, f"{what}: laid out")
+        geom = dict(kind="parity", parity=1, columns=3, interleave=16384, copies=1)
+        pos_disk = {p: chunk_disk(pool, "par", p) for p in range(3)}
+        st = next(s for s in range(4, 40) if pos_disk[ondisk.slot_position(geom, s, 2)] == 1)
+        col = next(c for c in range(2) if pos_disk[ondisk.slot_position(geom, st, c)] != 1)
+        filler = os.path.join(small, "filler")
+        t.eq(fill(filler, 64 << 20), errno.ENOSPC, f"{what}: disk 1 filled from outside spacefs")
+        mark = len(log_tail(pool, 10**9))
+        rc = odirect_write(path, st * 32768 + col * 16384, os.urandom(4096))
+        t.eq(rc, errno.ENOSPC, f"{what}: a write to stripe {st} (parity on disk 1) fails")
+        deadline = time.time() + 10
+        while time.time() < deadline and status(pool)[1]["disks"][1]["state"] == "healthy":
+            time.sleep(0.2)
+        state = status(pool)[1]["disks"][1]["state"]
+        t.ok(state in ("failed", "stale"),
+             f"{what}: disk 1 is out of service ({state}): its parity could not be made right")
+        time.sleep(3)  # the health watcher looks for returns once a second
+        log = log_tail(pool, 10**9)[mark:]
+        t.ok(re.search(r"disk 1 \(.*\) is back", log) is None,
+             f"{what}: while full, disk 1 is not taken back")
+        os.unlink(filler)
+        deadline = time.time() + 30
+        while time.time() < deadline and "resync disk 1 done" not in log_tail(pool, 10**9)[mark:]:
+            time.sleep(0.3)
+        log = log_tail(pool, 10**9)[mark:]
+        t.ok("has space again" in log and "resync disk 1 done" in log,
+             f"{what}: with space again, disk 1 is taken back and resynced")
         t.eq(m.stop(), 0, f"{what}: clean unmount")
     except Exception as e:  # report, then fail the plan
         t.ok(False, f"{what}: unexpected error: {e}")
