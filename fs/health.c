@@ -78,15 +78,29 @@ static uint32_t nvolumes(struct fs *fs)
 	return n;
 }
 
-/* Every volume's store stops using the disk. */
+/* Every volume's store stops using the disk.  One failing while it was
+ * being rebuilt holds only the files the rebuild reached: its return
+ * must rebuild it whole, not just the regions the dirty-region log says
+ * it missed (which say nothing of the files still to rebuild). */
 static void stores_fail(struct fs *fs, uint32_t disk)
 {
 	uint32_t n = nvolumes(fs);
+	char why[64];
 
+	/* the member's state, not the store's: a store that met the failure
+	 * itself has marked the disk failed already */
+	pthread_rwlock_rdlock(&fs->pool_lock);
+	bool rebuilding =
+	    disk < fs->pool->ndisks && fs->pool->sb->member[disk].state == POOL_MEMBER_REPAIRING;
+	pthread_rwlock_unlock(&fs->pool_lock);
+	snprintf(why, sizeof(why), "disk %u failed while being rebuilt", disk);
 	for (uint32_t i = 0; i < n; i++) {
 		/* with several nodes only owned volumes have a store open here */
 		if (!fs_vol_hold_local(fs->vol[i]))
 			continue;
+		struct fs_volume *v = fs->vol[i];
+		if (v->drl && rebuilding)
+			pool_drl_stale_all(v->drl, why);
 		pool_store_disk_set(fs->vol[i]->store, disk, POOL_STORE_DISK_FAILED);
 		if (fs->vol[i]->journal)
 			pool_journal_disk_failed(fs->vol[i]->journal, disk);

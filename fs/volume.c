@@ -585,6 +585,21 @@ static int open_journal(struct fs *fs, struct fs_volume *v, const struct pool_sb
 
 static void detach(struct fs_volume *v, bool clean);
 
+/* A replacement recorded as being rebuilt but not found at this mount
+ * holds only the files its rebuild reached: when it returns it must be
+ * rebuilt whole (fs/health.c stores_fail says why). */
+static void stale_unrebuilt(struct fs *fs, struct fs_volume *v)
+{
+	for (uint32_t d = 0; d < fs->pool->ndisks; d++) {
+		if (fs->pool->sb->member[d].state != POOL_MEMBER_REPAIRING ||
+		    pool_disk_in_service(fs->pool, d))
+			continue;
+		char why[64];
+		snprintf(why, sizeof(why), "disk %u, being rebuilt, is away", d);
+		pool_drl_stale_all(v->drl, why);
+	}
+}
+
 /* Open the volume's stores (metadata replicas, chunk store, dirty-region
  * log, parity journal), replay the journal, reap orphans and resync what
  * an unclean stop left dirty: at mount, or when this node becomes the
@@ -605,6 +620,8 @@ int fs_volume_attach(struct fs *fs, struct fs_volume *v, const struct pool_sb_vo
 			 strerror(-rc));
 	if (rc == 0)
 		rc = open_drl(fs, v, pv, err, errlen);
+	if (rc == 0 && v->drl)
+		stale_unrebuilt(fs, v);
 	if (rc == 0)
 		rc = open_journal(fs, v, pv, err, errlen);
 	if (rc == 0)

@@ -604,6 +604,23 @@ int pool_drl_clear_missed(struct pool_drl *d, uint64_t id, uint64_t region, uint
 	return clear(d, id, region, 0, 1ull << disk);
 }
 
+int pool_drl_stale_all(struct pool_drl *d, const char *why)
+{
+	pthread_mutex_lock(&d->mu);
+	int was = (int)d->overflow, rc = 0;
+	d->overflow = 1;
+	if (!was) {
+		fprintf(
+		    stderr,
+		    "spacefs: volume %s: %s: the dirty-region log counts every region as missed "
+		    "(a returning disk is resynced whole)\n",
+		    d->volume, why);
+		rc = persist_header(d);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return rc;
+}
+
 int pool_drl_overflowed(struct pool_drl *d)
 {
 	pthread_mutex_lock(&d->mu);

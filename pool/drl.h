@@ -69,6 +69,10 @@ int pool_drl_list(struct pool_drl *d, struct pool_drl_entry **out, size_t *n);
 /* After a resync: clear the dirty mark, or disk's missed bit. */
 int pool_drl_clear_dirty(struct pool_drl *d, uint64_t id, uint64_t region);
 int pool_drl_clear_missed(struct pool_drl *d, uint64_t id, uint64_t region, uint32_t disk);
+/* Nothing is known any more, as after an overflow: a disk failed half
+ * way through its rebuild holds the files its rebuild reached and not the
+ * others, which no region records; `why` is logged once.  0 or -EIO. */
+int pool_drl_stale_all(struct pool_drl *d, const char *why);
 /* The table overflowed at some point: nothing is known (see above). */
 int pool_drl_overflowed(struct pool_drl *d);
 void pool_drl_clear_overflow(struct pool_drl *d);
