@@ -412,6 +412,18 @@ static void note_file(struct job *j, struct fs_volume *v, uint64_t ino,
 
 /* ---- walking files ----------------------------------------------------------- */
 
+/* Before a job's checkpoint vouches for what it rebuilt or repaired: that
+ * data on stable storage.  The checkpoint is fsynced on the metadata
+ * disks; the rebuilt chunks sit in the target disk's page cache and
+ * running journal, and a power cut could keep the first and lose the
+ * second: the resumed job would skip files whose rebuild was lost, and
+ * mark the disk healthy without them (kill -9 alone cannot: the page
+ * cache survives it).  0 or -errno (the checkpoint waits). */
+static int data_durable(struct fs_volume *v)
+{
+	return pool_store_syncfs(v->store);
+}
+
 /* The bytes of a file a scrub or repair walks: its size, the open file's
  * if larger, and for a file in a checkpoint chain as far as its
  * checkpoints need (fs_ckpt_walk_end). */
@@ -543,7 +555,7 @@ static int walk_one(void *arg, const struct pool_inode *in)
 	if (w->rc == 0)
 		w->last = in->ino;
 	int64_t now = fs_mono_ns();
-	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS) {
+	if (w->rc == 0 && now - j->ckpt_ns > CKPT_PERIOD_NS && data_durable(v) == 0) {
 		char at[32];
 		snprintf(at, sizeof(at), "%" PRIu64, in->ino);
 		ckpt_write(j->fs, v->name, j, at);
@@ -711,6 +723,8 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 		pool_store_rebuild_cursor(v->store, j->disk, after + 1, 0);
 		rc = full ? walk_files(j, v, after) : v->drl ? resync_missed(j, v, 1) : 0;
 		if (rc == 0)
+			rc = data_durable(v);
+		if (rc == 0)
 			ckpt_write(j->fs, v->name, j, "done");
 	}
 	if (rc < 0)
@@ -773,6 +787,8 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
 	if (v->drl) /* what writes skipped meanwhile */
 		rc = resync_missed(j, v, 0);
+	if (rc == 0 && !done)
+		rc = data_durable(v);
 	fs_vol_leave(v);
 	if (rc == 0 && !done)
 		ckpt_write(j->fs, v->name, j, "done");
