@@ -341,6 +341,20 @@ static int ckpt_read(struct fs *fs, const char *vol, enum slot s, char *kind, ui
 	return 0;
 }
 
+/* The volume's record is a repair of `disk` that did not finish: the
+ * disk holds only the files that repair reached, whatever the
+ * dirty-region log says it missed, so its return must be a whole
+ * rebuild.  (Single node, pool_drl_stale_all says so too; with several
+ * nodes only this record reaches the volume's owner.) */
+static bool repair_unfinished(struct fs *fs, const char *vol, uint32_t disk)
+{
+	struct rec r;
+
+	if (rec_read(fs, vol, SLOT_JOB, &r) < 0 || strcmp(r.kind, "repair") || r.disk != disk)
+		return false;
+	return strcmp(r.at, "done") && !(!strcmp(r.at, "end") && !strcmp(r.state, "done"));
+}
+
 /* A checkpoint merge's record (fs/jobs.h): written by the volume's owner
  * when a merge starts ("running", replacing the last one's) and when it
  * ends ("end" with state done or failed), so that every node's status
@@ -710,8 +724,8 @@ static int rebuild_volume(struct job *j, struct fs_volume *v)
 	uint32_t disk;
 	uint64_t after = 0;
 	int done = 0, rc = 0;
-	int full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl);
-
+	int full = j->kind == JOB_REPAIR || !v->drl || pool_drl_overflowed(v->drl) ||
+		   repair_unfinished(j->fs, v->name, j->disk);
 	double rate;
 
 	if (ckpt_read(j->fs, v->name, SLOT_JOB, kind, &disk, &after, &done, &rate) < 0 ||
@@ -787,6 +801,8 @@ static int rebuild_volume_owned(struct job *j, struct fs_volume *v)
 	pool_store_disk_set(v->store, j->disk, POOL_STORE_DISK_OK);
 	if (v->drl) /* what writes skipped meanwhile */
 		rc = resync_missed(j, v, 0);
+	if (rc == 0 && v->drl && j->kind == JOB_REPAIR && all_healthy(j->fs, (int)j->disk))
+		pool_drl_clear_overflow(v->drl); /* the sweep covered every region */
 	if (rc == 0 && !done)
 		rc = data_durable(v);
 	fs_vol_leave(v);
@@ -1338,12 +1354,18 @@ static int cluster_resync_start(struct fs *fs, uint32_t disk)
 	fs_catalog_apply(fs);
 	struct job tmpl = {.fs = fs, .kind = JOB_RESYNC, .disk = disk};
 	uint32_t n = nvolumes(fs);
+	/* a repair it left unfinished: rebuilt whole, every volume's part */
+	for (uint32_t i = 0; i < n; i++)
+		if (!fs_volume_gone(fs->vol[i]) && repair_unfinished(fs, fs->vol[i]->name, disk))
+			tmpl.kind = JOB_REPAIR;
 	for (uint32_t i = 0; i < n; i++)
 		if (!fs_volume_gone(fs->vol[i]))
 			ckpt_write(fs, fs->vol[i]->name, &tmpl, "0");
 	for (uint32_t i = 0; i < n; i++)
 		pickup_scrub(fs, fs->vol[i]);
-	fs_log("disk %u back in service: each volume's owner resyncs what it missed", disk);
+	fs_log("disk %u back in service: each volume's owner %s", disk,
+	       tmpl.kind == JOB_REPAIR ? "rebuilds it whole (its repair had not finished)"
+				       : "resyncs what it missed");
 	return 0;
 }
 
