@@ -75,7 +75,12 @@ bool fs_vol_hold_local(struct fs_volume *v)
 
 	if (!vn)
 		return true;
-	pthread_rwlock_rdlock(&vn->lock);
+	/* EDEADLK: this thread holds it exclusively (a takeover opening the
+	 * stores, a release closing them) and got here through a store hook
+	 * or an inode retire: no hold to nest, and the unlock that would
+	 * follow would release the exclusive one (review, round 4). */
+	if (pthread_rwlock_rdlock(&vn->lock) != 0)
+		return false;
 	if (vn->state == VS_OWNED && fs_mono_ns() < atomic_load(&vn->deadline_ns))
 		return true;
 	pthread_rwlock_unlock(&vn->lock);
