@@ -3711,8 +3711,10 @@ static int file_view(struct fs *fs, uint64_t ino, struct fs_volume **vp, struct 
 	if (!ch)
 		return -ESTALE;
 	pthread_rwlock_rdlock(&ch->rw);
+	/* a merge that began since c->lock was dropped folds later granules
+	 * into what this view reads: that checkpoint reads ESTALE */
 	int li = layer_of(ch, id);
-	if (li <= 0) {
+	if (li <= 0 || ch->l[li].merging) {
 		pthread_rwlock_unlock(&ch->rw);
 		return -ESTALE;
 	}

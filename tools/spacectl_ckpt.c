@@ -35,6 +35,7 @@
 
 #define EXIT_USAGE 2
 #define COPY_BUF   (1u << 20)
+#define CK_NAME_LEN 64 /* a checkpoint name and its NUL (fs/ckpt.c) */
 
 static const char help_ckpt[] =
     "usage: spacectl checkpoint COMMAND SOURCE VOLUME ...\n"
@@ -318,48 +319,113 @@ static uint64_t data_bytes(int fd, uint64_t size)
 	return total;
 }
 
-static int copy_file(struct copy *c, const char *src, const char *dst, const struct stat *st)
+/* Write all of len bytes at off; 0 or an errno. */
+static int pwrite_all(int fd, const char *p, size_t len, off_t off)
 {
-	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
-
-	if (in < 0)
-		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st->st_mode & 07777);
-	if (out < 0) {
-		rc = cli_err(1, c->what, "%s: %s", dst, strerror(errno));
-		goto done;
+	while (len) {
+		ssize_t w = pwrite(fd, p, len, off);
+		if (w < 0)
+			return errno;
+		if (w == 0)
+			return EIO;
+		p += w;
+		len -= (size_t)w;
+		off += w;
 	}
-	for (off_t pos = 0; (uint64_t)pos < (uint64_t)st->st_size && !interrupted;) {
+	return 0;
+}
+
+/* Copy the data extents of in into out: 0, or an errno (*bad_out set if
+ * it came from out).  Only ENXIO from SEEK_DATA means no more data. */
+static int copy_data(struct copy *c, int in, int out, off_t size, bool *bad_out)
+{
+	*bad_out = false;
+	for (off_t pos = 0; pos < size;) {
 		off_t d = lseek(in, pos, SEEK_DATA);
 		if (d < 0)
-			break; /* ENXIO: no data left */
+			return errno == ENXIO ? 0 : errno;
 		off_t h = lseek(in, d, SEEK_HOLE);
-		if (h < 0 || h > st->st_size)
-			h = st->st_size;
-		for (off_t o = d; o < h && !interrupted;) {
+		if (h < 0)
+			return errno;
+		if (h > size)
+			h = size;
+		for (off_t o = d; o < h;) {
+			if (interrupted)
+				return EINTR;
 			size_t len = (size_t)(h - o) < COPY_BUF ? (size_t)(h - o) : COPY_BUF;
 			ssize_t r = pread(in, c->buf, len, o);
-			if (r <= 0 || pwrite(out, c->buf, (size_t)r, o) != r) {
-				rc = cli_err(1, c->what, "%s: %s", r <= 0 ? src : dst,
-					     r < 0 ? strerror(errno) : "short read or write");
-				goto done;
+			if (r <= 0)
+				return r < 0 ? errno : EIO; /* the checkpoint is shorter */
+			int e = pwrite_all(out, c->buf, (size_t)r, o);
+			if (e) {
+				*bad_out = true;
+				return e;
 			}
 			o += r;
 			tick(c, (uint64_t)r);
 		}
 		pos = h;
 	}
-	if (ftruncate(out, st->st_size) < 0 || fsync(out) < 0) {
-		rc = cli_err(1, c->what, "%s: %s", dst, strerror(errno));
-		goto done;
+	return interrupted ? EINTR : 0;
+}
+
+/* A new file at dst: an existing entry (a symlink, a hard link) is
+ * replaced, never written through. */
+static int create_dest(const char *dst, mode_t mode)
+{
+	if (unlink(dst) < 0 && errno != ENOENT)
+		return -1;
+	return open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+/* Only a complete copy gets the file's size and times; an incomplete one
+ * is removed. */
+static int copy_file(struct copy *c, const char *src, const char *dst, const struct stat *st)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+
+	if (in < 0)
+		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
+	out = create_dest(dst, st->st_mode & 07777);
+	if (out < 0) {
+		int e = errno;
+		close(in);
+		return cli_err(1, c->what, "%s: %s", dst, strerror(e));
 	}
-	struct timespec ts[2] = {st->st_atim, st->st_mtim};
-	futimens(out, ts);
-done:
-	if (out >= 0)
-		close(out);
+	bool bad_out = true;
+	int e = copy_data(c, in, out, st->st_size, &bad_out);
+	if (e == 0 && (ftruncate(out, st->st_size) < 0 || fsync(out) < 0)) {
+		e = errno;
+		bad_out = true;
+	}
+	if (e == 0) {
+		struct timespec ts[2] = {st->st_atim, st->st_mtim};
+		futimens(out, ts);
+	}
+	close(out);
 	close(in);
-	return rc;
+	if (e == 0)
+		return 0;
+	const char *gone = unlink(dst) == 0 ? "removed" : "left incomplete";
+	if (e == EINTR && interrupted)
+		return cli_err(1, c->what, "interrupted; %s %s", dst, gone);
+	return cli_err(1, c->what, "%s: %s; %s %s", bad_out ? dst : src, strerror(e), dst, gone);
+}
+
+/* A directory at path, or the one there (not a symlink to one). */
+static int make_dir(const char *path, mode_t mode)
+{
+	struct stat st;
+
+	if (mkdir(path, mode) == 0)
+		return 0;
+	if (errno != EEXIST || lstat(path, &st) < 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return 0;
 }
 
 static int walk(struct copy *c, const char *src, const char *dst, int count)
@@ -383,13 +449,14 @@ static int walk(struct copy *c, const char *src, const char *dst, int count)
 	}
 	if (!S_ISDIR(st.st_mode))
 		return 0;
-	if (!count && mkdir(dst, st.st_mode & 07777) < 0 && errno != EEXIST)
+	if (!count && make_dir(dst, st.st_mode & 07777) < 0)
 		return cli_err(1, c->what, "%s: %s", dst, strerror(errno));
 	DIR *d = opendir(src);
 	if (!d)
 		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
 	int rc = 0;
-	for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+	struct dirent *e;
+	while (rc == 0 && (errno = 0, e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		char *s, *t;
@@ -403,18 +470,55 @@ static int walk(struct copy *c, const char *src, const char *dst, int count)
 		free(s);
 		free(t);
 	}
+	if (rc == 0 && !e && errno)
+		rc = cli_err(1, c->what, "%s: %s", src, strerror(errno));
 	closedir(d);
-	if (rc == 0 && !count) {
+	if (rc == 0 && !count && !interrupted) {
 		struct timespec ts[2] = {st.st_atim, st.st_mtim};
 		utimensat(AT_FDCWD, dst, ts, 0);
 	}
 	return rc;
 }
 
-/* Backups left by a spacectl that is gone: merge them. */
+/* A backup's checkpoint name: backup-PID-TIME-HOST (HOST cut to fit). */
+static void backup_name(char *out, size_t size, int pid, long t)
+{
+	char host[256] = "";
+
+	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+		snprintf(host, sizeof(host), "localhost");
+	for (char *h = host; *h; h++)
+		if (*h == '/' || *h <= ' ')
+			*h = '_';
+	snprintf(out, size, "backup-%d-%ld-%s", pid, t, host);
+}
+
+/* Whether a backup checkpoint is this host's (an old-style name,
+ * backup-PID-TIME, counts as this host's); its spacectl's PID in *pid,
+ * 0 if the name holds none. */
+static bool backup_is_ours(const char *name, int *pid)
+{
+	char mine[CK_NAME_LEN];
+	long t;
+	int n = 0;
+
+	*pid = 0;
+	if (sscanf(name, "backup-%d-%ld%n", pid, &t, &n) != 2 || n == 0) {
+		*pid = 0;
+		return true;
+	}
+	if (!name[n])
+		return true;
+	backup_name(mine, sizeof(mine), *pid, t);
+	return strcmp(mine, name) == 0;
+}
+
+/* Backups left by a spacectl of this host that is gone: merge them.
+ * Another host's are left alone (its spacectl may be running). */
 static void clean_stale(const char *what, const char *source, const char *vol)
 {
-	char req[512], *body;
+	char req[512], others[256] = "", *body;
+	int nothers = 0;
 
 	snprintf(req, sizeof(req), "ckpt-list %s", vol);
 	if (ask(what, source, req, &body))
@@ -424,7 +528,15 @@ static void clean_stale(const char *what, const char *source, const char *vol)
 		int pid;
 		if (!parse_line(l, &c) || strcmp(c.kind, "backup") || strcmp(c.state, "ready"))
 			continue;
-		if (sscanf(c.name, "backup-%d-", &pid) == 1 && pid != getpid() && kill(pid, 0) == 0)
+		if (!backup_is_ours(c.name, &pid)) {
+			size_t len = strlen(others);
+			if (len < sizeof(others) - 1)
+				snprintf(others + len, sizeof(others) - len, "%s%s", len ? " " : "",
+					 c.name);
+			nothers++;
+			continue;
+		}
+		if (pid > 0 && pid != getpid() && kill(pid, 0) == 0)
 			continue; /* another backup is running */
 		printf("%s: merging %s, left by an interrupted backup\n", what, c.name);
 		char *b2;
@@ -433,6 +545,9 @@ static void clean_stale(const char *what, const char *source, const char *vol)
 			free(b2);
 	}
 	free(body);
+	if (nothers)
+		printf("%s: %d backup checkpoint(s) of other hosts left alone: %s\n", what, nothers,
+		       others);
 }
 
 int spacectl_cmd_backup(int argc, char **argv)
@@ -440,7 +555,7 @@ int spacectl_cmd_backup(int argc, char **argv)
 	const char *what = "backup";
 	struct jobopts jo = {0};
 	int done = 0, rc;
-	char vol[POOL_NAME_MAX + 1], name[64], req[4096], *body;
+	char vol[POOL_NAME_MAX + 1], name[CK_NAME_LEN], req[4096], *body;
 
 	if (jobopts_parse(argc, argv, what, help_backup, &jo, &done) || done)
 		return done ? 0 : EXIT_USAGE;
@@ -468,7 +583,7 @@ int spacectl_cmd_backup(int argc, char **argv)
 	char *nl = strchr(mnt, '\n');
 	if (nl)
 		*nl = '\0';
-	snprintf(name, sizeof(name), "backup-%d-%ld", (int)getpid(), (long)time(NULL));
+	backup_name(name, sizeof(name), (int)getpid(), (long)time(NULL));
 	snprintf(req, sizeof(req), "ckpt-create %s %s 1 %s", vol, name, path);
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);

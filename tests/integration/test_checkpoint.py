@@ -28,7 +28,10 @@ On simple, mirror 2 and parity 1 volumes:
 5. `spacectl backup` while the writer goes on: the copy equals the
    instant, a sparse file stays sparse, no checkpoint is left; a backup
    whose spacectl is killed -9 mid-copy is cleaned up by the next backup,
-   one whose daemon is killed -9 by the next mount.
+   one whose daemon is killed -9 by the next mount; a symlink in DEST is
+   replaced, not written through; a backup whose checkpoint starts merging
+   mid-copy fails and leaves no full-size copy; another host's backup
+   checkpoint is left alone by a new backup.
 """
 import errno
 import glob
@@ -390,10 +393,18 @@ def backups(t, p, vol):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     t.eq(len(listed(p, vol)), 1, f"{vol}: a killed backup leaves its checkpoint")
+    # an existing DEST entry is replaced, not written through (a symlink)
+    victim = os.path.join(p.dir, "victim")
+    write_at(victim, 0, b"v" * 4096, "wb")
+    copy = os.path.join(d2, "vm", "disk.img")
+    if os.path.lexists(copy):
+        os.unlink(copy)
+    os.symlink(victim, copy)
     p.spacectl("backup", p.source, f"{vol}/vm", d2, "--wait")
     t.eq(listed(p, vol), [], f"{vol}: the next backup cleaned it up")
-    t.eq(sha_path(os.path.join(d2, "vm", "disk.img")), sha(bytes(model)),
-         f"{vol}: second backup exact")
+    t.eq(sha_path(copy), sha(bytes(model)), f"{vol}: second backup exact")
+    t.ok(not os.path.islink(copy) and sha_path(victim) == sha(b"v" * 4096),
+         f"{vol}: a symlink in DEST was replaced, its target untouched")
 
     # daemon killed mid-backup: the next mount merges it
     proc = subprocess.Popen([harness.SPACECTL, "backup", p.source, f"{vol}/vm", d2, "--rate",
@@ -407,6 +418,62 @@ def backups(t, p, vol):
     p.mount()
     t.ok(wait_none(p, vol), f"{vol}: after kill -9 mid-backup the mount left no checkpoint")
     t.eq(sha_path(f), sha(bytes(model)), f"{vol}: file unchanged by the interrupted backup")
+
+
+def backup_merged_midway(t, p, vol):
+    """The backup's checkpoint starts merging mid-copy (as at an owner move):
+    the backup fails, naming the file, and leaves no full-size copy."""
+    root = os.path.join(p.mnt, vol, "holey")
+    os.makedirs(root)
+    f = os.path.join(root, "h.img")
+    with open(f, "wb") as fh:
+        for i in range(32):  # 32 extents of 64 KiB: a SEEK_DATA after each
+            fh.seek(i * MiB)
+            fh.write(os.urandom(65536))
+        fh.truncate(32 * MiB)
+        os.fsync(fh.fileno())
+    dest = os.path.join(p.dir, "backup-merged")
+    os.makedirs(dest)
+    proc = subprocess.Popen([harness.SPACECTL, "backup", p.source, f"{vol}/holey/h.img", dest,
+                             "--rate", "0.25"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while not listed(p, vol) and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(1)
+    names = listed(p, vol)
+    if names:
+        merge(p, vol, names[0])
+    out, _ = proc.communicate(timeout=120)
+    t.ok(proc.returncode != 0 and "h.img: Stale file handle" in out,
+         f"{vol}: a backup whose checkpoint merged mid-copy fails ({out.strip()[-200:]})")
+    copy = os.path.join(dest, "h.img")
+    t.ok(not os.path.exists(copy) or os.path.getsize(copy) < 32 * MiB,
+         f"{vol}: the incomplete copy is not given its full size")
+    t.ok(wait_none(p, vol), f"{vol}: no checkpoint left")
+
+
+def backup_other_host(t, p, vol):
+    """A backup checkpoint of another host (its spacectl may run there) is
+    left alone by a new backup; this host's stale ones are merged."""
+    d = os.path.join(p.dir, "backup-other")
+    os.makedirs(d)
+    proc = subprocess.Popen(["unshare", "-u", "sh", "-c", 'hostname nodeb-x && exec "$0" "$@"',
+                             harness.SPACECTL, "backup", p.source, f"{vol}/vm", d, "--rate", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not listed(p, vol) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    names = listed(p, vol)
+    t.ok(len(names) == 1 and names[0].endswith("-nodeb-x"),
+         f"{vol}: a backup checkpoint names its host ({names})")
+    b = p.spacectl("backup", p.source, f"{vol}/vm", d, "--wait")
+    t.eq(listed(p, vol), names, f"{vol}: another host's backup checkpoint is not merged")
+    t.ok("other hosts left alone" in b.stdout, f"{vol}: and the backup says so")
+    for n in names:
+        p.spacectl("checkpoint", "merge", p.source, vol, n, "--wait", check=False)
 
 
 def vhdx(t, p, vol):
@@ -540,6 +607,8 @@ def main():
         kill_during_merge(t, p, "parity1")
         unmount_during_merge(t, p, "mirror2")
         backups(t, p, "mirror2")
+        backup_merged_midway(t, p, "simple")
+        backup_other_host(t, p, "mirror2")
         vhdx(t, p, "parity1")
         grown_scrub(t, p, "mirror2")
         stop_clean(t, p.mounts[-1])
