@@ -252,7 +252,7 @@ static int retire_work(struct fs *fs, struct fs_inode *in)
 		if (rc < 0)
 			fprintf(stderr,
 				"spacefs: volume %s: inode %llu: attribute write-back failed (%s); "
-				"its size and times may be lost\n",
+				"kept for the next write-back\n",
 				in->vol->name, (unsigned long long)in->attr.ino, strerror(-rc));
 	}
 	fs_vol_leave(in->vol);
@@ -292,14 +292,13 @@ static struct fs_inode *drop_if_unused(struct fs *fs, struct fs_inode *in)
  * revived meanwhile (its new holder retires it in turn).  A holder that
  * came and went during the write-back found it retiring and left it to
  * this one (drop_if_unused): so once unused again, it is written back
- * again if that holder changed it, and only then freed (a write-back
- * that failed is not tried again here: logged, freed).  Not kept in the
- * table instead: an unused entry found by a takeover's reload
- * (fs_inode_reload_volume, under the volume's ownership lock held
- * exclusively) would be retired there, and retire_work's hold of that
- * lock cannot nest.  Every free counts as a retire for
- * fs_inode_install_read: a lookup that read the store before it
- * re-reads. */
+ * again if that holder changed it, and only then freed.  One whose
+ * write-back failed stays in the table, dirty, for the flusher's next
+ * try (freed, its size would be lost; a takeover's reload that retires
+ * it under the volume's exclusive ownership lock finds it not local,
+ * fs_vol_hold_local, and frees it then: the store is reloaded anyway).
+ * Every free counts as a retire for fs_inode_install_read: a lookup that
+ * read the store before it re-reads. */
 static void inode_retire(struct fs *fs, struct fs_inode *in)
 {
 	for (;;) {
@@ -311,6 +310,7 @@ static void inode_retire(struct fs *fs, struct fs_inode *in)
 			continue; /* still ours: `retiring` stays set */
 		}
 		in->retiring = false;
+		gone = gone && rc >= 0;
 		if (gone) {
 			table_unlink(fs, in);
 			fs->retired++;
