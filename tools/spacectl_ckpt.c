@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -369,24 +370,43 @@ static int copy_data(struct copy *c, int in, int out, off_t size, bool *bad_out)
 	return interrupted ? EINTR : 0;
 }
 
-/* A new file at dst: an existing entry (a symlink, a hard link) is
- * replaced, never written through. */
-static int create_dest(const char *dst, mode_t mode)
+/* The name a file's copy is written under until it is complete: beside
+ * dst, so that the rename is atomic (short: dst's name may be long). */
+static int partial_name(char *out, size_t size, const char *dst)
 {
-	if (unlink(dst) < 0 && errno != ENOENT)
+	const char *slash = strrchr(dst, '/');
+	int dirlen = slash ? (int)(slash - dst) : 1;
+
+	if (snprintf(out, size, "%.*s/.spacectl-backup-%d.partial", dirlen, slash ? dst : ".",
+		     (int)getpid()) >= (int)size) {
+		errno = ENAMETOOLONG;
 		return -1;
-	return open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	}
+	return 0;
 }
 
-/* Only a complete copy gets the file's size and times; an incomplete one
- * is removed. */
+/* A new file at tmp (a leftover of an interrupted run removed first;
+ * never written through a symlink). */
+static int create_partial(const char *tmp, mode_t mode)
+{
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -1;
+	return open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+/* Only a complete copy replaces dst (written beside it, renamed over
+ * it: an existing entry, a symlink or a hard link, is replaced, never
+ * written through); a failed or interrupted one is removed, and an
+ * older copy at dst stays as it was. */
 static int copy_file(struct copy *c, const char *src, const char *dst, const struct stat *st)
 {
+	char tmp[PATH_MAX];
 	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
 
 	if (in < 0)
 		return cli_err(1, c->what, "%s: %s", src, strerror(errno));
-	out = create_dest(dst, st->st_mode & 07777);
+	if (partial_name(tmp, sizeof(tmp), dst) == 0)
+		out = create_partial(tmp, st->st_mode & 07777);
 	if (out < 0) {
 		int e = errno;
 		close(in);
@@ -404,12 +424,18 @@ static int copy_file(struct copy *c, const char *src, const char *dst, const str
 	}
 	close(out);
 	close(in);
-	if (e == 0)
+	if (e == 0 && rename(tmp, dst) == 0)
 		return 0;
-	const char *gone = unlink(dst) == 0 ? "removed" : "left incomplete";
+	if (e == 0) {
+		e = errno;
+		bad_out = true;
+	}
+	unlink(tmp);
 	if (e == EINTR && interrupted)
-		return cli_err(1, c->what, "interrupted; %s %s", dst, gone);
-	return cli_err(1, c->what, "%s: %s; %s %s", bad_out ? dst : src, strerror(e), dst, gone);
+		return cli_err(1, c->what, "interrupted; %s not written (an older copy stays)",
+			       dst);
+	return cli_err(1, c->what, "%s: %s; %s not written (an older copy stays)",
+		       bad_out ? dst : src, strerror(e), dst);
 }
 
 /* A directory at path, or the one there (not a symlink to one). */
@@ -536,8 +562,8 @@ static void clean_stale(const char *what, const char *source, const char *vol)
 			nothers++;
 			continue;
 		}
-		if (pid > 0 && pid != getpid() && kill(pid, 0) == 0)
-			continue; /* another backup is running */
+		if (pid > 0 && pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM))
+			continue; /* another backup is running (EPERM: another user's) */
 		printf("%s: merging %s, left by an interrupted backup\n", what, c.name);
 		char *b2;
 		snprintf(req, sizeof(req), "ckpt-merge %s %s 0", vol, c.name);

@@ -422,7 +422,9 @@ def backups(t, p, vol):
 
 def backup_merged_midway(t, p, vol):
     """The backup's checkpoint starts merging mid-copy (as at an owner move):
-    the backup fails, naming the file, and leaves no full-size copy."""
+    the backup fails, naming the file, and leaves no full-size copy; the
+    older copy already in DEST stays as it was (the new one is written
+    beside it and renamed over it only when complete)."""
     root = os.path.join(p.mnt, vol, "holey")
     os.makedirs(root)
     f = os.path.join(root, "h.img")
@@ -434,6 +436,8 @@ def backup_merged_midway(t, p, vol):
         os.fsync(fh.fileno())
     dest = os.path.join(p.dir, "backup-merged")
     os.makedirs(dest)
+    with open(os.path.join(dest, "h.img"), "wb") as fh:  # last night's copy
+        fh.write(b"OLD" * 1000)
     proc = subprocess.Popen([harness.SPACECTL, "backup", p.source, f"{vol}/holey/h.img", dest,
                              "--rate", "0.25"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -450,6 +454,9 @@ def backup_merged_midway(t, p, vol):
     copy = os.path.join(dest, "h.img")
     t.ok(not os.path.exists(copy) or os.path.getsize(copy) < 32 * MiB,
          f"{vol}: the incomplete copy is not given its full size")
+    t.ok(open(copy, "rb").read() == b"OLD" * 1000 and sorted(os.listdir(dest)) == ["h.img"],
+         f"{vol}: the older copy in DEST stays as it was, and no partial file is left "
+         f"({sorted(os.listdir(dest))})")
     t.ok(wait_none(p, vol), f"{vol}: no checkpoint left")
 
 
