@@ -1066,12 +1066,6 @@ static int wb_reserve(struct rq *q, const struct pool_journal_rec *rec, size_t n
 }
 
 /*
- * Write-back: the records rec[0..nrec) are durable in the journal; hand
- * their pieces to the flusher (pool/wback.h) instead of writing them, and
- * write only the whole stripes of c[0..nw) in place (they skip the
- * journal, as in write-through).  The request is acknowledged now.
- */
-/*
  * A write whose records are in the journal failed, and what it wrote in
  * place was undone or settled (store.c settle): its records must not be
  * replayed after a crash.  Replayed, a record would put back what the
@@ -1093,6 +1087,12 @@ static void journal_forget(struct rq *q, uint64_t first, uint64_t last)
 			  q->f->id, first, last, strerror(-rc));
 }
 
+/*
+ * Write-back: the records rec[0..nrec) are durable in the journal; hand
+ * their pieces to the flusher (pool/wback.h) instead of writing them, and
+ * write only the whole stripes of c[0..nw) in place (they skip the
+ * journal, as in write-through).  The request is acknowledged now.
+ */
 static int write_back(struct rq *q, struct cio *c, size_t nw, const struct pool_journal_rec *rec,
 		      size_t nrec)
 {
@@ -1203,13 +1203,6 @@ void pool_store_set_wb(struct pool_store *s, struct pool_wb *wb)
 	atomic_store(&s->wb, wb);
 }
 
-/* Write pieces p[0..np) of file f in place, in one submission: journal
- * replay (one record: stripe `lock` >= 0 is locked; nothing else runs)
- * and the write-back flusher (lock < 0: it holds the stripes' flush
- * locks instead; pieces of several stripes in ascending order; where a
- * write-back update can be torn by the crash-test fault).  Positions
- * whose disks are out of service are left out: the parity written covers
- * them. */
 /*
  * Journal records are written in place long after their writer marked
  * its range dirty (write_begin), with the disks out then: by the
@@ -1246,6 +1239,13 @@ static int mark_absent(struct rq *q, const struct pool_journal_piece *p, uint32_
 	return rc < 0 ? rc : 1;
 }
 
+/* Write pieces p[0..np) of file f in place, in one submission: journal
+ * replay (one record: stripe `lock` >= 0 is locked; nothing else runs)
+ * and the write-back flusher (lock < 0: it holds the stripes' flush
+ * locks instead; pieces of several stripes in ascending order; where a
+ * write-back update can be torn by the crash-test fault).  Positions
+ * whose disks are out of service are left out (mark_absent tells the
+ * dirty-region log first): the parity written covers them. */
 static int apply_pieces(struct pool_store *s, const struct pool_file_map *f,
 			const struct pool_journal_piece *p, uint32_t np, int64_t lock)
 {
