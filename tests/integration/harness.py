@@ -299,3 +299,45 @@ def log_tail(pool, n=4000):
             return f.read()[-n:]
     except OSError:
         return ""
+
+
+def traced(pid):
+    """True once every thread of pid has a tracer (strace attached)."""
+    tids = os.listdir(f"/proc/{pid}/task")
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                tp = [ln for ln in fh if ln.startswith("TracerPid:")]
+        except FileNotFoundError:
+            continue  # a thread that ended
+        if not tp or tp[0].split()[1] == "0":
+            return False
+    return bool(tids)
+
+
+def strace_during(pool, syscalls, action, timeout=25.0):
+    """The `strace -f -y -e trace=SYSCALLS` lines of the pool's last
+    daemon while action() runs, or None without a working strace (not
+    installed, or not attached to every thread within timeout s)."""
+    if not shutil.which("strace"):
+        return None
+    out = os.path.join(pool.dir, "daemon.strace")
+    pid = pool.mounts[-1].proc.pid
+    tr = subprocess.Popen(["strace", "-f", "-y", "-e", f"trace={syscalls}", "-o", out,
+                           "-p", str(pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while tr.poll() is None and not traced(pid) and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    if tr.poll() is not None or not traced(pid):
+        tr.terminate()
+        tr.wait()
+        return None
+    try:
+        action()
+        time.sleep(0.5)
+    finally:
+        tr.terminate()
+        tr.wait()
+    with open(out) as fh:
+        return fh.read().splitlines()

@@ -67,12 +67,10 @@ import glob
 import hashlib
 import os
 import random
-import shutil
 import struct
-import subprocess
 import time
 
-from harness import Pool, Tap, data_extents, log_tail, stop_clean
+from harness import Pool, Tap, data_extents, log_tail, stop_clean, strace_during
 
 KiB, MiB, G = 1 << 10, 1 << 20, 64 << 10
 FILE = 4 * MiB
@@ -835,45 +833,11 @@ def bad_fills(t, p, vol, seed):
     os.unlink(f.path)
 
 
-def traced(pid):
-    """True once every thread of pid has a tracer (strace attached)."""
-    tids = os.listdir(f"/proc/{pid}/task")
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                tp = [ln for ln in fh if ln.startswith("TracerPid:")]
-        except FileNotFoundError:
-            continue  # a thread that ended
-        if not tp or tp[0].split()[1] == "0":
-            return False
-    return bool(tids)
-
-
 def synced_during(p, action):
     """The fdatasync/fsync calls (strace -y lines) the daemon makes while
     action() runs, or None without a working strace."""
-    if not shutil.which("strace"):
-        return None
-    trace = os.path.join(p.dir, "sync.strace")
-    tr = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fdatasync,fsync", "-o", trace,
-                           "-p", str(p.mounts[-1].proc.pid)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    pid = p.mounts[-1].proc.pid
-    t0 = time.monotonic()
-    while tr.poll() is None and not traced(pid) and time.monotonic() - t0 < DEADLINE:
-        time.sleep(0.05)
-    if tr.poll() is not None or not traced(pid):
-        tr.terminate()
-        tr.wait()
-        return None
-    try:
-        action()
-        time.sleep(0.5)
-    finally:
-        tr.terminate()
-        tr.wait()
-    with open(trace) as fh:
-        return [ln for ln in fh.read().splitlines() if "sync(" in ln]
+    lines = strace_during(p, "fdatasync,fsync", action, DEADLINE)
+    return None if lines is None else [ln for ln in lines if "sync(" in ln]
 
 
 def fill_scrub(t, p, vol, seed):

@@ -32,10 +32,9 @@ import hashlib
 import os
 import shutil
 import struct
-import subprocess
 import time
 
-from harness import Mount, Pool, Tap, log_tail, stop_clean
+from harness import Mount, Pool, Tap, log_tail, stop_clean, strace_during
 
 KiB, MiB = 1 << 10, 1 << 20
 R_CKPT, R_NODE, R_COMMIT, R_MERGE, R_DROP, R_GONE = 2, 3, 4, 6, 7, 8
@@ -322,42 +321,9 @@ def retire(t):
 
 # ---- 4. a merge's log durable before its deletes; a lost tail ------------------------
 
-def traced(pid):
-    """True once every thread of pid has a tracer."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as fh:
-                if any(ln.startswith("TracerPid:\t0") for ln in fh):
-                    return False
-        except FileNotFoundError:
-            pass
-    return True
-
-
 def trace_during(p, action):
     """strace -f -y lines of syncs and unlinks while action() runs, or None."""
-    if not shutil.which("strace"):
-        return None
-    out = os.path.join(p.dir, "merge.strace")
-    pid = p.mounts[-1].proc.pid
-    tr = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync,unlink,unlinkat",
-                           "-o", out, "-p", str(pid)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
-    while tr.poll() is None and not traced(pid) and time.monotonic() - t0 < 20:
-        time.sleep(0.05)
-    if tr.poll() is not None or not traced(pid):
-        tr.terminate()
-        tr.wait()
-        return None
-    try:
-        action()
-        time.sleep(0.5)
-    finally:
-        tr.terminate()
-        tr.wait()
-    with open(out) as fh:
-        return fh.read().splitlines()
+    return strace_during(p, "fsync,fdatasync,unlink,unlinkat", action, 20)
 
 
 def lost_tail(t):
