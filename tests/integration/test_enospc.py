@@ -255,6 +255,20 @@ def chunk_disk(pool, vol, pos):
     return None
 
 
+# Steps 5 and 6: parity 1 over 3 columns of 16 KiB, "par" on 3 disks.
+GEOM = dict(kind="parity", parity=1, columns=3, interleave=16384, copies=1)
+
+
+def parity_laid_out(t, pool, what):
+    """Mount, write a file "par/f" of two stripes: (mount, path, the disk of
+    each position of it)."""
+    m = pool.mount()
+    path = os.path.join(pool.mnt, "par", "f")
+    t.eq(odirect_write(path, 0, os.urandom(64 << 10), create=True), 0,
+         f"{what}: two stripes laid out")
+    return m, path, {p: chunk_disk(pool, "par", p) for p in range(3)}
+
+
 def wt_failed_replay(t):
     """Step 5: a journaled write that failed is not replayed.  Parity 1
     write-through, 3 columns of 16 KiB, disk 1 a small tmpfs.  In one
@@ -273,19 +287,14 @@ def wt_failed_replay(t):
         pool.volume("par", "parity", "--parity", "1", "--columns", "3", "--interleave", "16K",
                     "--journal-size", "8M")
         small = put_tmpfs(pool, 1, "24m")
-        m = pool.mount()
-        path = os.path.join(pool.mnt, "par", "f")
-        t.eq(odirect_write(path, 0, os.urandom(64 << 10), create=True), 0,
-             f"{what}: two stripes laid out")
+        m, path, pos_disk = parity_laid_out(t, pool, what)
         with open(path, "r+b") as f:  # the size covers what follows, durably
             f.truncate(2 << 20)
             os.fsync(f.fileno())
-        geom = dict(kind="parity", parity=1, columns=3, interleave=16384, copies=1)
-        pos_disk = {p: chunk_disk(pool, "par", p) for p in range(3)}
         st = next(s for s in range(4, 40)
-                  if pos_disk[ondisk.slot_position(geom, s, 2)] != 1
-                  and 1 in (pos_disk[ondisk.slot_position(geom, s, c)] for c in range(2)))
-        x = next(c for c in range(2) if pos_disk[ondisk.slot_position(geom, st, c)] == 1)
+                  if pos_disk[ondisk.slot_position(GEOM, s, 2)] != 1
+                  and 1 in (pos_disk[ondisk.slot_position(GEOM, s, c)] for c in range(2)))
+        x = next(c for c in range(2) if pos_disk[ondisk.slot_position(GEOM, st, c)] == 1)
         xoff, yoff = st * 32768 + x * 16384, st * 32768 + (1 - x) * 16384
         # the stripe lies past the laid-out ones: Y written, X a hole
         t.eq(odirect_write(path, yoff, os.urandom(16384)), 0, f"{what}: column Y of stripe {st}")
@@ -339,13 +348,9 @@ def full_parity_disk(t):
         pool.volume("par", "parity", "--parity", "1", "--columns", "3", "--interleave", "16K",
                     "--journal-size", "8M")
         small = put_tmpfs(pool, 1, "24m")
-        m = pool.mount()
-        path = os.path.join(pool.mnt, "par", "f")
-        t.eq(odirect_write(path, 0, os.urandom(64 << 10), create=True), 0, f"{what}: laid out")
-        geom = dict(kind="parity", parity=1, columns=3, interleave=16384, copies=1)
-        pos_disk = {p: chunk_disk(pool, "par", p) for p in range(3)}
-        st = next(s for s in range(4, 40) if pos_disk[ondisk.slot_position(geom, s, 2)] == 1)
-        col = next(c for c in range(2) if pos_disk[ondisk.slot_position(geom, st, c)] != 1)
+        m, path, pos_disk = parity_laid_out(t, pool, what)
+        st = next(s for s in range(4, 40) if pos_disk[ondisk.slot_position(GEOM, s, 2)] == 1)
+        col = next(c for c in range(2) if pos_disk[ondisk.slot_position(GEOM, st, c)] != 1)
         filler = os.path.join(small, "filler")
         t.eq(fill(filler, 64 << 20), errno.ENOSPC, f"{what}: disk 1 filled from outside spacefs")
         mark = len(log_tail(pool, 10**9))
